@@ -1,0 +1,1 @@
+"""The collector: ingest, storage, alarms, city cases and the command-center API."""

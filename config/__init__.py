@@ -1,0 +1,1 @@
+"""Shipped configuration data: profiles, examples, broker config, routing tables."""

@@ -1,0 +1,1 @@
+"""Field protocols: Modbus RTU/TCP transports, register-map decoding and read planning."""

@@ -1,0 +1,1 @@
+"""The edge gateway daemon: poll, decode, alarm, buffer and forward."""

@@ -1,0 +1,1 @@
+"""Lifeline: the command-line entry point that ties the programs together."""

@@ -1,0 +1,425 @@
+"""msgpack codec for v1 messages: compact arrays on the hot path, strict validation on decode."""
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+
+from wire.errors import WireError
+from wire.messages import (
+    AlarmBatch,
+    AlarmEvent,
+    AlarmState,
+    Birth,
+    Command,
+    CommandReply,
+    DataBatch,
+    Death,
+    DeviceEvent,
+    DeviceEventBatch,
+    DeviceInfo,
+    Message,
+    Quality,
+    Record,
+    Severity,
+    Status,
+    Value,
+)
+from wire.topics import DURABLE_KINDS, WIRE_VERSION, Kind, check_ident
+
+MAX_PAYLOAD_BYTES = 256 * 1024
+MAX_ITEMS = 20_000  # records or events in one message
+MAX_STR = 256  # any string field
+MAX_MAP = 256  # keys in status counters, command args, results
+MIN_TS_MS = 946_684_800_000  # 2000-01-01
+MAX_TS_MS = 4_102_444_800_000  # 2100-01-01
+MAX_SEQ = 2**63 - 1
+_INT64 = 2**63
+
+_QUALITIES = {q.value: q for q in Quality}
+_STATES = {s.value: s for s in AlarmState}
+_SEVERITIES = {int(s): s for s in Severity}
+_KINDS = {k.value: k for k in Kind}
+
+
+def encode(msg: Message) -> bytes:
+    """Serialize a message; raise WireError if it exceeds MAX_PAYLOAD_BYTES."""
+    head: dict[str, Any] = {
+        "v": WIRE_VERSION,
+        "k": msg.kind.value,
+        "g": msg.gateway,
+        "s": msg.session,
+        "q": msg.seq,
+        "t": msg.sent_ms,
+        "b": _ENCODERS[msg.kind](msg),
+    }
+    try:
+        data: bytes = msgpack.packb(head, use_bin_type=True)
+    except (OverflowError, TypeError, ValueError) as exc:
+        raise WireError(f"cannot encode {msg.kind}: {exc}") from None
+    if len(data) > MAX_PAYLOAD_BYTES:
+        raise WireError(f"encoded {msg.kind} is {len(data)} bytes, over {MAX_PAYLOAD_BYTES}")
+    return data
+
+
+def decode(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> Message:
+    """Parse and validate a payload, raising WireError with the reason for anything malformed."""
+    if not isinstance(payload, bytes | bytearray | memoryview):
+        raise WireError(f"payload must be bytes, not {type(payload).__name__}")
+    if len(payload) > max_bytes:
+        raise WireError(f"payload is {len(payload)} bytes, over the {max_bytes}-byte limit")
+    if not payload:
+        raise WireError("payload is empty")
+    try:
+        obj = msgpack.unpackb(
+            payload,
+            raw=False,
+            strict_map_key=True,
+            max_str_len=max_bytes,
+            max_bin_len=max_bytes,
+            max_array_len=MAX_ITEMS,
+            max_map_len=max(MAX_MAP, 16),
+            max_ext_len=0,
+        )
+    except Exception as exc:  # msgpack raises a zoo of types for malformed input
+        raise WireError(f"payload is not valid msgpack: {type(exc).__name__}: {exc}") from None
+    if not isinstance(obj, dict):
+        raise WireError(f"payload must be a map, got {type(obj).__name__}")
+    return _decode_envelope(obj)
+
+
+def _decode_envelope(obj: dict[str, Any]) -> Message:
+    version = obj.get("v")
+    if version != WIRE_VERSION or isinstance(version, bool):
+        raise WireError(f"unsupported wire version {version!r} (this side speaks {WIRE_VERSION})")
+    unknown = set(obj) - {"v", "k", "g", "s", "q", "t", "b"}
+    if unknown:
+        raise WireError(f"unknown envelope fields {sorted(unknown)}")
+    kind_name = _field(obj, "k")
+    kind = _KINDS.get(kind_name) if isinstance(kind_name, str) else None
+    if kind is None:
+        raise WireError(f"unknown message kind {kind_name!r}")
+    gateway = check_ident(_field(obj, "g"), "gateway")
+    session = _str(_field(obj, "s"), "session", 64)
+    seq = _int(_field(obj, "q"), "seq", 0, MAX_SEQ)
+    if kind in DURABLE_KINDS and seq == 0:
+        raise WireError(f"{kind} messages need a seq >= 1")
+    sent_ms = _ts(_field(obj, "t"), "sent time")
+    return _DECODERS[kind](gateway, session, seq, sent_ms, _field(obj, "b"))
+
+
+# --- field checks -----------------------------------------------------------------------------
+
+
+def _field(obj: dict[str, Any], key: str) -> Any:
+    try:
+        return obj[key]
+    except KeyError:
+        raise WireError(f"missing field {key!r}") from None
+
+
+def _str(x: Any, what: str, max_len: int = MAX_STR) -> str:
+    if not isinstance(x, str):
+        raise WireError(f"{what} must be a string, got {type(x).__name__}")
+    if len(x) > max_len:
+        raise WireError(f"{what} is {len(x)} characters, over {max_len}")
+    return x
+
+
+def _opt_str(x: Any, what: str) -> str | None:
+    return None if x is None else _str(x, what)
+
+
+def _int(x: Any, what: str, lo: int, hi: int) -> int:
+    if not isinstance(x, int) or isinstance(x, bool):
+        raise WireError(f"{what} must be an integer, got {type(x).__name__}")
+    if not lo <= x <= hi:
+        raise WireError(f"{what} {x} is outside {lo}..{hi}")
+    return x
+
+
+def _ts(x: Any, what: str) -> int:
+    if not isinstance(x, int) or isinstance(x, bool):
+        raise WireError(f"{what} must be integer UTC milliseconds, got {type(x).__name__}")
+    if not MIN_TS_MS <= x <= MAX_TS_MS:
+        raise WireError(f"{what} {x} ms is not between years 2000 and 2100")
+    return x
+
+
+def _bool(x: Any, what: str) -> bool:
+    if not isinstance(x, bool):
+        raise WireError(f"{what} must be a boolean, got {type(x).__name__}")
+    return x
+
+
+def _value(x: Any, what: str) -> Value:
+    if x is None or isinstance(x, bool):
+        return x
+    if isinstance(x, int):
+        if not -_INT64 <= x < _INT64:
+            raise WireError(f"{what} {x} does not fit in 64 bits")
+        return x
+    if isinstance(x, float):
+        if not math.isfinite(x):
+            raise WireError(f"{what} must be finite (send quality 'bad' with no value instead)")
+        return x
+    if isinstance(x, str):
+        return _str(x, what)
+    raise WireError(f"{what} must be null, bool, int, float or string, got {type(x).__name__}")
+
+
+def _list(x: Any, what: str) -> list[Any]:
+    if not isinstance(x, list):
+        raise WireError(f"{what} must be an array, got {type(x).__name__}")
+    return x
+
+
+def _row(x: Any, what: str, width: int) -> list[Any]:
+    row = _list(x, what)
+    if len(row) != width:
+        raise WireError(f"{what} must have {width} fields, got {len(row)}")
+    return row
+
+
+def _map(x: Any, what: str, keys: set[str]) -> dict[str, Any]:
+    if not isinstance(x, dict):
+        raise WireError(f"{what} must be a map, got {type(x).__name__}")
+    unknown = set(x) - keys
+    if unknown:
+        raise WireError(f"{what} has unknown fields {sorted(unknown)}")
+    return x
+
+
+def _value_map(x: Any, what: str, numbers_only: bool = False) -> dict[str, Any]:
+    if not isinstance(x, dict):
+        raise WireError(f"{what} must be a map, got {type(x).__name__}")
+    if len(x) > MAX_MAP:
+        raise WireError(f"{what} has {len(x)} entries, over {MAX_MAP}")
+    out: dict[str, Any] = {}
+    for key, val in x.items():
+        name = _str(key, f"{what} key", 64)
+        v = _value(val, f"{what}[{name}]")
+        if numbers_only and (v is None or isinstance(v, bool | str)):
+            raise WireError(f"{what}[{name}] must be a number")
+        out[name] = v
+    return out
+
+
+# --- per-kind bodies --------------------------------------------------------------------------
+
+
+def _enc_data(msg: Message) -> list[list[Any]]:
+    assert isinstance(msg, DataBatch)
+    return [
+        [r.device, r.point, r.ts_ms, r.value, r.quality.value, r.historical] for r in msg.records
+    ]
+
+
+def _dec_data(gw: str, session: str, seq: int, sent: int, body: Any) -> DataBatch:
+    rows = _list(body, "records")
+    records = []
+    for i, raw in enumerate(rows):
+        row = _row(raw, f"record {i}", 6)
+        quality = _QUALITIES.get(row[4]) if isinstance(row[4], str) else None
+        if quality is None:
+            raise WireError(f"record {i} has unknown quality {row[4]!r}")
+        value = _value(row[3], f"record {i} value")
+        if quality is Quality.STALE and value is not None:
+            raise WireError(f"record {i} is stale but carries a value")
+        records.append(
+            Record(
+                check_ident(row[0], f"record {i} device"),
+                _str(row[1], f"record {i} point", 64),
+                _ts(row[2], f"record {i} sample time"),
+                value,
+                quality,
+                _bool(row[5], f"record {i} historical flag"),
+            )
+        )
+    return DataBatch(gw, session, seq, sent, tuple(records))
+
+
+def _enc_alarm(msg: Message) -> list[list[Any]]:
+    assert isinstance(msg, AlarmBatch)
+    return [
+        [
+            e.alarm_id,
+            e.device,
+            e.point,
+            e.alarm_type,
+            int(e.severity),
+            e.state.value,
+            e.ts_ms,
+            e.value,
+            e.limit,
+            e.message,
+            e.ack_by,
+            e.ack_note,
+            e.historical,
+        ]
+        for e in msg.events
+    ]
+
+
+def _dec_alarm(gw: str, session: str, seq: int, sent: int, body: Any) -> AlarmBatch:
+    events = []
+    for i, raw in enumerate(_list(body, "alarm events")):
+        row = _row(raw, f"alarm event {i}", 13)
+        what = f"alarm event {i}"
+        severity = _SEVERITIES.get(row[4]) if type(row[4]) is int else None
+        if severity is None:
+            raise WireError(f"{what} severity must be 1..4, got {row[4]!r}")
+        state = _STATES.get(row[5]) if isinstance(row[5], str) else None
+        if state is None:
+            raise WireError(f"{what} has unknown state {row[5]!r}")
+        events.append(
+            AlarmEvent(
+                alarm_id=_str(row[0], f"{what} id", 96),
+                device=check_ident(row[1], f"{what} device"),
+                point=_str(row[2], f"{what} point", 64),
+                alarm_type=_str(row[3], f"{what} type", 32),
+                severity=severity,
+                state=state,
+                ts_ms=_ts(row[6], f"{what} time"),
+                value=_value(row[7], f"{what} value"),
+                limit=_value(row[8], f"{what} limit"),
+                message=_str(row[9], f"{what} message"),
+                ack_by=_opt_str(row[10], f"{what} ack_by"),
+                ack_note=_opt_str(row[11], f"{what} ack_note"),
+                historical=_bool(row[12], f"{what} historical flag"),
+            )
+        )
+    return AlarmBatch(gw, session, seq, sent, tuple(events))
+
+
+def _enc_device(msg: Message) -> list[list[Any]]:
+    assert isinstance(msg, DeviceEventBatch)
+    return [[e.device, e.online, e.ts_ms, e.reason, e.historical] for e in msg.events]
+
+
+def _dec_device(gw: str, session: str, seq: int, sent: int, body: Any) -> DeviceEventBatch:
+    events = []
+    for i, raw in enumerate(_list(body, "device events")):
+        row = _row(raw, f"device event {i}", 5)
+        events.append(
+            DeviceEvent(
+                check_ident(row[0], f"device event {i} device"),
+                _bool(row[1], f"device event {i} online flag"),
+                _ts(row[2], f"device event {i} time"),
+                _str(row[3], f"device event {i} reason"),
+                _bool(row[4], f"device event {i} historical flag"),
+            )
+        )
+    return DeviceEventBatch(gw, session, seq, sent, tuple(events))
+
+
+def _enc_birth(msg: Message) -> dict[str, Any]:
+    assert isinstance(msg, Birth)
+    devices = [[d.device, d.profile, d.family, d.online, d.asset] for d in msg.devices]
+    return {"sw": msg.software, "ch": msg.config_hash, "d": devices}
+
+
+def _dec_birth(gw: str, session: str, seq: int, sent: int, body: Any) -> Birth:
+    b = _map(body, "birth", {"sw", "ch", "d"})
+    devices = []
+    for i, raw in enumerate(_list(_field(b, "d"), "birth devices")):
+        row = _row(raw, f"birth device {i}", 5)
+        devices.append(
+            DeviceInfo(
+                check_ident(row[0], f"birth device {i} id"),
+                _str(row[1], f"birth device {i} profile", 64),
+                _str(row[2], f"birth device {i} family", 64),
+                _bool(row[3], f"birth device {i} online flag"),
+                _opt_str(row[4], f"birth device {i} asset"),
+            )
+        )
+    return Birth(
+        gw,
+        session,
+        seq,
+        sent,
+        software=_str(_field(b, "sw"), "software version", 64),
+        config_hash=_str(_field(b, "ch"), "config hash", 128),
+        devices=tuple(devices),
+    )
+
+
+def _enc_death(msg: Message) -> dict[str, Any]:
+    assert isinstance(msg, Death)
+    return {"r": msg.reason}
+
+
+def _dec_death(gw: str, session: str, seq: int, sent: int, body: Any) -> Death:
+    b = _map(body, "death", {"r"})
+    return Death(gw, session, seq, sent, reason=_str(_field(b, "r"), "death reason"))
+
+
+def _enc_status(msg: Message) -> dict[str, Any]:
+    assert isinstance(msg, Status)
+    return {"c": msg.counters}
+
+
+def _dec_status(gw: str, session: str, seq: int, sent: int, body: Any) -> Status:
+    b = _map(body, "status", {"c"})
+    counters = _value_map(_field(b, "c"), "status counters", numbers_only=True)
+    return Status(gw, session, seq, sent, counters=counters)
+
+
+def _enc_cmd(msg: Message) -> dict[str, Any]:
+    assert isinstance(msg, Command)
+    return {"id": msg.command_id, "n": msg.name, "a": msg.args}
+
+
+def _dec_cmd(gw: str, session: str, seq: int, sent: int, body: Any) -> Command:
+    b = _map(body, "command", {"id", "n", "a"})
+    return Command(
+        gw,
+        session,
+        seq,
+        sent,
+        command_id=_str(_field(b, "id"), "command id", 64),
+        name=_str(_field(b, "n"), "command name", 64),
+        args=_value_map(_field(b, "a"), "command args"),
+    )
+
+
+def _enc_reply(msg: Message) -> dict[str, Any]:
+    assert isinstance(msg, CommandReply)
+    return {"id": msg.command_id, "ok": msg.ok, "r": msg.result, "e": msg.error}
+
+
+def _dec_reply(gw: str, session: str, seq: int, sent: int, body: Any) -> CommandReply:
+    b = _map(body, "command reply", {"id", "ok", "r", "e"})
+    return CommandReply(
+        gw,
+        session,
+        seq,
+        sent,
+        command_id=_str(_field(b, "id"), "command id", 64),
+        ok=_bool(_field(b, "ok"), "command ok flag"),
+        result=_value_map(_field(b, "r"), "command result"),
+        error=_str(_field(b, "e"), "command error", 1024),
+    )
+
+
+_ENCODERS: dict[Kind, Callable[[Message], Any]] = {
+    Kind.DATA: _enc_data,
+    Kind.ALARM: _enc_alarm,
+    Kind.DEVICE: _enc_device,
+    Kind.BIRTH: _enc_birth,
+    Kind.DEATH: _enc_death,
+    Kind.STATUS: _enc_status,
+    Kind.CMD: _enc_cmd,
+    Kind.CMD_REPLY: _enc_reply,
+}
+_DECODERS: dict[Kind, Callable[[str, str, int, int, Any], Message]] = {
+    Kind.DATA: _dec_data,
+    Kind.ALARM: _dec_alarm,
+    Kind.DEVICE: _dec_device,
+    Kind.BIRTH: _dec_birth,
+    Kind.DEATH: _dec_death,
+    Kind.STATUS: _dec_status,
+    Kind.CMD: _dec_cmd,
+    Kind.CMD_REPLY: _dec_reply,
+}

@@ -1,0 +1,172 @@
+"""Message types carried between gateway and collector, independent of their encoding."""
+
+from dataclasses import dataclass, field
+from enum import IntEnum, StrEnum
+
+from wire.topics import Kind
+
+Value = bool | int | float | str | None
+
+
+class Quality(StrEnum):
+    """How far a sampled value can be trusted (OPC UA / Sparkplug style)."""
+
+    GOOD = "good"
+    UNCERTAIN = "uncertain"  # decoded, but outside the sensor's plausible range
+    BAD = "bad"  # the device answered but the value could not be decoded
+    STALE = "stale"  # no fresh value: comm loss or the device is offline; value is None
+
+
+class Severity(IntEnum):
+    """The national four alarm levels: 1 = 一级/红 critical ... 4 = 四级/蓝 low."""
+
+    CRITICAL = 1  # 一级 红
+    HIGH = 2  # 二级 橙
+    MEDIUM = 3  # 三级 黄
+    LOW = 4  # 四级 蓝
+
+
+class AlarmState(StrEnum):
+    """ISA-18.2 alarm lifecycle states."""
+
+    ACTIVE_UNACKED = "active_unacked"
+    ACTIVE_ACKED = "active_acked"
+    CLEARED_UNACKED = "cleared_unacked"
+    NORMAL = "normal"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One sampled point value: sample time is UTC milliseconds taken at the edge."""
+
+    device: str
+    point: str
+    ts_ms: int
+    value: Value
+    quality: Quality = Quality.GOOD
+    historical: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmEvent:
+    """One transition of one alarm; `alarm_id` (`gateway:n`) is stable over its lifecycle."""
+
+    alarm_id: str
+    device: str
+    point: str
+    alarm_type: str  # hihi, hi, lo, lolo, roc, state, stale, comm_loss
+    severity: Severity
+    state: AlarmState
+    ts_ms: int
+    value: Value = None
+    limit: Value = None
+    message: str = ""
+    ack_by: str | None = None
+    ack_note: str | None = None
+    historical: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceEvent:
+    """A device going online or offline as seen by its gateway."""
+
+    device: str
+    online: bool
+    ts_ms: int
+    reason: str = ""
+    historical: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    """A device as announced in a gateway birth."""
+
+    device: str
+    profile: str
+    family: str
+    online: bool
+    asset: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Header:
+    gateway: str
+    session: str
+    seq: int
+    sent_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class DataBatch(_Header):
+    """A batch of telemetry records (durable lane)."""
+
+    records: tuple[Record, ...] = ()
+    kind: Kind = field(default=Kind.DATA, init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmBatch(_Header):
+    """A batch of alarm transitions (durable lane, published ahead of telemetry)."""
+
+    events: tuple[AlarmEvent, ...] = ()
+    kind: Kind = field(default=Kind.ALARM, init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceEventBatch(_Header):
+    """A batch of device online/offline transitions (durable lane)."""
+
+    events: tuple[DeviceEvent, ...] = ()
+    kind: Kind = field(default=Kind.DEVICE, init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Birth(_Header):
+    """Retained announcement of a gateway session: what it runs and which devices it polls."""
+
+    software: str = ""
+    config_hash: str = ""
+    devices: tuple[DeviceInfo, ...] = ()
+    kind: Kind = field(default=Kind.BIRTH, init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Death(_Header):
+    """A gateway session ending (sent as the MQTT last will, or on clean shutdown)."""
+
+    reason: str = ""
+    kind: Kind = field(default=Kind.DEATH, init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Status(_Header):
+    """Periodic gateway health counters."""
+
+    counters: dict[str, int | float] = field(default_factory=dict)
+    kind: Kind = field(default=Kind.STATUS, init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Command(_Header):
+    """A command sent down to a gateway; `gateway` names the target, seq is 0."""
+
+    command_id: str = ""
+    name: str = ""
+    args: dict[str, Value] = field(default_factory=dict)
+    kind: Kind = field(default=Kind.CMD, init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class CommandReply(_Header):
+    """A gateway's answer to one command."""
+
+    command_id: str = ""
+    ok: bool = False
+    result: dict[str, Value] = field(default_factory=dict)
+    error: str = ""
+    kind: Kind = field(default=Kind.CMD_REPLY, init=False)
+
+
+Message = (
+    DataBatch | AlarmBatch | DeviceEventBatch | Birth | Death | Status | Command | CommandReply
+)
