@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.services import Mosquitto, Postgres, fresh_database, pg_reachable
+from tests.services import Postgres, fresh_database, pg_reachable, start_mosquitto
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -21,13 +21,8 @@ def mqtt_url() -> Iterator[str]:
     if external:
         yield external
         return
-    broker = Mosquitto()
-    broker.start()
-    try:
+    with start_mosquitto() as broker:
         yield broker.url
-    finally:
-        broker.stop()
-        shutil.rmtree(broker.workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -7,97 +7,31 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from importlib.resources import files
 from pathlib import Path
 
 import psycopg
 
+from lifeline.broker import PrivateBroker, free_port, wait_for_port
 
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for_port(host: str, port: int, timeout: float = 15.0) -> None:
-    """Block until something accepts TCP connections on host:port, or raise TimeoutError."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listens on {host}:{port} after {timeout} s") from None
-            time.sleep(0.05)
-
-
-def shipped_mosquitto_conf() -> Path:
-    """The broker configuration Lifeline ships (config/mosquitto/lifeline.conf)."""
-    return Path(str(files("lifeline.config") / "mosquitto" / "lifeline.conf"))
-
-
-@dataclass
-class Mosquitto:
-    """A private Mosquitto broker on a free loopback port, with the shipped configuration."""
-
-    extra_conf: str = ""
-    port: int = field(default_factory=free_port)
-    host: str = "127.0.0.1"
-    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="lifeline-mqtt-")))
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        """mqtt:// URL of this broker."""
-        return f"mqtt://{self.host}:{self.port}"
-
-    def _write_conf(self) -> Path:
-        base = shipped_mosquitto_conf().read_text(encoding="utf-8")
-        local = [
-            f"listener {self.port} {self.host}",
-            "persistence true",
-            f"persistence_location {self.workdir}/",
-            "log_dest stderr",
-        ]
-        if os.geteuid() == 0:
-            local.append("user root")  # else it drops to 'mosquitto', who cannot write workdir
-        conf = self.workdir / "mosquitto.conf"
-        conf.write_text(base + "\n" + "\n".join(local) + "\n" + self.extra_conf + "\n")
-        return conf
-
-    def start(self) -> None:
-        """Start (or restart) the broker, keeping its persistence directory."""
-        exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        log = open(self.workdir / "mosquitto.log", "ab")  # noqa: SIM115 - owned by the process
-        self.proc = subprocess.Popen([exe, "-c", str(self._write_conf())], stdout=log, stderr=log)
-        log.close()
-        wait_for_port(self.host, self.port)
-
-    def stop(self) -> None:
-        """Stop the broker (SIGTERM, so it saves its persistence file)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
+__all__ = [
+    "Postgres",
+    "free_port",
+    "fresh_database",
+    "pg_reachable",
+    "start_mosquitto",
+    "wait_for_port",
+]
 
 
 @contextlib.contextmanager
-def start_mosquitto(extra_conf: str = "") -> Iterator[Mosquitto]:
-    """Run a private broker for the duration of the block."""
-    broker = Mosquitto(extra_conf=extra_conf)
+def start_mosquitto(extra_conf: str = "") -> Iterator[PrivateBroker]:
+    """Run a private broker with the shipped configuration for the duration of the block."""
+    broker = PrivateBroker(Path(tempfile.mkdtemp(prefix="lifeline-mqtt-")), extra_conf=extra_conf)
     broker.start()
     try:
         yield broker
