@@ -1,0 +1,168 @@
+"""`lifeline sim`: run simulated sensors from a scenario, and poke a running simulation."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(
+    help="firmware-sim: simulated manhole, streetlight, gas and tilt sensors speaking Modbus.",
+    no_args_is_help=True,
+)
+
+ControlOpt = Annotated[
+    str | None,
+    typer.Option("--control", help="HOST:PORT of the control port printed by `run`."),
+]
+EndpointsOpt = Annotated[
+    Path | None,
+    typer.Option("--endpoints-file", help="JSON file written by `run --endpoints-file`."),
+]
+ArgOpt = Annotated[
+    list[str] | None,
+    typer.Option("--arg", "-a", help="Event/fault argument KEY=VALUE (value parsed as JSON)."),
+]
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _parse_args(items: list[str] | None) -> dict[str, Any]:
+    args: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--arg")
+        args[key] = _parse_value(value)
+    return args
+
+
+def _control_address(control: str | None, endpoints_file: Path | None) -> tuple[str, int]:
+    if control:
+        host, _, port = control.rpartition(":")
+        if not host or not port.isdigit():
+            raise typer.BadParameter("expected HOST:PORT", param_hint="--control")
+        return host, int(port)
+    if endpoints_file:
+        try:
+            ctl = json.loads(endpoints_file.read_text())["control"]
+            return str(ctl["host"]), int(ctl["port"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise typer.BadParameter(f"cannot read control port: {exc}") from None
+    raise typer.BadParameter("give --control HOST:PORT or --endpoints-file PATH")
+
+
+def _send(address: tuple[str, int], cmd: str, **fields: Any) -> Any:
+    from firmware_sim.control import ControlError, SimControl
+
+    async def go() -> Any:
+        async with SimControl(*address) as ctl:
+            return await ctl.call(cmd, **fields)
+
+    try:
+        return asyncio.run(go())
+    except ControlError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def run(
+    scenario: Annotated[
+        str, typer.Option("--scenario", "-s", help="Scenario YAML file, or a shipped name (demo).")
+    ],
+    endpoints_file: Annotated[
+        Path | None,
+        typer.Option("--endpoints-file", help="Also write the endpoints as JSON to this file."),
+    ] = None,
+    control_port: Annotated[
+        int, typer.Option(help="Control port on 127.0.0.1 (0 = pick a free one).")
+    ] = 0,
+    duration: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds (default: run until Ctrl-C).")
+    ] = None,
+) -> None:
+    """Serve the scenario's simulated devices and print where they listen."""
+    from firmware_sim.scenario import ScenarioError, load_scenario
+    from firmware_sim.simulation import Simulation
+
+    try:
+        sc = load_scenario(scenario)
+    except ScenarioError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+    async def serve() -> None:
+        async with Simulation(sc, control_port=control_port) as sim:
+            eps = sim.endpoints
+            for server in eps["servers"]:
+                where = server.get("path") or f"{server['host']}:{server['port']}"
+                units = ", ".join(
+                    f"{d['unit']}={d['id']}({d['profile']})" for d in server["devices"]
+                )
+                typer.echo(f"{server['kind']:8} {where:24} {units}")
+            ctl = eps["control"]
+            typer.echo(f"control  {ctl['host']}:{ctl['port']}")
+            typer.echo(json.dumps(eps))
+            if endpoints_file is not None:
+                tmp = endpoints_file.with_suffix(endpoints_file.suffix + ".tmp")
+                tmp.write_text(json.dumps(eps, indent=2))
+                tmp.replace(endpoints_file)  # readers never see a half-written file
+            if duration is None:
+                await asyncio.Event().wait()
+            else:
+                await asyncio.sleep(duration)
+
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is the normal way to stop
+        asyncio.run(serve())
+
+
+@app.command()
+def trigger(
+    device: Annotated[str, typer.Argument(help="Device id from the scenario.")],
+    event: Annotated[str, typer.Argument(help="Event name, e.g. open, rain, leak, lamp_failure.")],
+    arg: ArgOpt = None,
+    control: ControlOpt = None,
+    endpoints_file: EndpointsOpt = None,
+) -> None:
+    """Apply an event to a device of a running simulation."""
+    address = _control_address(control, endpoints_file)
+    _send(address, "trigger", device=device, event=event, args=_parse_args(arg))
+
+
+@app.command("set")
+def set_value(
+    device: Annotated[str, typer.Argument(help="Device id from the scenario.")],
+    point: Annotated[str, typer.Argument(help="Point name from the device's profile.")],
+    value: Annotated[str, typer.Argument(help='Value (JSON: 12.5, true, "text").')],
+    control: ControlOpt = None,
+    endpoints_file: EndpointsOpt = None,
+) -> None:
+    """Pin a point of a device to a value (until released)."""
+    address = _control_address(control, endpoints_file)
+    _send(address, "set", device=device, point=point, value=_parse_value(value))
+
+
+@app.command()
+def fault(
+    device: Annotated[str, typer.Argument(help="Device id from the scenario.")],
+    kind: Annotated[
+        str,
+        typer.Argument(help="none, no_answer, slow, exception, bad_crc, garbage or link_drop."),
+    ],
+    arg: ArgOpt = None,
+    control: ControlOpt = None,
+    endpoints_file: EndpointsOpt = None,
+) -> None:
+    """Inject a fault into a device (kind none clears it); args: delay_s, code, probability."""
+    address = _control_address(control, endpoints_file)
+    _send(address, "fault", device=device, kind=kind, args=_parse_args(arg))

@@ -1,0 +1,172 @@
+"""Read planning and value decoding/encoding: table-driven."""
+
+import math
+import struct
+
+import pytest
+
+from drivers.planner import decode_point, decode_response, encode_value, plan_reads
+from drivers.profile import PointSpec
+
+pytestmark = pytest.mark.unit
+
+
+def pt(name: str = "p", **kw: object) -> PointSpec:
+    base: dict[str, object] = {"name": name, "table": "holding", "address": 0, "dtype": "uint16"}
+    return PointSpec.model_validate({**base, **kw})
+
+
+def words(data: bytes) -> list[int]:
+    return [int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2)]
+
+
+F = struct.pack(">f", -12.5)  # A B C D of a negative float32
+I32 = (-123456).to_bytes(4, "big", signed=True)
+
+DECODE_CASES = [
+    # (point fields, registers, expected value)
+    ({"dtype": "uint16"}, [0xFFFE], 65534),
+    ({"dtype": "int16"}, [0xFFFE], -2),
+    ({"dtype": "int16", "byte_order": "BADC"}, [0xFEFF], -2),
+    ({"dtype": "int16", "byte_order": "DCBA"}, [0xFEFF], -2),
+    ({"dtype": "int16", "byte_order": "CDAB"}, [0xFFFE], -2),
+    ({"dtype": "uint16", "scale": 0.1}, [2345], 234.5),
+    ({"dtype": "int16", "scale": 0.01, "offset": -40}, [0xFF9C], -41.0),
+    ({"dtype": "uint32"}, [0x0001, 0x0002], 65538),
+    ({"dtype": "uint32", "byte_order": "CDAB"}, [0x0002, 0x0001], 65538),
+    ({"dtype": "int32"}, words(I32), -123456),
+    ({"dtype": "int32", "byte_order": "CDAB"}, words(I32[2:] + I32[:2]), -123456),
+    (
+        {"dtype": "int32", "byte_order": "BADC"},
+        words(bytes([I32[1], I32[0], I32[3], I32[2]])),
+        -123456,
+    ),
+    ({"dtype": "int32", "byte_order": "DCBA"}, words(I32[::-1]), -123456),
+    ({"dtype": "float32"}, words(F), -12.5),
+    ({"dtype": "float32", "byte_order": "CDAB"}, words(F[2:] + F[:2]), -12.5),
+    ({"dtype": "float32", "byte_order": "BADC"}, words(bytes([F[1], F[0], F[3], F[2]])), -12.5),
+    ({"dtype": "float32", "byte_order": "DCBA"}, words(F[::-1]), -12.5),
+    ({"dtype": "float32", "scale": 2}, words(F), -25.0),
+    ({"dtype": "string", "length": 3}, words(b"CH4\x00\x00\x00"), "CH4"),
+    ({"dtype": "string", "length": 2, "byte_order": "BADC"}, words(b"HC\x004"), "CH4"),
+    ({"dtype": "bit", "bit": 3}, [0b1000], True),
+    ({"dtype": "bit", "bit": 2}, [0b1000], False),
+    ({"dtype": "bool"}, [7], True),
+    ({"dtype": "bool"}, [0], False),
+    ({"dtype": "bool", "table": "coil"}, [True], True),
+    ({"dtype": "bool", "table": "discrete_input"}, [False], False),
+]
+
+
+@pytest.mark.parametrize(("fields", "registers", "expected"), DECODE_CASES)
+def test_decode_every_type_and_byte_order(
+    fields: dict[str, object], registers: list[int], expected: object
+) -> None:
+    value = decode_point(pt("p", **fields), registers)
+    assert value == expected
+    assert type(value) is type(expected)
+
+
+@pytest.mark.parametrize("order", ["ABCD", "CDAB", "BADC", "DCBA"])
+def test_float32_nan_decodes_to_nan(order: str) -> None:
+    p = pt(dtype="float32", byte_order=order, scale=0.5)
+    nan_words = encode_value(pt(dtype="float32", byte_order=order), float("nan"))
+    value = decode_point(p, nan_words)
+    assert isinstance(value, float)
+    assert math.isnan(value)
+
+
+ROUND_TRIP = [
+    ({"dtype": "int16", "scale": 0.1}, -12.3),
+    ({"dtype": "uint16"}, 40),
+    ({"dtype": "int32", "byte_order": "CDAB"}, -70000),
+    ({"dtype": "uint32", "byte_order": "DCBA", "scale": 0.01}, 123456.78),
+    ({"dtype": "float32", "byte_order": "BADC"}, 3.25),
+    ({"dtype": "string", "length": 4}, "LL-1"),
+    ({"dtype": "bool"}, True),
+    ({"dtype": "bool", "table": "coil", "writable": True}, False),
+]
+
+
+@pytest.mark.parametrize(("fields", "value"), ROUND_TRIP)
+def test_encode_then_decode_round_trips(fields: dict[str, object], value: object) -> None:
+    p = pt("p", **fields)
+    assert decode_point(p, encode_value(p, value)) == value  # type: ignore[arg-type]
+
+
+def test_encode_rejects_out_of_range() -> None:
+    with pytest.raises(ValueError, match="out of range"):
+        encode_value(pt(dtype="uint16"), -1)
+    with pytest.raises(ValueError, match="out of range"):
+        encode_value(pt(dtype="int16", scale=0.1), 4000)
+
+
+def spans(points: list[PointSpec], **kw: int) -> list[tuple[str, int, int]]:
+    return [(str(r.table), r.address, r.count) for r in plan_reads(points, **kw)]
+
+
+PLAN_CASES = [
+    # (points as (table, address, dtype), planner kwargs, expected (table, address, count))
+    ([("holding", 0, "uint16"), ("holding", 1, "uint16")], {}, [("holding", 0, 2)]),
+    ([("holding", 0, "uint16"), ("holding", 10, "float32")], {"max_gap": 9}, [("holding", 0, 12)]),
+    (
+        [("holding", 0, "uint16"), ("holding", 10, "uint16")],
+        {"max_gap": 8},
+        [("holding", 0, 1), ("holding", 10, 1)],
+    ),
+    ([("holding", 0, "uint16"), ("input", 1, "uint16")], {}, [("holding", 0, 1), ("input", 1, 1)]),
+    (
+        [("holding", 0, "uint16"), ("holding", 124, "uint16"), ("holding", 125, "uint16")],
+        {"max_gap": 200},
+        [("holding", 0, 125), ("holding", 125, 1)],
+    ),
+    (
+        [("holding", 123, "float32"), ("holding", 0, "uint16")],
+        {"max_gap": 200},
+        [("holding", 0, 125)],
+    ),
+    (
+        [("holding", 124, "float32"), ("holding", 0, "uint16")],
+        {"max_gap": 200},
+        [("holding", 0, 1), ("holding", 124, 2)],
+    ),
+    ([("coil", 0, "bool"), ("coil", 1999, "bool")], {"max_gap": 5000}, [("coil", 0, 2000)]),
+    (
+        [("coil", 0, "bool"), ("coil", 2000, "bool")],
+        {"max_gap": 5000},
+        [("coil", 0, 1), ("coil", 2000, 1)],
+    ),
+    (
+        [("holding", 0, "uint16"), ("holding", 3, "uint16")],
+        {"max_registers": 3},
+        [("holding", 0, 1), ("holding", 3, 1)],
+    ),
+    (
+        [("holding", 5, "uint16"), ("holding", 1, "uint16")],
+        {"max_gap": 0},
+        [("holding", 1, 1), ("holding", 5, 1)],
+    ),
+]
+
+
+@pytest.mark.parametrize(("defs", "kwargs", "expected"), PLAN_CASES)
+def test_plan_reads_coalesces_within_limits(
+    defs: list[tuple[str, int, str]], kwargs: dict[str, int], expected: list[tuple[str, int, int]]
+) -> None:
+    points = [pt(f"p{i}", table=t, address=a, dtype=d) for i, (t, a, d) in enumerate(defs)]
+    assert spans(points, **kwargs) == expected
+
+
+def test_bits_sharing_a_register_share_one_read_and_decode_apart() -> None:
+    points = [pt("a", dtype="bit", bit=0, address=7), pt("b", dtype="bit", bit=1, address=7)]
+    (request,) = plan_reads(points)
+    assert (request.address, request.count, request.function) == (7, 1, 3)
+    assert decode_response(request, [0b10]) == {"a": False, "b": True}
+
+
+def test_decode_response_maps_each_point_at_its_offset() -> None:
+    points = [pt("a", address=2), pt("b", address=5, dtype="int16")]
+    (request,) = plan_reads(points)
+    assert decode_response(request, [10, 0, 0, 0xFFFF]) == {"a": 10, "b": -1}
+    with pytest.raises(ValueError, match="asked for 4"):
+        decode_response(request, [10, 0])
