@@ -354,11 +354,14 @@ class ModbusSerialLink(Link):
         self._serial: Any = None
 
     async def _connect(self) -> None:
+        import termios
+
         import serial  # pyserial; imported here so TCP-only users never need a tty layer
 
         try:
             self._serial = serial.Serial(self.port, timeout=0, **self._settings)
-        except (OSError, ValueError, serial.SerialException) as exc:
+        # termios.error is not an OSError: a pty refusing parity E on reopen raises it.
+        except (OSError, ValueError, termios.error, serial.SerialException) as exc:
             raise LinkDown(0, None, None, f"cannot open {self.port}: {exc}") from None
         asyncio.get_running_loop().add_reader(self._serial.fileno(), self._readable)
         self._open = True
