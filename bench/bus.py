@@ -14,13 +14,12 @@ import json
 import time
 from typing import Any, Literal
 
-from firmware_sim.scenario import Scenario
-from firmware_sim.simulation import Simulation
-
 from drivers.errors import DriverError
 from drivers.link import ModbusSerialLink, char_time, poll_device
 from drivers.planner import ReadRequest, plan_reads
 from drivers.profile import builtin_profiles
+from firmware_sim.scenario import Scenario
+from firmware_sim.simulation import Simulation
 
 FAMILIES = ["manhole_cover", "streetlight", "gas_detector", "tilt_sensor"]
 PARITY: Literal["E"] = "E"  # Modbus RTU default framing 8E1: 11 bits per character

@@ -5,13 +5,13 @@ import time
 from typing import Any
 
 import pytest
-from firmware_sim.scenario import Scenario
-from firmware_sim.simulation import Simulation
 
 from drivers.errors import BadFrame, DeviceTimeout, DriverError
 from drivers.link import ModbusSerialLink, poll_device
 from drivers.planner import plan_reads
 from drivers.profile import builtin_profiles
+from firmware_sim.scenario import Scenario
+from firmware_sim.simulation import Simulation
 
 pytestmark = pytest.mark.integration
 

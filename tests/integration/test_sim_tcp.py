@@ -3,14 +3,14 @@
 import asyncio
 
 import pytest
-from firmware_sim.control import ControlError, SimControl
-from firmware_sim.scenario import load_scenario
-from firmware_sim.simulation import Simulation
 
 from drivers.errors import DeviceException, DeviceTimeout, LinkDown
 from drivers.link import ModbusTcpLink, RtuOverTcpLink, poll_device
 from drivers.planner import plan_reads
 from drivers.profile import builtin_profiles
+from firmware_sim.control import ControlError, SimControl
+from firmware_sim.scenario import load_scenario
+from firmware_sim.simulation import Simulation
 
 pytestmark = pytest.mark.integration
 

@@ -5,13 +5,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from firmware_sim.cli import app
-from firmware_sim.device import ModbusFault, SimDevice
-from firmware_sim.scenario import ScenarioError, load_scenario
 from typer.testing import CliRunner
 
 from drivers.planner import decode_response, plan_reads
 from drivers.profile import Table, builtin_profiles
+from firmware_sim.cli import app
+from firmware_sim.device import ModbusFault, SimDevice
+from firmware_sim.scenario import ScenarioError, load_scenario
 
 pytestmark = pytest.mark.unit
 
