@@ -1,0 +1,5 @@
+"""`python -m collector ...` runs the collector CLI."""
+
+from collector.cli import app
+
+app(prog_name="collector")

@@ -1,0 +1,151 @@
+"""The 部件 (city component) registry: validated asset records imported from CSV or YAML."""
+
+import csv
+import io
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+CODE_RE = re.compile(r"^\d{16}$")
+DATUMS = ("CGCS2000", "WGS84", "GCJ-02", "BD-09")
+
+
+class AssetError(ValueError):
+    """An asset file or record that cannot be imported; the message names the row and field."""
+
+
+class Asset(BaseModel):
+    """One 部件: 16-digit 部件标识码 = 6 area + 2 大类 + 2 小类 + 6 serial."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    code: str = Field(description="16-digit 部件标识码")
+    subcategory: str = Field(default="", description="4-digit 大类+小类 code, e.g. 0111 燃气井盖")
+    name: str = ""
+    owner: str = Field(min_length=1, description="权属单位 (owning department)")
+    maintainer: str = Field(
+        default="", description="养护单位 (maintaining department); owner if empty"
+    )
+    grid: str = Field(default="", description="单元网格 code")
+    address: str = ""
+    lon: float | None = None
+    lat: float | None = None
+    datum: str = "CGCS2000"
+    devices: tuple[str, ...] = ()
+
+    @field_validator("code")
+    @classmethod
+    def _code(cls, v: str) -> str:
+        if not CODE_RE.match(v):
+            raise ValueError(f"部件标识码 {v!r} must be exactly 16 digits")
+        return v
+
+    @field_validator("datum")
+    @classmethod
+    def _datum(cls, v: str) -> str:
+        if v not in DATUMS:
+            raise ValueError(f"datum {v!r} is not one of {', '.join(DATUMS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Asset":
+        derived = self.code[6:10]
+        if self.subcategory and self.subcategory != derived:
+            raise ValueError(
+                f"subcategory {self.subcategory!r} does not match digits 7-10 of"
+                f" 部件标识码 {self.code} ({derived})"
+            )
+        if (self.lon is None) != (self.lat is None):
+            raise ValueError("give both lon and lat, or neither")
+        if (
+            self.lon is not None
+            and self.lat is not None
+            and not (-180 <= self.lon <= 180 and -90 <= self.lat <= 90)
+        ):
+            raise ValueError(f"coordinates ({self.lon}, {self.lat}) are out of range")
+        return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any) -> Any:
+        # Derive 小类 from the code and fall back to the owner as maintainer.
+        if isinstance(data, dict):
+            data = dict(data)
+            code = data.get("code")
+            if not data.get("subcategory") and isinstance(code, str) and CODE_RE.match(code):
+                data["subcategory"] = code[6:10]
+            if not data.get("maintainer") and data.get("owner"):
+                data["maintainer"] = data["owner"]
+        return data
+
+    @property
+    def area(self) -> str:
+        """6-digit administrative area code."""
+        return self.code[:6]
+
+
+def _build(rows: Iterable[tuple[str, dict[str, Any]]]) -> list[Asset]:
+    assets: list[Asset] = []
+    seen: dict[str, str] = {}
+    for where, row in rows:
+        try:
+            asset = Asset.model_validate(row)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'record'}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise AssetError(f"{where}: {problems}") from None
+        if asset.code in seen:
+            first = seen[asset.code]
+            raise AssetError(f"{where}: 部件标识码 {asset.code} already defined at {first}")
+        seen[asset.code] = where
+        assets.append(asset)
+    return assets
+
+
+def parse_csv(text: str, source: str = "<csv>") -> list[Asset]:
+    """Parse assets from CSV with a header row; `devices` is a ';'-separated list."""
+    reader = csv.DictReader(io.StringIO(text))
+    rows = []
+    for n, raw in enumerate(reader, start=2):
+        row: dict[str, Any] = {k.strip(): (v or "").strip() for k, v in raw.items() if k}
+        for key in ("lon", "lat"):
+            if row.get(key) == "":
+                row[key] = None
+        if "devices" in row:
+            row["devices"] = tuple(d.strip() for d in row["devices"].split(";") if d.strip())
+        rows.append((f"{source} line {n}", row))
+    return _build(rows)
+
+
+def parse_yaml(text: str, source: str = "<yaml>") -> list[Asset]:
+    """Parse assets from YAML: a list, or a mapping with an `assets:` list."""
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise AssetError(f"{source}: not valid YAML: {exc}") from None
+    if isinstance(doc, dict):
+        doc = doc.get("assets")
+    if not isinstance(doc, list):
+        raise AssetError(f"{source}: expected a list of assets (or a mapping with 'assets:')")
+    rows = []
+    for i, item in enumerate(doc):
+        if not isinstance(item, dict):
+            raise AssetError(f"{source} asset #{i + 1}: expected a mapping")
+        rows.append((f"{source} asset #{i + 1}", dict(item)))
+    return _build(rows)
+
+
+def load(path: Path) -> list[Asset]:
+    """Load assets from a .csv, .yaml or .yml file."""
+    text = path.read_text(encoding="utf-8-sig")
+    if path.suffix.lower() == ".csv":
+        return parse_csv(text, str(path))
+    if path.suffix.lower() in (".yaml", ".yml"):
+        return parse_yaml(text, str(path))
+    raise AssetError(f"{path}: unknown asset file type (use .csv, .yaml or .yml)")

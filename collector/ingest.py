@@ -1,0 +1,303 @@
+"""MQTT ingest: QoS 1, persistent session, batched commits, PUBACK only after the commit."""
+
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from collector.models import Accepted, Incoming, Rejected
+from collector.store import Store
+from wire import Command, Kind, WireError, decode, encode, parse_topic, subscription, topic
+from wire.messages import Value
+
+log = logging.getLogger(__name__)
+
+# What the collector listens to; cmd is what it sends, so it is left out.
+INGEST_KINDS = (
+    Kind.DATA,
+    Kind.ALARM,
+    Kind.DEVICE,
+    Kind.BIRTH,
+    Kind.DEATH,
+    Kind.STATUS,
+    Kind.CMD_REPLY,
+)
+SESSION_NEVER_EXPIRES = 0xFFFFFFFF
+
+
+def classify(topic_name: str, payload: bytes, root: str, now_ms: int) -> Incoming:
+    """Decode one MQTT message, or say why it belongs in the dead-letter table."""
+    try:
+        parts = parse_topic(topic_name, root)
+        msg = decode(payload)
+    except WireError as exc:
+        return Rejected(topic_name, payload, str(exc), now_ms)
+    if msg.kind is not parts.kind:
+        reason = f"topic kind {parts.kind} does not match payload kind {msg.kind}"
+        return Rejected(topic_name, payload, reason, now_ms)
+    if msg.gateway != parts.gateway:
+        reason = f"topic gateway {parts.gateway!r} does not match payload gateway {msg.gateway!r}"
+        return Rejected(topic_name, payload, reason, now_ms)
+    return Accepted(parts, msg)
+
+
+def parse_mqtt_url(url: str) -> tuple[str, int]:
+    """Split mqtt://host:port into (host, port)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
+        raise ValueError(f"MQTT URL {url!r} must look like mqtt://HOST:PORT")
+    return parts.hostname, parts.port or 1883
+
+
+@dataclass
+class IngestStats:
+    """Counters since start."""
+
+    received: int = 0
+    batches: int = 0
+    readings: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    store_errors: int = 0
+    connected: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    item: Incoming
+    mid: int
+    qos: int
+
+
+@dataclass
+class IngestConfig:
+    """How ingest connects and batches."""
+
+    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    root: str = "lifeline"
+    client_id: str = "lifeline-collector"
+    share_group: str | None = None
+    batch_max: int = 500  # messages per transaction
+    batch_wait_s: float = 0.05  # how long to wait for a batch to fill
+    receive_maximum: int = 2000  # unacknowledged QoS 1 messages the broker may send us
+    retry_s: float = 1.0  # first back-off after a store error
+    keepalive_s: int = 30
+    kinds: tuple[Kind, ...] = field(default=INGEST_KINDS)
+
+
+class Ingest:
+    """Subscribes, batches, commits through the store and only then acknowledges each message."""
+
+    def __init__(
+        self,
+        store: Store,
+        config: IngestConfig,
+        on_commit: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.stats = IngestStats()
+        self._on_commit = on_commit
+        self._clock = clock
+        self._queue: queue.Queue[_Pending] = queue.Queue()
+        self._stop = threading.Event()
+        self._writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)
+        self._ready = threading.Event()
+        self._client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=config.client_id,
+            protocol=MQTTProtocolVersion.MQTTv5,
+            manual_ack=True,
+        )
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
+        self._client.reconnect_delay_set(1, 5)
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect (retrying in the background) and start the writer thread."""
+        host, port = parse_mqtt_url(self.config.mqtt_url)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        # A persistent session in MQTT 5 needs a session expiry: without it the broker
+        # discards our queue as soon as we disconnect, and with it everything we missed.
+        props.SessionExpiryInterval = SESSION_NEVER_EXPIRES
+        props.ReceiveMaximum = self.config.receive_maximum
+        self._writer.start()
+        self._client.connect_async(
+            host, port, self.config.keepalive_s, clean_start=False, properties=props
+        )
+        self._client.loop_start()
+
+    @property
+    def ready(self) -> bool:
+        """Connected and subscribed."""
+        return self._ready.is_set()
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait until connected and subscribed."""
+        return self._ready.wait(timeout)
+
+    def stop(self) -> None:
+        """Finish the batch in hand, then disconnect; unacknowledged messages stay queued."""
+        self._stop.set()
+        self._writer.join(timeout=30)
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    # --- MQTT callbacks (network thread) -------------------------------------------------------
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.ConnectFlags,
+        reason: ReasonCode,
+        props: Properties | None,
+    ) -> None:
+        if reason.is_failure:
+            log.warning("broker refused the connection: %s", reason)
+            return
+        subs = [
+            (subscription(k, self.config.root, share_group=self.config.share_group), 1)
+            for k in self.config.kinds
+        ]
+        client.subscribe(subs)
+        self.stats.connected = True
+        log.info(
+            "connected to %s as %s (session present: %s)",
+            self.config.mqtt_url,
+            self.config.client_id,
+            flags.session_present,
+        )
+
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        mid: int,
+        reasons: list[ReasonCode],
+        props: Properties | None,
+    ) -> None:
+        # Ready only once the broker routes to us: anything published earlier would be missed.
+        refused = [str(r) for r in reasons if r.is_failure]
+        if refused:
+            log.error("broker refused subscriptions: %s", ", ".join(refused))
+            return
+        self._ready.set()
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.DisconnectFlags,
+        reason: ReasonCode,
+        props: Properties | None,
+    ) -> None:
+        self.stats.connected = False
+        self._ready.clear()
+        if not self._stop.is_set():
+            log.warning("disconnected from broker (%s); reconnecting", reason)
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        # Decoding here overlaps with the writer thread waiting on the database.
+        now_ms = int(self._clock() * 1000)
+        item = classify(msg.topic, bytes(msg.payload), self.config.root, now_ms)
+        self._queue.put(_Pending(item, msg.mid, msg.qos))
+
+    # --- writer thread ------------------------------------------------------------------------
+
+    def _next_batch(self) -> list[_Pending]:
+        try:
+            first = self._queue.get(timeout=0.2)
+        except queue.Empty:
+            return []
+        batch = [first]
+        deadline = time.monotonic() + self.config.batch_wait_s
+        while len(batch) < self.config.batch_max:
+            remaining = deadline - time.monotonic()
+            try:
+                batch.append(
+                    self._queue.get(timeout=max(remaining, 0))
+                    if remaining > 0
+                    else self._queue.get_nowait()
+                )
+            except queue.Empty:
+                break
+        return batch
+
+    def _write_loop(self) -> None:
+        while not self._stop.is_set():
+            batch = self._next_batch()
+            if batch:
+                self._commit(batch)
+            if self._on_commit is not None:
+                try:
+                    self._on_commit()
+                except Exception:  # the case engine must never stop ingest
+                    log.exception("post-commit hook failed")
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        now_ms = int(self._clock() * 1000)
+        items = [p.item for p in batch]
+        delay = self.config.retry_s
+        while True:
+            try:
+                result = self.store.write(items, now_ms)
+                break
+            except Exception as exc:  # database down: keep the batch, unacknowledged, and retry
+                self.stats.store_errors += 1
+                log.warning("store write failed (%s); retrying in %.1f s", exc, delay)
+                if self._stop.wait(delay):
+                    return  # stopping: the broker redelivers these to the next run
+                delay = min(delay * 2, 10.0)
+        # Only now is it safe for the broker to forget these messages.
+        for p in batch:
+            if p.qos > 0:
+                self._client.ack(p.mid, p.qos)
+        self.stats.received += len(batch)
+        self.stats.batches += 1
+        self.stats.readings += result.readings
+        self.stats.duplicates += result.duplicates
+        self.stats.dead_letters += result.dead_letters
+        for item in items:
+            if isinstance(item, Rejected):
+                log.info("dead letter from %s: %s", item.topic, item.reason)
+
+    # --- commands -----------------------------------------------------------------------------
+
+    def send_command(
+        self, site: str, gateway: str, name: str, args: dict[str, Value] | None = None
+    ) -> str:
+        """Publish a command on the gateway's cmd topic (QoS 1); return its command id."""
+        command_id = uuid.uuid4().hex
+        cmd = Command(
+            gateway,
+            "collector",
+            0,
+            int(self._clock() * 1000),
+            command_id=command_id,
+            name=name,
+            args=dict(args or {}),
+        )
+        info = self._client.publish(
+            topic(site, gateway, Kind.CMD, root=self.config.root), encode(cmd), qos=1
+        )
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            raise ConnectionError(
+                f"cannot publish command to {gateway}: {mqtt.error_string(info.rc)}"
+            )
+        return command_id

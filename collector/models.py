@@ -1,0 +1,150 @@
+"""Plain records the store reads and writes, shared by ingest, cases and the API."""
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from wire import Message, TopicParts
+from wire.messages import Value
+
+
+class Status(StrEnum):
+    """Online status of a gateway or device as derived from birth/death/device events."""
+
+    ONLINE = "online"
+    OFFLINE = "offline"
+    UNKNOWN = "unknown"  # its gateway died, so nobody can tell
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A payload that decoded cleanly and whose topic matches its content."""
+
+    topic: TopicParts
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A payload for the dead-letter table, with the reason it was refused."""
+
+    topic: str
+    payload: bytes
+    reason: str
+    received_ms: int
+
+
+Incoming = Accepted | Rejected
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One stored reading; `ts_ms` is the edge sample time, never rewritten."""
+
+    gateway: str
+    device: str
+    point: str
+    ts_ms: int
+    value: Value
+    quality: str
+    historical: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """Aggregate of the numeric readings in one time bucket starting at `ts_ms`."""
+
+    ts_ms: int
+    count: int
+    min: float
+    avg: float
+    max: float
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A refused payload as stored."""
+
+    id: int
+    topic: str
+    payload: bytes
+    reason: str
+    received_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayState:
+    """What the collector knows about one gateway."""
+
+    gateway: str
+    site: str
+    status: Status
+    since_ms: int
+    session: str
+    software: str
+    config_hash: str
+    reason: str
+    counters: dict[str, int | float] = field(default_factory=dict)
+    counters_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceState:
+    """What the collector knows about one device."""
+
+    device: str
+    gateway: str
+    profile: str
+    family: str
+    asset: str | None
+    status: Status
+    since_ms: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmRecord:
+    """An alarm deduplicated by source (gateway, device, point) and type."""
+
+    gateway: str
+    device: str
+    point: str
+    alarm_type: str
+    alarm_id: str
+    severity: int
+    state: str
+    count: int
+    first_ms: int
+    last_ms: int
+    state_ms: int
+    value: Value
+    limit: Value
+    message: str
+    ack_by: str | None
+    ack_note: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmTransition:
+    """One stored alarm event not yet handed to the case engine."""
+
+    id: int
+    gateway: str
+    device: str
+    point: str
+    alarm_type: str
+    alarm_id: str
+    severity: int
+    state: str
+    ts_ms: int
+    value: Value
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """What one committed batch did."""
+
+    readings: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    alarm_events: int = 0

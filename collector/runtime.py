@@ -1,0 +1,72 @@
+"""The collector's composition root: store, case engine and ingest built from one config."""
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from collector import assets as asset_files
+from collector.cases.engine import CaseEngine
+from collector.cases.routing import default_routing_path, load_routing
+from collector.ingest import Ingest, IngestConfig
+from collector.store import Store, open_store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CollectorConfig:
+    """Everything `collector run` needs; built from CLI options and/or a YAML file."""
+
+    db_url: str = "sqlite:///lifeline-collector.db"
+    ingest: IngestConfig | None = field(default_factory=IngestConfig)
+    assets_file: Path | None = None
+    routing_file: Path | None = None
+    escalate_every_s: float = 5.0
+
+
+class Runtime:
+    """The running collector: owns the store, the case engine and (optionally) ingest."""
+
+    def __init__(self, config: CollectorConfig, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.store: Store = open_store(config.db_url)
+        self.store.migrate()
+        log.info("store ready: %s", self.store.backend)
+        if config.assets_file is not None:
+            n = self.store.upsert_assets(asset_files.load(config.assets_file))
+            log.info("imported %d assets from %s", n, config.assets_file)
+        routing = load_routing(config.routing_file or default_routing_path())
+        self.cases = CaseEngine(self.store, routing, clock)
+        self._lock = threading.Lock()
+        self._last_escalation = 0.0
+        self._clock = clock
+        self.ingest: Ingest | None = None
+        if config.ingest is not None:
+            self.ingest = Ingest(
+                self.store, config.ingest, on_commit=self.after_commit, clock=clock
+            )
+
+    def start(self) -> None:
+        """Start ingest (if configured) after handling alarm events left from a previous run."""
+        self.after_commit()
+        if self.ingest is not None:
+            self.ingest.start()
+
+    def after_commit(self) -> None:
+        """Feed new alarm transitions to the case engine; escalate overdue cases now and then."""
+        with self._lock:
+            while self.cases.process_pending() > 0:
+                pass
+            now = self._clock()
+            if now - self._last_escalation >= self.config.escalate_every_s:
+                self._last_escalation = now
+                self.cases.escalate_overdue()
+
+    def close(self) -> None:
+        """Stop ingest, then close the store."""
+        if self.ingest is not None:
+            self.ingest.stop()
+        self.store.close()

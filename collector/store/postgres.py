@@ -1,0 +1,343 @@
+"""PostgreSQL backend (psycopg 3 + pool): binary COPY for readings, TimescaleDB when available.
+
+Without the timescaledb extension, readings are natively range-partitioned by day, with
+partitions created ahead automatically and a DEFAULT partition catching anything outside them.
+"""
+
+import logging
+import re
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from collector.models import Bucket, Incoming, Reading, WriteResult
+from collector.store.base import StoreError
+from collector.store.schema import Migration, core_statements
+from collector.store.sql import (
+    V_FLOAT,
+    Cursor,
+    ReadingRow,
+    SqlStore,
+    decode_value,
+    encode_value,
+)
+from wire import DataBatch, Quality
+
+log = logging.getLogger(__name__)
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+DAY_MS = 86_400_000
+PARTITIONS_AHEAD_DAYS = 7
+_LOCK_ID = 0x11FE11E  # advisory lock serializing migrations and partition creation
+
+TIMESCALE = "timescaledb"
+PARTITIONED = "postgres-partitioned"
+
+_READING_COLUMNS = (
+    "gateway_id TEXT NOT NULL, device TEXT NOT NULL, point TEXT NOT NULL,"
+    " ts TIMESTAMPTZ NOT NULL, vtype SMALLINT NOT NULL, value_num DOUBLE PRECISION,"
+    " value_text TEXT, quality TEXT NOT NULL, historical BOOLEAN NOT NULL"
+)
+_COLS = "gateway_id, device, point, ts, vtype, value_num, value_text, quality, historical"
+_COPY = f"COPY readings ({_COLS}) FROM STDIN (FORMAT BINARY)"
+# The binary wire format of timestamptz is int64 microseconds since 2000-01-01 UTC, so sending
+# that integer as int8 skips building a datetime per row (the server reads the same 8 bytes).
+COPY_TYPES = ["text", "text", "text", "int8", "int2", "float8", "text", "text", "bool"]
+PG_EPOCH_MS = 946_684_800_000
+_QUALITY = {q: q.value for q in Quality}
+_INDEX = "CREATE INDEX IF NOT EXISTS readings_device_point_ts ON readings (device, point, ts)"
+
+PARTITIONED_READINGS = (
+    f"CREATE TABLE IF NOT EXISTS readings ({_READING_COLUMNS}) PARTITION BY RANGE (ts)",
+    "CREATE TABLE IF NOT EXISTS readings_default PARTITION OF readings DEFAULT",
+    _INDEX,
+)
+TIMESCALE_READINGS = (
+    f"CREATE TABLE IF NOT EXISTS readings ({_READING_COLUMNS})",
+    "SELECT create_hypertable('readings', 'ts', chunk_time_interval => INTERVAL '1 day',"
+    " if_not_exists => TRUE)",
+    _INDEX,
+    "ALTER TABLE readings SET (timescaledb.compress,"
+    " timescaledb.compress_segmentby = 'device, point', timescaledb.compress_orderby = 'ts')",
+    "SELECT add_compression_policy('readings', INTERVAL '7 days', if_not_exists => TRUE)",
+    "SELECT add_retention_policy('readings', INTERVAL '400 days', if_not_exists => TRUE)",
+    "CREATE MATERIALIZED VIEW IF NOT EXISTS readings_hourly WITH (timescaledb.continuous) AS"
+    " SELECT time_bucket(INTERVAL '1 hour', ts) AS bucket, device, point, count(value_num) AS n,"
+    " min(value_num) AS min, avg(value_num) AS avg, max(value_num) AS max FROM readings"
+    " WHERE vtype IN (1, 2, 3) GROUP BY bucket, device, point WITH NO DATA",
+    "SELECT add_continuous_aggregate_policy('readings_hourly', start_offset => INTERVAL '3 days',"
+    " end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '30 minutes',"
+    " if_not_exists => TRUE)",
+)
+
+
+@lru_cache(maxsize=512)
+def _to_pyformat(sql: str) -> str:
+    return re.sub(r"(?<![:\w]):([A-Za-z_]\w*)", r"%(\1)s", sql)
+
+
+def ms_to_dt(ms: int) -> datetime:
+    """UTC milliseconds to an aware datetime, exactly."""
+    return EPOCH + timedelta(milliseconds=ms)
+
+
+def dt_to_ms(dt: datetime) -> int:
+    """An aware datetime to UTC milliseconds, exactly."""
+    return (dt - EPOCH) // _MS
+
+
+def _reading(r: Any) -> Reading:
+    return Reading(
+        r[0], r[1], r[2], dt_to_ms(r[3]), decode_value(r[4], r[5], r[6]), r[7], bool(r[8])
+    )
+
+
+class PostgresStore(SqlStore):
+    """PostgreSQL through a psycopg connection pool."""
+
+    def __init__(self, url: str, pool_size: int = 4) -> None:
+        self._url = url
+        try:
+            # One direct attempt first: it fails fast with the server's own reason.
+            psycopg.connect(url, connect_timeout=10).close()
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot connect to PostgreSQL: {exc}") from None
+        try:
+            self._pool = ConnectionPool(
+                url,
+                min_size=1,
+                max_size=pool_size,
+                open=True,
+                timeout=30,
+                name="collector",
+                # After a database restart pooled connections are dead: test before handing out.
+                check=ConnectionPool.check_connection,
+            )
+            self._pool.wait(timeout=30)
+        except Exception as exc:  # psycopg_pool raises PoolTimeout wrapping the real reason
+            raise StoreError(f"cannot connect to PostgreSQL: {exc}") from None
+        self._layout = ""
+        self._horizon_ms = 0
+
+    @property
+    def backend(self) -> str:
+        """Which engine and layout: timescaledb or postgres-partitioned."""
+        return self._layout or "postgres"
+
+    def close(self) -> None:
+        """Close the pool."""
+        self._pool.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[Cursor]:
+        with self._pool.connection() as conn, conn.cursor() as cur:
+            yield cur
+
+    def _sql(self, sql: str) -> str:
+        return _to_pyformat(sql)
+
+    # --- schema -------------------------------------------------------------------------------
+
+    def migrate(self) -> list[int]:
+        """Apply pending migrations under an advisory lock; safe to run twice or concurrently."""
+        applied: list[int] = []
+        with self._pool.connection() as conn, conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
+            cur.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
+                " name TEXT NOT NULL, applied_ms BIGINT NOT NULL)"
+            )
+            cur.execute(
+                "CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+            )
+            cur.execute("SELECT version FROM schema_migrations")
+            done = {r[0] for r in cur.fetchall()}
+            cur.execute("SELECT value FROM store_meta WHERE key = 'readings_layout'")
+            row = cur.fetchone()
+            layout = row[0] if row else self._detect_layout(cur)
+            migrations = (
+                Migration(1, "core tables", core_statements("postgres")),
+                Migration(
+                    2,
+                    f"readings ({layout})",
+                    TIMESCALE_READINGS if layout == TIMESCALE else PARTITIONED_READINGS,
+                ),
+            )
+            for m in migrations:
+                if m.version in done:
+                    continue
+                for stmt in m.statements:
+                    cur.execute(stmt)
+                cur.execute(
+                    "INSERT INTO schema_migrations VALUES (%s, %s, %s)",
+                    (m.version, m.name, int(time.time() * 1000)),
+                )
+                applied.append(m.version)
+            cur.execute(
+                "INSERT INTO store_meta VALUES ('readings_layout', %s) ON CONFLICT DO NOTHING",
+                (layout,),
+            )
+        self._layout = layout
+        log.info("postgres store: readings layout %s, applied %s", layout, applied or "nothing")
+        if layout == PARTITIONED:
+            self.ensure_partitions(int(time.time() * 1000))
+        return applied
+
+    @staticmethod
+    def _detect_layout(cur: psycopg.Cursor[Any]) -> str:
+        cur.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'")
+        if not cur.fetchone():
+            log.info("timescaledb is not available: using native range partitioning")
+            return PARTITIONED
+        cur.execute("SAVEPOINT tsdb")
+        try:
+            cur.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+        except psycopg.Error as exc:
+            # Installed but not preloaded (shared_preload_libraries) or not permitted.
+            cur.execute("ROLLBACK TO SAVEPOINT tsdb")
+            log.warning("timescaledb present but unusable (%s): using partitioning", exc)
+            return PARTITIONED
+        log.info("timescaledb available: using a hypertable")
+        return TIMESCALE
+
+    def ensure_partitions(self, now_ms: int, ahead_days: int = PARTITIONS_AHEAD_DAYS) -> None:
+        """Create daily partitions from yesterday to `ahead_days` ahead (partitioned layout)."""
+        first = now_ms // DAY_MS - 1
+        with self._pool.connection() as conn, conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
+            for day in range(first, first + ahead_days + 2):
+                start = ms_to_dt(day * DAY_MS)
+                name = f"readings_p{start:%Y%m%d}"
+                cur.execute("SAVEPOINT part")
+                try:
+                    # DDL takes no parameters; the bounds are our own ISO timestamps.
+                    end = ms_to_dt((day + 1) * DAY_MS)
+                    cur.execute(
+                        f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF readings"
+                        f" FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')"
+                    )
+                except psycopg.errors.CheckViolation:
+                    # Rows for that day already sit in the DEFAULT partition: leave them there.
+                    cur.execute("ROLLBACK TO SAVEPOINT part")
+                    log.warning("partition %s skipped: the default partition holds its rows", name)
+        self._horizon_ms = (first + ahead_days + 2) * DAY_MS
+
+    # --- ingest -------------------------------------------------------------------------------
+
+    def write(self, items: Sequence[Incoming], now_ms: int) -> WriteResult:
+        """Commit a batch in one transaction, first extending partitions if the horizon nears."""
+        if self._layout == PARTITIONED and now_ms > self._horizon_ms - 3 * DAY_MS:
+            self.ensure_partitions(now_ms)
+        return super().write(items, now_ms)
+
+    def _claim_keys(
+        self, cur: Cursor, keys: list[tuple[str, int]], now_ms: int
+    ) -> set[tuple[str, int]]:
+        # Sorted so that concurrent collectors lock keys in the same order (no deadlocks).
+        keys = sorted(keys)
+        cur.execute(
+            "INSERT INTO ingest_keys (gateway_id, seq, received_ms)"
+            " SELECT g, s, %s FROM unnest(%s::text[], %s::bigint[]) AS k(g, s)"
+            " ON CONFLICT DO NOTHING RETURNING gateway_id, seq",
+            (now_ms, [k[0] for k in keys], [k[1] for k in keys]),
+        )
+        return {(r[0], r[1]) for r in cur.fetchall()}
+
+    @staticmethod
+    def _reading_rows(msg: DataBatch) -> Iterator[ReadingRow]:
+        # The hot path: floats (most readings) skip encode_value, enums skip their descriptor.
+        gw = msg.gateway
+        for r in msg.records:
+            v = r.value
+            us = (r.ts_ms - PG_EPOCH_MS) * 1000
+            if type(v) is float:
+                yield (
+                    gw,
+                    r.device,
+                    r.point,
+                    us,
+                    V_FLOAT,
+                    v,
+                    None,
+                    _QUALITY[r.quality],
+                    r.historical,
+                )
+            else:
+                tag, num, text = encode_value(v)
+                yield (gw, r.device, r.point, us, tag, num, text, _QUALITY[r.quality], r.historical)
+
+    def _insert_readings(self, cur: Cursor, rows: list[ReadingRow]) -> None:
+        assert isinstance(cur, psycopg.Cursor)
+        with cur.copy(_COPY) as copy:
+            copy.set_types(COPY_TYPES)
+            for r in rows:
+                copy.write_row(r)
+
+    # --- reads --------------------------------------------------------------------------------
+
+    def readings(
+        self,
+        device: str,
+        point: str | None = None,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        limit: int = 1000,
+    ) -> list[Reading]:
+        """Raw readings of a device (optionally one point) in [since, until), oldest first."""
+        rows = self._query(
+            f"SELECT {_COLS} FROM readings WHERE device = :dev"  # noqa: S608 - constant columns
+            " AND (CAST(:pt AS TEXT) IS NULL OR point = :pt)"
+            " AND (CAST(:since AS TIMESTAMPTZ) IS NULL OR ts >= :since)"
+            " AND (CAST(:until AS TIMESTAMPTZ) IS NULL OR ts < :until)"
+            " ORDER BY ts, point LIMIT :n",
+            {
+                "dev": device,
+                "pt": point,
+                "since": None if since_ms is None else ms_to_dt(since_ms),
+                "until": None if until_ms is None else ms_to_dt(until_ms),
+                "n": limit,
+            },
+        )
+        return [_reading(r) for r in rows]
+
+    def series(
+        self, device: str, point: str, since_ms: int, until_ms: int, bucket_ms: int
+    ) -> list[Bucket]:
+        """Numeric readings bucketed (aligned to the epoch) into min/avg/max."""
+        if bucket_ms <= 0:
+            raise ValueError("bucket_ms must be positive")
+        rows = self._query(
+            "SELECT div(CAST(extract(epoch FROM ts) * 1000 AS BIGINT), :b) * :b AS bucket,"
+            " count(*), min(value_num), avg(value_num), max(value_num) FROM readings"
+            " WHERE device = :dev AND point = :pt AND ts >= :since AND ts < :until"
+            " AND vtype IN (1, 2, 3) GROUP BY bucket ORDER BY bucket",
+            {
+                "b": bucket_ms,
+                "dev": device,
+                "pt": point,
+                "since": ms_to_dt(since_ms),
+                "until": ms_to_dt(until_ms),
+            },
+        )
+        return [Bucket(int(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
+
+    def latest(self, device: str | None = None) -> list[Reading]:
+        """The newest reading of every (device, point), optionally for one device."""
+        rows = self._query(
+            f"SELECT DISTINCT ON (device, point) {_COLS} FROM readings"  # noqa: S608 - constant
+            " WHERE (CAST(:dev AS TEXT) IS NULL OR device = :dev)"
+            " ORDER BY device, point, ts DESC",
+            {"dev": device},
+        )
+        return [_reading(r) for r in rows]
+
+    def count_readings(self) -> int:
+        """Total stored readings."""
+        return int(self._query("SELECT count(*) FROM readings")[0][0])

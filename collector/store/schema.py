@@ -1,0 +1,173 @@
+"""Versioned schema migrations shared by the SQL backends (readings are backend-specific)."""
+
+from dataclasses import dataclass
+
+# {id} is an auto-increment primary key, {blob} a byte string column.
+_CORE = """
+CREATE TABLE IF NOT EXISTS ingest_keys (
+    gateway_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    received_ms BIGINT NOT NULL,
+    PRIMARY KEY (gateway_id, seq)
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id {id},
+    topic TEXT NOT NULL,
+    payload {blob} NOT NULL,
+    reason TEXT NOT NULL,
+    received_ms BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS gateways (
+    gateway_id TEXT PRIMARY KEY,
+    site TEXT NOT NULL,
+    status TEXT NOT NULL,
+    since_ms BIGINT NOT NULL,
+    session TEXT NOT NULL,
+    software TEXT NOT NULL,
+    config_hash TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    counters TEXT NOT NULL,
+    counters_ms BIGINT
+);
+CREATE TABLE IF NOT EXISTS devices (
+    device TEXT PRIMARY KEY,
+    gateway_id TEXT NOT NULL,
+    profile TEXT NOT NULL,
+    family TEXT NOT NULL,
+    status TEXT NOT NULL,
+    since_ms BIGINT NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS devices_gateway ON devices (gateway_id);
+CREATE TABLE IF NOT EXISTS status_log (
+    id {id},
+    entity TEXT NOT NULL,
+    ident TEXT NOT NULL,
+    status TEXT NOT NULL,
+    ts_ms BIGINT NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS status_log_ident ON status_log (entity, ident, ts_ms);
+CREATE TABLE IF NOT EXISTS alarm_events (
+    id {id},
+    gateway_id TEXT NOT NULL,
+    device TEXT NOT NULL,
+    point TEXT NOT NULL,
+    alarm_type TEXT NOT NULL,
+    alarm_id TEXT NOT NULL,
+    severity INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    ts_ms BIGINT NOT NULL,
+    value TEXT NOT NULL,
+    limit_value TEXT NOT NULL,
+    message TEXT NOT NULL,
+    ack_by TEXT,
+    ack_note TEXT,
+    historical BOOLEAN NOT NULL,
+    handled BOOLEAN NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alarm_events_pending ON alarm_events (id) WHERE NOT handled;
+CREATE TABLE IF NOT EXISTS alarms (
+    gateway_id TEXT NOT NULL,
+    device TEXT NOT NULL,
+    point TEXT NOT NULL,
+    alarm_type TEXT NOT NULL,
+    alarm_id TEXT NOT NULL,
+    severity INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    first_ms BIGINT NOT NULL,
+    last_ms BIGINT NOT NULL,
+    state_ms BIGINT NOT NULL,
+    value TEXT NOT NULL,
+    limit_value TEXT NOT NULL,
+    message TEXT NOT NULL,
+    ack_by TEXT,
+    ack_note TEXT,
+    PRIMARY KEY (gateway_id, device, point, alarm_type)
+);
+CREATE TABLE IF NOT EXISTS command_replies (
+    gateway_id TEXT NOT NULL,
+    command_id TEXT NOT NULL,
+    ok BOOLEAN NOT NULL,
+    result TEXT NOT NULL,
+    error TEXT NOT NULL,
+    sent_ms BIGINT NOT NULL,
+    received_ms BIGINT NOT NULL,
+    PRIMARY KEY (gateway_id, command_id)
+);
+CREATE TABLE IF NOT EXISTS assets (
+    code TEXT PRIMARY KEY,
+    subcategory TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    maintainer TEXT NOT NULL,
+    grid TEXT NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS device_assets (
+    device TEXT PRIMARY KEY,
+    asset TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS case_serials (
+    prefix TEXT PRIMARY KEY,
+    last INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cases (
+    case_no TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    subcategory TEXT NOT NULL,
+    problem TEXT NOT NULL,
+    asset TEXT,
+    device TEXT,
+    subject TEXT NOT NULL,
+    state TEXT NOT NULL,
+    urgency TEXT NOT NULL,
+    department TEXT NOT NULL,
+    grid TEXT,
+    created_ms BIGINT NOT NULL,
+    updated_ms BIGINT NOT NULL,
+    deadline_ms BIGINT,
+    timed_from_ms BIGINT,
+    repeats INTEGER NOT NULL,
+    escalations INTEGER NOT NULL,
+    title TEXT NOT NULL
+);
+-- One open case per (asset or device, problem): repeats attach to it.
+CREATE UNIQUE INDEX IF NOT EXISTS cases_one_open ON cases (subject, problem)
+    WHERE state NOT IN ('结案', '作废');
+CREATE TABLE IF NOT EXISTS case_audit (
+    id {id},
+    case_no TEXT NOT NULL,
+    ts_ms BIGINT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    from_state TEXT,
+    to_state TEXT NOT NULL,
+    note TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS case_audit_case ON case_audit (case_no, id);
+CREATE TABLE IF NOT EXISTS case_alarms (
+    case_no TEXT NOT NULL,
+    alarm_event_id BIGINT NOT NULL
+);
+"""
+
+_DIALECTS = {
+    "sqlite": {"id": "INTEGER PRIMARY KEY", "blob": "BLOB"},
+    "postgres": {"id": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", "blob": "BYTEA"},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One schema version: a name and the statements that create it."""
+
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+def core_statements(dialect: str) -> tuple[str, ...]:
+    """The core tables for `dialect` (sqlite or postgres), one statement per item."""
+    sql = _CORE.format(**_DIALECTS[dialect])
+    return tuple(s.strip() for s in sql.split(";") if s.strip())

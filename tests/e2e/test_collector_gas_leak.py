@@ -1,0 +1,167 @@
+"""e2e: a gas leak under a gas-company manhole becomes a case that runs to 结案 with its audit."""
+
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from collector.ingest import parse_mqtt_url
+from tests.services import free_port
+from wire import (
+    AlarmBatch,
+    AlarmEvent,
+    AlarmState,
+    Birth,
+    DeviceInfo,
+    Message,
+    Severity,
+    encode,
+    topic,
+)
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+ASSET = "3101040111000042"  # area 310104, 大类 01, 小类 11 (燃气井盖), serial 000042
+ASSETS_YAML = f"""
+assets:
+  - code: "{ASSET}"
+    name: 燃气阀门井
+    owner: 城市燃气公司
+    maintainer: 区排水所
+    grid: "310104001002"
+    address: 漕溪北路 88 号
+    lon: 121.437
+    lat: 31.187
+    datum: CGCS2000
+    devices: [gas-7]
+"""
+
+
+def poll(get: Callable[[], Any], ok: Callable[[Any], bool], timeout: float = 20) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = get()
+        if ok(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not reached; last value {value!r}")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def collector(tmp_path: Path, mqtt_url: str, topic_root: str) -> Iterator[httpx.Client]:
+    (tmp_path / "assets.yaml").write_text(ASSETS_YAML, encoding="utf-8")
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "collector", "run", "--mqtt", mqtt_url,
+         "--db", f"sqlite:///{tmp_path}/c.db", "--http", f"127.0.0.1:{port}",
+         "--root", topic_root, "--client-id", f"c-{uuid.uuid4().hex[:8]}",
+         "--assets", str(tmp_path / "assets.yaml")],
+        cwd=REPO,
+    )  # fmt: skip
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5)
+
+    def ready() -> int:
+        try:
+            return client.get("/readyz").status_code
+        except httpx.HTTPError:
+            return 0
+
+    try:
+        poll(ready, lambda code: code == 200)
+        yield client
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
+        client.close()
+
+
+def test_gas_leak_becomes_a_case_that_is_dispatched_verified_and_closed(
+    collector: httpx.Client, mqtt_url: str, topic_root: str
+) -> None:
+    host, port = parse_mqtt_url(mqtt_url)
+    gw = mqtt.Client(CallbackAPIVersion.VERSION2, f"gw-{uuid.uuid4().hex[:8]}")
+    gw.connect(host, port)
+    gw.loop_start()
+
+    def send(msg: Message) -> None:
+        gw.publish(
+            topic("xuhui", "gw-9", msg.kind, root=topic_root), encode(msg), qos=1
+        ).wait_for_publish(10)
+
+    now = int(time.time() * 1000)
+    send(
+        Birth("gw-9", "s1", 0, now, "1.0", "h", (DeviceInfo("gas-7", "gas_detector", "gas", True),))
+    )
+
+    def alarm(seq: int, aid: str, kind: str, state: AlarmState, value: float) -> AlarmBatch:
+        sev = Severity.CRITICAL if kind == "hihi" else Severity.HIGH
+        ev = AlarmEvent(aid, "gas-7", "gas_concentration", kind, sev, state,
+                        int(time.time() * 1000), value, 20, f"combustible gas {kind}")  # fmt: skip
+        return AlarmBatch("gw-9", "s1", seq, int(time.time() * 1000), (ev,))
+
+    send(alarm(1, "gw-9:1", "hi", AlarmState.ACTIVE_UNACKED, 27.5))
+    cases = poll(lambda: collector.get("/api/v1/cases").json(), lambda c: len(c) == 1)
+    case = cases[0]
+    assert case["state"] == "派遣"
+    assert (case["kind"], case["subcategory"], case["asset"], case["department"]) == (
+        "部件", "0111", ASSET, "城市燃气公司",
+    )  # fmt: skip
+    assert case["urgency"] == "urgent"
+    assert case["deadline_ms"] - case["timed_from_ms"] == 2 * 3_600_000  # 0111 urgent: 2 h
+    assert case["colour"] == "green"
+    assert case["case_no"].startswith("310104")
+    assert len(case["case_no"]) == 18
+    no = case["case_no"]
+
+    # The leak worsens before anyone arrives: the second alarm attaches to the same case.
+    send(alarm(2, "gw-9:2", "hihi", AlarmState.ACTIVE_UNACKED, 55.0))
+    poll(lambda: collector.get(f"/api/v1/cases/{no}").json(), lambda c: c["repeats"] == 1)
+    r = collector.post(
+        f"/api/v1/cases/{no}/actions", json={"action": "start", "actor": "燃气抢修班"}
+    )
+    assert r.status_code == 200, r.text
+
+    # hihi clears but hi is still active: the case stays with the crew; then hi clears too.
+    send(alarm(3, "gw-9:2", "hihi", AlarmState.NORMAL, 30.0))
+    send(alarm(4, "gw-9:1", "hi", AlarmState.NORMAL, 3.0))
+    case = poll(lambda: collector.get(f"/api/v1/cases/{no}").json(), lambda c: c["state"] == "核查")
+    assert len(collector.get("/api/v1/cases").json()) == 1
+
+    refused = collector.post(
+        f"/api/v1/cases/{no}/actions", json={"action": "dispatch", "actor": "x"}
+    )
+    assert refused.status_code == 409
+    assert "cannot dispatch a case in state 核查" in refused.json()["detail"]
+
+    r = collector.post(
+        f"/api/v1/cases/{no}/actions",
+        json={"action": "close", "actor": "监督员 张三", "note": "现场核查无泄漏"},
+    )
+    assert r.status_code == 200
+    assert r.json()["state"] == "结案"
+
+    audit = collector.get(f"/api/v1/cases/{no}").json()["audit"]
+    steps = [(a["actor"], a["action"], a["from_state"], a["to_state"]) for a in audit]
+    assert steps == [
+        ("system", "report", None, "受理"),
+        ("system", "accept", "受理", "立案"),
+        ("system", "dispatch", "立案", "派遣"),
+        ("system", "attach", "派遣", "派遣"),
+        ("燃气抢修班", "start", "派遣", "处置"),
+        ("system", "alarm_cleared", "处置", "核查"),
+        ("监督员 张三", "close", "核查", "结案"),
+    ]
+    assert audit[-1]["note"] == "现场核查无泄漏"
+    assert all(a["ts_ms"] >= now for a in audit)
+    gw.disconnect()
+    gw.loop_stop()

@@ -1,0 +1,165 @@
+"""Ingest against the real broker: hostile payloads, persistent sessions, commands."""
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import msgpack
+import paho.mqtt.client as mqtt
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from paho.mqtt.enums import CallbackAPIVersion
+
+from collector.ingest import Ingest, IngestConfig, classify, parse_mqtt_url
+from collector.models import Rejected
+from collector.store import Store, open_store
+from wire import Command, DataBatch, Kind, Record, decode, encode, subscription, topic
+
+pytestmark = pytest.mark.integration
+
+T0 = 1_800_000_000_000
+
+
+def wait_until(cond: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = open_store(f"sqlite:///{tmp_path}/ingest.db")
+    s.migrate()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def publisher(mqtt_url: str) -> Iterator[mqtt.Client]:
+    host, port = parse_mqtt_url(mqtt_url)
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, f"pub-{uuid.uuid4().hex[:8]}")
+    c.max_inflight_messages_set(1000)
+    c.connect(host, port)
+    c.loop_start()
+    yield c
+    c.disconnect()
+    c.loop_stop()
+
+
+def start_ingest(store: Store, mqtt_url: str, root: str, client_id: str) -> Ingest:
+    ing = Ingest(store, IngestConfig(mqtt_url=mqtt_url, root=root, client_id=client_id))
+    ing.start()
+    assert ing.wait_ready(10)
+    return ing
+
+
+def publish_all(client: mqtt.Client, items: list[tuple[str, bytes]]) -> None:
+    infos = [client.publish(t, p, qos=1) for t, p in items]
+    for info in infos:
+        info.wait_for_publish(10)
+
+
+def batch(gw: str, seq: int, n: int = 5) -> bytes:
+    recs = tuple(Record("dev", f"p{i}", T0 + seq * 1000 + i, float(seq)) for i in range(n))
+    return encode(DataBatch(gw, "s", seq, T0, recs))
+
+
+# Structured junk: msgpack maps that look like envelopes but break the contract somewhere.
+_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.floats(), st.text(max_size=8),
+    st.binary(max_size=8),
+)  # fmt: skip
+_envelopes = st.fixed_dictionaries(
+    {"v": st.sampled_from([1, 2, "1"]), "k": st.sampled_from(["data", "alarm", "x"])},
+    optional={
+        "g": st.sampled_from(["gw-h", "", "a/b", 7]),
+        "s": _scalars,
+        "q": _scalars,
+        "t": _scalars,
+        "b": st.one_of(_scalars, st.lists(st.lists(_scalars, max_size=7), max_size=3)),
+        "zz": _scalars,
+    },
+).map(lambda d: msgpack.packb(d, use_bin_type=True))
+hostile = st.one_of(st.binary(max_size=64), _envelopes)
+
+
+@settings(
+    max_examples=1,
+    deadline=None,
+    database=None,
+    phases=[Phase.generate],  # one fresh example; shrinking 1000-item lists would take minutes
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.data_too_large],
+)
+@given(payloads=st.lists(hostile, min_size=1000, max_size=1000))
+def test_hostile_payloads_go_to_dead_letters_and_ingest_continues(
+    payloads: list[bytes], tmp_path: Path, mqtt_url: str, topic_root: str, publisher: mqtt.Client
+) -> None:
+    t = topic("site", "gw-h", Kind.DATA, root=topic_root)
+    assert all(isinstance(classify(t, p, topic_root, 0), Rejected) for p in payloads)
+    store = open_store(f"sqlite:///{tmp_path}/hostile-{uuid.uuid4().hex[:8]}.db")
+    store.migrate()
+    ing = start_ingest(store, mqtt_url, topic_root, f"c-{uuid.uuid4().hex[:8]}")
+    try:
+        items = [(t, p) for p in payloads]
+        # Good batches interleaved: the stream must go on around the junk.
+        for seq in range(1, 21):
+            items.insert(seq * 45, (t, batch("gw-h", seq)))
+        publish_all(publisher, items)
+        wait_until(lambda: store.count_dead_letters() == 1000 and store.count_readings() == 100)
+        stored = {d.payload for d in store.dead_letters(limit=2000)}
+        assert stored == set(payloads)
+    finally:
+        ing.stop()  # joins the writer, so its counters below are final
+        store.close()
+    assert ing.stats.dead_letters == 1000
+
+
+def test_persistent_session_keeps_what_arrives_while_the_collector_is_away(
+    store: Store, mqtt_url: str, topic_root: str, publisher: mqtt.Client
+) -> None:
+    client_id = f"c-{uuid.uuid4().hex[:8]}"
+    start_ingest(store, mqtt_url, topic_root, client_id).stop()
+    t = topic("site", "gw-p", Kind.DATA, root=topic_root)
+    # More than Mosquitto's default max_queued_messages (1000) while nobody is connected.
+    publish_all(publisher, [(t, batch("gw-p", seq, 2)) for seq in range(1, 3001)])
+    ing = start_ingest(store, mqtt_url, topic_root, client_id)
+    try:
+        wait_until(lambda: store.count_readings() == 6000, timeout=60)
+    finally:
+        ing.stop()
+    assert ing.stats.duplicates == 0
+
+
+def test_commands_go_out_on_the_gateway_cmd_topic(
+    store: Store, mqtt_url: str, topic_root: str, publisher: mqtt.Client
+) -> None:
+    got: list[bytes] = []
+    arrived, subscribed = threading.Event(), threading.Event()
+
+    def on_message(c: mqtt.Client, u: object, m: mqtt.MQTTMessage) -> None:
+        got.append(bytes(m.payload))
+        arrived.set()
+
+    publisher.on_message = on_message
+    publisher.on_subscribe = lambda *_: subscribed.set()
+    publisher.subscribe(subscription(Kind.CMD, topic_root), qos=1)
+    assert subscribed.wait(10)
+    ing = start_ingest(store, mqtt_url, topic_root, f"c-{uuid.uuid4().hex[:8]}")
+    try:
+        command_id = ing.send_command("site", "gw-c", "reload", {"force": True})
+        assert arrived.wait(10)
+    finally:
+        ing.stop()
+    cmd = decode(got[0])
+    assert isinstance(cmd, Command)
+    assert (cmd.gateway, cmd.command_id, cmd.name, cmd.args) == (
+        "gw-c",
+        command_id,
+        "reload",
+        {"force": True},
+    )

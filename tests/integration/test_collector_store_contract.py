@@ -1,0 +1,275 @@
+"""One contract suite for every Store backend: SQLite and a real PostgreSQL server."""
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from collector.assets import Asset
+from collector.cases.workflow import Action, CaseState, apply, open_case
+from collector.models import Accepted, Rejected, Status
+from collector.store import Conflict, Store, open_store
+from wire import (
+    AlarmBatch,
+    AlarmEvent,
+    AlarmState,
+    Birth,
+    Death,
+    DeviceEvent,
+    DeviceEventBatch,
+    DeviceInfo,
+    Kind,
+    Quality,
+    Record,
+    Severity,
+    TopicParts,
+)
+from wire import DataBatch as Data
+from wire import Status as StatusMsg
+from wire.messages import Value
+
+pytestmark = pytest.mark.integration
+
+T0 = 1_795_000_000_000  # 2026-11-18, inside the partitions the PostgreSQL store creates ahead
+GW = "gw-1"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A migrated store of each backend."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/contract.db"
+    else:
+        url = request.getfixturevalue("pg_url")
+    s = open_store(url)
+    s.migrate()
+    yield s
+    s.close()
+
+
+def acc(msg: object, kind: Kind, gw: str = GW) -> Accepted:
+    return Accepted(TopicParts("site-a", gw, kind), msg)  # type: ignore[arg-type]
+
+
+def data(seq: int, *records: Record, gw: str = GW) -> Accepted:
+    return acc(Data(gw, "s1", seq, T0, tuple(records)), Kind.DATA, gw)
+
+
+def test_migrations_are_idempotent(store: Store) -> None:
+    assert store.migrate() == []
+    assert store.backend in ("sqlite", "postgres-partitioned", "timescaledb")
+
+
+def test_values_and_sample_times_survive_intact(store: Store) -> None:
+    values: list[Value] = [21.5, -3, 2**60 + 1, True, False, "ON", None, 0.1]
+    recs = [
+        Record("dev", f"p{i}", T0 + i, v, Quality.BAD if v is None else Quality.GOOD, i % 2 == 0)
+        for i, v in enumerate(values)
+    ]
+    result = store.write([data(1, *recs)], T0)
+    assert result.readings == len(values)
+    got = store.readings("dev")
+    assert [(r.point, r.ts_ms, r.value, r.historical) for r in got] == [
+        (r.point, r.ts_ms, r.value, r.historical) for r in recs
+    ]
+    assert [type(r.value) for r in got] == [type(v) for v in values]
+    assert got[6].quality == "bad"
+
+
+def test_duplicate_keys_are_ignored_across_and_within_batches(store: Store) -> None:
+    first = data(1, Record("dev", "p", T0, 1.0))
+    r1 = store.write([first, first, data(2, Record("dev", "p", T0 + 1, 2.0))], T0)
+    r2 = store.write([first, data(2, Record("dev", "p", T0 + 1, 2.0))], T0)
+    other_gw = data(1, Record("dev2", "p", T0, 3.0), gw="gw-2")
+    r3 = store.write([other_gw], T0)
+    assert (r1.readings, r1.duplicates) == (2, 1)
+    assert (r2.readings, r2.duplicates) == (0, 2)
+    assert r3.readings == 1  # the key is (gateway, seq): another gateway's seq 1 is new
+    assert store.count_readings() == 3
+
+
+def test_a_failed_batch_commits_nothing(store: Store) -> None:
+    bad = Rejected("t", b"x", "r", T0)
+    good = data(1, Record("dev", "p", T0, 1.0))
+
+    class Boom:
+        topic = TopicParts("site-a", GW, Kind.DATA)
+
+        @property
+        def message(self) -> object:
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        store.write([good, bad, Boom()], T0)  # type: ignore[list-item]
+    assert store.count_readings() == 0
+    assert store.count_dead_letters() == 0
+    assert store.write([good], T0).readings == 1  # the key was rolled back too
+
+
+def test_range_and_point_queries(store: Store) -> None:
+    recs = [Record("dev", p, T0 + i * 1000, float(i)) for i in range(10) for p in ("a", "b")]
+    store.write([data(1, *recs)], T0)
+    got = store.readings("dev", "a", since_ms=T0 + 2000, until_ms=T0 + 5000)
+    assert [r.ts_ms for r in got] == [T0 + 2000, T0 + 3000, T0 + 4000]
+    assert len(store.readings("dev", limit=5)) == 5
+    assert store.readings("nobody") == []
+
+
+def test_bucketed_series(store: Store) -> None:
+    base = T0 - T0 % 60_000
+    recs = [Record("dev", "a", base + i * 10_000, float(i)) for i in range(12)]
+    recs.append(Record("dev", "a", base + 5, "text is not aggregated"))
+    store.write([data(1, *recs)], T0)
+    buckets = store.series("dev", "a", base, base + 120_000, 60_000)
+    assert [(b.ts_ms, b.count, b.min, b.avg, b.max) for b in buckets] == [
+        (base, 6, 0.0, 2.5, 5.0),
+        (base + 60_000, 6, 6.0, 8.5, 11.0),
+    ]
+
+
+def test_latest_value_per_point(store: Store) -> None:
+    store.write(
+        [
+            data(1, Record("d1", "a", T0 + 5, 1.0), Record("d1", "a", T0 + 9, 2.0)),
+            data(2, Record("d1", "b", T0 + 1, "x"), Record("d2", "a", T0, 7)),
+        ],
+        T0,
+    )
+    assert [(r.device, r.point, r.value) for r in store.latest()] == [
+        ("d1", "a", 2.0),
+        ("d1", "b", "x"),
+        ("d2", "a", 7),
+    ]
+    assert [r.value for r in store.latest("d2")] == [7]
+
+
+def test_dead_letters_keep_raw_bytes_topic_time_and_reason(store: Store) -> None:
+    raw = bytes(range(256))
+    store.write([Rejected("a/b", raw, "not msgpack", T0 + 7)], T0)
+    (dl,) = store.dead_letters()
+    assert (dl.topic, dl.payload, dl.reason, dl.received_ms) == ("a/b", raw, "not msgpack", T0 + 7)
+    assert store.count_dead_letters() == 1
+
+
+def birth(session: str, sent: int, *devices: DeviceInfo) -> Accepted:
+    return acc(Birth(GW, session, 0, sent, "1.0", "abc", devices), Kind.BIRTH)
+
+
+def test_birth_death_and_device_events_track_status_with_times(store: Store) -> None:
+    devs = (
+        DeviceInfo("m1", "manhole_cover", "manhole", True, "3101040111000001"),
+        DeviceInfo("m2", "manhole_cover", "manhole", False),
+    )
+    store.write([birth("s1", T0, *devs)], T0)
+    (gw,) = store.gateways()
+    assert (gw.status, gw.since_ms, gw.site, gw.software) == (Status.ONLINE, T0, "site-a", "1.0")
+    by_id = {d.device: d for d in store.devices()}
+    assert (by_id["m1"].status, by_id["m1"].asset, by_id["m1"].family) == (
+        Status.ONLINE,
+        "3101040111000001",
+        "manhole",
+    )
+    assert by_id["m2"].status is Status.OFFLINE
+
+    events = DeviceEventBatch(GW, "s1", 1, T0, (DeviceEvent("m2", True, T0 + 50, "answered"),))
+    store.write([acc(events, Kind.DEVICE)], T0)
+    assert {d.device: (d.status, d.since_ms) for d in store.devices(GW)}["m2"] == (
+        Status.ONLINE,
+        T0 + 50,
+    )
+
+    store.write([birth("s1", T0, *devs)], T0 + 60)  # the retained birth again: no change
+    store.write([acc(Death(GW, "old-session", 0, T0, "x"), Kind.DEATH)], T0 + 70)
+    assert store.gateways()[0].status is Status.ONLINE  # an older session's death is ignored
+
+    store.write([acc(Death(GW, "s1", 0, T0, "lost"), Kind.DEATH)], T0 + 100)
+    (gw,) = store.gateways()
+    assert (gw.status, gw.since_ms, gw.reason) == (Status.OFFLINE, T0 + 100, "lost")
+    assert {d.status for d in store.devices()} == {Status.UNKNOWN}
+
+    store.write([birth("s2", T0 + 200, *devs)], T0 + 200)
+    assert store.gateways()[0].status is Status.ONLINE
+
+
+def test_status_counters_keep_the_latest(store: Store) -> None:
+    for sent, n in ((T0 + 10, 5), (T0, 3)):
+        store.write([acc(StatusMsg(GW, "s1", 0, sent, {"polls": n}), Kind.STATUS)], T0)
+    (gw,) = store.gateways()
+    assert (gw.counters, gw.counters_ms) == ({"polls": 5}, T0 + 10)
+
+
+def alarm(seq: int, aid: str, state: AlarmState, ts: int, value: float = 30.0) -> Accepted:
+    ev = AlarmEvent(aid, "g1", "gas", "hi", Severity.HIGH, state, ts, value, 20, "gas high")
+    return acc(AlarmBatch(GW, "s1", seq, ts, (ev,)), Kind.ALARM)
+
+
+def test_alarms_dedup_by_source_and_type_with_count_and_times(store: Store) -> None:
+    store.write(
+        [
+            alarm(1, "gw-1:1", AlarmState.ACTIVE_UNACKED, T0),
+            alarm(2, "gw-1:1", AlarmState.NORMAL, T0 + 10),
+            alarm(3, "gw-1:5", AlarmState.ACTIVE_UNACKED, T0 + 20, 40.0),
+            alarm(3, "gw-1:5", AlarmState.ACTIVE_UNACKED, T0 + 20, 40.0),  # redelivered
+        ],
+        T0,
+    )
+    (a,) = store.alarms()
+    assert (a.count, a.first_ms, a.last_ms, a.state, a.alarm_id, a.value) == (
+        2,
+        T0,
+        T0 + 20,
+        "active_unacked",
+        "gw-1:5",
+        40.0,
+    )
+    assert len(store.alarms(active_only=True)) == 1
+    pending = store.pending_alarm_transitions()
+    assert [p.state for p in pending] == ["active_unacked", "normal", "active_unacked"]
+    store.mark_transitions_handled([pending[0].id])
+    assert len(store.pending_alarm_transitions()) == 2
+
+
+def test_assets_and_device_binding(store: Store) -> None:
+    a = Asset(code="3101040111000001", owner="燃气公司", grid="310104001", devices=("g1",))
+    assert store.upsert_assets([a]) == 1
+    assert store.assets() == [a]
+    got = store.asset_of_device("g1")
+    assert got is not None
+    assert (got.subcategory, got.maintainer) == ("0111", "燃气公司")
+    assert store.asset_of_device("nobody") is None
+
+
+def test_cases_audit_serials_and_one_open_case_per_problem(store: Store) -> None:
+    assert [store.next_case_serial("31010420261118") for _ in range(3)] == [1, 2, 3]
+    assert store.next_case_serial("31010420261119") == 1
+    case, audits = open_case(
+        case_no="310104202611180001",
+        kind="部件",
+        subcategory="0111",
+        problem="gas_leak",
+        asset="3101040111000001",
+        device="g1",
+        urgency="urgent",
+        department="燃气公司",
+        grid=None,
+        allowed_ms=7_200_000,
+        auto_register=True,
+        actor="system",
+        now_ms=T0,
+    )
+    store.save_case(case, audits, expect_state=None)
+    assert store.open_case_for("3101040111000001", "gas_leak") == case
+    dispatched, audit = apply(case, Action.DISPATCH, actor="op", now_ms=T0 + 1)
+    store.save_case(dispatched, [audit], expect_state=CaseState.REGISTERED.value)
+    with pytest.raises(Conflict):
+        store.save_case(dispatched, [audit], expect_state=CaseState.REGISTERED.value)
+    assert [(a.from_state, a.to_state) for a in store.audit(case.case_no)] == [
+        (None, "受理"),
+        ("受理", "立案"),
+        ("立案", "派遣"),
+    ]
+    twin = replace(case, case_no="310104202611180002")
+    with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
+        store.save_case(twin, [], expect_state=None)
+    assert [c.case_no for c in store.cases(open_only=True)] == [case.case_no]
