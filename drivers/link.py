@@ -227,8 +227,11 @@ class Link:
                     raise BadFrame(unit, address, fc, "garbage or incomplete answer")
                 raise DeviceTimeout(unit, address, fc, f"no answer within {timeout:.3f} s")
             self._arrived.clear()
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation that
+            # races with a reply, which hung gateway shutdown at high poll rates.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await self._arrived.wait()
 
     def _check(self, resp: ModbusPDU, unit: int, fc: int, address: int) -> ModbusPDU:
         if isinstance(resp, ExceptionResponse):
@@ -247,7 +250,8 @@ class Link:
             while loop.time() < stop:
                 self._arrived.clear()
                 try:
-                    await asyncio.wait_for(self._arrived.wait(), gap)
+                    async with asyncio.timeout(gap):
+                        await self._arrived.wait()
                 except TimeoutError:
                     break
             self._dirty = False
@@ -279,10 +283,10 @@ class _TcpTransportLink(Link):
     async def _connect(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            transport, _ = await asyncio.wait_for(
-                loop.create_connection(lambda: _StreamProtocol(self), self.host, self.port),
-                _CONNECT_TIMEOUT_S,
-            )
+            async with asyncio.timeout(_CONNECT_TIMEOUT_S):
+                transport, _ = await loop.create_connection(
+                    lambda: _StreamProtocol(self), self.host, self.port
+                )
         except (OSError, TimeoutError) as exc:
             raise LinkDown(0, None, None, f"cannot connect to {self.description}: {exc}") from None
         self._transport = transport

@@ -1,0 +1,305 @@
+"""The gateway configuration: a strict schema, errors that name the file, field and reason."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from drivers.profile import AlarmRuleSpec, Profile, ProfileError, builtin_profiles, load_profile
+from wire.topics import IDENT_RE
+
+IDENT = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+assert IDENT_RE.pattern == IDENT  # one definition of an id, checked at import
+
+
+class ConfigError(ValueError):
+    """A gateway config that cannot be used; `problems` holds (field, reason) pairs."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  {field}: {reason}" for field, reason in problems)
+        super().__init__(f"{source}: invalid gateway config:\n{lines}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class TlsConfig(_Strict):
+    """TLS towards the broker: a CA to trust, optionally a client certificate and key."""
+
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsConfig:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("a client certificate needs both `cert` and `key`")
+        return self
+
+
+class MqttConfig(_Strict):
+    """Where and how the gateway publishes."""
+
+    url: str = "mqtt://127.0.0.1:1883"
+    root: str = "lifeline"
+    username: str | None = None
+    password: str | None = None
+    tls: TlsConfig | None = None
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    inflight: int = Field(default=8, ge=1, le=1000)  # unacknowledged batches (mids wrap at 65535)
+    reconnect_min_s: float = Field(default=1.0, gt=0)
+    reconnect_max_s: float = Field(default=60.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError("must look like mqtt://host:1883 or mqtts://host:8883")
+        return v
+
+    @property
+    def host(self) -> str:
+        """Broker host name."""
+        return urlsplit(self.url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        """Broker port (1883, or 8883 for mqtts)."""
+        parts = urlsplit(self.url)
+        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+
+
+class BufferConfig(_Strict):
+    """The on-disk store-and-forward buffer and the batching of what leaves it."""
+
+    path: str = "/var/lib/lifeline/edge.sqlite"
+    max_mb: float = Field(default=256, gt=0)
+    batch_records: int = Field(default=2000, ge=1, le=20000)
+    batch_bytes: int = Field(default=128 * 1024, ge=1024, le=256 * 1024)
+    flush_s: float = Field(default=0.05, gt=0, le=10)  # the longest a sample waits for a commit
+    alarm_retention_days: float = Field(default=365, gt=0)
+
+
+class ReportConfig(_Strict):
+    """Report-by-exception: send on a change beyond `deadband`, else every `heartbeat_s`."""
+
+    deadband: float | None = Field(default=None, ge=0)  # None: every sample is sent
+    heartbeat_s: float = Field(default=300, gt=0)
+
+
+class HealthConfig(_Strict):
+    """When a device counts as degraded / offline, and how often an offline one is re-probed."""
+
+    degraded_after: int = Field(default=1, ge=1)
+    offline_after: int = Field(default=3, ge=1)
+    reprobe_min_s: float = Field(default=5, gt=0)
+    reprobe_max_s: float = Field(default=300, gt=0)
+    comm_loss_severity: int = Field(default=3, ge=1, le=4)
+
+    @model_validator(mode="after")
+    def _order(self) -> HealthConfig:
+        if self.offline_after < self.degraded_after:
+            raise ValueError("offline_after must be >= degraded_after")
+        return self
+
+
+class DeviceConfig(_Strict):
+    """One field device on a bus."""
+
+    id: str = Field(pattern=IDENT)
+    unit: int = Field(ge=0, le=247)
+    profile: str  # a built-in profile name, or a path to a profile YAML file
+    interval_s: float = Field(default=1.0, gt=0)
+    timeout_s: float = Field(default=0.5, gt=0)
+    retries: int = Field(default=1, ge=0, le=5)
+    asset: str | None = Field(default=None, pattern=r"^\d{16}$")  # 部件标识码
+    alarms: dict[str, list[AlarmRuleSpec]] = {}  # per point: replaces the profile's rules
+    # A stale-data alarm per point when no good value arrived for this long (None: off).
+    stale_after_s: float | None = Field(default=None, gt=0)
+    stale_severity: int = Field(default=4, ge=1, le=4)
+    report: ReportConfig = ReportConfig()
+
+
+class _Bus(_Strict):
+    name: str | None = None
+    devices: list[DeviceConfig] = Field(min_length=1)
+
+
+class TcpBus(_Bus):
+    """Modbus TCP: one connection, devices polled one after the other."""
+
+    type: Literal["tcp"]
+    host: str
+    port: int = Field(default=502, ge=1, le=65535)
+
+
+class RtuOverTcpBus(_Bus):
+    """Modbus RTU frames through a serial-to-Ethernet converter."""
+
+    type: Literal["rtu_over_tcp"]
+    host: str
+    port: int = Field(ge=1, le=65535)
+
+
+class RtuBus(_Bus):
+    """Modbus RTU on a serial port (RS-485): one request in flight at a time."""
+
+    type: Literal["rtu"]
+    port: str
+    baudrate: int = Field(default=9600, ge=300, le=921600)
+    parity: Literal["N", "E", "O"] = "N"
+    bytesize: Literal[7, 8] = 8
+    stopbits: Literal[1, 2] = 1
+
+
+Bus = Annotated[TcpBus | RtuBus | RtuOverTcpBus, Field(discriminator="type")]
+
+
+class GatewayConfig(_Strict):
+    """A whole gateway: identity, uplink, buffer and the buses it polls."""
+
+    gateway: str = Field(pattern=IDENT)
+    site: str = Field(pattern=IDENT)
+    mqtt: MqttConfig = MqttConfig()
+    buffer: BufferConfig = BufferConfig()
+    health: HealthConfig = HealthConfig()
+    status_interval_s: float = Field(default=30, gt=0)
+    buses: list[Bus] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> GatewayConfig:
+        seen: set[str] = set()
+        for bus in self.buses:
+            for dev in bus.devices:
+                if dev.id in seen:
+                    raise ValueError(f"device id {dev.id!r} is used twice")
+                seen.add(dev.id)
+        return self
+
+    def devices(self) -> list[DeviceConfig]:
+        """Every device of every bus."""
+        return [d for bus in self.buses for d in bus.devices]
+
+    def hash(self) -> str:
+        """A stable hash of the effective config (key order and comments do not matter)."""
+        text = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+_BUS_MODELS: dict[str, type[BaseModel]] = {
+    "tcp": TcpBus,
+    "rtu": RtuBus,
+    "rtu_over_tcp": RtuOverTcpBus,
+}
+
+
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The model that owns the key at `loc`, to suggest the closest valid key."""
+    model: type[BaseModel] = GatewayConfig
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        if part in ("tcp", "rtu", "rtu_over_tcp"):
+            model = _BUS_MODELS[part]
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        stack: list[Any] = [field.annotation]
+        found = None
+        while stack:
+            t = stack.pop()
+            if isinstance(t, type) and issubclass(t, BaseModel):
+                found = t
+                break
+            stack.extend(get_args(t))
+        if found is not None:
+            model = found
+    return model
+
+
+def _explain(exc: ValidationError) -> list[tuple[str, str]]:
+    problems = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        field = ".".join(str(p) for p in loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            model = _model_at(loc)
+            valid = list(model.model_fields) if model else []
+            hint = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+            reason = "unknown key" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+        else:
+            reason = err["msg"].removeprefix("Value error, ")
+        problems.append((field, reason))
+    return problems
+
+
+def parse_config(data: Any, source: str = "<config>") -> GatewayConfig:
+    """Validate parsed YAML as a gateway config (schema only, profiles not resolved)."""
+    try:
+        return GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, _explain(exc)) from None
+
+
+def load_config(path: str | Path) -> GatewayConfig:
+    """Read, validate and cross-check a gateway config file; raise ConfigError."""
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(str(p), [("(file)", f"cannot read: {exc.strerror}")]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(p), [("(file)", f"not valid YAML: {exc}")]) from None
+    cfg = parse_config(data, str(p))
+    resolve_profiles(cfg, p.parent, str(p))
+    return cfg
+
+
+def resolve_profiles(
+    cfg: GatewayConfig, base: Path, source: str = "<config>"
+) -> dict[str, Profile]:
+    """Map device id -> profile; check alarm overrides name real points. Raise ConfigError."""
+    builtin = builtin_profiles()
+    out: dict[str, Profile] = {}
+    problems: list[tuple[str, str]] = []
+    for b, bus in enumerate(cfg.buses):
+        for d, dev in enumerate(bus.devices):
+            where = f"buses.{b}.devices.{d}"
+            profile = builtin.get(dev.profile)
+            if profile is None and dev.profile.endswith((".yaml", ".yml")):
+                try:
+                    profile = load_profile(base / dev.profile)
+                except ProfileError as exc:
+                    problems.append((f"{where}.profile", str(exc)))
+                    continue
+            if profile is None:
+                hint = difflib.get_close_matches(dev.profile, list(builtin), n=1)
+                reason = f"unknown profile {dev.profile!r}" + (
+                    f" (did you mean {hint[0]!r}?)" if hint else f"; built-in: {sorted(builtin)}"
+                )
+                problems.append((f"{where}.profile", reason))
+                continue
+            names = [pt.name for pt in profile.points]
+            for point in dev.alarms:
+                if point not in names:
+                    hint = difflib.get_close_matches(point, names, n=1)
+                    reason = f"profile {profile.name!r} has no point {point!r}" + (
+                        f" (did you mean {hint[0]!r}?)" if hint else ""
+                    )
+                    problems.append((f"{where}.alarms.{point}", reason))
+            out[dev.id] = profile
+    if problems:
+        raise ConfigError(source, problems)
+    return out

@@ -1,0 +1,399 @@
+"""The gateway's composition root: builds outbox, rules, pollers and uplink from a config."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import secrets
+import signal
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from drivers.errors import DriverError
+from drivers.planner import Value
+from drivers.profile import AlarmRuleSpec, Profile
+from edge.config import ConfigError, GatewayConfig, load_config, resolve_profiles
+from edge.outbox import Outbox, Sample
+from edge.rules import AlarmEngine, ExceptionFilter, Rule, UnknownAlarm
+from edge.scheduler import BusPoller, Device, Health, make_device
+from edge.uplink import Uplink, now_ms
+from wire import (
+    AlarmEvent,
+    Birth,
+    Command,
+    CommandReply,
+    DeviceEvent,
+    DeviceInfo,
+    Quality,
+    Severity,
+)
+
+log = logging.getLogger("lifeline.edge")
+
+_HOUSEKEEPING_S = 1.0
+_PRUNE_EVERY_S = 3600.0
+_DRAIN_ON_EXIT_S = 3.0
+
+
+def software_version() -> str:
+    """The installed Lifeline version."""
+    try:
+        return version("lifeline")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def to_rule(spec: AlarmRuleSpec) -> Rule:
+    """Translate a profile/config alarm rule into the rules engine's form."""
+    return Rule(
+        type=spec.type,
+        limit=spec.limit if spec.limit is not None else 0.0,
+        severity=Severity(spec.severity),
+        deadband=spec.deadband,
+        on_delay_s=spec.on_delay_s,
+        off_delay_s=spec.off_delay_s,
+        when=spec.when if spec.when is not None else True,
+        message=spec.message,
+    )
+
+
+class Gateway:
+    """One running gateway: poll -> rules -> outbox -> uplink, plus commands and status."""
+
+    def __init__(self, cfg: GatewayConfig, profiles: dict[str, Profile], path: Path) -> None:
+        self.cfg = cfg
+        self.path = path
+        self.session = secrets.token_hex(6)
+        self.started = time.monotonic()
+        buf = cfg.buffer
+        self.outbox = Outbox(
+            buf.path, cfg.gateway, self.session, buf.max_mb, buf.batch_records, buf.batch_bytes
+        )
+        self.engine = AlarmEngine(cfg.gateway, self.outbox.next_alarm_number)
+        self.uplink = Uplink(
+            cfg.mqtt, cfg.site, cfg.gateway, self.session, self.outbox, self.birth, self.command
+        )
+        self.pollers: list[BusPoller] = []
+        self.devices: dict[str, Device] = {}
+        self._filters: dict[str, dict[str, ExceptionFilter]] = {}
+        self._has_data = asyncio.Event()
+        self._poller_tasks: list[asyncio.Task[None]] = []
+        self._build(cfg, profiles)
+        self.engine.restore(self.outbox.open_alarms())
+
+    # --- building -------------------------------------------------------------------------------
+
+    def _build(self, cfg: GatewayConfig, profiles: dict[str, Profile]) -> None:
+        self.pollers, self.devices, self._filters = [], {}, {}
+        for bus in cfg.buses:
+            devs = []
+            for dc in bus.devices:
+                profile = profiles[dc.id]
+                dev = make_device(dc, profile, cfg.health)
+                devs.append(dev)
+                self.devices[dc.id] = dev
+                for p in profile.points:
+                    rules = [to_rule(s) for s in dc.alarms.get(p.name, p.alarms)]
+                    if dc.stale_after_s is not None:
+                        severity = Severity(dc.stale_severity)
+                        rules.append(Rule("stale", dc.stale_after_s, severity))
+                    self.engine.set_rules(dc.id, p.name, rules)
+                if dc.report.deadband is not None:
+                    self._filters[dc.id] = {
+                        name: ExceptionFilter(dc.report.deadband, dc.report.heartbeat_s)
+                        for name in dev.point_names
+                    }
+            self.pollers.append(BusPoller(bus, devs, self))
+
+    def birth(self) -> Birth:
+        """The birth certificate of this session."""
+        return Birth(
+            self.cfg.gateway,
+            self.session,
+            0,
+            now_ms(),
+            software=software_version(),
+            config_hash=self.cfg.hash(),
+            devices=tuple(
+                DeviceInfo(
+                    d.id,
+                    d.profile.name,
+                    d.profile.family,
+                    d.health.state is not Health.OFFLINE,
+                    d.cfg.asset,
+                )
+                for d in self.devices.values()
+            ),
+        )
+
+    # --- poll sink (hot path) -------------------------------------------------------------------
+
+    def values(self, device: Device, values: dict[str, Value], ts_ms: int) -> None:
+        """A device answered: evaluate rules, filter by exception, queue for the outbox."""
+        dev_id = device.id
+        engine = self.engine
+        filters = self._filters.get(dev_id)
+        good = Quality.GOOD
+        out: list[Sample] = []
+        events: list[AlarmEvent] = []
+        for name, raw in values.items():
+            value: Value | None = raw
+            quality = good
+            if raw.__class__ is float and not math.isfinite(raw):
+                value, quality = None, Quality.BAD  # the wire carries no NaN
+            elif engine.has_rules(dev_id, name):
+                events.extend(engine.evaluate(dev_id, name, value, ts_ms))
+            if filters is None or filters[name].admit(value, quality, ts_ms):
+                out.append((dev_id, name, ts_ms, value, quality))
+        self.outbox.add(out)
+        self._has_data.set()
+        if events:
+            self._alarm_events(events)
+
+    def failure(self, device: Device, error: DriverError, ts_ms: int) -> None:
+        """A poll failed: counted on the device; health decides what else happens."""
+
+    def transition(self, device: Device, state: Health, reason: str, ts_ms: int) -> None:
+        """Log once, emit device events and comm-loss alarms, mark points stale when offline."""
+        log.warning("device %s is now %s: %s", device.id, state.value, reason)
+        severity = Severity(self.cfg.health.comm_loss_severity)
+        if state is Health.OFFLINE:
+            self.outbox.add_device_events([DeviceEvent(device.id, False, ts_ms, reason)])
+            self._alarm_events(self.engine.comm_loss(device.id, True, ts_ms, severity))
+            self.outbox.add(
+                (device.id, name, ts_ms, None, Quality.STALE) for name in device.point_names
+            )
+            self._has_data.set()
+        elif state is Health.ONLINE:
+            events = self.engine.comm_loss(device.id, False, ts_ms, severity)
+            if events:  # it had been offline
+                self.outbox.add_device_events([DeviceEvent(device.id, True, ts_ms, reason)])
+                self._alarm_events(events)
+        self.uplink.kick()
+
+    def _alarm_events(self, events: list[AlarmEvent]) -> None:
+        for e in events:
+            log.warning("alarm %s %s %s/%s: %s", e.alarm_id, e.state, e.device, e.point, e.message)
+        self.outbox.add_alarm_events(events)
+        self.uplink.kick()
+
+    # --- commands -------------------------------------------------------------------------------
+
+    async def command(self, cmd: Command) -> CommandReply:
+        """Execute one command from the collector and say how it went."""
+        handlers = {
+            "rebirth": self._cmd_rebirth,
+            "ack": self._cmd_ack,
+            "reload": self._cmd_reload,
+            "write": self._cmd_write,
+        }
+        handler = handlers.get(cmd.name)
+        if handler is None:
+            return self._reply(cmd, error=f"unknown command {cmd.name!r}; know {sorted(handlers)}")
+        try:
+            result = await handler(cmd.args)
+        except (ValueError, KeyError, DriverError, ConfigError) as exc:
+            return self._reply(cmd, error=str(exc))
+        return self._reply(cmd, ok=True, result=result)
+
+    def _reply(
+        self,
+        cmd: Command,
+        ok: bool = False,
+        result: dict[str, Value | None] | None = None,
+        error: str = "",
+    ) -> CommandReply:
+        return CommandReply(
+            self.cfg.gateway,
+            self.session,
+            0,
+            now_ms(),
+            command_id=cmd.command_id,
+            ok=ok,
+            result=dict(result or {}),
+            error=error,
+        )
+
+    async def _cmd_rebirth(self, args: dict[str, Value | None]) -> dict[str, Value | None]:
+        self.uplink.publish_birth()
+        return {}
+
+    async def _cmd_ack(self, args: dict[str, Value | None]) -> dict[str, Value | None]:
+        alarm_id = _str_arg(args, "alarm_id")
+        who = str(args.get("who") or "collector")
+        note = str(args.get("note") or "")
+        state = self.acknowledge(alarm_id, who, note)
+        return {"alarm_id": alarm_id, "state": state}
+
+    def acknowledge(self, alarm_id: str, who: str, note: str) -> str:
+        """Acknowledge an alarm (collector or crew CLI); return its new state."""
+        try:
+            event = self.engine.acknowledge(alarm_id, who, note, now_ms())
+        except UnknownAlarm:
+            raise ValueError(f"no unacknowledged alarm {alarm_id!r} on this gateway") from None
+        self._alarm_events([event])
+        return event.state.value
+
+    async def _cmd_reload(self, args: dict[str, Value | None]) -> dict[str, Value | None]:
+        path = Path(str(args.get("path") or self.path))
+        cfg = load_config(path)  # ConfigError: the reply carries the reason, we keep running
+        profiles = resolve_profiles(cfg, path.parent, str(path))
+        fixed = ("gateway", "site", "mqtt", "buffer")
+        changed = [k for k in fixed if getattr(cfg, k) != getattr(self.cfg, k)]
+        if changed:
+            raise ValueError(f"{', '.join(changed)} changed: that needs a restart, not a reload")
+        await self._stop_pollers()
+        self.cfg, self.path = cfg, path
+        before = {(d.id, name) for d in self.devices.values() for name in d.point_names}
+        self._build(cfg, profiles)  # unchanged rules keep their alarm state
+        after = {(d.id, name) for d in self.devices.values() for name in d.point_names}
+        for dev_id, name in before - after:
+            self.engine.set_rules(dev_id, name, [])
+        self._start_pollers()
+        self.uplink.publish_birth()
+        return {"config_hash": cfg.hash(), "devices": len(self.devices)}
+
+    async def _cmd_write(self, args: dict[str, Value | None]) -> dict[str, Value | None]:
+        dev_id = _str_arg(args, "device")
+        point_name = _str_arg(args, "point")
+        value = args.get("value")
+        if value is None:
+            raise ValueError("missing argument 'value'")
+        dev = self.devices.get(dev_id)
+        if dev is None:
+            raise ValueError(f"no device {dev_id!r} on this gateway")
+        point = dev.profile.point(point_name)
+        if not point.writable:
+            raise ValueError(f"point {point_name!r} of {dev_id} is not writable")
+        poller = next(p for p in self.pollers if dev in p.devices)
+        if poller.link is None:
+            raise ValueError(f"the bus of {dev_id} is not running")
+        await poller.link.write(dev.cfg.unit, point, value, dev.cfg.timeout_s)
+        return {"device": dev_id, "point": point_name, "value": value, "modbus": "ok"}
+
+    # --- running --------------------------------------------------------------------------------
+
+    def _start_pollers(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._poller_tasks = [loop.create_task(p.run(), name=f"bus {p.name}") for p in self.pollers]
+        for task in self._poller_tasks:
+            task.add_done_callback(_log_crash)
+
+    async def _stop_pollers(self) -> None:
+        tasks, self._poller_tasks = self._poller_tasks, []
+        # Python 3.11's asyncio.wait_for can swallow a cancellation that races with a
+        # completing wait (fixed in 3.12); cancel until it sticks rather than trust every
+        # await below a poller to avoid it.
+        while pending := [t for t in tasks if not t.done()]:
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=0.2)
+
+    async def _flusher(self) -> None:
+        flush_s = self.cfg.buffer.flush_s
+        while True:
+            await self._has_data.wait()
+            await asyncio.sleep(flush_s)  # gather a batch: one transaction, not one per reading
+            self._has_data.clear()
+            self._flush()
+
+    def _flush(self) -> None:
+        frozen = self.outbox.flush(self.uplink.live_since_ms, self.uplink.room)
+        if frozen or self.outbox.backlog:
+            self.uplink.kick()
+
+    async def _housekeeping(self) -> None:
+        next_status = time.monotonic() + self.cfg.status_interval_s
+        next_prune = time.monotonic()
+        while True:
+            await asyncio.sleep(_HOUSEKEEPING_S)
+            self.outbox.commit_acks()
+            events = self.engine.tick(now_ms())
+            if events:
+                self._alarm_events(events)
+            for alarm_id, who, note in self.outbox.take_ack_requests():
+                try:
+                    self.acknowledge(alarm_id, who, note)
+                except ValueError as exc:
+                    log.warning("local acknowledgement ignored: %s", exc)
+            now = time.monotonic()
+            if now >= next_status:
+                next_status = now + self.cfg.status_interval_s
+                self.uplink.publish_status(self.counters())
+            if now >= next_prune:
+                next_prune = now + _PRUNE_EVERY_S
+                self.outbox.prune_alarm_log(self.cfg.buffer.alarm_retention_days)
+
+    def counters(self) -> dict[str, int | float]:
+        """Figures for the periodic status message."""
+        c: dict[str, int | float] = {
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "polls": sum(d.polls for d in self.devices.values()),
+            "poll_errors": sum(d.errors for d in self.devices.values()),
+            "devices_offline": sum(d.health.state is Health.OFFLINE for d in self.devices.values()),
+            "buffer_rows": self.outbox.backlog,
+            "buffer_batches": self.outbox.frozen_count(),
+            "buffer_bytes": self.outbox.used_bytes(),
+            "evicted": self.outbox.evicted,
+            "seq": self.outbox.next_seq - 1,
+        }
+        c.update(self.uplink.counters())
+        for d in list(self.devices.values())[:200]:
+            c[f"errors.{d.id}"] = d.errors
+        return c
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until `stop` is set, then flush, drain briefly, publish death and close."""
+        loop = asyncio.get_running_loop()
+        tasks = [
+            loop.create_task(self.uplink.run(), name="uplink"),
+            loop.create_task(self._flusher(), name="flusher"),
+            loop.create_task(self._housekeeping(), name="housekeeping"),
+        ]
+        self._start_pollers()
+        log.info(
+            "gateway %s polling %d devices on %d buses (config %s)",
+            self.cfg.gateway,
+            len(self.devices),
+            len(self.pollers),
+            self.cfg.hash(),
+        )
+        try:
+            await stop.wait()
+        finally:
+            await self._stop_pollers()
+            self._flush()
+            if self.uplink.connected:
+                await self.uplink.drain(_DRAIN_ON_EXIT_S)
+            await self.uplink.close("shutdown")
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self.outbox.close()
+            log.info("gateway %s stopped cleanly", self.cfg.gateway)
+
+
+def _log_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s stopped: %r", task.get_name(), task.exception())
+
+
+def _str_arg(args: dict[str, Value | None], name: str) -> str:
+    value = args.get(name)
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"argument {name!r} must be a non-empty string")
+    return value
+
+
+async def serve(path: Path) -> None:
+    """Load the config, run the gateway until SIGTERM/SIGINT, shut down cleanly."""
+    cfg = load_config(path)
+    profiles = resolve_profiles(cfg, path.parent, str(path))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    gateway = Gateway(cfg, profiles, path)
+    await gateway.run(stop)

@@ -1,0 +1,573 @@
+"""The durable store-and-forward buffer: readings, alarm/device events, frozen batches, alarm log.
+
+Durability per write (one WAL database; `synchronous` is switched per transaction):
+- readings backlog: NORMAL. kill -9 loses nothing committed; a power cut may lose the last
+  few hundred milliseconds of telemetry, and that is the price of not wearing out the SD card.
+  The backlog is kept as chunks of readings already packed as wire rows (one row per flush, not
+  per reading), so draining it is byte concatenation, not per-reading work; a reading that went
+  through the backlog is flagged historical.
+- alarm and device events, the alarm log, counters and *freezing a batch*: FULL. A batch's
+  seq must be on disk before the batch is published, or a power cut could reuse the seq for
+  other data, which the collector would then drop as a duplicate.
+- deleting a PUBACKed batch: NORMAL, and grouped (ACK_BATCH / ACK_DELAY_S). Losing that
+  delete only causes a harmless redelivery under the same seq.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import astuple, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from wire import (
+    AlarmBatch,
+    AlarmEvent,
+    AlarmState,
+    DeviceEvent,
+    DeviceEventBatch,
+    Quality,
+    Severity,
+    encode,
+)
+from wire.messages import Value
+from wire.topics import WIRE_VERSION
+
+LANE_ALARM, LANE_DEVICE, LANE_DATA = 0, 1, 2
+LANE_NAMES = {LANE_ALARM: "alarm", LANE_DEVICE: "device", LANE_DATA: "data"}
+FREEZE_AHEAD = 16  # extra backlog batches frozen per commit while draining
+ACK_BATCH = 32  # PUBACKed batches deleted per transaction ...
+ACK_DELAY_S = 0.25  # ... or after this long: a delete lost in a crash only means a resend
+_ENVELOPE_SLACK = 512  # bytes of a batch that are not records (header, ids, array size)
+_EVICT_FRACTION = 0.05  # of the backlog, per eviction round: a little at a time, counted
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS chunks (
+    id INTEGER PRIMARY KEY, n INTEGER NOT NULL, body BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY, lane INTEGER NOT NULL, body BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS batches (
+    seq INTEGER PRIMARY KEY, lane INTEGER NOT NULL, n INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL, session TEXT NOT NULL,
+    payload BLOB,  -- NULL: the records are chunks lo..hi, wrapped at publish time
+    lo INTEGER, hi INTEGER);
+CREATE TABLE IF NOT EXISTS alarm_log (
+    id INTEGER PRIMARY KEY, alarm_id TEXT NOT NULL, device TEXT NOT NULL, point TEXT NOT NULL,
+    alarm_type TEXT NOT NULL, severity INTEGER NOT NULL, state TEXT NOT NULL,
+    ts_ms INTEGER NOT NULL, value, limit_value, message TEXT NOT NULL,
+    ack_by TEXT, ack_note TEXT);
+CREATE INDEX IF NOT EXISTS alarm_log_alarm ON alarm_log (alarm_id, id);
+CREATE INDEX IF NOT EXISTS alarm_log_ts ON alarm_log (ts_ms);
+CREATE TABLE IF NOT EXISTS ack_requests (
+    id INTEGER PRIMARY KEY, alarm_id TEXT NOT NULL, who TEXT NOT NULL, note TEXT NOT NULL,
+    requested_ms INTEGER NOT NULL);
+"""
+
+Sample = tuple[str, str, int, Value, Quality]  # device, point, sample ms, value, quality
+
+
+@dataclass(frozen=True, slots=True)
+class Frozen:
+    """A batch with its seq and payload fixed on disk, waiting for a PUBACK."""
+
+    seq: int
+    lane: int
+    n: int
+    payload: bytes
+
+
+def connect(path: str | Path, readonly: bool = False) -> sqlite3.Connection:
+    """Open the buffer database (WAL; readers in other processes do not block the daemon)."""
+    if readonly:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+    else:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA wal_autocheckpoint=4000")  # fewer checkpoints (each one syncs)
+    conn.execute("PRAGMA busy_timeout=5000")
+    return conn
+
+
+def encode_data(
+    gateway: str, session: str, seq: int, sent_ms: int, rows: Sequence[Sequence[Any]]
+) -> bytes:
+    """Encode a DataBatch from wire-shaped record rows without building Record objects.
+
+    Byte-identical to `wire.encode(DataBatch(...))` (a unit test holds it to that): the hot
+    path saves a dataclass per reading.
+    """
+    packer = msgpack.Packer(use_bin_type=True)
+    body = b"".join(packer.pack(row) for row in rows)
+    return encode_data_packed(gateway, session, seq, sent_ms, len(rows), body)
+
+
+def encode_data_packed(
+    gateway: str, session: str, seq: int, sent_ms: int, n: int, body: bytes
+) -> bytes:
+    """Encode a DataBatch around `n` records already packed back to back in `body`."""
+    packer = msgpack.Packer(use_bin_type=True)
+    head = b"".join(
+        packer.pack(x)
+        for x in ("v", WIRE_VERSION, "k", "data", "g", gateway, "s", session, "q", seq, "t")
+    )
+    tail = packer.pack(sent_ms) + packer.pack("b") + packer.pack_array_header(n)
+    return packer.pack_map_header(7) + head + tail + body
+
+
+class Outbox:
+    """The gateway's SQLite buffer; all methods run on one thread (the daemon's event loop)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        gateway: str,
+        session: str,
+        max_mb: float = 256,
+        batch_records: int = 2000,
+        batch_bytes: int = 128 * 1024,
+    ) -> None:
+        self.gateway = gateway
+        self.session = session
+        self.max_bytes = int(max_mb * 1024 * 1024)
+        self.batch_records = batch_records
+        self.batch_bytes = batch_bytes
+        self.db = connect(path)
+        self.db.executescript(SCHEMA)
+        self._sync_mode = ""
+        self._sync("NORMAL")
+        self.next_seq = self._meta("next_seq", 1)
+        self.evicted = self._meta("evicted", 0)
+        self._frozen_hi = self.db.execute("SELECT coalesce(max(hi), 0) FROM batches").fetchone()[0]
+        self.backlog = self.db.execute(
+            "SELECT coalesce(sum(n), 0) FROM chunks WHERE id > ?", (self._frozen_hi,)
+        ).fetchone()[0]
+        self.pending_events = self.db.execute("SELECT count(*) FROM events").fetchone()[0]
+        self._mem: list[Sample] = []
+        self._acks: list[int] = []  # PUBACKed, delete pending
+        self._acks_since = 0.0
+
+    # --- counters -------------------------------------------------------------------------
+
+    def _meta(self, key: str, default: int) -> int:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return int(row[0]) if row else default
+
+    def _set_meta(self, key: str, value: int) -> None:
+        self.db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    def _sync(self, mode: str) -> None:
+        if self._sync_mode != mode:
+            self.db.execute(f"PRAGMA synchronous={mode}")
+            self._sync_mode = mode
+
+    def next_alarm_number(self) -> int:
+        """Take the next alarm number from a persisted counter (ids `gateway:n` never repeat)."""
+        self._sync("FULL")
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            n = self._meta("next_alarm", 1)
+            self._set_meta("next_alarm", n + 1)
+        return n
+
+    # --- writes ---------------------------------------------------------------------------
+
+    def add(self, samples: Iterable[Sample]) -> None:
+        """Queue samples in memory; `flush` commits them (one transaction per flush)."""
+        self._mem.extend(samples)
+
+    @property
+    def unflushed(self) -> int:
+        """Samples held in memory, not yet committed."""
+        return len(self._mem)
+
+    def add_alarm_events(self, events: Sequence[AlarmEvent]) -> None:
+        """Commit alarm events to the outgoing lane and the local alarm log (FULL sync)."""
+        if not events:
+            return
+        self._sync("FULL")
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.executemany(
+                "INSERT INTO events (lane, body) VALUES (?, ?)",
+                [(LANE_ALARM, _pack_event(e)) for e in events],
+            )
+            self.db.executemany(
+                "INSERT INTO alarm_log (alarm_id, device, point, alarm_type, severity, state,"
+                " ts_ms, value, limit_value, message, ack_by, ack_note)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        e.alarm_id,
+                        e.device,
+                        e.point,
+                        e.alarm_type,
+                        int(e.severity),
+                        e.state.value,
+                        e.ts_ms,
+                        e.value,
+                        e.limit,
+                        e.message,
+                        e.ack_by,
+                        e.ack_note,
+                    )
+                    for e in events
+                ],
+            )
+        self.pending_events += len(events)
+
+    def add_device_events(self, events: Sequence[DeviceEvent]) -> None:
+        """Commit device online/offline events to their lane (FULL sync)."""
+        if not events:
+            return
+        self._sync("FULL")
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.executemany(
+                "INSERT INTO events (lane, body) VALUES (?, ?)",
+                [(LANE_DEVICE, _pack_event(e)) for e in events],
+            )
+        self.pending_events += len(events)
+
+    def flush(self, live_since_ms: int | None, room: int) -> int:
+        """Commit the samples held in memory; return how many batches were frozen directly.
+
+        With the uplink connected (`live_since_ms` set), no backlog and `room` for more
+        batches, samples go straight into frozen batches (one row per batch, not per
+        reading); otherwise they join the readings backlog in arrival order.
+        """
+        mem, self._mem = self._mem, []
+        if not mem:
+            return 0
+        if live_since_ms is not None and self.backlog == 0 and room > 0:
+            rows = [[d, p, ts, v, q.value, ts < live_since_ms] for d, p, ts, v, q in mem]
+            return self._freeze_rows(LANE_DATA, rows)
+        self._store_backlog(mem)
+        return 0
+
+    def _store_backlog(self, mem: list[Sample]) -> None:
+        """Pack samples as historical wire rows, cut into chunks that fit one batch, commit."""
+        pack = msgpack.Packer(use_bin_type=True).pack
+        limit_n, limit_bytes = self.batch_records, self.batch_bytes - _ENVELOPE_SLACK
+        chunks: list[tuple[int, bytes]] = []
+        parts: list[bytes] = []
+        size = 0
+        for d, p, ts, v, q in mem:
+            row = pack([d, p, ts, v, q.value, True])
+            if parts and (len(parts) >= limit_n or size + len(row) > limit_bytes):
+                chunks.append((len(parts), b"".join(parts)))
+                parts, size = [], 0
+            parts.append(row)
+            size += len(row)
+        if parts:
+            chunks.append((len(parts), b"".join(parts)))
+        self._sync("NORMAL")
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.executemany("INSERT INTO chunks (n, body) VALUES (?, ?)", chunks)
+        self.backlog += len(mem)
+        self._evict_if_full()
+
+    def used_bytes(self) -> int:
+        """Bytes of the database in use (free pages excluded)."""
+        page = self.db.execute("PRAGMA page_size").fetchone()[0]
+        count = self.db.execute("PRAGMA page_count").fetchone()[0]
+        free = self.db.execute("PRAGMA freelist_count").fetchone()[0]
+        return int((count - free) * page)
+
+    def _evict_if_full(self) -> None:
+        while self.backlog and self.used_bytes() > self.max_bytes:
+            want = max(1, int(self.backlog * _EVICT_FRACTION))
+            with self.db:
+                self.db.execute("BEGIN IMMEDIATE")
+                ids, n = [], 0
+                for chunk_id, size in self.db.execute(
+                    "SELECT id, n FROM chunks WHERE id > ? ORDER BY id", (self._frozen_hi,)
+                ):
+                    ids.append((chunk_id,))
+                    n += size
+                    if n >= want:
+                        break
+                self.db.executemany("DELETE FROM chunks WHERE id = ?", ids)
+                self.evicted += n
+                self._set_meta("evicted", self.evicted)
+            self.backlog -= n
+
+    # --- freezing and acknowledging ---------------------------------------------------------
+
+    def _freeze_rows(self, lane: int, rows: list[list[Any]]) -> int:
+        """Split wire-shaped data rows into batches, give each a seq and commit (FULL)."""
+        frozen = []
+        seq = self.next_seq
+        now = _now_ms()
+        for chunk in self._chunks(rows, seq, now):
+            frozen.append((seq, lane, len(chunk[0]), now, self.session, chunk[1]))
+            seq += 1
+        self._sync("FULL")
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.executemany(
+                "INSERT INTO batches (seq, lane, n, created_ms, session, payload)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                frozen,
+            )
+            self._set_meta("next_seq", seq)
+        self.next_seq = seq
+        return len(frozen)
+
+    def _chunks(
+        self, rows: list[list[Any]], seq: int, now: int
+    ) -> Iterable[tuple[list[list[Any]], bytes]]:
+        """Cut rows into payloads under the record and byte limits."""
+        i = 0
+        while i < len(rows):
+            n = min(self.batch_records, len(rows) - i)
+            while True:
+                chunk = rows[i : i + n]
+                payload = encode_data(self.gateway, self.session, seq, now, chunk)
+                if len(payload) <= self.batch_bytes or n == 1:
+                    break
+                n = max(1, n * self.batch_bytes // len(payload) * 9 // 10)
+            yield chunk, payload
+            seq += 1
+            i += n
+
+    def ready(self, exclude: set[int], limit: int, live_since_ms: int) -> list[Frozen]:
+        """Up to `limit` frozen batches not in `exclude`: alarms first, then device, then data.
+
+        Freezes pending events and backlog as needed; anything sampled before `live_since_ms`
+        (the current broker connection) is flagged historical.
+        """
+        out = self._frozen(exclude, limit)
+        if len(out) < limit and (self.pending_events or self.backlog):
+            if self.pending_events:
+                self._freeze_events(live_since_ms)
+            if self.backlog:
+                # Freeze a window ahead: one FULL-sync commit for many batches, not one each.
+                self._freeze_backlog(limit - len(out) + FREEZE_AHEAD)
+            out = self._frozen(exclude, limit)
+        return out
+
+    def _frozen(self, exclude: set[int], limit: int) -> list[Frozen]:
+        out = []
+        acks = set(self._acks)
+        for seq, lane, n, created, session, payload, lo, hi in self.db.execute(
+            "SELECT seq, lane, n, created_ms, session, payload, lo, hi FROM batches"
+            " ORDER BY lane, seq"
+        ).fetchall():
+            if seq in exclude or seq in acks:
+                continue
+            if payload is None:  # deterministic: the same bytes on every (re)publish
+                bodies = self.db.execute(
+                    "SELECT body FROM chunks WHERE id BETWEEN ? AND ? ORDER BY id", (lo, hi)
+                )
+                body = b"".join(b for (b,) in bodies)
+                payload = encode_data_packed(self.gateway, session, seq, created, n, body)
+            out.append(Frozen(seq, lane, n, payload))
+            if len(out) >= limit:
+                break
+        return out
+
+    def frozen_count(self) -> int:
+        """Batches frozen and not yet acknowledged."""
+        total = int(self.db.execute("SELECT count(*) FROM batches").fetchone()[0])
+        return total - len(self._acks)
+
+    def _freeze_events(self, live_since_ms: int) -> None:
+        rows = self.db.execute("SELECT id, lane, body FROM events ORDER BY id").fetchall()
+        if not rows:
+            self.pending_events = 0
+            return
+        now = _now_ms()
+        seq = self.next_seq
+        frozen = []
+        for lane in (LANE_ALARM, LANE_DEVICE):
+            events = [_unpack_event(lane, body) for _, ln, body in rows if ln == lane]
+            for i in range(0, len(events), 1000):
+                chunk = [
+                    replace(e, historical=True) if e.ts_ms < live_since_ms else e
+                    for e in events[i : i + 1000]
+                ]
+                payload = _encode_events(lane, self.gateway, self.session, seq, now, chunk)
+                frozen.append((seq, lane, len(chunk), now, self.session, payload))
+                seq += 1
+        self._sync("FULL")
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.executemany(
+                "INSERT INTO batches (seq, lane, n, created_ms, session, payload)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                frozen,
+            )
+            self.db.execute("DELETE FROM events WHERE id <= ?", (rows[-1][0],))
+            self._set_meta("next_seq", seq)
+        self.next_seq = seq
+        self.pending_events = 0
+
+    def _freeze_backlog(self, batches: int) -> None:
+        """Give the oldest chunks seqs, up to `batches` batches of whole chunks, in one commit.
+
+        Only (seq, chunk range) is written: the records stay where they are until the PUBACK.
+        """
+        now = _now_ms()
+        seq = self.next_seq
+        frozen: list[tuple[int, int, int, int, str, int, int]] = []
+        taken = 0
+        n = size = lo = hi = 0
+        limit_bytes = self.batch_bytes - _ENVELOPE_SLACK
+        rows = self.db.execute(
+            "SELECT id, n, length(body) FROM chunks WHERE id > ? ORDER BY id LIMIT ?",
+            (self._frozen_hi, batches * 64),
+        ).fetchall()
+        for chunk_id, chunk_n, chunk_bytes in rows:
+            if n and (n + chunk_n > self.batch_records or size + chunk_bytes > limit_bytes):
+                frozen.append((seq, LANE_DATA, n, now, self.session, lo, hi))
+                seq += 1
+                taken += n
+                n = size = 0
+                if len(frozen) >= batches:
+                    break
+            if not n:
+                lo = chunk_id
+            n += chunk_n
+            size += chunk_bytes
+            hi = chunk_id
+        if n and len(frozen) < batches:
+            frozen.append((seq, LANE_DATA, n, now, self.session, lo, hi))
+            seq += 1
+            taken += n
+        if not frozen:
+            self.backlog = 0
+            return
+        self._sync("FULL")
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.executemany(
+                "INSERT INTO batches (seq, lane, n, created_ms, session, lo, hi)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                frozen,
+            )
+            self._set_meta("next_seq", seq)
+        self.next_seq = seq
+        self._frozen_hi = frozen[-1][-1]
+        self.backlog = max(0, self.backlog - taken)
+
+    def acked(self, seqs: Sequence[int]) -> None:
+        """Batches the broker acknowledged: they never go out again and are deleted soon."""
+        if not seqs:
+            return
+        if not self._acks:
+            self._acks_since = time.monotonic()
+        self._acks.extend(seqs)
+        if len(self._acks) >= ACK_BATCH or time.monotonic() - self._acks_since > ACK_DELAY_S:
+            self.commit_acks()
+
+    def commit_acks(self) -> None:
+        """Delete acknowledged batches and their chunks (NORMAL sync: a lost delete resends)."""
+        if not self._acks:
+            return
+        keys = [(s,) for s in self._acks]
+        self._sync("NORMAL")
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.executemany(
+                "DELETE FROM chunks WHERE id BETWEEN (SELECT lo FROM batches WHERE seq = ?1)"
+                " AND (SELECT hi FROM batches WHERE seq = ?1)",
+                keys,
+            )
+            self.db.executemany("DELETE FROM batches WHERE seq = ?", keys)
+        self._acks = []
+
+    # --- alarm log ----------------------------------------------------------------------------
+
+    def open_alarms(self) -> list[AlarmEvent]:
+        """The latest event of every alarm not back to normal (to restore rules after restart)."""
+        rows = self.db.execute(
+            "SELECT alarm_id, device, point, alarm_type, severity, state, ts_ms, value,"
+            " limit_value, message, ack_by, ack_note FROM alarm_log WHERE id IN"
+            " (SELECT max(id) FROM alarm_log GROUP BY alarm_id) AND state != 'normal'"
+        ).fetchall()
+        return [_log_event(r) for r in rows]
+
+    def take_ack_requests(self) -> list[tuple[str, str, str]]:
+        """Acknowledgements queued by the crew CLI: (alarm id, who, note), removed once read."""
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            rows = self.db.execute(
+                "SELECT id, alarm_id, who, note FROM ack_requests ORDER BY id"
+            ).fetchall()
+            if rows:
+                self.db.execute("DELETE FROM ack_requests WHERE id <= ?", (rows[-1][0],))
+        return [(a, w, n) for _, a, w, n in rows]
+
+    def prune_alarm_log(self, retention_days: float) -> int:
+        """Delete alarm log rows older than the retention, except alarms still open."""
+        cutoff = _now_ms() - int(retention_days * 86_400_000)
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            cur = self.db.execute(
+                "DELETE FROM alarm_log WHERE ts_ms < ? AND alarm_id NOT IN"
+                " (SELECT alarm_id FROM alarm_log WHERE id IN"
+                " (SELECT max(id) FROM alarm_log GROUP BY alarm_id) AND state != 'normal')",
+                (cutoff,),
+            )
+        return cur.rowcount
+
+    def close(self) -> None:
+        """Commit what is in memory and pending deletes, then close the database."""
+        self.commit_acks()
+        if self._mem:
+            self._store_backlog(self._mem)
+            self._mem = []
+        self.db.close()
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _pack_event(e: AlarmEvent | DeviceEvent) -> bytes:
+    data: bytes = msgpack.packb(astuple(e), use_bin_type=True)
+    return data
+
+
+def _unpack_event(lane: int, body: bytes) -> Any:
+    fields = msgpack.unpackb(body, raw=False)
+    if lane == LANE_ALARM:
+        e = AlarmEvent(*fields)
+        return replace(e, severity=Severity(e.severity), state=AlarmState(e.state))
+    return DeviceEvent(*fields)
+
+
+def _encode_events(
+    lane: int, gateway: str, session: str, seq: int, now: int, events: list[Any]
+) -> bytes:
+    if lane == LANE_ALARM:
+        return encode(AlarmBatch(gateway, session, seq, now, tuple(events)))
+    return encode(DeviceEventBatch(gateway, session, seq, now, tuple(events)))
+
+
+def _log_event(r: Sequence[Any]) -> AlarmEvent:
+    return AlarmEvent(
+        alarm_id=r[0],
+        device=r[1],
+        point=r[2],
+        alarm_type=r[3],
+        severity=Severity(r[4]),
+        state=AlarmState(r[5]),
+        ts_ms=r[6],
+        value=r[7],
+        limit=r[8],
+        message=r[9],
+        ack_by=r[10],
+        ack_note=r[11],
+    )

@@ -1,0 +1,241 @@
+"""The MQTT uplink on a real broker: lanes, PUBACK-before-delete, same seq on resend, commands."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge.config import MqttConfig
+from edge.outbox import Outbox
+from edge.uplink import Uplink
+from wire import (
+    AlarmBatch,
+    AlarmEvent,
+    AlarmState,
+    Birth,
+    Command,
+    CommandReply,
+    DataBatch,
+    Kind,
+    Message,
+    Quality,
+    Severity,
+    decode,
+    encode,
+    subscription,
+    topic,
+)
+
+pytestmark = pytest.mark.integration
+
+T0 = 1_700_000_000_000
+
+
+class Listener:
+    """A plain paho subscriber that records every decoded message in arrival order."""
+
+    def __init__(self, url: str, root: str) -> None:
+        self.messages: list[Message] = []
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2)
+        self.client.on_message = self._on_message
+        parts = urlsplit(url)
+        self.client.connect(parts.hostname or "127.0.0.1", parts.port or 1883)
+        self.client.subscribe(subscription(None, root=root), qos=1)
+        self.client.loop_start()
+        time.sleep(0.2)  # let the SUBACK arrive before anything is published
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        if not msg.topic.endswith("/cmd"):  # the tests publish garbage there on purpose
+            self.messages.append(decode(bytes(msg.payload)))
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@contextlib.contextmanager
+def listening(url: str, root: str) -> Iterator[Listener]:
+    listener = Listener(url, root)
+    try:
+        yield listener
+    finally:
+        listener.close()
+
+
+def make_uplink(
+    url: str, root: str, box: Outbox, on_command: Callable[[Command], Awaitable[CommandReply]]
+) -> Uplink:
+    cfg = MqttConfig(url=url, root=root, inflight=4, reconnect_min_s=0.2, reconnect_max_s=1.0)
+
+    def birth() -> Birth:
+        return Birth("gw", box.session, 0, T0, software="test", config_hash="h")
+
+    return Uplink(cfg, "site", "gw", box.session, box, birth, on_command)
+
+
+async def no_commands(cmd: Command) -> CommandReply:
+    return CommandReply("gw", "s", 0, T0, command_id=cmd.command_id, ok=True)
+
+
+async def until(cond: Callable[[], bool], limit_s: float = 20.0) -> None:
+    deadline = time.monotonic() + limit_s
+    while not cond():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+def alarm_event() -> AlarmEvent:
+    return AlarmEvent("gw:1", "d1", "gas", "hihi", Severity.CRITICAL, AlarmState.ACTIVE_UNACKED, T0)
+
+
+def fill(box: Outbox, n: int) -> None:
+    box.add(("d1", "p", T0 + i, float(i), Quality.GOOD) for i in range(n))
+    box.flush(None, 0)
+
+
+def test_alarm_overtakes_backlog_and_all_arrive_once(
+    tmp_path: Path, mqtt_url: str, topic_root: str
+) -> None:
+    box = Outbox(tmp_path / "b.sqlite", "gw", "s1", batch_records=500)
+    fill(box, 20_000)
+    box.add_alarm_events([alarm_event()])
+
+    async def main() -> None:
+        uplink = make_uplink(mqtt_url, topic_root, box, no_commands)
+        task = asyncio.create_task(uplink.run())
+        await until(lambda: box.backlog == 0 and box.frozen_count() == 0)
+        await uplink.close()
+        await task
+
+    with listening(mqtt_url, topic_root) as sub:
+        asyncio.run(main())
+        time.sleep(0.3)
+    durable = [m for m in sub.messages if m.kind in (Kind.DATA, Kind.ALARM)]
+    assert isinstance(durable[0], AlarmBatch)
+    seqs = [m.seq for m in durable]
+    assert len(set(seqs)) == len(seqs) == 41
+    values = [r.value for m in durable if isinstance(m, DataBatch) for r in m.records]
+    assert values == [float(i) for i in range(20_000)]  # once each, in order
+    assert all(r.historical for m in durable if isinstance(m, DataBatch) for r in m.records)
+    kinds = [m.kind for m in sub.messages]
+    assert kinds[0] is Kind.BIRTH
+    assert kinds[-1] is Kind.DEATH
+
+
+async def _silent_broker(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, got: list[int]
+) -> None:
+    """Accepts an MQTT connection and never acknowledges a publish."""
+    await reader.read(1024)  # CONNECT
+    writer.write(b"\x20\x02\x00\x00")  # CONNACK, accepted
+    await writer.drain()
+    while data := await reader.read(65536):
+        got.append(len(data))
+
+
+def test_rows_leave_only_after_puback_and_resend_keeps_seq(
+    tmp_path: Path, mqtt_url: str, topic_root: str
+) -> None:
+    box = Outbox(tmp_path / "b.sqlite", "gw", "s1", batch_records=100)
+    fill(box, 1000)
+
+    async def against_silent_broker() -> None:
+        got: list[int] = []
+        server = await asyncio.start_server(lambda r, w: _silent_broker(r, w, got), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        uplink = make_uplink(f"mqtt://127.0.0.1:{port}", topic_root, box, no_commands)
+        task = asyncio.create_task(uplink.run())
+        await until(lambda: uplink.published == 4 and sum(got) > 4 * 100 * 20)
+        await asyncio.sleep(0.3)
+        assert uplink.published == 4  # the window is full: nothing more goes out
+        assert box.frozen_count() == 10  # all 1000 rows (frozen ahead) are still buffered
+        await uplink.close()
+        await task
+        server.close()
+
+    asyncio.run(against_silent_broker())
+    frozen_before = {b.seq: b.payload for b in box.ready(set(), 100, T0)}
+
+    async def against_real_broker() -> None:
+        uplink = make_uplink(mqtt_url, topic_root, box, no_commands)
+        task = asyncio.create_task(uplink.run())
+        await until(lambda: box.backlog == 0 and box.frozen_count() == 0)
+        await uplink.close()
+        await task
+
+    with listening(mqtt_url, topic_root) as sub:
+        asyncio.run(against_real_broker())
+        time.sleep(0.3)
+    data = {m.seq: m for m in sub.messages if isinstance(m, DataBatch)}
+    assert sorted(data) == list(range(1, 11))
+    for seq, payload in frozen_before.items():
+        assert encode(data[seq]) == payload  # resent with the same seq and the same content
+
+
+def test_commands_get_replies_and_malformed_ones_do_not_crash(
+    tmp_path: Path, mqtt_url: str, topic_root: str
+) -> None:
+    box = Outbox(tmp_path / "b.sqlite", "gw", "s1")
+
+    async def handler(cmd: Command) -> CommandReply:
+        if cmd.name == "boom":
+            raise RuntimeError("handler exploded")
+        return CommandReply("gw", "s1", 0, T0, command_id=cmd.command_id, ok=True, result={"n": 1})
+
+    cmd_topic = topic("site", "gw", Kind.CMD, root=topic_root)
+
+    async def main(sub: Listener) -> None:
+        uplink = make_uplink(mqtt_url, topic_root, box, handler)
+        task = asyncio.create_task(uplink.run())
+        await until(lambda: uplink.connected)
+        await asyncio.sleep(0.2)
+        for payload in (
+            b"\x00garbage",
+            encode(Command("gw", "x", 0, T0, command_id="c1", name="ok")),
+            encode(Command("gw", "x", 0, T0, command_id="c2", name="boom")),
+        ):
+            sub.client.publish(cmd_topic, payload, qos=1)
+        await until(lambda: sum(isinstance(m, CommandReply) for m in sub.messages) == 3)
+        await uplink.close()
+        await task
+
+    with listening(mqtt_url, topic_root) as sub:
+        asyncio.run(main(sub))
+    replies = [m for m in sub.messages if isinstance(m, CommandReply)]
+    by_id = {r.command_id: r for r in replies}
+    assert not by_id[""].ok
+    assert "msgpack" in by_id[""].error
+    assert by_id["c1"].ok
+    assert by_id["c1"].result == {"n": 1}
+    assert not by_id["c2"].ok
+    assert "handler exploded" in by_id["c2"].error
+
+
+def test_reconnects_after_broker_restart(tmp_path: Path, topic_root: str) -> None:
+    from tests.services import start_mosquitto
+
+    box = Outbox(tmp_path / "b.sqlite", "gw", "s1")
+    with start_mosquitto() as broker:
+
+        async def main() -> None:
+            uplink = make_uplink(broker.url, topic_root, box, no_commands)
+            task = asyncio.create_task(uplink.run())
+            await until(lambda: uplink.connected)
+            await asyncio.to_thread(broker.stop)
+            await until(lambda: not uplink.connected)
+            fill(box, 100)  # sampled during the outage
+            await asyncio.to_thread(broker.start)
+            await until(lambda: uplink.connects == 2 and box.backlog == 0)
+            await until(lambda: box.frozen_count() == 0)
+            await uplink.close()
+            await task
+
+        asyncio.run(main())

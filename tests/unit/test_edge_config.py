@@ -1,0 +1,101 @@
+"""Gateway config: strict schema, suggestions, file/field/reason errors, stable hash."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edge.config import ConfigError, load_config, resolve_profiles
+
+pytestmark = pytest.mark.unit
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "config" / "examples"
+
+BASE = {
+    "gateway": "gw-1",
+    "site": "demo",
+    "buses": [
+        {
+            "type": "tcp",
+            "host": "127.0.0.1",
+            "port": 1502,
+            "devices": [{"id": "mh-1", "unit": 1, "profile": "manhole_cover"}],
+        }
+    ],
+}
+
+
+def write(tmp_path: Path, data: object) -> Path:
+    path = tmp_path / "gw.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("name", ["gateway-single.yaml", "gateway-demo.yaml"])
+def test_shipped_examples_are_valid(name: str) -> None:
+    cfg = load_config(EXAMPLES / name)
+    assert resolve_profiles(cfg, EXAMPLES)
+
+
+def test_defaults_and_hash_is_stable(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, BASE))
+    assert cfg.mqtt.root == "lifeline"
+    assert (cfg.mqtt.host, cfg.mqtt.port) == ("127.0.0.1", 1883)
+    reordered = dict(reversed(list(BASE.items())))
+    assert load_config(write(tmp_path, reordered)).hash() == cfg.hash()
+    changed = {**BASE, "site": "other"}
+    assert load_config(write(tmp_path, changed)).hash() != cfg.hash()
+
+
+@pytest.mark.parametrize(
+    ("patch", "field", "reason"),
+    [
+        ({"gatway": "x"}, "gatway", "did you mean 'gateway'?"),
+        ({"mqtt": {"keepalive": 30}}, "mqtt.keepalive", "did you mean 'keepalive_s'?"),
+        ({"mqtt": {"url": "http://x"}}, "mqtt.url", "mqtt://host"),
+        ({"gateway": "bad id!"}, "gateway", "pattern"),
+        ({"buffer": {"max_mb": "big"}}, "buffer.max_mb", "valid number"),
+    ],
+)
+def test_schema_errors_name_field_and_reason(
+    tmp_path: Path, patch: dict[str, object], field: str, reason: str
+) -> None:
+    path = write(tmp_path, {**BASE, **patch})
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert err.value.source == str(path)
+    assert any(f == field and reason in r for f, r in err.value.problems), err.value.problems
+
+
+def test_device_key_typo_suggests(tmp_path: Path) -> None:
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["buses"][0]["devices"][0]["intervl_s"] = 2
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, data))
+    ((field, reason),) = err.value.problems
+    assert field == "buses.0.tcp.devices.0.intervl_s"
+    assert "did you mean 'interval_s'?" in reason
+
+
+def test_unknown_profile_and_override_point(tmp_path: Path) -> None:
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["buses"][0]["devices"][0]["profile"] = "manhole_covr"
+    with pytest.raises(ConfigError, match="did you mean 'manhole_cover'"):
+        load_config(write(tmp_path, data))
+    data["buses"][0]["devices"][0]["profile"] = "manhole_cover"
+    data["buses"][0]["devices"][0]["alarms"] = {"tilt": [{"type": "hi", "limit": 5, "severity": 2}]}
+    with pytest.raises(ConfigError, match="no point 'tilt'"):
+        load_config(write(tmp_path, data))
+
+
+def test_duplicate_device_and_not_yaml(tmp_path: Path) -> None:
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["buses"][0]["devices"].append({"id": "mh-1", "unit": 2, "profile": "manhole_cover"})
+    with pytest.raises(ConfigError, match="used twice"):
+        load_config(write(tmp_path, data))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("gateway: [unclosed", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)

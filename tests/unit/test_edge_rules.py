@@ -1,0 +1,189 @@
+"""Alarm rules and report-by-exception, driven by plain values and explicit times."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from edge.rules import AlarmEngine, ExceptionFilter, Rule, UnknownAlarm
+from wire import AlarmState, Quality, Severity
+
+pytestmark = pytest.mark.unit
+
+T0 = 1_700_000_000_000
+A = AlarmState.ACTIVE_UNACKED
+C = AlarmState.CLEARED_UNACKED
+
+
+def engine_with(*rules: Rule) -> AlarmEngine:
+    counter = itertools.count(1)
+    eng = AlarmEngine("gw1", lambda: next(counter))
+    eng.set_rules("d1", "p", rules)
+    return eng
+
+
+def run(eng: AlarmEngine, samples: list[tuple[float, object]]) -> list[tuple[float, str]]:
+    """Feed (seconds, value) samples; return (seconds, state) of every event."""
+    out = []
+    for sec, value in samples:
+        for e in eng.evaluate("d1", "p", value, T0 + int(sec * 1000)):  # type: ignore[arg-type]
+            out.append((sec, e.state.value))
+    return out
+
+
+CASES = [
+    # (name, rule, samples, expected events)
+    ("hi below limit", Rule("hi", 20), [(0, 19.9)], []),
+    ("hi exactly at limit", Rule("hi", 20), [(0, 20.0)], [(0, A)]),
+    ("hi clears below", Rule("hi", 20), [(0, 25), (1, 19)], [(0, A), (1, C)]),
+    (
+        "hi deadband holds then clears",
+        Rule("hi", 20, deadband=2),
+        [(0, 21), (1, 19), (2, 18.1), (3, 18.0)],
+        [(0, A), (3, C)],
+    ),
+    (
+        "chattering without deadband",
+        Rule("hi", 20),
+        [(0, 20), (1, 19.9), (2, 20), (3, 19.9)],
+        [(0, A), (1, C), (2, A), (3, C)],
+    ),
+    (
+        "chattering inside deadband",
+        Rule("hi", 20, deadband=1),
+        [(0, 20), (1, 19.9), (2, 20), (3, 19.9)],
+        [(0, A)],
+    ),
+    ("hihi", Rule("hihi", 50, severity=Severity.HIGH), [(0, 49), (1, 50)], [(1, A)]),
+    ("lo exactly at limit", Rule("lo", 5), [(0, 5)], [(0, A)]),
+    ("lo deadband", Rule("lo", 5, deadband=1), [(0, 4), (1, 5.5), (2, 6.1)], [(0, A), (2, C)]),
+    ("lolo", Rule("lolo", 1), [(0, 2), (1, 0.5), (2, 3)], [(1, A), (2, C)]),
+    (
+        "on-delay expires",
+        Rule("hi", 10, on_delay_s=2),
+        [(0, 11), (1, 11), (2, 11), (3, 11)],
+        [(2, A)],
+    ),
+    (
+        "clear during on-delay",
+        Rule("hi", 10, on_delay_s=2),
+        [(0, 11), (1, 11), (1.5, 9), (2.5, 11), (4, 11), (4.5, 11)],
+        [(4.5, A)],
+    ),
+    (
+        "off-delay holds",
+        Rule("hi", 10, off_delay_s=3),
+        [(0, 11), (1, 9), (2, 11), (3, 9), (5, 9), (6, 9)],
+        [(0, A), (6, C)],
+    ),
+    ("roc rising", Rule("roc", 5), [(0, 0), (1, 4), (2, 10), (3, 11)], [(2, A), (3, C)]),
+    ("roc falling", Rule("roc", 5), [(0, 10), (1, 4)], [(1, A)]),
+    ("roc exactly at rate", Rule("roc", 5), [(0, 0), (2, 10)], [(2, A)]),
+    ("state true", Rule("state", when=True), [(0, False), (1, True), (2, False)], [(1, A), (2, C)]),
+    ("state false", Rule("state", when=False), [(0, True), (1, False)], [(1, A)]),
+    (
+        "non-number keeps limit state",
+        Rule("hi", 10),
+        [(0, 11), (1, None), (2, 9)],
+        [(0, A), (2, C)],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("rule", "samples", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_rule_table(
+    rule: Rule, samples: list[tuple[float, object]], expected: list[tuple[float, str]]
+) -> None:
+    assert run(engine_with(rule), samples) == expected
+
+
+def test_lifecycle_and_stable_ids() -> None:
+    eng = engine_with(Rule("hi", 20, severity=Severity.CRITICAL))
+    (raised,) = eng.evaluate("d1", "p", 25, T0)
+    assert (raised.alarm_id, raised.state, raised.severity) == ("gw1:1", A, Severity.CRITICAL)
+    acked = eng.acknowledge("gw1:1", "crew-7", "on site", T0 + 5)
+    assert (acked.state, acked.ack_by, acked.ack_note) == (
+        AlarmState.ACTIVE_ACKED,
+        "crew-7",
+        "on site",
+    )
+    (cleared,) = eng.evaluate("d1", "p", 10, T0 + 10)
+    assert (cleared.alarm_id, cleared.state) == ("gw1:1", AlarmState.NORMAL)
+    with pytest.raises(UnknownAlarm):
+        eng.acknowledge("gw1:1", "crew-7", "", T0 + 11)
+    (again,) = eng.evaluate("d1", "p", 30, T0 + 20)
+    assert again.alarm_id == "gw1:2"
+
+
+def test_cleared_unacked_then_ack_and_return_keeps_id() -> None:
+    eng = engine_with(Rule("hi", 20))
+    eng.evaluate("d1", "p", 25, T0)
+    (cleared,) = eng.evaluate("d1", "p", 10, T0 + 1)
+    assert cleared.state is C
+    (back,) = eng.evaluate("d1", "p", 25, T0 + 2)
+    assert (back.alarm_id, back.state) == ("gw1:1", A)
+    eng.evaluate("d1", "p", 10, T0 + 3)
+    done = eng.acknowledge("gw1:1", "cli", "", T0 + 4)
+    assert done.state is AlarmState.NORMAL
+    assert eng.active() == []
+
+
+def test_tick_expires_on_delay_without_new_sample() -> None:
+    eng = engine_with(Rule("hi", 10, on_delay_s=2))
+    assert eng.evaluate("d1", "p", 11, T0) == []
+    assert eng.tick(T0 + 1999) == []
+    (e,) = eng.tick(T0 + 2000)
+    assert e.state is A
+
+
+def test_stale_rule() -> None:
+    eng = engine_with(Rule("stale", 10, severity=Severity.LOW))
+    eng.evaluate("d1", "p", 1, T0)
+    assert eng.tick(T0 + 9_999) == []
+    (e,) = eng.tick(T0 + 10_000)
+    assert (e.alarm_type, e.state) == ("stale", A)
+    (c,) = eng.evaluate("d1", "p", 2, T0 + 11_000)
+    assert c.state is C
+
+
+def test_comm_loss_and_restore() -> None:
+    eng = engine_with()
+    (lost,) = eng.comm_loss("d1", True, T0, Severity.HIGH)
+    assert (lost.alarm_type, lost.point, lost.state, lost.severity) == (
+        "comm_loss",
+        "_device",
+        A,
+        Severity.HIGH,
+    )
+    assert eng.comm_loss("d1", True, T0 + 1) == []
+    fresh = engine_with()
+    fresh.restore([lost])
+    (back,) = fresh.comm_loss("d1", False, T0 + 2)
+    assert (back.alarm_id, back.state) == (lost.alarm_id, C)
+
+
+@pytest.mark.parametrize(
+    ("deadband", "samples", "expected"),
+    [
+        (None, [(0, 1.0), (1, 1.0)], [True, True]),
+        (0.5, [(0, 1.0), (1, 1.4), (2, 1.5), (3, 2.1)], [True, False, False, True]),
+        (0.5, [(0, 1.0), (299, 1.0), (300, 1.0)], [True, False, True]),
+        (0.0, [(0, True), (1, False), (2, False)], [True, True, False]),
+    ],
+)
+def test_exception_filter(
+    deadband: float | None, samples: list[tuple[float, object]], expected: list[bool]
+) -> None:
+    f = ExceptionFilter(deadband=deadband, heartbeat_s=300)
+    got = [f.admit(v, Quality.GOOD, T0 + int(s * 1000)) for s, v in samples]  # type: ignore[arg-type]
+    assert got == expected
+
+
+def test_exception_filter_reports_quality_change() -> None:
+    f = ExceptionFilter(deadband=10)
+    assert f.admit(1.0, Quality.GOOD, T0)
+    assert f.admit(None, Quality.STALE, T0 + 1)
+    assert f.admit(1.0, Quality.GOOD, T0 + 2)

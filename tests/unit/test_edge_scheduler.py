@@ -1,0 +1,131 @@
+"""Device health, and the daemon's poll sink: rules, stale records, NaN, device events."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from drivers.errors import DeviceTimeout
+from edge import logbook
+from edge.config import HealthConfig, parse_config, resolve_profiles
+from edge.daemon import Gateway
+from edge.scheduler import Health, HealthTracker
+from wire import Command, CommandReply, Quality
+
+pytestmark = pytest.mark.unit
+
+T0 = 1_700_000_000_000
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "states"),
+    [
+        ([True], [None]),
+        ([False, False, False], [Health.DEGRADED, None, Health.OFFLINE]),
+        ([False, True], [Health.DEGRADED, Health.ONLINE]),
+        (
+            [False, False, False, False, True],
+            [Health.DEGRADED, None, Health.OFFLINE, None, Health.ONLINE],
+        ),
+    ],
+)
+def test_health_transitions_reported_once(
+    outcomes: list[bool], states: list[Health | None]
+) -> None:
+    tracker = HealthTracker(HealthConfig(degraded_after=1, offline_after=3))
+    assert [tracker.record(ok) for ok in outcomes] == states
+
+
+def test_reprobe_backoff_doubles_and_caps() -> None:
+    tracker = HealthTracker(HealthConfig(offline_after=1, reprobe_min_s=5, reprobe_max_s=30))
+    backoffs = []
+    for _ in range(5):
+        tracker.record(False)
+        backoffs.append(tracker.backoff_s)
+    assert backoffs == [5, 10, 20, 30, 30]
+    tracker.record(True)
+    assert tracker.backoff_s == 0
+
+
+def make_gateway(tmp_path: Path) -> Gateway:
+    cfg = parse_config(
+        {
+            "gateway": "gw",
+            "site": "s",
+            "buffer": {"path": str(tmp_path / "b.sqlite")},
+            "buses": [
+                {
+                    "type": "tcp",
+                    "host": "127.0.0.1",
+                    "devices": [
+                        {"id": "gas-1", "unit": 1, "profile": "gas_detector", "stale_after_s": 30}
+                    ],
+                }
+            ],
+        }
+    )
+    return Gateway(cfg, resolve_profiles(cfg, tmp_path), tmp_path / "gw.yaml")
+
+
+def test_sink_raises_alarms_and_marks_nan_bad(tmp_path: Path) -> None:
+    gw = make_gateway(tmp_path)
+    dev = gw.devices["gas-1"]
+    gw.values(dev, {"gas_concentration": 55.0, "temperature": float("nan")}, T0)
+    rows = {(p, q) for _, p, _, _, q in gw.outbox._mem}
+    assert ("temperature", Quality.BAD) in rows
+    assert ("gas_concentration", Quality.GOOD) in rows
+    open_alarms = {(e.alarm_type, int(e.severity)) for e in gw.outbox.open_alarms()}
+    assert ("hihi", 2) in open_alarms  # no on-delay; the 一级 hi waits for its 1 s on-delay
+    gw.outbox.close()
+
+
+def test_offline_emits_stale_records_comm_loss_and_device_event(tmp_path: Path) -> None:
+    gw = make_gateway(tmp_path)
+    dev = gw.devices["gas-1"]
+    error = DeviceTimeout(1, 0, 3, "no answer")
+    gw.transition(dev, Health.OFFLINE, str(error), T0)
+    stale = [(p, v, q) for _, p, _, v, q in gw.outbox._mem]
+    assert {p for p, _, _ in stale} == set(dev.point_names)
+    assert all(v is None and q is Quality.STALE for _, v, q in stale)
+    (alarm,) = gw.outbox.open_alarms()
+    assert (alarm.alarm_type, alarm.device) == ("comm_loss", "gas-1")
+    assert gw.outbox.pending_events == 2  # the device event and the alarm
+    gw.transition(dev, Health.ONLINE, "answering again", T0 + 5000)
+    assert gw.outbox.open_alarms()[0].state.value == "cleared_unacked"
+    gw.outbox.close()
+
+
+def test_commands_ack_unknown_and_bad_write(tmp_path: Path) -> None:
+    gw = make_gateway(tmp_path)
+    gw.values(gw.devices["gas-1"], {"gas_concentration": 55.0}, T0)
+    (alarm,) = gw.outbox.open_alarms()
+
+    def run(name: str, **args: object) -> CommandReply:
+        cmd = Command("gw", "ops", 0, T0, command_id="c", name=name, args=args)  # type: ignore[arg-type]
+        return asyncio.run(gw.command(cmd))
+
+    reply = run("ack", alarm_id=alarm.alarm_id, who="center", note="dispatched")
+    assert (reply.ok, reply.result["state"]) == (True, "active_acked")
+    rows = logbook.alarms(tmp_path / "b.sqlite", open_only=True)
+    assert (rows[0].ack_by, rows[0].ack_note) == ("center", "dispatched")
+    again = run("ack", alarm_id=alarm.alarm_id)
+    assert not again.ok
+    assert "no unacknowledged alarm" in again.error
+    unknown = run("selfdestruct")
+    assert not unknown.ok
+    assert "unknown command" in unknown.error
+    bad_write = run("write", device="gas-1", point="gas_concentration", value=1)
+    assert not bad_write.ok
+    assert "not writable" in bad_write.error
+    gw.outbox.close()
+
+
+def test_stale_data_alarm_from_config(tmp_path: Path) -> None:
+    gw = make_gateway(tmp_path)
+    gw.values(gw.devices["gas-1"], {"temperature": float("nan")}, T0)  # bad: not fresh
+    gw.engine.tick(T0)
+    events = gw.engine.tick(T0 + 30_000)
+    assert ("temperature", "stale", 4) in {(e.point, e.alarm_type, int(e.severity)) for e in events}
+    gw.outbox.close()
