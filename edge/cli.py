@@ -8,10 +8,14 @@ from typing import Annotated
 
 import typer
 
+from edge import crew, installer
+
 app = typer.Typer(
     help="The edge gateway: polls Modbus sensors, raises local alarms, buffers, forwards to MQTT.",
     no_args_is_help=True,
 )
+installer.register(app)
+crew.register(app)
 
 ConfigOption = Annotated[
     Path,

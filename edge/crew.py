@@ -1,0 +1,590 @@
+"""Crew commands of `lifeline edge`: alarms, ack, status, tail and write, at the cabinet.
+
+Everything reads the gateway's own SQLite buffer through read-only connections (WAL), so it
+works while the daemon runs and while the uplink is down; an acknowledgement is queued in the
+buffer for the daemon to apply and send upstream. Besides edge.logbook, `status` and `tail`
+read the backlog `chunks` (concatenated msgpack wire record rows) and frozen `batches` (wire
+payloads) of edge.outbox's schema.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from edge.cli_output import (
+    SEVERITY_NAMES,
+    fail,
+    local_time,
+    print_json,
+    print_table,
+    severity_style,
+    usage_error,
+    utc_iso,
+)
+
+if TYPE_CHECKING:
+    from edge.config import GatewayConfig
+    from edge.logbook import AlarmRow
+
+__all__ = ["register"]
+
+_OPEN_STATES = ("active_unacked", "active_acked", "cleared_unacked")
+_UNACKED = ("active_unacked", "cleared_unacked")
+_STALE_UPLINK_S = 120  # unsent data older than this means the uplink is not delivering
+_SEVERITY_WORDS = {"critical": 1, "high": 2, "medium": 3, "low": 4}
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="Gateway config YAML (its buffer.path is read)."),
+]
+DbOpt = Annotated[
+    Path | None,
+    typer.Option("--db", help="The gateway's SQLite buffer, instead of --config."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
+
+
+def _load(config: Path) -> GatewayConfig:
+    from edge.config import ConfigError, load_config
+
+    try:
+        return load_config(config)
+    except ConfigError as exc:
+        fail(f"{exc}\nfix the config, or point at the buffer directly with --db PATH")
+
+
+def _db(config: Path | None, db: Path | None) -> Path:
+    """The buffer database to read; usage error unless exactly one of --config / --db."""
+    if (config is None) == (db is None):
+        usage_error("give --config FILE (the gateway's config) or --db PATH (its buffer)", "--db")
+    path = db if db is not None else Path(_load(config).buffer.path)  # type: ignore[arg-type]
+    if not path.is_file():
+        fail(
+            f"no gateway buffer at {path}: is the gateway installed and has it run once? "
+            "(the path is buffer.path in the gateway config)"
+        )
+    return path
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    from edge.outbox import connect
+
+    try:
+        return connect(path, readonly=True)
+    except sqlite3.Error as exc:
+        fail(f"cannot open {path} read-only: {exc}")
+
+
+def _parse_since(text: str) -> int:
+    """'2h' -> milliseconds; units s, m, h, d."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text)
+    if not m:
+        usage_error(f"{text!r} is not a duration like 90s, 30m, 2h or 7d", "--since")
+    factor = {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+    return int(float(m.group(1)) * factor * 1000)
+
+
+def _parse_severity(text: str) -> int:
+    word = text.strip().lower()
+    level = _SEVERITY_WORDS.get(word) or (int(word) if word in ("1", "2", "3", "4") else None)
+    if level is None:
+        usage_error(f"{text!r} is not a severity: 1-4 or critical, high, medium, low", "--severity")
+    return level
+
+
+def _alarm_json(r: AlarmRow) -> dict[str, Any]:
+    return {
+        "alarm_id": r.alarm_id,
+        "time": utc_iso(r.ts_ms),
+        "ts_ms": r.ts_ms,
+        "device": r.device,
+        "point": r.point,
+        "type": r.alarm_type,
+        "severity": r.severity,
+        "state": r.state,
+        "value": r.value,
+        "limit": r.limit,
+        "message": r.message,
+        "ack_by": r.ack_by,
+        "ack_note": r.ack_note,
+    }
+
+
+def _text(v: object) -> str:
+    if v is None:
+        return ""
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def alarms_command(
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+    active: Annotated[
+        bool, typer.Option("--active", help="Only alarms not back to normal (latest state each).")
+    ] = False,
+    since: Annotated[
+        str | None, typer.Option(help="Only events newer than this, e.g. 30m, 2h, 7d.")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="Only this device id.")] = None,
+    severity: Annotated[
+        str | None,
+        typer.Option(help="This level or more severe: 1-4 or critical, high, medium, low."),
+    ] = None,
+    limit: Annotated[int, typer.Option(help="At most this many rows.", min=1)] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """The gateway's local alarm log, newest first (works with the uplink down)."""
+    from edge.logbook import alarms
+
+    since_ms = _parse_since(since) if since else None
+    worst = _parse_severity(severity) if severity else None
+    path = _db(config, db)
+    try:
+        rows = alarms(path, open_only=active, limit=1_000_000)
+    except sqlite3.Error as exc:
+        fail(f"cannot read the alarm log in {path}: {exc}")
+    now = time.time_ns() // 1_000_000
+    rows.sort(key=lambda r: r.ts_ms, reverse=True)  # newest sample time first; ties: log order
+    picked = [
+        r
+        for r in rows
+        if (since_ms is None or r.ts_ms >= now - since_ms)
+        and (device is None or r.device == device)
+        and (worst is None or r.severity <= worst)
+    ][:limit]
+    if as_json:
+        print_json([_alarm_json(r) for r in picked])
+        return
+    table = [
+        [
+            local_time(r.ts_ms),
+            r.alarm_id,
+            r.device,
+            r.point,
+            r.alarm_type,
+            SEVERITY_NAMES.get(r.severity, str(r.severity)),
+            r.state,
+            _text(r.value),
+            _text(r.limit),
+            r.message,
+            f"{r.ack_by}" + (f": {r.ack_note}" if r.ack_note else "") if r.ack_by else "",
+        ]
+        for r in picked
+    ]
+    columns = ["time", "alarm", "device", "point", "type", "severity", "state", "value"]
+    columns += ["limit", "message", "ack"]
+    print_table(columns, table, styles=[severity_style(r.severity) for r in picked])
+    if not picked:
+        typer.echo("no alarms match", err=True)
+
+
+def ack_command(
+    alarm: Annotated[str, typer.Argument(help="Alarm id as `alarms` shows it, e.g. gw-01:17.")],
+    by: Annotated[str, typer.Option("--by", help="Who acknowledges (name or staff number).")],
+    note: Annotated[str, typer.Option(help="What was found or done.")] = "",
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+    wait: Annotated[
+        float, typer.Option(help="Seconds to wait for the running gateway to apply it.", min=0)
+    ] = 5.0,
+) -> None:
+    """Acknowledge an alarm locally; the gateway sends the acknowledgement upstream when it can."""
+    from edge.logbook import alarms, request_ack
+
+    path = _db(config, db)
+    if not by.strip():
+        usage_error("--by must name who acknowledges", "--by")
+    latest = next((r for r in alarms(path, limit=1_000_000) if r.alarm_id == alarm), None)
+    if latest is None:
+        fail(f"no alarm {alarm!r} in {path}; list them with `lifeline edge alarms`")
+    if latest.state not in _UNACKED:
+        who = f" (by {latest.ack_by})" if latest.ack_by else ""
+        fail(f"alarm {alarm} is {latest.state}{who}: there is nothing to acknowledge")
+    try:
+        request_ack(path, alarm, by.strip(), note)
+    except sqlite3.Error as exc:
+        fail(f"cannot queue the acknowledgement in {path}: {exc} (run as the gateway's user?)")
+    deadline = time.monotonic() + wait
+    while True:
+        newest = next((r for r in alarms(path, limit=1_000_000) if r.alarm_id == alarm), None)
+        if newest is not None and newest.ack_by == by.strip():
+            typer.echo(
+                f"{alarm} acknowledged by {by.strip()}: now {newest.state}; "
+                "the gateway sends it to the collector when the link is up"
+            )
+            return
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
+    typer.echo(
+        f"{alarm}: acknowledgement queued; the gateway daemon applies it when it runs "
+        "(it did not within the wait: is `lifeline edge run` running?)"
+    )
+
+
+# --- status ----------------------------------------------------------------------------------
+
+
+def _one(db: sqlite3.Connection, sql: str, *args: Any) -> Any:
+    row = db.execute(sql, args).fetchone()
+    return row[0] if row else None
+
+
+def _device_states(db: sqlite3.Connection) -> dict[str, tuple[str, int]]:
+    """Per device: the latest comm-loss alarm state and its time."""
+    out: dict[str, tuple[str, int]] = {}
+    for device, state, ts in db.execute(
+        "SELECT device, state, ts_ms FROM alarm_log WHERE id IN (SELECT max(id) FROM alarm_log"
+        " WHERE alarm_type = 'comm_loss' GROUP BY device)"
+    ):
+        out[device] = (state, ts)
+    return out
+
+
+def _unpack_chunk(body: bytes) -> list[list[Any]]:
+    """Wire record rows [device, point, ts_ms, value, quality, historical] of a backlog chunk."""
+    import msgpack
+
+    unpacker = msgpack.Unpacker(raw=False)
+    unpacker.feed(body)
+    return [row for row in unpacker if isinstance(row, list) and len(row) >= 5]
+
+
+def _last_buffered(db: sqlite3.Connection) -> tuple[dict[str, int], int | None]:
+    """Per device, the newest good reading waiting in the backlog; and the oldest reading."""
+    newest: dict[str, int] = {}
+    oldest: int | None = None
+    for (body,) in db.execute("SELECT body FROM chunks ORDER BY id"):
+        for device, _, ts, _, quality, *_ in _unpack_chunk(body):
+            oldest = ts if oldest is None else min(oldest, ts)
+            if quality == "good":
+                newest[device] = max(newest.get(device, 0), ts)
+    return newest, oldest
+
+
+def _status(path: Path, device_ids: list[str]) -> dict[str, Any]:
+    from edge.logbook import buffer_stats
+
+    stats = buffer_stats(path)
+    db = _connect(path)
+    try:
+        states = _device_states(db)
+        buffered, oldest_reading = _last_buffered(db)
+        oldest_batch = _one(db, "SELECT min(created_ms) FROM batches")
+        open_alarms = dict(
+            db.execute(
+                "SELECT device, count(*) FROM alarm_log WHERE id IN (SELECT max(id) FROM alarm_log"
+                " GROUP BY alarm_id) AND state != 'normal' GROUP BY device"
+            ).fetchall()
+        )
+        last_error = db.execute(
+            "SELECT ts_ms, device, message FROM alarm_log WHERE alarm_type = 'comm_loss'"
+            " AND state = 'active_unacked' ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+    finally:
+        db.close()
+    now = time.time_ns() // 1_000_000
+    devices = []
+    for dev in device_ids or sorted(set(states) | set(buffered)):
+        state, since = states.get(dev, ("normal", 0))
+        online = state not in ("active_unacked", "active_acked")
+        devices.append(
+            {
+                "device": dev,
+                "online": online,
+                "since": utc_iso(since) if not online else None,
+                "last_buffered_reading": utc_iso(buffered[dev]) if dev in buffered else None,
+                "open_alarms": open_alarms.get(dev, 0),
+            }
+        )
+    oldest = min((t for t in (oldest_reading, oldest_batch) if t is not None), default=None)
+    if oldest is None:
+        uplink = "delivering: nothing waiting to be sent"
+    elif now - oldest > _STALE_UPLINK_S * 1000:
+        uplink = f"NOT delivering: unsent data is {(now - oldest) // 1000} s old"
+    else:
+        uplink = f"delivering: oldest unsent data is {(now - oldest) // 1000} s old"
+    return {
+        "devices": devices,
+        "buffer": {
+            "readings_waiting": stats.backlog_readings,
+            "events_waiting": stats.pending_events,
+            "batches_awaiting_puback": stats.frozen_batches,
+            "evicted_readings": stats.evicted,
+            "oldest_unsent": utc_iso(oldest) if oldest is not None else None,
+        },
+        "uplink": uplink,
+        "last_error": (
+            {"time": utc_iso(last_error[0]), "device": last_error[1], "message": last_error[2]}
+            if last_error
+            else None
+        ),
+    }
+
+
+def status_command(config: ConfigOpt = None, db: DbOpt = None, as_json: JsonOpt = False) -> None:
+    """Gateway health at a glance: devices, buffer depth, uplink, last error. Exit 1 if unwell.
+
+    Unwell: a device offline, or unsent data older than two minutes (uplink not delivering).
+    """
+    path = _db(config, db)
+    ids = [d.id for d in _load(config).devices()] if config is not None else []
+    try:
+        st = _status(path, ids)
+    except sqlite3.Error as exc:
+        fail(f"cannot read {path}: {exc}")
+    unwell = st["uplink"].startswith("NOT") or not all(d["online"] for d in st["devices"])
+    if as_json:
+        print_json(st)
+    else:
+        rows = [
+            [
+                d["device"],
+                "online" if d["online"] else f"OFFLINE since {d['since']}",
+                d["last_buffered_reading"] or "-",
+                str(d["open_alarms"]),
+            ]
+            for d in st["devices"]
+        ]
+        styles = ["" if d["online"] else "bold red" for d in st["devices"]]
+        print_table(
+            ["device", "state", "last reading waiting in buffer", "open alarms"],
+            rows,
+            styles=styles,
+        )
+        b = st["buffer"]
+        err = st["last_error"]
+        summary = [
+            ["buffer", f"{b['readings_waiting']} readings, {b['events_waiting']} events, "
+             f"{b['batches_awaiting_puback']} batches awaiting PUBACK, "
+             f"{b['evicted_readings']} readings evicted"],
+            ["oldest unsent", b["oldest_unsent"] or "-"],
+            ["uplink", st["uplink"]],
+            ["last error", f"{err['time']} {err['device']}: {err['message']}" if err else "-"],
+        ]  # fmt: skip
+        print_table(["", ""], summary, header=False)
+    if unwell:
+        raise typer.Exit(1)
+
+
+# --- tail ------------------------------------------------------------------------------------
+
+
+class _Follower:
+    """Remembers how far it has read; each `poll` returns what is new since the last one."""
+
+    def __init__(self, db: sqlite3.Connection, alarms_since_ms: int | None = None) -> None:
+        self.db = db
+        self.alarm_id = _one(db, "SELECT coalesce(max(id), 0) FROM alarm_log")
+        if alarms_since_ms is not None:
+            first = _one(db, "SELECT min(id) FROM alarm_log WHERE ts_ms >= ?", alarms_since_ms)
+            if first is not None:
+                self.alarm_id = first - 1
+        self.chunk_id = _one(db, "SELECT coalesce(max(id), 0) FROM chunks")
+        self.seq = _one(db, "SELECT coalesce(max(seq), 0) FROM batches")
+
+    def poll(self) -> list[dict[str, Any]]:
+        from edge.logbook import AlarmRow
+        from edge.outbox import LANE_DATA
+        from wire import DataBatch, WireError, decode
+
+        out: list[dict[str, Any]] = []
+        for row in self.db.execute(
+            "SELECT id, alarm_id, device, point, alarm_type, severity, state, ts_ms, value,"
+            " limit_value, message, ack_by, ack_note FROM alarm_log WHERE id > ? ORDER BY id",
+            (self.alarm_id,),
+        ).fetchall():
+            self.alarm_id = row[0]
+            out.append({"kind": "alarm", **_alarm_json(AlarmRow(*row[1:]))})
+        for chunk_id, body in self.db.execute(
+            "SELECT id, body FROM chunks WHERE id > ? ORDER BY id", (self.chunk_id,)
+        ).fetchall():
+            self.chunk_id = chunk_id
+            out.extend(_reading(d, p, ts, v, str(q)) for d, p, ts, v, q, *_ in _unpack_chunk(body))
+        # Backlog batches keep their records in `chunks` (payload NULL), shown above already.
+        for seq, payload in self.db.execute(
+            "SELECT seq, payload FROM batches WHERE seq > ? AND lane = ? AND payload IS NOT NULL"
+            " ORDER BY seq",
+            (self.seq, LANE_DATA),
+        ).fetchall():
+            self.seq = seq
+            try:
+                batch = decode(payload)
+            except WireError:
+                continue
+            if isinstance(batch, DataBatch):
+                out.extend(
+                    _reading(r.device, r.point, r.ts_ms, r.value, r.quality.value)
+                    for r in batch.records
+                )
+        return out
+
+
+def _reading(device: str, point: str, ts: int, value: Any, quality: str) -> dict[str, Any]:
+    return {
+        "kind": "reading",
+        "time": utc_iso(ts),
+        "ts_ms": ts,
+        "device": device,
+        "point": point,
+        "value": value,
+        "quality": quality,
+    }
+
+
+def _tail_line(e: dict[str, Any]) -> str:
+    when = local_time(e["ts_ms"])
+    if e["kind"] == "alarm":
+        sev = SEVERITY_NAMES.get(e["severity"], str(e["severity"]))
+        ack = f" ack {e['ack_by']}" if e["ack_by"] else ""
+        return (
+            f"{when}  ALARM {e['alarm_id']} {e['device']}/{e['point']} {e['type']} {sev} "
+            f"{e['state']} value={_text(e['value'])}{ack}  {e['message']}"
+        )
+    q = "" if e["quality"] == "good" else f" ({e['quality']})"
+    return f"{when}  {e['device']} {e['point']}={_text(e['value'])}{q}"
+
+
+def tail_command(
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+    alarms_only: Annotated[bool, typer.Option("--alarms-only", help="Only alarm events.")] = False,
+    device: Annotated[str | None, typer.Option(help="Only this device id.")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="First show alarm events of the last 30m, 2h, ...")
+    ] = None,
+    interval: Annotated[float, typer.Option(help="Seconds between looks.", min=0.05)] = 0.5,
+    duration: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds (default: Ctrl-C).")
+    ] = None,
+    count: Annotated[int | None, typer.Option(help="Stop after this many lines.", min=1)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """Follow new alarms and readings as the gateway stores them.
+
+    Alarms are never missed. Readings are shown from the buffer: with the uplink down all of
+    them; with it up, those that are still waiting when we look (most, not all).
+    """
+    since_ms = _parse_since(since) if since else None
+    path = _db(config, db)
+    conn = _connect(path)
+    shown = 0
+    stop = time.monotonic() + duration if duration is not None else None
+    try:
+        start = time.time_ns() // 1_000_000 - since_ms if since_ms is not None else None
+        follower = _Follower(conn, start)
+        while stop is None or time.monotonic() < stop:
+            for e in follower.poll():
+                if (alarms_only and e["kind"] != "alarm") or (device and e["device"] != device):
+                    continue
+                if as_json:
+                    print_json(e)
+                else:
+                    sys.stdout.write(_tail_line(e) + "\n")
+                    sys.stdout.flush()
+                shown += 1
+                if count is not None and shown >= count:
+                    return
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        pass
+    except sqlite3.Error as exc:
+        fail(f"cannot read {path}: {exc}")
+    finally:
+        conn.close()
+
+
+# --- write -----------------------------------------------------------------------------------
+
+
+def _parse_value(text: str, dtype: str) -> bool | int | float | str:
+    if dtype == "bool":
+        word = text.strip().lower()
+        if word in ("1", "on", "true", "yes"):
+            return True
+        if word in ("0", "off", "false", "no"):
+            return False
+        usage_error(f"{text!r} is not on/off (or 1/0, true/false)", "VALUE")
+    if dtype == "string":
+        return text
+    try:
+        number = float(text)
+    except ValueError:
+        usage_error(f"{text!r} is not a number", "VALUE")
+    return int(number) if number.is_integer() and dtype != "float32" else number
+
+
+def write_command(
+    device: Annotated[str, typer.Argument(help="Device id from the gateway config.")],
+    point: Annotated[str, typer.Argument(help="Writable point, e.g. lamp_switch or dimming.")],
+    value: Annotated[str, typer.Argument(help="New value: on/off for switches, a number else.")],
+    config: Annotated[Path, typer.Option("--config", "-c", help="Gateway config YAML.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Write one point of a device (switch a lamp, set dimming), then read it back.
+
+    On an RS-485 bus the gateway daemon holds the port: stop it first (systemctl stop
+    lifeline-edge) or send the write through the collector's command instead.
+    """
+    from drivers.errors import DriverError
+    from drivers.link import poll_device
+    from drivers.planner import plan_reads
+    from edge.config import ConfigError, resolve_profiles
+    from edge.scheduler import make_link
+
+    cfg = _load(config)
+    try:
+        profiles = resolve_profiles(cfg, config.parent, str(config))
+    except ConfigError as exc:
+        fail(str(exc))
+    found = [(bus, d) for bus in cfg.buses for d in bus.devices if d.id == device]
+    if not found:
+        usage_error(f"no device {device!r}; this gateway has {[d.id for d in cfg.devices()]}")
+    bus, dev = found[0]
+    profile = profiles[dev.id]
+    try:
+        spec = profile.point(point)
+    except KeyError as exc:
+        usage_error(str(exc.args[0]), "POINT")
+    if not spec.writable:
+        writable = [p.name for p in profile.points if p.writable] or ["none"]
+        usage_error(f"{point} of {device} is read-only; writable: {', '.join(writable)}", "POINT")
+    parsed = _parse_value(value, spec.dtype.value)
+    if not yes:
+        if not sys.stdin.isatty():
+            usage_error("refusing to write without confirmation: pass --yes", "--yes")
+        typer.confirm(f"Write {point} = {_text(parsed)} to {device} (unit {dev.unit})?", abort=True)
+
+    async def go() -> Any:
+        link = make_link(bus)
+        try:
+            await link.write(dev.unit, spec, parsed, dev.timeout_s)
+            values = await poll_device(link, dev.unit, plan_reads([spec]), dev.timeout_s, 1)
+            return values[spec.name]
+        finally:
+            await link.aclose()
+
+    try:
+        back = asyncio.run(go())
+    except (DriverError, ValueError) as exc:
+        fail(f"write to {device} failed: {exc}")
+    typer.echo(f"{device} {point} = {_text(back)} {spec.unit}".rstrip() + " (read back)")
+    if back != parsed:
+        fail(f"{device} accepted the write but reads back {back!r}, not {parsed!r}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the crew commands (alarms, ack, status, tail, write) to `lifeline edge`."""
+    app.command("alarms")(alarms_command)
+    app.command("ack")(ack_command)
+    app.command("status")(status_command)
+    app.command("tail")(tail_command)
+    app.command("write")(write_command)

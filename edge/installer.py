@@ -1,0 +1,898 @@
+"""Installer commands of `lifeline edge`: scan a bus, commission, flash a card, check a site."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import typer
+
+from edge.cli_output import fail, print_json, print_table, usage_error
+
+if TYPE_CHECKING:
+    from drivers.profile import Profile
+    from drivers.scan import LineSettings, ScanResult, Target
+    from edge.config import Bus, DeviceConfig, GatewayConfig
+
+__all__ = ["register"]
+
+_FAMILY_SHORT = {"manhole": "mh", "streetlight": "sl", "gas": "gas", "tilt": "tilt"}
+_DEVICE_CONFIG = "etc/lifeline/gateway.yaml"
+_TLS_DIR = "etc/lifeline/tls"
+_UNIT_NAME = "lifeline-edge.service"
+_UNIT_PATH = f"etc/systemd/system/{_UNIT_NAME}"
+_WANTS_LINK = f"etc/systemd/system/multi-user.target.wants/{_UNIT_NAME}"
+
+# --- shared options --------------------------------------------------------------------------
+
+PortOpt = Annotated[
+    str | None,
+    typer.Option("--port", help="Serial port of the RS-485 adapter, e.g. /dev/ttyUSB0."),
+]
+BaudOpt = Annotated[
+    str, typer.Option("--baud", help="Baud rates to try, comma separated, e.g. 9600,19200.")
+]
+ParityOpt = Annotated[
+    str, typer.Option("--parity", help="Parities to try, comma separated: N (none), E, O.")
+]
+UnitsOpt = Annotated[
+    str, typer.Option("--units", help="Unit ids (Modbus addresses) to probe, e.g. 1-32 or 1,5,9.")
+]
+HostOpt = Annotated[
+    str | None,
+    typer.Option("--host", help="Modbus TCP device or gateway (or a DTU with --rtu-over-tcp)."),
+]
+TcpPortOpt = Annotated[int, typer.Option("--tcp-port", help="TCP port with --host.")]
+RtuTcpOpt = Annotated[
+    bool,
+    typer.Option("--rtu-over-tcp", help="--host is a transparent serial tunnel (4G DTU)."),
+]
+TimeoutOpt = Annotated[
+    float, typer.Option("--timeout", help="Seconds to wait for each probe's answer.", min=0.01)
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
+
+
+# --- scan ------------------------------------------------------------------------------------
+
+
+def _split(text: str, what: str, param: str) -> list[str]:
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    if not items:
+        usage_error(f"give at least one {what}", param)
+    return items
+
+
+def _scan_target(port: str | None, host: str | None, tcp_port: int, rtu_over_tcp: bool) -> Target:
+    from drivers.scan import Target
+
+    if (port is None) == (host is None):
+        usage_error("give either --port /dev/ttyX (RS-485) or --host HOST (Modbus TCP)", "--port")
+    if port is not None:
+        return Target("rtu", port=port)
+    assert host is not None
+    if not 1 <= tcp_port <= 65535:
+        usage_error(f"{tcp_port} is not a TCP port (1-65535)", "--tcp-port")
+    return Target("rtu_over_tcp" if rtu_over_tcp else "tcp", host=host, tcp_port=tcp_port)
+
+
+def _line_settings(baud: str, parity: str) -> list[LineSettings]:
+    from drivers.scan import LineSettings
+
+    lines = []
+    for b in _split(baud, "baud rate", "--baud"):
+        if not b.isdigit() or not 300 <= int(b) <= 921600:
+            usage_error(f"{b!r} is not a baud rate (300-921600)", "--baud")
+        for p in _split(parity.upper(), "parity", "--parity"):
+            if p not in ("N", "E", "O"):
+                usage_error(f"{p!r} is not a parity: use N, E or O", "--parity")
+            lines.append(LineSettings(int(b), p))  # type: ignore[arg-type]
+    return lines
+
+
+def _run_scan(
+    target: Target, units_text: str, lines: list[LineSettings], timeout: float, quiet: bool
+) -> ScanResult:
+    from drivers.errors import LinkDown
+    from drivers.profile import builtin_profiles
+    from drivers.scan import parse_units, scan
+
+    try:
+        units = parse_units(units_text)
+    except ValueError as exc:
+        usage_error(str(exc), "--units")
+    total = len(units) * (len(lines) if target.kind == "rtu" else 1)
+    profiles = builtin_profiles().values()
+    try:
+        if quiet or not sys.stderr.isatty():
+            return asyncio.run(scan(target, profiles, units, lines, timeout))
+        from rich.progress import Progress
+
+        with Progress(transient=True) as bar:
+            task = bar.add_task(f"scanning {target.describe()}", total=total)
+
+            def step(what: str) -> None:
+                bar.update(task, advance=1, description=f"scanning {what}")
+
+            return asyncio.run(scan(target, profiles, units, lines, timeout, step))
+    except LinkDown as exc:
+        hint = (
+            "check the port name (ls /dev/ttyUSB* /dev/ttyAMA*) and that nothing else, such as "
+            "the gateway daemon, has it open"
+            if target.kind == "rtu"
+            else "check the address, the port and that the device is powered and on this network"
+        )
+        fail(f"cannot reach {target.describe()}: {exc.detail}; {hint}")
+
+
+def _sample_text(values: dict[str, Any], profile: Profile | None, limit: int = 4) -> str:
+    if profile is None:
+        return ""
+    parts = []
+    for p in profile.points[:limit]:
+        if p.name in values:
+            v = values[p.name]
+            text = f"{v:g}" if isinstance(v, float) else str(v)
+            parts.append(f"{p.name}={text}{(' ' + p.unit) if p.unit else ''}")
+    return ", ".join(parts)
+
+
+def scan_command(
+    port: PortOpt = None,
+    baud: BaudOpt = "9600",
+    parity: ParityOpt = "N,E",
+    units: UnitsOpt = "1-32",
+    host: HostOpt = None,
+    tcp_port: TcpPortOpt = 502,
+    rtu_over_tcp: RtuTcpOpt = False,
+    timeout: TimeoutOpt = 0.2,
+    as_json: JsonOpt = False,
+) -> None:
+    """Find the sensors on a bus and recognise them (family, model, firmware, sample values).
+
+    Serial: every unit id is tried at every baud rate and parity you list; an empty address
+    costs one --timeout. Save `--json` output for `lifeline edge commission --scan-json`.
+    Exit 1 if nothing answered.
+    """
+    target = _scan_target(port, host, tcp_port, rtu_over_tcp)
+    lines = _line_settings(baud, parity)
+    result = _run_scan(target, units, lines, timeout, quiet=as_json)
+    if as_json:
+        print_json(result.as_json())
+    else:
+        rows = []
+        for f in result.found:
+            p = f.profile
+            rows.append(
+                [
+                    str(f.unit),
+                    str(f.line) if f.line else "tcp",
+                    p.family if p else "?",
+                    p.name if p else "(unknown)",
+                    p.vendor if p else "",
+                    p.model if p else "",
+                    f"{f.firmware >> 8}.{f.firmware & 0xFF}" if f.firmware is not None else "",
+                    f.error or _sample_text(f.values, p),
+                ]
+            )
+        columns = ["unit", "line", "family", "profile", "vendor", "model", "firmware", "sample"]
+        print_table(columns, rows, title=f"{target.describe()}: {len(rows)} device(s)")
+    if not result.found:
+        settings = ", ".join(str(x) for x in lines) if target.kind == "rtu" else "Modbus TCP"
+        fail(
+            f"no device answered on {target.describe()} ({settings}, units {units}); check "
+            "wiring (A/B swapped?), power, termination, the unit-id range and the line settings"
+        )
+
+
+# --- commission ------------------------------------------------------------------------------
+
+
+def _load_scan(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror}")
+    except json.JSONDecodeError as exc:
+        fail(f"{path} is not scan JSON ({exc}); make it with `lifeline edge scan ... --json`")
+    if not isinstance(data, dict) or "target" not in data or "devices" not in data:
+        fail(f"{path} is not scan JSON; make it with `lifeline edge scan ... --json`")
+    return data
+
+
+def _bus_from_scan(scan: dict[str, Any], index: int) -> list[dict[str, Any]]:
+    """The bus dicts for one scan (one bus; a serial port at mixed line settings is refused)."""
+    target = scan["target"]
+    devices = [d for d in scan["devices"] if d.get("profile")]
+    for d in scan["devices"]:
+        if not d.get("profile"):
+            typer.echo(
+                f"warning: unit {d['unit']} answers but matches no profile: left out", err=True
+            )
+    if not devices:
+        return []
+    kind = target["type"]
+    if kind == "rtu":
+        settings = sorted({(d["baudrate"], d["parity"]) for d in devices})
+        if len(settings) > 1:
+            where = "; ".join(
+                f"{b} 8{p}1: units "
+                + ",".join(
+                    str(d["unit"]) for d in devices if (d["baudrate"], d["parity"]) == (b, p)
+                )
+                for b, p in settings
+            )
+            fail(
+                f"devices on {target['port']} answer at different line settings ({where}); one "
+                "bus runs at one setting: set the odd ones to the same rate and parity, or wire "
+                "them to another port, then scan again"
+            )
+        baudrate, parity = settings[0]
+        bus: dict[str, Any] = {
+            "type": "rtu",
+            "name": f"rs485-{index + 1}",
+            "port": target["port"],
+            "baudrate": baudrate,
+            "parity": parity,
+        }
+    else:
+        bus = {
+            "type": kind,
+            "name": f"{kind.replace('_', '-')}-{index + 1}",
+            "host": target["host"],
+            "port": target["port"],
+        }
+    bus["devices"] = [
+        {"unit": d["unit"], "profile": d["profile"], "family": d["family"], "scan": d}
+        for d in devices
+    ]
+    return [bus]
+
+
+def _name_devices(buses: list[dict[str, Any]]) -> None:
+    counts: dict[str, int] = {}
+    for bus in buses:
+        for dev in bus["devices"]:
+            short = _FAMILY_SHORT.get(dev["family"], dev["family"])
+            name = f"{short}-{dev['unit']:02d}"
+            counts[name] = counts.get(name, 0) + 1
+    for b, bus in enumerate(buses):
+        for dev in bus["devices"]:
+            short = _FAMILY_SHORT.get(dev["family"], dev["family"])
+            name = f"{short}-{dev['unit']:02d}"
+            dev["id"] = name if counts[name] == 1 else f"{short}-b{b + 1}-{dev['unit']:02d}"
+
+
+def _parse_assets(items: list[str], buses: list[dict[str, Any]]) -> dict[str, str]:
+    """--asset KEY=CODE: KEY is a device id, or a unit id when that unit is unique."""
+    out: dict[str, str] = {}
+    devices = [d for bus in buses for d in bus["devices"]]
+    for item in items:
+        key, sep, code = item.partition("=")
+        if not sep or not re.fullmatch(r"\d{16}", code.strip()):
+            usage_error(
+                f"{item!r}: expected DEVICE=CODE with a 16-digit 部件标识码, "
+                "e.g. mh-01=3301060111000001",
+                "--asset",
+            )
+        key = key.strip()
+        matches = [d for d in devices if d["id"] == key or str(d["unit"]) == key]
+        if len(matches) != 1:
+            known = ", ".join(d["id"] for d in devices)
+            usage_error(
+                f"{item!r}: {key!r} names {len(matches)} devices; use a device id ({known})",
+                "--asset",
+            )
+        out[matches[0]["id"]] = code.strip()
+    return out
+
+
+def _load_overrides(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        fail(f"cannot read alarm overrides {path}: {exc}")
+    if not isinstance(data, dict):
+        fail(f"{path}: alarm overrides are a mapping DEVICE: {{POINT: [rules]}}")
+    return data
+
+
+def _ask(value: str | None, prompt: str, param: str, required: bool = True) -> str:
+    if value is not None:
+        return value
+    if sys.stdin.isatty():
+        return str(typer.prompt(prompt, default="" if not required else None)).strip()
+    if required:
+        usage_error(f"missing {param} (no terminal to ask on)", param)
+    return ""
+
+
+def _render_config(
+    data: dict[str, Any], location: str, grid: str, buses: list[dict[str, Any]]
+) -> str:
+    import yaml
+
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S %z")
+    head = [
+        f"# Gateway {data['gateway']} at site {data['site']}, made by `lifeline edge commission`"
+        f" on {stamp}.",
+        f"# Location: {location or '(not given)'}    单元网格 (grid cell): {grid or '(not given)'}",
+        "# Register the assets below with the collector (asset registry) so alarms become cases.",
+        "# Devices found by the scan:",
+    ]
+    for bus in buses:
+        for dev in bus["devices"]:
+            s = dev["scan"]
+            head.append(
+                f"#   {dev['id']}: unit {s['unit']}, {s['vendor']} {s['model']} firmware "
+                f"{s['firmware']}, asset {dev.get('asset') or '(none)'}"
+            )
+    body = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
+    return "\n".join(head) + "\n" + body
+
+
+def commission_command(
+    scan_json: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--scan-json", help="Output of `scan --json` (repeat for several buses).", exists=False
+        ),
+    ] = None,
+    port: PortOpt = None,
+    baud: BaudOpt = "9600",
+    parity: ParityOpt = "N,E",
+    units: UnitsOpt = "1-32",
+    host: HostOpt = None,
+    tcp_port: TcpPortOpt = 502,
+    rtu_over_tcp: RtuTcpOpt = False,
+    timeout: TimeoutOpt = 0.2,
+    gateway: Annotated[
+        str | None, typer.Option(help="Gateway id, e.g. gw-xh-0412 (letters, digits, - _ .).")
+    ] = None,
+    site: Annotated[str | None, typer.Option(help="Site (district) id, e.g. xihu.")] = None,
+    location: Annotated[
+        str | None, typer.Option(help="Where the cabinet stands (address), for the record.")
+    ] = None,
+    grid: Annotated[
+        str | None, typer.Option(help="单元网格 (grid cell) code of the cabinet.")
+    ] = None,
+    asset: Annotated[
+        list[str] | None,
+        typer.Option(help="DEVICE=部件标识码 (16 digits) of the asset a device watches; repeat."),
+    ] = None,
+    alarms_file: Annotated[
+        Path | None,
+        typer.Option(help="YAML {device: {point: [alarm rules]}} replacing profile defaults."),
+    ] = None,
+    broker: Annotated[
+        str | None, typer.Option(help="MQTT broker URL, mqtt://host:1883 or mqtts://host:8883.")
+    ] = None,
+    mqtt_root: Annotated[str, typer.Option(help="MQTT topic root.")] = "lifeline",
+    interval: Annotated[
+        float, typer.Option(help="Poll interval per device, seconds.", min=0.05)
+    ] = 1.0,
+    buffer_path: Annotated[
+        str, typer.Option(help="Where the gateway keeps its SQLite buffer on the device.")
+    ] = "/var/lib/lifeline/edge.sqlite",
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="Config file to write (default GATEWAY.yaml; - = stdout)."
+        ),
+    ] = None,
+) -> None:
+    """Turn a scan plus site facts into a validated gateway config YAML.
+
+    Asks for missing facts when run in a terminal; scripts pass them all as options.
+    """
+    from edge.config import ConfigError, parse_config, resolve_profiles
+
+    scans = [_load_scan(p) for p in scan_json or []]
+    if not scans:
+        if port is None and host is None:
+            usage_error("give --scan-json FILE, or --port/--host to scan now", "--scan-json")
+        target = _scan_target(port, host, tcp_port, rtu_over_tcp)
+        scans = [_run_scan(target, units, _line_settings(baud, parity), timeout, False).as_json()]
+    buses = [bus for i, s in enumerate(scans) for bus in _bus_from_scan(s, i)]
+    if not buses:
+        fail("the scan found no recognised device: nothing to commission")
+    _name_devices(buses)
+    gw = _ask(gateway, "Gateway id", "--gateway")
+    st = _ask(site, "Site id", "--site")
+    url = _ask(broker, "MQTT broker URL", "--broker")
+    loc = _ask(location, "Location (address)", "--location", required=False)
+    cell = _ask(grid, "单元网格 (grid cell) code", "--grid", required=False)
+    assets = _parse_assets(asset or [], buses)
+    if not asset and sys.stdin.isatty():
+        for bus in buses:
+            for dev in bus["devices"]:
+                code = typer.prompt(
+                    f"部件标识码 of the asset {dev['id']} watches (empty: none)", default=""
+                ).strip()
+                if code:
+                    assets.update(_parse_assets([f"{dev['id']}={code}"], buses))
+    overrides = _load_overrides(alarms_file)
+    for bus in buses:
+        for dev in bus["devices"]:
+            if dev["id"] in assets:
+                dev["asset"] = assets[dev["id"]]
+    data: dict[str, Any] = {
+        "gateway": gw,
+        "site": st,
+        "mqtt": {"url": url, "root": mqtt_root},
+        "buffer": {"path": buffer_path},
+        "buses": [],
+    }
+    for bus in buses:
+        entry = {k: v for k, v in bus.items() if k != "devices"}
+        entry["devices"] = []
+        for dev in bus["devices"]:
+            d: dict[str, Any] = {"id": dev["id"], "unit": dev["unit"], "profile": dev["profile"]}
+            d["interval_s"] = interval
+            if "asset" in dev:
+                d["asset"] = dev["asset"]
+            if dev["id"] in overrides:
+                d["alarms"] = overrides[dev["id"]]
+            entry["devices"].append(d)
+        data["buses"].append(entry)
+    unknown = set(overrides) - {d["id"] for b in buses for d in b["devices"]}
+    if unknown:
+        fail(f"alarm overrides name unknown device(s) {sorted(unknown)}")
+    dest = out or Path(f"{gw}.yaml")
+    try:
+        cfg = parse_config(data, str(dest))
+        resolve_profiles(cfg, Path.cwd(), str(dest))
+    except ConfigError as exc:
+        fail(f"{exc}\nfix the option named above and run commission again")
+    text = _render_config(data, loc, cell, buses)
+    if str(dest) == "-":
+        sys.stdout.write(text)
+        return
+    dest.write_text(text, encoding="utf-8")
+    n = len(cfg.devices())
+    missing = [d.id for d in cfg.devices() if d.asset is None]
+    typer.echo(f"wrote {dest}: gateway {gw} at site {st}, {len(cfg.buses)} bus(es), {n} device(s)")
+    if missing:
+        typer.echo(
+            f"note: no 部件标识码 for {', '.join(missing)}: their alarms become 事件 cases",
+            err=True,
+        )
+
+
+# --- flash -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Planned:
+    path: str  # relative to the target root
+    data: bytes  # file content, or the link target for a symlink
+    mode: int
+    secret: bool = False
+    symlink: bool = False
+
+
+def _read_secret_file(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        fail(f"cannot read the {what} {path}: {exc.strerror}")
+
+
+def _unit_text(unit_file: Path | None) -> bytes:
+    if unit_file is not None:
+        return _read_secret_file(unit_file, "systemd unit file")
+    import importlib.resources
+
+    shipped = importlib.resources.files("lifeline.config") / "systemd" / _UNIT_NAME
+    if not shipped.is_file():
+        fail(
+            f"this installation ships no config/systemd/{_UNIT_NAME}; pass --unit-file PATH "
+            "with the unit that starts `lifeline edge run --config /etc/lifeline/gateway.yaml`"
+        )
+    return shipped.read_bytes()
+
+
+def _hostname(name: str) -> str:
+    host = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:63]
+    if not host:
+        usage_error(f"{name!r} makes no valid hostname", "--hostname")
+    return host
+
+
+def _flash_plan(
+    cfg_data: dict[str, Any],
+    username: str | None,
+    password: str | None,
+    ca: Path | None,
+    client_cert: Path | None,
+    client_key: Path | None,
+    hostname: str,
+    unit: bytes,
+) -> list[_Planned]:
+    import yaml
+
+    plan: list[_Planned] = []
+    mqtt = dict(cfg_data.get("mqtt") or {})
+    if username is not None:
+        mqtt["username"] = username
+        mqtt["password"] = password
+    tls: dict[str, str] = {}
+    if ca is not None:
+        plan.append(_Planned(f"{_TLS_DIR}/ca.crt", _read_secret_file(ca, "CA certificate"), 0o644))
+        tls["ca"] = f"/{_TLS_DIR}/ca.crt"
+    if client_cert is not None and client_key is not None:
+        cert = _read_secret_file(client_cert, "client certificate")
+        key = _read_secret_file(client_key, "client key")
+        plan.append(_Planned(f"{_TLS_DIR}/client.crt", cert, 0o644))
+        plan.append(_Planned(f"{_TLS_DIR}/client.key", key, 0o600, secret=True))
+        tls.update(cert=f"/{_TLS_DIR}/client.crt", key=f"/{_TLS_DIR}/client.key")
+    if tls:
+        mqtt["tls"] = tls
+    data = dict(cfg_data, mqtt=mqtt)
+    text = "# Written by `lifeline edge flash`: holds the MQTT credentials, keep it mode 0600.\n"
+    text += yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
+    plan.insert(0, _Planned(_DEVICE_CONFIG, text.encode(), 0o600, secret=password is not None))
+    plan.append(_Planned(_UNIT_PATH, unit, 0o644))
+    plan.append(_Planned(_WANTS_LINK, f"/{_UNIT_PATH}".encode(), 0o777, symlink=True))
+    plan.append(_Planned("etc/hostname", f"{hostname}\n".encode(), 0o644))
+    return plan
+
+
+def _state(root: Path, item: _Planned) -> Literal["new", "changed", "unchanged"]:
+    path = root / item.path
+    if item.symlink:
+        if not path.is_symlink():
+            return "changed" if path.exists() else "new"
+        return "unchanged" if os.readlink(path) == item.data.decode() else "changed"
+    if not path.exists() and not path.is_symlink():
+        return "new"
+    if path.is_symlink() or not path.is_file():
+        return "changed"
+    same = path.read_bytes() == item.data and (path.stat().st_mode & 0o777) == item.mode
+    return "unchanged" if same else "changed"
+
+
+def _write(root: Path, item: _Planned) -> None:
+    path = root / item.path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.lifeline-tmp")
+    if item.symlink:
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(item.data.decode())
+    else:
+        # Create with the final mode so a secret is never readable by others, even briefly.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, item.mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(item.data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, item.mode)
+    os.replace(tmp, path)
+
+
+def _verify(root: Path, item: _Planned) -> str:
+    """'' if the file on the target is what we meant to write, else what is wrong."""
+    path = root / item.path
+    if item.symlink:
+        return "" if path.is_symlink() and os.readlink(path) == item.data.decode() else "link"
+    if hashlib.sha256(path.read_bytes()).digest() != hashlib.sha256(item.data).digest():
+        return "checksum mismatch"
+    if path.stat().st_mode & 0o777 != item.mode:
+        return f"mode {oct(path.stat().st_mode & 0o777)}"
+    return ""
+
+
+def _existing_identity(root: Path) -> str | None:
+    """The gateway id of a config already on the target ('?' if unreadable), or None."""
+    path = root / _DEVICE_CONFIG
+    if not path.exists():
+        return None
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return str(data["gateway"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return "?"
+
+
+def _load_config_data(config: Path) -> tuple[dict[str, Any], GatewayConfig]:
+    import yaml
+
+    from edge.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:
+        fail(f"{exc}\nfix the config (or commission it again) before going on")
+    return yaml.safe_load(config.read_text(encoding="utf-8")), cfg
+
+
+def flash_command(
+    target: Annotated[
+        Path,
+        typer.Argument(help="Mounted root filesystem of the gateway's SD card (or image dir)."),
+    ],
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="Commissioned gateway config YAML.")
+    ],
+    username: Annotated[str | None, typer.Option(help="MQTT user name.")] = None,
+    password_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="File holding the MQTT password (asked for if --username and a terminal)."
+        ),
+    ] = None,
+    ca: Annotated[Path | None, typer.Option(help="CA certificate of the broker (PEM).")] = None,
+    client_cert: Annotated[
+        Path | None, typer.Option(help="Client certificate (PEM) for mutual TLS.")
+    ] = None,
+    client_key: Annotated[
+        Path | None, typer.Option(help="Client private key (PEM), written mode 0600.")
+    ] = None,
+    hostname: Annotated[
+        str | None, typer.Option(help="Hostname of the gateway (default: lifeline-GATEWAY).")
+    ] = None,
+    unit_file: Annotated[
+        Path | None,
+        typer.Option(help=f"systemd unit to install (default: the shipped {_UNIT_NAME})."),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would change.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite a card that holds another gateway.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a gateway's config, credentials, CA, systemd unit and hostname onto its card.
+
+    Verifies every file by reading it back; a second run changes nothing. Refuses to
+    overwrite a card that belongs to another gateway unless --force.
+    """
+    if not target.is_dir():
+        fail(f"{target} is not a directory: mount the card's root filesystem and pass its path")
+    if (client_cert is None) != (client_key is None):
+        usage_error(
+            "a client certificate needs both --client-cert and --client-key", "--client-cert"
+        )
+    password: str | None = None
+    if username is not None:
+        if password_file is not None:
+            password = _read_secret_file(password_file, "password file").decode().strip()
+        elif sys.stdin.isatty():
+            password = str(typer.prompt("MQTT password", hide_input=True))
+        else:
+            usage_error("--username needs --password-file (no terminal to ask on)", "--username")
+    data, cfg = _load_config_data(config)
+    if (ca or client_cert) and not cfg.mqtt.url.startswith("mqtts:"):
+        usage_error(
+            f"TLS files given but the config's broker URL {cfg.mqtt.url} is not mqtts://: "
+            "commission with --broker mqtts://HOST:8883, or leave out --ca/--client-cert",
+            "--ca",
+        )
+    existing = _existing_identity(target)
+    if existing is not None and existing != cfg.gateway and not force:
+        fail(
+            f"{target} already holds gateway {existing!r} ({_DEVICE_CONFIG}); flashing "
+            f"{cfg.gateway!r} over it would take that cabinet's identity away. Use a fresh card, "
+            "or pass --force if this card really is being re-provisioned"
+        )
+    plan = _flash_plan(
+        data,
+        username,
+        password,
+        ca,
+        client_cert,
+        client_key,
+        _hostname(hostname or f"lifeline-{cfg.gateway}"),
+        _unit_text(unit_file),
+    )
+    _check_flashed_config(plan[0])
+    states = [_state(target, item) for item in plan]
+    results: list[str] = []
+    if dry_run:
+        results = [
+            f"would {'create' if s == 'new' else 'change'}" if s != "unchanged" else s
+            for s in states
+        ]
+    else:
+        for item, s in zip(plan, states, strict=True):
+            if s != "unchanged":
+                _write(target, item)
+        for item, s in zip(plan, states, strict=True):
+            problem = _verify(target, item)
+            results.append(f"FAILED: {problem}" if problem else s)
+    _report_flash(target, plan, results, as_json)
+    if any(r.startswith("FAILED") for r in results):
+        fail("read-back verification failed: the card may be worn out or full; use another card")
+
+
+def _check_flashed_config(item: _Planned) -> None:
+    import yaml
+
+    from edge.config import ConfigError, parse_config
+
+    try:
+        parse_config(yaml.safe_load(item.data), item.path)
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+def _report_flash(root: Path, plan: Sequence[_Planned], results: list[str], as_json: bool) -> None:
+    rows = []
+    for item, result in zip(plan, results, strict=True):
+        if item.symlink:
+            check = "-> " + item.data.decode()
+        elif item.secret:
+            check = "(secret: not shown)"
+        else:
+            check = "sha256 " + hashlib.sha256(item.data).hexdigest()[:16]
+        rows.append([item.path, result, "link" if item.symlink else oct(item.mode)[2:], check])
+    if as_json:
+        print_json(
+            {
+                "target": str(root),
+                "files": [
+                    {"path": r[0], "result": r[1], "mode": r[2], "check": r[3]} for r in rows
+                ],
+            }
+        )
+    else:
+        print_table(["path", "result", "mode", "check"], rows, title=f"flash {root}")
+
+
+# --- check -----------------------------------------------------------------------------------
+
+
+async def _check_device(bus: Bus, dev: DeviceConfig, profile: Profile) -> tuple[bool, str]:
+    from drivers.errors import DriverError
+    from drivers.link import poll_device
+    from drivers.planner import plan_reads
+    from drivers.scan import firmware_text
+    from edge.scheduler import make_link
+
+    link = make_link(bus)
+    try:
+        ident = await poll_device(
+            link, dev.unit, plan_reads(profile.identification.as_points()), dev.timeout_s, 1
+        )
+        if not profile.identification.matches(ident):
+            return False, (
+                f"unit {dev.unit} is not a {profile.model}: it reports vendor id "
+                f"{ident.get('vendor_id')}, model id {ident.get('model_id')}; check the unit id "
+                "or the profile (scan the bus to see what is there)"
+            )
+        values = await poll_device(
+            link, dev.unit, plan_reads(profile.points), dev.timeout_s, dev.retries
+        )
+    except DriverError as exc:
+        return False, f"{exc}; check wiring, power, unit id and line settings"
+    finally:
+        await link.aclose()
+    fw = ident.get("firmware_version")
+    version = firmware_text(fw if isinstance(fw, int) else None)
+    return True, f"{profile.vendor} {profile.model} firmware {version}, {len(values)} values read"
+
+
+def _check_broker(cfg: GatewayConfig, timeout: float) -> tuple[bool, str]:
+    """Connect as the gateway would and publish one QoS 1 status message; wait for PUBACK."""
+    import secrets
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from wire import Kind, Status, encode, topic
+
+    m = cfg.mqtt
+    session = f"check-{secrets.token_hex(4)}"
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=f"lifeline-check-{cfg.gateway}-{session[-8:]}"
+    )
+    if m.username is not None:
+        client.username_pw_set(m.username, m.password)
+    try:
+        if m.tls is not None or m.url.startswith("mqtts:"):
+            client.tls_set(
+                ca_certs=m.tls.ca if m.tls else None,
+                certfile=m.tls.cert if m.tls else None,
+                keyfile=m.tls.key if m.tls else None,
+            )
+        connected: dict[str, Any] = {}
+        client.on_connect = lambda c, u, f, rc, p: connected.update(rc=rc)
+        client.connect(m.host, m.port, keepalive=30)
+    except (OSError, ValueError) as exc:
+        return False, f"cannot connect to {m.url}: {exc}; check the URL, network and firewall"
+    client.loop_start()
+    try:
+        deadline = time.monotonic() + timeout
+        while "rc" not in connected and time.monotonic() < deadline:
+            time.sleep(0.02)
+        rc = connected.get("rc")
+        if rc is None:
+            return False, f"no CONNACK from {m.url} within {timeout:g} s"
+        if rc.is_failure:
+            return False, f"{m.url} refused the connection: {rc}; check user name and password"
+        name = topic(cfg.site, cfg.gateway, Kind.STATUS, root=m.root)
+        msg = Status(cfg.gateway, session, 0, time.time_ns() // 1_000_000, counters={"check": 1})
+        info = client.publish(name, encode(msg), qos=1)
+        info.wait_for_publish(max(0.1, deadline - time.monotonic()))
+        if not info.is_published():
+            return False, f"no PUBACK from {m.url} within {timeout:g} s for {name}"
+        return True, f"published a test status to {name}, PUBACK received"
+    except (RuntimeError, ValueError) as exc:
+        return False, f"publish to {m.url} failed: {exc}"
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def check_command(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Gateway config YAML to check.")],
+    broker_timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for the broker's CONNACK and PUBACK.", min=0.1)
+    ] = 5.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check a site: the config, every configured device, and the broker. Exit 1 on any failure.
+
+    Each device must answer its identification block as its profile expects and give one full
+    read; the broker must accept a QoS 1 test status message on the gateway's own status topic.
+    Run it with the gateway daemon stopped: a serial port carries one master at a time.
+    """
+    from edge.config import ConfigError, load_config, resolve_profiles
+
+    checks: list[tuple[str, bool, str]] = []
+    try:
+        cfg = load_config(config)
+        profiles = resolve_profiles(cfg, config.parent, str(config))
+    except ConfigError as exc:
+        reason = "; ".join(f"{f}: {r}" for f, r in exc.problems)
+        checks.append(("config", False, reason))
+        _report_checks(checks, as_json)
+        fail(f"{config} is not a valid gateway config; fix it and check again")
+    checks.append(("config", True, f"gateway {cfg.gateway} at site {cfg.site}, hash {cfg.hash()}"))
+
+    async def probe_all() -> list[tuple[str, bool, str]]:
+        out = []
+        for bus in cfg.buses:
+            for dev in bus.devices:
+                ok, why = await _check_device(bus, dev, profiles[dev.id])
+                out.append((f"device {dev.id} (unit {dev.unit})", ok, why))
+        return out
+
+    checks.extend(asyncio.run(probe_all()))
+    ok, why = _check_broker(cfg, broker_timeout)
+    checks.append((f"broker {cfg.mqtt.url}", ok, why))
+    _report_checks(checks, as_json)
+    failed = [name for name, ok, _ in checks if not ok]
+    if failed:
+        fail(f"{len(failed)} check(s) failed: {', '.join(failed)}")
+
+
+def _report_checks(checks: list[tuple[str, bool, str]], as_json: bool) -> None:
+    if as_json:
+        print_json([{"check": n, "ok": ok, "detail": why} for n, ok, why in checks])
+        return
+    rows = [[n, "pass" if ok else "FAIL", why] for n, ok, why in checks]
+    styles = ["green" if ok else "bold red" for _, ok, _ in checks]
+    print_table(["check", "result", "detail"], rows, styles=styles)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the installer commands (scan, commission, flash, check) to `lifeline edge`."""
+    app.command("scan")(scan_command)
+    app.command("commission")(commission_command)
+    app.command("flash")(flash_command)
+    app.command("check")(check_command)

@@ -1,0 +1,430 @@
+"""`lifeline edge` installer and crew commands against firmware-sim, a real broker and daemon.
+
+The commands run as subprocesses (the way an installer runs them); firmware-sim runs in a
+thread of this process. Its pty buses emulate the line rate but not the baud rate itself, so
+the buses here check the master's termios speed and drop frames sent at another rate, the
+way a real UART turns them into noise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import termios
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from firmware_sim import simulation
+from firmware_sim.scenario import Scenario
+from firmware_sim.servers import PtyBus
+
+pytestmark = pytest.mark.integration
+
+CLI = (
+    "import typer; from edge import crew, installer; app = typer.Typer(); "
+    "installer.register(app); crew.register(app); app(prog_name='lifeline edge')"
+)
+UNIT_FILE = "[Unit]\nDescription=Lifeline edge gateway\n[Service]\nExecStart=/bin/true\n"
+
+
+class BaudCheckingPtyBus(PtyBus):
+    """A pty bus that hears only masters set to its own baud rate."""
+
+    def _readable(self) -> None:
+        speed = termios.tcgetattr(self._slave)[4]
+        if speed != getattr(termios, f"B{self.baudrate}"):
+            with contextlib.suppress(OSError):
+                os.read(self._master, 4096)  # wrong rate: the UART sees noise
+            return
+        super()._readable()
+
+
+SCENARIO = {
+    "seed": 7,
+    "servers": [
+        {
+            "name": "rs485-main",
+            "kind": "serial",
+            "baudrate": 9600,
+            "parity": "N",
+            "devices": [
+                {"id": "mh-a", "unit": 1, "profile": "manhole_cover"},
+                {"id": "sl-a", "unit": 2, "profile": "streetlight"},
+            ],
+        },
+        {
+            "name": "rs485-fast",
+            "kind": "serial",
+            "baudrate": 19200,
+            "parity": "N",
+            "devices": [{"id": "gas-a", "unit": 3, "profile": "gas_detector"}],
+        },
+        {
+            "name": "lan",
+            "kind": "tcp",
+            "devices": [
+                {"id": "tilt-a", "unit": 1, "profile": "tilt_sensor"},
+                {"id": "sl-b", "unit": 4, "profile": "streetlight"},
+            ],
+        },
+    ],
+}
+
+
+class SimThread:
+    """firmware-sim running on its own event loop thread."""
+
+    def __init__(self, scenario: dict[str, Any]) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.sim = simulation.Simulation(Scenario.model_validate(scenario), control_port=None)
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        async def run() -> Any:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
+
+    def server(self, name: str) -> dict[str, Any]:
+        servers = self.call(lambda: self.sim.endpoints)["servers"]
+        return next(s for s in servers if s["name"] == name)
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[SimThread]:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(simulation, "PtyBus", BaudCheckingPtyBus)
+        st = SimThread(SCENARIO)
+    st.thread.start()
+    asyncio.run_coroutine_threadsafe(st.sim.start(), st.loop).result(10)
+    yield st
+    asyncio.run_coroutine_threadsafe(st.sim.stop(), st.loop).result(10)
+    st.loop.call_soon_threadsafe(st.loop.stop)
+    st.thread.join(5)
+    st.loop.close()
+
+
+def edge(
+    *args: str, cwd: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run `lifeline edge ARGS` in a subprocess (stdin not a terminal, stdout piped)."""
+    return subprocess.run(
+        [sys.executable, "-c", CLI, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+def test_scan_finds_exactly_the_devices_over_pty_and_tcp(sim: SimThread, tmp_path: Path) -> None:
+    main, fast, lan = sim.server("rs485-main"), sim.server("rs485-fast"), sim.server("lan")
+    found: dict[str, list[tuple[int, str | None, int | None]]] = {}
+    for name, args in {
+        "main": ["--port", main["path"], "--baud", "9600,19200", "--parity", "N"],
+        "fast": ["--port", fast["path"], "--baud", "9600,19200", "--parity", "N"],
+        "lan": ["--host", lan["host"], "--tcp-port", str(lan["port"])],
+    }.items():
+        r = edge("scan", *args, "--units", "1-4", "--timeout", "0.1", "--json")
+        assert r.returncode == 0, r.stderr
+        (tmp_path / f"{name}.json").write_text(r.stdout)
+        devices = json.loads(r.stdout)["devices"]
+        found[name] = [(d["unit"], d["family"], d["baudrate"]) for d in devices]
+        assert all(d["firmware"] == "1.2" and d["values"] and not d["error"] for d in devices)
+    assert found == {
+        "main": [(1, "manhole", 9600), (2, "streetlight", 9600)],
+        "fast": [(3, "gas", 19200)],  # silent at the default 9600, found at 19200
+        "lan": [(1, "tilt", None), (4, "streetlight", None)],
+    }
+    table = edge("scan", "--host", lan["host"], "--tcp-port", str(lan["port"]), "--units", "1-2")
+    assert table.returncode == 0
+    assert "tilt_sensor" in table.stdout
+    assert "QC-T460" in table.stdout
+    assert "\x1b[" not in table.stdout  # no colours when piped
+    empty = edge("scan", "--host", lan["host"], "--tcp-port", str(lan["port"]), "--units", "9")
+    assert empty.returncode == 1
+    assert "no device answered" in empty.stderr
+
+
+def test_commission_flash_check_on_a_temporary_card(
+    sim: SimThread, tmp_path: Path, mqtt_url: str, topic_root: str
+) -> None:
+    main, lan = sim.server("rs485-main"), sim.server("lan")
+    scans = []
+    for name, args in {
+        "main": ["--port", main["path"], "--baud", "9600", "--parity", "N"],
+        "lan": ["--host", lan["host"], "--tcp-port", str(lan["port"])],
+    }.items():
+        r = edge("scan", *args, "--units", "1-4", "--timeout", "0.1", "--json")
+        assert r.returncode == 0, r.stderr
+        (tmp_path / f"{name}.json").write_text(r.stdout)
+        scans += ["--scan-json", str(tmp_path / f"{name}.json")]
+    config = tmp_path / "gw.yaml"
+    r = edge(
+        "commission", *scans,
+        "--gateway", "gw-test-01", "--site", "xihu", "--location", "文三路 412 号",
+        "--grid", "330106001002", "--asset", "mh-01=3301060111000101",
+        "--broker", mqtt_url, "--mqtt-root", topic_root,
+        "--buffer-path", str(tmp_path / "edge.sqlite"), "--out", str(config),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    data = yaml.safe_load(config.read_text())
+    ids = [d["id"] for bus in data["buses"] for d in bus["devices"]]
+    assert ids == ["mh-01", "sl-02", "tilt-01", "sl-04"]
+    assert data["buses"][0]["devices"][0]["asset"] == "3301060111000101"
+
+    card = tmp_path / "card"
+    (card / "etc").mkdir(parents=True)
+    (tmp_path / "pw").write_text("not-printed-pw\n")
+    (tmp_path / "unit.service").write_text(UNIT_FILE)
+    flash = ["flash", str(card), "--config", str(config), "--username", "gw-test-01"]
+    flash += [
+        "--password-file",
+        str(tmp_path / "pw"),
+        "--unit-file",
+        str(tmp_path / "unit.service"),
+    ]
+    dry = edge(*flash, "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    assert {f["result"] for f in json.loads(dry.stdout)["files"]} == {"would create"}
+    assert not (card / "etc/lifeline/gateway.yaml").exists()
+
+    first = edge(*flash, "--json")
+    assert first.returncode == 0, first.stderr
+    assert {f["result"] for f in json.loads(first.stdout)["files"]} == {"new"}
+    written = card / "etc/lifeline/gateway.yaml"
+    assert written.stat().st_mode & 0o777 == 0o600
+    assert yaml.safe_load(written.read_text())["mqtt"]["password"] == "not-printed-pw"
+    link = card / "etc/systemd/system/multi-user.target.wants/lifeline-edge.service"
+    assert os.readlink(link) == "/etc/systemd/system/lifeline-edge.service"
+    assert (card / "etc/hostname").read_text() == "lifeline-gw-test-01\n"
+    again = edge(*flash, "--json")
+    assert again.returncode == 0
+    assert {f["result"] for f in json.loads(again.stdout)["files"]} == {"unchanged"}
+    assert "not-printed-pw" not in first.stdout + first.stderr + again.stdout + dry.stdout
+
+    check = edge("check", "--config", str(written), "--json")
+    assert check.returncode == 0, check.stdout + check.stderr
+    results = json.loads(check.stdout)
+    assert [c["ok"] for c in results] == [True] * 6  # config, 4 devices, broker
+    assert "PUBACK" in results[-1]["detail"]
+    assert topic_root in results[-1]["detail"]
+
+    # A card holding another gateway is refused, then overwritten only with --force.
+    other = dict(data, gateway="gw-other-99")
+    other_cfg = tmp_path / "other.yaml"
+    other_cfg.write_text(yaml.safe_dump(other))
+    unit = ["--unit-file", str(tmp_path / "unit.service")]
+    refused = edge("flash", str(card), "--config", str(other_cfg), *unit)
+    assert refused.returncode == 1
+    assert "already holds gateway 'gw-test-01'" in refused.stderr
+    assert yaml.safe_load(written.read_text())["gateway"] == "gw-test-01"
+    forced = edge("flash", str(card), "--config", str(other_cfg), *unit, "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert yaml.safe_load(written.read_text())["gateway"] == "gw-other-99"
+
+
+def test_check_names_each_failure(sim: SimThread, tmp_path: Path) -> None:
+    lan = sim.server("lan")
+    config = tmp_path / "gw.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "gateway": "gw-bad",
+                "site": "xihu",
+                "mqtt": {"url": "mqtt://127.0.0.1:1"},
+                "buffer": {"path": str(tmp_path / "b.sqlite")},
+                "buses": [
+                    {
+                        "type": "tcp",
+                        "host": lan["host"],
+                        "port": lan["port"],
+                        "devices": [
+                            {"id": "tilt-01", "unit": 1, "profile": "tilt_sensor"},
+                            {"id": "mh-09", "unit": 4, "profile": "manhole_cover"},
+                        ],
+                    }
+                ],
+            }
+        )
+    )
+    r = edge("check", "--config", str(config), "--broker-timeout", "1")
+    assert r.returncode == 1
+    lines = {line.split()[1]: line for line in r.stdout.splitlines() if line.startswith("device")}
+    assert "pass" in lines["tilt-01"]
+    assert "FAIL" in lines["mh-09"]
+    assert "streetlight" not in lines["mh-09"]
+    assert "is not a LL-JG200" in lines["mh-09"]  # unit 4 is a streetlight
+    assert "Connection refused" in r.stdout
+    assert "2 check(s) failed" in r.stderr
+
+
+def _wait_for(predicate: Callable[[], Any], timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.2)
+    raise AssertionError("condition not met in time")
+
+
+def test_crew_commands_read_the_log_a_running_daemon_writes_with_the_uplink_down(
+    sim: SimThread, tmp_path: Path
+) -> None:
+    lan = sim.server("lan")
+    db = tmp_path / "edge.sqlite"
+    config = tmp_path / "gw.yaml"
+    bus = {"type": "tcp", "host": lan["host"], "port": lan["port"]}
+    bus["devices"] = [
+        {"id": "tilt-01", "unit": 1, "profile": "tilt_sensor", "interval_s": 0.2},
+        {"id": "sl-04", "unit": 4, "profile": "streetlight", "interval_s": 0.2},
+    ]
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "gateway": "gw-crew",
+                "site": "xihu",
+                "mqtt": {"url": "mqtt://127.0.0.1:1"},  # nobody listens: the uplink stays down
+                "buffer": {"path": str(db)},
+                "buses": [bus],
+            }
+        )
+    )
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "lifeline", "edge", "run", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _crew_session(sim, config, db)
+    finally:
+        daemon.terminate()
+        daemon.wait(10)
+
+
+def _alarms(config: Path, *args: str) -> list[dict[str, Any]]:
+    r = edge("alarms", "--config", str(config), "--json", *args)
+    assert r.returncode == 0, r.stderr
+    result: list[dict[str, Any]] = json.loads(r.stdout)
+    return result
+
+
+def _crew_session(sim: SimThread, config: Path, db: Path) -> None:
+    _wait_for(db.exists)
+    sim.call(lambda: sim.sim.set_value("tilt-a", "vibration", 25.0))
+    alarm = _wait_for(lambda: _alarms(config, "--active", "--device", "tilt-01"))[0]
+    assert (alarm["point"], alarm["type"], alarm["state"]) == ("vibration", "hi", "active_unacked")
+    assert _alarms(config, "--severity", "critical") == []  # 三级 is not 一级
+    assert _alarms(config, "--since", "10m", "--device", "sl-04") == []
+
+    tail = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            CLI,
+            "tail",
+            "--db",
+            str(db),
+            "--json",
+            "--alarms-only",
+            "--since",
+            "10m",
+            "--count",
+            "2",
+            "--duration",
+            "20",
+            "--interval",
+            "0.1",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    ack = edge(
+        "ack", alarm["alarm_id"], "--by", "crew-7", "--note", "loose bracket", "--db", str(db)
+    )
+    assert ack.returncode == 0, ack.stderr
+    assert "acknowledged by crew-7: now active_acked" in ack.stdout
+    out, _ = tail.communicate(timeout=25)
+    events = [json.loads(line) for line in out.splitlines()]
+    assert [(e["alarm_id"], e["state"], e["ack_by"]) for e in events] == [
+        (alarm["alarm_id"], "active_unacked", None),
+        (alarm["alarm_id"], "active_acked", "crew-7"),
+    ]
+    again = edge("ack", alarm["alarm_id"], "--by", "crew-7", "--db", str(db))
+    assert again.returncode == 1
+    assert "nothing to acknowledge" in again.stderr
+
+    status = edge("status", "--config", str(config), "--json")
+    assert status.returncode == 0, status.stdout + status.stderr
+    st = json.loads(status.stdout)
+    assert [(d["device"], d["online"], d["open_alarms"]) for d in st["devices"]] == [
+        ("tilt-01", True, 1),
+        ("sl-04", True, 0),
+    ]
+    assert all(d["last_buffered_reading"] for d in st["devices"])
+    assert st["buffer"]["readings_waiting"] > 0
+
+    readings = edge("tail", "--db", str(db), "--json", "--device", "sl-04", "--count", "3")
+    assert readings.returncode == 0, readings.stderr
+    rows = [json.loads(line) for line in readings.stdout.splitlines()]
+    assert [(r["kind"], r["device"], r["quality"]) for r in rows] == [
+        ("reading", "sl-04", "good")
+    ] * 3
+
+    write = edge("write", "sl-04", "dimming", "40", "--config", str(config), "--yes")
+    assert write.returncode == 0, write.stderr
+    assert write.stdout.strip() == "sl-04 dimming = 40 % (read back)"
+    assert sim.call(lambda: sim.sim.devices["sl-b"].values()["dimming"]) == 40
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["scan", "--port", "/dev/null", "--host", "127.0.0.1"],
+        ["scan", "--port", "/dev/null", "--units", "0-300"],
+        ["scan", "--port", "/dev/null", "--baud", "fast"],
+        ["alarms"],
+        ["alarms", "--db", "x.sqlite", "--since", "2 weeks"],
+        ["ack", "gw:1"],
+        ["commission", "--gateway", "g"],
+        ["write", "sl-04", "lamp_switch"],
+        ["flash"],
+    ],
+)
+def test_bad_arguments_are_usage_errors(args: list[str], tmp_path: Path) -> None:
+    r = edge(*args, cwd=tmp_path)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "Usage:" in r.stderr
+
+
+def test_write_refuses_without_confirmation_and_read_only_points(
+    sim: SimThread, tmp_path: Path
+) -> None:
+    lan = sim.server("lan")
+    config = tmp_path / "gw.yaml"
+    bus = {"type": "tcp", "host": lan["host"], "port": lan["port"]}
+    bus["devices"] = [{"id": "sl-04", "unit": 4, "profile": "streetlight"}]
+    config.write_text(yaml.safe_dump({"gateway": "g", "site": "s", "buses": [bus]}))
+    unconfirmed = edge("write", "sl-04", "lamp_switch", "on", "--config", str(config))
+    assert unconfirmed.returncode == 2
+    assert "--yes" in unconfirmed.stderr
+    read_only = edge("write", "sl-04", "voltage", "230", "--config", str(config), "--yes")
+    assert read_only.returncode == 2
+    assert "lamp_switch, dimming" in read_only.stderr
+    on = edge("write", "sl-04", "lamp_switch", "on", "--config", str(config), "--yes")
+    assert on.returncode == 0
+    assert on.stdout.strip() == "sl-04 lamp_switch = True (read back)"

@@ -1,0 +1,87 @@
+"""Pure parts of the installer/crew CLI: argument parsing and plain table output."""
+
+import pytest
+import typer
+
+from drivers.scan import firmware_text, parse_units
+from edge.cli_output import print_table
+from edge.crew import _parse_severity, _parse_since, _parse_value
+from edge.installer import _hostname, _line_settings
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize(
+    ("text", "units"),
+    [("1-4", [1, 2, 3, 4]), ("7", [7]), ("1,5,3-4", [1, 3, 4, 5]), (" 2 , 2-3 ", [2, 3])],
+)
+def test_parse_units(text: str, units: list[int]) -> None:
+    assert parse_units(text) == units
+
+
+@pytest.mark.parametrize("text", ["0-3", "5-2", "1-248", "a", "1-", ""])
+def test_parse_units_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match="unit"):
+        parse_units(text)
+
+
+def test_firmware_text_reads_major_minor() -> None:
+    assert (firmware_text(0x0102), firmware_text(0x0A00), firmware_text(None)) == (
+        "1.2",
+        "10.0",
+        None,
+    )
+
+
+def test_line_settings_cross_product_and_errors() -> None:
+    lines = _line_settings("9600,19200", "n,E")
+    assert [str(x) for x in lines] == ["9600 8N1", "9600 8E1", "19200 8N1", "19200 8E1"]
+    with pytest.raises(typer.BadParameter, match="not a parity"):
+        _line_settings("9600", "X")
+    with pytest.raises(typer.BadParameter, match="not a baud rate"):
+        _line_settings("96OO", "N")
+
+
+@pytest.mark.parametrize(
+    ("text", "ms"), [("90s", 90_000), ("30m", 1_800_000), ("2h", 7_200_000), ("1.5d", 129_600_000)]
+)
+def test_parse_since(text: str, ms: int) -> None:
+    assert _parse_since(text) == ms
+
+
+@pytest.mark.parametrize("text", ["2", "2 weeks", "-1h", "h"])
+def test_parse_since_rejects(text: str) -> None:
+    with pytest.raises(typer.BadParameter, match="duration"):
+        _parse_since(text)
+
+
+def test_parse_severity_accepts_levels_and_words() -> None:
+    assert [_parse_severity(x) for x in ("1", "critical", "High", "4")] == [1, 1, 2, 4]
+    with pytest.raises(typer.BadParameter):
+        _parse_severity("5")
+
+
+def test_parse_value_by_point_type() -> None:
+    assert [_parse_value(x, "bool") for x in ("on", "OFF", "1", "false")] == [
+        True,
+        False,
+        True,
+        False,
+    ]
+    assert _parse_value("40", "uint16") == 40
+    assert isinstance(_parse_value("40", "uint16"), int)
+    assert _parse_value("2.5", "float32") == 2.5
+    with pytest.raises(typer.BadParameter, match="on/off"):
+        _parse_value("dim", "bool")
+    with pytest.raises(typer.BadParameter, match="not a number"):
+        _parse_value("lots", "uint16")
+
+
+def test_hostname_is_made_valid() -> None:
+    assert _hostname("lifeline-GW_Xh.0412") == "lifeline-gw-xh-0412"
+
+
+def test_plain_table_aligns_wide_characters(capsys: pytest.CaptureFixture[str]) -> None:
+    print_table(["严重度", "state"], [["二级 high", "active_unacked"], ["4", "normal"]])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == ["严重度     state", "二级 high  active_unacked", "4          normal"]
