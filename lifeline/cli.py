@@ -1,0 +1,59 @@
+"""`lifeline`: one command line for gateways, the collector, the simulator and the demo district."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from collector.cli import app as collector_app
+from edge.cli import app as edge_app
+from firmware_sim.cli import app as sim_app
+
+app = typer.Typer(
+    name="lifeline",
+    help=(
+        "Lifeline watches manhole covers, streetlights, gas and tilt sensors and turns their "
+        "alarms into city cases. Start with `lifeline demo` to see a simulated district running."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(
+    edge_app,
+    name="edge",
+    help="The gateway in a street cabinet: run it, check it, read and acknowledge its alarms.",
+)
+app.add_typer(
+    collector_app,
+    name="collector",
+    help="The collector: ingest gateway data from MQTT, store it, raise city cases, serve the API.",
+)
+app.add_typer(
+    sim_app,
+    name="sim",
+    help="firmware-sim: simulated Modbus sensors for tests, demos and benchmarks.",
+)
+
+
+@app.command()
+def demo(
+    duration: Annotated[
+        float | None,
+        typer.Option(help="Stop by itself after this many seconds (default: run until Ctrl-C)."),
+    ] = None,
+    http_port: Annotated[
+        int, typer.Option(help="Port of the collector's HTTP API on 127.0.0.1 (0 = any free port).")
+    ] = 8080,
+    state_dir: Annotated[
+        Path, typer.Option(help="Where the demo keeps its broker, buffer and database files.")
+    ] = Path(".lifeline/demo"),
+) -> None:
+    """Run a demo district: simulated sensors -> gateway -> broker -> collector -> HTTP API."""
+    from lifeline.demo import run_demo
+
+    raise typer.Exit(run_demo(state_dir=state_dir, http_port=http_port, duration=duration))
+
+
+def main() -> None:
+    """Entry point of the `lifeline` console script."""
+    app()

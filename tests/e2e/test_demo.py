@@ -1,0 +1,47 @@
+"""`lifeline demo` brings up the district on embedded defaults and prints a URL that answers."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lifeline.demo import http_json
+
+pytestmark = pytest.mark.e2e
+
+
+def test_demo_prints_an_api_url_that_serves_readings(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lifeline",
+            "demo",
+            "--http-port",
+            "0",
+            "--duration",
+            "60",
+            "--state-dir",
+            str(tmp_path / "demo"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        url = None
+        for line in proc.stdout:  # the banner comes once the first reading is stored
+            found = re.search(r"HTTP API\s+(http://\S+)", line)
+            if found:
+                url = found.group(1)
+                break
+        assert url is not None, "the demo never printed its API URL"
+        readings = http_json(url)
+        assert readings, f"{url} did not answer with readings"
+        assert {r["device"] for r in readings} == {"mh-e01"}
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0  # Ctrl-C/SIGTERM is a clean stop
