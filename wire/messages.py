@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
+from typing import NamedTuple
 
 from wire.topics import Kind
 
@@ -35,9 +36,11 @@ class AlarmState(StrEnum):
     NORMAL = "normal"
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):
     """One sampled point value: sample time is UTC milliseconds taken at the edge."""
+
+    # A NamedTuple, not a dataclass: millions are built per minute at the collector and
+    # tuple construction costs half of a frozen dataclass's.
 
     device: str
     point: str

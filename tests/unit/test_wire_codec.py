@@ -263,3 +263,12 @@ def test_extension_types_and_non_bytes_are_rejected() -> None:
 def test_encode_turns_unencodable_values_into_wire_error() -> None:
     with pytest.raises(WireError, match="cannot encode"):
         encode(DataBatch("gw-1", "s", 1, T0, (Record("mh-001", "x", T0, 2**70),)))
+
+
+@pytest.mark.parametrize(
+    "device", [["a"], {"a": 1}, 7, None, b"mh-001"], ids=["list", "map", "int", "nil", "bin"]
+)
+def test_unhashable_or_non_string_device_ids_are_refused(device: Any) -> None:
+    rows = [["mh-001", "x", T0, 1.0, "good", False], [device, "x", T0, 1.0, "good", False]]
+    with pytest.raises(WireError, match="record 1 device"):
+        decode(_packed(_data_envelope(b=rows)))
