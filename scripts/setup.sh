@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up on a fresh Debian machine: system packages, then .venv with Lifeline installed.
 # Safe to run any number of times; it only does what is missing.
+#   scripts/setup.sh            what the demo needs
+#   scripts/setup.sh --tests    also what the test suite needs (PostgreSQL, headless Chromium)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,14 +11,19 @@ log() { printf '[setup] %s\n' "$*"; }
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
   || { echo "Lifeline needs Python >= 3.11 as python3" >&2; exit 1; }
 
+for_tests=0
+[ "${1:-}" = "--tests" ] && for_tests=1
+
 missing=()
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
-if ! command -v pg_ctl >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
-  missing+=(postgresql)
-fi
-if [ "${LIFELINE_SETUP_BROWSER:-0}" = 1 ]; then
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+if [ "$for_tests" = 1 ]; then
+  if ! command -v pg_ctl >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
+    missing+=(postgresql)
+  fi
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 fi
 
 if [ ${#missing[@]} -gt 0 ]; then

@@ -3,7 +3,7 @@
 # Extra arguments go to pytest (e.g. scripts/test.sh -m unit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh --tests
 
 export PATH="$PWD/.venv/bin:$PATH"
 echo "[test] ruff check";        ruff check .
