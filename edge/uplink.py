@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -58,6 +59,7 @@ class Uplink:
         self._topics = {k: topic(site, gateway, k, root=cfg.root) for k in Kind}
         self._client: mqtt.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
         self._misc: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self._lost = asyncio.Event()
@@ -89,6 +91,7 @@ class Uplink:
     async def run(self) -> None:
         """Stay connected until `close`; each connection publishes birth and drains the outbox."""
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         attempt = 0
         while not self._stopping:
             try:
@@ -251,9 +254,17 @@ class Uplink:
     # --- paho socket hooks (may be called from the connect thread: hop to the loop) ----------
 
     def _hop(self, fn: Callable[..., None], *args: Any) -> None:
-        """Run `fn` on the loop thread (a no-op once the loop is gone)."""
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(fn, *args)
+        """Run `fn` on the loop thread (a no-op once the loop is gone).
+
+        At once when already on it (every publish); through the loop from the connect executor.
+        """
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        if threading.get_ident() == self._loop_thread:
+            fn(*args)  # no wake-up through the loop's self-pipe per publish
+        else:
+            loop.call_soon_threadsafe(fn, *args)
 
     def _on_socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
         self._hop(self._register_reader, client, sock)
@@ -389,3 +400,5 @@ class Uplink:
             self._inflight[info.mid] = (batch.seq, time.monotonic())
             self._inflight_seqs.add(batch.seq)
             self.published += 1
+        if client.want_write():
+            client.loop_write()  # send now; the socket's writer callback takes over if it is full
