@@ -1,5 +1,6 @@
 """msgpack codec for v1 messages: compact arrays on the hot path, strict validation on decode."""
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -218,6 +219,63 @@ def _enc_data(msg: Message) -> list[list[Any]]:
 
 def _dec_data(gw: str, session: str, seq: int, sent: int, body: Any) -> DataBatch:
     rows = _list(body, "records")
+    records = _dec_columns(rows)
+    if records is None:
+        records = tuple(_dec_rows(rows))
+    return DataBatch(gw, session, seq, sent, records)
+
+
+# tuple.__new__(Record, fields) is what Record._make does, minus a Python call per record.
+_new_record = functools.partial(tuple.__new__, Record)
+_QUALITY_NAMES = frozenset(_QUALITIES)
+
+
+def _dec_columns(rows: list[Any]) -> tuple[Record, ...] | None:
+    """Records of a batch checked column by column, or None to take the row-by-row path.
+
+    Accepts exactly what `_dec_rows` accepts on its fast path, but every check runs as one
+    C-level pass over a column (types, ranges, the few distinct devices, points and
+    qualities), not as Python code per record: a typical batch of telemetry.
+    """
+    if not rows or set(map(type, rows)) != {list} or set(map(len, rows)) != {6}:
+        return None
+    devices, points, stamps, values, qualities, hists = zip(*rows, strict=True)
+    if (
+        set(map(type, devices)) != {str}
+        or set(map(type, points)) != {str}
+        or set(map(type, stamps)) != {int}
+        or set(map(type, qualities)) != {str}
+        or set(map(type, hists)) != {bool}
+    ):
+        return None
+    quality_names = set(qualities)
+    point_names = set(points)
+    if (
+        not quality_names <= _QUALITY_NAMES
+        or min(stamps) < MIN_TS_MS
+        or max(stamps) > MAX_TS_MS
+        or max(map(len, point_names)) > 64
+        or not all(map(IDENT_RE.match, set(devices)))
+    ):
+        return None
+    if set(map(type, values)) == {float}:
+        if not all(map(math.isfinite, values)):
+            return None
+    elif not all(map(_plain_value, values)):
+        return None
+    stale = Quality.STALE.value
+    if stale in quality_names and any(
+        v is not None for v, q in zip(values, qualities, strict=True) if q == stale
+    ):
+        return None
+    quality = map(_QUALITIES.__getitem__, qualities)
+    return tuple(
+        map(_new_record, zip(devices, points, stamps, values, quality, hists, strict=True))
+    )
+
+
+def _dec_rows(rows: list[Any]) -> list[Record]:
+    """Records of a batch checked one by one: any batch, with the precise error if invalid."""
     records: list[Record] = []
     append = records.append
     devices: set[str] = set()  # ids already checked in this batch: the regex runs once per device
@@ -242,7 +300,7 @@ def _dec_data(gw: str, session: str, seq: int, sent: int, body: Any) -> DataBatc
                 append(Record(device, point, ts, value, quality, hist))
                 continue
         append(_dec_record(i, row))  # raises WireError saying exactly what is wrong
-    return DataBatch(gw, session, seq, sent, tuple(records))
+    return records
 
 
 def _plain_value(x: Any) -> bool:
