@@ -13,6 +13,11 @@ app = typer.Typer(
 )
 assets_app = typer.Typer(help="Manage the 部件 (asset) registry.", no_args_is_help=True)
 app.add_typer(assets_app, name="assets")
+keys_app = typer.Typer(
+    help="Manage API keys for the HTTP API (roles: viewer < dispatcher < operator < admin).",
+    no_args_is_help=True,
+)
+app.add_typer(keys_app, name="keys")
 
 DEFAULTS: dict[str, Any] = {
     "mqtt": "mqtt://127.0.0.1:1883",
@@ -23,6 +28,11 @@ DEFAULTS: dict[str, Any] = {
     "client_id": "lifeline-collector",
     "assets": None,
     "routing": None,
+    "mqtt_username": None,
+    "mqtt_password": None,
+    "mqtt_ca": None,
+    "mqtt_cert": None,
+    "mqtt_key": None,
 }
 
 DbOpt = Annotated[
@@ -34,14 +44,31 @@ DbOpt = Annotated[
 ]
 
 
+MAX_CONFIG_BYTES = 1024 * 1024  # a few dozen options: anything bigger is a mistake
+
+
 def _load_yaml(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
     import yaml
 
-    doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if path.is_file() and path.stat().st_size > MAX_CONFIG_BYTES:
+        raise typer.BadParameter(
+            f"{path} is {path.stat().st_size} bytes; a collector config is at most "
+            f"{MAX_CONFIG_BYTES} bytes",
+            param_hint="--config",
+        )
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise typer.BadParameter(
+            f"{path}: not a readable YAML file: {exc}", param_hint="--config"
+        ) from None
     if not isinstance(doc, dict):
         raise typer.BadParameter(f"{path} must hold a mapping", param_hint="--config")
+    wrong = sorted(str(k) for k, v in doc.items() if isinstance(v, list | dict))
+    if wrong:
+        raise typer.BadParameter(f"{path}: {wrong} must be single values", param_hint="--config")
     unknown = set(doc) - set(DEFAULTS)
     if unknown:
         raise typer.BadParameter(
@@ -87,6 +114,33 @@ def run(
         Path | None, typer.Option(help="YAML file with any of the options above.")
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    bootstrap_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="If the database has no admin API key, create one and write it to this file"
+            " (mode 0600). For demos and first start-up."
+        ),
+    ] = None,
+    mqtt_username: Annotated[
+        str | None, typer.Option(help="Broker user name (brokers with a password_file).")
+    ] = None,
+    mqtt_password: Annotated[
+        str | None,
+        typer.Option(
+            envvar="LIFELINE_MQTT_PASSWORD",
+            show_default=False,
+            help="Broker password; pass it in $LIFELINE_MQTT_PASSWORD, not on the command line.",
+        ),
+    ] = None,
+    mqtt_ca: Annotated[
+        Path | None, typer.Option(help="CA file to trust for TLS (mqtts://HOST:8883).")
+    ] = None,
+    mqtt_cert: Annotated[
+        Path | None, typer.Option(help="TLS client certificate, if the broker asks for one.")
+    ] = None,
+    mqtt_key: Annotated[
+        Path | None, typer.Option(help="Key of the TLS client certificate.")
+    ] = None,
 ) -> None:
     """Ingest from MQTT and serve the HTTP API in one process until SIGTERM/Ctrl-C."""
     import uvicorn
@@ -105,9 +159,20 @@ def run(
         "client_id": client_id,
         "assets": assets,
         "routing": routing,
+        "mqtt_username": mqtt_username,
+        "mqtt_password": mqtt_password,
+        "mqtt_ca": mqtt_ca,
+        "mqtt_cert": mqtt_cert,
+        "mqtt_key": mqtt_key,
     }
     opts = {**DEFAULTS, **_load_yaml(config), **{k: v for k, v in given.items() if v is not None}}
     host, port = _split_http(str(opts["http"]))
+    from collector.ingest import parse_mqtt_url
+
+    try:
+        parse_mqtt_url(str(opts["mqtt"]))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--mqtt") from None
     cfg = CollectorConfig(
         db_url=str(opts["db"]),
         ingest=IngestConfig(
@@ -115,6 +180,11 @@ def run(
             root=str(opts["root"]),
             client_id=str(opts["client_id"]),
             share_group=opts["share_group"],
+            username=opts["mqtt_username"],
+            password=opts["mqtt_password"],
+            tls_ca=str(opts["mqtt_ca"]) if opts["mqtt_ca"] else None,
+            tls_cert=str(opts["mqtt_cert"]) if opts["mqtt_cert"] else None,
+            tls_key=str(opts["mqtt_key"]) if opts["mqtt_key"] else None,
         ),
         assets_file=Path(opts["assets"]) if opts["assets"] else None,
         routing_file=Path(opts["routing"]) if opts["routing"] else None,
@@ -129,6 +199,8 @@ def run(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     try:
+        if bootstrap_key_file is not None:
+            _bootstrap_key(runtime.store, bootstrap_key_file)
         runtime.start()
         server = uvicorn.Server(
             uvicorn.Config(create_app(cfg, runtime), host=host, port=port, log_level="warning")
@@ -155,6 +227,85 @@ def migrate(db: DbOpt = None) -> None:
         typer.echo(f"{store.backend}: applied {applied or 'nothing (up to date)'}")
     finally:
         store.close()
+
+
+def _bootstrap_key(store: Any, path: Path) -> None:
+    import time
+
+    from collector.keys import bootstrap_admin_key
+
+    if bootstrap_admin_key(store, path, int(time.time() * 1000)):
+        typer.echo(f"created an admin API key; it is in {path}", err=True)
+
+
+@keys_app.command("create")
+def create_key(
+    role: Annotated[
+        str, typer.Option(help="viewer, dispatcher (cases), operator (ack, commands) or admin.")
+    ],
+    name: Annotated[str, typer.Option(help="Who holds the key; recorded as the actor.")],
+    db: DbOpt = None,
+) -> None:
+    """Create an API key and print it. It is shown only now: the database keeps its digest."""
+    import time
+
+    from collector.keys import Role, digest, display_prefix, new_token
+    from collector.store import open_store
+
+    try:
+        chosen = Role(role)
+    except ValueError:
+        roles = ", ".join(r.value for r in Role)
+        raise typer.BadParameter(f"{role!r} is not one of {roles}", param_hint="--role") from None
+    if not name.strip():
+        raise typer.BadParameter("must not be empty", param_hint="--name")
+    store = open_store(db or DEFAULTS["db"])
+    try:
+        store.migrate()
+        token = new_token()
+        now = int(time.time() * 1000)
+        key_id = store.create_api_key(name, chosen.value, digest(token), display_prefix(token), now)
+    finally:
+        store.close()
+    typer.echo(f"created key {key_id} ({chosen.value}) for {name}; store it now:", err=True)
+    typer.echo(token)
+
+
+@keys_app.command("list")
+def list_keys(db: DbOpt = None) -> None:
+    """List API keys (id, role, name, prefix, revoked or not); never the keys themselves."""
+    from collector.store import open_store
+
+    store = open_store(db or DEFAULTS["db"])
+    try:
+        store.migrate()
+        for k in store.api_keys():
+            state = "revoked" if k.revoked_ms is not None else "active"
+            typer.echo(f"{k.id}\t{k.role.value}\t{state}\t{k.prefix}...\t{k.name}")
+    finally:
+        store.close()
+
+
+@keys_app.command("revoke")
+def revoke_key(
+    key_id: Annotated[int, typer.Argument(help="The id shown by `keys list`.")],
+    db: DbOpt = None,
+) -> None:
+    """Revoke an API key at once."""
+    import time
+
+    from collector.store import open_store
+
+    store = open_store(db or DEFAULTS["db"])
+    try:
+        store.migrate()
+        done = store.revoke_api_key(key_id, int(time.time() * 1000))
+    finally:
+        store.close()
+    if not done:
+        typer.echo(f"error: no active key {key_id}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked key {key_id}")
 
 
 @assets_app.command("import")

@@ -1,5 +1,6 @@
 """MQTT ingest: QoS 1, persistent session, batched commits, PUBACK only after the commit."""
 
+import gc
 import logging
 import queue
 import threading
@@ -52,11 +53,11 @@ def classify(topic_name: str, payload: bytes, root: str, now_ms: int) -> Incomin
 
 
 def parse_mqtt_url(url: str) -> tuple[str, int]:
-    """Split mqtt://host:port into (host, port)."""
+    """Split mqtt://host:port (or mqtts://host:port, TLS, default 8883) into (host, port)."""
     parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-        raise ValueError(f"MQTT URL {url!r} must look like mqtt://HOST:PORT")
-    return parts.hostname, parts.port or 1883
+    if parts.scheme not in ("mqtt", "tcp", "mqtts") or not parts.hostname:
+        raise ValueError(f"MQTT URL {url!r} must look like mqtt://HOST:PORT or mqtts://HOST:PORT")
+    return parts.hostname, parts.port or (8883 if parts.scheme == "mqtts" else 1883)
 
 
 @dataclass
@@ -93,6 +94,11 @@ class IngestConfig:
     retry_s: float = 1.0  # first back-off after a store error
     keepalive_s: int = 30
     kinds: tuple[Kind, ...] = field(default=INGEST_KINDS)
+    username: str | None = None  # broker credentials (a password_file deployment)
+    password: str | None = field(default=None, repr=False)  # never in logs or reprs
+    tls_ca: str | None = None  # CA file to trust; TLS is on for mqtts:// or when set
+    tls_cert: str | None = None  # client certificate (with tls_key) for brokers that ask
+    tls_key: str | None = None
 
 
 class Ingest:
@@ -136,6 +142,16 @@ class Ingest:
         # discards our queue as soon as we disconnect, and with it everything we missed.
         props.SessionExpiryInterval = SESSION_NEVER_EXPIRES
         props.ReceiveMaximum = self.config.receive_maximum
+        cfg = self.config
+        if cfg.username is not None:
+            self._client.username_pw_set(cfg.username, cfg.password)
+        if cfg.mqtt_url.startswith("mqtts://") or cfg.tls_ca is not None:
+            self._client.tls_set(ca_certs=cfg.tls_ca, certfile=cfg.tls_cert, keyfile=cfg.tls_key)
+        # Decoded batches wait in the queue as tuples the garbage collector cannot untrack (their
+        # Quality members are objects), which makes full collections frequent; each one also
+        # walked every module, class and function loaded so far. Those live as long as the
+        # process: freezing them cut ingest CPU per reading by about a fifth.
+        gc.freeze()
         self._writer.start()
         self._client.connect_async(
             host, port, self.config.keepalive_s, clean_start=False, properties=props

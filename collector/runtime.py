@@ -10,8 +10,10 @@ from pathlib import Path
 from collector import assets as asset_files
 from collector.cases.engine import CaseEngine
 from collector.cases.routing import default_routing_path, load_routing
+from collector.events import EventPump, Notifier
 from collector.ingest import Ingest, IngestConfig
 from collector.store import Store, open_store
+from collector.webhooks import Deliverer, WebhookConfig
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,8 @@ class CollectorConfig:
     assets_file: Path | None = None
     routing_file: Path | None = None
     escalate_every_s: float = 5.0
+    events_poll_s: float = 0.5  # event-log pass without a kick (rows from other collectors)
+    webhooks: WebhookConfig = field(default_factory=WebhookConfig)
 
 
 class Runtime:
@@ -40,6 +44,9 @@ class Runtime:
             log.info("imported %d assets from %s", n, config.assets_file)
         routing = load_routing(config.routing_file or default_routing_path())
         self.cases = CaseEngine(self.store, routing, clock)
+        self.notifier = Notifier()
+        self.events = EventPump(self.store, self.notifier, config.events_poll_s, clock)
+        self.webhooks = Deliverer(self.store, self.notifier, config.webhooks, clock)
         self._lock = threading.Lock()
         self._last_escalation = 0.0
         self._clock = clock
@@ -52,6 +59,8 @@ class Runtime:
     def start(self) -> None:
         """Start ingest (if configured) after handling alarm events left from a previous run."""
         self.after_commit()
+        self.events.start()
+        self.webhooks.start()
         if self.ingest is not None:
             self.ingest.start()
 
@@ -64,9 +73,12 @@ class Runtime:
             if now - self._last_escalation >= self.config.escalate_every_s:
                 self._last_escalation = now
                 self.cases.escalate_overdue()
+        self.events.kick()
 
     def close(self) -> None:
         """Stop ingest, then close the store."""
         if self.ingest is not None:
             self.ingest.stop()
+        self.webhooks.stop()
+        self.events.stop()
         self.store.close()

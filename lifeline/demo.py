@@ -71,10 +71,11 @@ def wait_until(what: str, check: Any, timeout: float, children: list[Child]) -> 
     raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def http_json(url: str) -> Any:
-    """GET url and parse JSON, or None if nothing answers (yet)."""
+def http_json(url: str, key: str | None = None) -> Any:
+    """GET url (with API key `key`, if given) and parse JSON, or None if nothing answers (yet)."""
+    request = urllib.request.Request(url, headers={"X-API-Key": key} if key else {})  # noqa: S310
     try:
-        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - our own loopback API
+        with urllib.request.urlopen(request, timeout=2) as resp:  # noqa: S310 - our loopback API
             return json.loads(resp.read())
     except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
         return None
@@ -146,20 +147,23 @@ def run_demo(state_dir: Path, http_port: int, duration: float | None) -> int:
             f"127.0.0.1:{http_port}",
             "--db",
             f"sqlite:///{state_dir}/collector.db",
+            "--bootstrap-key-file",
+            str(state_dir / "admin.key"),
         ]
         assets = Path(str(CONFIG / "assets" / "demo.yaml"))
         if assets.exists():
             collector_args += ["--assets", str(assets)]
         children.append(spawn("collector", collector_args, logs))
         wait_until("the collector API", lambda: http_json(f"{api}/readyz"), 60, children)
+        key = (state_dir / "admin.key").read_text().strip()
         children.append(spawn("gateway", ["edge", "run", "--config", str(gw_file)], logs))
         first = wait_until(
             "the first reading at the collector",
-            lambda: http_json(f"{api}/api/v1/readings?device=mh-e01&limit=1"),
+            lambda: http_json(f"{api}/api/v1/readings?device=mh-e01&limit=1", key),
             60,
             children,
         )
-        print(_banner(api, first[0], state_dir), flush=True)
+        print(_banner(api, first[0], state_dir, key), flush=True)
         return _supervise(children, duration)
 
 
@@ -172,12 +176,14 @@ def _stop_all(children: list[Child]) -> None:
         child.stop()
 
 
-def _banner(api: str, reading: dict[str, Any], state_dir: Path) -> str:
+def _banner(api: str, reading: dict[str, Any], state_dir: Path, key: str) -> str:
     return "\n".join(
         [
             "",
             "Lifeline demo district is running: firmware-sim -> gateway gw-demo -> collector.",
+            f"  live console    {api}/console#key={key}",
             f"  HTTP API        {api}/api/v1/readings?device=mh-e01",
+            f"  API key         {state_dir}/admin.key (admin; send it as X-API-Key)",
             f"  API docs        {api}/docs",
             f"  gateways        {api}/api/v1/gateways",
             f"  health          {api}/healthz",

@@ -6,10 +6,33 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from collector.api.routes import assets, cases, gateways, health, readings
+from collector.api import problems
+from collector.api.routes import (
+    alarms,
+    assets,
+    cases,
+    console,
+    events,
+    gateways,
+    health,
+    keys,
+    metrics,
+    open311,
+    readings,
+    webhooks,
+)
 from collector.runtime import CollectorConfig, Runtime
 
 AppConfig = CollectorConfig
+
+DESCRIPTION = """The command-center API of a Lifeline collector: alarms (list, acknowledge, live
+Server-Sent Events), webhooks, 数字城管 cases, assets, gateways, devices, readings, Open311.
+
+Every endpoint except /healthz, /readyz and the /console page needs an API key, sent as
+`Authorization: Bearer KEY` or `X-API-Key: KEY` (the SSE stream also takes `?api_key=`).
+Roles are hierarchical: viewer < dispatcher (case actions) < operator (acknowledge, commands)
+< admin (keys, webhooks, assets). Errors are application/problem+json.
+"""
 
 
 def create_app(config: CollectorConfig, runtime: Runtime | None = None) -> FastAPI:
@@ -28,7 +51,14 @@ def create_app(config: CollectorConfig, runtime: Runtime | None = None) -> FastA
             if owned:
                 await run_in_threadpool(rt.close)
 
-    app = FastAPI(title="Lifeline collector", version="1", lifespan=lifespan)
-    for module in (health, readings, gateways, assets, cases):
+    app = FastAPI(
+        title="Lifeline collector",
+        version="1",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    problems.install(app)
+    routers = (health, alarms, events, cases, gateways, assets, readings, keys, webhooks)
+    for module in (*routers, open311, metrics, console):
         app.include_router(module.router)
     return app

@@ -1,10 +1,12 @@
 """The storage port: everything ingest, the case engine and the API need from a database."""
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from collector.assets import Asset
 from collector.cases.workflow import Audit, Case
+from collector.events import AlarmView, EventRecord
+from collector.keys import ApiKey
 from collector.models import (
     AlarmRecord,
     AlarmTransition,
@@ -16,6 +18,7 @@ from collector.models import (
     Reading,
     WriteResult,
 )
+from collector.webhooks import Delivery, DueDelivery, Webhook
 
 
 class StoreError(RuntimeError):
@@ -147,4 +150,124 @@ class Store(Protocol):
 
     def audit(self, case_no: str) -> list[Audit]:
         """The audit trail of a case, oldest first."""
+        ...
+
+    # --- command-center API -------------------------------------------------------------------
+
+    def create_api_key(self, name: str, role: str, key_hash: str, prefix: str, now_ms: int) -> int:
+        """Store a new key by its digest; return its id."""
+        ...
+
+    def api_key_by_hash(self, key_hash: str) -> ApiKey | None:
+        """The active (not revoked) key with this digest."""
+        ...
+
+    def api_keys(self) -> list[ApiKey]:
+        """Every key (active and revoked), oldest first."""
+        ...
+
+    def revoke_api_key(self, key_id: int, now_ms: int) -> bool:
+        """Revoke a key; False if there is no such active key."""
+        ...
+
+    def pump_events(self, now_ms: int, limit: int = 500) -> int:
+        """Copy alarm events, status changes and case audits not yet logged into `events`."""
+        ...
+
+    def last_event_id(self) -> int:
+        """The newest event id (0 if the log is empty)."""
+        ...
+
+    def events(
+        self, after_id: int, limit: int = 500, types: Sequence[str] = ()
+    ) -> list[EventRecord]:
+        """Events with id > after_id, oldest first; `types` are LIKE patterns (empty = all)."""
+        ...
+
+    def find_alarms(
+        self,
+        *,
+        states: Sequence[str] = (),
+        severities: Sequence[int] = (),
+        gateway: str | None = None,
+        device: str | None = None,
+        asset: str | None = None,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        before_id: int | None = None,
+        limit: int = 100,
+    ) -> list[AlarmView]:
+        """Alarm occurrences matching every given filter, newest first, ids below `before_id`."""
+        ...
+
+    def alarm(self, alarm_id: str) -> AlarmView | None:
+        """One alarm occurrence by its edge id (`gateway:seq`)."""
+        ...
+
+    def find_cases(
+        self,
+        *,
+        states: Sequence[str] = (),
+        department: str | None = None,
+        subcategory: str | None = None,
+        grid: str | None = None,
+        overdue_at_ms: int | None = None,
+        overdue: bool = True,
+        before: tuple[int, str] | None = None,
+        limit: int = 100,
+    ) -> list[Case]:
+        """Cases matching every given filter, newest first, keyset-paged below `before`."""
+        ...
+
+    def count_cases_by_state(self) -> dict[str, int]:
+        """How many cases are in each state."""
+        ...
+
+    def command_reply(self, gateway: str, command_id: str) -> dict[str, Any] | None:
+        """A gateway's reply to a command, if it arrived."""
+        ...
+
+    def create_webhook(
+        self, url: str, events: Sequence[str], secret: str, description: str, now_ms: int
+    ) -> Webhook:
+        """Register an endpoint; it receives events logged from now on."""
+        ...
+
+    def webhooks(self) -> list[Webhook]:
+        """Every registered webhook."""
+        ...
+
+    def delete_webhook(self, webhook_id: int, now_ms: int) -> bool:
+        """Unregister a webhook, cancelling its pending deliveries; False if unknown."""
+        ...
+
+    def fan_out_deliveries(self, now_ms: int, limit: int = 500) -> int:
+        """Create pending deliveries for events past each webhook's cursor; return how many."""
+        ...
+
+    def claim_due_deliveries(
+        self, now_ms: int, limit: int = 100, lease_ms: int = 60_000
+    ) -> list[DueDelivery]:
+        """Pending deliveries due now, leased for `lease_ms` so no other sender takes them."""
+        ...
+
+    def record_delivery(
+        self,
+        delivery_id: int,
+        status: str,
+        attempts: int,
+        next_ms: int,
+        response_code: int | None,
+        error: str,
+        now_ms: int,
+    ) -> None:
+        """Store the outcome of one delivery attempt."""
+        ...
+
+    def deliveries(self, webhook_id: int, limit: int = 100) -> list[Delivery]:
+        """The most recent deliveries of a webhook, newest first."""
+        ...
+
+    def count_deliveries_by_status(self) -> dict[str, int]:
+        """How many deliveries are in each status."""
         ...

@@ -152,6 +152,82 @@ CREATE TABLE IF NOT EXISTS case_alarms (
 );
 """
 
+# Version 3: the command-center API. The pump copies alarm events, status changes and case
+# audits (flagged `evented` once copied) into one `events` log whose id is the SSE/webhook id.
+_API = """
+CREATE TABLE IF NOT EXISTS api_keys (
+    id {id},
+    name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    key_hash TEXT NOT NULL UNIQUE,
+    prefix TEXT NOT NULL,
+    created_ms BIGINT NOT NULL,
+    revoked_ms BIGINT
+);
+CREATE TABLE IF NOT EXISTS events (
+    id {id},
+    type TEXT NOT NULL,
+    ts_ms BIGINT NOT NULL,
+    created_ms BIGINT NOT NULL,
+    subject TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+-- One row whose update serializes event pumps, so event ids commit in id order.
+CREATE TABLE IF NOT EXISTS event_pump (
+    id INTEGER PRIMARY KEY,
+    passes BIGINT NOT NULL
+);
+INSERT INTO event_pump (id, passes) VALUES (1, 0) ON CONFLICT DO NOTHING;
+CREATE TABLE IF NOT EXISTS alarm_index (
+    id {id},
+    alarm_id TEXT NOT NULL UNIQUE,
+    gateway_id TEXT NOT NULL,
+    device TEXT NOT NULL,
+    point TEXT NOT NULL,
+    alarm_type TEXT NOT NULL,
+    severity INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    raised_ms BIGINT NOT NULL,
+    state_ms BIGINT NOT NULL,
+    value TEXT NOT NULL,
+    limit_value TEXT NOT NULL,
+    message TEXT NOT NULL,
+    ack_by TEXT,
+    ack_note TEXT
+);
+CREATE INDEX IF NOT EXISTS alarm_index_device ON alarm_index (device, id);
+CREATE TABLE IF NOT EXISTS webhooks (
+    id {id},
+    url TEXT NOT NULL,
+    events TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    description TEXT NOT NULL,
+    created_ms BIGINT NOT NULL,
+    cursor BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+    id {id},
+    webhook_id BIGINT NOT NULL,
+    event_id BIGINT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    next_ms BIGINT NOT NULL,
+    response_code INTEGER,
+    error TEXT NOT NULL,
+    created_ms BIGINT NOT NULL,
+    updated_ms BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries (next_ms)
+    WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS webhook_deliveries_hook ON webhook_deliveries (webhook_id, id);
+ALTER TABLE alarm_events ADD COLUMN evented BOOLEAN NOT NULL DEFAULT FALSE;
+CREATE INDEX IF NOT EXISTS alarm_events_unevented ON alarm_events (id) WHERE NOT evented;
+ALTER TABLE status_log ADD COLUMN evented BOOLEAN NOT NULL DEFAULT FALSE;
+CREATE INDEX IF NOT EXISTS status_log_unevented ON status_log (id) WHERE NOT evented;
+ALTER TABLE case_audit ADD COLUMN evented BOOLEAN NOT NULL DEFAULT FALSE;
+CREATE INDEX IF NOT EXISTS case_audit_unevented ON case_audit (id) WHERE NOT evented
+"""
+
 _DIALECTS = {
     "sqlite": {"id": "INTEGER PRIMARY KEY", "blob": "BLOB"},
     "postgres": {"id": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", "blob": "BYTEA"},
@@ -170,4 +246,10 @@ class Migration:
 def core_statements(dialect: str) -> tuple[str, ...]:
     """The core tables for `dialect` (sqlite or postgres), one statement per item."""
     sql = _CORE.format(**_DIALECTS[dialect])
+    return tuple(s.strip() for s in sql.split(";") if s.strip())
+
+
+def api_statements(dialect: str) -> tuple[str, ...]:
+    """Migration 3 (API keys, event log, alarm index, webhooks) for `dialect`."""
+    sql = _API.format(**_DIALECTS[dialect])
     return tuple(s.strip() for s in sql.split(";") if s.strip())

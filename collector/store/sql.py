@@ -11,6 +11,14 @@ from typing import Any, Protocol
 
 from collector.assets import Asset
 from collector.cases.workflow import Audit, Case, CaseState
+from collector.events import (
+    ALARM_EVENT_TYPES,
+    AlarmView,
+    EventRecord,
+    matches,
+    type_patterns,
+)
+from collector.keys import ApiKey, Role
 from collector.models import (
     Accepted,
     AlarmRecord,
@@ -24,6 +32,7 @@ from collector.models import (
     WriteResult,
 )
 from collector.store.base import Conflict
+from collector.webhooks import Delivery, DueDelivery, Webhook
 from wire import (
     AlarmBatch,
     AlarmEvent,
@@ -693,3 +702,477 @@ class SqlStore(ABC):
             {"no": case_no},
         )
         return [Audit(*r) for r in rows]
+
+    # --- command-center API (migration 3): keys, event log, alarm index, webhooks -------------
+
+    def create_api_key(self, name: str, role: str, key_hash: str, prefix: str, now_ms: int) -> int:
+        """Store a new key by its digest; return its id."""
+        rows = self._query(
+            "INSERT INTO api_keys (name, role, key_hash, prefix, created_ms, revoked_ms)"
+            " VALUES (:name, :role, :h, :prefix, :now, NULL) RETURNING id",
+            {"name": name, "role": role, "h": key_hash, "prefix": prefix, "now": now_ms},
+        )
+        return int(rows[0][0])
+
+    _KEY_COLS = "id, name, role, prefix, created_ms, revoked_ms"
+
+    def api_key_by_hash(self, key_hash: str) -> ApiKey | None:
+        """The active (not revoked) key with this digest."""
+        rows = self._query(
+            f"SELECT {self._KEY_COLS} FROM api_keys"  # noqa: S608 - constant column list
+            " WHERE key_hash = :h AND revoked_ms IS NULL",
+            {"h": key_hash},
+        )
+        return ApiKey(rows[0][0], rows[0][1], Role(rows[0][2]), *rows[0][3:]) if rows else None
+
+    def api_keys(self) -> list[ApiKey]:
+        """Every key (active and revoked), oldest first."""
+        rows = self._query(
+            f"SELECT {self._KEY_COLS} FROM api_keys ORDER BY id"  # noqa: S608 - constant
+        )
+        return [ApiKey(r[0], r[1], Role(r[2]), *r[3:]) for r in rows]
+
+    def revoke_api_key(self, key_id: int, now_ms: int) -> bool:
+        """Revoke a key; False if there is no such active key."""
+        with self._tx() as cur:
+            self._run(
+                cur,
+                "UPDATE api_keys SET revoked_ms = :now WHERE id = :id AND revoked_ms IS NULL",
+                {"id": key_id, "now": now_ms},
+            )
+            return cur.rowcount == 1
+
+    def pump_events(self, now_ms: int, limit: int = 500) -> int:
+        """Copy alarm events, status changes and case audits not yet logged into `events`."""
+        pending = self._query(
+            "SELECT EXISTS (SELECT 1 FROM alarm_events WHERE NOT evented)"
+            " OR EXISTS (SELECT 1 FROM status_log WHERE NOT evented)"
+            " OR EXISTS (SELECT 1 FROM case_audit WHERE NOT evented)"
+        )
+        if not pending[0][0]:
+            return 0  # the common case costs one read, not a write transaction
+        with self._tx() as cur:
+            # Serializes pumps (several collectors): event ids then commit in increasing order.
+            self._run(cur, "UPDATE event_pump SET passes = passes + 1 WHERE id = 1")
+            return (
+                self._pump_alarms(cur, now_ms, limit)
+                + self._pump_status(cur, now_ms, limit)
+                + self._pump_audits(cur, now_ms, limit)
+            )
+
+    def _log_event(
+        self, cur: Cursor, etype: str, ts_ms: int, now_ms: int, subject: str, data: dict[str, Any]
+    ) -> None:
+        self._run(
+            cur,
+            "INSERT INTO events (type, ts_ms, created_ms, subject, data)"
+            " VALUES (:type, :ts, :now, :subject, :data)",
+            {
+                "type": etype,
+                "ts": ts_ms,
+                "now": now_ms,
+                "subject": subject,
+                "data": json.dumps(data, ensure_ascii=False),
+            },
+        )
+
+    def _pump_alarms(self, cur: Cursor, now_ms: int, limit: int) -> int:
+        rows = self._run(
+            cur,
+            "SELECT e.id, e.gateway_id, e.device, e.point, e.alarm_type, e.alarm_id, e.severity,"
+            " e.state, e.ts_ms, e.value, e.limit_value, e.message, e.ack_by, e.ack_note,"
+            " e.historical, b.asset FROM alarm_events e"
+            " LEFT JOIN device_assets b ON b.device = e.device"
+            " WHERE NOT e.evented ORDER BY e.id LIMIT :n",
+            {"n": limit},
+        )
+        for r in rows:
+            p: dict[str, Any] = {
+                "gw": r[1],
+                "dev": r[2],
+                "pt": r[3],
+                "type": r[4],
+                "aid": r[5],
+                "sev": r[6],
+                "state": r[7],
+                "ts": r[8],
+                "val": r[9],
+                "lim": r[10],
+                "msg": r[11],
+                "by": r[12],
+                "note": r[13],
+            }
+            self._run(
+                cur,
+                "INSERT INTO alarm_index (alarm_id, gateway_id, device, point, alarm_type,"
+                " severity, state, raised_ms, state_ms, value, limit_value, message, ack_by,"
+                " ack_note) VALUES (:aid, :gw, :dev, :pt, :type, :sev, :state, :ts, :ts, :val,"
+                " :lim, :msg, :by, :note)"
+                " ON CONFLICT (alarm_id) DO UPDATE SET severity = :sev, state = :state,"
+                " state_ms = :ts, value = :val, message = :msg,"
+                " ack_by = COALESCE(CAST(:by AS TEXT), alarm_index.ack_by),"
+                " ack_note = COALESCE(CAST(:note AS TEXT), alarm_index.ack_note)"
+                " WHERE alarm_index.state_ms <= :ts",
+                p,
+            )
+            data = {
+                "alarm_id": r[5],
+                "gateway": r[1],
+                "device": r[2],
+                "point": r[3],
+                "alarm_type": r[4],
+                "severity": r[6],
+                "state": r[7],
+                "ts_ms": r[8],
+                "value": json.loads(r[9]),
+                "limit": json.loads(r[10]),
+                "message": r[11],
+                "ack_by": r[12],
+                "ack_note": r[13],
+                "historical": bool(r[14]),
+                "asset": r[15],
+            }
+            etype = ALARM_EVENT_TYPES.get(r[7], "alarm.raised")
+            self._log_event(cur, etype, r[8], now_ms, r[5], data)
+            self._run(cur, "UPDATE alarm_events SET evented = TRUE WHERE id = :id", {"id": r[0]})
+        return len(rows)
+
+    def _pump_status(self, cur: Cursor, now_ms: int, limit: int) -> int:
+        rows = self._run(
+            cur,
+            "SELECT id, entity, ident, status, ts_ms, reason FROM status_log"
+            " WHERE NOT evented ORDER BY id LIMIT :n",
+            {"n": limit},
+        )
+        for r in rows:
+            data = {r[1]: r[2], "status": r[3], "ts_ms": r[4], "reason": r[5]}
+            self._log_event(cur, f"{r[1]}.{r[3]}", r[4], now_ms, r[2], data)
+            self._run(cur, "UPDATE status_log SET evented = TRUE WHERE id = :id", {"id": r[0]})
+        return len(rows)
+
+    def _pump_audits(self, cur: Cursor, now_ms: int, limit: int) -> int:
+        rows = self._run(
+            cur,
+            "SELECT a.id, a.case_no, a.ts_ms, a.actor, a.action, a.from_state, a.to_state,"
+            " a.note, c.subcategory, c.department, c.asset, c.device, c.urgency, c.title,"
+            " c.grid FROM case_audit a JOIN cases c ON c.case_no = a.case_no"
+            " WHERE NOT a.evented ORDER BY a.id LIMIT :n",
+            {"n": limit},
+        )
+        for r in rows:
+            data = {
+                "case_no": r[1],
+                "ts_ms": r[2],
+                "actor": r[3],
+                "action": r[4],
+                "from_state": r[5],
+                "to_state": r[6],
+                "note": r[7],
+                "subcategory": r[8],
+                "department": r[9],
+                "asset": r[10],
+                "device": r[11],
+                "urgency": r[12],
+                "title": r[13],
+                "grid": r[14],
+            }
+            etype = "case.opened" if r[5] is None else "case.transition"
+            self._log_event(cur, etype, r[2], now_ms, r[1], data)
+            self._run(cur, "UPDATE case_audit SET evented = TRUE WHERE id = :id", {"id": r[0]})
+        return len(rows)
+
+    def last_event_id(self) -> int:
+        """The newest event id (0 if the log is empty)."""
+        return int(self._query("SELECT COALESCE(max(id), 0) FROM events")[0][0])
+
+    def events(
+        self, after_id: int, limit: int = 500, types: Sequence[str] = ()
+    ) -> list[EventRecord]:
+        """Events with id > after_id, oldest first; `types` are LIKE patterns (empty = all)."""
+        params: dict[str, Any] = {"after": after_id, "n": limit}
+        where = ""
+        if types:
+            params.update({f"t{i}": t for i, t in enumerate(types)})
+            where = " AND (" + " OR ".join(f"type LIKE :t{i}" for i in range(len(types))) + ")"
+        rows = self._query(
+            "SELECT id, type, ts_ms, created_ms, subject, data FROM events"  # noqa: S608
+            f" WHERE id > :after{where} ORDER BY id LIMIT :n",
+            params,
+        )
+        return [EventRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
+
+    _ALARM_COLS = (
+        "a.id, a.alarm_id, a.gateway_id, a.device, a.point, a.alarm_type, a.severity, a.state,"
+        " a.raised_ms, a.state_ms, a.value, a.limit_value, a.message, a.ack_by, a.ack_note, b.asset"
+    )
+
+    @staticmethod
+    def _alarm_view(r: Sequence[Any]) -> AlarmView:
+        value, limit = json.loads(r[10]), json.loads(r[11])
+        return AlarmView(
+            r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], value, limit, *r[12:16]
+        )
+
+    def find_alarms(
+        self,
+        *,
+        states: Sequence[str] = (),
+        severities: Sequence[int] = (),
+        gateway: str | None = None,
+        device: str | None = None,
+        asset: str | None = None,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        before_id: int | None = None,
+        limit: int = 100,
+    ) -> list[AlarmView]:
+        """Alarm occurrences matching every given filter, newest first, ids below `before_id`."""
+        params: dict[str, Any] = {
+            "gw": gateway,
+            "dev": device,
+            "asset": asset,
+            "since": since_ms,
+            "until": until_ms,
+            "before": before_id,
+            "n": limit,
+        }
+        where = ""
+        if states:
+            params.update({f"s{i}": s for i, s in enumerate(states)})
+            where += " AND a.state IN (" + ", ".join(f":s{i}" for i in range(len(states))) + ")"
+        if severities:
+            params.update({f"v{i}": v for i, v in enumerate(severities)})
+            where += " AND a.severity IN (" + ", ".join(f":v{i}" for i in range(len(severities)))
+            where += ")"
+        rows = self._query(
+            f"SELECT {self._ALARM_COLS} FROM alarm_index a"  # noqa: S608 - placeholders only
+            " LEFT JOIN device_assets b ON b.device = a.device"
+            " WHERE (CAST(:gw AS TEXT) IS NULL OR a.gateway_id = :gw)"
+            " AND (CAST(:dev AS TEXT) IS NULL OR a.device = :dev)"
+            " AND (CAST(:asset AS TEXT) IS NULL OR b.asset = :asset)"
+            " AND (CAST(:since AS BIGINT) IS NULL OR a.raised_ms >= :since)"
+            " AND (CAST(:until AS BIGINT) IS NULL OR a.raised_ms < :until)"
+            f" AND (CAST(:before AS BIGINT) IS NULL OR a.id < :before){where}"
+            " ORDER BY a.id DESC LIMIT :n",
+            params,
+        )
+        return [self._alarm_view(r) for r in rows]
+
+    def alarm(self, alarm_id: str) -> AlarmView | None:
+        """One alarm occurrence by its edge id (`gateway:seq`)."""
+        rows = self._query(
+            f"SELECT {self._ALARM_COLS} FROM alarm_index a"  # noqa: S608 - constant columns
+            " LEFT JOIN device_assets b ON b.device = a.device WHERE a.alarm_id = :aid",
+            {"aid": alarm_id},
+        )
+        return self._alarm_view(rows[0]) if rows else None
+
+    def find_cases(
+        self,
+        *,
+        states: Sequence[str] = (),
+        department: str | None = None,
+        subcategory: str | None = None,
+        grid: str | None = None,
+        overdue_at_ms: int | None = None,
+        overdue: bool = True,
+        before: tuple[int, str] | None = None,
+        limit: int = 100,
+    ) -> list[Case]:
+        """Cases matching every given filter, newest first, keyset-paged below `before`.
+
+        With `overdue_at_ms`, keep only cases whose running deadline passed at that time
+        (or, with overdue=False, only those it did not).
+        """
+        params: dict[str, Any] = {
+            "dept": department,
+            "sub": subcategory,
+            "grid": grid,
+            "at": overdue_at_ms,
+            "od": overdue,
+            "bc": before[0] if before else None,
+            "bn": before[1] if before else None,
+            "n": limit,
+        }
+        where = ""
+        if states:
+            params.update({f"s{i}": s for i, s in enumerate(states)})
+            where = " AND state IN (" + ", ".join(f":s{i}" for i in range(len(states))) + ")"
+        rows = self._query(
+            f"SELECT {self._CASE_COLS} FROM cases"  # noqa: S608 - placeholders only
+            " WHERE (CAST(:dept AS TEXT) IS NULL OR department = :dept)"
+            " AND (CAST(:sub AS TEXT) IS NULL OR subcategory = :sub)"
+            " AND (CAST(:grid AS TEXT) IS NULL OR grid = :grid)"
+            " AND (CAST(:at AS BIGINT) IS NULL OR (state IN ('立案', '派遣', '处置', '反馈')"
+            " AND timed_from_ms IS NOT NULL AND deadline_ms < :at) = :od)"
+            " AND (CAST(:bc AS BIGINT) IS NULL OR created_ms < :bc"
+            " OR (created_ms = :bc AND case_no < :bn))"
+            f"{where} ORDER BY created_ms DESC, case_no DESC LIMIT :n",
+            params,
+        )
+        return [self._case(r) for r in rows]
+
+    def count_cases_by_state(self) -> dict[str, int]:
+        """How many cases are in each state."""
+        rows = self._query("SELECT state, count(*) FROM cases GROUP BY state")
+        return {r[0]: int(r[1]) for r in rows}
+
+    def command_reply(self, gateway: str, command_id: str) -> dict[str, Any] | None:
+        """A gateway's reply to a command, if it arrived."""
+        rows = self._query(
+            "SELECT ok, result, error, sent_ms, received_ms FROM command_replies"
+            " WHERE gateway_id = :gw AND command_id = :id",
+            {"gw": gateway, "id": command_id},
+        )
+        if not rows:
+            return None
+        r = rows[0]
+        return {
+            "ok": bool(r[0]),
+            "result": json.loads(r[1]),
+            "error": r[2],
+            "sent_ms": r[3],
+            "received_ms": r[4],
+        }
+
+    _HOOK_COLS = "id, url, events, description, created_ms, cursor"
+
+    @staticmethod
+    def _webhook(r: Sequence[Any]) -> Webhook:
+        return Webhook(r[0], r[1], tuple(json.loads(r[2])), r[3], r[4], r[5])
+
+    def create_webhook(
+        self, url: str, events: Sequence[str], secret: str, description: str, now_ms: int
+    ) -> Webhook:
+        """Register an endpoint; it receives events logged from now on."""
+        rows = self._query(
+            "INSERT INTO webhooks (url, events, secret, description, created_ms, cursor)"  # noqa: S608
+            " VALUES (:url, :ev, :secret, :desc, :now,"
+            " (SELECT COALESCE(max(id), 0) FROM events))"
+            f" RETURNING {self._HOOK_COLS}",
+            {
+                "url": url,
+                "ev": json.dumps(list(events)),
+                "secret": secret,
+                "desc": description,
+                "now": now_ms,
+            },
+        )
+        return self._webhook(rows[0])
+
+    def webhooks(self) -> list[Webhook]:
+        """Every registered webhook."""
+        rows = self._query(
+            f"SELECT {self._HOOK_COLS} FROM webhooks ORDER BY id"  # noqa: S608 - constant
+        )
+        return [self._webhook(r) for r in rows]
+
+    def delete_webhook(self, webhook_id: int, now_ms: int) -> bool:
+        """Unregister a webhook, cancelling its pending deliveries; False if unknown."""
+        with self._tx() as cur:
+            self._run(cur, "DELETE FROM webhooks WHERE id = :id", {"id": webhook_id})
+            gone = cur.rowcount == 1
+            self._run(
+                cur,
+                "UPDATE webhook_deliveries SET status = 'cancelled', updated_ms = :now"
+                " WHERE webhook_id = :id AND status = 'pending'",
+                {"id": webhook_id, "now": now_ms},
+            )
+        return gone
+
+    def fan_out_deliveries(self, now_ms: int, limit: int = 500) -> int:
+        """Create pending deliveries for events past each webhook's cursor; return how many."""
+        newest = self.last_event_id()
+        created = 0
+        for hook in self.webhooks():
+            if hook.cursor >= newest:
+                continue
+            events = self.events(hook.cursor, limit)
+            patterns = type_patterns(",".join(hook.events))
+            wanted = [e for e in events if matches(patterns, e.type)]
+            with self._tx() as cur:
+                # Compare-and-set: of two collectors fanning out, only one wins each range.
+                self._run(
+                    cur,
+                    "UPDATE webhooks SET cursor = :new WHERE id = :id AND cursor = :old",
+                    {"new": events[-1].id, "id": hook.id, "old": hook.cursor},
+                )
+                if cur.rowcount != 1:
+                    continue
+                for e in wanted:
+                    self._run(
+                        cur,
+                        "INSERT INTO webhook_deliveries (webhook_id, event_id, status, attempts,"
+                        " next_ms, response_code, error, created_ms, updated_ms)"
+                        " VALUES (:hook, :ev, 'pending', 0, :now, NULL, '', :now, :now)",
+                        {"hook": hook.id, "ev": e.id, "now": now_ms},
+                    )
+                created += len(wanted)
+        return created
+
+    def claim_due_deliveries(
+        self, now_ms: int, limit: int = 100, lease_ms: int = 60_000
+    ) -> list[DueDelivery]:
+        """Pending deliveries due now, leased for `lease_ms` so no other sender takes them."""
+        rows = self._query(
+            "SELECT d.id, d.webhook_id, w.url, w.secret, d.attempts, e.id, e.type, e.ts_ms,"
+            " e.created_ms, e.subject, e.data FROM webhook_deliveries d"
+            " JOIN webhooks w ON w.id = d.webhook_id JOIN events e ON e.id = d.event_id"
+            " WHERE d.status = 'pending' AND d.next_ms <= :now ORDER BY d.next_ms, d.id LIMIT :n",
+            {"now": now_ms, "n": limit},
+        )
+        claimed = []
+        with self._tx() as cur:
+            for r in rows:
+                self._run(
+                    cur,
+                    "UPDATE webhook_deliveries SET next_ms = :lease"
+                    " WHERE id = :id AND status = 'pending' AND next_ms <= :now",
+                    {"lease": now_ms + lease_ms, "id": r[0], "now": now_ms},
+                )
+                if cur.rowcount == 1:
+                    event = EventRecord(r[5], r[6], r[7], r[8], r[9], json.loads(r[10]))
+                    claimed.append(DueDelivery(r[0], r[1], r[2], r[3], r[4], event))
+        return claimed
+
+    def record_delivery(
+        self,
+        delivery_id: int,
+        status: str,
+        attempts: int,
+        next_ms: int,
+        response_code: int | None,
+        error: str,
+        now_ms: int,
+    ) -> None:
+        """Store the outcome of one delivery attempt."""
+        with self._tx() as cur:
+            self._run(
+                cur,
+                "UPDATE webhook_deliveries SET status = :st, attempts = :att, next_ms = :next,"
+                " response_code = :code, error = :err, updated_ms = :now WHERE id = :id",
+                {
+                    "st": status,
+                    "att": attempts,
+                    "next": next_ms,
+                    "code": response_code,
+                    "err": error,
+                    "now": now_ms,
+                    "id": delivery_id,
+                },
+            )
+
+    def deliveries(self, webhook_id: int, limit: int = 100) -> list[Delivery]:
+        """The most recent deliveries of a webhook, newest first."""
+        rows = self._query(
+            "SELECT id, webhook_id, event_id, status, attempts, next_ms, response_code, error,"
+            " created_ms, updated_ms FROM webhook_deliveries WHERE webhook_id = :id"
+            " ORDER BY id DESC LIMIT :n",
+            {"id": webhook_id, "n": limit},
+        )
+        return [Delivery(*r) for r in rows]
+
+    def count_deliveries_by_status(self) -> dict[str, int]:
+        """How many deliveries are in each status."""
+        rows = self._query("SELECT status, count(*) FROM webhook_deliveries GROUP BY status")
+        return {r[0]: int(r[1]) for r in rows}

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from collector.models import Bucket, Reading
-from collector.store.schema import Migration, core_statements
+from collector.store.schema import Migration, api_statements, core_statements
 from collector.store.sql import Cursor, ReadingRow, SqlStore, decode_value
 
 log = logging.getLogger(__name__)
@@ -23,6 +23,7 @@ _READINGS = (
 MIGRATIONS = (
     Migration(1, "core tables", core_statements("sqlite")),
     Migration(2, "readings", _READINGS),
+    Migration(3, "command-center API", api_statements("sqlite")),
 )
 _COLS = "gateway_id, device, point, ts_ms, vtype, value_num, value_text, quality, historical"
 _INSERT_READING = f"INSERT INTO readings ({_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608

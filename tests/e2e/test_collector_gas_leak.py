@@ -65,7 +65,8 @@ def collector(tmp_path: Path, mqtt_url: str, topic_root: str) -> Iterator[httpx.
         [sys.executable, "-m", "collector", "run", "--mqtt", mqtt_url,
          "--db", f"sqlite:///{tmp_path}/c.db", "--http", f"127.0.0.1:{port}",
          "--root", topic_root, "--client-id", f"c-{uuid.uuid4().hex[:8]}",
-         "--assets", str(tmp_path / "assets.yaml")],
+         "--assets", str(tmp_path / "assets.yaml"),
+         "--bootstrap-key-file", str(tmp_path / "admin.key")],
         cwd=REPO,
     )  # fmt: skip
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5)
@@ -78,6 +79,7 @@ def collector(tmp_path: Path, mqtt_url: str, topic_root: str) -> Iterator[httpx.
 
     try:
         poll(ready, lambda code: code == 200)
+        client.headers["X-API-Key"] = (tmp_path / "admin.key").read_text().strip()
         yield client
     finally:
         proc.terminate()
@@ -110,7 +112,7 @@ def test_gas_leak_becomes_a_case_that_is_dispatched_verified_and_closed(
         return AlarmBatch("gw-9", "s1", seq, int(time.time() * 1000), (ev,))
 
     send(alarm(1, "gw-9:1", "hi", AlarmState.ACTIVE_UNACKED, 27.5))
-    cases = poll(lambda: collector.get("/api/v1/cases").json(), lambda c: len(c) == 1)
+    cases = poll(lambda: collector.get("/api/v1/cases").json()["items"], lambda c: len(c) == 1)
     case = cases[0]
     assert case["state"] == "派遣"
     assert (case["kind"], case["subcategory"], case["asset"], case["department"]) == (
@@ -135,7 +137,7 @@ def test_gas_leak_becomes_a_case_that_is_dispatched_verified_and_closed(
     send(alarm(3, "gw-9:2", "hihi", AlarmState.NORMAL, 30.0))
     send(alarm(4, "gw-9:1", "hi", AlarmState.NORMAL, 3.0))
     case = poll(lambda: collector.get(f"/api/v1/cases/{no}").json(), lambda c: c["state"] == "核查")
-    assert len(collector.get("/api/v1/cases").json()) == 1
+    assert len(collector.get("/api/v1/cases").json()["items"]) == 1
 
     refused = collector.post(
         f"/api/v1/cases/{no}/actions", json={"action": "dispatch", "actor": "x"}

@@ -39,7 +39,8 @@ def test_demo_prints_an_api_url_that_serves_readings(tmp_path: Path) -> None:
                 url = found.group(1)
                 break
         assert url is not None, "the demo never printed its API URL"
-        readings = http_json(url)
+        key = (tmp_path / "demo" / "admin.key").read_text().strip()
+        readings = http_json(url, key)
         assert readings, f"{url} did not answer with readings"
         assert {r["device"] for r in readings} == {"mh-e01"}
     finally:

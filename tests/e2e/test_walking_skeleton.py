@@ -113,11 +113,14 @@ def test_simulated_reading_reaches_the_api_with_its_sample_time(
                 api.removeprefix("http://"),
                 "--client-id",
                 f"col-{tmp_path.name}",
+                "--bootstrap-key-file",
+                str(tmp_path / "admin.key"),
             ],
             logs,
         )
     )
     wait_until("collector API", lambda: http_json(f"{api}/readyz"), 60, children)
+    key = (tmp_path / "admin.key").read_text().strip()
     with data_batches(mqtt_url, topic_root) as batches:
         children.append(spawn("gateway", ["edge", "run", "--config", str(gw_file)], logs))
         batch = batches.get(timeout=60)
@@ -126,7 +129,7 @@ def test_simulated_reading_reaches_the_api_with_its_sample_time(
     assert sent.device == "mh-001"
 
     def stored() -> list[dict[str, Any]] | None:
-        rows = http_json(f"{api}/api/v1/readings?device=mh-001&point={sent.point}&limit=1000")
+        rows = http_json(f"{api}/api/v1/readings?device=mh-001&point={sent.point}&limit=1000", key)
         return [r for r in rows or [] if r["ts_ms"] == sent.ts_ms] or None
 
     (row,) = wait_until("the reading at the API", stored, 60, children)

@@ -1,37 +1,93 @@
-"""Gateways, devices, alarms and dead letters."""
+"""Gateways and devices (status since when, latest values), commands, dead letters."""
 
 import base64
 from dataclasses import asdict
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
-from collector.api.deps import StoreDep
+from collector.api.auth import Operator, Viewer
+from collector.api.deps import RuntimeDep, StoreDep
+from collector.api.paging import Name
+from wire.messages import Value
 
 router = APIRouter(prefix="/api/v1", tags=["gateways"])
 
+Ident = Annotated[str, Path(min_length=1, max_length=200)]
+
+
+class CommandIn(BaseModel):
+    """A command for a gateway (see `lifeline edge --help` for what each does)."""
+
+    name: Literal["rebirth", "ack", "reload", "write"]
+    args: dict[str, Value] = Field(default_factory=dict, max_length=20)
+
 
 @router.get("/gateways")
-def gateways(store: StoreDep) -> list[dict[str, Any]]:
+def gateways(store: StoreDep, key: Viewer) -> list[dict[str, Any]]:
     """Every known gateway with its status and the time of its last change."""
     return [asdict(g) for g in store.gateways()]
 
 
+@router.get("/gateways/{gateway}")
+def gateway(store: StoreDep, key: Viewer, gateway: Ident) -> dict[str, Any]:
+    """One gateway with its devices."""
+    found = next((g for g in store.gateways() if g.gateway == gateway), None)
+    if found is None:
+        raise HTTPException(404, f"no gateway {gateway}")
+    return {**asdict(found), "devices": [asdict(d) for d in store.devices(gateway)]}
+
+
+@router.post("/gateways/{gateway}/commands", status_code=202)
+def command(runtime: RuntimeDep, key: Operator, gateway: Ident, body: CommandIn) -> JSONResponse:
+    """Send a command (operator); poll the returned `reply` URL for the gateway's answer."""
+    found = next((g for g in runtime.store.gateways() if g.gateway == gateway), None)
+    if found is None:
+        raise HTTPException(404, f"no gateway {gateway}")
+    if runtime.ingest is None:
+        raise HTTPException(503, "this collector has no MQTT connection")
+    try:
+        command_id = runtime.ingest.send_command(found.site, gateway, body.name, body.args)
+    except ConnectionError as exc:
+        raise HTTPException(503, str(exc)) from None
+    reply = f"/api/v1/gateways/{gateway}/commands/{command_id}"
+    return JSONResponse({"command_id": command_id, "reply": reply}, status_code=202)
+
+
+@router.get("/gateways/{gateway}/commands/{command_id}")
+def command_reply(
+    store: StoreDep,
+    key: Viewer,
+    gateway: Ident,
+    command_id: Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")],
+) -> dict[str, Any]:
+    """The gateway's reply to a command: state pending until it arrives."""
+    reply = store.command_reply(gateway, command_id)
+    if reply is None:
+        return {"state": "pending"}
+    return {"state": "done", **reply}
+
+
 @router.get("/devices")
-def devices(store: StoreDep, gateway: str | None = None) -> list[dict[str, Any]]:
-    """Every known device with its status, family and asset."""
+def devices(store: StoreDep, key: Viewer, gateway: Name = None) -> list[dict[str, Any]]:
+    """Every known device with its status (since when), family and asset."""
     return [asdict(d) for d in store.devices(gateway)]
 
 
-@router.get("/alarms")
-def alarms(store: StoreDep, active: bool = False) -> list[dict[str, Any]]:
-    """Alarms deduplicated by source and type, with count and first/last occurrence."""
-    return [asdict(a) for a in store.alarms(active_only=active)]
+@router.get("/devices/{device}")
+def device(store: StoreDep, key: Viewer, device: Ident) -> dict[str, Any]:
+    """One device with its asset and its latest value of every point."""
+    found = next((d for d in store.devices() if d.device == device), None)
+    if found is None:
+        raise HTTPException(404, f"no device {device}")
+    return {**asdict(found), "latest": [asdict(r) for r in store.latest(device)]}
 
 
 @router.get("/dead-letters")
 def dead_letters(
-    store: StoreDep, limit: Annotated[int, Query(ge=1, le=10_000)] = 100
+    store: StoreDep, key: Viewer, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> dict[str, Any]:
     """The total count and the most recent refused payloads (base64)."""
     return {

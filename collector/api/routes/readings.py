@@ -5,7 +5,9 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel
 
+from collector.api.auth import Viewer
 from collector.api.deps import StoreDep
+from collector.api.paging import MAX_MS
 from collector.models import Bucket, Reading
 from wire.messages import Value
 
@@ -46,14 +48,22 @@ def _out(r: Reading) -> ReadingOut:
     )
 
 
+MAX_RAW = 10_000
+MAX_BUCKETS = 10_000
+MAX_SERIES_RANGE_MS = 400 * 86_400_000
+Device = Annotated[str, Query(min_length=1, max_length=200)]
+Point = Annotated[str, Query(min_length=1, max_length=200)]
+
+
 @router.get("/readings")
 def readings(
     store: StoreDep,
-    device: str,
-    point: str | None = None,
-    since: Annotated[int | None, Query(description="UTC ms, inclusive")] = None,
-    until: Annotated[int | None, Query(description="UTC ms, exclusive")] = None,
-    limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
+    key: Viewer,
+    device: Device,
+    point: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    since: Annotated[int | None, Query(ge=0, le=MAX_MS, description="UTC ms, inclusive")] = None,
+    until: Annotated[int | None, Query(ge=0, le=MAX_MS, description="UTC ms, exclusive")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_RAW)] = 1000,
 ) -> list[ReadingOut]:
     """Raw readings of a device (optionally one point) in [since, until), oldest first."""
     return [_out(r) for r in store.readings(device, point, since, until, limit)]
@@ -62,16 +72,19 @@ def readings(
 @router.get("/series")
 def series(
     store: StoreDep,
-    device: str,
-    point: str,
-    since: int,
-    until: int,
-    bucket_ms: Annotated[int, Query(ge=1)] = 60_000,
+    key: Viewer,
+    device: Device,
+    point: Point,
+    since: Annotated[int, Query(ge=0, le=MAX_MS, description="UTC ms, inclusive")],
+    until: Annotated[int, Query(ge=0, le=MAX_MS, description="UTC ms, exclusive")],
+    bucket_ms: Annotated[int, Query(ge=1000, le=MAX_SERIES_RANGE_MS)] = 60_000,
 ) -> list[BucketOut]:
-    """Min/avg/max of numeric readings per bucket (buckets aligned to the epoch)."""
+    """Min/avg/max of numeric readings per bucket (aligned to the epoch), ≤ 10 000 buckets."""
     if until <= since:
         raise HTTPException(422, "until must be after since")
-    if (until - since) // bucket_ms > 100_000:
+    if until - since > MAX_SERIES_RANGE_MS:
+        raise HTTPException(422, "the range is limited to 400 days")
+    if (until - since) // bucket_ms > MAX_BUCKETS:
         raise HTTPException(422, "too many buckets: widen bucket_ms or narrow the range")
     buckets: list[Bucket] = store.series(device, point, since, until, bucket_ms)
     return [
@@ -80,6 +93,10 @@ def series(
 
 
 @router.get("/latest")
-def latest(store: StoreDep, device: str | None = None) -> list[ReadingOut]:
+def latest(
+    store: StoreDep,
+    key: Viewer,
+    device: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+) -> list[ReadingOut]:
     """The newest reading of every (device, point)."""
     return [_out(r) for r in store.latest(device)]

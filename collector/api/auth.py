@@ -1,0 +1,72 @@
+"""API-key authentication and role checks as dependencies.
+
+A key travels in `Authorization: Bearer KEY` or `X-API-Key: KEY`. Only the SSE stream also takes
+`?api_key=KEY`, because a browser's EventSource cannot set headers; prefer the headers elsewhere
+(URLs end up in proxy logs and browser history).
+"""
+
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Query, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from collector.api.deps import StoreDep
+from collector.keys import ApiKey, Role, digest
+
+_bearer = HTTPBearer(auto_error=False, description="API key as a bearer token")
+_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key")
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="lifeline"'}
+MAX_KEY_CHARS = 200
+
+
+def _lookup(store: StoreDep, token: str | None) -> ApiKey:
+    if not token:
+        raise HTTPException(401, "an API key is required (Authorization: Bearer KEY)", _CHALLENGE)
+    if len(token) > MAX_KEY_CHARS:
+        raise HTTPException(401, "invalid API key", _CHALLENGE)
+    key = store.api_key_by_hash(digest(token))
+    if key is None:
+        raise HTTPException(401, "invalid or revoked API key", _CHALLENGE)
+    return key
+
+
+def _from_headers(
+    store: StoreDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+    header: Annotated[str | None, Security(_header)],
+) -> ApiKey:
+    return _lookup(store, bearer.credentials if bearer else header)
+
+
+def _from_headers_or_query(
+    store: StoreDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+    header: Annotated[str | None, Security(_header)],
+    api_key: Annotated[
+        str | None,
+        Query(max_length=MAX_KEY_CHARS, description="for EventSource, which cannot set headers"),
+    ] = None,
+) -> ApiKey:
+    return _lookup(store, bearer.credentials if bearer else header or api_key)
+
+
+def _check(key: ApiKey, needed: Role) -> ApiKey:
+    if not key.role.allows(needed):
+        raise HTTPException(
+            403, f"this needs the {needed.value} role; key {key.name!r} is {key.role.value}"
+        )
+    return key
+
+
+def _need(role: Role) -> object:
+    def dependency(key: Annotated[ApiKey, Depends(_from_headers)]) -> ApiKey:
+        return _check(key, role)
+
+    return Depends(dependency)
+
+
+Viewer = Annotated[ApiKey, _need(Role.VIEWER)]
+Dispatcher = Annotated[ApiKey, _need(Role.DISPATCHER)]
+Operator = Annotated[ApiKey, _need(Role.OPERATOR)]
+Admin = Annotated[ApiKey, _need(Role.ADMIN)]
+StreamViewer = Annotated[ApiKey, Depends(_from_headers_or_query)]

@@ -1,0 +1,130 @@
+"""Errors as RFC 9457 application/problem+json, and request hygiene (body size, NUL bytes)."""
+
+import json
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
+
+PROBLEM = "application/problem+json"
+MAX_BODY_BYTES = 64 * 1024
+
+
+def problem(
+    status: int, detail: str, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    """A problem+json response with the standard title for `status` and our `detail`."""
+    body = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status}
+    body["detail"] = detail
+    body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def _where(loc: Any) -> str:
+    return ".".join(str(p) for p in loc) if isinstance(loc, list | tuple) else str(loc)
+
+
+def install(app: FastAPI) -> None:
+    """Register the problem+json exception handlers and the request-hygiene middleware."""
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        return problem(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+    async def invalid(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = jsonable_encoder(exc.errors(), custom_encoder={Exception: str})
+        for e in errors:
+            e.pop("input", None)  # never echo what was sent (it may be a secret)
+            e.pop("url", None)
+        detail = "; ".join(f"{_where(e.get('loc'))}: {e.get('msg')}" for e in errors)
+        return problem(422, detail or "invalid request", errors=errors)
+
+    async def crashed(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem(500, "internal error; the collector log has the details")
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(Exception, crashed)
+    app.add_middleware(RequestHygiene, max_body=MAX_BODY_BYTES)
+
+
+class RequestHygiene:
+    """Refuse bodies over `max_body` (413) and NUL characters anywhere in the request (400).
+
+    The body is read up front (it is small by then), so the routes never see a partial one.
+    NUL bytes are refused because PostgreSQL text cannot hold them: better a 400 than a 500.
+    """
+
+    def __init__(self, app: ASGIApp, max_body: int) -> None:
+        self.app = app
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        query: bytes = scope.get("query_string", b"")
+        if "\x00" in scope["path"] or b"%00" in query or b"\x00" in query:
+            await _send(problem(400, "NUL characters are not allowed in the URL"), scope, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        if not declared.isdigit() or int(declared) > self.max_body:
+            await _send(self._too_big(), scope, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                await self.app(scope, _replay([message], receive), send)
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                await _send(self._too_big(), scope, send)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        if b"\x00" in body or b"\\u0000" in body:
+            await _send(problem(400, "NUL characters are not allowed in the body"), scope, send)
+            return
+        first: Message = {"type": "http.request", "body": body, "more_body": False}
+        await self.app(scope, _replay([first], receive), send)
+
+    def _too_big(self) -> JSONResponse:
+        return problem(413, f"request body over {self.max_body} bytes")
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    pending = list(messages)
+
+    async def replay() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replay
+
+
+async def _send(response: JSONResponse, scope: Scope, send: Send) -> None:
+    async def no_receive() -> Message:
+        return {"type": "http.disconnect"}
+
+    await response(scope, no_receive, send)
+
+
+def dumps(doc: Any) -> str:
+    """Compact JSON with Chinese kept readable (for SSE data lines)."""
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))

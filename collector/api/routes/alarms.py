@@ -1,0 +1,125 @@
+"""Alarms: filtered, cursor-paged list; one alarm; acknowledge (sent to the gateway)."""
+
+from dataclasses import asdict
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from collector.api.auth import Operator, Viewer
+from collector.api.deps import RuntimeDep, StoreDep
+from collector.api.paging import (
+    Cursor,
+    Name,
+    PageSize,
+    TimeMs,
+    cursor_int,
+    decode_cursor,
+    encode_cursor,
+)
+from collector.events import AlarmView
+
+router = APIRouter(prefix="/api/v1/alarms", tags=["alarms"])
+
+StateFilter = Literal["active", "active_unacked", "active_acked", "cleared_unacked", "normal"]
+AlarmId = Annotated[str, Path(min_length=1, max_length=200, description="edge id gateway:seq")]
+
+
+class AlarmPage(BaseModel):
+    """One page of alarms, newest first; pass `next_cursor` back for the next (null: done)."""
+
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+class AckIn(BaseModel):
+    """An acknowledgement; the key's name is recorded as who acknowledged."""
+
+    note: str = Field(default="", max_length=500)
+
+
+def alarm_doc(a: AlarmView) -> dict[str, Any]:
+    """The JSON form of an alarm."""
+    doc = asdict(a)
+    doc.pop("id")
+    return doc
+
+
+@router.get("")
+def list_alarms(
+    store: StoreDep,
+    key: Viewer,
+    state: Annotated[list[StateFilter], Query(description="any of these; `active` = both")] = [],  # noqa: B006 - FastAPI copies defaults
+    severity: Annotated[
+        list[Annotated[int, Field(ge=1, le=4)]], Query(description="1 一级 ... 4 四级")
+    ] = [],  # noqa: B006
+    gateway: Name = None,
+    device: Name = None,
+    asset: Name = None,
+    since: TimeMs = None,
+    until: TimeMs = None,
+    limit: PageSize = 100,
+    cursor: Cursor = None,
+) -> AlarmPage:
+    """Alarm occurrences, newest first, raised in [since, until); stable under new alarms."""
+    states: set[str] = set()
+    for s in state:
+        states.update(("active_unacked", "active_acked") if s == "active" else (s,))
+    before = cursor_int(decode_cursor(cursor, 1)[0]) if cursor else None
+    rows = store.find_alarms(
+        states=sorted(states),
+        severities=sorted(set(severity)),
+        gateway=gateway,
+        device=device,
+        asset=asset,
+        since_ms=since,
+        until_ms=until,
+        before_id=before,
+        limit=limit + 1,
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return AlarmPage(
+        items=[alarm_doc(a) for a in rows],
+        next_cursor=encode_cursor(rows[-1].id) if more else None,
+    )
+
+
+@router.get("/{alarm_id}")
+def get_alarm(store: StoreDep, key: Viewer, alarm_id: AlarmId) -> dict[str, Any]:
+    """One alarm occurrence in its latest state."""
+    alarm = store.alarm(alarm_id)
+    if alarm is None:
+        raise HTTPException(404, f"no alarm {alarm_id}")
+    return alarm_doc(alarm)
+
+
+@router.post("/{alarm_id}/ack", status_code=202)
+def acknowledge(
+    runtime: RuntimeDep, key: Operator, alarm_id: AlarmId, body: AckIn | None = None
+) -> JSONResponse:
+    """Send an acknowledgement to the gateway; the new state arrives as alarm.acknowledged."""
+    alarm = runtime.store.alarm(alarm_id)
+    if alarm is None:
+        raise HTTPException(404, f"no alarm {alarm_id}")
+    if alarm.state not in ("active_unacked", "cleared_unacked"):
+        raise HTTPException(409, f"alarm {alarm_id} is {alarm.state}: nothing to acknowledge")
+    site = next((g.site for g in runtime.store.gateways() if g.gateway == alarm.gateway), None)
+    if site is None or runtime.ingest is None:
+        raise HTTPException(503, f"gateway {alarm.gateway} cannot be reached from this collector")
+    note = body.note if body else ""
+    args: dict[str, Any] = {"alarm_id": alarm_id, "who": key.name, "note": note}
+    try:
+        command_id = runtime.ingest.send_command(site, alarm.gateway, "ack", args)
+    except ConnectionError as exc:
+        raise HTTPException(503, str(exc)) from None
+    return JSONResponse(
+        {
+            "alarm_id": alarm_id,
+            "gateway": alarm.gateway,
+            "command_id": command_id,
+            "reply": f"/api/v1/gateways/{alarm.gateway}/commands/{command_id}",
+        },
+        status_code=202,
+    )

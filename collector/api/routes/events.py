@@ -1,0 +1,104 @@
+"""The event log: a JSON page for polling and a Server-Sent Events stream that resumes."""
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, HTTPException, Query, Request
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from collector.api.auth import StreamViewer, Viewer
+from collector.api.deps import RuntimeDep, StoreDep
+from collector.api.paging import MAX_MS, PageSize
+from collector.api.problems import dumps
+from collector.events import EventRecord, type_patterns
+
+router = APIRouter(prefix="/api/v1/events", tags=["events"])
+
+TypesQ = Annotated[
+    str,
+    Query(max_length=500, description="comma-separated, e.g. `alarm.*,case.opened` (default all)"),
+]
+AfterQ = Annotated[int | None, Query(ge=0, le=MAX_MS, description="only events with a larger id")]
+POLL_S = 1.0  # look at the database this often anyway (events written by other collectors)
+KEEPALIVE_S = 15.0
+BATCH = 500
+
+
+def _patterns(types: str) -> list[str]:
+    try:
+        return type_patterns(types)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+
+
+@router.get("")
+def list_events(
+    store: StoreDep, key: Viewer, after: AfterQ = None, types: TypesQ = "", limit: PageSize = 100
+) -> dict[str, Any]:
+    """Events with id > after, oldest first; poll again with after = the last id you got."""
+    items = store.events(after or 0, limit, _patterns(types))
+    return {"items": [asdict(e) for e in items], "last_id": items[-1].id if items else after}
+
+
+def sse_frame(e: EventRecord) -> str:
+    """One SSE message: the event id (for Last-Event-ID), its type and its JSON document."""
+    doc = {"id": e.id, "type": e.type, "ts_ms": e.ts_ms, "subject": e.subject, "data": e.data}
+    return f"id: {e.id}\nevent: {e.type}\ndata: {dumps(doc)}\n\n"
+
+
+@router.get(
+    "/stream",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "SSE stream"}},
+)
+async def stream(
+    request: Request,
+    runtime: RuntimeDep,
+    key: StreamViewer,
+    types: TypesQ = "",
+    after: AfterQ = None,
+    last_event_id: Annotated[str | None, Header(max_length=30)] = None,
+) -> StreamingResponse:
+    """Server-Sent Events from the log, live. Resume with the Last-Event-ID header (browsers do
+    it by themselves) or `after`; with neither, the stream starts at the newest event."""
+    patterns = _patterns(types)
+    if last_event_id is not None:
+        if not last_event_id.strip().isdigit() or int(last_event_id) > MAX_MS:
+            raise HTTPException(400, "Last-Event-ID must be an event id (a whole number)")
+        start = int(last_event_id)
+    elif after is not None:
+        start = after
+    else:
+        start = await run_in_threadpool(runtime.store.last_event_id)
+
+    async def frames() -> AsyncIterator[str]:
+        last = start
+        yield "retry: 2000\n: connected\n\n"
+        with runtime.notifier.listen() as wake:
+            sent = time.monotonic()
+            while True:
+                wake.clear()  # before reading: a publish after the read wakes the wait below
+                batch = await run_in_threadpool(runtime.store.events, last, BATCH, patterns)
+                for e in batch:
+                    yield sse_frame(e)
+                    last = e.id
+                if len(batch) == BATCH:
+                    continue
+                if batch:
+                    sent = time.monotonic()
+                elif time.monotonic() - sent >= KEEPALIVE_S:
+                    sent = time.monotonic()
+                    yield ": keepalive\n\n"  # keeps proxies from closing an idle stream
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), POLL_S)
+
+    return StreamingResponse(
+        frames(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,85 @@
+"""Prometheus metrics in the text exposition format."""
+
+from collections.abc import Mapping
+
+from fastapi import APIRouter
+from fastapi.responses import PlainTextResponse
+
+from collector.api.auth import Viewer
+from collector.api.deps import RuntimeDep
+from collector.cases.workflow import CaseState
+
+router = APIRouter(tags=["metrics"])
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def _metric(
+    lines: list[str], name: str, kind: str, help_: str, samples: Mapping[str, float]
+) -> None:
+    lines.append(f"# HELP {name} {help_}")
+    lines.append(f"# TYPE {name} {kind}")
+    for labels, value in samples.items():
+        lines.append(f"{name}{labels} {value:g}")
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+def metrics(runtime: RuntimeDep, key: Viewer) -> PlainTextResponse:
+    """Ingest counters, dead letters, event-log lag, open cases, SSE clients, webhook failures."""
+    store = runtime.store
+    lines: list[str] = []
+    ingest = runtime.ingest
+    if ingest is not None:
+        s = ingest.stats
+        counters = {
+            "lifeline_ingest_messages_total": (s.received, "MQTT messages committed"),
+            "lifeline_ingest_batches_total": (s.batches, "database transactions committed"),
+            "lifeline_ingest_readings_total": (s.readings, "readings stored"),
+            "lifeline_ingest_duplicates_total": (s.duplicates, "redelivered batches ignored"),
+            "lifeline_ingest_store_errors_total": (s.store_errors, "failed commits (retried)"),
+        }
+        for name, (value, help_) in counters.items():
+            _metric(lines, name, "counter", help_, {"": value})
+        _metric(
+            lines, "lifeline_mqtt_connected", "gauge", "1 when connected", {"": int(s.connected)}
+        )
+    _metric(
+        lines,
+        "lifeline_dead_letters",
+        "gauge",
+        "refused payloads stored",
+        {"": store.count_dead_letters()},
+    )
+    lag = max(runtime.store.last_event_id() - runtime.events.last_id, 0)
+    _metric(lines, "lifeline_event_log_lag", "gauge", "events not yet announced", {"": lag})
+    _metric(
+        lines,
+        "lifeline_event_pump_failures_total",
+        "counter",
+        "failed event-log passes",
+        {"": runtime.events.failures},
+    )
+    by_state = store.count_cases_by_state()
+    open_cases = {
+        f'{{state="{s.value}"}}': by_state.get(s.value, 0)
+        for s in CaseState
+        if s not in (CaseState.CLOSED, CaseState.VOIDED)
+    }
+    _metric(lines, "lifeline_open_cases", "gauge", "open cases by state", open_cases)
+    _metric(
+        lines,
+        "lifeline_sse_clients",
+        "gauge",
+        "connected event streams",
+        {"": runtime.notifier.listeners},
+    )
+    _metric(
+        lines,
+        "lifeline_webhook_failures_total",
+        "counter",
+        "failed delivery attempts since start",
+        {"": runtime.webhooks.failures},
+    )
+    deliveries = {f'{{status="{k}"}}': v for k, v in store.count_deliveries_by_status().items()}
+    _metric(lines, "lifeline_webhook_deliveries", "gauge", "deliveries by status", deliveries)
+    return PlainTextResponse("\n".join(lines) + "\n", media_type=CONTENT_TYPE)

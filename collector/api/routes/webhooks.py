@@ -1,0 +1,75 @@
+"""Webhooks (admin): register an endpoint for some event types, list, delete, see deliveries."""
+
+import time
+from dataclasses import asdict
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Path, Query, Response
+from pydantic import BaseModel, Field, field_validator
+
+from collector.api.auth import Admin
+from collector.api.deps import StoreDep
+from collector.events import type_patterns
+from collector.webhooks import new_secret, webhook_doc
+
+router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"])
+
+HookId = Annotated[int, Path(ge=1, le=2**62)]
+
+
+class WebhookIn(BaseModel):
+    """An endpoint and the event types it wants (`alarm.*`, `case.opened`, ...; `*` = all)."""
+
+    url: str = Field(pattern=r"^https?://[^\s/?#]+[^\s]*$", max_length=500)
+    events: list[str] = Field(min_length=1, max_length=20)
+    description: str = Field(default="", max_length=200)
+
+    @field_validator("events")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        type_patterns(",".join(v))  # raises ValueError naming the unknown type
+        return v
+
+
+@router.post("", status_code=201)
+def register(store: StoreDep, admin: Admin, body: WebhookIn) -> dict[str, Any]:
+    """Register; `secret` (for verifying signatures) is shown only in this answer."""
+    secret = new_secret()
+    hook = store.create_webhook(
+        body.url, body.events, secret, body.description, int(time.time() * 1000)
+    )
+    return {**webhook_doc(hook), "secret": secret}
+
+
+@router.get("")
+def list_webhooks(store: StoreDep, admin: Admin) -> list[dict[str, Any]]:
+    """Every registered webhook (without secrets)."""
+    return [webhook_doc(h) for h in store.webhooks()]
+
+
+@router.get("/{hook_id}")
+def get_webhook(store: StoreDep, admin: Admin, hook_id: HookId) -> dict[str, Any]:
+    """One webhook."""
+    hook = next((h for h in store.webhooks() if h.id == hook_id), None)
+    if hook is None:
+        raise HTTPException(404, f"no webhook {hook_id}")
+    return webhook_doc(hook)
+
+
+@router.delete("/{hook_id}", status_code=204)
+def delete(store: StoreDep, admin: Admin, hook_id: HookId) -> Response:
+    """Unregister; pending deliveries are cancelled."""
+    if not store.delete_webhook(hook_id, int(time.time() * 1000)):
+        raise HTTPException(404, f"no webhook {hook_id}")
+    return Response(status_code=204)
+
+
+@router.get("/{hook_id}/deliveries")
+def deliveries(
+    store: StoreDep,
+    admin: Admin,
+    hook_id: HookId,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[dict[str, Any]]:
+    """The latest deliveries with status (pending, delivered, failed), attempts, last error."""
+    return [asdict(d) for d in store.deliveries(hook_id, limit)]

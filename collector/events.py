@@ -1,0 +1,219 @@
+"""The event log behind SSE and webhooks: records, the pump that fills it, and a wake-up notifier.
+
+Ingest and the case engine write alarm events, status changes and case audits to their own
+tables. The pump copies each of them once into `events`, whose id is the id a client resumes
+from (SSE Last-Event-ID, webhook cursors). Pump passes are serialized in the database, so ids
+become visible in increasing order and a reader that saw id N never later finds a smaller one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from wire import AlarmState
+
+if TYPE_CHECKING:
+    from collector.store import Store
+
+log = logging.getLogger(__name__)
+
+ALARM_EVENT_TYPES = {
+    AlarmState.ACTIVE_UNACKED.value: "alarm.raised",
+    AlarmState.ACTIVE_ACKED.value: "alarm.acknowledged",
+    AlarmState.CLEARED_UNACKED.value: "alarm.cleared",
+    AlarmState.NORMAL.value: "alarm.normal",
+}
+EVENT_TYPES = (
+    *ALARM_EVENT_TYPES.values(),
+    "gateway.online",
+    "gateway.offline",
+    "gateway.unknown",
+    "device.online",
+    "device.offline",
+    "device.unknown",
+    "case.opened",
+    "case.transition",
+)
+EVENT_CATEGORIES = ("alarm", "gateway", "device", "case")
+
+
+def type_patterns(spec: str) -> list[str]:
+    """Validate a comma-separated list like `alarm.*,case.opened`; return SQL LIKE patterns.
+
+    Raises ValueError naming the unknown entry. An empty spec or `*` means everything.
+    """
+    patterns: list[str] = []
+    for raw in spec.split(","):
+        item = raw.strip()
+        if item in ("", "*"):
+            return []
+        category = item.removesuffix(".*")
+        if category in EVENT_CATEGORIES:
+            patterns.append(f"{category}.%")
+        elif item in EVENT_TYPES:
+            patterns.append(item)
+        else:
+            known = ", ".join([f"{c}.*" for c in EVENT_CATEGORIES] + list(EVENT_TYPES))
+            raise ValueError(f"unknown event type {item!r} (known: {known})")
+    return patterns
+
+
+def matches(patterns: list[str], event_type: str) -> bool:
+    """True if `event_type` is selected by patterns from type_patterns (empty = all)."""
+    if not patterns:
+        return True
+    return any(
+        event_type.startswith(p[:-1]) if p.endswith("%") else event_type == p for p in patterns
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """One entry of the event log; `id` is strictly increasing in the order readers see them."""
+
+    id: int
+    type: str
+    ts_ms: int
+    created_ms: int
+    subject: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmView:
+    """One alarm occurrence (an edge alarm id `gateway:seq`) in its latest known state."""
+
+    id: int
+    alarm_id: str
+    gateway: str
+    device: str
+    point: str
+    alarm_type: str
+    severity: int
+    state: str
+    raised_ms: int
+    state_ms: int
+    value: Any
+    limit: Any
+    message: str
+    ack_by: str | None
+    ack_note: str | None
+    asset: str | None
+
+
+class Notifier:
+    """Wakes asyncio listeners (SSE streams) and thread listeners when new events are logged."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._async: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+        self._threads: list[threading.Event] = []
+
+    @property
+    def listeners(self) -> int:
+        """How many asyncio listeners (SSE clients) are waiting."""
+        return len(self._async)
+
+    def publish(self) -> None:
+        """Wake everyone (callable from any thread)."""
+        with self._lock:
+            waiters = list(self._async)
+            threads = list(self._threads)
+        for loop, event in waiters:
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:  # the loop closed under us: its listener is gone
+                continue
+        for t in threads:
+            t.set()
+
+    def add_thread_listener(self, event: threading.Event) -> None:
+        """Set `event` on every publish."""
+        with self._lock:
+            self._threads.append(event)
+
+    @contextmanager
+    def listen(self) -> Iterator[asyncio.Event]:
+        """An asyncio.Event set on every publish while the block runs (clear it after waking)."""
+        entry = (asyncio.get_running_loop(), asyncio.Event())
+        with self._lock:
+            self._async.add(entry)
+        try:
+            yield entry[1]
+        finally:
+            with self._lock:
+                self._async.discard(entry)
+
+
+class EventPump:
+    """A thread that copies new alarm/status/case rows into the event log, then notifies.
+
+    `kick()` (after each ingest commit or API write) runs a pass at once; without kicks it
+    still looks every `interval_s`, which also picks up rows written by other collectors.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        notifier: Notifier,
+        interval_s: float = 0.5,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.notifier = notifier
+        self.interval_s = interval_s
+        self._clock = clock
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="event-pump", daemon=True)
+        self.last_id = 0
+        self.failures = 0
+
+    def start(self) -> None:
+        """Start the pump thread."""
+        self.last_id = self.store.last_event_id()
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop after the pass in hand."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def kick(self) -> None:
+        """Run a pass now (cheap: callable after every commit)."""
+        self._wake.set()
+
+    def run_once(self) -> int:
+        """One pass: copy what is pending (all of it, in chunks); notify if the log grew."""
+        total = 0
+        while True:
+            n = self.store.pump_events(int(self._clock() * 1000))
+            total += n
+            if n == 0:
+                break
+        newest = self.store.last_event_id()
+        if newest != self.last_id:
+            self.last_id = newest
+            self.notifier.publish()
+        return total
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            try:
+                self.run_once()
+            except Exception:  # a database hiccup: the rows stay pending for the next pass
+                self.failures += 1
+                log.exception("event pump pass failed")
