@@ -19,6 +19,9 @@ IDENT = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 assert IDENT_RE.pattern == IDENT  # one definition of an id, checked at import
 
 
+MAX_CONFIG_BYTES = 1024 * 1024  # ~10 000 devices; a real cabinet has a few hundred
+
+
 class ConfigError(ValueError):
     """A gateway config that cannot be used; `problems` holds (field, reason) pairs."""
 
@@ -257,9 +260,15 @@ def load_config(path: str | Path) -> GatewayConfig:
     """Read, validate and cross-check a gateway config file; raise ConfigError."""
     p = Path(path)
     try:
+        if p.stat().st_size > MAX_CONFIG_BYTES:  # a mistake, and pure-Python YAML is slow
+            reason = f"{p.stat().st_size} bytes; a gateway config is at most {MAX_CONFIG_BYTES}"
+            raise ConfigError(str(p), [("(file)", reason)])
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(str(p), [("(file)", f"cannot read: {exc.strerror}")]) from None
+    except UnicodeDecodeError as exc:
+        reason = f"not UTF-8 text ({exc.reason} at byte {exc.start})"
+        raise ConfigError(str(p), [("(file)", reason)]) from None
     except yaml.YAMLError as exc:
         raise ConfigError(str(p), [("(file)", f"not valid YAML: {exc}")]) from None
     cfg = parse_config(data, str(p))

@@ -92,6 +92,8 @@ def run(
     ] = None,
 ) -> None:
     """Serve the scenario's simulated devices and print where they listen."""
+    import signal
+
     from firmware_sim.scenario import ScenarioError, load_scenario
     from firmware_sim.simulation import Simulation
 
@@ -117,10 +119,12 @@ def run(
                 tmp = endpoints_file.with_suffix(endpoints_file.suffix + ".tmp")
                 tmp.write_text(json.dumps(eps, indent=2))
                 tmp.replace(endpoints_file)  # readers never see a half-written file
-            if duration is None:
-                await asyncio.Event().wait()
-            else:
-                await asyncio.sleep(duration)
+            # SIGTERM (a service manager, a test harness) stops as cleanly as Ctrl-C: exit 0.
+            stop = asyncio.Event()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), duration)
 
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is the normal way to stop
         asyncio.run(serve())
