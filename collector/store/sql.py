@@ -4,6 +4,7 @@ Shared SQL uses `:name` parameters (sqlite3 style); the PostgreSQL backend rewri
 """
 
 import json
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -45,6 +46,8 @@ from wire import (
 )
 from wire import Status as StatusMsg
 from wire.messages import Value
+
+log = logging.getLogger(__name__)
 
 # A reading row as the backends insert it.
 ReadingRow = tuple[str, str, str, int, int, float | None, str | None, str, bool]
@@ -350,7 +353,7 @@ class SqlStore(ABC):
             status = Status.ONLINE if d.online else Status.OFFLINE
             self._device_status(cur, msg.gateway, d.device, status, msg.sent_ms, "birth")
             if d.asset:
-                self._bind(cur, d.device, d.asset)
+                self._bind_announced(cur, msg.gateway, d.device, d.asset)
 
     def _death(self, cur: Cursor, site: str, msg: Death, now_ms: int) -> None:
         prev = self._gateway_row(cur, msg.gateway)
@@ -481,6 +484,28 @@ class SqlStore(ABC):
             cur,
             "INSERT INTO device_assets (device, asset) VALUES (:dev, :asset)"
             " ON CONFLICT (device) DO UPDATE SET asset = :asset",
+            {"dev": device, "asset": asset},
+        )
+
+    def _bind_announced(self, cur: Cursor, gateway: str, device: str, asset: str) -> None:
+        """Apply a birth's device -> asset binding; an unknown asset never replaces a binding.
+
+        The registry is the authority on city components: a gateway config naming a
+        部件标识码 the registry lacks must not unbind the device from the asset it monitors.
+        """
+        if self._run(cur, "SELECT 1 FROM assets WHERE code = :code", {"code": asset}):
+            self._bind(cur, device, asset)
+            return
+        log.warning(
+            "gateway %s announces device %s on asset %s, which is not in the asset registry",
+            gateway,
+            device,
+            asset,
+        )
+        self._run(
+            cur,
+            "INSERT INTO device_assets (device, asset) VALUES (:dev, :asset)"
+            " ON CONFLICT (device) DO NOTHING",
             {"dev": device, "asset": asset},
         )
 

@@ -273,3 +273,19 @@ def test_cases_audit_serials_and_one_open_case_per_problem(store: Store) -> None
     with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
         store.save_case(twin, [], expect_state=None)
     assert [c.case_no for c in store.cases(open_only=True)] == [case.case_no]
+
+
+def test_a_birth_never_replaces_a_binding_with_an_unregistered_asset(store: Store) -> None:
+    known = Asset(code="3101040111000001", owner="燃气公司", devices=("g1",))
+    other = Asset(code="3101040118000002", owner="路灯所")
+    store.upsert_assets([known, other])
+    unknown_asset = DeviceInfo("g1", "manhole_cover", "manhole", True, "3301060111999999")
+    store.write([birth("s1", T0, unknown_asset)], T0)
+    got = store.asset_of_device("g1")
+    assert got is not None
+    assert got.code == known.code  # the registry's binding stands
+    rebound = DeviceInfo("g1", "manhole_cover", "manhole", True, other.code)
+    store.write([birth("s2", T0 + 1, rebound)], T0 + 1)
+    got = store.asset_of_device("g1")
+    assert got is not None
+    assert got.code == other.code
