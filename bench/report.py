@@ -323,16 +323,21 @@ def render(results: dict[str, Any], scale: list[dict[str, Any]], storage: dict[s
         "| benchmark | conditions | figures | baseline (same run) | ratio |",
         "|---|---|---|---|---:|",
     ]
-    baselines = {"drain": "baseline_readings_per_s", "ingest": "copy_rows_per_s"}
+    # (baseline measured in the same run, the figure that compares against it)
+    baselines = {
+        "bus": ("theoretical_polls_per_s", "efficiency"),
+        "drain": ("baseline_readings_per_s", "ratio"),
+        "ingest": ("copy_rows_per_s", "ratio"),
+    }
     for name in BENCHES:
         r = results.get(name, {})
         if "error" in r:
             out.append(f"| {name} | — | {r['error']} | — | — |")
             continue
         figures = ", ".join(f"{k} {_fmt(r.get(k))}" for k in KEYS[name] if k in r)
-        base_key = baselines.get(name)
+        base_key, ratio_key = baselines.get(name, (None, None))
         base = f"{base_key} {_fmt(r.get(base_key))}" if base_key else "—"
-        ratio = _fmt(r.get("ratio")) if "ratio" in r else "—"
+        ratio = _fmt(r.get(ratio_key)) if ratio_key in r else "—"
         cond = f"`bench/{name}.py {r.get('_args', '')}`, {r.get('_seconds')} s"
         out.append(f"| {name} | {cond} | {figures} | {base} | {ratio} |")
     out += [
