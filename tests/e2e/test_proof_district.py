@@ -431,7 +431,10 @@ def caught_up(db_url: str, buffers: dict[str, Path]) -> bool:
     """The database holds every seq the gateways assigned and no longer hold."""
     if not all(p.exists() for p in buffers.values()):
         return False
-    books = account(db_url, buffers)
+    try:
+        books = account(db_url, buffers)
+    except sqlite3.OperationalError:  # a gateway has created its buffer file, not its tables
+        return False
     return all(b.db_seqs + b.unsent_seqs == b.last_seq and not b.lost for b in books)
 
 
