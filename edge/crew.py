@@ -2,9 +2,9 @@
 
 Everything reads the gateway's own SQLite buffer through read-only connections (WAL), so it
 works while the daemon runs and while the uplink is down; an acknowledgement is queued in the
-buffer for the daemon to apply and send upstream. Besides edge.logbook, `status` and `tail`
-read the backlog `chunks` (concatenated msgpack wire record rows) and frozen `batches` (wire
-payloads) of edge.outbox's schema.
+buffer for the daemon to apply and send upstream. `status` reads the health snapshot the
+daemon keeps there (edge.logbook); `tail` reads the backlog `chunks` (concatenated msgpack wire
+record rows) and frozen `batches` (wire payloads) of edge.outbox's schema.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ __all__ = ["register"]
 
 _OPEN_STATES = ("active_unacked", "active_acked", "cleared_unacked")
 _UNACKED = ("active_unacked", "cleared_unacked")
-_STALE_UPLINK_S = 120  # unsent data older than this means the uplink is not delivering
 _SEVERITY_WORDS = {"critical": 1, "high": 2, "medium": 3, "low": 4}
 
 ConfigOpt = Annotated[
@@ -238,17 +237,6 @@ def _one(db: sqlite3.Connection, sql: str, *args: Any) -> Any:
     return row[0] if row else None
 
 
-def _device_states(db: sqlite3.Connection) -> dict[str, tuple[str, int]]:
-    """Per device: the latest comm-loss alarm state and its time."""
-    out: dict[str, tuple[str, int]] = {}
-    for device, state, ts in db.execute(
-        "SELECT device, state, ts_ms FROM alarm_log WHERE id IN (SELECT max(id) FROM alarm_log"
-        " WHERE alarm_type = 'comm_loss' GROUP BY device)"
-    ):
-        out[device] = (state, ts)
-    return out
-
-
 def _unpack_chunk(body: bytes) -> list[list[Any]]:
     """Wire record rows [device, point, ts_ms, value, quality, historical] of a backlog chunk."""
     import msgpack
@@ -258,82 +246,99 @@ def _unpack_chunk(body: bytes) -> list[list[Any]]:
     return [row for row in unpacker if isinstance(row, list) and len(row) >= 5]
 
 
-def _last_buffered(db: sqlite3.Connection) -> tuple[dict[str, int], int | None]:
-    """Per device, the newest good reading waiting in the backlog; and the oldest reading."""
-    newest: dict[str, int] = {}
-    oldest: int | None = None
-    for (body,) in db.execute("SELECT body FROM chunks ORDER BY id"):
-        for device, _, ts, _, quality, *_ in _unpack_chunk(body):
-            oldest = ts if oldest is None else min(oldest, ts)
-            if quality == "good":
-                newest[device] = max(newest.get(device, 0), ts)
-    return newest, oldest
+def _iso(ts_ms: int | None) -> str | None:
+    return utc_iso(ts_ms) if ts_ms is not None else None
+
+
+def _age(iso: str | None, now: int) -> str:
+    """A time from the JSON form as '2026-11-21 20:58:37 (12 s ago)' in local time, or '-'."""
+    if iso is None:
+        return "-"
+    from datetime import datetime
+
+    ts_ms = int(datetime.fromisoformat(iso).timestamp() * 1000)
+    return f"{local_time(ts_ms)} ({max(0, now - ts_ms) // 1000} s ago)"
 
 
 def _status(path: Path, device_ids: list[str]) -> dict[str, Any]:
-    from edge.logbook import buffer_stats
+    """Everything `status` shows, from the daemon's health snapshot and the buffer."""
+    from edge.logbook import buffer_stats, daemon_running, gateway_health
 
     stats = buffer_stats(path)
+    health = gateway_health(path)
     db = _connect(path)
     try:
-        states = _device_states(db)
-        buffered, oldest_reading = _last_buffered(db)
-        oldest_batch = _one(db, "SELECT min(created_ms) FROM batches")
         open_alarms = dict(
             db.execute(
                 "SELECT device, count(*) FROM alarm_log WHERE id IN (SELECT max(id) FROM alarm_log"
                 " GROUP BY alarm_id) AND state != 'normal' GROUP BY device"
             ).fetchall()
         )
-        last_error = db.execute(
-            "SELECT ts_ms, device, message FROM alarm_log WHERE alarm_type = 'comm_loss'"
-            " AND state = 'active_unacked' ORDER BY id DESC LIMIT 1"
-        ).fetchone()
     finally:
         db.close()
     now = time.time_ns() // 1_000_000
+    running, why = daemon_running(health, now)
+    known = {d.device: d for d in health.devices} if health is not None else {}
     devices = []
-    for dev in device_ids or sorted(set(states) | set(buffered)):
-        state, since = states.get(dev, ("normal", 0))
-        online = state not in ("active_unacked", "active_acked")
+    for dev in device_ids or list(known):
+        h = known.get(dev)
         devices.append(
             {
                 "device": dev,
-                "online": online,
-                "since": utc_iso(since) if not online else None,
-                "last_buffered_reading": utc_iso(buffered[dev]) if dev in buffered else None,
+                "state": h.state if h is not None else "unknown",
+                "since": _iso(h.since_ms) if h is not None else None,
+                "last_good_poll": _iso(h.last_ok_ms) if h is not None else None,
+                "last_error": (h.last_error or None) if h is not None else None,
+                "last_error_time": _iso(h.last_error_ms) if h is not None else None,
                 "open_alarms": open_alarms.get(dev, 0),
             }
         )
-    oldest = min((t for t in (oldest_reading, oldest_batch) if t is not None), default=None)
-    if oldest is None:
-        uplink = "delivering: nothing waiting to be sent"
-    elif now - oldest > _STALE_UPLINK_S * 1000:
-        uplink = f"NOT delivering: unsent data is {(now - oldest) // 1000} s old"
-    else:
-        uplink = f"delivering: oldest unsent data is {(now - oldest) // 1000} s old"
+    errors = [(d.last_error_ms, d.device, d.last_error) for d in known.values() if d.last_error]
+    if health is not None and health.uplink_error:
+        errors.append((health.uplink_error_ms, "uplink", health.uplink_error))
+    last = max(errors, key=lambda e: e[0] or 0, default=None)
+    problems = [f"device {d['device']} is {d['state']}" for d in devices if d["state"] == "offline"]
+    if health is None or not health.uplink_connected:
+        problems.append("the uplink is down")
+    if not running:
+        problems.append(f"the daemon is not running: {why}")
     return {
+        "daemon": {
+            "running": running,
+            "detail": why,
+            "pid": health.pid if health is not None else None,
+            "started": _iso(health.started_ms) if health is not None else None,
+            "heartbeat": _iso(health.heartbeat_ms) if health is not None else None,
+            "stopped": _iso(health.stopped_ms) if health is not None else None,
+        },
         "devices": devices,
+        "uplink": {
+            "connected": bool(health is not None and health.uplink_connected),
+            "since": _iso(health.uplink_since_ms) if health is not None else None,
+            "last_error": (health.uplink_error or None) if health is not None else None,
+            "last_error_time": _iso(health.uplink_error_ms) if health is not None else None,
+            "last_puback": _iso(health.last_puback_ms) if health is not None else None,
+        },
         "buffer": {
-            "readings_waiting": stats.backlog_readings,
+            "readings_waiting": stats.backlog_readings + stats.frozen_readings,
             "events_waiting": stats.pending_events,
             "batches_awaiting_puback": stats.frozen_batches,
             "evicted_readings": stats.evicted,
-            "oldest_unsent": utc_iso(oldest) if oldest is not None else None,
+            "oldest_unsent": _iso(stats.oldest_unsent_ms),
         },
-        "uplink": uplink,
         "last_error": (
-            {"time": utc_iso(last_error[0]), "device": last_error[1], "message": last_error[2]}
-            if last_error
-            else None
+            {"time": _iso(last[0]), "source": last[1], "message": last[2]} if last else None
         ),
+        "problems": problems,
+        "now_ms": now,
     }
 
 
 def status_command(config: ConfigOpt = None, db: DbOpt = None, as_json: JsonOpt = False) -> None:
-    """Gateway health at a glance: devices, buffer depth, uplink, last error. Exit 1 if unwell.
+    """Gateway health at a glance: daemon, devices, uplink, buffer, last error. Exit 1 if unwell.
 
-    Unwell: a device offline, or unsent data older than two minutes (uplink not delivering).
+    Unwell: a device offline, the uplink down, or the daemon not running (no fresh heartbeat).
+    Device states are what the daemon last saw; with the daemon stopped they are its last word.
     """
     path = _db(config, db)
     ids = [d.id for d in _load(config).devices()] if config is not None else []
@@ -341,38 +346,58 @@ def status_command(config: ConfigOpt = None, db: DbOpt = None, as_json: JsonOpt 
         st = _status(path, ids)
     except sqlite3.Error as exc:
         fail(f"cannot read {path}: {exc}")
-    unwell = st["uplink"].startswith("NOT") or not all(d["online"] for d in st["devices"])
+    now = st.pop("now_ms")
     if as_json:
         print_json(st)
     else:
-        rows = [
-            [
-                d["device"],
-                "online" if d["online"] else f"OFFLINE since {d['since']}",
-                d["last_buffered_reading"] or "-",
-                str(d["open_alarms"]),
-            ]
-            for d in st["devices"]
-        ]
-        styles = ["" if d["online"] else "bold red" for d in st["devices"]]
-        print_table(
-            ["device", "state", "last reading waiting in buffer", "open alarms"],
-            rows,
-            styles=styles,
-        )
-        b = st["buffer"]
-        err = st["last_error"]
-        summary = [
-            ["buffer", f"{b['readings_waiting']} readings, {b['events_waiting']} events, "
-             f"{b['batches_awaiting_puback']} batches awaiting PUBACK, "
-             f"{b['evicted_readings']} readings evicted"],
-            ["oldest unsent", b["oldest_unsent"] or "-"],
-            ["uplink", st["uplink"]],
-            ["last error", f"{err['time']} {err['device']}: {err['message']}" if err else "-"],
-        ]  # fmt: skip
-        print_table(["", ""], summary, header=False)
-    if unwell:
+        _print_status(st, now)
+    if st["problems"]:
         raise typer.Exit(1)
+
+
+def _print_status(st: dict[str, Any], now: int) -> None:
+    """The status as two tables: devices, then daemon, uplink, buffer and last error."""
+    rows = [
+        [
+            d["device"],
+            d["state"] + (f" since {_age(d['since'], now)}" if d["state"] != "online" else ""),
+            _age(d["last_good_poll"], now),
+            d["last_error"] or "-",
+            str(d["open_alarms"]),
+        ]
+        for d in st["devices"]
+    ]
+    styles = [
+        {"offline": "bold red", "degraded": "yellow"}.get(d["state"], "") for d in st["devices"]
+    ]
+    print_table(
+        ["device", "state", "last good poll", "last error", "open alarms"], rows, styles=styles
+    )
+    dmn, up, b, err = st["daemon"], st["uplink"], st["buffer"], st["last_error"]
+    if dmn["running"]:
+        daemon = f"running ({dmn['detail']})"
+    else:
+        daemon = f"NOT running: {dmn['detail']}"
+        if dmn["stopped"]:
+            daemon += f" {_age(dmn['stopped'], now)}"
+        elif dmn["heartbeat"]:
+            daemon += f"; last heartbeat {_age(dmn['heartbeat'], now)}"
+    uplink = ("connected" if up["connected"] else "DOWN") + f" since {_age(up['since'], now)}"
+    if up["last_puback"]:
+        uplink += f", last PUBACK {_age(up['last_puback'], now)}"
+    if not up["connected"] and up["last_error"]:
+        uplink += f": {up['last_error']}"
+    summary = [
+        ["daemon", daemon],
+        ["uplink", uplink],
+        ["buffer", f"{b['readings_waiting']} readings, {b['events_waiting']} events, "
+         f"{b['batches_awaiting_puback']} batches awaiting PUBACK, "
+         f"{b['evicted_readings']} readings evicted"],
+        ["oldest unsent", _age(b["oldest_unsent"], now)],
+        ["last error", f"{_age(err['time'], now)} {err['source']}: {err['message']}"
+         if err else "-"],
+    ]  # fmt: skip
+    print_table(["", ""], summary, header=False)
 
 
 # --- tail ------------------------------------------------------------------------------------

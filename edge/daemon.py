@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import secrets
 import signal
 import time
@@ -15,7 +16,7 @@ from drivers.errors import DriverError
 from drivers.planner import Value
 from drivers.profile import AlarmRuleSpec, Profile
 from edge.config import ConfigError, GatewayConfig, load_config, resolve_profiles
-from edge.outbox import Outbox, Sample
+from edge.outbox import DeviceHealth, GatewayHealth, Outbox, Sample
 from edge.rules import AlarmEngine, ExceptionFilter, Rule, UnknownAlarm
 from edge.scheduler import BusPoller, Device, Health, make_device
 from edge.uplink import Uplink, now_ms
@@ -67,6 +68,7 @@ class Gateway:
         self.path = path
         self.session = secrets.token_hex(6)
         self.started = time.monotonic()
+        self.started_ms = now_ms()
         buf = cfg.buffer
         self.outbox = Outbox(
             buf.path, cfg.gateway, self.session, buf.max_mb, buf.batch_records, buf.batch_bytes
@@ -82,16 +84,22 @@ class Gateway:
         self._poller_tasks: list[asyncio.Task[None]] = []
         self._build(cfg, profiles)
         self.engine.restore(self.outbox.open_alarms())
+        self.outbox.health_source = self.health
 
     # --- building -------------------------------------------------------------------------------
 
     def _build(self, cfg: GatewayConfig, profiles: dict[str, Profile]) -> None:
+        before = self.devices
         self.pollers, self.devices, self._filters = [], {}, {}
         for bus in cfg.buses:
             devs = []
             for dc in bus.devices:
                 profile = profiles[dc.id]
                 dev = make_device(dc, profile, cfg.health)
+                prev = before.get(dc.id)
+                if prev is not None:  # a reload keeps what `status` shows about the device
+                    dev.last_ok_ms, dev.last_error = prev.last_ok_ms, prev.last_error
+                    dev.last_error_ms = prev.last_error_ms
                 devs.append(dev)
                 self.devices[dc.id] = dev
                 for p in profile.points:
@@ -128,6 +136,32 @@ class Gateway:
             ),
         )
 
+    def health(self) -> GatewayHealth:
+        """The health snapshot `lifeline edge status` reads (the outbox persists it)."""
+        up = self.uplink
+        return GatewayHealth(
+            pid=os.getpid(),
+            started_ms=self.started_ms,
+            heartbeat_ms=now_ms(),
+            stopped_ms=None,
+            uplink_connected=up.connected,
+            uplink_since_ms=up.state_since_ms,
+            uplink_error=up.last_error,
+            uplink_error_ms=up.last_error_ms,
+            last_puback_ms=up.last_puback_ms,
+            devices=tuple(
+                DeviceHealth(
+                    d.id,
+                    d.health.state.value,
+                    d.state_since_ms,
+                    d.last_ok_ms,
+                    d.last_error,
+                    d.last_error_ms,
+                )
+                for d in self.devices.values()
+            ),
+        )
+
     # --- poll sink (hot path) -------------------------------------------------------------------
 
     def values(self, device: Device, values: dict[str, Value], ts_ms: int) -> None:
@@ -151,6 +185,8 @@ class Gateway:
         self._has_data.set()
         if events:
             self._alarm_events(events)
+        if device.last_ok_ms is None:  # its first answer: `status` should show it soon
+            self.outbox.health_changed()
 
     def failure(self, device: Device, error: DriverError, ts_ms: int) -> None:
         """A poll failed: counted on the device; health decides what else happens."""
@@ -158,6 +194,7 @@ class Gateway:
     def transition(self, device: Device, state: Health, reason: str, ts_ms: int) -> None:
         """Log once, emit device events and comm-loss alarms, mark points stale when offline."""
         log.warning("device %s is now %s: %s", device.id, state.value, reason)
+        self.outbox.health_changed()
         severity = Severity(self.cfg.health.comm_loss_severity)
         if state is Health.OFFLINE:
             self.outbox.add_device_events([DeviceEvent(device.id, False, ts_ms, reason)])
@@ -310,6 +347,7 @@ class Gateway:
         while True:
             await asyncio.sleep(_HOUSEKEEPING_S)
             self.outbox.commit_acks()
+            self.outbox.save_health()  # the heartbeat, unless a flush wrote it already
             events = self.engine.tick(now_ms())
             if events:
                 self._alarm_events(events)

@@ -1,4 +1,4 @@
-"""Read-only views of a running gateway's buffer for crew tools (alarm log, buffer depth).
+"""Read-only views of a running gateway's buffer for crew tools (alarm log, buffer, health).
 
 Opens the database read-only in WAL mode, so it never blocks the daemon; acknowledgements
 are queued for the daemon to apply (it owns the alarm state).
@@ -7,6 +7,8 @@ are queued for the daemon to apply (it owns the alarm state).
 from __future__ import annotations
 
 import io
+import os
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +16,11 @@ from typing import Any
 
 import msgpack
 
-from edge.outbox import LANE_DATA, connect
+from edge.outbox import HEALTH_EVERY_S, LANE_DATA, DeviceHealth, GatewayHealth, connect
+
+# A daemon whose heartbeat is this old is gone (killed, hung or powered off): it rewrites
+# the snapshot every HEALTH_EVERY_S.
+DAEMON_STALE_MS = int(4 * HEALTH_EVERY_S * 1000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +50,8 @@ class BufferStats:
     frozen_batches: int
     next_seq: int
     evicted: int
+    frozen_readings: int = 0  # readings in data batches awaiting their PUBACK
+    oldest_unsent_ms: int | None = None  # sample time of the oldest reading not yet acknowledged
 
 
 _ALARM_COLUMNS = (
@@ -75,8 +83,8 @@ def buffer_stats(path: str | Path) -> BufferStats:
     db = connect(path, readonly=True)
     try:
 
-        def one(sql: str) -> int:
-            row = db.execute(sql).fetchone()
+        def one(sql: str, *args: Any) -> int:
+            row = db.execute(sql, args).fetchone()
             return int(row[0]) if row and row[0] is not None else 0
 
         return BufferStats(
@@ -88,9 +96,93 @@ def buffer_stats(path: str | Path) -> BufferStats:
             frozen_batches=one("SELECT count(*) FROM batches"),
             next_seq=one("SELECT value FROM meta WHERE key = 'next_seq'") or 1,
             evicted=one("SELECT value FROM meta WHERE key = 'evicted'"),
+            frozen_readings=one(
+                "SELECT coalesce(sum(n), 0) FROM batches WHERE lane = ?", LANE_DATA
+            ),
+            oldest_unsent_ms=_oldest_unsent(db),
         )
     finally:
         db.close()
+
+
+def _oldest_unsent(db: sqlite3.Connection) -> int | None:
+    """Sample time of the oldest unacknowledged reading, without reading the whole buffer.
+
+    Readings reach the buffer in arrival order: the oldest is in the first backlog chunk (frozen
+    backlog batches still keep theirs in `chunks`) or in the first data batch frozen directly.
+    """
+    times: list[int] = []
+    first = db.execute("SELECT body FROM chunks ORDER BY id LIMIT 1").fetchone()
+    if first is not None:
+        times.extend(row[2] for row in msgpack.Unpacker(io.BytesIO(first[0]), raw=False))
+    live = db.execute(
+        "SELECT payload FROM batches WHERE lane = ? AND payload IS NOT NULL ORDER BY seq LIMIT 1",
+        (LANE_DATA,),
+    ).fetchone()
+    if live is not None:
+        times.extend(row[2] for row in msgpack.unpackb(live[0], raw=False)["b"])
+    return min(times, default=None)
+
+
+def gateway_health(path: str | Path) -> GatewayHealth | None:
+    """The health snapshot the daemon last wrote; None if no daemon ever wrote one."""
+    db = connect(path, readonly=True)
+    try:
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+        if not {"daemon", "health"} <= tables:  # a buffer written by an older daemon
+            return None
+        row = db.execute(
+            "SELECT pid, started_ms, heartbeat_ms, stopped_ms, uplink_connected, uplink_since_ms,"
+            " uplink_error, uplink_error_ms, last_puback_ms FROM daemon WHERE id = 1"
+        ).fetchone()
+        if row is None:
+            return None
+        devices = tuple(
+            DeviceHealth(*r)
+            for r in db.execute(
+                "SELECT device, state, since_ms, last_ok_ms, last_error, last_error_ms"
+                " FROM health ORDER BY device"
+            )
+        )
+        pid, started, heartbeat, stopped, connected, since, error, error_ms, puback = row
+        return GatewayHealth(
+            pid,
+            started,
+            heartbeat,
+            stopped,
+            bool(connected),
+            since,
+            error,
+            error_ms,
+            puback,
+            devices,
+        )
+    finally:
+        db.close()
+
+
+def daemon_running(h: GatewayHealth | None, now_ms: int) -> tuple[bool, str]:
+    """Whether the daemon that wrote `h` still runs, and why we think so (or not)."""
+    if h is None:
+        return False, "no daemon has written a heartbeat to this buffer"
+    if h.stopped_ms is not None:
+        return False, "stopped"
+    age_s = (now_ms - h.heartbeat_ms) // 1000
+    if now_ms - h.heartbeat_ms > DAEMON_STALE_MS:
+        return False, f"no heartbeat for {age_s} s (killed or hung?)"
+    if not _pid_alive(h.pid):
+        return False, f"process {h.pid} is gone (killed?)"
+    return True, f"pid {h.pid}, heartbeat {age_s} s ago"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, run by another user (the gateway's service account)
+        return True
+    return True
 
 
 def request_ack(path: str | Path, alarm_id: str, who: str, note: str = "") -> None:

@@ -13,6 +13,9 @@ Durability per write (one WAL database; `synchronous` is switched per transactio
   whatever of the window was not acknowledged is resent under the same seqs.
 - deleting a PUBACKed batch: NORMAL, and grouped (ACK_BATCH / ACK_DELAY_S). Losing that
   delete only causes a harmless redelivery under the same seq.
+- the health snapshot (`daemon` and `health` tables, read by `lifeline edge status`): kept in
+  memory by the daemon and written at most every HEALTH_EVERY_S, or soon after a state change,
+  inside a flush transaction when there is one (no extra commit per reading or per poll).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import functools
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import astuple, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -54,6 +57,10 @@ ACK_DELAY_S = 0.25  # ... or after this long: a delete lost in a crash only mean
 MMAP_BYTES = 64 * 1024 * 1024  # of the buffer file read through a memory map
 _ENVELOPE_SLACK = 512  # bytes of a batch that are not records (header, ids, array size)
 _EVICT_FRACTION = 0.05  # of the backlog, per eviction round: a little at a time, counted
+# The health snapshot is rewritten this often (a heartbeat), or at the next write after a state
+# change; readers call a daemon gone when its heartbeat is several periods old.
+HEALTH_EVERY_S = 5.0
+HEALTH_MIN_GAP_S = 1.0  # ... and no oftener than this, even when 50 devices answer at start
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -78,9 +85,46 @@ CREATE INDEX IF NOT EXISTS alarm_log_ts ON alarm_log (ts_ms);
 CREATE TABLE IF NOT EXISTS ack_requests (
     id INTEGER PRIMARY KEY, alarm_id TEXT NOT NULL, who TEXT NOT NULL, note TEXT NOT NULL,
     requested_ms INTEGER NOT NULL);
+-- The health snapshot: one row about the daemon and its uplink, one per device.
+CREATE TABLE IF NOT EXISTS daemon (
+    id INTEGER PRIMARY KEY CHECK (id = 1), pid INTEGER NOT NULL, started_ms INTEGER NOT NULL,
+    heartbeat_ms INTEGER NOT NULL, stopped_ms INTEGER,  -- NULL while it runs
+    uplink_connected INTEGER NOT NULL, uplink_since_ms INTEGER NOT NULL,
+    uplink_error TEXT NOT NULL, uplink_error_ms INTEGER, last_puback_ms INTEGER);
+CREATE TABLE IF NOT EXISTS health (
+    device TEXT PRIMARY KEY, state TEXT NOT NULL, since_ms INTEGER NOT NULL,
+    last_ok_ms INTEGER, last_error TEXT NOT NULL, last_error_ms INTEGER);
 """
 
 Sample = tuple[str, str, int, Value, Quality]  # device, point, sample ms, value, quality
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceHealth:
+    """What the daemon knows about one device: state since when, last good poll, last error."""
+
+    device: str
+    state: str  # online, degraded or offline
+    since_ms: int
+    last_ok_ms: int | None
+    last_error: str
+    last_error_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayHealth:
+    """The daemon's health snapshot: itself, its uplink and its devices."""
+
+    pid: int
+    started_ms: int
+    heartbeat_ms: int
+    stopped_ms: int | None
+    uplink_connected: bool
+    uplink_since_ms: int
+    uplink_error: str
+    uplink_error_ms: int | None
+    last_puback_ms: int | None
+    devices: tuple[DeviceHealth, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +225,7 @@ class Outbox:
         max_mb: float = 256,
         batch_records: int = 2000,
         batch_bytes: int = 128 * 1024,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.gateway = gateway
         self.session = session
@@ -209,6 +254,12 @@ class Outbox:
         self._mem: list[Sample] = []
         self._acks: list[int] = []  # PUBACKed, delete pending
         self._acks_since = 0.0
+        # Where the health snapshot comes from (the daemon sets it); written when due.
+        self.health_source: Callable[[], GatewayHealth] | None = None
+        self.clock = clock  # for the health snapshot's timing (tests inject one)
+        self._health_due = 0.0  # clock time of the next snapshot write; 0: at the next write
+        self._health_written = -HEALTH_MIN_GAP_S  # clock time of the last one
+        self._health_devices: tuple[str, ...] = ()  # the devices of the last one
 
     # --- counters -------------------------------------------------------------------------
 
@@ -333,6 +384,7 @@ class Outbox:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.executemany("INSERT INTO chunks (n, body) VALUES (?, ?)", chunks)
             self._set_meta("committed", self.committed + len(mem))
+            self._put_health_if_due()
         self.committed += len(mem)
         self.backlog += len(mem)
         self._evict_if_full()
@@ -382,6 +434,7 @@ class Outbox:
             )
             self._set_meta("next_seq", seq)
             self._set_meta("committed", self.committed + len(rows))
+            self._put_health_if_due()
         self.committed += len(rows)
         self.next_seq = seq
         self._index(frozen, held=True)
@@ -578,6 +631,62 @@ class Outbox:
             self.db.executemany("DELETE FROM batches WHERE seq = ?", keys)
         self._acks = []
 
+    # --- health snapshot ----------------------------------------------------------------------
+
+    def health_changed(self) -> None:
+        """A device or the uplink changed state: write the snapshot soon (with the next write)."""
+        self._health_due = min(self._health_due, self._health_written + HEALTH_MIN_GAP_S)
+
+    def save_health(self) -> bool:
+        """Write the health snapshot in its own transaction if it is due; True if written.
+
+        The daemon calls this about once a second: with readings flowing, the flush
+        transactions have written it already and this does nothing.
+        """
+        if self.health_source is None or self.clock() < self._health_due:
+            return False
+        self._sync("NORMAL")
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self._put_health(self.health_source())
+        return True
+
+    def _put_health_if_due(self) -> None:
+        """Inside an open transaction: add the health snapshot if it is due."""
+        if self.health_source is not None and self.clock() >= self._health_due:
+            self._put_health(self.health_source())
+
+    def _put_health(self, h: GatewayHealth) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO daemon (id, pid, started_ms, heartbeat_ms, stopped_ms,"
+            " uplink_connected, uplink_since_ms, uplink_error, uplink_error_ms, last_puback_ms)"
+            " VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                h.pid,
+                h.started_ms,
+                h.heartbeat_ms,
+                h.stopped_ms,
+                int(h.uplink_connected),
+                h.uplink_since_ms,
+                h.uplink_error,
+                h.uplink_error_ms,
+                h.last_puback_ms,
+            ),
+        )
+        devices = tuple(d.device for d in h.devices)
+        if devices != self._health_devices:  # first write, or a reload changed the devices
+            self.db.execute("DELETE FROM health")
+            self._health_devices = devices
+        self.db.executemany(
+            "INSERT INTO health (device, state, since_ms, last_ok_ms, last_error, last_error_ms)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (device) DO UPDATE SET state = excluded.state,"
+            " since_ms = excluded.since_ms, last_ok_ms = excluded.last_ok_ms,"
+            " last_error = excluded.last_error, last_error_ms = excluded.last_error_ms",
+            [astuple(d) for d in h.devices],
+        )
+        self._health_written = self.clock()
+        self._health_due = self._health_written + HEALTH_EVERY_S
+
     # --- alarm log ----------------------------------------------------------------------------
 
     def open_alarms(self) -> list[AlarmEvent]:
@@ -614,11 +723,17 @@ class Outbox:
         return cur.rowcount
 
     def close(self) -> None:
-        """Commit what is in memory and pending deletes, then close the database."""
+        """Commit what is in memory, pending deletes and a last health snapshot; close."""
         self.commit_acks()
         if self._mem:
             self._store_backlog(self._mem)
             self._mem = []
+        if self.health_source is not None:
+            h = self.health_source()
+            stopped = replace(h, stopped_ms=h.heartbeat_ms)
+            with self.db:
+                self.db.execute("BEGIN IMMEDIATE")
+                self._put_health(stopped)
         self.db.close()
 
 

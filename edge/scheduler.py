@@ -70,6 +70,9 @@ class Device:
     polls: int = 0
     errors: int = 0
     last_error: str = ""
+    last_error_ms: int | None = None
+    last_ok_ms: int | None = None  # last good poll (the health snapshot reads these)
+    state_since_ms: int = field(default_factory=lambda: time.time_ns() // 1_000_000)
     point_names: list[str] = field(default_factory=list)
 
     @property
@@ -93,7 +96,7 @@ class PollSink(Protocol):
     """Where poll outcomes go (the daemon: rules, report-by-exception, outbox)."""
 
     def values(self, device: Device, values: dict[str, Value], ts_ms: int) -> None:
-        """A device answered."""
+        """A device answered (`device.last_ok_ms` is still the previous good poll)."""
 
     def failure(self, device: Device, error: DriverError, ts_ms: int) -> None:
         """A poll failed (after retries)."""
@@ -166,15 +169,19 @@ class BusPoller:
                 exc = DriverError(dev.cfg.unit, None, None, f"{type(exc).__name__}: {exc}")
             dev.errors += 1
             dev.last_error = str(exc)
+            dev.last_error_ms = ts_ms
             self.sink.failure(dev, exc, ts_ms)
             changed = dev.health.record(False)
             if changed is not None:
+                dev.state_since_ms = ts_ms
                 self.sink.transition(dev, changed, str(exc), ts_ms)
         else:
             changed = dev.health.record(True)
             if changed is not None:
+                dev.state_since_ms = ts_ms
                 self.sink.transition(dev, changed, "answering again", ts_ms)
             self.sink.values(dev, values, ts_ms)
+            dev.last_ok_ms = ts_ms  # after the sink, which may ask whether it answered before
         self._reschedule(dev, started)
 
     def _reschedule(self, dev: Device, started: float) -> None:

@@ -75,6 +75,13 @@ class Uplink:
         self.published = 0
         self.acked = 0
         self.connects = 0
+        # For the health snapshot: connected or not since when, the last error, the last PUBACK.
+        self._up = False  # as last reported: unlike `connected`, cleared only by _down
+        self.state_since_ms = now_ms()
+        self.last_error = ""
+        self.last_error_ms: int | None = None
+        self.last_puback_ms: int | None = None
+        self._refusal = ""
 
     # --- public -------------------------------------------------------------------------------
 
@@ -97,6 +104,7 @@ class Uplink:
             try:
                 await self._connect()
             except (OSError, TimeoutError, ConnectionError, ValueError) as exc:
+                self._error(f"broker {self.cfg.url} unreachable: {str(exc) or type(exc).__name__}")
                 attempt += 1
                 delay = min(self.cfg.reconnect_max_s, self.cfg.reconnect_min_s * 2 ** (attempt - 1))
                 delay *= random.uniform(0.5, 1.0)
@@ -108,7 +116,9 @@ class Uplink:
             attempt = 0
             await self._lost.wait()
             self._teardown()
+            self._down()
             if not self._stopping:
+                self._error(f"connection to {self.cfg.url} lost")
                 log.warning("connection to %s lost; reconnecting", self.cfg.url)
                 await asyncio.sleep(self.cfg.reconnect_min_s * random.uniform(0.1, 0.5))
 
@@ -152,6 +162,7 @@ class Uplink:
             client.disconnect()
         self._lost.set()
         self._teardown()
+        self._down()
 
     def counters(self) -> dict[str, int | float]:
         """Uplink figures for the status message."""
@@ -166,6 +177,19 @@ class Uplink:
         }
 
     # --- connection ---------------------------------------------------------------------------
+
+    def _error(self, message: str) -> None:
+        """Remember the latest error; a new kind of error is a change worth saving soon."""
+        if message != self.last_error:
+            self.outbox.health_changed()
+        self.last_error, self.last_error_ms = message, now_ms()
+
+    def _down(self) -> None:
+        """The connection is gone (lost or closed): down from now on, if it was up."""
+        if self._up:
+            self._up = False
+            self.state_since_ms = now_ms()
+            self.outbox.health_changed()
 
     def _death(self, reason: str) -> bytes:
         return encode(Death(self.gateway, self.session, 0, now_ms(), reason=reason))
@@ -206,6 +230,7 @@ class Uplink:
         self._client = client
         self._lost.clear()
         self._connected.clear()
+        self._refusal = ""  # the broker's reason, if it refuses this connection
         # connect() blocks on DNS, TCP and TLS: keep it off the loop so polling goes on.
         try:
             await self._loop.run_in_executor(
@@ -221,7 +246,7 @@ class Uplink:
             raise
         if self._lost.is_set():
             self._teardown()
-            raise ConnectionError("refused by broker")
+            raise ConnectionError(f"refused by broker: {self._refusal or 'connection closed'}")
 
     def _teardown(self) -> None:
         client, self._client = self._client, None
@@ -229,6 +254,7 @@ class Uplink:
         if self._acked_seqs:
             self.outbox.acked(self._acked_seqs)
             self._acked_seqs = []
+            self.last_puback_ms = now_ms()
         self._inflight.clear()
         self._inflight_seqs.clear()
         for waiter in self._control.values():
@@ -317,11 +343,15 @@ class Uplink:
     ) -> None:
         if reason.is_failure:
             log.error("broker refused the connection: %s", reason)
+            self._refusal = str(reason)
             self._lost.set()
             self._connected.set()
             return
         self.connects += 1
         self.live_since_ms = now_ms()
+        self._up = True
+        self.state_since_ms = self.live_since_ms
+        self.outbox.health_changed()
         client.subscribe(self._topics[Kind.CMD], qos=1)
         self.publish_birth()
         log.info("connected to %s (session %s)", self.cfg.url, self.session)
@@ -387,6 +417,7 @@ class Uplink:
         if self._acked_seqs:  # one transaction for every PUBACK of this loop iteration
             self.outbox.acked(self._acked_seqs)
             self._acked_seqs = []
+            self.last_puback_ms = now_ms()
         client = self._client
         if client is None or self.live_since_ms is None:
             return

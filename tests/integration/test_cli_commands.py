@@ -311,7 +311,9 @@ def test_crew_commands_read_the_log_a_running_daemon_writes_with_the_uplink_down
     )
     try:
         _crew_session(sim, config, db)
+        _status_sees_a_device_fail_and_the_daemon_stop(sim, config, daemon)
     finally:
+        sim.call(lambda: sim.sim.set_fault("sl-b", "none"))
         daemon.terminate()
         daemon.wait(10)
 
@@ -369,14 +371,19 @@ def _crew_session(sim: SimThread, config: Path, db: Path) -> None:
     assert "nothing to acknowledge" in again.stderr
 
     status = edge("status", "--config", str(config), "--json")
-    assert status.returncode == 0, status.stdout + status.stderr
+    assert status.returncode == 1, status.stdout + status.stderr  # the uplink is down
     st = json.loads(status.stdout)
-    assert [(d["device"], d["online"], d["open_alarms"]) for d in st["devices"]] == [
-        ("tilt-01", True, 1),
-        ("sl-04", True, 0),
+    assert [(d["device"], d["state"], d["open_alarms"]) for d in st["devices"]] == [
+        ("tilt-01", "online", 1),
+        ("sl-04", "online", 0),
     ]
-    assert all(d["last_buffered_reading"] for d in st["devices"])
+    assert all(d["last_good_poll"] for d in st["devices"])
+    assert st["daemon"]["running"], st["daemon"]
+    assert not st["uplink"]["connected"]
+    assert "mqtt://127.0.0.1:1 unreachable" in st["uplink"]["last_error"]
+    assert st["problems"] == ["the uplink is down"]
     assert st["buffer"]["readings_waiting"] > 0
+    assert st["buffer"]["oldest_unsent"] is not None
 
     readings = edge("tail", "--db", str(db), "--json", "--device", "sl-04", "--count", "3")
     assert readings.returncode == 0, readings.stderr
@@ -389,6 +396,45 @@ def _crew_session(sim: SimThread, config: Path, db: Path) -> None:
     assert write.returncode == 0, write.stderr
     assert write.stdout.strip() == "sl-04 dimming = 40 % (read back)"
     assert sim.call(lambda: sim.sim.devices["sl-b"].values()["dimming"]) == 40
+
+
+def _status(config: Path) -> tuple[int, dict[str, Any]]:
+    r = edge("status", "--config", str(config), "--json")
+    assert r.returncode in (0, 1), r.stderr
+    st: dict[str, Any] = json.loads(r.stdout)
+    return r.returncode, st
+
+
+def _status_sees_a_device_fail_and_the_daemon_stop(
+    sim: SimThread, config: Path, daemon: subprocess.Popen[str]
+) -> None:
+    sim.call(lambda: sim.sim.set_fault("sl-b", "no_answer"))
+
+    def sl04_offline() -> dict[str, Any] | None:
+        _, st = _status(config)
+        return st if st["devices"][1]["state"] == "offline" else None
+
+    st = _wait_for(sl04_offline, timeout=30)
+    tilt, sl04 = st["devices"]
+    assert tilt["state"] == "online"
+    assert sl04["last_good_poll"] is not None
+    assert sl04["last_good_poll"] <= sl04["since"]  # it answered before it went offline
+    assert sl04["last_error"]
+    assert "device sl-04 is offline" in st["problems"]
+    assert st["daemon"]["running"]
+
+    daemon.terminate()
+    assert daemon.wait(10) == 0
+    code, st = _status(config)
+    assert code == 1
+    assert not st["daemon"]["running"]
+    assert st["daemon"]["detail"] == "stopped"
+    assert st["daemon"]["stopped"] is not None
+    assert st["devices"][1]["state"] == "offline"  # the daemon's last word
+    table = edge("status", "--config", str(config))
+    assert table.returncode == 1
+    assert "NOT running: stopped" in table.stdout
+    assert "sl-04    offline since" in table.stdout
 
 
 @pytest.mark.parametrize(
