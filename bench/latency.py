@@ -40,7 +40,7 @@ import yaml  # noqa: E402
 
 from firmware_sim.control import SimControl  # noqa: E402
 from lifeline.broker import PrivateBroker, free_port  # noqa: E402
-from lifeline.demo import Child, gateway_config, http_json, spawn, wait_until  # noqa: E402
+from lifeline.demo import Child, gateway_config, http_json, spawn, start_simulator, wait_until  # noqa: E402
 
 DEVICE, POINT = "gas-e01", "gas_concentration"
 
@@ -120,17 +120,7 @@ def main() -> None:
     broker.start()
     children: list[Child] = []
     try:
-        endpoints_file = work / "endpoints.json"
-        children.append(
-            spawn("sim", ["sim", "run", "--scenario", "demo", "--endpoints-file",
-                          str(endpoints_file)], logs)
-        )  # fmt: skip
-        endpoints = wait_until(
-            "sim endpoints",
-            lambda: endpoints_file.exists() and json.loads(endpoints_file.read_text()),
-            30,
-            children,
-        )
+        endpoints = start_simulator("demo", work, logs, children)
         conf = gateway_config(endpoints, broker.url, work / "edge.sqlite")
         for bus in conf["buses"]:
             for dev in bus["devices"]:

@@ -81,6 +81,22 @@ def http_json(url: str, key: str | None = None) -> Any:
         return None
 
 
+def start_simulator(
+    scenario: str, workdir: Path, logs: Path, children: list[Child]
+) -> dict[str, Any]:
+    """Start firmware-sim serving `scenario`; return its endpoints (workdir/sim-endpoints.json)."""
+    endpoints_file = workdir / "sim-endpoints.json"
+    args = ["sim", "run", "--scenario", scenario, "--endpoints-file", str(endpoints_file)]
+    children.append(spawn("firmware-sim", args, logs))
+    endpoints: dict[str, Any] = wait_until(
+        "the simulator's endpoints",
+        lambda: endpoints_file.exists() and json.loads(endpoints_file.read_text()),
+        30,
+        children,
+    )
+    return endpoints
+
+
 def gateway_config(endpoints: dict[str, Any], broker_url: str, buffer: Path) -> dict[str, Any]:
     """The shipped demo gateway config, pointed at this run's broker and simulator ports."""
     conf: dict[str, Any] = yaml.safe_load((CONFIG / "examples" / "gateway-demo.yaml").read_text())
@@ -120,20 +136,7 @@ def run_demo(state_dir: Path, http_port: int, duration: float | None) -> int:
         stack.callback(broker.stop)
         stack.callback(_stop_all, children)
 
-        endpoints_file = state_dir / "sim-endpoints.json"
-        children.append(
-            spawn(
-                "firmware-sim",
-                ["sim", "run", "--scenario", "demo", "--endpoints-file", str(endpoints_file)],
-                logs,
-            )
-        )
-        endpoints = wait_until(
-            "the simulator's endpoints",
-            lambda: endpoints_file.exists() and json.loads(endpoints_file.read_text()),
-            30,
-            children,
-        )
+        endpoints = start_simulator("demo", state_dir, logs, children)
         gw_file = state_dir / "gateway.yaml"
         gw_conf = gateway_config(endpoints, broker.url, state_dir / "edge-buffer.sqlite")
         gw_file.write_text(yaml.safe_dump(gw_conf, allow_unicode=True, sort_keys=False))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -14,7 +13,7 @@ import yaml
 
 from firmware_sim.control import SimControl
 from lifeline.broker import free_port
-from lifeline.demo import Child, gateway_config, http_json, spawn, wait_until
+from lifeline.demo import Child, gateway_config, http_json, spawn, start_simulator, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -66,20 +65,7 @@ def test_a_gas_leak_appears_in_the_live_console(
     logs.mkdir()
     children: list[Child] = []
     try:
-        endpoints_file = tmp_path / "endpoints.json"
-        children.append(
-            spawn(
-                "sim",
-                ["sim", "run", "--scenario", "demo", "--endpoints-file", str(endpoints_file)],
-                logs,
-            )
-        )
-        endpoints = wait_until(
-            "sim endpoints",
-            lambda: endpoints_file.exists() and json.loads(endpoints_file.read_text()),
-            30,
-            children,
-        )
+        endpoints = start_simulator("demo", tmp_path, logs, children)
         conf = gateway_config(endpoints, mqtt_url, tmp_path / "edge.sqlite")
         conf["mqtt"]["root"] = topic_root
         gw_file = tmp_path / "gateway.yaml"

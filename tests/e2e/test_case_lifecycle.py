@@ -9,7 +9,6 @@ every step.
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ import yaml
 
 from firmware_sim.control import SimControl
 from lifeline.broker import free_port
-from lifeline.demo import Child, http_json, spawn, wait_until
+from lifeline.demo import Child, http_json, spawn, start_simulator, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -75,20 +74,7 @@ def test_gas_leak_case_is_dispatched_verified_and_closed_with_its_audit(
 ) -> None:
     logs = tmp_path / "logs"
     logs.mkdir()
-    endpoints_file = tmp_path / "endpoints.json"
-    children.append(
-        spawn(
-            "sim",
-            ["sim", "run", "--scenario", "single-manhole", "--endpoints-file", str(endpoints_file)],
-            logs,
-        )
-    )
-    endpoints = wait_until(
-        "sim endpoints",
-        lambda: endpoints_file.exists() and json.loads(endpoints_file.read_text()),
-        30,
-        children,
-    )
+    endpoints = start_simulator("single-manhole", tmp_path, logs, children)
     (server,) = endpoints["servers"]
 
     assets_file = tmp_path / "assets.yaml"

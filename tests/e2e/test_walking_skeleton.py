@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import queue
 from collections.abc import Iterator
 from importlib.resources import files
@@ -16,7 +15,7 @@ import pytest
 import yaml
 
 from lifeline.broker import free_port
-from lifeline.demo import Child, http_json, spawn, wait_until
+from lifeline.demo import Child, http_json, spawn, start_simulator, wait_until
 from wire import DataBatch, Kind, decode, subscription
 
 pytestmark = pytest.mark.e2e
@@ -71,20 +70,7 @@ def test_simulated_reading_reaches_the_api_with_its_sample_time(
     logs = tmp_path / "logs"
     logs.mkdir()
 
-    endpoints_file = tmp_path / "endpoints.json"
-    children.append(
-        spawn(
-            "sim",
-            ["sim", "run", "--scenario", "single-manhole", "--endpoints-file", str(endpoints_file)],
-            logs,
-        )
-    )
-    endpoints = wait_until(
-        "sim endpoints",
-        lambda: endpoints_file.exists() and json.loads(endpoints_file.read_text()),
-        30,
-        children,
-    )
+    endpoints = start_simulator("single-manhole", tmp_path, logs, children)
     (server,) = endpoints["servers"]
 
     conf = yaml.safe_load(
