@@ -301,41 +301,19 @@ class Outbox:
 
     def add_alarm_events(self, events: Sequence[AlarmEvent]) -> None:
         """Commit alarm events to the outgoing lane and the local alarm log (FULL sync)."""
-        if not events:
-            return
-        self._sync("FULL")
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
-            self.db.executemany(
-                "INSERT INTO events (lane, body) VALUES (?, ?)",
-                [(LANE_ALARM, _pack_event(e)) for e in events],
-            )
-            self.db.executemany(
-                "INSERT INTO alarm_log (alarm_id, device, point, alarm_type, severity, state,"
-                " ts_ms, value, limit_value, message, ack_by, ack_note)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        e.alarm_id,
-                        e.device,
-                        e.point,
-                        e.alarm_type,
-                        int(e.severity),
-                        e.state.value,
-                        e.ts_ms,
-                        e.value,
-                        e.limit,
-                        e.message,
-                        e.ack_by,
-                        e.ack_note,
-                    )
-                    for e in events
-                ],
-            )
-        self.pending_events += len(events)
+        self._add_events(LANE_ALARM, events, self._log_alarms)
 
     def add_device_events(self, events: Sequence[DeviceEvent]) -> None:
         """Commit device online/offline events to their lane (FULL sync)."""
+        self._add_events(LANE_DEVICE, events)
+
+    def _add_events(
+        self,
+        lane: int,
+        events: Sequence[AlarmEvent] | Sequence[DeviceEvent],
+        also: Callable[[Any], None] | None = None,
+    ) -> None:
+        """Queue events on `lane`, plus `also(events)`, in one FULL-sync transaction."""
         if not events:
             return
         self._sync("FULL")
@@ -343,9 +321,35 @@ class Outbox:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.executemany(
                 "INSERT INTO events (lane, body) VALUES (?, ?)",
-                [(LANE_DEVICE, _pack_event(e)) for e in events],
+                [(lane, _pack_event(e)) for e in events],
             )
+            if also is not None:
+                also(events)
         self.pending_events += len(events)
+
+    def _log_alarms(self, events: Sequence[AlarmEvent]) -> None:
+        self.db.executemany(
+            "INSERT INTO alarm_log (alarm_id, device, point, alarm_type, severity, state,"
+            " ts_ms, value, limit_value, message, ack_by, ack_note)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    e.alarm_id,
+                    e.device,
+                    e.point,
+                    e.alarm_type,
+                    int(e.severity),
+                    e.state.value,
+                    e.ts_ms,
+                    e.value,
+                    e.limit,
+                    e.message,
+                    e.ack_by,
+                    e.ack_note,
+                )
+                for e in events
+            ],
+        )
 
     def flush(self, live_since_ms: int | None, room: int) -> int:
         """Commit the samples held in memory; return how many batches were frozen directly.
