@@ -4,6 +4,10 @@ Phases (each a fresh gateway process; firmware-sim and the broker run alongside 
   idle  one manhole cover at 1 Hz
   load  50 manhole covers (11 points each) at 1 Hz = 550 points/s, on 5 TCP connections
   max   the same 50 devices polled faster and faster until p95 sample->broker latency > 1 s
+  base  the baseline, in the same run: a bare loop in its own process that polls the same 50
+        devices over 5 connections with pymodbus' own client and publishes each cycle's raw
+        values with paho at QoS 1 - no buffer, no rules, no health, no report-by-exception.
+        ratio = baseline CPU per 1000 points / gateway CPU per 1000 points (1.0 = as cheap).
 
 Latency is sample time (taken by the gateway) to arrival at a subscriber on the broker.
 Figures on shared machines are noisy, and firmware-sim, the broker and the subscriber share
@@ -15,6 +19,7 @@ the same cores as the gateway: compare ratios, not absolute times. Last line: on
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
@@ -35,8 +40,10 @@ import paho.mqtt.client as mqtt
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
+from drivers.planner import decode_response, plan_reads
+from drivers.profile import Table, builtin_profiles
 from lifeline.broker import PrivateBroker
-from wire import Kind, subscription
+from wire import Kind, subscription, topic
 
 ROOT = "bench/lifeline"
 DEVICES = 50
@@ -182,14 +189,53 @@ def gateway_config(
     return path
 
 
-def measure(config: Path, sub: Collector, warmup_s: float, seconds: float) -> Phase:
-    """Run a gateway process, measure a window after warm-up, stop it with SIGTERM."""
-    argv = [sys.executable, "-c", "from edge.cli import app; app()", "run", "--config"]
-    proc = subprocess.Popen(
-        [*argv, str(config), "--log-level", "warning"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def gateway_argv(config: Path) -> list[str]:
+    """The gateway daemon's command line."""
+    run = [sys.executable, "-c", "from edge.cli import app; app()", "run", "--config", str(config)]
+    return [*run, "--log-level", "warning"]
+
+
+async def _baseline(sim_port: int, host: str, port: int, devices: int, links: int) -> None:
+    from pymodbus.client import AsyncModbusTcpClient
+
+    (req,) = plan_reads(builtin_profiles()["manhole_cover"].points)
+    assert req.table is Table.INPUT, "the baseline reads the manhole cover's one input block"
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-baseline")
+    pub.max_inflight_messages_set(16)
+    pub.connect(host, port)
+    pub.loop_start()
+    data_topic = topic("bench", "gw-baseline", Kind.DATA, root=ROOT)
+
+    async def poll(units: range) -> None:
+        client = AsyncModbusTcpClient("127.0.0.1", port=sim_port, timeout=1.0)
+        await client.connect()
+        while True:
+            due = time.monotonic() + 1.0
+            rows = []
+            for unit in units:
+                resp = await client.read_input_registers(
+                    req.address, count=req.count, device_id=unit
+                )
+                ts = int(time.time() * 1000)
+                values = decode_response(req, resp.registers)
+                rows += [[unit, n, ts, v, 0, False] for n, v in values.items()]
+            pub.publish(data_topic, msgpack.packb({"b": rows}), qos=1)
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+
+    per_link = max(1, devices // links)
+    units = [range(f, min(devices, f + per_link - 1) + 1) for f in range(1, devices + 1, per_link)]
+    await asyncio.gather(*(poll(u) for u in units))
+
+
+def baseline_argv(sim_port: int, broker: PrivateBroker) -> list[str]:
+    """The bare pymodbus + paho loop's command line (this script, in baseline mode)."""
+    target = f"{sim_port},{broker.host},{broker.port},{DEVICES},5"
+    return [sys.executable, str(Path(__file__).resolve()), "--baseline-worker", target]
+
+
+def measure(argv: list[str], sub: Collector, warmup_s: float, seconds: float) -> Phase:
+    """Run a poller process, measure a window after warm-up, stop it with SIGTERM."""
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(warmup_s)
         cpu0 = cpu_seconds(proc.pid)
@@ -211,7 +257,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--load-s", type=float, default=15.0, help="load window (s)")
     parser.add_argument("--quick", action="store_true", help="shorter windows (smoke run)")
+    parser.add_argument("--baseline-worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.baseline_worker:
+        sim_port, host, port, devices, links = args.baseline_worker.split(",")
+        asyncio.run(_baseline(int(sim_port), host, int(port), int(devices), int(links)))
+        return
     load_s = 5.0 if args.quick else args.load_s
     step_s = 2.0 if args.quick else 4.0
     work = Path(tempfile.mkdtemp(prefix="lifeline-edge-bench-"))
@@ -221,13 +272,16 @@ def main() -> None:
         with simulator(work) as port:
             sub = Collector(broker.host, broker.port)
             try:
-                idle = measure(gateway_config(work, broker, port, 1, 1.0, 1), sub, 3, load_s / 2)
-                load = measure(gateway_config(work, broker, port, DEVICES, 1.0, 5), sub, 3, load_s)
+                idle_cfg = gateway_config(work, broker, port, 1, 1.0, 1)
+                idle = measure(gateway_argv(idle_cfg), sub, 3, load_s / 2)
+                load_cfg = gateway_config(work, broker, port, DEVICES, 1.0, 5)
+                load = measure(gateway_argv(load_cfg), sub, 3, load_s)
+                base = measure(baseline_argv(port, broker), sub, 3, load_s)
                 steps: list[tuple[float, Phase]] = []
                 for interval in (0.1, 0.05, 0.03, 0.02, 0.015, 0.01):
                     offered = DEVICES * POINTS_PER_DEVICE / interval
                     cfg = gateway_config(work, broker, port, DEVICES, interval, 10)
-                    phase = measure(cfg, sub, 2, step_s)
+                    phase = measure(gateway_argv(cfg), sub, 2, step_s)
                     steps.append((offered, phase))
                     if phase.pct(0.95) > 1000 or phase.points_per_s < 0.9 * offered:
                         break
@@ -236,16 +290,21 @@ def main() -> None:
     finally:
         broker.stop()
         shutil.rmtree(work, ignore_errors=True)
-    report(idle, load, steps)
+    report(idle, load, base, steps)
 
 
-def report(idle: Phase, load: Phase, steps: list[tuple[float, Phase]]) -> None:
+def report(idle: Phase, load: Phase, base: Phase, steps: list[tuple[float, Phase]]) -> None:
     """Print the table and the JSON line."""
     sustained = [p for o, p in steps if p.pct(0.95) <= 1000 and p.points_per_s >= 0.9 * o]
     max_pps = max((p.points_per_s for p in sustained), default=0.0)
+    per_1k = load.cpu_s / max(1, load.points) * 1000
+    base_per_1k = base.cpu_s / max(1, base.points) * 1000
     result = {
         "cpu_share": round(load.cpu_s / load.seconds, 4),
-        "cpu_s_per_1k_points": round(load.cpu_s / max(1, load.points) * 1000, 4),
+        "cpu_s_per_1k_points": round(per_1k, 4),
+        "baseline_cpu_s_per_1k_points": round(base_per_1k, 4),
+        "baseline_cpu_share": round(base.cpu_s / base.seconds, 4),
+        "ratio": round(base_per_1k / per_1k, 3) if per_1k else 0.0,
         "rss_mb": round(max([load.rss_mb, idle.rss_mb] + [p.rss_mb for _, p in steps]), 1),
         "points_per_s": round(load.points_per_s, 1),
         "latency_p50_ms": round(load.pct(0.5), 1),
@@ -266,13 +325,18 @@ def report(idle: Phase, load: Phase, steps: list[tuple[float, Phase]]) -> None:
         f"{'phase':28} {'points/s':>10} {'CPU share':>10} {'p50 ms':>8} {'p95 ms':>8} {'RSS MB':>7}"
     )
     rows = [("idle (1 device, 1 Hz)", idle), ("load (50 devices, 1 Hz)", load)]
+    rows += [("baseline: pymodbus+paho loop", base)]
     rows += [(f"max: offered {o:,.0f}/s", p) for o, p in steps]
     for name, p in rows:
         print(
             f"{name:28} {p.points_per_s:>10,.0f} {p.cpu_s / p.seconds:>10.3f} "
             f"{p.pct(0.5):>8.1f} {p.pct(0.95):>8.1f} {p.rss_mb:>7.1f}"
         )
-    print(f"CPU s per 1000 points at load: {result['cpu_s_per_1k_points']}")
+    print(
+        f"CPU s per 1000 points at load: {result['cpu_s_per_1k_points']}"
+        f" (bare pymodbus+paho loop: {result['baseline_cpu_s_per_1k_points']};"
+        f" ratio {result['ratio']})"
+    )
     if steps and steps[-1][1].cpu_s / steps[-1][1].seconds < 0.9:
         print("note: the gateway never used a full core; the load generator (firmware-sim) hit")
         print("      its limit first, so max_points_per_s is a lower bound for the gateway")

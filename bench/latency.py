@@ -185,6 +185,7 @@ def main() -> None:
                 "p99_ms": round(pct(latency, 0.99), 1),
                 "p99_beyond_poll_ms": round(pct(beyond, 0.99), 1),
                 "p50_beyond_poll_ms": round(pct(beyond, 0.5), 1),
+                "p99_poll_wait_ms": round(pct(poll, 0.99), 1),
                 "poll_wait_share": round(share, 3),
                 "poll_interval_ms": args.interval * 1000,
             }
