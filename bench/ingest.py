@@ -24,6 +24,7 @@ import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 
 from collector.ingest import Ingest, IngestConfig
+from collector.runtime import tune_gc
 from collector.store.postgres import COPY_TYPES, PG_EPOCH_MS, PostgresStore
 from lifeline.broker import PrivateBroker
 from wire import DataBatch, Kind, Record, decode, encode, topic
@@ -85,6 +86,7 @@ def run_ingest(
         mqtt_url=broker.url, root=ROOT, client_id="bench-collector", batch_max=batch_max,
         receive_maximum=max(2 * batch_max, 100),
     )  # fmt: skip
+    tune_gc()  # as `collector run` does
     first = Ingest(store, cfg)
     first.start()  # creates the persistent session, so the broker queues for us
     first.wait_ready(10)
@@ -149,7 +151,7 @@ def main() -> int:
     ap.add_argument("--batches", type=int, default=3000, help="MQTT messages (default 3000)")
     ap.add_argument("--records", type=int, default=100, help="readings per message (default 100)")
     ap.add_argument("--batch-max", type=int, default=200, help="messages per collector transaction")
-    ap.add_argument("--rounds", type=int, default=3, help="ingest + COPY rounds (median ratio)")
+    ap.add_argument("--rounds", type=int, default=5, help="ingest + COPY rounds (median ratio)")
     args = ap.parse_args()
 
     admin = os.environ.get("LIFELINE_BENCH_DB_URL", DEFAULT_DB)

@@ -1,5 +1,6 @@
 """The collector's composition root: store, case engine and ingest built from one config."""
 
+import gc
 import logging
 import threading
 import time
@@ -16,6 +17,17 @@ from collector.store import Store, open_store
 from collector.webhooks import Deliverer, WebhookConfig
 
 log = logging.getLogger(__name__)
+
+
+def tune_gc() -> None:
+    """Set the garbage collector up for ingest: freeze what is loaded, collect less often."""
+    # Decoded batches wait in the queue as tuples the collector cannot untrack (their Quality
+    # members are objects). At the default threshold, a collection every 700 allocations,
+    # ingest spent about a fifth of its CPU in collections that freed nothing, and each full
+    # one also walked every module, class and function loaded: those live as long as the
+    # process, so they are frozen out of every pass.
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
 
 
 @dataclass
@@ -58,6 +70,7 @@ class Runtime:
 
     def start(self) -> None:
         """Start ingest (if configured) after handling alarm events left from a previous run."""
+        tune_gc()
         self.after_commit()
         self.events.start()
         self.webhooks.start()

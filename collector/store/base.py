@@ -37,6 +37,11 @@ class Store(Protocol):
         """Which engine and layout: sqlite, postgres-partitioned or timescaledb."""
         ...
 
+    @property
+    def write_concurrency(self) -> int:
+        """How many `write` calls can usefully run at once (one per connection)."""
+        ...
+
     def migrate(self) -> list[int]:
         """Apply pending schema migrations; return the versions applied (empty if none)."""
         ...

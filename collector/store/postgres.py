@@ -133,6 +133,12 @@ class PostgresStore(SqlStore):
         """Which engine and layout: timescaledb or postgres-partitioned."""
         return self._layout or "postgres"
 
+    @property
+    def write_concurrency(self) -> int:
+        """Two, leaving the rest of the pool to the API."""
+        # A second transaction keeps the server busy while ingest prepares the next batch.
+        return max(1, min(2, self._pool.max_size - 1))
+
     def close(self) -> None:
         """Close the pool."""
         self._pool.close()

@@ -54,6 +54,11 @@ class SqliteStore(SqlStore):
         """Which engine and layout."""
         return "sqlite"
 
+    @property
+    def write_concurrency(self) -> int:
+        """One: SQLite has a single writer."""
+        return 1
+
     def close(self) -> None:
         """Release the connection."""
         with self._lock:
