@@ -82,6 +82,8 @@ class Gateway:
         self._filters: dict[str, dict[str, ExceptionFilter]] = {}
         self._has_data = asyncio.Event()
         self._poller_tasks: list[asyncio.Task[None]] = []
+        self._delay_timer: asyncio.TimerHandle | None = None
+        self._delay_due_ms: int | None = None
         self._build(cfg, profiles)
         self.engine.restore(self.outbox.open_alarms())
         self.outbox.health_source = self.health
@@ -185,6 +187,8 @@ class Gateway:
         self._has_data.set()
         if events:
             self._alarm_events(events)
+        if engine.next_due_ms is not None:
+            self._arm_delay_timer()
         if device.last_ok_ms is None:  # its first answer: `status` should show it soon
             self.outbox.health_changed()
 
@@ -209,6 +213,32 @@ class Gateway:
                 self.outbox.add_device_events([DeviceEvent(device.id, True, ts_ms, reason)])
                 self._alarm_events(events)
         self.uplink.kick()
+
+    def _arm_delay_timer(self) -> None:
+        """Wake up when the earliest running on/off delay expires (unless already set for it)."""
+        due = self.engine.next_due_ms
+        if due is None or (self._delay_due_ms is not None and self._delay_due_ms <= due):
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # not serving (values fed by hand): the housekeeping tick will not run either
+        if self._delay_timer is not None:
+            self._delay_timer.cancel()
+        self._delay_due_ms = due
+        wait_s = max(0, due - now_ms()) / 1000 + 0.001
+        self._delay_timer = loop.call_later(wait_s, self._delays_due)
+
+    def _delays_due(self) -> None:
+        self._delay_timer = self._delay_due_ms = None
+        self._tick()
+
+    def _tick(self) -> None:
+        events = self.engine.tick(now_ms())
+        if events:
+            self._alarm_events(events)
+        if self.engine.next_due_ms is not None:
+            self._arm_delay_timer()
 
     def _alarm_events(self, events: list[AlarmEvent]) -> None:
         for e in events:
@@ -348,9 +378,7 @@ class Gateway:
             await asyncio.sleep(_HOUSEKEEPING_S)
             self.outbox.commit_acks()
             self.outbox.save_health()  # the heartbeat, unless a flush wrote it already
-            events = self.engine.tick(now_ms())
-            if events:
-                self._alarm_events(events)
+            self._tick()  # stale timers; delays too, should a timer have been missed
             for alarm_id, who, note in self.outbox.take_ack_requests():
                 try:
                     self.acknowledge(alarm_id, who, note)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -84,6 +85,10 @@ class AlarmEngine:
     next_number: Callable[[], int]  # a persisted counter: alarm ids survive restarts
     _tracks: dict[tuple[str, str], list[_Track]] = field(default_factory=dict)
     _by_id: dict[str, tuple[str, str, _Track]] = field(default_factory=dict)
+    # The earliest moment a pending on- or off-delay may expire: a timer set for it calls
+    # `tick` then, so a delayed alarm is raised on time, not at the next sample. It may be
+    # early (the condition went away meanwhile): `tick` then recomputes it.
+    next_due_ms: int | None = None
 
     def set_rules(self, device: str, point: str, rules: Iterable[Rule]) -> None:
         """Install the rules of one point, keeping the state of rules that did not change."""
@@ -118,6 +123,7 @@ class AlarmEngine:
     def tick(self, ts_ms: int) -> list[AlarmEvent]:
         """Let time pass: expire on/off delays and stale timers without a new sample."""
         events: list[AlarmEvent] = []
+        self.next_due_ms = None
         for (device, point), tracks in self._tracks.items():
             for t in tracks:
                 if t.rule.type == COMM_LOSS:
@@ -226,6 +232,11 @@ class AlarmEngine:
             if t.acked and t.alarm_id is not None:
                 self._by_id.pop(t.alarm_id, None)
                 t.alarm_id = None
+        elif cond != t.active:  # a delay is running
+            delay_s = t.rule.on_delay_s if cond else t.rule.off_delay_s
+            due = t.since_ms + math.ceil(delay_s * 1000)
+            if self.next_due_ms is None or due < self.next_due_ms:
+                self.next_due_ms = due
 
     def _event(
         self,

@@ -139,6 +139,42 @@ def test_tick_expires_on_delay_without_new_sample() -> None:
     assert e.state is A
 
 
+@pytest.mark.parametrize(
+    ("samples", "due_after", "raised_at_due"),
+    [
+        ([(0, 11)], 2.0, True),  # on-delay running: due when it has been held 2 s
+        ([(0, 11), (1.5, 12)], 2.0, True),  # a later sample over the limit does not push it
+        ([(0, 11), (1, 9)], 2.0, False),  # cleared during the on-delay: an early, empty wake-up
+        ([(0, 9)], None, False),  # no condition, nothing due
+        ([(0, 11), (1, 9), (1.5, 11)], 2.0, False),  # restarted at 1.5 s: due again at 3.5 s
+    ],
+)
+def test_next_due_marks_when_an_on_delay_expires(
+    samples: list[tuple[float, object]], due_after: float | None, raised_at_due: bool
+) -> None:
+    eng = engine_with(Rule("hi", 10, on_delay_s=2))
+    run(eng, samples)
+    assert eng.next_due_ms == (None if due_after is None else T0 + int(due_after * 1000))
+    if due_after is None:
+        return
+    events = eng.tick(T0 + int(due_after * 1000))
+    assert bool(events) is raised_at_due
+    if raised_at_due:
+        assert eng.next_due_ms is None
+    elif samples[-1][1] == 11:
+        assert eng.next_due_ms == T0 + 3500
+        assert [e.state for e in eng.tick(T0 + 3500)] == [A]
+
+
+def test_next_due_marks_when_an_off_delay_expires() -> None:
+    eng = engine_with(Rule("hi", 10, off_delay_s=3))
+    assert [s for _, s in run(eng, [(0, 11), (1, 9)])] == [A.value]
+    assert eng.next_due_ms == T0 + 4000
+    assert eng.tick(T0 + 3999) == []
+    assert [e.state for e in eng.tick(T0 + 4000)] == [C]
+    assert eng.next_due_ms is None
+
+
 def test_stale_rule() -> None:
     eng = engine_with(Rule("stale", 10, severity=Severity.LOW))
     eng.evaluate("d1", "p", 1, T0)

@@ -78,6 +78,24 @@ def test_sink_raises_alarms_and_marks_nan_bad(tmp_path: Path) -> None:
     assert ("gas_concentration", Quality.GOOD) in rows
     open_alarms = {(e.alarm_type, int(e.severity)) for e in gw.outbox.open_alarms()}
     assert ("hihi", 2) in open_alarms  # no on-delay; the 一级 hi waits for its 1 s on-delay
+    assert ("hi", 1) not in open_alarms
+    gw.outbox.close()
+
+
+def test_a_running_on_delay_raises_its_alarm_without_another_sample(tmp_path: Path) -> None:
+    gw = make_gateway(tmp_path)
+
+    async def feed_once() -> set[tuple[str, int]]:
+        # T0 is long past: the 1 s on-delay of 一级 has expired, and its timer fires at once.
+        gw.values(gw.devices["gas-1"], {"gas_concentration": 30.0}, T0)
+        for _ in range(500):
+            alarms = {(e.alarm_type, int(e.severity)) for e in gw.outbox.open_alarms()}
+            if ("hi", 1) in alarms:
+                return alarms
+            await asyncio.sleep(0.01)
+        return set()
+
+    assert ("hi", 1) in asyncio.run(feed_once())
     gw.outbox.close()
 
 
