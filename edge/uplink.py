@@ -68,6 +68,7 @@ class Uplink:
         self._inflight_seqs: set[int] = set()
         self._control: dict[int, asyncio.Future[None]] = {}  # mid -> waiter (birth, death)
         self._pump_scheduled = False
+        self._pumping = False  # publishing a window: the pump writes the socket itself after
         self._acked_seqs: list[int] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self.live_since_ms: int | None = None
@@ -315,6 +316,8 @@ class Uplink:
         self._lost.set()
 
     def _on_register_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        if self._pumping:
+            return  # each publish asks; the pump's loop_write below registers once if needed
         self._hop(self._add_writer, client, sock)
 
     def _add_writer(self, client: mqtt.Client, sock: Any) -> None:
@@ -424,12 +427,16 @@ class Uplink:
         room = self.cfg.inflight - len(self._inflight)
         if room <= 0:
             return
-        for batch in self.outbox.ready(self._inflight_seqs, room, self.live_since_ms):
-            info = client.publish(self._topics[_LANE_KIND[batch.lane]], batch.payload, 1)
-            if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                break  # the connection is going down; the batch stays frozen for the next one
-            self._inflight[info.mid] = (batch.seq, time.monotonic())
-            self._inflight_seqs.add(batch.seq)
-            self.published += 1
+        self._pumping = True
+        try:
+            for batch in self.outbox.ready(self._inflight_seqs, room, self.live_since_ms):
+                info = client.publish(self._topics[_LANE_KIND[batch.lane]], batch.payload, 1)
+                if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                    break  # the connection is going down; the batch stays frozen for the next
+                self._inflight[info.mid] = (batch.seq, time.monotonic())
+                self._inflight_seqs.add(batch.seq)
+                self.published += 1
+        finally:
+            self._pumping = False
         if client.want_write():
             client.loop_write()  # send now; the socket's writer callback takes over if it is full
