@@ -2,7 +2,8 @@
 # Idempotent set-up on a fresh Debian machine: system packages, then .venv with Lifeline installed.
 # Safe to run any number of times; it only does what is missing.
 #   scripts/setup.sh            what the demo needs
-#   scripts/setup.sh --tests    also what the test suite needs (PostgreSQL, headless Chromium)
+#   scripts/setup.sh --tests    also what the test suite needs (PostgreSQL, headless Chromium,
+#                               Node.js with the TimescaleDB test engine in tests/tsdb)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +25,8 @@ if [ "$for_tests" = 1 ]; then
   fi
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
   command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+  command -v node >/dev/null 2>&1 || missing+=(nodejs)
+  command -v npm >/dev/null 2>&1 || missing+=(npm)
 fi
 
 if [ ${#missing[@]} -gt 0 ]; then
@@ -47,5 +50,15 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet -e '.[dev]'
   echo "$want" > "$stamp"
+fi
+
+# The TimescaleDB engine the tests run against (PGlite + TimescaleDB from npm, see tests/tsdb):
+# installed again only when package-lock.json is newer than npm's record of the last install.
+if [ "$for_tests" = 1 ]; then
+  installed=tests/tsdb/node_modules/.package-lock.json
+  if [ ! -f "$installed" ] || [ tests/tsdb/package-lock.json -nt "$installed" ]; then
+    log "installing the TimescaleDB test engine (npm ci in tests/tsdb)"
+    (cd tests/tsdb && npm ci --no-audit --no-fund)
+  fi
 fi
 log "ready: .venv/bin/lifeline"

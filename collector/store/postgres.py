@@ -362,12 +362,18 @@ class PostgresStore(SqlStore):
 
     def latest(self, device: str | None = None) -> list[Reading]:
         """The newest reading of every (device, point), optionally for one device."""
-        rows = self._query(
+        sql = (
             f"SELECT DISTINCT ON (device, point) {_COLS} FROM readings"  # noqa: S608 - constant
             " WHERE (CAST(:dev AS TEXT) IS NULL OR device = :dev)"
-            " ORDER BY device, point, ts DESC",
-            {"dev": device},
+            " ORDER BY device, point, ts DESC"
         )
+        with self._tx() as cur:
+            if self._layout == TIMESCALE:
+                # Once some chunks are compressed, TimescaleDB 2.22 to 2.29.1 plan this with a
+                # SkipScan under a per-chunk Sort and silently return the OLDEST row of each
+                # uncompressed chunk (timescale/timescaledb#10447, fixed in 2.29.2 by #10430).
+                cur.execute("SET LOCAL timescaledb.enable_skipscan = off")
+            rows = self._run(cur, sql, {"dev": device})
         return [_reading(r) for r in rows]
 
     def count_readings(self) -> int:

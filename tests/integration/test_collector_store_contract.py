@@ -1,4 +1,5 @@
-"""One contract suite for every Store backend: SQLite and a real PostgreSQL server."""
+"""One contract suite for every Store backend: SQLite, a real PostgreSQL server (natively
+partitioned readings) and a real TimescaleDB engine (hypertable readings; PGlite, tests/tsdb)."""
 
 from collections.abc import Iterator
 from dataclasses import replace
@@ -35,15 +36,19 @@ T0 = 1_795_000_000_000  # 2026-11-18, inside the partitions the PostgreSQL store
 GW = "gw-1"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "timescaledb"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     """A migrated store of each backend."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path}/contract.db"
-    else:
+    elif request.param == "postgres":
         url = request.getfixturevalue("pg_url")
+    else:
+        url = request.getfixturevalue("tsdb_fresh_url")
     s = open_store(url)
     s.migrate()
+    if request.param == "timescaledb":
+        assert s.backend == "timescaledb"  # the hypertable layout, not the partitioned fallback
     yield s
     s.close()
 
