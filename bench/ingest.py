@@ -82,9 +82,11 @@ def run_ingest(
     """
     store = PostgresStore(db_url)
     store.migrate()
+    # The receive window keeps the defaults' proportion (2000 messages for batches of 500):
+    # two writers' batches in hand and as many again being decoded.
     cfg = IngestConfig(
         mqtt_url=broker.url, root=ROOT, client_id="bench-collector", batch_max=batch_max,
-        receive_maximum=max(2 * batch_max, 100),
+        receive_maximum=4 * batch_max,
     )  # fmt: skip
     tune_gc()  # as `collector run` does
     first = Ingest(store, cfg)
