@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -306,7 +307,12 @@ def capacity_plan(results: dict[str, Any], storage: dict[str, Any]) -> list[str]
     return lines
 
 
-def render(results: dict[str, Any], scale: list[dict[str, Any]], storage: dict[str, Any]) -> str:
+def render(
+    results: dict[str, Any],
+    scale: list[dict[str, Any]],
+    storage: dict[str, Any],
+    host: dict[str, dict[str, float]],
+) -> str:
     """docs/PERFORMANCE.md."""
     out = [
         "# Performance",
@@ -318,6 +324,16 @@ def render(results: dict[str, Any], scale: list[dict[str, Any]], storage: dict[s
         "Figures on shared machines are noisy and every program shares the same cores: compare",
         "the ratios (each measured against its baseline in the same run), not absolute rates.",
         "A Raspberry Pi 4 runs pure Python about 6× slower than this machine.",
+        "",
+        "Host speed during the run, to compare reports made on different days: a 2 000 000-step"
+        " Python loop took"
+        f" {host['before']['hot_loop_s']} s before and {host['after']['hot_loop_s']} s after; a"
+        " 20 000-step sum right after a 50 ms sleep (cold caches) took"
+        f" {host['before']['cold_wakeup_us']} µs before and {host['after']['cold_wakeup_us']} µs"
+        " after.",
+        "Mostly idle processes (a gateway polling at 1 Hz) are the most sensitive to a busy"
+        " host: on one machine their CPU share went from 0.4 % to 10 % within an hour, code"
+        " unchanged. Compare ratios to the same-run baselines.",
         "",
         "## Benchmarks",
         "",
@@ -381,11 +397,35 @@ def render(results: dict[str, Any], scale: list[dict[str, Any]], storage: dict[s
         "## Raw results",
         "",
         "```json",
-        json.dumps({"benchmarks": results, "scaling": scale, "storage": storage}, indent=1),
+        json.dumps(
+            {"benchmarks": results, "scaling": scale, "storage": storage, "host": host}, indent=1
+        ),
         "```",
         "",
     ]
     return "\n".join(out)
+
+
+def host_speed() -> dict[str, float]:
+    """Seconds a fixed pure-Python loop takes, hot and after sleeping (how fast the host is now)."""
+
+    # Shared hosts change speed under us, and a mostly idle process (a gateway at 1 Hz) pays
+    # far more than a busy one for it: every wake-up starts with cold caches.
+    def loop() -> float:
+        t = time.perf_counter()
+        total = 0
+        for i in range(2_000_000):
+            total += i
+        return time.perf_counter() - t
+
+    hot = min(loop() for _ in range(3))
+    wakeups = []
+    for _ in range(20):
+        time.sleep(0.05)
+        t = time.perf_counter()
+        sum(range(20_000))
+        wakeups.append(time.perf_counter() - t)
+    return {"hot_loop_s": round(hot, 3), "cold_wakeup_us": round(statistics.median(wakeups) * 1e6)}
 
 
 def main() -> None:
@@ -395,6 +435,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "PERFORMANCE.md")
     ap.add_argument("--scale-s", type=float, default=20.0, help="measuring window per scale")
     args = ap.parse_args()
+    speed_before = host_speed()
     results = {}
     for name in BENCHES:
         print(f"running bench/{name}.py ...", flush=True)
@@ -411,7 +452,8 @@ def main() -> None:
     print("storage ...", flush=True)
     storage = storage_bytes_per_row(50_000 if args.quick else 200_000)
     print(f"  {storage}", flush=True)
-    args.out.write_text(render(results, scale, storage), encoding="utf-8")
+    host = {"before": speed_before, "after": host_speed()}
+    args.out.write_text(render(results, scale, storage, host), encoding="utf-8")
     print(f"wrote {args.out}")
     summary = {k: {kk: v.get(kk) for kk in KEYS[k]} for k, v in results.items()}
     print(json.dumps({"benchmarks": summary, "scaling": scale, "storage": storage}))
