@@ -1,4 +1,4 @@
-"""Integration fixtures: a real TimescaleDB engine (PGlite in Node, see tests/tsdb)."""
+"""Integration fixtures: a TimescaleDB engine (PGlite in Node, tests/tsdb), an MQTT publisher."""
 
 from __future__ import annotations
 
@@ -10,8 +10,12 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import psycopg
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from collector.ingest import parse_mqtt_url
 
 TSDB_DIR = Path(__file__).resolve().parents[1] / "tsdb"
 TSDB_START_TIMEOUT_S = 60.0
@@ -100,3 +104,16 @@ def tsdb_fresh_url(tsdb_url: str) -> Iterator[str]:
         with psycopg.connect(tsdb_url, autocommit=True) as conn:
             conn.execute("SET search_path = public")
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def publisher(mqtt_url: str) -> Iterator[mqtt.Client]:
+    """A connected MQTT client (network loop running) for publishing test messages."""
+    host, port = parse_mqtt_url(mqtt_url)
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, f"pub-{uuid.uuid4().hex[:8]}")
+    c.max_inflight_messages_set(1000)
+    c.connect(host, port)
+    c.loop_start()
+    yield c
+    c.disconnect()
+    c.loop_stop()

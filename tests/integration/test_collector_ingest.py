@@ -11,9 +11,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from paho.mqtt.enums import CallbackAPIVersion
 
-from collector.ingest import Ingest, IngestConfig, classify, parse_mqtt_url
+from collector.ingest import Ingest, IngestConfig, classify
 from collector.models import Rejected
 from collector.store import Store, open_store
 from wire import Command, DataBatch, Kind, Record, decode, encode, subscription, topic
@@ -37,18 +36,6 @@ def store(tmp_path: Path) -> Iterator[Store]:
     s.migrate()
     yield s
     s.close()
-
-
-@pytest.fixture
-def publisher(mqtt_url: str) -> Iterator[mqtt.Client]:
-    host, port = parse_mqtt_url(mqtt_url)
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, f"pub-{uuid.uuid4().hex[:8]}")
-    c.max_inflight_messages_set(1000)
-    c.connect(host, port)
-    c.loop_start()
-    yield c
-    c.disconnect()
-    c.loop_stop()
 
 
 def start_ingest(store: Store, mqtt_url: str, root: str, client_id: str) -> Ingest:

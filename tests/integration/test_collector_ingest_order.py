@@ -7,9 +7,8 @@ from typing import Any, cast
 
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
-from collector.ingest import Ingest, IngestConfig, parse_mqtt_url
+from collector.ingest import Ingest, IngestConfig
 from collector.models import Accepted, Incoming, WriteResult
 from collector.store import Store, open_store
 from tests.integration.test_collector_ingest import batch, wait_until
@@ -53,17 +52,6 @@ def gated(pg_url: str) -> Iterator[GatedStore]:
     store.close()
 
 
-@pytest.fixture
-def pub(mqtt_url: str) -> Iterator[mqtt.Client]:
-    host, port = parse_mqtt_url(mqtt_url)
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, f"pub-{uuid.uuid4().hex[:8]}")
-    c.connect(host, port)
-    c.loop_start()
-    yield c
-    c.disconnect()
-    c.loop_stop()
-
-
 def started(store: GatedStore, mqtt_url: str, root: str, client_id: str) -> Ingest:
     cfg = IngestConfig(mqtt_url=mqtt_url, root=root, client_id=client_id, batch_wait_s=0)
     ing = Ingest(cast(Store, store), cfg)
@@ -77,15 +65,15 @@ def send(client: mqtt.Client, t: str, payload: bytes) -> None:
 
 
 def test_a_later_batch_commits_first_but_is_acknowledged_after_the_earlier_one(
-    gated: GatedStore, mqtt_url: str, topic_root: str, pub: mqtt.Client
+    gated: GatedStore, mqtt_url: str, topic_root: str, publisher: mqtt.Client
 ) -> None:
     t = topic("site", "gw-o", Kind.DATA, root=topic_root)
     client_id = f"c-{uuid.uuid4().hex[:8]}"
     ing = started(gated, mqtt_url, topic_root, client_id)
     try:
-        send(pub, t, batch("gw-o", 1))
+        send(publisher, t, batch("gw-o", 1))
         wait_until(lambda: gated.calls == 1)  # the first writer holds seq 1 at the gate
-        send(pub, t, batch("gw-o", 2))
+        send(publisher, t, batch("gw-o", 2))
         wait_until(lambda: len(gated.committed) == 1)  # the second writer committed seq 2
         assert gated.inner.count_readings() == 5
         assert ing.stats.received == 0, "seq 2 was acknowledged before seq 1"
@@ -98,7 +86,7 @@ def test_a_later_batch_commits_first_but_is_acknowledged_after_the_earlier_one(
     # a fresh message (the broker sends queued messages first).
     again = started(gated, mqtt_url, topic_root, client_id)
     try:
-        send(pub, t, batch("gw-o", 3))
+        send(publisher, t, batch("gw-o", 3))
         wait_until(lambda: again.stats.received >= 1)
         assert (again.stats.received, again.stats.duplicates) == (1, 0)
     finally:
@@ -107,14 +95,14 @@ def test_a_later_batch_commits_first_but_is_acknowledged_after_the_earlier_one(
 
 
 def test_a_state_change_waits_for_every_earlier_batch(
-    gated: GatedStore, mqtt_url: str, topic_root: str, pub: mqtt.Client
+    gated: GatedStore, mqtt_url: str, topic_root: str, publisher: mqtt.Client
 ) -> None:
     ing = started(gated, mqtt_url, topic_root, f"c-{uuid.uuid4().hex[:8]}")
     try:
-        send(pub, topic("site", "gw-o", Kind.DATA, root=topic_root), batch("gw-o", 1))
+        send(publisher, topic("site", "gw-o", Kind.DATA, root=topic_root), batch("gw-o", 1))
         wait_until(lambda: gated.calls == 1)
         birth = Birth("gw-o", "s2", 0, 1_800_000_000_000, software="t", config_hash="h")
-        send(pub, topic("site", "gw-o", Kind.BIRTH, root=topic_root), encode(birth))
+        send(publisher, topic("site", "gw-o", Kind.BIRTH, root=topic_root), encode(birth))
         # The second writer has the birth; it must not write it while seq 1 is uncommitted.
         assert not threading.Event().wait(0.5)
         assert gated.calls == 1
