@@ -332,8 +332,8 @@ def render(
         f" {host['before']['cold_wakeup_us']} µs before and {host['after']['cold_wakeup_us']} µs"
         " after.",
         "Mostly idle processes (a gateway polling at 1 Hz) are the most sensitive to a busy"
-        " host: on one machine their CPU share went from 0.4 % to 10 % within an hour, code"
-        " unchanged. Compare ratios to the same-run baselines.",
+        " host: on one machine an idle gateway went from 0.4 % to 3.7 % of a core within an hour,"
+        " code unchanged. Compare ratios to the same-run baselines.",
         "",
         "## Benchmarks",
         "",
