@@ -92,6 +92,15 @@ async def until(cond: Callable[[], bool], limit_s: float = 20.0) -> None:
         await asyncio.sleep(0.02)
 
 
+async def drain(url: str, root: str, box: Outbox) -> None:
+    """Run an uplink until every buffered reading and frozen batch is acknowledged, then close."""
+    uplink = make_uplink(url, root, box, no_commands)
+    task = asyncio.create_task(uplink.run())
+    await until(lambda: box.backlog == 0 and box.frozen_count() == 0)
+    await uplink.close()
+    await task
+
+
 def alarm_event() -> AlarmEvent:
     return AlarmEvent("gw:1", "d1", "gas", "hihi", Severity.CRITICAL, AlarmState.ACTIVE_UNACKED, T0)
 
@@ -108,15 +117,8 @@ def test_alarm_overtakes_backlog_and_all_arrive_once(
     fill(box, 20_000)
     box.add_alarm_events([alarm_event()])
 
-    async def main() -> None:
-        uplink = make_uplink(mqtt_url, topic_root, box, no_commands)
-        task = asyncio.create_task(uplink.run())
-        await until(lambda: box.backlog == 0 and box.frozen_count() == 0)
-        await uplink.close()
-        await task
-
     with listening(mqtt_url, topic_root) as sub:
-        asyncio.run(main())
+        asyncio.run(drain(mqtt_url, topic_root, box))
         time.sleep(0.3)
     durable = [m for m in sub.messages if m.kind in (Kind.DATA, Kind.ALARM)]
     assert isinstance(durable[0], AlarmBatch)
@@ -164,15 +166,8 @@ def test_rows_leave_only_after_puback_and_resend_keeps_seq(
     asyncio.run(against_silent_broker())
     frozen_before = {b.seq: b.payload for b in box.ready(set(), 100, T0)}
 
-    async def against_real_broker() -> None:
-        uplink = make_uplink(mqtt_url, topic_root, box, no_commands)
-        task = asyncio.create_task(uplink.run())
-        await until(lambda: box.backlog == 0 and box.frozen_count() == 0)
-        await uplink.close()
-        await task
-
     with listening(mqtt_url, topic_root) as sub:
-        asyncio.run(against_real_broker())
+        asyncio.run(drain(mqtt_url, topic_root, box))
         time.sleep(0.3)
     data = {m.seq: m for m in sub.messages if isinstance(m, DataBatch)}
     assert sorted(data) == list(range(1, 11))
