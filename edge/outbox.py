@@ -428,21 +428,37 @@ class Outbox:
         for chunk in self._chunks(rows, seq, now):
             frozen.append((seq, lane, len(chunk[0]), now, self.session, chunk[1]))
             seq += 1
+
+        def count() -> None:
+            self._set_meta("committed", self.committed + len(rows))
+            self._put_health_if_due()
+
+        self._commit_frozen(frozen, held=True, also=count)
+        self.committed += len(rows)
+        return len(frozen)
+
+    def _commit_frozen(
+        self, frozen: list[tuple[Any, ...]], held: bool, also: Callable[[], None] | None = None
+    ) -> None:
+        """Insert frozen batches (with payload, or chunk range lo..hi) and advance `next_seq`.
+
+        One FULL-synced transaction with whatever `also` writes; then the in-memory index.
+        """
+        columns_values = (
+            "payload) VALUES (?, ?, ?, ?, ?, ?)" if held else "lo, hi) VALUES (?, ?, ?, ?, ?, ?, ?)"
+        )
+        next_seq = frozen[-1][0] + 1
         self._sync("FULL")
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.executemany(
-                "INSERT INTO batches (seq, lane, n, created_ms, session, payload)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                frozen,
+                f"INSERT INTO batches (seq, lane, n, created_ms, session, {columns_values}", frozen
             )
-            self._set_meta("next_seq", seq)
-            self._set_meta("committed", self.committed + len(rows))
-            self._put_health_if_due()
-        self.committed += len(rows)
-        self.next_seq = seq
-        self._index(frozen, held=True)
-        return len(frozen)
+            if also is not None:
+                also()
+            self._set_meta("next_seq", next_seq)
+        self.next_seq = next_seq
+        self._index(frozen, held=held)
 
     def _chunks(
         self, rows: list[list[Any]], seq: int, now: int
@@ -538,19 +554,12 @@ class Outbox:
                 payload = _encode_events(lane, self.gateway, self.session, seq, now, chunk)
                 frozen.append((seq, lane, len(chunk), now, self.session, payload))
                 seq += 1
-        self._sync("FULL")
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
-            self.db.executemany(
-                "INSERT INTO batches (seq, lane, n, created_ms, session, payload)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                frozen,
-            )
+
+        def clear_events() -> None:
             self.db.execute("DELETE FROM events WHERE id <= ?", (rows[-1][0],))
-            self._set_meta("next_seq", seq)
-        self.next_seq = seq
+
+        self._commit_frozen(frozen, held=True, also=clear_events)
         self.pending_events = 0
-        self._index(frozen, held=True)
 
     def _freeze_backlog(self, need: int) -> int:
         """Give the oldest chunks seqs, in batches of whole chunks, all in one commit.
@@ -591,19 +600,9 @@ class Outbox:
         if not frozen:
             self.backlog = 0
             return 0
-        self._sync("FULL")
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
-            self.db.executemany(
-                "INSERT INTO batches (seq, lane, n, created_ms, session, lo, hi)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                frozen,
-            )
-            self._set_meta("next_seq", seq)
-        self.next_seq = seq
+        self._commit_frozen(frozen, held=False)
         self._frozen_hi = frozen[-1][-1]
         self.backlog = max(0, self.backlog - taken)
-        self._index(frozen, held=False)
         return len(frozen)
 
     def acked(self, seqs: Sequence[int]) -> None:
