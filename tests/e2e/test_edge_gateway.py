@@ -48,12 +48,14 @@ SampleKey = tuple[str, str, int]  # device, point, sample ms
 BACKLOG = 50_000
 
 
-def wait_for(cond: Callable[[], bool], limit_s: float = 30.0, what: str = "condition") -> None:
+def wait_for(
+    cond: Callable[[], bool], limit_s: float = 30.0, what: str = "condition", poll_s: float = 0.05
+) -> None:
     deadline = time.monotonic() + limit_s
     while not cond():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+        time.sleep(poll_s)
 
 
 @contextlib.contextmanager
@@ -201,6 +203,7 @@ def test_sigkill_loop_loses_nothing_committed_and_duplicates_nothing(
         must_arrive: set[SampleKey] = set()
         snapshots: list[int] = []
         t0 = time.time_ns() // 1_000_000 - 3_600_000
+        buffer = tmp_path / "buffer.sqlite"
         for k in range(kills):
             # Backlog as after an outage keeps the uplink busy, so kills land mid-drain.
             box = Outbox(tmp_path / "buffer.sqlite", "gw-e2e", "earlier", batch_records=500)
@@ -209,8 +212,18 @@ def test_sigkill_loop_loses_nothing_committed_and_duplicates_nothing(
             box.flush(None, 0)
             box.close()
             must_arrive |= {("backlog", "p", start + i) for i in range(BACKLOG)}
+            seq_before = logbook.buffer_stats(buffer).next_seq
             proc = start_gateway(config, tmp_path / "gateway.log")
-            time.sleep(rng.uniform(0.5, 1.5))
+            # The drain of a backlog this size takes tens of milliseconds, so a kill timed from
+            # the start of the process mostly lands after it: time it from the first batch the
+            # gateway froze instead (a random moment within the drain, or just after it).
+            wait_for(
+                lambda before=seq_before: logbook.buffer_stats(buffer).next_seq > before,
+                30,
+                "the drain to start",
+                poll_s=0.001,
+            )
+            time.sleep(rng.uniform(0, 0.03))
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
             pending = committed_pending(tmp_path / "buffer.sqlite")
