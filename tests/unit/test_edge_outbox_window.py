@@ -92,3 +92,14 @@ def test_backlog_after_a_fully_drained_buffer_is_sent_not_stranded(tmp_path: Pat
     got = [v for b in again for v in values(b.payload)]
     assert got == [float(i) for i in range(300)]
     box.close()
+
+
+def test_refill_across_two_frozen_windows_offers_each_batch_once(tmp_path: Path) -> None:
+    box = backlog_box(tmp_path, 10_000)  # 100 batches; a window is 64 (1/8 of 64 MB)
+    first = box.ready(set(), limit=62, live_since_ms=LIVE)
+    assert box.frozen_count() == 64
+    in_flight = {b.seq for b in first}
+    # Two of the first window are left; the refill freezes the next window for the rest.
+    refill = [b.seq for b in box.ready(in_flight, limit=10, live_since_ms=LIVE)]
+    assert refill == list(range(63, 73))
+    box.close()
