@@ -68,7 +68,7 @@ class Uplink:
         self._inflight_seqs: set[int] = set()
         self._control: dict[int, asyncio.Future[None]] = {}  # mid -> waiter (birth, death)
         self._pump_scheduled = False
-        self._pumping = False  # publishing a window: the pump writes the socket itself after
+        self._pumping = False  # publishing a batch: the pump writes the socket itself after
         self._acked_seqs: list[int] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self.live_since_ms: int | None = None
@@ -317,7 +317,7 @@ class Uplink:
 
     def _on_register_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
         if self._pumping:
-            return  # each publish asks; the pump's loop_write below registers once if needed
+            return  # the pump's loop_write, right after the publish, registers it if needed
         self._hop(self._add_writer, client, sock)
 
     def _add_writer(self, client: mqtt.Client, sock: Any) -> None:
@@ -427,16 +427,19 @@ class Uplink:
         room = self.cfg.inflight - len(self._inflight)
         if room <= 0:
             return
-        self._pumping = True
-        try:
-            for batch in self.outbox.ready(self._inflight_seqs, room, self.live_since_ms):
+        for batch in self.outbox.ready(self._inflight_seqs, room, self.live_since_ms):
+            self._pumping = True
+            try:
                 info = client.publish(self._topics[_LANE_KIND[batch.lane]], batch.payload, 1)
-                if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                    break  # the connection is going down; the batch stays frozen for the next
-                self._inflight[info.mid] = (batch.seq, time.monotonic())
-                self._inflight_seqs.add(batch.seq)
-                self.published += 1
-        finally:
-            self._pumping = False
-        if client.want_write():
-            client.loop_write()  # send now; the socket's writer callback takes over if it is full
+            finally:
+                self._pumping = False
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                break  # the connection is going down; the batch stays frozen for the next
+            self._inflight[info.mid] = (batch.seq, time.monotonic())
+            self._inflight_seqs.add(batch.seq)
+            self.published += 1
+            # Send each batch at once, not after the whole refill: the broker works on it while
+            # the next is read from the buffer (a refill of a dozen took long enough for the
+            # few batches still in flight to be acknowledged, and the link went idle).
+            # If the socket is full, loop_write registers the writer callback to finish.
+            client.loop_write()
