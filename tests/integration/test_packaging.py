@@ -49,3 +49,5 @@ def test_wheel_holds_every_module_and_data_file(tmp_path: Path) -> None:
     }
     assert expected, "no source files found"
     assert sorted(expected - shipped) == []
+    # The license text travels with the wheel (PEP 639 puts it under .dist-info/licenses/).
+    assert any(name.endswith(".dist-info/licenses/LICENSE") for name in shipped)
