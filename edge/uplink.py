@@ -442,4 +442,5 @@ class Uplink:
             # the next is read from the buffer (a refill of a dozen took long enough for the
             # few batches still in flight to be acknowledged, and the link went idle).
             # If the socket is full, loop_write registers the writer callback to finish.
-            client.loop_write()
+            if client.loop_write() != mqtt.MQTT_ERR_SUCCESS:
+                break  # the connection dropped (paho has called on_disconnect)
