@@ -22,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 # Run as `python bench/drain.py`, this folder comes first on sys.path, and bench/edge.py
@@ -70,10 +71,10 @@ async def drain(box: Outbox, url: str) -> tuple[float, float, list[bytes]]:
     sent: dict[int, bytes] = {}
     original = box.ready
 
-    def capture_ready(exclude: set[int], limit: int, live_since_ms: int) -> list[Frozen]:
-        batches = original(exclude, limit, live_since_ms)  # keep what went out, for the baseline
-        sent.update((b.seq, b.payload) for b in batches)
-        return batches
+    def capture_ready(exclude: set[int], limit: int, live_since_ms: int) -> Iterator[Frozen]:
+        for b in original(exclude, limit, live_since_ms):
+            sent[b.seq] = b.payload  # keep what went out, for the baseline
+            yield b
 
     box.ready = capture_ready  # type: ignore[method-assign]
     uplink = Uplink(cfg, "bench", GATEWAY, box.session, box, birth, no_commands)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import astuple, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -477,11 +477,13 @@ class Outbox:
             seq += 1
             i += n
 
-    def ready(self, exclude: set[int], limit: int, live_since_ms: int) -> list[Frozen]:
+    def ready(self, exclude: set[int], limit: int, live_since_ms: int) -> Iterator[Frozen]:
         """Up to `limit` frozen batches not in `exclude`: alarms first, then device, then data.
 
-        Freezes pending events and backlog as needed; anything sampled before `live_since_ms`
-        (the current broker connection) is flagged historical.
+        Freezes pending events and backlog as needed, at once; anything sampled before
+        `live_since_ms` (the current broker connection) is flagged historical. A batch's bytes
+        are read when the iteration reaches it, so the uplink sends the first while the rest
+        are still on disk: consume the iterator before anything else changes the outbox.
         """
         if self.pending_events:  # always: an alarm overtakes a data window frozen earlier
             self._freeze_events(live_since_ms)
@@ -491,7 +493,7 @@ class Outbox:
         if len(picked) < limit and self.backlog and self._freeze_backlog(limit - len(picked)):
             # The data lane again, for the batches just frozen (not those already picked).
             self._pick(self._lanes[LANE_DATA], exclude | {b.seq for b in picked}, limit, picked)
-        return self._frozen(picked)
+        return (Frozen(b.seq, b.lane, b.n, self._payload(b)) for b in picked)
 
     @staticmethod
     def _pick(lane: dict[int, _Batch], exclude: set[int], limit: int, out: list[_Batch]) -> None:
@@ -501,41 +503,24 @@ class Outbox:
             if b.seq not in exclude:
                 out.append(b)
 
-    def _frozen(self, picked: list[_Batch]) -> list[Frozen]:
-        """The batches with their bytes, the same on every (re)publish: held, stored, or chunks.
-
-        Backlog batches come in runs of neighbouring chunks; a run is read with one statement,
-        not one per batch (a window refill is typically a dozen batches).
-        """
-        runs: list[list[int]] = []
-        for b in picked:
-            if b.payload is None and b.lo is not None and b.hi is not None:
-                if runs and runs[-1][1] + 1 == b.lo:
-                    runs[-1][1] = b.hi
-                else:
-                    runs.append([b.lo, b.hi])
-        bodies: dict[int, bytes] = {}
-        for lo, hi in runs:
-            bodies.update(
-                self.db.execute("SELECT id, body FROM chunks WHERE id BETWEEN ? AND ?", (lo, hi))
+    def _payload(self, b: _Batch) -> bytes:
+        """The batch's bytes, the same on every (re)publish: held, stored, or chunks wrapped."""
+        if b.payload is not None:
+            return b.payload
+        if b.lo is None:
+            (payload,) = self.db.execute(
+                "SELECT payload FROM batches WHERE seq = ?", (b.seq,)
+            ).fetchone()
+            return bytes(payload)
+        if b.lo == b.hi:  # a batch of one chunk: a blob handle skips a statement (~30 % faster)
+            with self.db.blobopen("chunks", "body", b.lo, readonly=True) as blob:
+                body = blob.read()
+        else:
+            rows = self.db.execute(
+                "SELECT body FROM chunks WHERE id BETWEEN ? AND ? ORDER BY id", (b.lo, b.hi)
             )
-        out = []
-        for b in picked:
-            if b.payload is not None:
-                payload = b.payload
-            elif b.lo is None or b.hi is None:
-                (stored,) = self.db.execute(
-                    "SELECT payload FROM batches WHERE seq = ?", (b.seq,)
-                ).fetchone()
-                payload = bytes(stored)
-            else:
-                # A range of chunk ids may have gaps (ids are not promised to be dense).
-                body = b"".join(bodies[i] for i in range(b.lo, b.hi + 1) if i in bodies)
-                payload = encode_data_packed(
-                    self.gateway, b.session, b.seq, b.created_ms, b.n, body
-                )
-            out.append(Frozen(b.seq, b.lane, b.n, payload))
-        return out
+            body = b"".join(part for (part,) in rows)
+        return encode_data_packed(self.gateway, b.session, b.seq, b.created_ms, b.n, body)
 
     def _index(self, rows: Sequence[tuple[Any, ...]], held: bool) -> None:
         """Add freshly committed `batches` rows to the in-memory lanes."""

@@ -70,7 +70,7 @@ def test_backlog_frozen_in_order_and_deleted_only_after_ack(tmp_path: Path) -> N
     box.add(samples(250))
     assert box.flush(live_since_ms=None, room=0) == 0  # offline: into the backlog
     assert box.backlog == 250
-    ready = box.ready(set(), limit=8, live_since_ms=T0 + 10_000)
+    ready = list(box.ready(set(), limit=8, live_since_ms=T0 + 10_000))
     assert [(b.seq, b.lane, b.n) for b in ready] == [
         (1, LANE_DATA, 100),
         (2, LANE_DATA, 100),
@@ -105,7 +105,7 @@ def test_alarm_lane_before_telemetry_backlog(tmp_path: Path) -> None:
     box.flush(None, 0)
     box.add_alarm_events([alarm()])
     box.add_device_events([DeviceEvent("d1", False, T0, "timeout")])
-    ready = box.ready(set(), limit=3, live_since_ms=T0)
+    ready = list(box.ready(set(), limit=3, live_since_ms=T0))
     assert [b.lane for b in ready] == [LANE_ALARM, LANE_DEVICE, LANE_DATA]
     assert alarms(ready[0].payload).events[0].alarm_id == "gw:1"
 
@@ -119,7 +119,7 @@ def test_eviction_drops_oldest_telemetry_never_alarms(tmp_path: Path) -> None:
     assert box.evicted > 0
     assert box.backlog + box.evicted == 20_000
     assert box.used_bytes() <= 0.25 * 1024 * 1024
-    ready = box.ready(set(), limit=50, live_since_ms=T0)
+    ready = list(box.ready(set(), limit=50, live_since_ms=T0))
     alarm_ids = [
         e.alarm_id for b in ready if b.lane == LANE_ALARM for e in alarms(b.payload).events
     ]

@@ -75,7 +75,7 @@ def test_window_is_capped_by_the_buffer_share_but_serves_the_caller(tmp_path: Pa
     # 1 MB buffer: an eighth is less than one 128 KiB batch, so only what is asked is frozen,
     # and the rest stays evictable.
     box = backlog_box(tmp_path, 5000, max_mb=1)
-    assert len(box.ready(set(), limit=3, live_since_ms=LIVE)) == 3
+    assert len(list(box.ready(set(), limit=3, live_since_ms=LIVE))) == 3
     assert box.frozen_count() == 3
     assert box.backlog == 4700
     box.close()
