@@ -38,6 +38,7 @@ from wire import (
     DeviceEventBatch,
     Quality,
     Severity,
+    alarm_fields,
     encode,
 )
 from wire.messages import Value
@@ -332,23 +333,7 @@ class Outbox:
             "INSERT INTO alarm_log (alarm_id, device, point, alarm_type, severity, state,"
             " ts_ms, value, limit_value, message, ack_by, ack_note)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    e.alarm_id,
-                    e.device,
-                    e.point,
-                    e.alarm_type,
-                    int(e.severity),
-                    e.state.value,
-                    e.ts_ms,
-                    e.value,
-                    e.limit,
-                    e.message,
-                    e.ack_by,
-                    e.ack_note,
-                )
-                for e in events
-            ],
+            [alarm_fields(e) for e in events],
         )
 
     def flush(self, live_since_ms: int | None, room: int) -> int:

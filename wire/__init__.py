@@ -1,6 +1,6 @@
 """The edge<->collector contract: topic names, message envelopes and the msgpack codec (v1)."""
 
-from wire.codec import MAX_PAYLOAD_BYTES, decode, encode
+from wire.codec import MAX_PAYLOAD_BYTES, alarm_fields, decode, encode
 from wire.errors import WireError
 from wire.messages import (
     AlarmBatch,
@@ -44,6 +44,7 @@ __all__ = [
     "Status",
     "TopicParts",
     "WireError",
+    "alarm_fields",
     "decode",
     "encode",
     "parse_topic",

@@ -333,26 +333,27 @@ def _dec_record(i: int, raw: Any) -> Record:
     )
 
 
+def alarm_fields(e: AlarmEvent) -> list[Any]:
+    """An alarm event's own fields as plain values, in wire order (no `historical` flag)."""
+    return [
+        e.alarm_id,
+        e.device,
+        e.point,
+        e.alarm_type,
+        int(e.severity),
+        e.state.value,
+        e.ts_ms,
+        e.value,
+        e.limit,
+        e.message,
+        e.ack_by,
+        e.ack_note,
+    ]
+
+
 def _enc_alarm(msg: Message) -> list[list[Any]]:
     assert isinstance(msg, AlarmBatch)
-    return [
-        [
-            e.alarm_id,
-            e.device,
-            e.point,
-            e.alarm_type,
-            int(e.severity),
-            e.state.value,
-            e.ts_ms,
-            e.value,
-            e.limit,
-            e.message,
-            e.ack_by,
-            e.ack_note,
-            e.historical,
-        ]
-        for e in msg.events
-    ]
+    return [[*alarm_fields(e), e.historical] for e in msg.events]
 
 
 def _dec_alarm(gw: str, session: str, seq: int, sent: int, body: Any) -> AlarmBatch:
