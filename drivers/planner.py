@@ -25,6 +25,10 @@ Value = bool | int | float | str
 
 MAX_REGISTERS = 125  # Modbus limit for FC03/FC04
 MAX_BITS = 2000  # Modbus limit for FC01/FC02
+# Register strings are byte strings padded with NULs or spaces; a device that leaves a NUL or
+# other control byte inside one (`C\0H4`) must not poison what the gateway sends on: every C0
+# and C1 control character (and DEL) is dropped when decoding.
+_CONTROL_CHARS = dict.fromkeys([*range(0x20), *range(0x7F, 0xA0)])
 _READ_FUNCTION = {Table.COIL: 1, Table.DISCRETE_INPUT: 2, Table.HOLDING: 3, Table.INPUT: 4}
 _INT_RANGES = {
     DataType.INT16: (-(2**15), 2**15 - 1),
@@ -129,7 +133,7 @@ def decode_point(point: PointSpec, raw: Sequence[int] | Sequence[bool]) -> Value
     if dtype is DataType.STRING:
         if _swap16(point.byte_order):
             wire = _canonical(wire, ByteOrder.BADC)
-        return wire.decode("latin-1").rstrip("\x00 ")
+        return wire.decode("latin-1").translate(_CONTROL_CHARS).strip(" ")
     if dtype in (DataType.INT16, DataType.UINT16):
         data = wire[::-1] if _swap16(point.byte_order) else wire
         return _scaled(point, int.from_bytes(data, "big", signed=dtype is DataType.INT16))

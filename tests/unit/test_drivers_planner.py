@@ -49,6 +49,10 @@ DECODE_CASES = [
     ({"dtype": "float32", "scale": 2}, words(F), -25.0),
     ({"dtype": "string", "length": 3}, words(b"CH4\x00\x00\x00"), "CH4"),
     ({"dtype": "string", "length": 2, "byte_order": "BADC"}, words(b"HC\x004"), "CH4"),
+    # control bytes inside a string (NUL, bell, escape, C1) are dropped, not sent on
+    ({"dtype": "string", "length": 3}, words(b"C\x00H4\x00\x00"), "CH4"),
+    ({"dtype": "string", "length": 4}, words(b"\x1b[2JOK\x07\x85"), "[2JOK"),
+    ({"dtype": "string", "length": 3}, words(b"  LEL \x00"), "LEL"),
     ({"dtype": "bit", "bit": 3}, [0b1000], True),
     ({"dtype": "bit", "bit": 2}, [0b1000], False),
     ({"dtype": "bool"}, [7], True),
