@@ -41,7 +41,7 @@ def make_batches(n: int, records: int, t0: int) -> list[DataBatch]:
             Record(f"dev{i % 50:03d}", f"p{i % 8}", t0 + seq * 1000 + i, 20.0 + (seq % 97) * 0.1)
             for i in range(records)
         )
-        out.append(DataBatch("gw-bench", "s", seq, t0, recs))
+        out.append(DataBatch("gw-bench", "s", seq, t0, recs, epoch="e1"))
     return out
 
 
@@ -175,7 +175,7 @@ def main() -> int:
             copy_s = run_copy(db_url, payloads, args.batch_max * args.records)
             rounds.append((ingest_s, ingest_cpu, copy_s))
             with psycopg.connect(db_url, autocommit=True) as conn:
-                conn.execute("TRUNCATE readings, ingest_keys")  # the next round starts afresh
+                conn.execute("TRUNCATE readings, batch_keys")  # the next round starts afresh
     finally:
         broker.stop()
         shutil.rmtree(broker.workdir, ignore_errors=True)

@@ -227,7 +227,7 @@ def storage_bytes_per_row(rows: int = 200_000) -> dict[str, Any]:
                            t0 + seq * 1000 + i, 20.0 + (i % 97) / 10)
                     for i in range(per_batch)
                 )  # fmt: skip
-                batch = DataBatch("gw-1", "s", seq, t0, recs)
+                batch = DataBatch("gw-1", "s", seq, t0, recs, epoch="e1")
                 store.write([Accepted(parts, batch)], t0)
             backend = store.backend
         finally:

@@ -35,6 +35,7 @@ EVENT_TYPES = (
     "gateway.online",
     "gateway.offline",
     "gateway.unknown",
+    "gateway.epoch",
     "device.online",
     "device.offline",
     "device.unknown",

@@ -1,5 +1,6 @@
 """MQTT ingest: QoS 1, persistent session, batched commits, PUBACK only after the commit."""
 
+import hashlib
 import itertools
 import logging
 import queue
@@ -30,6 +31,7 @@ from wire import (
     topic,
 )
 from wire.messages import Value
+from wire.topics import DURABLE_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,11 @@ SESSION_NEVER_EXPIRES = 0xFFFFFFFF
 
 
 def classify(topic_name: str, payload: bytes, root: str, now_ms: int) -> Incoming:
-    """Decode one MQTT message, or say why it belongs in the dead-letter table."""
+    """Decode one MQTT message, or say why it belongs in the dead-letter table.
+
+    Durable batches get a digest of their bytes: a redelivery is byte-identical, so the store
+    can tell it from a different batch that reuses its key.
+    """
     try:
         parts = parse_topic(topic_name, root)
         msg = decode(payload)
@@ -59,7 +65,10 @@ def classify(topic_name: str, payload: bytes, root: str, now_ms: int) -> Incomin
     if msg.gateway != parts.gateway:
         reason = f"topic gateway {parts.gateway!r} does not match payload gateway {msg.gateway!r}"
         return Rejected(topic_name, payload, reason, now_ms)
-    return Accepted(parts, msg)
+    digest = None
+    if parts.kind in DURABLE_KINDS:
+        digest = hashlib.blake2b(payload, digest_size=16).digest()
+    return Accepted(parts, msg, digest, topic_name)
 
 
 def parse_mqtt_url(url: str) -> tuple[str, int]:
@@ -78,6 +87,8 @@ class IngestStats:
     batches: int = 0
     readings: int = 0
     duplicates: int = 0
+    conflicts: int = 0  # keys seen before with different content (dead-lettered)
+    new_epochs: int = 0  # known gateways that started a new buffer epoch
     dead_letters: int = 0
     store_errors: int = 0
     connected: bool = False
@@ -335,6 +346,8 @@ class Ingest:
             self.stats.batches += 1
             self.stats.readings += result.readings
             self.stats.duplicates += result.duplicates
+            self.stats.conflicts += result.conflicts
+            self.stats.new_epochs += result.new_epochs
             self.stats.dead_letters += result.dead_letters
             self._acked = ticket
             self._turn.notify_all()

@@ -17,10 +17,16 @@ class Status(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
-    """A payload that decoded cleanly and whose topic matches its content."""
+    """A payload that decoded cleanly and whose topic matches its content.
+
+    `digest` (of the payload bytes, for durable batches) tells a redelivery, which is
+    byte-identical, from a different batch that reuses the key (gateway, epoch, seq).
+    """
 
     topic: TopicParts
     message: Message
+    digest: bytes | None = None
+    topic_name: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +94,14 @@ class GatewayState:
 
 
 @dataclass(frozen=True, slots=True)
+class GatewayEpoch:
+    """One buffer epoch of a gateway: its batches are numbered from 1 within it."""
+
+    epoch: str
+    first_ms: int  # when the collector first saw it
+
+
+@dataclass(frozen=True, slots=True)
 class DeviceState:
     """What the collector knows about one device."""
 
@@ -148,3 +162,5 @@ class WriteResult:
     duplicates: int = 0
     dead_letters: int = 0
     alarm_events: int = 0
+    conflicts: int = 0  # a key seen before with different content: dead-lettered, logged
+    new_epochs: int = 0  # a known gateway started a new buffer epoch

@@ -73,7 +73,9 @@ class Gateway:
         self.outbox = Outbox(
             buf.path, cfg.gateway, self.session, buf.max_mb, buf.batch_records, buf.batch_bytes
         )
-        self.engine = AlarmEngine(cfg.gateway, self.outbox.next_alarm_number)
+        self.engine = AlarmEngine(
+            f"{cfg.gateway}:{self.outbox.epoch}", self.outbox.next_alarm_number
+        )
         self.uplink = Uplink(
             cfg.mqtt, cfg.site, cfg.gateway, self.session, self.outbox, self.birth, self.command
         )
@@ -118,12 +120,15 @@ class Gateway:
             self.pollers.append(BusPoller(bus, devs, self))
 
     def birth(self) -> Birth:
-        """The birth certificate of this session."""
+        """The birth certificate of this session, with the current alarm picture."""
         return Birth(
             self.cfg.gateway,
             self.session,
             0,
             now_ms(),
+            epoch=self.outbox.epoch,
+            high_water=self.outbox.next_seq - 1,
+            alarms=tuple(self.outbox.open_alarms()),
             software=software_version(),
             config_hash=self.cfg.hash(),
             devices=tuple(

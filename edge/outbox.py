@@ -20,7 +20,7 @@ Durability per write (one WAL database; `synchronous` is switched per transactio
 
 from __future__ import annotations
 
-import functools
+import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -40,9 +40,10 @@ from wire import (
     Severity,
     alarm_fields,
     encode,
+    encode_data,
+    encode_data_packed,
 )
 from wire.messages import Value
-from wire.topics import WIRE_VERSION
 
 LANE_ALARM, LANE_DEVICE, LANE_DATA = 0, 1, 2
 LANE_NAMES = {LANE_ALARM: "alarm", LANE_DEVICE: "device", LANE_DATA: "data"}
@@ -172,49 +173,6 @@ def connect(path: str | Path, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
-def encode_data(
-    gateway: str, session: str, seq: int, sent_ms: int, rows: Sequence[Sequence[Any]]
-) -> bytes:
-    """Encode a DataBatch from wire-shaped record rows without building Record objects.
-
-    Byte-identical to `wire.encode(DataBatch(...))` (a unit test holds it to that): the hot
-    path saves a dataclass per reading.
-    """
-    packer = msgpack.Packer(use_bin_type=True)
-    body = b"".join(packer.pack(row) for row in rows)
-    return encode_data_packed(gateway, session, seq, sent_ms, len(rows), body)
-
-
-def encode_data_packed(
-    gateway: str, session: str, seq: int, sent_ms: int, n: int, body: bytes
-) -> bytes:
-    """Encode a DataBatch around `n` records already packed back to back in `body`."""
-    packb = msgpack.packb
-    return b"".join(
-        (
-            _data_head(gateway, session),
-            packb(seq),
-            _T_KEY,
-            packb(sent_ms),
-            _B_KEY,
-            msgpack.Packer().pack_array_header(n),
-            body,
-        )
-    )
-
-
-@functools.lru_cache(maxsize=16)
-def _data_head(gateway: str, session: str) -> bytes:
-    """The envelope bytes that are the same for every data batch of a session, up to seq."""
-    packer = msgpack.Packer(use_bin_type=True)
-    fields = ("v", WIRE_VERSION, "k", "data", "g", gateway, "s", session, "q")
-    return packer.pack_map_header(7) + b"".join(packer.pack(x) for x in fields)
-
-
-_T_KEY = msgpack.packb("t")
-_B_KEY = msgpack.packb("b")
-
-
 class Outbox:
     """The gateway's SQLite buffer; all methods run on one thread (the daemon's event loop)."""
 
@@ -237,6 +195,7 @@ class Outbox:
         self.db.executescript(SCHEMA)
         self._sync_mode = ""
         self._sync("NORMAL")
+        self.epoch = self._epoch()
         self.next_seq = self._meta("next_seq", 1)
         self.evicted = self._meta("evicted", 0)
         # Readings ever committed (with `evicted`, what the proof suites account against).
@@ -267,6 +226,21 @@ class Outbox:
     def _meta(self, key: str, default: int) -> int:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return int(row[0]) if row else default
+
+    def _epoch(self) -> str:
+        """The buffer's epoch, created with it: batch keys are (gateway, epoch, seq).
+
+        A new buffer (new SD card, deleted or corrupt file) numbers its batches from 1 again; the
+        new epoch keeps them from being taken for duplicates of the old buffer's batches.
+        """
+        number = self._meta("epoch", 0)
+        if not number:
+            number = secrets.randbits(40) | 1 << 40  # never 0, always 11 hex digits
+            self._sync("FULL")
+            with self.db:
+                self.db.execute("BEGIN IMMEDIATE")
+                self._set_meta("epoch", number)
+        return f"{number:x}"
 
     def _set_meta(self, key: str, value: int) -> None:
         self.db.execute(
@@ -454,7 +428,7 @@ class Outbox:
             n = min(self.batch_records, len(rows) - i)
             while True:
                 chunk = rows[i : i + n]
-                payload = encode_data(self.gateway, self.session, seq, now, chunk)
+                payload = encode_data(self.gateway, self.session, self.epoch, seq, now, chunk)
                 if len(payload) <= self.batch_bytes or n == 1:
                     break
                 n = max(1, n * self.batch_bytes // len(payload) * 9 // 10)
@@ -505,7 +479,9 @@ class Outbox:
                 "SELECT body FROM chunks WHERE id BETWEEN ? AND ? ORDER BY id", (b.lo, b.hi)
             )
             body = b"".join(part for (part,) in rows)
-        return encode_data_packed(self.gateway, b.session, b.seq, b.created_ms, b.n, body)
+        return encode_data_packed(
+            self.gateway, b.session, self.epoch, b.seq, b.created_ms, b.n, body
+        )
 
     def _index(self, rows: Sequence[tuple[Any, ...]], held: bool) -> None:
         """Add freshly committed `batches` rows to the in-memory lanes."""
@@ -536,7 +512,9 @@ class Outbox:
                     replace(e, historical=True) if e.ts_ms < live_since_ms else e
                     for e in events[i : i + 1000]
                 ]
-                payload = _encode_events(lane, self.gateway, self.session, seq, now, chunk)
+                payload = _encode_events(
+                    lane, self.gateway, self.session, self.epoch, seq, now, chunk
+                )
                 frozen.append((seq, lane, len(chunk), now, self.session, payload))
                 seq += 1
 
@@ -744,11 +722,11 @@ def _unpack_event(lane: int, body: bytes) -> Any:
 
 
 def _encode_events(
-    lane: int, gateway: str, session: str, seq: int, now: int, events: list[Any]
+    lane: int, gateway: str, session: str, epoch: str, seq: int, now: int, events: list[Any]
 ) -> bytes:
     if lane == LANE_ALARM:
-        return encode(AlarmBatch(gateway, session, seq, now, tuple(events)))
-    return encode(DeviceEventBatch(gateway, session, seq, now, tuple(events)))
+        return encode(AlarmBatch(gateway, session, seq, now, tuple(events), epoch=epoch))
+    return encode(DeviceEventBatch(gateway, session, seq, now, tuple(events), epoch=epoch))
 
 
 def _log_event(r: Sequence[Any]) -> AlarmEvent:

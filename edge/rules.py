@@ -81,8 +81,8 @@ def _limit_condition(rule: Rule, x: float, was: bool) -> bool:
 class AlarmEngine:
     """Evaluates every rule of every point and turns condition changes into alarm events."""
 
-    gateway: str
-    next_number: Callable[[], int]  # a persisted counter: alarm ids survive restarts
+    id_prefix: str  # `<gateway>:<buffer epoch>`: ids are `<prefix>:<n>`
+    next_number: Callable[[], int]  # the buffer's persisted counter: ids survive restarts
     _tracks: dict[tuple[str, str], list[_Track]] = field(default_factory=dict)
     _by_id: dict[str, tuple[str, str, _Track]] = field(default_factory=dict)
     # The earliest moment a pending on- or off-delay may expire: a timer set for it calls
@@ -222,7 +222,7 @@ class AlarmEngine:
         if cond and not t.active and held_s >= t.rule.on_delay_s:
             t.active = True
             if t.alarm_id is None:  # a new occurrence; a return while cleared-unacked keeps its id
-                t.alarm_id = f"{self.gateway}:{self.next_number()}"
+                t.alarm_id = f"{self.id_prefix}:{self.next_number()}"
                 self._by_id[t.alarm_id] = (device, point, t)
                 t.acked = False
             events.append(self._event(device, point, t, value, ts_ms))

@@ -137,7 +137,9 @@ class Uplink:
     def publish_status(self, counters: dict[str, int | float]) -> None:
         """Publish a status message (QoS 0: the next one supersedes it)."""
         if self._client is not None and self.connected:
-            msg = Status(self.gateway, self.session, 0, now_ms(), counters=counters)
+            msg = Status(
+                self.gateway, self.session, 0, now_ms(), counters=counters, epoch=self.outbox.epoch
+            )
             self._client.publish(self._topics[Kind.STATUS], encode(msg), 0)
 
     async def drain(self, timeout_s: float) -> bool:
@@ -193,7 +195,10 @@ class Uplink:
             self.outbox.health_changed()
 
     def _death(self, reason: str) -> bytes:
-        return encode(Death(self.gateway, self.session, 0, now_ms(), reason=reason))
+        death = Death(
+            self.gateway, self.session, 0, now_ms(), reason=reason, epoch=self.outbox.epoch
+        )
+        return encode(death)
 
     def _new_client(self) -> mqtt.Client:
         cfg = self.cfg

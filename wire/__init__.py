@@ -1,12 +1,21 @@
 """The edge<->collector contract: topic names, message envelopes and the msgpack codec (v1)."""
 
-from wire.codec import MAX_PAYLOAD_BYTES, alarm_fields, decode, encode
+from wire.codec import (
+    EARLIEST_PLAUSIBLE_MS,
+    MAX_PAYLOAD_BYTES,
+    alarm_fields,
+    decode,
+    encode,
+    encode_data,
+    encode_data_packed,
+)
 from wire.errors import WireError
 from wire.messages import (
     AlarmBatch,
     AlarmEvent,
     AlarmState,
     Birth,
+    ClockInfo,
     Command,
     CommandReply,
     DataBatch,
@@ -23,12 +32,14 @@ from wire.messages import (
 from wire.topics import WIRE_VERSION, Kind, TopicParts, parse_topic, subscription, topic
 
 __all__ = [
+    "EARLIEST_PLAUSIBLE_MS",
     "MAX_PAYLOAD_BYTES",
     "WIRE_VERSION",
     "AlarmBatch",
     "AlarmEvent",
     "AlarmState",
     "Birth",
+    "ClockInfo",
     "Command",
     "CommandReply",
     "DataBatch",
@@ -47,6 +58,8 @@ __all__ = [
     "alarm_fields",
     "decode",
     "encode",
+    "encode_data",
+    "encode_data_packed",
     "parse_topic",
     "subscription",
     "topic",

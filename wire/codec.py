@@ -2,8 +2,9 @@
 
 import functools
 import math
-from collections.abc import Callable
-from typing import Any
+import re
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -13,6 +14,7 @@ from wire.messages import (
     AlarmEvent,
     AlarmState,
     Birth,
+    ClockInfo,
     Command,
     CommandReply,
     DataBatch,
@@ -33,10 +35,21 @@ MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_ITEMS = 20_000  # records or events in one message
 MAX_STR = 256  # any string field
 MAX_MAP = 256  # keys in status counters, command args, results
-MIN_TS_MS = 946_684_800_000  # 2000-01-01
-MAX_TS_MS = 4_102_444_800_000  # 2100-01-01
+# Any time a clock can show is carried, plausible or not: a gateway that boots at 1970 (no RTC,
+# NTP not yet synced) must still deliver its alarms. The receiver judges plausibility
+# (EARLIEST_PLAUSIBLE_MS, its own clock) and flags; the codec refuses only what no store or
+# client can represent: before 1970 or after 9999-12-31T23:59:59.999Z (ISO 8601, datetime).
+MIN_TS_MS = 0
+MAX_TS_MS = 253_402_300_799_999
+# No clock that reads earlier than this release's build is right (bumped with each release).
+EARLIEST_PLAUSIBLE_MS = 1_793_491_200_000  # 2026-11-01T00:00:00Z
 MAX_SEQ = 2**63 - 1
+MAX_EPOCH = 32
 _INT64 = 2**63
+_EPOCH_RE = re.compile(r"^[0-9A-Za-z_\-]*$")
+# Characters no wire string may carry: NUL (PostgreSQL text cannot hold it) and the other C0
+# controls and DEL (terminal escapes, log forgery); tab, line feed and carriage return pass.
+_BAD_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 _QUALITIES = {q.value: q for q in Quality}
 _STATES = {s.value: s for s in AlarmState}
@@ -51,6 +64,7 @@ def encode(msg: Message) -> bytes:
         "k": msg.kind.value,
         "g": msg.gateway,
         "s": msg.session,
+        "e": msg.epoch,
         "q": msg.seq,
         "t": msg.sent_ms,
         "b": _ENCODERS[msg.kind](msg),
@@ -62,6 +76,50 @@ def encode(msg: Message) -> bytes:
     if len(data) > MAX_PAYLOAD_BYTES:
         raise WireError(f"encoded {msg.kind} is {len(data)} bytes, over {MAX_PAYLOAD_BYTES}")
     return data
+
+
+def encode_data(
+    gateway: str, session: str, epoch: str, seq: int, sent_ms: int, rows: Sequence[Sequence[Any]]
+) -> bytes:
+    """Encode a DataBatch from wire-shaped record rows without building Record objects.
+
+    `rows` are `[device, point, ts_ms, value, quality, historical]` lists. Byte-identical to
+    `encode(DataBatch(...))` (a unit test holds it to that): the gateway's hot path saves an
+    object per reading. No size check: the caller cuts batches to its own byte budget.
+    """
+    packer = msgpack.Packer(use_bin_type=True)
+    body = b"".join(packer.pack(row) for row in rows)
+    return encode_data_packed(gateway, session, epoch, seq, sent_ms, len(rows), body)
+
+
+def encode_data_packed(
+    gateway: str, session: str, epoch: str, seq: int, sent_ms: int, n: int, body: bytes
+) -> bytes:
+    """Encode a DataBatch around `n` record rows already msgpack-packed back to back in `body`."""
+    packb = msgpack.packb
+    return b"".join(
+        (
+            _data_head(gateway, session, epoch),
+            packb(seq),
+            _T_KEY,
+            packb(sent_ms),
+            _B_KEY,
+            msgpack.Packer().pack_array_header(n),
+            body,
+        )
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _data_head(gateway: str, session: str, epoch: str) -> bytes:
+    """The envelope bytes that are the same for every data batch of a session, up to seq."""
+    packer = msgpack.Packer(use_bin_type=True)
+    fields = ("v", WIRE_VERSION, "k", Kind.DATA.value, "g", gateway, "s", session, "e", epoch, "q")
+    return packer.pack_map_header(8) + b"".join(packer.pack(x) for x in fields)
+
+
+_T_KEY = msgpack.packb("t")
+_B_KEY = msgpack.packb("b")
 
 
 def decode(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> Message:
@@ -94,7 +152,7 @@ def _decode_envelope(obj: dict[str, Any]) -> Message:
     version = obj.get("v")
     if version != WIRE_VERSION or isinstance(version, bool):
         raise WireError(f"unsupported wire version {version!r} (this side speaks {WIRE_VERSION})")
-    unknown = set(obj) - {"v", "k", "g", "s", "q", "t", "b"}
+    unknown = set(obj) - {"v", "k", "g", "s", "e", "q", "t", "b"}
     if unknown:
         raise WireError(f"unknown envelope fields {sorted(unknown)}")
     kind_name = _field(obj, "k")
@@ -103,11 +161,12 @@ def _decode_envelope(obj: dict[str, Any]) -> Message:
         raise WireError(f"unknown message kind {kind_name!r}")
     gateway = check_ident(_field(obj, "g"), "gateway")
     session = _str(_field(obj, "s"), "session", 64)
+    epoch = _epoch(_field(obj, "e"))
     seq = _int(_field(obj, "q"), "seq", 0, MAX_SEQ)
-    if kind in DURABLE_KINDS and seq == 0:
-        raise WireError(f"{kind} messages need a seq >= 1")
+    if kind in DURABLE_KINDS and (seq == 0 or not epoch):
+        raise WireError(f"{kind} messages need an epoch and a seq >= 1")
     sent_ms = _ts(_field(obj, "t"), "sent time")
-    return _DECODERS[kind](gateway, session, seq, sent_ms, _field(obj, "b"))
+    return _DECODERS[kind](_Head(gateway, session, seq, sent_ms, epoch), _field(obj, "b"))
 
 
 # --- field checks -----------------------------------------------------------------------------
@@ -125,7 +184,19 @@ def _str(x: Any, what: str, max_len: int = MAX_STR) -> str:
         raise WireError(f"{what} must be a string, got {type(x).__name__}")
     if len(x) > max_len:
         raise WireError(f"{what} is {len(x)} characters, over {max_len}")
+    bad = _BAD_CHARS.search(x)
+    if bad is not None:
+        raise WireError(
+            f"{what} contains control character U+{ord(bad.group()):04X} at {bad.start()}"
+        )
     return x
+
+
+def _epoch(x: Any) -> str:
+    epoch = _str(x, "epoch", MAX_EPOCH)
+    if not _EPOCH_RE.match(epoch):
+        raise WireError(f"epoch {epoch!r} may only hold A-Z a-z 0-9 _ -")
+    return epoch
 
 
 def _opt_str(x: Any, what: str) -> str | None:
@@ -144,7 +215,7 @@ def _ts(x: Any, what: str) -> int:
     if not isinstance(x, int) or isinstance(x, bool):
         raise WireError(f"{what} must be integer UTC milliseconds, got {type(x).__name__}")
     if not MIN_TS_MS <= x <= MAX_TS_MS:
-        raise WireError(f"{what} {x} ms is not between years 2000 and 2100")
+        raise WireError(f"{what} {x} ms is not between 1970 and the end of year 9999")
     return x
 
 
@@ -217,12 +288,22 @@ def _enc_data(msg: Message) -> list[list[Any]]:
     ]
 
 
-def _dec_data(gw: str, session: str, seq: int, sent: int, body: Any) -> DataBatch:
+class _Head(NamedTuple):
+    """The envelope fields every message has, passed from the envelope to the body decoders."""
+
+    gateway: str
+    session: str
+    seq: int
+    sent_ms: int
+    epoch: str
+
+
+def _dec_data(h: _Head, body: Any) -> DataBatch:
     rows = _list(body, "records")
     records = _dec_columns(rows)
     if records is None:
         records = tuple(_dec_rows(rows))
-    return DataBatch(gw, session, seq, sent, records)
+    return DataBatch(*h[:4], records, epoch=h.epoch)
 
 
 # tuple.__new__(Record, fields) is what Record._make does, minus a Python call per record.
@@ -255,6 +336,7 @@ def _dec_columns(rows: list[Any]) -> tuple[Record, ...] | None:
         or min(stamps) < MIN_TS_MS
         or max(stamps) > MAX_TS_MS
         or max(map(len, point_names)) > 64
+        or _BAD_CHARS.search("".join(point_names))
         or not all(map(IDENT_RE.match, set(devices)))
     ):
         return None
@@ -288,6 +370,7 @@ def _dec_rows(rows: list[Any]) -> list[Record]:
                 quality is not None
                 and type(point) is str
                 and len(point) <= 64
+                and not _BAD_CHARS.search(point)
                 and type(ts) is int
                 and MIN_TS_MS <= ts <= MAX_TS_MS
                 and type(hist) is bool
@@ -311,7 +394,7 @@ def _plain_value(x: Any) -> bool:
     if t is int:
         return bool(-_INT64 <= x < _INT64)
     if t is str:
-        return len(x) <= MAX_STR
+        return len(x) <= MAX_STR and not _BAD_CHARS.search(x)
     return x is None or t is bool
 
 
@@ -356,35 +439,38 @@ def _enc_alarm(msg: Message) -> list[list[Any]]:
     return [[*alarm_fields(e), e.historical] for e in msg.events]
 
 
-def _dec_alarm(gw: str, session: str, seq: int, sent: int, body: Any) -> AlarmBatch:
+def _dec_alarm(h: _Head, body: Any) -> AlarmBatch:
     events = []
     for i, raw in enumerate(_list(body, "alarm events")):
         row = _row(raw, f"alarm event {i}", 13)
         what = f"alarm event {i}"
-        severity = _SEVERITIES.get(row[4]) if type(row[4]) is int else None
-        if severity is None:
-            raise WireError(f"{what} severity must be 1..4, got {row[4]!r}")
-        state = _STATES.get(row[5]) if isinstance(row[5], str) else None
-        if state is None:
-            raise WireError(f"{what} has unknown state {row[5]!r}")
-        events.append(
-            AlarmEvent(
-                alarm_id=_str(row[0], f"{what} id", 96),
-                device=check_ident(row[1], f"{what} device"),
-                point=_str(row[2], f"{what} point", 64),
-                alarm_type=_str(row[3], f"{what} type", 32),
-                severity=severity,
-                state=state,
-                ts_ms=_ts(row[6], f"{what} time"),
-                value=_value(row[7], f"{what} value"),
-                limit=_value(row[8], f"{what} limit"),
-                message=_str(row[9], f"{what} message"),
-                ack_by=_opt_str(row[10], f"{what} ack_by"),
-                ack_note=_opt_str(row[11], f"{what} ack_note"),
-                historical=_bool(row[12], f"{what} historical flag"),
-            )
-        )
-    return AlarmBatch(gw, session, seq, sent, tuple(events))
+        events.append(_dec_alarm_fields(row, what, _bool(row[12], f"{what} historical flag")))
+    return AlarmBatch(*h[:4], tuple(events), epoch=h.epoch)
+
+
+def _dec_alarm_fields(row: list[Any], what: str, historical: bool) -> AlarmEvent:
+    """An alarm event from the fields `alarm_fields` writes (the first 12 of `row`)."""
+    severity = _SEVERITIES.get(row[4]) if type(row[4]) is int else None
+    if severity is None:
+        raise WireError(f"{what} severity must be 1..4, got {row[4]!r}")
+    state = _STATES.get(row[5]) if isinstance(row[5], str) else None
+    if state is None:
+        raise WireError(f"{what} has unknown state {row[5]!r}")
+    return AlarmEvent(
+        alarm_id=_str(row[0], f"{what} id", 96),
+        device=check_ident(row[1], f"{what} device"),
+        point=_str(row[2], f"{what} point", 64),
+        alarm_type=_str(row[3], f"{what} type", 32),
+        severity=severity,
+        state=state,
+        ts_ms=_ts(row[6], f"{what} time"),
+        value=_value(row[7], f"{what} value"),
+        limit=_value(row[8], f"{what} limit"),
+        message=_str(row[9], f"{what} message"),
+        ack_by=_opt_str(row[10], f"{what} ack_by"),
+        ack_note=_opt_str(row[11], f"{what} ack_note"),
+        historical=historical,
+    )
 
 
 def _enc_device(msg: Message) -> list[list[Any]]:
@@ -392,7 +478,7 @@ def _enc_device(msg: Message) -> list[list[Any]]:
     return [[e.device, e.online, e.ts_ms, e.reason, e.historical] for e in msg.events]
 
 
-def _dec_device(gw: str, session: str, seq: int, sent: int, body: Any) -> DeviceEventBatch:
+def _dec_device(h: _Head, body: Any) -> DeviceEventBatch:
     events = []
     for i, raw in enumerate(_list(body, "device events")):
         row = _row(raw, f"device event {i}", 5)
@@ -405,17 +491,25 @@ def _dec_device(gw: str, session: str, seq: int, sent: int, body: Any) -> Device
                 _bool(row[4], f"device event {i} historical flag"),
             )
         )
-    return DeviceEventBatch(gw, session, seq, sent, tuple(events))
+    return DeviceEventBatch(*h[:4], tuple(events), epoch=h.epoch)
 
 
 def _enc_birth(msg: Message) -> dict[str, Any]:
     assert isinstance(msg, Birth)
     devices = [[d.device, d.profile, d.family, d.online, d.asset] for d in msg.devices]
-    return {"sw": msg.software, "ch": msg.config_hash, "d": devices}
+    clock = msg.clock
+    return {
+        "sw": msg.software,
+        "ch": msg.config_hash,
+        "d": devices,
+        "a": [alarm_fields(e) for e in msg.alarms],
+        "h": msg.high_water,
+        "ck": [clock.plausible, clock.step_ms, clock.step_at_ms],
+    }
 
 
-def _dec_birth(gw: str, session: str, seq: int, sent: int, body: Any) -> Birth:
-    b = _map(body, "birth", {"sw", "ch", "d"})
+def _dec_birth(h: _Head, body: Any) -> Birth:
+    b = _map(body, "birth", {"sw", "ch", "d", "a", "h", "ck"})
     devices = []
     for i, raw in enumerate(_list(_field(b, "d"), "birth devices")):
         row = _row(raw, f"birth device {i}", 5)
@@ -428,14 +522,24 @@ def _dec_birth(gw: str, session: str, seq: int, sent: int, body: Any) -> Birth:
                 _opt_str(row[4], f"birth device {i} asset"),
             )
         )
+    alarms = tuple(
+        _dec_alarm_fields(_row(raw, f"birth alarm {i}", 12), f"birth alarm {i}", False)
+        for i, raw in enumerate(_list(_field(b, "a"), "birth alarms"))
+    )
+    clock = _row(_field(b, "ck"), "birth clock", 3)
     return Birth(
-        gw,
-        session,
-        seq,
-        sent,
+        *h[:4],
+        epoch=h.epoch,
         software=_str(_field(b, "sw"), "software version", 64),
         config_hash=_str(_field(b, "ch"), "config hash", 128),
         devices=tuple(devices),
+        alarms=alarms,
+        high_water=_int(_field(b, "h"), "birth high-water seq", 0, MAX_SEQ),
+        clock=ClockInfo(
+            _bool(clock[0], "birth clock plausible flag"),
+            _int(clock[1], "birth clock step", -_INT64, _INT64 - 1),
+            _int(clock[2], "birth clock step time", 0, MAX_TS_MS),
+        ),
     )
 
 
@@ -444,9 +548,9 @@ def _enc_death(msg: Message) -> dict[str, Any]:
     return {"r": msg.reason}
 
 
-def _dec_death(gw: str, session: str, seq: int, sent: int, body: Any) -> Death:
+def _dec_death(h: _Head, body: Any) -> Death:
     b = _map(body, "death", {"r"})
-    return Death(gw, session, seq, sent, reason=_str(_field(b, "r"), "death reason"))
+    return Death(*h[:4], reason=_str(_field(b, "r"), "death reason"), epoch=h.epoch)
 
 
 def _enc_status(msg: Message) -> dict[str, Any]:
@@ -454,10 +558,10 @@ def _enc_status(msg: Message) -> dict[str, Any]:
     return {"c": msg.counters}
 
 
-def _dec_status(gw: str, session: str, seq: int, sent: int, body: Any) -> Status:
+def _dec_status(h: _Head, body: Any) -> Status:
     b = _map(body, "status", {"c"})
     counters = _value_map(_field(b, "c"), "status counters", numbers_only=True)
-    return Status(gw, session, seq, sent, counters=counters)
+    return Status(*h[:4], counters=counters, epoch=h.epoch)
 
 
 def _enc_cmd(msg: Message) -> dict[str, Any]:
@@ -465,13 +569,11 @@ def _enc_cmd(msg: Message) -> dict[str, Any]:
     return {"id": msg.command_id, "n": msg.name, "a": msg.args}
 
 
-def _dec_cmd(gw: str, session: str, seq: int, sent: int, body: Any) -> Command:
+def _dec_cmd(h: _Head, body: Any) -> Command:
     b = _map(body, "command", {"id", "n", "a"})
     return Command(
-        gw,
-        session,
-        seq,
-        sent,
+        *h[:4],
+        epoch=h.epoch,
         command_id=_str(_field(b, "id"), "command id", 64),
         name=_str(_field(b, "n"), "command name", 64),
         args=_value_map(_field(b, "a"), "command args"),
@@ -483,13 +585,11 @@ def _enc_reply(msg: Message) -> dict[str, Any]:
     return {"id": msg.command_id, "ok": msg.ok, "r": msg.result, "e": msg.error}
 
 
-def _dec_reply(gw: str, session: str, seq: int, sent: int, body: Any) -> CommandReply:
+def _dec_reply(h: _Head, body: Any) -> CommandReply:
     b = _map(body, "command reply", {"id", "ok", "r", "e"})
     return CommandReply(
-        gw,
-        session,
-        seq,
-        sent,
+        *h[:4],
+        epoch=h.epoch,
         command_id=_str(_field(b, "id"), "command id", 64),
         ok=_bool(_field(b, "ok"), "command ok flag"),
         result=_value_map(_field(b, "r"), "command result"),
@@ -507,7 +607,7 @@ _ENCODERS: dict[Kind, Callable[[Message], Any]] = {
     Kind.CMD: _enc_cmd,
     Kind.CMD_REPLY: _enc_reply,
 }
-_DECODERS: dict[Kind, Callable[[str, str, int, int, Any], Message]] = {
+_DECODERS: dict[Kind, Callable[[_Head, Any], Message]] = {
     Kind.DATA: _dec_data,
     Kind.ALARM: _dec_alarm,
     Kind.DEVICE: _dec_device,

@@ -52,7 +52,11 @@ class Record(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class AlarmEvent:
-    """One transition of one alarm; `alarm_id` (`gateway:n`) is stable over its lifecycle."""
+    """One transition of one alarm; `alarm_id` is stable over its lifecycle.
+
+    Gateways number alarms `<gateway>:<epoch>:<n>`, n counting up within a buffer epoch, so an
+    id never repeats even when the buffer (and its counter) is lost.
+    """
 
     alarm_id: str
     device: str
@@ -92,11 +96,30 @@ class DeviceInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class ClockInfo:
+    """What a gateway knows about its own wall clock, announced in its birth.
+
+    `plausible` is False while the clock reads a time before the gateway's software was built
+    (no RTC, NTP not yet synced): samples stamped then carry that implausible time. `step_ms`
+    is the last step of the wall clock against the monotonic clock seen by this process
+    (signed; 0 if none) and `step_at_ms` the wall time just after it: samples taken before the
+    step, in this process, are off by about `step_ms`, so they can be re-stamped.
+    """
+
+    plausible: bool = True
+    step_ms: int = 0
+    step_at_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class _Header:
     gateway: str
-    session: str
+    session: str  # this run of the gateway process (births and deaths are matched by it)
     seq: int
     sent_ms: int
+    # The gateway buffer's epoch: created with the buffer, so a new SD card or a deleted buffer
+    # starts a new one. Durable batches are keyed (gateway, epoch, seq).
+    epoch: str = field(default="", kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,11 +148,20 @@ class DeviceEventBatch(_Header):
 
 @dataclass(frozen=True, slots=True)
 class Birth(_Header):
-    """Retained announcement of a gateway session: what it runs and which devices it polls."""
+    """Retained announcement of a gateway session: what it runs, its devices, its open alarms.
+
+    Published on every (re)connect and on `rebirth` (Sparkplug's NBIRTH). `alarms` is the
+    gateway's alarm picture: the latest event of every alarm not back to normal. `high_water`
+    is the last seq of this epoch frozen when the picture was taken: device and alarm states in
+    the birth are newer than any durable batch of the epoch up to that seq.
+    """
 
     software: str = ""
     config_hash: str = ""
     devices: tuple[DeviceInfo, ...] = ()
+    alarms: tuple[AlarmEvent, ...] = ()
+    high_water: int = 0
+    clock: ClockInfo = ClockInfo()
     kind: Kind = field(default=Kind.BIRTH, init=False)
 
 

@@ -13,6 +13,7 @@ from collector.models import (
     Bucket,
     DeadLetter,
     DeviceState,
+    GatewayEpoch,
     GatewayState,
     Incoming,
     Reading,
@@ -89,6 +90,10 @@ class Store(Protocol):
 
     def gateways(self) -> list[GatewayState]:
         """All known gateways."""
+        ...
+
+    def gateway_epochs(self, gateway: str) -> list[GatewayEpoch]:
+        """The buffer epochs a gateway has used, newest first."""
         ...
 
     def devices(self, gateway: str | None = None) -> list[DeviceState]:

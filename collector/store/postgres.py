@@ -20,10 +20,12 @@ from psycopg_pool import ConnectionPool
 
 from collector.models import Bucket, Incoming, Reading, WriteResult
 from collector.store.base import StoreError
-from collector.store.schema import Migration, api_statements, core_statements
+from collector.store.schema import Migration, api_statements, core_statements, epoch_statements
 from collector.store.sql import (
     V_FLOAT,
+    BatchKey,
     Cursor,
+    KeyedDigest,
     ReadingRow,
     SqlStore,
     decode_value,
@@ -106,6 +108,7 @@ class PostgresStore(SqlStore):
 
     def __init__(self, url: str, pool_size: int = 4) -> None:
         self._url = url
+        self._known_epochs = set()
         try:
             # One direct attempt first: it fails fast with the server's own reason.
             psycopg.connect(url, connect_timeout=10).close()
@@ -178,6 +181,7 @@ class PostgresStore(SqlStore):
                     TIMESCALE_READINGS if layout == TIMESCALE else PARTITIONED_READINGS,
                 ),
                 Migration(3, "command-center API", api_statements("postgres")),
+                Migration(4, "batch keys with buffer epochs", epoch_statements("postgres")),
             )
             for m in migrations:
                 if m.version in done:
@@ -246,18 +250,34 @@ class PostgresStore(SqlStore):
             self.ensure_partitions(now_ms)
         return super().write(items, now_ms)
 
-    def _claim_keys(
-        self, cur: Cursor, keys: list[tuple[str, int]], now_ms: int
-    ) -> set[tuple[str, int]]:
+    def _claim_keys(self, cur: Cursor, keys: list[KeyedDigest], now_ms: int) -> set[BatchKey]:
         # Sorted so that concurrent collectors lock keys in the same order (no deadlocks).
-        keys = sorted(keys)
+        keys = sorted(keys, key=lambda k: k[:3])
         cur.execute(
-            "INSERT INTO ingest_keys (gateway_id, seq, received_ms)"
-            " SELECT g, s, %s FROM unnest(%s::text[], %s::bigint[]) AS k(g, s)"
-            " ON CONFLICT DO NOTHING RETURNING gateway_id, seq",
-            (now_ms, [k[0] for k in keys], [k[1] for k in keys]),
+            "INSERT INTO batch_keys (gateway_id, epoch, seq, received_ms, digest)"
+            " SELECT g, e, s, %s, d FROM unnest(%s::text[], %s::text[], %s::bigint[],"
+            " %s::bytea[]) AS k(g, e, s, d) ON CONFLICT DO NOTHING"
+            " RETURNING gateway_id, epoch, seq",
+            (
+                now_ms,
+                [k[0] for k in keys],
+                [k[1] for k in keys],
+                [k[2] for k in keys],
+                [k[3] for k in keys],
+            ),
         )
-        return {(r[0], r[1]) for r in cur.fetchall()}
+        return {(r[0], r[1], r[2]) for r in cur.fetchall()}
+
+    def _stored_digests(self, cur: Cursor, keys: list[BatchKey]) -> dict[BatchKey, bytes | None]:
+        if not keys:
+            return {}
+        cur.execute(
+            "SELECT b.gateway_id, b.epoch, b.seq, b.digest FROM batch_keys b"
+            " JOIN unnest(%s::text[], %s::text[], %s::bigint[]) AS k(g, e, s)"
+            " ON b.gateway_id = k.g AND b.epoch = k.e AND b.seq = k.s",
+            ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]),
+        )
+        return {(r[0], r[1], r[2]): None if r[3] is None else bytes(r[3]) for r in cur.fetchall()}
 
     @staticmethod
     def _reading_rows(msg: DataBatch) -> Iterator[ReadingRow]:

@@ -228,6 +228,29 @@ ALTER TABLE case_audit ADD COLUMN evented BOOLEAN NOT NULL DEFAULT FALSE;
 CREATE INDEX IF NOT EXISTS case_audit_unevented ON case_audit (id) WHERE NOT evented
 """
 
+# Version 4: batches keyed (gateway, epoch, seq), so a gateway whose buffer was replaced (and
+# numbers from 1 again) is not taken for a stream of duplicates; the payload digest tells a
+# redelivery from a different batch under a key already seen. Keys from before carry epoch ''.
+_EPOCHS = """
+CREATE TABLE IF NOT EXISTS batch_keys (
+    gateway_id TEXT NOT NULL,
+    epoch TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    received_ms BIGINT NOT NULL,
+    digest {blob},
+    PRIMARY KEY (gateway_id, epoch, seq)
+);
+INSERT INTO batch_keys (gateway_id, epoch, seq, received_ms, digest)
+    SELECT gateway_id, '', seq, received_ms, NULL FROM ingest_keys;
+DROP TABLE ingest_keys;
+CREATE TABLE IF NOT EXISTS gateway_epochs (
+    gateway_id TEXT NOT NULL,
+    epoch TEXT NOT NULL,
+    first_ms BIGINT NOT NULL,
+    PRIMARY KEY (gateway_id, epoch)
+)
+"""
+
 _DIALECTS = {
     "sqlite": {"id": "INTEGER PRIMARY KEY", "blob": "BLOB"},
     "postgres": {"id": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", "blob": "BYTEA"},
@@ -246,6 +269,12 @@ class Migration:
 def core_statements(dialect: str) -> tuple[str, ...]:
     """The core tables for `dialect` (sqlite or postgres), one statement per item."""
     sql = _CORE.format(**_DIALECTS[dialect])
+    return tuple(s.strip() for s in sql.split(";") if s.strip())
+
+
+def epoch_statements(dialect: str) -> tuple[str, ...]:
+    """Migration 4 (batch keys with the buffer epoch, gateway epochs) for `dialect`."""
+    sql = _EPOCHS.format(**_DIALECTS[dialect])
     return tuple(s.strip() for s in sql.split(";") if s.strip())
 
 

@@ -26,6 +26,7 @@ from collector.models import (
     AlarmTransition,
     DeadLetter,
     DeviceState,
+    GatewayEpoch,
     GatewayState,
     Incoming,
     Rejected,
@@ -43,12 +44,15 @@ from wire import (
     DataBatch,
     Death,
     DeviceEventBatch,
+    encode,
 )
 from wire import Status as StatusMsg
 from wire.messages import Value
 
 log = logging.getLogger(__name__)
 
+BatchKey = tuple[str, str, int]  # gateway, buffer epoch, seq: the idempotency key
+KeyedDigest = tuple[str, str, int, bytes | None]  # a batch key and its payload digest
 # A reading row as the backends insert it.
 ReadingRow = tuple[str, str, str, int, int, float | None, str | None, str, bool]
 
@@ -114,6 +118,9 @@ class Cursor(Protocol):
 class SqlStore(ABC):
     """Everything but connections, migrations and the readings hot path."""
 
+    # (gateway, epoch) pairs known to be recorded: most writes then skip `_note_epochs`.
+    _known_epochs: set[tuple[str, str]]
+
     # --- what a backend provides ------------------------------------------------------------
 
     @abstractmethod
@@ -125,10 +132,22 @@ class SqlStore(ABC):
         """Translate shared `:name` SQL to the driver's parameter style."""
 
     @abstractmethod
-    def _claim_keys(
-        self, cur: Cursor, keys: list[tuple[str, int]], now_ms: int
-    ) -> set[tuple[str, int]]:
-        """Insert durable keys, returning those not seen before."""
+    def _claim_keys(self, cur: Cursor, keys: list[KeyedDigest], now_ms: int) -> set[BatchKey]:
+        """Insert durable batch keys with their digests, returning the keys not seen before."""
+
+    def _stored_digests(self, cur: Cursor, keys: list[BatchKey]) -> dict[BatchKey, bytes | None]:
+        """The digests stored with keys seen before (for telling redeliveries from conflicts)."""
+        out: dict[BatchKey, bytes | None] = {}
+        for gw, epoch, seq in keys:
+            rows = self._run(
+                cur,
+                "SELECT digest FROM batch_keys WHERE gateway_id = :gw AND epoch = :ep"
+                " AND seq = :seq",
+                {"gw": gw, "ep": epoch, "seq": seq},
+            )
+            if rows:
+                out[(gw, epoch, seq)] = None if rows[0][0] is None else bytes(rows[0][0])
+        return out
 
     @abstractmethod
     def _insert_readings(self, cur: Cursor, rows: list[ReadingRow]) -> None:
@@ -145,17 +164,28 @@ class SqlStore(ABC):
     # --- ingest -------------------------------------------------------------------------------
 
     def write(self, items: Sequence[Incoming], now_ms: int) -> WriteResult:
-        """Commit a batch in one transaction, ignoring durable keys (gateway, seq) already seen."""
-        keys = [
-            (i.message.gateway, i.message.seq)
-            for i in items
-            if isinstance(i, Accepted)
-            and isinstance(i.message, DataBatch | AlarmBatch | DeviceEventBatch)
-        ]
+        """Commit a batch in one transaction; ignore durable keys (gateway, epoch, seq) seen before.
+
+        A key seen before with the same bytes is a redelivery, counted as a duplicate. A key
+        seen before with different bytes is a conflict: the first stays, the newcomer is
+        dead-lettered and logged, never dropped in silence.
+        """
+        digests: dict[BatchKey, bytes | None] = {}
+        epochs: set[tuple[str, str]] = set()
+        for i in items:
+            if isinstance(i, Accepted):
+                msg = i.message
+                if isinstance(msg, DataBatch | AlarmBatch | DeviceEventBatch):
+                    digests.setdefault((msg.gateway, msg.epoch, msg.seq), i.digest)
+                if msg.epoch and (msg.gateway, msg.epoch) not in self._known_epochs:
+                    epochs.add((msg.gateway, msg.epoch))
         readings: list[ReadingRow] = []
-        dead = dupes = alarm_events = 0
+        dead = dupes = alarm_events = conflicts = 0
         with self._tx() as cur:
-            fresh = self._claim_keys(cur, list(dict.fromkeys(keys)), now_ms) if keys else set()
+            new_epochs = self._note_epochs(cur, sorted(epochs), now_ms) if epochs else 0
+            claimed = [(*k, d) for k, d in digests.items()]
+            fresh = self._claim_keys(cur, claimed, now_ms) if claimed else set()
+            stored = self._stored_digests(cur, [k for k in digests if k not in fresh])
             for item in items:
                 if isinstance(item, Rejected):
                     self._dead_letter(cur, item)
@@ -163,9 +193,15 @@ class SqlStore(ABC):
                     continue
                 msg = item.message
                 if isinstance(msg, DataBatch | AlarmBatch | DeviceEventBatch):
-                    key = (msg.gateway, msg.seq)
+                    key = (msg.gateway, msg.epoch, msg.seq)
                     if key not in fresh:
-                        dupes += 1
+                        # Seen in an earlier commit (stored) or earlier in this one (digests).
+                        first = stored[key] if key in stored else digests[key]
+                        if first is not None and item.digest is not None and first != item.digest:
+                            self._conflict(cur, item, now_ms)
+                            conflicts += 1
+                        else:
+                            dupes += 1
                         continue
                     fresh.discard(key)  # a second copy in this very batch is a duplicate too
                 if isinstance(msg, DataBatch):
@@ -190,7 +226,49 @@ class SqlStore(ABC):
                     self._command_reply(cur, msg, now_ms)
             if readings:
                 self._insert_readings(cur, readings)
-        return WriteResult(len(readings), dupes, dead, alarm_events)
+        self._known_epochs.update(epochs)  # only once committed
+        return WriteResult(
+            len(readings), dupes, dead + conflicts, alarm_events, conflicts, new_epochs
+        )
+
+    def _note_epochs(self, cur: Cursor, epochs: list[tuple[str, str]], now_ms: int) -> int:
+        """Record (gateway, epoch) pairs; log each new epoch of a known gateway; count them."""
+        new = 0
+        for gw, epoch in epochs:
+            self._run(
+                cur,
+                "INSERT INTO gateway_epochs (gateway_id, epoch, first_ms) VALUES (:gw, :ep, :now)"
+                " ON CONFLICT (gateway_id, epoch) DO NOTHING",
+                {"gw": gw, "ep": epoch, "now": now_ms},
+            )
+            if cur.rowcount != 1:
+                continue
+            known = self._run(
+                cur,
+                "SELECT count(*) FROM gateway_epochs WHERE gateway_id = :gw",
+                {"gw": gw},
+            )
+            if known[0][0] > 1:
+                new += 1
+                reason = f"new buffer epoch {epoch}: its batches number from 1 again"
+                log.warning("gateway %s started a %s", gw, reason)
+                self._run(
+                    cur,
+                    "INSERT INTO status_log (entity, ident, status, ts_ms, reason)"
+                    " VALUES ('gateway', :gw, 'epoch', :now, :why)",
+                    {"gw": gw, "now": now_ms, "why": reason},
+                )
+        return new
+
+    def _conflict(self, cur: Cursor, item: Accepted, now_ms: int) -> None:
+        """Dead-letter a batch whose key was stored before with different content."""
+        msg = item.message
+        reason = (
+            f"batch key (gateway {msg.gateway}, epoch {msg.epoch}, seq {msg.seq}) was stored"
+            " before with different content: the first was kept, this one refused"
+        )
+        log.warning("conflicting duplicate: %s", reason)
+        self._dead_letter(cur, Rejected(item.topic_name, encode(msg), reason, now_ms))
 
     @staticmethod
     def _reading_rows(msg: DataBatch) -> Iterator[ReadingRow]:
@@ -435,6 +513,15 @@ class SqlStore(ABC):
             )
             for r in rows
         ]
+
+    def gateway_epochs(self, gateway: str) -> list[GatewayEpoch]:
+        """The buffer epochs a gateway has used, newest first."""
+        rows = self._query(
+            "SELECT epoch, first_ms FROM gateway_epochs WHERE gateway_id = :gw"
+            " ORDER BY first_ms DESC, epoch",
+            {"gw": gateway},
+        )
+        return [GatewayEpoch(r[0], r[1]) for r in rows]
 
     def devices(self, gateway: str | None = None) -> list[DeviceState]:
         """All known devices, optionally of one gateway."""

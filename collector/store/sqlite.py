@@ -9,8 +9,15 @@ from contextlib import contextmanager
 from typing import Any
 
 from collector.models import Bucket, Reading
-from collector.store.schema import Migration, api_statements, core_statements
-from collector.store.sql import Cursor, ReadingRow, SqlStore, decode_value
+from collector.store.schema import Migration, api_statements, core_statements, epoch_statements
+from collector.store.sql import (
+    BatchKey,
+    Cursor,
+    KeyedDigest,
+    ReadingRow,
+    SqlStore,
+    decode_value,
+)
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +31,7 @@ MIGRATIONS = (
     Migration(1, "core tables", core_statements("sqlite")),
     Migration(2, "readings", _READINGS),
     Migration(3, "command-center API", api_statements("sqlite")),
+    Migration(4, "batch keys with buffer epochs", epoch_statements("sqlite")),
 )
 _COLS = "gateway_id, device, point, ts_ms, vtype, value_num, value_text, quality, historical"
 _INSERT_READING = f"INSERT INTO readings ({_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
@@ -43,6 +51,7 @@ class SqliteStore(SqlStore):
 
     def __init__(self, path: str) -> None:
         self._path = path
+        self._known_epochs = set()
         self._lock = threading.RLock()
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
@@ -102,16 +111,16 @@ class SqliteStore(SqlStore):
         log.info("sqlite store %s: schema ready (applied %s)", self._path, applied or "nothing")
         return applied
 
-    def _claim_keys(
-        self, cur: Cursor, keys: list[tuple[str, int]], now_ms: int
-    ) -> set[tuple[str, int]]:
+    def _claim_keys(self, cur: Cursor, keys: list[KeyedDigest], now_ms: int) -> set[BatchKey]:
         fresh = set()
-        for gw, seq in keys:
+        for gw, epoch, seq, digest in keys:
             cur.execute(
-                "INSERT INTO ingest_keys VALUES (?, ?, ?) ON CONFLICT DO NOTHING", (gw, seq, now_ms)
+                "INSERT INTO batch_keys (gateway_id, epoch, seq, received_ms, digest)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (gw, epoch, seq, now_ms, digest),
             )
             if cur.rowcount == 1:
-                fresh.add((gw, seq))
+                fresh.add((gw, epoch, seq))
         return fresh
 
     def _insert_readings(self, cur: Cursor, rows: list[ReadingRow]) -> None:

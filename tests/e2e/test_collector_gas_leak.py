@@ -109,7 +109,7 @@ def test_gas_leak_becomes_a_case_that_is_dispatched_verified_and_closed(
         sev = Severity.CRITICAL if kind == "hihi" else Severity.HIGH
         ev = AlarmEvent(aid, "gas-7", "gas_concentration", kind, sev, state,
                         int(time.time() * 1000), value, 20, f"combustible gas {kind}")  # fmt: skip
-        return AlarmBatch("gw-9", "s1", seq, int(time.time() * 1000), (ev,))
+        return AlarmBatch("gw-9", "s1", seq, int(time.time() * 1000), (ev,), epoch="e1")
 
     send(alarm(1, "gw-9:1", "hi", AlarmState.ACTIVE_UNACKED, 27.5))
     cases = poll(lambda: collector.get("/api/v1/cases").json()["items"], lambda c: len(c) == 1)

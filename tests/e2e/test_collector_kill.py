@@ -82,7 +82,7 @@ def publish_stream(mqtt_url: str, root: str, done: threading.Event) -> None:
         recs = tuple(
             Record(f"dev{i % 3}", f"p{i}", T0 + seq * 100 + i, float(seq)) for i in range(RECORDS)
         )
-        infos.append(c.publish(t, encode(DataBatch("gw-k", "s", seq, T0, recs)), qos=1))
+        infos.append(c.publish(t, encode(DataBatch("gw-k", "s", seq, T0, recs, epoch="e1")), qos=1))
         if seq % 25 == 0:
             time.sleep(0.15)  # pacing, so that the stream spans all the kills
     for info in infos:

@@ -361,6 +361,16 @@ class GatewayAccount:
         return out
 
 
+def buffer_epoch(path: Path) -> str:
+    """The epoch of a gateway buffer, as its batches carry it."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        (number,) = db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
+    finally:
+        db.close()
+    return f"{int(number):x}"
+
+
 def _edge_books(path: Path, stored: set[int]) -> tuple[dict[str, int], int, int, int]:
     """meta counters, readings not yet in the database, unsent seqs, alarm log size."""
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
@@ -391,7 +401,8 @@ def account(db_url: str, buffers: dict[str, Path]) -> list[GatewayAccount]:
             stored = {
                 int(seq)
                 for (seq,) in conn.execute(
-                    "SELECT seq FROM ingest_keys WHERE gateway_id = %s", (gw,)
+                    "SELECT seq FROM batch_keys WHERE gateway_id = %s AND epoch = %s",
+                    (gw, buffer_epoch(path)),
                 )
             }
             meta, pending, unsent, edge_alarms = _edge_books(path, stored)

@@ -77,7 +77,7 @@ def raise_alarm(
     """Store an alarm transition as ingest would, then run the post-commit hook."""
     ev = AlarmEvent(aid, device, "gas_concentration", "hi", Severity.HIGH, state, now_ms(),
                     value, 20, "combustible gas hi")  # fmt: skip
-    batch = AlarmBatch(GW, "s1", next(SEQ), now_ms(), (ev,))
+    batch = AlarmBatch(GW, "s1", next(SEQ), now_ms(), (ev,), epoch="e1")
     runtime.store.write([Accepted(TopicParts("xuhui", GW, Kind.ALARM), batch)], now_ms())
     runtime.after_commit()
 
@@ -128,7 +128,7 @@ def seed(api: Api) -> None:
         Record("gas-7", "gas_concentration", t0 + i * 1000, float(i), Quality.GOOD)
         for i in range(30)
     )
-    batch = DataBatch(GW, "s1", next(SEQ), now_ms(), records)
+    batch = DataBatch(GW, "s1", next(SEQ), now_ms(), records, epoch="e1")
     store.write(
         [
             Accepted(TopicParts("xuhui", GW, Kind.DATA), batch),

@@ -54,7 +54,7 @@ def raise_alarm(
     store: Store, device: str, point: str, kind: str, state: AlarmState, aid: str = "gw:1"
 ) -> None:
     ev = AlarmEvent(aid, device, point, kind, Severity.HIGH, state, int(T0 * 1000), 1.0)
-    batch = AlarmBatch("gw", "s", next(seq), int(T0 * 1000), (ev,))
+    batch = AlarmBatch("gw", "s", next(seq), int(T0 * 1000), (ev,), epoch="e1")
     store.write([Accepted(TopicParts("site", "gw", Kind.ALARM), batch)], int(T0 * 1000))
 
 

@@ -53,7 +53,7 @@ def publish_all(client: mqtt.Client, items: list[tuple[str, bytes]]) -> None:
 
 def batch(gw: str, seq: int, n: int = 5) -> bytes:
     recs = tuple(Record("dev", f"p{i}", T0 + seq * 1000 + i, float(seq)) for i in range(n))
-    return encode(DataBatch(gw, "s", seq, T0, recs))
+    return encode(DataBatch(gw, "s", seq, T0, recs, epoch="e1"))
 
 
 # Structured junk: msgpack maps that look like envelopes but break the contract somewhere.

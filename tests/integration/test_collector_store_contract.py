@@ -58,7 +58,7 @@ def acc(msg: object, kind: Kind, gw: str = GW) -> Accepted:
 
 
 def data(seq: int, *records: Record, gw: str = GW) -> Accepted:
-    return acc(Data(gw, "s1", seq, T0, tuple(records)), Kind.DATA, gw)
+    return acc(Data(gw, "s1", seq, T0, tuple(records), epoch="e1"), Kind.DATA, gw)
 
 
 def test_migrations_are_idempotent(store: Store) -> None:
@@ -90,8 +90,61 @@ def test_duplicate_keys_are_ignored_across_and_within_batches(store: Store) -> N
     r3 = store.write([other_gw], T0)
     assert (r1.readings, r1.duplicates) == (2, 1)
     assert (r2.readings, r2.duplicates) == (0, 2)
-    assert r3.readings == 1  # the key is (gateway, seq): another gateway's seq 1 is new
+    assert r3.readings == 1  # the key is (gateway, epoch, seq): another gateway's seq 1 is new
     assert store.count_readings() == 3
+
+
+def keyed(seq: int, epoch: str, digest: bytes, *records: Record) -> Accepted:
+    """A data batch as ingest hands it over: with the digest of its payload."""
+    msg = Data(GW, "s1", seq, T0, tuple(records), epoch=epoch)
+    return Accepted(TopicParts("site-a", GW, Kind.DATA), msg, digest, f"l/v1/site-a/{GW}/data")
+
+
+def test_a_new_buffer_epoch_numbers_from_one_and_nothing_is_taken_for_a_duplicate(
+    store: Store,
+) -> None:
+    # The old buffer's batches 1..3, then a new SD card: batches 1..3 again, other readings.
+    old = [keyed(s, "e-old", bytes([s]) * 16, Record("dev", "p", T0 + s, 1.0)) for s in (1, 2, 3)]
+    new = [
+        keyed(s, "e-new", bytes([9, s]) * 8, Record("dev", "p", T0 + 10 + s, 2.0))
+        for s in (1, 2, 3)
+    ]
+    first = store.write(old, T0)
+    second = store.write(new, T0 + 60_000)
+    assert (first.readings, first.new_epochs) == (3, 0)  # a gateway's first epoch is not news
+    assert (second.readings, second.duplicates, second.new_epochs) == (3, 0, 1)
+    assert store.count_readings() == 6
+    assert [(e.epoch, e.first_ms) for e in store.gateway_epochs(GW)] == [
+        ("e-new", T0 + 60_000),
+        ("e-old", T0),
+    ]
+    # Redelivery inside an epoch stays a harmless duplicate, in either epoch.
+    again = store.write([old[0], new[2]], T0 + 70_000)
+    assert (again.readings, again.duplicates, again.new_epochs) == (0, 2, 0)
+    store.pump_events(T0 + 80_000)
+    epochs = [e for e in store.events(0) if e.type == "gateway.epoch"]
+    assert [(e.subject, e.data["reason"]) for e in epochs] == [
+        (GW, "new buffer epoch e-new: its batches number from 1 again")
+    ]
+
+
+def test_a_duplicate_key_with_other_content_is_dead_lettered_not_dropped(store: Store) -> None:
+    store.write([keyed(5, "e1", b"a" * 16, Record("dev", "p", T0, 1.0))], T0)
+    clash = keyed(5, "e1", b"b" * 16, Record("dev", "p", T0 + 1, 99.0))
+    result = store.write([clash, clash], T0 + 1)
+    assert (result.readings, result.duplicates, result.conflicts) == (0, 0, 2)
+    assert result.dead_letters == 2
+    letters = store.dead_letters()
+    assert "epoch e1, seq 5) was stored before with different content" in letters[0].reason
+    assert letters[0].topic == f"l/v1/site-a/{GW}/data"
+    assert store.count_readings() == 1
+    # Within one commit too: the first copy wins, a different second copy is a conflict.
+    pair = [
+        keyed(6, "e1", b"c" * 16, Record("dev", "p", T0 + 6, 6.0)),
+        keyed(6, "e1", b"d" * 16, Record("dev", "p", T0 + 7, 7.0)),
+    ]
+    assert store.write(pair, T0 + 2).conflicts == 1
+    assert store.count_readings() == 2
 
 
 def test_a_failed_batch_commits_nothing(store: Store) -> None:
@@ -177,7 +230,9 @@ def test_birth_death_and_device_events_track_status_with_times(store: Store) -> 
     )
     assert by_id["m2"].status is Status.OFFLINE
 
-    events = DeviceEventBatch(GW, "s1", 1, T0, (DeviceEvent("m2", True, T0 + 50, "answered"),))
+    events = DeviceEventBatch(
+        GW, "s1", 1, T0, (DeviceEvent("m2", True, T0 + 50, "answered"),), epoch="e1"
+    )
     store.write([acc(events, Kind.DEVICE)], T0)
     assert {d.device: (d.status, d.since_ms) for d in store.devices(GW)}["m2"] == (
         Status.ONLINE,
@@ -206,7 +261,7 @@ def test_status_counters_keep_the_latest(store: Store) -> None:
 
 def alarm(seq: int, aid: str, state: AlarmState, ts: int, value: float = 30.0) -> Accepted:
     ev = AlarmEvent(aid, "g1", "gas", "hi", Severity.HIGH, state, ts, value, 20, "gas high")
-    return acc(AlarmBatch(GW, "s1", seq, ts, (ev,)), Kind.ALARM)
+    return acc(AlarmBatch(GW, "s1", seq, ts, (ev,), epoch="e1"), Kind.ALARM)
 
 
 def test_alarms_dedup_by_source_and_type_with_count_and_times(store: Store) -> None:

@@ -54,7 +54,8 @@ def sql(tsdb_fresh_url: str) -> Iterator[Sql]:
 def data(seq: int, records: list[Record], now_ms: int) -> Accepted:
     """A data batch as ingest hands it to the store."""
     return Accepted(
-        TopicParts("site-a", GW, Kind.DATA), DataBatch(GW, "s1", seq, now_ms, tuple(records))
+        TopicParts("site-a", GW, Kind.DATA),
+        DataBatch(GW, "s1", seq, now_ms, tuple(records), epoch="e1"),
     )
 
 

@@ -89,7 +89,7 @@ def test_hostile_topics_and_huge_payloads_are_dead_lettered(
         for name, payload in hostile.items():
             pub.publish(name, payload, qos=1).wait_for_publish(10)
         now = 1_800_000_000_000
-        good = DataBatch("gw-1", "s", 1, now, (Record("dev", "p", now, 1.0),))
+        good = DataBatch("gw-1", "s", 1, now, (Record("dev", "p", now, 1.0),), epoch="e1")
         pub.publish(f"{r}/v1/s1/gw-1/data", encode(good), qos=1).wait_for_publish(10)
         pub.loop_stop()
         pub.disconnect()

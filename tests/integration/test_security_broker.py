@@ -155,7 +155,7 @@ class Client:
 def batch(gateway: str, seq: int, device: str = "dev-1") -> bytes:
     """A one-reading data batch claiming to come from `gateway`."""
     rec = Record(device, "p", NOW + seq, float(seq))
-    return encode(DataBatch(gateway, "s1", seq, NOW, (rec,)))
+    return encode(DataBatch(gateway, "s1", seq, NOW, (rec,), epoch="e1"))
 
 
 def wait(cond: Any, timeout: float = 10) -> None:

@@ -77,7 +77,9 @@ def test_bad_routing_is_refused_with_the_field(tmp_path: Path) -> None:
 
 
 ROOT = "lifeline"
-BATCH = DataBatch("gw1", "s", 1, 1_800_000_000_000, (Record("d", "p", 1_800_000_000_000, 1),))
+BATCH = DataBatch(
+    "gw1", "s", 1, 1_800_000_000_000, (Record("d", "p", 1_800_000_000_000, 1),), epoch="e1"
+)
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from edge import logbook
-from edge.outbox import LANE_ALARM, LANE_DATA, LANE_DEVICE, Outbox, Sample, encode_data
+from edge.outbox import LANE_ALARM, LANE_DATA, LANE_DEVICE, Outbox, Sample
 from wire import (
     AlarmBatch,
     AlarmEvent,
@@ -19,6 +19,7 @@ from wire import (
     Severity,
     decode,
     encode,
+    encode_data,
 )
 
 pytestmark = pytest.mark.unit
@@ -62,7 +63,8 @@ def test_encode_data_matches_wire_codec() -> None:
         Record("d1", "d", T0, "text", Quality.UNCERTAIN),
     )
     rows = [[r.device, r.point, r.ts_ms, r.value, r.quality.value, r.historical] for r in recs]
-    assert encode_data("gw", "s", 7, T0, rows) == encode(DataBatch("gw", "s", 7, T0, recs))
+    batch = DataBatch("gw", "s", 7, T0, recs, epoch="e1")
+    assert encode_data("gw", "s", "e1", 7, T0, rows) == encode(batch)
 
 
 def test_backlog_frozen_in_order_and_deleted_only_after_ack(tmp_path: Path) -> None:

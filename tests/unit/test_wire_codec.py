@@ -1,5 +1,6 @@
 """The wire codec round-trips every message kind and turns malformed payloads into WireError."""
 
+from dataclasses import replace
 from typing import Any
 
 import msgpack
@@ -13,6 +14,7 @@ from wire import (
     AlarmEvent,
     AlarmState,
     Birth,
+    ClockInfo,
     Command,
     CommandReply,
     DataBatch,
@@ -35,8 +37,13 @@ pytestmark = pytest.mark.unit
 T0 = 1_763_700_000_000  # 2025-11-21, UTC ms
 
 ids = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9_.\-]{0,20}\Z")
-small_text = st.text(max_size=40)
-timestamps = st.integers(946_684_800_000, 4_102_444_800_000)
+# Any text a store can hold: no C0 control (tab, line feed, carriage return excepted), no DEL,
+# no lone surrogate (not UTF-8).
+small_text = st.text(
+    st.characters(blacklist_categories=("Cc", "Cs")) | st.sampled_from("\t\n\r"), max_size=40
+)
+timestamps = st.integers(0, 253_402_300_799_999)  # any clock from 1970 to the end of 9999
+epochs = st.from_regex(r"\A[0-9A-Za-z_\-]{1,32}\Z")
 values = st.one_of(
     st.none(),
     st.booleans(),
@@ -71,9 +78,9 @@ alarm_events = st.builds(
     ack_note=st.none() | small_text,
     historical=st.booleans(),
 )
-headers = {"gateway": ids, "session": small_text, "sent_ms": timestamps}
+headers = {"gateway": ids, "session": small_text, "sent_ms": timestamps, "epoch": epochs}
 durable_seq = st.integers(1, 2**63 - 1)
-value_maps = st.dictionaries(st.text(max_size=20), values, max_size=8)
+value_maps = st.dictionaries(small_text.map(lambda t: t[:20]), values, max_size=8)
 
 messages: st.SearchStrategy[Message] = st.one_of(
     st.builds(DataBatch, seq=durable_seq, records=st.tuples(*[records()] * 3), **headers),
@@ -98,13 +105,20 @@ messages: st.SearchStrategy[Message] = st.one_of(
             st.builds(DeviceInfo, ids, small_text, small_text, st.booleans(), st.none() | ids),
             max_size=4,
         ).map(tuple),
+        alarms=st.lists(alarm_events.map(lambda e: replace(e, historical=False)), max_size=3).map(
+            tuple
+        ),
+        high_water=st.integers(0, 2**63 - 1),
+        clock=st.builds(ClockInfo, st.booleans(), st.integers(-(2**63), 2**63 - 1), timestamps),
         **headers,
     ),
     st.builds(Death, seq=st.just(0), reason=small_text, **headers),
     st.builds(
         Status,
         seq=st.just(0),
-        counters=st.dictionaries(st.text(max_size=20), st.integers(0, 10**9), max_size=8),
+        counters=st.dictionaries(
+            small_text.map(lambda t: t[:20]), st.integers(0, 10**9), max_size=8
+        ),
         **headers,
     ),
     st.builds(
@@ -152,6 +166,7 @@ def _data_envelope(**override: Any) -> dict[str, Any]:
         "k": "data",
         "g": "gw-1",
         "s": "sess",
+        "e": "ep1",
         "q": 7,
         "t": T0,
         "b": [["mh-001", "tilt_x", T0, 1.5, "good", False]],
@@ -166,8 +181,11 @@ def _packed(obj: Any) -> bytes:
 
 def test_valid_hand_built_envelope_decodes() -> None:
     msg = decode(_packed(_data_envelope()))
-    assert msg == DataBatch("gw-1", "sess", 7, T0, (Record("mh-001", "tilt_x", T0, 1.5),))
+    expected = (Record("mh-001", "tilt_x", T0, 1.5),)
+    assert msg == DataBatch("gw-1", "sess", 7, T0, expected, epoch="ep1")
 
+
+BIRTH_BODY: dict[str, Any] = {"sw": "", "ch": "", "d": [], "a": [], "h": 0, "ck": [True, 0, 0]}
 
 MALFORMED: list[tuple[str, Any, str]] = [
     ("not a map", [1, 2, 3], "must be a map"),
@@ -182,7 +200,20 @@ MALFORMED: list[tuple[str, Any, str]] = [
     ("seq as string", _data_envelope(q="7"), "seq must be an integer"),
     ("seq zero on data", _data_envelope(q=0), "seq >= 1"),
     ("negative seq", _data_envelope(q=-1), "outside"),
-    ("sent time in 1970", _data_envelope(t=0), "between years 2000 and 2100"),
+    ("sent time before 1970", _data_envelope(t=-1), "between 1970 and the end of year 9999"),
+    ("sample time after 9999", _data_envelope(b=[["m", "x", 2**48, 1, "good", False]]), "9999"),
+    ("data without epoch", {k: v for k, v in _data_envelope().items() if k != "e"}, "'e'"),
+    ("data with empty epoch", _data_envelope(e=""), "need an epoch"),
+    ("epoch with slash", _data_envelope(e="a/b"), "epoch 'a/b' may only hold"),
+    ("epoch too long", _data_envelope(e="e" * 33), "over 32"),
+    ("NUL in a point name", _data_envelope(b=[["m", "C\0H4", T0, 1, "good", False]]), r"U\+0000"),
+    (
+        "NUL in a string value",
+        _data_envelope(b=[["m", "gas", T0, "C\0H4", "good", False]]),
+        r"record 0 value contains control character U\+0000",
+    ),
+    ("escape in a value", _data_envelope(b=[["m", "x", T0, "\x1b[2J", "good", False]]), r"U\+001B"),
+    ("NUL in the session", _data_envelope(s="s\0"), "session contains control character"),
     ("sent time float", _data_envelope(t=1.5e12), "integer UTC milliseconds"),
     ("records not a list", _data_envelope(b={"a": 1}), "must be an array"),
     ("record too short", _data_envelope(b=[["mh-001", "x", T0, 1.0, "good"]]), "6 fields"),
@@ -215,9 +246,33 @@ MALFORMED: list[tuple[str, Any, str]] = [
         "state",
     ),
     (
+        "alarm message with NUL",
+        {
+            **_data_envelope(k="alarm"),
+            "b": [["a", "d", "p", "hi", 1, "normal", T0, 1, 2, "leak\0", None, None, False]],
+        },
+        "alarm event 0 message contains control character U\\+0000 at 4",
+    ),
+    (
         "birth unknown field",
-        {**_data_envelope(k="birth", q=0), "b": {"sw": "", "ch": "", "d": [], "x": 1}},
+        {**_data_envelope(k="birth", q=0), "b": {**BIRTH_BODY, "x": 1}},
         "unknown fields",
+    ),
+    (
+        "birth alarm with a historical flag",
+        {
+            **_data_envelope(k="birth", q=0),
+            "b": {
+                **BIRTH_BODY,
+                "a": [["a", "d", "p", "hi", 1, "active_unacked", T0, 1, 2, "", None, None, False]],
+            },
+        },
+        "birth alarm 0 must have 12 fields",
+    ),
+    (
+        "birth clock not a triple",
+        {**_data_envelope(k="birth", q=0), "b": {**BIRTH_BODY, "ck": [True]}},
+        "birth clock must have 3 fields",
     ),
     (
         "status text counter",
@@ -272,3 +327,51 @@ def test_unhashable_or_non_string_device_ids_are_refused(device: Any) -> None:
     rows = [["mh-001", "x", T0, 1.0, "good", False], [device, "x", T0, 1.0, "good", False]]
     with pytest.raises(WireError, match="record 1 device"):
         decode(_packed(_data_envelope(b=rows)))
+
+
+def test_a_clock_at_1970_still_carries_its_alarm() -> None:
+    # A gateway without RTC boots at the epoch: its alarm must not become a dead letter.
+    row = ["gw-1:e1:1", "gas-1", "ch4", "hi", 2, "active_unacked", 12_345, 30.0, 20.0, "", None]
+    env = {**_data_envelope(k="alarm", t=12_400), "b": [[*row, None, False]]}
+    msg = decode(_packed(env))
+    assert isinstance(msg, AlarmBatch)
+    assert msg.events[0].ts_ms == 12_345
+    assert msg.sent_ms == 12_400
+
+
+def test_tab_line_feed_and_carriage_return_pass_in_text() -> None:
+    msg = decode(_packed(_data_envelope(b=[["m", "note", T0, "a\tb\r\nc", "good", False]])))
+    assert isinstance(msg, DataBatch)
+    assert msg.records[0].value == "a\tb\r\nc"
+
+
+def test_control_characters_are_refused_on_the_column_path_too() -> None:
+    # A batch of many uniform rows takes the columnar fast path: it must refuse the same input.
+    rows = [["m", "p", T0 + i, 1.0, "good", False] for i in range(50)]
+    rows[37] = ["m", "p\x07", T0 + 37, 1.0, "good", False]
+    with pytest.raises(WireError, match="record 37 point contains control character U\\+0007"):
+        decode(_packed(_data_envelope(b=rows)))
+
+
+def test_non_durable_messages_may_carry_no_epoch() -> None:
+    msg = Death("gw-1", "s", 0, T0, reason="shutdown")
+    assert decode(encode(msg)) == msg
+    assert msg.epoch == ""
+
+
+def test_birth_carries_the_alarm_picture_and_clock() -> None:
+    alarm = AlarmEvent(
+        "gw-1:e1:3", "mh-1", "tilt", "hi", Severity.HIGH, AlarmState.ACTIVE_UNACKED, T0, 25.0, 10.0
+    )
+    birth = Birth(
+        "gw-1",
+        "s",
+        0,
+        T0,
+        epoch="e1",
+        alarms=(alarm,),
+        high_water=41,
+        clock=ClockInfo(plausible=False, step_ms=-3_600_000, step_at_ms=T0),
+    )
+    got = decode(encode(birth))
+    assert got == birth

@@ -33,11 +33,17 @@ def gateways(store: StoreDep, key: Viewer) -> list[dict[str, Any]]:
 
 @router.get("/gateways/{gateway}")
 def gateway(store: StoreDep, key: Viewer, gateway: Ident) -> dict[str, Any]:
-    """One gateway with its devices."""
+    """One gateway with its devices and its buffer epochs (newest first: the current one)."""
     found = next((g for g in store.gateways() if g.gateway == gateway), None)
     if found is None:
         raise HTTPException(404, f"no gateway {gateway}")
-    return {**asdict(found), "devices": [asdict(d) for d in store.devices(gateway)]}
+    epochs = store.gateway_epochs(gateway)
+    return {
+        **asdict(found),
+        "epoch": epochs[0].epoch if epochs else None,
+        "epochs": [asdict(e) for e in epochs],
+        "devices": [asdict(d) for d in store.devices(gateway)],
+    }
 
 
 @router.post("/gateways/{gateway}/commands", status_code=202)

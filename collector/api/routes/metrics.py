@@ -36,6 +36,14 @@ def metrics(runtime: RuntimeDep, key: Viewer) -> PlainTextResponse:
             "lifeline_ingest_batches_total": (s.batches, "database transactions committed"),
             "lifeline_ingest_readings_total": (s.readings, "readings stored"),
             "lifeline_ingest_duplicates_total": (s.duplicates, "redelivered batches ignored"),
+            "lifeline_ingest_conflicts_total": (
+                s.conflicts,
+                "batches whose key was stored before with other content (dead-lettered)",
+            ),
+            "lifeline_ingest_new_epochs_total": (
+                s.new_epochs,
+                "known gateways that started a new buffer epoch",
+            ),
             "lifeline_ingest_store_errors_total": (s.store_errors, "failed commits (retried)"),
         }
         for name, (value, help_) in counters.items():
