@@ -204,6 +204,7 @@ class District:
     sim: Proc
     gateways: dict[str, Proc] = field(default_factory=dict)
     buffers: dict[str, Path] = field(default_factory=dict)
+    retired: dict[str, list[Path]] = field(default_factory=dict)  # buffers a gateway lost
     collectors: list[Proc] = field(default_factory=list)
     http_ports: list[int] = field(default_factory=list)
 
@@ -262,6 +263,20 @@ class District:
         self.gateways[gw] = proc
         self.buffers[gw] = buffer
         return proc
+
+    def lose_buffer(self, gw: str) -> None:
+        """SIGKILL a gateway and take its buffer away (kept aside for the books), as a new SD
+        card or a corrupt file does; it starts again on an empty buffer, a new epoch."""
+        proc, path = self.gateways[gw], self.buffers[gw]
+        proc.kill()
+        n = len(self.retired.setdefault(gw, [])) + 1
+        kept = path.with_name(f"{path.stem}.lost-{n}{path.suffix}")
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(f"{path}{suffix}")
+            if src.exists():
+                src.rename(f"{kept}{suffix}")
+        self.retired[gw].append(kept)
+        proc.start()
 
     def drained(self) -> bool:
         """Every gateway is live: no backlog, no pending events, only the last moments frozen."""
@@ -327,14 +342,18 @@ class GatewayAccount:
     db_distinct: int  # distinct (device, point, ts)
     db_seqs: int  # distinct (gateway, seq) keys the database committed
     db_seq_max: int
-    edge_alarms: int  # alarm events in the edge alarm log
+    edge_alarms: int  # alarm events in the edge alarm log (that left the gateway)
     db_alarms: int  # alarm events the database holds
     db_alarms_distinct: int
+    # Readings that never left a buffer the gateway lost (a deleted file, a new SD card): gone
+    # with the card, on purpose, and counted apart from what the system lost.
+    discarded: int = 0
+    epochs: int = 1  # buffers the gateway has had
 
     @property
     def lost(self) -> int:
-        """Committed, not evicted, not pending, and not in the database."""
-        return self.committed - self.evicted - self.pending - self.db_readings
+        """Committed, not evicted, not pending, not discarded, and not in the database."""
+        return self.committed - self.evicted - self.pending - self.discarded - self.db_readings
 
     @property
     def duplicates(self) -> int:
@@ -371,7 +390,19 @@ def buffer_epoch(path: Path) -> str:
     return f"{int(number):x}"
 
 
-def _edge_books(path: Path, stored: set[int]) -> tuple[dict[str, int], int, int, int]:
+@dataclass
+class BufferBooks:
+    """One buffer file's books against the database keys of its epoch."""
+
+    meta: dict[str, int]
+    pending: int  # readings not in the database (unfrozen, or in unsent data batches)
+    unsent: int  # frozen seqs the database lacks
+    alarms: int  # alarm log entries
+    unsent_alarms: int  # alarm events never published (queued, or in unsent alarm batches)
+    stored: set[int]
+
+
+def _edge_books(path: Path, stored: set[int]) -> BufferBooks:
     """meta counters, readings not yet in the database, unsent seqs, alarm log size."""
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
@@ -382,30 +413,42 @@ def _edge_books(path: Path, stored: set[int]) -> tuple[dict[str, int], int, int,
             "SELECT coalesce(sum(n), 0) FROM chunks"
             " WHERE id > (SELECT coalesce(max(hi), 0) FROM batches)"
         ).fetchone()[0]
+        unsent_alarms = db.execute("SELECT count(*) FROM events WHERE lane = 0").fetchone()[0]
         unsent = 0
         for seq, lane, n in db.execute("SELECT seq, lane, n FROM batches"):
             if seq not in stored:
                 unsent += 1
                 pending += n if lane == 2 else 0
+                unsent_alarms += n if lane == 0 else 0
         alarms = db.execute("SELECT count(*) FROM alarm_log").fetchone()[0]
     finally:
         db.close()
-    return meta, int(pending), unsent, int(alarms)
+    return BufferBooks(meta, int(pending), unsent, int(alarms), int(unsent_alarms), stored)
 
 
-def account(db_url: str, buffers: dict[str, Path]) -> list[GatewayAccount]:
-    """The books of every gateway (run after the gateways stopped and ingest caught up)."""
+def account(
+    db_url: str, buffers: dict[str, Path], retired: dict[str, list[Path]] | None = None
+) -> list[GatewayAccount]:
+    """The books of every gateway (run after the gateways stopped and ingest caught up).
+
+    `retired` lists, per gateway, buffer files it lost on the way (kept aside by the test):
+    what never left them counts as discarded, not lost.
+    """
     out = []
     with psycopg.connect(db_url) as conn:
         for gw, path in sorted(buffers.items()):
-            stored = {
-                int(seq)
-                for (seq,) in conn.execute(
-                    "SELECT seq FROM batch_keys WHERE gateway_id = %s AND epoch = %s",
-                    (gw, buffer_epoch(path)),
-                )
-            }
-            meta, pending, unsent, edge_alarms = _edge_books(path, stored)
+            old = (retired or {}).get(gw, [])
+            books = []
+            for p in [*old, path]:
+                stored = {
+                    int(seq)
+                    for (seq,) in conn.execute(
+                        "SELECT seq FROM batch_keys WHERE gateway_id = %s AND epoch = %s",
+                        (gw, buffer_epoch(p)),
+                    )
+                }
+                books.append(_edge_books(p, stored))
+            current = books[-1]
             row = conn.execute(
                 "SELECT count(*), count(DISTINCT (device, point, ts)) FROM readings"
                 " WHERE gateway_id = %s",
@@ -421,29 +464,34 @@ def account(db_url: str, buffers: dict[str, Path]) -> list[GatewayAccount]:
             out.append(
                 GatewayAccount(
                     gateway=gw,
-                    committed=meta.get("committed", 0),
-                    evicted=meta.get("evicted", 0),
-                    pending=pending,
-                    last_seq=meta.get("next_seq", 1) - 1,
-                    unsent_seqs=unsent,
+                    committed=sum(b.meta.get("committed", 0) for b in books),
+                    evicted=sum(b.meta.get("evicted", 0) for b in books),
+                    pending=current.pending,
+                    last_seq=sum(b.meta.get("next_seq", 1) - 1 for b in books),
+                    unsent_seqs=sum(b.unsent for b in books),
                     db_readings=int(row[0]),
                     db_distinct=int(row[1]),
-                    db_seqs=len(stored),
-                    db_seq_max=max(stored, default=0),
-                    edge_alarms=edge_alarms,
+                    db_seqs=sum(len(b.stored) for b in books),
+                    db_seq_max=max((max(b.stored, default=0) for b in books), default=0),
+                    edge_alarms=sum(b.alarms - b.unsent_alarms for b in books[:-1])
+                    + current.alarms,
                     db_alarms=int(alarms[0]),
                     db_alarms_distinct=int(alarms[1]),
+                    discarded=sum(b.pending for b in books[:-1]),
+                    epochs=len(books),
                 )
             )
     return out
 
 
-def caught_up(db_url: str, buffers: dict[str, Path]) -> bool:
+def caught_up(
+    db_url: str, buffers: dict[str, Path], retired: dict[str, list[Path]] | None = None
+) -> bool:
     """The database holds every seq the gateways assigned and no longer hold."""
     if not all(p.exists() for p in buffers.values()):
         return False
     try:
-        books = account(db_url, buffers)
+        books = account(db_url, buffers, retired)
     except sqlite3.OperationalError:  # a gateway has created its buffer file, not its tables
         return False
     return all(b.db_seqs + b.unsent_seqs == b.last_seq and not b.lost for b in books)
@@ -452,15 +500,16 @@ def caught_up(db_url: str, buffers: dict[str, Path]) -> bool:
 def books_table(books: list[GatewayAccount]) -> str:
     """The accounting as a Markdown table (printed by the tests, pasted into RELIABILITY.md)."""
     lines = [
-        "| gateway | committed | evicted | left in buffer | in database | lost | duplicates |"
-        " seqs (db/edge) | alarm events (db/edge) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| gateway | buffers | committed | evicted | discarded with a lost buffer |"
+        " left in buffer | in database | lost | duplicates | seqs (db/edge) |"
+        " alarm events (db/edge) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for b in books:
         lines.append(
-            f"| {b.gateway} | {b.committed} | {b.evicted} | {b.pending} | {b.db_readings} |"
-            f" {b.lost} | {b.duplicates} | {b.db_seqs}/{b.last_seq} |"
-            f" {b.db_alarms}/{b.edge_alarms} |"
+            f"| {b.gateway} | {b.epochs} | {b.committed} | {b.evicted} | {b.discarded} |"
+            f" {b.pending} | {b.db_readings} | {b.lost} | {b.duplicates} |"
+            f" {b.db_seqs}/{b.last_seq} | {b.db_alarms}/{b.edge_alarms} |"
         )
     return "\n".join(lines)
 
@@ -472,8 +521,10 @@ def finish_and_account(d: District, timeout: float = 90) -> list[GatewayAccount]
     codes = d.stop_gateways()
     assert all(rc == 0 for rc in codes.values()), f"unclean gateway exits: {codes}"
     with contextlib.suppress(AssertionError):  # if it never catches up, the books say why
-        wait_for("ingest to catch up", lambda: caught_up(d.db_url, d.buffers), timeout, 0.5)
-    books = account(d.db_url, d.buffers)
+        wait_for(
+            "ingest to catch up", lambda: caught_up(d.db_url, d.buffers, d.retired), timeout, 0.5
+        )
+    books = account(d.db_url, d.buffers, d.retired)
     print(books_table(books))
     return books
 

@@ -21,7 +21,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 
 from tests.e2e.test_proof_district import (
@@ -90,6 +92,15 @@ class Injector:
             )
         for _ in range(round(1 * scale)):
             outage("PostgreSQL restart", self._pg_down, self._pg_up, rng.uniform(1, 3))
+        for _ in range(round(1 * scale)):
+            gw = rng.choice(sorted(set(d.gateways) - {"gw-1"}))  # gw-1 has its own books trick
+            steps.append(
+                Step(
+                    self._when(),
+                    f"gateway {gw} loses its buffer (new SD card): SIGKILL, file gone, restart",
+                    functools.partial(d.lose_buffer, gw),
+                )
+            )
         serial = [x["id"] for x in d.scenario["servers"][-1]["devices"]]
         for _ in range(round(2 * scale)):
             dev = rng.choice(serial)
@@ -153,6 +164,11 @@ def test_soak_district_under_faults_loses_nothing_and_stores_nothing_twice(
             extra = {"buffer": {"max_mb": SMALL_BUFFER_MB}} if g == 1 else {}
             d.add_gateway(f"gw-{g}", server, **extra)
         wait_for("every gateway online", lambda: all(p.exists() for p in d.buffers.values()), 30)
+        # A detector whose string register holds an embedded NUL (C\0H4): the gateway must not
+        # send it on, or PostgreSQL refuses the batch and ingest stalls behind it.
+        devices = d.scenario["servers"][1]["devices"]
+        gas = next(x["id"] for x in devices if x["profile"] == "gas_detector")
+        d.sim_call("set", device=gas, point="gas_name", value="C\x00H4")
         injector = Injector(d, rng, duration)
         steps = injector.plan()
         injector.run(steps)
@@ -162,6 +178,13 @@ def test_soak_district_under_faults_loses_nothing_and_stores_nothing_twice(
             for dev in server["devices"]
         )
         books = finish_and_account(d, timeout=120)
+        dead_letters = _scalar(d, "SELECT count(*) FROM dead_letters")
+        gas_names = _scalar(
+            d,
+            "SELECT string_agg(DISTINCT value_text, ',') FROM readings"
+            " WHERE device = %s AND point = 'gas_name'",
+            gas,
+        )
     print("\n".join(injector.log))
     problems = [p for b in books for p in b.problems()]
     report(
@@ -174,12 +197,22 @@ def test_soak_district_under_faults_loses_nothing_and_stores_nothing_twice(
             "injected": injector.log,
             "sim_answered_requests": answered,
             "books": [vars(b) for b in books],
+            "dead_letters": dead_letters,
         },
     )
     assert not problems, problems
+    assert dead_letters == 0, "an honest gateway's batch was refused"
+    assert gas_names == "CH4"
     by_gw = {b.gateway: b for b in books}
+    assert sum(b.epochs for b in books) > GATEWAYS, "no gateway lost its buffer"
     assert by_gw["gw-1"].evicted > 0, "gw-1's buffer never reached its bound"
     # Every gateway raised alarms, gw-1 among them while its buffer evicted telemetry: the
     # equal alarm counts above show none was evicted.
     assert all(b.edge_alarms > 0 for b in books), "a gateway raised no alarms"
     assert all(b.committed > 0 for b in books)
+
+
+def _scalar(d: District, sql: str, *args: object) -> Any:
+    with psycopg.connect(d.db_url) as conn:
+        row = conn.execute(sql, args).fetchone()
+    return None if row is None else row[0]
