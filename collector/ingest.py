@@ -17,8 +17,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from collector.models import Accepted, Incoming, Rejected
-from collector.store import Store
+from collector.models import Accepted, Incoming, Rejected, WriteResult
+from collector.store import Store, StoreDataError, StoreError, StoreUnavailable
 from wire import (
     Command,
     DataBatch,
@@ -68,7 +68,7 @@ def classify(topic_name: str, payload: bytes, root: str, now_ms: int) -> Incomin
     digest = None
     if parts.kind in DURABLE_KINDS:
         digest = hashlib.blake2b(payload, digest_size=16).digest()
-    return Accepted(parts, msg, digest, topic_name)
+    return Accepted(parts, msg, digest, topic_name, payload)
 
 
 def parse_mqtt_url(url: str) -> tuple[str, int]:
@@ -90,7 +90,8 @@ class IngestStats:
     conflicts: int = 0  # keys seen before with different content (dead-lettered)
     new_epochs: int = 0  # known gateways that started a new buffer epoch
     dead_letters: int = 0
-    store_errors: int = 0
+    store_errors: int = 0  # failed commits (each retried, split or dead-lettered)
+    poisoned: int = 0  # messages the database refused every time: dead-lettered with its reason
     connected: bool = False
 
 
@@ -113,6 +114,7 @@ class IngestConfig:
     batch_wait_s: float = 0.05  # how long to wait for a batch to fill
     receive_maximum: int = 2000  # unacknowledged QoS 1 messages the broker may send us
     retry_s: float = 1.0  # first back-off after a store error
+    poison_tries: int = 3  # a message the database refuses this often is dead-lettered
     keepalive_s: int = 30
     kinds: tuple[Kind, ...] = field(default=INGEST_KINDS)
     username: str | None = None  # broker credentials (a password_file deployment)
@@ -158,7 +160,11 @@ class Ingest:
         self._turn = threading.Condition()  # guards _acked and the stats
         self._acked = 0  # the last ticket whose messages were acknowledged
         self._hook = threading.Lock()  # on_commit never runs twice at once
+        self._hook_failing = False
         self._ready = threading.Event()
+        # Why each writer cannot commit right now (absent: it can); guarded by _turn.
+        self._failing: dict[int, str] = {}
+        self._crashed: str | None = None
         self._client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=config.client_id,
@@ -197,6 +203,20 @@ class Ingest:
     def ready(self) -> bool:
         """Connected and subscribed."""
         return self._ready.is_set()
+
+    def problems(self) -> list[str]:
+        """Why ingest is not doing its job right now, one sentence each (empty: it is)."""
+        out: list[str] = []
+        if self._crashed is not None:
+            out.append(self._crashed)
+        if not self.stats.connected:
+            out.append(f"not connected to the broker at {self.config.mqtt_url}")
+        elif not self._ready.is_set():
+            out.append("subscriptions not active yet")
+        with self._turn:
+            failing = sorted(set(self._failing.values()))
+        out.extend(f"database commits failing (retrying): {why}" for why in failing)
+        return out
 
     def wait_ready(self, timeout: float) -> bool:
         """Wait until connected and subscribed."""
@@ -292,19 +312,38 @@ class Ingest:
         return batch
 
     def _write_loop(self, index: int) -> None:
+        try:
+            self._write_batches(index)
+        except Exception as exc:
+            # A bug, not a database problem (those are handled below): say so where an
+            # operator looks instead of leaving a collector that silently stopped ingesting.
+            self._crashed = f"ingest writer {index} stopped: {type(exc).__name__}: {exc}"
+            log.critical("%s", self._crashed, exc_info=True)
+
+    def _write_batches(self, index: int) -> None:
         while not self._stop.is_set():
             with self._take:
                 batch = self._next_batch()
                 ticket = next(self._tickets) if batch else 0
             if batch:
-                self._commit(ticket, batch)
+                self._commit(index, ticket, batch)
             # After each commit, and on idle passes by the first writer only.
             if self._on_commit is not None and (batch or index == 0):
                 with self._hook:
-                    try:
-                        self._on_commit()
-                    except Exception:  # the case engine must never stop ingest
-                        log.exception("post-commit hook failed")
+                    self._run_hook(self._on_commit)
+
+    def _run_hook(self, hook: Callable[[], None]) -> None:
+        """Run the post-commit hook; a database error there never stops ingest."""
+        try:
+            hook()
+        except StoreError as exc:
+            if not self._hook_failing:
+                log.warning("post-commit hook failed (retried after the next commit): %s", exc)
+            self._hook_failing = True
+            return
+        if self._hook_failing:
+            log.info("post-commit hook succeeds again")
+            self._hook_failing = False
 
     def _await_turn(self, ticket: int) -> bool:
         """Wait until every earlier batch is acknowledged; False if stopping meanwhile."""
@@ -315,7 +354,7 @@ class Ingest:
                 self._turn.wait(0.2)
         return True
 
-    def _commit(self, ticket: int, batch: list[_Pending]) -> None:
+    def _commit(self, writer: int, ticket: int, batch: list[_Pending]) -> None:
         now_ms = int(self._clock() * 1000)
         items = [p.item for p in batch]
         ordered = any(
@@ -323,18 +362,10 @@ class Ingest:
         )
         if ordered and not self._await_turn(ticket):
             return  # stopping: unacknowledged, so the broker redelivers these
-        delay = self.config.retry_s
-        while True:
-            try:
-                result = self.store.write(items, now_ms)
-                break
-            except Exception as exc:  # database down: keep the batch, unacknowledged, and retry
-                with self._turn:
-                    self.stats.store_errors += 1
-                log.warning("store write failed (%s); retrying in %.1f s", exc, delay)
-                if self._stop.wait(delay):
-                    return  # stopping: the broker redelivers these to the next run
-                delay = min(delay * 2, 10.0)
+        result = self._write(writer, items, now_ms)
+        if result is None:
+            return  # stopping: the broker redelivers these to the next run
+        self._write_succeeded(writer)
         if not self._await_turn(ticket):
             return  # committed but unacknowledged: the redelivery is a duplicate, and ignored
         with self._turn:
@@ -354,6 +385,77 @@ class Ingest:
         for item in items:
             if isinstance(item, Rejected):
                 log.info("dead letter from %s: %s", item.topic, item.reason)
+
+    def _write(self, writer: int, items: list[Incoming], now_ms: int) -> WriteResult | None:
+        """Commit `items` in order, isolating any the database refuses; None if stopping.
+
+        A lost connection is retried for ever (the batch stays unacknowledged). A data error
+        in a commit of several messages splits it in halves, each committed in turn, until
+        the refused messages stand alone; each of those is tried `poison_tries` times and
+        then dead-lettered with the database's reason, so one bad value never stops a lane.
+        """
+        delay = self.config.retry_s
+        tries = 0
+        while True:
+            try:
+                result = self.store.write(items, now_ms)
+            except StoreUnavailable as exc:
+                self._write_failed(writer, exc)
+            except StoreDataError as exc:
+                self._write_failed(writer, exc)
+                tries += 1
+                if len(items) > 1:
+                    half = len(items) // 2
+                    first = self._write(writer, items[:half], now_ms)
+                    rest = None if first is None else self._write(writer, items[half:], now_ms)
+                    return None if first is None or rest is None else first + rest
+                if tries >= self.config.poison_tries:
+                    return self._dead_letter_poison(writer, items[0], exc, now_ms)
+            else:
+                return result
+            if self._stop.wait(delay):
+                return None
+            delay = min(delay * 2, 10.0)
+
+    def _dead_letter_poison(
+        self, writer: int, item: Incoming, exc: StoreDataError, now_ms: int
+    ) -> WriteResult | None:
+        """Store a message the database keeps refusing as a dead letter with its reason."""
+        if isinstance(item, Accepted):
+            reason = f"the database refused it {self.config.poison_tries} times: {exc}"
+            letter = Rejected(item.topic_name, item.payload or encode(item.message), reason, now_ms)
+        else:
+            letter = Rejected(item.topic, item.payload, f"{item.reason}; then {exc}", now_ms)
+        log.warning("dead-lettered a message from %s: %s", letter.topic, letter.reason)
+        with self._turn:
+            self.stats.poisoned += 1
+        delay = self.config.retry_s
+        while True:
+            try:
+                result = self.store.write([letter], now_ms)
+            except StoreError as error:
+                # Not even a dead letter commits: the database, not the message, is the
+                # problem. Keep the message unacknowledged and retry.
+                self._write_failed(writer, error)
+            else:
+                return result
+            if self._stop.wait(delay):
+                return None
+            delay = min(delay * 2, 10.0)
+
+    def _write_failed(self, writer: int, exc: StoreError) -> None:
+        with self._turn:
+            self.stats.store_errors += 1
+            first = not self._failing
+            self._failing[writer] = str(exc)
+        if first:
+            log.warning("database commits failing: %s; retrying", exc)
+
+    def _write_succeeded(self, writer: int) -> None:
+        with self._turn:
+            if self._failing.pop(writer, None) is None or self._failing:
+                return
+        log.warning("database commits succeed again")
 
     # --- commands -----------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """Plain records the store reads and writes, shared by ingest, cases and the API."""
 
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from enum import StrEnum
 
 from wire import Message, TopicParts
@@ -27,6 +27,7 @@ class Accepted:
     message: Message
     digest: bytes | None = None
     topic_name: str = ""
+    payload: bytes = b""  # as received: what a dead letter keeps if the database refuses it
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,3 +165,7 @@ class WriteResult:
     alarm_events: int = 0
     conflicts: int = 0  # a key seen before with different content: dead-lettered, logged
     new_epochs: int = 0  # a known gateway started a new buffer epoch
+
+    def __add__(self, other: "WriteResult") -> "WriteResult":
+        """The effect of two commits together."""
+        return WriteResult(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))

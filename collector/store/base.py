@@ -5,6 +5,7 @@ from typing import Any, Protocol
 
 from collector.assets import Asset
 from collector.cases.workflow import Audit, Case
+from collector.errors import Conflict, StoreDataError, StoreError, StoreUnavailable
 from collector.events import AlarmView, EventRecord
 from collector.keys import ApiKey
 from collector.models import (
@@ -21,13 +22,13 @@ from collector.models import (
 )
 from collector.webhooks import Delivery, DueDelivery, Webhook
 
-
-class StoreError(RuntimeError):
-    """A database problem the caller cannot fix by changing its input (connection lost, ...)."""
-
-
-class Conflict(StoreError):
-    """A write lost a race (the case changed underneath); reload and retry."""
+__all__ = [
+    "Conflict",
+    "Store",
+    "StoreDataError",
+    "StoreError",
+    "StoreUnavailable",
+]
 
 
 class Store(Protocol):
@@ -49,6 +50,11 @@ class Store(Protocol):
 
     def close(self) -> None:
         """Release connections."""
+        ...
+
+    def ping(self) -> None:
+        """Return quickly if the database answers; raise StoreUnavailable (within about two
+        seconds, whatever the state of the network) if it does not."""
         ...
 
     def write(self, items: Sequence[Incoming], now_ms: int) -> WriteResult:

@@ -33,7 +33,7 @@ from collector.models import (
     Status,
     WriteResult,
 )
-from collector.store.base import Conflict
+from collector.store.base import Conflict, StoreDataError, StoreError
 from collector.webhooks import Delivery, DueDelivery, Webhook
 from wire import (
     AlarmBatch,
@@ -168,8 +168,21 @@ class SqlStore(ABC):
 
         A key seen before with the same bytes is a redelivery, counted as a duplicate. A key
         seen before with different bytes is a conflict: the first stays, the newcomer is
-        dead-lettered and logged, never dropped in silence.
+        dead-lettered and logged, never dropped in silence. Raises StoreUnavailable (retry
+        later) or StoreDataError (something in `items` cannot be stored); nothing is committed
+        then.
         """
+        try:
+            return self._write(items, now_ms)
+        except StoreError:
+            raise
+        except Exception as exc:
+            # The store boundary: whatever else fails while turning these messages into rows
+            # (a value a driver cannot adapt, a bug on one message's path) is about this data,
+            # so the caller isolates and dead-letters it instead of retrying it for ever.
+            raise StoreDataError(f"cannot store: {type(exc).__name__}: {exc}") from exc
+
+    def _write(self, items: Sequence[Incoming], now_ms: int) -> WriteResult:
         digests: dict[BatchKey, bytes | None] = {}
         epochs: set[tuple[str, str]] = set()
         for i in items:
@@ -268,7 +281,8 @@ class SqlStore(ABC):
             " before with different content: the first was kept, this one refused"
         )
         log.warning("conflicting duplicate: %s", reason)
-        self._dead_letter(cur, Rejected(item.topic_name, encode(msg), reason, now_ms))
+        payload = item.payload or encode(msg)
+        self._dead_letter(cur, Rejected(item.topic_name, payload, reason, now_ms))
 
     @staticmethod
     def _reading_rows(msg: DataBatch) -> Iterator[ReadingRow]:

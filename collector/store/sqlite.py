@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from collector.models import Bucket, Reading
+from collector.store.base import StoreDataError, StoreError, StoreUnavailable
 from collector.store.schema import Migration, api_statements, core_statements, epoch_statements
 from collector.store.sql import (
     BatchKey,
@@ -36,6 +37,22 @@ MIGRATIONS = (
 _COLS = "gateway_id, device, point, ts_ms, vtype, value_num, value_text, quality, historical"
 _INSERT_READING = f"INSERT INTO readings ({_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
 _MIN_MS, _MAX_MS = -(2**62), 2**62
+# Primary result codes (sqlite.org/rescode.html) in which the file, the disk or another
+# process is the problem, not what we wrote: BUSY, LOCKED, NOMEM, READONLY, INTERRUPT, IOERR,
+# CORRUPT, FULL, CANTOPEN, PROTOCOL, NOTADB. Others (CONSTRAINT, MISMATCH, TOOBIG, a plain
+# ERROR from a statement the schema refuses) are about the data or the statement.
+_SERVER_CODES = frozenset({5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 26})
+
+
+def convert_error(exc: sqlite3.Error) -> StoreError:
+    """The StoreError for an sqlite3 error: StoreUnavailable or StoreDataError, by result code."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    name = getattr(exc, "sqlite_errorname", None) or type(exc).__name__
+    if (code is not None and code & 0xFF in _SERVER_CODES) or (
+        code is None and isinstance(exc, sqlite3.OperationalError | sqlite3.ProgrammingError)
+    ):
+        return StoreUnavailable(f"SQLite unavailable: {exc} ({name})")
+    return StoreDataError(f"SQLite refused the data: {exc} ({name})")
 
 
 def _reading(r: Any) -> Reading:
@@ -76,14 +93,21 @@ class SqliteStore(SqlStore):
     @contextmanager
     def _tx(self) -> Iterator[Cursor]:
         with self._lock:
-            cur = self._conn.cursor()
-            cur.execute("BEGIN IMMEDIATE")
             try:
-                yield cur
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
-            cur.execute("COMMIT")
+                cur = self._conn.cursor()
+                cur.execute("BEGIN IMMEDIATE")
+                try:
+                    yield cur
+                    cur.execute("COMMIT")
+                finally:
+                    if self._conn.in_transaction:  # the body or the COMMIT failed
+                        self._conn.execute("ROLLBACK")
+            except sqlite3.Error as exc:
+                raise convert_error(exc) from exc
+
+    def ping(self) -> None:
+        """Return if the database file answers a trivial query."""
+        self._query("SELECT 1")
 
     def _sql(self, sql: str) -> str:
         return sql
