@@ -108,6 +108,7 @@ class AlarmView:
     ack_by: str | None
     ack_note: str | None
     asset: str | None
+    received_ms: int | None = None  # set only if the state's time was implausible
 
 
 class Notifier:

@@ -92,6 +92,7 @@ class IngestStats:
     dead_letters: int = 0
     store_errors: int = 0  # failed commits (each retried, split or dead-lettered)
     poisoned: int = 0  # messages the database refused every time: dead-lettered with its reason
+    rebirths_requested: int = 0  # retained (possibly old) births answered with `rebirth`
     connected: bool = False
 
 
@@ -289,6 +290,23 @@ class Ingest:
         now_ms = int(self._clock() * 1000)
         item = classify(msg.topic, bytes(msg.payload), self.config.root, now_ms)
         self._queue.put(_Pending(item, msg.mid, msg.qos))
+        if msg.retain and isinstance(item, Accepted) and item.topic.kind is Kind.BIRTH:
+            self._ask_rebirth(item.topic.site, item.topic.gateway)
+
+    def _ask_rebirth(self, site: str, gateway: str) -> None:
+        """Ask a gateway for a fresh birth (Sparkplug's host behaviour on a stored birth).
+
+        A retained birth is the broker's copy from when the gateway connected: its alarm
+        picture and device states may be long out of date. Applying it is harmless (older
+        positions never roll state back); the fresh birth brings the current picture.
+        """
+        try:
+            self.send_command(site, gateway, "rebirth")
+        except ConnectionError as exc:
+            log.warning("cannot ask gateway %s for a fresh birth: %s", gateway, exc)
+            return
+        self.stats.rebirths_requested += 1
+        log.info("gateway %s: retained birth received, asked for a fresh one", gateway)
 
     # --- writer thread ------------------------------------------------------------------------
 

@@ -6,6 +6,10 @@ from enum import StrEnum
 from wire import Message, TopicParts
 from wire.messages import Value
 
+# Where a stored alarm event came from: the gateway's stream, or its birth's alarm picture.
+ORIGIN_GATEWAY, ORIGIN_BIRTH = "gateway", "birth"
+RECONCILED = "reconciled from birth"  # the note on what a birth's picture changed
+
 
 class Status(StrEnum):
     """Online status of a gateway or device as derived from birth/death/device events."""
@@ -54,6 +58,7 @@ class Reading:
     value: Value
     quality: str
     historical: bool
+    received_ms: int | None = None  # set only if `ts_ms` was implausible: when it arrived
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +97,18 @@ class GatewayState:
     reason: str
     counters: dict[str, int | float] = field(default_factory=dict)
     counters_ms: int | None = None
+    clock: "GatewayClock | None" = None  # from its last birth
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayClock:
+    """A gateway's wall clock as its last birth described it (wire.ClockInfo) and when that
+    birth arrived here."""
+
+    plausible: bool
+    step_ms: int
+    step_at_ms: int
+    received_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +170,7 @@ class AlarmTransition:
     ts_ms: int
     value: Value
     message: str
+    origin: str = "gateway"  # or "birth": set from a birth's alarm picture (reconciled)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from collector.cases.workflow import (
     needs_escalation,
     open_case,
 )
-from collector.models import AlarmTransition
+from collector.models import ORIGIN_BIRTH, RECONCILED, AlarmTransition
 from collector.store import Conflict, Store
 from wire import AlarmState
 
@@ -26,6 +26,11 @@ SYSTEM = "system"
 HOUR_MS = 3_600_000
 _ACTIVE = (AlarmState.ACTIVE_UNACKED.value, AlarmState.ACTIVE_ACKED.value)
 _CLEARABLE = (CaseState.REGISTERED, CaseState.DISPATCHED, CaseState.HANDLING, CaseState.FEEDBACK)
+
+
+def _origin_note(t: AlarmTransition) -> str:
+    """What an audit adds when the transition came from a birth's alarm picture."""
+    return f" ({RECONCILED})" if t.origin == ORIGIN_BIRTH else ""
 
 
 class CaseNotFound(KeyError):
@@ -79,7 +84,7 @@ class CaseEngine:
                 Action.ALARM_CLEARED,
                 actor=SYSTEM,
                 now_ms=now,
-                note=f"alarm {t.alarm_id} cleared",
+                note=f"alarm {t.alarm_id} cleared" + _origin_note(t),
             )
             audits = [audit]
             if self.routing.auto_close:
@@ -154,7 +159,8 @@ class CaseEngine:
             actor=SYSTEM,
             now_ms=now,
             title=route.title or route.problem,
-            note=f"alarm {t.alarm_id}: {t.message or t.alarm_type} (value {t.value})",
+            note=f"alarm {t.alarm_id}: {t.message or t.alarm_type} (value {t.value})"
+            + _origin_note(t),
         )
         if route.auto_dispatch and case.state is CaseState.REGISTERED:
             case, audit = apply(

@@ -22,11 +22,18 @@ from psycopg_pool import ConnectionPool
 
 from collector.models import Bucket, Incoming, Reading, WriteResult
 from collector.store.base import StoreDataError, StoreError, StoreUnavailable
-from collector.store.schema import Migration, api_statements, core_statements, epoch_statements
+from collector.store.schema import (
+    Migration,
+    api_statements,
+    core_statements,
+    epoch_statements,
+    order_statements,
+)
 from collector.store.sql import (
     V_FLOAT,
     BatchKey,
     Cursor,
+    FlaggedRow,
     KeyedDigest,
     ReadingRow,
     SqlStore,
@@ -80,8 +87,10 @@ _READING_COLUMNS = (
     " ts TIMESTAMPTZ NOT NULL, vtype SMALLINT NOT NULL, value_num DOUBLE PRECISION,"
     " value_text TEXT, quality TEXT NOT NULL, historical BOOLEAN NOT NULL"
 )
-_COLS = "gateway_id, device, point, ts, vtype, value_num, value_text, quality, historical"
-_COPY = f"COPY readings ({_COLS}) FROM STDIN (FORMAT BINARY)"
+_INSERT_COLS = "gateway_id, device, point, ts, vtype, value_num, value_text, quality, historical"
+_COLS = f"{_INSERT_COLS}, received_ms"
+_COPY = f"COPY readings ({_INSERT_COLS}) FROM STDIN (FORMAT BINARY)"
+_COPY_FLAGGED = f"COPY readings ({_COLS}) FROM STDIN (FORMAT BINARY)"
 # The binary wire format of timestamptz is int64 microseconds since 2000-01-01 UTC, so sending
 # that integer as int8 skips building a datetime per row (the server reads the same 8 bytes).
 COPY_TYPES = ["text", "text", "text", "int8", "int2", "float8", "text", "text", "bool"]
@@ -129,9 +138,8 @@ def dt_to_ms(dt: datetime) -> int:
 
 
 def _reading(r: Any) -> Reading:
-    return Reading(
-        r[0], r[1], r[2], dt_to_ms(r[3]), decode_value(r[4], r[5], r[6]), r[7], bool(r[8])
-    )
+    value = decode_value(r[4], r[5], r[6])
+    return Reading(r[0], r[1], r[2], dt_to_ms(r[3]), value, r[7], bool(r[8]), r[9])
 
 
 class PostgresStore(SqlStore):
@@ -139,7 +147,7 @@ class PostgresStore(SqlStore):
 
     def __init__(self, url: str, pool_size: int = 4) -> None:
         self._url = url
-        self._known_epochs = set()
+        self._known_epochs = {}
         self._down: str | None = None  # why the server is unreachable, while it is
         self._down_lock = threading.Lock()
         try:
@@ -247,6 +255,7 @@ class PostgresStore(SqlStore):
                 ),
                 Migration(3, "command-center API", api_statements("postgres")),
                 Migration(4, "batch keys with buffer epochs", epoch_statements("postgres")),
+                Migration(5, "event order and clocks", order_statements("postgres")),
             )
             for m in migrations:
                 if m.version in done:
@@ -396,6 +405,13 @@ class PostgresStore(SqlStore):
             copy.set_types(COPY_TYPES)
             for r in rows:
                 copy.write_row(r)
+
+    def _insert_flagged_readings(self, cur: Cursor, rows: list[FlaggedRow]) -> None:
+        assert isinstance(cur, psycopg.Cursor)
+        with cur.copy(_COPY_FLAGGED) as copy:
+            copy.set_types([*COPY_TYPES, "int8"])
+            for r in rows:
+                copy.write_row((*r[:3], (r[3] - PG_EPOCH_MS) * 1000, *r[4:]))
 
     # --- reads --------------------------------------------------------------------------------
 

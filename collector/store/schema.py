@@ -251,6 +251,38 @@ CREATE TABLE IF NOT EXISTS gateway_epochs (
 )
 """
 
+# Version 5: state follows the gateway's order of events, not the largest timestamp seen.
+# A position is (rank of the buffer epoch = when this collector first saw it, seq of the batch,
+# index in the batch); a birth's alarm picture and device states sit after every event of its
+# high-water batch. Times are stored as sent; `received_ms` beside one says it was implausible
+# (before the software was built, or too far ahead of the collector) and when it arrived.
+_ORDER = """
+ALTER TABLE alarm_events ADD COLUMN pos_rank BIGINT;
+ALTER TABLE alarm_events ADD COLUMN pos_seq BIGINT;
+ALTER TABLE alarm_events ADD COLUMN pos_idx BIGINT;
+ALTER TABLE alarm_events ADD COLUMN received_ms BIGINT;
+ALTER TABLE alarm_events ADD COLUMN origin TEXT NOT NULL DEFAULT 'gateway';
+ALTER TABLE alarms ADD COLUMN pos_rank BIGINT;
+ALTER TABLE alarms ADD COLUMN pos_seq BIGINT;
+ALTER TABLE alarms ADD COLUMN pos_idx BIGINT;
+ALTER TABLE alarm_index ADD COLUMN pos_rank BIGINT;
+ALTER TABLE alarm_index ADD COLUMN pos_seq BIGINT;
+ALTER TABLE alarm_index ADD COLUMN pos_idx BIGINT;
+ALTER TABLE alarm_index ADD COLUMN received_ms BIGINT;
+ALTER TABLE devices ADD COLUMN pos_rank BIGINT;
+ALTER TABLE devices ADD COLUMN pos_seq BIGINT;
+ALTER TABLE devices ADD COLUMN pos_idx BIGINT;
+ALTER TABLE status_log ADD COLUMN received_ms BIGINT;
+ALTER TABLE gateways ADD COLUMN birth_rank BIGINT;
+ALTER TABLE gateways ADD COLUMN birth_seq BIGINT;
+ALTER TABLE gateways ADD COLUMN birth_sent_ms BIGINT;
+ALTER TABLE gateways ADD COLUMN birth_received_ms BIGINT;
+ALTER TABLE gateways ADD COLUMN clock_plausible BOOLEAN;
+ALTER TABLE gateways ADD COLUMN clock_step_ms BIGINT;
+ALTER TABLE gateways ADD COLUMN clock_step_at_ms BIGINT;
+ALTER TABLE readings ADD COLUMN received_ms BIGINT
+"""
+
 _DIALECTS = {
     "sqlite": {"id": "INTEGER PRIMARY KEY", "blob": "BLOB"},
     "postgres": {"id": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", "blob": "BYTEA"},
@@ -281,4 +313,10 @@ def epoch_statements(dialect: str) -> tuple[str, ...]:
 def api_statements(dialect: str) -> tuple[str, ...]:
     """Migration 3 (API keys, event log, alarm index, webhooks) for `dialect`."""
     sql = _API.format(**_DIALECTS[dialect])
+    return tuple(s.strip() for s in sql.split(";") if s.strip())
+
+
+def order_statements(dialect: str) -> tuple[str, ...]:
+    """Migration 5 (event positions, implausible times, the birth's clock) for `dialect`."""
+    sql = _ORDER.format(**_DIALECTS[dialect])
     return tuple(s.strip() for s in sql.split(";") if s.strip())

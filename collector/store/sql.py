@@ -5,9 +5,11 @@ Shared SQL uses `:name` parameters (sqlite3 style); the PostgreSQL backend rewri
 
 import json
 import logging
+import operator
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from collector.assets import Asset
@@ -21,11 +23,15 @@ from collector.events import (
 )
 from collector.keys import ApiKey, Role
 from collector.models import (
+    ORIGIN_BIRTH,
+    ORIGIN_GATEWAY,
+    RECONCILED,
     Accepted,
     AlarmRecord,
     AlarmTransition,
     DeadLetter,
     DeviceState,
+    GatewayClock,
     GatewayEpoch,
     GatewayState,
     Incoming,
@@ -36,6 +42,7 @@ from collector.models import (
 from collector.store.base import Conflict, StoreDataError, StoreError
 from collector.webhooks import Delivery, DueDelivery, Webhook
 from wire import (
+    EARLIEST_PLAUSIBLE_MS,
     AlarmBatch,
     AlarmEvent,
     AlarmState,
@@ -44,6 +51,8 @@ from wire import (
     DataBatch,
     Death,
     DeviceEventBatch,
+    Record,
+    Severity,
     encode,
 )
 from wire import Status as StatusMsg
@@ -89,6 +98,49 @@ def decode_value(tag: int, num: float | None, text: str | None) -> Value:
     return None
 
 
+Pos = tuple[int, int, int]  # (epoch rank, batch seq, index): the gateway's order of events
+BIRTH_IDX = 2**31  # a birth's picture comes after every event of its high-water batch
+# A reading row with its receive time (None unless its sample time was implausible).
+FlaggedRow = tuple[str, str, str, int, int, float | None, str | None, str, bool, int | None]
+_TS = operator.attrgetter("ts_ms")
+
+
+def at_or_after(pos: Pos, stored: Sequence[Any]) -> bool:
+    """True if `pos` is not older than a stored (rank, seq, idx), unknown (NULLs) included."""
+    if stored[0] is None:
+        return True
+    return pos >= (int(stored[0]), int(stored[1]), int(stored[2]))
+
+
+@dataclass(frozen=True, slots=True)
+class Clock:
+    """The collector's judgement of sample times for one commit: plausible in [lo, hi]."""
+
+    now_ms: int
+    lo: int
+    hi: int
+
+    def received(self, ts_ms: int) -> int | None:
+        """The receive time to store beside `ts_ms` if it is implausible, else None."""
+        return self.now_ms if not self.lo <= ts_ms <= self.hi else None
+
+    def all_plausible(self, records: Sequence[Record]) -> bool:
+        """True if every sample time of a batch is plausible (two C-level passes)."""
+        return not records or (
+            min(map(_TS, records)) >= self.lo and max(map(_TS, records)) <= self.hi
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A device status change at a position in its gateway's order of events."""
+
+    status: Status
+    ts_ms: int
+    reason: str
+    pos: Pos
+
+
 class Cursor(Protocol):
     """The slice of a DB-API cursor the shared code uses."""
 
@@ -118,8 +170,11 @@ class Cursor(Protocol):
 class SqlStore(ABC):
     """Everything but connections, migrations and the readings hot path."""
 
-    # (gateway, epoch) pairs known to be recorded: most writes then skip `_note_epochs`.
-    _known_epochs: set[tuple[str, str]]
+    # (gateway, epoch) pairs known to be recorded, with their rank (first seen, ms): most
+    # writes then skip `_note_epochs`.
+    _known_epochs: dict[tuple[str, str], int]
+    # How far ahead of the collector's clock a sample time may be and still be plausible.
+    max_skew_ms: int = 300_000
 
     # --- what a backend provides ------------------------------------------------------------
 
@@ -193,9 +248,11 @@ class SqlStore(ABC):
                 if msg.epoch and (msg.gateway, msg.epoch) not in self._known_epochs:
                     epochs.add((msg.gateway, msg.epoch))
         readings: list[ReadingRow] = []
+        flagged: list[FlaggedRow] = []
         dead = dupes = alarm_events = conflicts = 0
+        clock = Clock(now_ms, EARLIEST_PLAUSIBLE_MS, now_ms + self.max_skew_ms)
         with self._tx() as cur:
-            new_epochs = self._note_epochs(cur, sorted(epochs), now_ms) if epochs else 0
+            ranks, new_epochs = self._note_epochs(cur, sorted(epochs), now_ms)
             claimed = [(*k, d) for k, d in digests.items()]
             fresh = self._claim_keys(cur, claimed, now_ms) if claimed else set()
             stored = self._stored_digests(cur, [k for k in digests if k not in fresh])
@@ -217,35 +274,59 @@ class SqlStore(ABC):
                             dupes += 1
                         continue
                     fresh.discard(key)  # a second copy in this very batch is a duplicate too
+                rank = ranks.get((msg.gateway, msg.epoch)) or self._known_epochs.get(
+                    (msg.gateway, msg.epoch), 0
+                )
                 if isinstance(msg, DataBatch):
-                    readings.extend(self._reading_rows(msg))
+                    if clock.all_plausible(msg.records):
+                        readings.extend(self._reading_rows(msg))
+                    else:
+                        flagged.extend(self._flagged_rows(msg, clock))
                 elif isinstance(msg, AlarmBatch):
-                    for ev in msg.events:
-                        self._alarm_event(cur, msg.gateway, ev)
+                    for n, ev in enumerate(msg.events):
+                        self._alarm_event(cur, msg.gateway, ev, (rank, msg.seq, n), clock)
                     alarm_events += len(msg.events)
                 elif isinstance(msg, DeviceEventBatch):
-                    for dev_ev in msg.events:
+                    for n, dev_ev in enumerate(msg.events):
                         status = Status.ONLINE if dev_ev.online else Status.OFFLINE
                         self._device_status(
-                            cur, msg.gateway, dev_ev.device, status, dev_ev.ts_ms, dev_ev.reason
+                            cur,
+                            msg.gateway,
+                            dev_ev.device,
+                            Change(status, dev_ev.ts_ms, dev_ev.reason, (rank, msg.seq, n)),
+                            clock,
                         )
                 elif isinstance(msg, Birth):
-                    self._birth(cur, item.topic.site, msg)
+                    alarm_events += self._birth(cur, item.topic.site, msg, rank, clock)
                 elif isinstance(msg, Death):
-                    self._death(cur, item.topic.site, msg, now_ms)
+                    self._death(cur, item.topic.site, msg, clock)
                 elif isinstance(msg, StatusMsg):
                     self._status(cur, item.topic.site, msg)
                 elif isinstance(msg, CommandReply):
                     self._command_reply(cur, msg, now_ms)
             if readings:
                 self._insert_readings(cur, readings)
-        self._known_epochs.update(epochs)  # only once committed
+            if flagged:
+                self._insert_flagged_readings(cur, flagged)
+        self._known_epochs.update(ranks)  # only once committed
         return WriteResult(
-            len(readings), dupes, dead + conflicts, alarm_events, conflicts, new_epochs
+            len(readings) + len(flagged),
+            dupes,
+            dead + conflicts,
+            alarm_events,
+            conflicts,
+            new_epochs,
         )
 
-    def _note_epochs(self, cur: Cursor, epochs: list[tuple[str, str]], now_ms: int) -> int:
-        """Record (gateway, epoch) pairs; log each new epoch of a known gateway; count them."""
+    def _note_epochs(
+        self, cur: Cursor, epochs: list[tuple[str, str]], now_ms: int
+    ) -> tuple[dict[tuple[str, str], int], int]:
+        """Record (gateway, epoch) pairs; log each new epoch of a known gateway.
+
+        Returns each pair's rank (when this collector first saw the epoch: a buffer that
+        replaced another is seen later) and how many known gateways started a new epoch.
+        """
+        ranks: dict[tuple[str, str], int] = {}
         new = 0
         for gw, epoch in epochs:
             self._run(
@@ -254,7 +335,13 @@ class SqlStore(ABC):
                 " ON CONFLICT (gateway_id, epoch) DO NOTHING",
                 {"gw": gw, "ep": epoch, "now": now_ms},
             )
-            if cur.rowcount != 1:
+            inserted = cur.rowcount == 1
+            ranks[(gw, epoch)] = self._run(
+                cur,
+                "SELECT first_ms FROM gateway_epochs WHERE gateway_id = :gw AND epoch = :ep",
+                {"gw": gw, "ep": epoch},
+            )[0][0]
+            if not inserted:
                 continue
             known = self._run(
                 cur,
@@ -271,7 +358,7 @@ class SqlStore(ABC):
                     " VALUES ('gateway', :gw, 'epoch', :now, :why)",
                     {"gw": gw, "now": now_ms, "why": reason},
                 )
-        return new
+        return ranks, new
 
     def _conflict(self, cur: Cursor, item: Accepted, now_ms: int) -> None:
         """Dead-letter a batch whose key was stored before with different content."""
@@ -283,6 +370,28 @@ class SqlStore(ABC):
         log.warning("conflicting duplicate: %s", reason)
         payload = item.payload or encode(msg)
         self._dead_letter(cur, Rejected(item.topic_name, payload, reason, now_ms))
+
+    @staticmethod
+    def _flagged_rows(msg: DataBatch, clock: "Clock") -> Iterator[FlaggedRow]:
+        """Reading rows with the receive time beside each implausible sample time."""
+        for r in msg.records:
+            tag, num, text = encode_value(r.value)
+            yield (
+                msg.gateway,
+                r.device,
+                r.point,
+                r.ts_ms,
+                tag,
+                num,
+                text,
+                r.quality.value,
+                r.historical,
+                clock.received(r.ts_ms),
+            )
+
+    @abstractmethod
+    def _insert_flagged_readings(self, cur: Cursor, rows: list[FlaggedRow]) -> None:
+        """Insert readings with a `received_ms` column (a batch with implausible times)."""
 
     @staticmethod
     def _reading_rows(msg: DataBatch) -> Iterator[ReadingRow]:
@@ -313,7 +422,23 @@ class SqlStore(ABC):
             },
         )
 
-    def _alarm_event(self, cur: Cursor, gateway: str, ev: AlarmEvent) -> None:
+    def _alarm_event(
+        self,
+        cur: Cursor,
+        gateway: str,
+        ev: AlarmEvent,
+        pos: Pos,
+        clock: "Clock",
+        origin: str = ORIGIN_GATEWAY,
+    ) -> int:
+        """Store one alarm transition; apply it to the alarm's state if it is the newest.
+
+        The state of an alarm source (gateway, device, point, type) follows the gateway's order
+        of events, `pos`, never the timestamps: a transition older than the stored state, or
+        one repeating it, is kept in the history but handed to nobody. A transition of origin
+        `birth` (from a birth's alarm picture) is stored only if it changes the state.
+        Returns how many alarm events were stored (0 or 1).
+        """
         p: dict[str, Any] = {
             "gw": gateway,
             "dev": ev.device,
@@ -329,110 +454,187 @@ class SqlStore(ABC):
             "by": ev.ack_by,
             "note": ev.ack_note,
             "hist": ev.historical,
+            "r": pos[0],
+            "s": pos[1],
+            "i": pos[2],
+            "recv": clock.received(ev.ts_ms),
+            "origin": origin,
         }
+        rows = self._run(
+            cur,
+            "SELECT alarm_id, state, pos_rank, pos_seq, pos_idx FROM alarms"
+            " WHERE gateway_id = :gw AND device = :dev AND point = :pt AND alarm_type = :type",
+            p,
+        )
+        row = rows[0] if rows else None
+        applies = row is None or (
+            at_or_after(pos, row[2:5]) and (row[0], row[1]) != (ev.alarm_id, ev.state.value)
+        )
+        if not applies and origin != ORIGIN_GATEWAY:
+            return 0
         self._run(
             cur,
             "INSERT INTO alarm_events (gateway_id, device, point, alarm_type, alarm_id, severity,"
-            " state, ts_ms, value, limit_value, message, ack_by, ack_note, historical, handled)"
+            " state, ts_ms, value, limit_value, message, ack_by, ack_note, historical, handled,"
+            " pos_rank, pos_seq, pos_idx, received_ms, origin)"
             " VALUES (:gw, :dev, :pt, :type, :aid, :sev, :state, :ts, :val, :lim, :msg, :by, :note,"
-            " :hist, FALSE)",
-            p,
-        )
-        rows = self._run(
-            cur,
-            "SELECT alarm_id, state_ms FROM alarms WHERE gateway_id = :gw AND device = :dev"
-            " AND point = :pt AND alarm_type = :type",
-            p,
+            " :hist, :handled, :r, :s, :i, :recv, :origin)",
+            {**p, "handled": not applies},
         )
         active = ev.state.value in ACTIVE_STATES
-        if not rows:
+        if row is None:
             self._run(
                 cur,
                 "INSERT INTO alarms (gateway_id, device, point, alarm_type, alarm_id, severity,"
                 " state, count, first_ms, last_ms, state_ms, value, limit_value, message, ack_by,"
-                " ack_note)"
+                " ack_note, pos_rank, pos_seq, pos_idx)"
                 " VALUES (:gw, :dev, :pt, :type, :aid, :sev, :state, :cnt, :ts, :ts, :ts, :val,"
-                " :lim, :msg, :by, :note)",
+                " :lim, :msg, :by, :note, :r, :s, :i)",
                 {**p, "cnt": 1 if active else 0},
             )
-            return
-        prev_id, prev_ms = rows[0]
-        if ev.ts_ms < prev_ms:
-            return  # an older transition replayed late: the stored state is newer
-        new_activation = active and prev_id != ev.alarm_id
-        self._run(
-            cur,
-            "UPDATE alarms SET alarm_id = :aid, severity = :sev, state = :state, state_ms = :ts,"
-            " count = count + :inc, last_ms = CASE WHEN :inc = 1 THEN :ts ELSE last_ms END,"
-            " value = :val, limit_value = :lim, message = :msg, ack_by = :by, ack_note = :note"
-            " WHERE gateway_id = :gw AND device = :dev AND point = :pt AND alarm_type = :type",
-            {**p, "inc": 1 if new_activation else 0},
-        )
+        elif applies:
+            new_activation = active and row[0] != ev.alarm_id
+            self._run(
+                cur,
+                "UPDATE alarms SET alarm_id = :aid, severity = :sev, state = :state,"
+                " state_ms = :ts, count = count + :inc,"
+                " last_ms = CASE WHEN :inc = 1 THEN :ts ELSE last_ms END, value = :val,"
+                " limit_value = :lim, message = :msg, ack_by = :by, ack_note = :note,"
+                " pos_rank = :r, pos_seq = :s, pos_idx = :i"
+                " WHERE gateway_id = :gw AND device = :dev AND point = :pt AND alarm_type = :type",
+                {**p, "inc": 1 if new_activation else 0},
+            )
+        elif at_or_after(pos, row[2:5]):
+            # The same state again (a birth's picture got there first): only the position moves.
+            self._run(
+                cur,
+                "UPDATE alarms SET pos_rank = :r, pos_seq = :s, pos_idx = :i"
+                " WHERE gateway_id = :gw AND device = :dev AND point = :pt AND alarm_type = :type",
+                p,
+            )
+        return 1
 
     def _device_status(
-        self, cur: Cursor, gateway: str, device: str, status: Status, ts_ms: int, reason: str
+        self, cur: Cursor, gateway: str, device: str, change: "Change", clock: "Clock"
     ) -> None:
-        p = {"dev": device, "gw": gateway, "st": status.value, "ts": ts_ms, "why": reason}
-        rows = self._run(cur, "SELECT status, since_ms FROM devices WHERE device = :dev", p)
+        """Apply a device status change if it is not older (in the gateway's order) than the
+        stored one; log it if the status changed."""
+        p = {
+            "dev": device,
+            "gw": gateway,
+            "st": change.status.value,
+            "ts": change.ts_ms,
+            "why": change.reason,
+            "r": change.pos[0],
+            "s": change.pos[1],
+            "i": change.pos[2],
+        }
+        rows = self._run(
+            cur,
+            "SELECT status, pos_rank, pos_seq, pos_idx FROM devices WHERE device = :dev",
+            p,
+        )
         if not rows:
             self._run(
                 cur,
                 "INSERT INTO devices (device, gateway_id, profile, family, status, since_ms,"
-                " reason) VALUES (:dev, :gw, '', '', :st, :ts, :why)",
+                " reason, pos_rank, pos_seq, pos_idx)"
+                " VALUES (:dev, :gw, '', '', :st, :ts, :why, :r, :s, :i)",
                 p,
             )
-        elif rows[0][0] != status.value and ts_ms >= rows[0][1]:
+        elif not at_or_after(change.pos, rows[0][1:4]):
+            return  # an older transition arrived late: the stored status is newer
+        elif rows[0][0] == change.status.value:
             self._run(
                 cur,
-                "UPDATE devices SET gateway_id = :gw, status = :st, since_ms = :ts, reason = :why"
-                " WHERE device = :dev",
+                "UPDATE devices SET pos_rank = :r, pos_seq = :s, pos_idx = :i WHERE device = :dev",
                 p,
             )
-        else:
             return
-        self._log_status(cur, "device", device, status, ts_ms, reason)
+        else:
+            self._run(
+                cur,
+                "UPDATE devices SET gateway_id = :gw, status = :st, since_ms = :ts, reason = :why,"
+                " pos_rank = :r, pos_seq = :s, pos_idx = :i WHERE device = :dev",
+                p,
+            )
+        self._log_status(cur, "device", device, change.status, change.ts_ms, change.reason, clock)
 
     def _log_status(
-        self, cur: Cursor, entity: str, ident: str, status: Status, ts_ms: int, reason: str
+        self,
+        cur: Cursor,
+        entity: str,
+        ident: str,
+        status: Status,
+        ts_ms: int,
+        reason: str,
+        clock: "Clock",
     ) -> None:
         self._run(
             cur,
-            "INSERT INTO status_log (entity, ident, status, ts_ms, reason)"
-            " VALUES (:e, :i, :s, :ts, :why)",
-            {"e": entity, "i": ident, "s": status.value, "ts": ts_ms, "why": reason},
+            "INSERT INTO status_log (entity, ident, status, ts_ms, reason, received_ms)"
+            " VALUES (:e, :i, :s, :ts, :why, :recv)",
+            {
+                "e": entity,
+                "i": ident,
+                "s": status.value,
+                "ts": ts_ms,
+                "why": reason,
+                "recv": clock.received(ts_ms),
+            },
         )
 
-    def _gateway_row(self, cur: Cursor, gateway: str) -> tuple[str, int, str] | None:
+    def _birth(self, cur: Cursor, site: str, msg: Birth, rank: int, clock: "Clock") -> int:
+        """Apply a birth: the gateway online, its devices, its alarm picture; return how many
+        alarm events the picture added.
+
+        Skipped if it is this very birth again (a retained copy), a birth of a session that
+        already died, or older, in the gateway's order, than the birth applied last.
+        """
         rows = self._run(
             cur,
-            "SELECT status, since_ms, session FROM gateways WHERE gateway_id = :gw",
-            {"gw": gateway},
+            "SELECT status, session, birth_rank, birth_seq, birth_sent_ms FROM gateways"
+            " WHERE gateway_id = :gw",
+            {"gw": msg.gateway},
         )
-        return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
-
-    def _birth(self, cur: Cursor, site: str, msg: Birth) -> None:
-        prev = self._gateway_row(cur, msg.gateway)
-        if prev is not None and (
-            (prev[2] == msg.session and prev[0] == Status.ONLINE.value) or msg.sent_ms < prev[1]
-        ):
-            return  # a retained birth seen again, or one older than what we know
+        pos = (rank, msg.high_water, BIRTH_IDX)
+        if rows:
+            status, session, b_rank, b_seq, b_sent = rows[0]
+            if session == msg.session and (status == Status.OFFLINE.value or b_sent == msg.sent_ms):
+                return 0
+            if b_rank is not None and (rank, msg.high_water) < (b_rank, b_seq):
+                log.info("gateway %s: a birth older than the one applied is ignored", msg.gateway)
+                return 0
+        p = {
+            "gw": msg.gateway,
+            "site": site,
+            "ts": msg.sent_ms,
+            "sess": msg.session,
+            "sw": msg.software,
+            "ch": msg.config_hash,
+            "r": rank,
+            "s": msg.high_water,
+            "recv": clock.now_ms,
+            "cp": msg.clock.plausible,
+            "cs": msg.clock.step_ms,
+            "ca": msg.clock.step_at_ms,
+        }
         self._run(
             cur,
             "INSERT INTO gateways (gateway_id, site, status, since_ms, session, software,"
-            " config_hash, reason, counters, counters_ms)"
-            " VALUES (:gw, :site, 'online', :ts, :sess, :sw, :ch, 'birth', '{}', NULL)"
+            " config_hash, reason, counters, counters_ms, birth_rank, birth_seq, birth_sent_ms,"
+            " birth_received_ms, clock_plausible, clock_step_ms, clock_step_at_ms)"
+            " VALUES (:gw, :site, 'online', :ts, :sess, :sw, :ch, 'birth', '{}', NULL, :r, :s,"
+            " :ts, :recv, :cp, :cs, :ca)"
             " ON CONFLICT (gateway_id) DO UPDATE SET site = :site, status = 'online',"
-            " since_ms = :ts, session = :sess, software = :sw, config_hash = :ch, reason = 'birth'",
-            {
-                "gw": msg.gateway,
-                "site": site,
-                "ts": msg.sent_ms,
-                "sess": msg.session,
-                "sw": msg.software,
-                "ch": msg.config_hash,
-            },
+            " since_ms = :ts, session = :sess, software = :sw, config_hash = :ch, reason = 'birth',"
+            " birth_rank = :r, birth_seq = :s, birth_sent_ms = :ts, birth_received_ms = :recv,"
+            " clock_plausible = :cp, clock_step_ms = :cs, clock_step_at_ms = :ca",
+            p,
         )
-        self._log_status(cur, "gateway", msg.gateway, Status.ONLINE, msg.sent_ms, "birth")
+        if not msg.clock.plausible:
+            log.warning("gateway %s reports an implausible wall clock", msg.gateway)
+        self._log_status(cur, "gateway", msg.gateway, Status.ONLINE, msg.sent_ms, "birth", clock)
         for d in msg.devices:
             self._run(
                 cur,
@@ -443,16 +645,65 @@ class SqlStore(ABC):
                 {"dev": d.device, "gw": msg.gateway, "prof": d.profile, "fam": d.family},
             )
             status = Status.ONLINE if d.online else Status.OFFLINE
-            self._device_status(cur, msg.gateway, d.device, status, msg.sent_ms, "birth")
+            change = Change(status, msg.sent_ms, "birth", pos)
+            self._device_status(cur, msg.gateway, d.device, change, clock)
             if d.asset:
                 self._bind_announced(cur, msg.gateway, d.device, d.asset)
+        return self._reconcile_alarms(cur, msg, rank, clock)
 
-    def _death(self, cur: Cursor, site: str, msg: Death, now_ms: int) -> None:
-        prev = self._gateway_row(cur, msg.gateway)
-        if prev is not None and (prev[2] != msg.session or prev[0] == Status.OFFLINE.value):
+    def _reconcile_alarms(self, cur: Cursor, msg: Birth, rank: int, clock: "Clock") -> int:
+        """Make the collector's alarms of this gateway match the birth's alarm picture.
+
+        Sparkplug's host behaviour: an alarm of the picture the collector does not hold in
+        that state is applied (as an alarm event, so cases open as usual); an alarm the
+        collector holds not normal that the picture lacks is normal at the gateway, and is
+        set so with the note "reconciled from birth". Idempotent when repeated. Returns how
+        many alarm events it stored.
+        """
+        held = self._run(
+            cur,
+            "SELECT device, point, alarm_type, alarm_id, severity, state, value, limit_value,"
+            " pos_rank, pos_seq, pos_idx FROM alarms WHERE gateway_id = :gw",
+            {"gw": msg.gateway},
+        )
+        stored = 0
+        pictured: set[tuple[str, str, str]] = set()
+        for i, ev in enumerate(msg.alarms):
+            pictured.add((ev.device, ev.point, ev.alarm_type))
+            pos = (rank, msg.high_water, BIRTH_IDX + i)
+            stored += self._alarm_event(cur, msg.gateway, ev, pos, clock, ORIGIN_BIRTH)
+        pos = (rank, msg.high_water, BIRTH_IDX + len(msg.alarms))
+        for dev, point, kind, aid, sev, state, value, limit, *at in held:
+            if (dev, point, kind) in pictured or state == AlarmState.NORMAL.value:
+                continue
+            if not at_or_after(pos, at):
+                continue  # changed by a batch newer than the picture
+            cleared = AlarmEvent(
+                aid,
+                dev,
+                point,
+                kind,
+                Severity(sev),
+                AlarmState.NORMAL,
+                msg.sent_ms,
+                json.loads(value),
+                json.loads(limit),
+                RECONCILED,
+            )
+            stored += self._alarm_event(cur, msg.gateway, cleared, pos, clock, ORIGIN_BIRTH)
+        if stored:
+            log.info("gateway %s: %d alarm states reconciled from its birth", msg.gateway, stored)
+        return stored
+
+    def _death(self, cur: Cursor, site: str, msg: Death, clock: "Clock") -> None:
+        rows = self._run(
+            cur, "SELECT status, session FROM gateways WHERE gateway_id = :gw", {"gw": msg.gateway}
+        )
+        if rows and (rows[0][1] != msg.session or rows[0][0] == Status.OFFLINE.value):
             return  # the death of an older session, or one we already applied
-        # A last will is built at connect time, so its sent time is not the time of death.
-        ts = max(msg.sent_ms, now_ms)
+        # A last will is built at connect time, so its sent time is not the time of death;
+        # a clock running ahead is no time of death either.
+        ts = clock.now_ms if clock.received(msg.sent_ms) else max(msg.sent_ms, clock.now_ms)
         self._run(
             cur,
             "INSERT INTO gateways (gateway_id, site, status, since_ms, session, software,"
@@ -462,24 +713,32 @@ class SqlStore(ABC):
             " reason = :why",
             {"gw": msg.gateway, "site": site, "ts": ts, "sess": msg.session, "why": msg.reason},
         )
-        self._log_status(cur, "gateway", msg.gateway, Status.OFFLINE, ts, msg.reason)
+        self._log_status(cur, "gateway", msg.gateway, Status.OFFLINE, ts, msg.reason, clock)
         devices = self._run(
             cur,
             "SELECT device FROM devices WHERE gateway_id = :gw AND status <> 'unknown'",
             {"gw": msg.gateway},
         )
         for (device,) in devices:
-            self._device_status(cur, msg.gateway, device, Status.UNKNOWN, ts, "gateway offline")
+            # Not an event of the gateway's stream: the position stays, so that the stream's
+            # next event (whatever its order) applies.
+            self._run(
+                cur,
+                "UPDATE devices SET status = 'unknown', since_ms = :ts, reason = 'gateway offline'"
+                " WHERE device = :dev",
+                {"ts": ts, "dev": device},
+            )
+            self._log_status(cur, "device", device, Status.UNKNOWN, ts, "gateway offline", clock)
 
     def _status(self, cur: Cursor, site: str, msg: StatusMsg) -> None:
+        # Counters follow arrival: a gateway's clock may step back, its messages do not.
         p = {"gw": msg.gateway, "site": site, "c": json.dumps(msg.counters), "ts": msg.sent_ms}
         self._run(
             cur,
             "INSERT INTO gateways (gateway_id, site, status, since_ms, session, software,"
             " config_hash, reason, counters, counters_ms)"
             " VALUES (:gw, :site, 'unknown', 0, '', '', '', '', :c, :ts)"
-            " ON CONFLICT (gateway_id) DO UPDATE SET counters = :c, counters_ms = :ts"
-            " WHERE gateways.counters_ms IS NULL OR gateways.counters_ms <= :ts",
+            " ON CONFLICT (gateway_id) DO UPDATE SET counters = :c, counters_ms = :ts",
             p,
         )
 
@@ -519,11 +778,22 @@ class SqlStore(ABC):
         """All known gateways."""
         rows = self._query(
             "SELECT gateway_id, site, status, since_ms, session, software, config_hash, reason,"
-            " counters, counters_ms FROM gateways ORDER BY gateway_id"
+            " counters, counters_ms, clock_plausible, clock_step_ms, clock_step_at_ms,"
+            " birth_received_ms FROM gateways ORDER BY gateway_id"
         )
         return [
             GatewayState(
-                r[0], r[1], Status(r[2]), r[3], r[4], r[5], r[6], r[7], json.loads(r[8]), r[9]
+                r[0],
+                r[1],
+                Status(r[2]),
+                r[3],
+                r[4],
+                r[5],
+                r[6],
+                r[7],
+                json.loads(r[8]),
+                r[9],
+                None if r[10] is None else GatewayClock(bool(r[10]), r[11], r[12], r[13]),
             )
             for r in rows
         ]
@@ -659,12 +929,13 @@ class SqlStore(ABC):
         """Stored alarm events the case engine has not handled yet, oldest first."""
         rows = self._query(
             "SELECT id, gateway_id, device, point, alarm_type, alarm_id, severity, state, ts_ms,"
-            " value, message FROM alarm_events WHERE handled = FALSE ORDER BY id LIMIT :n",
+            " value, message, origin FROM alarm_events WHERE handled = FALSE ORDER BY id"
+            " LIMIT :n",
             {"n": limit},
         )
         return [
             AlarmTransition(
-                r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], json.loads(r[9]), r[10]
+                r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], json.loads(r[9]), r[10], r[11]
             )
             for r in rows
         ]
@@ -907,8 +1178,8 @@ class SqlStore(ABC):
             cur,
             "SELECT e.id, e.gateway_id, e.device, e.point, e.alarm_type, e.alarm_id, e.severity,"
             " e.state, e.ts_ms, e.value, e.limit_value, e.message, e.ack_by, e.ack_note,"
-            " e.historical, b.asset FROM alarm_events e"
-            " LEFT JOIN device_assets b ON b.device = e.device"
+            " e.historical, b.asset, e.pos_rank, e.pos_seq, e.pos_idx, e.received_ms, e.origin"
+            " FROM alarm_events e LEFT JOIN device_assets b ON b.device = e.device"
             " WHERE NOT e.evented ORDER BY e.id LIMIT :n",
             {"n": limit},
         )
@@ -927,39 +1198,53 @@ class SqlStore(ABC):
                 "msg": r[11],
                 "by": r[12],
                 "note": r[13],
+                "r": r[16],
+                "s": r[17],
+                "i": r[18],
+                "recv": r[19],
             }
+            # An occurrence's state follows its gateway's order of events: a transition that
+            # arrived after a newer one of the same alarm changes nothing and is not announced.
             self._run(
                 cur,
                 "INSERT INTO alarm_index (alarm_id, gateway_id, device, point, alarm_type,"
                 " severity, state, raised_ms, state_ms, value, limit_value, message, ack_by,"
-                " ack_note) VALUES (:aid, :gw, :dev, :pt, :type, :sev, :state, :ts, :ts, :val,"
-                " :lim, :msg, :by, :note)"
+                " ack_note, pos_rank, pos_seq, pos_idx, received_ms) VALUES (:aid, :gw, :dev,"
+                " :pt, :type, :sev, :state, :ts, :ts, :val, :lim, :msg, :by, :note, :r, :s, :i,"
+                " :recv)"
                 " ON CONFLICT (alarm_id) DO UPDATE SET severity = :sev, state = :state,"
                 " state_ms = :ts, value = :val, message = :msg,"
                 " ack_by = COALESCE(CAST(:by AS TEXT), alarm_index.ack_by),"
-                " ack_note = COALESCE(CAST(:note AS TEXT), alarm_index.ack_note)"
-                " WHERE alarm_index.state_ms <= :ts",
+                " ack_note = COALESCE(CAST(:note AS TEXT), alarm_index.ack_note),"
+                " pos_rank = :r, pos_seq = :s, pos_idx = :i, received_ms = :recv"
+                " WHERE alarm_index.pos_rank IS NULL OR CAST(:r AS BIGINT) IS NULL"
+                " OR alarm_index.pos_rank < :r OR (alarm_index.pos_rank = :r"
+                " AND (alarm_index.pos_seq < :s"
+                " OR (alarm_index.pos_seq = :s AND alarm_index.pos_idx <= :i)))",
                 p,
             )
-            data = {
-                "alarm_id": r[5],
-                "gateway": r[1],
-                "device": r[2],
-                "point": r[3],
-                "alarm_type": r[4],
-                "severity": r[6],
-                "state": r[7],
-                "ts_ms": r[8],
-                "value": json.loads(r[9]),
-                "limit": json.loads(r[10]),
-                "message": r[11],
-                "ack_by": r[12],
-                "ack_note": r[13],
-                "historical": bool(r[14]),
-                "asset": r[15],
-            }
-            etype = ALARM_EVENT_TYPES.get(r[7], "alarm.raised")
-            self._log_event(cur, etype, r[8], now_ms, r[5], data)
+            if cur.rowcount == 1:
+                data = {
+                    "alarm_id": r[5],
+                    "gateway": r[1],
+                    "device": r[2],
+                    "point": r[3],
+                    "alarm_type": r[4],
+                    "severity": r[6],
+                    "state": r[7],
+                    "ts_ms": r[8],
+                    "value": json.loads(r[9]),
+                    "limit": json.loads(r[10]),
+                    "message": r[11],
+                    "ack_by": r[12],
+                    "ack_note": r[13],
+                    "historical": bool(r[14]),
+                    "asset": r[15],
+                    "received_ms": r[19],
+                    "origin": r[20],
+                }
+                etype = ALARM_EVENT_TYPES.get(r[7], "alarm.raised")
+                self._log_event(cur, etype, r[8], now_ms, r[5], data)
             self._run(cur, "UPDATE alarm_events SET evented = TRUE WHERE id = :id", {"id": r[0]})
         return len(rows)
 
@@ -1029,14 +1314,15 @@ class SqlStore(ABC):
 
     _ALARM_COLS = (
         "a.id, a.alarm_id, a.gateway_id, a.device, a.point, a.alarm_type, a.severity, a.state,"
-        " a.raised_ms, a.state_ms, a.value, a.limit_value, a.message, a.ack_by, a.ack_note, b.asset"
+        " a.raised_ms, a.state_ms, a.value, a.limit_value, a.message, a.ack_by, a.ack_note,"
+        " b.asset, a.received_ms"
     )
 
     @staticmethod
     def _alarm_view(r: Sequence[Any]) -> AlarmView:
         value, limit = json.loads(r[10]), json.loads(r[11])
         return AlarmView(
-            r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], value, limit, *r[12:16]
+            r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], value, limit, *r[12:17]
         )
 
     def find_alarms(

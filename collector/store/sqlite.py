@@ -10,10 +10,17 @@ from typing import Any
 
 from collector.models import Bucket, Reading
 from collector.store.base import StoreDataError, StoreError, StoreUnavailable
-from collector.store.schema import Migration, api_statements, core_statements, epoch_statements
+from collector.store.schema import (
+    Migration,
+    api_statements,
+    core_statements,
+    epoch_statements,
+    order_statements,
+)
 from collector.store.sql import (
     BatchKey,
     Cursor,
+    FlaggedRow,
     KeyedDigest,
     ReadingRow,
     SqlStore,
@@ -33,9 +40,12 @@ MIGRATIONS = (
     Migration(2, "readings", _READINGS),
     Migration(3, "command-center API", api_statements("sqlite")),
     Migration(4, "batch keys with buffer epochs", epoch_statements("sqlite")),
+    Migration(5, "event order and clocks", order_statements("sqlite")),
 )
-_COLS = "gateway_id, device, point, ts_ms, vtype, value_num, value_text, quality, historical"
-_INSERT_READING = f"INSERT INTO readings ({_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
+_INSERT_COLS = "gateway_id, device, point, ts_ms, vtype, value_num, value_text, quality, historical"
+_COLS = f"{_INSERT_COLS}, received_ms"
+_INSERT_READING = f"INSERT INTO readings ({_INSERT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
+_INSERT_FLAGGED = f"INSERT INTO readings ({_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
 _MIN_MS, _MAX_MS = -(2**62), 2**62
 # Primary result codes (sqlite.org/rescode.html) in which the file, the disk or another
 # process is the problem, not what we wrote: BUSY, LOCKED, NOMEM, READONLY, INTERRUPT, IOERR,
@@ -56,7 +66,8 @@ def convert_error(exc: sqlite3.Error) -> StoreError:
 
 
 def _reading(r: Any) -> Reading:
-    return Reading(r[0], r[1], r[2], r[3], decode_value(r[4], r[5], r[6]), r[7], bool(r[8]))
+    value = decode_value(r[4], r[5], r[6])
+    return Reading(r[0], r[1], r[2], r[3], value, r[7], bool(r[8]), r[9])
 
 
 class SqliteStore(SqlStore):
@@ -68,7 +79,7 @@ class SqliteStore(SqlStore):
 
     def __init__(self, path: str) -> None:
         self._path = path
-        self._known_epochs = set()
+        self._known_epochs = {}
         self._lock = threading.RLock()
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
@@ -150,6 +161,9 @@ class SqliteStore(SqlStore):
     def _insert_readings(self, cur: Cursor, rows: list[ReadingRow]) -> None:
         cur.executemany(_INSERT_READING, rows)
 
+    def _insert_flagged_readings(self, cur: Cursor, rows: list[FlaggedRow]) -> None:
+        cur.executemany(_INSERT_FLAGGED, rows)
+
     def readings(
         self,
         device: str,
@@ -193,7 +207,7 @@ class SqliteStore(SqlStore):
         # SQLite fills bare columns from the row holding max(): exactly the newest reading.
         rows = self._query(
             "SELECT gateway_id, device, point, max(ts_ms), vtype, value_num, value_text,"
-            " quality, historical FROM readings WHERE (:dev IS NULL OR device = :dev)"
+            " quality, historical, received_ms FROM readings WHERE (:dev IS NULL OR device = :dev)"
             " GROUP BY device, point ORDER BY device, point",
             {"dev": device},
         )

@@ -122,3 +122,25 @@ def test_auto_close_when_configured(store: Store, routing: Routing) -> None:
     engine.process_pending()
     assert len(store.cases(open_only=True)) == 1
     assert len(store.cases()) == 2
+
+
+def test_alarms_from_a_birth_picture_open_and_clear_cases_with_a_note(
+    store: Store, routing: Routing
+) -> None:
+    # A collector that missed the leak learns it from the gateway's birth, and later learns
+    # from the next birth that it is gone; the case says so both times.
+    store.upsert_assets([Asset(code="3101040111000001", owner="燃气公司", devices=("gas-1",))])
+    engine = CaseEngine(store, routing, Clock())
+    devices = (DeviceInfo("gas-1", "gas_detector", "gas", True),)
+    ev = AlarmEvent("gw:e1:7", "gas-1", "gas_concentration", "hi", Severity.HIGH,
+                    AlarmState.ACTIVE_UNACKED, int(T0 * 1000), 30.0, 20, "gas high")  # fmt: skip
+    t = int(T0 * 1000)
+    for session, alarms in (("s2", (ev,)), ("s3", ())):
+        birth = Birth("gw", session, 0, t, "1", "h", devices, alarms, 0, epoch="e1")
+        store.write([Accepted(TopicParts("site", "gw", Kind.BIRTH), birth)], t)
+        engine.process_pending()
+    (case,) = store.cases()
+    notes = [a.note for a in store.audit(case.case_no)]
+    assert "alarm gw:e1:7: gas high (value 30.0) (reconciled from birth)" in notes
+    assert "alarm gw:e1:7 cleared (reconciled from birth)" in notes
+    assert case.state is CaseState.VERIFYING

@@ -24,6 +24,7 @@ class ReadingOut(BaseModel):
     value: Value
     quality: str
     historical: bool
+    received_ms: int | None = None  # only if ts_ms was implausible: when it reached us
 
 
 class BucketOut(BaseModel):
@@ -45,6 +46,7 @@ def _out(r: Reading) -> ReadingOut:
         value=r.value,
         quality=r.quality,
         historical=r.historical,
+        received_ms=r.received_ms,
     )
 
 
