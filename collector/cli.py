@@ -326,5 +326,8 @@ def import_assets(
     try:
         store.migrate()
         typer.echo(f"imported {store.upsert_assets(records)} assets from {file}")
+    except AssetError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     finally:
         store.close()

@@ -37,6 +37,7 @@ EVENT_TYPES = (
     "gateway.offline",
     "gateway.unknown",
     "gateway.epoch",
+    "gateway.conflict",
     "device.online",
     "device.offline",
     "device.unknown",

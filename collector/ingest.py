@@ -20,9 +20,12 @@ from paho.mqtt.reasoncodes import ReasonCode
 from collector.models import Accepted, Incoming, Rejected, WriteResult
 from collector.store import Store, StoreDataError, StoreError, StoreUnavailable
 from wire import (
+    AlarmBatch,
+    Birth,
     Command,
     DataBatch,
     Kind,
+    Message,
     WireError,
     decode,
     encode,
@@ -65,10 +68,29 @@ def classify(topic_name: str, payload: bytes, root: str, now_ms: int) -> Incomin
     if msg.gateway != parts.gateway:
         reason = f"topic gateway {parts.gateway!r} does not match payload gateway {msg.gateway!r}"
         return Rejected(topic_name, payload, reason, now_ms)
+    foreign = _foreign_alarm(msg)
+    if foreign is not None:
+        reason = (
+            f"alarm id {foreign!r} is not one of gateway {msg.gateway!r}"
+            f" (its ids start with {msg.gateway + ':'!r}): a gateway speaks only for itself"
+        )
+        return Rejected(topic_name, payload, reason, now_ms, conflict_of=msg.gateway)
     digest = None
     if parts.kind in DURABLE_KINDS:
         digest = hashlib.blake2b(payload, digest_size=16).digest()
     return Accepted(parts, msg, digest, topic_name, payload)
+
+
+def _foreign_alarm(msg: Message) -> str | None:
+    """The first alarm id in `msg` that its gateway did not make (`<gateway>:...`), if any."""
+    if isinstance(msg, AlarmBatch):
+        events = msg.events
+    elif isinstance(msg, Birth):
+        events = msg.alarms
+    else:
+        return None
+    prefix = msg.gateway + ":"
+    return next((e.alarm_id for e in events if not e.alarm_id.startswith(prefix)), None)
 
 
 def parse_mqtt_url(url: str) -> tuple[str, int]:
@@ -93,6 +115,7 @@ class IngestStats:
     store_errors: int = 0  # failed commits (each retried, split or dead-lettered)
     poisoned: int = 0  # messages the database refused every time: dead-lettered with its reason
     rebirths_requested: int = 0  # retained (possibly old) births answered with `rebirth`
+    gateway_conflicts: int = 0  # claims refused to a gateway (another's alarm id or asset)
     connected: bool = False
 
 
@@ -397,6 +420,7 @@ class Ingest:
             self.stats.duplicates += result.duplicates
             self.stats.conflicts += result.conflicts
             self.stats.new_epochs += result.new_epochs
+            self.stats.gateway_conflicts += result.gateway_conflicts
             self.stats.dead_letters += result.dead_letters
             self._acked = ticket
             self._turn.notify_all()

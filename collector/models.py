@@ -42,6 +42,9 @@ class Rejected:
     payload: bytes
     reason: str
     received_ms: int
+    # The gateway that claimed what is not its own (an alarm id of another gateway): the
+    # refusal is also reported as a `gateway.conflict` event of that gateway.
+    conflict_of: str | None = None
 
 
 Incoming = Accepted | Rejected
@@ -183,6 +186,7 @@ class WriteResult:
     alarm_events: int = 0
     conflicts: int = 0  # a key seen before with different content: dead-lettered, logged
     new_epochs: int = 0  # a known gateway started a new buffer epoch
+    gateway_conflicts: int = 0  # claims refused to a gateway (another's alarm id or asset)
 
     def __add__(self, other: "WriteResult") -> "WriteResult":
         """The effect of two commits together."""

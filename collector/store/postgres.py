@@ -28,6 +28,7 @@ from collector.store.schema import (
     core_statements,
     epoch_statements,
     order_statements,
+    scope_statements,
 )
 from collector.store.sql import (
     V_FLOAT,
@@ -256,6 +257,7 @@ class PostgresStore(SqlStore):
                 Migration(3, "command-center API", api_statements("postgres")),
                 Migration(4, "batch keys with buffer epochs", epoch_statements("postgres")),
                 Migration(5, "event order and clocks", order_statements("postgres")),
+                Migration(6, "devices scoped by gateway", scope_statements("postgres")),
             )
             for m in migrations:
                 if m.version in done:
@@ -422,16 +424,20 @@ class PostgresStore(SqlStore):
         since_ms: int | None = None,
         until_ms: int | None = None,
         limit: int = 1000,
+        gateway: str | None = None,
     ) -> list[Reading]:
-        """Raw readings of a device (optionally one point) in [since, until), oldest first."""
+        """Raw readings of a device (of one gateway, if given; optionally one point) in
+        [since, until), oldest first."""
         rows = self._query(
             f"SELECT {_COLS} FROM readings WHERE device = :dev"  # noqa: S608 - constant columns
+            " AND (CAST(:gw AS TEXT) IS NULL OR gateway_id = :gw)"
             " AND (CAST(:pt AS TEXT) IS NULL OR point = :pt)"
             " AND (CAST(:since AS TIMESTAMPTZ) IS NULL OR ts >= :since)"
             " AND (CAST(:until AS TIMESTAMPTZ) IS NULL OR ts < :until)"
             " ORDER BY ts, point LIMIT :n",
             {
                 "dev": device,
+                "gw": gateway,
                 "pt": point,
                 "since": None if since_ms is None else ms_to_dt(since_ms),
                 "until": None if until_ms is None else ms_to_dt(until_ms),
@@ -441,7 +447,13 @@ class PostgresStore(SqlStore):
         return [_reading(r) for r in rows]
 
     def series(
-        self, device: str, point: str, since_ms: int, until_ms: int, bucket_ms: int
+        self,
+        device: str,
+        point: str,
+        since_ms: int,
+        until_ms: int,
+        bucket_ms: int,
+        gateway: str | None = None,
     ) -> list[Bucket]:
         """Numeric readings bucketed (aligned to the epoch) into min/avg/max."""
         if bucket_ms <= 0:
@@ -450,23 +462,27 @@ class PostgresStore(SqlStore):
             "SELECT div(CAST(extract(epoch FROM ts) * 1000 AS BIGINT), :b) * :b AS bucket,"
             " count(*), min(value_num), avg(value_num), max(value_num) FROM readings"
             " WHERE device = :dev AND point = :pt AND ts >= :since AND ts < :until"
+            " AND (CAST(:gw AS TEXT) IS NULL OR gateway_id = :gw)"
             " AND vtype IN (1, 2, 3) GROUP BY bucket ORDER BY bucket",
             {
                 "b": bucket_ms,
                 "dev": device,
                 "pt": point,
+                "gw": gateway,
                 "since": ms_to_dt(since_ms),
                 "until": ms_to_dt(until_ms),
             },
         )
         return [Bucket(int(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
 
-    def latest(self, device: str | None = None) -> list[Reading]:
-        """The newest reading of every (device, point), optionally for one device."""
+    def latest(self, device: str | None = None, gateway: str | None = None) -> list[Reading]:
+        """The newest reading of every (gateway, device, point), optionally for one device
+        and/or one gateway."""
         sql = (
-            f"SELECT DISTINCT ON (device, point) {_COLS} FROM readings"  # noqa: S608 - constant
+            f"SELECT DISTINCT ON (device, gateway_id, point) {_COLS} FROM readings"  # noqa: S608
             " WHERE (CAST(:dev AS TEXT) IS NULL OR device = :dev)"
-            " ORDER BY device, point, ts DESC"
+            " AND (CAST(:gw AS TEXT) IS NULL OR gateway_id = :gw)"
+            " ORDER BY device, gateway_id, point, ts DESC"
         )
         with self._tx() as cur:
             if self._layout == TIMESCALE:
@@ -474,7 +490,7 @@ class PostgresStore(SqlStore):
                 # SkipScan under a per-chunk Sort and silently return the OLDEST row of each
                 # uncompressed chunk (timescale/timescaledb#10447, fixed in 2.29.2 by #10430).
                 cur.execute("SET LOCAL timescaledb.enable_skipscan = off")
-            rows = self._run(cur, sql, {"dev": device})
+            rows = self._run(cur, sql, {"dev": device, "gw": gateway})
         return [_reading(r) for r in rows]
 
     def count_readings(self) -> int:

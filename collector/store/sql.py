@@ -12,7 +12,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from collector.assets import Asset
+from collector.assets import Asset, AssetError
 from collector.cases.workflow import Audit, Case, CaseState
 from collector.events import (
     ALARM_EVENT_TYPES,
@@ -67,6 +67,7 @@ ReadingRow = tuple[str, str, str, int, int, float | None, str | None, str, bool]
 
 V_NULL, V_BOOL, V_INT, V_FLOAT, V_STR = 0, 1, 2, 3, 4
 _EXACT_FLOAT_INT = 2**53
+CONFLICT = "conflict"  # the status_log status of a claim a gateway may not make
 ACTIVE_STATES = (AlarmState.ACTIVE_UNACKED.value, AlarmState.ACTIVE_ACKED.value)
 FINISHED_STATES = (CaseState.CLOSED.value, CaseState.VOIDED.value)
 
@@ -112,13 +113,16 @@ def at_or_after(pos: Pos, stored: Sequence[Any]) -> bool:
     return pos >= (int(stored[0]), int(stored[1]), int(stored[2]))
 
 
-@dataclass(frozen=True, slots=True)
-class Clock:
-    """The collector's judgement of sample times for one commit: plausible in [lo, hi]."""
+@dataclass(slots=True)
+class Commit:
+    """What one commit knows and counts beyond its rows: the collector's time, the window of
+    plausible sample times [lo, hi], and the claims refused to gateways."""
 
     now_ms: int
     lo: int
     hi: int
+    gateway_conflicts: int = 0
+    dead_letters: int = 0  # besides the Rejected items: births whose claims were refused
 
     def received(self, ts_ms: int) -> int | None:
         """The receive time to store beside `ts_ms` if it is implausible, else None."""
@@ -173,7 +177,7 @@ class SqlStore(ABC):
     # (gateway, epoch) pairs known to be recorded, with their rank (first seen, ms): most
     # writes then skip `_note_epochs`.
     _known_epochs: dict[tuple[str, str], int]
-    # How far ahead of the collector's clock a sample time may be and still be plausible.
+    # How far ahead of the collector's ctx a sample time may be and still be plausible.
     max_skew_ms: int = 300_000
 
     # --- what a backend provides ------------------------------------------------------------
@@ -250,7 +254,7 @@ class SqlStore(ABC):
         readings: list[ReadingRow] = []
         flagged: list[FlaggedRow] = []
         dead = dupes = alarm_events = conflicts = 0
-        clock = Clock(now_ms, EARLIEST_PLAUSIBLE_MS, now_ms + self.max_skew_ms)
+        ctx = Commit(now_ms, EARLIEST_PLAUSIBLE_MS, now_ms + self.max_skew_ms)
         with self._tx() as cur:
             ranks, new_epochs = self._note_epochs(cur, sorted(epochs), now_ms)
             claimed = [(*k, d) for k, d in digests.items()]
@@ -260,6 +264,8 @@ class SqlStore(ABC):
                 if isinstance(item, Rejected):
                     self._dead_letter(cur, item)
                     dead += 1
+                    if item.conflict_of is not None:
+                        self._gateway_conflict(cur, item.conflict_of, item.reason, ctx)
                     continue
                 msg = item.message
                 if isinstance(msg, DataBatch | AlarmBatch | DeviceEventBatch):
@@ -278,13 +284,13 @@ class SqlStore(ABC):
                     (msg.gateway, msg.epoch), 0
                 )
                 if isinstance(msg, DataBatch):
-                    if clock.all_plausible(msg.records):
+                    if ctx.all_plausible(msg.records):
                         readings.extend(self._reading_rows(msg))
                     else:
-                        flagged.extend(self._flagged_rows(msg, clock))
+                        flagged.extend(self._flagged_rows(msg, ctx))
                 elif isinstance(msg, AlarmBatch):
                     for n, ev in enumerate(msg.events):
-                        self._alarm_event(cur, msg.gateway, ev, (rank, msg.seq, n), clock)
+                        self._alarm_event(cur, msg.gateway, ev, (rank, msg.seq, n), ctx)
                     alarm_events += len(msg.events)
                 elif isinstance(msg, DeviceEventBatch):
                     for n, dev_ev in enumerate(msg.events):
@@ -294,12 +300,14 @@ class SqlStore(ABC):
                             msg.gateway,
                             dev_ev.device,
                             Change(status, dev_ev.ts_ms, dev_ev.reason, (rank, msg.seq, n)),
-                            clock,
+                            ctx,
                         )
                 elif isinstance(msg, Birth):
-                    alarm_events += self._birth(cur, item.topic.site, msg, rank, clock)
+                    alarm_events += self._birth(
+                        cur, item.topic.site, msg, rank, ctx, item.topic_name, item.payload
+                    )
                 elif isinstance(msg, Death):
-                    self._death(cur, item.topic.site, msg, clock)
+                    self._death(cur, item.topic.site, msg, ctx)
                 elif isinstance(msg, StatusMsg):
                     self._status(cur, item.topic.site, msg)
                 elif isinstance(msg, CommandReply):
@@ -312,10 +320,11 @@ class SqlStore(ABC):
         return WriteResult(
             len(readings) + len(flagged),
             dupes,
-            dead + conflicts,
+            dead + conflicts + ctx.dead_letters,
             alarm_events,
             conflicts,
             new_epochs,
+            ctx.gateway_conflicts,
         )
 
     def _note_epochs(
@@ -372,7 +381,7 @@ class SqlStore(ABC):
         self._dead_letter(cur, Rejected(item.topic_name, payload, reason, now_ms))
 
     @staticmethod
-    def _flagged_rows(msg: DataBatch, clock: "Clock") -> Iterator[FlaggedRow]:
+    def _flagged_rows(msg: DataBatch, ctx: "Commit") -> Iterator[FlaggedRow]:
         """Reading rows with the receive time beside each implausible sample time."""
         for r in msg.records:
             tag, num, text = encode_value(r.value)
@@ -386,7 +395,7 @@ class SqlStore(ABC):
                 text,
                 r.quality.value,
                 r.historical,
-                clock.received(r.ts_ms),
+                ctx.received(r.ts_ms),
             )
 
     @abstractmethod
@@ -428,7 +437,7 @@ class SqlStore(ABC):
         gateway: str,
         ev: AlarmEvent,
         pos: Pos,
-        clock: "Clock",
+        ctx: "Commit",
         origin: str = ORIGIN_GATEWAY,
     ) -> int:
         """Store one alarm transition; apply it to the alarm's state if it is the newest.
@@ -457,7 +466,7 @@ class SqlStore(ABC):
             "r": pos[0],
             "s": pos[1],
             "i": pos[2],
-            "recv": clock.received(ev.ts_ms),
+            "recv": ctx.received(ev.ts_ms),
             "origin": origin,
         }
         rows = self._run(
@@ -515,7 +524,7 @@ class SqlStore(ABC):
         return 1
 
     def _device_status(
-        self, cur: Cursor, gateway: str, device: str, change: "Change", clock: "Clock"
+        self, cur: Cursor, gateway: str, device: str, change: "Change", ctx: "Commit"
     ) -> None:
         """Apply a device status change if it is not older (in the gateway's order) than the
         stored one; log it if the status changed."""
@@ -531,15 +540,16 @@ class SqlStore(ABC):
         }
         rows = self._run(
             cur,
-            "SELECT status, pos_rank, pos_seq, pos_idx FROM devices WHERE device = :dev",
+            "SELECT status, pos_rank, pos_seq, pos_idx FROM devices"
+            " WHERE gateway_id = :gw AND device = :dev",
             p,
         )
         if not rows:
             self._run(
                 cur,
-                "INSERT INTO devices (device, gateway_id, profile, family, status, since_ms,"
+                "INSERT INTO devices (gateway_id, device, profile, family, status, since_ms,"
                 " reason, pos_rank, pos_seq, pos_idx)"
-                " VALUES (:dev, :gw, '', '', :st, :ts, :why, :r, :s, :i)",
+                " VALUES (:gw, :dev, '', '', :st, :ts, :why, :r, :s, :i)",
                 p,
             )
         elif not at_or_after(change.pos, rows[0][1:4]):
@@ -547,44 +557,59 @@ class SqlStore(ABC):
         elif rows[0][0] == change.status.value:
             self._run(
                 cur,
-                "UPDATE devices SET pos_rank = :r, pos_seq = :s, pos_idx = :i WHERE device = :dev",
+                "UPDATE devices SET pos_rank = :r, pos_seq = :s, pos_idx = :i"
+                " WHERE gateway_id = :gw AND device = :dev",
                 p,
             )
             return
         else:
             self._run(
                 cur,
-                "UPDATE devices SET gateway_id = :gw, status = :st, since_ms = :ts, reason = :why,"
-                " pos_rank = :r, pos_seq = :s, pos_idx = :i WHERE device = :dev",
+                "UPDATE devices SET status = :st, since_ms = :ts, reason = :why, pos_rank = :r,"
+                " pos_seq = :s, pos_idx = :i WHERE gateway_id = :gw AND device = :dev",
                 p,
             )
-        self._log_status(cur, "device", device, change.status, change.ts_ms, change.reason, clock)
+        self._log_status(
+            cur, "device", device, change.status, change.ts_ms, change.reason, ctx, gateway
+        )
 
     def _log_status(
         self,
         cur: Cursor,
         entity: str,
         ident: str,
-        status: Status,
+        status: str,
         ts_ms: int,
         reason: str,
-        clock: "Clock",
+        ctx: "Commit",
+        gateway: str | None = None,
     ) -> None:
+        """Log a status change; a device's names its gateway (`gateway`)."""
         self._run(
             cur,
-            "INSERT INTO status_log (entity, ident, status, ts_ms, reason, received_ms)"
-            " VALUES (:e, :i, :s, :ts, :why, :recv)",
+            "INSERT INTO status_log (entity, ident, status, ts_ms, reason, received_ms, gateway_id)"
+            " VALUES (:e, :i, :s, :ts, :why, :recv, :gw)",
             {
                 "e": entity,
                 "i": ident,
-                "s": status.value,
+                "s": str(status),
                 "ts": ts_ms,
                 "why": reason,
-                "recv": clock.received(ts_ms),
+                "recv": ctx.received(ts_ms),
+                "gw": gateway,
             },
         )
 
-    def _birth(self, cur: Cursor, site: str, msg: Birth, rank: int, clock: "Clock") -> int:
+    def _birth(
+        self,
+        cur: Cursor,
+        site: str,
+        msg: Birth,
+        rank: int,
+        ctx: "Commit",
+        topic_name: str = "",
+        payload: bytes = b"",
+    ) -> int:
         """Apply a birth: the gateway online, its devices, its alarm picture; return how many
         alarm events the picture added.
 
@@ -614,7 +639,7 @@ class SqlStore(ABC):
             "ch": msg.config_hash,
             "r": rank,
             "s": msg.high_water,
-            "recv": clock.now_ms,
+            "recv": ctx.now_ms,
             "cp": msg.clock.plausible,
             "cs": msg.clock.step_ms,
             "ca": msg.clock.step_at_ms,
@@ -634,24 +659,27 @@ class SqlStore(ABC):
         )
         if not msg.clock.plausible:
             log.warning("gateway %s reports an implausible wall clock", msg.gateway)
-        self._log_status(cur, "gateway", msg.gateway, Status.ONLINE, msg.sent_ms, "birth", clock)
+        self._log_status(cur, "gateway", msg.gateway, Status.ONLINE, msg.sent_ms, "birth", ctx)
         for d in msg.devices:
             self._run(
                 cur,
-                "INSERT INTO devices (device, gateway_id, profile, family, status, since_ms,"
-                " reason) VALUES (:dev, :gw, :prof, :fam, 'unknown', 0, '')"
-                " ON CONFLICT (device) DO UPDATE SET gateway_id = :gw, profile = :prof,"
-                " family = :fam",
+                "INSERT INTO devices (gateway_id, device, profile, family, status, since_ms,"
+                " reason) VALUES (:gw, :dev, :prof, :fam, 'unknown', 0, '')"
+                " ON CONFLICT (gateway_id, device) DO UPDATE SET profile = :prof, family = :fam",
                 {"dev": d.device, "gw": msg.gateway, "prof": d.profile, "fam": d.family},
             )
             status = Status.ONLINE if d.online else Status.OFFLINE
             change = Change(status, msg.sent_ms, "birth", pos)
-            self._device_status(cur, msg.gateway, d.device, change, clock)
-            if d.asset:
-                self._bind_announced(cur, msg.gateway, d.device, d.asset)
-        return self._reconcile_alarms(cur, msg, rank, clock)
+            self._device_status(cur, msg.gateway, d.device, change, ctx)
+        refused = self._bind_announced(cur, msg, ctx)
+        if refused:
+            reason = "; ".join(refused) + " (the rest of the birth was applied)"
+            letter = Rejected(topic_name, payload or encode(msg), reason, ctx.now_ms)
+            self._dead_letter(cur, letter)
+            ctx.dead_letters += 1
+        return self._reconcile_alarms(cur, msg, rank, ctx)
 
-    def _reconcile_alarms(self, cur: Cursor, msg: Birth, rank: int, clock: "Clock") -> int:
+    def _reconcile_alarms(self, cur: Cursor, msg: Birth, rank: int, ctx: "Commit") -> int:
         """Make the collector's alarms of this gateway match the birth's alarm picture.
 
         Sparkplug's host behaviour: an alarm of the picture the collector does not hold in
@@ -671,7 +699,7 @@ class SqlStore(ABC):
         for i, ev in enumerate(msg.alarms):
             pictured.add((ev.device, ev.point, ev.alarm_type))
             pos = (rank, msg.high_water, BIRTH_IDX + i)
-            stored += self._alarm_event(cur, msg.gateway, ev, pos, clock, ORIGIN_BIRTH)
+            stored += self._alarm_event(cur, msg.gateway, ev, pos, ctx, ORIGIN_BIRTH)
         pos = (rank, msg.high_water, BIRTH_IDX + len(msg.alarms))
         for dev, point, kind, aid, sev, state, value, limit, *at in held:
             if (dev, point, kind) in pictured or state == AlarmState.NORMAL.value:
@@ -690,20 +718,20 @@ class SqlStore(ABC):
                 json.loads(limit),
                 RECONCILED,
             )
-            stored += self._alarm_event(cur, msg.gateway, cleared, pos, clock, ORIGIN_BIRTH)
+            stored += self._alarm_event(cur, msg.gateway, cleared, pos, ctx, ORIGIN_BIRTH)
         if stored:
             log.info("gateway %s: %d alarm states reconciled from its birth", msg.gateway, stored)
         return stored
 
-    def _death(self, cur: Cursor, site: str, msg: Death, clock: "Clock") -> None:
+    def _death(self, cur: Cursor, site: str, msg: Death, ctx: "Commit") -> None:
         rows = self._run(
             cur, "SELECT status, session FROM gateways WHERE gateway_id = :gw", {"gw": msg.gateway}
         )
         if rows and (rows[0][1] != msg.session or rows[0][0] == Status.OFFLINE.value):
             return  # the death of an older session, or one we already applied
         # A last will is built at connect time, so its sent time is not the time of death;
-        # a clock running ahead is no time of death either.
-        ts = clock.now_ms if clock.received(msg.sent_ms) else max(msg.sent_ms, clock.now_ms)
+        # a ctx running ahead is no time of death either.
+        ts = ctx.now_ms if ctx.received(msg.sent_ms) else max(msg.sent_ms, ctx.now_ms)
         self._run(
             cur,
             "INSERT INTO gateways (gateway_id, site, status, since_ms, session, software,"
@@ -713,7 +741,7 @@ class SqlStore(ABC):
             " reason = :why",
             {"gw": msg.gateway, "site": site, "ts": ts, "sess": msg.session, "why": msg.reason},
         )
-        self._log_status(cur, "gateway", msg.gateway, Status.OFFLINE, ts, msg.reason, clock)
+        self._log_status(cur, "gateway", msg.gateway, Status.OFFLINE, ts, msg.reason, ctx)
         devices = self._run(
             cur,
             "SELECT device FROM devices WHERE gateway_id = :gw AND status <> 'unknown'",
@@ -725,13 +753,15 @@ class SqlStore(ABC):
             self._run(
                 cur,
                 "UPDATE devices SET status = 'unknown', since_ms = :ts, reason = 'gateway offline'"
-                " WHERE device = :dev",
-                {"ts": ts, "dev": device},
+                " WHERE gateway_id = :gw AND device = :dev",
+                {"ts": ts, "dev": device, "gw": msg.gateway},
             )
-            self._log_status(cur, "device", device, Status.UNKNOWN, ts, "gateway offline", clock)
+            self._log_status(
+                cur, "device", device, Status.UNKNOWN, ts, "gateway offline", ctx, msg.gateway
+            )
 
     def _status(self, cur: Cursor, site: str, msg: StatusMsg) -> None:
-        # Counters follow arrival: a gateway's clock may step back, its messages do not.
+        # Counters follow arrival: a gateway's ctx may step back, its messages do not.
         p = {"gw": msg.gateway, "site": site, "c": json.dumps(msg.counters), "ts": msg.sent_ms}
         self._run(
             cur,
@@ -807,13 +837,16 @@ class SqlStore(ABC):
         )
         return [GatewayEpoch(r[0], r[1]) for r in rows]
 
-    def devices(self, gateway: str | None = None) -> list[DeviceState]:
-        """All known devices, optionally of one gateway."""
+    def devices(self, gateway: str | None = None, device: str | None = None) -> list[DeviceState]:
+        """All known devices, optionally of one gateway and/or with one device id."""
         rows = self._query(
             "SELECT d.device, d.gateway_id, d.profile, d.family, b.asset, d.status, d.since_ms,"
-            " d.reason FROM devices d LEFT JOIN device_assets b ON b.device = d.device"
-            " WHERE (CAST(:gw AS TEXT) IS NULL OR d.gateway_id = :gw) ORDER BY d.device",
-            {"gw": gateway},
+            " d.reason FROM devices d LEFT JOIN device_assets b"
+            " ON b.gateway_id = d.gateway_id AND b.device = d.device"
+            " WHERE (CAST(:gw AS TEXT) IS NULL OR d.gateway_id = :gw)"
+            " AND (CAST(:dev AS TEXT) IS NULL OR d.device = :dev)"
+            " ORDER BY d.device, d.gateway_id",
+            {"gw": gateway, "dev": device},
         )
         return [DeviceState(r[0], r[1], r[2], r[3], r[4], Status(r[5]), r[6], r[7]) for r in rows]
 
@@ -850,43 +883,130 @@ class SqlStore(ABC):
 
     # --- assets -------------------------------------------------------------------------------
 
-    def _bind(self, cur: Cursor, device: str, asset: str) -> None:
+    def _bind(self, cur: Cursor, gateway: str, device: str, asset: str) -> None:
         self._run(
             cur,
-            "INSERT INTO device_assets (device, asset) VALUES (:dev, :asset)"
-            " ON CONFLICT (device) DO UPDATE SET asset = :asset",
-            {"dev": device, "asset": asset},
+            "INSERT INTO device_assets (gateway_id, device, asset) VALUES (:gw, :dev, :asset)"
+            " ON CONFLICT (gateway_id, device) DO UPDATE SET asset = :asset",
+            {"gw": gateway, "dev": device, "asset": asset},
         )
 
-    def _bind_announced(self, cur: Cursor, gateway: str, device: str, asset: str) -> None:
-        """Apply a birth's device -> asset binding; an unknown asset never replaces a binding.
+    def _bind_announced(self, cur: Cursor, msg: Birth, ctx: "Commit") -> list[str]:
+        """Apply a birth's device -> asset claims; return why each refused claim was refused.
 
-        The registry is the authority on city components: a gateway config naming a
-        部件标识码 the registry lacks must not unbind the device from the asset it monitors.
+        A gateway speaks only for its own devices: a claim on an asset already bound to a
+        device of another gateway is refused (an operator rebinds through the API or the
+        registry), logged, and reported as a `gateway.conflict` event. An asset the registry
+        lacks never replaces a binding: the registry is the authority on city components.
+        A device the registry named without its gateway is claimed here by the first gateway
+        that announces it, while no other gateway has a device of that id.
         """
-        if self._run(cur, "SELECT 1 FROM assets WHERE code = :code", {"code": asset}):
-            self._bind(cur, device, asset)
-            return
-        log.warning(
-            "gateway %s announces device %s on asset %s, which is not in the asset registry",
-            gateway,
-            device,
-            asset,
-        )
-        self._run(
-            cur,
-            "INSERT INTO device_assets (device, asset) VALUES (:dev, :asset)"
-            " ON CONFLICT (device) DO NOTHING",
-            {"dev": device, "asset": asset},
-        )
+        refused: list[str] = []
+        gw = msg.gateway
+        for d in msg.devices:
+            self._claim_pending(cur, gw, d.device, ctx)
+            if d.asset is None:
+                continue
+            p = {"gw": gw, "dev": d.device, "asset": d.asset}
+            if not self._run(cur, "SELECT 1 FROM assets WHERE code = :asset", p):
+                log.warning(
+                    "gateway %s announces device %s on asset %s, which is not in the asset"
+                    " registry",
+                    gw,
+                    d.device,
+                    d.asset,
+                )
+                self._run(
+                    cur,
+                    "INSERT INTO device_assets (gateway_id, device, asset)"
+                    " VALUES (:gw, :dev, :asset) ON CONFLICT (gateway_id, device) DO NOTHING",
+                    p,
+                )
+                continue
+            owners = self._run(
+                cur,
+                "SELECT gateway_id, device FROM device_assets WHERE asset = :asset"
+                " AND gateway_id <> :gw AND gateway_id <> '' ORDER BY gateway_id, device",
+                p,
+            )
+            if owners:
+                holder = f"{owners[0][0]}/{owners[0][1]}"
+                why = (
+                    f"birth of {gw} claims asset {d.asset} for device {d.device}, but the asset"
+                    f" is bound to {holder}: claim refused"
+                )
+                refused.append(why)
+                self._gateway_conflict(cur, gw, why, ctx)
+                continue
+            self._bind(cur, gw, d.device, d.asset)
+        return refused
 
-    def bind_device(self, device: str, asset: str) -> None:
-        """Bind a device to an asset (replacing any earlier binding)."""
+    def _claim_pending(self, cur: Cursor, gateway: str, device: str, ctx: "Commit") -> None:
+        """Bind a device to the asset the registry named it under without a gateway, if the
+        id is this gateway's alone."""
+        p = {"gw": gateway, "dev": device}
+        pending = self._run(
+            cur, "SELECT asset FROM device_assets WHERE gateway_id = '' AND device = :dev", p
+        )
+        if not pending:
+            return
+        others = self._run(
+            cur,
+            "SELECT gateway_id FROM devices WHERE device = :dev AND gateway_id <> :gw"
+            " ORDER BY gateway_id",
+            p,
+        )
+        if others:
+            why = (
+                f"the registry binds device {device} to asset {pending[0][0]} without naming its"
+                f" gateway, and gateways {', '.join([gateway] + [o[0] for o in others])} all"
+                f" have a device {device}: bind it as gateway/device"
+            )
+            self._gateway_conflict(cur, gateway, why, ctx)
+            return
+        if not self._run(
+            cur, "SELECT 1 FROM device_assets WHERE gateway_id = :gw AND device = :dev", p
+        ):
+            self._bind(cur, gateway, device, pending[0][0])
+        self._run(cur, "DELETE FROM device_assets WHERE gateway_id = '' AND device = :dev", p)
+
+    def _gateway_conflict(self, cur: Cursor, gateway: str, why: str, ctx: "Commit") -> None:
+        """Report a claim a gateway may not make: a log line and a `gateway.conflict` event."""
+        log.warning("gateway %s: %s", gateway, why)
+        ctx.gateway_conflicts += 1
+        self._log_status(cur, "gateway", gateway, CONFLICT, ctx.now_ms, why, ctx)
+
+    def bind_device(self, gateway: str | None, device: str, asset: str) -> None:
+        """Bind a gateway's device to an asset (replacing any earlier binding); without a
+        gateway, the binding waits for the first gateway that announces the device."""
         with self._tx() as cur:
-            self._bind(cur, device, asset)
+            self._bind(cur, gateway or "", device, asset)
+
+    def _resolve(self, cur: Cursor, ref: str, code: str) -> tuple[str, str]:
+        """(gateway, device) for a registry entry `gateway/device` or `device` (see Asset)."""
+        gateway, _, device = ref.rpartition("/")
+        if gateway:
+            return gateway, device
+        found = self._run(
+            cur,
+            "SELECT gateway_id FROM devices WHERE device = :dev UNION"
+            " SELECT gateway_id FROM device_assets WHERE device = :dev AND gateway_id <> ''",
+            {"dev": device},
+        )
+        gateways = sorted(r[0] for r in found)
+        if len(gateways) > 1:
+            raise AssetError(
+                f"asset {code}: device {device} is on gateways {', '.join(gateways)};"
+                f" name it as {gateways[0]}/{device}"
+            )
+        return (gateways[0] if gateways else ""), device
 
     def upsert_assets(self, assets: Sequence[Asset]) -> int:
-        """Insert or replace assets and bind their listed devices; return how many."""
+        """Insert or replace assets and bind their listed devices; return how many.
+
+        Raises AssetError (nothing stored) if a device is named without its gateway while
+        several gateways have a device of that id.
+        """
         with self._tx() as cur:
             for a in assets:
                 doc = a.model_dump_json()
@@ -905,8 +1025,8 @@ class SqlStore(ABC):
                         "doc": doc,
                     },
                 )
-                for device in a.devices:
-                    self._bind(cur, device, a.code)
+                for ref in a.devices:
+                    self._bind(cur, *self._resolve(cur, ref, a.code), a.code)
         return len(assets)
 
     def assets(self) -> list[Asset]:
@@ -914,12 +1034,12 @@ class SqlStore(ABC):
         rows = self._query("SELECT doc FROM assets ORDER BY code")
         return [Asset.model_validate_json(r[0]) for r in rows]
 
-    def asset_of_device(self, device: str) -> Asset | None:
-        """The asset a device is bound to, if any."""
+    def asset_of_device(self, gateway: str, device: str) -> Asset | None:
+        """The asset a gateway's device is bound to, if any."""
         rows = self._query(
             "SELECT a.doc FROM device_assets b JOIN assets a ON a.code = b.asset"
-            " WHERE b.device = :dev",
-            {"dev": device},
+            " WHERE b.gateway_id = :gw AND b.device = :dev",
+            {"gw": gateway, "dev": device},
         )
         return Asset.model_validate_json(rows[0][0]) if rows else None
 
@@ -962,7 +1082,8 @@ class SqlStore(ABC):
 
     _CASE_COLS = (
         "case_no, kind, subcategory, problem, asset, device, state, urgency, department, grid,"
-        " created_ms, updated_ms, deadline_ms, timed_from_ms, repeats, escalations, title"
+        " created_ms, updated_ms, deadline_ms, timed_from_ms, repeats, escalations, title,"
+        " gateway_id"
     )
 
     @staticmethod
@@ -985,6 +1106,7 @@ class SqlStore(ABC):
             r[14],
             r[15],
             r[16],
+            r[17],
         )
 
     def open_case_for(self, subject: str, problem: str) -> Case | None:
@@ -1016,7 +1138,8 @@ class SqlStore(ABC):
             "problem": case.problem,
             "asset": case.asset,
             "device": case.device,
-            "subject": case.asset or case.device or case.case_no,
+            "subject": case.subject,
+            "gw": case.gateway,
             "state": case.state.value,
             "urg": case.urgency,
             "dept": case.department,
@@ -1037,7 +1160,7 @@ class SqlStore(ABC):
                     f"INSERT INTO cases ({self._CASE_COLS}, subject)"  # noqa: S608 - constant
                     " VALUES (:no, :kind, :sub,"
                     " :problem, :asset, :device, :state, :urg, :dept, :grid, :created, :updated,"
-                    " :deadline, :timed, :rep, :esc, :title, :subject)",
+                    " :deadline, :timed, :rep, :esc, :title, :gw, :subject)",
                     p,
                 )
             else:
@@ -1179,7 +1302,8 @@ class SqlStore(ABC):
             "SELECT e.id, e.gateway_id, e.device, e.point, e.alarm_type, e.alarm_id, e.severity,"
             " e.state, e.ts_ms, e.value, e.limit_value, e.message, e.ack_by, e.ack_note,"
             " e.historical, b.asset, e.pos_rank, e.pos_seq, e.pos_idx, e.received_ms, e.origin"
-            " FROM alarm_events e LEFT JOIN device_assets b ON b.device = e.device"
+            " FROM alarm_events e LEFT JOIN device_assets b"
+            " ON b.gateway_id = e.gateway_id AND b.device = e.device"
             " WHERE NOT e.evented ORDER BY e.id LIMIT :n",
             {"n": limit},
         )
@@ -1251,13 +1375,19 @@ class SqlStore(ABC):
     def _pump_status(self, cur: Cursor, now_ms: int, limit: int) -> int:
         rows = self._run(
             cur,
-            "SELECT id, entity, ident, status, ts_ms, reason FROM status_log"
-            " WHERE NOT evented ORDER BY id LIMIT :n",
+            "SELECT id, entity, ident, status, ts_ms, reason, gateway_id, received_ms"
+            " FROM status_log WHERE NOT evented ORDER BY id LIMIT :n",
             {"n": limit},
         )
         for r in rows:
-            data = {r[1]: r[2], "status": r[3], "ts_ms": r[4], "reason": r[5]}
-            self._log_event(cur, f"{r[1]}.{r[3]}", r[4], now_ms, r[2], data)
+            data: dict[str, Any] = {r[1]: r[2], "status": r[3], "ts_ms": r[4], "reason": r[5]}
+            subject = r[2]
+            if r[6] is not None:  # a device: named with its gateway
+                data["gateway"] = r[6]
+                subject = f"{r[6]}/{r[2]}"
+            if r[7] is not None:
+                data["received_ms"] = r[7]
+            self._log_event(cur, f"{r[1]}.{r[3]}", r[4], now_ms, subject, data)
             self._run(cur, "UPDATE status_log SET evented = TRUE WHERE id = :id", {"id": r[0]})
         return len(rows)
 
@@ -1266,7 +1396,7 @@ class SqlStore(ABC):
             cur,
             "SELECT a.id, a.case_no, a.ts_ms, a.actor, a.action, a.from_state, a.to_state,"
             " a.note, c.subcategory, c.department, c.asset, c.device, c.urgency, c.title,"
-            " c.grid FROM case_audit a JOIN cases c ON c.case_no = a.case_no"
+            " c.grid, c.gateway_id FROM case_audit a JOIN cases c ON c.case_no = a.case_no"
             " WHERE NOT a.evented ORDER BY a.id LIMIT :n",
             {"n": limit},
         )
@@ -1283,6 +1413,7 @@ class SqlStore(ABC):
                 "department": r[9],
                 "asset": r[10],
                 "device": r[11],
+                "gateway": r[15],
                 "urgency": r[12],
                 "title": r[13],
                 "grid": r[14],
@@ -1358,7 +1489,7 @@ class SqlStore(ABC):
             where += ")"
         rows = self._query(
             f"SELECT {self._ALARM_COLS} FROM alarm_index a"  # noqa: S608 - placeholders only
-            " LEFT JOIN device_assets b ON b.device = a.device"
+            " LEFT JOIN device_assets b ON b.gateway_id = a.gateway_id AND b.device = a.device"
             " WHERE (CAST(:gw AS TEXT) IS NULL OR a.gateway_id = :gw)"
             " AND (CAST(:dev AS TEXT) IS NULL OR a.device = :dev)"
             " AND (CAST(:asset AS TEXT) IS NULL OR b.asset = :asset)"
@@ -1374,7 +1505,8 @@ class SqlStore(ABC):
         """One alarm occurrence by its edge id (`gateway:seq`)."""
         rows = self._query(
             f"SELECT {self._ALARM_COLS} FROM alarm_index a"  # noqa: S608 - constant columns
-            " LEFT JOIN device_assets b ON b.device = a.device WHERE a.alarm_id = :aid",
+            " LEFT JOIN device_assets b ON b.gateway_id = a.gateway_id AND b.device = a.device"
+            " WHERE a.alarm_id = :aid",
             {"aid": alarm_id},
         )
         return self._alarm_view(rows[0]) if rows else None

@@ -16,6 +16,7 @@ from collector.store.schema import (
     core_statements,
     epoch_statements,
     order_statements,
+    scope_statements,
 )
 from collector.store.sql import (
     BatchKey,
@@ -41,6 +42,7 @@ MIGRATIONS = (
     Migration(3, "command-center API", api_statements("sqlite")),
     Migration(4, "batch keys with buffer epochs", epoch_statements("sqlite")),
     Migration(5, "event order and clocks", order_statements("sqlite")),
+    Migration(6, "devices scoped by gateway", scope_statements("sqlite")),
 )
 _INSERT_COLS = "gateway_id, device, point, ts_ms, vtype, value_num, value_text, quality, historical"
 _COLS = f"{_INSERT_COLS}, received_ms"
@@ -171,14 +173,18 @@ class SqliteStore(SqlStore):
         since_ms: int | None = None,
         until_ms: int | None = None,
         limit: int = 1000,
+        gateway: str | None = None,
     ) -> list[Reading]:
-        """Raw readings of a device (optionally one point) in [since, until), oldest first."""
+        """Raw readings of a device (of one gateway, if given; optionally one point) in
+        [since, until), oldest first."""
         rows = self._query(
             f"SELECT {_COLS} FROM readings WHERE device = :dev"  # noqa: S608 - constant columns
+            " AND (:gw IS NULL OR gateway_id = :gw)"
             " AND (:pt IS NULL OR point = :pt) AND ts_ms >= :since AND ts_ms < :until"
             " ORDER BY ts_ms, point LIMIT :n",
             {
                 "dev": device,
+                "gw": gateway,
                 "pt": point,
                 "since": _MIN_MS if since_ms is None else since_ms,
                 "until": _MAX_MS if until_ms is None else until_ms,
@@ -188,7 +194,13 @@ class SqliteStore(SqlStore):
         return [_reading(r) for r in rows]
 
     def series(
-        self, device: str, point: str, since_ms: int, until_ms: int, bucket_ms: int
+        self,
+        device: str,
+        point: str,
+        since_ms: int,
+        until_ms: int,
+        bucket_ms: int,
+        gateway: str | None = None,
     ) -> list[Bucket]:
         """Numeric readings bucketed (aligned to the epoch) into min/avg/max."""
         if bucket_ms <= 0:
@@ -196,20 +208,30 @@ class SqliteStore(SqlStore):
         rows = self._query(
             "SELECT (ts_ms / :b) * :b AS bucket, count(*), min(value_num), avg(value_num),"
             " max(value_num) FROM readings WHERE device = :dev AND point = :pt"
+            " AND (:gw IS NULL OR gateway_id = :gw)"
             " AND ts_ms >= :since AND ts_ms < :until AND vtype IN (1, 2, 3)"
             " GROUP BY bucket ORDER BY bucket",
-            {"b": bucket_ms, "dev": device, "pt": point, "since": since_ms, "until": until_ms},
+            {
+                "b": bucket_ms,
+                "dev": device,
+                "pt": point,
+                "gw": gateway,
+                "since": since_ms,
+                "until": until_ms,
+            },
         )
         return [Bucket(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
-    def latest(self, device: str | None = None) -> list[Reading]:
-        """The newest reading of every (device, point), optionally for one device."""
+    def latest(self, device: str | None = None, gateway: str | None = None) -> list[Reading]:
+        """The newest reading of every (gateway, device, point), optionally for one device
+        and/or one gateway."""
         # SQLite fills bare columns from the row holding max(): exactly the newest reading.
         rows = self._query(
             "SELECT gateway_id, device, point, max(ts_ms), vtype, value_num, value_text,"
             " quality, historical, received_ms FROM readings WHERE (:dev IS NULL OR device = :dev)"
-            " GROUP BY device, point ORDER BY device, point",
-            {"dev": device},
+            " AND (:gw IS NULL OR gateway_id = :gw)"
+            " GROUP BY gateway_id, device, point ORDER BY device, gateway_id, point",
+            {"dev": device, "gw": gateway},
         )
         return [_reading(r) for r in rows]
 

@@ -413,7 +413,7 @@ def account(db_url: str, buffers: dict[str, Path]) -> list[GatewayAccount]:
             ).fetchone()
             alarms = conn.execute(
                 "SELECT count(*), count(DISTINCT (alarm_id, state, ts_ms, coalesce(ack_by, '')))"
-                " FROM alarm_events WHERE gateway_id = %s",
+                " FROM alarm_events WHERE gateway_id = %s AND origin = 'gateway'",
                 (gw,),
             ).fetchone()
             assert row is not None

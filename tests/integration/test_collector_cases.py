@@ -144,3 +144,29 @@ def test_alarms_from_a_birth_picture_open_and_clear_cases_with_a_note(
     assert "alarm gw:e1:7: gas high (value 30.0) (reconciled from birth)" in notes
     assert "alarm gw:e1:7 cleared (reconciled from birth)" in notes
     assert case.state is CaseState.VERIFYING
+
+
+def test_a_gas_alarm_on_a_device_id_another_cabinet_also_has_opens_its_own_case(
+    store: Store, routing: Routing
+) -> None:
+    # gw and gw-2 both have a gas-1; only gw-2's is bound to the asset. Its leak opens a case on
+    # that asset, for that gateway; gw's own gas-1 stays an asset-less 事件 case of its own.
+    t = int(T0 * 1000)
+    birth = Birth("gw-2", "s", 0, t, "1", "h", (DeviceInfo("gas-1", "gas_detector", "gas", True),))
+    store.write([Accepted(TopicParts("site", "gw-2", Kind.BIRTH), birth)], t)
+    store.upsert_assets([Asset(code="3101040111000001", owner="燃气公司", devices=("gw-2/gas-1",))])
+    engine = CaseEngine(store, routing, Clock())
+    ev = AlarmEvent("gw-2:e1:1", "gas-1", "gas_concentration", "hi", Severity.HIGH,
+                    AlarmState.ACTIVE_UNACKED, t, 30.0, 20, "gas high")  # fmt: skip
+    batch = AlarmBatch("gw-2", "s", 1, t, (ev,), epoch="e1")
+    store.write([Accepted(TopicParts("site", "gw-2", Kind.ALARM), batch)], t)
+    raise_alarm(store, "gas-1", "gas_concentration", "hi", AlarmState.ACTIVE_UNACKED, "gw:e1:1")
+    engine.process_pending()
+    cases = {c.gateway: c for c in store.cases()}
+    assert (cases["gw-2"].kind, cases["gw-2"].asset, cases["gw-2"].device) == (
+        "部件",
+        "3101040111000001",
+        "gas-1",
+    )
+    assert (cases["gw"].kind, cases["gw"].asset) == ("事件", None)
+    assert store.open_case_for("gw/gas-1", cases["gw"].problem) == cases["gw"]

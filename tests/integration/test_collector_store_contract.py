@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.assets import Asset
+from collector.assets import Asset, AssetError
 from collector.cases.workflow import Action, CaseState, apply, open_case
 from collector.models import Accepted, Rejected, Status
 from collector.store import Conflict, Store, open_store
@@ -299,10 +299,14 @@ def test_assets_and_device_binding(store: Store) -> None:
     a = Asset(code="3101040111000001", owner="燃气公司", grid="310104001", devices=("g1",))
     assert store.upsert_assets([a]) == 1
     assert store.assets() == [a]
-    got = store.asset_of_device("g1")
+    # Named without its gateway before any gateway announced it: the first one to do so has it.
+    assert store.asset_of_device(GW, "g1") is None
+    store.write([birth("s1", T0, DeviceInfo("g1", "gas_detector", "gas", True))], T0)
+    got = store.asset_of_device(GW, "g1")
     assert got is not None
     assert (got.subcategory, got.maintainer) == ("0111", "燃气公司")
-    assert store.asset_of_device("nobody") is None
+    assert store.asset_of_device(GW, "nobody") is None
+    assert store.asset_of_device("gw-other", "g1") is None
 
 
 def test_cases_audit_serials_and_one_open_case_per_problem(store: Store) -> None:
@@ -346,12 +350,12 @@ def test_a_birth_never_replaces_a_binding_with_an_unregistered_asset(store: Stor
     store.upsert_assets([known, other])
     unknown_asset = DeviceInfo("g1", "manhole_cover", "manhole", True, "3301060111999999")
     store.write([birth("s1", T0, unknown_asset)], T0)
-    got = store.asset_of_device("g1")
+    got = store.asset_of_device(GW, "g1")
     assert got is not None
     assert got.code == known.code  # the registry's binding stands
     rebound = DeviceInfo("g1", "manhole_cover", "manhole", True, other.code)
     store.write([birth("s2", T0 + 1, rebound)], T0 + 1)
-    got = store.asset_of_device("g1")
+    got = store.asset_of_device(GW, "g1")
     assert got is not None
     assert got.code == other.code
 
@@ -488,3 +492,85 @@ def test_batches_up_to_the_birth_high_water_never_roll_the_picture_back(store: S
     assert view.state == "cleared_unacked"
     raised = [e.data["state"] for e in store.events(0) if e.type.startswith("alarm.")]
     assert raised == ["active_acked", "cleared_unacked"]  # the stale event is not announced
+
+
+# --- a device belongs to its gateway (issue 13, item 4) ----------------------------------------
+
+
+def born(gw: str, session: str, *devices: DeviceInfo) -> Accepted:
+    return acc(Birth(gw, session, 0, T0, "1.0", "h", devices, epoch=EPOCH), Kind.BIRTH, gw)
+
+
+def test_two_cabinets_with_the_same_device_ids_never_mix(store: Store) -> None:
+    a1, b1 = "3101040111000001", "3101040111000002"
+    store.upsert_assets([
+        Asset(code=a1, owner="燃气公司", devices=("gw-a/mh-01",)),
+        Asset(code=b1, owner="燃气公司", devices=("gw-b/mh-01",)),
+    ])  # fmt: skip
+    store.write([
+        born("gw-a", "sa", DeviceInfo("mh-01", "manhole_cover", "manhole", True)),
+        born("gw-b", "sb", DeviceInfo("mh-01", "gas_detector", "gas", False)),
+    ], T0)  # fmt: skip
+    store.write([
+        acc(Data("gw-a", "sa", 1, T0, (Record("mh-01", "tilt", T0 + 1, 1.5),), epoch=EPOCH),
+            Kind.DATA, "gw-a"),
+        acc(Data("gw-b", "sb", 1, T0, (Record("mh-01", "gas", T0 + 2, 42.0),), epoch=EPOCH),
+            Kind.DATA, "gw-b"),
+        acc(AlarmBatch("gw-b", "sb", 2, T0, (leak("gw-b:e1:1", AlarmState.ACTIVE_UNACKED, T0,
+            dev="mh-01"),), epoch=EPOCH), Kind.ALARM, "gw-b"),
+    ], T0)  # fmt: skip
+    devices = {(d.gateway, d.device): d for d in store.devices()}
+    assert {k: (d.family, d.status, d.asset) for k, d in devices.items()} == {
+        ("gw-a", "mh-01"): ("manhole", Status.ONLINE, a1),
+        ("gw-b", "mh-01"): ("gas", Status.OFFLINE, b1),
+    }
+    assert [r.value for r in store.readings("mh-01", gateway="gw-a")] == [1.5]
+    assert [r.value for r in store.readings("mh-01", gateway="gw-b")] == [42.0]
+    assert [(r.gateway, r.value) for r in store.latest("mh-01")] == [
+        ("gw-a", 1.5),
+        ("gw-b", 42.0),
+    ]
+    assert [r.point for r in store.latest(gateway="gw-b")] == ["gas"]
+    got = store.asset_of_device("gw-b", "mh-01")
+    assert got is not None
+    assert got.code == b1
+    (alarm_b,) = store.alarms()
+    assert (alarm_b.gateway, alarm_b.device) == ("gw-b", "mh-01")
+    assert [d.gateway for d in store.devices(device="mh-01")] == ["gw-a", "gw-b"]
+
+
+def test_a_birth_claiming_another_gateways_asset_is_refused_and_reported(store: Store) -> None:
+    asset = "3101040111000001"
+    store.upsert_assets([Asset(code=asset, owner="燃气公司")])
+    store.write([born("gw-a", "sa", DeviceInfo("mh-01", "manhole_cover", "manhole", True, asset))],
+                T0)  # fmt: skip
+    claim = DeviceInfo("gas-9", "gas_detector", "gas", True, asset)
+    result = store.write([born("gw-x", "sx", claim)], T0 + 1)
+    assert (result.dead_letters, result.gateway_conflicts) == (1, 1)
+    assert store.asset_of_device("gw-x", "gas-9") is None
+    got = store.asset_of_device("gw-a", "mh-01")
+    assert got is not None  # never a silent takeover
+    (letter,) = store.dead_letters()
+    assert "the asset is bound to gw-a/mh-01: claim refused" in letter.reason
+    assert {g.gateway: g.status for g in store.gateways()}["gw-x"] is Status.ONLINE
+    store.pump_events(T0 + 2)
+    (event,) = [e for e in store.events(0) if e.type == "gateway.conflict"]
+    assert (event.subject, event.data["gateway"]) == ("gw-x", "gw-x")
+    assert "claims asset" in event.data["reason"]
+
+
+def test_a_registry_entry_naming_an_id_two_gateways_have_needs_the_gateway(
+    store: Store,
+) -> None:
+    store.write([
+        born("gw-a", "sa", DeviceInfo("mh-01", "manhole_cover", "manhole", True)),
+        born("gw-b", "sb", DeviceInfo("mh-01", "manhole_cover", "manhole", True)),
+    ], T0)  # fmt: skip
+    with pytest.raises(AssetError, match=r"gw-a, gw-b; name it as gw-a/mh-01"):
+        store.upsert_assets([Asset(code="3101040111000001", owner="x", devices=("mh-01",))])
+    assert store.assets() == []  # nothing stored
+    store.upsert_assets([Asset(code="3101040111000001", owner="x", devices=("gw-b/mh-01",))])
+    assert {d.gateway: d.asset for d in store.devices()} == {
+        "gw-a": None,
+        "gw-b": "3101040111000001",
+    }
