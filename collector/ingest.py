@@ -17,6 +17,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from collector.broker_health import BrokerHealth
 from collector.models import Accepted, Incoming, Rejected, WriteResult
 from collector.store import Store, StoreDataError, StoreError, StoreUnavailable
 from wire import (
@@ -34,7 +35,7 @@ from wire import (
     topic,
 )
 from wire.messages import Value
-from wire.topics import DURABLE_KINDS
+from wire.topics import DURABLE_KINDS, WIRE_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,10 @@ INGEST_KINDS = (
     Kind.CMD_REPLY,
 )
 SESSION_NEVER_EXPIRES = 0xFFFFFFFF
+# Shared-subscription probes travel on `<root>/v1/lifeline-probe/<nonce>/cmd`: a kind the
+# collector may publish under the shipped ACL, a site no gateway has, and a filter of its own
+# in the same share group, so that real gateways' commands never reach a collector.
+PROBE_SITE = "lifeline-probe"
 
 
 def classify(topic_name: str, payload: bytes, root: str, now_ms: int) -> Incoming:
@@ -138,6 +143,9 @@ class IngestConfig:
     batch_wait_s: float = 0.05  # how long to wait for a batch to fill
     receive_maximum: int = 2000  # unacknowledged QoS 1 messages the broker may send us
     retry_s: float = 1.0  # first back-off after a store error
+    session_lost_hold_s: float = 600.0  # not ready this long after the broker lost our session
+    probe_tries: int = 20  # shared-subscription probes before calling it not honoured
+    probe_interval_s: float = 0.5
     poison_tries: int = 3  # a message the database refuses this often is dead-lettered
     keepalive_s: int = 30
     kinds: tuple[Kind, ...] = field(default=INGEST_KINDS)
@@ -195,7 +203,15 @@ class Ingest:
             protocol=MQTTProtocolVersion.MQTTv5,
             manual_ack=True,
         )
+        self.health = BrokerHealth(config.mqtt_url, config.session_lost_hold_s)
+        self._filters: list[str] = []  # of the last SUBSCRIBE, in order
+        self._probe_wanted = threading.Event()
+        self._probe_back = threading.Event()
+        self._probe_topic = ""
+        self._probe_prefix = f"{config.root}/v{WIRE_VERSION}/{PROBE_SITE}/"
+        self._prober = threading.Thread(target=self._probe_loop, name="share-probe", daemon=True)
         self._client.on_connect = self._on_connect
+        self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
@@ -218,6 +234,8 @@ class Ingest:
             self._client.tls_set(ca_certs=cfg.tls_ca, certfile=cfg.tls_cert, keyfile=cfg.tls_key)
         for writer in self._writers:
             writer.start()
+        if cfg.share_group is not None:
+            self._prober.start()
         self._client.connect_async(
             host, port, self.config.keepalive_s, clean_start=False, properties=props
         )
@@ -233,9 +251,8 @@ class Ingest:
         out: list[str] = []
         if self._crashed is not None:
             out.append(self._crashed)
-        if not self.stats.connected:
-            out.append(f"not connected to the broker at {self.config.mqtt_url}")
-        elif not self._ready.is_set():
+        out.extend(self.health.problems(self._clock()))
+        if self.health.connected and not self._ready.is_set() and not self.health.refused:
             out.append("subscriptions not active yet")
         with self._turn:
             failing = sorted(set(self._failing.values()))
@@ -249,8 +266,11 @@ class Ingest:
     def stop(self) -> None:
         """Finish the batch in hand, then disconnect; unacknowledged messages stay queued."""
         self._stop.set()
+        self._probe_wanted.set()
         for writer in self._writers:
             writer.join(timeout=30)
+        if self._prober.is_alive():
+            self._prober.join(timeout=10)
         self._client.disconnect()
         self._client.loop_stop()
 
@@ -265,20 +285,26 @@ class Ingest:
         props: Properties | None,
     ) -> None:
         if reason.is_failure:
-            log.warning("broker refused the connection: %s", reason)
+            self.health.connection_failed(f"broker refused the connection: {reason}", self._clock())
             return
-        subs = [
-            (subscription(k, self.config.root, share_group=self.config.share_group), 1)
-            for k in self.config.kinds
-        ]
-        client.subscribe(subs)
+        cfg = self.config
+        self._filters = [subscription(k, cfg.root, share_group=cfg.share_group) for k in cfg.kinds]
+        if cfg.share_group is not None:
+            self._filters.append(
+                subscription(Kind.CMD, cfg.root, site=PROBE_SITE, share_group=cfg.share_group)
+            )
+        client.subscribe([(f, 1) for f in self._filters])
         self.stats.connected = True
+        self.health.connected_now(flags.session_present, self._clock())
         log.info(
             "connected to %s as %s (session present: %s)",
-            self.config.mqtt_url,
-            self.config.client_id,
+            cfg.mqtt_url,
+            cfg.client_id,
             flags.session_present,
         )
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
+        self.health.connection_failed("cannot connect", self._clock())
 
     def _on_subscribe(
         self,
@@ -289,11 +315,17 @@ class Ingest:
         props: Properties | None,
     ) -> None:
         # Ready only once the broker routes to us: anything published earlier would be missed.
-        refused = [str(r) for r in reasons if r.is_failure]
-        if refused:
-            log.error("broker refused subscriptions: %s", ", ".join(refused))
+        granted = [
+            (f, None if r.is_failure else int(r.value))
+            for f, r in zip(self._filters, reasons, strict=False)
+        ]
+        self.health.subscribed(granted)
+        if self.health.refused:
             return
         self._ready.set()
+        if self.config.share_group is not None:
+            self.health.probing(self._filters[0])
+            self._probe_wanted.set()
 
     def _on_disconnect(
         self,
@@ -306,9 +338,16 @@ class Ingest:
         self.stats.connected = False
         self._ready.clear()
         if not self._stop.is_set():
-            log.warning("disconnected from broker (%s); reconnecting", reason)
+            self.health.connection_failed(f"disconnected ({reason})", self._clock())
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic.startswith(self._probe_prefix):
+            # A shared-subscription probe: ours, or another group member's. Never stored.
+            if msg.qos > 0:
+                client.ack(msg.mid, msg.qos)
+            if msg.topic == self._probe_topic:
+                self._probe_back.set()
+            return
         # Decoding here overlaps with the writer thread waiting on the database.
         now_ms = int(self._clock() * 1000)
         item = classify(msg.topic, bytes(msg.payload), self.config.root, now_ms)
@@ -330,6 +369,58 @@ class Ingest:
             return
         self.stats.rebirths_requested += 1
         log.info("gateway %s: retained birth received, asked for a fresh one", gateway)
+
+    def _probe_loop(self) -> None:
+        """After each SUBACK of a shared subscription, publish probes until one comes back.
+
+        The probes go out on a connection of their own: a broker that refuses them (an ACL)
+        may drop that connection, never the one ingest runs on. The group's members share the
+        probe filter too, so a probe may go to another member: several are sent,
+        `probe_interval_s` apart; none back after `probe_tries` means the broker does not
+        deliver on the shared subscription.
+        """
+        while not self._stop.is_set():
+            self._probe_wanted.wait()
+            self._probe_wanted.clear()
+            if self._stop.is_set() or not self._ready.is_set():
+                continue
+            try:
+                honoured, why = self._probe(), ""
+            except (OSError, RuntimeError, ValueError) as exc:
+                honoured, why = False, f"cannot publish a probe: {type(exc).__name__}: {exc}"
+            if self._stop.is_set() or not self._ready.is_set():
+                continue  # disconnected meanwhile: the next SUBACK probes again
+            self.health.probe_result(honoured, why)
+
+    def _probe(self) -> bool:
+        """Publish probes on a connection of our own; True as soon as one comes back."""
+        cfg = self.config
+        host, port = parse_mqtt_url(cfg.mqtt_url)
+        pub = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=f"{cfg.client_id}-probe",
+            protocol=MQTTProtocolVersion.MQTTv5,
+        )
+        if cfg.username is not None:
+            pub.username_pw_set(cfg.username, cfg.password)
+        if cfg.mqtt_url.startswith("mqtts://") or cfg.tls_ca is not None:
+            pub.tls_set(ca_certs=cfg.tls_ca, certfile=cfg.tls_cert, keyfile=cfg.tls_key)
+        pub.connect(host, port, cfg.keepalive_s)
+        pub.loop_start()
+        try:
+            for _ in range(cfg.probe_tries):
+                if self._stop.is_set() or not self._ready.is_set():
+                    return False
+                self._probe_back.clear()
+                nonce = f"p{uuid.uuid4().hex[:16]}"
+                self._probe_topic = topic(PROBE_SITE, nonce, Kind.CMD, root=cfg.root)
+                pub.publish(self._probe_topic, b"probe", qos=1)
+                if self._probe_back.wait(cfg.probe_interval_s):
+                    return True
+            return False
+        finally:
+            pub.disconnect()
+            pub.loop_stop()
 
     # --- writer thread ------------------------------------------------------------------------
 
