@@ -34,6 +34,10 @@ __all__ = [
 class Store(Protocol):
     """One storage interface; SQLite and PostgreSQL implement it and pass one contract suite."""
 
+    # How far ahead of the collector's clock a sample time may be and still be plausible (ms);
+    # anything further ahead, or before wire.EARLIEST_PLAUSIBLE_MS, is stored flagged.
+    max_skew_ms: int
+
     @property
     def backend(self) -> str:
         """Which engine and layout: sqlite, postgres-partitioned or timescaledb."""

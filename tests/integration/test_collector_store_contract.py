@@ -574,3 +574,12 @@ def test_a_registry_entry_naming_an_id_two_gateways_have_needs_the_gateway(
         "gw-a": None,
         "gw-b": "3101040111000001",
     }
+
+
+def test_the_allowed_skew_ahead_of_the_collector_clock_is_configured(store: Store) -> None:
+    now = T0
+    ahead = Record("dev", "p", now + 60_000, 1.0)  # a minute ahead
+    store.write([data(1, ahead)], now)
+    store.max_skew_ms = 30_000
+    store.write([data(2, ahead._replace(point="q"))], now)
+    assert [(r.point, r.received_ms) for r in store.readings("dev")] == [("p", None), ("q", now)]
