@@ -98,6 +98,11 @@ def _foreign_alarm(msg: Message) -> str | None:
     return next((e.alarm_id for e in events if not e.alarm_id.startswith(prefix)), None)
 
 
+def _ascii(text: str) -> str:
+    """`text` with every character outside printable ASCII escaped (\\x00, \\u4e2d, ...)."""
+    return "".join(c if " " <= c <= "~" else ascii(c)[1:-1] for c in text)
+
+
 def parse_mqtt_url(url: str) -> tuple[str, int]:
     """Split mqtt://host:port (or mqtts://host:port, TLS, default 8883) into (host, port)."""
     parts = urlsplit(url)
@@ -558,7 +563,10 @@ class Ingest:
             reason = f"the database refused it {self.config.poison_tries} times: {exc}"
             letter = Rejected(item.topic_name, item.payload or encode(item.message), reason, now_ms)
         else:
-            letter = Rejected(item.topic, item.payload, f"{item.reason}; then {exc}", now_ms)
+            # Its own dead letter was refused: keep only what any text column can hold.
+            letter = Rejected(
+                _ascii(item.topic), item.payload, _ascii(f"{item.reason}; then {exc}"), now_ms
+            )
         log.warning("dead-lettered a message from %s: %s", letter.topic, letter.reason)
         with self._turn:
             self.stats.poisoned += 1
