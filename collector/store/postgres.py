@@ -413,7 +413,7 @@ class PostgresStore(SqlStore):
         with cur.copy(_COPY_FLAGGED) as copy:
             copy.set_types([*COPY_TYPES, "int8"])
             for r in rows:
-                copy.write_row((*r[:3], (r[3] - PG_EPOCH_MS) * 1000, *r[4:]))
+                copy.write_row(r)  # built by _reading_rows: the time is already in microseconds
 
     # --- reads --------------------------------------------------------------------------------
 

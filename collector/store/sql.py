@@ -9,7 +9,7 @@ import operator
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from collector.assets import Asset, AssetError
@@ -101,8 +101,8 @@ def decode_value(tag: int, num: float | None, text: str | None) -> Value:
 
 Pos = tuple[int, int, int]  # (epoch rank, batch seq, index): the gateway's order of events
 BIRTH_IDX = 2**31  # a birth's picture comes after every event of its high-water batch
-# A reading row with its receive time (None unless its sample time was implausible).
-FlaggedRow = tuple[str, str, str, int, int, float | None, str | None, str, bool, int | None]
+# A reading row with the time it was received (its sample time was implausible).
+FlaggedRow = tuple[str, str, str, int, int, float | None, str | None, str, bool, int]
 _TS = operator.itemgetter(2)  # Record.ts_ms, without the property call
 
 
@@ -128,11 +128,11 @@ class Commit:
         """The receive time to store beside `ts_ms` if it is implausible, else None."""
         return self.now_ms if not self.lo <= ts_ms <= self.hi else None
 
-    def all_plausible(self, records: Sequence[Record]) -> bool:
-        """True if every sample time of a batch is plausible (two C-level passes)."""
-        return not records or (
-            min(map(_TS, records)) >= self.lo and max(map(_TS, records)) <= self.hi
-        )
+    def span(self, records: Sequence[Record]) -> tuple[int, int]:
+        """The earliest and latest sample time of a batch, (lo, hi) if it is empty."""
+        if not records:
+            return self.lo, self.hi
+        return min(map(_TS, records)), max(map(_TS, records))
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,10 +284,7 @@ class SqlStore(ABC):
                     (msg.gateway, msg.epoch), 0
                 )
                 if isinstance(msg, DataBatch):
-                    if ctx.all_plausible(msg.records):
-                        readings.extend(self._reading_rows(msg))
-                    else:
-                        flagged.extend(self._flagged_rows(msg, ctx))
+                    self._data_rows(msg, ctx, readings, flagged)
                 elif isinstance(msg, AlarmBatch):
                     for n, ev in enumerate(msg.events):
                         self._alarm_event(cur, msg.gateway, ev, (rank, msg.seq, n), ctx)
@@ -380,23 +377,29 @@ class SqlStore(ABC):
         payload = item.payload or encode(msg)
         self._dead_letter(cur, Rejected(item.topic_name, payload, reason, now_ms))
 
-    @staticmethod
-    def _flagged_rows(msg: DataBatch, ctx: "Commit") -> Iterator[FlaggedRow]:
-        """Reading rows with the receive time beside each implausible sample time."""
-        for r in msg.records:
-            tag, num, text = encode_value(r.value)
-            yield (
-                msg.gateway,
-                r.device,
-                r.point,
-                r.ts_ms,
-                tag,
-                num,
-                text,
-                r.quality.value,
-                r.historical,
-                ctx.received(r.ts_ms),
-            )
+    def _data_rows(
+        self,
+        msg: DataBatch,
+        ctx: "Commit",
+        readings: list[ReadingRow],
+        flagged: list[FlaggedRow],
+    ) -> None:
+        """Add a batch's rows to `readings`, or with their receive time to `flagged` if their
+        sample time is implausible (a batch of plausible times costs two C-level passes)."""
+        lo, hi = ctx.span(msg.records)
+        if lo >= ctx.lo and hi <= ctx.hi:
+            readings.extend(self._reading_rows(msg))
+        elif hi < ctx.lo or lo > ctx.hi:
+            flagged.extend(self._flagged_rows(msg, ctx.now_ms))
+        else:  # some of each: rare enough to sort record by record
+            good = tuple(r for r in msg.records if ctx.lo <= r.ts_ms <= ctx.hi)
+            bad = tuple(r for r in msg.records if not ctx.lo <= r.ts_ms <= ctx.hi)
+            readings.extend(self._reading_rows(replace(msg, records=good)))
+            flagged.extend(self._flagged_rows(replace(msg, records=bad), ctx.now_ms))
+
+    def _flagged_rows(self, msg: DataBatch, received_ms: int) -> Iterator[FlaggedRow]:
+        """The batch's reading rows (as the backend builds them), each with `received_ms`."""
+        return ((*row, received_ms) for row in self._reading_rows(msg))
 
     @abstractmethod
     def _insert_flagged_readings(self, cur: Cursor, rows: list[FlaggedRow]) -> None:
