@@ -583,3 +583,12 @@ def test_the_allowed_skew_ahead_of_the_collector_clock_is_configured(store: Stor
     store.max_skew_ms = 30_000
     store.write([data(2, ahead._replace(point="q"))], now)
     assert [(r.point, r.received_ms) for r in store.readings("dev")] == [("p", None), ("q", now)]
+
+
+def test_a_batch_mixing_plausible_and_implausible_times_flags_only_the_implausible(
+    store: Store,
+) -> None:
+    recs = (Record("dev", "a", 5_000, 1.0), Record("dev", "b", T0, 2.0), Record("dev", "c", 7, "x"))
+    assert store.write([data(1, *recs)], T0).readings == 3
+    got = {r.point: (r.ts_ms, r.value, r.received_ms) for r in store.readings("dev")}
+    assert got == {"a": (5_000, 1.0, T0), "b": (T0, 2.0, None), "c": (7, "x", T0)}
