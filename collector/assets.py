@@ -10,7 +10,11 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from wire.topics import IDENT_RE
+
 CODE_RE = re.compile(r"^\d{16}$")
+_ID = IDENT_RE.pattern.removeprefix("^").removesuffix("$")  # a gateway or device id
+DEVICE_REF_RE = re.compile(rf"^(?:{_ID}/)?{_ID}$")
 DATUMS = ("CGCS2000", "WGS84", "GCJ-02", "BD-09")
 
 
@@ -35,13 +39,28 @@ class Asset(BaseModel):
     lon: float | None = None
     lat: float | None = None
     datum: str = "CGCS2000"
-    devices: tuple[str, ...] = ()
+    devices: tuple[str, ...] = Field(
+        default=(),
+        description="devices watching it, each `gateway/device`, or `device` alone while one"
+        " gateway has that id (two cabinets may both have an `mh-01`)",
+    )
 
     @field_validator("code")
     @classmethod
     def _code(cls, v: str) -> str:
         if not CODE_RE.match(v):
             raise ValueError(f"部件标识码 {v!r} must be exactly 16 digits")
+        return v
+
+    @field_validator("devices")
+    @classmethod
+    def _devices(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for ref in v:
+            if not DEVICE_REF_RE.match(ref):
+                raise ValueError(
+                    f"device {ref!r} must be `gateway/device` or `device` (ids of 1-64 of"
+                    " A-Z a-z 0-9 _ . -, starting alphanumeric)"
+                )
         return v
 
     @field_validator("datum")

@@ -33,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "mqtt_ca": None,
     "mqtt_cert": None,
     "mqtt_key": None,
+    "max_clock_skew_s": 300.0,
 }
 
 DbOpt = Annotated[
@@ -141,6 +142,14 @@ def run(
     mqtt_key: Annotated[
         Path | None, typer.Option(help="Key of the TLS client certificate.")
     ] = None,
+    max_clock_skew_s: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            help="Seconds a gateway's time may run ahead of the collector's and still be"
+            " plausible; later (or pre-build) times are stored as sent and flagged (default 300).",
+        ),
+    ] = None,
 ) -> None:
     """Ingest from MQTT and serve the HTTP API in one process until SIGTERM/Ctrl-C."""
     import uvicorn
@@ -164,9 +173,19 @@ def run(
         "mqtt_ca": mqtt_ca,
         "mqtt_cert": mqtt_cert,
         "mqtt_key": mqtt_key,
+        "max_clock_skew_s": max_clock_skew_s,
     }
     opts = {**DEFAULTS, **_load_yaml(config), **{k: v for k, v in given.items() if v is not None}}
     host, port = _split_http(str(opts["http"]))
+    try:
+        skew_s = float(opts["max_clock_skew_s"])
+    except (TypeError, ValueError):
+        skew_s = -1.0
+    if not skew_s >= 0:  # also refuses NaN
+        raise typer.BadParameter(
+            f"{opts['max_clock_skew_s']!r} is not a number of seconds >= 0",
+            param_hint="--max-clock-skew-s",
+        )
     from collector.ingest import parse_mqtt_url
 
     try:
@@ -188,6 +207,7 @@ def run(
         ),
         assets_file=Path(opts["assets"]) if opts["assets"] else None,
         routing_file=Path(opts["routing"]) if opts["routing"] else None,
+        max_clock_skew_s=skew_s,
     )
     from collector.assets import AssetError
     from collector.cases.routing import RoutingError
@@ -326,5 +346,8 @@ def import_assets(
     try:
         store.migrate()
         typer.echo(f"imported {store.upsert_assets(records)} assets from {file}")
+    except AssetError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     finally:
         store.close()

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from collector.errors import StoreError
 from wire import AlarmState
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ EVENT_TYPES = (
     "gateway.offline",
     "gateway.unknown",
     "gateway.epoch",
+    "gateway.conflict",
     "device.online",
     "device.offline",
     "device.unknown",
@@ -107,6 +109,7 @@ class AlarmView:
     ack_by: str | None
     ack_note: str | None
     asset: str | None
+    received_ms: int | None = None  # set only if the state's time was implausible
 
 
 class Notifier:
@@ -176,6 +179,7 @@ class EventPump:
         self._thread = threading.Thread(target=self._loop, name="event-pump", daemon=True)
         self.last_id = 0
         self.failures = 0
+        self._failing = False  # the last pass hit a database error (logged once)
 
     def start(self) -> None:
         """Start the pump thread."""
@@ -215,6 +219,12 @@ class EventPump:
                 break
             try:
                 self.run_once()
-            except Exception:  # a database hiccup: the rows stay pending for the next pass
+            except StoreError as exc:  # the rows stay pending for the next pass
                 self.failures += 1
-                log.exception("event pump pass failed")
+                if not self._failing:
+                    log.warning("event pump passes failing: %s", exc)
+                self._failing = True
+                continue
+            if self._failing:
+                log.info("event pump passes succeed again")
+                self._failing = False

@@ -17,12 +17,16 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from collector.models import Accepted, Incoming, Rejected
-from collector.store import Store
+from collector.broker_health import BrokerHealth
+from collector.models import Accepted, Incoming, Rejected, WriteResult
+from collector.store import Store, StoreDataError, StoreError, StoreUnavailable
 from wire import (
+    AlarmBatch,
+    Birth,
     Command,
     DataBatch,
     Kind,
+    Message,
     WireError,
     decode,
     encode,
@@ -31,7 +35,7 @@ from wire import (
     topic,
 )
 from wire.messages import Value
-from wire.topics import DURABLE_KINDS
+from wire.topics import DURABLE_KINDS, WIRE_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,10 @@ INGEST_KINDS = (
     Kind.CMD_REPLY,
 )
 SESSION_NEVER_EXPIRES = 0xFFFFFFFF
+# Shared-subscription probes travel on `<root>/v1/lifeline-probe/<nonce>/cmd`: a kind the
+# collector may publish under the shipped ACL, a site no gateway has, and a filter of its own
+# in the same share group, so that real gateways' commands never reach a collector.
+PROBE_SITE = "lifeline-probe"
 
 
 def classify(topic_name: str, payload: bytes, root: str, now_ms: int) -> Incoming:
@@ -65,10 +73,34 @@ def classify(topic_name: str, payload: bytes, root: str, now_ms: int) -> Incomin
     if msg.gateway != parts.gateway:
         reason = f"topic gateway {parts.gateway!r} does not match payload gateway {msg.gateway!r}"
         return Rejected(topic_name, payload, reason, now_ms)
+    foreign = _foreign_alarm(msg)
+    if foreign is not None:
+        reason = (
+            f"alarm id {foreign!r} is not one of gateway {msg.gateway!r}"
+            f" (its ids start with {msg.gateway + ':'!r}): a gateway speaks only for itself"
+        )
+        return Rejected(topic_name, payload, reason, now_ms, conflict_of=msg.gateway)
     digest = None
     if parts.kind in DURABLE_KINDS:
         digest = hashlib.blake2b(payload, digest_size=16).digest()
-    return Accepted(parts, msg, digest, topic_name)
+    return Accepted(parts, msg, digest, topic_name, payload)
+
+
+def _foreign_alarm(msg: Message) -> str | None:
+    """The first alarm id in `msg` that its gateway did not make (`<gateway>:...`), if any."""
+    if isinstance(msg, AlarmBatch):
+        events = msg.events
+    elif isinstance(msg, Birth):
+        events = msg.alarms
+    else:
+        return None
+    prefix = msg.gateway + ":"
+    return next((e.alarm_id for e in events if not e.alarm_id.startswith(prefix)), None)
+
+
+def _ascii(text: str) -> str:
+    """`text` with every character outside printable ASCII escaped (\\x00, \\u4e2d, ...)."""
+    return "".join(c if " " <= c <= "~" else ascii(c)[1:-1] for c in text)
 
 
 def parse_mqtt_url(url: str) -> tuple[str, int]:
@@ -90,7 +122,10 @@ class IngestStats:
     conflicts: int = 0  # keys seen before with different content (dead-lettered)
     new_epochs: int = 0  # known gateways that started a new buffer epoch
     dead_letters: int = 0
-    store_errors: int = 0
+    store_errors: int = 0  # failed commits (each retried, split or dead-lettered)
+    poisoned: int = 0  # messages the database refused every time: dead-lettered with its reason
+    rebirths_requested: int = 0  # retained (possibly old) births answered with `rebirth`
+    gateway_conflicts: int = 0  # claims refused to a gateway (another's alarm id or asset)
     connected: bool = False
 
 
@@ -113,6 +148,10 @@ class IngestConfig:
     batch_wait_s: float = 0.05  # how long to wait for a batch to fill
     receive_maximum: int = 2000  # unacknowledged QoS 1 messages the broker may send us
     retry_s: float = 1.0  # first back-off after a store error
+    session_lost_hold_s: float = 600.0  # not ready this long after the broker lost our session
+    probe_tries: int = 20  # shared-subscription probes before calling it not honoured
+    probe_interval_s: float = 0.5
+    poison_tries: int = 3  # a message the database refuses this often is dead-lettered
     keepalive_s: int = 30
     kinds: tuple[Kind, ...] = field(default=INGEST_KINDS)
     username: str | None = None  # broker credentials (a password_file deployment)
@@ -158,14 +197,26 @@ class Ingest:
         self._turn = threading.Condition()  # guards _acked and the stats
         self._acked = 0  # the last ticket whose messages were acknowledged
         self._hook = threading.Lock()  # on_commit never runs twice at once
+        self._hook_failing = False
         self._ready = threading.Event()
+        # Why each writer cannot commit right now (absent: it can); guarded by _turn.
+        self._failing: dict[int, str] = {}
+        self._crashed: str | None = None
         self._client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=config.client_id,
             protocol=MQTTProtocolVersion.MQTTv5,
             manual_ack=True,
         )
+        self.health = BrokerHealth(config.mqtt_url, config.session_lost_hold_s)
+        self._filters: list[str] = []  # of the last SUBSCRIBE, in order
+        self._probe_wanted = threading.Event()
+        self._probe_back = threading.Event()
+        self._probe_topic = ""
+        self._probe_prefix = f"{config.root}/v{WIRE_VERSION}/{PROBE_SITE}/"
+        self._prober = threading.Thread(target=self._probe_loop, name="share-probe", daemon=True)
         self._client.on_connect = self._on_connect
+        self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
@@ -188,6 +239,8 @@ class Ingest:
             self._client.tls_set(ca_certs=cfg.tls_ca, certfile=cfg.tls_cert, keyfile=cfg.tls_key)
         for writer in self._writers:
             writer.start()
+        if cfg.share_group is not None:
+            self._prober.start()
         self._client.connect_async(
             host, port, self.config.keepalive_s, clean_start=False, properties=props
         )
@@ -198,6 +251,19 @@ class Ingest:
         """Connected and subscribed."""
         return self._ready.is_set()
 
+    def problems(self) -> list[str]:
+        """Why ingest is not doing its job right now, one sentence each (empty: it is)."""
+        out: list[str] = []
+        if self._crashed is not None:
+            out.append(self._crashed)
+        out.extend(self.health.problems(self._clock()))
+        if self.health.connected and not self._ready.is_set() and not self.health.refused:
+            out.append("subscriptions not active yet")
+        with self._turn:
+            failing = sorted(set(self._failing.values()))
+        out.extend(f"database commits failing (retrying): {why}" for why in failing)
+        return out
+
     def wait_ready(self, timeout: float) -> bool:
         """Wait until connected and subscribed."""
         return self._ready.wait(timeout)
@@ -205,8 +271,11 @@ class Ingest:
     def stop(self) -> None:
         """Finish the batch in hand, then disconnect; unacknowledged messages stay queued."""
         self._stop.set()
+        self._probe_wanted.set()
         for writer in self._writers:
             writer.join(timeout=30)
+        if self._prober.is_alive():
+            self._prober.join(timeout=10)
         self._client.disconnect()
         self._client.loop_stop()
 
@@ -221,20 +290,26 @@ class Ingest:
         props: Properties | None,
     ) -> None:
         if reason.is_failure:
-            log.warning("broker refused the connection: %s", reason)
+            self.health.connection_failed(f"broker refused the connection: {reason}", self._clock())
             return
-        subs = [
-            (subscription(k, self.config.root, share_group=self.config.share_group), 1)
-            for k in self.config.kinds
-        ]
-        client.subscribe(subs)
+        cfg = self.config
+        self._filters = [subscription(k, cfg.root, share_group=cfg.share_group) for k in cfg.kinds]
+        if cfg.share_group is not None:
+            self._filters.append(
+                subscription(Kind.CMD, cfg.root, site=PROBE_SITE, share_group=cfg.share_group)
+            )
+        client.subscribe([(f, 1) for f in self._filters])
         self.stats.connected = True
+        self.health.connected_now(flags.session_present, self._clock())
         log.info(
             "connected to %s as %s (session present: %s)",
-            self.config.mqtt_url,
-            self.config.client_id,
+            cfg.mqtt_url,
+            cfg.client_id,
             flags.session_present,
         )
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
+        self.health.connection_failed("cannot connect", self._clock())
 
     def _on_subscribe(
         self,
@@ -245,11 +320,17 @@ class Ingest:
         props: Properties | None,
     ) -> None:
         # Ready only once the broker routes to us: anything published earlier would be missed.
-        refused = [str(r) for r in reasons if r.is_failure]
-        if refused:
-            log.error("broker refused subscriptions: %s", ", ".join(refused))
+        granted = [
+            (f, None if r.is_failure else int(r.value))
+            for f, r in zip(self._filters, reasons, strict=False)
+        ]
+        self.health.subscribed(granted)
+        if self.health.refused:
             return
         self._ready.set()
+        if self.config.share_group is not None:
+            self.health.probing(self._filters[0])
+            self._probe_wanted.set()
 
     def _on_disconnect(
         self,
@@ -262,13 +343,89 @@ class Ingest:
         self.stats.connected = False
         self._ready.clear()
         if not self._stop.is_set():
-            log.warning("disconnected from broker (%s); reconnecting", reason)
+            self.health.connection_failed(f"disconnected ({reason})", self._clock())
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic.startswith(self._probe_prefix):
+            # A shared-subscription probe: ours, or another group member's. Never stored.
+            if msg.qos > 0:
+                client.ack(msg.mid, msg.qos)
+            if msg.topic == self._probe_topic:
+                self._probe_back.set()
+            return
         # Decoding here overlaps with the writer thread waiting on the database.
         now_ms = int(self._clock() * 1000)
         item = classify(msg.topic, bytes(msg.payload), self.config.root, now_ms)
         self._queue.put(_Pending(item, msg.mid, msg.qos))
+        if msg.retain and isinstance(item, Accepted) and item.topic.kind is Kind.BIRTH:
+            self._ask_rebirth(item.topic.site, item.topic.gateway)
+
+    def _ask_rebirth(self, site: str, gateway: str) -> None:
+        """Ask a gateway for a fresh birth (Sparkplug's host behaviour on a stored birth).
+
+        A retained birth is the broker's copy from when the gateway connected: its alarm
+        picture and device states may be long out of date. Applying it is harmless (older
+        positions never roll state back); the fresh birth brings the current picture.
+        """
+        try:
+            self.send_command(site, gateway, "rebirth")
+        except ConnectionError as exc:
+            log.warning("cannot ask gateway %s for a fresh birth: %s", gateway, exc)
+            return
+        self.stats.rebirths_requested += 1
+        log.info("gateway %s: retained birth received, asked for a fresh one", gateway)
+
+    def _probe_loop(self) -> None:
+        """After each SUBACK of a shared subscription, publish probes until one comes back.
+
+        The probes go out on a connection of their own: a broker that refuses them (an ACL)
+        may drop that connection, never the one ingest runs on. The group's members share the
+        probe filter too, so a probe may go to another member: several are sent,
+        `probe_interval_s` apart; none back after `probe_tries` means the broker does not
+        deliver on the shared subscription.
+        """
+        while not self._stop.is_set():
+            self._probe_wanted.wait()
+            self._probe_wanted.clear()
+            if self._stop.is_set() or not self._ready.is_set():
+                continue
+            try:
+                honoured, why = self._probe(), ""
+            except (OSError, RuntimeError, ValueError) as exc:
+                honoured, why = False, f"cannot publish a probe: {type(exc).__name__}: {exc}"
+            if self._stop.is_set() or not self._ready.is_set():
+                continue  # disconnected meanwhile: the next SUBACK probes again
+            self.health.probe_result(honoured, why)
+
+    def _probe(self) -> bool:
+        """Publish probes on a connection of our own; True as soon as one comes back."""
+        cfg = self.config
+        host, port = parse_mqtt_url(cfg.mqtt_url)
+        pub = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=f"{cfg.client_id}-probe",
+            protocol=MQTTProtocolVersion.MQTTv5,
+        )
+        if cfg.username is not None:
+            pub.username_pw_set(cfg.username, cfg.password)
+        if cfg.mqtt_url.startswith("mqtts://") or cfg.tls_ca is not None:
+            pub.tls_set(ca_certs=cfg.tls_ca, certfile=cfg.tls_cert, keyfile=cfg.tls_key)
+        pub.connect(host, port, cfg.keepalive_s)
+        pub.loop_start()
+        try:
+            for _ in range(cfg.probe_tries):
+                if self._stop.is_set() or not self._ready.is_set():
+                    return False
+                self._probe_back.clear()
+                nonce = f"p{uuid.uuid4().hex[:16]}"
+                self._probe_topic = topic(PROBE_SITE, nonce, Kind.CMD, root=cfg.root)
+                pub.publish(self._probe_topic, b"probe", qos=1)
+                if self._probe_back.wait(cfg.probe_interval_s):
+                    return True
+            return False
+        finally:
+            pub.disconnect()
+            pub.loop_stop()
 
     # --- writer thread ------------------------------------------------------------------------
 
@@ -292,19 +449,38 @@ class Ingest:
         return batch
 
     def _write_loop(self, index: int) -> None:
+        try:
+            self._write_batches(index)
+        except Exception as exc:
+            # A bug, not a database problem (those are handled below): say so where an
+            # operator looks instead of leaving a collector that silently stopped ingesting.
+            self._crashed = f"ingest writer {index} stopped: {type(exc).__name__}: {exc}"
+            log.critical("%s", self._crashed, exc_info=True)
+
+    def _write_batches(self, index: int) -> None:
         while not self._stop.is_set():
             with self._take:
                 batch = self._next_batch()
                 ticket = next(self._tickets) if batch else 0
             if batch:
-                self._commit(ticket, batch)
+                self._commit(index, ticket, batch)
             # After each commit, and on idle passes by the first writer only.
             if self._on_commit is not None and (batch or index == 0):
                 with self._hook:
-                    try:
-                        self._on_commit()
-                    except Exception:  # the case engine must never stop ingest
-                        log.exception("post-commit hook failed")
+                    self._run_hook(self._on_commit)
+
+    def _run_hook(self, hook: Callable[[], None]) -> None:
+        """Run the post-commit hook; a database error there never stops ingest."""
+        try:
+            hook()
+        except StoreError as exc:
+            if not self._hook_failing:
+                log.warning("post-commit hook failed (retried after the next commit): %s", exc)
+            self._hook_failing = True
+            return
+        if self._hook_failing:
+            log.info("post-commit hook succeeds again")
+            self._hook_failing = False
 
     def _await_turn(self, ticket: int) -> bool:
         """Wait until every earlier batch is acknowledged; False if stopping meanwhile."""
@@ -315,7 +491,7 @@ class Ingest:
                 self._turn.wait(0.2)
         return True
 
-    def _commit(self, ticket: int, batch: list[_Pending]) -> None:
+    def _commit(self, writer: int, ticket: int, batch: list[_Pending]) -> None:
         now_ms = int(self._clock() * 1000)
         items = [p.item for p in batch]
         ordered = any(
@@ -323,18 +499,10 @@ class Ingest:
         )
         if ordered and not self._await_turn(ticket):
             return  # stopping: unacknowledged, so the broker redelivers these
-        delay = self.config.retry_s
-        while True:
-            try:
-                result = self.store.write(items, now_ms)
-                break
-            except Exception as exc:  # database down: keep the batch, unacknowledged, and retry
-                with self._turn:
-                    self.stats.store_errors += 1
-                log.warning("store write failed (%s); retrying in %.1f s", exc, delay)
-                if self._stop.wait(delay):
-                    return  # stopping: the broker redelivers these to the next run
-                delay = min(delay * 2, 10.0)
+        result = self._write(writer, items, now_ms)
+        if result is None:
+            return  # stopping: the broker redelivers these to the next run
+        self._write_succeeded(writer)
         if not self._await_turn(ticket):
             return  # committed but unacknowledged: the redelivery is a duplicate, and ignored
         with self._turn:
@@ -348,12 +516,87 @@ class Ingest:
             self.stats.duplicates += result.duplicates
             self.stats.conflicts += result.conflicts
             self.stats.new_epochs += result.new_epochs
+            self.stats.gateway_conflicts += result.gateway_conflicts
             self.stats.dead_letters += result.dead_letters
             self._acked = ticket
             self._turn.notify_all()
         for item in items:
             if isinstance(item, Rejected):
                 log.info("dead letter from %s: %s", item.topic, item.reason)
+
+    def _write(self, writer: int, items: list[Incoming], now_ms: int) -> WriteResult | None:
+        """Commit `items` in order, isolating any the database refuses; None if stopping.
+
+        A lost connection is retried for ever (the batch stays unacknowledged). A data error
+        in a commit of several messages splits it in halves, each committed in turn, until
+        the refused messages stand alone; each of those is tried `poison_tries` times and
+        then dead-lettered with the database's reason, so one bad value never stops a lane.
+        """
+        delay = self.config.retry_s
+        tries = 0
+        while True:
+            try:
+                result = self.store.write(items, now_ms)
+            except StoreUnavailable as exc:
+                self._write_failed(writer, exc)
+            except StoreDataError as exc:
+                self._write_failed(writer, exc)
+                tries += 1
+                if len(items) > 1:
+                    half = len(items) // 2
+                    first = self._write(writer, items[:half], now_ms)
+                    rest = None if first is None else self._write(writer, items[half:], now_ms)
+                    return None if first is None or rest is None else first + rest
+                if tries >= self.config.poison_tries:
+                    return self._dead_letter_poison(writer, items[0], exc, now_ms)
+            else:
+                return result
+            if self._stop.wait(delay):
+                return None
+            delay = min(delay * 2, 10.0)
+
+    def _dead_letter_poison(
+        self, writer: int, item: Incoming, exc: StoreDataError, now_ms: int
+    ) -> WriteResult | None:
+        """Store a message the database keeps refusing as a dead letter with its reason."""
+        if isinstance(item, Accepted):
+            reason = f"the database refused it {self.config.poison_tries} times: {exc}"
+            letter = Rejected(item.topic_name, item.payload or encode(item.message), reason, now_ms)
+        else:
+            # Its own dead letter was refused: keep only what any text column can hold.
+            letter = Rejected(
+                _ascii(item.topic), item.payload, _ascii(f"{item.reason}; then {exc}"), now_ms
+            )
+        log.warning("dead-lettered a message from %s: %s", letter.topic, letter.reason)
+        with self._turn:
+            self.stats.poisoned += 1
+        delay = self.config.retry_s
+        while True:
+            try:
+                result = self.store.write([letter], now_ms)
+            except StoreError as error:
+                # Not even a dead letter commits: the database, not the message, is the
+                # problem. Keep the message unacknowledged and retry.
+                self._write_failed(writer, error)
+            else:
+                return result
+            if self._stop.wait(delay):
+                return None
+            delay = min(delay * 2, 10.0)
+
+    def _write_failed(self, writer: int, exc: StoreError) -> None:
+        with self._turn:
+            self.stats.store_errors += 1
+            first = not self._failing
+            self._failing[writer] = str(exc)
+        if first:
+            log.warning("database commits failing: %s; retrying", exc)
+
+    def _write_succeeded(self, writer: int) -> None:
+        with self._turn:
+            if self._failing.pop(writer, None) is None or self._failing:
+                return
+        log.warning("database commits succeed again")
 
     # --- commands -----------------------------------------------------------------------------
 

@@ -1,10 +1,14 @@
 """Plain records the store reads and writes, shared by ingest, cases and the API."""
 
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from enum import StrEnum
 
 from wire import Message, TopicParts
 from wire.messages import Value
+
+# Where a stored alarm event came from: the gateway's stream, or its birth's alarm picture.
+ORIGIN_GATEWAY, ORIGIN_BIRTH = "gateway", "birth"
+RECONCILED = "reconciled from birth"  # the note on what a birth's picture changed
 
 
 class Status(StrEnum):
@@ -27,6 +31,7 @@ class Accepted:
     message: Message
     digest: bytes | None = None
     topic_name: str = ""
+    payload: bytes = b""  # as received: what a dead letter keeps if the database refuses it
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +42,9 @@ class Rejected:
     payload: bytes
     reason: str
     received_ms: int
+    # The gateway that claimed what is not its own (an alarm id of another gateway): the
+    # refusal is also reported as a `gateway.conflict` event of that gateway.
+    conflict_of: str | None = None
 
 
 Incoming = Accepted | Rejected
@@ -53,6 +61,7 @@ class Reading:
     value: Value
     quality: str
     historical: bool
+    received_ms: int | None = None  # set only if `ts_ms` was implausible: when it arrived
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +100,18 @@ class GatewayState:
     reason: str
     counters: dict[str, int | float] = field(default_factory=dict)
     counters_ms: int | None = None
+    clock: "GatewayClock | None" = None  # from its last birth
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayClock:
+    """A gateway's wall clock as its last birth described it (wire.ClockInfo) and when that
+    birth arrived here."""
+
+    plausible: bool
+    step_ms: int
+    step_at_ms: int
+    received_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +173,7 @@ class AlarmTransition:
     ts_ms: int
     value: Value
     message: str
+    origin: str = "gateway"  # or "birth": set from a birth's alarm picture (reconciled)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,3 +186,8 @@ class WriteResult:
     alarm_events: int = 0
     conflicts: int = 0  # a key seen before with different content: dead-lettered, logged
     new_epochs: int = 0  # a known gateway started a new buffer epoch
+    gateway_conflicts: int = 0  # claims refused to a gateway (another's alarm id or asset)
+
+    def __add__(self, other: "WriteResult") -> "WriteResult":
+        """The effect of two commits together."""
+        return WriteResult(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))

@@ -41,6 +41,9 @@ class CollectorConfig:
     escalate_every_s: float = 5.0
     events_poll_s: float = 0.5  # event-log pass without a kick (rows from other collectors)
     webhooks: WebhookConfig = field(default_factory=WebhookConfig)
+    # A sample time more than this ahead of the collector's clock is implausible (stored as
+    # sent, flagged with its receive time); so is one before the software was built.
+    max_clock_skew_s: float = 300.0
 
 
 class Runtime:
@@ -49,6 +52,7 @@ class Runtime:
     def __init__(self, config: CollectorConfig, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.store: Store = open_store(config.db_url)
+        self.store.max_skew_ms = int(config.max_clock_skew_s * 1000)
         self.store.migrate()
         log.info("store ready: %s", self.store.backend)
         if config.assets_file is not None:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from collector.errors import StoreError
 from collector.events import EventRecord, Notifier
 
 if TYPE_CHECKING:
@@ -154,6 +155,7 @@ class Deliverer:
         self._http = httpx.Client(timeout=config.timeout_s, follow_redirects=False)
         self.failures = 0  # failed attempts since start (for /metrics)
         self.delivered = 0
+        self._failing = False  # the last pass hit a database error (logged once)
 
     def start(self) -> None:
         """Start delivering."""
@@ -184,8 +186,14 @@ class Deliverer:
                 break
             try:
                 self.run_once()
-            except Exception:  # a database hiccup: everything stays pending for the next pass
-                log.exception("webhook pass failed")
+            except StoreError as exc:  # everything stays pending for the next pass
+                if not self._failing:
+                    log.warning("webhook passes failing: %s", exc)
+                self._failing = True
+                continue
+            if self._failing:
+                log.info("webhook passes succeed again")
+                self._failing = False
 
     def _send(self, d: DueDelivery) -> None:
         body = event_body(d.event)

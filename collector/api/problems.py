@@ -12,6 +12,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from collector.api.names import AmbiguousDevice
+from collector.errors import StoreDataError, StoreUnavailable
+
 log = logging.getLogger(__name__)
 
 PROBLEM = "application/problem+json"
@@ -48,12 +51,26 @@ def install(app: FastAPI) -> None:
         detail = "; ".join(f"{_where(e.get('loc'))}: {e.get('msg')}" for e in errors)
         return problem(422, detail or "invalid request", errors=errors)
 
+    async def unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # The database is down or busy: say so at once, and when to try again.
+        return problem(503, str(exc), headers={"Retry-After": "5"})
+
+    async def refused(request: Request, exc: Exception) -> JSONResponse:
+        return problem(422, str(exc))
+
+    async def ambiguous(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, AmbiguousDevice)
+        return problem(409, str(exc), candidates=exc.candidates)
+
     async def crashed(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem(500, "internal error; the collector log has the details")
 
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(StoreUnavailable, unavailable)
+    app.add_exception_handler(StoreDataError, refused)
+    app.add_exception_handler(AmbiguousDevice, ambiguous)
     app.add_exception_handler(Exception, crashed)
     app.add_middleware(RequestHygiene, max_body=MAX_BODY_BYTES)
 

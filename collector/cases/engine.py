@@ -16,7 +16,7 @@ from collector.cases.workflow import (
     needs_escalation,
     open_case,
 )
-from collector.models import AlarmTransition
+from collector.models import ORIGIN_BIRTH, RECONCILED, AlarmTransition
 from collector.store import Conflict, Store
 from wire import AlarmState
 
@@ -26,6 +26,11 @@ SYSTEM = "system"
 HOUR_MS = 3_600_000
 _ACTIVE = (AlarmState.ACTIVE_UNACKED.value, AlarmState.ACTIVE_ACKED.value)
 _CLEARABLE = (CaseState.REGISTERED, CaseState.DISPATCHED, CaseState.HANDLING, CaseState.FEEDBACK)
+
+
+def _origin_note(t: AlarmTransition) -> str:
+    """What an audit adds when the transition came from a birth's alarm picture."""
+    return f" ({RECONCILED})" if t.origin == ORIGIN_BIRTH else ""
 
 
 class CaseNotFound(KeyError):
@@ -46,20 +51,22 @@ class CaseEngine:
     def process_pending(self, limit: int = 500) -> int:
         """Handle stored alarm transitions not yet seen by the engine; return how many."""
         pending = self.store.pending_alarm_transitions(limit)
-        families: dict[str, str] = {}
+        families: dict[tuple[str, str], str] = {}
         for t in pending:
-            if t.device not in families:
-                families.update({d.device: d.family for d in self.store.devices(t.gateway)})
-            self._handle(t, families.get(t.device, ""))
+            if (t.gateway, t.device) not in families:
+                families.update(
+                    {(d.gateway, d.device): d.family for d in self.store.devices(t.gateway)}
+                )
+            self._handle(t, families.get((t.gateway, t.device), ""))
         return len(pending)
 
     def _handle(self, t: AlarmTransition, family: str) -> None:
         route = self.routing.match(family, t.alarm_type, t.point)
-        asset = self.store.asset_of_device(t.device) if route else None
+        asset = self.store.asset_of_device(t.gateway, t.device) if route else None
         if route is None or (asset is None and route.event_subcategory is None):
             self.store.mark_transitions_handled([t.id])
             return
-        subject = asset.code if asset else t.device
+        subject = asset.code if asset else f"{t.gateway}/{t.device}"
         current = self.store.open_case_for(subject, route.problem)
         now = self._now_ms()
         if t.state in _ACTIVE:
@@ -72,14 +79,14 @@ class CaseEngine:
         elif (
             current is not None
             and current.state in _CLEARABLE
-            and not self._still_active(t.device, family, route.problem)
+            and not self._still_active(t.gateway, t.device, family, route.problem)
         ):
             case, audit = apply(
                 current,
                 Action.ALARM_CLEARED,
                 actor=SYSTEM,
                 now_ms=now,
-                note=f"alarm {t.alarm_id} cleared",
+                note=f"alarm {t.alarm_id} cleared" + _origin_note(t),
             )
             audits = [audit]
             if self.routing.auto_close:
@@ -95,10 +102,10 @@ class CaseEngine:
         else:
             self.store.mark_transitions_handled([t.id])
 
-    def _still_active(self, device: str, family: str, problem: str) -> bool:
+    def _still_active(self, gateway: str, device: str, family: str, problem: str) -> bool:
         """Whether another alarm of the same problem on this device is still active."""
         for a in self.store.alarms(active_only=True):
-            if a.device != device:
+            if (a.gateway, a.device) != (gateway, device):
                 continue
             route = self.routing.match(family, a.alarm_type, a.point)
             if route is not None and route.problem == problem:
@@ -117,7 +124,8 @@ class CaseEngine:
                     "attach",
                     case.state.value,
                     case.state.value,
-                    f"repeat alarm {t.alarm_id} ({t.alarm_type} on {t.device}/{t.point})",
+                    f"repeat alarm {t.alarm_id} ({t.alarm_type} on {t.gateway}/{t.device}"
+                    f" {t.point})",
                 )
             )
         self.store.save_case(case, audits, expect_state=case.state.value, transition_ids=[t.id])
@@ -154,7 +162,9 @@ class CaseEngine:
             actor=SYSTEM,
             now_ms=now,
             title=route.title or route.problem,
-            note=f"alarm {t.alarm_id}: {t.message or t.alarm_type} (value {t.value})",
+            gateway=t.gateway,
+            note=f"alarm {t.alarm_id}: {t.message or t.alarm_type} (value {t.value})"
+            + _origin_note(t),
         )
         if route.auto_dispatch and case.state is CaseState.REGISTERED:
             case, audit = apply(

@@ -117,6 +117,17 @@ class Case:
     repeats: int = 0
     escalations: int = 0
     title: str = ""
+    gateway: str | None = None  # the gateway of `device` (a device id is unique per gateway)
+
+    @property
+    def subject(self) -> str:
+        """What the case is about, for one open case per (subject, problem): the asset, else
+        the gateway's device, else the case itself."""
+        if self.asset:
+            return self.asset
+        if self.device:
+            return f"{self.gateway}/{self.device}" if self.gateway else self.device
+        return self.case_no
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +194,7 @@ def open_case(
     now_ms: int,
     title: str = "",
     note: str = "",
+    gateway: str | None = None,
 ) -> tuple[Case, list[Audit]]:
     """Create a case in 受理; with `auto_register` it is 立案 at once (two audit rows)."""
     case = Case(
@@ -201,6 +213,7 @@ def open_case(
         deadline_ms=allowed_ms,  # while in 受理 this holds the allowed duration, not a time
         timed_from_ms=None,
         title=title,
+        gateway=gateway,
     )
     audits = [Audit(case_no, now_ms, actor, "report", None, S.REPORTED.value, note)]
     if auto_register:

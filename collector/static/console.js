@@ -80,7 +80,8 @@ function renderAlarms() {
     tr.dataset.device = a.device;
     tr.dataset.state = a.state;
     tr.append(el("td", fmtTime(a.state_ms)), el("td", t("sev")[a.severity] || a.severity),
-      el("td", a.device), el("td", a.point), el("td", t("alarm_state")[a.state] || a.state),
+      el("td", `${a.gateway}/${a.device}`), el("td", a.point),
+      el("td", t("alarm_state")[a.state] || a.state),
       el("td", a.value), el("td", a.message));
     const cell = el("td");
     if (a.state === "active_unacked" || a.state === "cleared_unacked") {
@@ -89,14 +90,17 @@ function renderAlarms() {
       cell.append(button);
     }
     tr.append(cell);
-    tr.addEventListener("click", () => sparkline(a.device, a.point));
+    tr.addEventListener("click", () => sparkline(a.gateway, a.device, a.point));
     body.append(tr);
   }
 }
 
 function upsertAlarm(a) {
-  const known = state.alarms.get(a.alarm_id);
-  if (!known || known.state_ms <= a.state_ms) state.alarms.set(a.alarm_id, a);
+  // The collector announces an alarm's states in its gateway's order of events, so the last
+  // to arrive is the current one, whatever its time stamp (a gateway clock may be wrong).
+  // An event carries the time of its state as ts_ms; a listed alarm as state_ms.
+  const known = state.alarms.get(a.alarm_id) || {};
+  state.alarms.set(a.alarm_id, { ...known, ...a, state_ms: a.state_ms ?? a.ts_ms });
 }
 
 async function ack(alarmId) {
@@ -140,7 +144,7 @@ function renderStatus() {
     tr.dataset.device = d.device;
     tr.append(el("td", d.device), el("td", d.gateway), el("td", d.family),
       el("td", t("online")[d.status] || d.status, `status-${d.status}`), el("td", fmtTime(d.since_ms)));
-    tr.addEventListener("click", () => sparklineForDevice(d.device));
+    tr.addEventListener("click", () => sparklineForDevice(d.gateway, d.device));
     body.append(tr);
   }
 }
@@ -166,19 +170,21 @@ async function refresh() {
 
 // --- sparkline ---------------------------------------------------------------------------------
 
-async function sparklineForDevice(device) {
-  const latest = await api(`/api/v1/latest?device=${encodeURIComponent(device)}`);
+// A device id is unique only within its gateway: every request names both.
+async function sparklineForDevice(gateway, device) {
+  const q = new URLSearchParams({ gateway, device });
+  const latest = await api(`/api/v1/latest?${q}`);
   const numeric = latest.find((r) => typeof r.value === "number");
-  if (numeric) sparkline(device, numeric.point);
+  if (numeric) sparkline(gateway, device, numeric.point);
 }
 
-async function sparkline(device, point) {
-  state.spark = { device, point };
+async function sparkline(gateway, device, point) {
+  state.spark = { gateway, device, point };
   const since = Date.now() - 3600 * 1000;
-  const q = new URLSearchParams({ device, point, since: String(since), limit: "2000" });
+  const q = new URLSearchParams({ gateway, device, point, since: String(since), limit: "2000" });
   const svg = $("#spark");
   svg.replaceChildren();
-  $("#spark-title").textContent = `${device}.${point}`;
+  $("#spark-title").textContent = `${gateway}/${device}.${point}`;
   try {
     const rows = (await api(`/api/v1/readings?${q}`)).filter((r) => typeof r.value === "number");
     if (rows.length < 2) { $("#spark-range").textContent = t("no_data"); return; }
@@ -214,7 +220,7 @@ function openStream() {
   const onAlarm = (ev) => {
     upsertAlarm(JSON.parse(ev.data).data);
     renderAlarms();
-    if (state.spark) sparkline(state.spark.device, state.spark.point);
+    if (state.spark) sparkline(state.spark.gateway, state.spark.device, state.spark.point);
   };
   for (const type of ["alarm.raised", "alarm.acknowledged", "alarm.cleared", "alarm.normal"]) {
     source.addEventListener(type, onAlarm);

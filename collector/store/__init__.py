@@ -1,6 +1,12 @@
 """Collector storage: one Store interface, SQLite and PostgreSQL backends."""
 
-from collector.store.base import Conflict, Store, StoreError
+from collector.store.base import (
+    Conflict,
+    Store,
+    StoreDataError,
+    StoreError,
+    StoreUnavailable,
+)
 
 
 def open_store(url: str) -> Store:
@@ -17,4 +23,11 @@ def open_store(url: str) -> Store:
     raise ValueError(f"unsupported database URL {url!r} (use sqlite:///FILE or postgresql://...)")
 
 
-__all__ = ["Conflict", "Store", "StoreError", "open_store"]
+__all__ = [
+    "Conflict",
+    "Store",
+    "StoreDataError",
+    "StoreError",
+    "StoreUnavailable",
+    "open_store",
+]

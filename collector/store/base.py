@@ -5,6 +5,7 @@ from typing import Any, Protocol
 
 from collector.assets import Asset
 from collector.cases.workflow import Audit, Case
+from collector.errors import Conflict, StoreDataError, StoreError, StoreUnavailable
 from collector.events import AlarmView, EventRecord
 from collector.keys import ApiKey
 from collector.models import (
@@ -21,17 +22,21 @@ from collector.models import (
 )
 from collector.webhooks import Delivery, DueDelivery, Webhook
 
-
-class StoreError(RuntimeError):
-    """A database problem the caller cannot fix by changing its input (connection lost, ...)."""
-
-
-class Conflict(StoreError):
-    """A write lost a race (the case changed underneath); reload and retry."""
+__all__ = [
+    "Conflict",
+    "Store",
+    "StoreDataError",
+    "StoreError",
+    "StoreUnavailable",
+]
 
 
 class Store(Protocol):
     """One storage interface; SQLite and PostgreSQL implement it and pass one contract suite."""
+
+    # How far ahead of the collector's clock a sample time may be and still be plausible (ms);
+    # anything further ahead, or before wire.EARLIEST_PLAUSIBLE_MS, is stored flagged.
+    max_skew_ms: int
 
     @property
     def backend(self) -> str:
@@ -51,8 +56,15 @@ class Store(Protocol):
         """Release connections."""
         ...
 
+    def ping(self) -> None:
+        """Return quickly if the database answers; raise StoreUnavailable (within about two
+        seconds, whatever the state of the network) if it does not."""
+        ...
+
     def write(self, items: Sequence[Incoming], now_ms: int) -> WriteResult:
-        """Commit a batch in one transaction, ignoring durable keys (gateway, seq) already seen."""
+        """Commit a batch in one transaction, ignoring durable keys (gateway, epoch, seq) already
+        seen. Raises StoreUnavailable (retry later) or StoreDataError (something in `items`
+        cannot be stored); nothing is committed then."""
         ...
 
     def readings(
@@ -62,18 +74,28 @@ class Store(Protocol):
         since_ms: int | None = None,
         until_ms: int | None = None,
         limit: int = 1000,
+        gateway: str | None = None,
     ) -> list[Reading]:
-        """Raw readings of a device (optionally one point) in [since, until), oldest first."""
+        """Raw readings of a device (of one gateway, if given; optionally one point) in
+        [since, until), oldest first."""
         ...
 
     def series(
-        self, device: str, point: str, since_ms: int, until_ms: int, bucket_ms: int
+        self,
+        device: str,
+        point: str,
+        since_ms: int,
+        until_ms: int,
+        bucket_ms: int,
+        gateway: str | None = None,
     ) -> list[Bucket]:
-        """Numeric readings bucketed into min/avg/max over [since, until)."""
+        """Numeric readings (of one gateway's device, if given) bucketed into min/avg/max over
+        [since, until)."""
         ...
 
-    def latest(self, device: str | None = None) -> list[Reading]:
-        """The newest reading of every (device, point), optionally for one device."""
+    def latest(self, device: str | None = None, gateway: str | None = None) -> list[Reading]:
+        """The newest reading of every (gateway, device, point), optionally for one device
+        and/or one gateway."""
         ...
 
     def count_readings(self) -> int:
@@ -96,8 +118,8 @@ class Store(Protocol):
         """The buffer epochs a gateway has used, newest first."""
         ...
 
-    def devices(self, gateway: str | None = None) -> list[DeviceState]:
-        """All known devices, optionally of one gateway."""
+    def devices(self, gateway: str | None = None, device: str | None = None) -> list[DeviceState]:
+        """All known devices, optionally of one gateway and/or with one device id."""
         ...
 
     def alarms(self, active_only: bool = False) -> list[AlarmRecord]:
@@ -105,19 +127,25 @@ class Store(Protocol):
         ...
 
     def upsert_assets(self, assets: Sequence[Asset]) -> int:
-        """Insert or replace assets and bind their listed devices; return how many."""
+        """Insert or replace assets and bind their listed devices; return how many.
+
+        A device listed as `gateway/device` is bound as named; one listed as `device` is bound
+        to the one gateway that has it, or waits for the first gateway to announce it. Raises
+        AssetError (nothing stored) if several gateways have a device of that id.
+        """
         ...
 
     def assets(self) -> list[Asset]:
         """All assets ordered by code."""
         ...
 
-    def asset_of_device(self, device: str) -> Asset | None:
-        """The asset a device is bound to, if any."""
+    def asset_of_device(self, gateway: str, device: str) -> Asset | None:
+        """The asset a gateway's device is bound to, if any."""
         ...
 
-    def bind_device(self, device: str, asset: str) -> None:
-        """Bind a device to an asset (replacing any earlier binding)."""
+    def bind_device(self, gateway: str | None, device: str, asset: str) -> None:
+        """Bind a gateway's device to an asset (replacing any earlier binding); without a
+        gateway, the binding waits for the first gateway that announces the device."""
         ...
 
     def pending_alarm_transitions(self, limit: int = 500) -> list[AlarmTransition]:

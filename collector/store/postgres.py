@@ -6,6 +6,7 @@ partitions created ahead automatically and a DEFAULT partition catching anything
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -16,15 +17,24 @@ from operator import mul, sub
 from typing import Any
 
 import psycopg
+import psycopg_pool
 from psycopg_pool import ConnectionPool
 
 from collector.models import Bucket, Incoming, Reading, WriteResult
-from collector.store.base import StoreError
-from collector.store.schema import Migration, api_statements, core_statements, epoch_statements
+from collector.store.base import StoreDataError, StoreError, StoreUnavailable
+from collector.store.schema import (
+    Migration,
+    api_statements,
+    core_statements,
+    epoch_statements,
+    order_statements,
+    scope_statements,
+)
 from collector.store.sql import (
     V_FLOAT,
     BatchKey,
     Cursor,
+    FlaggedRow,
     KeyedDigest,
     ReadingRow,
     SqlStore,
@@ -34,12 +44,41 @@ from collector.store.sql import (
 from wire import DataBatch, Quality
 
 log = logging.getLogger(__name__)
+# The pool logs every failed reconnection attempt; the store logs the state change once itself.
+logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 DAY_MS = 86_400_000
 PARTITIONS_AHEAD_DAYS = 7
 _LOCK_ID = 0x11FE11E  # advisory lock serializing migrations and partition creation
+# Seconds to wait for a pooled connection: normally, and once the server is known unreachable
+# (then API calls and /readyz answer 503 at once instead of after the normal wait).
+POOL_TIMEOUT_S = 10.0
+FAST_FAIL_S = 1.0
+PING_TIMEOUT_S = 2.0
+# SQLSTATE classes (PostgreSQL Appendix A) in which the server, not our data, is the problem:
+# 08 connection exception, 40 transaction rollback (deadlock, serialization), 53 insufficient
+# resources (disk full, out of memory, too many connections), 55 object not in prerequisite
+# state (lock not available), 57 operator intervention (shutdown, cancel), 58 system error
+# (I/O), XX internal error. Everything else (22 data exception, 23 integrity constraint
+# violation, P0 a trigger's RAISE, 42 a statement the schema refuses) is about what we sent.
+_SERVER_CLASSES = frozenset({"08", "40", "53", "55", "57", "58", "XX"})
+
+
+def convert_error(exc: psycopg.Error) -> StoreError:
+    """The StoreError for a psycopg error: StoreUnavailable or StoreDataError, by SQLSTATE."""
+    state = exc.sqlstate or ""
+    message = (exc.diag.message_primary if state else None) or str(exc).strip()
+    message = (message or type(exc).__name__) + (f" (SQLSTATE {state})" if state else "")
+    if isinstance(exc, psycopg_pool.PoolTimeout):
+        return StoreUnavailable(f"PostgreSQL unreachable: {message}")
+    if state[:2] in _SERVER_CLASSES or (
+        not state and isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+    ):
+        return StoreUnavailable(f"PostgreSQL unavailable: {message}")
+    return StoreDataError(f"PostgreSQL refused the data: {message}")
+
 
 TIMESCALE = "timescaledb"
 PARTITIONED = "postgres-partitioned"
@@ -49,8 +88,10 @@ _READING_COLUMNS = (
     " ts TIMESTAMPTZ NOT NULL, vtype SMALLINT NOT NULL, value_num DOUBLE PRECISION,"
     " value_text TEXT, quality TEXT NOT NULL, historical BOOLEAN NOT NULL"
 )
-_COLS = "gateway_id, device, point, ts, vtype, value_num, value_text, quality, historical"
-_COPY = f"COPY readings ({_COLS}) FROM STDIN (FORMAT BINARY)"
+_INSERT_COLS = "gateway_id, device, point, ts, vtype, value_num, value_text, quality, historical"
+_COLS = f"{_INSERT_COLS}, received_ms"
+_COPY = f"COPY readings ({_INSERT_COLS}) FROM STDIN (FORMAT BINARY)"
+_COPY_FLAGGED = f"COPY readings ({_COLS}) FROM STDIN (FORMAT BINARY)"
 # The binary wire format of timestamptz is int64 microseconds since 2000-01-01 UTC, so sending
 # that integer as int8 skips building a datetime per row (the server reads the same 8 bytes).
 COPY_TYPES = ["text", "text", "text", "int8", "int2", "float8", "text", "text", "bool"]
@@ -98,9 +139,8 @@ def dt_to_ms(dt: datetime) -> int:
 
 
 def _reading(r: Any) -> Reading:
-    return Reading(
-        r[0], r[1], r[2], dt_to_ms(r[3]), decode_value(r[4], r[5], r[6]), r[7], bool(r[8])
-    )
+    value = decode_value(r[4], r[5], r[6])
+    return Reading(r[0], r[1], r[2], dt_to_ms(r[3]), value, r[7], bool(r[8]), r[9])
 
 
 class PostgresStore(SqlStore):
@@ -108,26 +148,30 @@ class PostgresStore(SqlStore):
 
     def __init__(self, url: str, pool_size: int = 4) -> None:
         self._url = url
-        self._known_epochs = set()
+        self._known_epochs = {}
+        self._down: str | None = None  # why the server is unreachable, while it is
+        self._down_lock = threading.Lock()
         try:
             # One direct attempt first: it fails fast with the server's own reason.
             psycopg.connect(url, connect_timeout=10).close()
         except psycopg.Error as exc:
-            raise StoreError(f"cannot connect to PostgreSQL: {exc}") from None
+            raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from None
         try:
             self._pool = ConnectionPool(
                 url,
+                # A new connection to a host that drops packets must not hang for minutes.
+                kwargs={"connect_timeout": 5},
                 min_size=1,
                 max_size=pool_size,
                 open=True,
-                timeout=30,
+                timeout=POOL_TIMEOUT_S,
                 name="collector",
                 # After a database restart pooled connections are dead: test before handing out.
                 check=ConnectionPool.check_connection,
             )
             self._pool.wait(timeout=30)
-        except Exception as exc:  # psycopg_pool raises PoolTimeout wrapping the real reason
-            raise StoreError(f"cannot connect to PostgreSQL: {exc}") from None
+        except psycopg.Error as exc:  # PoolTimeout names the server's reason
+            raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from None
         self._layout = ""
         self._horizon_ms = 0
 
@@ -147,9 +191,39 @@ class PostgresStore(SqlStore):
         self._pool.close()
 
     @contextmanager
+    def _connection(self, timeout: float | None = None) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection in one transaction (committed on normal exit); psycopg errors
+        leave as StoreError. Once the server is known unreachable, waits only FAST_FAIL_S."""
+        wait = timeout if timeout is not None else (FAST_FAIL_S if self._down else POOL_TIMEOUT_S)
+        try:
+            with self._pool.connection(timeout=wait) as conn:
+                yield conn
+        except psycopg.Error as exc:
+            error = convert_error(exc)
+            if isinstance(error, StoreUnavailable):
+                self._set_down(str(error))
+            raise error from exc
+        if self._down:
+            self._set_down(None)
+
+    def _set_down(self, reason: str | None) -> None:
+        """Record (and log once) that the server became unreachable, or reachable again."""
+        with self._down_lock:
+            was, self._down = self._down, reason
+        if reason is not None and was is None:
+            log.warning("database unreachable: %s", reason)
+        elif reason is None and was is not None:
+            log.warning("database reachable again")
+
+    @contextmanager
     def _tx(self) -> Iterator[Cursor]:
-        with self._pool.connection() as conn, conn.cursor() as cur:
+        with self._connection() as conn, conn.cursor() as cur:
             yield cur
+
+    def ping(self) -> None:
+        """Return if the server answers a trivial query within PING_TIMEOUT_S."""
+        with self._connection(PING_TIMEOUT_S) as conn:
+            conn.execute("SELECT 1")
 
     def _sql(self, sql: str) -> str:
         return _to_pyformat(sql)
@@ -159,7 +233,7 @@ class PostgresStore(SqlStore):
     def migrate(self) -> list[int]:
         """Apply pending migrations under an advisory lock; safe to run twice or concurrently."""
         applied: list[int] = []
-        with self._pool.connection() as conn, conn.cursor() as cur:
+        with self._connection(30) as conn, conn.cursor() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
             cur.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
@@ -182,6 +256,8 @@ class PostgresStore(SqlStore):
                 ),
                 Migration(3, "command-center API", api_statements("postgres")),
                 Migration(4, "batch keys with buffer epochs", epoch_statements("postgres")),
+                Migration(5, "event order and clocks", order_statements("postgres")),
+                Migration(6, "devices scoped by gateway", scope_statements("postgres")),
             )
             for m in migrations:
                 if m.version in done:
@@ -223,7 +299,7 @@ class PostgresStore(SqlStore):
     def ensure_partitions(self, now_ms: int, ahead_days: int = PARTITIONS_AHEAD_DAYS) -> None:
         """Create daily partitions from yesterday to `ahead_days` ahead (partitioned layout)."""
         first = now_ms // DAY_MS - 1
-        with self._pool.connection() as conn, conn.cursor() as cur:
+        with self._connection() as conn, conn.cursor() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
             for day in range(first, first + ahead_days + 2):
                 start = ms_to_dt(day * DAY_MS)
@@ -332,6 +408,13 @@ class PostgresStore(SqlStore):
             for r in rows:
                 copy.write_row(r)
 
+    def _insert_flagged_readings(self, cur: Cursor, rows: list[FlaggedRow]) -> None:
+        assert isinstance(cur, psycopg.Cursor)
+        with cur.copy(_COPY_FLAGGED) as copy:
+            copy.set_types([*COPY_TYPES, "int8"])
+            for r in rows:
+                copy.write_row(r)  # built by _reading_rows: the time is already in microseconds
+
     # --- reads --------------------------------------------------------------------------------
 
     def readings(
@@ -341,16 +424,20 @@ class PostgresStore(SqlStore):
         since_ms: int | None = None,
         until_ms: int | None = None,
         limit: int = 1000,
+        gateway: str | None = None,
     ) -> list[Reading]:
-        """Raw readings of a device (optionally one point) in [since, until), oldest first."""
+        """Raw readings of a device (of one gateway, if given; optionally one point) in
+        [since, until), oldest first."""
         rows = self._query(
             f"SELECT {_COLS} FROM readings WHERE device = :dev"  # noqa: S608 - constant columns
+            " AND (CAST(:gw AS TEXT) IS NULL OR gateway_id = :gw)"
             " AND (CAST(:pt AS TEXT) IS NULL OR point = :pt)"
             " AND (CAST(:since AS TIMESTAMPTZ) IS NULL OR ts >= :since)"
             " AND (CAST(:until AS TIMESTAMPTZ) IS NULL OR ts < :until)"
             " ORDER BY ts, point LIMIT :n",
             {
                 "dev": device,
+                "gw": gateway,
                 "pt": point,
                 "since": None if since_ms is None else ms_to_dt(since_ms),
                 "until": None if until_ms is None else ms_to_dt(until_ms),
@@ -360,7 +447,13 @@ class PostgresStore(SqlStore):
         return [_reading(r) for r in rows]
 
     def series(
-        self, device: str, point: str, since_ms: int, until_ms: int, bucket_ms: int
+        self,
+        device: str,
+        point: str,
+        since_ms: int,
+        until_ms: int,
+        bucket_ms: int,
+        gateway: str | None = None,
     ) -> list[Bucket]:
         """Numeric readings bucketed (aligned to the epoch) into min/avg/max."""
         if bucket_ms <= 0:
@@ -369,23 +462,27 @@ class PostgresStore(SqlStore):
             "SELECT div(CAST(extract(epoch FROM ts) * 1000 AS BIGINT), :b) * :b AS bucket,"
             " count(*), min(value_num), avg(value_num), max(value_num) FROM readings"
             " WHERE device = :dev AND point = :pt AND ts >= :since AND ts < :until"
+            " AND (CAST(:gw AS TEXT) IS NULL OR gateway_id = :gw)"
             " AND vtype IN (1, 2, 3) GROUP BY bucket ORDER BY bucket",
             {
                 "b": bucket_ms,
                 "dev": device,
                 "pt": point,
+                "gw": gateway,
                 "since": ms_to_dt(since_ms),
                 "until": ms_to_dt(until_ms),
             },
         )
         return [Bucket(int(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
 
-    def latest(self, device: str | None = None) -> list[Reading]:
-        """The newest reading of every (device, point), optionally for one device."""
+    def latest(self, device: str | None = None, gateway: str | None = None) -> list[Reading]:
+        """The newest reading of every (gateway, device, point), optionally for one device
+        and/or one gateway."""
         sql = (
-            f"SELECT DISTINCT ON (device, point) {_COLS} FROM readings"  # noqa: S608 - constant
+            f"SELECT DISTINCT ON (device, gateway_id, point) {_COLS} FROM readings"  # noqa: S608
             " WHERE (CAST(:dev AS TEXT) IS NULL OR device = :dev)"
-            " ORDER BY device, point, ts DESC"
+            " AND (CAST(:gw AS TEXT) IS NULL OR gateway_id = :gw)"
+            " ORDER BY device, gateway_id, point, ts DESC"
         )
         with self._tx() as cur:
             if self._layout == TIMESCALE:
@@ -393,7 +490,7 @@ class PostgresStore(SqlStore):
                 # SkipScan under a per-chunk Sort and silently return the OLDEST row of each
                 # uncompressed chunk (timescale/timescaledb#10447, fixed in 2.29.2 by #10430).
                 cur.execute("SET LOCAL timescaledb.enable_skipscan = off")
-            rows = self._run(cur, sql, {"dev": device})
+            rows = self._run(cur, sql, {"dev": device, "gw": gateway})
         return [_reading(r) for r in rows]
 
     def count_readings(self) -> int:

@@ -251,6 +251,86 @@ CREATE TABLE IF NOT EXISTS gateway_epochs (
 )
 """
 
+# Version 5: state follows the gateway's order of events, not the largest timestamp seen.
+# A position is (rank of the buffer epoch = when this collector first saw it, seq of the batch,
+# index in the batch); a birth's alarm picture and device states sit after every event of its
+# high-water batch. Times are stored as sent; `received_ms` beside one says it was implausible
+# (before the software was built, or too far ahead of the collector) and when it arrived.
+_ORDER = """
+ALTER TABLE alarm_events ADD COLUMN pos_rank BIGINT;
+ALTER TABLE alarm_events ADD COLUMN pos_seq BIGINT;
+ALTER TABLE alarm_events ADD COLUMN pos_idx BIGINT;
+ALTER TABLE alarm_events ADD COLUMN received_ms BIGINT;
+ALTER TABLE alarm_events ADD COLUMN origin TEXT NOT NULL DEFAULT 'gateway';
+ALTER TABLE alarms ADD COLUMN pos_rank BIGINT;
+ALTER TABLE alarms ADD COLUMN pos_seq BIGINT;
+ALTER TABLE alarms ADD COLUMN pos_idx BIGINT;
+ALTER TABLE alarm_index ADD COLUMN pos_rank BIGINT;
+ALTER TABLE alarm_index ADD COLUMN pos_seq BIGINT;
+ALTER TABLE alarm_index ADD COLUMN pos_idx BIGINT;
+ALTER TABLE alarm_index ADD COLUMN received_ms BIGINT;
+ALTER TABLE devices ADD COLUMN pos_rank BIGINT;
+ALTER TABLE devices ADD COLUMN pos_seq BIGINT;
+ALTER TABLE devices ADD COLUMN pos_idx BIGINT;
+ALTER TABLE status_log ADD COLUMN received_ms BIGINT;
+ALTER TABLE gateways ADD COLUMN birth_rank BIGINT;
+ALTER TABLE gateways ADD COLUMN birth_seq BIGINT;
+ALTER TABLE gateways ADD COLUMN birth_sent_ms BIGINT;
+ALTER TABLE gateways ADD COLUMN birth_received_ms BIGINT;
+ALTER TABLE gateways ADD COLUMN clock_plausible BOOLEAN;
+ALTER TABLE gateways ADD COLUMN clock_step_ms BIGINT;
+ALTER TABLE gateways ADD COLUMN clock_step_at_ms BIGINT;
+ALTER TABLE readings ADD COLUMN received_ms BIGINT
+"""
+
+# Version 6: a device belongs to its gateway. Devices and device -> asset bindings are keyed
+# (gateway, device): two cabinets may both have `mh-01`. A binding with gateway '' is a
+# registry entry naming a device no gateway has announced yet; the first gateway to announce
+# that device, while no other gateway has one of that id, claims it. Cases and device status
+# changes carry the gateway; a case without an asset is about `gateway/device`.
+_SCOPE = """
+CREATE TABLE devices_scoped (
+    gateway_id TEXT NOT NULL,
+    device TEXT NOT NULL,
+    profile TEXT NOT NULL,
+    family TEXT NOT NULL,
+    status TEXT NOT NULL,
+    since_ms BIGINT NOT NULL,
+    reason TEXT NOT NULL,
+    pos_rank BIGINT,
+    pos_seq BIGINT,
+    pos_idx BIGINT,
+    PRIMARY KEY (gateway_id, device)
+);
+INSERT INTO devices_scoped SELECT gateway_id, device, profile, family, status, since_ms, reason,
+    pos_rank, pos_seq, pos_idx FROM devices;
+CREATE TABLE device_assets_scoped (
+    gateway_id TEXT NOT NULL,
+    device TEXT NOT NULL,
+    asset TEXT NOT NULL,
+    PRIMARY KEY (gateway_id, device)
+);
+INSERT INTO device_assets_scoped SELECT
+    COALESCE((SELECT d.gateway_id FROM devices d WHERE d.device = b.device), ''), b.device, b.asset
+    FROM device_assets b;
+ALTER TABLE cases ADD COLUMN gateway_id TEXT;
+UPDATE cases SET gateway_id = (SELECT d.gateway_id FROM devices d WHERE d.device = cases.device)
+    WHERE device IS NOT NULL;
+UPDATE cases SET subject = gateway_id || '/' || device
+    WHERE asset IS NULL AND device IS NOT NULL AND gateway_id IS NOT NULL;
+ALTER TABLE status_log ADD COLUMN gateway_id TEXT;
+UPDATE status_log SET gateway_id = (
+    SELECT d.gateway_id FROM devices d WHERE d.device = status_log.ident
+) WHERE entity = 'device';
+DROP TABLE devices;
+ALTER TABLE devices_scoped RENAME TO devices;
+CREATE INDEX IF NOT EXISTS devices_device ON devices (device);
+DROP TABLE device_assets;
+ALTER TABLE device_assets_scoped RENAME TO device_assets;
+CREATE INDEX IF NOT EXISTS device_assets_asset ON device_assets (asset);
+CREATE INDEX IF NOT EXISTS alarm_index_gateway_device ON alarm_index (gateway_id, device, id)
+"""
+
 _DIALECTS = {
     "sqlite": {"id": "INTEGER PRIMARY KEY", "blob": "BLOB"},
     "postgres": {"id": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", "blob": "BYTEA"},
@@ -281,4 +361,16 @@ def epoch_statements(dialect: str) -> tuple[str, ...]:
 def api_statements(dialect: str) -> tuple[str, ...]:
     """Migration 3 (API keys, event log, alarm index, webhooks) for `dialect`."""
     sql = _API.format(**_DIALECTS[dialect])
+    return tuple(s.strip() for s in sql.split(";") if s.strip())
+
+
+def order_statements(dialect: str) -> tuple[str, ...]:
+    """Migration 5 (event positions, implausible times, the birth's clock) for `dialect`."""
+    sql = _ORDER.format(**_DIALECTS[dialect])
+    return tuple(s.strip() for s in sql.split(";") if s.strip())
+
+
+def scope_statements(dialect: str) -> tuple[str, ...]:
+    """Migration 6 (devices, bindings, cases scoped by gateway) for `dialect`."""
+    sql = _SCOPE.format(**_DIALECTS[dialect])
     return tuple(s.strip() for s in sql.split(";") if s.strip())

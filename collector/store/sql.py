@@ -5,12 +5,14 @@ Shared SQL uses `:name` parameters (sqlite3 style); the PostgreSQL backend rewri
 
 import json
 import logging
+import operator
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from collector.assets import Asset
+from collector.assets import Asset, AssetError
 from collector.cases.workflow import Audit, Case, CaseState
 from collector.events import (
     ALARM_EVENT_TYPES,
@@ -21,11 +23,15 @@ from collector.events import (
 )
 from collector.keys import ApiKey, Role
 from collector.models import (
+    ORIGIN_BIRTH,
+    ORIGIN_GATEWAY,
+    RECONCILED,
     Accepted,
     AlarmRecord,
     AlarmTransition,
     DeadLetter,
     DeviceState,
+    GatewayClock,
     GatewayEpoch,
     GatewayState,
     Incoming,
@@ -33,9 +39,10 @@ from collector.models import (
     Status,
     WriteResult,
 )
-from collector.store.base import Conflict
+from collector.store.base import Conflict, StoreDataError, StoreError
 from collector.webhooks import Delivery, DueDelivery, Webhook
 from wire import (
+    EARLIEST_PLAUSIBLE_MS,
     AlarmBatch,
     AlarmEvent,
     AlarmState,
@@ -44,6 +51,8 @@ from wire import (
     DataBatch,
     Death,
     DeviceEventBatch,
+    Record,
+    Severity,
     encode,
 )
 from wire import Status as StatusMsg
@@ -58,6 +67,7 @@ ReadingRow = tuple[str, str, str, int, int, float | None, str | None, str, bool]
 
 V_NULL, V_BOOL, V_INT, V_FLOAT, V_STR = 0, 1, 2, 3, 4
 _EXACT_FLOAT_INT = 2**53
+CONFLICT = "conflict"  # the status_log status of a claim a gateway may not make
 ACTIVE_STATES = (AlarmState.ACTIVE_UNACKED.value, AlarmState.ACTIVE_ACKED.value)
 FINISHED_STATES = (CaseState.CLOSED.value, CaseState.VOIDED.value)
 
@@ -89,6 +99,52 @@ def decode_value(tag: int, num: float | None, text: str | None) -> Value:
     return None
 
 
+Pos = tuple[int, int, int]  # (epoch rank, batch seq, index): the gateway's order of events
+BIRTH_IDX = 2**31  # a birth's picture comes after every event of its high-water batch
+# A reading row with the time it was received (its sample time was implausible).
+FlaggedRow = tuple[str, str, str, int, int, float | None, str | None, str, bool, int]
+_TS = operator.itemgetter(2)  # Record.ts_ms, without the property call
+
+
+def at_or_after(pos: Pos, stored: Sequence[Any]) -> bool:
+    """True if `pos` is not older than a stored (rank, seq, idx), unknown (NULLs) included."""
+    if stored[0] is None:
+        return True
+    return pos >= (int(stored[0]), int(stored[1]), int(stored[2]))
+
+
+@dataclass(slots=True)
+class Commit:
+    """What one commit knows and counts beyond its rows: the collector's time, the window of
+    plausible sample times [lo, hi], and the claims refused to gateways."""
+
+    now_ms: int
+    lo: int
+    hi: int
+    gateway_conflicts: int = 0
+    dead_letters: int = 0  # besides the Rejected items: births whose claims were refused
+
+    def received(self, ts_ms: int) -> int | None:
+        """The receive time to store beside `ts_ms` if it is implausible, else None."""
+        return self.now_ms if not self.lo <= ts_ms <= self.hi else None
+
+    def span(self, records: Sequence[Record]) -> tuple[int, int]:
+        """The earliest and latest sample time of a batch, (lo, hi) if it is empty."""
+        if not records:
+            return self.lo, self.hi
+        return min(map(_TS, records)), max(map(_TS, records))
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A device status change at a position in its gateway's order of events."""
+
+    status: Status
+    ts_ms: int
+    reason: str
+    pos: Pos
+
+
 class Cursor(Protocol):
     """The slice of a DB-API cursor the shared code uses."""
 
@@ -118,8 +174,11 @@ class Cursor(Protocol):
 class SqlStore(ABC):
     """Everything but connections, migrations and the readings hot path."""
 
-    # (gateway, epoch) pairs known to be recorded: most writes then skip `_note_epochs`.
-    _known_epochs: set[tuple[str, str]]
+    # (gateway, epoch) pairs known to be recorded, with their rank (first seen, ms): most
+    # writes then skip `_note_epochs`.
+    _known_epochs: dict[tuple[str, str], int]
+    # How far ahead of the collector's ctx a sample time may be and still be plausible.
+    max_skew_ms: int = 300_000
 
     # --- what a backend provides ------------------------------------------------------------
 
@@ -168,8 +227,21 @@ class SqlStore(ABC):
 
         A key seen before with the same bytes is a redelivery, counted as a duplicate. A key
         seen before with different bytes is a conflict: the first stays, the newcomer is
-        dead-lettered and logged, never dropped in silence.
+        dead-lettered and logged, never dropped in silence. Raises StoreUnavailable (retry
+        later) or StoreDataError (something in `items` cannot be stored); nothing is committed
+        then.
         """
+        try:
+            return self._write(items, now_ms)
+        except StoreError:
+            raise
+        except Exception as exc:
+            # The store boundary: whatever else fails while turning these messages into rows
+            # (a value a driver cannot adapt, a bug on one message's path) is about this data,
+            # so the caller isolates and dead-letters it instead of retrying it for ever.
+            raise StoreDataError(f"cannot store: {type(exc).__name__}: {exc}") from exc
+
+    def _write(self, items: Sequence[Incoming], now_ms: int) -> WriteResult:
         digests: dict[BatchKey, bytes | None] = {}
         epochs: set[tuple[str, str]] = set()
         for i in items:
@@ -180,9 +252,11 @@ class SqlStore(ABC):
                 if msg.epoch and (msg.gateway, msg.epoch) not in self._known_epochs:
                     epochs.add((msg.gateway, msg.epoch))
         readings: list[ReadingRow] = []
+        flagged: list[FlaggedRow] = []
         dead = dupes = alarm_events = conflicts = 0
+        ctx = Commit(now_ms, EARLIEST_PLAUSIBLE_MS, now_ms + self.max_skew_ms)
         with self._tx() as cur:
-            new_epochs = self._note_epochs(cur, sorted(epochs), now_ms) if epochs else 0
+            ranks, new_epochs = self._note_epochs(cur, sorted(epochs), now_ms)
             claimed = [(*k, d) for k, d in digests.items()]
             fresh = self._claim_keys(cur, claimed, now_ms) if claimed else set()
             stored = self._stored_digests(cur, [k for k in digests if k not in fresh])
@@ -190,6 +264,8 @@ class SqlStore(ABC):
                 if isinstance(item, Rejected):
                     self._dead_letter(cur, item)
                     dead += 1
+                    if item.conflict_of is not None:
+                        self._gateway_conflict(cur, item.conflict_of, item.reason, ctx)
                     continue
                 msg = item.message
                 if isinstance(msg, DataBatch | AlarmBatch | DeviceEventBatch):
@@ -204,35 +280,59 @@ class SqlStore(ABC):
                             dupes += 1
                         continue
                     fresh.discard(key)  # a second copy in this very batch is a duplicate too
+                rank = ranks.get((msg.gateway, msg.epoch)) or self._known_epochs.get(
+                    (msg.gateway, msg.epoch), 0
+                )
                 if isinstance(msg, DataBatch):
-                    readings.extend(self._reading_rows(msg))
+                    self._data_rows(msg, ctx, readings, flagged)
                 elif isinstance(msg, AlarmBatch):
-                    for ev in msg.events:
-                        self._alarm_event(cur, msg.gateway, ev)
+                    for n, ev in enumerate(msg.events):
+                        self._alarm_event(cur, msg.gateway, ev, (rank, msg.seq, n), ctx)
                     alarm_events += len(msg.events)
                 elif isinstance(msg, DeviceEventBatch):
-                    for dev_ev in msg.events:
+                    for n, dev_ev in enumerate(msg.events):
                         status = Status.ONLINE if dev_ev.online else Status.OFFLINE
                         self._device_status(
-                            cur, msg.gateway, dev_ev.device, status, dev_ev.ts_ms, dev_ev.reason
+                            cur,
+                            msg.gateway,
+                            dev_ev.device,
+                            Change(status, dev_ev.ts_ms, dev_ev.reason, (rank, msg.seq, n)),
+                            ctx,
                         )
                 elif isinstance(msg, Birth):
-                    self._birth(cur, item.topic.site, msg)
+                    alarm_events += self._birth(
+                        cur, item.topic.site, msg, rank, ctx, item.topic_name, item.payload
+                    )
                 elif isinstance(msg, Death):
-                    self._death(cur, item.topic.site, msg, now_ms)
+                    self._death(cur, item.topic.site, msg, ctx)
                 elif isinstance(msg, StatusMsg):
                     self._status(cur, item.topic.site, msg)
                 elif isinstance(msg, CommandReply):
                     self._command_reply(cur, msg, now_ms)
             if readings:
                 self._insert_readings(cur, readings)
-        self._known_epochs.update(epochs)  # only once committed
+            if flagged:
+                self._insert_flagged_readings(cur, flagged)
+        self._known_epochs.update(ranks)  # only once committed
         return WriteResult(
-            len(readings), dupes, dead + conflicts, alarm_events, conflicts, new_epochs
+            len(readings) + len(flagged),
+            dupes,
+            dead + conflicts + ctx.dead_letters,
+            alarm_events,
+            conflicts,
+            new_epochs,
+            ctx.gateway_conflicts,
         )
 
-    def _note_epochs(self, cur: Cursor, epochs: list[tuple[str, str]], now_ms: int) -> int:
-        """Record (gateway, epoch) pairs; log each new epoch of a known gateway; count them."""
+    def _note_epochs(
+        self, cur: Cursor, epochs: list[tuple[str, str]], now_ms: int
+    ) -> tuple[dict[tuple[str, str], int], int]:
+        """Record (gateway, epoch) pairs; log each new epoch of a known gateway.
+
+        Returns each pair's rank (when this collector first saw the epoch: a buffer that
+        replaced another is seen later) and how many known gateways started a new epoch.
+        """
+        ranks: dict[tuple[str, str], int] = {}
         new = 0
         for gw, epoch in epochs:
             self._run(
@@ -241,7 +341,13 @@ class SqlStore(ABC):
                 " ON CONFLICT (gateway_id, epoch) DO NOTHING",
                 {"gw": gw, "ep": epoch, "now": now_ms},
             )
-            if cur.rowcount != 1:
+            inserted = cur.rowcount == 1
+            ranks[(gw, epoch)] = self._run(
+                cur,
+                "SELECT first_ms FROM gateway_epochs WHERE gateway_id = :gw AND epoch = :ep",
+                {"gw": gw, "ep": epoch},
+            )[0][0]
+            if not inserted:
                 continue
             known = self._run(
                 cur,
@@ -258,7 +364,7 @@ class SqlStore(ABC):
                     " VALUES ('gateway', :gw, 'epoch', :now, :why)",
                     {"gw": gw, "now": now_ms, "why": reason},
                 )
-        return new
+        return ranks, new
 
     def _conflict(self, cur: Cursor, item: Accepted, now_ms: int) -> None:
         """Dead-letter a batch whose key was stored before with different content."""
@@ -268,7 +374,36 @@ class SqlStore(ABC):
             " before with different content: the first was kept, this one refused"
         )
         log.warning("conflicting duplicate: %s", reason)
-        self._dead_letter(cur, Rejected(item.topic_name, encode(msg), reason, now_ms))
+        payload = item.payload or encode(msg)
+        self._dead_letter(cur, Rejected(item.topic_name, payload, reason, now_ms))
+
+    def _data_rows(
+        self,
+        msg: DataBatch,
+        ctx: "Commit",
+        readings: list[ReadingRow],
+        flagged: list[FlaggedRow],
+    ) -> None:
+        """Add a batch's rows to `readings`, or with their receive time to `flagged` if their
+        sample time is implausible (a batch of plausible times costs two C-level passes)."""
+        lo, hi = ctx.span(msg.records)
+        if lo >= ctx.lo and hi <= ctx.hi:
+            readings.extend(self._reading_rows(msg))
+        elif hi < ctx.lo or lo > ctx.hi:
+            flagged.extend(self._flagged_rows(msg, ctx.now_ms))
+        else:  # some of each: rare enough to sort record by record
+            good = tuple(r for r in msg.records if ctx.lo <= r.ts_ms <= ctx.hi)
+            bad = tuple(r for r in msg.records if not ctx.lo <= r.ts_ms <= ctx.hi)
+            readings.extend(self._reading_rows(replace(msg, records=good)))
+            flagged.extend(self._flagged_rows(replace(msg, records=bad), ctx.now_ms))
+
+    def _flagged_rows(self, msg: DataBatch, received_ms: int) -> Iterator[FlaggedRow]:
+        """The batch's reading rows (as the backend builds them), each with `received_ms`."""
+        return ((*row, received_ms) for row in self._reading_rows(msg))
+
+    @abstractmethod
+    def _insert_flagged_readings(self, cur: Cursor, rows: list[FlaggedRow]) -> None:
+        """Insert readings with a `received_ms` column (a batch with implausible times)."""
 
     @staticmethod
     def _reading_rows(msg: DataBatch) -> Iterator[ReadingRow]:
@@ -299,7 +434,23 @@ class SqlStore(ABC):
             },
         )
 
-    def _alarm_event(self, cur: Cursor, gateway: str, ev: AlarmEvent) -> None:
+    def _alarm_event(
+        self,
+        cur: Cursor,
+        gateway: str,
+        ev: AlarmEvent,
+        pos: Pos,
+        ctx: "Commit",
+        origin: str = ORIGIN_GATEWAY,
+    ) -> int:
+        """Store one alarm transition; apply it to the alarm's state if it is the newest.
+
+        The state of an alarm source (gateway, device, point, type) follows the gateway's order
+        of events, `pos`, never the timestamps: a transition older than the stored state, or
+        one repeating it, is kept in the history but handed to nobody. A transition of origin
+        `birth` (from a birth's alarm picture) is stored only if it changes the state.
+        Returns how many alarm events were stored (0 or 1).
+        """
         p: dict[str, Any] = {
             "gw": gateway,
             "dev": ev.device,
@@ -315,130 +466,275 @@ class SqlStore(ABC):
             "by": ev.ack_by,
             "note": ev.ack_note,
             "hist": ev.historical,
+            "r": pos[0],
+            "s": pos[1],
+            "i": pos[2],
+            "recv": ctx.received(ev.ts_ms),
+            "origin": origin,
         }
+        rows = self._run(
+            cur,
+            "SELECT alarm_id, state, pos_rank, pos_seq, pos_idx FROM alarms"
+            " WHERE gateway_id = :gw AND device = :dev AND point = :pt AND alarm_type = :type",
+            p,
+        )
+        row = rows[0] if rows else None
+        applies = row is None or (
+            at_or_after(pos, row[2:5]) and (row[0], row[1]) != (ev.alarm_id, ev.state.value)
+        )
+        if not applies and origin != ORIGIN_GATEWAY:
+            return 0
         self._run(
             cur,
             "INSERT INTO alarm_events (gateway_id, device, point, alarm_type, alarm_id, severity,"
-            " state, ts_ms, value, limit_value, message, ack_by, ack_note, historical, handled)"
+            " state, ts_ms, value, limit_value, message, ack_by, ack_note, historical, handled,"
+            " pos_rank, pos_seq, pos_idx, received_ms, origin)"
             " VALUES (:gw, :dev, :pt, :type, :aid, :sev, :state, :ts, :val, :lim, :msg, :by, :note,"
-            " :hist, FALSE)",
-            p,
-        )
-        rows = self._run(
-            cur,
-            "SELECT alarm_id, state_ms FROM alarms WHERE gateway_id = :gw AND device = :dev"
-            " AND point = :pt AND alarm_type = :type",
-            p,
+            " :hist, :handled, :r, :s, :i, :recv, :origin)",
+            {**p, "handled": not applies},
         )
         active = ev.state.value in ACTIVE_STATES
-        if not rows:
+        if row is None:
             self._run(
                 cur,
                 "INSERT INTO alarms (gateway_id, device, point, alarm_type, alarm_id, severity,"
                 " state, count, first_ms, last_ms, state_ms, value, limit_value, message, ack_by,"
-                " ack_note)"
+                " ack_note, pos_rank, pos_seq, pos_idx)"
                 " VALUES (:gw, :dev, :pt, :type, :aid, :sev, :state, :cnt, :ts, :ts, :ts, :val,"
-                " :lim, :msg, :by, :note)",
+                " :lim, :msg, :by, :note, :r, :s, :i)",
                 {**p, "cnt": 1 if active else 0},
             )
-            return
-        prev_id, prev_ms = rows[0]
-        if ev.ts_ms < prev_ms:
-            return  # an older transition replayed late: the stored state is newer
-        new_activation = active and prev_id != ev.alarm_id
-        self._run(
-            cur,
-            "UPDATE alarms SET alarm_id = :aid, severity = :sev, state = :state, state_ms = :ts,"
-            " count = count + :inc, last_ms = CASE WHEN :inc = 1 THEN :ts ELSE last_ms END,"
-            " value = :val, limit_value = :lim, message = :msg, ack_by = :by, ack_note = :note"
-            " WHERE gateway_id = :gw AND device = :dev AND point = :pt AND alarm_type = :type",
-            {**p, "inc": 1 if new_activation else 0},
-        )
+        elif applies:
+            new_activation = active and row[0] != ev.alarm_id
+            self._run(
+                cur,
+                "UPDATE alarms SET alarm_id = :aid, severity = :sev, state = :state,"
+                " state_ms = :ts, count = count + :inc,"
+                " last_ms = CASE WHEN :inc = 1 THEN :ts ELSE last_ms END, value = :val,"
+                " limit_value = :lim, message = :msg, ack_by = :by, ack_note = :note,"
+                " pos_rank = :r, pos_seq = :s, pos_idx = :i"
+                " WHERE gateway_id = :gw AND device = :dev AND point = :pt AND alarm_type = :type",
+                {**p, "inc": 1 if new_activation else 0},
+            )
+        elif at_or_after(pos, row[2:5]):
+            # The same state again (a birth's picture got there first): only the position moves.
+            self._run(
+                cur,
+                "UPDATE alarms SET pos_rank = :r, pos_seq = :s, pos_idx = :i"
+                " WHERE gateway_id = :gw AND device = :dev AND point = :pt AND alarm_type = :type",
+                p,
+            )
+        return 1
 
     def _device_status(
-        self, cur: Cursor, gateway: str, device: str, status: Status, ts_ms: int, reason: str
+        self, cur: Cursor, gateway: str, device: str, change: "Change", ctx: "Commit"
     ) -> None:
-        p = {"dev": device, "gw": gateway, "st": status.value, "ts": ts_ms, "why": reason}
-        rows = self._run(cur, "SELECT status, since_ms FROM devices WHERE device = :dev", p)
+        """Apply a device status change if it is not older (in the gateway's order) than the
+        stored one; log it if the status changed."""
+        p = {
+            "dev": device,
+            "gw": gateway,
+            "st": change.status.value,
+            "ts": change.ts_ms,
+            "why": change.reason,
+            "r": change.pos[0],
+            "s": change.pos[1],
+            "i": change.pos[2],
+        }
+        rows = self._run(
+            cur,
+            "SELECT status, pos_rank, pos_seq, pos_idx FROM devices"
+            " WHERE gateway_id = :gw AND device = :dev",
+            p,
+        )
         if not rows:
             self._run(
                 cur,
-                "INSERT INTO devices (device, gateway_id, profile, family, status, since_ms,"
-                " reason) VALUES (:dev, :gw, '', '', :st, :ts, :why)",
+                "INSERT INTO devices (gateway_id, device, profile, family, status, since_ms,"
+                " reason, pos_rank, pos_seq, pos_idx)"
+                " VALUES (:gw, :dev, '', '', :st, :ts, :why, :r, :s, :i)",
                 p,
             )
-        elif rows[0][0] != status.value and ts_ms >= rows[0][1]:
+        elif not at_or_after(change.pos, rows[0][1:4]):
+            return  # an older transition arrived late: the stored status is newer
+        elif rows[0][0] == change.status.value:
             self._run(
                 cur,
-                "UPDATE devices SET gateway_id = :gw, status = :st, since_ms = :ts, reason = :why"
-                " WHERE device = :dev",
+                "UPDATE devices SET pos_rank = :r, pos_seq = :s, pos_idx = :i"
+                " WHERE gateway_id = :gw AND device = :dev",
                 p,
             )
-        else:
             return
-        self._log_status(cur, "device", device, status, ts_ms, reason)
+        else:
+            self._run(
+                cur,
+                "UPDATE devices SET status = :st, since_ms = :ts, reason = :why, pos_rank = :r,"
+                " pos_seq = :s, pos_idx = :i WHERE gateway_id = :gw AND device = :dev",
+                p,
+            )
+        self._log_status(
+            cur, "device", device, change.status, change.ts_ms, change.reason, ctx, gateway
+        )
 
     def _log_status(
-        self, cur: Cursor, entity: str, ident: str, status: Status, ts_ms: int, reason: str
+        self,
+        cur: Cursor,
+        entity: str,
+        ident: str,
+        status: str,
+        ts_ms: int,
+        reason: str,
+        ctx: "Commit",
+        gateway: str | None = None,
     ) -> None:
+        """Log a status change; a device's names its gateway (`gateway`)."""
         self._run(
             cur,
-            "INSERT INTO status_log (entity, ident, status, ts_ms, reason)"
-            " VALUES (:e, :i, :s, :ts, :why)",
-            {"e": entity, "i": ident, "s": status.value, "ts": ts_ms, "why": reason},
+            "INSERT INTO status_log (entity, ident, status, ts_ms, reason, received_ms, gateway_id)"
+            " VALUES (:e, :i, :s, :ts, :why, :recv, :gw)",
+            {
+                "e": entity,
+                "i": ident,
+                "s": str(status),
+                "ts": ts_ms,
+                "why": reason,
+                "recv": ctx.received(ts_ms),
+                "gw": gateway,
+            },
         )
 
-    def _gateway_row(self, cur: Cursor, gateway: str) -> tuple[str, int, str] | None:
+    def _birth(
+        self,
+        cur: Cursor,
+        site: str,
+        msg: Birth,
+        rank: int,
+        ctx: "Commit",
+        topic_name: str = "",
+        payload: bytes = b"",
+    ) -> int:
+        """Apply a birth: the gateway online, its devices, its alarm picture; return how many
+        alarm events the picture added.
+
+        Skipped if it is this very birth again (a retained copy), a birth of a session that
+        already died, or older, in the gateway's order, than the birth applied last.
+        """
         rows = self._run(
             cur,
-            "SELECT status, since_ms, session FROM gateways WHERE gateway_id = :gw",
-            {"gw": gateway},
+            "SELECT status, session, birth_rank, birth_seq, birth_sent_ms FROM gateways"
+            " WHERE gateway_id = :gw",
+            {"gw": msg.gateway},
         )
-        return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
-
-    def _birth(self, cur: Cursor, site: str, msg: Birth) -> None:
-        prev = self._gateway_row(cur, msg.gateway)
-        if prev is not None and (
-            (prev[2] == msg.session and prev[0] == Status.ONLINE.value) or msg.sent_ms < prev[1]
-        ):
-            return  # a retained birth seen again, or one older than what we know
+        pos = (rank, msg.high_water, BIRTH_IDX)
+        if rows:
+            status, session, b_rank, b_seq, b_sent = rows[0]
+            if session == msg.session and (status == Status.OFFLINE.value or b_sent == msg.sent_ms):
+                return 0
+            if b_rank is not None and (rank, msg.high_water) < (b_rank, b_seq):
+                log.info("gateway %s: a birth older than the one applied is ignored", msg.gateway)
+                return 0
+        p = {
+            "gw": msg.gateway,
+            "site": site,
+            "ts": msg.sent_ms,
+            "sess": msg.session,
+            "sw": msg.software,
+            "ch": msg.config_hash,
+            "r": rank,
+            "s": msg.high_water,
+            "recv": ctx.now_ms,
+            "cp": msg.clock.plausible,
+            "cs": msg.clock.step_ms,
+            "ca": msg.clock.step_at_ms,
+        }
         self._run(
             cur,
             "INSERT INTO gateways (gateway_id, site, status, since_ms, session, software,"
-            " config_hash, reason, counters, counters_ms)"
-            " VALUES (:gw, :site, 'online', :ts, :sess, :sw, :ch, 'birth', '{}', NULL)"
+            " config_hash, reason, counters, counters_ms, birth_rank, birth_seq, birth_sent_ms,"
+            " birth_received_ms, clock_plausible, clock_step_ms, clock_step_at_ms)"
+            " VALUES (:gw, :site, 'online', :ts, :sess, :sw, :ch, 'birth', '{}', NULL, :r, :s,"
+            " :ts, :recv, :cp, :cs, :ca)"
             " ON CONFLICT (gateway_id) DO UPDATE SET site = :site, status = 'online',"
-            " since_ms = :ts, session = :sess, software = :sw, config_hash = :ch, reason = 'birth'",
-            {
-                "gw": msg.gateway,
-                "site": site,
-                "ts": msg.sent_ms,
-                "sess": msg.session,
-                "sw": msg.software,
-                "ch": msg.config_hash,
-            },
+            " since_ms = :ts, session = :sess, software = :sw, config_hash = :ch, reason = 'birth',"
+            " birth_rank = :r, birth_seq = :s, birth_sent_ms = :ts, birth_received_ms = :recv,"
+            " clock_plausible = :cp, clock_step_ms = :cs, clock_step_at_ms = :ca",
+            p,
         )
-        self._log_status(cur, "gateway", msg.gateway, Status.ONLINE, msg.sent_ms, "birth")
+        if not msg.clock.plausible:
+            log.warning("gateway %s reports an implausible wall clock", msg.gateway)
+        self._log_status(cur, "gateway", msg.gateway, Status.ONLINE, msg.sent_ms, "birth", ctx)
         for d in msg.devices:
             self._run(
                 cur,
-                "INSERT INTO devices (device, gateway_id, profile, family, status, since_ms,"
-                " reason) VALUES (:dev, :gw, :prof, :fam, 'unknown', 0, '')"
-                " ON CONFLICT (device) DO UPDATE SET gateway_id = :gw, profile = :prof,"
-                " family = :fam",
+                "INSERT INTO devices (gateway_id, device, profile, family, status, since_ms,"
+                " reason) VALUES (:gw, :dev, :prof, :fam, 'unknown', 0, '')"
+                " ON CONFLICT (gateway_id, device) DO UPDATE SET profile = :prof, family = :fam",
                 {"dev": d.device, "gw": msg.gateway, "prof": d.profile, "fam": d.family},
             )
             status = Status.ONLINE if d.online else Status.OFFLINE
-            self._device_status(cur, msg.gateway, d.device, status, msg.sent_ms, "birth")
-            if d.asset:
-                self._bind_announced(cur, msg.gateway, d.device, d.asset)
+            change = Change(status, msg.sent_ms, "birth", pos)
+            self._device_status(cur, msg.gateway, d.device, change, ctx)
+        refused = self._bind_announced(cur, msg, ctx)
+        if refused:
+            reason = "; ".join(refused) + " (the rest of the birth was applied)"
+            letter = Rejected(topic_name, payload or encode(msg), reason, ctx.now_ms)
+            self._dead_letter(cur, letter)
+            ctx.dead_letters += 1
+        return self._reconcile_alarms(cur, msg, rank, ctx)
 
-    def _death(self, cur: Cursor, site: str, msg: Death, now_ms: int) -> None:
-        prev = self._gateway_row(cur, msg.gateway)
-        if prev is not None and (prev[2] != msg.session or prev[0] == Status.OFFLINE.value):
+    def _reconcile_alarms(self, cur: Cursor, msg: Birth, rank: int, ctx: "Commit") -> int:
+        """Make the collector's alarms of this gateway match the birth's alarm picture.
+
+        Sparkplug's host behaviour: an alarm of the picture the collector does not hold in
+        that state is applied (as an alarm event, so cases open as usual); an alarm the
+        collector holds not normal that the picture lacks is normal at the gateway, and is
+        set so with the note "reconciled from birth". Idempotent when repeated. Returns how
+        many alarm events it stored.
+        """
+        held = self._run(
+            cur,
+            "SELECT device, point, alarm_type, alarm_id, severity, state, value, limit_value,"
+            " pos_rank, pos_seq, pos_idx FROM alarms WHERE gateway_id = :gw",
+            {"gw": msg.gateway},
+        )
+        stored = 0
+        pictured: set[tuple[str, str, str]] = set()
+        for i, ev in enumerate(msg.alarms):
+            pictured.add((ev.device, ev.point, ev.alarm_type))
+            pos = (rank, msg.high_water, BIRTH_IDX + i)
+            stored += self._alarm_event(cur, msg.gateway, ev, pos, ctx, ORIGIN_BIRTH)
+        pos = (rank, msg.high_water, BIRTH_IDX + len(msg.alarms))
+        for dev, point, kind, aid, sev, state, value, limit, *at in held:
+            if (dev, point, kind) in pictured or state == AlarmState.NORMAL.value:
+                continue
+            if not at_or_after(pos, at):
+                continue  # changed by a batch newer than the picture
+            cleared = AlarmEvent(
+                aid,
+                dev,
+                point,
+                kind,
+                Severity(sev),
+                AlarmState.NORMAL,
+                msg.sent_ms,
+                json.loads(value),
+                json.loads(limit),
+                RECONCILED,
+            )
+            stored += self._alarm_event(cur, msg.gateway, cleared, pos, ctx, ORIGIN_BIRTH)
+        if stored:
+            log.info("gateway %s: %d alarm states reconciled from its birth", msg.gateway, stored)
+        return stored
+
+    def _death(self, cur: Cursor, site: str, msg: Death, ctx: "Commit") -> None:
+        rows = self._run(
+            cur, "SELECT status, session FROM gateways WHERE gateway_id = :gw", {"gw": msg.gateway}
+        )
+        if rows and (rows[0][1] != msg.session or rows[0][0] == Status.OFFLINE.value):
             return  # the death of an older session, or one we already applied
-        # A last will is built at connect time, so its sent time is not the time of death.
-        ts = max(msg.sent_ms, now_ms)
+        # A last will is built at connect time, so its sent time is not the time of death;
+        # a ctx running ahead is no time of death either.
+        ts = ctx.now_ms if ctx.received(msg.sent_ms) else max(msg.sent_ms, ctx.now_ms)
         self._run(
             cur,
             "INSERT INTO gateways (gateway_id, site, status, since_ms, session, software,"
@@ -448,24 +744,34 @@ class SqlStore(ABC):
             " reason = :why",
             {"gw": msg.gateway, "site": site, "ts": ts, "sess": msg.session, "why": msg.reason},
         )
-        self._log_status(cur, "gateway", msg.gateway, Status.OFFLINE, ts, msg.reason)
+        self._log_status(cur, "gateway", msg.gateway, Status.OFFLINE, ts, msg.reason, ctx)
         devices = self._run(
             cur,
             "SELECT device FROM devices WHERE gateway_id = :gw AND status <> 'unknown'",
             {"gw": msg.gateway},
         )
         for (device,) in devices:
-            self._device_status(cur, msg.gateway, device, Status.UNKNOWN, ts, "gateway offline")
+            # Not an event of the gateway's stream: the position stays, so that the stream's
+            # next event (whatever its order) applies.
+            self._run(
+                cur,
+                "UPDATE devices SET status = 'unknown', since_ms = :ts, reason = 'gateway offline'"
+                " WHERE gateway_id = :gw AND device = :dev",
+                {"ts": ts, "dev": device, "gw": msg.gateway},
+            )
+            self._log_status(
+                cur, "device", device, Status.UNKNOWN, ts, "gateway offline", ctx, msg.gateway
+            )
 
     def _status(self, cur: Cursor, site: str, msg: StatusMsg) -> None:
+        # Counters follow arrival: a gateway's ctx may step back, its messages do not.
         p = {"gw": msg.gateway, "site": site, "c": json.dumps(msg.counters), "ts": msg.sent_ms}
         self._run(
             cur,
             "INSERT INTO gateways (gateway_id, site, status, since_ms, session, software,"
             " config_hash, reason, counters, counters_ms)"
             " VALUES (:gw, :site, 'unknown', 0, '', '', '', '', :c, :ts)"
-            " ON CONFLICT (gateway_id) DO UPDATE SET counters = :c, counters_ms = :ts"
-            " WHERE gateways.counters_ms IS NULL OR gateways.counters_ms <= :ts",
+            " ON CONFLICT (gateway_id) DO UPDATE SET counters = :c, counters_ms = :ts",
             p,
         )
 
@@ -505,11 +811,22 @@ class SqlStore(ABC):
         """All known gateways."""
         rows = self._query(
             "SELECT gateway_id, site, status, since_ms, session, software, config_hash, reason,"
-            " counters, counters_ms FROM gateways ORDER BY gateway_id"
+            " counters, counters_ms, clock_plausible, clock_step_ms, clock_step_at_ms,"
+            " birth_received_ms FROM gateways ORDER BY gateway_id"
         )
         return [
             GatewayState(
-                r[0], r[1], Status(r[2]), r[3], r[4], r[5], r[6], r[7], json.loads(r[8]), r[9]
+                r[0],
+                r[1],
+                Status(r[2]),
+                r[3],
+                r[4],
+                r[5],
+                r[6],
+                r[7],
+                json.loads(r[8]),
+                r[9],
+                None if r[10] is None else GatewayClock(bool(r[10]), r[11], r[12], r[13]),
             )
             for r in rows
         ]
@@ -523,13 +840,16 @@ class SqlStore(ABC):
         )
         return [GatewayEpoch(r[0], r[1]) for r in rows]
 
-    def devices(self, gateway: str | None = None) -> list[DeviceState]:
-        """All known devices, optionally of one gateway."""
+    def devices(self, gateway: str | None = None, device: str | None = None) -> list[DeviceState]:
+        """All known devices, optionally of one gateway and/or with one device id."""
         rows = self._query(
             "SELECT d.device, d.gateway_id, d.profile, d.family, b.asset, d.status, d.since_ms,"
-            " d.reason FROM devices d LEFT JOIN device_assets b ON b.device = d.device"
-            " WHERE (CAST(:gw AS TEXT) IS NULL OR d.gateway_id = :gw) ORDER BY d.device",
-            {"gw": gateway},
+            " d.reason FROM devices d LEFT JOIN device_assets b"
+            " ON b.gateway_id = d.gateway_id AND b.device = d.device"
+            " WHERE (CAST(:gw AS TEXT) IS NULL OR d.gateway_id = :gw)"
+            " AND (CAST(:dev AS TEXT) IS NULL OR d.device = :dev)"
+            " ORDER BY d.device, d.gateway_id",
+            {"gw": gateway, "dev": device},
         )
         return [DeviceState(r[0], r[1], r[2], r[3], r[4], Status(r[5]), r[6], r[7]) for r in rows]
 
@@ -566,43 +886,130 @@ class SqlStore(ABC):
 
     # --- assets -------------------------------------------------------------------------------
 
-    def _bind(self, cur: Cursor, device: str, asset: str) -> None:
+    def _bind(self, cur: Cursor, gateway: str, device: str, asset: str) -> None:
         self._run(
             cur,
-            "INSERT INTO device_assets (device, asset) VALUES (:dev, :asset)"
-            " ON CONFLICT (device) DO UPDATE SET asset = :asset",
-            {"dev": device, "asset": asset},
+            "INSERT INTO device_assets (gateway_id, device, asset) VALUES (:gw, :dev, :asset)"
+            " ON CONFLICT (gateway_id, device) DO UPDATE SET asset = :asset",
+            {"gw": gateway, "dev": device, "asset": asset},
         )
 
-    def _bind_announced(self, cur: Cursor, gateway: str, device: str, asset: str) -> None:
-        """Apply a birth's device -> asset binding; an unknown asset never replaces a binding.
+    def _bind_announced(self, cur: Cursor, msg: Birth, ctx: "Commit") -> list[str]:
+        """Apply a birth's device -> asset claims; return why each refused claim was refused.
 
-        The registry is the authority on city components: a gateway config naming a
-        部件标识码 the registry lacks must not unbind the device from the asset it monitors.
+        A gateway speaks only for its own devices: a claim on an asset already bound to a
+        device of another gateway is refused (an operator rebinds through the API or the
+        registry), logged, and reported as a `gateway.conflict` event. An asset the registry
+        lacks never replaces a binding: the registry is the authority on city components.
+        A device the registry named without its gateway is claimed here by the first gateway
+        that announces it, while no other gateway has a device of that id.
         """
-        if self._run(cur, "SELECT 1 FROM assets WHERE code = :code", {"code": asset}):
-            self._bind(cur, device, asset)
-            return
-        log.warning(
-            "gateway %s announces device %s on asset %s, which is not in the asset registry",
-            gateway,
-            device,
-            asset,
-        )
-        self._run(
-            cur,
-            "INSERT INTO device_assets (device, asset) VALUES (:dev, :asset)"
-            " ON CONFLICT (device) DO NOTHING",
-            {"dev": device, "asset": asset},
-        )
+        refused: list[str] = []
+        gw = msg.gateway
+        for d in msg.devices:
+            self._claim_pending(cur, gw, d.device, ctx)
+            if d.asset is None:
+                continue
+            p = {"gw": gw, "dev": d.device, "asset": d.asset}
+            if not self._run(cur, "SELECT 1 FROM assets WHERE code = :asset", p):
+                log.warning(
+                    "gateway %s announces device %s on asset %s, which is not in the asset"
+                    " registry",
+                    gw,
+                    d.device,
+                    d.asset,
+                )
+                self._run(
+                    cur,
+                    "INSERT INTO device_assets (gateway_id, device, asset)"
+                    " VALUES (:gw, :dev, :asset) ON CONFLICT (gateway_id, device) DO NOTHING",
+                    p,
+                )
+                continue
+            owners = self._run(
+                cur,
+                "SELECT gateway_id, device FROM device_assets WHERE asset = :asset"
+                " AND gateway_id <> :gw AND gateway_id <> '' ORDER BY gateway_id, device",
+                p,
+            )
+            if owners:
+                holder = f"{owners[0][0]}/{owners[0][1]}"
+                why = (
+                    f"birth of {gw} claims asset {d.asset} for device {d.device}, but the asset"
+                    f" is bound to {holder}: claim refused"
+                )
+                refused.append(why)
+                self._gateway_conflict(cur, gw, why, ctx)
+                continue
+            self._bind(cur, gw, d.device, d.asset)
+        return refused
 
-    def bind_device(self, device: str, asset: str) -> None:
-        """Bind a device to an asset (replacing any earlier binding)."""
+    def _claim_pending(self, cur: Cursor, gateway: str, device: str, ctx: "Commit") -> None:
+        """Bind a device to the asset the registry named it under without a gateway, if the
+        id is this gateway's alone."""
+        p = {"gw": gateway, "dev": device}
+        pending = self._run(
+            cur, "SELECT asset FROM device_assets WHERE gateway_id = '' AND device = :dev", p
+        )
+        if not pending:
+            return
+        others = self._run(
+            cur,
+            "SELECT gateway_id FROM devices WHERE device = :dev AND gateway_id <> :gw"
+            " ORDER BY gateway_id",
+            p,
+        )
+        if others:
+            why = (
+                f"the registry binds device {device} to asset {pending[0][0]} without naming its"
+                f" gateway, and gateways {', '.join([gateway] + [o[0] for o in others])} all"
+                f" have a device {device}: bind it as gateway/device"
+            )
+            self._gateway_conflict(cur, gateway, why, ctx)
+            return
+        if not self._run(
+            cur, "SELECT 1 FROM device_assets WHERE gateway_id = :gw AND device = :dev", p
+        ):
+            self._bind(cur, gateway, device, pending[0][0])
+        self._run(cur, "DELETE FROM device_assets WHERE gateway_id = '' AND device = :dev", p)
+
+    def _gateway_conflict(self, cur: Cursor, gateway: str, why: str, ctx: "Commit") -> None:
+        """Report a claim a gateway may not make: a log line and a `gateway.conflict` event."""
+        log.warning("gateway %s: %s", gateway, why)
+        ctx.gateway_conflicts += 1
+        self._log_status(cur, "gateway", gateway, CONFLICT, ctx.now_ms, why, ctx)
+
+    def bind_device(self, gateway: str | None, device: str, asset: str) -> None:
+        """Bind a gateway's device to an asset (replacing any earlier binding); without a
+        gateway, the binding waits for the first gateway that announces the device."""
         with self._tx() as cur:
-            self._bind(cur, device, asset)
+            self._bind(cur, gateway or "", device, asset)
+
+    def _resolve(self, cur: Cursor, ref: str, code: str) -> tuple[str, str]:
+        """(gateway, device) for a registry entry `gateway/device` or `device` (see Asset)."""
+        gateway, _, device = ref.rpartition("/")
+        if gateway:
+            return gateway, device
+        found = self._run(
+            cur,
+            "SELECT gateway_id FROM devices WHERE device = :dev UNION"
+            " SELECT gateway_id FROM device_assets WHERE device = :dev AND gateway_id <> ''",
+            {"dev": device},
+        )
+        gateways = sorted(r[0] for r in found)
+        if len(gateways) > 1:
+            raise AssetError(
+                f"asset {code}: device {device} is on gateways {', '.join(gateways)};"
+                f" name it as {gateways[0]}/{device}"
+            )
+        return (gateways[0] if gateways else ""), device
 
     def upsert_assets(self, assets: Sequence[Asset]) -> int:
-        """Insert or replace assets and bind their listed devices; return how many."""
+        """Insert or replace assets and bind their listed devices; return how many.
+
+        Raises AssetError (nothing stored) if a device is named without its gateway while
+        several gateways have a device of that id.
+        """
         with self._tx() as cur:
             for a in assets:
                 doc = a.model_dump_json()
@@ -621,8 +1028,8 @@ class SqlStore(ABC):
                         "doc": doc,
                     },
                 )
-                for device in a.devices:
-                    self._bind(cur, device, a.code)
+                for ref in a.devices:
+                    self._bind(cur, *self._resolve(cur, ref, a.code), a.code)
         return len(assets)
 
     def assets(self) -> list[Asset]:
@@ -630,12 +1037,12 @@ class SqlStore(ABC):
         rows = self._query("SELECT doc FROM assets ORDER BY code")
         return [Asset.model_validate_json(r[0]) for r in rows]
 
-    def asset_of_device(self, device: str) -> Asset | None:
-        """The asset a device is bound to, if any."""
+    def asset_of_device(self, gateway: str, device: str) -> Asset | None:
+        """The asset a gateway's device is bound to, if any."""
         rows = self._query(
             "SELECT a.doc FROM device_assets b JOIN assets a ON a.code = b.asset"
-            " WHERE b.device = :dev",
-            {"dev": device},
+            " WHERE b.gateway_id = :gw AND b.device = :dev",
+            {"gw": gateway, "dev": device},
         )
         return Asset.model_validate_json(rows[0][0]) if rows else None
 
@@ -645,12 +1052,13 @@ class SqlStore(ABC):
         """Stored alarm events the case engine has not handled yet, oldest first."""
         rows = self._query(
             "SELECT id, gateway_id, device, point, alarm_type, alarm_id, severity, state, ts_ms,"
-            " value, message FROM alarm_events WHERE handled = FALSE ORDER BY id LIMIT :n",
+            " value, message, origin FROM alarm_events WHERE handled = FALSE ORDER BY id"
+            " LIMIT :n",
             {"n": limit},
         )
         return [
             AlarmTransition(
-                r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], json.loads(r[9]), r[10]
+                r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], json.loads(r[9]), r[10], r[11]
             )
             for r in rows
         ]
@@ -677,7 +1085,8 @@ class SqlStore(ABC):
 
     _CASE_COLS = (
         "case_no, kind, subcategory, problem, asset, device, state, urgency, department, grid,"
-        " created_ms, updated_ms, deadline_ms, timed_from_ms, repeats, escalations, title"
+        " created_ms, updated_ms, deadline_ms, timed_from_ms, repeats, escalations, title,"
+        " gateway_id"
     )
 
     @staticmethod
@@ -700,6 +1109,7 @@ class SqlStore(ABC):
             r[14],
             r[15],
             r[16],
+            r[17],
         )
 
     def open_case_for(self, subject: str, problem: str) -> Case | None:
@@ -731,7 +1141,8 @@ class SqlStore(ABC):
             "problem": case.problem,
             "asset": case.asset,
             "device": case.device,
-            "subject": case.asset or case.device or case.case_no,
+            "subject": case.subject,
+            "gw": case.gateway,
             "state": case.state.value,
             "urg": case.urgency,
             "dept": case.department,
@@ -752,7 +1163,7 @@ class SqlStore(ABC):
                     f"INSERT INTO cases ({self._CASE_COLS}, subject)"  # noqa: S608 - constant
                     " VALUES (:no, :kind, :sub,"
                     " :problem, :asset, :device, :state, :urg, :dept, :grid, :created, :updated,"
-                    " :deadline, :timed, :rep, :esc, :title, :subject)",
+                    " :deadline, :timed, :rep, :esc, :title, :gw, :subject)",
                     p,
                 )
             else:
@@ -893,8 +1304,9 @@ class SqlStore(ABC):
             cur,
             "SELECT e.id, e.gateway_id, e.device, e.point, e.alarm_type, e.alarm_id, e.severity,"
             " e.state, e.ts_ms, e.value, e.limit_value, e.message, e.ack_by, e.ack_note,"
-            " e.historical, b.asset FROM alarm_events e"
-            " LEFT JOIN device_assets b ON b.device = e.device"
+            " e.historical, b.asset, e.pos_rank, e.pos_seq, e.pos_idx, e.received_ms, e.origin"
+            " FROM alarm_events e LEFT JOIN device_assets b"
+            " ON b.gateway_id = e.gateway_id AND b.device = e.device"
             " WHERE NOT e.evented ORDER BY e.id LIMIT :n",
             {"n": limit},
         )
@@ -913,52 +1325,72 @@ class SqlStore(ABC):
                 "msg": r[11],
                 "by": r[12],
                 "note": r[13],
+                "r": r[16],
+                "s": r[17],
+                "i": r[18],
+                "recv": r[19],
             }
+            # An occurrence's state follows its gateway's order of events: a transition that
+            # arrived after a newer one of the same alarm changes nothing and is not announced.
             self._run(
                 cur,
                 "INSERT INTO alarm_index (alarm_id, gateway_id, device, point, alarm_type,"
                 " severity, state, raised_ms, state_ms, value, limit_value, message, ack_by,"
-                " ack_note) VALUES (:aid, :gw, :dev, :pt, :type, :sev, :state, :ts, :ts, :val,"
-                " :lim, :msg, :by, :note)"
+                " ack_note, pos_rank, pos_seq, pos_idx, received_ms) VALUES (:aid, :gw, :dev,"
+                " :pt, :type, :sev, :state, :ts, :ts, :val, :lim, :msg, :by, :note, :r, :s, :i,"
+                " :recv)"
                 " ON CONFLICT (alarm_id) DO UPDATE SET severity = :sev, state = :state,"
                 " state_ms = :ts, value = :val, message = :msg,"
                 " ack_by = COALESCE(CAST(:by AS TEXT), alarm_index.ack_by),"
-                " ack_note = COALESCE(CAST(:note AS TEXT), alarm_index.ack_note)"
-                " WHERE alarm_index.state_ms <= :ts",
+                " ack_note = COALESCE(CAST(:note AS TEXT), alarm_index.ack_note),"
+                " pos_rank = :r, pos_seq = :s, pos_idx = :i, received_ms = :recv"
+                " WHERE alarm_index.pos_rank IS NULL OR CAST(:r AS BIGINT) IS NULL"
+                " OR alarm_index.pos_rank < :r OR (alarm_index.pos_rank = :r"
+                " AND (alarm_index.pos_seq < :s"
+                " OR (alarm_index.pos_seq = :s AND alarm_index.pos_idx <= :i)))",
                 p,
             )
-            data = {
-                "alarm_id": r[5],
-                "gateway": r[1],
-                "device": r[2],
-                "point": r[3],
-                "alarm_type": r[4],
-                "severity": r[6],
-                "state": r[7],
-                "ts_ms": r[8],
-                "value": json.loads(r[9]),
-                "limit": json.loads(r[10]),
-                "message": r[11],
-                "ack_by": r[12],
-                "ack_note": r[13],
-                "historical": bool(r[14]),
-                "asset": r[15],
-            }
-            etype = ALARM_EVENT_TYPES.get(r[7], "alarm.raised")
-            self._log_event(cur, etype, r[8], now_ms, r[5], data)
+            if cur.rowcount == 1:
+                data = {
+                    "alarm_id": r[5],
+                    "gateway": r[1],
+                    "device": r[2],
+                    "point": r[3],
+                    "alarm_type": r[4],
+                    "severity": r[6],
+                    "state": r[7],
+                    "ts_ms": r[8],
+                    "value": json.loads(r[9]),
+                    "limit": json.loads(r[10]),
+                    "message": r[11],
+                    "ack_by": r[12],
+                    "ack_note": r[13],
+                    "historical": bool(r[14]),
+                    "asset": r[15],
+                    "received_ms": r[19],
+                    "origin": r[20],
+                }
+                etype = ALARM_EVENT_TYPES.get(r[7], "alarm.raised")
+                self._log_event(cur, etype, r[8], now_ms, r[5], data)
             self._run(cur, "UPDATE alarm_events SET evented = TRUE WHERE id = :id", {"id": r[0]})
         return len(rows)
 
     def _pump_status(self, cur: Cursor, now_ms: int, limit: int) -> int:
         rows = self._run(
             cur,
-            "SELECT id, entity, ident, status, ts_ms, reason FROM status_log"
-            " WHERE NOT evented ORDER BY id LIMIT :n",
+            "SELECT id, entity, ident, status, ts_ms, reason, gateway_id, received_ms"
+            " FROM status_log WHERE NOT evented ORDER BY id LIMIT :n",
             {"n": limit},
         )
         for r in rows:
-            data = {r[1]: r[2], "status": r[3], "ts_ms": r[4], "reason": r[5]}
-            self._log_event(cur, f"{r[1]}.{r[3]}", r[4], now_ms, r[2], data)
+            data: dict[str, Any] = {r[1]: r[2], "status": r[3], "ts_ms": r[4], "reason": r[5]}
+            subject = r[2]
+            if r[6] is not None:  # a device: named with its gateway
+                data["gateway"] = r[6]
+                subject = f"{r[6]}/{r[2]}"
+            if r[7] is not None:
+                data["received_ms"] = r[7]
+            self._log_event(cur, f"{r[1]}.{r[3]}", r[4], now_ms, subject, data)
             self._run(cur, "UPDATE status_log SET evented = TRUE WHERE id = :id", {"id": r[0]})
         return len(rows)
 
@@ -967,7 +1399,7 @@ class SqlStore(ABC):
             cur,
             "SELECT a.id, a.case_no, a.ts_ms, a.actor, a.action, a.from_state, a.to_state,"
             " a.note, c.subcategory, c.department, c.asset, c.device, c.urgency, c.title,"
-            " c.grid FROM case_audit a JOIN cases c ON c.case_no = a.case_no"
+            " c.grid, c.gateway_id FROM case_audit a JOIN cases c ON c.case_no = a.case_no"
             " WHERE NOT a.evented ORDER BY a.id LIMIT :n",
             {"n": limit},
         )
@@ -984,6 +1416,7 @@ class SqlStore(ABC):
                 "department": r[9],
                 "asset": r[10],
                 "device": r[11],
+                "gateway": r[15],
                 "urgency": r[12],
                 "title": r[13],
                 "grid": r[14],
@@ -1015,14 +1448,15 @@ class SqlStore(ABC):
 
     _ALARM_COLS = (
         "a.id, a.alarm_id, a.gateway_id, a.device, a.point, a.alarm_type, a.severity, a.state,"
-        " a.raised_ms, a.state_ms, a.value, a.limit_value, a.message, a.ack_by, a.ack_note, b.asset"
+        " a.raised_ms, a.state_ms, a.value, a.limit_value, a.message, a.ack_by, a.ack_note,"
+        " b.asset, a.received_ms"
     )
 
     @staticmethod
     def _alarm_view(r: Sequence[Any]) -> AlarmView:
         value, limit = json.loads(r[10]), json.loads(r[11])
         return AlarmView(
-            r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], value, limit, *r[12:16]
+            r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], value, limit, *r[12:17]
         )
 
     def find_alarms(
@@ -1058,7 +1492,7 @@ class SqlStore(ABC):
             where += ")"
         rows = self._query(
             f"SELECT {self._ALARM_COLS} FROM alarm_index a"  # noqa: S608 - placeholders only
-            " LEFT JOIN device_assets b ON b.device = a.device"
+            " LEFT JOIN device_assets b ON b.gateway_id = a.gateway_id AND b.device = a.device"
             " WHERE (CAST(:gw AS TEXT) IS NULL OR a.gateway_id = :gw)"
             " AND (CAST(:dev AS TEXT) IS NULL OR a.device = :dev)"
             " AND (CAST(:asset AS TEXT) IS NULL OR b.asset = :asset)"
@@ -1074,7 +1508,8 @@ class SqlStore(ABC):
         """One alarm occurrence by its edge id (`gateway:seq`)."""
         rows = self._query(
             f"SELECT {self._ALARM_COLS} FROM alarm_index a"  # noqa: S608 - constant columns
-            " LEFT JOIN device_assets b ON b.device = a.device WHERE a.alarm_id = :aid",
+            " LEFT JOIN device_assets b ON b.gateway_id = a.gateway_id AND b.device = a.device"
+            " WHERE a.alarm_id = :aid",
             {"aid": alarm_id},
         )
         return self._alarm_view(rows[0]) if rows else None

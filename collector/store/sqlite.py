@@ -9,10 +9,19 @@ from contextlib import contextmanager
 from typing import Any
 
 from collector.models import Bucket, Reading
-from collector.store.schema import Migration, api_statements, core_statements, epoch_statements
+from collector.store.base import StoreDataError, StoreError, StoreUnavailable
+from collector.store.schema import (
+    Migration,
+    api_statements,
+    core_statements,
+    epoch_statements,
+    order_statements,
+    scope_statements,
+)
 from collector.store.sql import (
     BatchKey,
     Cursor,
+    FlaggedRow,
     KeyedDigest,
     ReadingRow,
     SqlStore,
@@ -32,14 +41,35 @@ MIGRATIONS = (
     Migration(2, "readings", _READINGS),
     Migration(3, "command-center API", api_statements("sqlite")),
     Migration(4, "batch keys with buffer epochs", epoch_statements("sqlite")),
+    Migration(5, "event order and clocks", order_statements("sqlite")),
+    Migration(6, "devices scoped by gateway", scope_statements("sqlite")),
 )
-_COLS = "gateway_id, device, point, ts_ms, vtype, value_num, value_text, quality, historical"
-_INSERT_READING = f"INSERT INTO readings ({_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
+_INSERT_COLS = "gateway_id, device, point, ts_ms, vtype, value_num, value_text, quality, historical"
+_COLS = f"{_INSERT_COLS}, received_ms"
+_INSERT_READING = f"INSERT INTO readings ({_INSERT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
+_INSERT_FLAGGED = f"INSERT INTO readings ({_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
 _MIN_MS, _MAX_MS = -(2**62), 2**62
+# Primary result codes (sqlite.org/rescode.html) in which the file, the disk or another
+# process is the problem, not what we wrote: BUSY, LOCKED, NOMEM, READONLY, INTERRUPT, IOERR,
+# CORRUPT, FULL, CANTOPEN, PROTOCOL, NOTADB. Others (CONSTRAINT, MISMATCH, TOOBIG, a plain
+# ERROR from a statement the schema refuses) are about the data or the statement.
+_SERVER_CODES = frozenset({5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 26})
+
+
+def convert_error(exc: sqlite3.Error) -> StoreError:
+    """The StoreError for an sqlite3 error: StoreUnavailable or StoreDataError, by result code."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    name = getattr(exc, "sqlite_errorname", None) or type(exc).__name__
+    if (code is not None and code & 0xFF in _SERVER_CODES) or (
+        code is None and isinstance(exc, sqlite3.OperationalError | sqlite3.ProgrammingError)
+    ):
+        return StoreUnavailable(f"SQLite unavailable: {exc} ({name})")
+    return StoreDataError(f"SQLite refused the data: {exc} ({name})")
 
 
 def _reading(r: Any) -> Reading:
-    return Reading(r[0], r[1], r[2], r[3], decode_value(r[4], r[5], r[6]), r[7], bool(r[8]))
+    value = decode_value(r[4], r[5], r[6])
+    return Reading(r[0], r[1], r[2], r[3], value, r[7], bool(r[8]), r[9])
 
 
 class SqliteStore(SqlStore):
@@ -51,7 +81,7 @@ class SqliteStore(SqlStore):
 
     def __init__(self, path: str) -> None:
         self._path = path
-        self._known_epochs = set()
+        self._known_epochs = {}
         self._lock = threading.RLock()
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
@@ -76,14 +106,21 @@ class SqliteStore(SqlStore):
     @contextmanager
     def _tx(self) -> Iterator[Cursor]:
         with self._lock:
-            cur = self._conn.cursor()
-            cur.execute("BEGIN IMMEDIATE")
             try:
-                yield cur
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
-            cur.execute("COMMIT")
+                cur = self._conn.cursor()
+                cur.execute("BEGIN IMMEDIATE")
+                try:
+                    yield cur
+                    cur.execute("COMMIT")
+                finally:
+                    if self._conn.in_transaction:  # the body or the COMMIT failed
+                        self._conn.execute("ROLLBACK")
+            except sqlite3.Error as exc:
+                raise convert_error(exc) from exc
+
+    def ping(self) -> None:
+        """Return if the database file answers a trivial query."""
+        self._query("SELECT 1")
 
     def _sql(self, sql: str) -> str:
         return sql
@@ -126,6 +163,9 @@ class SqliteStore(SqlStore):
     def _insert_readings(self, cur: Cursor, rows: list[ReadingRow]) -> None:
         cur.executemany(_INSERT_READING, rows)
 
+    def _insert_flagged_readings(self, cur: Cursor, rows: list[FlaggedRow]) -> None:
+        cur.executemany(_INSERT_FLAGGED, rows)
+
     def readings(
         self,
         device: str,
@@ -133,14 +173,18 @@ class SqliteStore(SqlStore):
         since_ms: int | None = None,
         until_ms: int | None = None,
         limit: int = 1000,
+        gateway: str | None = None,
     ) -> list[Reading]:
-        """Raw readings of a device (optionally one point) in [since, until), oldest first."""
+        """Raw readings of a device (of one gateway, if given; optionally one point) in
+        [since, until), oldest first."""
         rows = self._query(
             f"SELECT {_COLS} FROM readings WHERE device = :dev"  # noqa: S608 - constant columns
+            " AND (:gw IS NULL OR gateway_id = :gw)"
             " AND (:pt IS NULL OR point = :pt) AND ts_ms >= :since AND ts_ms < :until"
             " ORDER BY ts_ms, point LIMIT :n",
             {
                 "dev": device,
+                "gw": gateway,
                 "pt": point,
                 "since": _MIN_MS if since_ms is None else since_ms,
                 "until": _MAX_MS if until_ms is None else until_ms,
@@ -150,7 +194,13 @@ class SqliteStore(SqlStore):
         return [_reading(r) for r in rows]
 
     def series(
-        self, device: str, point: str, since_ms: int, until_ms: int, bucket_ms: int
+        self,
+        device: str,
+        point: str,
+        since_ms: int,
+        until_ms: int,
+        bucket_ms: int,
+        gateway: str | None = None,
     ) -> list[Bucket]:
         """Numeric readings bucketed (aligned to the epoch) into min/avg/max."""
         if bucket_ms <= 0:
@@ -158,20 +208,30 @@ class SqliteStore(SqlStore):
         rows = self._query(
             "SELECT (ts_ms / :b) * :b AS bucket, count(*), min(value_num), avg(value_num),"
             " max(value_num) FROM readings WHERE device = :dev AND point = :pt"
+            " AND (:gw IS NULL OR gateway_id = :gw)"
             " AND ts_ms >= :since AND ts_ms < :until AND vtype IN (1, 2, 3)"
             " GROUP BY bucket ORDER BY bucket",
-            {"b": bucket_ms, "dev": device, "pt": point, "since": since_ms, "until": until_ms},
+            {
+                "b": bucket_ms,
+                "dev": device,
+                "pt": point,
+                "gw": gateway,
+                "since": since_ms,
+                "until": until_ms,
+            },
         )
         return [Bucket(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
-    def latest(self, device: str | None = None) -> list[Reading]:
-        """The newest reading of every (device, point), optionally for one device."""
+    def latest(self, device: str | None = None, gateway: str | None = None) -> list[Reading]:
+        """The newest reading of every (gateway, device, point), optionally for one device
+        and/or one gateway."""
         # SQLite fills bare columns from the row holding max(): exactly the newest reading.
         rows = self._query(
             "SELECT gateway_id, device, point, max(ts_ms), vtype, value_num, value_text,"
-            " quality, historical FROM readings WHERE (:dev IS NULL OR device = :dev)"
-            " GROUP BY device, point ORDER BY device, point",
-            {"dev": device},
+            " quality, historical, received_ms FROM readings WHERE (:dev IS NULL OR device = :dev)"
+            " AND (:gw IS NULL OR gateway_id = :gw)"
+            " GROUP BY gateway_id, device, point ORDER BY device, gateway_id, point",
+            {"dev": device, "gw": gateway},
         )
         return [_reading(r) for r in rows]
 

@@ -456,7 +456,7 @@ def account(
             ).fetchone()
             alarms = conn.execute(
                 "SELECT count(*), count(DISTINCT (alarm_id, state, ts_ms, coalesce(ack_by, '')))"
-                " FROM alarm_events WHERE gateway_id = %s",
+                " FROM alarm_events WHERE gateway_id = %s AND origin = 'gateway'",
                 (gw,),
             ).fetchone()
             assert row is not None

@@ -10,9 +10,10 @@ import pytest
 
 from collector.api import create_app
 from collector.keys import Role, digest, display_prefix, new_token
+from collector.models import Accepted
 from collector.runtime import Runtime
-from tests.integration.test_api_http import GW, fast_config, raise_alarm, serve
-from wire import AlarmState
+from tests.integration.test_api_http import GW, fast_config, now_ms, raise_alarm, serve
+from wire import AlarmState, Birth, DeviceInfo, Kind, TopicParts
 
 pytestmark = pytest.mark.integration
 
@@ -28,6 +29,9 @@ def test_the_marked_examples_in_the_integration_guide_run(tmp_path: Path) -> Non
     token = new_token()
     runtime.store.create_api_key("docs", Role.ADMIN.value, digest(token), display_prefix(token), 0)
     try:
+        gas = (DeviceInfo("gas-7", "gas_detector", "gas", True),)
+        birth = Birth(GW, "s1", 0, now_ms(), "1.0", "h", gas, epoch="e1")
+        runtime.store.write([Accepted(TopicParts("xuhui", GW, Kind.BIRTH), birth)], now_ms())
         raise_alarm(runtime, f"{GW}:1", AlarmState.ACTIVE_UNACKED)
         raise_alarm(runtime, f"{GW}:2", AlarmState.ACTIVE_UNACKED, device="gas-8")
         with serve(create_app(runtime.config, runtime)) as base:

@@ -122,3 +122,51 @@ def test_auto_close_when_configured(store: Store, routing: Routing) -> None:
     engine.process_pending()
     assert len(store.cases(open_only=True)) == 1
     assert len(store.cases()) == 2
+
+
+def test_alarms_from_a_birth_picture_open_and_clear_cases_with_a_note(
+    store: Store, routing: Routing
+) -> None:
+    # A collector that missed the leak learns it from the gateway's birth, and later learns
+    # from the next birth that it is gone; the case says so both times.
+    store.upsert_assets([Asset(code="3101040111000001", owner="燃气公司", devices=("gas-1",))])
+    engine = CaseEngine(store, routing, Clock())
+    devices = (DeviceInfo("gas-1", "gas_detector", "gas", True),)
+    ev = AlarmEvent("gw:e1:7", "gas-1", "gas_concentration", "hi", Severity.HIGH,
+                    AlarmState.ACTIVE_UNACKED, int(T0 * 1000), 30.0, 20, "gas high")  # fmt: skip
+    t = int(T0 * 1000)
+    for session, alarms in (("s2", (ev,)), ("s3", ())):
+        birth = Birth("gw", session, 0, t, "1", "h", devices, alarms, 0, epoch="e1")
+        store.write([Accepted(TopicParts("site", "gw", Kind.BIRTH), birth)], t)
+        engine.process_pending()
+    (case,) = store.cases()
+    notes = [a.note for a in store.audit(case.case_no)]
+    assert "alarm gw:e1:7: gas high (value 30.0) (reconciled from birth)" in notes
+    assert "alarm gw:e1:7 cleared (reconciled from birth)" in notes
+    assert case.state is CaseState.VERIFYING
+
+
+def test_a_gas_alarm_on_a_device_id_another_cabinet_also_has_opens_its_own_case(
+    store: Store, routing: Routing
+) -> None:
+    # gw and gw-2 both have a gas-1; only gw-2's is bound to the asset. Its leak opens a case on
+    # that asset, for that gateway; gw's own gas-1 stays an asset-less 事件 case of its own.
+    t = int(T0 * 1000)
+    birth = Birth("gw-2", "s", 0, t, "1", "h", (DeviceInfo("gas-1", "gas_detector", "gas", True),))
+    store.write([Accepted(TopicParts("site", "gw-2", Kind.BIRTH), birth)], t)
+    store.upsert_assets([Asset(code="3101040111000001", owner="燃气公司", devices=("gw-2/gas-1",))])
+    engine = CaseEngine(store, routing, Clock())
+    ev = AlarmEvent("gw-2:e1:1", "gas-1", "gas_concentration", "hi", Severity.HIGH,
+                    AlarmState.ACTIVE_UNACKED, t, 30.0, 20, "gas high")  # fmt: skip
+    batch = AlarmBatch("gw-2", "s", 1, t, (ev,), epoch="e1")
+    store.write([Accepted(TopicParts("site", "gw-2", Kind.ALARM), batch)], t)
+    raise_alarm(store, "gas-1", "gas_concentration", "hi", AlarmState.ACTIVE_UNACKED, "gw:e1:1")
+    engine.process_pending()
+    cases = {c.gateway: c for c in store.cases()}
+    assert (cases["gw-2"].kind, cases["gw-2"].asset, cases["gw-2"].device) == (
+        "部件",
+        "3101040111000001",
+        "gas-1",
+    )
+    assert (cases["gw"].kind, cases["gw"].asset) == ("事件", None)
+    assert store.open_case_for("gw/gas-1", cases["gw"].problem) == cases["gw"]

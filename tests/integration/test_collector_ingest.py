@@ -15,7 +15,21 @@ from hypothesis import strategies as st
 from collector.ingest import Ingest, IngestConfig, classify
 from collector.models import Rejected
 from collector.store import Store, open_store
-from wire import Command, DataBatch, Kind, Record, decode, encode, subscription, topic
+from wire import (
+    AlarmBatch,
+    AlarmEvent,
+    AlarmState,
+    Birth,
+    Command,
+    DataBatch,
+    Kind,
+    Record,
+    Severity,
+    decode,
+    encode,
+    subscription,
+    topic,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -150,3 +164,58 @@ def test_commands_go_out_on_the_gateway_cmd_topic(
         "reload",
         {"force": True},
     )
+
+
+def test_a_retained_birth_is_answered_with_a_rebirth_command(
+    store: Store, mqtt_url: str, topic_root: str, publisher: mqtt.Client
+) -> None:
+    # The broker's copy of a birth can be hours old: the collector asks for a fresh one.
+    got: list[bytes] = []
+    arrived, subscribed = threading.Event(), threading.Event()
+
+    def on_message(c: mqtt.Client, u: object, m: mqtt.MQTTMessage) -> None:
+        got.append(bytes(m.payload))
+        arrived.set()
+
+    publisher.on_message = on_message
+    publisher.on_subscribe = lambda *_: subscribed.set()
+    publisher.subscribe(subscription(Kind.CMD, topic_root), qos=1)
+    assert subscribed.wait(10)
+    old = Birth("gw-r", "s-old", 0, T0, "1.0", "h", epoch="e1")
+    t = topic("site", "gw-r", Kind.BIRTH, root=topic_root)
+    publisher.publish(t, encode(old), qos=1, retain=True).wait_for_publish(10)
+    ing = start_ingest(store, mqtt_url, topic_root, f"c-{uuid.uuid4().hex[:8]}")
+    try:
+        assert arrived.wait(10)
+        wait_until(lambda: ing.stats.rebirths_requested == 1)
+        wait_until(lambda: bool(store.gateways()))
+    finally:
+        ing.stop()
+        publisher.publish(t, b"", qos=1, retain=True).wait_for_publish(10)  # clear it
+    cmd = decode(got[0])
+    assert isinstance(cmd, Command)
+    assert (cmd.gateway, cmd.name) == ("gw-r", "rebirth")
+
+
+def test_an_alarm_id_of_another_gateway_is_a_dead_letter_and_a_conflict_event(
+    store: Store,
+) -> None:
+    # gw-x may not flip gw-a's alarm: in an alarm batch, or in its birth's alarm picture.
+    ev = AlarmEvent("gw-a:e1:3", "mh-01", "tilt", "hi", Severity.HIGH, AlarmState.NORMAL, T0)
+    forged = [
+        AlarmBatch("gw-x", "s", 1, T0, (ev,), epoch="e1"),
+        Birth("gw-x", "s", 0, T0, "1", "h", (), (ev,), 0, epoch="e1"),
+    ]
+    items = []
+    for msg in forged:
+        item = classify(topic("site", "gw-x", msg.kind, root="r"), encode(msg), "r", T0)
+        assert isinstance(item, Rejected)
+        assert item.conflict_of == "gw-x"
+        assert "alarm id 'gw-a:e1:3' is not one of gateway 'gw-x'" in item.reason
+        items.append(item)
+    result = store.write(items, T0)
+    assert (result.dead_letters, result.gateway_conflicts) == (2, 2)
+    store.pump_events(T0)
+    conflicts = [e for e in store.events(0) if e.type == "gateway.conflict"]
+    assert [e.subject for e in conflicts] == ["gw-x", "gw-x"]
+    assert store.alarms() == []

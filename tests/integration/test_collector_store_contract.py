@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.assets import Asset
+from collector.assets import Asset, AssetError
 from collector.cases.workflow import Action, CaseState, apply, open_case
 from collector.models import Accepted, Rejected, Status
 from collector.store import Conflict, Store, open_store
@@ -16,6 +16,7 @@ from wire import (
     AlarmEvent,
     AlarmState,
     Birth,
+    ClockInfo,
     Death,
     DeviceEvent,
     DeviceEventBatch,
@@ -252,11 +253,15 @@ def test_birth_death_and_device_events_track_status_with_times(store: Store) -> 
     assert store.gateways()[0].status is Status.ONLINE
 
 
-def test_status_counters_keep_the_latest(store: Store) -> None:
-    for sent, n in ((T0 + 10, 5), (T0, 3)):
+def test_status_counters_follow_arrival_even_when_the_gateway_clock_steps_back(
+    store: Store,
+) -> None:
+    # Status is QoS 0 on one connection (never redelivered): what arrives last is the latest,
+    # whatever its clock says (NTP stepped it back an hour here).
+    for sent, n in ((T0 + 10, 5), (T0 - 3_600_000, 6)):
         store.write([acc(StatusMsg(GW, "s1", 0, sent, {"polls": n}), Kind.STATUS)], T0)
     (gw,) = store.gateways()
-    assert (gw.counters, gw.counters_ms) == ({"polls": 5}, T0 + 10)
+    assert (gw.counters, gw.counters_ms) == ({"polls": 6}, T0 - 3_600_000)
 
 
 def alarm(seq: int, aid: str, state: AlarmState, ts: int, value: float = 30.0) -> Accepted:
@@ -294,10 +299,14 @@ def test_assets_and_device_binding(store: Store) -> None:
     a = Asset(code="3101040111000001", owner="燃气公司", grid="310104001", devices=("g1",))
     assert store.upsert_assets([a]) == 1
     assert store.assets() == [a]
-    got = store.asset_of_device("g1")
+    # Named without its gateway before any gateway announced it: the first one to do so has it.
+    assert store.asset_of_device(GW, "g1") is None
+    store.write([birth("s1", T0, DeviceInfo("g1", "gas_detector", "gas", True))], T0)
+    got = store.asset_of_device(GW, "g1")
     assert got is not None
     assert (got.subcategory, got.maintainer) == ("0111", "燃气公司")
-    assert store.asset_of_device("nobody") is None
+    assert store.asset_of_device(GW, "nobody") is None
+    assert store.asset_of_device("gw-other", "g1") is None
 
 
 def test_cases_audit_serials_and_one_open_case_per_problem(store: Store) -> None:
@@ -341,11 +350,245 @@ def test_a_birth_never_replaces_a_binding_with_an_unregistered_asset(store: Stor
     store.upsert_assets([known, other])
     unknown_asset = DeviceInfo("g1", "manhole_cover", "manhole", True, "3301060111999999")
     store.write([birth("s1", T0, unknown_asset)], T0)
-    got = store.asset_of_device("g1")
+    got = store.asset_of_device(GW, "g1")
     assert got is not None
     assert got.code == known.code  # the registry's binding stands
     rebound = DeviceInfo("g1", "manhole_cover", "manhole", True, other.code)
     store.write([birth("s2", T0 + 1, rebound)], T0 + 1)
-    got = store.asset_of_device("g1")
+    got = store.asset_of_device(GW, "g1")
     assert got is not None
     assert got.code == other.code
+
+
+# --- order of events, not timestamps (issue 13, items 3 and 5) ---------------------------------
+
+EPOCH = "e1"
+
+
+def gw_alarm(seq: int, aid: str, state: AlarmState, ts: int, dev: str = "g1") -> Accepted:
+    ev = AlarmEvent(aid, dev, "gas", "hi", Severity.HIGH, state, ts, 30.0, 20, "gas high")
+    return acc(AlarmBatch(GW, "s1", seq, ts, (ev,), epoch=EPOCH), Kind.ALARM)
+
+
+def dev_event(seq: int, online: bool, ts: int, dev: str = "m1") -> Accepted:
+    ev = DeviceEvent(dev, online, ts, "answered" if online else "timeout")
+    return acc(DeviceEventBatch(GW, "s1", seq, ts, (ev,), epoch=EPOCH), Kind.DEVICE)
+
+
+def pictured(
+    session: str,
+    sent: int,
+    high_water: int,
+    alarms: tuple[AlarmEvent, ...] = (),
+    devices: tuple[DeviceInfo, ...] = (),
+    plausible: bool = True,
+) -> Accepted:
+    clock = ClockInfo(plausible, 0 if plausible else -3_600_000, sent)
+    msg = Birth(GW, session, 0, sent, "1.0", "abc", devices, alarms, high_water, clock, epoch=EPOCH)
+    return acc(msg, Kind.BIRTH)
+
+
+def leak(aid: str, state: AlarmState, ts: int, dev: str = "g1") -> AlarmEvent:
+    return AlarmEvent(aid, dev, "gas", "hi", Severity.HIGH, state, ts, 30.0, 20, "gas high")
+
+
+def test_a_1970_clock_is_stored_as_sent_flagged_and_never_freezes_state(store: Store) -> None:
+    # A gateway without RTC boots at 1970 after running at T0: its alarm and readings are kept
+    # as sent, flagged with the receive time, and its later events still move the state on.
+    now = T0 + 5_000
+    early = 42_000  # 1970-01-01T00:00:42Z
+    store.write([gw_alarm(1, f"{GW}:e1:1", AlarmState.ACTIVE_UNACKED, T0)], now)
+    rec = Record("g1", "gas", early, 31.5)
+    result = store.write([gw_alarm(2, f"{GW}:e1:1", AlarmState.NORMAL, early), data(3, rec)], now)
+    assert (result.readings, result.alarm_events, result.dead_letters) == (1, 1, 0)
+    (a,) = store.alarms()
+    assert (a.state, a.state_ms) == ("normal", early)
+    (r,) = store.readings("g1")
+    assert (r.ts_ms, r.value, r.received_ms) == (early, 31.5, now)
+    store.pump_events(now)
+    view = store.alarm(f"{GW}:e1:1")
+    assert view is not None
+    assert (view.state, view.received_ms) == ("normal", now)
+    # A plausible reading carries no receive time.
+    store.write([data(4, Record("g1", "gas", T0 + 1, 1.0))], now)
+    assert [x.received_ms for x in store.readings("g1")] == [now, None]
+
+
+def test_device_status_follows_the_gateway_order_not_the_largest_timestamp(
+    store: Store,
+) -> None:
+    far_future = 253_402_300_799_000  # 9999-12-31: a clock gone wild
+    store.write([dev_event(1, False, far_future)], T0)
+    store.write([dev_event(2, True, T0 + 1)], T0 + 2)  # later in the stream, earlier stamp
+    by_id = {d.device: d for d in store.devices()}
+    assert (by_id["m1"].status, by_id["m1"].since_ms) == (Status.ONLINE, T0 + 1)
+    store.write([dev_event(1, False, far_future)], T0 + 3)  # a redelivery: a duplicate key
+    store.pump_events(T0 + 4)
+    flagged = [e for e in store.events(0) if e.type == "device.offline"]
+    assert flagged
+    assert {d.device: d.status for d in store.devices()}["m1"] is Status.ONLINE
+
+
+def test_a_birth_stamped_1970_after_a_death_brings_the_gateway_back(store: Store) -> None:
+    store.write([pictured("s1", T0, 0)], T0)
+    store.write([acc(Death(GW, "s1", 0, T0, "lost"), Kind.DEATH)], T0 + 100)
+    store.write([pictured("s2", 5_000, 0, plausible=False)], T0 + 200)
+    (gw,) = store.gateways()
+    assert (gw.status, gw.session) == (Status.ONLINE, "s2")
+    assert gw.clock is not None
+    assert (gw.clock.plausible, gw.clock.step_ms, gw.clock.received_ms) == (
+        False,
+        -3_600_000,
+        T0 + 200,
+    )
+
+
+def test_a_birth_picture_creates_missing_alarms_clears_vanished_ones_idempotently(
+    store: Store,
+) -> None:
+    # The collector holds g2's leak active; the gateway (birth) says g2 is normal and g1 leaks.
+    store.write([gw_alarm(1, f"{GW}:e1:1", AlarmState.ACTIVE_UNACKED, T0, dev="g2")], T0)
+    store.mark_transitions_handled([t.id for t in store.pending_alarm_transitions()])
+    birth = pictured("s2", T0 + 10, 1, (leak(f"{GW}:e1:2", AlarmState.ACTIVE_UNACKED, T0 + 5),))
+    assert store.write([birth], T0 + 10).alarm_events == 2
+    state = {a.device: (a.alarm_id, a.state, a.message) for a in store.alarms()}
+    assert state == {
+        "g1": (f"{GW}:e1:2", "active_unacked", "gas high"),
+        "g2": (f"{GW}:e1:1", "normal", "reconciled from birth"),
+    }
+    pending = store.pending_alarm_transitions()
+    assert [(t.device, t.state, t.origin) for t in pending] == [
+        ("g1", "active_unacked", "birth"),
+        ("g2", "normal", "birth"),
+    ]
+    # The same picture again (a rebirth, a retained copy): nothing new.
+    again = pictured("s2", T0 + 20, 1, (leak(f"{GW}:e1:2", AlarmState.ACTIVE_UNACKED, T0 + 5),))
+    assert store.write([again], T0 + 20).alarm_events == 0
+    assert len(store.pending_alarm_transitions()) == 2
+
+
+def test_batches_up_to_the_birth_high_water_never_roll_the_picture_back(store: Store) -> None:
+    devs = (DeviceInfo("m1", "manhole_cover", "manhole", True),)
+    acked = AlarmEvent(f"{GW}:e1:1", "g1", "gas", "hi", Severity.HIGH, AlarmState.ACTIVE_ACKED,
+                       T0 + 30, 30.0, 20, "gas high", "值班员", "seen")  # fmt: skip
+    store.write([pictured("s1", T0 + 40, 5, (acked,), devs)], T0 + 40)
+    # Batches 3 and 4 were frozen before the picture was taken but arrive after the birth.
+    late = [
+        gw_alarm(3, f"{GW}:e1:1", AlarmState.ACTIVE_UNACKED, T0 + 10),
+        dev_event(4, False, T0 + 20),
+    ]
+    result = store.write(late, T0 + 50)
+    assert (result.alarm_events, result.duplicates) == (1, 0)  # kept in the history
+    (a,) = store.alarms()
+    assert (a.state, a.ack_by) == ("active_acked", "值班员")
+    assert {d.device: d.status for d in store.devices()}["m1"] is Status.ONLINE
+    assert [t.origin for t in store.pending_alarm_transitions()] == ["birth"]  # not the stale one
+    # Batch 6 is newer than the picture: it applies.
+    store.write([gw_alarm(6, f"{GW}:e1:1", AlarmState.CLEARED_UNACKED, T0 + 60)], T0 + 60)
+    assert store.alarms()[0].state == "cleared_unacked"
+    store.pump_events(T0 + 70)
+    view = store.alarm(f"{GW}:e1:1")
+    assert view is not None
+    assert view.state == "cleared_unacked"
+    raised = [e.data["state"] for e in store.events(0) if e.type.startswith("alarm.")]
+    assert raised == ["active_acked", "cleared_unacked"]  # the stale event is not announced
+
+
+# --- a device belongs to its gateway (issue 13, item 4) ----------------------------------------
+
+
+def born(gw: str, session: str, *devices: DeviceInfo) -> Accepted:
+    return acc(Birth(gw, session, 0, T0, "1.0", "h", devices, epoch=EPOCH), Kind.BIRTH, gw)
+
+
+def test_two_cabinets_with_the_same_device_ids_never_mix(store: Store) -> None:
+    a1, b1 = "3101040111000001", "3101040111000002"
+    store.upsert_assets([
+        Asset(code=a1, owner="燃气公司", devices=("gw-a/mh-01",)),
+        Asset(code=b1, owner="燃气公司", devices=("gw-b/mh-01",)),
+    ])  # fmt: skip
+    store.write([
+        born("gw-a", "sa", DeviceInfo("mh-01", "manhole_cover", "manhole", True)),
+        born("gw-b", "sb", DeviceInfo("mh-01", "gas_detector", "gas", False)),
+    ], T0)  # fmt: skip
+    store.write([
+        acc(Data("gw-a", "sa", 1, T0, (Record("mh-01", "tilt", T0 + 1, 1.5),), epoch=EPOCH),
+            Kind.DATA, "gw-a"),
+        acc(Data("gw-b", "sb", 1, T0, (Record("mh-01", "gas", T0 + 2, 42.0),), epoch=EPOCH),
+            Kind.DATA, "gw-b"),
+        acc(AlarmBatch("gw-b", "sb", 2, T0, (leak("gw-b:e1:1", AlarmState.ACTIVE_UNACKED, T0,
+            dev="mh-01"),), epoch=EPOCH), Kind.ALARM, "gw-b"),
+    ], T0)  # fmt: skip
+    devices = {(d.gateway, d.device): d for d in store.devices()}
+    assert {k: (d.family, d.status, d.asset) for k, d in devices.items()} == {
+        ("gw-a", "mh-01"): ("manhole", Status.ONLINE, a1),
+        ("gw-b", "mh-01"): ("gas", Status.OFFLINE, b1),
+    }
+    assert [r.value for r in store.readings("mh-01", gateway="gw-a")] == [1.5]
+    assert [r.value for r in store.readings("mh-01", gateway="gw-b")] == [42.0]
+    assert [(r.gateway, r.value) for r in store.latest("mh-01")] == [
+        ("gw-a", 1.5),
+        ("gw-b", 42.0),
+    ]
+    assert [r.point for r in store.latest(gateway="gw-b")] == ["gas"]
+    got = store.asset_of_device("gw-b", "mh-01")
+    assert got is not None
+    assert got.code == b1
+    (alarm_b,) = store.alarms()
+    assert (alarm_b.gateway, alarm_b.device) == ("gw-b", "mh-01")
+    assert [d.gateway for d in store.devices(device="mh-01")] == ["gw-a", "gw-b"]
+
+
+def test_a_birth_claiming_another_gateways_asset_is_refused_and_reported(store: Store) -> None:
+    asset = "3101040111000001"
+    store.upsert_assets([Asset(code=asset, owner="燃气公司")])
+    store.write([born("gw-a", "sa", DeviceInfo("mh-01", "manhole_cover", "manhole", True, asset))],
+                T0)  # fmt: skip
+    claim = DeviceInfo("gas-9", "gas_detector", "gas", True, asset)
+    result = store.write([born("gw-x", "sx", claim)], T0 + 1)
+    assert (result.dead_letters, result.gateway_conflicts) == (1, 1)
+    assert store.asset_of_device("gw-x", "gas-9") is None
+    got = store.asset_of_device("gw-a", "mh-01")
+    assert got is not None  # never a silent takeover
+    (letter,) = store.dead_letters()
+    assert "the asset is bound to gw-a/mh-01: claim refused" in letter.reason
+    assert {g.gateway: g.status for g in store.gateways()}["gw-x"] is Status.ONLINE
+    store.pump_events(T0 + 2)
+    (event,) = [e for e in store.events(0) if e.type == "gateway.conflict"]
+    assert (event.subject, event.data["gateway"]) == ("gw-x", "gw-x")
+    assert "claims asset" in event.data["reason"]
+
+
+def test_a_registry_entry_naming_an_id_two_gateways_have_needs_the_gateway(
+    store: Store,
+) -> None:
+    store.write([
+        born("gw-a", "sa", DeviceInfo("mh-01", "manhole_cover", "manhole", True)),
+        born("gw-b", "sb", DeviceInfo("mh-01", "manhole_cover", "manhole", True)),
+    ], T0)  # fmt: skip
+    with pytest.raises(AssetError, match=r"gw-a, gw-b; name it as gw-a/mh-01"):
+        store.upsert_assets([Asset(code="3101040111000001", owner="x", devices=("mh-01",))])
+    assert store.assets() == []  # nothing stored
+    store.upsert_assets([Asset(code="3101040111000001", owner="x", devices=("gw-b/mh-01",))])
+    assert {d.gateway: d.asset for d in store.devices()} == {
+        "gw-a": None,
+        "gw-b": "3101040111000001",
+    }
+
+
+def test_the_allowed_skew_ahead_of_the_collector_clock_is_configured(store: Store) -> None:
+    now = T0
+    ahead = Record("dev", "p", now + 60_000, 1.0)  # a minute ahead
+    store.write([data(1, ahead)], now)
+    store.max_skew_ms = 30_000
+    store.write([data(2, ahead._replace(point="q"))], now)
+    assert [(r.point, r.received_ms) for r in store.readings("dev")] == [("p", None), ("q", now)]
+
+
+def test_a_batch_mixing_plausible_and_implausible_times_flags_only_the_implausible(
+    store: Store,
+) -> None:
+    recs = (Record("dev", "a", 5_000, 1.0), Record("dev", "b", T0, 2.0), Record("dev", "c", 7, "x"))
+    assert store.write([data(1, *recs)], T0).readings == 3
+    got = {r.point: (r.ts_ms, r.value, r.received_ms) for r in store.readings("dev")}
+    assert got == {"a": (5_000, 1.0, T0), "b": (T0, 2.0, None), "c": (7, "x", T0)}

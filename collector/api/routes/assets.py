@@ -8,7 +8,8 @@ from pydantic import BaseModel, Field
 
 from collector.api.auth import Admin, Viewer
 from collector.api.deps import StoreDep
-from collector.assets import Asset
+from collector.api.names import find_device
+from collector.assets import Asset, AssetError
 
 router = APIRouter(prefix="/api/v1", tags=["assets"])
 
@@ -37,24 +38,44 @@ def asset(store: StoreDep, key: Viewer, code: Code) -> dict[str, Any]:
     doc = found.model_dump()
     bound = [d for d in store.devices() if d.asset == code]
     doc["devices"] = [
-        {**asdict(d), "latest": [asdict(r) for r in store.latest(d.device)]} for d in bound
+        {**asdict(d), "latest": [asdict(r) for r in store.latest(d.device, d.gateway)]}
+        for d in bound
     ]
     return doc
 
 
 @router.put("/assets/{code}")
 def put_asset(store: StoreDep, key: Admin, code: Code, body: Asset) -> dict[str, Any]:
-    """Create or replace an asset (admin); its listed devices are bound to it."""
+    """Create or replace an asset (admin); its listed devices are bound to it (409 if one is
+    named without its gateway while several gateways have that id)."""
     if body.code != code:
         raise HTTPException(422, f"body code {body.code} does not match the URL ({code})")
-    store.upsert_assets([body])
+    try:
+        store.upsert_assets([body])
+    except AssetError as exc:
+        raise HTTPException(409, str(exc)) from None
     return body.model_dump()
 
 
 @router.put("/devices/{device}/asset")
-def bind(store: StoreDep, key: Admin, device: DeviceId, body: BindIn) -> dict[str, str]:
-    """Bind a device to an asset (admin), replacing any earlier binding."""
+def bind(store: StoreDep, key: Admin, device: DeviceId, body: BindIn) -> dict[str, str | None]:
+    """Bind a device, named by id alone, to an asset (admin), replacing any earlier binding:
+    409 with the candidates if several gateways have that id; a device no gateway announced
+    yet is bound when the first gateway announces it."""
+    found = find_device(store, device)
+    return _bind(store, found.gateway if found else None, device, body)
+
+
+@router.put("/gateways/{gateway}/devices/{device}/asset")
+def bind_scoped(
+    store: StoreDep, key: Admin, gateway: DeviceId, device: DeviceId, body: BindIn
+) -> dict[str, str | None]:
+    """Bind one gateway's device to an asset (admin), replacing any earlier binding."""
+    return _bind(store, gateway, device, body)
+
+
+def _bind(store: StoreDep, gateway: str | None, device: str, body: BindIn) -> dict[str, str | None]:
     if not any(a.code == body.asset for a in store.assets()):
         raise HTTPException(404, f"no asset {body.asset}: register it first")
-    store.bind_device(device, body.asset)
-    return {"device": device, "asset": body.asset}
+    store.bind_device(gateway, device, body.asset)
+    return {"gateway": gateway, "device": device, "asset": body.asset}

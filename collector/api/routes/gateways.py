@@ -10,7 +10,9 @@ from pydantic import BaseModel, Field
 
 from collector.api.auth import Operator, Viewer
 from collector.api.deps import RuntimeDep, StoreDep
+from collector.api.names import find_device
 from collector.api.paging import Name
+from collector.models import DeviceState
 from wire.messages import Value
 
 router = APIRouter(prefix="/api/v1", tags=["gateways"])
@@ -84,11 +86,25 @@ def devices(store: StoreDep, key: Viewer, gateway: Name = None) -> list[dict[str
 
 @router.get("/devices/{device}")
 def device(store: StoreDep, key: Viewer, device: Ident) -> dict[str, Any]:
-    """One device with its asset and its latest value of every point."""
-    found = next((d for d in store.devices() if d.device == device), None)
+    """One device by id alone, while one gateway has it (409 with the candidates if several
+    do): its asset and its latest value of every point."""
+    found = find_device(store, device)
     if found is None:
         raise HTTPException(404, f"no device {device}")
-    return {**asdict(found), "latest": [asdict(r) for r in store.latest(device)]}
+    return _device_doc(store, found)
+
+
+@router.get("/gateways/{gateway}/devices/{device}")
+def gateway_device(store: StoreDep, key: Viewer, gateway: Ident, device: Ident) -> dict[str, Any]:
+    """One device of one gateway: its asset and its latest value of every point."""
+    found = find_device(store, device, gateway)
+    if found is None:
+        raise HTTPException(404, f"no device {device} on gateway {gateway}")
+    return _device_doc(store, found)
+
+
+def _device_doc(store: StoreDep, d: DeviceState) -> dict[str, Any]:
+    return {**asdict(d), "latest": [asdict(r) for r in store.latest(d.device, d.gateway)]}
 
 
 @router.get("/dead-letters")

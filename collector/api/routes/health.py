@@ -4,8 +4,10 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from collector.api.deps import RuntimeDep
+from collector.store import StoreError
 
 router = APIRouter(tags=["health"])
 
@@ -17,26 +19,31 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-def readyz(runtime: RuntimeDep) -> JSONResponse:
-    """Ready when the database answers and (if ingesting) our subscriptions are active."""
+async def readyz(runtime: RuntimeDep) -> JSONResponse:
+    """Ready when the database answers, commits succeed and (if ingesting) the broker gives
+    what ingest relies on; otherwise 503 with every reason. Answers within a few seconds even
+    when the database is unreachable."""
     body: dict[str, Any] = {"backend": runtime.store.backend}
-    ok = True
+    reasons: list[str] = []
     try:
-        body["dead_letters"] = runtime.store.count_dead_letters()
-    except Exception as exc:  # any database failure means not ready
-        ok = False
-        body["database"] = f"error: {exc}"
+        await run_in_threadpool(runtime.store.ping)
+        body["dead_letters"] = await run_in_threadpool(runtime.store.count_dead_letters)
+    except StoreError as exc:
+        reasons.append(f"database: {exc}")
     if runtime.ingest is not None:
-        stats = runtime.ingest.stats
+        ingest = runtime.ingest
+        stats = ingest.stats
         body["mqtt_connected"] = stats.connected
-        body["mqtt_subscribed"] = runtime.ingest.ready
+        body["mqtt_subscribed"] = ingest.ready
         body["ingest"] = {
             "received": stats.received,
             "readings": stats.readings,
             "duplicates": stats.duplicates,
             "dead_letters": stats.dead_letters,
             "store_errors": stats.store_errors,
+            "poisoned": stats.poisoned,
         }
-        ok = ok and runtime.ingest.ready
-    body["status"] = "ready" if ok else "not ready"
-    return JSONResponse(body, status_code=200 if ok else 503)
+        reasons.extend(ingest.problems())
+    body["status"] = "not ready" if reasons else "ready"
+    body["reasons"] = reasons
+    return JSONResponse(body, status_code=503 if reasons else 200)

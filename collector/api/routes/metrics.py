@@ -44,7 +44,22 @@ def metrics(runtime: RuntimeDep, key: Viewer) -> PlainTextResponse:
                 s.new_epochs,
                 "known gateways that started a new buffer epoch",
             ),
-            "lifeline_ingest_store_errors_total": (s.store_errors, "failed commits (retried)"),
+            "lifeline_ingest_store_errors_total": (
+                s.store_errors,
+                "failed commits (retried, split or dead-lettered)",
+            ),
+            "lifeline_ingest_poisoned_total": (
+                s.poisoned,
+                "messages the database kept refusing (dead-lettered with its reason)",
+            ),
+            "lifeline_ingest_gateway_conflicts_total": (
+                s.gateway_conflicts,
+                "claims refused to a gateway (another gateway's alarm id or asset)",
+            ),
+            "lifeline_ingest_rebirths_requested_total": (
+                s.rebirths_requested,
+                "retained births answered with a rebirth command",
+            ),
         }
         for name, (value, help_) in counters.items():
             _metric(lines, name, "counter", help_, {"": value})

@@ -7,6 +7,7 @@ from pydantic import BaseModel
 
 from collector.api.auth import Viewer
 from collector.api.deps import StoreDep
+from collector.api.names import gateway_of
 from collector.api.paging import MAX_MS
 from collector.models import Bucket, Reading
 from wire.messages import Value
@@ -24,6 +25,7 @@ class ReadingOut(BaseModel):
     value: Value
     quality: str
     historical: bool
+    received_ms: int | None = None  # only if ts_ms was implausible: when it reached us
 
 
 class BucketOut(BaseModel):
@@ -45,6 +47,7 @@ def _out(r: Reading) -> ReadingOut:
         value=r.value,
         quality=r.quality,
         historical=r.historical,
+        received_ms=r.received_ms,
     )
 
 
@@ -53,6 +56,14 @@ MAX_BUCKETS = 10_000
 MAX_SERIES_RANGE_MS = 400 * 86_400_000
 Device = Annotated[str, Query(min_length=1, max_length=200)]
 Point = Annotated[str, Query(min_length=1, max_length=200)]
+Gateway = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=200,
+        description="the device's gateway (needed when several gateways have that device id)",
+    ),
+]
 
 
 @router.get("/readings")
@@ -64,9 +75,11 @@ def readings(
     since: Annotated[int | None, Query(ge=0, le=MAX_MS, description="UTC ms, inclusive")] = None,
     until: Annotated[int | None, Query(ge=0, le=MAX_MS, description="UTC ms, exclusive")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_RAW)] = 1000,
+    gateway: Gateway = None,
 ) -> list[ReadingOut]:
     """Raw readings of a device (optionally one point) in [since, until), oldest first."""
-    return [_out(r) for r in store.readings(device, point, since, until, limit)]
+    gw = gateway_of(store, device, gateway)
+    return [_out(r) for r in store.readings(device, point, since, until, limit, gw)]
 
 
 @router.get("/series")
@@ -78,6 +91,7 @@ def series(
     since: Annotated[int, Query(ge=0, le=MAX_MS, description="UTC ms, inclusive")],
     until: Annotated[int, Query(ge=0, le=MAX_MS, description="UTC ms, exclusive")],
     bucket_ms: Annotated[int, Query(ge=1000, le=MAX_SERIES_RANGE_MS)] = 60_000,
+    gateway: Gateway = None,
 ) -> list[BucketOut]:
     """Min/avg/max of numeric readings per bucket (aligned to the epoch), ≤ 10 000 buckets."""
     if until <= since:
@@ -86,7 +100,8 @@ def series(
         raise HTTPException(422, "the range is limited to 400 days")
     if (until - since) // bucket_ms > MAX_BUCKETS:
         raise HTTPException(422, "too many buckets: widen bucket_ms or narrow the range")
-    buckets: list[Bucket] = store.series(device, point, since, until, bucket_ms)
+    gw = gateway_of(store, device, gateway)
+    buckets: list[Bucket] = store.series(device, point, since, until, bucket_ms, gw)
     return [
         BucketOut(ts_ms=b.ts_ms, count=b.count, min=b.min, avg=b.avg, max=b.max) for b in buckets
     ]
@@ -97,6 +112,10 @@ def latest(
     store: StoreDep,
     key: Viewer,
     device: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    gateway: Gateway = None,
 ) -> list[ReadingOut]:
-    """The newest reading of every (device, point)."""
-    return [_out(r) for r in store.latest(device)]
+    """The newest reading of every (gateway, device, point), optionally of one device (409
+    with the candidates if several gateways have that id and none is named) or gateway."""
+    if device is not None:
+        gateway = gateway_of(store, device, gateway)
+    return [_out(r) for r in store.latest(device, gateway)]

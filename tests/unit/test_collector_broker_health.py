@@ -1,0 +1,52 @@
+"""BrokerHealth: what the broker gives ingest, judged with an injected clock."""
+
+import logging
+
+import pytest
+
+from collector.broker_health import BrokerHealth
+
+URL = "mqtt://broker:1883"
+
+
+def test_a_reconnect_without_the_session_is_a_reason_for_the_hold_time(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    h = BrokerHealth(URL, session_lost_hold_s=600)
+    h.connected_now(session_present=False, now=0)  # the first connect creates the session
+    assert h.problems(1) == []
+    h.connection_failed("disconnected (Unspecified error)", now=10)
+    h.connection_failed("cannot connect", now=11)  # still the same outage: no second line
+    assert h.problems(12) == [
+        f"broker {URL} unreachable since 1970-01-01 00:00:10 UTC: cannot connect"
+    ]
+    h.connected_now(session_present=False, now=20)
+    (reason,) = h.problems(21)
+    assert reason.startswith("broker did not keep the persistent session")
+    assert "(1 time(s) since start)" in reason
+    assert h.problems(20 + 600) == []
+    messages = [r.getMessage() for r in caplog.records]
+    assert [m.split(": ")[0] for m in messages] == [
+        f"broker {URL} unreachable",
+        f"broker {URL} reachable again after 10.0 s",
+        f"broker {URL} did not keep the persistent session on reconnect",
+    ]
+    assert caplog.records[-1].levelno == logging.ERROR
+
+
+def test_qos0_and_refused_subscriptions_and_an_unanswered_probe_are_reasons() -> None:
+    h = BrokerHealth(URL)
+    h.connected_now(session_present=True, now=0)
+    h.subscribed([("a/+", 1), ("b/+", 0), ("c/+", None)])
+    assert h.problems(1) == [
+        "broker refused the subscriptions c/+",
+        "broker granted QoS 0, not 1, for b/+: messages can be lost before they are stored",
+    ]
+    h.connected_now(session_present=True, now=2)  # a new SUBACK will say again
+    h.subscribed([("$share/g/a/+", 1)])
+    h.probing("$share/g/a/+")
+    assert h.problems(3) == ["shared subscription $share/g/a/+ not confirmed yet (probing)"]
+    h.probe_result(False)
+    assert "does not deliver on the shared subscription $share/g/a/+" in h.problems(4)[0]
+    h.probe_result(True)
+    assert h.problems(5) == []
