@@ -63,15 +63,22 @@ class MbapScan:
 
 
 def find_rtu_answer(
-    buf: bytes, unit: int, function: int, request: bytes, echo_expected: bool
+    buf: bytes,
+    unit: int,
+    function: int,
+    request: bytes,
+    echo_expected: bool,
+    data_bytes: int | None = None,
 ) -> RtuScan:
     """Find the answer of `unit` to `request` (function `function`) in `buf`.
 
     A candidate is a frame of `unit` with `function` (or its exception, function + 0x80) whose
     size, from pymodbus's PDU table, fits in `buf` and whose CRC-16 is right; bytes before it
-    are skipped. The request's own bytes (an RS-485 adapter's echo) are skipped once; for
-    function 5 and 6, whose normal answer repeats the request byte for byte, only when
-    `echo_expected` says the link echoes. Returns the first candidate found.
+    are skipped. A read's answer must also carry `data_bytes` bytes when given: a late answer
+    to an earlier read of another size is not taken for this one. The request's own bytes (an
+    RS-485 adapter's echo) are skipped once; for function 5 and 6, whose normal answer repeats
+    the request byte for byte, only when `echo_expected` says the link echoes. Returns the
+    first candidate found.
     """
     accepts = (function, function | 0x80)
     echo = False
@@ -94,7 +101,9 @@ def find_rtu_answer(
             size = _rtu_size(buf, i)
             if size and i + size <= n:
                 crc = int.from_bytes(buf[i + size - 2 : i + size], "big")
-                if FramerRTU.check_CRC(buf[i : i + size - 2], crc):
+                other_size = data_bytes is not None and buf[i + 1] == function
+                other_size = other_size and buf[i + 2] != data_bytes
+                if not other_size and FramerRTU.check_CRC(buf[i : i + size - 2], crc):
                     noise = i - (len(request) if echo_at >= 0 else 0)
                     return RtuScan(buf[i + 1 : i + size - 2], i + size, noise, echo, bad_crc, 0)
                 bad_crc = True

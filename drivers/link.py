@@ -230,7 +230,7 @@ class Link:
     ) -> list[int] | list[bool]:
         """Read the registers (or bits) of `request` from device `unit`."""
         pdu = _READ_PDU[request.function](address=request.address, count=request.count)
-        resp = await self._transact(unit, pdu, timeout, request.address)
+        resp = await self._transact(unit, pdu, timeout, request.address, request.rtu_bytes[1] - 5)
         if request.table.is_bits:
             if len(resp.bits) < request.count:
                 raise BadFrame(unit, request.address, request.function, "short bit response")
@@ -271,7 +271,9 @@ class Link:
         pdu: ModbusPDU,
         timeout: float,  # noqa: ASYNC109
         address: int,
+        data_bytes: int | None = None,
     ) -> ModbusPDU:
+        """Send `pdu` to `unit` and return its answer; `data_bytes`: a read answer's size."""
         fc = pdu.function_code
         async with self._lock:
             if not self._open:
@@ -295,7 +297,7 @@ class Link:
                 raise LinkDown(unit, address, fc, f"{self.description}: {exc}") from None
             self.stats.requests += 1
             try:
-                return await self._await_response(unit, fc, address, timeout, frame)
+                return await self._await_response(unit, fc, address, timeout, frame, data_bytes)
             except DeviceTimeout:
                 self.stats.timeouts += 1
                 if not self._buf:
@@ -310,20 +312,21 @@ class Link:
         address: int,
         timeout: float,  # noqa: ASYNC109
         request: bytes,
+        data_bytes: int | None,
     ) -> ModbusPDU:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
             if self._buf:
                 self._silent_timeouts = 0
-                pdu = self._take_answer(unit, fc, address, request)
+                pdu = self._take_answer(unit, fc, address, request, data_bytes)
                 if pdu is not None:
                     return self._check(pdu, unit, fc, address)
             if not self._open:
                 raise LinkDown(unit, address, fc, f"{self.description}: connection lost")
             remaining = deadline - loop.time()
             if remaining <= 0:
-                raise self._no_answer(unit, fc, address, timeout, request)
+                raise self._no_answer(unit, fc, address, timeout, request, data_bytes)
             self._arrived.clear()
             # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation that
             # races with a reply, which hung gateway shutdown at high poll rates.
@@ -331,10 +334,14 @@ class Link:
                 async with asyncio.timeout(remaining):
                     await self._arrived.wait()
 
-    def _take_answer(self, unit: int, fc: int, address: int, request: bytes) -> ModbusPDU | None:
+    def _take_answer(
+        self, unit: int, fc: int, address: int, request: bytes, data_bytes: int | None
+    ) -> ModbusPDU | None:
         """The answer's PDU once it is complete in the buffer (consumed with what came first)."""
         if self._rtu:
-            scan = find_rtu_answer(bytes(self._buf), unit, fc, request, self.settings.echo)
+            scan = find_rtu_answer(
+                bytes(self._buf), unit, fc, request, self.settings.echo, data_bytes
+            )
             if scan.pdu is None:
                 return None
             if scan.echo:
@@ -387,6 +394,7 @@ class Link:
         address: int,
         timeout: float,
         request: bytes,
+        data_bytes: int | None,
     ) -> DriverError:
         """The error that names why nothing usable arrived before the deadline."""
         waited = f"no answer within {timeout:.3f} s"
@@ -395,7 +403,7 @@ class Link:
         self._dirty = True
         if not self._rtu:
             return BadFrame(unit, address, fc, f"incomplete answer ({len(self._buf)} bytes)")
-        scan = find_rtu_answer(bytes(self._buf), unit, fc, request, self.settings.echo)
+        scan = find_rtu_answer(bytes(self._buf), unit, fc, request, self.settings.echo, data_bytes)
         if scan.echo and not scan.noise and not scan.expected:
             return DeviceTimeout(
                 unit, address, fc, f"{waited} (only the adapter's echo of the request came back)"

@@ -100,15 +100,15 @@ def describe_plan(plan: Iterable[ReadRequest]) -> str:
 
 
 class DeviceReader:
-    """Polls one unit through a link, retrying and re-planning as the device's answers demand.
+    """Polls one unit, retrying and re-planning as the device's answers demand.
 
     `points` are planned with `max_gap` / `max_registers` (see `plan_reads`); `timeout` is per
     read, in seconds. `name` names the device in log lines. `sleep` is injectable for tests.
+    The link is given to each poll: the plan learnt belongs to the device, not to a connection.
     """
 
     def __init__(
         self,
-        link: ReadLink,
         unit: int,
         points: Iterable[PointSpec],
         timeout: float,
@@ -120,7 +120,6 @@ class DeviceReader:
         name: str = "",
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        self.link = link
         self.unit = unit
         self.name = name or f"unit {unit}"
         self.timeout = timeout
@@ -133,8 +132,8 @@ class DeviceReader:
         self.unreadable: dict[str, str] = {}  # point -> the exception that refused it
         self.last = PollCounts()  # the latest poll's costs
 
-    async def poll(self) -> dict[str, Value]:
-        """Read every point of the plan once; returns point -> value.
+    async def poll(self, link: ReadLink) -> dict[str, Value]:
+        """Read every point of the plan once through `link`; returns point -> value.
 
         Raises the DriverError of a read that failed after its retries when the device is
         silent (timeout, bad frame, lost link, exception 10/11), and a DeviceException when
@@ -151,7 +150,7 @@ class DeviceReader:
             while queue:
                 request = queue.popleft()
                 try:
-                    raw = await self._read(request, counts)
+                    raw = await self._read(link, request, counts)
                 except DeviceException as exc:
                     if exc.code in SILENT_CODES:
                         raise
@@ -189,12 +188,14 @@ class DeviceReader:
             text += f"; points it refuses on their own: {', '.join(sorted(self.unreadable))}"
         log.warning("%s (the profile's plan was %s)", text, describe_plan(self.planned))
 
-    async def _read(self, request: ReadRequest, counts: PollCounts) -> list[int] | list[bool]:
+    async def _read(
+        self, link: ReadLink, request: ReadRequest, counts: PollCounts
+    ) -> list[int] | list[bool]:
         """One read, with its retries (silence) and busy backoff (exceptions 05/06)."""
         attempt = busy = 0
         while True:
             try:
-                return await self.link.read(self.unit, request, self.timeout)
+                return await link.read(self.unit, request, self.timeout)
             except DeviceException as exc:
                 if exc.code in BUSY_CODES:
                     counts.busy += 1

@@ -324,6 +324,11 @@ def resolve_profiles(
                 problems.append((f"{where}.profile", reason))
                 continue
             names = [pt.name for pt in profile.points]
+            for pt in profile.points:  # a read cannot be smaller than the point it reads
+                if dev.max_registers is not None and pt.register_count > dev.max_registers:
+                    reason = f"point {pt.name!r} alone takes {pt.register_count} registers"
+                    problems.append((f"{where}.max_registers", reason))
+                    break
             for point in dev.alarms:
                 if point not in names:
                     hint = difflib.get_close_matches(point, names, n=1)

@@ -119,3 +119,11 @@ def test_mbap_answer_is_paired_by_transaction_id(
     assert (scan.pdu is not None, scan.end, scan.stale, bool(scan.malformed)) == expected
     if scan.pdu is not None:
         assert scan.pdu == b"\x03\x02\x01\x02"
+
+
+def test_a_late_rtu_answer_to_a_read_of_another_size_is_not_taken() -> None:
+    late = rtu(ReadHoldingRegistersResponse(registers=[1, 2, 3]))  # 6 data bytes, not 4
+    scan = find_rtu_answer(late + ANS, 1, 3, REQ, False, data_bytes=4)
+    assert (scan.pdu, scan.noise) == (ANS_PDU, len(late))
+    assert find_rtu_answer(late, 1, 3, REQ, False, data_bytes=4).pdu is None
+    assert find_rtu_answer(EXC, 1, 3, REQ, False, data_bytes=4).pdu == EXC[1:-2]

@@ -63,9 +63,9 @@ def u16(*addresses: int) -> list[PointSpec]:
     return points(*[(a, "uint16") for a in addresses])
 
 
-def run_polls(reader: DeviceReader, n: int) -> list[dict[str, object]]:
+def run_polls(reader: DeviceReader, meter: Meter, n: int) -> list[dict[str, object]]:
     async def go() -> list[dict[str, object]]:
-        return [dict(await reader.poll()) for _ in range(n)]
+        return [dict(await reader.poll(meter)) for _ in range(n)]
 
     return asyncio.run(go())
 
@@ -122,9 +122,9 @@ def test_refused_merged_reads_are_split_and_the_plan_that_works_is_kept(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     meter = Meter(mapped, limit)
-    reader = DeviceReader(meter, 1, pts, timeout=0.1)
+    reader = DeviceReader(1, pts, timeout=0.1)
     with caplog.at_level(logging.WARNING, logger="lifeline.drivers"):
-        first, second, third = run_polls(reader, 3)
+        first, second, third = run_polls(reader, meter, 3)
     expected = {
         p.name: decode_point(p, list(range(p.address, p.end)))
         for p in pts
@@ -143,12 +143,12 @@ def test_refused_merged_reads_are_split_and_the_plan_that_works_is_kept(
 
 def test_a_device_that_refuses_every_point_is_alive_and_is_asked_afresh() -> None:
     meter = Meter(set())
-    reader = DeviceReader(meter, 1, u16(1, 2), timeout=0.1)
+    reader = DeviceReader(1, u16(1, 2), timeout=0.1)
 
     async def go() -> None:
         for _ in range(2):
             with pytest.raises(DeviceException) as exc:
-                await reader.poll()
+                await reader.poll(meter)
             assert exc.value.code == 2
             assert reader.plan == reader.planned  # nothing learnt that could be used
 
@@ -188,14 +188,13 @@ def test_retries_and_busy_backoff_are_bounded_and_counted(
     async def sleep(s: float) -> None:
         slept.append(s)
 
-    reader = DeviceReader(
-        Meter({7}, script=script), 1, u16(7), 0.1, retries, busy_retries, 0.05, sleep=sleep
-    )
+    meter = Meter({7}, script=script)
+    reader = DeviceReader(1, u16(7), 0.1, retries, busy_retries, 0.05, sleep=sleep)
     if outcome == "ok":
-        assert run_polls(reader, 1) == [{"r7": 7}]
+        assert run_polls(reader, meter, 1) == [{"r7": 7}]
     else:
         with pytest.raises(outcome) as exc:  # type: ignore[call-overload]
-            run_polls(reader, 1)
+            run_polls(reader, meter, 1)
         assert not isinstance(exc.value, DeviceException) or exc.value.code in (4, 6)
     last = reader.last
     assert (last.timeouts, last.retried, last.busy) == counts
@@ -205,10 +204,9 @@ def test_retries_and_busy_backoff_are_bounded_and_counted(
 def test_one_read_still_busy_gives_the_others_values_and_says_so() -> None:
     # Two reads (gap 10 > max_gap 4); the first stays busy past its retries.
     reader = DeviceReader(
-        Meter({0, 10}, script=["busy"] * 3), 1, u16(0, 10), 0.1, busy_retries=2, max_gap=4,
-        sleep=lambda s: asyncio.sleep(0),
-    )  # fmt: skip
-    assert run_polls(reader, 1) == [{"r10": 10}]
+        1, u16(0, 10), 0.1, busy_retries=2, max_gap=4, sleep=lambda s: asyncio.sleep(0)
+    )
+    assert run_polls(reader, Meter({0, 10}, script=["busy"] * 3), 1) == [{"r10": 10}]
     assert reader.last.busy == 3
     assert len(reader.last.failed) == 1
     assert "device busy" in reader.last.failed[0]
