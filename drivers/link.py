@@ -285,7 +285,7 @@ class Link:
             self._tid = self._tid % 65535 + 1
             pdu.dev_id = unit
             pdu.transaction_id = self._tid
-            self._buf.clear()
+            self._discard_leftovers()
             self._arrived.clear()
             try:
                 frame = self._framer.buildFrame(pdu)
@@ -334,6 +334,26 @@ class Link:
                 async with asyncio.timeout(remaining):
                     await self._arrived.wait()
 
+    def _discard_leftovers(self) -> None:
+        """Drop what arrived between transactions (late answers, noise), counted."""
+        if not self._buf:
+            return
+        if self._rtu:
+            self.stats.noise_bytes += len(self._buf)
+        else:
+            self._count_stale(find_mbap_answer(bytes(self._buf), -1).stale)
+        self._buf.clear()
+
+    def _count_stale(self, tids: tuple[int, ...]) -> None:
+        if tids:
+            self.stats.stale_answers += len(tids)
+            self._notice(
+                "stale",
+                "answers to earlier requests arrived late (transaction ids "
+                f"{', '.join(map(str, tids))}) and were skipped: the device answers after "
+                "the timeout; raise timeout_s",
+            )
+
     def _take_answer(
         self, unit: int, fc: int, address: int, request: bytes, data_bytes: int | None
     ) -> ModbusPDU | None:
@@ -365,14 +385,7 @@ class Link:
             payload = scan.pdu
         else:
             mbap = find_mbap_answer(bytes(self._buf), self._tid)
-            if mbap.stale:
-                self.stats.stale_answers += len(mbap.stale)
-                self._notice(
-                    "stale",
-                    "answers to earlier requests arrived late (transaction ids "
-                    f"{', '.join(map(str, mbap.stale))}) and were skipped: the device answers "
-                    "after the timeout; raise timeout_s",
-                )
+            self._count_stale(mbap.stale)
             if mbap.malformed:
                 self._disconnect()  # nothing after a bad header can be framed: a fresh stream
                 raise BadFrame(unit, address, fc, f"{mbap.malformed}; reconnecting")
