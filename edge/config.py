@@ -111,7 +111,7 @@ class HealthConfig(_Strict):
     comm_loss_severity: int = Field(default=3, ge=1, le=4)
     # A degraded device is online again after this many clean polls in a row (no retry, no
     # busy answer): a device busy 40 % of the time does not flap between the two states.
-    recover_after: int = Field(default=5, ge=1, le=1000)
+    recover_after: int = Field(default=20, ge=1, le=1000)
 
     @model_validator(mode="after")
     def _order(self) -> HealthConfig:

@@ -364,7 +364,8 @@ def _print_status(st: dict[str, Any], now: int) -> None:
             d["device"],
             d["state"]
             + (f" since {_age(d['since'], now)}" if d["state"] != "online" else "")
-            + (f": {d['detail']}" if d["detail"] and d["state"] == "degraded" else ""),
+            + (f": {d['detail']}" if d["detail"] and d["state"] == "degraded" else "")
+            + (f" ({d['timeouts_retried']} timeouts retried)" if d["timeouts_retried"] else ""),
             _age(d["last_good_poll"], now),
             d["last_error"] or "-",
             str(d["open_alarms"]),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import os
 import re
 import sys
@@ -867,6 +868,8 @@ def check_command(
     """
     from edge.config import ConfigError, load_config, resolve_profiles
 
+    # What the drivers would log about a device's quirks is in each device's row already.
+    logging.getLogger("lifeline.drivers").setLevel(logging.ERROR)
     checks: list[tuple[str, bool, str]] = []
     try:
         cfg = load_config(config)

@@ -268,8 +268,6 @@ class BusPoller:
         changed = dev.health.record(outcome, reason, timeouts)
         if changed is not None:
             dev.state_since_ms = ts_ms
-            if changed is Health.DEGRADED and dev.health.timeouts:
-                reason += f" ({dev.health.timeouts} timeouts covered by retries so far)"
             self.sink.transition(dev, changed, reason, ts_ms)
 
     def _reschedule(self, dev: Device, started: float) -> None:
