@@ -239,3 +239,26 @@ async def _down_endpoint() -> None:
     # 1.5 s of requests, backoff 0.5 s doubling: a handful of connection attempts, not 30.
     assert link.stats.connect_failures <= 4
     assert any("next attempt in" in e for e in errors)
+
+
+def test_connect_delay_holds_the_first_request_and_keepalive_is_on() -> None:
+    asyncio.run(_connect_delay())
+
+
+async def _connect_delay() -> None:
+    import socket
+
+    request = plan_reads(PROFILES["manhole_cover"].points)[0]
+    sim_devices = [{"id": "mh-1", "unit": 1, "profile": "manhole_cover"}]
+    async with sim_endpoint("tcp", sim_devices) as (_, where):
+        settings = LinkSettings(connect_delay_s=0.3)
+        async with ModbusTcpLink(where["host"], where["port"], settings) as link:
+            started = asyncio.get_running_loop().time()
+            await link.read(1, request, 0.5)
+            first = asyncio.get_running_loop().time() - started
+            await link.read(1, request, 0.5)
+            second = asyncio.get_running_loop().time() - started - first
+            sock = link._transport.get_extra_info("socket")  # type: ignore[union-attr]
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+    assert first >= 0.25, "the first request waits for the converter after connecting"
+    assert second < 0.2

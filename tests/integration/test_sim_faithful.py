@@ -174,3 +174,27 @@ async def _rtu_over_tcp_slave_refuses_unknown_functions_and_bad_quantities() -> 
                 assert got[1:3] == expected
         finally:
             writer.close()
+
+
+def test_quirks_are_set_through_the_control_port_with_clear_refusals() -> None:
+    asyncio.run(_quirks_through_the_control_port())
+
+
+async def _quirks_through_the_control_port() -> None:
+    from firmware_sim.control import ControlError, SimControl
+
+    async with Simulation(scenario("tcp")) as sim:
+        ctl = sim.endpoints["control"]
+        async with SimControl(ctl["host"], ctl["port"]) as c, mbap_client(sim) as m:
+            await c.fault("sl-1", "register_limit", limit=4)
+            await c.fault("sl-1", "gap_exceptions")
+            assert await m.ask(1, b"\x03" + u16(0, 5)) == b"\x83\x03"
+            assert await m.ask(1, b"\x03" + u16(900, 1)) == b"\x83\x02"
+            await c.fault("sl-1", "register_limit", off=True)
+            assert (await m.ask(1, b"\x03" + u16(0, 5)))[:2] == b"\x03\x0a"
+            with pytest.raises(ControlError, match="RTU line effect"):
+                await c.fault("sl-1", "echo")
+            with pytest.raises(ControlError, match="register_limit takes limit"):
+                await c.fault("sl-1", "register_limit", size=4)
+            await c.fault("sl-1", "none")
+            assert await m.ask(1, b"\x03" + u16(900, 1)) == b"\x03\x02\x00\x00"
