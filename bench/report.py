@@ -41,7 +41,14 @@ BENCHES: dict[str, tuple[list[str], list[str]]] = {
     "latency": ([], ["--alarms", "40"]),
 }
 KEYS = {
-    "bus": ["efficiency", "request_reduction", "baud", "devices"],
+    "bus": [
+        "efficiency",
+        "request_reduction",
+        "baud",
+        "devices",
+        "efficiency_faulty",
+        "cycle_ratio_faulty",
+    ],
     "edge": [
         "cpu_share",
         "cpu_s_per_1k_points",

@@ -6,6 +6,7 @@ import math
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import chain
 
 from drivers.profile import ByteOrder, DataType, PointSpec, Table
 
@@ -18,6 +19,7 @@ __all__ = [
     "decode_response",
     "encode_value",
     "plan_reads",
+    "split_read",
     "write_function",
 ]
 
@@ -65,7 +67,13 @@ def plan_reads(
     max_registers: int = MAX_REGISTERS,
     max_bits: int = MAX_BITS,
 ) -> list[ReadRequest]:
-    """Coalesce points into as few reads as possible, filling gaps of at most `max_gap` units."""
+    """Coalesce points into as few reads as possible, filling gaps of at most `max_gap` units.
+
+    `max_gap` 0 never merges: every point is read on its own (points sharing a register, bit
+    fields, still share its read). `max_registers` / `max_bits` cap one read (Modbus allows
+    125 registers, 2000 bits). Raises ValueError for limits out of range or a point larger
+    than one read.
+    """
     if max_gap < 0 or not 1 <= max_registers <= MAX_REGISTERS or not 1 <= max_bits <= MAX_BITS:
         raise ValueError("max_gap >= 0, 1 <= max_registers <= 125, 1 <= max_bits <= 2000")
     by_table: dict[Table, list[PointSpec]] = {}
@@ -80,7 +88,8 @@ def plan_reads(
         for p in pts:
             if p.register_count > limit:
                 raise ValueError(f"point {p.name!r} is larger than one request ({limit})")
-            if group and p.address - end <= max_gap and max(end, p.end) - start <= limit:
+            near = p.address < end or (max_gap > 0 and p.address - end <= max_gap)
+            if group and near and max(end, p.end) - start <= limit:
                 group.append(p)
                 end = max(end, p.end)
                 continue
@@ -90,6 +99,45 @@ def plan_reads(
         if group:
             plan.append(ReadRequest(table, start, end - start, tuple(group)))
     return plan
+
+
+def split_read(request: ReadRequest) -> list[ReadRequest]:
+    """The smaller reads to try when a device refuses `request` (exception 02 or 03).
+
+    A read that spans unused registers is split at its gaps, into runs of adjacent points
+    (a device may have nothing at an address between two points: ILLEGAL DATA ADDRESS). A read
+    without gaps is split in two halves at a point boundary (a device may take fewer registers
+    per request than Modbus allows: ILLEGAL DATA VALUE). Points sharing registers stay
+    together. Returns [] when `request` reads a single point (or registers shared by bit
+    points): nothing smaller can be asked for.
+    """
+    blocks: list[list[PointSpec]] = []
+    end = -1
+    for p in sorted(request.points, key=lambda p: (p.address, p.end)):
+        if blocks and p.address < end:
+            blocks[-1].append(p)
+            end = max(end, p.end)
+        else:
+            blocks.append([p])
+            end = p.end
+    if len(blocks) < 2:
+        return []
+    runs: list[list[PointSpec]] = [list(blocks[0])]
+    for block in blocks[1:]:
+        if block[0].address == max(p.end for p in runs[-1]):
+            runs[-1].extend(block)
+        else:
+            runs.append(list(block))
+    if len(runs) == 1:
+        half = len(blocks) // 2
+        runs = [list(chain.from_iterable(blocks[:half])), list(chain.from_iterable(blocks[half:]))]
+    return [_read_of(request.table, run) for run in runs]
+
+
+def _read_of(table: Table, points: list[PointSpec]) -> ReadRequest:
+    start = min(p.address for p in points)
+    end = max(p.end for p in points)
+    return ReadRequest(table, start, end - start, tuple(points))
 
 
 def _canonical(wire: bytes, order: ByteOrder) -> bytes:

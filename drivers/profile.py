@@ -254,6 +254,10 @@ class Profile(_Strict):
     description: str = ""
     identification: Identification
     points: list[PointSpec] = Field(min_length=1)
+    # How this model wants to be read: the most registers one read may ask for, and the most
+    # unused registers a merged read may span (0 = never merge). A device config overrides both.
+    max_registers: int = Field(default=125, ge=1, le=125)
+    max_gap: int = Field(default=16, ge=0, le=124)
 
     @property
     def vendor(self) -> str:
@@ -283,6 +287,11 @@ class Profile(_Strict):
             if p.name in seen:
                 raise ValueError(f"point {p.name!r} is defined twice")
             seen.add(p.name)
+            if not p.table.is_bits and p.register_count > self.max_registers:
+                raise ValueError(
+                    f"point {p.name!r} takes {p.register_count} registers, more than "
+                    f"max_registers {self.max_registers} lets one read ask for"
+                )
         _check_overlaps(self.points)
         return self
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from edge import crew, installer
+
+if TYPE_CHECKING:  # the commands import what they need when they run: a quick CLI start
+    from drivers.profile import Profile
+    from edge.config import GatewayConfig
 
 app = typer.Typer(
     help="The edge gateway: polls Modbus sensors, raises local alarms, buffers, forwards to MQTT.",
@@ -49,7 +53,15 @@ def run(
 
 
 @app.command()
-def validate(config: ConfigOption) -> None:
+def validate(
+    config: ConfigOption,
+    plan: Annotated[
+        bool,
+        typer.Option(
+            "--plan", help="Also show each device's read plan (Modbus requests per poll)."
+        ),
+    ] = False,
+) -> None:
     """Check a gateway config (schema, profiles, alarm overrides) without starting anything."""
     from edge.config import ConfigError, load_config, resolve_profiles
 
@@ -63,3 +75,27 @@ def validate(config: ConfigOption) -> None:
         f"{config}: ok - gateway {cfg.gateway} at site {cfg.site}, {len(cfg.buses)} bus(es), "
         f"{len(profiles)} device(s), config hash {cfg.hash()}"
     )
+    if plan:
+        _print_plan(cfg, profiles)
+
+
+def _print_plan(cfg: GatewayConfig, profiles: dict[str, Profile]) -> None:
+    """One row per Modbus read a poll makes: device, function, registers, the points in it."""
+    from edge.cli_output import print_table
+    from edge.scheduler import bus_name, make_reader
+
+    rows = []
+    for bus in cfg.buses:
+        for dev in bus.devices:
+            for r in make_reader(dev, profiles[dev.id]).planned:
+                rows.append(
+                    [
+                        bus_name(bus),
+                        dev.id,
+                        str(dev.unit),
+                        f"fc{r.function} {r.table}",
+                        f"{r.address}+{r.count}",
+                        ", ".join(p.name for p in r.points),
+                    ]
+                )
+    print_table(["bus", "device", "unit", "read", "registers", "points"], rows)

@@ -109,6 +109,9 @@ class HealthConfig(_Strict):
     reprobe_min_s: float = Field(default=5, gt=0)
     reprobe_max_s: float = Field(default=300, gt=0)
     comm_loss_severity: int = Field(default=3, ge=1, le=4)
+    # A degraded device is online again after this many clean polls in a row (no retry, no
+    # busy answer): a device busy 40 % of the time does not flap between the two states.
+    recover_after: int = Field(default=20, ge=1, le=1000)
 
     @model_validator(mode="after")
     def _order(self) -> HealthConfig:
@@ -125,7 +128,15 @@ class DeviceConfig(_Strict):
     profile: str  # a built-in profile name, or a path to a profile YAML file
     interval_s: float = Field(default=1.0, gt=0)
     timeout_s: float = Field(default=0.5, gt=0)
-    retries: int = Field(default=1, ge=0, le=5)
+    retries: int = Field(default=1, ge=0, le=5)  # after a timeout, a bad frame or a lost link
+    # Exception 05/06 (acknowledge / device busy): asked again this often, after busy_backoff_s,
+    # doubling each time; the device is alive, so it turns degraded, never offline.
+    busy_retries: int = Field(default=3, ge=0, le=10)
+    busy_backoff_s: float = Field(default=0.05, gt=0, le=5)
+    # Read planning, overriding the profile's: the most registers one read may ask for, and the
+    # most unused registers a merged read may span (0 = never merge: one read per point).
+    max_registers: int | None = Field(default=None, ge=1, le=125)
+    max_gap: int | None = Field(default=None, ge=0, le=124)
     asset: str | None = Field(default=None, pattern=r"^\d{16}$")  # 部件标识码
     alarms: dict[str, list[AlarmRuleSpec]] = {}  # per point: replaces the profile's rules
     # A stale-data alarm per point when no good value arrived for this long (None: off).
@@ -137,9 +148,19 @@ class DeviceConfig(_Strict):
 class _Bus(_Strict):
     name: str | None = None
     devices: list[DeviceConfig] = Field(min_length=1)
+    # Silence kept after an answer before the next request (converters that drop a request
+    # arriving too soon after their last reply), and after opening the link before the first.
+    request_delay_s: float = Field(default=0.0, ge=0, le=10)
+    connect_delay_s: float = Field(default=0.0, ge=0, le=60)
 
 
-class TcpBus(_Bus):
+class _TcpLink(_Strict):
+    # Consecutive timeouts (no byte from anyone) after which the connection is reopened: a
+    # converter or 4G DTU can keep a dead connection open for ever. 0 = never.
+    reconnect_after: int = Field(default=3, ge=0, le=1000)
+
+
+class TcpBus(_Bus, _TcpLink):
     """Modbus TCP: one connection, devices polled one after the other."""
 
     type: Literal["tcp"]
@@ -147,18 +168,20 @@ class TcpBus(_Bus):
     port: int = Field(default=502, ge=1, le=65535)
 
 
-class RtuOverTcpBus(_Bus):
+class RtuOverTcpBus(_Bus, _TcpLink):
     """Modbus RTU frames through a serial-to-Ethernet converter."""
 
     type: Literal["rtu_over_tcp"]
     host: str
     port: int = Field(ge=1, le=65535)
+    echo: bool = False  # the converter's RS-485 side echoes each request before the answer
 
 
 class RtuBus(_Bus):
     """Modbus RTU on a serial port (RS-485): one request in flight at a time."""
 
     type: Literal["rtu"]
+    echo: bool = False  # the adapter echoes each request before the answer (no echo cancel)
     port: str
     baudrate: int = Field(default=9600, ge=300, le=921600)
     parity: Literal["N", "E", "O"] = "N"
@@ -301,6 +324,11 @@ def resolve_profiles(
                 problems.append((f"{where}.profile", reason))
                 continue
             names = [pt.name for pt in profile.points]
+            for pt in profile.points:  # a read cannot be smaller than the point it reads
+                if dev.max_registers is not None and pt.register_count > dev.max_registers:
+                    reason = f"point {pt.name!r} alone takes {pt.register_count} registers"
+                    problems.append((f"{where}.max_registers", reason))
+                    break
             for point in dev.alarms:
                 if point not in names:
                     hint = difflib.get_close_matches(point, names, n=1)

@@ -290,6 +290,8 @@ def _status(path: Path, device_ids: list[str]) -> dict[str, Any]:
                 "last_good_poll": _iso(h.last_ok_ms) if h is not None else None,
                 "last_error": (h.last_error or None) if h is not None else None,
                 "last_error_time": _iso(h.last_error_ms) if h is not None else None,
+                "timeouts_retried": h.timeouts if h is not None else 0,
+                "detail": (h.detail or None) if h is not None else None,
                 "open_alarms": open_alarms.get(dev, 0),
             }
         )
@@ -360,7 +362,10 @@ def _print_status(st: dict[str, Any], now: int) -> None:
     rows = [
         [
             d["device"],
-            d["state"] + (f" since {_age(d['since'], now)}" if d["state"] != "online" else ""),
+            d["state"]
+            + (f" since {_age(d['since'], now)}" if d["state"] != "online" else "")
+            + (f": {d['detail']}" if d["detail"] and d["state"] == "degraded" else "")
+            + (f" ({d['timeouts_retried']} timeouts retried)" if d["timeouts_retried"] else ""),
             _age(d["last_good_poll"], now),
             d["last_error"] or "-",
             str(d["open_alarms"]),

@@ -164,6 +164,8 @@ class Gateway:
                     d.last_ok_ms,
                     d.last_error,
                     d.last_error_ms,
+                    d.health.timeouts,
+                    d.health.detail,
                 )
                 for d in self.devices.values()
             ),
@@ -212,7 +214,7 @@ class Gateway:
                 (device.id, name, ts_ms, None, Quality.STALE) for name in device.point_names
             )
             self._has_data.set()
-        elif state is Health.ONLINE:
+        else:  # online or degraded: it answers, so comm loss (if any) is over
             events = self.engine.comm_loss(device.id, False, ts_ms, severity)
             if events:  # it had been offline
                 self.outbox.add_device_events([DeviceEvent(device.id, True, ts_ms, reason)])
@@ -404,6 +406,15 @@ class Gateway:
             "polls": sum(d.polls for d in self.devices.values()),
             "poll_errors": sum(d.errors for d in self.devices.values()),
             "devices_offline": sum(d.health.state is Health.OFFLINE for d in self.devices.values()),
+            "devices_degraded": sum(
+                d.health.state is Health.DEGRADED for d in self.devices.values()
+            ),
+            "timeouts_retried": sum(d.health.timeouts for d in self.devices.values()),
+            "busy_answers": sum(d.busy for d in self.devices.values()),
+            "link_reconnects": sum(p.link_stats.reconnects for p in self.pollers),
+            "link_noise_bytes": sum(p.link_stats.noise_bytes for p in self.pollers),
+            "link_echoes": sum(p.link_stats.echoes for p in self.pollers),
+            "link_stale_answers": sum(p.link_stats.stale_answers for p in self.pollers),
             "buffer_rows": self.outbox.backlog,
             "buffer_batches": self.outbox.frozen_count(),
             "buffer_bytes": self.outbox.used_bytes(),

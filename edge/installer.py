@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import os
 import re
 import sys
@@ -760,10 +761,12 @@ async def _check_device(bus: Bus, dev: DeviceConfig, profile: Profile) -> tuple[
     from drivers.errors import DriverError
     from drivers.link import poll_device
     from drivers.planner import plan_reads
+    from drivers.reader import describe_plan
     from drivers.scan import firmware_text
-    from edge.scheduler import make_link
+    from edge.scheduler import make_link, make_reader
 
     link = make_link(bus)
+    reader = make_reader(dev, profile)
     try:
         ident = await poll_device(
             link, dev.unit, plan_reads(profile.identification.as_points()), dev.timeout_s, 1
@@ -774,16 +777,28 @@ async def _check_device(bus: Bus, dev: DeviceConfig, profile: Profile) -> tuple[
                 f"{ident.get('vendor_id')}, model id {ident.get('model_id')}; check the unit id "
                 "or the profile (scan the bus to see what is there)"
             )
-        values = await poll_device(
-            link, dev.unit, plan_reads(profile.points), dev.timeout_s, dev.retries
-        )
+        values = await reader.poll(link)
     except DriverError as exc:
         return False, f"{exc}; check wiring, power, unit id and line settings"
     finally:
         await link.aclose()
     fw = ident.get("firmware_version")
     version = firmware_text(fw if isinstance(fw, int) else None)
-    return True, f"{profile.vendor} {profile.model} firmware {version}, {len(values)} values read"
+    detail = f"{profile.vendor} {profile.model} firmware {version}, {len(values)} values read"
+    # What the device or its line needed beyond the standard: the installer's hints.
+    notes = [reader.last.summary()] if not reader.last.clean else []
+    if reader.plan != reader.planned:
+        notes.append(f"read as {describe_plan(reader.plan)} (set max_gap / max_registers)")
+    if reader.last.timeouts:
+        notes.append("timeouts: raise timeout_s, or set the bus's request_delay_s")
+    stats = link.stats
+    if stats.echoes and not link.settings.echo:
+        notes.append("the line echoes requests (set echo: true on the bus)")
+    if stats.noise_bytes:
+        notes.append(f"{stats.noise_bytes} noise bytes skipped (check termination, shielding)")
+    if stats.stale_answers:
+        notes.append("late answers skipped (raise timeout_s)")
+    return True, detail + "".join(f"; {n}" for n in notes)
 
 
 def _check_broker(cfg: GatewayConfig, timeout: float) -> tuple[bool, str]:
@@ -853,6 +868,8 @@ def check_command(
     """
     from edge.config import ConfigError, load_config, resolve_profiles
 
+    # What the drivers would log about a device's quirks is in each device's row already.
+    logging.getLogger("lifeline.drivers").setLevel(logging.ERROR)
     checks: list[tuple[str, bool, str]] = []
     try:
         cfg = load_config(config)

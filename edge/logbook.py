@@ -124,6 +124,16 @@ def _oldest_unsent(db: sqlite3.Connection) -> int | None:
     return min(times, default=None)
 
 
+_HEALTH_QUERY_V1 = (
+    "SELECT device, state, since_ms, last_ok_ms, last_error, last_error_ms"
+    " FROM health ORDER BY device"
+)
+_HEALTH_QUERY = (
+    "SELECT device, state, since_ms, last_ok_ms, last_error, last_error_ms, timeouts, detail"
+    " FROM health ORDER BY device"
+)
+
+
 def gateway_health(path: str | Path) -> GatewayHealth | None:
     """The health snapshot the daemon last wrote; None if no daemon ever wrote one."""
     db = connect(path, readonly=True)
@@ -137,13 +147,11 @@ def gateway_health(path: str | Path) -> GatewayHealth | None:
         ).fetchone()
         if row is None:
             return None
-        devices = tuple(
-            DeviceHealth(*r)
-            for r in db.execute(
-                "SELECT device, state, since_ms, last_ok_ms, last_error, last_error_ms"
-                " FROM health ORDER BY device"
-            )
+        columns = {r[1] for r in db.execute("PRAGMA table_info(health)")}
+        query = (  # an older daemon's buffer has no timeouts and detail yet
+            _HEALTH_QUERY if {"timeouts", "detail"} <= columns else _HEALTH_QUERY_V1
         )
+        devices = tuple(DeviceHealth(*r) for r in db.execute(query))
         pid, started, heartbeat, stopped, connected, since, error, error_ms, puback = row
         return GatewayHealth(
             pid,

@@ -95,8 +95,11 @@ CREATE TABLE IF NOT EXISTS daemon (
     uplink_error TEXT NOT NULL, uplink_error_ms INTEGER, last_puback_ms INTEGER);
 CREATE TABLE IF NOT EXISTS health (
     device TEXT PRIMARY KEY, state TEXT NOT NULL, since_ms INTEGER NOT NULL,
-    last_ok_ms INTEGER, last_error TEXT NOT NULL, last_error_ms INTEGER);
+    last_ok_ms INTEGER, last_error TEXT NOT NULL, last_error_ms INTEGER,
+    timeouts INTEGER NOT NULL DEFAULT 0, detail TEXT NOT NULL DEFAULT '');
 """
+# Columns added to the health snapshot since its first version: (name, definition).
+_HEALTH_ADDED = (("timeouts", "INTEGER NOT NULL DEFAULT 0"), ("detail", "TEXT NOT NULL DEFAULT ''"))
 
 Sample = tuple[str, str, int, Value, Quality]  # device, point, sample ms, value, quality
 
@@ -111,6 +114,8 @@ class DeviceHealth:
     last_ok_ms: int | None
     last_error: str
     last_error_ms: int | None
+    timeouts: int = 0  # timeouts a retry covered, since the daemon started
+    detail: str = ""  # why it is degraded or offline ("" when online)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +198,10 @@ class Outbox:
         self.batch_bytes = batch_bytes
         self.db = connect(path)
         self.db.executescript(SCHEMA)
+        have = {row[1] for row in self.db.execute("PRAGMA table_info(health)")}
+        for column, definition in _HEALTH_ADDED:  # a buffer written by an older daemon
+            if column not in have:
+                self.db.execute(f"ALTER TABLE health ADD COLUMN {column} {definition}")
         self._sync_mode = ""
         self._sync("NORMAL")
         self.epoch = self._epoch()
@@ -645,10 +654,12 @@ class Outbox:
             self.db.execute("DELETE FROM health")
             self._health_devices = devices
         self.db.executemany(
-            "INSERT INTO health (device, state, since_ms, last_ok_ms, last_error, last_error_ms)"
-            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (device) DO UPDATE SET state = excluded.state,"
-            " since_ms = excluded.since_ms, last_ok_ms = excluded.last_ok_ms,"
-            " last_error = excluded.last_error, last_error_ms = excluded.last_error_ms",
+            "INSERT INTO health (device, state, since_ms, last_ok_ms, last_error, last_error_ms,"
+            " timeouts, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device) DO UPDATE"
+            " SET state = excluded.state, since_ms = excluded.since_ms,"
+            " last_ok_ms = excluded.last_ok_ms, last_error = excluded.last_error,"
+            " last_error_ms = excluded.last_error_ms, timeouts = excluded.timeouts,"
+            " detail = excluded.detail",
             [astuple(d) for d in h.devices],
         )
         self._health_written = self.clock()

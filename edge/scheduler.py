@@ -11,10 +11,18 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
-from drivers.errors import DriverError
-from drivers.link import Link, ModbusSerialLink, ModbusTcpLink, RtuOverTcpLink, poll_device
-from drivers.planner import ReadRequest, Value, plan_reads
+from drivers.errors import DeviceException, DriverError
+from drivers.link import (
+    Link,
+    LinkSettings,
+    LinkStats,
+    ModbusSerialLink,
+    ModbusTcpLink,
+    RtuOverTcpLink,
+)
+from drivers.planner import Value
 from drivers.profile import Profile
+from drivers.reader import SILENT_CODES, DeviceReader
 from edge.config import Bus, DeviceConfig, HealthConfig, RtuBus, TcpBus
 
 log = logging.getLogger("lifeline.edge.scheduler")
@@ -30,24 +38,40 @@ class Health(StrEnum):
     OFFLINE = "offline"
 
 
+class Outcome(StrEnum):
+    """How one poll went, as far as the device's health is concerned."""
+
+    CLEAN = "clean"  # every read answered at the first request
+    TROUBLED = "troubled"  # values came, but only after retries, busy answers or re-planning
+    REFUSED = "refused"  # the device answered, with exceptions only: alive, no values
+    SILENT = "silent"  # no answer (timeout, bad frames, link down, gateway 10/11)
+
+
 @dataclass(slots=True)
 class HealthTracker:
-    """Consecutive-failure counter with re-probe backoff; pure, time passed in."""
+    """A device's health from its poll outcomes, with re-probe backoff; pure, time passed in.
+
+    Offline after `offline_after` silent polls in a row (re-probed with a doubling backoff);
+    degraded after `degraded_after` of them, or after any poll that needed retries, met busy
+    answers or got exceptions only (a device that answers is alive: never offline for that);
+    online again after one good poll when it was offline, after `recover_after` clean polls
+    in a row when it was degraded. `timeouts` counts the timeouts a retry covered.
+    """
 
     cfg: HealthConfig
     state: Health = Health.ONLINE
-    failures: int = 0
+    failures: int = 0  # consecutive silent polls
+    clean: int = 0  # consecutive clean polls
     backoff_s: float = 0.0
+    timeouts: int = 0  # timeouts that a retry covered, since the gateway started
+    detail: str = ""  # why the device is not online ("" when it is)
 
-    def record(self, ok: bool) -> Health | None:
-        """Count one poll outcome; return the new state if it changed."""
+    def record(self, outcome: Outcome, detail: str = "", timeouts: int = 0) -> Health | None:
+        """Count one poll outcome (`detail` says what went wrong); the new state if it changed."""
         old = self.state
-        if ok:
-            self.failures = 0
-            self.backoff_s = 0.0
-            self.state = Health.ONLINE
-        else:
+        if outcome is Outcome.SILENT:
             self.failures += 1
+            self.clean = 0
             if self.failures >= self.cfg.offline_after:
                 self.state = Health.OFFLINE
                 self.backoff_s = min(
@@ -55,20 +79,36 @@ class HealthTracker:
                 )
             elif self.failures >= self.cfg.degraded_after:
                 self.state = Health.DEGRADED
+            if self.state is not Health.ONLINE:
+                self.detail = detail
+        else:
+            self.failures = 0
+            self.backoff_s = 0.0
+            if outcome is Outcome.CLEAN:
+                self.clean += 1
+                if old is Health.OFFLINE or self.clean >= self.cfg.recover_after:
+                    self.state = Health.ONLINE
+                    self.detail = ""
+            else:
+                self.clean = 0
+                self.timeouts += timeouts
+                self.state = Health.DEGRADED
+                self.detail = detail
         return self.state if self.state is not old else None
 
 
 @dataclass(slots=True)
 class Device:
-    """A device being polled: its config, profile, read plan, health and counters."""
+    """A device being polled: its config, profile, reader (read plan), health and counters."""
 
     cfg: DeviceConfig
     profile: Profile
-    plan: list[ReadRequest]
+    reader: DeviceReader
     health: HealthTracker
     next_due: float = 0.0
     polls: int = 0
     errors: int = 0
+    busy: int = 0  # busy / acknowledge answers (exception 05/06)
     last_error: str = ""
     last_error_ms: int | None = None
     last_ok_ms: int | None = None  # last good poll (the health snapshot reads these)
@@ -81,12 +121,30 @@ class Device:
         return self.cfg.id
 
 
+def make_reader(cfg: DeviceConfig, profile: Profile) -> DeviceReader:
+    """The reader of one device: the profile's points planned with its and the config's limits.
+
+    Raises ValueError when a point is larger than `max_registers` allows in one read.
+    """
+    return DeviceReader(
+        cfg.unit,
+        profile.points,
+        cfg.timeout_s,
+        retries=cfg.retries,
+        busy_retries=cfg.busy_retries,
+        busy_backoff_s=cfg.busy_backoff_s,
+        max_gap=profile.max_gap if cfg.max_gap is None else cfg.max_gap,
+        max_registers=profile.max_registers if cfg.max_registers is None else cfg.max_registers,
+        name=cfg.id,
+    )
+
+
 def make_device(cfg: DeviceConfig, profile: Profile, health: HealthConfig) -> Device:
     """Build the runtime state of one device (plans its reads once)."""
     return Device(
         cfg=cfg,
         profile=profile,
-        plan=plan_reads(profile.points),
+        reader=make_reader(cfg, profile),
         health=HealthTracker(health),
         point_names=[p.name for p in profile.points],
     )
@@ -106,12 +164,20 @@ class PollSink(Protocol):
 
 
 def make_link(bus: Bus) -> Link:
-    """The drivers link for a bus config."""
+    """The drivers link for a bus config, with the bus's pacing, echo and reconnect settings."""
+    settings = LinkSettings(
+        request_delay_s=bus.request_delay_s,
+        connect_delay_s=bus.connect_delay_s,
+        echo=getattr(bus, "echo", False),
+        reconnect_after=getattr(bus, "reconnect_after", 0),
+    )
     if isinstance(bus, TcpBus):
-        return ModbusTcpLink(bus.host, bus.port)
+        return ModbusTcpLink(bus.host, bus.port, settings)
     if isinstance(bus, RtuBus):
-        return ModbusSerialLink(bus.port, bus.baudrate, bus.parity, bus.stopbits, bus.bytesize)
-    return RtuOverTcpLink(bus.host, bus.port)
+        return ModbusSerialLink(
+            bus.port, bus.baudrate, bus.parity, bus.stopbits, bus.bytesize, settings
+        )
+    return RtuOverTcpLink(bus.host, bus.port, settings=settings)
 
 
 def bus_name(bus: Bus) -> str:
@@ -135,15 +201,21 @@ class BusPoller:
         self.name = bus_name(bus)
         self.devices = devices
         self.sink = sink
-        self.link: Link | None = None
+        self.link: Link | None = None  # while running (commands write through it)
+        self._link = make_link(bus)
         self._clock = clock
+
+    @property
+    def link_stats(self) -> LinkStats:
+        """What the bus's link had to put up with (echoes, noise, stale answers, reconnects)."""
+        return self._link.stats
 
     async def run(self) -> None:
         """Poll forever (until cancelled)."""
         now = self._clock()
         for dev in self.devices:  # random phase: no two gateways beat in step
             dev.next_due = now + random.uniform(0, dev.cfg.interval_s)
-        async with make_link(self.bus) as link:
+        async with self._link as link:
             self.link = link
             try:
                 while True:
@@ -159,30 +231,44 @@ class BusPoller:
         ts_ms = time.time_ns() // 1_000_000
         started = self._clock()
         dev.polls += 1
+        reader = dev.reader
         try:
-            values = await poll_device(
-                link, dev.cfg.unit, dev.plan, dev.cfg.timeout_s, dev.cfg.retries
-            )
+            values = await reader.poll(link)
         except Exception as exc:  # one device's surprise must not stop the bus
             if not isinstance(exc, DriverError):
                 log.exception("unexpected error polling %s", dev.id)
                 exc = DriverError(dev.cfg.unit, None, None, f"{type(exc).__name__}: {exc}")
+            dev.busy += reader.last.busy
             dev.errors += 1
             dev.last_error = str(exc)
             dev.last_error_ms = ts_ms
             self.sink.failure(dev, exc, ts_ms)
-            changed = dev.health.record(False)
-            if changed is not None:
-                dev.state_since_ms = ts_ms
-                self.sink.transition(dev, changed, str(exc), ts_ms)
+            alive = isinstance(exc, DeviceException) and exc.code not in SILENT_CODES
+            outcome = Outcome.REFUSED if alive else Outcome.SILENT
+            reason = f"answers with exceptions only: {exc}" if alive else str(exc)
+            self._record(dev, outcome, reason, 0, ts_ms)
         else:
-            changed = dev.health.record(True)
-            if changed is not None:
-                dev.state_since_ms = ts_ms
-                self.sink.transition(dev, changed, "answering again", ts_ms)
+            counts = reader.last
+            dev.busy += counts.busy
+            if counts.clean and not reader.unreadable:
+                self._record(dev, Outcome.CLEAN, "answering again", 0, ts_ms)
+            else:
+                trouble = counts.summary()
+                if reader.unreadable:
+                    refused = ", ".join(sorted(reader.unreadable))
+                    trouble += ("; " if trouble else "") + f"refuses points {refused}"
+                self._record(dev, Outcome.TROUBLED, trouble, counts.timeouts, ts_ms)
             self.sink.values(dev, values, ts_ms)
             dev.last_ok_ms = ts_ms  # after the sink, which may ask whether it answered before
         self._reschedule(dev, started)
+
+    def _record(
+        self, dev: Device, outcome: Outcome, reason: str, timeouts: int, ts_ms: int
+    ) -> None:
+        changed = dev.health.record(outcome, reason, timeouts)
+        if changed is not None:
+            dev.state_since_ms = ts_ms
+            self.sink.transition(dev, changed, reason, ts_ms)
 
     def _reschedule(self, dev: Device, started: float) -> None:
         interval = dev.cfg.interval_s

@@ -161,12 +161,21 @@ def fault(
     device: Annotated[str, typer.Argument(help="Device id from the scenario.")],
     kind: Annotated[
         str,
-        typer.Argument(help="none, no_answer, slow, exception, bad_crc, garbage or link_drop."),
+        typer.Argument(
+            help="An answer fault (no_answer, slow, exception, bad_crc, garbage, link_drop, "
+            "half_open), a quirk (gap_exceptions, register_limit, busy, echo, noise, "
+            "turnaround, late), or none to clear them all."
+        ),
     ],
     arg: ArgOpt = None,
     control: ControlOpt = None,
     endpoints_file: EndpointsOpt = None,
 ) -> None:
-    """Inject a fault into a device (kind none clears it); args: delay_s, code, probability."""
+    """Inject a fault or quirk into a device; `-a off=true` clears that one kind.
+
+    An answer fault replaces the previous one; quirks add up. Arguments: delay_s (slow, late,
+    turnaround), code (exception; busy: 6 or 5), probability, limit (register_limit), before
+    and after (noise bytes).
+    """
     address = _control_address(control, endpoints_file)
     _send(address, "fault", device=device, kind=kind, args=_parse_args(arg))

@@ -11,10 +11,9 @@ from drivers.planner import Value, decode_point, encode_value
 from drivers.profile import DataType, PointSpec, Profile, Table
 from firmware_sim.physics import PHYSICS, Physics, SimEventError
 
-__all__ = ["FAULT_KINDS", "Fault", "ModbusFault", "SimDevice"]
+__all__ = ["ANSWER_FAULTS", "FAULT_KINDS", "QUIRKS", "Fault", "ModbusFault", "SimDevice"]
 
-FaultKind = Literal["none", "no_answer", "slow", "exception", "bad_crc", "garbage", "link_drop"]
-FAULT_KINDS: tuple[str, ...] = (
+FaultKind = Literal[
     "none",
     "no_answer",
     "slow",
@@ -22,7 +21,57 @@ FAULT_KINDS: tuple[str, ...] = (
     "bad_crc",
     "garbage",
     "link_drop",
+    "half_open",
+    "gap_exceptions",
+    "register_limit",
+    "busy",
+    "echo",
+    "noise",
+    "turnaround",
+    "late",
+]
+# An answer fault replaces the previous one: what the device does instead of answering well.
+ANSWER_FAULTS: tuple[str, ...] = (
+    "no_answer",  # silence
+    "slow",  # answers after delay_s (the connection waits)
+    "exception",  # answers exception `code`
+    "bad_crc",  # a corrupted CRC (garbage on Modbus TCP, which has none)
+    "garbage",  # random bytes
+    "link_drop",  # closes the TCP connection
+    "half_open",  # TCP: this connection stays open and goes silent; a new one is served
 )
+# A quirk is how a real device or its line behaves; quirks add up (echo and noise together).
+QUIRKS: tuple[str, ...] = (
+    "gap_exceptions",  # exception 02 for a read touching an unmapped register
+    "register_limit",  # exception 03 for a read of more than `limit` registers
+    "busy",  # exception `code` (06 busy, 05 acknowledge) to a share `probability` of requests
+    "echo",  # RTU: the request's own bytes come back before the answer
+    "noise",  # RTU: `before` / `after` random bytes around the answer
+    "turnaround",  # a request less than delay_s after the last answer on the link is dropped
+    "late",  # answers after delay_s without holding up the next request
+)
+FAULT_KINDS: tuple[str, ...] = ("none", *ANSWER_FAULTS, *QUIRKS)
+RTU_ONLY = ("echo", "noise")
+TCP_ONLY = ("half_open",)
+# The arguments each kind takes (`off` removes that one fault or quirk).
+_ARGS: dict[str, frozenset[str]] = {
+    "none": frozenset(),
+    "no_answer": frozenset({"probability"}),
+    "slow": frozenset({"delay_s", "probability"}),
+    "exception": frozenset({"code", "probability"}),
+    "bad_crc": frozenset({"probability"}),
+    "garbage": frozenset({"probability"}),
+    "link_drop": frozenset({"probability"}),
+    "half_open": frozenset(),
+    "gap_exceptions": frozenset(),
+    "register_limit": frozenset({"limit"}),
+    "busy": frozenset({"code", "probability"}),
+    "echo": frozenset(),
+    "noise": frozenset({"before", "after", "probability"}),
+    "turnaround": frozenset({"delay_s"}),
+    "late": frozenset({"delay_s", "probability"}),
+}
+_DEFAULT_CODE = {"exception": 4, "busy": 6}
 
 
 class ModbusFault(Exception):
@@ -38,24 +87,44 @@ class Fault:
     """How a device misbehaves: kind plus its parameters; `probability` of hitting a request."""
 
     kind: FaultKind = "none"
-    delay_s: float = 0.5  # slow: extra delay before answering
-    code: int = 4  # exception: Modbus exception code (4 = device failure)
+    delay_s: float = 0.5  # slow, late: extra delay before answering; turnaround: the minimum
+    code: int = 4  # exception: Modbus exception code (4 = device failure); busy: 6 or 5
     probability: float = 1.0
+    limit: int = 16  # register_limit: the most registers one read may ask for
+    before: int = 3  # noise: random bytes before the answer ...
+    after: int = 0  # ... and after it
 
     @classmethod
     def from_args(cls, kind: str, args: dict[str, Any]) -> Fault:
         """Build a fault from a kind name and loose arguments (control interface, scenarios)."""
         if kind not in FAULT_KINDS:
             raise SimEventError(f"unknown fault {kind!r}; known: {', '.join(FAULT_KINDS)}")
-        unknown = set(args) - {"delay_s", "code", "probability"}
+        unknown = set(args) - _ARGS[kind] - {"off"}
         if unknown:
-            raise SimEventError(f"unknown fault argument(s): {', '.join(sorted(unknown))}")
-        return cls(
-            kind=kind,  # type: ignore[arg-type]  # checked against FAULT_KINDS above
-            delay_s=float(args.get("delay_s", 0.5)),
-            code=int(args.get("code", 4)),
-            probability=float(args.get("probability", 1.0)),
-        )
+            takes = ", ".join(sorted(_ARGS[kind])) or "no arguments"
+            raise SimEventError(
+                f"unknown argument(s) for {kind}: {', '.join(sorted(unknown))} ({kind} takes "
+                f"{takes})"
+            )
+        try:
+            fault = cls(
+                kind=kind,  # type: ignore[arg-type]  # checked against FAULT_KINDS above
+                delay_s=float(args.get("delay_s", 0.05 if kind == "turnaround" else 0.5)),
+                code=int(args.get("code", _DEFAULT_CODE.get(kind, 4))),
+                probability=float(args.get("probability", 1.0)),
+                limit=int(args.get("limit", 16)),
+                before=int(args.get("before", 3)),
+                after=int(args.get("after", 0)),
+            )
+        except (TypeError, ValueError) as exc:
+            raise SimEventError(f"bad argument for {kind}: {exc}") from None
+        if not 0 <= fault.probability <= 1 or fault.delay_s < 0:
+            raise SimEventError("probability is 0..1 and delay_s >= 0")
+        if not 1 <= fault.code <= 255 or not 1 <= fault.limit <= 2000:
+            raise SimEventError("code is 1..255 and limit 1..2000")
+        if not 0 <= fault.before <= 64 or not 0 <= fault.after <= 64:
+            raise SimEventError("before and after are 0..64 bytes")
+        return fault
 
 
 @dataclass
@@ -66,6 +135,8 @@ class DeviceStats:
     answered: int = 0
     faulted: int = 0
     exceptions: int = 0
+    busy: int = 0  # busy / acknowledge answers given
+    dropped: int = 0  # requests dropped for arriving inside the turnaround time
 
 
 @dataclass
@@ -78,7 +149,10 @@ class SimDevice:
     rng: random.Random
     start: datetime
     firmware_version: int = 0x0102
-    fault: Fault = field(default_factory=Fault)
+    fault: Fault = field(default_factory=Fault)  # the answer fault (one at a time)
+    quirks: dict[str, Fault] = field(default_factory=dict)  # by kind; they add up
+    transport: Literal["tcp", "rtu_tcp", "serial"] = "tcp"
+    unmapped: Literal["zero", "exception"] = "zero"  # what a read of an unmapped register gets
     stats: DeviceStats = field(default_factory=DeviceStats)
     physics: Physics = field(init=False)
     pinned: dict[str, Value] = field(default_factory=dict)
@@ -92,6 +166,11 @@ class SimDevice:
             (ident.model_id.table, ident.model_id.address): ident.model_id.expect or 0,
             (ident.firmware_version.table, ident.firmware_version.address): self.firmware_version,
         }
+        self._mapped: dict[Table, set[int]] = {table: set() for table in Table}
+        for p in self.profile.points:
+            self._mapped[p.table].update(range(p.address, p.end))
+        for table, address in self._ident_words:
+            self._mapped[table].add(address)
 
     # -- state --------------------------------------------------------------------------------
     def step(self, now: datetime, dt: float) -> None:
@@ -110,7 +189,7 @@ class SimDevice:
             self.release(args.get("point"))
         elif event == "fault":
             params = {k: v for k, v in args.items() if k != "kind"}
-            self.fault = Fault.from_args(str(args.get("kind", "none")), params)
+            self.set_fault(str(args.get("kind", "none")), params)
         else:
             self.physics.event(event, args)
 
@@ -139,16 +218,59 @@ class SimDevice:
         except KeyError as exc:
             raise SimEventError(str(exc.args[0])) from None
 
+    def set_fault(self, kind: str, args: dict[str, Any]) -> None:
+        """Inject a fault or a quirk (`none` clears them all; `off: true` clears one kind).
+
+        Raises SimEventError for an unknown kind or argument, or a kind this device's
+        transport cannot show (echo and noise are RTU line effects; half_open needs TCP).
+        """
+        fault = Fault.from_args(kind, args)
+        if kind == "none":
+            self.fault, self.quirks = Fault(), {}
+            return
+        if kind in RTU_ONLY and self.transport == "tcp":
+            raise SimEventError(f"{kind} is an RTU line effect; {self.device_id} is on Modbus TCP")
+        if kind in TCP_ONLY and self.transport == "serial":
+            raise SimEventError(f"{kind} needs a TCP connection; {self.device_id} is on a pty")
+        off = bool(args.get("off", False))
+        if kind in QUIRKS:
+            if off:
+                self.quirks.pop(kind, None)
+            else:
+                self.quirks[kind] = fault
+        elif off:
+            if self.fault.kind == kind:
+                self.fault = Fault()
+        else:
+            self.fault = fault
+
     def draw_fault(self) -> Fault | None:
-        """The fault hitting this request, if any (draws from the seeded generator)."""
+        """The answer fault hitting this request, if any (draws from the seeded generator)."""
         f = self.fault
         if f.kind == "none" or (f.probability < 1.0 and self.rng.random() >= f.probability):
             return None
         return f
 
+    def draw_quirk(self, kind: str) -> Fault | None:
+        """The quirk `kind` if it is set and hits this request (seeded draw)."""
+        q = self.quirks.get(kind)
+        if q is None or (q.probability < 1.0 and self.rng.random() >= q.probability):
+            return None
+        return q
+
     # -- registers ---------------------------------------------------------------------------
+    def check_read(self, table: Table, address: int, count: int) -> None:
+        """Raise ModbusFault as this device would refuse the read (register limit, gaps)."""
+        limit = self.quirks.get("register_limit")
+        if limit is not None and count > limit.limit:
+            raise ModbusFault(3)
+        if self.unmapped == "exception" or "gap_exceptions" in self.quirks:
+            mapped = self._mapped[table]
+            if any(a not in mapped for a in range(address, address + count)):
+                raise ModbusFault(2)
+
     def read(self, table: Table, address: int, count: int) -> list[int] | list[bool]:
-        """Serve a read; unmapped registers read as 0 like most sensor firmware does."""
+        """Serve a read; unmapped registers read as 0 (see `check_read` for the strict kind)."""
         if table.is_bits:
             bits = dict.fromkeys(range(address, address + count), False)
             for p, value in self._points_in(table, address, count):

@@ -11,8 +11,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from drivers.profile import builtin_profiles
-from firmware_sim.device import FAULT_KINDS
-from firmware_sim.physics import PHYSICS
+from firmware_sim.device import ANSWER_FAULTS, QUIRKS, RTU_ONLY, TCP_ONLY, Fault
+from firmware_sim.physics import PHYSICS, SimEventError
 
 __all__ = ["Scenario", "ScenarioError", "builtin_scenario_path", "load_scenario"]
 
@@ -29,18 +29,27 @@ class _Strict(BaseModel):
 
 
 class FaultConfig(_Strict):
-    """A fault a device starts with (see firmware_sim.device.Fault)."""
+    """A fault or quirk a device starts with (see firmware_sim.device.Fault for the kinds)."""
 
     kind: str
-    delay_s: float = 0.5
-    code: int = 4
-    probability: float = Field(default=1.0, ge=0, le=1)
+    delay_s: float | None = Field(default=None, ge=0)
+    code: int | None = Field(default=None, ge=1, le=255)
+    probability: float | None = Field(default=None, ge=0, le=1)
+    limit: int | None = Field(default=None, ge=1, le=2000)
+    before: int | None = Field(default=None, ge=0, le=64)
+    after: int | None = Field(default=None, ge=0, le=64)
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        if self.kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault {self.kind!r}; known: {', '.join(FAULT_KINDS)}")
+        try:
+            Fault.from_args(self.kind, self.args())
+        except SimEventError as exc:
+            raise ValueError(str(exc)) from None
         return self
+
+    def args(self) -> dict[str, Any]:
+        """The arguments given (for `Fault.from_args`)."""
+        return self.model_dump(exclude={"kind"}, exclude_none=True)
 
 
 class DeviceConfig(_Strict):
@@ -50,7 +59,9 @@ class DeviceConfig(_Strict):
     unit: int = Field(ge=1, le=247)
     profile: str
     firmware_version: int = Field(default=0x0102, ge=0, le=0xFFFF)
-    fault: FaultConfig | None = None
+    fault: FaultConfig | None = None  # an answer fault (no_answer, exception, ...)
+    quirks: list[FaultConfig] = []  # how this device and its line behave (echo, busy, ...)
+    unmapped: Literal["zero", "exception"] | None = None  # None: the scenario's
     set: dict[str, bool | int | float | str] = {}  # pinned point values
 
 
@@ -68,6 +79,23 @@ class ServerConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
+        for dev in self.devices:
+            if dev.fault is not None and dev.fault.kind not in ANSWER_FAULTS:
+                raise ValueError(
+                    f"device {dev.id!r}: fault {dev.fault.kind!r} is not an answer fault "
+                    f"({', '.join(ANSWER_FAULTS)}); list quirks under `quirks`"
+                )
+            for q in dev.quirks:
+                if q.kind not in QUIRKS:
+                    raise ValueError(
+                        f"device {dev.id!r}: {q.kind!r} is not a quirk ({', '.join(QUIRKS)})"
+                    )
+            kinds = [q.kind for q in dev.quirks] + ([dev.fault.kind] if dev.fault else [])
+            for kind in kinds:
+                if kind in RTU_ONLY and self.kind == "tcp":
+                    raise ValueError(f"device {dev.id!r}: {kind} is an RTU line effect")
+                if kind in TCP_ONLY and self.kind == "serial":
+                    raise ValueError(f"device {dev.id!r}: {kind} needs a TCP server")
         units = [d.unit for d in self.devices]
         dupes = sorted({u for u in units if units.count(u) > 1})
         if dupes:
@@ -91,6 +119,9 @@ class Scenario(_Strict):
     start: Annotated[datetime, Field(strict=False)] = _DEFAULT_START  # simulated clock start
     time_scale: float = Field(default=1.0, gt=0)  # simulated seconds per real second
     tick_s: float = Field(default=0.2, gt=0)  # physics update period (real seconds)
+    # A read touching a register no point maps: zeros (most sensor firmware), or exception 02
+    # (ILLEGAL DATA ADDRESS) as strict meters do. Devices may say otherwise.
+    unmapped: Literal["zero", "exception"] = "zero"
     servers: list[ServerConfig] = Field(min_length=1)
     timeline: list[TimelineEntry] = []
 

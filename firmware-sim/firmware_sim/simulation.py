@@ -22,7 +22,7 @@ from typing import Any, Self
 
 from drivers.planner import Value
 from drivers.profile import Profile, builtin_profiles
-from firmware_sim.device import Fault, SimDevice
+from firmware_sim.device import SimDevice
 from firmware_sim.physics import SimEventError
 from firmware_sim.scenario import Scenario
 from firmware_sim.servers import PtyBus, TcpServer, close_connections
@@ -56,11 +56,11 @@ class Simulation:
                     rng=random.Random(f"{scenario.seed}:{cfg.id}"),
                     start=scenario.start,
                     firmware_version=cfg.firmware_version,
+                    transport=server.kind,
+                    unmapped=cfg.unmapped or scenario.unmapped,
                 )
-                if cfg.fault is not None:
-                    device.fault = Fault.from_args(
-                        cfg.fault.kind, cfg.fault.model_dump(exclude={"kind"})
-                    )
+                for fault in [*cfg.quirks, *([cfg.fault] if cfg.fault else [])]:
+                    device.set_fault(fault.kind, fault.args())
                 for point, value in cfg.set.items():
                     device.set_value(point, value)
                 units[cfg.unit] = device
@@ -172,8 +172,8 @@ class Simulation:
         self.device(device_id).set_value(point, value)
 
     def set_fault(self, device_id: str, kind: str, **args: Any) -> None:
-        """Inject a fault into a device (`kind="none"` clears it)."""
-        self.device(device_id).fault = Fault.from_args(kind, args)
+        """Inject a fault or quirk into a device (`kind="none"` clears them all)."""
+        self.device(device_id).set_fault(kind, args)
 
     def _handle(self, request: dict[str, Any]) -> Any:
         cmd = request.get("cmd")

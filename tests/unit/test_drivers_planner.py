@@ -5,7 +5,14 @@ import struct
 
 import pytest
 
-from drivers.planner import decode_point, decode_response, encode_value, plan_reads
+from drivers.planner import (
+    ReadRequest,
+    decode_point,
+    decode_response,
+    encode_value,
+    plan_reads,
+    split_read,
+)
 from drivers.profile import PointSpec
 
 pytestmark = pytest.mark.unit
@@ -150,6 +157,13 @@ PLAN_CASES = [
         {"max_gap": 0},
         [("holding", 1, 1), ("holding", 5, 1)],
     ),
+    # max_gap 0 never merges, not even adjacent points (a device that serves one point a read)
+    (
+        [("holding", 1, "uint16"), ("holding", 2, "float32"), ("holding", 4, "uint16")],
+        {"max_gap": 0},
+        [("holding", 1, 1), ("holding", 2, 2), ("holding", 4, 1)],
+    ),
+    ([("holding", 1, "uint16"), ("holding", 2, "uint16")], {"max_gap": 1}, [("holding", 1, 2)]),
 ]
 
 
@@ -174,3 +188,44 @@ def test_decode_response_maps_each_point_at_its_offset() -> None:
     assert decode_response(request, [10, 0, 0, 0xFFFF]) == {"a": 10, "b": -1}
     with pytest.raises(ValueError, match="asked for 4"):
         decode_response(request, [10, 0])
+
+
+def test_max_gap_zero_still_reads_bits_of_one_register_once() -> None:
+    points = [pt("a", dtype="bit", bit=0, address=7), pt("b", dtype="bit", bit=3, address=7)]
+    assert spans(points, max_gap=0) == [("holding", 7, 1)]
+
+
+def merged(*defs: tuple[int, str]) -> ReadRequest:
+    """One read over points given as (address, dtype), as the planner would merge them."""
+    points = [pt(f"p{a}_{i}", address=a, dtype=d, bit=i if d == "bit" else None)
+              for i, (a, d) in enumerate(defs)]  # fmt: skip
+    (request,) = plan_reads(points, max_gap=125)
+    return request
+
+
+SPLIT_CASES = [
+    # (the refused read, the reads tried instead as (address, count))
+    # the field's meter: 11174, 11176, 11177, nothing at 11175 -> split at the gap
+    (merged((11174, "uint16"), (11176, "uint16"), (11177, "uint16")), [(11174, 1), (11176, 2)]),
+    # several gaps: one read per run of adjacent points
+    (merged((0, "uint16"), (2, "float32"), (4, "uint16"), (9, "uint16")), [(0, 1), (2, 3), (9, 1)]),
+    # no gap (a register limit): halves at a point boundary, never inside a float
+    (merged((0, "uint16"), (1, "float32"), (3, "uint16"), (4, "float32")), [(0, 3), (3, 3)]),
+    (merged(*[(a, "uint16") for a in range(40)]), [(0, 20), (20, 20)]),
+    # bits of one register stay one read; a single point cannot be split
+    (merged((7, "bit"), (7, "bit")), []),
+    (merged((3, "float32")), []),
+    (merged((7, "bit"), (7, "bit"), (8, "uint16")), [(7, 1), (8, 1)]),
+]
+
+
+@pytest.mark.parametrize(("request_", "expected"), SPLIT_CASES)
+def test_split_read_at_gaps_then_in_halves(
+    request_: ReadRequest, expected: list[tuple[int, int]]
+) -> None:
+    parts = split_read(request_)
+    assert [(r.address, r.count) for r in parts] == expected
+    assert sorted(p.name for r in parts for p in r.points) == (
+        sorted(p.name for p in request_.points) if parts else []
+    )
+    assert all(r.table is request_.table for r in parts)

@@ -11,7 +11,7 @@ from drivers.errors import DeviceTimeout
 from edge import logbook
 from edge.config import HealthConfig, parse_config, resolve_profiles
 from edge.daemon import Gateway
-from edge.scheduler import Health, HealthTracker
+from edge.scheduler import Health, HealthTracker, Outcome
 from wire import Command, CommandReply, Quality
 
 pytestmark = pytest.mark.unit
@@ -19,33 +19,54 @@ pytestmark = pytest.mark.unit
 T0 = 1_700_000_000_000
 
 
+C, T, R, S = Outcome.CLEAN, Outcome.TROUBLED, Outcome.REFUSED, Outcome.SILENT
+ON, DEG, OFF = Health.ONLINE, Health.DEGRADED, Health.OFFLINE
+
+
 @pytest.mark.parametrize(
     ("outcomes", "states"),
     [
-        ([True], [None]),
-        ([False, False, False], [Health.DEGRADED, None, Health.OFFLINE]),
-        ([False, True], [Health.DEGRADED, Health.ONLINE]),
-        (
-            [False, False, False, False, True],
-            [Health.DEGRADED, None, Health.OFFLINE, None, Health.ONLINE],
-        ),
+        ([C], [None]),
+        ([S, S, S], [DEG, None, OFF]),
+        ([S, S, S, S, C], [DEG, None, OFF, None, ON]),  # offline: one good poll brings it back
+        # degraded: online again after recover_after (3 here) clean polls in a row
+        ([S, C, C, C], [DEG, None, None, ON]),
+        ([S, C, C, T, C, C, C], [DEG, None, None, None, None, None, ON]),
+        # answers only after retries or busy answers: degraded, never offline
+        ([T, T, T, T, T], [DEG, None, None, None, None]),
+        # answers with exceptions only (busy for ever, device failure): alive, never offline
+        ([R, R, R, R, R], [DEG, None, None, None, None]),
+        ([S, S, S, R], [DEG, None, OFF, DEG]),  # back from offline, but only with exceptions
+        ([S, S, S, T], [DEG, None, OFF, DEG]),
+        ([R, S, S, S], [DEG, None, None, OFF]),  # silence after exceptions: counted afresh
     ],
 )
 def test_health_transitions_reported_once(
-    outcomes: list[bool], states: list[Health | None]
+    outcomes: list[Outcome], states: list[Health | None]
 ) -> None:
-    tracker = HealthTracker(HealthConfig(degraded_after=1, offline_after=3))
-    assert [tracker.record(ok) for ok in outcomes] == states
+    tracker = HealthTracker(HealthConfig(degraded_after=1, offline_after=3, recover_after=3))
+    assert [tracker.record(o, "why") for o in outcomes] == states
+
+
+def test_timeouts_a_retry_covered_are_counted_and_explained() -> None:
+    tracker = HealthTracker(HealthConfig(recover_after=2))
+    tracker.record(Outcome.TROUBLED, "2 timeouts covered by retries", timeouts=2)
+    tracker.record(Outcome.TROUBLED, "1 timeout covered by retries", timeouts=1)
+    assert (tracker.state, tracker.timeouts) == (Health.DEGRADED, 3)
+    assert tracker.detail == "1 timeout covered by retries"
+    tracker.record(Outcome.CLEAN)
+    tracker.record(Outcome.CLEAN)
+    assert (tracker.state, tracker.timeouts, tracker.detail) == (Health.ONLINE, 3, "")
 
 
 def test_reprobe_backoff_doubles_and_caps() -> None:
     tracker = HealthTracker(HealthConfig(offline_after=1, reprobe_min_s=5, reprobe_max_s=30))
     backoffs = []
     for _ in range(5):
-        tracker.record(False)
+        tracker.record(Outcome.SILENT)
         backoffs.append(tracker.backoff_s)
     assert backoffs == [5, 10, 20, 30, 30]
-    tracker.record(True)
+    tracker.record(Outcome.CLEAN)
     assert tracker.backoff_s == 0
 
 
@@ -146,4 +167,24 @@ def test_stale_data_alarm_from_config(tmp_path: Path) -> None:
     gw.engine.tick(T0)
     events = gw.engine.tick(T0 + 30_000)
     assert ("temperature", "stale", 4) in {(e.point, e.alarm_type, int(e.severity)) for e in events}
+    gw.outbox.close()
+
+
+def test_a_device_back_from_offline_but_degraded_clears_comm_loss(tmp_path: Path) -> None:
+    gw = make_gateway(tmp_path)
+    dev = gw.devices["gas-1"]
+    gw.transition(dev, Health.OFFLINE, "no answer", T0)
+    gw.transition(dev, Health.DEGRADED, "1 timeout covered by retries", T0 + 5000)
+    (alarm,) = gw.outbox.open_alarms()
+    assert (alarm.alarm_type, alarm.state.value) == ("comm_loss", "cleared_unacked")
+    gw.outbox.close()
+
+
+def test_the_health_snapshot_carries_the_timeout_count_and_why(tmp_path: Path) -> None:
+    gw = make_gateway(tmp_path)
+    dev = gw.devices["gas-1"]
+    dev.health.record(Outcome.TROUBLED, "2 timeouts covered by retries", timeouts=2)
+    gw.outbox.save_health()
+    (row,) = logbook.gateway_health(tmp_path / "b.sqlite").devices  # type: ignore[union-attr]
+    assert (row.state, row.timeouts, row.detail) == ("degraded", 2, "2 timeouts covered by retries")
     gw.outbox.close()
