@@ -384,10 +384,12 @@ def buffer_epoch(path: Path) -> str:
     """The epoch of a gateway buffer, as its batches carry it."""
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        (number,) = db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
+        row = db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
     finally:
         db.close()
-    return f"{int(number):x}"
+    if row is None:  # a gateway that has created its buffer, not yet its epoch
+        raise LookupError(f"{path} has no epoch yet")
+    return f"{int(row[0]):x}"
 
 
 @dataclass
@@ -492,7 +494,7 @@ def caught_up(
         return False
     try:
         books = account(db_url, buffers, retired)
-    except sqlite3.OperationalError:  # a gateway has created its buffer file, not its tables
+    except (sqlite3.OperationalError, LookupError):  # a buffer file without its tables or epoch
         return False
     return all(b.db_seqs + b.unsent_seqs == b.last_seq and not b.lost for b in books)
 
