@@ -10,9 +10,11 @@ import msgpack
 
 from wire.errors import WireError
 from wire.messages import (
+    DATUMS,
     AlarmBatch,
     AlarmEvent,
     AlarmState,
+    AlarmType,
     Birth,
     ClockInfo,
     Command,
@@ -22,6 +24,7 @@ from wire.messages import (
     DeviceEvent,
     DeviceEventBatch,
     DeviceInfo,
+    Location,
     Message,
     Quality,
     Record,
@@ -55,6 +58,7 @@ _QUALITIES = {q.value: q for q in Quality}
 _STATES = {s.value: s for s in AlarmState}
 _SEVERITIES = {int(s): s for s in Severity}
 _KINDS = {k.value: k for k in Kind}
+_ALARM_TYPES = frozenset(t.value for t in AlarmType)
 
 
 def encode(msg: Message) -> bytes:
@@ -190,6 +194,30 @@ def _str(x: Any, what: str, max_len: int = MAX_STR) -> str:
             f"{what} contains control character U+{ord(bad.group()):04X} at {bad.start()}"
         )
     return x
+
+
+def _alarm_type(x: Any, what: str) -> str:
+    if x not in _ALARM_TYPES:
+        raise WireError(f"{what} has unknown alarm type {x!r} (known: {sorted(_ALARM_TYPES)})")
+    return str(x)
+
+
+def _location(x: Any, what: str) -> Location | None:
+    if x is None:
+        return None
+    row = _row(x, what, 4)
+    lon = _coordinate(row[0], f"{what} lon", 180)
+    lat = _coordinate(row[1], f"{what} lat", 90)
+    datum = _str(row[2], f"{what} datum", 16)
+    if datum not in DATUMS:
+        raise WireError(f"{what} datum {datum!r} is not one of {', '.join(DATUMS)}")
+    return Location(lon, lat, datum, _str(row[3], f"{what} address"))
+
+
+def _coordinate(x: Any, what: str, limit: float) -> float:
+    if not isinstance(x, int | float) or isinstance(x, bool) or not -limit <= x <= limit:
+        raise WireError(f"{what} must be a number of degrees within ±{limit:g}, got {x!r}")
+    return float(x)
 
 
 def _epoch(x: Any) -> str:
@@ -460,7 +488,7 @@ def _dec_alarm_fields(row: list[Any], what: str, historical: bool) -> AlarmEvent
         alarm_id=_str(row[0], f"{what} id", 96),
         device=check_ident(row[1], f"{what} device"),
         point=_str(row[2], f"{what} point", 64),
-        alarm_type=_str(row[3], f"{what} type", 32),
+        alarm_type=_alarm_type(row[3], what),
         severity=severity,
         state=state,
         ts_ms=_ts(row[6], f"{what} time"),
@@ -496,7 +524,10 @@ def _dec_device(h: _Head, body: Any) -> DeviceEventBatch:
 
 def _enc_birth(msg: Message) -> dict[str, Any]:
     assert isinstance(msg, Birth)
-    devices = [[d.device, d.profile, d.family, d.online, d.asset] for d in msg.devices]
+    devices = [
+        [d.device, d.profile, d.family, d.online, d.asset, _enc_location(d.location)]
+        for d in msg.devices
+    ]
     clock = msg.clock
     return {
         "sw": msg.software,
@@ -508,11 +539,15 @@ def _enc_birth(msg: Message) -> dict[str, Any]:
     }
 
 
+def _enc_location(loc: Location | None) -> list[Any] | None:
+    return None if loc is None else [loc.lon, loc.lat, loc.datum, loc.address]
+
+
 def _dec_birth(h: _Head, body: Any) -> Birth:
     b = _map(body, "birth", {"sw", "ch", "d", "a", "h", "ck"})
     devices = []
     for i, raw in enumerate(_list(_field(b, "d"), "birth devices")):
-        row = _row(raw, f"birth device {i}", 5)
+        row = _row(raw, f"birth device {i}", 6)
         devices.append(
             DeviceInfo(
                 check_ident(row[0], f"birth device {i} id"),
@@ -520,6 +555,7 @@ def _dec_birth(h: _Head, body: Any) -> Birth:
                 _str(row[2], f"birth device {i} family", 64),
                 _bool(row[3], f"birth device {i} online flag"),
                 _opt_str(row[4], f"birth device {i} asset"),
+                _location(row[5], f"birth device {i} location"),
             )
         )
     alarms = tuple(

@@ -61,7 +61,7 @@ class AlarmEvent:
     alarm_id: str
     device: str
     point: str
-    alarm_type: str  # hihi, hi, lo, lolo, roc, state, stale, comm_loss
+    alarm_type: str  # an AlarmType value (checked at decode)
     severity: Severity
     state: AlarmState
     ts_ms: int
@@ -84,15 +84,42 @@ class DeviceEvent:
     historical: bool = False
 
 
+class AlarmType(StrEnum):
+    """The kinds of alarm rule a gateway evaluates (ISA-18.2 / IEC 62682 vocabulary)."""
+
+    HIHI = "hihi"  # high-high limit
+    HI = "hi"  # high limit
+    LO = "lo"  # low limit
+    LOLO = "lolo"  # low-low limit
+    ROC = "roc"  # rate of change
+    STATE = "state"  # a boolean or bit-field state (cover open, lamp failure)
+    STALE = "stale"  # no fresh value for too long
+    COMM_LOSS = "comm_loss"  # the device stopped answering
+
+
+DATUMS = ("CGCS2000", "WGS84", "GCJ-02", "BD-09")  # geodetic data a location may be given in
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """Where a device is installed: longitude and latitude (degrees) in `datum`, an address."""
+
+    lon: float
+    lat: float
+    datum: str = "CGCS2000"  # China's national datum; GPS (WGS84) differs by centimetres
+    address: str = ""
+
+
 @dataclass(frozen=True, slots=True)
 class DeviceInfo:
-    """A device as announced in a gateway birth."""
+    """A device as announced in a gateway birth; `location` is its own install location."""
 
     device: str
     profile: str
     family: str
     online: bool
     asset: str | None = None
+    location: Location | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from wire import (
     DeviceEvent,
     DeviceEventBatch,
     DeviceInfo,
+    Location,
     Message,
     Quality,
     Record,
@@ -102,7 +103,22 @@ messages: st.SearchStrategy[Message] = st.one_of(
         software=small_text,
         config_hash=small_text,
         devices=st.lists(
-            st.builds(DeviceInfo, ids, small_text, small_text, st.booleans(), st.none() | ids),
+            st.builds(
+                DeviceInfo,
+                ids,
+                small_text,
+                small_text,
+                st.booleans(),
+                st.none() | ids,
+                st.none()
+                | st.builds(
+                    Location,
+                    st.floats(-180, 180),
+                    st.floats(-90, 90),
+                    st.sampled_from(["CGCS2000", "WGS84", "GCJ-02", "BD-09"]),
+                    small_text,
+                ),
+            ),
             max_size=4,
         ).map(tuple),
         alarms=st.lists(alarm_events.map(lambda e: replace(e, historical=False)), max_size=3).map(
@@ -268,6 +284,35 @@ MALFORMED: list[tuple[str, Any, str]] = [
             },
         },
         "birth alarm 0 must have 12 fields",
+    ),
+    (
+        "alarm of an unknown type",
+        {
+            **_data_envelope(k="alarm"),
+            "b": [["a", "d", "p", "hihihi", 1, "normal", T0, 1, 2, "", None, None, False]],
+        },
+        "alarm event 0 has unknown alarm type 'hihihi'",
+    ),
+    (
+        "birth device location in an unknown datum",
+        {
+            **_data_envelope(k="birth", q=0),
+            "b": {**BIRTH_BODY, "d": [["m", "p", "f", True, None, [120.1, 30.2, "Beijing54", ""]]]},
+        },
+        "birth device 0 location datum 'Beijing54' is not one of",
+    ),
+    (
+        "birth device latitude past the pole",
+        {
+            **_data_envelope(k="birth", q=0),
+            "b": {**BIRTH_BODY, "d": [["m", "p", "f", True, None, [120.1, 91, "WGS84", ""]]]},
+        },
+        "birth device 0 location lat must be a number of degrees within ±90, got 91",
+    ),
+    (
+        "birth device of the old five-field shape",
+        {**_data_envelope(k="birth", q=0), "b": {**BIRTH_BODY, "d": [["m", "p", "f", True, None]]}},
+        "birth device 0 must have 6 fields",
     ),
     (
         "birth clock not a triple",

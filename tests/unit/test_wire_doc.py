@@ -27,6 +27,7 @@ from wire import (
     Death,
     DeviceEvent,
     DeviceInfo,
+    Location,
     Message,
     Quality,
     Severity,
@@ -70,10 +71,7 @@ def sections(text: str) -> dict[str, Table]:
 DOCS = sections(DOC.read_text(encoding="utf-8"))
 CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
-CODES = {
-    "quality": {r["quality"] for r in DOCS["Codes"]},
-    "state": {"active_unacked", "active_acked", "cleared_unacked", "normal"},
-}
+CODES = {name: {r[name] for r in DOCS[name]} for name in ("quality", "state", "alarm type")}
 
 
 def check(kind: str, x: Any) -> Any:
@@ -88,14 +86,18 @@ def check(kind: str, x: Any) -> Any:
         assert not CONTROL.search(x), (kind, x)
     elif kind == "opt str":
         assert x is None or check("str", x) is not None
-    elif kind in ("int", "uint64", "time", "severity"):
+    elif kind == "severity":
+        assert x in {int(r["severity"]) for r in DOCS["severity"]}, (kind, x)
+    elif kind == "degrees":
+        assert isinstance(x, int | float), (kind, x)
+        assert not isinstance(x, bool), (kind, x)
+    elif kind in ("int", "uint64", "time"):
         assert isinstance(x, int), (kind, x)
         assert not isinstance(x, bool), (kind, x)
         lo, hi = {
             "int": (-(2**63), 2**63 - 1),
             "uint64": (0, 2**63 - 1),
             "time": (0, 253_402_300_799_999),
-            "severity": (1, 4),
         }[kind]
         assert lo <= x <= hi, (kind, x)
     elif kind == "bool":
@@ -112,6 +114,8 @@ def check(kind: str, x: Any) -> Any:
         assert x is None or isinstance(x, bool | int | str) or math.isfinite(x), (kind, x)
     elif kind in ("array", "map", "body"):
         assert isinstance(x, list | dict), (kind, x)
+    elif kind == "opt array":
+        assert x is None or isinstance(x, list), (kind, x)
     return x
 
 
@@ -131,7 +135,12 @@ def sub_table(row: dict[str, str]) -> str | None:
 def positional(rows: Table, item: list[Any]) -> dict[str, Any]:
     assert isinstance(item, list), item
     assert len(item) == len(rows), (item, rows)
-    return {r["field"]: check(r["type"], item[int(r["#"])]) for r in rows}
+    out = {}
+    for r in rows:
+        value = check(r["type"], item[int(r["#"])])
+        sub = sub_table(r)
+        out[r["field"]] = value if sub is None or value is None else positional(DOCS[sub], value)
+    return out
 
 
 def doc_decode(payload: bytes) -> dict[str, Any]:
@@ -167,6 +176,8 @@ def plain(x: Any) -> Any:
         return x.value
     if isinstance(x, Severity):
         return int(x)
+    if isinstance(x, Location):
+        return {"lon": x.lon, "lat": x.lat, "datum": x.datum, "address": x.address}
     return x
 
 
@@ -226,7 +237,8 @@ def gateway_payloads(tmp_path: Path) -> list[bytes]:
 OTHER_MESSAGES: list[Message] = [
     Birth(
         "gw-1", "s1", 0, T0, epoch="5a1f", software="0.2.0", config_hash="c0ffee",
-        devices=(DeviceInfo("gas-1", "gas_detector", "gas", True, "3301060111000001"),
+        devices=(DeviceInfo("gas-1", "gas_detector", "gas", True, "3301060111000001",
+                            Location(120.1402, 30.2771, "CGCS2000", "文三路与学院路口东侧")),
                  DeviceInfo("mh-2", "manhole_cover", "manhole", False)),
         alarms=(AlarmEvent("gw-1:5a1f:1", "gas-1", "gas_concentration", "hi", Severity.HIGH,
                            AlarmState.ACTIVE_UNACKED, T0, 21.5, 20.0, "一级报警"),),
