@@ -300,6 +300,11 @@ def _status(path: Path, device_ids: list[str]) -> dict[str, Any]:
     problems = [f"device {d['device']} is {d['state']}" for d in devices if d["state"] == "offline"]
     if health is None or not health.uplink_connected:
         problems.append("the uplink is down")
+    if health is not None and not health.clock_plausible:
+        problems.append(
+            f"the wall clock is implausible (it read {_iso(health.heartbeat_ms)}): no RTC or NTP"
+            " not synced; readings carry that time"
+        )
     if not running:
         problems.append(f"the daemon is not running: {why}")
     return {
@@ -318,6 +323,12 @@ def _status(path: Path, device_ids: list[str]) -> dict[str, Any]:
             "last_error": (health.uplink_error or None) if health is not None else None,
             "last_error_time": _iso(health.uplink_error_ms) if health is not None else None,
             "last_puback": _iso(health.last_puback_ms) if health is not None else None,
+        },
+        "clock": {
+            "plausible": health.clock_plausible if health is not None else None,
+            "steps": health.clock_steps if health is not None else 0,
+            "last_step_ms": health.clock_step_ms if health is not None else 0,
+            "last_step_at": _iso(health.clock_step_at_ms) if health is not None else None,
         },
         "buffer": {
             "readings_waiting": stats.backlog_readings + stats.frozen_readings,
@@ -390,6 +401,7 @@ def _print_status(st: dict[str, Any], now: int) -> None:
     summary = [
         ["daemon", daemon],
         ["uplink", uplink],
+        ["clock", _clock_line(st["clock"], now)],
         ["buffer", f"{b['readings_waiting']} readings, {b['events_waiting']} events, "
          f"{b['batches_awaiting_puback']} batches awaiting PUBACK, "
          f"{b['evicted_readings']} readings evicted"],
@@ -398,6 +410,19 @@ def _print_status(st: dict[str, Any], now: int) -> None:
          if err else "-"],
     ]  # fmt: skip
     print_table(["", ""], summary, header=False)
+
+
+def _clock_line(clock: dict[str, Any], now: int) -> str:
+    """'ok', or what is wrong with the wall clock and the last step the daemon saw."""
+    if clock["plausible"] is None:
+        return "-"
+    text = "ok" if clock["plausible"] else "IMPLAUSIBLE (no RTC, NTP not synced?)"
+    if clock["steps"]:
+        text += (
+            f"; stepped {clock['last_step_ms'] / 1000:+.1f} s at {_age(clock['last_step_at'], now)}"
+            f" ({clock['steps']} step(s) since the daemon started)"
+        )
+    return text
 
 
 # --- tail ------------------------------------------------------------------------------------

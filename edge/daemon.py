@@ -9,17 +9,20 @@ import os
 import secrets
 import signal
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from drivers.errors import DriverError
 from drivers.planner import Value
 from drivers.profile import AlarmRuleSpec, Profile
+from edge.clock import ClockChange, ClockWatch, mono_ms, wall_ms
 from edge.config import ConfigError, GatewayConfig, load_config, resolve_profiles
 from edge.outbox import DeviceHealth, GatewayHealth, Outbox, Sample
 from edge.rules import AlarmEngine, ExceptionFilter, Rule, UnknownAlarm
 from edge.scheduler import BusPoller, Device, Health, make_device
-from edge.uplink import Uplink, now_ms
+from edge.uplink import Uplink
 from wire import (
     AlarmEvent,
     Birth,
@@ -63,12 +66,22 @@ def to_rule(spec: AlarmRuleSpec) -> Rule:
 class Gateway:
     """One running gateway: poll -> rules -> outbox -> uplink, plus commands and status."""
 
-    def __init__(self, cfg: GatewayConfig, profiles: dict[str, Profile], path: Path) -> None:
+    def __init__(
+        self,
+        cfg: GatewayConfig,
+        profiles: dict[str, Profile],
+        path: Path,
+        wall: Callable[[], int] = wall_ms,
+        mono: Callable[[], int] = mono_ms,
+    ) -> None:
         self.cfg = cfg
         self.path = path
         self.session = secrets.token_hex(6)
+        # Wall clock (UTC ms) stamps data; the monotonic one (ms) times everything.
+        self._wall, self._mono = wall, mono
+        self.clock = ClockWatch()
         self.started = time.monotonic()
-        self.started_ms = now_ms()
+        self.started_ms = wall()
         buf = cfg.buffer
         self.outbox = Outbox(
             buf.path, cfg.gateway, self.session, buf.max_mb, buf.batch_records, buf.batch_bytes
@@ -87,8 +100,9 @@ class Gateway:
         self._delay_timer: asyncio.TimerHandle | None = None
         self._delay_due_ms: int | None = None
         self._build(cfg, profiles)
-        self.engine.restore(self.outbox.open_alarms())
+        self.engine.restore(self.outbox.open_alarms(), mono())
         self.outbox.health_source = self.health
+        self.watch_clock()
 
     # --- building -------------------------------------------------------------------------------
 
@@ -125,10 +139,11 @@ class Gateway:
             self.cfg.gateway,
             self.session,
             0,
-            now_ms(),
+            self._wall(),
             epoch=self.outbox.epoch,
             high_water=self.outbox.next_seq - 1,
             alarms=tuple(self.outbox.open_alarms()),
+            clock=self.clock.info(),
             software=software_version(),
             config_hash=self.cfg.hash(),
             devices=tuple(
@@ -149,7 +164,7 @@ class Gateway:
         return GatewayHealth(
             pid=os.getpid(),
             started_ms=self.started_ms,
-            heartbeat_ms=now_ms(),
+            heartbeat_ms=self._wall(),
             stopped_ms=None,
             uplink_connected=up.connected,
             uplink_since_ms=up.state_since_ms,
@@ -167,12 +182,46 @@ class Gateway:
                 )
                 for d in self.devices.values()
             ),
+            clock_plausible=self.clock.plausible,
+            clock_step_ms=self.clock.step_ms,
+            clock_step_at_ms=self.clock.step_at_ms or None,
+            clock_steps=self.clock.steps,
         )
+
+    def watch_clock(self) -> None:
+        """Look at the wall clock against the monotonic one; log and announce what changed.
+
+        A step or a change of plausibility is logged once, shown by `edge status`, and
+        announced in a new birth so the collector can judge the stamps of this session.
+        """
+        changes = self.clock.look(self._wall(), self._mono())
+        if not changes:
+            return
+        for change in changes:
+            if change is ClockChange.STEPPED:
+                log.warning(
+                    "wall clock stepped by %+.3f s (now %s): samples keep the clock's time;"
+                    " delays and timers run on the monotonic clock; announcing a new birth",
+                    self.clock.step_ms / 1000,
+                    _iso(self.clock.step_at_ms),
+                )
+                self.uplink.clock_stepped(self.clock.step_ms)
+            elif change is ClockChange.IMPLAUSIBLE:
+                log.warning(
+                    "wall clock implausible: it reads %s, before this software was built"
+                    " (no RTC, NTP not synced?); samples carry that time, alarms are raised",
+                    _iso(self._wall()),
+                )
+            else:
+                log.warning("wall clock plausible again: it reads %s", _iso(self._wall()))
+        self.outbox.health_changed()
+        self.uplink.publish_birth()
 
     # --- poll sink (hot path) -------------------------------------------------------------------
 
     def values(self, device: Device, values: dict[str, Value], ts_ms: int) -> None:
         """A device answered: evaluate rules, filter by exception, queue for the outbox."""
+        mono = self._mono()  # times delays and heartbeats; ts_ms (wall) stamps the data
         dev_id = device.id
         engine = self.engine
         filters = self._filters.get(dev_id)
@@ -185,8 +234,8 @@ class Gateway:
             if raw.__class__ is float and not math.isfinite(raw):
                 value, quality = None, Quality.BAD  # the wire carries no NaN
             elif engine.has_rules(dev_id, name):
-                events.extend(engine.evaluate(dev_id, name, value, ts_ms))
-            if filters is None or filters[name].admit(value, quality, ts_ms):
+                events.extend(engine.evaluate(dev_id, name, value, ts_ms, mono))
+            if filters is None or filters[name].admit(value, quality, mono):
                 out.append((dev_id, name, ts_ms, value, quality))
         self.outbox.add(out)
         self._has_data.set()
@@ -207,13 +256,15 @@ class Gateway:
         severity = Severity(self.cfg.health.comm_loss_severity)
         if state is Health.OFFLINE:
             self.outbox.add_device_events([DeviceEvent(device.id, False, ts_ms, reason)])
-            self._alarm_events(self.engine.comm_loss(device.id, True, ts_ms, severity))
+            self._alarm_events(
+                self.engine.comm_loss(device.id, True, ts_ms, self._mono(), severity)
+            )
             self.outbox.add(
                 (device.id, name, ts_ms, None, Quality.STALE) for name in device.point_names
             )
             self._has_data.set()
         elif state is Health.ONLINE:
-            events = self.engine.comm_loss(device.id, False, ts_ms, severity)
+            events = self.engine.comm_loss(device.id, False, ts_ms, self._mono(), severity)
             if events:  # it had been offline
                 self.outbox.add_device_events([DeviceEvent(device.id, True, ts_ms, reason)])
                 self._alarm_events(events)
@@ -231,7 +282,7 @@ class Gateway:
         if self._delay_timer is not None:
             self._delay_timer.cancel()
         self._delay_due_ms = due
-        wait_s = max(0, due - now_ms()) / 1000 + 0.001
+        wait_s = max(0, due - self._mono()) / 1000 + 0.001
         self._delay_timer = loop.call_later(wait_s, self._delays_due)
 
     def _delays_due(self) -> None:
@@ -239,7 +290,7 @@ class Gateway:
         self._tick()
 
     def _tick(self) -> None:
-        events = self.engine.tick(now_ms())
+        events = self.engine.tick(self._wall(), self._mono())
         if events:
             self._alarm_events(events)
         if self.engine.next_due_ms is not None:
@@ -281,7 +332,7 @@ class Gateway:
             self.cfg.gateway,
             self.session,
             0,
-            now_ms(),
+            self._wall(),
             command_id=cmd.command_id,
             ok=ok,
             result=dict(result or {}),
@@ -302,7 +353,7 @@ class Gateway:
     def acknowledge(self, alarm_id: str, who: str, note: str) -> str:
         """Acknowledge an alarm (collector or crew CLI); return its new state."""
         try:
-            event = self.engine.acknowledge(alarm_id, who, note, now_ms())
+            event = self.engine.acknowledge(alarm_id, who, note, self._wall())
         except UnknownAlarm:
             raise ValueError(f"no unacknowledged alarm {alarm_id!r} on this gateway") from None
         self._alarm_events([event])
@@ -382,6 +433,7 @@ class Gateway:
         while True:
             await asyncio.sleep(_HOUSEKEEPING_S)
             self.outbox.commit_acks()
+            self.watch_clock()
             self.outbox.save_health()  # the heartbeat, unless a flush wrote it already
             self._tick()  # stale timers; delays too, should a timer have been missed
             for alarm_id, who, note in self.outbox.take_ack_requests():
@@ -409,6 +461,9 @@ class Gateway:
             "buffer_bytes": self.outbox.used_bytes(),
             "evicted": self.outbox.evicted,
             "seq": self.outbox.next_seq - 1,
+            "clock_plausible": int(self.clock.plausible),
+            "clock_steps": self.clock.steps,
+            "clock_step_ms": self.clock.step_ms,
         }
         c.update(self.uplink.counters())
         for d in list(self.devices.values())[:200]:
@@ -449,6 +504,10 @@ class Gateway:
 def _log_crash(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("%s stopped: %r", task.get_name(), task.exception())
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
 
 
 def _str_arg(args: dict[str, Value | None], name: str) -> str:

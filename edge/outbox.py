@@ -93,10 +93,19 @@ CREATE TABLE IF NOT EXISTS daemon (
     heartbeat_ms INTEGER NOT NULL, stopped_ms INTEGER,  -- NULL while it runs
     uplink_connected INTEGER NOT NULL, uplink_since_ms INTEGER NOT NULL,
     uplink_error TEXT NOT NULL, uplink_error_ms INTEGER, last_puback_ms INTEGER);
+-- Columns added after the first release are also in DAEMON_COLUMNS (added to older buffers).
 CREATE TABLE IF NOT EXISTS health (
     device TEXT PRIMARY KEY, state TEXT NOT NULL, since_ms INTEGER NOT NULL,
     last_ok_ms INTEGER, last_error TEXT NOT NULL, last_error_ms INTEGER);
 """
+
+# Columns of `daemon` newer than the first schema: added to an older buffer when opened.
+DAEMON_COLUMNS = {
+    "clock_plausible": "INTEGER NOT NULL DEFAULT 1",
+    "clock_step_ms": "INTEGER NOT NULL DEFAULT 0",
+    "clock_step_at_ms": "INTEGER",
+    "clock_steps": "INTEGER NOT NULL DEFAULT 0",
+}
 
 Sample = tuple[str, str, int, Value, Quality]  # device, point, sample ms, value, quality
 
@@ -127,6 +136,10 @@ class GatewayHealth:
     uplink_error_ms: int | None
     last_puback_ms: int | None
     devices: tuple[DeviceHealth, ...]
+    clock_plausible: bool = True  # False: the wall clock reads before the software was built
+    clock_step_ms: int = 0  # the last wall-clock step seen by this process (signed)
+    clock_step_at_ms: int | None = None  # wall time just after it
+    clock_steps: int = 0  # steps seen by this process
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +206,7 @@ class Outbox:
         self.batch_bytes = batch_bytes
         self.db = connect(path)
         self.db.executescript(SCHEMA)
+        self._add_columns()
         self._sync_mode = ""
         self._sync("NORMAL")
         self.epoch = self._epoch()
@@ -222,6 +236,13 @@ class Outbox:
         self._health_devices: tuple[str, ...] = ()  # the devices of the last one
 
     # --- counters -------------------------------------------------------------------------
+
+    def _add_columns(self) -> None:
+        """Bring a buffer written by an older daemon up to this schema (new columns only)."""
+        have = {row[1] for row in self.db.execute("PRAGMA table_info(daemon)")}
+        for name, decl in DAEMON_COLUMNS.items():
+            if name not in have:
+                self.db.execute(f"ALTER TABLE daemon ADD COLUMN {name} {decl}")
 
     def _meta(self, key: str, default: int) -> int:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -626,8 +647,9 @@ class Outbox:
     def _put_health(self, h: GatewayHealth) -> None:
         self.db.execute(
             "INSERT OR REPLACE INTO daemon (id, pid, started_ms, heartbeat_ms, stopped_ms,"
-            " uplink_connected, uplink_since_ms, uplink_error, uplink_error_ms, last_puback_ms)"
-            " VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " uplink_connected, uplink_since_ms, uplink_error, uplink_error_ms, last_puback_ms,"
+            " clock_plausible, clock_step_ms, clock_step_at_ms, clock_steps)"
+            " VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 h.pid,
                 h.started_ms,
@@ -638,6 +660,10 @@ class Outbox:
                 h.uplink_error,
                 h.uplink_error_ms,
                 h.last_puback_ms,
+                int(h.clock_plausible),
+                h.clock_step_ms,
+                h.clock_step_at_ms,
+                h.clock_steps,
             ),
         )
         devices = tuple(d.device for d in h.devices)

@@ -21,6 +21,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge.clock import wall_ms
 from edge.config import MqttConfig
 from edge.outbox import LANE_ALARM, LANE_DATA, LANE_DEVICE, Outbox
 from wire import Birth, Command, CommandReply, Death, Kind, Status, WireError, decode, encode, topic
@@ -30,11 +31,6 @@ log = logging.getLogger("lifeline.edge.uplink")
 CommandHandler = Callable[[Command], Awaitable[CommandReply]]
 _CONNECT_TIMEOUT_S = 10.0
 _LANE_KIND = {LANE_ALARM: Kind.ALARM, LANE_DEVICE: Kind.DEVICE, LANE_DATA: Kind.DATA}
-
-
-def now_ms() -> int:
-    """UTC wall-clock milliseconds."""
-    return time.time_ns() // 1_000_000
 
 
 class Uplink:
@@ -78,7 +74,7 @@ class Uplink:
         self.connects = 0
         # For the health snapshot: connected or not since when, the last error, the last PUBACK.
         self._up = False  # as last reported: unlike `connected`, cleared only by _down
-        self.state_since_ms = now_ms()
+        self.state_since_ms = wall_ms()
         self.last_error = ""
         self.last_error_ms: int | None = None
         self.last_puback_ms: int | None = None
@@ -134,11 +130,20 @@ class Uplink:
         if self._client is not None and self.connected:
             self._client.publish(self._topics[Kind.BIRTH], encode(self._birth()), 1, retain=True)
 
+    def clock_stepped(self, step_ms: int) -> None:
+        """The wall clock jumped by `step_ms`: keep `live_since_ms` on the clock's new scale.
+
+        Without this, a step back would flag every live sample "historical" (sampled before
+        this connection) until the next reconnect.
+        """
+        if self.live_since_ms is not None:
+            self.live_since_ms += step_ms
+
     def publish_status(self, counters: dict[str, int | float]) -> None:
         """Publish a status message (QoS 0: the next one supersedes it)."""
         if self._client is not None and self.connected:
             msg = Status(
-                self.gateway, self.session, 0, now_ms(), counters=counters, epoch=self.outbox.epoch
+                self.gateway, self.session, 0, wall_ms(), counters=counters, epoch=self.outbox.epoch
             )
             self._client.publish(self._topics[Kind.STATUS], encode(msg), 0)
 
@@ -185,18 +190,18 @@ class Uplink:
         """Remember the latest error; a new kind of error is a change worth saving soon."""
         if message != self.last_error:
             self.outbox.health_changed()
-        self.last_error, self.last_error_ms = message, now_ms()
+        self.last_error, self.last_error_ms = message, wall_ms()
 
     def _down(self) -> None:
         """The connection is gone (lost or closed): down from now on, if it was up."""
         if self._up:
             self._up = False
-            self.state_since_ms = now_ms()
+            self.state_since_ms = wall_ms()
             self.outbox.health_changed()
 
     def _death(self, reason: str) -> bytes:
         death = Death(
-            self.gateway, self.session, 0, now_ms(), reason=reason, epoch=self.outbox.epoch
+            self.gateway, self.session, 0, wall_ms(), reason=reason, epoch=self.outbox.epoch
         )
         return encode(death)
 
@@ -260,7 +265,7 @@ class Uplink:
         if self._acked_seqs:
             self.outbox.acked(self._acked_seqs)
             self._acked_seqs = []
-            self.last_puback_ms = now_ms()
+            self.last_puback_ms = wall_ms()
         self._inflight.clear()
         self._inflight_seqs.clear()
         for waiter in self._control.values():
@@ -356,7 +361,7 @@ class Uplink:
             self._connected.set()
             return
         self.connects += 1
-        self.live_since_ms = now_ms()
+        self.live_since_ms = wall_ms()
         self._up = True
         self.state_since_ms = self.live_since_ms
         self.outbox.health_changed()
@@ -394,7 +399,7 @@ class Uplink:
             if not isinstance(decoded, Command):
                 raise WireError(f"expected a command, got a {decoded.kind} message")
         except WireError as exc:
-            self._reply(CommandReply(self.gateway, self.session, 0, now_ms(), error=str(exc)))
+            self._reply(CommandReply(self.gateway, self.session, 0, wall_ms(), error=str(exc)))
             return
         task = asyncio.get_running_loop().create_task(self._run_command(decoded))
         self._tasks.add(task)
@@ -409,7 +414,7 @@ class Uplink:
                 self.gateway,
                 self.session,
                 0,
-                now_ms(),
+                wall_ms(),
                 command_id=cmd.command_id,
                 error=f"{type(exc).__name__}: {exc}",
             )
@@ -425,7 +430,7 @@ class Uplink:
         if self._acked_seqs:  # one transaction for every PUBACK of this loop iteration
             self.outbox.acked(self._acked_seqs)
             self._acked_seqs = []
-            self.last_puback_ms = now_ms()
+            self.last_puback_ms = wall_ms()
         client = self._client
         if client is None or self.live_since_ms is None:
             return
