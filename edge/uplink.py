@@ -167,10 +167,24 @@ class Uplink:
             self._control[info.mid] = waiter
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(waiter, 2.0)
-            client.disconnect()
+            await self._disconnect(client)
         self._lost.set()
         self._teardown()
         self._down()
+
+    async def _disconnect(self, client: mqtt.Client) -> None:
+        """Send MQTT DISCONNECT and let paho close the socket after it (at most 2 s).
+
+        A socket closed without DISCONNECT makes the broker publish the last will, and the
+        retained death it keeps would say "connection lost" after a clean stop.
+        """
+        client.disconnect()
+        deadline = time.monotonic() + 2.0
+        # paho closes the socket itself once the DISCONNECT packet is written.
+        while client.socket() is not None and time.monotonic() < deadline:
+            if client.loop_write() != mqtt.MQTT_ERR_SUCCESS:
+                break
+            await asyncio.sleep(0.01)
 
     def counters(self) -> dict[str, int | float]:
         """Uplink figures for the status message."""

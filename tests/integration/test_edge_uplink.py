@@ -24,6 +24,7 @@ from wire import (
     Command,
     CommandReply,
     DataBatch,
+    Death,
     Kind,
     Message,
     Quality,
@@ -236,3 +237,42 @@ def test_reconnects_after_broker_restart(tmp_path: Path, topic_root: str) -> Non
             await task
 
         asyncio.run(main())
+
+
+def retained(url: str, topic_name: str) -> list[Message]:
+    """What the broker keeps retained on `topic_name`, read by a fresh subscriber."""
+    got: list[Message] = []
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    client.on_message = lambda c, u, m: got.append(decode(bytes(m.payload)))
+    parts = urlsplit(url)
+    client.connect(parts.hostname or "127.0.0.1", parts.port or 1883)
+    client.subscribe(topic_name, qos=1)
+    client.loop_start()
+    time.sleep(0.5)
+    client.loop_stop()
+    client.disconnect()
+    return got
+
+
+def test_clean_close_sends_disconnect_so_the_retained_death_says_shutdown(
+    tmp_path: Path, mqtt_url: str, topic_root: str
+) -> None:
+    """Issue 13 item 8: a clean stop published its death, then the broker published the will."""
+    box = Outbox(tmp_path / "b.sqlite", "gw", "s1")
+    death_topic = topic("site", "gw", Kind.DEATH, root=topic_root)
+
+    async def main() -> None:
+        uplink = make_uplink(mqtt_url, topic_root, box, no_commands)
+        task = asyncio.create_task(uplink.run())
+        await until(lambda: uplink.connected)
+        await uplink.close("shutdown")
+        await task
+
+    with listening(mqtt_url, topic_root) as sub:
+        asyncio.run(main())
+        time.sleep(0.5)  # a will would be published now, when the broker sees the socket close
+    deaths = [m for m in sub.messages if isinstance(m, Death)]
+    assert [d.reason for d in deaths] == ["shutdown"]
+    (kept,) = retained(mqtt_url, death_topic)
+    assert isinstance(kept, Death)
+    assert kept.reason == "shutdown"
