@@ -300,6 +300,12 @@ def _status(path: Path, device_ids: list[str]) -> dict[str, Any]:
     problems = [f"device {d['device']} is {d['state']}" for d in devices if d["state"] == "offline"]
     if health is None or not health.uplink_connected:
         problems.append("the uplink is down")
+    if health is not None and health.disk_full_since_ms is not None:
+        cap = (health.buffer_cap_bytes or 0) / 1e6
+        problems.append(
+            f"the disk under the buffer is full since {_iso(health.disk_full_since_ms)}: the buffer"
+            f" is bounded at {cap:.1f} MB, the oldest telemetry is evicted (alarms are kept)"
+        )
     if health is not None and not health.clock_plausible:
         problems.append(
             f"the wall clock is implausible (it read {_iso(health.heartbeat_ms)}): no RTC or NTP"
@@ -336,6 +342,9 @@ def _status(path: Path, device_ids: list[str]) -> dict[str, Any]:
             "batches_awaiting_puback": stats.frozen_batches,
             "evicted_readings": stats.evicted,
             "oldest_unsent": _iso(stats.oldest_unsent_ms),
+            "disk_full_since": _iso(health.disk_full_since_ms) if health is not None else None,
+            "bound_bytes": health.buffer_cap_bytes if health is not None else None,
+            "not_stored_readings": health.disk_dropped if health is not None else 0,
         },
         "last_error": (
             {"time": _iso(last[0]), "source": last[1], "message": last[2]} if last else None
@@ -404,12 +413,25 @@ def _print_status(st: dict[str, Any], now: int) -> None:
         ["clock", _clock_line(st["clock"], now)],
         ["buffer", f"{b['readings_waiting']} readings, {b['events_waiting']} events, "
          f"{b['batches_awaiting_puback']} batches awaiting PUBACK, "
-         f"{b['evicted_readings']} readings evicted"],
+         f"{b['evicted_readings']} readings evicted" + _disk_note(b, now)],
         ["oldest unsent", _age(b["oldest_unsent"], now)],
         ["last error", f"{_age(err['time'], now)} {err['source']}: {err['message']}"
          if err else "-"],
     ]  # fmt: skip
     print_table(["", ""], summary, header=False)
+
+
+def _disk_note(b: dict[str, Any], now: int) -> str:
+    """What a full disk does to the buffer, or nothing while it has room."""
+    note = ""
+    if b["disk_full_since"] is not None:
+        note = (
+            f"; DISK FULL since {_age(b['disk_full_since'], now)}:"
+            f" bounded at {(b['bound_bytes'] or 0) / 1e6:.1f} MB"
+        )
+    if b["not_stored_readings"]:
+        note += f"; {b['not_stored_readings']} readings could not be stored at all"
+    return note
 
 
 def _clock_line(clock: dict[str, Any], now: int) -> str:

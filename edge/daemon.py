@@ -8,11 +8,13 @@ import math
 import os
 import secrets
 import signal
+import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 from drivers.errors import DriverError
 from drivers.planner import Value
@@ -97,11 +99,15 @@ class Gateway:
         self._filters: dict[str, dict[str, ExceptionFilter]] = {}
         self._has_data = asyncio.Event()
         self._poller_tasks: list[asyncio.Task[None]] = []
+        self._tg: asyncio.TaskGroup | None = None
+        self._failure: GatewayFailed | None = None
+        self._failed = asyncio.Event()
         self._delay_timer: asyncio.TimerHandle | None = None
         self._delay_due_ms: int | None = None
         self._build(cfg, profiles)
         self.engine.restore(self.outbox.open_alarms(), mono())
         self.outbox.health_source = self.health
+        self.outbox.on_disk_full = self._disk_full_changed
         self.watch_clock()
 
     # --- building -------------------------------------------------------------------------------
@@ -186,6 +192,9 @@ class Gateway:
             clock_step_ms=self.clock.step_ms,
             clock_step_at_ms=self.clock.step_at_ms or None,
             clock_steps=self.clock.steps,
+            disk_full_since_ms=self.outbox.disk_full_since_ms,
+            disk_dropped=self.outbox.disk_dropped,
+            buffer_cap_bytes=self.outbox.cap_bytes,
         )
 
     def watch_clock(self) -> None:
@@ -287,7 +296,10 @@ class Gateway:
 
     def _delays_due(self) -> None:
         self._delay_timer = self._delay_due_ms = None
-        self._tick()
+        try:
+            self._tick()
+        except Exception as exc:  # a loop callback: it would die in silence otherwise
+            self.fail("alarm delay timer", exc)
 
     def _tick(self) -> None:
         events = self.engine.tick(self._wall(), self._mono())
@@ -398,11 +410,37 @@ class Gateway:
 
     # --- running --------------------------------------------------------------------------------
 
+    def fail(self, where: str, exc: BaseException) -> None:
+        """Something of the gateway died: log it once and stop the gateway (exit non-zero).
+
+        Every task and callback ends up here rather than dying alone: a gateway that polls
+        without an uplink, or keeps a socket without a flusher, is a zombie nobody notices.
+        """
+        if self._failure is not None:
+            return
+        log.error(
+            "%s failed: %s: %s; stopping the gateway (exit 1, for systemd to restart it)",
+            where,
+            type(exc).__name__,
+            exc,
+            exc_info=exc,
+        )
+        self._failure = GatewayFailed(f"{where} failed: {type(exc).__name__}: {exc}")
+        self._failed.set()
+
+    async def _guard(self, name: str, work: Coroutine[Any, Any, None]) -> None:
+        """Run one long-running task; its failure stops the whole gateway."""
+        try:
+            await work
+        except Exception as exc:  # any failure, not only the ones we thought of
+            self.fail(name, exc)
+
     def _start_pollers(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._poller_tasks = [loop.create_task(p.run(), name=f"bus {p.name}") for p in self.pollers]
-        for task in self._poller_tasks:
-            task.add_done_callback(_log_crash)
+        assert self._tg is not None, "pollers run inside Gateway.run"
+        self._poller_tasks = [
+            self._tg.create_task(self._guard(f"bus {p.name}", p.run()), name=f"bus {p.name}")
+            for p in self.pollers
+        ]
 
     async def _stop_pollers(self) -> None:
         tasks, self._poller_tasks = self._poller_tasks, []
@@ -433,6 +471,7 @@ class Gateway:
         while True:
             await asyncio.sleep(_HOUSEKEEPING_S)
             self.outbox.commit_acks()
+            self.outbox.check_disk()
             self.watch_clock()
             self.outbox.save_health()  # the heartbeat, unless a flush wrote it already
             self._tick()  # stale timers; delays too, should a timer have been missed
@@ -449,18 +488,26 @@ class Gateway:
                 next_prune = now + _PRUNE_EVERY_S
                 self.outbox.prune_alarm_log(self.cfg.buffer.alarm_retention_days)
 
+    def _disk_full_changed(self, full: bool) -> None:
+        """A full disk began or ended: the collector hears it now, not at the next status."""
+        self.uplink.publish_status(self.counters())
+
     def counters(self) -> dict[str, int | float]:
         """Figures for the periodic status message."""
+        box = self.outbox
         c: dict[str, int | float] = {
             "uptime_s": round(time.monotonic() - self.started, 1),
             "polls": sum(d.polls for d in self.devices.values()),
             "poll_errors": sum(d.errors for d in self.devices.values()),
             "devices_offline": sum(d.health.state is Health.OFFLINE for d in self.devices.values()),
-            "buffer_rows": self.outbox.backlog,
-            "buffer_batches": self.outbox.frozen_count(),
-            "buffer_bytes": self.outbox.used_bytes(),
-            "evicted": self.outbox.evicted,
-            "seq": self.outbox.next_seq - 1,
+            "buffer_rows": box.backlog,
+            "buffer_batches": box.frozen_count(),
+            "buffer_bytes": box.used_bytes(),
+            "buffer_cap_bytes": box.cap_bytes,
+            "evicted": box.evicted,
+            "disk_full": int(box.disk_full_since_ms is not None),
+            "disk_dropped": box.disk_dropped,
+            "seq": box.next_seq - 1,
             "clock_plausible": int(self.clock.plausible),
             "clock_steps": self.clock.steps,
             "clock_step_ms": self.clock.step_ms,
@@ -471,39 +518,66 @@ class Gateway:
         return c
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run until `stop` is set, then flush, drain briefly, publish death and close."""
-        loop = asyncio.get_running_loop()
-        tasks = [
-            loop.create_task(self.uplink.run(), name="uplink"),
-            loop.create_task(self._flusher(), name="flusher"),
-            loop.create_task(self._housekeeping(), name="housekeeping"),
-        ]
-        self._start_pollers()
-        log.info(
-            "gateway %s polling %d devices on %d buses (config %s)",
-            self.cfg.gateway,
-            len(self.devices),
-            len(self.pollers),
-            self.cfg.hash(),
-        )
+        """Run until `stop` is set, then flush, drain briefly, publish death and disconnect.
+
+        The long-running tasks (uplink, flusher, housekeeping, one poller per bus) run in one
+        TaskGroup: when any of them, or a callback, fails, the others are stopped and
+        GatewayFailed is raised (the caller exits non-zero). The outbox stays open: `close`.
+        """
         try:
-            await stop.wait()
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                services = [
+                    tg.create_task(self._guard(name, work), name=name)
+                    for name, work in (
+                        ("uplink", self.uplink.run()),
+                        ("flusher", self._flusher()),
+                        ("housekeeping", self._housekeeping()),
+                    )
+                ]
+                self._start_pollers()
+                log.info(
+                    "gateway %s polling %d devices on %d buses (config %s)",
+                    self.cfg.gateway,
+                    len(self.devices),
+                    len(self.pollers),
+                    self.cfg.hash(),
+                )
+                await _first(stop, self._failed)
+                if self._failure is not None:
+                    raise self._failure
+                await self._stop_pollers()
+                self._flush()
+                if self.uplink.connected:
+                    await self.uplink.drain(_DRAIN_ON_EXIT_S)
+                await self.uplink.close("shutdown")  # death, then DISCONNECT: the uplink ends
+                for task in services:
+                    task.cancel()  # the flusher and housekeeping wait idle; their work is done
+        except BaseExceptionGroup:
+            if self._failure is None:
+                raise
+            raise self._failure from None
         finally:
             await self._stop_pollers()
-            self._flush()
-            if self.uplink.connected:
-                await self.uplink.drain(_DRAIN_ON_EXIT_S)
-            await self.uplink.close("shutdown")
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            self.outbox.close()
-            log.info("gateway %s stopped cleanly", self.cfg.gateway)
+            self._tg = None
+
+    def close(self) -> None:
+        """Close the buffer (what is held in memory is committed if the disk lets it)."""
+        self.outbox.close()
 
 
-def _log_crash(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("%s stopped: %r", task.get_name(), task.exception())
+class GatewayFailed(Exception):
+    """A task or callback of the gateway died; the process exits non-zero."""
+
+
+async def _first(*events: asyncio.Event) -> None:
+    """Wait until any of `events` is set."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
 
 
 def _iso(ms: int) -> str:
@@ -518,7 +592,11 @@ def _str_arg(args: dict[str, Value | None], name: str) -> str:
 
 
 async def serve(path: Path) -> None:
-    """Load the config, run the gateway until SIGTERM/SIGINT, shut down cleanly."""
+    """Load the config, run the gateway until SIGTERM/SIGINT, shut down cleanly.
+
+    Raises ConfigError (bad config), BufferFull or sqlite3.Error (the buffer cannot be opened)
+    and GatewayFailed (a part of the running gateway died).
+    """
     cfg = load_config(path)
     profiles = resolve_profiles(cfg, path.parent, str(path))
     stop = asyncio.Event()
@@ -526,4 +604,11 @@ async def serve(path: Path) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     gateway = Gateway(cfg, profiles, path)
-    await gateway.run(stop)
+    try:
+        await gateway.run(stop)
+    finally:
+        try:
+            gateway.close()
+        except sqlite3.Error as exc:  # the failure that stopped us matters more
+            log.error("closing the buffer failed: %s", exc)
+    log.info("gateway %s stopped cleanly", cfg.gateway)

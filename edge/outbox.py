@@ -20,16 +20,19 @@ Durability per write (one WAL database; `synchronous` is switched per transactio
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import astuple, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgpack
 
+from edge.diskspace import Reserve
 from wire import (
     AlarmBatch,
     AlarmEvent,
@@ -44,6 +47,10 @@ from wire import (
     encode_data_packed,
 )
 from wire.messages import Value
+
+log = logging.getLogger("lifeline.edge.outbox")
+
+T = TypeVar("T")
 
 LANE_ALARM, LANE_DEVICE, LANE_DATA = 0, 1, 2
 LANE_NAMES = {LANE_ALARM: "alarm", LANE_DEVICE: "device", LANE_DATA: "data"}
@@ -63,6 +70,10 @@ _EVICT_FRACTION = 0.05  # of the backlog, per eviction round: a little at a time
 # change; readers call a daemon gone when its heartbeat is several periods old.
 HEALTH_EVERY_S = 5.0
 HEALTH_MIN_GAP_S = 1.0  # ... and no oftener than this, even when 50 devices answer at start
+# When the disk is found full, the buffer's bound drops below what it holds by this share: the
+# oldest telemetry is evicted, and later writes reuse its pages inside the file.
+FULL_HEADROOM = 0.1
+_WRITE_TRIES = 3  # a write that found the disk full: made room for and tried again this often
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -105,6 +116,9 @@ DAEMON_COLUMNS = {
     "clock_step_ms": "INTEGER NOT NULL DEFAULT 0",
     "clock_step_at_ms": "INTEGER",
     "clock_steps": "INTEGER NOT NULL DEFAULT 0",
+    "disk_full_since_ms": "INTEGER",
+    "disk_dropped": "INTEGER NOT NULL DEFAULT 0",
+    "buffer_cap_bytes": "INTEGER",
 }
 
 Sample = tuple[str, str, int, Value, Quality]  # device, point, sample ms, value, quality
@@ -140,6 +154,17 @@ class GatewayHealth:
     clock_step_ms: int = 0  # the last wall-clock step seen by this process (signed)
     clock_step_at_ms: int | None = None  # wall time just after it
     clock_steps: int = 0  # steps seen by this process
+    disk_full_since_ms: int | None = None  # the disk under the buffer is full since then
+    disk_dropped: int = 0  # readings this process could not store at all (disk full, no room)
+    buffer_cap_bytes: int | None = None  # the buffer's bound now (lower than max_mb: disk full)
+
+
+class BufferFull(RuntimeError):
+    """The buffer cannot write an alarm or device event even after evicting all telemetry.
+
+    Raised only for what must never be dropped: the gateway exits non-zero on it, so that its
+    supervisor (systemd) restarts it and the crew sees it, instead of running without alarms.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,13 +227,25 @@ class Outbox:
         self.gateway = gateway
         self.session = session
         self.max_bytes = int(max_mb * 1024 * 1024)
+        self.cap_bytes = self.max_bytes  # the bound in force: lower while the disk is full
         self.batch_records = batch_records
         self.batch_bytes = batch_bytes
+        self.path = Path(path)
         self.db = connect(path)
         self.db.executescript(SCHEMA)
         self._add_columns()
         self._sync_mode = ""
         self._sync("NORMAL")
+        page = self.db.execute("PRAGMA page_size").fetchone()[0]
+        self.reserve = Reserve.beside(self.path, page)
+        # The write-ahead log never outgrows the reserve, so the reserve is room enough to
+        # checkpoint it into the database on a full disk (edge/diskspace.py).
+        self.db.execute(f"PRAGMA wal_autocheckpoint={self.reserve.wal_pages(page)}")
+        self.disk_full_since_ms: int | None = None
+        self.disk_dropped = 0  # readings not stored at all for lack of room (this process)
+        self.on_disk_full: Callable[[bool], None] | None = None  # told when a full disk starts/ends
+        if self.reserve.tight():
+            self.reserve.keep()
         self.epoch = self._epoch()
         self.next_seq = self._meta("next_seq", 1)
         self.evicted = self._meta("evicted", 0)
@@ -257,10 +294,7 @@ class Outbox:
         number = self._meta("epoch", 0)
         if not number:
             number = secrets.randbits(40) | 1 << 40  # never 0, always 11 hex digits
-            self._sync("FULL")
-            with self.db:
-                self.db.execute("BEGIN IMMEDIATE")
-                self._set_meta("epoch", number)
+            self._write(lambda: self._set_meta("epoch", number), "FULL")
         return f"{number:x}"
 
     def _set_meta(self, key: str, value: int) -> None:
@@ -276,13 +310,110 @@ class Outbox:
             self._sync_mode = mode
 
     def next_alarm_number(self) -> int:
-        """Take the next alarm number from a persisted counter (ids `gateway:n` never repeat)."""
-        self._sync("FULL")
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
+        """Take the next alarm number from a persisted counter (ids never repeat in an epoch).
+
+        Raises BufferFull if even that cannot be written.
+        """
+
+        def take() -> int:
             n = self._meta("next_alarm", 1)
             self._set_meta("next_alarm", n + 1)
-        return n
+            return n
+
+        return self._write(take, "FULL")
+
+    # --- transactions and a full disk -----------------------------------------------------
+
+    def _attempt(self, body: Callable[[], T], sync: str) -> tuple[bool, T | None]:
+        """Run `body` in one write transaction; on a full disk make room and try again.
+
+        Returns (True, result), or (False, None) when the disk stayed full.
+        """
+        for _ in range(_WRITE_TRIES):
+            self._sync(sync)
+            try:
+                with self.db:
+                    self.db.execute("BEGIN IMMEDIATE")
+                    result = body()
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode != sqlite3.SQLITE_FULL:
+                    raise
+                if not self._make_room():
+                    break
+            else:
+                return True, result
+        return False, None
+
+    def _write(self, body: Callable[[], T], sync: str) -> T:
+        """A write that must not be dropped (alarms, device events, ids): BufferFull if it is."""
+        done, result = self._attempt(body, sync)
+        if not done:
+            raise BufferFull(
+                f"the disk under {self.path} is full and even after evicting all telemetry"
+                " it may, an alarm or device event cannot be written"
+            )
+        return result  # type: ignore[return-value]
+
+    def _try_write(self, body: Callable[[], object], sync: str) -> bool:
+        """A write that may be given up when the disk stays full (telemetry, deletes, health)."""
+        return self._attempt(body, sync)[0]
+
+    def _make_room(self) -> bool:
+        """The disk is full: free room for the next write; False if nothing more could be freed.
+
+        In order: the reserve file (room for the checkpoint), a TRUNCATE checkpoint (the write-
+        ahead log's blocks back to the filesystem once its pages are in the database), and a
+        lower bound for the buffer with the oldest telemetry evicted below it, so later writes
+        reuse pages inside the file instead of growing it.
+        """
+        if self.disk_full_since_ms is None:
+            self.disk_full_since_ms = _now_ms()
+            log.warning(
+                "disk full under the buffer %s: evicting the oldest telemetry to make room"
+                " (alarms are kept); the buffer is bounded by the disk until it has room again",
+                self.path,
+            )
+            self._disk_state_changed(True)
+        progress = self.reserve.release()
+        wal = Path(f"{self.path}-wal")
+        before = wal.stat().st_size if wal.exists() else 0
+        # It fails if the database cannot grow by the log's pages: then no room came this way.
+        with contextlib.suppress(sqlite3.OperationalError):
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        progress |= (wal.stat().st_size if wal.exists() else 0) < before
+        self.cap_bytes = min(self.cap_bytes, int(self.used_bytes() * (1 - FULL_HEADROOM)))
+        return self._evict_if_full() > 0 or progress
+
+    def check_disk(self) -> None:
+        """Called about once a second: keep the reserve while the disk is tight, and end a
+        full-disk episode once the filesystem has room again (the bound goes back to max_mb)."""
+        if self.disk_full_since_ms is None:
+            if self.reserve.tight():
+                self.reserve.keep()
+            return
+        if not self.reserve.roomy():
+            return
+        self.reserve.keep()
+        self.disk_full_since_ms = None
+        self.cap_bytes = self.max_bytes
+        log.warning(
+            "disk under the buffer %s has room again (%.1f MB free): the buffer is bounded by"
+            " max_mb again; %d readings evicted in all, %d could not be stored at all",
+            self.path,
+            self.reserve.free_bytes() / 1e6,
+            self.evicted,
+            self.disk_dropped,
+        )
+        self._disk_state_changed(False)
+
+    def _disk_state_changed(self, full: bool) -> None:
+        self.health_changed()
+        if self.on_disk_full is not None:
+            self.on_disk_full(full)
+
+    def _dropped(self, n: int) -> None:
+        """Readings that could not be stored at all: counted (in memory), never silent."""
+        self.disk_dropped += n
 
     # --- writes ---------------------------------------------------------------------------
 
@@ -296,11 +427,14 @@ class Outbox:
         return len(self._mem)
 
     def add_alarm_events(self, events: Sequence[AlarmEvent]) -> None:
-        """Commit alarm events to the outgoing lane and the local alarm log (FULL sync)."""
+        """Commit alarm events to the outgoing lane and the local alarm log (FULL sync).
+
+        On a full disk telemetry is evicted to make room; BufferFull if that is not enough.
+        """
         self._add_events(LANE_ALARM, events, self._log_alarms)
 
     def add_device_events(self, events: Sequence[DeviceEvent]) -> None:
-        """Commit device online/offline events to their lane (FULL sync)."""
+        """Commit device online/offline events to their lane (FULL sync); BufferFull as above."""
         self._add_events(LANE_DEVICE, events)
 
     def _add_events(
@@ -312,15 +446,16 @@ class Outbox:
         """Queue events on `lane`, plus `also(events)`, in one FULL-sync transaction."""
         if not events:
             return
-        self._sync("FULL")
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
+
+        def insert() -> None:
             self.db.executemany(
                 "INSERT INTO events (lane, body) VALUES (?, ?)",
                 [(lane, _pack_event(e)) for e in events],
             )
             if also is not None:
                 also(events)
+
+        self._write(insert, "FULL")
         self.pending_events += len(events)
 
     def _log_alarms(self, events: Sequence[AlarmEvent]) -> None:
@@ -363,12 +498,15 @@ class Outbox:
             size += len(row)
         if parts:
             chunks.append((len(parts), b"".join(parts)))
-        self._sync("NORMAL")
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
+
+        def insert() -> None:
             self.db.executemany("INSERT INTO chunks (n, body) VALUES (?, ?)", chunks)
             self._set_meta("committed", self.committed + len(mem))
             self._put_health_if_due()
+
+        if not self._try_write(insert, "NORMAL"):
+            self._dropped(len(mem))
+            return
         self.committed += len(mem)
         self.backlog += len(mem)
         self._evict_if_full()
@@ -380,23 +518,34 @@ class Outbox:
         free = self.db.execute("PRAGMA freelist_count").fetchone()[0]
         return int((count - free) * page)
 
-    def _evict_if_full(self) -> None:
-        while self.backlog and self.used_bytes() > self.max_bytes:
+    def _evict_if_full(self) -> int:
+        """Evict the oldest unfrozen telemetry while the buffer is over its bound; return how
+        many readings went (counted in `evicted`, persisted with the delete)."""
+        total = 0
+        while self.backlog and self.used_bytes() > self.cap_bytes:
             want = max(1, int(self.backlog * _EVICT_FRACTION))
-            with self.db:
-                self.db.execute("BEGIN IMMEDIATE")
-                ids, n = [], 0
-                for chunk_id, size in self.db.execute(
-                    "SELECT id, n FROM chunks WHERE id > ? ORDER BY id", (self._frozen_hi,)
-                ):
-                    ids.append((chunk_id,))
-                    n += size
-                    if n >= want:
-                        break
-                self.db.executemany("DELETE FROM chunks WHERE id = ?", ids)
-                self.evicted += n
-                self._set_meta("evicted", self.evicted)
+            ids, n = [], 0
+            for chunk_id, size in self.db.execute(
+                "SELECT id, n FROM chunks WHERE id > ? ORDER BY id", (self._frozen_hi,)
+            ):
+                ids.append((chunk_id,))
+                n += size
+                if n >= want:
+                    break
+            self._sync("NORMAL")
+            try:  # not through _attempt: making room must not recurse into making room
+                with self.db:
+                    self.db.execute("BEGIN IMMEDIATE")
+                    self.db.executemany("DELETE FROM chunks WHERE id = ?", ids)
+                    self._set_meta("evicted", self.evicted + n)
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode != sqlite3.SQLITE_FULL:
+                    raise
+                break
+            self.evicted += n
             self.backlog -= n
+            total += n
+        return total
 
     # --- freezing and acknowledging ---------------------------------------------------------
 
@@ -413,32 +562,38 @@ class Outbox:
             self._set_meta("committed", self.committed + len(rows))
             self._put_health_if_due()
 
-        self._commit_frozen(frozen, held=True, also=count)
+        if not self._commit_frozen(frozen, held=True, also=count):
+            self._dropped(len(rows))
+            return 0
         self.committed += len(rows)
         return len(frozen)
 
     def _commit_frozen(
         self, frozen: list[tuple[Any, ...]], held: bool, also: Callable[[], None] | None = None
-    ) -> None:
+    ) -> bool:
         """Insert frozen batches (with payload, or chunk range lo..hi) and advance `next_seq`.
 
         One FULL-synced transaction with whatever `also` writes; then the in-memory index.
+        False if the disk stayed full (nothing was written; try again later).
         """
         columns_values = (
             "payload) VALUES (?, ?, ?, ?, ?, ?)" if held else "lo, hi) VALUES (?, ?, ?, ?, ?, ?, ?)"
         )
         next_seq = frozen[-1][0] + 1
-        self._sync("FULL")
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
+
+        def insert() -> None:
             self.db.executemany(
                 f"INSERT INTO batches (seq, lane, n, created_ms, session, {columns_values}", frozen
             )
             if also is not None:
                 also()
             self._set_meta("next_seq", next_seq)
+
+        if not self._try_write(insert, "FULL"):
+            return False
         self.next_seq = next_seq
         self._index(frozen, held=held)
+        return True
 
     def _chunks(
         self, rows: list[list[Any]], seq: int, now: int
@@ -542,8 +697,8 @@ class Outbox:
         def clear_events() -> None:
             self.db.execute("DELETE FROM events WHERE id <= ?", (rows[-1][0],))
 
-        self._commit_frozen(frozen, held=True, also=clear_events)
-        self.pending_events = 0
+        if self._commit_frozen(frozen, held=True, also=clear_events):
+            self.pending_events = 0
 
     def _freeze_backlog(self, need: int) -> int:
         """Give the oldest chunks seqs, in batches of whole chunks, all in one commit.
@@ -584,7 +739,8 @@ class Outbox:
         if not frozen:
             self.backlog = 0
             return 0
-        self._commit_frozen(frozen, held=False)
+        if not self._commit_frozen(frozen, held=False):
+            return 0
         self._frozen_hi = frozen[-1][-1]
         self.backlog = max(0, self.backlog - taken)
         return len(frozen)
@@ -608,16 +764,17 @@ class Outbox:
         if not self._acks:
             return
         keys = [(s,) for s in self._acks]
-        self._sync("NORMAL")
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
+
+        def delete() -> None:
             self.db.executemany(
                 "DELETE FROM chunks WHERE id BETWEEN (SELECT lo FROM batches WHERE seq = ?1)"
                 " AND (SELECT hi FROM batches WHERE seq = ?1)",
                 keys,
             )
             self.db.executemany("DELETE FROM batches WHERE seq = ?", keys)
-        self._acks = []
+
+        if self._try_write(delete, "NORMAL"):  # else kept for the next try: a delete frees room
+            self._acks = []
 
     # --- health snapshot ----------------------------------------------------------------------
 
@@ -633,11 +790,8 @@ class Outbox:
         """
         if self.health_source is None or self.clock() < self._health_due:
             return False
-        self._sync("NORMAL")
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
-            self._put_health(self.health_source())
-        return True
+        source = self.health_source
+        return self._try_write(lambda: self._put_health(source()), "NORMAL")
 
     def _put_health_if_due(self) -> None:
         """Inside an open transaction: add the health snapshot if it is due."""
@@ -648,8 +802,9 @@ class Outbox:
         self.db.execute(
             "INSERT OR REPLACE INTO daemon (id, pid, started_ms, heartbeat_ms, stopped_ms,"
             " uplink_connected, uplink_since_ms, uplink_error, uplink_error_ms, last_puback_ms,"
-            " clock_plausible, clock_step_ms, clock_step_at_ms, clock_steps)"
-            " VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " clock_plausible, clock_step_ms, clock_step_at_ms, clock_steps,"
+            " disk_full_since_ms, disk_dropped, buffer_cap_bytes)"
+            " VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 h.pid,
                 h.started_ms,
@@ -664,6 +819,9 @@ class Outbox:
                 h.clock_step_ms,
                 h.clock_step_at_ms,
                 h.clock_steps,
+                h.disk_full_since_ms,
+                h.disk_dropped,
+                h.buffer_cap_bytes,
             ),
         )
         devices = tuple(d.device for d in h.devices)
@@ -693,27 +851,32 @@ class Outbox:
 
     def take_ack_requests(self) -> list[tuple[str, str, str]]:
         """Acknowledgements queued by the crew CLI: (alarm id, who, note), removed once read."""
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
+
+        def take() -> list[tuple[str, str, str]]:
             rows = self.db.execute(
                 "SELECT id, alarm_id, who, note FROM ack_requests ORDER BY id"
             ).fetchall()
             if rows:
                 self.db.execute("DELETE FROM ack_requests WHERE id <= ?", (rows[-1][0],))
-        return [(a, w, n) for _, a, w, n in rows]
+            return [(a, w, n) for _, a, w, n in rows]
+
+        done, taken = self._attempt(take, "NORMAL")
+        return taken if done and taken is not None else []
 
     def prune_alarm_log(self, retention_days: float) -> int:
         """Delete alarm log rows older than the retention, except alarms still open."""
         cutoff = _now_ms() - int(retention_days * 86_400_000)
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
-            cur = self.db.execute(
+
+        def delete() -> int:
+            return self.db.execute(
                 "DELETE FROM alarm_log WHERE ts_ms < ? AND alarm_id NOT IN"
                 " (SELECT alarm_id FROM alarm_log WHERE id IN"
                 " (SELECT max(id) FROM alarm_log GROUP BY alarm_id) AND state != 'normal')",
                 (cutoff,),
-            )
-        return cur.rowcount
+            ).rowcount
+
+        done, deleted = self._attempt(delete, "NORMAL")
+        return deleted if done and deleted is not None else 0
 
     def close(self) -> None:
         """Commit what is in memory, pending deletes and a last health snapshot; close."""
@@ -724,9 +887,7 @@ class Outbox:
         if self.health_source is not None:
             h = self.health_source()
             stopped = replace(h, stopped_ms=h.heartbeat_ms)
-            with self.db:
-                self.db.execute("BEGIN IMMEDIATE")
-                self._put_health(stopped)
+            self._try_write(lambda: self._put_health(stopped), "NORMAL")
         self.db.close()
 
 

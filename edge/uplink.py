@@ -23,7 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.clock import wall_ms
 from edge.config import MqttConfig
-from edge.outbox import LANE_ALARM, LANE_DATA, LANE_DEVICE, Outbox
+from edge.outbox import LANE_ALARM, LANE_DATA, LANE_DEVICE, BufferFull, Outbox
 from wire import Birth, Command, CommandReply, Death, Kind, Status, WireError, decode, encode, topic
 
 log = logging.getLogger("lifeline.edge.uplink")
@@ -79,6 +79,9 @@ class Uplink:
         self.last_error_ms: int | None = None
         self.last_puback_ms: int | None = None
         self._refusal = ""
+        # A callback that failed: loop callbacks die in silence, so run() raises it instead.
+        self.failure: BaseException | None = None
+        self._pump_soon = self._guarded(self._pump)
 
     # --- public -------------------------------------------------------------------------------
 
@@ -101,6 +104,7 @@ class Uplink:
             try:
                 await self._connect()
             except (OSError, TimeoutError, ConnectionError, ValueError) as exc:
+                self._raise_failure()
                 self._error(f"broker {self.cfg.url} unreachable: {str(exc) or type(exc).__name__}")
                 attempt += 1
                 delay = min(self.cfg.reconnect_max_s, self.cfg.reconnect_min_s * 2 ** (attempt - 1))
@@ -112,6 +116,7 @@ class Uplink:
                 continue
             attempt = 0
             await self._lost.wait()
+            self._raise_failure()
             self._teardown()
             self._down()
             if not self._stopping:
@@ -123,7 +128,7 @@ class Uplink:
         """Something new was frozen, queued or acknowledged: fill the window soon (coalesced)."""
         if not self._pump_scheduled and self._loop is not None:
             self._pump_scheduled = True
-            self._loop.call_soon(self._pump)
+            self._loop.call_soon(self._pump_soon)
 
     def publish_birth(self) -> None:
         """Publish the retained birth for this session (on connect and on `rebirth`)."""
@@ -197,6 +202,28 @@ class Uplink:
             "publish_latency_p50_ms": lat[len(lat) // 2] if lat else 0.0,
             "publish_latency_max_ms": lat[-1] if lat else 0.0,
         }
+
+    # --- failures -----------------------------------------------------------------------------
+
+    def _guarded(self, fn: Callable[..., object]) -> Callable[..., None]:
+        """`fn` for the event loop to call: a failure stops the uplink (run() raises it)."""
+
+        def call(*args: Any) -> None:
+            try:
+                fn(*args)
+            except Exception as exc:  # any failure: a loop callback would die in silence
+                self._crash(exc)
+
+        return call
+
+    def _crash(self, exc: BaseException) -> None:
+        if self.failure is None:
+            self.failure = exc
+        self._lost.set()
+
+    def _raise_failure(self) -> None:
+        if self.failure is not None:
+            raise self.failure
 
     # --- connection ---------------------------------------------------------------------------
 
@@ -315,7 +342,7 @@ class Uplink:
         if threading.get_ident() == self._loop_thread:
             fn(*args)  # no wake-up through the loop's self-pipe per publish
         else:
-            loop.call_soon_threadsafe(fn, *args)
+            loop.call_soon_threadsafe(self._guarded(fn), *args)
 
     def _on_socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
         self._hop(self._register_reader, client, sock)
@@ -325,7 +352,7 @@ class Uplink:
             return
         assert self._loop is not None
         # Read every waiting packet per wake-up (paho's default is one): PUBACKs come in bursts.
-        self._loop.add_reader(sock, client.loop_read, self.cfg.inflight + 32)
+        self._loop.add_reader(sock, self._guarded(client.loop_read), self.cfg.inflight + 32)
         if self._misc is None:
             self._misc = self._loop.create_task(self._misc_loop(client), name="mqtt-misc")
 
@@ -347,7 +374,7 @@ class Uplink:
     def _add_writer(self, client: mqtt.Client, sock: Any) -> None:
         if client is self._client and sock.fileno() >= 0:
             assert self._loop is not None
-            self._loop.add_writer(sock, client.loop_write)
+            self._loop.add_writer(sock, self._guarded(client.loop_write))
 
     def _on_unregister_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
         self._hop(self._remove_writer, sock)
@@ -359,8 +386,11 @@ class Uplink:
 
     async def _misc_loop(self, client: mqtt.Client) -> None:
         # paho wants loop_misc about once a second for keepalive pings and timeouts.
-        while client.loop_misc() == mqtt.MQTT_ERR_SUCCESS:  # noqa: ASYNC110
-            await asyncio.sleep(1.0)
+        try:
+            while client.loop_misc() == mqtt.MQTT_ERR_SUCCESS:  # noqa: ASYNC110
+                await asyncio.sleep(1.0)
+        except Exception as exc:  # a task nobody awaits: it would die in silence
+            self._crash(exc)
         self._lost.set()
 
     # --- paho protocol callbacks (loop thread) ------------------------------------------------
@@ -422,6 +452,9 @@ class Uplink:
     async def _run_command(self, cmd: Command) -> None:
         try:
             reply = await self._on_command(cmd)
+        except BufferFull as exc:  # ... unless it cannot store the alarm event it made
+            self._crash(exc)
+            return
         except Exception as exc:  # a command must never take the daemon down
             log.exception("command %s failed", cmd.name)
             reply = CommandReply(
