@@ -24,7 +24,7 @@ from edge.config import ConfigError, GatewayConfig, load_config, resolve_profile
 from edge.outbox import DeviceHealth, GatewayHealth, Outbox, Sample
 from edge.rules import AlarmEngine, ExceptionFilter, Rule, UnknownAlarm
 from edge.scheduler import BusPoller, Device, Health, make_device
-from edge.uplink import Uplink
+from edge.uplink import Uplink, first_set
 from wire import (
     AlarmEvent,
     Birth,
@@ -543,7 +543,7 @@ class Gateway:
                     len(self.pollers),
                     self.cfg.hash(),
                 )
-                await _first(stop, self._failed)
+                await first_set(stop, self._failed)
                 if self._failure is not None:
                     raise self._failure
                 await self._stop_pollers()
@@ -568,16 +568,6 @@ class Gateway:
 
 class GatewayFailed(Exception):
     """A task or callback of the gateway died; the process exits non-zero."""
-
-
-async def _first(*events: asyncio.Event) -> None:
-    """Wait until any of `events` is set."""
-    waiters = [asyncio.ensure_future(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waiters:
-            w.cancel()
 
 
 def _iso(ms: int) -> str:

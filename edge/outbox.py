@@ -37,11 +37,13 @@ from wire import (
     AlarmBatch,
     AlarmEvent,
     AlarmState,
+    DataBatch,
     DeviceEvent,
     DeviceEventBatch,
     Quality,
     Severity,
     alarm_fields,
+    decode,
     encode,
     encode_data,
     encode_data_packed,
@@ -65,6 +67,7 @@ ACK_BATCH = 16
 ACK_DELAY_S = 0.25  # ... or after this long: a delete lost in a crash only means a resend
 MMAP_BYTES = 64 * 1024 * 1024  # of the buffer file read through a memory map
 _ENVELOPE_SLACK = 512  # bytes of a batch that are not records (header, ids, array size)
+_EVENTS_PER_BATCH = 1000  # alarm or device events in one batch, at most
 _EVICT_FRACTION = 0.05  # of the backlog, per eviction round: a little at a time, counted
 # The health snapshot is rewritten this often (a heartbeat), or at the next write after a state
 # change; readers call a daemon gone when its heartbeat is several periods old.
@@ -88,6 +91,7 @@ CREATE TABLE IF NOT EXISTS batches (
     created_ms INTEGER NOT NULL, session TEXT NOT NULL,
     payload BLOB,  -- NULL: the records are chunks lo..hi, wrapped at publish time
     lo INTEGER, hi INTEGER);
+-- (batches.place, added to older buffers by _add_columns: see BATCH_COLUMNS)
 CREATE TABLE IF NOT EXISTS alarm_log (
     id INTEGER PRIMARY KEY, alarm_id TEXT NOT NULL, device TEXT NOT NULL, point TEXT NOT NULL,
     alarm_type TEXT NOT NULL, severity INTEGER NOT NULL, state TEXT NOT NULL,
@@ -95,6 +99,11 @@ CREATE TABLE IF NOT EXISTS alarm_log (
     ack_by TEXT, ack_note TEXT);
 CREATE INDEX IF NOT EXISTS alarm_log_alarm ON alarm_log (alarm_id, id);
 CREATE INDEX IF NOT EXISTS alarm_log_ts ON alarm_log (ts_ms);
+-- Frozen batches the broker refused as too large, split into batches first_seq..last_seq: their
+-- own seqs are never delivered (the books count them here, beside the batches still waiting).
+CREATE TABLE IF NOT EXISTS retired (
+    seq INTEGER PRIMARY KEY, lane INTEGER NOT NULL, n INTEGER NOT NULL,
+    first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL, retired_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS ack_requests (
     id INTEGER PRIMARY KEY, alarm_id TEXT NOT NULL, who TEXT NOT NULL, note TEXT NOT NULL,
     requested_ms INTEGER NOT NULL);
@@ -120,6 +129,10 @@ DAEMON_COLUMNS = {
     "disk_dropped": "INTEGER NOT NULL DEFAULT 0",
     "buffer_cap_bytes": "INTEGER",
 }
+
+# Columns of `batches` newer than the first schema. `place` orders a lane where it is not the
+# seq: the batches a split made take the split batch's place (NULL: the seq is the place).
+BATCH_COLUMNS = {"place": "REAL"}
 
 Sample = tuple[str, str, int, Value, Quality]  # device, point, sample ms, value, quality
 
@@ -189,6 +202,7 @@ class _Batch:
     lo: int | None  # backlog batch: its records are chunks lo..hi
     hi: int | None
     payload: bytes | None  # held for live batches; None: read from disk when published
+    size: int  # payload bytes (for a backlog batch: its chunks plus the envelope, at most)
 
 
 def connect(path: str | Path, readonly: bool = False) -> sqlite3.Connection:
@@ -258,10 +272,15 @@ class Outbox:
         self.pending_events = self.db.execute("SELECT count(*) FROM events").fetchone()[0]
         # Frozen, unacknowledged batches per lane in seq order (alarm, device, data).
         self._lanes: tuple[dict[int, _Batch], ...] = ({}, {}, {})
-        for seq, lane, n, created, session, lo, hi in self.db.execute(
-            "SELECT seq, lane, n, created_ms, session, lo, hi FROM batches ORDER BY seq"
+        for seq, lane, n, created, session, lo, hi, size in self.db.execute(
+            "SELECT seq, lane, n, created_ms, session, lo, hi, coalesce(length(payload),"
+            " (SELECT sum(length(body)) FROM chunks WHERE id BETWEEN lo AND hi) + ?)"
+            " FROM batches ORDER BY coalesce(place, seq)",
+            (_ENVELOPE_SLACK,),
         ):
-            self._lanes[lane][seq] = _Batch(seq, lane, n, created, session, lo, hi, None)
+            self._lanes[lane][seq] = _Batch(seq, lane, n, created, session, lo, hi, None, size)
+        self.retired = self._meta("retired", 0)  # frozen batches split for the broker
+        self._oversize = True  # frozen batches may be over batch_bytes: check before publishing
         self._mem: list[Sample] = []
         self._acks: list[int] = []  # PUBACKed, delete pending
         self._acks_since = 0.0
@@ -276,10 +295,11 @@ class Outbox:
 
     def _add_columns(self) -> None:
         """Bring a buffer written by an older daemon up to this schema (new columns only)."""
-        have = {row[1] for row in self.db.execute("PRAGMA table_info(daemon)")}
-        for name, decl in DAEMON_COLUMNS.items():
-            if name not in have:
-                self.db.execute(f"ALTER TABLE daemon ADD COLUMN {name} {decl}")
+        for table, columns in (("daemon", DAEMON_COLUMNS), ("batches", BATCH_COLUMNS)):
+            have = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            for name, decl in columns.items():
+                if name not in have:
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
 
     def _meta(self, key: str, default: int) -> int:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -569,12 +589,17 @@ class Outbox:
         return len(frozen)
 
     def _commit_frozen(
-        self, frozen: list[tuple[Any, ...]], held: bool, also: Callable[[], None] | None = None
+        self,
+        frozen: list[tuple[Any, ...]],
+        held: bool,
+        also: Callable[[], None] | None = None,
+        sizes: Sequence[int] = (),
     ) -> bool:
         """Insert frozen batches (with payload, or chunk range lo..hi) and advance `next_seq`.
 
-        One FULL-synced transaction with whatever `also` writes; then the in-memory index.
-        False if the disk stayed full (nothing was written; try again later).
+        One FULL-synced transaction with whatever `also` writes; then the in-memory index
+        (`sizes`: the payload bytes of chunk-range batches). False if the disk stayed full
+        (nothing was written; try again later).
         """
         columns_values = (
             "payload) VALUES (?, ?, ?, ?, ?, ?)" if held else "lo, hi) VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -592,25 +617,135 @@ class Outbox:
         if not self._try_write(insert, "FULL"):
             return False
         self.next_seq = next_seq
-        self._index(frozen, held=held)
+        self._index(frozen, held=held, sizes=sizes)
         return True
 
     def _chunks(
         self, rows: list[list[Any]], seq: int, now: int
     ) -> Iterable[tuple[list[list[Any]], bytes]]:
         """Cut rows into payloads under the record and byte limits."""
+
+        def encode(chunk: list[list[Any]], at: int) -> bytes:
+            return encode_data(self.gateway, self.session, self.epoch, at, now, chunk)
+
+        return self._cut(rows, self.batch_records, encode, seq)
+
+    def _event_chunks(
+        self, lane: int, events: list[Any], seq: int, now: int
+    ) -> Iterable[tuple[list[Any], bytes]]:
+        """Cut alarm or device events into payloads under the record and byte limits."""
+
+        def encode(chunk: list[Any], at: int) -> bytes:
+            return _encode_events(lane, self.gateway, self.session, self.epoch, at, now, chunk)
+
+        return self._cut(events, _EVENTS_PER_BATCH, encode, seq)
+
+    def _cut(
+        self, items: list[T], most: int, encode: Callable[[list[T], int], bytes], seq: int
+    ) -> Iterator[tuple[list[T], bytes]]:
+        """Encode `items` as consecutive batches from `seq` on, each of at most `most` items
+        and `batch_bytes` bytes (a single item may be larger: it cannot be cut)."""
         i = 0
-        while i < len(rows):
-            n = min(self.batch_records, len(rows) - i)
+        while i < len(items):
+            n = min(most, len(items) - i)
             while True:
-                chunk = rows[i : i + n]
-                payload = encode_data(self.gateway, self.session, self.epoch, seq, now, chunk)
+                chunk = items[i : i + n]
+                payload = encode(chunk, seq)
                 if len(payload) <= self.batch_bytes or n == 1:
                     break
                 n = max(1, n * self.batch_bytes // len(payload) * 9 // 10)
             yield chunk, payload
             seq += 1
             i += n
+
+    # --- fitting frozen batches to the broker ------------------------------------------------
+
+    def set_batch_bytes(self, limit: int) -> None:
+        """Cut batches to at most `limit` payload bytes from now on (what the broker takes).
+
+        Batches frozen larger are split before they are published again (`ready`).
+        """
+        if limit < self.batch_bytes:
+            self._oversize = True
+        self.batch_bytes = limit
+
+    def _fit(self, exclude: set[int]) -> None:
+        """Split every frozen batch over `batch_bytes` (new seqs; the old ones retired).
+
+        Not those in `exclude` (in flight: the broker may still take them, and their records
+        would then arrive twice); they are looked at again next time.
+        """
+        self._oversize = False
+        for lane in self._lanes:
+            for b in [b for b in lane.values() if b.size > self.batch_bytes]:
+                if b.seq in exclude or (not self._split(b) and b.n > 1):
+                    self._oversize = True  # in flight, or the disk did not let us
+
+    def _split(self, b: _Batch) -> bool:
+        """Replace frozen batch `b` by batches within `batch_bytes` under new seqs, in its place
+        in the lane; `b.seq` is retired (table `retired`). One FULL commit. False if it cannot
+        be cut smaller (one record) or the disk does not let us.
+        """
+        now = _now_ms()
+        seq = self.next_seq
+        msg = decode(self._payload(b))
+        if isinstance(msg, DataBatch):
+            rows = [[r.device, r.point, r.ts_ms, r.value, r.quality.value, r.historical]
+                    for r in msg.records]  # fmt: skip
+            pieces = [(len(c), p) for c, p in self._chunks(rows, seq, now)]
+        elif isinstance(msg, AlarmBatch | DeviceEventBatch):
+            events = list(msg.events)
+            pieces = [(len(c), p) for c, p in self._event_chunks(b.lane, events, seq, now)]
+        else:
+            raise TypeError(f"batch {b.seq} holds a {msg.kind} message")
+        if len(pieces) < 2:
+            return False
+        frozen = [(seq + i, b.lane, n, now, self.session, p) for i, (n, p) in enumerate(pieces)]
+        last = seq + len(pieces) - 1
+        # The new batches go where the old one was in its lane, after a restart too.
+        start, end = self.db.execute(
+            "SELECT coalesce(place, seq), (SELECT min(coalesce(place, seq)) FROM batches"
+            " WHERE lane = ?1 AND coalesce(place, seq) > coalesce(b.place, b.seq))"
+            " FROM batches AS b WHERE seq = ?2",
+            (b.lane, b.seq),
+        ).fetchone()
+        end = start + 1 if end is None else end
+        step = (end - start) / (len(pieces) + 1)
+        placed = [(*f, start + step * (i + 1)) for i, f in enumerate(frozen)]
+
+        def write() -> None:
+            self.db.executemany(
+                "INSERT INTO batches (seq, lane, n, created_ms, session, payload, place)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                placed,
+            )
+            if b.lo is not None:
+                self.db.execute("DELETE FROM chunks WHERE id BETWEEN ? AND ?", (b.lo, b.hi))
+            self.db.execute("DELETE FROM batches WHERE seq = ?", (b.seq,))
+            self.db.execute(
+                "INSERT INTO retired (seq, lane, n, first_seq, last_seq, retired_ms)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (b.seq, b.lane, b.n, seq, last, now),
+            )
+            self._set_meta("retired", self.retired + 1)
+            self._set_meta("next_seq", last + 1)
+
+        if not self._try_write(write, "FULL"):
+            return False
+        self.next_seq = last + 1
+        self.retired += 1
+        lane = self._lanes[b.lane]
+        replacement = [_Batch(f[0], b.lane, f[2], now, self.session, None, None, f[5], len(f[5]))
+                       for f in frozen]  # fmt: skip
+        order = list(lane.values())
+        at = order.index(b)
+        lane.clear()
+        lane.update((x.seq, x) for x in (*order[:at], *replacement, *order[at + 1 :]))
+        log.info(
+            "batch %d (%d bytes, %d records) split into %d..%d for the broker",
+            b.seq, b.size, b.n, seq, last,
+        )  # fmt: skip
+        return True
 
     def ready(self, exclude: set[int], limit: int, live_since_ms: int) -> Iterator[Frozen]:
         """Up to `limit` frozen batches not in `exclude`: alarms first, then device, then data.
@@ -622,10 +757,15 @@ class Outbox:
         """
         if self.pending_events:  # always: an alarm overtakes a data window frozen earlier
             self._freeze_events(live_since_ms)
+        if self._oversize:
+            self._fit(exclude)
         picked: list[_Batch] = []
         for lane in self._lanes:
             self._pick(lane, exclude, limit, picked)
         if len(picked) < limit and self.backlog and self._freeze_backlog(limit - len(picked)):
+            if self._oversize:  # a chunk stored before batch_bytes was lowered
+                self._fit(exclude)
+                picked = [b for b in picked if b.seq in self._lanes[b.lane]]
             # The data lane again, for the batches just frozen (not those already picked).
             self._pick(self._lanes[LANE_DATA], exclude | {b.seq for b in picked}, limit, picked)
         return (Frozen(b.seq, b.lane, b.n, self._payload(b)) for b in picked)
@@ -659,14 +799,16 @@ class Outbox:
             self.gateway, b.session, self.epoch, b.seq, b.created_ms, b.n, body
         )
 
-    def _index(self, rows: Sequence[tuple[Any, ...]], held: bool) -> None:
+    def _index(self, rows: Sequence[tuple[Any, ...]], held: bool, sizes: Sequence[int]) -> None:
         """Add freshly committed `batches` rows to the in-memory lanes."""
-        for seq, lane, n, created, session, *rest in rows:
+        for i, (seq, lane, n, created, session, *rest) in enumerate(rows):
             if held:
-                self._lanes[lane][seq] = _Batch(seq, lane, n, created, session, None, None, rest[0])
+                self._lanes[lane][seq] = _Batch(
+                    seq, lane, n, created, session, None, None, rest[0], len(rest[0])
+                )
             else:
                 self._lanes[lane][seq] = _Batch(
-                    seq, lane, n, created, session, rest[0], rest[1], None
+                    seq, lane, n, created, session, rest[0], rest[1], None, sizes[i]
                 )
 
     def frozen_count(self) -> int:
@@ -682,15 +824,11 @@ class Outbox:
         seq = self.next_seq
         frozen = []
         for lane in (LANE_ALARM, LANE_DEVICE):
-            events = [_unpack_event(lane, body) for _, ln, body in rows if ln == lane]
-            for i in range(0, len(events), 1000):
-                chunk = [
-                    replace(e, historical=True) if e.ts_ms < live_since_ms else e
-                    for e in events[i : i + 1000]
-                ]
-                payload = _encode_events(
-                    lane, self.gateway, self.session, self.epoch, seq, now, chunk
-                )
+            events = [
+                replace(e, historical=True) if e.ts_ms < live_since_ms else e
+                for e in (_unpack_event(lane, body) for _, ln, body in rows if ln == lane)
+            ]
+            for chunk, payload in self._event_chunks(lane, events, seq, now):
                 frozen.append((seq, lane, len(chunk), now, self.session, payload))
                 seq += 1
 
@@ -712,6 +850,7 @@ class Outbox:
         now = _now_ms()
         seq = self.next_seq
         frozen: list[tuple[int, int, int, int, str, int, int]] = []
+        sizes: list[int] = []  # payload bytes of each, at most
         taken = 0
         n = size = lo = hi = 0
         limit_bytes = self.batch_bytes - _ENVELOPE_SLACK
@@ -722,6 +861,7 @@ class Outbox:
         for chunk_id, chunk_n, chunk_bytes in rows:
             if n and (n + chunk_n > self.batch_records or size + chunk_bytes > limit_bytes):
                 frozen.append((seq, LANE_DATA, n, now, self.session, lo, hi))
+                sizes.append(size + _ENVELOPE_SLACK)
                 seq += 1
                 taken += n
                 n = size = 0
@@ -734,13 +874,16 @@ class Outbox:
             hi = chunk_id
         if n and len(frozen) < batches:
             frozen.append((seq, LANE_DATA, n, now, self.session, lo, hi))
+            sizes.append(size + _ENVELOPE_SLACK)
             seq += 1
             taken += n
         if not frozen:
             self.backlog = 0
             return 0
-        if not self._commit_frozen(frozen, held=False):
+        if not self._commit_frozen(frozen, held=False, sizes=sizes):
             return 0
+        if max(sizes) > self.batch_bytes:  # a chunk stored when batches could be larger
+            self._oversize = True
         self._frozen_hi = frozen[-1][-1]
         self.backlog = max(0, self.backlog - taken)
         return len(frozen)
