@@ -357,7 +357,8 @@ def _status(path: Path, device_ids: list[str]) -> dict[str, Any]:
 def status_command(config: ConfigOpt = None, db: DbOpt = None, as_json: JsonOpt = False) -> None:
     """Gateway health at a glance: daemon, devices, uplink, buffer, last error. Exit 1 if unwell.
 
-    Unwell: a device offline, the uplink down, or the daemon not running (no fresh heartbeat).
+    Unwell: a device offline, the uplink down, the daemon not running (no fresh heartbeat), the
+    disk under the buffer full, or the wall clock implausible.
     Device states are what the daemon last saw; with the daemon stopped they are its last word.
     """
     path = _db(config, db)
