@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-RESERVE_BYTES = 4 * 1024 * 1024  # ... and at most 1/8 of a small filesystem
+RESERVE_BYTES = 16 * 1024 * 1024  # ... and at most 1/8 of a small filesystem
 _TIGHT = 8  # the disk is tight, and the reserve is made, below this many reserves free
 _ROOM = 2  # a full disk has room again at this many reserves free
 
