@@ -16,6 +16,15 @@ Durability per write (one WAL database; `synchronous` is switched per transactio
 - the health snapshot (`daemon` and `health` tables, read by `lifeline edge status`): kept in
   memory by the daemon and written at most every HEALTH_EVERY_S, or soon after a state change,
   inside a flush transaction when there is one (no extra commit per reading or per poll).
+
+A full disk ("database or disk is full") is a full buffer: every write goes through one helper
+that makes room (a reserve file, a log checkpoint, a lower bound and the oldest telemetry
+evicted) and tries again; telemetry that still does not fit is counted, an alarm or device event
+that does not raises BufferFull (the gateway exits, its supervisor restarts it).
+
+Batches are cut to `batch_bytes`, which the uplink lowers to what the broker takes; a frozen
+batch over it is split under new seqs, in its place in its lane, and its seq is recorded in
+`retired` (the proof books count it beside the seqs still waiting).
 """
 
 from __future__ import annotations

@@ -54,6 +54,9 @@ class FakePoller:
         self.devices = [gw.devices["gas-1"]]
 
     async def run(self) -> None:
+        # Half a second in: a 1 s on-delay then expires between two housekeeping ticks (1 s
+        # apart), so its own timer raises the alarm, not housekeeping.
+        await asyncio.sleep(0.5)
         self.gw.values(self.gw.devices["gas-1"], {"gas_concentration": self.gas}, wall_ms())
         if self.fail:
             raise RuntimeError("the serial adapter was unplugged")
