@@ -86,6 +86,10 @@ HEALTH_MIN_GAP_S = 1.0  # ... and no oftener than this, even when 50 devices ans
 # oldest telemetry is evicted, and later writes reuse its pages inside the file.
 FULL_HEADROOM = 0.1
 _WRITE_TRIES = 3  # a write that found the disk full: made room for and tried again this often
+# ... and an alarm or device event, for this long, before BufferFull: room can come back in a
+# moment (a reader such as `edge status` or `edge tail` keeps a checkpoint from truncating the
+# write-ahead log while it reads). The event loop waits with it: the alarm comes first.
+_FULL_WAIT_S = 3.0
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -259,13 +263,14 @@ class Outbox:
         self._add_columns()
         self._sync_mode = ""
         self._sync("NORMAL")
-        page = self.db.execute("PRAGMA page_size").fetchone()[0]
-        self.reserve = Reserve.beside(self.path, page)
+        self._page = self.db.execute("PRAGMA page_size").fetchone()[0]
+        self.reserve = Reserve.beside(self.path, self._page)
         # The write-ahead log never outgrows the reserve, so the reserve is room enough to
         # checkpoint it into the database on a full disk (edge/diskspace.py).
-        self.db.execute(f"PRAGMA wal_autocheckpoint={self.reserve.wal_pages(page)}")
+        self._wal_pages(full=False)
         self.disk_full_since_ms: int | None = None
         self.disk_dropped = 0  # readings not stored at all for lack of room (this process)
+        self.full_wait_s = _FULL_WAIT_S  # an event write on a full disk tries this long
         self.on_disk_full: Callable[[bool], None] | None = None  # told when a full disk starts/ends
         if self.reserve.tight():
             self.reserve.keep()
@@ -375,13 +380,24 @@ class Outbox:
 
     def _write(self, body: Callable[[], T], sync: str) -> T:
         """A write that must not be dropped (alarms, device events, ids): BufferFull if it is."""
-        done, result = self._attempt(body, sync)
-        if not done:
-            raise BufferFull(
-                f"the disk under {self.path} is full and even after evicting all telemetry"
-                " it may, an alarm or device event cannot be written"
-            )
-        return result  # type: ignore[return-value]
+        deadline = time.monotonic() + self.full_wait_s
+        while True:
+            done, result = self._attempt(body, sync)
+            if done:
+                return result  # type: ignore[return-value]
+            if time.monotonic() >= deadline:
+                raise BufferFull(
+                    f"the disk under {self.path} is full and even after evicting all telemetry"
+                    f" it may and {self.full_wait_s:g} s of trying, an alarm or device event cannot"
+                    " be written"
+                )
+            time.sleep(0.05)
+
+    def _wal_pages(self, full: bool) -> None:
+        """Checkpoint the write-ahead log at the reserve's size, or far sooner on a full disk,
+        where what the log holds is room the buffer lacks."""
+        pages = self.reserve.wal_pages(self._page)
+        self.db.execute(f"PRAGMA wal_autocheckpoint={max(16, pages // 8) if full else pages}")
 
     def _try_write(self, body: Callable[[], object], sync: str) -> bool:
         """A write that may be given up when the disk stays full (telemetry, deletes, health)."""
@@ -397,6 +413,7 @@ class Outbox:
         """
         if self.disk_full_since_ms is None:
             self.disk_full_since_ms = _now_ms()
+            self._wal_pages(full=True)
             log.warning(
                 "disk full under the buffer %s: evicting the oldest telemetry to make room"
                 " (alarms are kept); the buffer is bounded by the disk until it has room again",
@@ -425,6 +442,7 @@ class Outbox:
         self.reserve.keep()
         self.disk_full_since_ms = None
         self.cap_bytes = self.max_bytes
+        self._wal_pages(full=False)
         log.warning(
             "disk under the buffer %s has room again (%.1f MB free): the buffer is bounded by"
             " max_mb again; %d readings evicted in all, %d could not be stored at all",

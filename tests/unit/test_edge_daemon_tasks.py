@@ -66,6 +66,7 @@ class FakePoller:
 def fill_disk(gw: Gateway) -> None:
     """Leave no room for another alarm: the file may not grow, its pages are full of events."""
     box = gw.outbox
+    box.full_wait_s = 0.2
     pages = box.db.execute("PRAGMA page_count").fetchone()[0]
     box.db.execute(f"PRAGMA max_page_count = {pages}")
     event = AlarmEvent("x", "gas-1", "p", "hi", Severity.LOW, AlarmState.ACTIVE_UNACKED, 0)

@@ -56,6 +56,7 @@ def test_a_full_disk_evicts_the_oldest_telemetry_and_keeps_every_alarm(tmp_path:
 
 def test_an_alarm_that_cannot_be_written_raises_buffer_full(tmp_path: Path) -> None:
     box = Outbox(tmp_path / "b.sqlite", "gw", "s1")
+    box.full_wait_s = 0.2
     cap_file(box, 0)  # not one page more, and no telemetry to evict
 
     def write_alarms() -> None:
