@@ -5,8 +5,9 @@ an operator can state it (`mqtt.max_packet_bytes`) for a broker that cannot say 
 Mosquitto's `message_size_limit`). What neither says is learned from refusals: an MQTT 5 PUBACK
 with an error reason code, the broker's DISCONNECT "Packet too large" (0x95), or, measured with
 Mosquitto 2.0, a PUBACK 0x95 that paho rejects as a malformed packet (a protocol-error
-disconnect) after an oversized publish; with MQTT 3.1.1 only the connection dropping right after
-the same batch was published, twice. Pure logic: sizes in, budget out.
+disconnect) after an oversized publish; without a reason (MQTT 3.1.1, or a broker that resets
+the connection) only the connection dropping right after a batch larger than any the broker took
+was published, twice in a row. Pure logic: sizes in, budget out.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from dataclasses import dataclass
 
 # No batch budget below this: one reading row or alarm event fits with room to spare.
 FLOOR_BYTES = 512
-# MQTT 3.1.1 gives no reason for a dropped connection: the same batch must be in flight at
-# this many drops in a row before the drops are taken for a size refusal.
+# A dropped connection with no reason given is taken for a size refusal only after this many
+# drops in a row, each right after a batch larger than any the broker took was published.
 SUSPECT_DROPS = 2
 
 
@@ -39,7 +40,7 @@ class PacketLimit:
     announced: int | None = None  # the CONNACK Maximum Packet Size of this connection
     learned: int | None = None  # payload bytes below the smallest refusal (this process)
     largest_ok: int = 0  # the largest payload the broker acknowledged (this process)
-    _suspect: tuple[int, int] = (0, 0)  # (seq, drops) of the batch in flight at drops
+    _suspect: tuple[int, int] = (0, 0)  # (smallest suspect size, drops) since the last take
 
     def budget(self) -> int:
         """Payload bytes a batch may have now."""
@@ -66,7 +67,8 @@ class PacketLimit:
         """The broker acknowledged a payload of `size` bytes."""
         if size > self.largest_ok:
             self.largest_ok = size
-        self._suspect = (0, 0)
+        if size >= self._suspect[0]:  # it takes that size after all: the drops were not it
+            self._suspect = (0, 0)
 
     def refused(self, size: int) -> bool:
         """The broker refused a payload of `size` bytes; True if that lowered the budget.
@@ -83,13 +85,15 @@ class PacketLimit:
         self.learned = target if self.learned is None else min(self.learned, target)
         return self.budget() < before
 
-    def dropped(self, seq: int, size: int) -> bool:
-        """The connection dropped (no reason given) right after batch `seq` of `size` bytes
-        was published; True if the drops now count as a refusal and lowered the budget."""
-        last, drops = self._suspect
-        drops = drops + 1 if last == seq else 1
-        self._suspect = (seq, drops)
-        if drops < SUSPECT_DROPS:
+    def dropped(self, size: int) -> bool:
+        """The connection dropped (no reason given) right after a batch of `size` bytes was
+        published; True if the drops now count as a refusal and lowered the budget."""
+        if size <= self.largest_ok:
+            return False  # it took that size before: the network, not the size
+        smallest, drops = self._suspect
+        smallest = min(smallest, size) if drops else size
+        if drops + 1 < SUSPECT_DROPS:
+            self._suspect = (smallest, drops + 1)
             return False
         self._suspect = (0, 0)
-        return self.refused(size)
+        return self.refused(smallest)

@@ -562,8 +562,8 @@ class Uplink:
             lowered = self.limit.refused(size)  # said so, or a PUBACK paho could not read
         elif time.monotonic() - sent <= _DROP_WINDOW_S:
             # No reason given (MQTT 3.1.1; Mosquitto also resets MQTT 5 connections after an
-            # oversize publish): the same batch in flight at two drops in a row is believed.
-            lowered = self.limit.dropped(seq, size)
+            # oversize publish): believed at the second such drop in a row.
+            lowered = self.limit.dropped(size)
         else:
             return
         if lowered:

@@ -65,10 +65,10 @@ def test_backlog_drains_through_a_broker_with_a_small_message_size_limit(
             sub.close()
     assert code == 0
     status = [m for m in sub.messages if isinstance(m, Status)][-1]
-    # One connect (and birth) at start, one after the outage, a few while it learns the limit
-    # by halving (128 KiB down to 16 KiB): not the loop of main.
+    # One connect (and birth) at start, one after the outage, one or two per halving while it
+    # learns the limit (about 70 KB down to 16 KiB: 3 halvings): not the loop of main.
     births = {m.sent_ms for m in sub.messages if isinstance(m, Birth)}
-    assert status.counters["connects"] <= 7
+    assert status.counters["connects"] <= 8
     assert len(births) <= status.counters["connects"] + 1  # (+1: a connect after that status)
     # Learned by halving from refusals: below twice the limit (what it cuts fits under it).
     assert 0 < status.counters["batch_budget_bytes"] < 2 * LIMIT

@@ -147,7 +147,9 @@ def test_message_size_limit_refusals_are_learned_not_dropped(
     """The reproduced case: on main the broker acknowledged and dropped the large batches."""
     uplink, rec, box = drain_through(f"message_size_limit {LIMIT}", topic_root, tmp_path, "5")
     books_balance(rec, box, tmp_path)
-    assert uplink.connects <= 5  # 60 KB -> 30 KB -> 15 KB: one protocol-error drop per halving
+    # 60 KB -> 30 KB -> 15 KB: one drop per halving when paho reads the PUBACK 0x95 (a protocol
+    # error), two when the broker resets the connection first: 7 connects at most, not a loop.
+    assert uplink.connects <= 7
     assert uplink.limit.budget() <= LIMIT
     box.close()
 

@@ -46,11 +46,14 @@ def test_a_refusal_that_cannot_be_the_size_changes_nothing() -> None:
     assert lim.budget() == 128 * KIB
 
 
-def test_drops_count_only_when_the_same_batch_is_in_flight_twice() -> None:
+def test_two_drops_in_a_row_after_batches_larger_than_ever_taken_count_as_a_refusal() -> None:
     lim = limit()
-    assert not lim.dropped(7, 128 * KIB)
-    assert not lim.dropped(8, 128 * KIB)  # another batch: a flaky link, not a size
-    assert lim.dropped(8, 128 * KIB)
-    assert lim.budget() == 64 * KIB
-    lim.accepted(1000)
-    assert not lim.dropped(9, 64 * KIB)  # an acknowledgement in between starts over
+    lim.accepted(2 * KIB)
+    assert not lim.dropped(1 * KIB)  # it took larger before: the network, not the size
+    assert not lim.dropped(128 * KIB)
+    lim.accepted(1 * KIB)  # a small one through in between: no news about the large size
+    assert lim.dropped(100 * KIB)
+    assert lim.budget() == 50 * KIB  # half the smallest batch that was in flight at a drop
+    assert not lim.dropped(40 * KIB)
+    lim.accepted(40 * KIB)  # it takes that size after all: those drops were something else
+    assert not lim.dropped(45 * KIB)
