@@ -36,11 +36,17 @@ def run(
         str, typer.Option(help="Logging level: debug, info, warning or error.")
     ] = "info",
 ) -> None:
-    """Run the gateway until SIGTERM or Ctrl-C (then it flushes, says goodbye and exits 0)."""
+    """Run the gateway until SIGTERM or Ctrl-C (then it flushes, says goodbye and exits 0).
+
+    Exits 2 on a bad config, 1 when the buffer cannot be opened or written (an alarm cannot
+    be stored) or a part of the gateway died: systemd then restarts it.
+    """
     import asyncio
+    import sqlite3
 
     from edge.config import ConfigError
-    from edge.daemon import serve
+    from edge.daemon import GatewayFailed, serve
+    from edge.outbox import BufferFull
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -50,6 +56,12 @@ def run(
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
+    except GatewayFailed as exc:  # logged where it happened, with its traceback
+        typer.echo(f"gateway stopped: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except (BufferFull, sqlite3.Error) as exc:
+        typer.echo(f"gateway stopped: its buffer cannot be used: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command()

@@ -62,6 +62,18 @@ class MqttConfig(_Strict):
     inflight: int = Field(default=8, ge=1, le=1000)  # unacknowledged batches (mids wrap at 65535)
     reconnect_min_s: float = Field(default=1.0, gt=0)
     reconnect_max_s: float = Field(default=60.0, gt=0)
+    # MQTT 5 by default: its CONNACK says the broker's maximum packet size and its PUBACK says
+    # why a publish was refused; "3.1.1" for brokers that speak nothing newer.
+    protocol: Literal["5", "3.1.1"] = "5"
+    # The largest MQTT packet the broker takes, when it cannot say so itself (MQTT 3.1.1, or
+    # Mosquitto's message_size_limit): batches are cut to fit. None: no limit known beyond it.
+    max_packet_bytes: int | None = Field(default=None, ge=1024, le=268_435_455)
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _protocol(cls, v: object) -> object:
+        # YAML reads `protocol: 5` as a number; it means the same as "5".
+        return "5" if v == 5 and not isinstance(v, bool) else v
 
     @field_validator("url")
     @classmethod

@@ -302,6 +302,17 @@ def _status(path: Path, device_ids: list[str]) -> dict[str, Any]:
     problems = [f"device {d['device']} is {d['state']}" for d in devices if d["state"] == "offline"]
     if health is None or not health.uplink_connected:
         problems.append("the uplink is down")
+    if health is not None and health.disk_full_since_ms is not None:
+        cap = (health.buffer_cap_bytes or 0) / 1e6
+        problems.append(
+            f"the disk under the buffer is full since {_iso(health.disk_full_since_ms)}: the buffer"
+            f" is bounded at {cap:.1f} MB, the oldest telemetry is evicted (alarms are kept)"
+        )
+    if health is not None and not health.clock_plausible:
+        problems.append(
+            f"the wall clock is implausible (it read {_iso(health.heartbeat_ms)}): no RTC or NTP"
+            " not synced; readings carry that time"
+        )
     if not running:
         problems.append(f"the daemon is not running: {why}")
     return {
@@ -321,12 +332,21 @@ def _status(path: Path, device_ids: list[str]) -> dict[str, Any]:
             "last_error_time": _iso(health.uplink_error_ms) if health is not None else None,
             "last_puback": _iso(health.last_puback_ms) if health is not None else None,
         },
+        "clock": {
+            "plausible": health.clock_plausible if health is not None else None,
+            "steps": health.clock_steps if health is not None else 0,
+            "last_step_ms": health.clock_step_ms if health is not None else 0,
+            "last_step_at": _iso(health.clock_step_at_ms) if health is not None else None,
+        },
         "buffer": {
             "readings_waiting": stats.backlog_readings + stats.frozen_readings,
             "events_waiting": stats.pending_events,
             "batches_awaiting_puback": stats.frozen_batches,
             "evicted_readings": stats.evicted,
             "oldest_unsent": _iso(stats.oldest_unsent_ms),
+            "disk_full_since": _iso(health.disk_full_since_ms) if health is not None else None,
+            "bound_bytes": health.buffer_cap_bytes if health is not None else None,
+            "not_stored_readings": health.disk_dropped if health is not None else 0,
         },
         "last_error": (
             {"time": _iso(last[0]), "source": last[1], "message": last[2]} if last else None
@@ -339,7 +359,8 @@ def _status(path: Path, device_ids: list[str]) -> dict[str, Any]:
 def status_command(config: ConfigOpt = None, db: DbOpt = None, as_json: JsonOpt = False) -> None:
     """Gateway health at a glance: daemon, devices, uplink, buffer, last error. Exit 1 if unwell.
 
-    Unwell: a device offline, the uplink down, or the daemon not running (no fresh heartbeat).
+    Unwell: a device offline, the uplink down, the daemon not running (no fresh heartbeat), the
+    disk under the buffer full, or the wall clock implausible.
     Device states are what the daemon last saw; with the daemon stopped they are its last word.
     """
     path = _db(config, db)
@@ -395,14 +416,41 @@ def _print_status(st: dict[str, Any], now: int) -> None:
     summary = [
         ["daemon", daemon],
         ["uplink", uplink],
+        ["clock", _clock_line(st["clock"], now)],
         ["buffer", f"{b['readings_waiting']} readings, {b['events_waiting']} events, "
          f"{b['batches_awaiting_puback']} batches awaiting PUBACK, "
-         f"{b['evicted_readings']} readings evicted"],
+         f"{b['evicted_readings']} readings evicted" + _disk_note(b, now)],
         ["oldest unsent", _age(b["oldest_unsent"], now)],
         ["last error", f"{_age(err['time'], now)} {err['source']}: {err['message']}"
          if err else "-"],
     ]  # fmt: skip
     print_table(["", ""], summary, header=False)
+
+
+def _disk_note(b: dict[str, Any], now: int) -> str:
+    """What a full disk does to the buffer, or nothing while it has room."""
+    note = ""
+    if b["disk_full_since"] is not None:
+        note = (
+            f"; DISK FULL since {_age(b['disk_full_since'], now)}:"
+            f" bounded at {(b['bound_bytes'] or 0) / 1e6:.1f} MB"
+        )
+    if b["not_stored_readings"]:
+        note += f"; {b['not_stored_readings']} readings could not be stored at all"
+    return note
+
+
+def _clock_line(clock: dict[str, Any], now: int) -> str:
+    """'ok', or what is wrong with the wall clock and the last step the daemon saw."""
+    if clock["plausible"] is None:
+        return "-"
+    text = "ok" if clock["plausible"] else "IMPLAUSIBLE (no RTC, NTP not synced?)"
+    if clock["steps"]:
+        text += (
+            f"; stepped {clock['last_step_ms'] / 1000:+.1f} s at {_age(clock['last_step_at'], now)}"
+            f" ({clock['steps']} step(s) since the daemon started)"
+        )
+    return text
 
 
 # --- tail ------------------------------------------------------------------------------------

@@ -8,18 +8,23 @@ import math
 import os
 import secrets
 import signal
+import sqlite3
 import time
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 from drivers.errors import DriverError
 from drivers.planner import Value
 from drivers.profile import AlarmRuleSpec, Profile
+from edge.clock import ClockChange, ClockWatch, mono_ms, wall_ms
 from edge.config import ConfigError, GatewayConfig, load_config, resolve_profiles
 from edge.outbox import DeviceHealth, GatewayHealth, Outbox, Sample
 from edge.rules import AlarmEngine, ExceptionFilter, Rule, UnknownAlarm
 from edge.scheduler import BusPoller, Device, Health, make_device
-from edge.uplink import Uplink, now_ms
+from edge.uplink import Uplink, first_set
 from wire import (
     AlarmEvent,
     Birth,
@@ -63,12 +68,22 @@ def to_rule(spec: AlarmRuleSpec) -> Rule:
 class Gateway:
     """One running gateway: poll -> rules -> outbox -> uplink, plus commands and status."""
 
-    def __init__(self, cfg: GatewayConfig, profiles: dict[str, Profile], path: Path) -> None:
+    def __init__(
+        self,
+        cfg: GatewayConfig,
+        profiles: dict[str, Profile],
+        path: Path,
+        wall: Callable[[], int] = wall_ms,
+        mono: Callable[[], int] = mono_ms,
+    ) -> None:
         self.cfg = cfg
         self.path = path
         self.session = secrets.token_hex(6)
+        # Wall clock (UTC ms) stamps data; the monotonic one (ms) times everything.
+        self._wall, self._mono = wall, mono
+        self.clock = ClockWatch()
         self.started = time.monotonic()
-        self.started_ms = now_ms()
+        self.started_ms = wall()
         buf = cfg.buffer
         self.outbox = Outbox(
             buf.path, cfg.gateway, self.session, buf.max_mb, buf.batch_records, buf.batch_bytes
@@ -84,11 +99,16 @@ class Gateway:
         self._filters: dict[str, dict[str, ExceptionFilter]] = {}
         self._has_data = asyncio.Event()
         self._poller_tasks: list[asyncio.Task[None]] = []
+        self._tg: asyncio.TaskGroup | None = None
+        self._failure: GatewayFailed | None = None
+        self._failed = asyncio.Event()
         self._delay_timer: asyncio.TimerHandle | None = None
         self._delay_due_ms: int | None = None
         self._build(cfg, profiles)
-        self.engine.restore(self.outbox.open_alarms())
+        self.engine.restore(self.outbox.open_alarms(), mono())
         self.outbox.health_source = self.health
+        self.outbox.on_disk_full = self._disk_full_changed
+        self.watch_clock()
 
     # --- building -------------------------------------------------------------------------------
 
@@ -125,10 +145,11 @@ class Gateway:
             self.cfg.gateway,
             self.session,
             0,
-            now_ms(),
+            self._wall(),
             epoch=self.outbox.epoch,
             high_water=self.outbox.next_seq - 1,
             alarms=tuple(self.outbox.open_alarms()),
+            clock=self.clock.info(),
             software=software_version(),
             config_hash=self.cfg.hash(),
             devices=tuple(
@@ -149,7 +170,7 @@ class Gateway:
         return GatewayHealth(
             pid=os.getpid(),
             started_ms=self.started_ms,
-            heartbeat_ms=now_ms(),
+            heartbeat_ms=self._wall(),
             stopped_ms=None,
             uplink_connected=up.connected,
             uplink_since_ms=up.state_since_ms,
@@ -169,12 +190,49 @@ class Gateway:
                 )
                 for d in self.devices.values()
             ),
+            clock_plausible=self.clock.plausible,
+            clock_step_ms=self.clock.step_ms,
+            clock_step_at_ms=self.clock.step_at_ms or None,
+            clock_steps=self.clock.steps,
+            disk_full_since_ms=self.outbox.disk_full_since_ms,
+            disk_dropped=self.outbox.disk_dropped,
+            buffer_cap_bytes=self.outbox.cap_bytes,
         )
+
+    def watch_clock(self) -> None:
+        """Look at the wall clock against the monotonic one; log and announce what changed.
+
+        A step or a change of plausibility is logged once, shown by `edge status`, and
+        announced in a new birth so the collector can judge the stamps of this session.
+        """
+        changes = self.clock.look(self._wall(), self._mono())
+        if not changes:
+            return
+        for change in changes:
+            if change is ClockChange.STEPPED:
+                log.warning(
+                    "wall clock stepped by %+.3f s (now %s): samples keep the clock's time;"
+                    " delays and timers run on the monotonic clock; announcing a new birth",
+                    self.clock.step_ms / 1000,
+                    _iso(self.clock.step_at_ms),
+                )
+                self.uplink.clock_stepped(self.clock.step_ms)
+            elif change is ClockChange.IMPLAUSIBLE:
+                log.warning(
+                    "wall clock implausible: it reads %s, before this software was built"
+                    " (no RTC, NTP not synced?); samples carry that time, alarms are raised",
+                    _iso(self._wall()),
+                )
+            else:
+                log.warning("wall clock plausible again: it reads %s", _iso(self._wall()))
+        self.outbox.health_changed()
+        self.uplink.publish_birth()
 
     # --- poll sink (hot path) -------------------------------------------------------------------
 
     def values(self, device: Device, values: dict[str, Value], ts_ms: int) -> None:
         """A device answered: evaluate rules, filter by exception, queue for the outbox."""
+        mono = self._mono()  # times delays and heartbeats; ts_ms (wall) stamps the data
         dev_id = device.id
         engine = self.engine
         filters = self._filters.get(dev_id)
@@ -187,8 +245,8 @@ class Gateway:
             if raw.__class__ is float and not math.isfinite(raw):
                 value, quality = None, Quality.BAD  # the wire carries no NaN
             elif engine.has_rules(dev_id, name):
-                events.extend(engine.evaluate(dev_id, name, value, ts_ms))
-            if filters is None or filters[name].admit(value, quality, ts_ms):
+                events.extend(engine.evaluate(dev_id, name, value, ts_ms, mono))
+            if filters is None or filters[name].admit(value, quality, mono):
                 out.append((dev_id, name, ts_ms, value, quality))
         self.outbox.add(out)
         self._has_data.set()
@@ -209,13 +267,15 @@ class Gateway:
         severity = Severity(self.cfg.health.comm_loss_severity)
         if state is Health.OFFLINE:
             self.outbox.add_device_events([DeviceEvent(device.id, False, ts_ms, reason)])
-            self._alarm_events(self.engine.comm_loss(device.id, True, ts_ms, severity))
+            self._alarm_events(
+                self.engine.comm_loss(device.id, True, ts_ms, self._mono(), severity)
+            )
             self.outbox.add(
                 (device.id, name, ts_ms, None, Quality.STALE) for name in device.point_names
             )
             self._has_data.set()
         else:  # online or degraded: it answers, so comm loss (if any) is over
-            events = self.engine.comm_loss(device.id, False, ts_ms, severity)
+            events = self.engine.comm_loss(device.id, False, ts_ms, self._mono(), severity)
             if events:  # it had been offline
                 self.outbox.add_device_events([DeviceEvent(device.id, True, ts_ms, reason)])
                 self._alarm_events(events)
@@ -233,15 +293,18 @@ class Gateway:
         if self._delay_timer is not None:
             self._delay_timer.cancel()
         self._delay_due_ms = due
-        wait_s = max(0, due - now_ms()) / 1000 + 0.001
+        wait_s = max(0, due - self._mono()) / 1000 + 0.001
         self._delay_timer = loop.call_later(wait_s, self._delays_due)
 
     def _delays_due(self) -> None:
         self._delay_timer = self._delay_due_ms = None
-        self._tick()
+        try:
+            self._tick()
+        except Exception as exc:  # a loop callback: it would die in silence otherwise
+            self.fail("alarm delay timer", exc)
 
     def _tick(self) -> None:
-        events = self.engine.tick(now_ms())
+        events = self.engine.tick(self._wall(), self._mono())
         if events:
             self._alarm_events(events)
         if self.engine.next_due_ms is not None:
@@ -283,7 +346,7 @@ class Gateway:
             self.cfg.gateway,
             self.session,
             0,
-            now_ms(),
+            self._wall(),
             command_id=cmd.command_id,
             ok=ok,
             result=dict(result or {}),
@@ -304,7 +367,7 @@ class Gateway:
     def acknowledge(self, alarm_id: str, who: str, note: str) -> str:
         """Acknowledge an alarm (collector or crew CLI); return its new state."""
         try:
-            event = self.engine.acknowledge(alarm_id, who, note, now_ms())
+            event = self.engine.acknowledge(alarm_id, who, note, self._wall())
         except UnknownAlarm:
             raise ValueError(f"no unacknowledged alarm {alarm_id!r} on this gateway") from None
         self._alarm_events([event])
@@ -349,11 +412,37 @@ class Gateway:
 
     # --- running --------------------------------------------------------------------------------
 
+    def fail(self, where: str, exc: BaseException) -> None:
+        """Something of the gateway died: log it once and stop the gateway (exit non-zero).
+
+        Every task and callback ends up here rather than dying alone: a gateway that polls
+        without an uplink, or keeps a socket without a flusher, is a zombie nobody notices.
+        """
+        if self._failure is not None:
+            return
+        log.error(
+            "%s failed: %s: %s; stopping the gateway (exit 1, for systemd to restart it)",
+            where,
+            type(exc).__name__,
+            exc,
+            exc_info=exc,
+        )
+        self._failure = GatewayFailed(f"{where} failed: {type(exc).__name__}: {exc}")
+        self._failed.set()
+
+    async def _guard(self, name: str, work: Coroutine[Any, Any, None]) -> None:
+        """Run one long-running task; its failure stops the whole gateway."""
+        try:
+            await work
+        except Exception as exc:  # any failure, not only the ones we thought of
+            self.fail(name, exc)
+
     def _start_pollers(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._poller_tasks = [loop.create_task(p.run(), name=f"bus {p.name}") for p in self.pollers]
-        for task in self._poller_tasks:
-            task.add_done_callback(_log_crash)
+        assert self._tg is not None, "pollers run inside Gateway.run"
+        self._poller_tasks = [
+            self._tg.create_task(self._guard(f"bus {p.name}", p.run()), name=f"bus {p.name}")
+            for p in self.pollers
+        ]
 
     async def _stop_pollers(self) -> None:
         tasks, self._poller_tasks = self._poller_tasks, []
@@ -384,6 +473,8 @@ class Gateway:
         while True:
             await asyncio.sleep(_HOUSEKEEPING_S)
             self.outbox.commit_acks()
+            self.outbox.check_disk()
+            self.watch_clock()
             self.outbox.save_health()  # the heartbeat, unless a flush wrote it already
             self._tick()  # stale timers; delays too, should a timer have been missed
             for alarm_id, who, note in self.outbox.take_ack_requests():
@@ -399,8 +490,13 @@ class Gateway:
                 next_prune = now + _PRUNE_EVERY_S
                 self.outbox.prune_alarm_log(self.cfg.buffer.alarm_retention_days)
 
+    def _disk_full_changed(self, full: bool) -> None:
+        """A full disk began or ended: the collector hears it now, not at the next status."""
+        self.uplink.publish_status(self.counters())
+
     def counters(self) -> dict[str, int | float]:
         """Figures for the periodic status message."""
+        box = self.outbox
         c: dict[str, int | float] = {
             "uptime_s": round(time.monotonic() - self.started, 1),
             "polls": sum(d.polls for d in self.devices.values()),
@@ -415,11 +511,17 @@ class Gateway:
             "link_noise_bytes": sum(p.link_stats.noise_bytes for p in self.pollers),
             "link_echoes": sum(p.link_stats.echoes for p in self.pollers),
             "link_stale_answers": sum(p.link_stats.stale_answers for p in self.pollers),
-            "buffer_rows": self.outbox.backlog,
-            "buffer_batches": self.outbox.frozen_count(),
-            "buffer_bytes": self.outbox.used_bytes(),
-            "evicted": self.outbox.evicted,
-            "seq": self.outbox.next_seq - 1,
+            "buffer_rows": box.backlog,
+            "buffer_batches": box.frozen_count(),
+            "buffer_bytes": box.used_bytes(),
+            "buffer_cap_bytes": box.cap_bytes,
+            "evicted": box.evicted,
+            "disk_full": int(box.disk_full_since_ms is not None),
+            "disk_dropped": box.disk_dropped,
+            "seq": box.next_seq - 1,
+            "clock_plausible": int(self.clock.plausible),
+            "clock_steps": self.clock.steps,
+            "clock_step_ms": self.clock.step_ms,
         }
         c.update(self.uplink.counters())
         for d in list(self.devices.values())[:200]:
@@ -427,39 +529,60 @@ class Gateway:
         return c
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run until `stop` is set, then flush, drain briefly, publish death and close."""
-        loop = asyncio.get_running_loop()
-        tasks = [
-            loop.create_task(self.uplink.run(), name="uplink"),
-            loop.create_task(self._flusher(), name="flusher"),
-            loop.create_task(self._housekeeping(), name="housekeeping"),
-        ]
-        self._start_pollers()
-        log.info(
-            "gateway %s polling %d devices on %d buses (config %s)",
-            self.cfg.gateway,
-            len(self.devices),
-            len(self.pollers),
-            self.cfg.hash(),
-        )
+        """Run until `stop` is set, then flush, drain briefly, publish death and disconnect.
+
+        The long-running tasks (uplink, flusher, housekeeping, one poller per bus) run in one
+        TaskGroup: when any of them, or a callback, fails, the others are stopped and
+        GatewayFailed is raised (the caller exits non-zero). The outbox stays open: `close`.
+        """
         try:
-            await stop.wait()
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                services = [
+                    tg.create_task(self._guard(name, work), name=name)
+                    for name, work in (
+                        ("uplink", self.uplink.run()),
+                        ("flusher", self._flusher()),
+                        ("housekeeping", self._housekeeping()),
+                    )
+                ]
+                self._start_pollers()
+                log.info(
+                    "gateway %s polling %d devices on %d buses (config %s)",
+                    self.cfg.gateway,
+                    len(self.devices),
+                    len(self.pollers),
+                    self.cfg.hash(),
+                )
+                await first_set(stop, self._failed)
+                if self._failure is not None:
+                    raise self._failure
+                await self._stop_pollers()
+                self._flush()
+                if self.uplink.connected:
+                    await self.uplink.drain(_DRAIN_ON_EXIT_S)
+                await self.uplink.close("shutdown")  # death, then DISCONNECT: the uplink ends
+                for task in services:
+                    task.cancel()  # the flusher and housekeeping wait idle; their work is done
+        except BaseExceptionGroup:
+            if self._failure is None:
+                raise
+            raise self._failure from None
         finally:
             await self._stop_pollers()
-            self._flush()
-            if self.uplink.connected:
-                await self.uplink.drain(_DRAIN_ON_EXIT_S)
-            await self.uplink.close("shutdown")
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            self.outbox.close()
-            log.info("gateway %s stopped cleanly", self.cfg.gateway)
+            self._tg = None
+
+    def close(self) -> None:
+        """Close the buffer (what is held in memory is committed if the disk lets it)."""
+        self.outbox.close()
 
 
-def _log_crash(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("%s stopped: %r", task.get_name(), task.exception())
+class GatewayFailed(Exception):
+    """A task or callback of the gateway died; the process exits non-zero."""
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
 
 
 def _str_arg(args: dict[str, Value | None], name: str) -> str:
@@ -470,7 +593,11 @@ def _str_arg(args: dict[str, Value | None], name: str) -> str:
 
 
 async def serve(path: Path) -> None:
-    """Load the config, run the gateway until SIGTERM/SIGINT, shut down cleanly."""
+    """Load the config, run the gateway until SIGTERM/SIGINT, shut down cleanly.
+
+    Raises ConfigError (bad config), BufferFull or sqlite3.Error (the buffer cannot be opened)
+    and GatewayFailed (a part of the running gateway died).
+    """
     cfg = load_config(path)
     profiles = resolve_profiles(cfg, path.parent, str(path))
     stop = asyncio.Event()
@@ -478,4 +605,11 @@ async def serve(path: Path) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     gateway = Gateway(cfg, profiles, path)
-    await gateway.run(stop)
+    try:
+        await gateway.run(stop)
+    finally:
+        try:
+            gateway.close()
+        except sqlite3.Error as exc:  # the failure that stopped us matters more
+            log.error("closing the buffer failed: %s", exc)
+    log.info("gateway %s stopped cleanly", cfg.gateway)

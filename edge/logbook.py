@@ -16,7 +16,14 @@ from typing import Any
 
 import msgpack
 
-from edge.outbox import HEALTH_EVERY_S, LANE_DATA, DeviceHealth, GatewayHealth, connect
+from edge.outbox import (
+    DAEMON_COLUMNS,
+    HEALTH_EVERY_S,
+    LANE_DATA,
+    DeviceHealth,
+    GatewayHealth,
+    connect,
+)
 
 # A daemon whose heartbeat is this old is gone (killed, hung or powered off): it rewrites
 # the snapshot every HEALTH_EVERY_S.
@@ -141,18 +148,29 @@ def gateway_health(path: str | Path) -> GatewayHealth | None:
         tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
         if not {"daemon", "health"} <= tables:  # a buffer written by an older daemon
             return None
-        row = db.execute(
-            "SELECT pid, started_ms, heartbeat_ms, stopped_ms, uplink_connected, uplink_since_ms,"
-            " uplink_error, uplink_error_ms, last_puback_ms FROM daemon WHERE id = 1"
-        ).fetchone()
+        have = {r[1] for r in db.execute("PRAGMA table_info(daemon)")}
+        newer = [c for c in DAEMON_COLUMNS if c in have]  # an older daemon wrote fewer
+        columns = ", ".join(
+            [
+                "pid, started_ms, heartbeat_ms, stopped_ms, uplink_connected, uplink_since_ms,"
+                " uplink_error, uplink_error_ms, last_puback_ms",
+                *newer,
+            ]
+        )
+        # The only interpolated text is column names from DAEMON_COLUMNS, a constant.
+        sql = f"SELECT {columns} FROM daemon WHERE id = 1"  # noqa: S608
+        row = db.execute(sql).fetchone()
         if row is None:
             return None
-        columns = {r[1] for r in db.execute("PRAGMA table_info(health)")}
+        health_columns = {r[1] for r in db.execute("PRAGMA table_info(health)")}
         query = (  # an older daemon's buffer has no timeouts and detail yet
-            _HEALTH_QUERY if {"timeouts", "detail"} <= columns else _HEALTH_QUERY_V1
+            _HEALTH_QUERY if {"timeouts", "detail"} <= health_columns else _HEALTH_QUERY_V1
         )
         devices = tuple(DeviceHealth(*r) for r in db.execute(query))
-        pid, started, heartbeat, stopped, connected, since, error, error_ms, puback = row
+        pid, started, heartbeat, stopped, connected, since, error, error_ms, puback = row[:9]
+        extra: dict[str, Any] = dict(zip(newer, row[9:], strict=True))
+        if "clock_plausible" in extra:
+            extra["clock_plausible"] = bool(extra["clock_plausible"])
         return GatewayHealth(
             pid,
             started,
@@ -164,6 +182,7 @@ def gateway_health(path: str | Path) -> GatewayHealth | None:
             error_ms,
             puback,
             devices,
+            **extra,
         )
     finally:
         db.close()

@@ -16,34 +16,52 @@ Durability per write (one WAL database; `synchronous` is switched per transactio
 - the health snapshot (`daemon` and `health` tables, read by `lifeline edge status`): kept in
   memory by the daemon and written at most every HEALTH_EVERY_S, or soon after a state change,
   inside a flush transaction when there is one (no extra commit per reading or per poll).
+
+A full disk ("database or disk is full") is a full buffer: every write goes through one helper
+that makes room (a reserve file, a log checkpoint, a lower bound and the oldest telemetry
+evicted) and tries again; telemetry that still does not fit is counted, an alarm or device event
+that does not raises BufferFull (the gateway exits, its supervisor restarts it).
+
+Batches are cut to `batch_bytes`, which the uplink lowers to what the broker takes; a frozen
+batch over it is split under new seqs, in its place in its lane, and its seq is recorded in
+`retired` (the proof books count it beside the seqs still waiting).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import astuple, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgpack
 
+from edge.diskspace import Reserve
 from wire import (
     AlarmBatch,
     AlarmEvent,
     AlarmState,
+    DataBatch,
     DeviceEvent,
     DeviceEventBatch,
     Quality,
     Severity,
     alarm_fields,
+    decode,
     encode,
     encode_data,
     encode_data_packed,
 )
 from wire.messages import Value
+
+log = logging.getLogger("lifeline.edge.outbox")
+
+T = TypeVar("T")
 
 LANE_ALARM, LANE_DEVICE, LANE_DATA = 0, 1, 2
 LANE_NAMES = {LANE_ALARM: "alarm", LANE_DEVICE: "device", LANE_DATA: "data"}
@@ -58,11 +76,20 @@ ACK_BATCH = 16
 ACK_DELAY_S = 0.25  # ... or after this long: a delete lost in a crash only means a resend
 MMAP_BYTES = 64 * 1024 * 1024  # of the buffer file read through a memory map
 _ENVELOPE_SLACK = 512  # bytes of a batch that are not records (header, ids, array size)
+_EVENTS_PER_BATCH = 1000  # alarm or device events in one batch, at most
 _EVICT_FRACTION = 0.05  # of the backlog, per eviction round: a little at a time, counted
 # The health snapshot is rewritten this often (a heartbeat), or at the next write after a state
 # change; readers call a daemon gone when its heartbeat is several periods old.
 HEALTH_EVERY_S = 5.0
 HEALTH_MIN_GAP_S = 1.0  # ... and no oftener than this, even when 50 devices answer at start
+# When the disk is found full, the buffer's bound drops below what it holds by this share: the
+# oldest telemetry is evicted, and later writes reuse its pages inside the file.
+FULL_HEADROOM = 0.1
+_WRITE_TRIES = 3  # a write that found the disk full: made room for and tried again this often
+# ... and an alarm or device event, for this long, before BufferFull: room can come back in a
+# moment (a reader such as `edge status` or `edge tail` keeps a checkpoint from truncating the
+# write-ahead log while it reads). The event loop waits with it: the alarm comes first.
+_FULL_WAIT_S = 3.0
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -77,6 +104,7 @@ CREATE TABLE IF NOT EXISTS batches (
     created_ms INTEGER NOT NULL, session TEXT NOT NULL,
     payload BLOB,  -- NULL: the records are chunks lo..hi, wrapped at publish time
     lo INTEGER, hi INTEGER);
+-- (batches.place, added to older buffers by _add_columns: see BATCH_COLUMNS)
 CREATE TABLE IF NOT EXISTS alarm_log (
     id INTEGER PRIMARY KEY, alarm_id TEXT NOT NULL, device TEXT NOT NULL, point TEXT NOT NULL,
     alarm_type TEXT NOT NULL, severity INTEGER NOT NULL, state TEXT NOT NULL,
@@ -84,6 +112,11 @@ CREATE TABLE IF NOT EXISTS alarm_log (
     ack_by TEXT, ack_note TEXT);
 CREATE INDEX IF NOT EXISTS alarm_log_alarm ON alarm_log (alarm_id, id);
 CREATE INDEX IF NOT EXISTS alarm_log_ts ON alarm_log (ts_ms);
+-- Frozen batches the broker refused as too large, split into batches first_seq..last_seq: their
+-- own seqs are never delivered (the books count them here, beside the batches still waiting).
+CREATE TABLE IF NOT EXISTS retired (
+    seq INTEGER PRIMARY KEY, lane INTEGER NOT NULL, n INTEGER NOT NULL,
+    first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL, retired_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS ack_requests (
     id INTEGER PRIMARY KEY, alarm_id TEXT NOT NULL, who TEXT NOT NULL, note TEXT NOT NULL,
     requested_ms INTEGER NOT NULL);
@@ -93,13 +126,29 @@ CREATE TABLE IF NOT EXISTS daemon (
     heartbeat_ms INTEGER NOT NULL, stopped_ms INTEGER,  -- NULL while it runs
     uplink_connected INTEGER NOT NULL, uplink_since_ms INTEGER NOT NULL,
     uplink_error TEXT NOT NULL, uplink_error_ms INTEGER, last_puback_ms INTEGER);
+-- Columns added after the first release are also in DAEMON_COLUMNS (added to older buffers).
 CREATE TABLE IF NOT EXISTS health (
     device TEXT PRIMARY KEY, state TEXT NOT NULL, since_ms INTEGER NOT NULL,
     last_ok_ms INTEGER, last_error TEXT NOT NULL, last_error_ms INTEGER,
     timeouts INTEGER NOT NULL DEFAULT 0, detail TEXT NOT NULL DEFAULT '');
 """
-# Columns added to the health snapshot since its first version: (name, definition).
-_HEALTH_ADDED = (("timeouts", "INTEGER NOT NULL DEFAULT 0"), ("detail", "TEXT NOT NULL DEFAULT ''"))
+# Columns of `health` newer than its first schema: added to an older buffer when opened.
+HEALTH_COLUMNS = {"timeouts": "INTEGER NOT NULL DEFAULT 0", "detail": "TEXT NOT NULL DEFAULT ''"}
+
+# Columns of `daemon` newer than the first schema: added to an older buffer when opened.
+DAEMON_COLUMNS = {
+    "clock_plausible": "INTEGER NOT NULL DEFAULT 1",
+    "clock_step_ms": "INTEGER NOT NULL DEFAULT 0",
+    "clock_step_at_ms": "INTEGER",
+    "clock_steps": "INTEGER NOT NULL DEFAULT 0",
+    "disk_full_since_ms": "INTEGER",
+    "disk_dropped": "INTEGER NOT NULL DEFAULT 0",
+    "buffer_cap_bytes": "INTEGER",
+}
+
+# Columns of `batches` newer than the first schema. `place` orders a lane where it is not the
+# seq: the batches a split made take the split batch's place (NULL: the seq is the place).
+BATCH_COLUMNS = {"place": "REAL"}
 
 Sample = tuple[str, str, int, Value, Quality]  # device, point, sample ms, value, quality
 
@@ -132,6 +181,21 @@ class GatewayHealth:
     uplink_error_ms: int | None
     last_puback_ms: int | None
     devices: tuple[DeviceHealth, ...]
+    clock_plausible: bool = True  # False: the wall clock reads before the software was built
+    clock_step_ms: int = 0  # the last wall-clock step seen by this process (signed)
+    clock_step_at_ms: int | None = None  # wall time just after it
+    clock_steps: int = 0  # steps seen by this process
+    disk_full_since_ms: int | None = None  # the disk under the buffer is full since then
+    disk_dropped: int = 0  # readings this process could not store at all (disk full, no room)
+    buffer_cap_bytes: int | None = None  # the buffer's bound now (lower than max_mb: disk full)
+
+
+class BufferFull(RuntimeError):
+    """The buffer cannot write an alarm or device event even after evicting all telemetry.
+
+    Raised only for what must never be dropped: the gateway exits non-zero on it, so that its
+    supervisor (systemd) restarts it and the crew sees it, instead of running without alarms.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +220,7 @@ class _Batch:
     lo: int | None  # backlog batch: its records are chunks lo..hi
     hi: int | None
     payload: bytes | None  # held for live batches; None: read from disk when published
+    size: int  # payload bytes (for a backlog batch: its chunks plus the envelope, at most)
 
 
 def connect(path: str | Path, readonly: bool = False) -> sqlite3.Connection:
@@ -194,16 +259,26 @@ class Outbox:
         self.gateway = gateway
         self.session = session
         self.max_bytes = int(max_mb * 1024 * 1024)
+        self.cap_bytes = self.max_bytes  # the bound in force: lower while the disk is full
         self.batch_records = batch_records
         self.batch_bytes = batch_bytes
+        self.path = Path(path)
         self.db = connect(path)
         self.db.executescript(SCHEMA)
-        have = {row[1] for row in self.db.execute("PRAGMA table_info(health)")}
-        for column, definition in _HEALTH_ADDED:  # a buffer written by an older daemon
-            if column not in have:
-                self.db.execute(f"ALTER TABLE health ADD COLUMN {column} {definition}")
+        self._add_columns()
         self._sync_mode = ""
         self._sync("NORMAL")
+        self._page = self.db.execute("PRAGMA page_size").fetchone()[0]
+        self.reserve = Reserve.beside(self.path, self._page)
+        # The write-ahead log never outgrows the reserve, so the reserve is room enough to
+        # checkpoint it into the database on a full disk (edge/diskspace.py).
+        self._wal_pages(full=False)
+        self.disk_full_since_ms: int | None = None
+        self.disk_dropped = 0  # readings not stored at all for lack of room (this process)
+        self.full_wait_s = _FULL_WAIT_S  # an event write on a full disk tries this long
+        self.on_disk_full: Callable[[bool], None] | None = None  # told when a full disk starts/ends
+        if self.reserve.tight():
+            self.reserve.keep()
         self.epoch = self._epoch()
         self.next_seq = self._meta("next_seq", 1)
         self.evicted = self._meta("evicted", 0)
@@ -216,10 +291,15 @@ class Outbox:
         self.pending_events = self.db.execute("SELECT count(*) FROM events").fetchone()[0]
         # Frozen, unacknowledged batches per lane in seq order (alarm, device, data).
         self._lanes: tuple[dict[int, _Batch], ...] = ({}, {}, {})
-        for seq, lane, n, created, session, lo, hi in self.db.execute(
-            "SELECT seq, lane, n, created_ms, session, lo, hi FROM batches ORDER BY seq"
+        for seq, lane, n, created, session, lo, hi, size in self.db.execute(
+            "SELECT seq, lane, n, created_ms, session, lo, hi, coalesce(length(payload),"
+            " (SELECT sum(length(body)) FROM chunks WHERE id BETWEEN lo AND hi) + ?)"
+            " FROM batches ORDER BY coalesce(place, seq)",
+            (_ENVELOPE_SLACK,),
         ):
-            self._lanes[lane][seq] = _Batch(seq, lane, n, created, session, lo, hi, None)
+            self._lanes[lane][seq] = _Batch(seq, lane, n, created, session, lo, hi, None, size)
+        self.retired = self._meta("retired", 0)  # frozen batches split for the broker
+        self._oversize = True  # frozen batches may be over batch_bytes: check before publishing
         self._mem: list[Sample] = []
         self._acks: list[int] = []  # PUBACKed, delete pending
         self._acks_since = 0.0
@@ -231,6 +311,15 @@ class Outbox:
         self._health_devices: tuple[str, ...] = ()  # the devices of the last one
 
     # --- counters -------------------------------------------------------------------------
+
+    def _add_columns(self) -> None:
+        """Bring a buffer written by an older daemon up to this schema (new columns only)."""
+        added = (("daemon", DAEMON_COLUMNS), ("batches", BATCH_COLUMNS), ("health", HEALTH_COLUMNS))
+        for table, columns in added:
+            have = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            for name, decl in columns.items():
+                if name not in have:
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
 
     def _meta(self, key: str, default: int) -> int:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -245,10 +334,7 @@ class Outbox:
         number = self._meta("epoch", 0)
         if not number:
             number = secrets.randbits(40) | 1 << 40  # never 0, always 11 hex digits
-            self._sync("FULL")
-            with self.db:
-                self.db.execute("BEGIN IMMEDIATE")
-                self._set_meta("epoch", number)
+            self._write(lambda: self._set_meta("epoch", number), "FULL")
         return f"{number:x}"
 
     def _set_meta(self, key: str, value: int) -> None:
@@ -264,13 +350,123 @@ class Outbox:
             self._sync_mode = mode
 
     def next_alarm_number(self) -> int:
-        """Take the next alarm number from a persisted counter (ids `gateway:n` never repeat)."""
-        self._sync("FULL")
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
+        """Take the next alarm number from a persisted counter (ids never repeat in an epoch).
+
+        Raises BufferFull if even that cannot be written.
+        """
+
+        def take() -> int:
             n = self._meta("next_alarm", 1)
             self._set_meta("next_alarm", n + 1)
-        return n
+            return n
+
+        return self._write(take, "FULL")
+
+    # --- transactions and a full disk -----------------------------------------------------
+
+    def _attempt(self, body: Callable[[], T], sync: str) -> tuple[bool, T | None]:
+        """Run `body` in one write transaction; on a full disk make room and try again.
+
+        Returns (True, result), or (False, None) when the disk stayed full.
+        """
+        for _ in range(_WRITE_TRIES):
+            self._sync(sync)
+            try:
+                with self.db:
+                    self.db.execute("BEGIN IMMEDIATE")
+                    result = body()
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode != sqlite3.SQLITE_FULL:
+                    raise
+                if not self._make_room():
+                    break
+            else:
+                return True, result
+        return False, None
+
+    def _write(self, body: Callable[[], T], sync: str) -> T:
+        """A write that must not be dropped (alarms, device events, ids): BufferFull if it is."""
+        deadline = time.monotonic() + self.full_wait_s
+        while True:
+            done, result = self._attempt(body, sync)
+            if done:
+                return result  # type: ignore[return-value]
+            if time.monotonic() >= deadline:
+                raise BufferFull(
+                    f"the disk under {self.path} is full and even after evicting all telemetry"
+                    f" it may and {self.full_wait_s:g} s of trying, an alarm or device event cannot"
+                    " be written"
+                )
+            time.sleep(0.05)
+
+    def _wal_pages(self, full: bool) -> None:
+        """Checkpoint the write-ahead log at the reserve's size, or far sooner on a full disk,
+        where what the log holds is room the buffer lacks."""
+        pages = self.reserve.wal_pages(self._page)
+        self.db.execute(f"PRAGMA wal_autocheckpoint={max(16, pages // 8) if full else pages}")
+
+    def _try_write(self, body: Callable[[], object], sync: str) -> bool:
+        """A write that may be given up when the disk stays full (telemetry, deletes, health)."""
+        return self._attempt(body, sync)[0]
+
+    def _make_room(self) -> bool:
+        """The disk is full: free room for the next write; False if nothing more could be freed.
+
+        In order: the reserve file (room for the checkpoint), a TRUNCATE checkpoint (the write-
+        ahead log's blocks back to the filesystem once its pages are in the database), and a
+        lower bound for the buffer with the oldest telemetry evicted below it, so later writes
+        reuse pages inside the file instead of growing it.
+        """
+        if self.disk_full_since_ms is None:
+            self.disk_full_since_ms = _now_ms()
+            self._wal_pages(full=True)
+            log.warning(
+                "disk full under the buffer %s: evicting the oldest telemetry to make room"
+                " (alarms are kept); the buffer is bounded by the disk until it has room again",
+                self.path,
+            )
+            self._disk_state_changed(True)
+        progress = self.reserve.release()
+        wal = Path(f"{self.path}-wal")
+        before = wal.stat().st_size if wal.exists() else 0
+        # It fails if the database cannot grow by the log's pages: then no room came this way.
+        with contextlib.suppress(sqlite3.OperationalError):
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        progress |= (wal.stat().st_size if wal.exists() else 0) < before
+        self.cap_bytes = min(self.cap_bytes, int(self.used_bytes() * (1 - FULL_HEADROOM)))
+        return self._evict_if_full() > 0 or progress
+
+    def check_disk(self) -> None:
+        """Called about once a second: keep the reserve while the disk is tight, and end a
+        full-disk episode once the filesystem has room again (the bound goes back to max_mb)."""
+        if self.disk_full_since_ms is None:
+            if self.reserve.tight():
+                self.reserve.keep()
+            return
+        if not self.reserve.roomy():
+            return
+        self.reserve.keep()
+        self.disk_full_since_ms = None
+        self.cap_bytes = self.max_bytes
+        self._wal_pages(full=False)
+        log.warning(
+            "disk under the buffer %s has room again (%.1f MB free): the buffer is bounded by"
+            " max_mb again; %d readings evicted in all, %d could not be stored at all",
+            self.path,
+            self.reserve.free_bytes() / 1e6,
+            self.evicted,
+            self.disk_dropped,
+        )
+        self._disk_state_changed(False)
+
+    def _disk_state_changed(self, full: bool) -> None:
+        self.health_changed()
+        if self.on_disk_full is not None:
+            self.on_disk_full(full)
+
+    def _dropped(self, n: int) -> None:
+        """Readings that could not be stored at all: counted (in memory), never silent."""
+        self.disk_dropped += n
 
     # --- writes ---------------------------------------------------------------------------
 
@@ -284,11 +480,14 @@ class Outbox:
         return len(self._mem)
 
     def add_alarm_events(self, events: Sequence[AlarmEvent]) -> None:
-        """Commit alarm events to the outgoing lane and the local alarm log (FULL sync)."""
+        """Commit alarm events to the outgoing lane and the local alarm log (FULL sync).
+
+        On a full disk telemetry is evicted to make room; BufferFull if that is not enough.
+        """
         self._add_events(LANE_ALARM, events, self._log_alarms)
 
     def add_device_events(self, events: Sequence[DeviceEvent]) -> None:
-        """Commit device online/offline events to their lane (FULL sync)."""
+        """Commit device online/offline events to their lane (FULL sync); BufferFull as above."""
         self._add_events(LANE_DEVICE, events)
 
     def _add_events(
@@ -300,15 +499,16 @@ class Outbox:
         """Queue events on `lane`, plus `also(events)`, in one FULL-sync transaction."""
         if not events:
             return
-        self._sync("FULL")
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
+
+        def insert() -> None:
             self.db.executemany(
                 "INSERT INTO events (lane, body) VALUES (?, ?)",
                 [(lane, _pack_event(e)) for e in events],
             )
             if also is not None:
                 also(events)
+
+        self._write(insert, "FULL")
         self.pending_events += len(events)
 
     def _log_alarms(self, events: Sequence[AlarmEvent]) -> None:
@@ -351,12 +551,15 @@ class Outbox:
             size += len(row)
         if parts:
             chunks.append((len(parts), b"".join(parts)))
-        self._sync("NORMAL")
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
+
+        def insert() -> None:
             self.db.executemany("INSERT INTO chunks (n, body) VALUES (?, ?)", chunks)
             self._set_meta("committed", self.committed + len(mem))
             self._put_health_if_due()
+
+        if not self._try_write(insert, "NORMAL"):
+            self._dropped(len(mem))
+            return
         self.committed += len(mem)
         self.backlog += len(mem)
         self._evict_if_full()
@@ -368,23 +571,34 @@ class Outbox:
         free = self.db.execute("PRAGMA freelist_count").fetchone()[0]
         return int((count - free) * page)
 
-    def _evict_if_full(self) -> None:
-        while self.backlog and self.used_bytes() > self.max_bytes:
+    def _evict_if_full(self) -> int:
+        """Evict the oldest unfrozen telemetry while the buffer is over its bound; return how
+        many readings went (counted in `evicted`, persisted with the delete)."""
+        total = 0
+        while self.backlog and self.used_bytes() > self.cap_bytes:
             want = max(1, int(self.backlog * _EVICT_FRACTION))
-            with self.db:
-                self.db.execute("BEGIN IMMEDIATE")
-                ids, n = [], 0
-                for chunk_id, size in self.db.execute(
-                    "SELECT id, n FROM chunks WHERE id > ? ORDER BY id", (self._frozen_hi,)
-                ):
-                    ids.append((chunk_id,))
-                    n += size
-                    if n >= want:
-                        break
-                self.db.executemany("DELETE FROM chunks WHERE id = ?", ids)
-                self.evicted += n
-                self._set_meta("evicted", self.evicted)
+            ids, n = [], 0
+            for chunk_id, size in self.db.execute(
+                "SELECT id, n FROM chunks WHERE id > ? ORDER BY id", (self._frozen_hi,)
+            ):
+                ids.append((chunk_id,))
+                n += size
+                if n >= want:
+                    break
+            self._sync("NORMAL")
+            try:  # not through _attempt: making room must not recurse into making room
+                with self.db:
+                    self.db.execute("BEGIN IMMEDIATE")
+                    self.db.executemany("DELETE FROM chunks WHERE id = ?", ids)
+                    self._set_meta("evicted", self.evicted + n)
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode != sqlite3.SQLITE_FULL:
+                    raise
+                break
+            self.evicted += n
             self.backlog -= n
+            total += n
+        return total
 
     # --- freezing and acknowledging ---------------------------------------------------------
 
@@ -401,49 +615,170 @@ class Outbox:
             self._set_meta("committed", self.committed + len(rows))
             self._put_health_if_due()
 
-        self._commit_frozen(frozen, held=True, also=count)
+        if not self._commit_frozen(frozen, held=True, also=count):
+            self._dropped(len(rows))
+            return 0
         self.committed += len(rows)
         return len(frozen)
 
     def _commit_frozen(
-        self, frozen: list[tuple[Any, ...]], held: bool, also: Callable[[], None] | None = None
-    ) -> None:
+        self,
+        frozen: list[tuple[Any, ...]],
+        held: bool,
+        also: Callable[[], None] | None = None,
+        sizes: Sequence[int] = (),
+    ) -> bool:
         """Insert frozen batches (with payload, or chunk range lo..hi) and advance `next_seq`.
 
-        One FULL-synced transaction with whatever `also` writes; then the in-memory index.
+        One FULL-synced transaction with whatever `also` writes; then the in-memory index
+        (`sizes`: the payload bytes of chunk-range batches). False if the disk stayed full
+        (nothing was written; try again later).
         """
         columns_values = (
             "payload) VALUES (?, ?, ?, ?, ?, ?)" if held else "lo, hi) VALUES (?, ?, ?, ?, ?, ?, ?)"
         )
         next_seq = frozen[-1][0] + 1
-        self._sync("FULL")
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
+
+        def insert() -> None:
             self.db.executemany(
                 f"INSERT INTO batches (seq, lane, n, created_ms, session, {columns_values}", frozen
             )
             if also is not None:
                 also()
             self._set_meta("next_seq", next_seq)
+
+        if not self._try_write(insert, "FULL"):
+            return False
         self.next_seq = next_seq
-        self._index(frozen, held=held)
+        self._index(frozen, held=held, sizes=sizes)
+        return True
 
     def _chunks(
         self, rows: list[list[Any]], seq: int, now: int
     ) -> Iterable[tuple[list[list[Any]], bytes]]:
         """Cut rows into payloads under the record and byte limits."""
+
+        def encode(chunk: list[list[Any]], at: int) -> bytes:
+            return encode_data(self.gateway, self.session, self.epoch, at, now, chunk)
+
+        return self._cut(rows, self.batch_records, encode, seq)
+
+    def _event_chunks(
+        self, lane: int, events: list[Any], seq: int, now: int
+    ) -> Iterable[tuple[list[Any], bytes]]:
+        """Cut alarm or device events into payloads under the record and byte limits."""
+
+        def encode(chunk: list[Any], at: int) -> bytes:
+            return _encode_events(lane, self.gateway, self.session, self.epoch, at, now, chunk)
+
+        return self._cut(events, _EVENTS_PER_BATCH, encode, seq)
+
+    def _cut(
+        self, items: list[T], most: int, encode: Callable[[list[T], int], bytes], seq: int
+    ) -> Iterator[tuple[list[T], bytes]]:
+        """Encode `items` as consecutive batches from `seq` on, each of at most `most` items
+        and `batch_bytes` bytes (a single item may be larger: it cannot be cut)."""
         i = 0
-        while i < len(rows):
-            n = min(self.batch_records, len(rows) - i)
+        while i < len(items):
+            n = min(most, len(items) - i)
             while True:
-                chunk = rows[i : i + n]
-                payload = encode_data(self.gateway, self.session, self.epoch, seq, now, chunk)
+                chunk = items[i : i + n]
+                payload = encode(chunk, seq)
                 if len(payload) <= self.batch_bytes or n == 1:
                     break
                 n = max(1, n * self.batch_bytes // len(payload) * 9 // 10)
             yield chunk, payload
             seq += 1
             i += n
+
+    # --- fitting frozen batches to the broker ------------------------------------------------
+
+    def set_batch_bytes(self, limit: int) -> None:
+        """Cut batches to at most `limit` payload bytes from now on (what the broker takes).
+
+        Batches frozen larger are split before they are published again (`ready`).
+        """
+        if limit < self.batch_bytes:
+            self._oversize = True
+        self.batch_bytes = limit
+
+    def _fit(self, exclude: set[int]) -> None:
+        """Split every frozen batch over `batch_bytes` (new seqs; the old ones retired).
+
+        Not those in `exclude` (in flight: the broker may still take them, and their records
+        would then arrive twice); they are looked at again next time.
+        """
+        self._oversize = False
+        for lane in self._lanes:
+            for b in [b for b in lane.values() if b.size > self.batch_bytes]:
+                if b.seq in exclude or (not self._split(b) and b.n > 1):
+                    self._oversize = True  # in flight, or the disk did not let us
+
+    def _split(self, b: _Batch) -> bool:
+        """Replace frozen batch `b` by batches within `batch_bytes` under new seqs, in its place
+        in the lane; `b.seq` is retired (table `retired`). One FULL commit. False if it cannot
+        be cut smaller (one record) or the disk does not let us.
+        """
+        now = _now_ms()
+        seq = self.next_seq
+        msg = decode(self._payload(b))
+        if isinstance(msg, DataBatch):
+            rows = [[r.device, r.point, r.ts_ms, r.value, r.quality.value, r.historical]
+                    for r in msg.records]  # fmt: skip
+            pieces = [(len(c), p) for c, p in self._chunks(rows, seq, now)]
+        elif isinstance(msg, AlarmBatch | DeviceEventBatch):
+            events = list(msg.events)
+            pieces = [(len(c), p) for c, p in self._event_chunks(b.lane, events, seq, now)]
+        else:
+            raise TypeError(f"batch {b.seq} holds a {msg.kind} message")
+        if len(pieces) < 2:
+            return False
+        frozen = [(seq + i, b.lane, n, now, self.session, p) for i, (n, p) in enumerate(pieces)]
+        last = seq + len(pieces) - 1
+        # The new batches go where the old one was in its lane, after a restart too.
+        start, end = self.db.execute(
+            "SELECT coalesce(place, seq), (SELECT min(coalesce(place, seq)) FROM batches"
+            " WHERE lane = ?1 AND coalesce(place, seq) > coalesce(b.place, b.seq))"
+            " FROM batches AS b WHERE seq = ?2",
+            (b.lane, b.seq),
+        ).fetchone()
+        end = start + 1 if end is None else end
+        step = (end - start) / (len(pieces) + 1)
+        placed = [(*f, start + step * (i + 1)) for i, f in enumerate(frozen)]
+
+        def write() -> None:
+            self.db.executemany(
+                "INSERT INTO batches (seq, lane, n, created_ms, session, payload, place)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                placed,
+            )
+            if b.lo is not None:
+                self.db.execute("DELETE FROM chunks WHERE id BETWEEN ? AND ?", (b.lo, b.hi))
+            self.db.execute("DELETE FROM batches WHERE seq = ?", (b.seq,))
+            self.db.execute(
+                "INSERT INTO retired (seq, lane, n, first_seq, last_seq, retired_ms)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (b.seq, b.lane, b.n, seq, last, now),
+            )
+            self._set_meta("retired", self.retired + 1)
+            self._set_meta("next_seq", last + 1)
+
+        if not self._try_write(write, "FULL"):
+            return False
+        self.next_seq = last + 1
+        self.retired += 1
+        lane = self._lanes[b.lane]
+        replacement = [_Batch(f[0], b.lane, f[2], now, self.session, None, None, f[5], len(f[5]))
+                       for f in frozen]  # fmt: skip
+        order = list(lane.values())
+        at = order.index(b)
+        lane.clear()
+        lane.update((x.seq, x) for x in (*order[:at], *replacement, *order[at + 1 :]))
+        log.info(
+            "batch %d (%d bytes, %d records) split into %d..%d for the broker",
+            b.seq, b.size, b.n, seq, last,
+        )  # fmt: skip
+        return True
 
     def ready(self, exclude: set[int], limit: int, live_since_ms: int) -> Iterator[Frozen]:
         """Up to `limit` frozen batches not in `exclude`: alarms first, then device, then data.
@@ -455,10 +790,15 @@ class Outbox:
         """
         if self.pending_events:  # always: an alarm overtakes a data window frozen earlier
             self._freeze_events(live_since_ms)
+        if self._oversize:
+            self._fit(exclude)
         picked: list[_Batch] = []
         for lane in self._lanes:
             self._pick(lane, exclude, limit, picked)
         if len(picked) < limit and self.backlog and self._freeze_backlog(limit - len(picked)):
+            if self._oversize:  # a chunk stored before batch_bytes was lowered
+                self._fit(exclude)
+                picked = [b for b in picked if b.seq in self._lanes[b.lane]]
             # The data lane again, for the batches just frozen (not those already picked).
             self._pick(self._lanes[LANE_DATA], exclude | {b.seq for b in picked}, limit, picked)
         return (Frozen(b.seq, b.lane, b.n, self._payload(b)) for b in picked)
@@ -492,14 +832,16 @@ class Outbox:
             self.gateway, b.session, self.epoch, b.seq, b.created_ms, b.n, body
         )
 
-    def _index(self, rows: Sequence[tuple[Any, ...]], held: bool) -> None:
+    def _index(self, rows: Sequence[tuple[Any, ...]], held: bool, sizes: Sequence[int]) -> None:
         """Add freshly committed `batches` rows to the in-memory lanes."""
-        for seq, lane, n, created, session, *rest in rows:
+        for i, (seq, lane, n, created, session, *rest) in enumerate(rows):
             if held:
-                self._lanes[lane][seq] = _Batch(seq, lane, n, created, session, None, None, rest[0])
+                self._lanes[lane][seq] = _Batch(
+                    seq, lane, n, created, session, None, None, rest[0], len(rest[0])
+                )
             else:
                 self._lanes[lane][seq] = _Batch(
-                    seq, lane, n, created, session, rest[0], rest[1], None
+                    seq, lane, n, created, session, rest[0], rest[1], None, sizes[i]
                 )
 
     def frozen_count(self) -> int:
@@ -515,23 +857,19 @@ class Outbox:
         seq = self.next_seq
         frozen = []
         for lane in (LANE_ALARM, LANE_DEVICE):
-            events = [_unpack_event(lane, body) for _, ln, body in rows if ln == lane]
-            for i in range(0, len(events), 1000):
-                chunk = [
-                    replace(e, historical=True) if e.ts_ms < live_since_ms else e
-                    for e in events[i : i + 1000]
-                ]
-                payload = _encode_events(
-                    lane, self.gateway, self.session, self.epoch, seq, now, chunk
-                )
+            events = [
+                replace(e, historical=True) if e.ts_ms < live_since_ms else e
+                for e in (_unpack_event(lane, body) for _, ln, body in rows if ln == lane)
+            ]
+            for chunk, payload in self._event_chunks(lane, events, seq, now):
                 frozen.append((seq, lane, len(chunk), now, self.session, payload))
                 seq += 1
 
         def clear_events() -> None:
             self.db.execute("DELETE FROM events WHERE id <= ?", (rows[-1][0],))
 
-        self._commit_frozen(frozen, held=True, also=clear_events)
-        self.pending_events = 0
+        if self._commit_frozen(frozen, held=True, also=clear_events):
+            self.pending_events = 0
 
     def _freeze_backlog(self, need: int) -> int:
         """Give the oldest chunks seqs, in batches of whole chunks, all in one commit.
@@ -545,6 +883,7 @@ class Outbox:
         now = _now_ms()
         seq = self.next_seq
         frozen: list[tuple[int, int, int, int, str, int, int]] = []
+        sizes: list[int] = []  # payload bytes of each, at most
         taken = 0
         n = size = lo = hi = 0
         limit_bytes = self.batch_bytes - _ENVELOPE_SLACK
@@ -555,6 +894,7 @@ class Outbox:
         for chunk_id, chunk_n, chunk_bytes in rows:
             if n and (n + chunk_n > self.batch_records or size + chunk_bytes > limit_bytes):
                 frozen.append((seq, LANE_DATA, n, now, self.session, lo, hi))
+                sizes.append(size + _ENVELOPE_SLACK)
                 seq += 1
                 taken += n
                 n = size = 0
@@ -567,12 +907,16 @@ class Outbox:
             hi = chunk_id
         if n and len(frozen) < batches:
             frozen.append((seq, LANE_DATA, n, now, self.session, lo, hi))
+            sizes.append(size + _ENVELOPE_SLACK)
             seq += 1
             taken += n
         if not frozen:
             self.backlog = 0
             return 0
-        self._commit_frozen(frozen, held=False)
+        if not self._commit_frozen(frozen, held=False, sizes=sizes):
+            return 0
+        if max(sizes) > self.batch_bytes:  # a chunk stored when batches could be larger
+            self._oversize = True
         self._frozen_hi = frozen[-1][-1]
         self.backlog = max(0, self.backlog - taken)
         return len(frozen)
@@ -596,16 +940,17 @@ class Outbox:
         if not self._acks:
             return
         keys = [(s,) for s in self._acks]
-        self._sync("NORMAL")
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
+
+        def delete() -> None:
             self.db.executemany(
                 "DELETE FROM chunks WHERE id BETWEEN (SELECT lo FROM batches WHERE seq = ?1)"
                 " AND (SELECT hi FROM batches WHERE seq = ?1)",
                 keys,
             )
             self.db.executemany("DELETE FROM batches WHERE seq = ?", keys)
-        self._acks = []
+
+        if self._try_write(delete, "NORMAL"):  # else kept for the next try: a delete frees room
+            self._acks = []
 
     # --- health snapshot ----------------------------------------------------------------------
 
@@ -621,11 +966,8 @@ class Outbox:
         """
         if self.health_source is None or self.clock() < self._health_due:
             return False
-        self._sync("NORMAL")
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
-            self._put_health(self.health_source())
-        return True
+        source = self.health_source
+        return self._try_write(lambda: self._put_health(source()), "NORMAL")
 
     def _put_health_if_due(self) -> None:
         """Inside an open transaction: add the health snapshot if it is due."""
@@ -635,8 +977,10 @@ class Outbox:
     def _put_health(self, h: GatewayHealth) -> None:
         self.db.execute(
             "INSERT OR REPLACE INTO daemon (id, pid, started_ms, heartbeat_ms, stopped_ms,"
-            " uplink_connected, uplink_since_ms, uplink_error, uplink_error_ms, last_puback_ms)"
-            " VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " uplink_connected, uplink_since_ms, uplink_error, uplink_error_ms, last_puback_ms,"
+            " clock_plausible, clock_step_ms, clock_step_at_ms, clock_steps,"
+            " disk_full_since_ms, disk_dropped, buffer_cap_bytes)"
+            " VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 h.pid,
                 h.started_ms,
@@ -647,6 +991,13 @@ class Outbox:
                 h.uplink_error,
                 h.uplink_error_ms,
                 h.last_puback_ms,
+                int(h.clock_plausible),
+                h.clock_step_ms,
+                h.clock_step_at_ms,
+                h.clock_steps,
+                h.disk_full_since_ms,
+                h.disk_dropped,
+                h.buffer_cap_bytes,
             ),
         )
         devices = tuple(d.device for d in h.devices)
@@ -678,27 +1029,32 @@ class Outbox:
 
     def take_ack_requests(self) -> list[tuple[str, str, str]]:
         """Acknowledgements queued by the crew CLI: (alarm id, who, note), removed once read."""
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
+
+        def take() -> list[tuple[str, str, str]]:
             rows = self.db.execute(
                 "SELECT id, alarm_id, who, note FROM ack_requests ORDER BY id"
             ).fetchall()
             if rows:
                 self.db.execute("DELETE FROM ack_requests WHERE id <= ?", (rows[-1][0],))
-        return [(a, w, n) for _, a, w, n in rows]
+            return [(a, w, n) for _, a, w, n in rows]
+
+        done, taken = self._attempt(take, "NORMAL")
+        return taken if done and taken is not None else []
 
     def prune_alarm_log(self, retention_days: float) -> int:
         """Delete alarm log rows older than the retention, except alarms still open."""
         cutoff = _now_ms() - int(retention_days * 86_400_000)
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
-            cur = self.db.execute(
+
+        def delete() -> int:
+            return self.db.execute(
                 "DELETE FROM alarm_log WHERE ts_ms < ? AND alarm_id NOT IN"
                 " (SELECT alarm_id FROM alarm_log WHERE id IN"
                 " (SELECT max(id) FROM alarm_log GROUP BY alarm_id) AND state != 'normal')",
                 (cutoff,),
-            )
-        return cur.rowcount
+            ).rowcount
+
+        done, deleted = self._attempt(delete, "NORMAL")
+        return deleted if done and deleted is not None else 0
 
     def close(self) -> None:
         """Commit what is in memory, pending deletes and a last health snapshot; close."""
@@ -709,9 +1065,7 @@ class Outbox:
         if self.health_source is not None:
             h = self.health_source()
             stopped = replace(h, stopped_ms=h.heartbeat_ms)
-            with self.db:
-                self.db.execute("BEGIN IMMEDIATE")
-                self._put_health(stopped)
+            self._try_write(lambda: self._put_health(stopped), "NORMAL")
         self.db.close()
 
 

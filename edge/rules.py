@@ -1,4 +1,10 @@
-"""Local alarm rules (ISA-18.2 / IEC 62682) and report-by-exception: pure code, time passed in."""
+"""Local alarm rules (ISA-18.2 / IEC 62682) and report-by-exception: pure code, time passed in.
+
+Two clocks are passed in, never read here: `ts_ms`, the wall-clock UTC time a sample was taken
+(data: it stamps the alarm events), and `mono_ms`, a monotonic clock in milliseconds that times
+every delay, rate and timer. A wall clock that NTP steps back by an hour, or that starts at 1970
+on a cabinet without an RTC, must not hold an on-delayed gas alarm back or fire every stale timer.
+"""
 
 from __future__ import annotations
 
@@ -47,12 +53,12 @@ class _Track:
 
     rule: Rule
     condition: bool = False  # the debounced-free raw condition after hysteresis
-    since_ms: int = 0  # when `condition` last changed
+    since_mono_ms: int = 0  # when `condition` last changed (monotonic)
     active: bool = False  # alarm raised (after on-delay) and not yet cleared (after off-delay)
     acked: bool = True
     alarm_id: str | None = None
     last_value: Value = None
-    last_ts_ms: int = 0  # for rate of change and stale: previous good sample
+    last_mono_ms: int = 0  # for rate of change and stale: previous good sample (monotonic)
     has_last: bool = False
 
     @property
@@ -85,9 +91,9 @@ class AlarmEngine:
     next_number: Callable[[], int]  # the buffer's persisted counter: ids survive restarts
     _tracks: dict[tuple[str, str], list[_Track]] = field(default_factory=dict)
     _by_id: dict[str, tuple[str, str, _Track]] = field(default_factory=dict)
-    # The earliest moment a pending on- or off-delay may expire: a timer set for it calls
-    # `tick` then, so a delayed alarm is raised on time, not at the next sample. It may be
-    # early (the condition went away meanwhile): `tick` then recomputes it.
+    # The earliest moment (monotonic ms) a pending on- or off-delay may expire: a timer set for
+    # it calls `tick` then, so a delayed alarm is raised on time, not at the next sample. It
+    # may be early (the condition went away meanwhile): `tick` then recomputes it.
     next_due_ms: int | None = None
 
     def set_rules(self, device: str, point: str, rules: Iterable[Rule]) -> None:
@@ -106,22 +112,31 @@ class AlarmEngine:
         """True if the point has any rule (lets the hot path skip the rest)."""
         return (device, point) in self._tracks
 
-    def evaluate(self, device: str, point: str, value: Value, ts_ms: int) -> list[AlarmEvent]:
-        """Feed one good sample; return the alarm transitions it caused (usually none)."""
+    def evaluate(
+        self, device: str, point: str, value: Value, ts_ms: int, mono_ms: int
+    ) -> list[AlarmEvent]:
+        """Feed one good sample; return the alarm transitions it caused (usually none).
+
+        `ts_ms` is the sample's wall-clock UTC time (stamps the events), `mono_ms` the
+        monotonic time it was taken at (times delays, rates and stale timers).
+        """
         tracks = self._tracks.get((device, point))
         if not tracks:
             return []
         events: list[AlarmEvent] = []
         for t in tracks:
-            cond = self._condition(t, value, ts_ms)
+            cond = self._condition(t, value, mono_ms)
             if t.rule.type != "stale":
-                t.last_value, t.last_ts_ms, t.has_last = value, ts_ms, True
+                t.last_value, t.last_mono_ms, t.has_last = value, mono_ms, True
             if cond is not None:
-                self._advance(device, point, t, cond, value, ts_ms, events)
+                self._advance(device, point, t, cond, value, ts_ms, mono_ms, events)
         return events
 
-    def tick(self, ts_ms: int) -> list[AlarmEvent]:
-        """Let time pass: expire on/off delays and stale timers without a new sample."""
+    def tick(self, ts_ms: int, mono_ms: int) -> list[AlarmEvent]:
+        """Let time pass: expire on/off delays and stale timers without a new sample.
+
+        `ts_ms` (wall clock, UTC ms) stamps the events raised; `mono_ms` decides what expired.
+        """
         events: list[AlarmEvent] = []
         self.next_due_ms = None
         for (device, point), tracks in self._tracks.items():
@@ -129,16 +144,23 @@ class AlarmEngine:
                 if t.rule.type == COMM_LOSS:
                     continue  # driven by device health, not by time
                 if t.rule.type == "stale":
-                    if not t.has_last:
-                        t.last_ts_ms, t.has_last = ts_ms, True  # the timer starts at first sight
-                    cond = ts_ms - t.last_ts_ms >= t.rule.limit * 1000
-                    self._advance(device, point, t, cond, None, ts_ms, events)
+                    if not t.has_last:  # the timer starts at first sight
+                        t.last_mono_ms, t.has_last = mono_ms, True
+                    cond = mono_ms - t.last_mono_ms >= t.rule.limit * 1000
+                    self._advance(device, point, t, cond, None, ts_ms, mono_ms, events)
                 else:
-                    self._advance(device, point, t, t.condition, t.last_value, ts_ms, events)
+                    self._advance(
+                        device, point, t, t.condition, t.last_value, ts_ms, mono_ms, events
+                    )
         return events
 
     def comm_loss(
-        self, device: str, lost: bool, ts_ms: int, severity: Severity = Severity.MEDIUM
+        self,
+        device: str,
+        lost: bool,
+        ts_ms: int,
+        mono_ms: int,
+        severity: Severity = Severity.MEDIUM,
     ) -> list[AlarmEvent]:
         """Raise or clear the comm-loss alarm of a device (no delays: health already debounced)."""
         key = (device, DEVICE_POINT)
@@ -147,7 +169,7 @@ class AlarmEngine:
             rule = Rule(COMM_LOSS, severity=severity, message=f"communication lost with {device}")
             tracks = self._tracks[key] = [_Track(rule)]
         events: list[AlarmEvent] = []
-        self._advance(device, DEVICE_POINT, tracks[0], lost, None, ts_ms, events)
+        self._advance(device, DEVICE_POINT, tracks[0], lost, None, ts_ms, mono_ms, events)
         return events
 
     def acknowledge(self, alarm_id: str, who: str, note: str, ts_ms: int) -> AlarmEvent:
@@ -167,30 +189,34 @@ class AlarmEngine:
         """(alarm id, device, point, state) of every alarm that is not back to normal."""
         return [(aid, d, p, t.state) for aid, (d, p, t) in self._by_id.items()]
 
-    def restore(self, events: Iterable[AlarmEvent]) -> None:
-        """Re-adopt alarms that were not normal at the last shutdown (latest event per alarm)."""
+    def restore(self, events: Iterable[AlarmEvent], mono_ms: int) -> None:
+        """Re-adopt alarms that were not normal at the last shutdown (latest event per alarm).
+
+        Their conditions count as having changed at `mono_ms` (now): a monotonic clock does not
+        survive a restart, and an off-delay restarts from the first sample that clears it.
+        """
         for e in events:
             if e.state is AlarmState.NORMAL:
                 continue
             tracks = self._tracks.get((e.device, e.point))
             if tracks is None and e.alarm_type == COMM_LOSS:
-                self.comm_loss(e.device, False, e.ts_ms, e.severity)
+                self.comm_loss(e.device, False, e.ts_ms, mono_ms, e.severity)
                 tracks = self._tracks[(e.device, e.point)]
             for t in tracks or []:
                 if t.rule.type == e.alarm_type and t.alarm_id is None:
                     t.alarm_id = e.alarm_id
                     t.active = t.condition = e.state is not AlarmState.CLEARED_UNACKED
                     t.acked = e.state is AlarmState.ACTIVE_ACKED
-                    t.since_ms = e.ts_ms
+                    t.since_mono_ms = mono_ms
                     self._by_id[e.alarm_id] = (e.device, e.point, t)
                     break
 
     # --- internals ------------------------------------------------------------------------
 
-    def _condition(self, t: _Track, value: Value, ts_ms: int) -> bool | None:
+    def _condition(self, t: _Track, value: Value, mono_ms: int) -> bool | None:
         rule = t.rule
         if rule.type == "stale":
-            t.last_ts_ms, t.has_last = ts_ms, True
+            t.last_mono_ms, t.has_last = mono_ms, True
             return False
         if rule.type == "state":
             return value == rule.when
@@ -199,7 +225,7 @@ class AlarmEngine:
             return None  # a limit rule cannot judge a non-number: keep the state as it is
         if rule.type == "roc":
             prev = _number(t.last_value) if t.has_last else None
-            dt = (ts_ms - t.last_ts_ms) / 1000
+            dt = (mono_ms - t.last_mono_ms) / 1000
             if prev is None or dt <= 0:
                 return None
             rate = abs(x - prev) / dt
@@ -214,11 +240,12 @@ class AlarmEngine:
         cond: bool,
         value: Value,
         ts_ms: int,
+        mono_ms: int,
         events: list[AlarmEvent],
     ) -> None:
         if cond != t.condition:
-            t.condition, t.since_ms = cond, ts_ms
-        held_s = (ts_ms - t.since_ms) / 1000
+            t.condition, t.since_mono_ms = cond, mono_ms
+        held_s = (mono_ms - t.since_mono_ms) / 1000
         if cond and not t.active and held_s >= t.rule.on_delay_s:
             t.active = True
             if t.alarm_id is None:  # a new occurrence; a return while cleared-unacked keeps its id
@@ -234,7 +261,7 @@ class AlarmEngine:
                 t.alarm_id = None
         elif cond != t.active:  # a delay is running
             delay_s = t.rule.on_delay_s if cond else t.rule.off_delay_s
-            due = t.since_ms + math.ceil(delay_s * 1000)
+            due = t.since_mono_ms + math.ceil(delay_s * 1000)
             if self.next_due_ms is None or due < self.next_due_ms:
                 self.next_due_ms = due
 
@@ -286,7 +313,7 @@ def _default_message(kind: str, point: str, rule: Rule) -> str:
 class ExceptionFilter:
     """Report-by-exception for one point: a change beyond `deadband`, or `heartbeat_s` of silence.
 
-    `deadband=None` reports every sample.
+    `deadband=None` reports every sample. The heartbeat runs on the monotonic clock.
     """
 
     deadband: float | None = None
@@ -295,12 +322,12 @@ class ExceptionFilter:
     _last_ms: int = -(2**62)
     _last_quality: object = None
 
-    def admit(self, value: Value, quality: object, ts_ms: int) -> bool:
-        """Decide whether this sample is sent; remembers it if so."""
+    def admit(self, value: Value, quality: object, mono_ms: int) -> bool:
+        """Decide whether a sample taken at `mono_ms` (monotonic) is sent; remembers it if so."""
         if (
             self.deadband is not None
             and quality == self._last_quality
-            and ts_ms - self._last_ms < self.heartbeat_s * 1000
+            and mono_ms - self._last_ms < self.heartbeat_s * 1000
         ):
             last = self._last
             if value == last:
@@ -313,5 +340,5 @@ class ExceptionFilter:
                 and abs(value - last) <= self.deadband
             ):
                 return False
-        self._last, self._last_ms, self._last_quality = value, ts_ms, quality
+        self._last, self._last_ms, self._last_quality = value, mono_ms, quality
         return True

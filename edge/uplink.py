@@ -4,12 +4,23 @@ paho-mqtt runs inside the asyncio loop (its socket is registered with the loop, 
 asyncio example), so every callback runs on the loop thread and can touch the outbox directly.
 A fresh paho client is made per connection: on reconnect we republish frozen batches ourselves,
 with their original seq, instead of letting paho's session replay race with ours.
+
+MQTT 5 by default (`mqtt.protocol`). Batches are cut to what the broker takes (edge/packets.py):
+its CONNACK Maximum Packet Size, `mqtt.max_packet_bytes`, or what its refusals taught; a frozen
+batch over that is split under new seqs by the outbox. A PUBACK with an error reason code never
+removes a batch: it is split (a size refusal) or held back and offered again later.
+
+The last will is the death "connection lost", built when the connection is made: its time is
+that of the connect, not of the loss (the collector stamps a death with its own receive time).
+A clean close publishes the death "shutdown" and sends DISCONNECT, so the broker never publishes
+the will then and the retained death it keeps says "shutdown".
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import threading
@@ -21,8 +32,10 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge.clock import wall_ms
 from edge.config import MqttConfig
-from edge.outbox import LANE_ALARM, LANE_DATA, LANE_DEVICE, Outbox
+from edge.outbox import LANE_ALARM, LANE_DATA, LANE_DEVICE, BufferFull, Outbox
+from edge.packets import PacketLimit, publish_overhead
 from wire import Birth, Command, CommandReply, Death, Kind, Status, WireError, decode, encode, topic
 
 log = logging.getLogger("lifeline.edge.uplink")
@@ -30,11 +43,24 @@ log = logging.getLogger("lifeline.edge.uplink")
 CommandHandler = Callable[[Command], Awaitable[CommandReply]]
 _CONNECT_TIMEOUT_S = 10.0
 _LANE_KIND = {LANE_ALARM: Kind.ALARM, LANE_DEVICE: Kind.DEVICE, LANE_DATA: Kind.DATA}
+# A connection lost sooner than this after its CONNACK does not reset the reconnect backoff: a
+# broker that ends connections at once (refusing a batch, a duplicate client id) is not a loop.
+_SHORT_LIVED_S = 10.0
+# A drop this soon after the largest batch in flight was published may be the broker refusing it.
+_DROP_WINDOW_S = 2.0
+# MQTT 5 reason codes: a DISCONNECT saying the packet was too large, and the protocol error paho
+# reports when Mosquitto (message_size_limit) answers a too large publish with PUBACK 0x95,
+# which is not a PUBACK reason code: measured with Mosquitto 2.0.11 and paho-mqtt 2.2.
+_PACKET_TOO_LARGE = 0x95
+_PROTOCOL_ERROR = 0x82
+# PUBACK reason codes that say nothing about the payload's size: the batch is held back and
+# offered again later, never split (not authorized, topic name invalid, packet id in use,
+# quota exceeded).
+_NOT_SIZE = frozenset({0x87, 0x90, 0x91, 0x97})
 
 
-def now_ms() -> int:
-    """UTC wall-clock milliseconds."""
-    return time.time_ns() // 1_000_000
+class BrokerRefused(ConnectionError):
+    """The broker took the TCP connection but not the MQTT one; the message says why."""
 
 
 class Uplink:
@@ -64,7 +90,7 @@ class Uplink:
         self._connected = asyncio.Event()
         self._lost = asyncio.Event()
         self._stopping = False
-        self._inflight: dict[int, tuple[int, float]] = {}  # mid -> (seq, monotonic sent)
+        self._inflight: dict[int, tuple[int, float, int]] = {}  # mid -> (seq, sent, bytes)
         self._inflight_seqs: set[int] = set()
         self._control: dict[int, asyncio.Future[None]] = {}  # mid -> waiter (birth, death)
         self._pump_scheduled = False
@@ -78,11 +104,27 @@ class Uplink:
         self.connects = 0
         # For the health snapshot: connected or not since when, the last error, the last PUBACK.
         self._up = False  # as last reported: unlike `connected`, cleared only by _down
-        self.state_since_ms = now_ms()
+        self.state_since_ms = wall_ms()
         self.last_error = ""
         self.last_error_ms: int | None = None
         self.last_puback_ms: int | None = None
-        self._refusal = ""
+        self._refusal = ""  # why the broker refused or closed the connection being made
+        self._lost_reason = ""  # the reason code of the last disconnect, if any
+        self._logged = ""  # the last connection problem logged: each is logged once
+        # A callback that failed: loop callbacks die in silence, so run() raises it instead.
+        self.failure: BaseException | None = None
+        self._pump_soon = self._guarded(self._pump)
+        longest = max(len(t.encode()) for t in self._topics.values())
+        self.limit = PacketLimit(
+            outbox.batch_bytes, cfg.max_packet_bytes, publish_overhead(longest)
+        )
+        outbox.set_batch_bytes(self.limit.budget())
+        # Batches the broker refused for another reason than size: seq -> (monotonic time they
+        # may go again, the wait before that).
+        self._parked: dict[int, tuple[float, float]] = {}
+        self.refused = 0  # PUBACKs with an error reason code
+        self._refused_at = -_DROP_WINDOW_S  # monotonic time of the last one
+        self._refusing = ""  # the last refusal logged
 
     # --- public -------------------------------------------------------------------------------
 
@@ -104,43 +146,76 @@ class Uplink:
         while not self._stopping:
             try:
                 await self._connect()
-            except (OSError, TimeoutError, ConnectionError, ValueError) as exc:
-                self._error(f"broker {self.cfg.url} unreachable: {str(exc) or type(exc).__name__}")
+            except (OSError, TimeoutError, ValueError) as exc:
+                self._raise_failure()
                 attempt += 1
-                delay = min(self.cfg.reconnect_max_s, self.cfg.reconnect_min_s * 2 ** (attempt - 1))
-                delay *= random.uniform(0.5, 1.0)
-                log.warning(
-                    "broker %s unreachable (%s); retrying in %.1f s", self.cfg.url, exc, delay
+                delay = self._backoff(attempt)
+                why = str(exc) or type(exc).__name__
+                self._problem(
+                    f"broker {self.cfg.url}: {why}"
+                    if isinstance(exc, BrokerRefused)
+                    else f"broker {self.cfg.url} unreachable: {why}",
+                    f"; retrying (next in {delay:.1f} s, backing off)",
                 )
                 await asyncio.sleep(delay)
                 continue
-            attempt = 0
+            up_since = time.monotonic()
+            self._logged = ""  # connected: the next problem is news again
             await self._lost.wait()
+            self._raise_failure()
             self._teardown()
             self._down()
-            if not self._stopping:
-                self._error(f"connection to {self.cfg.url} lost")
-                log.warning("connection to %s lost; reconnecting", self.cfg.url)
-                await asyncio.sleep(self.cfg.reconnect_min_s * random.uniform(0.1, 0.5))
+            if self._stopping:
+                break
+            attempt = attempt + 1 if time.monotonic() - up_since < _SHORT_LIVED_S else 0
+            why = f": {self._lost_reason}" if self._lost_reason else ""
+            self._problem(f"connection to {self.cfg.url} lost{why}", "; reconnecting")
+            pause = self.cfg.reconnect_min_s * random.uniform(0.1, 0.5)
+            await asyncio.sleep(self._backoff(attempt) if attempt else pause)
+
+    def _backoff(self, attempt: int) -> float:
+        """Seconds before connection attempt `attempt` (1, 2, ...): doubling, capped, jittered."""
+        delay = min(self.cfg.reconnect_max_s, self.cfg.reconnect_min_s * 2.0 ** (attempt - 1))
+        return delay * random.uniform(0.5, 1.0)
+
+    def _problem(self, message: str, then: str) -> None:
+        """A connection problem: remembered for `status`, logged once until it changes."""
+        self._error(message)
+        if message != self._logged:
+            self._logged = message
+            log.warning("%s%s", message, then)
 
     def kick(self) -> None:
         """Something new was frozen, queued or acknowledged: fill the window soon (coalesced)."""
         if not self._pump_scheduled and self._loop is not None:
             self._pump_scheduled = True
-            self._loop.call_soon(self._pump)
+            self._loop.call_soon(self._pump_soon)
 
     def publish_birth(self) -> None:
         """Publish the retained birth for this session (on connect and on `rebirth`)."""
         if self._client is not None and self.connected:
-            self._client.publish(self._topics[Kind.BIRTH], encode(self._birth()), 1, retain=True)
+            payload = encode(self._birth())
+            if self._fits(Kind.BIRTH, payload):
+                self._client.publish(self._topics[Kind.BIRTH], payload, 1, retain=True)
+
+    def clock_stepped(self, step_ms: int) -> None:
+        """The wall clock jumped by `step_ms`: keep `live_since_ms` on the clock's new scale.
+
+        Without this, a step back would flag every live sample "historical" (sampled before
+        this connection) until the next reconnect.
+        """
+        if self.live_since_ms is not None:
+            self.live_since_ms += step_ms
 
     def publish_status(self, counters: dict[str, int | float]) -> None:
         """Publish a status message (QoS 0: the next one supersedes it)."""
         if self._client is not None and self.connected:
             msg = Status(
-                self.gateway, self.session, 0, now_ms(), counters=counters, epoch=self.outbox.epoch
+                self.gateway, self.session, 0, wall_ms(), counters=counters, epoch=self.outbox.epoch
             )
-            self._client.publish(self._topics[Kind.STATUS], encode(msg), 0)
+            payload = encode(msg)
+            if self._fits(Kind.STATUS, payload):
+                self._client.publish(self._topics[Kind.STATUS], payload, 0)
 
     async def drain(self, timeout_s: float) -> bool:
         """Wait until nothing is frozen or in flight (or the timeout); True if empty."""
@@ -157,15 +232,31 @@ class Uplink:
         self._stopping = True
         client = self._client
         if client is not None and self.connected:
-            info = client.publish(self._topics[Kind.DEATH], self._death(reason), 1, retain=True)
-            waiter = asyncio.get_running_loop().create_future()
-            self._control[info.mid] = waiter
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(waiter, 2.0)
-            client.disconnect()
+            death = self._death(reason)
+            if self._fits(Kind.DEATH, death):
+                info = client.publish(self._topics[Kind.DEATH], death, 1, retain=True)
+                waiter = asyncio.get_running_loop().create_future()
+                self._control[info.mid] = waiter
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waiter, 2.0)
+            await self._disconnect(client)
         self._lost.set()
         self._teardown()
         self._down()
+
+    async def _disconnect(self, client: mqtt.Client) -> None:
+        """Send MQTT DISCONNECT and let paho close the socket after it (at most 2 s).
+
+        A socket closed without DISCONNECT makes the broker publish the last will, and the
+        retained death it keeps would say "connection lost" after a clean stop.
+        """
+        client.disconnect()
+        deadline = time.monotonic() + 2.0
+        # paho closes the socket itself once the DISCONNECT packet is written.
+        while client.socket() is not None and time.monotonic() < deadline:
+            if client.loop_write() != mqtt.MQTT_ERR_SUCCESS:
+                break
+            await asyncio.sleep(0.01)
 
     def counters(self) -> dict[str, int | float]:
         """Uplink figures for the status message."""
@@ -175,9 +266,35 @@ class Uplink:
             "acked": self.acked,
             "inflight": len(self._inflight),
             "connects": self.connects,
+            "puback_refused": self.refused,
+            "batches_split": self.outbox.retired,
+            "batch_budget_bytes": self.limit.budget(),
+            "broker_max_packet": self.limit.announced or 0,
             "publish_latency_p50_ms": lat[len(lat) // 2] if lat else 0.0,
             "publish_latency_max_ms": lat[-1] if lat else 0.0,
         }
+
+    # --- failures -----------------------------------------------------------------------------
+
+    def _guarded(self, fn: Callable[..., object]) -> Callable[..., None]:
+        """`fn` for the event loop to call: a failure stops the uplink (run() raises it)."""
+
+        def call(*args: Any) -> None:
+            try:
+                fn(*args)
+            except Exception as exc:  # any failure: a loop callback would die in silence
+                self._crash(exc)
+
+        return call
+
+    def _crash(self, exc: BaseException) -> None:
+        if self.failure is None:
+            self.failure = exc
+        self._lost.set()
+
+    def _raise_failure(self) -> None:
+        if self.failure is not None:
+            raise self.failure
 
     # --- connection ---------------------------------------------------------------------------
 
@@ -185,29 +302,58 @@ class Uplink:
         """Remember the latest error; a new kind of error is a change worth saving soon."""
         if message != self.last_error:
             self.outbox.health_changed()
-        self.last_error, self.last_error_ms = message, now_ms()
+        self.last_error, self.last_error_ms = message, wall_ms()
 
     def _down(self) -> None:
         """The connection is gone (lost or closed): down from now on, if it was up."""
         if self._up:
             self._up = False
-            self.state_since_ms = now_ms()
+            self.state_since_ms = wall_ms()
             self.outbox.health_changed()
 
     def _death(self, reason: str) -> bytes:
         death = Death(
-            self.gateway, self.session, 0, now_ms(), reason=reason, epoch=self.outbox.epoch
+            self.gateway, self.session, 0, wall_ms(), reason=reason, epoch=self.outbox.epoch
         )
         return encode(death)
 
+    @property
+    def client_id(self) -> str:
+        """The MQTT client id: fixed per gateway (the broker's ACL and logs know it)."""
+        return f"lifeline-edge-{self.gateway}"
+
+    def _whom(self) -> str:
+        return f"MQTT {self.cfg.protocol}, client id {self.client_id}"
+
+    def _fits(self, kind: Kind, payload: bytes) -> bool:
+        """Whether a birth, status, death or reply fits the broker's packet limit; if not, say
+        so once (the broker would drop the connection for it, again and again)."""
+        if self.limit.fits(len(payload), len(self._topics[kind].encode())):
+            return True
+        self._problem(
+            f"the {kind} message is {len(payload)} bytes, over the broker's maximum packet size"
+            f" of {self.limit.packet_limit()} bytes",
+            ": not published (raise the broker's max_packet_size)",
+        )
+        return False
+
     def _new_client(self) -> mqtt.Client:
         cfg = self.cfg
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"lifeline-edge-{self.gateway}",
-            clean_session=True,
-            reconnect_on_failure=False,
-        )
+        if cfg.protocol == "5":  # a clean start is asked for in connect(), not here
+            client = mqtt.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=self.client_id,
+                protocol=mqtt.MQTTv5,
+                reconnect_on_failure=False,
+            )
+        else:
+            client = mqtt.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=self.client_id,
+                protocol=mqtt.MQTTv311,
+                clean_session=True,
+                reconnect_on_failure=False,
+            )
         if cfg.username is not None:
             client.username_pw_set(cfg.username, cfg.password)
         if cfg.tls is not None or cfg.url.startswith("mqtts:"):
@@ -237,22 +383,32 @@ class Uplink:
         self._lost.clear()
         self._connected.clear()
         self._refusal = ""  # the broker's reason, if it refuses this connection
+        self._lost_reason = ""
+        cfg = self.cfg
+        connect = functools.partial(client.connect, cfg.host, cfg.port, cfg.keepalive_s)
+        if cfg.protocol == "5":  # no session kept: we republish frozen batches ourselves
+            connect = functools.partial(connect, clean_start=True)
         # connect() blocks on DNS, TCP and TLS: keep it off the loop so polling goes on.
         try:
-            await self._loop.run_in_executor(
-                None, client.connect, self.cfg.host, self.cfg.port, self.cfg.keepalive_s
-            )
+            await self._loop.run_in_executor(None, connect)
         except OSError as exc:
             self._teardown()
             raise ConnectionError(str(exc)) from None
         try:
-            await asyncio.wait_for(self._connected.wait(), _CONNECT_TIMEOUT_S)
+            async with asyncio.timeout(_CONNECT_TIMEOUT_S):
+                await first_set(self._connected, self._lost)
         except TimeoutError:
             self._teardown()
-            raise
-        if self._lost.is_set():
+            raise BrokerRefused(
+                f"no CONNACK within {_CONNECT_TIMEOUT_S:g} s ({self._whom()})"
+            ) from None
+        if not self._connected.is_set():  # (lost after a CONNACK: run() sees it at once)
             self._teardown()
-            raise ConnectionError(f"refused by broker: {self._refusal or 'connection closed'}")
+            raise BrokerRefused(
+                self._refusal
+                or f"the broker closed the connection before its CONNACK ({self._whom()}):"
+                " does it take this protocol version and client id? its log says why"
+            )
 
     def _teardown(self) -> None:
         client, self._client = self._client, None
@@ -260,7 +416,7 @@ class Uplink:
         if self._acked_seqs:
             self.outbox.acked(self._acked_seqs)
             self._acked_seqs = []
-            self.last_puback_ms = now_ms()
+            self.last_puback_ms = wall_ms()
         self._inflight.clear()
         self._inflight_seqs.clear()
         for waiter in self._control.values():
@@ -296,7 +452,7 @@ class Uplink:
         if threading.get_ident() == self._loop_thread:
             fn(*args)  # no wake-up through the loop's self-pipe per publish
         else:
-            loop.call_soon_threadsafe(fn, *args)
+            loop.call_soon_threadsafe(self._guarded(fn), *args)
 
     def _on_socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
         self._hop(self._register_reader, client, sock)
@@ -306,19 +462,20 @@ class Uplink:
             return
         assert self._loop is not None
         # Read every waiting packet per wake-up (paho's default is one): PUBACKs come in bursts.
-        self._loop.add_reader(sock, client.loop_read, self.cfg.inflight + 32)
+        self._loop.add_reader(sock, self._guarded(client.loop_read), self.cfg.inflight + 32)
         if self._misc is None:
             self._misc = self._loop.create_task(self._misc_loop(client), name="mqtt-misc")
 
     def _on_socket_close(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        self._hop(self._forget_socket, sock)
+        self._hop(self._forget_socket, client, sock)
 
-    def _forget_socket(self, sock: Any) -> None:
+    def _forget_socket(self, client: mqtt.Client, sock: Any) -> None:
         assert self._loop is not None
         with contextlib.suppress(Exception):
             self._loop.remove_reader(sock)
             self._loop.remove_writer(sock)
-        self._lost.set()
+        if client is self._client:  # not a late word from a connection given up already
+            self._lost.set()
 
     def _on_register_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
         if self._pumping:
@@ -328,7 +485,7 @@ class Uplink:
     def _add_writer(self, client: mqtt.Client, sock: Any) -> None:
         if client is self._client and sock.fileno() >= 0:
             assert self._loop is not None
-            self._loop.add_writer(sock, client.loop_write)
+            self._loop.add_writer(sock, self._guarded(client.loop_write))
 
     def _on_unregister_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
         self._hop(self._remove_writer, sock)
@@ -340,8 +497,11 @@ class Uplink:
 
     async def _misc_loop(self, client: mqtt.Client) -> None:
         # paho wants loop_misc about once a second for keepalive pings and timeouts.
-        while client.loop_misc() == mqtt.MQTT_ERR_SUCCESS:  # noqa: ASYNC110
-            await asyncio.sleep(1.0)
+        try:
+            while client.loop_misc() == mqtt.MQTT_ERR_SUCCESS:  # noqa: ASYNC110
+                await asyncio.sleep(1.0)
+        except Exception as exc:  # a task nobody awaits: it would die in silence
+            self._crash(exc)
         self._lost.set()
 
     # --- paho protocol callbacks (loop thread) ------------------------------------------------
@@ -349,28 +509,95 @@ class Uplink:
     def _on_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
+        if client is not self._client:
+            return
         if reason.is_failure:
-            log.error("broker refused the connection: %s", reason)
-            self._refusal = str(reason)
+            self._refusal = (
+                f"refused by the broker: CONNACK {reason} (0x{reason.value:02X}; {self._whom()})"
+            )
             self._lost.set()
-            self._connected.set()
             return
         self.connects += 1
-        self.live_since_ms = now_ms()
+        self.live_since_ms = wall_ms()
         self._up = True
         self.state_since_ms = self.live_since_ms
         self.outbox.health_changed()
+        self.limit.announced = getattr(props, "MaximumPacketSize", None)
+        budget = self.limit.budget()
+        self.outbox.set_batch_bytes(budget)
         client.subscribe(self._topics[Kind.CMD], qos=1)
         self.publish_birth()
-        log.info("connected to %s (session %s)", self.cfg.url, self.session)
+        packet = self.limit.packet_limit()
+        cut = f"; packets up to {packet} bytes: batches of {budget} bytes" if packet else ""
+        log.info(
+            "connected to %s (MQTT %s, session %s%s)",
+            self.cfg.url,
+            self.cfg.protocol,
+            self.session,
+            cut,
+        )
         self._connected.set()
         self.kick()
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
+        if client is not self._client:
+            return  # a connection given up already (paho may still report it)
         self.live_since_ms = None
+        code = getattr(reason, "value", 0)
+        if code:
+            self._lost_reason = f"{reason} (0x{code:02X})"
+            if not self._stopping:
+                self._judge_drop(code)
         self._lost.set()
+
+    def _judge_drop(self, code: int) -> None:
+        """The connection dropped: was it the broker refusing the largest batch in flight?"""
+        if not self._inflight or time.monotonic() - self._refused_at < _DROP_WINDOW_S:
+            return  # nothing in flight, or the broker said why just before (Mosquitto 2.0
+            # drops an MQTT 5 client right after a PUBACK "Not authorized")
+        seq, sent, size = max(self._inflight.values(), key=lambda entry: entry[2])
+        if self.cfg.protocol == "5" and code in (_PACKET_TOO_LARGE, _PROTOCOL_ERROR):
+            lowered = self.limit.refused(size)  # said so, or a PUBACK paho could not read
+        elif time.monotonic() - sent <= _DROP_WINDOW_S:
+            # No reason given (MQTT 3.1.1; Mosquitto also resets MQTT 5 connections after an
+            # oversize publish): believed at the second such drop in a row.
+            lowered = self.limit.dropped(size)
+        else:
+            return
+        if lowered:
+            self._budget_lowered(f"dropped the connection ({self._lost_reason}) after batch {seq}"
+                                 f" of {size} bytes")  # fmt: skip
+
+    def _budget_lowered(self, why: str) -> None:
+        budget = self.limit.budget()
+        self.outbox.set_batch_bytes(budget)
+        message = f"broker {self.cfg.url} {why}; batches are cut to {budget} bytes from now on"
+        self._error(message)
+        log.warning("%s (larger frozen batches are split, under new seqs)", message)
+
+    def _refused(self, seq: int, size: int, reason: Any) -> None:
+        """An MQTT 5 PUBACK with an error reason code: the batch stays in the buffer."""
+        self.refused += 1
+        self._refused_at = time.monotonic()
+        code = reason.value
+        what = f"PUBACK {reason} (0x{code:02X})"
+        if code not in _NOT_SIZE and self.limit.refused(size):
+            self._budget_lowered(f"refused batch {seq} of {size} bytes: {what}")
+            self.kick()  # it is split and offered again
+            return
+        _, wait = self._parked.get(seq, (0.0, self.cfg.reconnect_min_s / 2))
+        wait = min(self.cfg.reconnect_max_s, wait * 2)
+        self._parked[seq] = (time.monotonic() + wait, wait)
+        message = f"broker {self.cfg.url} refused batch {seq}: {what}"
+        self._error(message)
+        if what != self._refusing:
+            self._refusing = what
+            log.warning("%s; it stays in the buffer and is offered again (next in %.1f s)",
+                        message, wait)  # fmt: skip
+        if self._loop is not None:
+            self._loop.call_later(wait, self.kick)
 
     def _on_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any
@@ -381,8 +608,14 @@ class Uplink:
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
             return
-        seq, sent = entry
+        seq, sent, size = entry
         self._inflight_seqs.discard(seq)
+        if reason.is_failure:  # MQTT 5 only: the broker did not take it
+            self._refused(seq, size, reason)
+            return
+        self.limit.accepted(size)
+        if self._parked:
+            self._parked.pop(seq, None)
         self.latencies_ms.append((time.monotonic() - sent) * 1000)
         self.acked += 1
         self._acked_seqs.append(seq)  # only now may the batch leave the buffer (in _pump)
@@ -394,7 +627,7 @@ class Uplink:
             if not isinstance(decoded, Command):
                 raise WireError(f"expected a command, got a {decoded.kind} message")
         except WireError as exc:
-            self._reply(CommandReply(self.gateway, self.session, 0, now_ms(), error=str(exc)))
+            self._reply(CommandReply(self.gateway, self.session, 0, wall_ms(), error=str(exc)))
             return
         task = asyncio.get_running_loop().create_task(self._run_command(decoded))
         self._tasks.add(task)
@@ -403,13 +636,16 @@ class Uplink:
     async def _run_command(self, cmd: Command) -> None:
         try:
             reply = await self._on_command(cmd)
+        except BufferFull as exc:  # ... unless it cannot store the alarm event it made
+            self._crash(exc)
+            return
         except Exception as exc:  # a command must never take the daemon down
             log.exception("command %s failed", cmd.name)
             reply = CommandReply(
                 self.gateway,
                 self.session,
                 0,
-                now_ms(),
+                wall_ms(),
                 command_id=cmd.command_id,
                 error=f"{type(exc).__name__}: {exc}",
             )
@@ -417,7 +653,9 @@ class Uplink:
 
     def _reply(self, reply: CommandReply) -> None:
         if self._client is not None and self.connected:
-            self._client.publish(self._topics[Kind.CMD_REPLY], encode(reply), 1)
+            payload = encode(reply)
+            if self._fits(Kind.CMD_REPLY, payload):
+                self._client.publish(self._topics[Kind.CMD_REPLY], payload, 1)
 
     def _pump(self) -> None:
         """Fill the in-flight window: alarm lane first, then device events, then telemetry."""
@@ -425,14 +663,19 @@ class Uplink:
         if self._acked_seqs:  # one transaction for every PUBACK of this loop iteration
             self.outbox.acked(self._acked_seqs)
             self._acked_seqs = []
-            self.last_puback_ms = now_ms()
+            self.last_puback_ms = wall_ms()
         client = self._client
         if client is None or self.live_since_ms is None:
             return
         room = self.cfg.inflight - len(self._inflight)
         if room <= 0:
             return
-        for batch in self.outbox.ready(self._inflight_seqs, room, self.live_since_ms):
+        exclude = self._inflight_seqs
+        if self._parked:  # refused for another reason than size: not before their time
+            now = time.monotonic()
+            held = {seq for seq, (until, _) in self._parked.items() if until > now}
+            exclude = exclude | held if held else exclude
+        for batch in self.outbox.ready(exclude, room, self.live_since_ms):
             self._pumping = True
             try:
                 info = client.publish(self._topics[_LANE_KIND[batch.lane]], batch.payload, 1)
@@ -440,7 +683,7 @@ class Uplink:
                 self._pumping = False
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 break  # the connection is going down; the batch stays frozen for the next
-            self._inflight[info.mid] = (batch.seq, time.monotonic())
+            self._inflight[info.mid] = (batch.seq, time.monotonic(), len(batch.payload))
             self._inflight_seqs.add(batch.seq)
             self.published += 1
             # Send each batch at once, not after the whole refill: the broker works on it while
@@ -449,3 +692,13 @@ class Uplink:
             # If the socket is full, loop_write registers the writer callback to finish.
             if client.loop_write() != mqtt.MQTT_ERR_SUCCESS:
                 break  # the connection dropped (paho has called on_disconnect)
+
+
+async def first_set(*events: asyncio.Event) -> None:
+    """Wait until any of `events` is set."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()

@@ -27,6 +27,8 @@ if [ "$for_tests" = 1 ]; then
   command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
   command -v node >/dev/null 2>&1 || missing+=(nodejs)
   command -v npm >/dev/null 2>&1 || missing+=(npm)
+  # libfaketime: the clock-step tests give a gateway process its own wall clock
+  command -v faketime >/dev/null 2>&1 || missing+=(faketime)
 fi
 
 if [ ${#missing[@]} -gt 0 ]; then

@@ -337,7 +337,9 @@ class GatewayAccount:
     evicted: int  # readings evicted from a full buffer (persisted counter)
     pending: int  # readings still in the buffer and not in the database
     last_seq: int  # highest seq the gateway assigned
-    unsent_seqs: int  # seqs frozen in the buffer that the database does not hold
+    # seqs frozen in the buffer that the database does not hold, and seqs retired by a split
+    # (a batch the broker refused as too large goes out again under new seqs: edge/outbox.py)
+    unsent_seqs: int
     db_readings: int
     db_distinct: int  # distinct (device, point, ts)
     db_seqs: int  # distinct (gateway, seq) keys the database committed
@@ -370,7 +372,7 @@ class GatewayAccount:
         if self.db_seqs + self.unsent_seqs != self.last_seq or self.db_seq_max > self.last_seq:
             out.append(
                 f"{self.gateway}: seqs 1..{self.last_seq} assigned, the database holds "
-                f"{self.db_seqs} and {self.unsent_seqs} wait in the buffer"
+                f"{self.db_seqs} and {self.unsent_seqs} wait in the buffer (or were split)"
             )
         if self.db_alarms != self.edge_alarms or self.db_alarms_distinct != self.db_alarms:
             out.append(
@@ -422,6 +424,9 @@ def _edge_books(path: Path, stored: set[int]) -> BufferBooks:
                 unsent += 1
                 pending += n if lane == 2 else 0
                 unsent_alarms += n if lane == 0 else 0
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+        if "retired" in tables:  # its records went out under new seqs: nothing pending
+            unsent += sum(seq not in stored for (seq,) in db.execute("SELECT seq FROM retired"))
         alarms = db.execute("SELECT count(*) FROM alarm_log").fetchone()[0]
     finally:
         db.close()

@@ -24,6 +24,7 @@ from wire import (
     Command,
     CommandReply,
     DataBatch,
+    Death,
     Kind,
     Message,
     Quality,
@@ -139,7 +140,7 @@ async def _silent_broker(
 ) -> None:
     """Accepts an MQTT connection and never acknowledges a publish."""
     await reader.read(1024)  # CONNECT
-    writer.write(b"\x20\x02\x00\x00")  # CONNACK, accepted
+    writer.write(b"\x20\x03\x00\x00\x00")  # MQTT 5 CONNACK: accepted, no properties
     await writer.drain()
     while data := await reader.read(65536):
         got.append(len(data))
@@ -236,3 +237,144 @@ def test_reconnects_after_broker_restart(tmp_path: Path, topic_root: str) -> Non
             await task
 
         asyncio.run(main())
+
+
+def retained(url: str, topic_name: str) -> list[Message]:
+    """What the broker keeps retained on `topic_name`, read by a fresh subscriber."""
+    got: list[Message] = []
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    client.on_message = lambda c, u, m: got.append(decode(bytes(m.payload)))
+    parts = urlsplit(url)
+    client.connect(parts.hostname or "127.0.0.1", parts.port or 1883)
+    client.subscribe(topic_name, qos=1)
+    client.loop_start()
+    time.sleep(0.5)
+    client.loop_stop()
+    client.disconnect()
+    return got
+
+
+def test_clean_close_sends_disconnect_so_the_retained_death_says_shutdown(
+    tmp_path: Path, mqtt_url: str, topic_root: str
+) -> None:
+    """Issue 13 item 8: a clean stop published its death, then the broker published the will."""
+    box = Outbox(tmp_path / "b.sqlite", "gw", "s1")
+    death_topic = topic("site", "gw", Kind.DEATH, root=topic_root)
+
+    async def main() -> None:
+        uplink = make_uplink(mqtt_url, topic_root, box, no_commands)
+        task = asyncio.create_task(uplink.run())
+        await until(lambda: uplink.connected)
+        await uplink.close("shutdown")
+        await task
+
+    with listening(mqtt_url, topic_root) as sub:
+        asyncio.run(main())
+        time.sleep(0.5)  # a will would be published now, when the broker sees the socket close
+    deaths = [m for m in sub.messages if isinstance(m, Death)]
+    assert [d.reason for d in deaths] == ["shutdown"]
+    (kept,) = retained(mqtt_url, death_topic)
+    assert isinstance(kept, Death)
+    assert kept.reason == "shutdown"
+
+
+async def _refusing_broker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A minimal MQTT 5 broker: it refuses every publish on a data topic with PUBACK 0x87 (Not
+    authorized), takes everything else, and never drops the connection."""
+
+    async def packet() -> tuple[int, bytes]:
+        head = (await reader.readexactly(1))[0]
+        length, shift = 0, 0
+        while True:
+            byte = (await reader.readexactly(1))[0]
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return head, await reader.readexactly(length)
+
+    try:
+        await packet()  # CONNECT
+        writer.write(b"\x20\x03\x00\x00\x00")  # CONNACK: accepted, no properties
+        while True:
+            head, body = await packet()
+            kind = head >> 4
+            if kind == 3 and head & 0x06:  # PUBLISH, QoS 1
+                size = int.from_bytes(body[:2], "big")
+                name, pid = body[2 : 2 + size].decode(), body[2 + size : 4 + size]
+                writer.write(b"\x40\x03" + pid + (b"\x87" if name.endswith("/data") else b"\x00"))
+            elif kind == 8:  # SUBSCRIBE
+                writer.write(b"\x90\x04" + body[:2] + b"\x00\x01")
+            elif kind == 12:  # PINGREQ
+                writer.write(b"\xd0\x00")
+            elif kind == 14:  # DISCONNECT
+                break
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    writer.close()
+
+
+def test_a_puback_error_never_removes_a_batch_and_does_not_loop(
+    tmp_path: Path, topic_root: str
+) -> None:
+    """MQTT 5 PUBACK 0x87: the batch stays in the buffer, waits longer each time, and the
+    connection is kept (on main the batch was deleted as if it had been delivered)."""
+    box = Outbox(tmp_path / "b.sqlite", "gw", "s1", batch_records=500)
+    fill(box, 2000)
+    box.add_alarm_events([alarm_event()])
+
+    async def against_refusing_broker() -> Uplink:
+        server = await asyncio.start_server(_refusing_broker, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        uplink = make_uplink(f"mqtt://127.0.0.1:{port}", topic_root, box, no_commands)
+        task = asyncio.create_task(uplink.run())
+        await until(lambda: uplink.refused >= 4)
+        await asyncio.sleep(3)  # refused batches wait 0.2, 0.4, 0.8 ... s: no tight loop
+        await uplink.close()
+        await task
+        server.close()
+        return uplink
+
+    uplink = asyncio.run(against_refusing_broker())
+    assert box.frozen_count() == 4  # all four data batches, not one removed
+    assert box.backlog + sum(b.n for b in box.ready(set(), 100, T0)) == 2000
+    assert uplink.refused < 30
+    assert uplink.connects == 1  # a refused batch is no reason to reconnect
+    assert uplink.acked >= 1  # the alarm batch went through
+    assert "Not authorized (0x87)" in uplink.last_error
+    box.close()
+
+
+@pytest.mark.parametrize(("protocol", "code"), [("5", "0x87"), ("3.1.1", "0x87")])
+def test_a_refused_connection_says_the_brokers_reason(
+    tmp_path: Path, topic_root: str, protocol: str, code: str
+) -> None:
+    """Not "unreachable (); TimeoutError": the CONNACK reason, the protocol, the client id."""
+    from tests.services import start_mosquitto
+
+    box = Outbox(tmp_path / "b.sqlite", "gw", "s1")
+    with start_mosquitto("allow_anonymous false") as broker:
+        cfg = MqttConfig(
+            url=broker.url,
+            root=topic_root,
+            protocol=protocol,
+            reconnect_min_s=0.2,  # type: ignore[arg-type]
+        )
+
+        def birth() -> Birth:
+            return Birth("gw", box.session, 0, T0)
+
+        uplink = Uplink(cfg, "site", "gw", box.session, box, birth, no_commands)
+
+        async def main() -> None:
+            task = asyncio.create_task(uplink.run())
+            await until(lambda: "CONNACK" in uplink.last_error)
+            await uplink.close()
+            await task
+
+        asyncio.run(main())
+    assert f"CONNACK Not authorized ({code}; MQTT {protocol}, client id lifeline-edge-gw)" in (
+        uplink.last_error
+    )
+    assert uplink.connects == 0
+    box.close()

@@ -1,4 +1,9 @@
-"""Alarm rules and report-by-exception, driven by plain values and explicit times."""
+"""Alarm rules and report-by-exception, driven by plain values and explicit times.
+
+Every call passes two times: the sample's wall-clock stamp (T0 + ...) and a monotonic time
+(M0 + ...). Where they move together the helpers derive one from the other; the clock-step tests
+move them apart, as NTP does.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from wire import AlarmState, Quality, Severity
 pytestmark = pytest.mark.unit
 
 T0 = 1_700_000_000_000
+M0 = 5_000  # monotonic ms: an arbitrary origin, unrelated to the wall clock
 A = AlarmState.ACTIVE_UNACKED
 C = AlarmState.CLEARED_UNACKED
 
@@ -27,7 +33,8 @@ def run(eng: AlarmEngine, samples: list[tuple[float, object]]) -> list[tuple[flo
     """Feed (seconds, value) samples; return (seconds, state) of every event."""
     out = []
     for sec, value in samples:
-        for e in eng.evaluate("d1", "p", value, T0 + int(sec * 1000)):  # type: ignore[arg-type]
+        ms = int(sec * 1000)
+        for e in eng.evaluate("d1", "p", value, T0 + ms, M0 + ms):  # type: ignore[arg-type]
             out.append((sec, e.state.value))
     return out
 
@@ -102,7 +109,7 @@ def test_rule_table(
 
 def test_lifecycle_and_stable_ids() -> None:
     eng = engine_with(Rule("hi", 20, severity=Severity.CRITICAL))
-    (raised,) = eng.evaluate("d1", "p", 25, T0)
+    (raised,) = eng.evaluate("d1", "p", 25, T0, M0)
     assert (raised.alarm_id, raised.state, raised.severity) == ("gw1:1", A, Severity.CRITICAL)
     acked = eng.acknowledge("gw1:1", "crew-7", "on site", T0 + 5)
     assert (acked.state, acked.ack_by, acked.ack_note) == (
@@ -110,22 +117,22 @@ def test_lifecycle_and_stable_ids() -> None:
         "crew-7",
         "on site",
     )
-    (cleared,) = eng.evaluate("d1", "p", 10, T0 + 10)
+    (cleared,) = eng.evaluate("d1", "p", 10, T0 + 10, M0 + 10)
     assert (cleared.alarm_id, cleared.state) == ("gw1:1", AlarmState.NORMAL)
     with pytest.raises(UnknownAlarm):
         eng.acknowledge("gw1:1", "crew-7", "", T0 + 11)
-    (again,) = eng.evaluate("d1", "p", 30, T0 + 20)
+    (again,) = eng.evaluate("d1", "p", 30, T0 + 20, M0 + 20)
     assert again.alarm_id == "gw1:2"
 
 
 def test_cleared_unacked_then_ack_and_return_keeps_id() -> None:
     eng = engine_with(Rule("hi", 20))
-    eng.evaluate("d1", "p", 25, T0)
-    (cleared,) = eng.evaluate("d1", "p", 10, T0 + 1)
+    eng.evaluate("d1", "p", 25, T0, M0)
+    (cleared,) = eng.evaluate("d1", "p", 10, T0 + 1, M0 + 1)
     assert cleared.state is C
-    (back,) = eng.evaluate("d1", "p", 25, T0 + 2)
+    (back,) = eng.evaluate("d1", "p", 25, T0 + 2, M0 + 2)
     assert (back.alarm_id, back.state) == ("gw1:1", A)
-    eng.evaluate("d1", "p", 10, T0 + 3)
+    eng.evaluate("d1", "p", 10, T0 + 3, M0 + 3)
     done = eng.acknowledge("gw1:1", "cli", "", T0 + 4)
     assert done.state is AlarmState.NORMAL
     assert eng.active() == []
@@ -133,9 +140,9 @@ def test_cleared_unacked_then_ack_and_return_keeps_id() -> None:
 
 def test_tick_expires_on_delay_without_new_sample() -> None:
     eng = engine_with(Rule("hi", 10, on_delay_s=2))
-    assert eng.evaluate("d1", "p", 11, T0) == []
-    assert eng.tick(T0 + 1999) == []
-    (e,) = eng.tick(T0 + 2000)
+    assert eng.evaluate("d1", "p", 11, T0, M0) == []
+    assert eng.tick(T0 + 1999, M0 + 1999) == []
+    (e,) = eng.tick(T0 + 2000, M0 + 2000)
     assert e.state is A
 
 
@@ -154,50 +161,50 @@ def test_next_due_marks_when_an_on_delay_expires(
 ) -> None:
     eng = engine_with(Rule("hi", 10, on_delay_s=2))
     run(eng, samples)
-    assert eng.next_due_ms == (None if due_after is None else T0 + int(due_after * 1000))
+    assert eng.next_due_ms == (None if due_after is None else M0 + int(due_after * 1000))
     if due_after is None:
         return
-    events = eng.tick(T0 + int(due_after * 1000))
+    events = eng.tick(T0 + int(due_after * 1000), M0 + int(due_after * 1000))
     assert bool(events) is raised_at_due
     if raised_at_due:
         assert eng.next_due_ms is None
     elif samples[-1][1] == 11:
-        assert eng.next_due_ms == T0 + 3500
-        assert [e.state for e in eng.tick(T0 + 3500)] == [A]
+        assert eng.next_due_ms == M0 + 3500
+        assert [e.state for e in eng.tick(T0 + 3500, M0 + 3500)] == [A]
 
 
 def test_next_due_marks_when_an_off_delay_expires() -> None:
     eng = engine_with(Rule("hi", 10, off_delay_s=3))
     assert [s for _, s in run(eng, [(0, 11), (1, 9)])] == [A.value]
-    assert eng.next_due_ms == T0 + 4000
-    assert eng.tick(T0 + 3999) == []
-    assert [e.state for e in eng.tick(T0 + 4000)] == [C]
+    assert eng.next_due_ms == M0 + 4000
+    assert eng.tick(T0 + 3999, M0 + 3999) == []
+    assert [e.state for e in eng.tick(T0 + 4000, M0 + 4000)] == [C]
     assert eng.next_due_ms is None
 
 
 def test_stale_rule() -> None:
     eng = engine_with(Rule("stale", 10, severity=Severity.LOW))
-    eng.evaluate("d1", "p", 1, T0)
-    assert eng.tick(T0 + 9_999) == []
-    (e,) = eng.tick(T0 + 10_000)
+    eng.evaluate("d1", "p", 1, T0, M0)
+    assert eng.tick(T0 + 9_999, M0 + 9_999) == []
+    (e,) = eng.tick(T0 + 10_000, M0 + 10_000)
     assert (e.alarm_type, e.state) == ("stale", A)
-    (c,) = eng.evaluate("d1", "p", 2, T0 + 11_000)
+    (c,) = eng.evaluate("d1", "p", 2, T0 + 11_000, M0 + 11_000)
     assert c.state is C
 
 
 def test_comm_loss_and_restore() -> None:
     eng = engine_with()
-    (lost,) = eng.comm_loss("d1", True, T0, Severity.HIGH)
+    (lost,) = eng.comm_loss("d1", True, T0, M0, Severity.HIGH)
     assert (lost.alarm_type, lost.point, lost.state, lost.severity) == (
         "comm_loss",
         "_device",
         A,
         Severity.HIGH,
     )
-    assert eng.comm_loss("d1", True, T0 + 1) == []
+    assert eng.comm_loss("d1", True, T0 + 1, M0 + 1) == []
     fresh = engine_with()
-    fresh.restore([lost])
-    (back,) = fresh.comm_loss("d1", False, T0 + 2)
+    fresh.restore([lost], M0 + 2)
+    (back,) = fresh.comm_loss("d1", False, T0 + 2, M0 + 2)
     assert (back.alarm_id, back.state) == (lost.alarm_id, C)
 
 
@@ -214,12 +221,60 @@ def test_exception_filter(
     deadband: float | None, samples: list[tuple[float, object]], expected: list[bool]
 ) -> None:
     f = ExceptionFilter(deadband=deadband, heartbeat_s=300)
-    got = [f.admit(v, Quality.GOOD, T0 + int(s * 1000)) for s, v in samples]  # type: ignore[arg-type]
+    got = [f.admit(v, Quality.GOOD, M0 + int(s * 1000)) for s, v in samples]  # type: ignore[arg-type]
     assert got == expected
 
 
 def test_exception_filter_reports_quality_change() -> None:
     f = ExceptionFilter(deadband=10)
-    assert f.admit(1.0, Quality.GOOD, T0)
-    assert f.admit(None, Quality.STALE, T0 + 1)
-    assert f.admit(1.0, Quality.GOOD, T0 + 2)
+    assert f.admit(1.0, Quality.GOOD, M0)
+    assert f.admit(None, Quality.STALE, M0 + 1)
+    assert f.admit(1.0, Quality.GOOD, M0 + 2)
+
+
+# --- wall-clock steps: delays, rates, timers and heartbeats run on the monotonic clock --------
+
+HOUR = 3_600_000
+
+
+def test_on_delay_survives_the_wall_clock_stepping_back_an_hour() -> None:
+    """Issue 13 item 5: NTP stepped the clock back mid-delay; the 1 s on-delay still expires."""
+    eng = engine_with(Rule("hi", 20, on_delay_s=1))
+    assert eng.evaluate("d1", "p", 30, T0, M0) == []  # the leak is seen; the delay starts
+    # NTP steps the wall clock back an hour; the monotonic clock runs on.
+    assert eng.evaluate("d1", "p", 30, T0 - HOUR + 500, M0 + 500) == []
+    (raised,) = eng.evaluate("d1", "p", 30, T0 - HOUR + 1000, M0 + 1000)
+    assert (raised.state, raised.ts_ms) == (A, T0 - HOUR + 1000)  # stamped with the clock's time
+
+
+def test_delay_timer_due_time_is_monotonic() -> None:
+    eng = engine_with(Rule("hi", 20, on_delay_s=1))
+    eng.evaluate("d1", "p", 30, T0, M0)
+    assert eng.next_due_ms == M0 + 1000
+    (raised,) = eng.tick(T0 - HOUR + 1000, M0 + 1000)
+    assert raised.state is A
+
+
+def test_stale_timer_ignores_a_step_forward() -> None:
+    """A clock stepped forward an hour must not fire every stale timer at once."""
+    eng = engine_with(Rule("stale", 10, severity=Severity.LOW))
+    eng.evaluate("d1", "p", 1, T0, M0)
+    assert eng.tick(T0 + HOUR + 1000, M0 + 1000) == []
+    (e,) = eng.tick(T0 + HOUR + 10_000, M0 + 10_000)
+    assert (e.alarm_type, e.state) == ("stale", A)
+
+
+def test_rate_of_change_ignores_a_step() -> None:
+    """A rate measured across a step would be divided by an hour (or by a negative time)."""
+    eng = engine_with(Rule("roc", 5))
+    eng.evaluate("d1", "p", 0, T0, M0)
+    (e,) = eng.evaluate("d1", "p", 10, T0 + HOUR + 1000, M0 + 1000)  # 10 per second
+    assert e.state is A
+
+
+def test_exception_filter_heartbeat_survives_a_step_back() -> None:
+    """After a step back, an unchanged value is still reported every heartbeat, not an hour late."""
+    f = ExceptionFilter(deadband=0.5, heartbeat_s=300)
+    assert f.admit(1.0, Quality.GOOD, M0)
+    assert not f.admit(1.0, Quality.GOOD, M0 + 299_000)
+    assert f.admit(1.0, Quality.GOOD, M0 + 300_000)

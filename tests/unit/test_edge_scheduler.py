@@ -9,6 +9,7 @@ import pytest
 
 from drivers.errors import DeviceTimeout
 from edge import logbook
+from edge.clock import mono_ms
 from edge.config import HealthConfig, parse_config, resolve_profiles
 from edge.daemon import Gateway
 from edge.scheduler import Health, HealthTracker, Outcome
@@ -107,7 +108,8 @@ def test_a_running_on_delay_raises_its_alarm_without_another_sample(tmp_path: Pa
     gw = make_gateway(tmp_path)
 
     async def feed_once() -> set[tuple[str, int]]:
-        # T0 is long past: the 1 s on-delay of 一级 has expired, and its timer fires at once.
+        # The 1 s on-delay of 一级 runs from the sample's arrival (monotonic clock), not from
+        # its wall-clock stamp T0 (long past): a timer raises the alarm a second later.
         gw.values(gw.devices["gas-1"], {"gas_concentration": 30.0}, T0)
         for _ in range(500):
             alarms = {(e.alarm_type, int(e.severity)) for e in gw.outbox.open_alarms()}
@@ -164,8 +166,9 @@ def test_commands_ack_unknown_and_bad_write(tmp_path: Path) -> None:
 def test_stale_data_alarm_from_config(tmp_path: Path) -> None:
     gw = make_gateway(tmp_path)
     gw.values(gw.devices["gas-1"], {"temperature": float("nan")}, T0)  # bad: not fresh
-    gw.engine.tick(T0)
-    events = gw.engine.tick(T0 + 30_000)
+    now = mono_ms()
+    gw.engine.tick(T0, now)
+    events = gw.engine.tick(T0 + 30_000, now + 30_000)
     assert ("temperature", "stale", 4) in {(e.point, e.alarm_type, int(e.severity)) for e in events}
     gw.outbox.close()
 
