@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from drivers.link import LinkStats
 from edge.clock import wall_ms
 from edge.config import parse_config, resolve_profiles
 from edge.daemon import Gateway, GatewayFailed
@@ -48,6 +49,7 @@ class FakePoller:
 
     name = "fake"
     link = None
+    link_stats = LinkStats()  # what a real bus poller counts about its link
 
     def __init__(self, gw: Gateway, gas: float, fail: bool) -> None:
         self.gw, self.gas, self.fail = gw, gas, fail
