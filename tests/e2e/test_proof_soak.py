@@ -14,7 +14,6 @@ LIFELINE_SOAK_SECONDS (default 60) sets the length, LIFELINE_SOAK_SEED the seed.
 from __future__ import annotations
 
 import functools
-import glob
 import os
 import random
 import time
@@ -37,6 +36,7 @@ from tests.e2e.test_proof_district import (
     report,
     wait_for,
 )
+from tests.services import faketime_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.proof]
 
@@ -47,22 +47,6 @@ SMALL_BUFFER_MB = 0.1  # gw-1: fills to its bound within seconds of the broker g
 # learn it (MQTT 5 CONNACK) and cut their batches to fit.
 PACKET_LIMIT = 48 * 1024
 CLOCK_STEP_GATEWAY = "gw-2"  # its wall clock is stepped by libfaketime, as NTP would
-
-
-def faketime_env(clock_file: Path) -> dict[str, str]:
-    """Run a process under libfaketime, its wall-clock offset read from `clock_file`.
-
-    Only the wall clock moves (FAKETIME_DONT_FAKE_MONOTONIC): what NTP stepping a clock does.
-    """
-    libs = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))
-    if not libs:
-        pytest.fail("libfaketime is not installed: run scripts/setup.sh --tests", pytrace=False)
-    return {
-        "LD_PRELOAD": libs[0],
-        "FAKETIME_TIMESTAMP_FILE": str(clock_file),
-        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
-        "FAKETIME_CACHE_DURATION": "1",  # re-read the file every second, not at every call
-    }
 
 
 @dataclass(frozen=True)
