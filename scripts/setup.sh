@@ -3,7 +3,7 @@
 # Safe to run any number of times; it only does what is missing.
 #   scripts/setup.sh            what the demo needs
 #   scripts/setup.sh --tests    also what the test suite needs (PostgreSQL, headless Chromium,
-#                               Node.js with the TimescaleDB test engine in tests/tsdb)
+#                               faketime, Node.js with the TimescaleDB test engine in tests/tsdb)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,7 +27,7 @@ if [ "$for_tests" = 1 ]; then
   command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
   command -v node >/dev/null 2>&1 || missing+=(nodejs)
   command -v npm >/dev/null 2>&1 || missing+=(npm)
-  # libfaketime: the clock-step tests give a gateway process its own wall clock
+  # libfaketime: the clock-step tests and the soak give a gateway process its own wall clock
   command -v faketime >/dev/null 2>&1 || missing+=(faketime)
 fi
 

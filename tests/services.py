@@ -20,6 +20,7 @@ from lifeline.broker import PrivateBroker, free_port, wait_for_port
 
 __all__ = [
     "Postgres",
+    "faketime_env",
     "free_port",
     "fresh_database",
     "pg_reachable",
@@ -38,6 +39,27 @@ def start_mosquitto(extra_conf: str = "") -> Iterator[PrivateBroker]:
     finally:
         broker.stop()
         shutil.rmtree(broker.workdir, ignore_errors=True)
+
+
+def faketime_env(offset_file: Path) -> dict[str, str]:
+    """Environment that runs a process under libfaketime, its wall-clock offset read from
+    `offset_file` (e.g. `-1h`, `+0`; re-read every second).
+
+    Only the wall clock moves (FAKETIME_DONT_FAKE_MONOTONIC): what an NTP step or a missing RTC
+    does to a real cabinet. Debian's multi-threaded build, as the gateway connects to the broker
+    from a worker thread. Raises RuntimeError saying how to install it when it is missing.
+    """
+    libs = sorted(Path("/usr/lib").glob("*/faketime/libfaketimeMT.so.1"))
+    if not libs:
+        raise RuntimeError(
+            "libfaketime is missing: run scripts/setup.sh --tests (installs faketime)"
+        )
+    return {
+        "LD_PRELOAD": str(libs[0]),
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+        "FAKETIME_TIMESTAMP_FILE": str(offset_file),
+        "FAKETIME_CACHE_DURATION": "1",
+    }
 
 
 def _pg_bindir() -> Path:

@@ -27,26 +27,17 @@ from tests.e2e.test_edge_gateway import (
     subscribed,
     wait_for,
 )
+from tests.services import faketime_env
 from wire import EARLIEST_PLAUSIBLE_MS, AlarmBatch, Birth, DataBatch
 
 pytestmark = [pytest.mark.e2e]
 
-# Debian's multi-threaded build (the gateway connects to the broker from a worker thread).
-LIBFAKETIME = next(iter(sorted(Path("/usr/lib").glob("*/faketime/libfaketimeMT.so.1"))), None)
 HOUR_MS = 3_600_000
 
 
 def faked_gateway(config: Path, log: Path, offset_file: Path) -> subprocess.Popen[bytes]:
     """`lifeline edge run` with its wall clock read from `offset_file` (re-read every second)."""
-    if LIBFAKETIME is None:
-        pytest.fail("libfaketime is missing: run scripts/setup.sh --tests (installs faketime)")
-    env = {
-        **os.environ,
-        "LD_PRELOAD": str(LIBFAKETIME),
-        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
-        "FAKETIME_TIMESTAMP_FILE": str(offset_file),
-        "FAKETIME_CACHE_DURATION": "1",
-    }
+    env = {**os.environ, **faketime_env(offset_file)}
     argv = [sys.executable, "-c", "from edge.cli import app; app()", "run", "--config", str(config)]
     with open(log, "ab") as err:
         return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=env)

@@ -224,10 +224,19 @@ class District:
         assert reply.get("ok"), reply
         return reply.get("result")
 
-    def add_collector(self, client_id: str, share_group: str | None = None) -> Proc:
-        """Start a collector on the district's broker and database."""
+    def new_database(self) -> str:
+        """Another empty database on the district's PostgreSQL (for a collector of its own)."""
+        name = f"lifeline_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(self.pg.url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return f"{self.pg.url.rsplit('/', 1)[0]}/{name}"
+
+    def add_collector(
+        self, client_id: str, share_group: str | None = None, db_url: str | None = None
+    ) -> Proc:
+        """Start a collector on the district's broker and database (or `db_url`)."""
         port = free_port()
-        args = ["collector", "run", "--mqtt", self.broker.url, "--db", self.db_url]
+        args = ["collector", "run", "--mqtt", self.broker.url, "--db", db_url or self.db_url]
         args += ["--root", ROOT, "--client-id", client_id, "--http", f"127.0.0.1:{port}"]
         if share_group:
             args += ["--share-group", share_group]
@@ -252,13 +261,15 @@ class District:
 
         wait_for(f"{proc.name} ready", ready, timeout)
 
-    def add_gateway(self, gw: str, server: dict[str, Any], **over: Any) -> Proc:
-        """Write a gateway config for `server` and start the gateway."""
+    def add_gateway(
+        self, gw: str, server: dict[str, Any], env: dict[str, str] | None = None, **over: Any
+    ) -> Proc:
+        """Write a gateway config for `server` and start the gateway (with `env` added)."""
         buffer = self.tmp / f"{gw}.sqlite"
         conf = gateway_conf(gw, server, self.broker.url, buffer, **over)
         path = self.tmp / f"{gw}.yaml"
         path.write_text(yaml.safe_dump(conf, sort_keys=False))
-        proc = Proc(gw, ["edge", "run", "--config", str(path)], self.tmp / f"{gw}.log")
+        proc = Proc(gw, ["edge", "run", "--config", str(path)], self.tmp / f"{gw}.log", env)
         proc.start()
         self.gateways[gw] = proc
         self.buffers[gw] = buffer
@@ -295,14 +306,17 @@ class District:
 
 @contextlib.contextmanager
 def district(
-    tmp: Path, gateways: int, devices: int, seed: int, duration_s: float
+    tmp: Path, gateways: int, devices: int, seed: int, duration_s: float, broker_conf: str = ""
 ) -> Iterator[District]:
-    """Broker, PostgreSQL and firmware-sim up (no gateways or collectors yet); all torn down."""
+    """Broker, PostgreSQL and firmware-sim up (no gateways or collectors yet); all torn down.
+
+    `broker_conf` is added to the shipped Mosquitto configuration (later lines win).
+    """
     pg = Postgres()
     pg.start()
     procs: list[Proc] = []
     try:
-        with start_mosquitto() as broker, fresh_database(pg.url) as db_url:
+        with start_mosquitto(broker_conf) as broker, fresh_database(pg.url) as db_url:
             scenario = district_scenario(gateways, devices, seed, duration_s)
             (tmp / "scenario.yaml").write_text(yaml.safe_dump(scenario, sort_keys=False))
             args = ["sim", "run", "--scenario", str(tmp / "scenario.yaml")]
@@ -502,6 +516,29 @@ def caught_up(
     except (sqlite3.OperationalError, LookupError):  # a buffer file without its tables or epoch
         return False
     return all(b.db_seqs + b.unsent_seqs == b.last_seq and not b.lost for b in books)
+
+
+def open_alarms(buffer: Path) -> set[str]:
+    """The alarm ids a gateway's alarm log holds not normal (its alarm picture)."""
+    db = sqlite3.connect(f"file:{buffer}?mode=ro", uri=True)
+    try:
+        rows = db.execute(
+            "SELECT alarm_id FROM alarm_log WHERE id IN"
+            " (SELECT max(id) FROM alarm_log GROUP BY alarm_id) AND state != 'normal'"
+        ).fetchall()
+    finally:
+        db.close()
+    return {r[0] for r in rows}
+
+
+def collector_open_alarms(db_url: str, gateway: str) -> set[str]:
+    """The alarm ids a collector's database holds not normal for `gateway`."""
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute(
+            "SELECT alarm_id FROM alarm_index WHERE gateway_id = %s AND state <> 'normal'",
+            (gateway,),
+        ).fetchall()
+    return {r[0] for r in rows}
 
 
 def books_table(books: list[GatewayAccount]) -> str:

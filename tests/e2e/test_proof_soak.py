@@ -29,17 +29,24 @@ import pytest
 from tests.e2e.test_proof_district import (
     District,
     Proc,
+    collector_open_alarms,
     district,
     finish_and_account,
+    open_alarms,
     report,
     wait_for,
 )
+from tests.services import faketime_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.proof]
 
 GATEWAYS = 4
 DEVICES = 200
 SMALL_BUFFER_MB = 0.1  # gw-1: fills to its bound within seconds of the broker going down
+# The broker takes packets of at most 48 KiB, below the gateways' 128 KiB batches: they must
+# learn it (MQTT 5 CONNACK) and cut their batches to fit.
+PACKET_LIMIT = 48 * 1024
+CLOCK_STEP_GATEWAY = "gw-2"  # its wall clock is stepped by libfaketime, as NTP would
 
 
 @dataclass(frozen=True)
@@ -54,8 +61,12 @@ class Step:
 class Injector:
     """Seeded fault plan over a running district; every action is idempotent and logged."""
 
-    def __init__(self, d: District, rng: random.Random, duration_s: float) -> None:
+    def __init__(
+        self, d: District, rng: random.Random, duration_s: float, clock_file: Path
+    ) -> None:
         self.d = d
+        self.clock_file = clock_file
+        self.late_db = ""
         self.rng = rng
         self.duration_s = duration_s
         self.pg_up = True
@@ -101,6 +112,19 @@ class Injector:
                     functools.partial(d.lose_buffer, gw),
                 )
             )
+        outage(
+            f"{CLOCK_STEP_GATEWAY}'s wall clock steps back an hour (NTP), then forward again",
+            functools.partial(self._set_clock, "-1h"),
+            functools.partial(self._set_clock, "+0"),
+            rng.uniform(8, 15),
+        )
+        steps.append(
+            Step(
+                self.duration_s * 0.4,
+                "a second collector starts late, on a database of its own",
+                self._late_collector,
+            )
+        )
         serial = [x["id"] for x in d.scenario["servers"][-1]["devices"]]
         for _ in range(round(2 * scale)):
             dev = rng.choice(serial)
@@ -119,6 +143,13 @@ class Injector:
                 proc.start()
 
         return start
+
+    def _set_clock(self, offset: str) -> None:
+        self.clock_file.write_text(offset + "\n")
+
+    def _late_collector(self) -> None:
+        self.late_db = self.d.new_database()
+        self.d.add_collector(f"late-{uuid.uuid4().hex[:6]}", db_url=self.late_db)
 
     def _broker_down(self) -> None:
         self.d.broker.stop()
@@ -158,18 +189,22 @@ def test_soak_district_under_faults_loses_nothing_and_stores_nothing_twice(
     duration = float(os.environ.get("LIFELINE_SOAK_SECONDS", "60"))
     rng = random.Random(seed)
     print(f"soak seed {seed}, {duration:.0f} s")
-    with district(tmp_path, GATEWAYS, DEVICES, seed, duration) as d:
+    clock_file = tmp_path / f"{CLOCK_STEP_GATEWAY}.faketime"
+    clock_file.write_text("+0\n")
+    limit = f"max_packet_size {PACKET_LIMIT}"
+    with district(tmp_path, GATEWAYS, DEVICES, seed, duration, broker_conf=limit) as d:
         d.add_collector(f"collector-{uuid.uuid4().hex[:6]}")
         for g, server in enumerate(d.scenario["servers"], start=1):
             extra = {"buffer": {"max_mb": SMALL_BUFFER_MB}} if g == 1 else {}
-            d.add_gateway(f"gw-{g}", server, **extra)
+            env = faketime_env(clock_file) if f"gw-{g}" == CLOCK_STEP_GATEWAY else None
+            d.add_gateway(f"gw-{g}", server, env=env, **extra)
         wait_for("every gateway online", lambda: all(p.exists() for p in d.buffers.values()), 30)
         # A detector whose string register holds an embedded NUL (C\0H4): the gateway must not
         # send it on, or PostgreSQL refuses the batch and ingest stalls behind it.
         devices = d.scenario["servers"][1]["devices"]
         gas = next(x["id"] for x in devices if x["profile"] == "gas_detector")
         d.sim_call("set", device=gas, point="gas_name", value="C\x00H4")
-        injector = Injector(d, rng, duration)
+        injector = Injector(d, rng, duration, clock_file)
         steps = injector.plan()
         injector.run(steps)
         answered = sum(
@@ -178,6 +213,14 @@ def test_soak_district_under_faults_loses_nothing_and_stores_nothing_twice(
             for dev in server["devices"]
         )
         books = finish_and_account(d, timeout=120)
+        pictures = {gw: open_alarms(path) for gw, path in d.buffers.items()}
+        for db in (d.db_url, injector.late_db):
+            agreed = functools.partial(_holds_pictures, db, pictures)
+            wait_for("every collector to hold each gateway's open alarms", agreed, 60)
+        clock_step = _scalar(
+            d, "SELECT clock_step_ms FROM gateways WHERE gateway_id = %s", CLOCK_STEP_GATEWAY
+        )
+        biggest = _scalar(d, "SELECT max(length(payload)) FROM dead_letters")
         dead_letters = _scalar(d, "SELECT count(*) FROM dead_letters")
         gas_names = _scalar(
             d,
@@ -198,10 +241,15 @@ def test_soak_district_under_faults_loses_nothing_and_stores_nothing_twice(
             "sim_answered_requests": answered,
             "books": [vars(b) for b in books],
             "dead_letters": dead_letters,
+            "open_alarms_at_end": {gw: len(a) for gw, a in pictures.items()},
+            "clock_step_ms": clock_step,
         },
     )
     assert not problems, problems
-    assert dead_letters == 0, "an honest gateway's batch was refused"
+    assert dead_letters == 0, f"an honest gateway's batch was refused (largest {biggest} bytes)"
+    assert clock_step is not None, f"{CLOCK_STEP_GATEWAY} announced no clock step"
+    assert abs(abs(clock_step) - 3_600_000) < 10_000, clock_step
+    assert sum(len(a) for a in pictures.values()) > 0, "no alarm was open at the end"
     assert gas_names == "CH4"
     by_gw = {b.gateway: b for b in books}
     assert sum(b.epochs for b in books) > GATEWAYS, "no gateway lost its buffer"
@@ -210,6 +258,11 @@ def test_soak_district_under_faults_loses_nothing_and_stores_nothing_twice(
     # equal alarm counts above show none was evicted.
     assert all(b.edge_alarms > 0 for b in books), "a gateway raised no alarms"
     assert all(b.committed > 0 for b in books)
+
+
+def _holds_pictures(db_url: str, pictures: dict[str, set[str]]) -> bool:
+    """The collector on `db_url` holds exactly each gateway's open alarms."""
+    return all(collector_open_alarms(db_url, gw) == ids for gw, ids in pictures.items())
 
 
 def _scalar(d: District, sql: str, *args: object) -> Any:
