@@ -27,6 +27,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -102,6 +103,10 @@ class Uplink:
         self.published = 0
         self.acked = 0
         self.connects = 0
+        # Sparkplug's bdSeq: one per connection attempt of this process. The will built for a
+        # connection and the birth published on it carry the same number, so that collectors
+        # match a death to the birth it ends (a broker restart leaves an old will retained).
+        self._bd_seq = 0
         # For the health snapshot: connected or not since when, the last error, the last PUBACK.
         self._up = False  # as last reported: unlike `connected`, cleared only by _down
         self.state_since_ms = wall_ms()
@@ -194,7 +199,7 @@ class Uplink:
     def publish_birth(self) -> None:
         """Publish the retained birth for this session (on connect and on `rebirth`)."""
         if self._client is not None and self.connected:
-            payload = encode(self._birth())
+            payload = encode(replace(self._birth(), bd_seq=self._bd_seq))
             if self._fits(Kind.BIRTH, payload):
                 self._client.publish(self._topics[Kind.BIRTH], payload, 1, retain=True)
 
@@ -313,7 +318,13 @@ class Uplink:
 
     def _death(self, reason: str) -> bytes:
         death = Death(
-            self.gateway, self.session, 0, wall_ms(), reason=reason, epoch=self.outbox.epoch
+            self.gateway,
+            self.session,
+            0,
+            wall_ms(),
+            reason=reason,
+            bd_seq=self._bd_seq,
+            epoch=self.outbox.epoch,
         )
         return encode(death)
 
@@ -339,6 +350,7 @@ class Uplink:
 
     def _new_client(self) -> mqtt.Client:
         cfg = self.cfg
+        self._bd_seq += 1  # before the will is built: this connection's number
         if cfg.protocol == "5":  # a clean start is asked for in connect(), not here
             client = mqtt.Client(
                 CallbackAPIVersion.VERSION2,

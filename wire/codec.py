@@ -536,6 +536,7 @@ def _enc_birth(msg: Message) -> dict[str, Any]:
         "a": [alarm_fields(e) for e in msg.alarms],
         "h": msg.high_water,
         "ck": [clock.plausible, clock.step_ms, clock.step_at_ms],
+        "bd": msg.bd_seq,
     }
 
 
@@ -544,7 +545,7 @@ def _enc_location(loc: Location | None) -> list[Any] | None:
 
 
 def _dec_birth(h: _Head, body: Any) -> Birth:
-    b = _map(body, "birth", {"sw", "ch", "d", "a", "h", "ck"})
+    b = _map(body, "birth", {"sw", "ch", "d", "a", "h", "ck", "bd"})
     devices = []
     for i, raw in enumerate(_list(_field(b, "d"), "birth devices")):
         row = _row(raw, f"birth device {i}", 6)
@@ -576,17 +577,23 @@ def _dec_birth(h: _Head, body: Any) -> Birth:
             _int(clock[1], "birth clock step", -_INT64, _INT64 - 1),
             _int(clock[2], "birth clock step time", 0, MAX_TS_MS),
         ),
+        bd_seq=_int(_field(b, "bd"), "birth bd_seq", 0, MAX_SEQ),
     )
 
 
 def _enc_death(msg: Message) -> dict[str, Any]:
     assert isinstance(msg, Death)
-    return {"r": msg.reason}
+    return {"r": msg.reason, "bd": msg.bd_seq}
 
 
 def _dec_death(h: _Head, body: Any) -> Death:
-    b = _map(body, "death", {"r"})
-    return Death(*h[:4], reason=_str(_field(b, "r"), "death reason"), epoch=h.epoch)
+    b = _map(body, "death", {"r", "bd"})
+    return Death(
+        *h[:4],
+        reason=_str(_field(b, "r"), "death reason"),
+        bd_seq=_int(_field(b, "bd"), "death bd_seq", 0, MAX_SEQ),
+        epoch=h.epoch,
+    )
 
 
 def _enc_status(msg: Message) -> dict[str, Any]:

@@ -189,14 +189,22 @@ class Birth(_Header):
     alarms: tuple[AlarmEvent, ...] = ()
     high_water: int = 0
     clock: ClockInfo = ClockInfo()
+    # Sparkplug's bdSeq: counts the gateway process's broker connections; a death (the last
+    # will of one connection) ends only the birth with the same session and bd_seq.
+    bd_seq: int = 0
     kind: Kind = field(default=Kind.BIRTH, init=False)
 
 
 @dataclass(frozen=True, slots=True)
 class Death(_Header):
-    """A gateway session ending (sent as the MQTT last will, or on clean shutdown)."""
+    """A gateway connection ending (its MQTT last will, or a clean shutdown's message).
+
+    It ends the birth with the same session and `bd_seq` only: brokers publish a will on their
+    own shutdown too, so an older connection's retained death outlives the next birth.
+    """
 
     reason: str = ""
+    bd_seq: int = 0
     kind: Kind = field(default=Kind.DEATH, init=False)
 
 

@@ -25,6 +25,7 @@ from collector.store.base import StoreDataError, StoreError, StoreUnavailable
 from collector.store.schema import (
     Migration,
     api_statements,
+    bd_seq_statements,
     core_statements,
     epoch_statements,
     order_statements,
@@ -258,6 +259,7 @@ class PostgresStore(SqlStore):
                 Migration(4, "batch keys with buffer epochs", epoch_statements("postgres")),
                 Migration(5, "event order and clocks", order_statements("postgres")),
                 Migration(6, "devices scoped by gateway", scope_statements("postgres")),
+                Migration(7, "the connection a birth belongs to", bd_seq_statements("postgres")),
             )
             for m in migrations:
                 if m.version in done:

@@ -331,6 +331,13 @@ CREATE INDEX IF NOT EXISTS device_assets_asset ON device_assets (asset);
 CREATE INDEX IF NOT EXISTS alarm_index_gateway_device ON alarm_index (gateway_id, device, id)
 """
 
+# Version 7: the birth a death ends. A death carries the bd_seq (Sparkplug) of the connection
+# it ends; a broker publishes its clients' wills when it shuts down and keeps them retained,
+# so a gateway that reconnected has a new birth while its last connection's death lingers.
+_BD_SEQ = """
+ALTER TABLE gateways ADD COLUMN bd_seq BIGINT
+"""
+
 _DIALECTS = {
     "sqlite": {"id": "INTEGER PRIMARY KEY", "blob": "BLOB"},
     "postgres": {"id": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", "blob": "BYTEA"},
@@ -348,29 +355,35 @@ class Migration:
 
 def core_statements(dialect: str) -> tuple[str, ...]:
     """The core tables for `dialect` (sqlite or postgres), one statement per item."""
-    sql = _CORE.format(**_DIALECTS[dialect])
-    return tuple(s.strip() for s in sql.split(";") if s.strip())
+    return _split(_CORE, dialect)
 
 
 def epoch_statements(dialect: str) -> tuple[str, ...]:
     """Migration 4 (batch keys with the buffer epoch, gateway epochs) for `dialect`."""
-    sql = _EPOCHS.format(**_DIALECTS[dialect])
-    return tuple(s.strip() for s in sql.split(";") if s.strip())
+    return _split(_EPOCHS, dialect)
 
 
 def api_statements(dialect: str) -> tuple[str, ...]:
     """Migration 3 (API keys, event log, alarm index, webhooks) for `dialect`."""
-    sql = _API.format(**_DIALECTS[dialect])
-    return tuple(s.strip() for s in sql.split(";") if s.strip())
+    return _split(_API, dialect)
 
 
 def order_statements(dialect: str) -> tuple[str, ...]:
     """Migration 5 (event positions, implausible times, the birth's clock) for `dialect`."""
-    sql = _ORDER.format(**_DIALECTS[dialect])
-    return tuple(s.strip() for s in sql.split(";") if s.strip())
+    return _split(_ORDER, dialect)
 
 
 def scope_statements(dialect: str) -> tuple[str, ...]:
     """Migration 6 (devices, bindings, cases scoped by gateway) for `dialect`."""
-    sql = _SCOPE.format(**_DIALECTS[dialect])
+    return _split(_SCOPE, dialect)
+
+
+def bd_seq_statements(dialect: str) -> tuple[str, ...]:
+    """Migration 7 (the bd_seq of a gateway's current birth) for `dialect`."""
+    return _split(_BD_SEQ, dialect)
+
+
+def _split(template: str, dialect: str) -> tuple[str, ...]:
+    """`template` for `dialect` ({id}, {blob} filled in), one statement per item."""
+    sql = template.format(**_DIALECTS[dialect])
     return tuple(s.strip() for s in sql.split(";") if s.strip())

@@ -616,20 +616,23 @@ class SqlStore(ABC):
         """Apply a birth: the gateway online, its devices, its alarm picture; return how many
         alarm events the picture added.
 
-        Skipped if it is this very birth again (a retained copy), a birth of a session that
-        already died, or older, in the gateway's order, than the birth applied last.
+        Skipped if it is this very birth again (a retained copy), the birth of a connection
+        (session, bd_seq) that already died, or older, in the gateway's order, than the birth
+        applied last.
         """
         rows = self._run(
             cur,
-            "SELECT status, session, birth_rank, birth_seq, birth_sent_ms FROM gateways"
+            "SELECT status, session, bd_seq, birth_rank, birth_seq, birth_sent_ms FROM gateways"
             " WHERE gateway_id = :gw",
             {"gw": msg.gateway},
         )
         pos = (rank, msg.high_water, BIRTH_IDX)
         if rows:
-            status, session, b_rank, b_seq, b_sent = rows[0]
-            if session == msg.session and (status == Status.OFFLINE.value or b_sent == msg.sent_ms):
-                return 0
+            status, session, bd_seq, b_rank, b_seq, b_sent = rows[0]
+            if (session, bd_seq) == (msg.session, msg.bd_seq) and (
+                status == Status.OFFLINE.value or b_sent == msg.sent_ms
+            ):
+                return 0  # this very birth again, or the birth of a connection that died
             if b_rank is not None and (rank, msg.high_water) < (b_rank, b_seq):
                 log.info("gateway %s: a birth older than the one applied is ignored", msg.gateway)
                 return 0
@@ -638,6 +641,7 @@ class SqlStore(ABC):
             "site": site,
             "ts": msg.sent_ms,
             "sess": msg.session,
+            "bd": msg.bd_seq,
             "sw": msg.software,
             "ch": msg.config_hash,
             "r": rank,
@@ -649,13 +653,14 @@ class SqlStore(ABC):
         }
         self._run(
             cur,
-            "INSERT INTO gateways (gateway_id, site, status, since_ms, session, software,"
+            "INSERT INTO gateways (gateway_id, site, status, since_ms, session, bd_seq, software,"
             " config_hash, reason, counters, counters_ms, birth_rank, birth_seq, birth_sent_ms,"
             " birth_received_ms, clock_plausible, clock_step_ms, clock_step_at_ms)"
-            " VALUES (:gw, :site, 'online', :ts, :sess, :sw, :ch, 'birth', '{}', NULL, :r, :s,"
-            " :ts, :recv, :cp, :cs, :ca)"
+            " VALUES (:gw, :site, 'online', :ts, :sess, :bd, :sw, :ch, 'birth', '{}', NULL, :r,"
+            " :s, :ts, :recv, :cp, :cs, :ca)"
             " ON CONFLICT (gateway_id) DO UPDATE SET site = :site, status = 'online',"
-            " since_ms = :ts, session = :sess, software = :sw, config_hash = :ch, reason = 'birth',"
+            " since_ms = :ts, session = :sess, bd_seq = :bd, software = :sw, config_hash = :ch,"
+            " reason = 'birth',"
             " birth_rank = :r, birth_seq = :s, birth_sent_ms = :ts, birth_received_ms = :recv,"
             " clock_plausible = :cp, clock_step_ms = :cs, clock_step_at_ms = :ca",
             p,
@@ -728,21 +733,35 @@ class SqlStore(ABC):
 
     def _death(self, cur: Cursor, site: str, msg: Death, ctx: "Commit") -> None:
         rows = self._run(
-            cur, "SELECT status, session FROM gateways WHERE gateway_id = :gw", {"gw": msg.gateway}
+            cur,
+            "SELECT status, session, bd_seq FROM gateways WHERE gateway_id = :gw",
+            {"gw": msg.gateway},
         )
-        if rows and (rows[0][1] != msg.session or rows[0][0] == Status.OFFLINE.value):
-            return  # the death of an older session, or one we already applied
+        if rows and (
+            (rows[0][1], rows[0][2]) != (msg.session, msg.bd_seq)
+            or rows[0][0] == Status.OFFLINE.value
+        ):
+            # The death of another connection (an older session, or a will the broker kept
+            # from before the gateway reconnected), or one already applied.
+            return
         # A last will is built at connect time, so its sent time is not the time of death;
         # a ctx running ahead is no time of death either.
         ts = ctx.now_ms if ctx.received(msg.sent_ms) else max(msg.sent_ms, ctx.now_ms)
         self._run(
             cur,
-            "INSERT INTO gateways (gateway_id, site, status, since_ms, session, software,"
+            "INSERT INTO gateways (gateway_id, site, status, since_ms, session, bd_seq, software,"
             " config_hash, reason, counters, counters_ms)"
-            " VALUES (:gw, :site, 'offline', :ts, :sess, '', '', :why, '{}', NULL)"
+            " VALUES (:gw, :site, 'offline', :ts, :sess, :bd, '', '', :why, '{}', NULL)"
             " ON CONFLICT (gateway_id) DO UPDATE SET status = 'offline', since_ms = :ts,"
             " reason = :why",
-            {"gw": msg.gateway, "site": site, "ts": ts, "sess": msg.session, "why": msg.reason},
+            {
+                "gw": msg.gateway,
+                "site": site,
+                "ts": ts,
+                "sess": msg.session,
+                "bd": msg.bd_seq,
+                "why": msg.reason,
+            },
         )
         self._log_status(cur, "gateway", msg.gateway, Status.OFFLINE, ts, msg.reason, ctx)
         devices = self._run(

@@ -13,6 +13,7 @@ from collector.store.base import StoreDataError, StoreError, StoreUnavailable
 from collector.store.schema import (
     Migration,
     api_statements,
+    bd_seq_statements,
     core_statements,
     epoch_statements,
     order_statements,
@@ -43,6 +44,7 @@ MIGRATIONS = (
     Migration(4, "batch keys with buffer epochs", epoch_statements("sqlite")),
     Migration(5, "event order and clocks", order_statements("sqlite")),
     Migration(6, "devices scoped by gateway", scope_statements("sqlite")),
+    Migration(7, "the connection a birth belongs to", bd_seq_statements("sqlite")),
 )
 _INSERT_COLS = "gateway_id, device, point, ts_ms, vtype, value_num, value_text, quality, historical"
 _COLS = f"{_INSERT_COLS}, received_ms"

@@ -13,6 +13,7 @@ LIFELINE_SOAK_SECONDS (default 60) sets the length, LIFELINE_SOAK_SEED the seed.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import random
@@ -214,9 +215,12 @@ def test_soak_district_under_faults_loses_nothing_and_stores_nothing_twice(
         )
         books = finish_and_account(d, timeout=120)
         pictures = {gw: open_alarms(path) for gw, path in d.buffers.items()}
-        for db in (d.db_url, injector.late_db):
-            agreed = functools.partial(_holds_pictures, db, pictures)
-            wait_for("every collector to hold each gateway's open alarms", agreed, 60)
+        differences: list[str] = []
+        for name, db in (("collector", d.db_url), ("late collector", injector.late_db)):
+            with contextlib.suppress(AssertionError):  # if they never agree, say where
+                agreed = functools.partial(_agrees, db, pictures)
+                wait_for(f"the {name} to hold each gateway's open alarms", agreed, 60)
+            differences += [f"{name}: {x}" for x in _picture_differences(db, pictures)]
         clock_step = _scalar(
             d, "SELECT clock_step_ms FROM gateways WHERE gateway_id = %s", CLOCK_STEP_GATEWAY
         )
@@ -246,6 +250,7 @@ def test_soak_district_under_faults_loses_nothing_and_stores_nothing_twice(
         },
     )
     assert not problems, problems
+    assert not differences, differences
     assert dead_letters == 0, f"an honest gateway's batch was refused (largest {biggest} bytes)"
     assert clock_step is not None, f"{CLOCK_STEP_GATEWAY} announced no clock step"
     assert abs(abs(clock_step) - 3_600_000) < 10_000, clock_step
@@ -260,9 +265,18 @@ def test_soak_district_under_faults_loses_nothing_and_stores_nothing_twice(
     assert all(b.committed > 0 for b in books)
 
 
-def _holds_pictures(db_url: str, pictures: dict[str, set[str]]) -> bool:
-    """The collector on `db_url` holds exactly each gateway's open alarms."""
-    return all(collector_open_alarms(db_url, gw) == ids for gw, ids in pictures.items())
+def _picture_differences(db_url: str, pictures: dict[str, set[str]]) -> list[str]:
+    """Where the collector on `db_url` disagrees with each gateway's open alarms, in words."""
+    out = []
+    for gw, ids in sorted(pictures.items()):
+        held = collector_open_alarms(db_url, gw)
+        if held != ids:
+            out.append(f"{gw}: missing {sorted(ids - held)}, extra {sorted(held - ids)}")
+    return out
+
+
+def _agrees(db_url: str, pictures: dict[str, set[str]]) -> bool:
+    return not _picture_differences(db_url, pictures)
 
 
 def _scalar(d: District, sql: str, *args: object) -> Any:

@@ -211,8 +211,34 @@ def test_dead_letters_keep_raw_bytes_topic_time_and_reason(store: Store) -> None
     assert store.count_dead_letters() == 1
 
 
-def birth(session: str, sent: int, *devices: DeviceInfo) -> Accepted:
-    return acc(Birth(GW, session, 0, sent, "1.0", "abc", devices), Kind.BIRTH)
+def birth(session: str, sent: int, *devices: DeviceInfo, bd: int = 0) -> Accepted:
+    return acc(Birth(GW, session, 0, sent, "1.0", "abc", devices, bd_seq=bd), Kind.BIRTH)
+
+
+def death(session: str, sent: int, reason: str, bd: int = 0) -> Accepted:
+    return acc(Death(GW, session, 0, sent, reason, bd_seq=bd), Kind.DEATH)
+
+
+def test_a_will_the_broker_kept_from_an_earlier_connection_ends_no_later_birth(
+    store: Store,
+) -> None:
+    # A broker publishes its clients' wills when it shuts down itself, and keeps them
+    # retained: after a broker restart, the gateway (same process, same session) is born
+    # again on its second connection while its first connection's will lingers. A collector
+    # that subscribes then gets both, in either order, and later the gateway's fresh birth.
+    first, second = birth("s1", T0, bd=1), birth("s1", T0 + 20_000, bd=2)
+    will = death("s1", T0, "connection lost", bd=1)
+    for order in ([first, will, second], [first, second, will], [will, second]):
+        store.write(order, T0 + 30_000)
+        (gw,) = store.gateways()
+        assert gw.status is Status.ONLINE, order
+        store.write([birth("s1", T0 + 40_000, bd=2)], T0 + 40_000)  # the answer to a rebirth
+        assert store.gateways()[0].since_ms == T0 + 40_000, order
+        store.write([death("s1", T0 + 50_000, "shutdown", bd=2)], T0 + 50_000)
+        assert store.gateways()[0].status is Status.OFFLINE
+        store.write([second], T0 + 60_000)  # its retained birth, after the death: still dead
+        assert store.gateways()[0].status is Status.OFFLINE
+        store.write([birth("s0", T0 - 1, bd=7)], T0)  # reset: a stream of its own
 
 
 def test_birth_death_and_device_events_track_status_with_times(store: Store) -> None:

@@ -239,6 +239,38 @@ def test_reconnects_after_broker_restart(tmp_path: Path, topic_root: str) -> Non
         asyncio.run(main())
 
 
+def test_a_broker_restart_leaves_the_old_connections_will_matched_to_it_not_to_the_new_birth(
+    tmp_path: Path, topic_root: str
+) -> None:
+    """Mosquitto publishes its clients' wills when it shuts down, and keeps them retained: the
+    reconnected gateway's new birth must not be ended by its previous connection's will."""
+    from tests.services import start_mosquitto
+
+    box = Outbox(tmp_path / "b.sqlite", "gw", "s1")
+    with start_mosquitto() as broker:
+
+        async def main() -> None:
+            uplink = make_uplink(broker.url, topic_root, box, no_commands)
+            task = asyncio.create_task(uplink.run())
+            await until(lambda: uplink.connected)
+            await asyncio.to_thread(broker.stop)
+            await until(lambda: not uplink.connected)
+            await asyncio.to_thread(broker.start)
+            await until(lambda: uplink.connects == 2)
+            births = retained(broker.url, topic("site", "gw", Kind.BIRTH, root=topic_root))
+            deaths = retained(broker.url, topic("site", "gw", Kind.DEATH, root=topic_root))
+            await uplink.close()
+            await task
+            (birth,) = births
+            (will,) = deaths
+            assert isinstance(birth, Birth)
+            assert isinstance(will, Death)
+            assert (will.reason, will.session) == ("connection lost", birth.session)
+            assert birth.bd_seq == will.bd_seq + 1  # Sparkplug's bdSeq: another connection
+
+        asyncio.run(main())
+
+
 def retained(url: str, topic_name: str) -> list[Message]:
     """What the broker keeps retained on `topic_name`, read by a fresh subscriber."""
     got: list[Message] = []

@@ -128,7 +128,9 @@ messages: st.SearchStrategy[Message] = st.one_of(
         clock=st.builds(ClockInfo, st.booleans(), st.integers(-(2**63), 2**63 - 1), timestamps),
         **headers,
     ),
-    st.builds(Death, seq=st.just(0), reason=small_text, **headers),
+    st.builds(
+        Death, seq=st.just(0), reason=small_text, bd_seq=st.integers(0, 2**63 - 1), **headers
+    ),
     st.builds(
         Status,
         seq=st.just(0),
@@ -201,7 +203,9 @@ def test_valid_hand_built_envelope_decodes() -> None:
     assert msg == DataBatch("gw-1", "sess", 7, T0, expected, epoch="ep1")
 
 
-BIRTH_BODY: dict[str, Any] = {"sw": "", "ch": "", "d": [], "a": [], "h": 0, "ck": [True, 0, 0]}
+BIRTH_BODY: dict[str, Any] = {
+    "sw": "", "ch": "", "d": [], "a": [], "h": 0, "ck": [True, 0, 0], "bd": 1
+}  # fmt: skip
 
 MALFORMED: list[tuple[str, Any, str]] = [
     ("not a map", [1, 2, 3], "must be a map"),
