@@ -27,6 +27,7 @@ from collector.store.schema import (
     api_statements,
     core_statements,
     epoch_statements,
+    meaning_statements,
     order_statements,
     scope_statements,
 )
@@ -258,6 +259,7 @@ class PostgresStore(SqlStore):
                 Migration(4, "batch keys with buffer epochs", epoch_statements("postgres")),
                 Migration(5, "event order and clocks", order_statements("postgres")),
                 Migration(6, "devices scoped by gateway", scope_statements("postgres")),
+                Migration(7, "alarms that mean what they say", meaning_statements("postgres")),
             )
             for m in migrations:
                 if m.version in done:

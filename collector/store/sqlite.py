@@ -15,6 +15,7 @@ from collector.store.schema import (
     api_statements,
     core_statements,
     epoch_statements,
+    meaning_statements,
     order_statements,
     scope_statements,
 )
@@ -43,6 +44,7 @@ MIGRATIONS = (
     Migration(4, "batch keys with buffer epochs", epoch_statements("sqlite")),
     Migration(5, "event order and clocks", order_statements("sqlite")),
     Migration(6, "devices scoped by gateway", scope_statements("sqlite")),
+    Migration(7, "alarms that mean what they say", meaning_statements("sqlite")),
 )
 _INSERT_COLS = "gateway_id, device, point, ts_ms, vtype, value_num, value_text, quality, historical"
 _COLS = f"{_INSERT_COLS}, received_ms"
