@@ -190,11 +190,13 @@ class AlarmTransition:
 
 @dataclass(frozen=True, slots=True)
 class AlarmLink:
-    """Where one alarm occurrence (edge alarm id) ended, with a snapshot of it: a case or a
-    work order (`ref` is its number), an explicit ignore or a record (`reason` says why).
+    """Where one alarm occurrence ended, with a snapshot of it: a case or a work order (`ref` is
+    its number), an explicit ignore or a record (`reason` says why).
 
-    An occurrence belongs to one case or work order only: a later transition of the same id
-    (acknowledged, cleared) never opens another.
+    An occurrence is one activation of an edge alarm id: ISA-18.2 lets an alarm that cleared
+    while unacknowledged become active again under the same id, and that return is the next
+    `activation` (0, 1, ...). An occurrence belongs to one case or work order only: a later
+    transition of it (acknowledged, cleared) never opens another.
     """
 
     alarm_id: str
@@ -213,6 +215,7 @@ class AlarmLink:
     reason: str
     decided_ms: int
     cleared_ms: int | None = None
+    activation: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,11 +1,13 @@
 """The case engine: turns stored alarm transitions into cases and work orders, and applies
 operator actions.
 
-Every alarm occurrence (an edge alarm id) is decided once, when it is first seen active: the
-routing table says whether it becomes a 部件 or 事件 case, a device work order, or nothing (an
-explicit ignore, or a severity 3-4 alarm no route takes), and the decision is stored with a
-snapshot of the alarm (`alarm_links`). Later transitions of the same id (acknowledged, cleared)
-only add evidence to where it went; they never open anything.
+Every alarm occurrence is decided once, when it is first seen active: the routing table says
+whether it becomes a 部件 or 事件 case, a device work order, or nothing (an explicit ignore, or
+a severity 3-4 alarm no route takes), and the decision is stored with a snapshot of the alarm
+(`alarm_links`). Later transitions of it (acknowledged, cleared) only add evidence to where it
+went; they never open anything. An occurrence is one activation of an edge alarm id: ISA-18.2
+lets an alarm that cleared unacknowledged return under the same id, and that return is a new
+occurrence (the leak is back).
 """
 
 import logging
@@ -217,7 +219,8 @@ class CaseEngine:
     def _handle(self, t: AlarmTransition, device: DeviceState | None) -> None:
         now = self._now_ms()
         known = self.store.link(t.alarm_id)
-        if known is not None:
+        returned = known is not None and known.cleared_ms is not None and t.state in _ACTIVE
+        if known is not None and not returned:
             self._again(t, known, now)
             return
         if t.state not in _ACTIVE:
@@ -235,6 +238,8 @@ class CaseEngine:
             device=t.device,
         )
         link = self._snapshot(t, device, decision, now)
+        if known is not None:
+            link = replace(link, activation=known.activation + 1)
         if decision.outcome in (Outcome.IGNORED, Outcome.RECORDED):
             self.store.record_outcome(link, [t.id])
             log.info("alarm %s %s: %s", t.alarm_id, decision.outcome.value, decision.reason)

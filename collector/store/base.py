@@ -163,7 +163,8 @@ class Store(Protocol):
         ...
 
     def link(self, alarm_id: str) -> AlarmLink | None:
-        """Where an alarm occurrence ended, if the engine has handled it."""
+        """Where the latest occurrence (activation) of an alarm id ended, if the engine has
+        handled it."""
         ...
 
     def links(self, ref: str) -> list[AlarmLink]:

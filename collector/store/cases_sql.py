@@ -105,6 +105,7 @@ class CaseRows(ABC):
             self._run(cur, "UPDATE alarm_events SET handled = TRUE WHERE id = :id", {"id": i})
 
     def _clear(self, cur: Cursor, cleared: Sequence[tuple[str, int]]) -> None:
+        # Only an alarm id's latest activation can still be active.
         for alarm_id, ts_ms in cleared:
             self._run(
                 cur,
@@ -119,13 +120,14 @@ class CaseRows(ABC):
         for k in links:
             self._run(
                 cur,
-                "INSERT INTO alarm_links (alarm_id, gateway_id, device, point, alarm_type,"
-                " severity, value, limit_value, unit, raised_ms, message, outcome, ref, reason,"
-                " decided_ms, cleared_ms) VALUES (:aid, :gw, :dev, :pt, :type, :sev, :val, :lim,"
-                " :unit, :raised, :msg, :outcome, :ref, :reason, :decided, :cleared)"
-                " ON CONFLICT (alarm_id) DO NOTHING",
+                "INSERT INTO alarm_links (alarm_id, activation, gateway_id, device, point,"
+                " alarm_type, severity, value, limit_value, unit, raised_ms, message, outcome,"
+                " ref, reason, decided_ms, cleared_ms) VALUES (:aid, :act, :gw, :dev, :pt, :type,"
+                " :sev, :val, :lim, :unit, :raised, :msg, :outcome, :ref, :reason, :decided,"
+                " :cleared) ON CONFLICT (alarm_id, activation) DO NOTHING",
                 {
                     "aid": k.alarm_id,
+                    "act": k.activation,
                     "gw": k.gateway,
                     "dev": k.device,
                     "pt": k.point,
@@ -148,7 +150,7 @@ class CaseRows(ABC):
 
     _LINK_COLS = (
         "alarm_id, gateway_id, device, point, alarm_type, severity, value, limit_value, unit,"
-        " raised_ms, message, outcome, ref, reason, decided_ms, cleared_ms"
+        " raised_ms, message, outcome, ref, reason, decided_ms, cleared_ms, activation"
     )
 
     @staticmethod
@@ -170,12 +172,15 @@ class CaseRows(ABC):
             r[13],
             r[14],
             r[15],
+            r[16],
         )
 
     def link(self, alarm_id: str) -> AlarmLink | None:
-        """Where an alarm occurrence ended, if the engine has handled it."""
+        """Where the latest occurrence (activation) of an alarm id ended, if the engine has
+        handled it."""
         rows = self._query(
-            f"SELECT {self._LINK_COLS} FROM alarm_links WHERE alarm_id = :aid",  # noqa: S608
+            f"SELECT {self._LINK_COLS} FROM alarm_links WHERE alarm_id = :aid"  # noqa: S608
+            " ORDER BY activation DESC LIMIT 1",
             {"aid": alarm_id},
         )
         return self._alarm_link(rows[0]) if rows else None
@@ -184,7 +189,7 @@ class CaseRows(ABC):
         """The alarm occurrences of one case or work order, in the order they were attached."""
         rows = self._query(
             f"SELECT {self._LINK_COLS} FROM alarm_links WHERE ref = :ref"  # noqa: S608
-            " ORDER BY decided_ms, raised_ms, alarm_id",
+            " ORDER BY decided_ms, raised_ms, alarm_id, activation",
             {"ref": ref},
         )
         return [self._alarm_link(r) for r in rows]
@@ -197,7 +202,8 @@ class CaseRows(ABC):
         params = {f"r{i}": r for i, r in enumerate(refs)}
         rows = self._query(
             f"SELECT {self._LINK_COLS} FROM alarm_links WHERE ref IN"  # noqa: S608 - placeholders
-            f" ({', '.join(':' + k for k in params)}) ORDER BY decided_ms, raised_ms, alarm_id",
+            f" ({', '.join(':' + k for k in params)})"
+            " ORDER BY decided_ms, raised_ms, alarm_id, activation",
             params,
         )
         for r in rows:

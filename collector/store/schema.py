@@ -332,7 +332,8 @@ CREATE INDEX IF NOT EXISTS alarm_index_gateway_device ON alarm_index (gateway_id
 """
 
 # Version 7: alarms that mean what they say (issue 14). Where every alarm occurrence ended
-# (`alarm_links`: one case or work order per alarm id, with a snapshot of the alarm); cases with
+# (`alarm_links`: one case or work order per activation of an alarm id, with a snapshot of the
+# alarm); cases with
 # their place, their time limit apart from their deadline, severity, 协办, rework/return counts,
 # closure type and the case they recur; devices with their own install location; device
 # maintenance work orders with their audit. Rows of older versions are carried over: a 受理
@@ -376,7 +377,8 @@ ALTER TABLE devices ADD COLUMN lat DOUBLE PRECISION;
 ALTER TABLE devices ADD COLUMN datum TEXT;
 ALTER TABLE devices ADD COLUMN address TEXT;
 CREATE TABLE IF NOT EXISTS alarm_links (
-    alarm_id TEXT PRIMARY KEY,
+    alarm_id TEXT NOT NULL,
+    activation INTEGER NOT NULL,
     gateway_id TEXT NOT NULL,
     device TEXT NOT NULL,
     point TEXT NOT NULL,
@@ -391,12 +393,13 @@ CREATE TABLE IF NOT EXISTS alarm_links (
     ref TEXT,
     reason TEXT NOT NULL,
     decided_ms BIGINT NOT NULL,
-    cleared_ms BIGINT
+    cleared_ms BIGINT,
+    PRIMARY KEY (alarm_id, activation)
 );
 CREATE INDEX IF NOT EXISTS alarm_links_ref ON alarm_links (ref);
-INSERT INTO alarm_links (alarm_id, gateway_id, device, point, alarm_type, severity, value,
-    limit_value, unit, raised_ms, message, outcome, ref, reason, decided_ms, cleared_ms)
-    SELECT e.alarm_id, min(e.gateway_id), min(e.device), min(e.point), min(e.alarm_type),
+INSERT INTO alarm_links (alarm_id, activation, gateway_id, device, point, alarm_type, severity,
+    value, limit_value, unit, raised_ms, message, outcome, ref, reason, decided_ms, cleared_ms)
+    SELECT e.alarm_id, 0, min(e.gateway_id), min(e.device), min(e.point), min(e.alarm_type),
     min(e.severity), min(e.value), min(e.limit_value), '', min(e.ts_ms), min(e.message), 'case',
     min(ca.case_no), '', min(e.ts_ms), NULL
     FROM case_alarms ca JOIN alarm_events e ON e.id = ca.alarm_event_id

@@ -1269,7 +1269,8 @@ class SqlStore(CaseRows, ABC):
     _ALARM_FROM = (
         " FROM alarm_index a LEFT JOIN device_assets b"
         " ON b.gateway_id = a.gateway_id AND b.device = a.device"
-        " LEFT JOIN alarm_links k ON k.alarm_id = a.alarm_id"
+        " LEFT JOIN alarm_links k ON k.alarm_id = a.alarm_id AND k.activation ="
+        " (SELECT max(x.activation) FROM alarm_links x WHERE x.alarm_id = a.alarm_id)"
     )
 
     @staticmethod

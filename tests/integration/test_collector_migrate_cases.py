@@ -74,6 +74,11 @@ def old_rows(run: Exec) -> None:
         "INSERT INTO device_assets (gateway_id, device, asset) VALUES (?, ?, ?)",
         ("gw", "mh-2", WELL.code),
     )
+    run(
+        "INSERT INTO devices (gateway_id, device, profile, family, status, since_ms, reason)"
+        " VALUES ('gw', 'mh-2', 'manhole_cover', 'manhole', 'online', ?, 'birth')",
+        (T0,),
+    )
     for state, ts, value in (("active_unacked", T0, "30.0"), ("cleared_unacked", T0 + H, "1.0")):
         run(
             "INSERT INTO alarm_events (gateway_id, device, point, alarm_type, alarm_id,"
@@ -149,17 +154,20 @@ def test_an_upgraded_collector_keeps_its_cases_with_honest_times(upgraded: Store
     assert (link.alarm_id, link.value, link.limit, link.cleared_ms) == ("gw:e1:7", 30.0, 20, T0 + H)
 
 
-def test_an_old_cases_alarm_acknowledged_after_the_upgrade_opens_nothing_new(
+def test_an_old_cases_alarm_acknowledged_after_the_upgrade_is_no_new_occurrence(
     upgraded: Store,
 ) -> None:
     from collector.models import Accepted
     from wire import AlarmBatch, AlarmEvent, AlarmState, Kind, Severity, TopicParts
 
+    # The cleared alarm acknowledged (ISA-18.2: cleared-unacknowledged -> normal).
     ev = AlarmEvent(
-        "gw:e1:7", "mh-2", "ch4", "hi", Severity.CRITICAL, AlarmState.ACTIVE_ACKED, T0 + H, 30.0
+        "gw:e1:7", "mh-2", "ch4", "hi", Severity.CRITICAL, AlarmState.NORMAL, T0 + 2 * H, 1.0
     )
-    batch = AlarmBatch("gw", "s", 1, T0 + H, (ev,), epoch="e1")
-    upgraded.write([Accepted(TopicParts("site", "gw", Kind.ALARM), batch)], T0 + H)
+    batch = AlarmBatch("gw", "s", 1, T0 + 2 * H, (ev,), epoch="e1")
+    upgraded.write([Accepted(TopicParts("site", "gw", Kind.ALARM), batch)], T0 + 2 * H)
     engine = CaseEngine(upgraded, load_routing(default_routing_path()), time.time)
-    engine.process_pending()
+    assert engine.process_pending() == 1
     assert sorted(c.case_no for c in upgraded.cases()) == ["A", "B", "C", "D"]
+    assert [k.activation for k in upgraded.links("D")] == [0]
+    assert upgraded.pending_alarm_transitions() == []

@@ -58,7 +58,7 @@ class FakeStore:
     cases_: dict[str, Case] = field(default_factory=dict)
     orders: dict[str, WorkOrder] = field(default_factory=dict)
     audits: dict[str, list[Audit]] = field(default_factory=dict)
-    links_: dict[str, AlarmLink] = field(default_factory=dict)
+    links_: dict[tuple[str, int], AlarmLink] = field(default_factory=dict)
     serials: dict[str, int] = field(default_factory=dict)
 
     def pending_alarm_transitions(self, limit: int = 500) -> list[AlarmTransition]:
@@ -72,14 +72,15 @@ class FakeStore:
 
     def _clear(self, cleared: Sequence[tuple[str, int]]) -> None:
         for aid, ts in cleared:
-            if self.links_[aid].cleared_ms is None:
-                self.links_[aid] = replace(self.links_[aid], cleared_ms=ts)
+            for key, k in self.links_.items():
+                if k.alarm_id == aid and k.cleared_ms is None:
+                    self.links_[key] = replace(k, cleared_ms=ts)
 
     def _link(self, links: Sequence[AlarmLink]) -> None:
         for k in links:
-            if k.alarm_id in self.links_:
+            if (k.alarm_id, k.activation) in self.links_:
                 raise Conflict(f"alarm {k.alarm_id} was handled meanwhile")
-            self.links_[k.alarm_id] = k
+            self.links_[(k.alarm_id, k.activation)] = k
 
     def devices(self, gateway: str | None = None, device: str | None = None) -> list[DeviceState]:
         return list(DEVICES.values())
@@ -88,7 +89,8 @@ class FakeStore:
         return BOUND.get(device)
 
     def link(self, alarm_id: str) -> AlarmLink | None:
-        return self.links_.get(alarm_id)
+        mine = [k for k in self.links_.values() if k.alarm_id == alarm_id]
+        return max(mine, key=lambda k: k.activation, default=None)
 
     def links(self, ref: str) -> list[AlarmLink]:
         return [k for k in self.links_.values() if k.ref == ref]
@@ -478,6 +480,27 @@ def test_unrouted_and_ignored_alarms_say_where_they_ended() -> None:
     ]
     d.alarm("1", "x-9", "temperature", "hi", 3, state=CLEARED)
     assert d.store.link(f"{GW}:e1:1").cleared_ms is not None  # type: ignore[union-attr]
+    assert d.store.pending_alarm_transitions() == []
+
+
+def test_an_alarm_back_under_the_same_id_is_a_new_occurrence() -> None:
+    # ISA-18.2: an alarm that cleared unacknowledged and comes back keeps its id. The demo's
+    # returning leak did exactly that and was taken for a repeat of the cleared transition.
+    d = District()
+    d.alarm("1", "gas-e01", "gas_concentration", "hi", 2)
+    no = d.case().case_no
+    d.alarm("1", "gas-e01", "gas_concentration", "hi", 2, state=CLEARED)
+    for action in (Action.START, Action.FEEDBACK, Action.VERIFY):
+        d.engine.act(no, action, "op")
+    d.later(0.5)
+    d.alarm("1", "gas-e01", "gas_concentration", "hi", 2)  # back, same id
+    case = d.case()
+    assert (case.state, case.reworks, case.repeats) == (CaseState.HANDLING, 1, 1)
+    back = d.store.link(f"{GW}:e1:1")
+    assert back is not None
+    assert (back.activation, back.cleared_ms, back.ref) == (1, None, no)
+    d.alarm("1", "gas-e01", "gas_concentration", "hi", 2, state=ACKED)  # the return, acked
+    assert d.case().repeats == 1
     assert d.store.pending_alarm_transitions() == []
 
 
