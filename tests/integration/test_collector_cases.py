@@ -326,3 +326,26 @@ def test_comm_loss_is_a_work_order_that_closes_when_the_device_recovers(
         "auto_close",
     ]
     assert store.cases() == []
+
+
+def test_a_birth_restating_the_alarm_of_a_closed_case_opens_no_duplicate(
+    store: Store, routing: Routing
+) -> None:
+    # The same kind as close-then-acknowledge: the gateway's birth states the alarm (acked at
+    # the edge meanwhile) after its case was closed; it is the same occurrence.
+    store.upsert_assets([WELL])
+    engine = CaseEngine(store, routing, Clock())
+    raise_alarm(store, "mh-1", "cover_open", "state", AlarmState.ACTIVE_UNACKED, "gw:e1:5")
+    engine.process_pending()
+    (case,) = store.cases()
+    for action in (Action.DISPATCH, Action.START, Action.FEEDBACK, Action.VERIFY, Action.CLOSE):
+        engine.act(case.case_no, action, "op")
+    t = int(T0 * 1000)
+    acked = AlarmEvent(
+        "gw:e1:5", "mh-1", "cover_open", "state", Severity.HIGH, AlarmState.ACTIVE_ACKED, t, True
+    )
+    devices = (DeviceInfo("mh-1", "manhole_cover", "manhole", True),)
+    birth = Birth("gw", "s9", 0, t + 1, "1", "h", devices, (acked,), next(seq), epoch="e1")
+    store.write([Accepted(TopicParts("site", "gw", Kind.BIRTH), birth)], t + 1)
+    assert engine.process_pending() == 1
+    assert [c.case_no for c in store.cases()] == [case.case_no]

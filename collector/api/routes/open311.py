@@ -12,7 +12,7 @@ from fastapi import APIRouter, HTTPException, Path, Query
 
 from collector.api.auth import Viewer
 from collector.api.deps import RuntimeDep, StoreDep
-from collector.cases.codes import subcategory_name
+from collector.cases.codes import EVENT_NAMES, subcategory_name
 from collector.cases.routing import RouteKind
 from collector.cases.workflow import COMPONENT, EVENT, Case, CaseState
 
@@ -66,9 +66,13 @@ def service_request(case: Case) -> dict[str, Any]:
 def services(runtime: RuntimeDep, key: Viewer) -> list[dict[str, Any]]:
     """The service types: every 小类 the routing table names."""
     routing = runtime.cases.routing
+    # The deadlines table names 小类 of both kinds (their 大类 numbers overlap): a code an
+    # event route uses, or a 事件 code Lifeline knows, is an 事件 service; the rest 部件.
     events = {r.subcategory for r in routing.routes if r.kind is RouteKind.EVENT}
     codes = {c: EVENT for c in events if c}
-    codes.update({c: COMPONENT for c in routing.deadlines if c != "default" and c not in codes})
+    for c in routing.deadlines:
+        if c != "default" and c not in codes:
+            codes[c] = EVENT if c in EVENT_NAMES else COMPONENT
     return [
         {
             "service_code": code,
