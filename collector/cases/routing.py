@@ -422,14 +422,28 @@ def check_routes(routing: Routing, catalog: Catalog) -> list[str]:
     return problems
 
 
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel]:
+    """The model whose key sits at `loc` of a routing file (for "did you mean")."""
+    nested: dict[str, tuple[int, type[BaseModel]]] = {
+        "routes": (3, Route),
+        "deadlines": (3, Deadline),
+        "unclassified": (2, Unclassified),
+        "work_orders": (2, WorkOrders),
+    }
+    depth, model = nested.get(str(loc[0]), (1, Routing))
+    if str(loc[0]) == "work_orders" and len(loc) == 4 and loc[1] == "deadlines":
+        return Deadline
+    return model if len(loc) == depth else Routing
+
+
 def _format(exc: ValidationError) -> str:
     out = []
     for e in exc.errors():
         where = ".".join(str(p) for p in e["loc"]) or "(file)"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden" and e["loc"]:
-            model = Route if len(e["loc"]) == 3 and e["loc"][0] == "routes" else Routing
-            msg += _hint(str(e["loc"][-1]), [f.alias or n for n, f in model.model_fields.items()])
+            fields = _model_at(e["loc"]).model_fields.items()
+            msg += _hint(str(e["loc"][-1]), [f.alias or n for n, f in fields])
         out.append(f"{where}: {msg}")
     return "; ".join(out)
 

@@ -246,9 +246,23 @@ def test_a_route_that_could_never_match_is_refused(
     assert expected in str(err.value)
 
 
-def test_a_misspelt_top_level_key_gets_a_hint(tmp_path: Path) -> None:
-    with pytest.raises(RoutingError, match=r"distrcit: .*did you mean 'district'\?"):
-        load_routing(write(tmp_path, "distrcit: '330106'\nroutes: []\n"))
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("distrcit: '330106'\n", r"distrcit: .*did you mean 'district'\?"),
+        ("work_orders: {departmnt: x}\n", r"work_orders.departmnt: .*did you mean 'department'"),
+        ("unclassified: {titel: x}\n", r"unclassified.titel: .*did you mean 'title'"),
+        (
+            "work_orders: {deadlines: {default: {urgent: 1, nromal: 2}}}\n",
+            r"work_orders.deadlines.default.nromal: .*did you mean 'normal'",
+        ),
+    ],
+)
+def test_a_misspelt_key_gets_a_hint_from_its_own_section(
+    tmp_path: Path, body: str, expected: str
+) -> None:
+    with pytest.raises(RoutingError, match=expected):
+        load_routing(write(tmp_path, body + "routes: []\n"))
 
 
 def test_the_old_area_code_key_still_names_the_district(tmp_path: Path) -> None:
