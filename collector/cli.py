@@ -28,6 +28,7 @@ DEFAULTS: dict[str, Any] = {
     "client_id": "lifeline-collector",
     "assets": None,
     "routing": None,
+    "district": None,
     "mqtt_username": None,
     "mqtt_password": None,
     "mqtt_ca": None,
@@ -111,6 +112,13 @@ def run(
     routing: Annotated[
         Path | None, typer.Option(help="Case routing table (default: the shipped one).")
     ] = None,
+    district: Annotated[
+        str | None,
+        typer.Option(
+            help="This collector's district, a 6-digit area code (GB/T 2260), for case numbers"
+            " whose asset or grid gives none; overrides the routing table's `district`."
+        ),
+    ] = None,
     config: Annotated[
         Path | None, typer.Option(help="YAML file with any of the options above.")
     ] = None,
@@ -168,6 +176,7 @@ def run(
         "client_id": client_id,
         "assets": assets,
         "routing": routing,
+        "district": district,
         "mqtt_username": mqtt_username,
         "mqtt_password": mqtt_password,
         "mqtt_ca": mqtt_ca,
@@ -185,6 +194,13 @@ def run(
         raise typer.BadParameter(
             f"{opts['max_clock_skew_s']!r} is not a number of seconds >= 0",
             param_hint="--max-clock-skew-s",
+        )
+    chosen_district = None if opts["district"] is None else str(opts["district"])
+    if chosen_district is not None and not (
+        len(chosen_district) == 6 and chosen_district.isdigit()
+    ):
+        raise typer.BadParameter(
+            f"{chosen_district!r} is not a 6-digit area code", param_hint="--district"
         )
     from collector.ingest import parse_mqtt_url
 
@@ -207,6 +223,7 @@ def run(
         ),
         assets_file=Path(opts["assets"]) if opts["assets"] else None,
         routing_file=Path(opts["routing"]) if opts["routing"] else None,
+        district=chosen_district,
         max_clock_skew_s=skew_s,
     )
     from collector.assets import AssetError

@@ -43,8 +43,12 @@ EVENT_TYPES = (
     "device.unknown",
     "case.opened",
     "case.transition",
+    "case.upgraded",
+    "case.reworked",
+    "work_order.opened",
+    "work_order.transition",
 )
-EVENT_CATEGORIES = ("alarm", "gateway", "device", "case")
+EVENT_CATEGORIES = ("alarm", "gateway", "device", "case", "work_order")
 
 
 def type_patterns(spec: str) -> list[str]:
@@ -110,6 +114,11 @@ class AlarmView:
     ack_note: str | None
     asset: str | None
     received_ms: int | None = None  # set only if the state's time was implausible
+    # Where the occurrence ended (collector.cases.routing.Outcome), once the engine handled it:
+    # its case or work order number, or why it became neither.
+    outcome: str | None = None
+    outcome_ref: str | None = None
+    outcome_reason: str | None = None
 
 
 class Notifier:

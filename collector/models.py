@@ -3,7 +3,7 @@
 from dataclasses import astuple, dataclass, field
 from enum import StrEnum
 
-from wire import Message, TopicParts
+from wire import Location, Message, TopicParts
 from wire.messages import Value
 
 # Where a stored alarm event came from: the gateway's stream, or its birth's alarm picture.
@@ -134,6 +134,17 @@ class DeviceState:
     status: Status
     since_ms: int
     reason: str
+    location: Location | None = None  # its own install location, from its gateway's birth
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    """One logged status change of a gateway's device (online, offline, unknown), at `ts_ms`."""
+
+    gateway: str
+    device: str
+    status: str
+    ts_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +185,37 @@ class AlarmTransition:
     value: Value
     message: str
     origin: str = "gateway"  # or "birth": set from a birth's alarm picture (reconciled)
+    limit: Value = None
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmLink:
+    """Where one alarm occurrence ended, with a snapshot of it: a case or a work order (`ref` is
+    its number), an explicit ignore or a record (`reason` says why).
+
+    An occurrence is one activation of an edge alarm id: ISA-18.2 lets an alarm that cleared
+    while unacknowledged become active again under the same id, and that return is the next
+    `activation` (0, 1, ...). An occurrence belongs to one case or work order only: a later
+    transition of it (acknowledged, cleared) never opens another.
+    """
+
+    alarm_id: str
+    gateway: str
+    device: str
+    point: str
+    alarm_type: str
+    severity: int
+    value: Value
+    limit: Value
+    unit: str
+    raised_ms: int
+    message: str
+    outcome: str  # a collector.cases.routing.Outcome value
+    ref: str | None
+    reason: str
+    decided_ms: int
+    cleared_ms: int | None = None
+    activation: int = 0
 
 
 @dataclass(frozen=True, slots=True)

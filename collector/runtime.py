@@ -10,7 +10,12 @@ from pathlib import Path
 
 from collector import assets as asset_files
 from collector.cases.engine import CaseEngine
-from collector.cases.routing import default_routing_path, load_routing
+from collector.cases.routing import (
+    UNKNOWN_AREA,
+    default_routing_path,
+    load_routing,
+    routing_catalog,
+)
 from collector.events import EventPump, Notifier
 from collector.ingest import Ingest, IngestConfig
 from collector.store import Store, open_store
@@ -38,6 +43,9 @@ class CollectorConfig:
     ingest: IngestConfig | None = field(default_factory=IngestConfig)
     assets_file: Path | None = None
     routing_file: Path | None = None
+    # The collector's district (6-digit area code) for case numbers whose place gives none;
+    # overrides the routing table's `district`.
+    district: str | None = None
     escalate_every_s: float = 5.0
     events_poll_s: float = 0.5  # event-log pass without a kick (rows from other collectors)
     webhooks: WebhookConfig = field(default_factory=WebhookConfig)
@@ -58,8 +66,17 @@ class Runtime:
         if config.assets_file is not None:
             n = self.store.upsert_assets(asset_files.load(config.assets_file))
             log.info("imported %d assets from %s", n, config.assets_file)
-        routing = load_routing(config.routing_file or default_routing_path())
-        self.cases = CaseEngine(self.store, routing, clock)
+        routing_path = config.routing_file or default_routing_path()
+        routing = load_routing(routing_path)
+        if config.district is not None:
+            routing = routing.model_copy(update={"district": config.district})
+        if routing.district is None:
+            log.warning(
+                "no district configured (--district, or `district:` in the routing table): a"
+                " case whose asset or grid gives no area code is numbered with %s",
+                UNKNOWN_AREA,
+            )
+        self.cases = CaseEngine(self.store, routing, clock, routing_catalog(routing, routing_path))
         self.notifier = Notifier()
         self.events = EventPump(self.store, self.notifier, config.events_poll_s, clock)
         self.webhooks = Deliverer(self.store, self.notifier, config.webhooks, clock)

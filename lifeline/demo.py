@@ -22,6 +22,7 @@ import yaml
 from lifeline.broker import PrivateBroker, free_port
 
 CONFIG = files("lifeline.config")
+DEMO_DISTRICT = "330106"  # 杭州市西湖区: the area of the demo's assets, for cases without one
 
 
 @dataclass
@@ -152,6 +153,8 @@ def run_demo(state_dir: Path, http_port: int, duration: float | None) -> int:
             f"sqlite:///{state_dir}/collector.db",
             "--bootstrap-key-file",
             str(state_dir / "admin.key"),
+            "--district",
+            DEMO_DISTRICT,
         ]
         assets = Path(str(CONFIG / "assets" / "demo.yaml"))
         if assets.exists():

@@ -20,13 +20,15 @@ from collector.api.routes import (
     open311,
     readings,
     webhooks,
+    workorders,
 )
 from collector.runtime import CollectorConfig, Runtime
 
 AppConfig = CollectorConfig
 
 DESCRIPTION = """The command-center API of a Lifeline collector: alarms (list, acknowledge, live
-Server-Sent Events), webhooks, 数字城管 cases, assets, gateways, devices, readings, Open311.
+Server-Sent Events), webhooks, 数字城管 cases, device work orders (设备运维工单) and the device
+online rate, assets, gateways, devices, readings, Open311.
 
 Every endpoint except /healthz, /readyz and the /console page needs an API key, sent as
 `Authorization: Bearer KEY` or `X-API-Key: KEY` (the SSE stream also takes `?api_key=`).
@@ -58,7 +60,18 @@ def create_app(config: CollectorConfig, runtime: Runtime | None = None) -> FastA
         lifespan=lifespan,
     )
     problems.install(app)
-    routers = (health, alarms, events, cases, gateways, assets, readings, keys, webhooks)
+    routers = (
+        health,
+        alarms,
+        events,
+        cases,
+        workorders,
+        gateways,
+        assets,
+        readings,
+        keys,
+        webhooks,
+    )
     for module in (*routers, open311, metrics, console):
         app.include_router(module.router)
     return app

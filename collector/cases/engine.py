@@ -1,23 +1,47 @@
-"""The case engine: turns stored alarm transitions into cases and applies operator actions."""
+"""The case engine: turns stored alarm transitions into cases and work orders, and applies
+operator actions.
+
+Every alarm occurrence is decided once, when it is first seen active: the routing table says
+whether it becomes a 部件 or 事件 case, a device work order, or nothing (an explicit ignore, or
+a severity 3-4 alarm no route takes), and the decision is stored with a snapshot of the alarm
+(`alarm_links`). Later transitions of it (acknowledged, cleared) only add evidence to where it
+went; they never open anything. An occurrence is one activation of an edge alarm id: ISA-18.2
+lets an alarm that cleared unacknowledged return under the same id, and that return is a new
+occurrence (the leak is back).
+"""
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from collector.assets import Asset
-from collector.cases.routing import Route, Routing
+from collector.cases.routing import Decision, Outcome, Routing
 from collector.cases.workflow import (
+    SYSTEM_ACTIONS,
     Action,
+    Args,
     Audit,
     Case,
     CaseState,
+    Classification,
+    Closure,
+    Place,
     apply,
     needs_escalation,
     open_case,
 )
-from collector.models import ORIGIN_BIRTH, RECONCILED, AlarmTransition
-from collector.store import Conflict, Store
+from collector.cases.workorders import (
+    WorkOrder,
+    WorkOrderAction,
+    WorkOrderState,
+    act_on,
+    open_work_order,
+)
+from collector.errors import Conflict
+from collector.models import ORIGIN_BIRTH, RECONCILED, AlarmLink, AlarmTransition, DeviceState
+from collector.profiles import Catalog, shipped_catalog
 from wire import AlarmState
 
 log = logging.getLogger(__name__)
@@ -25,7 +49,9 @@ log = logging.getLogger(__name__)
 SYSTEM = "system"
 HOUR_MS = 3_600_000
 _ACTIVE = (AlarmState.ACTIVE_UNACKED.value, AlarmState.ACTIVE_ACKED.value)
-_CLEARABLE = (CaseState.REGISTERED, CaseState.DISPATCHED, CaseState.HANDLING, CaseState.FEEDBACK)
+_BEFORE_DISPATCH = (CaseState.REPORTED, CaseState.REGISTERED)
+_DONE_BY_DEPARTMENT = (CaseState.FEEDBACK, CaseState.VERIFYING)
+_FINISHED = (CaseState.CLOSED, CaseState.VOIDED)
 
 
 def _origin_note(t: AlarmTransition) -> str:
@@ -33,162 +59,548 @@ def _origin_note(t: AlarmTransition) -> str:
     return f" ({RECONCILED})" if t.origin == ORIGIN_BIRTH else ""
 
 
+def _describe(t: AlarmTransition) -> str:
+    return (
+        f"alarm {t.alarm_id}: {t.message or t.alarm_type} (severity {t.severity},"
+        f" value {t.value})" + _origin_note(t)
+    )
+
+
 class CaseNotFound(KeyError):
-    """No case with that number."""
+    """No case (or work order) with that number."""
+
+
+class CaseStore(Protocol):
+    """The slice of the Store the engine uses (collector.store.Store provides it)."""
+
+    def pending_alarm_transitions(self, limit: int = 500) -> list[AlarmTransition]:
+        """Alarm events not yet handled, oldest first."""
+        ...
+
+    def mark_transitions_handled(
+        self, ids: Sequence[int], cleared: Sequence[tuple[str, int]] = ()
+    ) -> None:
+        """Mark events handled; note the alarm ids that cleared."""
+        ...
+
+    def devices(self, gateway: str | None = None, device: str | None = None) -> list[DeviceState]:
+        """Known devices."""
+        ...
+
+    def asset_of_device(self, gateway: str, device: str) -> Asset | None:
+        """The asset a gateway's device is bound to."""
+        ...
+
+    def link(self, alarm_id: str) -> AlarmLink | None:
+        """Where an occurrence ended."""
+        ...
+
+    def links(self, ref: str) -> list[AlarmLink]:
+        """The occurrences of a case or work order."""
+        ...
+
+    def record_outcome(self, link: AlarmLink, transition_ids: Sequence[int]) -> None:
+        """Store an ignored or recorded occurrence."""
+        ...
+
+    def next_case_serial(self, prefix: str) -> int:
+        """The next serial for numbers starting with `prefix`."""
+        ...
+
+    def open_case_for(self, subject: str, problem: str) -> Case | None:
+        """The open case for (subject, problem)."""
+        ...
+
+    def last_closed_case_for(self, subject: str, problem: str) -> Case | None:
+        """The last closed case for (subject, problem)."""
+        ...
+
+    def save_case(
+        self,
+        case: Case,
+        audits: Sequence[Audit],
+        *,
+        expect_state: str | None,
+        transition_ids: Sequence[int] = (),
+        links: Sequence[AlarmLink] = (),
+        cleared: Sequence[tuple[str, int]] = (),
+    ) -> None:
+        """Insert or update a case atomically."""
+        ...
+
+    def case(self, case_no: str) -> Case | None:
+        """One case."""
+        ...
+
+    def cases(self, open_only: bool = False) -> list[Case]:
+        """Cases, newest first."""
+        ...
+
+    def open_work_order_for(self, subject: str, problem: str) -> WorkOrder | None:
+        """The unfinished work order for (subject, problem)."""
+        ...
+
+    def last_closed_work_order_for(self, subject: str, problem: str) -> WorkOrder | None:
+        """The last finished work order for (subject, problem)."""
+        ...
+
+    def save_work_order(
+        self,
+        order: WorkOrder,
+        audits: Sequence[Audit],
+        *,
+        expect_state: str | None,
+        transition_ids: Sequence[int] = (),
+        links: Sequence[AlarmLink] = (),
+        cleared: Sequence[tuple[str, int]] = (),
+    ) -> None:
+        """Insert or update a work order atomically."""
+        ...
+
+    def work_order(self, order_no: str) -> WorkOrder | None:
+        """One work order."""
+        ...
+
+
+def place_of(asset: Asset | None, device: DeviceState | None) -> Place:
+    """Where a case or work order is: the asset's recorded place, else the device's own install
+    location (from its gateway's birth), else nothing known (source `none`)."""
+    if asset is not None and asset.lon is not None:
+        return Place(asset.lon, asset.lat, asset.datum, asset.address, "asset")
+    loc = device.location if device is not None else None
+    if loc is not None:
+        address = loc.address or (asset.address if asset is not None else "")
+        return Place(loc.lon, loc.lat, loc.datum, address, "device")
+    if asset is not None and asset.address:
+        return Place(None, None, asset.datum, asset.address, "asset")
+    return Place()
 
 
 class CaseEngine:
     """Applies the routing table to alarm transitions; every change goes through the workflow."""
 
-    def __init__(self, store: Store, routing: Routing, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        store: CaseStore,
+        routing: Routing,
+        clock: Callable[[], float],
+        catalog: Catalog | None = None,
+    ) -> None:
         self.store = store
         self.routing = routing
+        self.catalog = catalog if catalog is not None else shipped_catalog()
         self._clock = clock
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
 
-    def process_pending(self, limit: int = 500) -> int:
-        """Handle stored alarm transitions not yet seen by the engine; return how many."""
-        pending = self.store.pending_alarm_transitions(limit)
-        families: dict[tuple[str, str], str] = {}
-        for t in pending:
-            if (t.gateway, t.device) not in families:
-                families.update(
-                    {(d.gateway, d.device): d.family for d in self.store.devices(t.gateway)}
-                )
-            self._handle(t, families.get((t.gateway, t.device), ""))
-        return len(pending)
+    # --- alarm transitions --------------------------------------------------------------------
 
-    def _handle(self, t: AlarmTransition, family: str) -> None:
-        route = self.routing.match(family, t.alarm_type, t.point)
-        asset = self.store.asset_of_device(t.gateway, t.device) if route else None
-        if route is None or (asset is None and route.event_subcategory is None):
+    def process_pending(self, limit: int = 500) -> int:
+        """Handle stored alarm transitions not yet seen by the engine; return how many.
+
+        A pass stops early at a conflict (another collector or an operator changed the same
+        case meanwhile): the transitions left are taken up by the next pass.
+        """
+        pending = self.store.pending_alarm_transitions(limit)
+        devices: dict[tuple[str, str], DeviceState] = {}
+        handled = 0
+        for t in pending:
+            if (t.gateway, t.device) not in devices:
+                devices.update({(d.gateway, d.device): d for d in self.store.devices(t.gateway)})
+            try:
+                self._handle(t, devices.get((t.gateway, t.device)))
+            except Conflict as exc:
+                log.info("alarm %s: %s; trying again on the next pass", t.alarm_id, exc)
+                break
+            handled += 1
+        return handled
+
+    def _handle(self, t: AlarmTransition, device: DeviceState | None) -> None:
+        now = self._now_ms()
+        known = self.store.link(t.alarm_id)
+        returned = known is not None and known.cleared_ms is not None and t.state in _ACTIVE
+        if known is not None and not returned:
+            self._again(t, known, now)
+            return
+        if t.state not in _ACTIVE:
+            # Cleared before this collector ever saw it active: nothing to open or close.
             self.store.mark_transitions_handled([t.id])
             return
-        subject = asset.code if asset else f"{t.gateway}/{t.device}"
-        current = self.store.open_case_for(subject, route.problem)
-        now = self._now_ms()
-        if t.state in _ACTIVE:
-            if current is None:
-                case, audits = self._new_case(t, route, asset, now)
-                self.store.save_case(case, audits, expect_state=None, transition_ids=[t.id])
-                log.info("case %s opened (%s) for %s", case.case_no, case.state, subject)
-            else:
-                self._attach(current, t, now)
-        elif (
-            current is not None
-            and current.state in _CLEARABLE
-            and not self._still_active(t.gateway, t.device, family, route.problem)
-        ):
-            case, audit = apply(
-                current,
-                Action.ALARM_CLEARED,
-                actor=SYSTEM,
-                now_ms=now,
-                note=f"alarm {t.alarm_id} cleared" + _origin_note(t),
-            )
-            audits = [audit]
-            if self.routing.auto_close:
-                case, audit = apply(case, Action.CLOSE, actor=SYSTEM, now_ms=now, note="auto-close")
-                audits.append(audit)
-            self.store.save_case(
-                case, audits, expect_state=current.state.value, transition_ids=[t.id]
-            )
-        elif current is not None:
-            self.store.save_case(
-                current, [], expect_state=current.state.value, transition_ids=[t.id]
-            )
+        asset = self.store.asset_of_device(t.gateway, t.device)
+        decision = self.routing.decide(
+            family=device.family if device else "",
+            alarm_type=t.alarm_type,
+            point=t.point,
+            severity=t.severity,
+            asset=asset,
+            gateway=t.gateway,
+            device=t.device,
+        )
+        link = self._snapshot(t, device, decision, now)
+        if known is not None:
+            link = replace(link, activation=known.activation + 1)
+        if decision.outcome in (Outcome.IGNORED, Outcome.RECORDED):
+            self.store.record_outcome(link, [t.id])
+            log.info("alarm %s %s: %s", t.alarm_id, decision.outcome.value, decision.reason)
+        elif decision.outcome is Outcome.WORK_ORDER:
+            self._work_order(t, device, asset, decision, link, now)
         else:
-            self.store.mark_transitions_handled([t.id])
+            self._case(t, device, asset, decision, link, now)
 
-    def _still_active(self, gateway: str, device: str, family: str, problem: str) -> bool:
-        """Whether another alarm of the same problem on this device is still active."""
-        for a in self.store.alarms(active_only=True):
-            if (a.gateway, a.device) != (gateway, device):
-                continue
-            route = self.routing.match(family, a.alarm_type, a.point)
-            if route is not None and route.problem == problem:
-                return True
-        return False
+    def _snapshot(
+        self, t: AlarmTransition, device: DeviceState | None, d: Decision, now: int
+    ) -> AlarmLink:
+        unit = self.catalog.unit(device.profile, t.point) if device else ""
+        return AlarmLink(
+            t.alarm_id,
+            t.gateway,
+            t.device,
+            t.point,
+            t.alarm_type,
+            t.severity,
+            t.value,
+            t.limit,
+            unit,
+            t.ts_ms,
+            t.message,
+            d.outcome.value,
+            None,
+            d.reason,
+            now,
+        )
 
-    def _attach(self, case: Case, t: AlarmTransition, now: int) -> None:
-        audits: list[Audit] = []
-        if t.state == AlarmState.ACTIVE_UNACKED.value:
-            case = replace(case, repeats=case.repeats + 1, updated_ms=now)
-            audits.append(
-                Audit(
-                    case.case_no,
-                    now,
-                    SYSTEM,
-                    "attach",
-                    case.state.value,
-                    case.state.value,
-                    f"repeat alarm {t.alarm_id} ({t.alarm_type} on {t.gateway}/{t.device}"
-                    f" {t.point})",
-                )
-            )
-        self.store.save_case(case, audits, expect_state=case.state.value, transition_ids=[t.id])
-
-    def _new_case(
-        self, t: AlarmTransition, route: Route, asset: Asset | None, now: int
-    ) -> tuple[Case, list[Audit]]:
-        urgent = t.severity <= route.urgent_severity
-        if asset is not None:
-            kind, sub, area, grid = "部件", asset.subcategory, asset.area, asset.grid or None
-            dept = asset.owner if route.department == "owner" else asset.maintainer
-        else:
-            assert route.event_subcategory is not None
-            kind, sub, area, grid = "事件", route.event_subcategory, self.routing.area_code, None
-            dept = self.routing.default_department
+    def _number(self, tag: str, area: str, now: int) -> str:
+        """`tag` + area code + local date + a four-digit serial of that day."""
         local = datetime.fromtimestamp(now / 1000, UTC) + timedelta(
             hours=self.routing.utc_offset_hours
         )
-        prefix = f"{area}{local:%Y%m%d}"
-        case_no = f"{prefix}{self.store.next_case_serial(prefix):04d}"
-        hours = self.routing.allowed_hours(sub, urgent)
+        prefix = f"{tag}{area}{local:%Y%m%d}"
+        return f"{prefix}{self.store.next_case_serial(prefix):04d}"
+
+    def _recurs(self, closed_ms: int | None, t: AlarmTransition) -> bool:
+        window = self.routing.recurrence_window_h * HOUR_MS
+        return closed_ms is not None and t.ts_ms - closed_ms <= window
+
+    # --- cases --------------------------------------------------------------------------------
+
+    def _case(
+        self,
+        t: AlarmTransition,
+        device: DeviceState | None,
+        asset: Asset | None,
+        d: Decision,
+        link: AlarmLink,
+        now: int,
+    ) -> None:
+        subject = asset.code if asset else f"{t.gateway}/{t.device}"
+        current = self.store.open_case_for(subject, d.problem)
+        if current is not None:
+            self._attach(current, t, d, link, now)
+            return
+        last = self.store.last_closed_case_for(subject, d.problem)
+        recur = last.case_no if last and self._recurs(last.updated_ms, t) else None
+        grid = asset.grid or None if asset else None
+        case_no = self._number("", self.routing.area_code(asset, grid), now)
+        note = _describe(t)
+        if d.reason:
+            note += f"; {d.reason}"
+        if recur:
+            note += f"; 反复发生: back within {self.routing.recurrence_window_h:g} h of {recur}"
         case, audits = open_case(
             case_no=case_no,
-            kind=kind,
-            subcategory=sub,
-            problem=route.problem,
+            kind=d.kind,
+            subcategory=d.subcategory,
+            problem=d.problem,
             asset=asset.code if asset else None,
             device=t.device,
-            urgency="urgent" if urgent else "normal",
-            department=dept,
+            urgency="urgent" if d.urgent else "normal",
+            department=d.department,
             grid=grid,
-            allowed_ms=int(hours * HOUR_MS),
-            auto_register=route.auto_register,
+            allowed_ms=d.allowed_ms,
+            auto_register=d.auto_register,
             actor=SYSTEM,
             now_ms=now,
-            title=route.title or route.problem,
+            title=d.title,
             gateway=t.gateway,
-            note=f"alarm {t.alarm_id}: {t.message or t.alarm_type} (value {t.value})"
-            + _origin_note(t),
+            note=note,
+            severity=t.severity,
+            location=place_of(asset, device),
+            recurrence_of=recur,
         )
-        if route.auto_dispatch and case.state is CaseState.REGISTERED:
+        if d.auto_dispatch and case.state is CaseState.REGISTERED:
             case, audit = apply(
-                case, Action.DISPATCH, actor=SYSTEM, now_ms=now, note=f"auto-派遣 to {dept}"
+                case,
+                Action.DISPATCH,
+                actor=SYSTEM,
+                now_ms=now,
+                note="auto-派遣",
+                args=Args(department=d.department),
             )
             audits.append(audit)
-        return case, audits
+        self.store.save_case(
+            case,
+            audits,
+            expect_state=None,
+            transition_ids=[t.id],
+            links=[replace(link, ref=case_no)],
+        )
+        log.info("case %s opened (%s %s) for %s", case.case_no, case.kind, case.state, subject)
+
+    def _attach(
+        self, case: Case, t: AlarmTransition, d: Decision, link: AlarmLink, now: int
+    ) -> None:
+        """A new occurrence of the problem of an open case: attach it; a more severe one
+        upgrades the case; one back after the department's 反馈 sends it back to 处置."""
+        before = case.state
+        case = replace(case, repeats=case.repeats + 1, updated_ms=now)
+        audits = [
+            Audit(case.case_no, now, SYSTEM, "attach", before.value, before.value, _describe(t))
+        ]
+        if case.severity is None or t.severity < case.severity:
+            args = Args(severity=t.severity, urgent=d.urgent, allowed_ms=d.allowed_ms)
+            if case.subcategory != d.subcategory:
+                args = replace(args, allowed_ms=None)  # a limit of another 小类 says nothing here
+            case, audit = apply(
+                case,
+                Action.UPGRADE,
+                actor=SYSTEM,
+                now_ms=now,
+                note=f"alarm {t.alarm_id}",
+                args=args,
+            )
+            audits.append(audit)
+        if case.state in _DONE_BY_DEPARTMENT:
+            case, audit = apply(
+                case,
+                Action.REWORK,
+                actor=SYSTEM,
+                now_ms=now,
+                note=f"返工: alarm {t.alarm_id} is back after the department's 反馈",
+            )
+            audits.append(audit)
+            log.warning("case %s: the alarm is back: 返工 (rework %d)", case.case_no, case.reworks)
+        self.store.save_case(
+            case,
+            audits,
+            expect_state=before.value,
+            transition_ids=[t.id],
+            links=[replace(link, ref=case.case_no)],
+        )
+
+    def _again(self, t: AlarmTransition, link: AlarmLink, now: int) -> None:
+        """A later transition of an occurrence already decided: evidence for where it went."""
+        cleared = t.state not in _ACTIVE and link.cleared_ms is None
+        marks = [(t.alarm_id, t.ts_ms)] if cleared else []
+        if cleared and link.outcome == Outcome.CASE and link.ref:
+            case = self.store.case(link.ref)
+            if case is not None and case.state not in _FINISHED:
+                self._cleared_case(case, t, now)
+                return
+        if cleared and link.outcome == Outcome.WORK_ORDER and link.ref:
+            order = self.store.work_order(link.ref)
+            if order is not None and order.state is not WorkOrderState.DONE:
+                self._cleared_order(order, t, now)
+                return
+        self.store.mark_transitions_handled([t.id], marks)
+
+    def _all_cleared(self, ref: str, alarm_id: str) -> bool:
+        return all(
+            k.cleared_ms is not None or k.alarm_id == alarm_id for k in self.store.links(ref)
+        )
+
+    def _cleared_case(self, case: Case, t: AlarmTransition, now: int) -> None:
+        """A cleared alarm is evidence on its case, never a step past 处置: only a case still
+        before 派遣 may close by itself (自动恢复), and only where configured."""
+        before = case.state
+        note = f"alarm {t.alarm_id} cleared" + _origin_note(t)
+        audits = [
+            Audit(case.case_no, now, SYSTEM, "alarm_cleared", before.value, before.value, note)
+        ]
+        case = replace(case, updated_ms=now)
+        if (
+            self.routing.auto_close
+            and before in _BEFORE_DISPATCH
+            and self._all_cleared(case.case_no, t.alarm_id)
+        ):
+            case, audit = apply(
+                case, Action.AUTO_CLOSE, actor=SYSTEM, now_ms=now, note="every alarm cleared"
+            )
+            audits.append(audit)
+        self.store.save_case(
+            case,
+            audits,
+            expect_state=before.value,
+            transition_ids=[t.id],
+            cleared=[(t.alarm_id, t.ts_ms)],
+        )
+
+    # --- work orders --------------------------------------------------------------------------
+
+    def _work_order(
+        self,
+        t: AlarmTransition,
+        device: DeviceState | None,
+        asset: Asset | None,
+        d: Decision,
+        link: AlarmLink,
+        now: int,
+    ) -> None:
+        subject = f"{t.gateway}/{t.device}"
+        current = self.store.open_work_order_for(subject, d.problem)
+        if current is not None:
+            self._attach_order(current, t, d, link, now)
+            return
+        last = self.store.last_closed_work_order_for(subject, d.problem)
+        recur = last.order_no if last and self._recurs(last.updated_ms, t) else None
+        grid = asset.grid or None if asset else None
+        order_no = self._number("YW", self.routing.area_code(asset, grid), now)
+        note = _describe(t) + (f"; 反复发生: back after {recur}" if recur else "")
+        assert d.allowed_ms is not None  # work-order decisions always carry their limit
+        order, audit = open_work_order(
+            order_no=order_no,
+            problem=d.problem,
+            title=d.title,
+            gateway=t.gateway,
+            device=t.device,
+            asset=asset.code if asset else None,
+            severity=t.severity,
+            urgent=d.urgent,
+            department=d.department,
+            allowed_ms=d.allowed_ms,
+            now_ms=now,
+            note=note,
+            location=place_of(asset, device),
+            recurrence_of=recur,
+        )
+        self.store.save_work_order(
+            order,
+            [audit],
+            expect_state=None,
+            transition_ids=[t.id],
+            links=[replace(link, ref=order_no)],
+        )
+        log.info("work order %s opened (%s) for %s", order_no, d.problem, subject)
+
+    def _attach_order(
+        self, order: WorkOrder, t: AlarmTransition, d: Decision, link: AlarmLink, now: int
+    ) -> None:
+        before = order.state
+        updated = replace(order, repeats=order.repeats + 1, updated_ms=now)
+        if t.severity < order.severity:
+            updated = replace(updated, severity=t.severity)
+        if d.urgent and order.urgency != "urgent":
+            assert d.allowed_ms is not None
+            deadline = min(order.deadline_ms, now + d.allowed_ms)  # never later
+            updated = replace(updated, urgency="urgent", deadline_ms=deadline)
+        audit = Audit(
+            order.order_no, now, SYSTEM, "attach", before.value, before.value, _describe(t)
+        )
+        self.store.save_work_order(
+            updated,
+            [audit],
+            expect_state=before.value,
+            transition_ids=[t.id],
+            links=[replace(link, ref=order.order_no)],
+        )
+
+    def _cleared_order(self, order: WorkOrder, t: AlarmTransition, now: int) -> None:
+        before = order.state
+        note = f"alarm {t.alarm_id} cleared" + _origin_note(t)
+        audits = [
+            Audit(order.order_no, now, SYSTEM, "alarm_cleared", before.value, before.value, note)
+        ]
+        order = replace(order, updated_ms=now)
+        if (
+            self.routing.work_orders.auto_close
+            and before is WorkOrderState.OPEN
+            and self._all_cleared(order.order_no, t.alarm_id)
+        ):
+            order, audit = act_on(
+                order,
+                WorkOrderAction.AUTO_CLOSE,
+                actor=SYSTEM,
+                now_ms=now,
+                note="the device recovered before 接单",
+            )
+            audits.append(audit)
+        self.store.save_work_order(
+            order,
+            audits,
+            expect_state=before.value,
+            transition_ids=[t.id],
+            cleared=[(t.alarm_id, t.ts_ms)],
+        )
+
+    # --- operator actions ---------------------------------------------------------------------
 
     def act(
-        self, case_no: str, action: Action, actor: str, note: str = "", extend_hours: float = 0
+        self,
+        case_no: str,
+        action: Action,
+        actor: str,
+        note: str = "",
+        *,
+        extend_hours: float = 0,
+        department: str | None = None,
+        assist: Sequence[str] = (),
+        closure: Closure | None = None,
+        kind: str | None = None,
+        subcategory: str | None = None,
     ) -> Case:
-        """Apply an operator action; raise IllegalTransition, CaseNotFound or Conflict."""
+        """Apply an operator action: 派遣 with `department` (主办) and `assist` (协办), 结案 with
+        its `closure`, 受理 of an unclassified case with its `kind` and `subcategory` (小类).
+
+        Raises CaseNotFound, IllegalTransition, Conflict, or ValueError (arguments that do not
+        fit, or an action only the system takes).
+        """
+        if action in SYSTEM_ACTIONS:
+            raise ValueError(f"{action.value} is taken by the system only")
         case = self.store.case(case_no)
         if case is None:
             raise CaseNotFound(case_no)
-        updated, audit = apply(
-            case,
-            action,
-            actor=actor,
-            now_ms=self._now_ms(),
-            note=note,
+        classify = None
+        if kind is not None or subcategory is not None:
+            if action is not Action.ACCEPT or kind is None or subcategory is None:
+                raise ValueError("kind and subcategory go together, with accept (受理)")
+            urgent = case.urgency == "urgent"
+            classify = Classification(
+                kind, subcategory, self.routing.allowed_ms(subcategory, urgent)
+            )
+        args = Args(
             extend_ms=int(extend_hours * HOUR_MS),
+            department=department,
+            assist=tuple(assist),
+            closure=closure,
+            classify=classify,
+        )
+        updated, audit = apply(
+            case, action, actor=actor, now_ms=self._now_ms(), note=note, args=args
         )
         self.store.save_case(updated, [audit], expect_state=case.state.value)
+        return updated
+
+    def act_on_work_order(
+        self,
+        order_no: str,
+        action: WorkOrderAction,
+        actor: str,
+        note: str = "",
+        closure: Closure | None = None,
+    ) -> WorkOrder:
+        """Apply a maintainer's action (接单 accept, 完工 complete with its closure).
+
+        Raises CaseNotFound, IllegalWorkOrderAction, Conflict or ValueError.
+        """
+        if action is WorkOrderAction.AUTO_CLOSE:
+            raise ValueError("auto_close is taken by the system only")
+        order = self.store.work_order(order_no)
+        if order is None:
+            raise CaseNotFound(order_no)
+        updated, audit = act_on(
+            order, action, actor=actor, now_ms=self._now_ms(), note=note, closure=closure
+        )
+        self.store.save_work_order(updated, [audit], expect_state=order.state.value)
         return updated
 
     def escalate_overdue(self) -> list[str]:

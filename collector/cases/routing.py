@@ -1,13 +1,72 @@
-"""The routing table: which alarms become which cases, for which department, with what deadline."""
+"""The routing table: where every alarm ends (a 部件 or 事件 case, a device work order, or an
+explicit ignore), for which department, with what deadline.
 
+The table is checked when it is loaded, against wire.AlarmType and the device profiles it will
+meet (the shipped ones and any the table lists): a misspelt family, point or alarm type is an
+error with "did you mean", never a route that silently matches nothing.
+"""
+
+import difflib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from collector.assets import Asset
+from collector.cases.workflow import COMPONENT, EVENT, UNCLASSIFIED
+from collector.profiles import DEVICE_POINT, Catalog, CatalogError, load_profile, shipped_catalog
+from wire import AlarmType
+
+ANY = "*"  # a route's family that matches every family
+UNKNOWN_AREA = "000000"  # the area code of a case whose place gives none and no district is set
+HOUR_MS = 3_600_000
 
 
 class RoutingError(ValueError):
-    """A routing file that cannot be used; the message names the field."""
+    """A routing file that cannot be used; the message names the file, the field and the reason."""
+
+
+class RouteKind(StrEnum):
+    """What a route makes of an alarm."""
+
+    COMPONENT = "component"  # 部件: a defect of the facility itself, a case on its asset
+    EVENT = "event"  # 事件: a hazard observed at a place, a case located there
+    WORK_ORDER = "work_order"  # 设备运维工单: the monitoring device itself needs its maintainer
+
+
+class DepartmentRule(StrEnum):
+    """Who a route's case goes to."""
+
+    OWNER = "owner"  # the asset's 权属单位
+    MAINTAINER = "maintainer"  # the asset's 养护单位
+    GRID = "grid"  # the 单元网格's department (grid_departments), else default_department
+
+
+class Outcome(StrEnum):
+    """Where one alarm occurrence ended; shown on the alarm as `outcome`."""
+
+    CASE = "case"
+    WORK_ORDER = "work_order"
+    IGNORED = "ignored"  # an explicit routing rule says why not
+    RECORDED = "recorded"  # severity 3-4 and no route: kept as an alarm only
+
+
+def _code(v: str, what: str) -> str:
+    if not (len(v) == 4 and v.isdigit()):
+        raise ValueError(f"{what} {v!r} must be 4 digits (大类 + 小类)")
+    return v
 
 
 class Deadline(BaseModel):
@@ -18,38 +77,167 @@ class Deadline(BaseModel):
     urgent: float = Field(gt=0)
     normal: float = Field(gt=0)
 
+    def hours(self, urgent: bool) -> float:
+        """The allowed hours for this urgency."""
+        return self.urgent if urgent else self.normal
+
 
 class Route(BaseModel):
-    """Maps (device family, alarm types) to a problem and its case."""
+    """Maps (device family, alarm types, points, the asset's 小类) to where the alarm ends."""
 
     model_config = ConfigDict(extra="forbid")
 
-    family: str
-    alarm_types: list[str] = Field(min_length=1)
+    family: str = Field(description="device family, or * for every family")
+    alarm_types: list[str] = Field(min_length=1, description="wire.AlarmType values")
     points: list[str] | None = Field(default=None, description="only these points (default: any)")
-    problem: str = Field(description="problem type: one open case per (asset, problem)")
-    title: str = ""
-    event_subcategory: str | None = Field(
-        default=None,
-        description="事件 小类 for devices without an asset; without it they get no case",
+    asset_subcategories: list[str] | None = Field(
+        default=None, description="only devices bound to an asset of these 小类 (default: any)"
     )
+    kind: RouteKind | None = None
+    ignore: str | None = Field(
+        default=None, min_length=1, description="no case: why (kept on the alarm as its outcome)"
+    )
+    problem: str = Field(default="", description="one open case per (asset or device, problem)")
+    title: str = ""
+    subcategory: str | None = Field(default=None, description="事件 小类 (event routes only)")
     auto_register: bool = Field(
         default=True, description="立案 at once, or wait in 受理 for an operator"
     )
     auto_dispatch: bool = Field(
         default=False, description="派遣 to the department right after 立案"
     )
-    department: str = Field(default="owner", pattern="^(owner|maintainer)$")
+    department: DepartmentRule | None = Field(
+        default=None,
+        description="owner, maintainer or grid (default: owner for 部件, grid for 事件)",
+    )
     urgent_severity: int = Field(
-        default=2, ge=1, le=4, description="severity at or above this is urgent"
+        default=2, ge=1, le=4, description="severity at or above this (1 is highest) is urgent"
     )
 
-    @field_validator("event_subcategory")
+    @model_validator(mode="before")
     @classmethod
-    def _code(cls, v: str | None) -> str | None:
-        if v is not None and not (len(v) == 4 and v.isdigit()):
-            raise ValueError(f"小类 {v!r} must be 4 digits (大类 + 小类)")
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "event_subcategory" in data:
+            raise ValueError(
+                "`event_subcategory` is gone: say what the route makes with `kind: event` and"
+                " `subcategory: NNNN` (a hazard), or `kind: component` (a defect of the asset)"
+            )
+        return data
+
+    @field_validator("subcategory")
+    @classmethod
+    def _sub(cls, v: str | None) -> str | None:
+        return None if v is None else _code(v, "小类")
+
+    @field_validator("asset_subcategories")
+    @classmethod
+    def _subs(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else [_code(c, "asset 小类") for c in v]
+
+    @model_validator(mode="after")
+    def _says_where(self) -> "Route":
+        if (self.kind is None) == (self.ignore is None):
+            raise ValueError("a route needs exactly one of `kind` or `ignore: <reason>`")
+        if self.kind is not None and not self.problem:
+            raise ValueError(f"a {self.kind.value} route needs a `problem`")
+        if self.kind is RouteKind.EVENT and self.subcategory is None:
+            raise ValueError("an event route needs its 事件 `subcategory`")
+        if self.kind is not RouteKind.EVENT and self.subcategory is not None:
+            raise ValueError(
+                "only event routes take a `subcategory`: a 部件 case takes its 小类 from the"
+                " asset's 部件标识码"
+            )
+        return self
+
+    def matches(
+        self, family: str, alarm_type: str, point: str, asset_subcategory: str | None
+    ) -> bool:
+        """True if this route applies to the alarm."""
+        return (
+            self.family in (ANY, family)
+            and alarm_type in self.alarm_types
+            and (self.points is None or point in self.points)
+            and (
+                self.asset_subcategories is None
+                or (asset_subcategory is not None and asset_subcategory in self.asset_subcategories)
+            )
+        )
+
+
+class Unclassified(BaseModel):
+    """The case an alarm of severity 1-2 opens when no route matches: 受理, for an operator to
+    classify (accept with a kind and 小类) or void."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = "未分类物联感知告警"
+    urgent_severity: int = Field(default=2, ge=1, le=4)
+    max_severity: int = Field(
+        default=2, ge=1, le=4, description="alarms up to this severity open one (1-2 always)"
+    )
+
+    @field_validator("max_severity")
+    @classmethod
+    def _never_below_two(cls, v: int) -> int:
+        if v < 2:
+            raise ValueError("every alarm of severity 1 or 2 must end somewhere: at least 2")
         return v
+
+
+class WorkOrders(BaseModel):
+    """Device maintenance work orders (设备运维工单): who maintains the devices, how fast."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    department: str = Field(default="物联感知设备运维单位", min_length=1)
+    maintainers: dict[str, str] = Field(
+        default_factory=dict, description="`gateway` or `gateway/device` -> maintainer"
+    )
+    auto_close: bool = Field(
+        default=True, description="close as 自动恢复 when the device recovers before 接单"
+    )
+    deadlines: dict[str, Deadline] = Field(
+        default_factory=lambda: {"default": Deadline(urgent=8, normal=72)},
+        description="hours by problem, and a `default`",
+    )
+
+    @field_validator("deadlines")
+    @classmethod
+    def _default(cls, v: dict[str, Deadline]) -> dict[str, Deadline]:
+        if "default" not in v:
+            raise ValueError("work_orders.deadlines needs a 'default' entry")
+        return v
+
+    def maintainer(self, gateway: str, device: str) -> str:
+        """The maintainer of a gateway's device: its own entry, its gateway's, else the default."""
+        return (
+            self.maintainers.get(f"{gateway}/{device}")
+            or self.maintainers.get(gateway)
+            or self.department
+        )
+
+    def allowed_ms(self, problem: str, urgent: bool) -> int:
+        """Milliseconds allowed for a work order of this problem and urgency."""
+        d = self.deadlines.get(problem, self.deadlines["default"])
+        return int(d.hours(urgent) * HOUR_MS)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Where one alarm occurrence ends and with what (a pure result of the routing table)."""
+
+    outcome: Outcome
+    problem: str = ""
+    kind: str = ""  # for a case: 部件, 事件 or 未分类
+    subcategory: str = ""  # '' while unclassified
+    title: str = ""
+    urgent: bool = False
+    allowed_ms: int | None = None  # None: the operator classifies first
+    auto_register: bool = True
+    auto_dispatch: bool = False
+    department: str = ""
+    reason: str = ""
+    urgent_severity: int = 2
 
 
 class Routing(BaseModel):
@@ -57,14 +245,30 @@ class Routing(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    area_code: str = Field(pattern=r"^\d{6}$", description="area for 事件 cases without an asset")
+    district: str | None = Field(
+        default=None,
+        pattern=r"^\d{6}$",
+        validation_alias=AliasChoices("district", "area_code"),
+        description="the collector's 6-digit area code, for cases whose place gives none",
+    )
     utc_offset_hours: int = Field(
         default=8, ge=-12, le=14, description="local time for case-number dates"
     )
-    auto_close: bool = Field(default=False, description="结案 automatically when the alarm clears")
+    auto_close: bool = Field(
+        default=False,
+        description="结案 (自动恢复) a case still before 派遣 when all its alarms cleared",
+    )
+    recurrence_window_h: float = Field(
+        default=72, ge=0, description="an alarm back within this after 结案 opens a linked case"
+    )
     default_department: str
     grid_departments: dict[str, str] = Field(default_factory=dict)
     deadlines: dict[str, Deadline]
+    unclassified: Unclassified = Field(default_factory=Unclassified)
+    work_orders: WorkOrders = Field(default_factory=WorkOrders)
+    profiles: list[str] = Field(
+        default_factory=list, description="extra profile files to check against (site profiles)"
+    )
     routes: list[Route]
 
     @field_validator("deadlines")
@@ -72,37 +276,202 @@ class Routing(BaseModel):
     def _default(cls, v: dict[str, Deadline]) -> dict[str, Deadline]:
         if "default" not in v:
             raise ValueError("deadlines needs a 'default' entry")
+        for key in v:
+            if key != "default":
+                _code(key, "deadline 小类")
         return v
 
-    def match(self, family: str, alarm_type: str, point: str) -> Route | None:
-        """The first route for this device family, alarm type and point."""
-        for r in self.routes:
-            if (
-                r.family == family
-                and alarm_type in r.alarm_types
-                and (r.points is None or point in r.points)
-            ):
-                return r
-        return None
+    def match(
+        self, family: str, alarm_type: str, point: str, asset_subcategory: str | None = None
+    ) -> Route | None:
+        """The first route for this device family, alarm type, point and asset 小类."""
+        return next(
+            (r for r in self.routes if r.matches(family, alarm_type, point, asset_subcategory)),
+            None,
+        )
 
-    def allowed_hours(self, subcategory: str, urgent: bool) -> float:
-        """Hours allowed for a case of this 小类 and urgency."""
+    def allowed_ms(self, subcategory: str, urgent: bool) -> int:
+        """Milliseconds allowed for a case of this 小类 and urgency."""
         d = self.deadlines.get(subcategory, self.deadlines["default"])
-        return d.urgent if urgent else d.normal
+        return int(d.hours(urgent) * HOUR_MS)
+
+    def area_code(self, asset: Asset | None, grid: str | None) -> str:
+        """The case number's area code: from the asset's 部件标识码, else the grid code's prefix,
+        else the collector's district, else 000000 (said at start-up, never another city's)."""
+        if asset is not None:
+            return asset.area
+        if grid and len(grid) >= 6 and grid[:6].isdigit():
+            return grid[:6]
+        return self.district or UNKNOWN_AREA
+
+    def _department(self, rule: DepartmentRule, asset: Asset | None) -> str:
+        if asset is not None and rule is DepartmentRule.OWNER:
+            return asset.owner
+        if asset is not None and rule is DepartmentRule.MAINTAINER:
+            return asset.maintainer
+        if asset is not None and asset.grid in self.grid_departments:
+            return self.grid_departments[asset.grid]
+        return self.default_department
+
+    def decide(
+        self,
+        *,
+        family: str,
+        alarm_type: str,
+        point: str,
+        severity: int,
+        asset: Asset | None,
+        gateway: str = "",
+        device: str = "",
+    ) -> Decision:
+        """Where an alarm occurrence of `severity` (1 highest .. 4) ends: a pure function of the
+        table, the alarm and the asset its device is bound to (None if unbound)."""
+        route = self.match(family, alarm_type, point, asset.subcategory if asset else None)
+        if route is None:
+            return self._unrouted(severity, "no route matches this alarm")
+        if route.ignore is not None:
+            return Decision(Outcome.IGNORED, reason=route.ignore)
+        urgent = severity <= route.urgent_severity
+        if route.kind is RouteKind.WORK_ORDER:
+            return Decision(
+                Outcome.WORK_ORDER,
+                problem=route.problem,
+                title=route.title or route.problem,
+                urgent=urgent,
+                allowed_ms=self.work_orders.allowed_ms(route.problem, urgent),
+                department=self.work_orders.maintainer(gateway, device),
+                urgent_severity=route.urgent_severity,
+            )
+        if route.kind is RouteKind.COMPONENT:
+            if asset is None:
+                return self._unrouted(
+                    severity,
+                    f"the route of {route.problem} makes a 部件 case, but the device"
+                    " is bound to no 部件 (bind it to an asset)",
+                )
+            kind, sub = COMPONENT, asset.subcategory
+            dept = self._department(route.department or DepartmentRule.OWNER, asset)
+        else:
+            assert route.subcategory is not None  # checked at load
+            kind, sub = EVENT, route.subcategory
+            dept = self._department(route.department or DepartmentRule.GRID, asset)
+        return Decision(
+            Outcome.CASE,
+            problem=route.problem,
+            kind=kind,
+            subcategory=sub,
+            title=route.title or route.problem,
+            urgent=urgent,
+            allowed_ms=self.allowed_ms(sub, urgent),
+            auto_register=route.auto_register,
+            auto_dispatch=route.auto_dispatch,
+            department=dept,
+            urgent_severity=route.urgent_severity,
+        )
+
+    def _unrouted(self, severity: int, reason: str) -> Decision:
+        """A 受理 case for an operator to classify at severity 1-2 (up to `max_severity`), else
+        a record on the alarm."""
+        u = self.unclassified
+        if severity > u.max_severity:
+            return Decision(
+                Outcome.RECORDED, reason=f"{reason}; severity {severity}: kept as an alarm only"
+            )
+        return Decision(
+            Outcome.CASE,
+            problem="unclassified",
+            kind=UNCLASSIFIED,
+            title=u.title,
+            urgent=severity <= u.urgent_severity,
+            auto_register=False,
+            department=self.default_department,
+            reason=reason,
+            urgent_severity=u.urgent_severity,
+        )
 
 
-def load_routing(path: Path) -> Routing:
-    """Load and validate a routing YAML file."""
+def _hint(word: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(sorted(known))})"
+
+
+def check_routes(routing: Routing, catalog: Catalog) -> list[str]:
+    """Problems of the routes against the catalog and wire.AlarmType, as `field: reason`."""
+    problems: list[str] = []
+    types = [t.value for t in AlarmType]
+    families = sorted(catalog.families)
+    for i, r in enumerate(routing.routes):
+        where = f"routes.{i}"
+        for j, t in enumerate(r.alarm_types):
+            if t not in types:
+                problems.append(
+                    f"{where}.alarm_types.{j}: unknown alarm type {t!r}" + _hint(t, types)
+                )
+        if r.family != ANY and r.family not in catalog.families:
+            problems.append(
+                f"{where}.family: unknown family {r.family!r}" + _hint(r.family, families)
+            )
+            continue  # its points cannot be checked against a family that does not exist
+        known = sorted(catalog.points(None if r.family == ANY else r.family) | {DEVICE_POINT})
+        for j, p in enumerate(r.points or []):
+            if p not in known:
+                whose = "any profile" if r.family == ANY else f"the {r.family} profiles"
+                problems.append(
+                    f"{where}.points.{j}: {whose} have no point {p!r}" + _hint(p, known)
+                )
+    return problems
+
+
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel]:
+    """The model whose key sits at `loc` of a routing file (for "did you mean")."""
+    nested: dict[str, tuple[int, type[BaseModel]]] = {
+        "routes": (3, Route),
+        "deadlines": (3, Deadline),
+        "unclassified": (2, Unclassified),
+        "work_orders": (2, WorkOrders),
+    }
+    depth, model = nested.get(str(loc[0]), (1, Routing))
+    if str(loc[0]) == "work_orders" and len(loc) == 4 and loc[1] == "deadlines":
+        return Deadline
+    return model if len(loc) == depth else Routing
+
+
+def _format(exc: ValidationError) -> str:
+    out = []
+    for e in exc.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(file)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden" and e["loc"]:
+            fields = _model_at(e["loc"]).model_fields.items()
+            msg += _hint(str(e["loc"][-1]), [f.alias or n for n, f in fields])
+        out.append(f"{where}: {msg}")
+    return "; ".join(out)
+
+
+def load_routing(path: Path, catalog: Catalog | None = None) -> Routing:
+    """Load a routing YAML file and check it against `catalog` (default: the shipped profiles)
+    plus the profile files it lists; raise RoutingError with the file, field and reason."""
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-        return Routing.model_validate(doc)
-    except (OSError, yaml.YAMLError) as exc:
+        routing = Routing.model_validate(doc)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise RoutingError(f"{path}: {exc}") from None
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise RoutingError(f"{path}: {problems}") from None
+        raise RoutingError(f"{path}: {_format(exc)}") from None
+    problems = check_routes(routing, routing_catalog(routing, path, catalog))
+    if problems:
+        raise RoutingError(f"{path}: {'; '.join(problems)}")
+    return routing
+
+
+def routing_catalog(routing: Routing, path: Path, catalog: Catalog | None = None) -> Catalog:
+    """`catalog` (default: the shipped profiles) with the profile files the routing table at
+    `path` lists (relative to it); RoutingError if one cannot be read."""
+    base = catalog if catalog is not None else shipped_catalog()
+    try:
+        return base.merged(load_profile(path.parent / p) for p in routing.profiles)
+    except CatalogError as exc:
+        raise RoutingError(f"{path}: profiles: {exc}") from None
 
 
 def default_routing_path() -> Path:

@@ -1,22 +1,31 @@
 """The 数字城管 case state machine (GB/T 30428, CJJ/T 106) as pure code with an injected clock.
 
-受理 → 立案 → 派遣 → 处置 → 反馈 → 核查 → 结案, plus 延时 (extend the deadline), 回退 (return for
-re-dispatch), 挂账 (park), 作废 (void) and 督办 (escalate). Every transition yields an audit row.
+受理 → 立案 → 派遣 → 处置 → 反馈 → 核查 → 结案, plus 延时 (extend the deadline), 回退 (return to the
+派遣员 for 改派), 挂账 (park), 作废 (void) and 督办 (escalate). The system adds three transitions of
+its own, never posted by a key: 升级 (a more severe alarm upgrades the case), 返工 (the alarm came
+back while the department said it was done) and 自动恢复 (结案 before 派遣, where configured).
+Every transition yields an audit row.
+
+Times are UTC milliseconds. `deadline_ms` is always a time (or None: no running deadline);
+the allowed duration lives in `allowed_ms`, the time left while parked in `remaining_ms`.
 """
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
+
+COMPONENT, EVENT, UNCLASSIFIED = "部件", "事件", "未分类"
+KINDS = (COMPONENT, EVENT)
 
 
 class CaseState(StrEnum):
     """Where a case is in its lifecycle; values are the national workflow terms."""
 
-    REPORTED = "受理"  # reported, waiting for an operator to accept it
-    REGISTERED = "立案"  # accepted as a case, waiting for dispatch
+    REPORTED = "受理"  # reported, waiting for an operator to accept (and classify) it
+    REGISTERED = "立案"  # accepted as a case, waiting for the 派遣员 to dispatch it
     DISPATCHED = "派遣"  # sent to the responsible department
     HANDLING = "处置"  # the department is working on it
     FEEDBACK = "反馈"  # the department reported it done
-    VERIFYING = "核查"  # a field check (or the sensor clearing) confirms the result
+    VERIFYING = "核查"  # an inspector checks the result on site
     CLOSED = "结案"
     PARKED = "挂账"  # cannot be handled now (budget, season); the clock stops
     VOIDED = "作废"
@@ -25,20 +34,33 @@ class CaseState(StrEnum):
 class Action(StrEnum):
     """What a person or the system can do to a case."""
 
-    ACCEPT = "accept"  # 受理 -> 立案
+    ACCEPT = "accept"  # 受理 -> 立案 (an unclassified case is classified here)
     VOID = "void"  # 作废
-    DISPATCH = "dispatch"  # 派遣
+    DISPATCH = "dispatch"  # 派遣 (and 改派 after a 回退): names the 主办 and 协办 departments
     START = "start"  # 处置
     FEEDBACK = "feedback"  # 反馈
-    VERIFY = "verify"  # 核查 after feedback
-    ALARM_CLEARED = "alarm_cleared"  # the sensor says the problem is gone: go to 核查
-    CLOSE = "close"  # 结案
-    RETURN = "return"  # 回退: the department returns a mis-dispatched case
+    VERIFY = "verify"  # to 核查 after the department's 反馈
+    CLOSE = "close"  # 结案 after 核查, closure 处置完成 or 误报
+    RETURN = "return"  # 回退: the department returns a mis-dispatched case to the 派遣员
     REJECT = "reject"  # 核查不通过: back to the department
     PARK = "park"  # 挂账
     UNPARK = "unpark"
     EXTEND = "extend"  # 延时
     ESCALATE = "escalate"  # 督办
+    UPGRADE = "upgrade"  # system: a more severe alarm joined the case
+    REWORK = "rework"  # system: the alarm came back after 反馈 / during 核查
+    AUTO_CLOSE = "auto_close"  # system: 结案 as 自动恢复, before 派遣, where configured
+
+
+SYSTEM_ACTIONS = frozenset({Action.UPGRADE, Action.REWORK, Action.AUTO_CLOSE})
+
+
+class Closure(StrEnum):
+    """How a case was closed (结案类型)."""
+
+    DONE = "处置完成"  # the department fixed it and 核查 confirmed it
+    AUTO = "自动恢复"  # the sensor cleared before anyone was dispatched (configured)
+    FALSE_ALARM = "误报"  # 核查 found no problem
 
 
 S = CaseState
@@ -53,10 +75,6 @@ TRANSITIONS: dict[tuple[Action, CaseState], CaseState] = {
     (Action.START, S.DISPATCHED): S.HANDLING,
     (Action.FEEDBACK, S.HANDLING): S.FEEDBACK,
     (Action.VERIFY, S.FEEDBACK): S.VERIFYING,
-    (Action.ALARM_CLEARED, S.REGISTERED): S.VERIFYING,
-    (Action.ALARM_CLEARED, S.DISPATCHED): S.VERIFYING,
-    (Action.ALARM_CLEARED, S.HANDLING): S.VERIFYING,
-    (Action.ALARM_CLEARED, S.FEEDBACK): S.VERIFYING,
     (Action.CLOSE, S.VERIFYING): S.CLOSED,
     (Action.RETURN, S.DISPATCHED): S.REGISTERED,
     (Action.RETURN, S.HANDLING): S.REGISTERED,
@@ -66,7 +84,12 @@ TRANSITIONS: dict[tuple[Action, CaseState], CaseState] = {
     (Action.UNPARK, S.PARKED): S.HANDLING,
     (Action.EXTEND, S.DISPATCHED): S.DISPATCHED,
     (Action.EXTEND, S.HANDLING): S.HANDLING,
+    (Action.REWORK, S.FEEDBACK): S.HANDLING,
+    (Action.REWORK, S.VERIFYING): S.HANDLING,
+    (Action.AUTO_CLOSE, S.REPORTED): S.CLOSED,
+    (Action.AUTO_CLOSE, S.REGISTERED): S.CLOSED,
     **{(Action.ESCALATE, s): s for s in OPEN_STATES},
+    **{(Action.UPGRADE, s): s for s in OPEN_STATES},
 }
 
 # States in which the deadline clock runs.
@@ -77,7 +100,9 @@ class IllegalTransition(ValueError):
     """An action that the workflow does not allow from the case's current state."""
 
     def __init__(self, case_no: str, action: Action, state: CaseState) -> None:
-        allowed = sorted(a.value for (a, s) in TRANSITIONS if s is state)
+        allowed = sorted(
+            a.value for (a, s) in TRANSITIONS if s is state and a not in SYSTEM_ACTIONS
+        )
         super().__init__(
             f"case {case_no}: cannot {action.value} a case in state {state.value}"
             f" (allowed here: {', '.join(allowed) or 'nothing, the case is finished'})"
@@ -97,27 +122,49 @@ class Colour(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class Place:
+    """Where a case is: longitude and latitude (degrees, in `datum`), an address, and where the
+    place came from: `asset` (the 部件's record), `device` (the device's own install location,
+    from its gateway's birth) or `none` (neither is known)."""
+
+    lon: float | None = None
+    lat: float | None = None
+    datum: str = ""
+    address: str = ""
+    source: str = "none"
+
+
+@dataclass(frozen=True, slots=True)
 class Case:
-    """A city-management case; `kind` is 部件 (asset) or 事件 (event)."""
+    """A city-management case; `kind` is 部件 (asset), 事件 (event) or 未分类 (to classify)."""
 
     case_no: str
     kind: str
-    subcategory: str
+    subcategory: str  # '' while 未分类
     problem: str
     asset: str | None
     device: str | None
     state: CaseState
     urgency: str
-    department: str
+    department: str  # 主办
     grid: str | None
     created_ms: int
     updated_ms: int
-    deadline_ms: int | None
+    deadline_ms: int | None  # a time, or None while no deadline runs (受理, no limit)
     timed_from_ms: int | None
     repeats: int = 0
     escalations: int = 0
     title: str = ""
     gateway: str | None = None  # the gateway of `device` (a device id is unique per gateway)
+    allowed_ms: int | None = None  # the time limit its 小类 and urgency give (None: unknown yet)
+    severity: int | None = None  # the most severe alarm attached (1 = 一级 ... 4 = 四级)
+    assist: tuple[str, ...] = ()  # 协办 departments
+    reworks: int = 0  # 返工
+    returns: int = 0  # 回退
+    closure: str | None = None  # a Closure value once 结案
+    recurrence_of: str | None = None  # the case this one recurs (反复发生)
+    remaining_ms: int | None = None  # while 挂账: the time that was left
+    location: Place = field(default_factory=Place)
 
     @property
     def subject(self) -> str:
@@ -143,6 +190,88 @@ class Audit:
     note: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Classification:
+    """What an operator decides when accepting an unclassified case: its kind and 小类, and
+    the time limit that gives (from the routing table)."""
+
+    kind: str
+    subcategory: str
+    allowed_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Args:
+    """Arguments of the actions that take any: 延时 `extend_ms`; 派遣 `department` (主办) and
+    `assist` (协办); 结案 `closure`; 受理 `classify`; 升级 `severity`, `urgent` and the
+    `allowed_ms` of the new urgency."""
+
+    extend_ms: int = 0
+    department: str | None = None
+    assist: tuple[str, ...] = ()
+    closure: Closure | None = None
+    classify: Classification | None = None
+    severity: int | None = None
+    urgent: bool = False
+    allowed_ms: int | None = None
+
+
+def _join(detail: str, note: str) -> str:
+    return f"{detail}: {note}" if note else detail
+
+
+def _accept(case: Case, args: Args, now_ms: int) -> Case:
+    if case.kind == UNCLASSIFIED and args.classify is None:
+        raise ValueError(
+            f"case {case.case_no} is 未分类: accept it with its kind (部件 or 事件) and 小类"
+        )
+    if args.classify is not None:
+        c = args.classify
+        if c.kind not in KINDS:
+            raise ValueError(f"kind {c.kind!r} is not 部件 or 事件")
+        case = replace(case, kind=c.kind, subcategory=c.subcategory, allowed_ms=c.allowed_ms)
+    deadline = None if case.allowed_ms is None else now_ms + case.allowed_ms
+    return replace(case, deadline_ms=deadline, timed_from_ms=now_ms)
+
+
+def _dispatch(case: Case, args: Args) -> tuple[Case, str]:
+    if case.returns and args.department is None:
+        raise ValueError(
+            f"case {case.case_no} was returned (回退): 改派 names the department it goes to"
+        )
+    dept = args.department or case.department
+    assist = tuple(a for a in dict.fromkeys(args.assist) if a != dept)
+    if case.returns or dept != case.department:
+        detail = f"改派 主办 {case.department} → {dept}"
+    else:
+        detail = f"派遣 主办 {dept}"
+    if assist:
+        detail += f", 协办 {'、'.join(assist)}"
+    return replace(case, department=dept, assist=assist), detail
+
+
+def _upgrade(case: Case, args: Args, now_ms: int) -> tuple[Case, str]:
+    if args.severity is None or (case.severity is not None and args.severity >= case.severity):
+        raise ValueError(f"case {case.case_no}: an upgrade needs a more severe alarm")
+    detail = f"severity {case.severity or '?'} → {args.severity}"
+    urgent = args.urgent or case.urgency == "urgent"  # urgency never drops
+    updated = replace(case, severity=args.severity, urgency="urgent" if urgent else "normal")
+    new = args.allowed_ms
+    if new is not None and (case.allowed_ms is None or new < case.allowed_ms):
+        # Shorten, never lengthen: the stricter limit counts from now if that is sooner.
+        updated = replace(updated, allowed_ms=new)
+        if case.state in TIMED_STATES and case.deadline_ms is not None:
+            deadline = min(case.deadline_ms, now_ms + new)
+            if deadline != case.deadline_ms:
+                detail += f", deadline {case.deadline_ms} → {deadline}"
+            updated = replace(updated, deadline_ms=deadline)
+        elif case.state is S.PARKED and case.remaining_ms is not None:
+            updated = replace(updated, remaining_ms=min(case.remaining_ms, new))
+    if urgent and case.urgency != "urgent":
+        detail += ", now urgent"
+    return updated, detail
+
+
 def apply(
     case: Case,
     action: Action,
@@ -150,29 +279,66 @@ def apply(
     actor: str,
     now_ms: int,
     note: str = "",
-    extend_ms: int = 0,
+    args: Args | None = None,
 ) -> tuple[Case, Audit]:
-    """Apply `action` to `case` at `now_ms`; raise IllegalTransition if not allowed."""
+    """Apply `action` to `case` at `now_ms`.
+
+    Raises IllegalTransition if the workflow does not allow it from the case's state, and
+    ValueError if its arguments do not fit (a 延时 of nothing, an unclassified case accepted
+    without its 小类, a returned case re-dispatched without naming the department, a closure
+    type a person may not give).
+    """
+    args = args or Args()
     if not actor:
         raise ValueError(f"case {case.case_no}: every transition needs an actor")
     target = TRANSITIONS.get((action, case.state))
     if target is None:
         raise IllegalTransition(case.case_no, action, case.state)
-    if action is Action.EXTEND and extend_ms <= 0:
-        raise ValueError(f"case {case.case_no}: 延时 needs a positive extension")
     updated = replace(case, state=target, updated_ms=now_ms)
-    if action is Action.EXTEND and case.deadline_ms is not None:
-        updated = replace(updated, deadline_ms=case.deadline_ms + extend_ms)
-    elif action is Action.ACCEPT and case.deadline_ms is not None:
-        # In 受理 deadline_ms holds the allowed duration; 立案 starts the clock.
-        updated = replace(updated, deadline_ms=now_ms + case.deadline_ms, timed_from_ms=now_ms)
+    if action is Action.EXTEND:
+        if args.extend_ms <= 0:
+            raise ValueError(f"case {case.case_no}: 延时 needs a positive extension")
+        if case.deadline_ms is not None:
+            updated = replace(updated, deadline_ms=case.deadline_ms + args.extend_ms)
+    elif action is Action.ACCEPT:
+        updated = _accept(updated, args, now_ms)
+    elif action is Action.DISPATCH:
+        updated, detail = _dispatch(updated, args)
+        note = _join(detail, note)
+    elif action is Action.RETURN:
+        updated = replace(updated, returns=case.returns + 1)
+    elif action is Action.CLOSE:
+        closure = args.closure or Closure.DONE
+        if closure is Closure.AUTO:
+            raise ValueError("自动恢复 is recorded by the system only, before 派遣")
+        updated = replace(updated, closure=closure.value)
+        note = _join(f"结案: {closure.value}", note)
+    elif action is Action.AUTO_CLOSE:
+        updated = replace(updated, closure=Closure.AUTO.value)
     elif action is Action.ESCALATE:
         updated = replace(updated, escalations=case.escalations + 1)
-    elif action is Action.PARK and case.deadline_ms is not None:
-        # The clock stops while parked: remember the time left as a negative offset from "now".
-        updated = replace(updated, deadline_ms=case.deadline_ms - now_ms, timed_from_ms=None)
-    elif action is Action.UNPARK and case.deadline_ms is not None:
-        updated = replace(updated, deadline_ms=now_ms + case.deadline_ms, timed_from_ms=now_ms)
+    elif action is Action.PARK:
+        # The clock stops while parked: keep the time that was left; the deadline stays the
+        # time it was (it runs again, moved, at unpark).
+        left = None if case.deadline_ms is None else case.deadline_ms - now_ms
+        updated = replace(updated, remaining_ms=left, timed_from_ms=None)
+    elif action is Action.UNPARK:
+        if case.remaining_ms is not None:
+            updated = replace(updated, deadline_ms=now_ms + case.remaining_ms, timed_from_ms=now_ms)
+        updated = replace(updated, remaining_ms=None)
+    elif action is Action.UPGRADE:
+        updated, detail = _upgrade(updated, args, now_ms)
+        note = _join(detail, note)
+    elif action is Action.REWORK:
+        # A new 处置 round under the case's limit; its 督办 count starts again.
+        deadline = None if case.allowed_ms is None else now_ms + case.allowed_ms
+        updated = replace(
+            updated,
+            reworks=case.reworks + 1,
+            deadline_ms=deadline,
+            timed_from_ms=now_ms,
+            escalations=0,
+        )
     audit = Audit(case.case_no, now_ms, actor, action.value, case.state.value, target.value, note)
     return updated, audit
 
@@ -195,6 +361,9 @@ def open_case(
     title: str = "",
     note: str = "",
     gateway: str | None = None,
+    severity: int | None = None,
+    location: Place | None = None,
+    recurrence_of: str | None = None,
 ) -> tuple[Case, list[Audit]]:
     """Create a case in 受理; with `auto_register` it is 立案 at once (two audit rows)."""
     case = Case(
@@ -210,13 +379,17 @@ def open_case(
         grid=grid,
         created_ms=now_ms,
         updated_ms=now_ms,
-        deadline_ms=allowed_ms,  # while in 受理 this holds the allowed duration, not a time
+        deadline_ms=None,
         timed_from_ms=None,
         title=title,
         gateway=gateway,
+        allowed_ms=allowed_ms,
+        severity=severity,
+        recurrence_of=recurrence_of,
+        location=location or Place(),
     )
     audits = [Audit(case_no, now_ms, actor, "report", None, S.REPORTED.value, note)]
-    if auto_register:
+    if auto_register and kind != UNCLASSIFIED:
         case, audit = apply(case, Action.ACCEPT, actor=actor, now_ms=now_ms, note="auto-立案")
         audits.append(audit)
     return case, audits

@@ -225,8 +225,9 @@ function openStream() {
   for (const type of ["alarm.raised", "alarm.acknowledged", "alarm.cleared", "alarm.normal"]) {
     source.addEventListener(type, onAlarm);
   }
-  for (const type of ["case.opened", "case.transition", "gateway.online", "gateway.offline",
-    "gateway.unknown", "device.online", "device.offline", "device.unknown"]) {
+  for (const type of ["case.opened", "case.transition", "case.upgraded", "case.reworked",
+    "gateway.online", "gateway.offline", "gateway.unknown", "device.online", "device.offline",
+    "device.unknown"]) {
     source.addEventListener(type, scheduleRefresh);
   }
 }

@@ -5,10 +5,12 @@ from typing import Any, Protocol
 
 from collector.assets import Asset
 from collector.cases.workflow import Audit, Case
+from collector.cases.workorders import WorkOrder
 from collector.errors import Conflict, StoreDataError, StoreError, StoreUnavailable
 from collector.events import AlarmView, EventRecord
 from collector.keys import ApiKey
 from collector.models import (
+    AlarmLink,
     AlarmRecord,
     AlarmTransition,
     Bucket,
@@ -18,6 +20,7 @@ from collector.models import (
     GatewayState,
     Incoming,
     Reading,
+    StatusChange,
     WriteResult,
 )
 from collector.webhooks import Delivery, DueDelivery, Webhook
@@ -152,8 +155,33 @@ class Store(Protocol):
         """Stored alarm events the case engine has not handled yet, oldest first."""
         ...
 
-    def mark_transitions_handled(self, ids: Sequence[int]) -> None:
-        """Record that the case engine handled these alarm events."""
+    def mark_transitions_handled(
+        self, ids: Sequence[int], cleared: Sequence[tuple[str, int]] = ()
+    ) -> None:
+        """Record that the case engine handled these alarm events, and that the alarm ids of
+        `cleared` cleared at the given times (ms)."""
+        ...
+
+    def link(self, alarm_id: str) -> AlarmLink | None:
+        """Where the latest occurrence (activation) of an alarm id ended, if the engine has
+        handled it."""
+        ...
+
+    def links(self, ref: str) -> list[AlarmLink]:
+        """The alarm occurrences of one case or work order, in the order they were attached."""
+        ...
+
+    def links_for(self, refs: Sequence[str]) -> dict[str, list[AlarmLink]]:
+        """The alarm occurrences of several cases or work orders, by number."""
+        ...
+
+    def record_outcome(self, link: AlarmLink, transition_ids: Sequence[int]) -> None:
+        """Store an occurrence that became no case nor work order (ignored or recorded) and
+        mark its transitions handled, atomically; Conflict if it was handled meanwhile."""
+        ...
+
+    def count_alarm_outcomes(self) -> dict[str, int]:
+        """How many alarm occurrences ended in each outcome (case, work_order, ...)."""
         ...
 
     def next_case_serial(self, prefix: str) -> int:
@@ -164,6 +192,10 @@ class Store(Protocol):
         """The open case for (asset or device, problem), if there is one."""
         ...
 
+    def last_closed_case_for(self, subject: str, problem: str) -> Case | None:
+        """The most recently closed (结案) case for (asset or device, problem), if any."""
+        ...
+
     def save_case(
         self,
         case: Case,
@@ -171,10 +203,14 @@ class Store(Protocol):
         *,
         expect_state: str | None,
         transition_ids: Sequence[int] = (),
+        links: Sequence[AlarmLink] = (),
+        cleared: Sequence[tuple[str, int]] = (),
     ) -> None:
-        """Insert (expect_state None) or update a case, its audits and handled events atomically.
+        """Insert (expect_state None) or update a case with its audits, the alarm occurrences
+        it takes (`links`), the ones that cleared, and the handled events, atomically.
 
-        Raises Conflict if the stored case is no longer in `expect_state`.
+        Raises Conflict if the stored case is no longer in `expect_state`, or an alarm of
+        `links` already belongs elsewhere.
         """
         ...
 
@@ -188,6 +224,58 @@ class Store(Protocol):
 
     def audit(self, case_no: str) -> list[Audit]:
         """The audit trail of a case, oldest first."""
+        ...
+
+    def open_work_order_for(self, subject: str, problem: str) -> WorkOrder | None:
+        """The unfinished work order for (gateway/device, problem), if there is one."""
+        ...
+
+    def last_closed_work_order_for(self, subject: str, problem: str) -> WorkOrder | None:
+        """The most recently finished work order for (gateway/device, problem), if any."""
+        ...
+
+    def save_work_order(
+        self,
+        order: WorkOrder,
+        audits: Sequence[Audit],
+        *,
+        expect_state: str | None,
+        transition_ids: Sequence[int] = (),
+        links: Sequence[AlarmLink] = (),
+        cleared: Sequence[tuple[str, int]] = (),
+    ) -> None:
+        """Insert (expect_state None) or update a work order with its audits, alarm links,
+        cleared alarms and handled events, atomically; Conflict as save_case."""
+        ...
+
+    def work_order(self, order_no: str) -> WorkOrder | None:
+        """One work order by number."""
+        ...
+
+    def find_work_orders(
+        self,
+        *,
+        states: Sequence[str] = (),
+        department: str | None = None,
+        gateway: str | None = None,
+        device: str | None = None,
+        before: tuple[int, str] | None = None,
+        limit: int = 100,
+    ) -> list[WorkOrder]:
+        """Work orders matching every given filter, newest first, keyset-paged below `before`."""
+        ...
+
+    def work_order_audit(self, order_no: str) -> list[Audit]:
+        """The audit trail of a work order, oldest first (`case_no` holds the order number)."""
+        ...
+
+    def count_work_orders_by_state(self) -> dict[str, int]:
+        """How many work orders are in each state."""
+        ...
+
+    def device_history(self, since_ms: int, until_ms: int) -> list[StatusChange]:
+        """Every device's status changes in [since, until), each device's last change before
+        `since` first (the status it had then), oldest first."""
         ...
 
     # --- command-center API -------------------------------------------------------------------
@@ -209,7 +297,8 @@ class Store(Protocol):
         ...
 
     def pump_events(self, now_ms: int, limit: int = 500) -> int:
-        """Copy alarm events, status changes and case audits not yet logged into `events`."""
+        """Copy alarm events, status changes, case and work-order audits not yet logged into
+        `events`."""
         ...
 
     def last_event_id(self) -> int:
@@ -234,8 +323,10 @@ class Store(Protocol):
         until_ms: int | None = None,
         before_id: int | None = None,
         limit: int = 100,
+        outcomes: Sequence[str] = (),
     ) -> list[AlarmView]:
-        """Alarm occurrences matching every given filter, newest first, ids below `before_id`."""
+        """Alarm occurrences matching every given filter, newest first, ids below `before_id`;
+        `outcomes` selects by where they ended (`pending`: not handled yet)."""
         ...
 
     def alarm(self, alarm_id: str) -> AlarmView | None:

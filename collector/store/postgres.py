@@ -28,6 +28,7 @@ from collector.store.schema import (
     bd_seq_statements,
     core_statements,
     epoch_statements,
+    meaning_statements,
     order_statements,
     scope_statements,
 )
@@ -260,6 +261,7 @@ class PostgresStore(SqlStore):
                 Migration(5, "event order and clocks", order_statements("postgres")),
                 Migration(6, "devices scoped by gateway", scope_statements("postgres")),
                 Migration(7, "the connection a birth belongs to", bd_seq_statements("postgres")),
+                Migration(8, "alarms that mean what they say", meaning_statements("postgres")),
             )
             for m in migrations:
                 if m.version in done:

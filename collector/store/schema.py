@@ -338,9 +338,142 @@ _BD_SEQ = """
 ALTER TABLE gateways ADD COLUMN bd_seq BIGINT
 """
 
+# Version 8: alarms that mean what they say (issue 14). Where every alarm occurrence ended
+# (`alarm_links`: one case or work order per activation of an alarm id, with a snapshot of the
+# alarm); cases with
+# their place, their time limit apart from their deadline, severity, 协办, rework/return counts,
+# closure type and the case they recur; devices with their own install location; device
+# maintenance work orders with their audit. Rows of older versions are carried over: a 受理
+# case's duration moves from deadline_ms to allowed_ms, a parked case's signed offset to
+# remaining_ms, cases get their asset's place, and the alarms already attached to cases are
+# linked by id.
+_MEANING = """
+ALTER TABLE cases ADD COLUMN allowed_ms BIGINT;
+ALTER TABLE cases ADD COLUMN severity INTEGER;
+ALTER TABLE cases ADD COLUMN assist TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE cases ADD COLUMN reworks INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE cases ADD COLUMN returns INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE cases ADD COLUMN closure TEXT;
+ALTER TABLE cases ADD COLUMN recurrence_of TEXT;
+ALTER TABLE cases ADD COLUMN remaining_ms BIGINT;
+ALTER TABLE cases ADD COLUMN lon DOUBLE PRECISION;
+ALTER TABLE cases ADD COLUMN lat DOUBLE PRECISION;
+ALTER TABLE cases ADD COLUMN datum TEXT NOT NULL DEFAULT '';
+ALTER TABLE cases ADD COLUMN address TEXT NOT NULL DEFAULT '';
+ALTER TABLE cases ADD COLUMN location_source TEXT NOT NULL DEFAULT 'none';
+UPDATE cases SET allowed_ms = deadline_ms, deadline_ms = NULL WHERE state = '受理';
+UPDATE cases SET remaining_ms = deadline_ms, deadline_ms = updated_ms + deadline_ms
+    WHERE state = '挂账' AND deadline_ms IS NOT NULL;
+UPDATE cases SET allowed_ms = deadline_ms - timed_from_ms
+    WHERE allowed_ms IS NULL AND deadline_ms IS NOT NULL AND timed_from_ms IS NOT NULL;
+UPDATE cases SET closure = CASE WHEN EXISTS (SELECT 1 FROM case_audit a
+    WHERE a.case_no = cases.case_no AND a.action = 'close' AND a.note = 'auto-close')
+    THEN '自动恢复' ELSE '处置完成' END WHERE state = '结案';
+UPDATE cases SET severity = (SELECT min(e.severity) FROM case_alarms ca
+    JOIN alarm_events e ON e.id = ca.alarm_event_id WHERE ca.case_no = cases.case_no);
+UPDATE cases SET lon = (SELECT {lon} FROM assets a WHERE a.code = cases.asset),
+    lat = (SELECT {lat} FROM assets a WHERE a.code = cases.asset),
+    datum = COALESCE((SELECT {datum} FROM assets a WHERE a.code = cases.asset), ''),
+    address = COALESCE((SELECT {address} FROM assets a WHERE a.code = cases.asset), ''),
+    location_source = 'asset'
+    WHERE EXISTS (SELECT 1 FROM assets a WHERE a.code = cases.asset);
+CREATE INDEX IF NOT EXISTS cases_closed ON cases (subject, problem, updated_ms)
+    WHERE state = '结案';
+ALTER TABLE devices ADD COLUMN lon DOUBLE PRECISION;
+ALTER TABLE devices ADD COLUMN lat DOUBLE PRECISION;
+ALTER TABLE devices ADD COLUMN datum TEXT;
+ALTER TABLE devices ADD COLUMN address TEXT;
+CREATE TABLE IF NOT EXISTS alarm_links (
+    alarm_id TEXT NOT NULL,
+    activation INTEGER NOT NULL,
+    gateway_id TEXT NOT NULL,
+    device TEXT NOT NULL,
+    point TEXT NOT NULL,
+    alarm_type TEXT NOT NULL,
+    severity INTEGER NOT NULL,
+    value TEXT NOT NULL,
+    limit_value TEXT NOT NULL,
+    unit TEXT NOT NULL,
+    raised_ms BIGINT NOT NULL,
+    message TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    ref TEXT,
+    reason TEXT NOT NULL,
+    decided_ms BIGINT NOT NULL,
+    cleared_ms BIGINT,
+    PRIMARY KEY (alarm_id, activation)
+);
+CREATE INDEX IF NOT EXISTS alarm_links_ref ON alarm_links (ref);
+INSERT INTO alarm_links (alarm_id, activation, gateway_id, device, point, alarm_type, severity,
+    value, limit_value, unit, raised_ms, message, outcome, ref, reason, decided_ms, cleared_ms)
+    SELECT e.alarm_id, 0, min(e.gateway_id), min(e.device), min(e.point), min(e.alarm_type),
+    min(e.severity), min(e.value), min(e.limit_value), '', min(e.ts_ms), min(e.message), 'case',
+    min(ca.case_no), '', min(e.ts_ms), NULL
+    FROM case_alarms ca JOIN alarm_events e ON e.id = ca.alarm_event_id
+    WHERE e.state IN ('active_unacked', 'active_acked') GROUP BY e.alarm_id;
+UPDATE alarm_links SET cleared_ms = (SELECT min(x.ts_ms) FROM alarm_events x
+    WHERE x.alarm_id = alarm_links.alarm_id AND x.state IN ('cleared_unacked', 'normal'));
+CREATE TABLE IF NOT EXISTS work_orders (
+    order_no TEXT PRIMARY KEY,
+    problem TEXT NOT NULL,
+    title TEXT NOT NULL,
+    gateway_id TEXT NOT NULL,
+    device TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    asset TEXT,
+    state TEXT NOT NULL,
+    severity INTEGER NOT NULL,
+    urgency TEXT NOT NULL,
+    department TEXT NOT NULL,
+    created_ms BIGINT NOT NULL,
+    updated_ms BIGINT NOT NULL,
+    deadline_ms BIGINT NOT NULL,
+    allowed_ms BIGINT NOT NULL,
+    repeats INTEGER NOT NULL,
+    closure TEXT,
+    recurrence_of TEXT,
+    lon DOUBLE PRECISION,
+    lat DOUBLE PRECISION,
+    datum TEXT NOT NULL,
+    address TEXT NOT NULL,
+    location_source TEXT NOT NULL
+);
+-- One open work order per (device, problem): repeats attach to it.
+CREATE UNIQUE INDEX IF NOT EXISTS work_orders_one_open ON work_orders (subject, problem)
+    WHERE state <> '已完成';
+CREATE INDEX IF NOT EXISTS work_orders_created ON work_orders (created_ms, order_no);
+CREATE TABLE IF NOT EXISTS work_order_audit (
+    id {id},
+    order_no TEXT NOT NULL,
+    ts_ms BIGINT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    from_state TEXT,
+    to_state TEXT NOT NULL,
+    note TEXT NOT NULL,
+    evented BOOLEAN NOT NULL DEFAULT FALSE
+);
+CREATE INDEX IF NOT EXISTS work_order_audit_order ON work_order_audit (order_no, id);
+CREATE INDEX IF NOT EXISTS work_order_audit_unevented ON work_order_audit (id) WHERE NOT evented
+"""
+
 _DIALECTS = {
-    "sqlite": {"id": "INTEGER PRIMARY KEY", "blob": "BLOB"},
-    "postgres": {"id": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", "blob": "BYTEA"},
+    "sqlite": {
+        "id": "INTEGER PRIMARY KEY",
+        "blob": "BLOB",
+        "lon": "json_extract(a.doc, '$.lon')",
+        "lat": "json_extract(a.doc, '$.lat')",
+        "datum": "json_extract(a.doc, '$.datum')",
+        "address": "json_extract(a.doc, '$.address')",
+    },
+    "postgres": {
+        "id": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+        "blob": "BYTEA",
+        "lon": "CAST(CAST(a.doc AS json) ->> 'lon' AS DOUBLE PRECISION)",
+        "lat": "CAST(CAST(a.doc AS json) ->> 'lat' AS DOUBLE PRECISION)",
+        "datum": "CAST(a.doc AS json) ->> 'datum'",
+        "address": "CAST(a.doc AS json) ->> 'address'",
+    },
 }
 
 
@@ -381,6 +514,12 @@ def scope_statements(dialect: str) -> tuple[str, ...]:
 def bd_seq_statements(dialect: str) -> tuple[str, ...]:
     """Migration 7 (the bd_seq of a gateway's current birth) for `dialect`."""
     return _split(_BD_SEQ, dialect)
+
+
+def meaning_statements(dialect: str) -> tuple[str, ...]:
+    """Migration 8 (alarm links, case places and lifecycle fields, device locations, work
+    orders) for `dialect`."""
+    return _split(_MEANING, dialect)
 
 
 def _split(template: str, dialect: str) -> tuple[str, ...]:

@@ -13,7 +13,6 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from collector.assets import Asset, AssetError
-from collector.cases.workflow import Audit, Case, CaseState
 from collector.events import (
     ALARM_EVENT_TYPES,
     AlarmView,
@@ -28,7 +27,6 @@ from collector.models import (
     RECONCILED,
     Accepted,
     AlarmRecord,
-    AlarmTransition,
     DeadLetter,
     DeviceState,
     GatewayClock,
@@ -39,7 +37,8 @@ from collector.models import (
     Status,
     WriteResult,
 )
-from collector.store.base import Conflict, StoreDataError, StoreError
+from collector.store.base import StoreDataError, StoreError
+from collector.store.cases_sql import CaseRows
 from collector.webhooks import Delivery, DueDelivery, Webhook
 from wire import (
     EARLIEST_PLAUSIBLE_MS,
@@ -51,6 +50,7 @@ from wire import (
     DataBatch,
     Death,
     DeviceEventBatch,
+    Location,
     Record,
     Severity,
     encode,
@@ -69,7 +69,6 @@ V_NULL, V_BOOL, V_INT, V_FLOAT, V_STR = 0, 1, 2, 3, 4
 _EXACT_FLOAT_INT = 2**53
 CONFLICT = "conflict"  # the status_log status of a claim a gateway may not make
 ACTIVE_STATES = (AlarmState.ACTIVE_UNACKED.value, AlarmState.ACTIVE_ACKED.value)
-FINISHED_STATES = (CaseState.CLOSED.value, CaseState.VOIDED.value)
 
 
 def encode_value(v: Value) -> tuple[int, float | None, str | None]:
@@ -171,7 +170,7 @@ class Cursor(Protocol):
         ...
 
 
-class SqlStore(ABC):
+class SqlStore(CaseRows, ABC):
     """Everything but connections, migrations and the readings hot path."""
 
     # (gateway, epoch) pairs known to be recorded, with their rank (first seen, ms): most
@@ -669,12 +668,24 @@ class SqlStore(ABC):
             log.warning("gateway %s reports an implausible wall clock", msg.gateway)
         self._log_status(cur, "gateway", msg.gateway, Status.ONLINE, msg.sent_ms, "birth", ctx)
         for d in msg.devices:
+            loc = d.location
             self._run(
                 cur,
                 "INSERT INTO devices (gateway_id, device, profile, family, status, since_ms,"
-                " reason) VALUES (:gw, :dev, :prof, :fam, 'unknown', 0, '')"
-                " ON CONFLICT (gateway_id, device) DO UPDATE SET profile = :prof, family = :fam",
-                {"dev": d.device, "gw": msg.gateway, "prof": d.profile, "fam": d.family},
+                " reason, lon, lat, datum, address)"
+                " VALUES (:gw, :dev, :prof, :fam, 'unknown', 0, '', :lon, :lat, :datum, :addr)"
+                " ON CONFLICT (gateway_id, device) DO UPDATE SET profile = :prof, family = :fam,"
+                " lon = :lon, lat = :lat, datum = :datum, address = :addr",
+                {
+                    "dev": d.device,
+                    "gw": msg.gateway,
+                    "prof": d.profile,
+                    "fam": d.family,
+                    "lon": loc.lon if loc else None,
+                    "lat": loc.lat if loc else None,
+                    "datum": loc.datum if loc else None,
+                    "addr": loc.address if loc else None,
+                },
             )
             status = Status.ONLINE if d.online else Status.OFFLINE
             change = Change(status, msg.sent_ms, "birth", pos)
@@ -863,14 +874,27 @@ class SqlStore(ABC):
         """All known devices, optionally of one gateway and/or with one device id."""
         rows = self._query(
             "SELECT d.device, d.gateway_id, d.profile, d.family, b.asset, d.status, d.since_ms,"
-            " d.reason FROM devices d LEFT JOIN device_assets b"
+            " d.reason, d.lon, d.lat, d.datum, d.address FROM devices d LEFT JOIN device_assets b"
             " ON b.gateway_id = d.gateway_id AND b.device = d.device"
             " WHERE (CAST(:gw AS TEXT) IS NULL OR d.gateway_id = :gw)"
             " AND (CAST(:dev AS TEXT) IS NULL OR d.device = :dev)"
             " ORDER BY d.device, d.gateway_id",
             {"gw": gateway, "dev": device},
         )
-        return [DeviceState(r[0], r[1], r[2], r[3], r[4], Status(r[5]), r[6], r[7]) for r in rows]
+        return [
+            DeviceState(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                Status(r[5]),
+                r[6],
+                r[7],
+                None if r[8] is None else Location(r[8], r[9], r[10] or "CGCS2000", r[11] or ""),
+            )
+            for r in rows
+        ]
 
     def alarms(self, active_only: bool = False) -> list[AlarmRecord]:
         """Deduplicated alarms, newest first."""
@@ -1065,186 +1089,6 @@ class SqlStore(ABC):
         )
         return Asset.model_validate_json(rows[0][0]) if rows else None
 
-    # --- cases --------------------------------------------------------------------------------
-
-    def pending_alarm_transitions(self, limit: int = 500) -> list[AlarmTransition]:
-        """Stored alarm events the case engine has not handled yet, oldest first."""
-        rows = self._query(
-            "SELECT id, gateway_id, device, point, alarm_type, alarm_id, severity, state, ts_ms,"
-            " value, message, origin FROM alarm_events WHERE handled = FALSE ORDER BY id"
-            " LIMIT :n",
-            {"n": limit},
-        )
-        return [
-            AlarmTransition(
-                r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], json.loads(r[9]), r[10], r[11]
-            )
-            for r in rows
-        ]
-
-    def mark_transitions_handled(self, ids: Sequence[int]) -> None:
-        """Record that the case engine handled these alarm events."""
-        with self._tx() as cur:
-            self._mark(cur, ids)
-
-    def _mark(self, cur: Cursor, ids: Sequence[int]) -> None:
-        for i in ids:
-            self._run(cur, "UPDATE alarm_events SET handled = TRUE WHERE id = :id", {"id": i})
-
-    def next_case_serial(self, prefix: str) -> int:
-        """Allocate the next serial for case numbers starting with `prefix` (1, 2, ...)."""
-        with self._tx() as cur:
-            rows = self._run(
-                cur,
-                "INSERT INTO case_serials (prefix, last) VALUES (:p, 1)"
-                " ON CONFLICT (prefix) DO UPDATE SET last = case_serials.last + 1 RETURNING last",
-                {"p": prefix},
-            )
-        return int(rows[0][0])
-
-    _CASE_COLS = (
-        "case_no, kind, subcategory, problem, asset, device, state, urgency, department, grid,"
-        " created_ms, updated_ms, deadline_ms, timed_from_ms, repeats, escalations, title,"
-        " gateway_id"
-    )
-
-    @staticmethod
-    def _case(r: Sequence[Any]) -> Case:
-        return Case(
-            r[0],
-            r[1],
-            r[2],
-            r[3],
-            r[4],
-            r[5],
-            CaseState(r[6]),
-            r[7],
-            r[8],
-            r[9],
-            r[10],
-            r[11],
-            r[12],
-            r[13],
-            r[14],
-            r[15],
-            r[16],
-            r[17],
-        )
-
-    def open_case_for(self, subject: str, problem: str) -> Case | None:
-        """The open case for (asset or device, problem), if there is one."""
-        rows = self._query(
-            f"SELECT {self._CASE_COLS} FROM cases"  # noqa: S608 - constant column list
-            " WHERE subject = :s AND problem = :p"
-            " AND state NOT IN ('结案', '作废')",
-            {"s": subject, "p": problem},
-        )
-        return self._case(rows[0]) if rows else None
-
-    def save_case(
-        self,
-        case: Case,
-        audits: Sequence[Audit],
-        *,
-        expect_state: str | None,
-        transition_ids: Sequence[int] = (),
-    ) -> None:
-        """Insert (expect_state None) or update a case, its audits and handled events atomically.
-
-        Raises Conflict if the stored case is no longer in `expect_state`.
-        """
-        p: dict[str, Any] = {
-            "no": case.case_no,
-            "kind": case.kind,
-            "sub": case.subcategory,
-            "problem": case.problem,
-            "asset": case.asset,
-            "device": case.device,
-            "subject": case.subject,
-            "gw": case.gateway,
-            "state": case.state.value,
-            "urg": case.urgency,
-            "dept": case.department,
-            "grid": case.grid,
-            "created": case.created_ms,
-            "updated": case.updated_ms,
-            "deadline": case.deadline_ms,
-            "timed": case.timed_from_ms,
-            "rep": case.repeats,
-            "esc": case.escalations,
-            "title": case.title,
-            "expect": expect_state,
-        }
-        with self._tx() as cur:
-            if expect_state is None:
-                self._run(
-                    cur,
-                    f"INSERT INTO cases ({self._CASE_COLS}, subject)"  # noqa: S608 - constant
-                    " VALUES (:no, :kind, :sub,"
-                    " :problem, :asset, :device, :state, :urg, :dept, :grid, :created, :updated,"
-                    " :deadline, :timed, :rep, :esc, :title, :gw, :subject)",
-                    p,
-                )
-            else:
-                self._run(
-                    cur,
-                    "UPDATE cases SET state = :state, urgency = :urg, department = :dept,"
-                    " updated_ms = :updated, deadline_ms = :deadline, timed_from_ms = :timed,"
-                    " repeats = :rep, escalations = :esc WHERE case_no = :no AND state = :expect",
-                    p,
-                )
-                if cur.rowcount != 1:
-                    raise Conflict(f"case {case.case_no} is no longer in state {expect_state}")
-            for a in audits:
-                self._run(
-                    cur,
-                    "INSERT INTO case_audit (case_no, ts_ms, actor, action, from_state, to_state,"
-                    " note) VALUES (:no, :ts, :actor, :action, :from, :to, :note)",
-                    {
-                        "no": a.case_no,
-                        "ts": a.ts_ms,
-                        "actor": a.actor,
-                        "action": a.action,
-                        "from": a.from_state,
-                        "to": a.to_state,
-                        "note": a.note,
-                    },
-                )
-            for i in transition_ids:
-                self._run(
-                    cur,
-                    "INSERT INTO case_alarms (case_no, alarm_event_id) VALUES (:no, :id)",
-                    {"no": case.case_no, "id": i},
-                )
-            self._mark(cur, transition_ids)
-
-    def case(self, case_no: str) -> Case | None:
-        """One case by number."""
-        rows = self._query(
-            f"SELECT {self._CASE_COLS} FROM cases WHERE case_no = :no",  # noqa: S608 - constant
-            {"no": case_no},
-        )
-        return self._case(rows[0]) if rows else None
-
-    def cases(self, open_only: bool = False) -> list[Case]:
-        """Cases, newest first."""
-        rows = self._query(
-            f"SELECT {self._CASE_COLS} FROM cases"  # noqa: S608 - constant column list
-            " WHERE (:all_ OR state NOT IN ('结案', '作废'))"
-            " ORDER BY created_ms DESC, case_no DESC",
-            {"all_": not open_only},
-        )
-        return [self._case(r) for r in rows]
-
-    def audit(self, case_no: str) -> list[Audit]:
-        """The audit trail of a case, oldest first."""
-        rows = self._query(
-            "SELECT case_no, ts_ms, actor, action, from_state, to_state, note FROM case_audit"
-            " WHERE case_no = :no ORDER BY id",
-            {"no": case_no},
-        )
-        return [Audit(*r) for r in rows]
-
     # --- command-center API (migration 3): keys, event log, alarm index, webhooks -------------
 
     def create_api_key(self, name: str, role: str, key_hash: str, prefix: str, now_ms: int) -> int:
@@ -1285,11 +1129,13 @@ class SqlStore(ABC):
             return cur.rowcount == 1
 
     def pump_events(self, now_ms: int, limit: int = 500) -> int:
-        """Copy alarm events, status changes and case audits not yet logged into `events`."""
+        """Copy alarm events, status changes, case and work-order audits not yet logged into
+        `events`."""
         pending = self._query(
             "SELECT EXISTS (SELECT 1 FROM alarm_events WHERE NOT evented)"
             " OR EXISTS (SELECT 1 FROM status_log WHERE NOT evented)"
             " OR EXISTS (SELECT 1 FROM case_audit WHERE NOT evented)"
+            " OR EXISTS (SELECT 1 FROM work_order_audit WHERE NOT evented)"
         )
         if not pending[0][0]:
             return 0  # the common case costs one read, not a write transaction
@@ -1300,6 +1146,7 @@ class SqlStore(ABC):
                 self._pump_alarms(cur, now_ms, limit)
                 + self._pump_status(cur, now_ms, limit)
                 + self._pump_audits(cur, now_ms, limit)
+                + self._pump_work_orders(cur, now_ms, limit)
             )
 
     def _log_event(
@@ -1413,38 +1260,6 @@ class SqlStore(ABC):
             self._run(cur, "UPDATE status_log SET evented = TRUE WHERE id = :id", {"id": r[0]})
         return len(rows)
 
-    def _pump_audits(self, cur: Cursor, now_ms: int, limit: int) -> int:
-        rows = self._run(
-            cur,
-            "SELECT a.id, a.case_no, a.ts_ms, a.actor, a.action, a.from_state, a.to_state,"
-            " a.note, c.subcategory, c.department, c.asset, c.device, c.urgency, c.title,"
-            " c.grid, c.gateway_id FROM case_audit a JOIN cases c ON c.case_no = a.case_no"
-            " WHERE NOT a.evented ORDER BY a.id LIMIT :n",
-            {"n": limit},
-        )
-        for r in rows:
-            data = {
-                "case_no": r[1],
-                "ts_ms": r[2],
-                "actor": r[3],
-                "action": r[4],
-                "from_state": r[5],
-                "to_state": r[6],
-                "note": r[7],
-                "subcategory": r[8],
-                "department": r[9],
-                "asset": r[10],
-                "device": r[11],
-                "gateway": r[15],
-                "urgency": r[12],
-                "title": r[13],
-                "grid": r[14],
-            }
-            etype = "case.opened" if r[5] is None else "case.transition"
-            self._log_event(cur, etype, r[2], now_ms, r[1], data)
-            self._run(cur, "UPDATE case_audit SET evented = TRUE WHERE id = :id", {"id": r[0]})
-        return len(rows)
-
     def last_event_id(self) -> int:
         """The newest event id (0 if the log is empty)."""
         return int(self._query("SELECT COALESCE(max(id), 0) FROM events")[0][0])
@@ -1468,14 +1283,20 @@ class SqlStore(ABC):
     _ALARM_COLS = (
         "a.id, a.alarm_id, a.gateway_id, a.device, a.point, a.alarm_type, a.severity, a.state,"
         " a.raised_ms, a.state_ms, a.value, a.limit_value, a.message, a.ack_by, a.ack_note,"
-        " b.asset, a.received_ms"
+        " b.asset, a.received_ms, k.outcome, k.ref, k.reason"
+    )
+    _ALARM_FROM = (
+        " FROM alarm_index a LEFT JOIN device_assets b"
+        " ON b.gateway_id = a.gateway_id AND b.device = a.device"
+        " LEFT JOIN alarm_links k ON k.alarm_id = a.alarm_id AND k.activation ="
+        " (SELECT max(x.activation) FROM alarm_links x WHERE x.alarm_id = a.alarm_id)"
     )
 
     @staticmethod
     def _alarm_view(r: Sequence[Any]) -> AlarmView:
         value, limit = json.loads(r[10]), json.loads(r[11])
         return AlarmView(
-            r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], value, limit, *r[12:17]
+            r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], value, limit, *r[12:20]
         )
 
     def find_alarms(
@@ -1490,8 +1311,10 @@ class SqlStore(ABC):
         until_ms: int | None = None,
         before_id: int | None = None,
         limit: int = 100,
+        outcomes: Sequence[str] = (),
     ) -> list[AlarmView]:
-        """Alarm occurrences matching every given filter, newest first, ids below `before_id`."""
+        """Alarm occurrences matching every given filter, newest first, ids below `before_id`;
+        `outcomes` selects by where they ended (`pending`: not handled yet)."""
         params: dict[str, Any] = {
             "gw": gateway,
             "dev": device,
@@ -1509,9 +1332,12 @@ class SqlStore(ABC):
             params.update({f"v{i}": v for i, v in enumerate(severities)})
             where += " AND a.severity IN (" + ", ".join(f":v{i}" for i in range(len(severities)))
             where += ")"
+        if outcomes:
+            params.update({f"o{i}": o for i, o in enumerate(outcomes)})
+            where += " AND (COALESCE(k.outcome, 'pending') IN ("
+            where += ", ".join(f":o{i}" for i in range(len(outcomes))) + "))"
         rows = self._query(
-            f"SELECT {self._ALARM_COLS} FROM alarm_index a"  # noqa: S608 - placeholders only
-            " LEFT JOIN device_assets b ON b.gateway_id = a.gateway_id AND b.device = a.device"
+            f"SELECT {self._ALARM_COLS}{self._ALARM_FROM}"
             " WHERE (CAST(:gw AS TEXT) IS NULL OR a.gateway_id = :gw)"
             " AND (CAST(:dev AS TEXT) IS NULL OR a.device = :dev)"
             " AND (CAST(:asset AS TEXT) IS NULL OR b.asset = :asset)"
@@ -1526,62 +1352,10 @@ class SqlStore(ABC):
     def alarm(self, alarm_id: str) -> AlarmView | None:
         """One alarm occurrence by its edge id (`gateway:seq`)."""
         rows = self._query(
-            f"SELECT {self._ALARM_COLS} FROM alarm_index a"  # noqa: S608 - constant columns
-            " LEFT JOIN device_assets b ON b.gateway_id = a.gateway_id AND b.device = a.device"
-            " WHERE a.alarm_id = :aid",
+            f"SELECT {self._ALARM_COLS}{self._ALARM_FROM} WHERE a.alarm_id = :aid",
             {"aid": alarm_id},
         )
         return self._alarm_view(rows[0]) if rows else None
-
-    def find_cases(
-        self,
-        *,
-        states: Sequence[str] = (),
-        department: str | None = None,
-        subcategory: str | None = None,
-        grid: str | None = None,
-        overdue_at_ms: int | None = None,
-        overdue: bool = True,
-        before: tuple[int, str] | None = None,
-        limit: int = 100,
-    ) -> list[Case]:
-        """Cases matching every given filter, newest first, keyset-paged below `before`.
-
-        With `overdue_at_ms`, keep only cases whose running deadline passed at that time
-        (or, with overdue=False, only those it did not).
-        """
-        params: dict[str, Any] = {
-            "dept": department,
-            "sub": subcategory,
-            "grid": grid,
-            "at": overdue_at_ms,
-            "od": overdue,
-            "bc": before[0] if before else None,
-            "bn": before[1] if before else None,
-            "n": limit,
-        }
-        where = ""
-        if states:
-            params.update({f"s{i}": s for i, s in enumerate(states)})
-            where = " AND state IN (" + ", ".join(f":s{i}" for i in range(len(states))) + ")"
-        rows = self._query(
-            f"SELECT {self._CASE_COLS} FROM cases"  # noqa: S608 - placeholders only
-            " WHERE (CAST(:dept AS TEXT) IS NULL OR department = :dept)"
-            " AND (CAST(:sub AS TEXT) IS NULL OR subcategory = :sub)"
-            " AND (CAST(:grid AS TEXT) IS NULL OR grid = :grid)"
-            " AND (CAST(:at AS BIGINT) IS NULL OR (state IN ('立案', '派遣', '处置', '反馈')"
-            " AND timed_from_ms IS NOT NULL AND deadline_ms < :at) = :od)"
-            " AND (CAST(:bc AS BIGINT) IS NULL OR created_ms < :bc"
-            " OR (created_ms = :bc AND case_no < :bn))"
-            f"{where} ORDER BY created_ms DESC, case_no DESC LIMIT :n",
-            params,
-        )
-        return [self._case(r) for r in rows]
-
-    def count_cases_by_state(self) -> dict[str, int]:
-        """How many cases are in each state."""
-        rows = self._query("SELECT state, count(*) FROM cases GROUP BY state")
-        return {r[0]: int(r[1]) for r in rows}
 
     def command_reply(self, gateway: str, command_id: str) -> dict[str, Any] | None:
         """A gateway's reply to a command, if it arrived."""

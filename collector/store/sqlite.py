@@ -16,6 +16,7 @@ from collector.store.schema import (
     bd_seq_statements,
     core_statements,
     epoch_statements,
+    meaning_statements,
     order_statements,
     scope_statements,
 )
@@ -45,6 +46,7 @@ MIGRATIONS = (
     Migration(5, "event order and clocks", order_statements("sqlite")),
     Migration(6, "devices scoped by gateway", scope_statements("sqlite")),
     Migration(7, "the connection a birth belongs to", bd_seq_statements("sqlite")),
+    Migration(8, "alarms that mean what they say", meaning_statements("sqlite")),
 )
 _INSERT_COLS = "gateway_id, device, point, ts_ms, vtype, value_num, value_text, quality, historical"
 _COLS = f"{_INSERT_COLS}, received_ms"

@@ -1,9 +1,10 @@
 """e2e through real processes: a methane leak under a gas company's manhole runs the case workflow.
 
 firmware-sim (a manhole cover) -> gateway -> private broker -> collector on PostgreSQL -> HTTP API:
-the leak raises a case dispatched to the well's owner with the routing table's deadline; when
-the leak clears the case waits in 核查 until a dispatcher closes it (结案); the audit trail has
-every step.
+the leak raises an 事件 case at the well, dispatched to the well's owner with the routing
+table's deadline; the leak clearing is evidence on the case, which still needs the
+department's 反馈 and a 核查 before a dispatcher closes it (结案); the audit trail has every
+step.
 """
 
 from __future__ import annotations
@@ -146,37 +147,48 @@ def test_gas_leak_case_is_dispatched_verified_and_closed_with_its_audit(
         return page["items"] if page else None
 
     (case,) = wait_until("a case for the leak", cases, 30, children)
-    # The shipped routing table auto-立案s a manhole methane alarm and dispatches it at once.
+    # The shipped routing table: methane at a gas well is the 事件 0403 (燃气管道破裂) located
+    # at the well, auto-立案 and dispatched at once to the well's owner.
     assert case["state"] == "派遣"
     assert (case["kind"], case["subcategory"], case["asset"], case["device"]) == (
-        "部件",
-        "0111",
+        "事件",
+        "0403",
         ASSET,
         DEVICE,
     )
     assert case["department"] == GAS_COMPANY  # route says `department: owner`
     assert case["urgency"] == "urgent"  # severity 1 <= urgent_severity 2
-    assert case["deadline_ms"] - case["timed_from_ms"] == 2 * 3_600_000  # 0111 urgent: 2 h
+    assert case["deadline_ms"] - case["timed_from_ms"] == 3_600_000  # 0403 urgent: 1 h
     assert case["colour"] == "green"
+    assert (case["location"]["lon"], case["location"]["address"]) == (121.437, "漕溪北路 88 号")
+    (snapshot,) = case["alarms"]
+    assert (snapshot["point"], snapshot["unit"], snapshot["active"]) == ("ch4", "%LEL", True)
     no = case["case_no"]
     local_day = time.strftime("%Y%m%d", time.gmtime(case["created_ms"] / 1000 + 8 * 3600))
-    assert no == f"310104{local_day}0001"  # area code + local (UTC+8) date + serial
+    assert no == f"310104{local_day}0001"  # the well's area code + local (UTC+8) date + serial
 
     set_ch4(endpoints, 0.5)
-    verifying = wait_until(
-        "the case in 核查",
-        lambda: (c := http_json(f"{api}/api/v1/cases/{no}", admin)) and c["state"] == "核查" and c,
+    cleared = wait_until(
+        "the leak's alarm cleared on the case",
+        lambda: (
+            (c := http_json(f"{api}/api/v1/cases/{no}", admin))
+            and not c["alarms"][0]["active"]
+            and c
+        ),
         30,
         children,
     )
-    assert verifying["department"] == GAS_COMPANY
+    assert cleared["state"] == "派遣"  # evidence, not a step past 处置
 
     with httpx.Client(base_url=api, headers={"X-API-Key": dispatcher}, timeout=10) as client:
+        for action in ("start", "feedback", "verify"):
+            moved = client.post(f"/api/v1/cases/{no}/actions", json={"action": action})
+            assert moved.status_code == 200, moved.text
         closed = client.post(
             f"/api/v1/cases/{no}/actions", json={"action": "close", "note": "现场核查无泄漏"}
         )
         assert closed.status_code == 200, closed.text
-        assert closed.json()["state"] == "结案"
+        assert (closed.json()["state"], closed.json()["closure"]) == ("结案", "处置完成")
         again = client.post(f"/api/v1/cases/{no}/actions", json={"action": "close"})
         assert again.status_code == 409, again.text
         final = client.get(f"/api/v1/cases/{no}")
@@ -187,10 +199,13 @@ def test_gas_leak_case_is_dispatched_verified_and_closed_with_its_audit(
         ("system", "report", None, "受理"),
         ("system", "accept", "受理", "立案"),
         ("system", "dispatch", "立案", "派遣"),
-        ("system", "alarm_cleared", "派遣", "核查"),
+        ("system", "alarm_cleared", "派遣", "派遣"),
+        ("监督员 张三", "start", "派遣", "处置"),
+        ("监督员 张三", "feedback", "处置", "反馈"),
+        ("监督员 张三", "verify", "反馈", "核查"),
         ("监督员 张三", "close", "核查", "结案"),
     ]
-    assert audit[-1]["note"] == "现场核查无泄漏"
+    assert audit[-1]["note"] == "结案: 处置完成: 现场核查无泄漏"
     stamps = [a["ts_ms"] for a in audit]
     assert stamps == sorted(stamps)
     assert stamps[0] >= before_ms

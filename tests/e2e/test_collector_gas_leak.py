@@ -1,4 +1,4 @@
-"""e2e: a gas leak under a gas-company manhole becomes a case that runs to 结案 with its audit."""
+"""e2e: a gas leak under a gas-company manhole: an 事件 case that runs to 结案 with its audit."""
 
 import subprocess
 import sys
@@ -115,29 +115,38 @@ def test_gas_leak_becomes_a_case_that_is_dispatched_verified_and_closed(
     cases = poll(lambda: collector.get("/api/v1/cases").json()["items"], lambda c: len(c) == 1)
     case = cases[0]
     assert case["state"] == "派遣"
+    # A leak seen at the gas well is the 事件 0403 located at the well, dispatched to its owner.
     assert (case["kind"], case["subcategory"], case["asset"], case["department"]) == (
-        "部件", "0111", ASSET, "城市燃气公司",
+        "事件", "0403", ASSET, "城市燃气公司",
     )  # fmt: skip
     assert case["urgency"] == "urgent"
-    assert case["deadline_ms"] - case["timed_from_ms"] == 2 * 3_600_000  # 0111 urgent: 2 h
+    assert case["deadline_ms"] - case["timed_from_ms"] == 3_600_000  # 0403 urgent: 1 h
     assert case["colour"] == "green"
-    assert case["case_no"].startswith("310104")
+    assert case["case_no"].startswith("310104")  # the well's area code
     assert len(case["case_no"]) == 18
     no = case["case_no"]
 
-    # The leak worsens before anyone arrives: the second alarm attaches to the same case.
+    # The leak worsens before anyone arrives: the worse alarm attaches and upgrades the case.
     send(alarm(2, "gw-9:2", "hihi", AlarmState.ACTIVE_UNACKED, 55.0))
     poll(lambda: collector.get(f"/api/v1/cases/{no}").json(), lambda c: c["repeats"] == 1)
+    assert collector.get(f"/api/v1/cases/{no}").json()["severity"] == 1
     r = collector.post(
         f"/api/v1/cases/{no}/actions", json={"action": "start", "actor": "燃气抢修班"}
     )
     assert r.status_code == 200, r.text
 
-    # hihi clears but hi is still active: the case stays with the crew; then hi clears too.
+    # Both alarms clear: evidence on the case, which stays with the crew until their 反馈.
     send(alarm(3, "gw-9:2", "hihi", AlarmState.NORMAL, 30.0))
     send(alarm(4, "gw-9:1", "hi", AlarmState.NORMAL, 3.0))
-    case = poll(lambda: collector.get(f"/api/v1/cases/{no}").json(), lambda c: c["state"] == "核查")
+    case = poll(
+        lambda: collector.get(f"/api/v1/cases/{no}").json(),
+        lambda c: all(not a["active"] for a in c["alarms"]),
+    )
+    assert case["state"] == "处置"
     assert len(collector.get("/api/v1/cases").json()["items"]) == 1
+    for action, actor in (("feedback", "燃气抢修班"), ("verify", "监督员 张三")):
+        r = collector.post(f"/api/v1/cases/{no}/actions", json={"action": action, "actor": actor})
+        assert r.status_code == 200, r.text
 
     refused = collector.post(
         f"/api/v1/cases/{no}/actions", json={"action": "dispatch", "actor": "x"}
@@ -150,7 +159,7 @@ def test_gas_leak_becomes_a_case_that_is_dispatched_verified_and_closed(
         json={"action": "close", "actor": "监督员 张三", "note": "现场核查无泄漏"},
     )
     assert r.status_code == 200
-    assert r.json()["state"] == "结案"
+    assert (r.json()["state"], r.json()["closure"]) == ("结案", "处置完成")
 
     audit = collector.get(f"/api/v1/cases/{no}").json()["audit"]
     steps = [(a["actor"], a["action"], a["from_state"], a["to_state"]) for a in audit]
@@ -159,11 +168,15 @@ def test_gas_leak_becomes_a_case_that_is_dispatched_verified_and_closed(
         ("system", "accept", "受理", "立案"),
         ("system", "dispatch", "立案", "派遣"),
         ("system", "attach", "派遣", "派遣"),
+        ("system", "upgrade", "派遣", "派遣"),
         ("燃气抢修班", "start", "派遣", "处置"),
-        ("system", "alarm_cleared", "处置", "核查"),
+        ("system", "alarm_cleared", "处置", "处置"),
+        ("system", "alarm_cleared", "处置", "处置"),
+        ("燃气抢修班", "feedback", "处置", "反馈"),
+        ("监督员 张三", "verify", "反馈", "核查"),
         ("监督员 张三", "close", "核查", "结案"),
     ]
-    assert audit[-1]["note"] == "现场核查无泄漏"
+    assert audit[-1]["note"] == "结案: 处置完成: 现场核查无泄漏"
     assert all(a["ts_ms"] >= now for a in audit)
     gw.disconnect()
     gw.loop_stop()

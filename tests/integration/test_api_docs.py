@@ -9,15 +9,17 @@ from pathlib import Path
 import pytest
 
 from collector.api import create_app
+from collector.assets import Asset
 from collector.keys import Role, digest, display_prefix, new_token
 from collector.models import Accepted
 from collector.runtime import Runtime
 from tests.integration.test_api_http import GW, fast_config, now_ms, raise_alarm, serve
-from wire import AlarmState, Birth, DeviceInfo, Kind, TopicParts
+from wire import AlarmBatch, AlarmEvent, AlarmState, Birth, DeviceInfo, Kind, Severity, TopicParts
 
 pytestmark = pytest.mark.integration
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "integration.md"
+COVER = "3101040111000077"
 BLOCK = re.compile(r"^```(\w+) test\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 
@@ -29,11 +31,23 @@ def test_the_marked_examples_in_the_integration_guide_run(tmp_path: Path) -> Non
     token = new_token()
     runtime.store.create_api_key("docs", Role.ADMIN.value, digest(token), display_prefix(token), 0)
     try:
-        gas = (DeviceInfo("gas-7", "gas_detector", "gas", True),)
-        birth = Birth(GW, "s1", 0, now_ms(), "1.0", "h", gas, epoch="e1")
+        devices = (
+            DeviceInfo("gas-7", "gas_detector", "gas", True),
+            DeviceInfo("mh-7", "manhole_cover", "manhole", True),
+        )
+        birth = Birth(GW, "s1", 0, now_ms(), "1.0", "h", devices, epoch="e1")
         runtime.store.write([Accepted(TopicParts("xuhui", GW, Kind.BIRTH), birth)], now_ms())
+        runtime.store.upsert_assets([Asset(code=COVER, owner="燃气公司", devices=("mh-7",))])
         raise_alarm(runtime, f"{GW}:1", AlarmState.ACTIVE_UNACKED)
         raise_alarm(runtime, f"{GW}:2", AlarmState.ACTIVE_UNACKED, device="gas-8")
+        # A cover open (a case waiting for 派遣) and a device gone silent (a work order).
+        for aid, device, point, kind in ((3, "mh-7", "cover_open", "state"),
+                                         (4, "mh-7", "_device", "comm_loss")):  # fmt: skip
+            ev = AlarmEvent(f"{GW}:{aid}", device, point, kind, Severity.HIGH,
+                            AlarmState.ACTIVE_UNACKED, now_ms())  # fmt: skip
+            batch = AlarmBatch(GW, "s1", 10_000 + aid, now_ms(), (ev,), epoch="e1")
+            runtime.store.write([Accepted(TopicParts("xuhui", GW, Kind.ALARM), batch)], now_ms())
+        runtime.after_commit()
         with serve(create_app(runtime.config, runtime)) as base:
             env = {
                 **os.environ,

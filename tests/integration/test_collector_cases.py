@@ -1,4 +1,5 @@
-"""The case engine over a real (SQLite) store with an injected clock."""
+"""The case engine over real stores (SQLite and PostgreSQL) with an injected clock: alarms as a
+gateway sends them, cases and work orders as the store keeps them."""
 
 from collections.abc import Iterator
 from pathlib import Path
@@ -8,15 +9,31 @@ import pytest
 from collector.assets import Asset
 from collector.cases.engine import CaseEngine
 from collector.cases.routing import Routing, default_routing_path, load_routing
-from collector.cases.workflow import Action, CaseState
+from collector.cases.workflow import Action, CaseState, Closure
+from collector.cases.workorders import WorkOrderState
 from collector.models import Accepted
 from collector.store import Store, open_store
-from wire import AlarmBatch, AlarmEvent, AlarmState, Birth, DeviceInfo, Kind, Severity, TopicParts
+from wire import (
+    AlarmBatch,
+    AlarmEvent,
+    AlarmState,
+    Birth,
+    DeviceInfo,
+    Kind,
+    Location,
+    Severity,
+    TopicParts,
+)
 
 pytestmark = pytest.mark.integration
 
 T0 = 1_800_000_000.0  # seconds: 2027-01-15 08:00 UTC = 16:00 in Shanghai
 H = 3600.0
+GAS_SITE = Location(121.437, 31.187, "CGCS2000", "漕溪北路 88 号机柜")
+WELL = Asset(
+    code="3101040111000001", owner="燃气公司", maintainer="燃气运维站", grid="310104001001",
+    address="漕溪北路 88 号", lon=121.4371, lat=31.1873, devices=("mh-1",),
+)  # fmt: skip
 
 
 class Clock:
@@ -27,12 +44,16 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = open_store(f"sqlite:///{tmp_path}/cases.db")
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/cases.db"
+    else:
+        url = request.getfixturevalue("pg_url")
+    s = open_store(url)
     s.migrate()
     devices = (
-        DeviceInfo("gas-1", "gas_detector", "gas", True),
+        DeviceInfo("gas-1", "gas_detector", "gas", True, location=GAS_SITE),
         DeviceInfo("mh-1", "manhole_cover", "manhole", True),
         DeviceInfo("lamp-1", "streetlight", "streetlight", True),
     )
@@ -44,21 +65,28 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 @pytest.fixture
 def routing() -> Routing:
-    return load_routing(default_routing_path())
+    return load_routing(default_routing_path()).model_copy(update={"district": "310104"})
 
 
 seq = iter(range(1, 1_000_000))
 
 
 def raise_alarm(
-    store: Store, device: str, point: str, kind: str, state: AlarmState, aid: str = "gw:1"
+    store: Store,
+    device: str,
+    point: str,
+    kind: str,
+    state: AlarmState,
+    aid: str = "gw:1",
+    severity: Severity = Severity.HIGH,
+    at: float = T0,
 ) -> None:
-    ev = AlarmEvent(aid, device, point, kind, Severity.HIGH, state, int(T0 * 1000), 1.0)
-    batch = AlarmBatch("gw", "s", next(seq), int(T0 * 1000), (ev,), epoch="e1")
-    store.write([Accepted(TopicParts("site", "gw", Kind.ALARM), batch)], int(T0 * 1000))
+    ev = AlarmEvent(aid, device, point, kind, severity, state, int(at * 1000), 30.0, 20)
+    batch = AlarmBatch("gw", "s", next(seq), int(at * 1000), (ev,), epoch="e1")
+    store.write([Accepted(TopicParts("site", "gw", Kind.ALARM), batch)], int(at * 1000))
 
 
-def test_assetless_gas_leak_becomes_an_event_case_for_the_default_department(
+def test_assetless_gas_leak_is_an_event_case_at_the_detectors_own_location(
     store: Store, routing: Routing
 ) -> None:
     engine = CaseEngine(store, routing, Clock())
@@ -71,33 +99,75 @@ def test_assetless_gas_leak_becomes_an_event_case_for_the_default_department(
         None,
         routing.default_department,
     )
-    assert case.case_no == "310104202701150001"  # area + local date + serial
+    assert case.case_no == "310104202701150001"  # the district + local date + serial
+    assert (case.location.lon, case.location.lat, case.location.source) == (
+        121.437,
+        31.187,
+        "device",
+    )
+    assert case.location.address == "漕溪北路 88 号机柜"
+    (link,) = store.links(case.case_no)
+    assert (link.alarm_id, link.value, link.limit, link.unit) == ("gw:1", 30.0, 20, "%LEL")
     assert store.pending_alarm_transitions() == []
 
 
-def test_waiting_for_acceptance_then_operator_flow(store: Store, routing: Routing) -> None:
-    engine = CaseEngine(store, routing, Clock())
+def test_waiting_for_acceptance_holds_no_deadline_then_operator_flow(
+    store: Store, routing: Routing
+) -> None:
+    store.upsert_assets([WELL])
+    clock = Clock()
+    engine = CaseEngine(store, routing, clock)
     raise_alarm(store, "mh-1", "water_level", "hi", AlarmState.ACTIVE_UNACKED)
     engine.process_pending()
     (case,) = store.cases()
-    assert (case.state, case.subcategory) == (CaseState.REPORTED, "0404")
+    assert (case.state, case.kind, case.subcategory, case.asset) == (
+        CaseState.REPORTED,
+        "事件",
+        "0404",
+        WELL.code,
+    )
+    assert (case.deadline_ms, case.allowed_ms) == (None, 4 * 3_600_000)
+    clock.now += H
     case = engine.act(case.case_no, Action.ACCEPT, "值班员")
     assert case.state is CaseState.REGISTERED
+    assert store.case(case.case_no) == case
+    assert case.deadline_ms == int((T0 + 5 * H) * 1000)
 
 
-def test_unrouted_alarms_make_no_case(store: Store, routing: Routing) -> None:
+def test_unrouted_and_device_health_alarms_say_where_they_ended(
+    store: Store, routing: Routing
+) -> None:
     engine = CaseEngine(store, routing, Clock())
-    raise_alarm(store, "mh-1", "battery", "lo", AlarmState.ACTIVE_UNACKED)
-    assert engine.process_pending() == 1
+    raise_alarm(
+        store, "mh-1", "temperature", "hi", AlarmState.ACTIVE_UNACKED, "gw:1", Severity.MEDIUM
+    )
+    raise_alarm(store, "mh-1", "battery", "lo", AlarmState.ACTIVE_UNACKED, "gw:2", Severity.LOW)
+    engine.process_pending()
     assert store.cases() == []
-    assert store.pending_alarm_transitions() == []
+    store.pump_events(int(T0 * 1000))
+    recorded, order = store.alarm("gw:1"), store.alarm("gw:2")
+    assert recorded is not None
+    assert (recorded.outcome, recorded.outcome_ref) == ("recorded", None)
+    assert "no route" in (recorded.outcome_reason or "")
+    assert order is not None
+    assert order.outcome == "work_order"
+    assert order.outcome_ref is not None
+    wo = store.work_order(order.outcome_ref)
+    assert wo is not None
+    assert (wo.problem, wo.state, wo.department) == (
+        "low_battery",
+        WorkOrderState.OPEN,
+        "物联感知设备运维单位",
+    )
+    assert [a.outcome for a in store.find_alarms(outcomes=["recorded"])] == ["recorded"]
+    assert store.count_alarm_outcomes() == {"recorded": 1, "work_order": 1}
 
 
 def test_overdue_case_raises_one_escalation(store: Store, routing: Routing) -> None:
-    store.upsert_assets([Asset(code="3101040111000001", owner="燃气公司", devices=("gas-1",))])
+    store.upsert_assets([WELL])
     clock = Clock()
     engine = CaseEngine(store, routing, clock)
-    raise_alarm(store, "gas-1", "gas_concentration", "hi", AlarmState.ACTIVE_UNACKED)
+    raise_alarm(store, "mh-1", "cover_open", "state", AlarmState.ACTIVE_UNACKED)
     engine.process_pending()
     clock.now += 1.9 * H
     assert engine.escalate_overdue() == []
@@ -108,28 +178,29 @@ def test_overdue_case_raises_one_escalation(store: Store, routing: Routing) -> N
     assert store.audit(no)[-1].note == "overdue: 督办"
 
 
-def test_auto_close_when_configured(store: Store, routing: Routing) -> None:
-    store.upsert_assets([Asset(code="3101040111000001", owner="燃气公司", devices=("gas-1",))])
+def test_auto_close_only_before_dispatch_and_only_when_configured(
+    store: Store, routing: Routing
+) -> None:
+    store.upsert_assets([WELL])
     engine = CaseEngine(store, routing.model_copy(update={"auto_close": True}), Clock())
-    raise_alarm(store, "gas-1", "gas_concentration", "hi", AlarmState.ACTIVE_UNACKED)
-    raise_alarm(store, "gas-1", "gas_concentration", "hi", AlarmState.CLEARED_UNACKED)
+    raise_alarm(store, "mh-1", "cover_open", "state", AlarmState.ACTIVE_UNACKED)
+    raise_alarm(store, "mh-1", "cover_open", "state", AlarmState.CLEARED_UNACKED)
+    raise_alarm(store, "gas-1", "gas_concentration", "hi", AlarmState.ACTIVE_UNACKED, "gw:2")
+    raise_alarm(store, "gas-1", "gas_concentration", "hi", AlarmState.CLEARED_UNACKED, "gw:2")
     engine.process_pending()
-    (case,) = store.cases()
-    assert case.state is CaseState.CLOSED
-    assert [a.to_state for a in store.audit(case.case_no)][-2:] == ["核查", "结案"]
-    # The next leak opens a new case: the closed one is finished.
-    raise_alarm(store, "gas-1", "gas_concentration", "hi", AlarmState.ACTIVE_UNACKED, "gw:9")
-    engine.process_pending()
-    assert len(store.cases(open_only=True)) == 1
-    assert len(store.cases()) == 2
+    cases = {c.problem: c for c in store.cases()}
+    cover, leak = cases["cover_displaced"], cases["gas_leak"]
+    assert (cover.state, cover.closure) == (CaseState.CLOSED, "自动恢复")
+    assert [a.action for a in store.audit(cover.case_no)][-2:] == ["alarm_cleared", "auto_close"]
+    assert leak.state is CaseState.DISPATCHED  # dispatched at once: its 反馈 is still due
+    assert store.links(leak.case_no)[0].cleared_ms == int(T0 * 1000)
 
 
-def test_alarms_from_a_birth_picture_open_and_clear_cases_with_a_note(
+def test_alarms_from_a_birth_picture_open_cases_and_clear_with_a_note(
     store: Store, routing: Routing
 ) -> None:
     # A collector that missed the leak learns it from the gateway's birth, and later learns
     # from the next birth that it is gone; the case says so both times.
-    store.upsert_assets([Asset(code="3101040111000001", owner="燃气公司", devices=("gas-1",))])
     engine = CaseEngine(store, routing, Clock())
     devices = (DeviceInfo("gas-1", "gas_detector", "gas", True),)
     ev = AlarmEvent("gw:e1:7", "gas-1", "gas_concentration", "hi", Severity.HIGH,
@@ -141,15 +212,15 @@ def test_alarms_from_a_birth_picture_open_and_clear_cases_with_a_note(
         engine.process_pending()
     (case,) = store.cases()
     notes = [a.note for a in store.audit(case.case_no)]
-    assert "alarm gw:e1:7: gas high (value 30.0) (reconciled from birth)" in notes
+    assert "alarm gw:e1:7: gas high (severity 2, value 30.0) (reconciled from birth)" in notes
     assert "alarm gw:e1:7 cleared (reconciled from birth)" in notes
-    assert case.state is CaseState.VERIFYING
+    assert case.state is CaseState.DISPATCHED  # a cleared alarm is evidence, not 核查
 
 
 def test_a_gas_alarm_on_a_device_id_another_cabinet_also_has_opens_its_own_case(
     store: Store, routing: Routing
 ) -> None:
-    # gw and gw-2 both have a gas-1; only gw-2's is bound to the asset. Its leak opens a case on
+    # gw and gw-2 both have a gas-1; only gw-2's is bound to an asset. Its leak is an 事件 at
     # that asset, for that gateway; gw's own gas-1 stays an asset-less 事件 case of its own.
     t = int(T0 * 1000)
     birth = Birth("gw-2", "s", 0, t, "1", "h", (DeviceInfo("gas-1", "gas_detector", "gas", True),))
@@ -164,9 +235,117 @@ def test_a_gas_alarm_on_a_device_id_another_cabinet_also_has_opens_its_own_case(
     engine.process_pending()
     cases = {c.gateway: c for c in store.cases()}
     assert (cases["gw-2"].kind, cases["gw-2"].asset, cases["gw-2"].device) == (
-        "部件",
+        "事件",
         "3101040111000001",
         "gas-1",
     )
+    assert cases["gw-2"].department == "燃气公司"  # the well's owner
     assert (cases["gw"].kind, cases["gw"].asset) == ("事件", None)
     assert store.open_case_for("gw/gas-1", cases["gw"].problem) == cases["gw"]
+
+
+def test_closing_while_active_then_acknowledging_opens_no_duplicate(
+    store: Store, routing: Routing
+) -> None:
+    store.upsert_assets([WELL])
+    engine = CaseEngine(store, routing, Clock())
+    raise_alarm(store, "mh-1", "cover_open", "state", AlarmState.ACTIVE_UNACKED)
+    engine.process_pending()
+    (case,) = store.cases()
+    for action in (Action.DISPATCH, Action.START, Action.FEEDBACK, Action.VERIFY):
+        engine.act(case.case_no, action, "op")
+    engine.act(case.case_no, Action.CLOSE, "监督员", closure=Closure.FALSE_ALARM)
+    raise_alarm(store, "mh-1", "cover_open", "state", AlarmState.ACTIVE_ACKED)  # acknowledged
+    engine.process_pending()
+    (only,) = store.cases()
+    assert (only.case_no, only.state, only.closure) == (case.case_no, CaseState.CLOSED, "误报")
+
+
+def test_rework_and_recurrence_over_the_store(store: Store, routing: Routing) -> None:
+    clock = Clock()
+    engine = CaseEngine(store, routing, clock)
+    raise_alarm(store, "gas-1", "gas_concentration", "hi", AlarmState.ACTIVE_UNACKED, "gw:1")
+    engine.process_pending()
+    (case,) = store.cases()
+    raise_alarm(store, "gas-1", "gas_concentration", "hi", AlarmState.CLEARED_UNACKED, "gw:1")
+    engine.process_pending()
+    for action in (Action.START, Action.FEEDBACK, Action.VERIFY):
+        engine.act(case.case_no, action, "燃气抢修班")
+    clock.now += H
+    raise_alarm(
+        store, "gas-1", "gas_concentration", "hi", AlarmState.ACTIVE_UNACKED, "gw:2", at=clock.now
+    )
+    engine.process_pending()
+    back = store.case(case.case_no)
+    assert back is not None
+    assert (back.state, back.reworks, back.repeats) == (CaseState.HANDLING, 1, 1)
+    raise_alarm(
+        store, "gas-1", "gas_concentration", "hi", AlarmState.CLEARED_UNACKED, "gw:2", at=clock.now
+    )
+    engine.process_pending()
+    for action in (Action.FEEDBACK, Action.VERIFY, Action.CLOSE):
+        engine.act(case.case_no, action, "op")
+    clock.now += 24 * H
+    raise_alarm(
+        store, "gas-1", "gas_concentration", "hi", AlarmState.ACTIVE_UNACKED, "gw:3", at=clock.now
+    )
+    engine.process_pending()
+    new = store.open_case_for("gw/gas-1", "gas_leak")
+    assert new is not None
+    assert new.recurrence_of == case.case_no
+    assert store.last_closed_case_for("gw/gas-1", "gas_leak") == store.case(case.case_no)
+    assert [k.alarm_id for k in store.links(case.case_no)] == ["gw:1", "gw:2"]
+
+
+def test_comm_loss_is_a_work_order_that_closes_when_the_device_recovers(
+    store: Store, routing: Routing
+) -> None:
+    clock = Clock()
+    engine = CaseEngine(store, routing, clock)
+    raise_alarm(
+        store, "lamp-1", "_device", "comm_loss", AlarmState.ACTIVE_UNACKED, severity=Severity.MEDIUM
+    )
+    engine.process_pending()
+    (order,) = store.find_work_orders()
+    assert (order.problem, order.state, order.urgency) == (
+        "comm_loss",
+        WorkOrderState.OPEN,
+        "normal",
+    )
+    assert order.deadline_ms == int((T0 + 24 * H) * 1000)
+    assert order.order_no == "YW310104202701150001"
+    clock.now += 0.5 * H
+    raise_alarm(store, "lamp-1", "_device", "comm_loss", AlarmState.CLEARED_UNACKED, at=clock.now)
+    engine.process_pending()
+    done = store.work_order(order.order_no)
+    assert done is not None
+    assert (done.state, done.closure) == (WorkOrderState.DONE, "自动恢复")
+    assert [a.action for a in store.work_order_audit(order.order_no)] == [
+        "open",
+        "alarm_cleared",
+        "auto_close",
+    ]
+    assert store.cases() == []
+
+
+def test_a_birth_restating_the_alarm_of_a_closed_case_opens_no_duplicate(
+    store: Store, routing: Routing
+) -> None:
+    # The same kind as close-then-acknowledge: the gateway's birth states the alarm (acked at
+    # the edge meanwhile) after its case was closed; it is the same occurrence.
+    store.upsert_assets([WELL])
+    engine = CaseEngine(store, routing, Clock())
+    raise_alarm(store, "mh-1", "cover_open", "state", AlarmState.ACTIVE_UNACKED, "gw:e1:5")
+    engine.process_pending()
+    (case,) = store.cases()
+    for action in (Action.DISPATCH, Action.START, Action.FEEDBACK, Action.VERIFY, Action.CLOSE):
+        engine.act(case.case_no, action, "op")
+    t = int(T0 * 1000)
+    acked = AlarmEvent(
+        "gw:e1:5", "mh-1", "cover_open", "state", Severity.HIGH, AlarmState.ACTIVE_ACKED, t, True
+    )
+    devices = (DeviceInfo("mh-1", "manhole_cover", "manhole", True),)
+    birth = Birth("gw", "s9", 0, t + 1, "1", "h", devices, (acked,), next(seq), epoch="e1")
+    store.write([Accepted(TopicParts("site", "gw", Kind.BIRTH), birth)], t + 1)
+    assert engine.process_pending() == 1
+    assert [c.case_no for c in store.cases()] == [case.case_no]

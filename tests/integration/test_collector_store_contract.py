@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from collector.assets import Asset, AssetError
-from collector.cases.workflow import Action, CaseState, apply, open_case
-from collector.models import Accepted, Rejected, Status
+from collector.cases.workflow import Action, Args, Audit, Case, CaseState, Place, apply, open_case
+from collector.cases.workorders import WorkOrderAction, act_on, open_work_order
+from collector.models import Accepted, AlarmLink, Rejected, Status
 from collector.store import Conflict, Store, open_store
 from wire import (
     AlarmBatch,
@@ -22,6 +23,7 @@ from wire import (
     DeviceEventBatch,
     DeviceInfo,
     Kind,
+    Location,
     Quality,
     Record,
     Severity,
@@ -618,3 +620,167 @@ def test_a_batch_mixing_plausible_and_implausible_times_flags_only_the_implausib
     assert store.write([data(1, *recs)], T0).readings == 3
     got = {r.point: (r.ts_ms, r.value, r.received_ms) for r in store.readings("dev")}
     assert got == {"a": (5_000, 1.0, T0), "b": (T0, 2.0, None), "c": (7, "x", T0)}
+
+
+# --- issue 14: alarm links, case places and lifecycle fields, work orders, device history -----
+
+
+def link(aid: str, ref: str | None, outcome: str = "case", ts: int = T0) -> AlarmLink:
+    return AlarmLink(
+        aid, GW, "g1", "gas_concentration", "hi", 2, 31.5, 20, "%LEL", ts, "一级报警",
+        outcome, ref, "" if ref else "why not", ts + 5,
+    )  # fmt: skip
+
+
+def a_case(no: str = "330106202611180001", **changes: object) -> tuple[Case, list[Audit]]:
+    case, audits = open_case(
+        case_no=no, kind="事件", subcategory="0403", problem="gas_leak",
+        asset="3301060111000101", device="g1", urgency="urgent", department="燃气集团",
+        grid="330106001001", allowed_ms=3_600_000, auto_register=True, actor="system",
+        now_ms=T0, gateway=GW, severity=2,
+        location=Place(120.14, 30.27, "CGCS2000", "文三路东1号", "asset"),
+    )  # fmt: skip
+    return replace(case, **changes), audits  # type: ignore[arg-type]
+
+
+def test_a_case_keeps_its_place_limit_severity_and_lifecycle_fields(store: Store) -> None:
+    case, audits = a_case(recurrence_of="330106202611150003")
+    store.save_case(case, audits, expect_state=None)
+    assert store.case(case.case_no) == case
+    assert case.deadline_ms == T0 + 3_600_000  # a time; the duration is allowed_ms
+    moved, audit = apply(
+        case, Action.DISPATCH, actor="派遣员", now_ms=T0 + 1,
+        args=Args(department="燃气抢修中心", assist=("交警大队", "街道办")),
+    )  # fmt: skip
+    moved = replace(moved, severity=1, reworks=2, returns=1, closure=None, remaining_ms=5)
+    store.save_case(moved, [audit], expect_state="立案")
+    got = store.case(case.case_no)
+    assert got == moved
+    assert got is not None
+    assert got.assist == ("交警大队", "街道办")
+    (listed,) = store.find_cases(states=["派遣"])
+    assert listed == moved
+
+
+def test_an_alarm_occurrence_belongs_to_one_case_and_says_so(store: Store) -> None:
+    case, audits = a_case()
+    store.save_case(case, audits, expect_state=None, links=[link("gw-1:e1:1", case.case_no)])
+    assert store.link("gw-1:e1:1") == link("gw-1:e1:1", case.case_no)
+    assert store.links(case.case_no) == [link("gw-1:e1:1", case.case_no)]
+    other, other_audits = a_case("330106202611180002", problem="other")
+    with pytest.raises(Conflict, match="handled meanwhile"):
+        store.save_case(
+            other, other_audits, expect_state=None, links=[link("gw-1:e1:1", other.case_no)]
+        )
+    assert store.case(other.case_no) is None  # nothing of that transaction stayed
+    store.mark_transitions_handled([], cleared=[("gw-1:e1:1", T0 + 60_000)])
+    store.mark_transitions_handled([], cleared=[("gw-1:e1:1", T0 + 90_000)])  # first one stays
+    got = store.link("gw-1:e1:1")
+    assert got is not None
+    assert got.cleared_ms == T0 + 60_000
+    store.record_outcome(link("gw-1:e1:2", None, "recorded"), [])
+    assert store.links_for([case.case_no, "nothing"]) == {case.case_no: [got]}
+    assert store.count_alarm_outcomes() == {"case": 1, "recorded": 1}
+
+
+def test_the_alarm_list_shows_where_each_occurrence_ended(store: Store) -> None:
+    store.write([alarm(1, "gw-1:1", AlarmState.ACTIVE_UNACKED, T0)], T0)
+    store.write([alarm(2, "gw-1:2", AlarmState.ACTIVE_UNACKED, T0 + 1)], T0 + 1)
+    store.record_outcome(link("gw-1:1", None, "recorded"), [])
+    store.pump_events(T0 + 2)
+    recorded = store.alarm("gw-1:1")
+    assert recorded is not None
+    assert (recorded.outcome, recorded.outcome_ref, recorded.outcome_reason) == (
+        "recorded",
+        None,
+        "why not",
+    )
+    assert [a.alarm_id for a in store.find_alarms(outcomes=["recorded"])] == ["gw-1:1"]
+    assert [a.alarm_id for a in store.find_alarms(outcomes=["pending"])] == ["gw-1:2"]
+
+
+def test_the_last_closed_case_of_a_subject_and_problem(store: Store) -> None:
+    assert store.last_closed_case_for("3301060111000101", "gas_leak") is None
+    for n, closed_at in ((1, T0 + 10), (2, T0 + 20)):
+        case, audits = a_case(f"33010620261118000{n}")
+        closed = replace(case, state=CaseState.CLOSED, updated_ms=closed_at, closure="处置完成")
+        store.save_case(closed, audits, expect_state=None)
+    last = store.last_closed_case_for("3301060111000101", "gas_leak")
+    assert last is not None
+    assert (last.case_no, last.closure) == ("330106202611180002", "处置完成")
+
+
+def test_work_orders_one_open_per_device_and_problem_with_audit_and_events(store: Store) -> None:
+    order, audit = open_work_order(
+        order_no="YW330106202611180001", problem="comm_loss", title="设备通信中断",
+        gateway=GW, device="sl-1", asset=None, severity=3, urgent=False,
+        department="运维公司", allowed_ms=86_400_000, now_ms=T0,
+        location=Place(120.1, 30.2, "CGCS2000", "机柜", "device"),
+    )  # fmt: skip
+    store.save_work_order(
+        order, [audit], expect_state=None, links=[link("gw-1:e1:9", order.order_no)]
+    )
+    assert store.work_order(order.order_no) == order
+    assert store.open_work_order_for(f"{GW}/sl-1", "comm_loss") == order
+    twin = replace(order, order_no="YW330106202611180002")
+    with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
+        store.save_work_order(twin, [], expect_state=None)
+    taken, a2 = act_on(order, WorkOrderAction.ACCEPT, actor="张工", now_ms=T0 + 1)
+    store.save_work_order(taken, [a2], expect_state="待接单")
+    with pytest.raises(Conflict):
+        store.save_work_order(taken, [a2], expect_state="待接单")
+    done, a3 = act_on(taken, WorkOrderAction.COMPLETE, actor="张工", now_ms=T0 + 2)
+    store.save_work_order(done, [a3], expect_state="处理中")
+    assert store.open_work_order_for(f"{GW}/sl-1", "comm_loss") is None
+    assert store.last_closed_work_order_for(f"{GW}/sl-1", "comm_loss") == done
+    assert [a.action for a in store.work_order_audit(order.order_no)] == [
+        "open",
+        "accept",
+        "complete",
+    ]
+    assert store.find_work_orders(states=["已完成"], device="sl-1") == [done]
+    assert store.find_work_orders(department="nobody") == []
+    assert store.count_work_orders_by_state() == {"已完成": 1}
+    store.pump_events(T0 + 3)
+    events = [
+        (e.type, e.data["to_state"]) for e in store.events(0) if e.type.startswith("work_order")
+    ]
+    assert events == [
+        ("work_order.opened", "待接单"),
+        ("work_order.transition", "处理中"),
+        ("work_order.transition", "已完成"),
+    ]
+
+
+def test_a_device_keeps_its_install_location_from_the_birth(store: Store) -> None:
+    where = Location(120.1402, 30.2771, "CGCS2000", "文三路与学院路口东侧")
+    store.write(
+        [
+            birth(
+                "s1",
+                T0,
+                DeviceInfo("g1", "gas_detector", "gas", True, location=where),
+                DeviceInfo("g2", "gas_detector", "gas", True),
+            )
+        ],
+        T0,
+    )
+    by_id = {d.device: d for d in store.devices()}
+    assert (by_id["g1"].location, by_id["g2"].location) == (where, None)
+    moved = Location(120.2, 30.3, "WGS84", "")
+    store.write(
+        [birth("s2", T0 + 1, DeviceInfo("g1", "gas_detector", "gas", True, location=moved))], T0 + 1
+    )
+    assert store.devices(GW, "g1")[0].location == moved
+
+
+def test_device_history_gives_the_status_at_the_start_and_the_changes_after(store: Store) -> None:
+    store.write([birth("s1", T0, DeviceInfo("g1", "gas_detector", "gas", True))], T0)
+    for seq, (online, ts) in enumerate(((False, T0 + 100), (True, T0 + 300)), start=1):
+        batch = DeviceEventBatch(GW, "s1", seq, ts, (DeviceEvent("g1", online, ts),), epoch="e1")
+        store.write([acc(batch, Kind.DEVICE)], ts)
+    history = store.device_history(T0 + 200, T0 + 1000)
+    assert [(c.device, c.status, c.ts_ms) for c in history] == [
+        ("g1", "offline", T0 + 100),
+        ("g1", "online", T0 + 300),
+    ]

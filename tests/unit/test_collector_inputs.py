@@ -1,11 +1,8 @@
 """Pure input handling: asset files, the routing table, and payload classification."""
 
-from pathlib import Path
-
 import pytest
 
 from collector.assets import AssetError, parse_csv, parse_yaml
-from collector.cases.routing import RoutingError, default_routing_path, load_routing
 from collector.ingest import classify, parse_mqtt_url
 from collector.models import Accepted, Rejected
 from wire import DataBatch, Kind, Record, Status, encode, topic
@@ -53,27 +50,6 @@ def test_yaml_assets_check_subcategory_and_duplicates() -> None:
         parse_yaml("- {code: '3101040118000002', owner: o}\n- {code: '3101040118000002', owner: p}")
     with pytest.raises(AssetError, match="colour: Extra inputs"):
         parse_yaml("- {code: '3101040118000002', owner: o, colour: red}")
-
-
-def test_shipped_routing_table_loads_and_matches_by_point() -> None:
-    r = load_routing(default_routing_path())
-    gas = r.match("gas", "hi", "gas_concentration")
-    assert gas is not None
-    assert gas.problem == "gas_leak"
-    water = r.match("manhole", "hi", "water_level")
-    assert water is not None
-    assert not water.auto_register
-    assert r.match("manhole", "lo", "battery") is None
-    assert r.allowed_hours("0111", urgent=True) == 2
-    assert r.allowed_hours("9999", urgent=False) == r.deadlines["default"].normal
-
-
-def test_bad_routing_is_refused_with_the_field(tmp_path: Path) -> None:
-    f = tmp_path / "r.yaml"
-    f.write_text("area_code: '31'\ndefault_department: d\ndeadlines: {}\nroutes: []\n")
-    with pytest.raises(RoutingError, match="area_code") as err:
-        load_routing(f)
-    assert "deadlines" in str(err.value)
 
 
 ROOT = "lifeline"

@@ -1,14 +1,21 @@
-"""The case state machine: every legal and every illegal (action, state) pair, plus deadlines."""
+"""The case state machine: every legal and every illegal (action, state) pair, deadlines, and the
+lifecycle rules of issue 14 (upgrade, rework, closure types, 改派), table-driven on plain values."""
 
 import itertools
+from dataclasses import replace
 
 import pytest
 
 from collector.cases.workflow import (
+    SYSTEM_ACTIONS,
     TRANSITIONS,
+    UNCLASSIFIED,
     Action,
+    Args,
     Case,
     CaseState,
+    Classification,
+    Closure,
     Colour,
     IllegalTransition,
     apply,
@@ -22,6 +29,7 @@ pytestmark = pytest.mark.unit
 S, A = CaseState, Action
 H = 3_600_000
 T0 = 1_800_000_000_000
+OPEN = [s for s in S if s not in (S.CLOSED, S.VOIDED)]
 
 # The expected workflow, written out independently of TRANSITIONS.
 LEGAL: dict[tuple[Action, CaseState], CaseState] = {
@@ -32,10 +40,6 @@ LEGAL: dict[tuple[Action, CaseState], CaseState] = {
     (A.START, S.DISPATCHED): S.HANDLING,
     (A.FEEDBACK, S.HANDLING): S.FEEDBACK,
     (A.VERIFY, S.FEEDBACK): S.VERIFYING,
-    (A.ALARM_CLEARED, S.REGISTERED): S.VERIFYING,
-    (A.ALARM_CLEARED, S.DISPATCHED): S.VERIFYING,
-    (A.ALARM_CLEARED, S.HANDLING): S.VERIFYING,
-    (A.ALARM_CLEARED, S.FEEDBACK): S.VERIFYING,
     (A.CLOSE, S.VERIFYING): S.CLOSED,
     (A.RETURN, S.DISPATCHED): S.REGISTERED,
     (A.RETURN, S.HANDLING): S.REGISTERED,
@@ -45,67 +49,101 @@ LEGAL: dict[tuple[Action, CaseState], CaseState] = {
     (A.UNPARK, S.PARKED): S.HANDLING,
     (A.EXTEND, S.DISPATCHED): S.DISPATCHED,
     (A.EXTEND, S.HANDLING): S.HANDLING,
-    **{(A.ESCALATE, s): s for s in S if s not in (S.CLOSED, S.VOIDED)},
+    # The system's own: the alarm came back after the department's 反馈 (返工) ...
+    (A.REWORK, S.FEEDBACK): S.HANDLING,
+    (A.REWORK, S.VERIFYING): S.HANDLING,
+    # ... every alarm cleared before anyone was dispatched (自动恢复, where configured).
+    (A.AUTO_CLOSE, S.REPORTED): S.CLOSED,
+    (A.AUTO_CLOSE, S.REGISTERED): S.CLOSED,
+    **{(A.ESCALATE, s): s for s in OPEN},
+    **{(A.UPGRADE, s): s for s in OPEN},
 }
 ALL_PAIRS = list(itertools.product(Action, CaseState))
+ARGS = Args(extend_ms=H, severity=1, urgent=True, allowed_ms=H)
 
 
-def make(state: CaseState, deadline: int | None = T0 + 10 * H, timed: int | None = T0) -> Case:
-    return Case(
-        "310104202611180001", "部件", "0111", "gas_leak", "3101040111000001", "g1", state,
-        "urgent", "燃气公司", None, T0, T0, deadline, timed,
+def make(
+    state: CaseState,
+    deadline: int | None = T0 + 10 * H,
+    timed: int | None = T0,
+    **changes: object,
+) -> Case:
+    case = Case(
+        "330106202611180001", "事件", "0403", "gas_leak", "3301060111000001", "g1", state,
+        "normal", "燃气公司", None, T0, T0, deadline, timed, allowed_ms=10 * H, severity=3,
     )  # fmt: skip
+    return replace(case, **changes)  # type: ignore[arg-type]
 
 
 def test_the_table_is_the_documented_workflow() -> None:
     assert dict(TRANSITIONS) == LEGAL
 
 
+def test_a_cleared_alarm_is_no_workflow_action() -> None:
+    # Today's bug: a dispatcher key could post alarm_cleared and jump 立案 -> 核查.
+    assert "alarm_cleared" not in {a.value for a in Action}
+    assert {a.value for a in SYSTEM_ACTIONS} == {"upgrade", "rework", "auto_close"}
+
+
 @pytest.mark.parametrize(("action", "state"), [p for p in ALL_PAIRS if p in LEGAL])
 def test_legal_transition(action: Action, state: CaseState) -> None:
-    case, audit = apply(make(state), action, actor="op-7", now_ms=T0 + H, note="n", extend_ms=H)
+    case, audit = apply(make(state), action, actor="op-7", now_ms=T0 + H, note="n", args=ARGS)
     assert case.state is LEGAL[(action, state)]
-    assert (audit.actor, audit.ts_ms, audit.from_state, audit.to_state, audit.note) == (
+    assert (audit.actor, audit.ts_ms, audit.from_state, audit.to_state) == (
         "op-7",
         T0 + H,
         state.value,
         LEGAL[(action, state)].value,
-        "n",
     )
+    assert audit.note.endswith("n")
     assert case.updated_ms == T0 + H
 
 
 @pytest.mark.parametrize(("action", "state"), [p for p in ALL_PAIRS if p not in LEGAL])
 def test_illegal_transition_is_refused_with_a_clear_error(action: Action, state: CaseState) -> None:
     with pytest.raises(IllegalTransition) as err:
-        apply(make(state), action, actor="op", now_ms=T0, extend_ms=H)
+        apply(make(state), action, actor="op", now_ms=T0, args=ARGS)
     assert f"cannot {action.value} a case in state {state.value}" in str(err.value)
     assert "allowed here" in str(err.value)
+    for system in SYSTEM_ACTIONS:  # the hint names only what a person may do
+        assert system.value not in str(err.value).split("allowed here")[1]
 
 
 def test_full_happy_path_with_auto_register() -> None:
     case, audits = open_case(
-        case_no="X", kind="部件", subcategory="0111", problem="gas_leak", asset="A", device="g1",
+        case_no="X", kind="部件", subcategory="0111", problem="cover", asset="A", device="g1",
         urgency="urgent", department="燃气公司", grid=None, allowed_ms=2 * H,
         auto_register=True, actor="system", now_ms=T0,
     )  # fmt: skip
     assert case.state is S.REGISTERED
-    assert (case.deadline_ms, case.timed_from_ms) == (T0 + 2 * H, T0)
+    assert (case.deadline_ms, case.timed_from_ms, case.allowed_ms) == (T0 + 2 * H, T0, 2 * H)
     for action in (A.DISPATCH, A.START, A.FEEDBACK, A.VERIFY, A.CLOSE):
         case, audit = apply(case, action, actor="op", now_ms=T0)
         audits.append(audit)
     assert [a.to_state for a in audits] == ["受理", "立案", "派遣", "处置", "反馈", "核查", "结案"]
+    assert case.closure == "处置完成"
 
 
-def test_waiting_for_acceptance_has_no_running_clock() -> None:
+def test_deadline_is_a_time_or_nothing_never_a_duration() -> None:
+    # Today's bug: a case waiting in 受理 held its allowed duration in deadline_ms.
     case, audits = open_case(
         case_no="X", kind="事件", subcategory="0404", problem="flooding", asset=None, device="m1",
         urgency="normal", department="d", grid=None, allowed_ms=48 * H, auto_register=False,
         actor="system", now_ms=T0,
     )  # fmt: skip
     assert (case.state, len(audits), colour(case, T0 + 100 * H)) == (S.REPORTED, 1, Colour.NONE)
+    assert (case.deadline_ms, case.allowed_ms) == (None, 48 * H)
     case, _ = apply(case, A.ACCEPT, actor="op", now_ms=T0 + 5 * H)
     assert case.deadline_ms == T0 + 53 * H  # the clock starts at 立案
+
+
+def test_parking_keeps_a_time_and_the_time_left_apart() -> None:
+    # Second member of the kind: 挂账 used to store a signed offset in deadline_ms.
+    parked, _ = apply(make(S.HANDLING), A.PARK, actor="op", now_ms=T0 + 4 * H)
+    assert (parked.deadline_ms, parked.remaining_ms) == (T0 + 10 * H, 6 * H)
+    assert colour(parked, T0 + 100 * H) is Colour.NONE
+    resumed, _ = apply(parked, A.UNPARK, actor="op", now_ms=T0 + 50 * H)
+    assert (resumed.deadline_ms, resumed.remaining_ms) == (T0 + 56 * H, None)
 
 
 @pytest.mark.parametrize(
@@ -133,19 +171,146 @@ def test_overdue_case_needs_one_escalation() -> None:
 
 
 def test_extension_moves_the_deadline() -> None:
-    case, _ = apply(make(S.HANDLING), A.EXTEND, actor="op", now_ms=T0, extend_ms=5 * H)
+    case, _ = apply(make(S.HANDLING), A.EXTEND, actor="op", now_ms=T0, args=Args(extend_ms=5 * H))
     assert case.deadline_ms == T0 + 15 * H
     with pytest.raises(ValueError, match="positive"):
         apply(make(S.HANDLING), A.EXTEND, actor="op", now_ms=T0)
 
 
-def test_parking_stops_the_clock() -> None:
-    parked, _ = apply(make(S.HANDLING), A.PARK, actor="op", now_ms=T0 + 4 * H)
-    assert colour(parked, T0 + 100 * H) is Colour.NONE
-    resumed, _ = apply(parked, A.UNPARK, actor="op", now_ms=T0 + 50 * H)
-    assert resumed.deadline_ms == T0 + 56 * H  # the 6 hours left when parked
-
-
 def test_every_transition_needs_an_actor() -> None:
     with pytest.raises(ValueError, match="actor"):
         apply(make(S.REGISTERED), A.DISPATCH, actor="", now_ms=T0)
+
+
+# --- 升级: a more severe alarm upgrades the case, never lengthening its deadline ------------
+
+UPGRADES = [
+    # (state, severity, urgency, allowed, deadline, new severity, urgent, new allowed, now)
+    #  -> (urgency, allowed, deadline, remaining)
+    pytest.param(
+        S.DISPATCHED, 3, "normal", 10 * H, T0 + 10 * H, 2, True, 2 * H, T0 + H,
+        ("urgent", 2 * H, T0 + 3 * H, None), id="normal-to-urgent-shortens-from-now",
+    ),
+    pytest.param(
+        S.HANDLING, 3, "normal", 10 * H, T0 + 10 * H, 2, True, 2 * H, T0 + 9 * H,
+        ("urgent", 2 * H, T0 + 10 * H, None), id="never-lengthens-when-near-the-end",
+    ),
+    pytest.param(
+        S.DISPATCHED, 2, "urgent", 2 * H, T0 + 2 * H, 1, True, 2 * H, T0 + H,
+        ("urgent", 2 * H, T0 + 2 * H, None), id="same-limit-only-the-severity",
+    ),
+    pytest.param(
+        S.DISPATCHED, 2, "urgent", 2 * H, T0 + 2 * H, 1, False, 10 * H, T0 + H,
+        ("urgent", 2 * H, T0 + 2 * H, None), id="urgency-never-drops",
+    ),
+    pytest.param(
+        S.REPORTED, 3, "normal", 10 * H, None, 2, True, 2 * H, T0 + H,
+        ("urgent", 2 * H, None, None), id="in-受理-the-limit-only",
+    ),
+    pytest.param(
+        S.PARKED, 3, "normal", 10 * H, T0 + 10 * H, 2, True, 2 * H, T0 + H,
+        ("urgent", 2 * H, T0 + 10 * H, 2 * H), id="parked-the-time-left",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("state", "sev", "urgency", "allowed", "deadline", "new_sev", "urgent", "new_allowed", "now",
+     "expected"),
+    UPGRADES,
+)  # fmt: skip
+def test_upgrade(
+    state: CaseState,
+    sev: int,
+    urgency: str,
+    allowed: int,
+    deadline: int | None,
+    new_sev: int,
+    urgent: bool,
+    new_allowed: int,
+    now: int,
+    expected: tuple[str, int, int | None, int | None],
+) -> None:
+    case = make(state, deadline, severity=sev, urgency=urgency, allowed_ms=allowed)
+    if state is S.PARKED:
+        case = replace(case, remaining_ms=5 * H, timed_from_ms=None)
+    args = Args(severity=new_sev, urgent=urgent, allowed_ms=new_allowed)
+    up, audit = apply(case, A.UPGRADE, actor="system", now_ms=now, args=args)
+    assert (up.state, up.severity) == (state, new_sev)
+    assert (up.urgency, up.allowed_ms, up.deadline_ms, up.remaining_ms) == expected
+    assert audit.action == "upgrade"
+    assert f"severity {sev} → {new_sev}" in audit.note
+
+
+def test_an_upgrade_needs_a_more_severe_alarm() -> None:
+    with pytest.raises(ValueError, match="more severe"):
+        apply(make(S.HANDLING, severity=2), A.UPGRADE, actor="s", now_ms=T0, args=Args(severity=2))
+
+
+# --- 返工, 结案 types, 改派, 未分类 ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("state", [S.FEEDBACK, S.VERIFYING])
+def test_rework_starts_a_new_handling_round(state: CaseState) -> None:
+    case = make(state, escalations=1, timed=None)
+    back, _audit = apply(case, A.REWORK, actor="system", now_ms=T0 + 20 * H)
+    assert (back.state, back.reworks, back.escalations) == (S.HANDLING, 1, 0)
+    assert (back.deadline_ms, back.timed_from_ms) == (T0 + 30 * H, T0 + 20 * H)
+    assert colour(back, T0 + 21 * H) is Colour.GREEN
+
+
+@pytest.mark.parametrize(
+    ("closure", "expected"),
+    [(None, "处置完成"), (Closure.DONE, "处置完成"), (Closure.FALSE_ALARM, "误报")],
+)
+def test_closure_types_a_person_may_give(closure: Closure | None, expected: str) -> None:
+    closed, audit = apply(
+        make(S.VERIFYING), A.CLOSE, actor="op", now_ms=T0, args=Args(closure=closure)
+    )
+    assert (closed.state, closed.closure) == (S.CLOSED, expected)
+    assert expected in audit.note
+
+
+def test_auto_recovery_is_the_systems_closure_and_only_before_dispatch() -> None:
+    with pytest.raises(ValueError, match="system"):
+        apply(make(S.VERIFYING), A.CLOSE, actor="op", now_ms=T0, args=Args(closure=Closure.AUTO))
+    closed, _ = apply(make(S.REGISTERED), A.AUTO_CLOSE, actor="system", now_ms=T0)
+    assert (closed.state, closed.closure) == (S.CLOSED, "自动恢复")
+    for state in (S.DISPATCHED, S.HANDLING, S.FEEDBACK, S.VERIFYING):
+        with pytest.raises(IllegalTransition):
+            apply(make(state), A.AUTO_CLOSE, actor="system", now_ms=T0)
+
+
+def test_return_and_redispatch_name_the_department() -> None:
+    case, audit = apply(
+        make(S.REGISTERED), A.DISPATCH, actor="派遣员", now_ms=T0,
+        args=Args(department="燃气公司", assist=("交警大队", "燃气公司")),
+    )  # fmt: skip
+    assert (case.department, case.assist) == ("燃气公司", ("交警大队",))
+    assert audit.note == "派遣 主办 燃气公司, 协办 交警大队"
+    case, _ = apply(case, A.RETURN, actor="燃气公司", now_ms=T0 + H, note="非我单位管辖")
+    assert (case.state, case.returns) == (S.REGISTERED, 1)
+    with pytest.raises(ValueError, match="改派 names the department"):
+        apply(case, A.DISPATCH, actor="派遣员", now_ms=T0 + 2 * H)
+    case, audit = apply(
+        case, A.DISPATCH, actor="派遣员", now_ms=T0 + 2 * H, args=Args(department="水务集团")
+    )
+    assert (case.state, case.department, case.assist) == (S.DISPATCHED, "水务集团", ())
+    assert audit.note == "改派 主办 燃气公司 → 水务集团"
+
+
+def test_an_unclassified_case_is_accepted_with_its_kind_and_subcategory() -> None:
+    case, _ = open_case(
+        case_no="X", kind=UNCLASSIFIED, subcategory="", problem="unclassified", asset=None,
+        device="x1", urgency="urgent", department="中心", grid=None, allowed_ms=None,
+        auto_register=True, actor="system", now_ms=T0,
+    )  # fmt: skip
+    assert case.state is S.REPORTED  # never auto-立案: someone has to classify it
+    with pytest.raises(ValueError, match="未分类"):
+        apply(case, A.ACCEPT, actor="op", now_ms=T0)
+    accepted, _ = apply(
+        case, A.ACCEPT, actor="op", now_ms=T0 + H,
+        args=Args(classify=Classification("事件", "0406", 2 * H)),
+    )  # fmt: skip
+    assert (accepted.kind, accepted.subcategory, accepted.allowed_ms) == ("事件", "0406", 2 * H)
+    assert accepted.deadline_ms == T0 + 3 * H

@@ -23,6 +23,7 @@ from collector.events import AlarmView
 router = APIRouter(prefix="/api/v1/alarms", tags=["alarms"])
 
 StateFilter = Literal["active", "active_unacked", "active_acked", "cleared_unacked", "normal"]
+OutcomeFilter = Literal["case", "work_order", "ignored", "recorded", "pending"]
 AlarmId = Annotated[str, Path(min_length=1, max_length=200, description="edge id gateway:seq")]
 
 
@@ -59,10 +60,16 @@ def list_alarms(
     asset: Name = None,
     since: TimeMs = None,
     until: TimeMs = None,
+    outcome: Annotated[
+        list[OutcomeFilter],
+        Query(description="where they ended: case, work_order, ignored, recorded, pending"),
+    ] = [],  # noqa: B006
     limit: PageSize = 100,
     cursor: Cursor = None,
 ) -> AlarmPage:
-    """Alarm occurrences, newest first, raised in [since, until); stable under new alarms."""
+    """Alarm occurrences, newest first, raised in [since, until); stable under new alarms.
+    Each says where it ended (`outcome`: its case or work order in `outcome_ref`, or why
+    neither in `outcome_reason`; null while the case engine has not handled it yet)."""
     states: set[str] = set()
     for s in state:
         states.update(("active_unacked", "active_acked") if s == "active" else (s,))
@@ -77,6 +84,7 @@ def list_alarms(
         until_ms=until,
         before_id=before,
         limit=limit + 1,
+        outcomes=sorted(set(outcome)),
     )
     more = len(rows) > limit
     rows = rows[:limit]

@@ -1,29 +1,57 @@
-"""City cases: filtered, cursor-paged list; detail with audit trail; workflow actions."""
+"""City cases: filtered, cursor-paged list; detail with audit trail and alarms; workflow actions."""
 
 import time
 from dataclasses import asdict
-from typing import Annotated, Any
+from enum import StrEnum
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from collector.api.auth import Dispatcher, Viewer
 from collector.api.deps import RuntimeDep, StoreDep
 from collector.api.paging import Cursor, Name, PageSize, cursor_int, decode_cursor, encode_cursor
+from collector.cases.codes import subcategory_name
 from collector.cases.engine import CaseNotFound
-from collector.cases.workflow import Action, Case, CaseState, IllegalTransition, colour
-from collector.store import Conflict
+from collector.cases.workflow import (
+    Action,
+    Case,
+    CaseState,
+    Closure,
+    IllegalTransition,
+    colour,
+)
+from collector.models import AlarmLink
+from collector.store import Conflict, Store
 
 router = APIRouter(prefix="/api/v1/cases", tags=["cases"])
 
 CaseNo = Annotated[str, Path(min_length=1, max_length=64)]
+Department = Annotated[str, Field(min_length=1, max_length=100)]
+
+
+class CaseAction(StrEnum):
+    """The actions a key may post (the system's own — upgrade, rework, auto_close — are not)."""
+
+    ACCEPT = "accept"  # 受理 -> 立案; an unclassified case takes `kind` and `subcategory`
+    VOID = "void"  # 作废 (受理, 立案)
+    DISPATCH = "dispatch"  # 派遣 / 改派: `department` (主办), `assist` (协办)
+    START = "start"  # 处置
+    FEEDBACK = "feedback"  # 反馈
+    VERIFY = "verify"  # 核查
+    CLOSE = "close"  # 结案 after 核查: `closure` 处置完成 (default) or 误报
+    RETURN = "return"  # 回退 to the 派遣员
+    REJECT = "reject"  # 核查不通过: back to 处置
+    PARK = "park"  # 挂账
+    UNPARK = "unpark"
+    EXTEND = "extend"  # 延时: `extend_hours`
+    ESCALATE = "escalate"  # 督办
 
 
 class ActionIn(BaseModel):
-    """An action on a case: 受理 accept, 派遣 dispatch, 处置 start, 反馈 feedback, 核查 verify,
-    结案 close, 延时 extend, 回退 return, 挂账 park/unpark, 作废 void, 督办 escalate, reject."""
+    """An action on a case, with the arguments of the actions that take any."""
 
-    action: Action
+    action: CaseAction
     actor: str | None = Field(
         default=None,
         min_length=1,
@@ -32,18 +60,78 @@ class ActionIn(BaseModel):
     )
     note: str = Field(default="", max_length=2000)
     extend_hours: float = Field(default=0, ge=0, le=24 * 365, description="for 延时 (extend)")
+    department: Department | None = Field(
+        default=None, description="for dispatch: the 主办 department (required after a 回退)"
+    )
+    assist: list[Department] = Field(
+        default_factory=list, max_length=10, description="for dispatch: 协办 departments"
+    )
+    closure: Literal["处置完成", "误报"] | None = Field(
+        default=None, description="for close: 处置完成 (default) or 误报"
+    )
+    kind: Literal["部件", "事件"] | None = Field(
+        default=None, description="for accept of a 未分类 case: its kind"
+    )
+    subcategory: str | None = Field(
+        default=None, pattern=r"^\d{4}$", description="for accept of a 未分类 case: its 小类"
+    )
+
+    @model_validator(mode="after")
+    def _arguments_fit(self) -> "ActionIn":
+        given = {
+            "department": (self.department is not None, CaseAction.DISPATCH),
+            "assist": (bool(self.assist), CaseAction.DISPATCH),
+            "closure": (self.closure is not None, CaseAction.CLOSE),
+            "kind": (self.kind is not None, CaseAction.ACCEPT),
+            "subcategory": (self.subcategory is not None, CaseAction.ACCEPT),
+            "extend_hours": (self.extend_hours > 0, CaseAction.EXTEND),
+        }
+        for name, (present, action) in given.items():
+            if present and self.action is not action:
+                raise ValueError(f"`{name}` goes with {action.value}, not {self.action.value}")
+        if (self.kind is None) != (self.subcategory is None):
+            raise ValueError("`kind` and `subcategory` go together")
+        return self
 
 
-def case_doc(case: Case, now_ms: int) -> dict[str, Any]:
-    """The JSON form of a case with its deadline colour now."""
+def alarm_snapshot(k: AlarmLink) -> dict[str, Any]:
+    """An alarm occurrence as a case or work order shows it: id, what it measured, when."""
+    return {
+        "alarm_id": k.alarm_id,
+        "gateway": k.gateway,
+        "device": k.device,
+        "point": k.point,
+        "alarm_type": k.alarm_type,
+        "severity": k.severity,
+        "value": k.value,
+        "limit": k.limit,
+        "unit": k.unit,
+        "message": k.message,
+        "raised_ms": k.raised_ms,
+        "cleared_ms": k.cleared_ms,
+        "active": k.cleared_ms is None,
+    }
+
+
+def case_doc(case: Case, now_ms: int, alarms: list[AlarmLink] | None = None) -> dict[str, Any]:
+    """The JSON form of a case: its fields, its deadline colour now, the name of its 小类 and
+    its alarms (each by id, with a snapshot)."""
     body = asdict(case)
     body["state"] = case.state.value
+    body["assist"] = list(case.assist)
     body["colour"] = colour(case, now_ms).value
+    body["subcategory_name"] = subcategory_name(case.kind, case.subcategory) or None
+    body["alarms"] = [alarm_snapshot(k) for k in alarms or []]
     return body
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _with_alarms(store: Store, cases: list[Case], now: int) -> list[dict[str, Any]]:
+    links = store.links_for([c.case_no for c in cases])
+    return [case_doc(c, now, links.get(c.case_no, [])) for c in cases]
 
 
 @router.get("")
@@ -59,7 +147,8 @@ def list_cases(
     limit: PageSize = 100,
     cursor: Cursor = None,
 ) -> dict[str, Any]:
-    """Cases, newest first, with their deadline colour; `next_cursor` pages on (null: done)."""
+    """Cases, newest first, with their deadline colour and alarms; `next_cursor` pages on
+    (null: done)."""
     states = {s.value for s in state}
     if open_only:
         finished = {CaseState.CLOSED.value, CaseState.VOIDED.value}
@@ -84,28 +173,38 @@ def list_cases(
     more = len(rows) > limit
     rows = rows[:limit]
     return {
-        "items": [case_doc(c, now) for c in rows],
+        "items": _with_alarms(store, rows, now),
         "next_cursor": encode_cursor(rows[-1].created_ms, rows[-1].case_no) if more else None,
     }
 
 
 @router.get("/{case_no}")
 def get_case(store: StoreDep, key: Viewer, case_no: CaseNo) -> dict[str, Any]:
-    """One case with its audit trail (who, when, from, to, note)."""
+    """One case with its alarms and audit trail (who, when, from, to, note)."""
     case = store.case(case_no)
     if case is None:
         raise HTTPException(404, f"no case {case_no}")
-    body = case_doc(case, _now_ms())
+    body = case_doc(case, _now_ms(), store.links(case_no))
     body["audit"] = [asdict(a) for a in store.audit(case_no)]
     return body
 
 
 @router.post("/{case_no}/actions")
 def act(runtime: RuntimeDep, key: Dispatcher, case_no: CaseNo, body: ActionIn) -> dict[str, Any]:
-    """Apply a workflow action (dispatcher or above); 409 with the reason if not allowed now."""
+    """Apply a workflow action (dispatcher or above); 409 with the reason if not allowed now,
+    422 if its arguments do not fit the case."""
     try:
         case = runtime.cases.act(
-            case_no, body.action, body.actor or key.name, body.note, body.extend_hours
+            case_no,
+            Action(body.action.value),
+            body.actor or key.name,
+            body.note,
+            extend_hours=body.extend_hours,
+            department=body.department,
+            assist=body.assist,
+            closure=Closure(body.closure) if body.closure else None,
+            kind=body.kind,
+            subcategory=body.subcategory,
         )
     except CaseNotFound:
         raise HTTPException(404, f"no case {case_no}") from None
@@ -114,4 +213,4 @@ def act(runtime: RuntimeDep, key: Dispatcher, case_no: CaseNo, body: ActionIn) -
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
     runtime.events.kick()
-    return case_doc(case, _now_ms())
+    return case_doc(case, _now_ms(), runtime.store.links(case_no))

@@ -7,7 +7,9 @@ from fastapi.responses import PlainTextResponse
 
 from collector.api.auth import Viewer
 from collector.api.deps import RuntimeDep
+from collector.cases.routing import Outcome
 from collector.cases.workflow import CaseState
+from collector.cases.workorders import WorkOrderState
 
 router = APIRouter(tags=["metrics"])
 
@@ -25,7 +27,8 @@ def _metric(
 
 @router.get("/metrics", response_class=PlainTextResponse)
 def metrics(runtime: RuntimeDep, key: Viewer) -> PlainTextResponse:
-    """Ingest counters, dead letters, event-log lag, open cases, SSE clients, webhook failures."""
+    """Ingest counters, dead letters, event-log lag, open cases, work orders, alarm outcomes,
+    SSE clients, webhook failures."""
     store = runtime.store
     lines: list[str] = []
     ingest = runtime.ingest
@@ -89,6 +92,22 @@ def metrics(runtime: RuntimeDep, key: Viewer) -> PlainTextResponse:
         if s not in (CaseState.CLOSED, CaseState.VOIDED)
     }
     _metric(lines, "lifeline_open_cases", "gauge", "open cases by state", open_cases)
+    orders = store.count_work_orders_by_state()
+    _metric(
+        lines,
+        "lifeline_work_orders",
+        "gauge",
+        "device work orders by state",
+        {f'{{state="{s.value}"}}': orders.get(s.value, 0) for s in WorkOrderState},
+    )
+    outcomes = store.count_alarm_outcomes()
+    _metric(
+        lines,
+        "lifeline_alarm_outcomes",
+        "gauge",
+        "alarm occurrences by where they ended (case, work_order, ignored, recorded)",
+        {f'{{outcome="{o.value}"}}': outcomes.get(o.value, 0) for o in Outcome},
+    )
     _metric(
         lines,
         "lifeline_sse_clients",

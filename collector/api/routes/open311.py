@@ -1,7 +1,8 @@
 """Open311 GeoReport v2 (read-only): cases as service requests, so existing city tools read them.
 
 service_code is the case's 小类, status is open or closed (结案 and 作废 are closed), lat/long
-come from the case's asset. Times are ISO 8601 with the UTC offset, as the spec asks.
+and address come from the case's place (its asset, or its device's install location). Times
+are ISO 8601 with the UTC offset, as the spec asks.
 """
 
 from datetime import UTC, datetime
@@ -11,19 +12,12 @@ from fastapi import APIRouter, HTTPException, Path, Query
 
 from collector.api.auth import Viewer
 from collector.api.deps import RuntimeDep, StoreDep
-from collector.assets import Asset
-from collector.cases.workflow import Case, CaseState
+from collector.cases.codes import EVENT_NAMES, subcategory_name
+from collector.cases.routing import RouteKind
+from collector.cases.workflow import COMPONENT, EVENT, Case, CaseState
 
 router = APIRouter(prefix="/open311/v2", tags=["open311"])
 
-SUBCATEGORY_NAMES = {
-    "0111": "燃气井盖",
-    "0117": "立杆",
-    "0118": "路灯",
-    "0403": "燃气管道破裂",
-    "0404": "下水道堵塞或破损",
-    "0406": "道路积水",
-}
 CLOSED = {CaseState.CLOSED.value, CaseState.VOIDED.value}
 OPEN_STATES = sorted(s.value for s in CaseState if s.value not in CLOSED)
 
@@ -44,14 +38,14 @@ def _parse_iso(text: str | None, name: str) -> int | None:
     return int(dt.timestamp() * 1000)
 
 
-def service_request(case: Case, asset: Asset | None) -> dict[str, Any]:
+def service_request(case: Case) -> dict[str, Any]:
     """One case as a GeoReport v2 service request."""
     closed = case.state.value in CLOSED
     return {
         "service_request_id": case.case_no,
         "status": "closed" if closed else "open",
         "status_notes": case.state.value,
-        "service_name": SUBCATEGORY_NAMES.get(case.subcategory, case.subcategory),
+        "service_name": subcategory_name(case.kind, case.subcategory),
         "service_code": case.subcategory,
         "description": case.title,
         "agency_responsible": case.department,
@@ -59,31 +53,37 @@ def service_request(case: Case, asset: Asset | None) -> dict[str, Any]:
         "requested_datetime": _iso(case.created_ms),
         "updated_datetime": _iso(case.updated_ms),
         "expected_datetime": _iso(case.deadline_ms) if case.timed_from_ms else None,
-        "address": asset.address if asset else "",
+        "address": case.location.address,
         "address_id": case.asset,
         "zipcode": None,
-        "lat": asset.lat if asset else None,
-        "long": asset.lon if asset else None,
+        "lat": case.location.lat,
+        "long": case.location.lon,
         "media_url": None,
     }
 
 
 @router.get("/services.json")
 def services(runtime: RuntimeDep, key: Viewer) -> list[dict[str, Any]]:
-    """The service types: every 小类 the routing table or the stored cases use."""
-    codes = set(runtime.cases.routing.deadlines) - {"default"}
-    codes |= {r.event_subcategory for r in runtime.cases.routing.routes if r.event_subcategory}
+    """The service types: every 小类 the routing table names."""
+    routing = runtime.cases.routing
+    # The deadlines table names 小类 of both kinds (their 大类 numbers overlap): a code an
+    # event route uses, or a 事件 code Lifeline knows, is an 事件 service; the rest 部件.
+    events = {r.subcategory for r in routing.routes if r.kind is RouteKind.EVENT}
+    codes = {c: EVENT for c in events if c}
+    for c in routing.deadlines:
+        if c != "default" and c not in codes:
+            codes[c] = EVENT if c in EVENT_NAMES else COMPONENT
     return [
         {
             "service_code": code,
-            "service_name": SUBCATEGORY_NAMES.get(code, code),
-            "description": f"数字城管 小类 {code}",
+            "service_name": subcategory_name(kind, code),
+            "description": f"数字城管 {kind} 小类 {code}",
             "metadata": False,
             "type": "realtime",
             "keywords": "lifeline",
-            "group": "部件" if code.startswith("01") else "事件",
+            "group": kind,
         }
-        for code in sorted(codes)
+        for code, kind in sorted(codes.items())
     ]
 
 
@@ -101,7 +101,6 @@ def requests(
     """Service requests, newest first, by id list, 小类, status and requested time."""
     since, until = _parse_iso(start_date, "start_date"), _parse_iso(end_date, "end_date")
     states = {"open": OPEN_STATES, "closed": sorted(CLOSED), None: []}[status]
-    assets = {a.code: a for a in store.assets()}
     if service_request_id is not None:
         wanted = [s.strip() for s in service_request_id.split(",") if s.strip()][:limit]
         found = [c for c in (store.case(n) for n in wanted) if c is not None]
@@ -113,7 +112,7 @@ def requests(
             until is not None and c.created_ms >= until
         ):
             continue
-        out.append(service_request(c, assets.get(c.asset or "")))
+        out.append(service_request(c))
     return out[:limit]
 
 
@@ -125,5 +124,4 @@ def request(
     case = store.case(request_id)
     if case is None:
         raise HTTPException(404, f"no service request {request_id}")
-    asset = next((a for a in store.assets() if a.code == case.asset), None)
-    return [service_request(case, asset)]
+    return [service_request(case)]

@@ -1,0 +1,173 @@
+"""Device maintenance work orders (设备运维工单) and the device online rate."""
+
+import time
+from dataclasses import asdict
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Path, Query
+from pydantic import BaseModel, Field, model_validator
+
+from collector.api.auth import Dispatcher, Viewer
+from collector.api.deps import RuntimeDep, StoreDep
+from collector.api.paging import Cursor, Name, PageSize, cursor_int, decode_cursor, encode_cursor
+from collector.api.routes.cases import alarm_snapshot
+from collector.cases.engine import CaseNotFound
+from collector.cases.workflow import Closure
+from collector.cases.workorders import (
+    IllegalWorkOrderAction,
+    WorkOrder,
+    WorkOrderAction,
+    WorkOrderState,
+    work_order_colour,
+)
+from collector.models import AlarmLink
+from collector.online import online_rate
+from collector.store import Conflict
+
+router = APIRouter(prefix="/api/v1", tags=["work orders"])
+
+OrderNo = Annotated[str, Path(min_length=1, max_length=64)]
+HOUR_MS = 3_600_000
+
+
+class OrderAction(StrEnum):
+    """What a maintainer may post (the system's own auto_close is not)."""
+
+    ACCEPT = "accept"  # 接单
+    COMPLETE = "complete"  # 完工, with `closure` 处置完成 (default) or 误报
+
+
+class OrderActionIn(BaseModel):
+    """An action on a work order."""
+
+    action: OrderAction
+    actor: str | None = Field(default=None, min_length=1, max_length=100)
+    note: str = Field(default="", max_length=2000)
+    closure: Literal["处置完成", "误报"] | None = Field(
+        default=None, description="for complete: 处置完成 (default) or 误报"
+    )
+
+    @model_validator(mode="after")
+    def _closure_with_complete(self) -> "OrderActionIn":
+        if self.closure is not None and self.action is not OrderAction.COMPLETE:
+            raise ValueError(f"`closure` goes with complete, not {self.action.value}")
+        return self
+
+
+def work_order_doc(
+    order: WorkOrder, now_ms: int, alarms: list[AlarmLink] | None = None
+) -> dict[str, Any]:
+    """The JSON form of a work order with its deadline colour now and its alarms."""
+    body = asdict(order)
+    body["state"] = order.state.value
+    body["colour"] = work_order_colour(order, now_ms).value
+    body["alarms"] = [alarm_snapshot(k) for k in alarms or []]
+    return body
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@router.get("/work-orders")
+def list_work_orders(
+    store: StoreDep,
+    key: Viewer,
+    state: Annotated[list[WorkOrderState], Query(description="any of these states")] = [],  # noqa: B006 - FastAPI copies defaults
+    open_only: bool = False,
+    department: Name = None,
+    gateway: Name = None,
+    device: Name = None,
+    limit: PageSize = 100,
+    cursor: Cursor = None,
+) -> dict[str, Any]:
+    """Work orders, newest first, with their deadline colour and alarms; `next_cursor` pages
+    on (null: done)."""
+    states = {s.value for s in state}
+    if open_only:
+        states = (states or {s.value for s in WorkOrderState}) - {WorkOrderState.DONE.value}
+        if not states:
+            return {"items": [], "next_cursor": None}
+    before = None
+    if cursor:
+        created, order_no = decode_cursor(cursor, 2)
+        before = (cursor_int(created), order_no)
+    rows = store.find_work_orders(
+        states=sorted(states),
+        department=department,
+        gateway=gateway,
+        device=device,
+        before=before,
+        limit=limit + 1,
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    now = _now_ms()
+    links = store.links_for([o.order_no for o in rows])
+    return {
+        "items": [work_order_doc(o, now, links.get(o.order_no, [])) for o in rows],
+        "next_cursor": encode_cursor(rows[-1].created_ms, rows[-1].order_no) if more else None,
+    }
+
+
+@router.get("/work-orders/{order_no}")
+def get_work_order(store: StoreDep, key: Viewer, order_no: OrderNo) -> dict[str, Any]:
+    """One work order with its alarms and audit trail."""
+    order = store.work_order(order_no)
+    if order is None:
+        raise HTTPException(404, f"no work order {order_no}")
+    body = work_order_doc(order, _now_ms(), store.links(order_no))
+    body["audit"] = [
+        {
+            "order_no": a.case_no,
+            "ts_ms": a.ts_ms,
+            "actor": a.actor,
+            "action": a.action,
+            "from_state": a.from_state,
+            "to_state": a.to_state,
+            "note": a.note,
+        }
+        for a in store.work_order_audit(order_no)
+    ]
+    return body
+
+
+@router.post("/work-orders/{order_no}/actions")
+def act_on_work_order(
+    runtime: RuntimeDep, key: Dispatcher, order_no: OrderNo, body: OrderActionIn
+) -> dict[str, Any]:
+    """接单 (accept) or 完工 (complete, with its closure); 409 if not allowed now."""
+    try:
+        order = runtime.cases.act_on_work_order(
+            order_no,
+            WorkOrderAction(body.action.value),
+            body.actor or key.name,
+            body.note,
+            Closure(body.closure) if body.closure else None,
+        )
+    except CaseNotFound:
+        raise HTTPException(404, f"no work order {order_no}") from None
+    except (IllegalWorkOrderAction, Conflict) as exc:
+        raise HTTPException(409, str(exc)) from None
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    runtime.events.kick()
+    return work_order_doc(order, _now_ms(), runtime.store.links(order_no))
+
+
+@router.get("/stats/online-rate")
+def device_online_rate(
+    store: StoreDep,
+    key: Viewer,
+    window_h: Annotated[
+        float, Query(gt=0, le=24 * 366, description="hours back from now for the time share")
+    ] = 24,
+    gateway: Name = None,
+) -> dict[str, Any]:
+    """Device online rate: the share online now, and the share of observed time online over
+    the last `window_h` hours (docs/integration.md defines both)."""
+    now = _now_ms()
+    since = now - int(window_h * HOUR_MS)
+    devices = store.devices(gateway)
+    return asdict(online_rate(devices, store.device_history(since, now), since, now))

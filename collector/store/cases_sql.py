@@ -1,0 +1,729 @@
+"""Store logic for cases, work orders and alarm links, shared by the SQL backends.
+
+A mixin of SqlStore: it uses the store's transactions (`_tx`, `_run`, `_query`) and event log
+(`_log_event`). Shared SQL uses `:name` parameters (sqlite3 style); the PostgreSQL backend
+rewrites them.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
+
+from collector.cases.workflow import Audit, Case, CaseState, Place
+from collector.cases.workorders import WorkOrder, WorkOrderState
+from collector.errors import Conflict
+from collector.models import AlarmLink, AlarmTransition, StatusChange
+
+if TYPE_CHECKING:
+    from collector.store.sql import Cursor
+
+# An audit action of a case and the event it becomes (everything else: case.transition).
+CASE_EVENT_TYPES = {"report": "case.opened", "upgrade": "case.upgraded", "rework": "case.reworked"}
+_FINISHED = "('结案', '作废')"
+
+
+def _place(r: Sequence[Any]) -> Place:
+    """A Place from (lon, lat, datum, address, source) columns."""
+    return Place(r[0], r[1], r[2] or "", r[3] or "", r[4] or "none")
+
+
+def _place_params(place: Place) -> dict[str, Any]:
+    return {
+        "lon": place.lon,
+        "lat": place.lat,
+        "datum": place.datum,
+        "addr": place.address,
+        "src": place.source,
+    }
+
+
+class CaseRows(ABC):
+    """Cases, work orders, alarm links, and the device history behind the online rate."""
+
+    @abstractmethod
+    def _tx(self) -> AbstractContextManager[Cursor]:
+        """A cursor inside one transaction, committed on normal exit."""
+
+    @abstractmethod
+    def _run(self, cur: Cursor, sql: str, params: dict[str, Any] | None = None) -> list[Any]:
+        """Run one statement; its rows, if it returns any."""
+
+    @abstractmethod
+    def _query(self, sql: str, params: dict[str, Any] | None = None) -> list[Any]:
+        """Run one statement in its own transaction; its rows."""
+
+    @abstractmethod
+    def _log_event(
+        self, cur: Cursor, etype: str, ts_ms: int, now_ms: int, subject: str, data: dict[str, Any]
+    ) -> None:
+        """Append one entry to the event log."""
+
+    # --- alarm transitions and links ----------------------------------------------------------
+
+    def pending_alarm_transitions(self, limit: int = 500) -> list[AlarmTransition]:
+        """Stored alarm events the case engine has not handled yet, oldest first."""
+        rows = self._query(
+            "SELECT id, gateway_id, device, point, alarm_type, alarm_id, severity, state, ts_ms,"
+            " value, message, origin, limit_value FROM alarm_events WHERE handled = FALSE"
+            " ORDER BY id LIMIT :n",
+            {"n": limit},
+        )
+        return [
+            AlarmTransition(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                r[5],
+                r[6],
+                r[7],
+                r[8],
+                json.loads(r[9]),
+                r[10],
+                r[11],
+                json.loads(r[12]),
+            )
+            for r in rows
+        ]
+
+    def mark_transitions_handled(
+        self, ids: Sequence[int], cleared: Sequence[tuple[str, int]] = ()
+    ) -> None:
+        """Record that the case engine handled these alarm events, and that the alarm ids of
+        `cleared` cleared at the given times (ms)."""
+        with self._tx() as cur:
+            self._clear(cur, cleared)
+            self._mark(cur, ids)
+
+    def _mark(self, cur: Cursor, ids: Sequence[int]) -> None:
+        for i in ids:
+            self._run(cur, "UPDATE alarm_events SET handled = TRUE WHERE id = :id", {"id": i})
+
+    def _clear(self, cur: Cursor, cleared: Sequence[tuple[str, int]]) -> None:
+        # Only an alarm id's latest activation can still be active.
+        for alarm_id, ts_ms in cleared:
+            self._run(
+                cur,
+                "UPDATE alarm_links SET cleared_ms = :ts WHERE alarm_id = :aid"
+                " AND cleared_ms IS NULL",
+                {"aid": alarm_id, "ts": ts_ms},
+            )
+
+    def _link(self, cur: Cursor, links: Sequence[AlarmLink]) -> None:
+        """Insert links; Conflict if an alarm id already belongs somewhere (another collector
+        handled it first: the whole transaction is undone and the caller looks again)."""
+        for k in links:
+            self._run(
+                cur,
+                "INSERT INTO alarm_links (alarm_id, activation, gateway_id, device, point,"
+                " alarm_type, severity, value, limit_value, unit, raised_ms, message, outcome,"
+                " ref, reason, decided_ms, cleared_ms) VALUES (:aid, :act, :gw, :dev, :pt, :type,"
+                " :sev, :val, :lim, :unit, :raised, :msg, :outcome, :ref, :reason, :decided,"
+                " :cleared) ON CONFLICT (alarm_id, activation) DO NOTHING",
+                {
+                    "aid": k.alarm_id,
+                    "act": k.activation,
+                    "gw": k.gateway,
+                    "dev": k.device,
+                    "pt": k.point,
+                    "type": k.alarm_type,
+                    "sev": k.severity,
+                    "val": json.dumps(k.value),
+                    "lim": json.dumps(k.limit),
+                    "unit": k.unit,
+                    "raised": k.raised_ms,
+                    "msg": k.message,
+                    "outcome": k.outcome,
+                    "ref": k.ref,
+                    "reason": k.reason,
+                    "decided": k.decided_ms,
+                    "cleared": k.cleared_ms,
+                },
+            )
+            if cur.rowcount != 1:
+                raise Conflict(f"alarm {k.alarm_id} was handled meanwhile")
+
+    _LINK_COLS = (
+        "alarm_id, gateway_id, device, point, alarm_type, severity, value, limit_value, unit,"
+        " raised_ms, message, outcome, ref, reason, decided_ms, cleared_ms, activation"
+    )
+
+    @staticmethod
+    def _alarm_link(r: Sequence[Any]) -> AlarmLink:
+        return AlarmLink(
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            r[5],
+            json.loads(r[6]),
+            json.loads(r[7]),
+            r[8],
+            r[9],
+            r[10],
+            r[11],
+            r[12],
+            r[13],
+            r[14],
+            r[15],
+            r[16],
+        )
+
+    def link(self, alarm_id: str) -> AlarmLink | None:
+        """Where the latest occurrence (activation) of an alarm id ended, if the engine has
+        handled it."""
+        rows = self._query(
+            f"SELECT {self._LINK_COLS} FROM alarm_links WHERE alarm_id = :aid"  # noqa: S608
+            " ORDER BY activation DESC LIMIT 1",
+            {"aid": alarm_id},
+        )
+        return self._alarm_link(rows[0]) if rows else None
+
+    def links(self, ref: str) -> list[AlarmLink]:
+        """The alarm occurrences of one case or work order, in the order they were attached."""
+        rows = self._query(
+            f"SELECT {self._LINK_COLS} FROM alarm_links WHERE ref = :ref"  # noqa: S608
+            " ORDER BY decided_ms, raised_ms, alarm_id, activation",
+            {"ref": ref},
+        )
+        return [self._alarm_link(r) for r in rows]
+
+    def links_for(self, refs: Sequence[str]) -> dict[str, list[AlarmLink]]:
+        """The alarm occurrences of several cases or work orders, by number."""
+        out: dict[str, list[AlarmLink]] = {}
+        if not refs:
+            return out
+        params = {f"r{i}": r for i, r in enumerate(refs)}
+        rows = self._query(
+            f"SELECT {self._LINK_COLS} FROM alarm_links WHERE ref IN"  # noqa: S608 - placeholders
+            f" ({', '.join(':' + k for k in params)})"
+            " ORDER BY decided_ms, raised_ms, alarm_id, activation",
+            params,
+        )
+        for r in rows:
+            link = self._alarm_link(r)
+            out.setdefault(link.ref or "", []).append(link)
+        return out
+
+    def record_outcome(self, link: AlarmLink, transition_ids: Sequence[int]) -> None:
+        """Store an occurrence that became no case nor work order (ignored or recorded) and
+        mark its transitions handled, atomically; Conflict if it was handled meanwhile."""
+        with self._tx() as cur:
+            self._link(cur, [link])
+            self._mark(cur, transition_ids)
+
+    def count_alarm_outcomes(self) -> dict[str, int]:
+        """How many alarm occurrences ended in each outcome (case, work_order, ...)."""
+        rows = self._query("SELECT outcome, count(*) FROM alarm_links GROUP BY outcome")
+        return {r[0]: int(r[1]) for r in rows}
+
+    # --- cases --------------------------------------------------------------------------------
+
+    def next_case_serial(self, prefix: str) -> int:
+        """Allocate the next serial for case numbers starting with `prefix` (1, 2, ...)."""
+        with self._tx() as cur:
+            rows = self._run(
+                cur,
+                "INSERT INTO case_serials (prefix, last) VALUES (:p, 1)"
+                " ON CONFLICT (prefix) DO UPDATE SET last = case_serials.last + 1 RETURNING last",
+                {"p": prefix},
+            )
+        return int(rows[0][0])
+
+    _CASE_COLS = (
+        "case_no, kind, subcategory, problem, asset, device, state, urgency, department, grid,"
+        " created_ms, updated_ms, deadline_ms, timed_from_ms, repeats, escalations, title,"
+        " gateway_id, allowed_ms, severity, assist, reworks, returns, closure, recurrence_of,"
+        " remaining_ms, lon, lat, datum, address, location_source"
+    )
+
+    @staticmethod
+    def _case(r: Sequence[Any]) -> Case:
+        return Case(
+            case_no=r[0],
+            kind=r[1],
+            subcategory=r[2],
+            problem=r[3],
+            asset=r[4],
+            device=r[5],
+            state=CaseState(r[6]),
+            urgency=r[7],
+            department=r[8],
+            grid=r[9],
+            created_ms=r[10],
+            updated_ms=r[11],
+            deadline_ms=r[12],
+            timed_from_ms=r[13],
+            repeats=r[14],
+            escalations=r[15],
+            title=r[16],
+            gateway=r[17],
+            allowed_ms=r[18],
+            severity=r[19],
+            assist=tuple(json.loads(r[20])),
+            reworks=r[21],
+            returns=r[22],
+            closure=r[23],
+            recurrence_of=r[24],
+            remaining_ms=r[25],
+            location=_place(r[26:31]),
+        )
+
+    def open_case_for(self, subject: str, problem: str) -> Case | None:
+        """The open case for (asset or device, problem), if there is one."""
+        rows = self._query(
+            f"SELECT {self._CASE_COLS} FROM cases"  # noqa: S608 - constant column list
+            f" WHERE subject = :s AND problem = :p AND state NOT IN {_FINISHED}",
+            {"s": subject, "p": problem},
+        )
+        return self._case(rows[0]) if rows else None
+
+    def last_closed_case_for(self, subject: str, problem: str) -> Case | None:
+        """The most recently closed (结案) case for (asset or device, problem), if any."""
+        rows = self._query(
+            f"SELECT {self._CASE_COLS} FROM cases"  # noqa: S608 - constant column list
+            " WHERE subject = :s AND problem = :p AND state = '结案'"
+            " ORDER BY updated_ms DESC, case_no DESC LIMIT 1",
+            {"s": subject, "p": problem},
+        )
+        return self._case(rows[0]) if rows else None
+
+    def save_case(
+        self,
+        case: Case,
+        audits: Sequence[Audit],
+        *,
+        expect_state: str | None,
+        transition_ids: Sequence[int] = (),
+        links: Sequence[AlarmLink] = (),
+        cleared: Sequence[tuple[str, int]] = (),
+    ) -> None:
+        """Insert (expect_state None) or update a case with its audits, the alarm occurrences
+        it takes (`links`), the ones that cleared, and the handled events, atomically.
+
+        Raises Conflict if the stored case is no longer in `expect_state`, or an alarm of
+        `links` already belongs elsewhere.
+        """
+        p: dict[str, Any] = {
+            "no": case.case_no,
+            "kind": case.kind,
+            "sub": case.subcategory,
+            "problem": case.problem,
+            "asset": case.asset,
+            "device": case.device,
+            "subject": case.subject,
+            "gw": case.gateway,
+            "state": case.state.value,
+            "urg": case.urgency,
+            "dept": case.department,
+            "grid": case.grid,
+            "created": case.created_ms,
+            "updated": case.updated_ms,
+            "deadline": case.deadline_ms,
+            "timed": case.timed_from_ms,
+            "rep": case.repeats,
+            "esc": case.escalations,
+            "title": case.title,
+            "allowed": case.allowed_ms,
+            "sev": case.severity,
+            "assist": json.dumps(list(case.assist), ensure_ascii=False),
+            "rew": case.reworks,
+            "ret": case.returns,
+            "closure": case.closure,
+            "recur": case.recurrence_of,
+            "remaining": case.remaining_ms,
+            **_place_params(case.location),
+            "expect": expect_state,
+        }
+        with self._tx() as cur:
+            if expect_state is None:
+                self._run(
+                    cur,
+                    f"INSERT INTO cases ({self._CASE_COLS}, subject)"  # noqa: S608 - constant
+                    " VALUES (:no, :kind, :sub, :problem, :asset, :device, :state, :urg, :dept,"
+                    " :grid, :created, :updated, :deadline, :timed, :rep, :esc, :title, :gw,"
+                    " :allowed, :sev, :assist, :rew, :ret, :closure, :recur, :remaining, :lon,"
+                    " :lat, :datum, :addr, :src, :subject)",
+                    p,
+                )
+            else:
+                self._run(
+                    cur,
+                    "UPDATE cases SET kind = :kind, subcategory = :sub, state = :state,"
+                    " urgency = :urg, department = :dept, updated_ms = :updated,"
+                    " deadline_ms = :deadline, timed_from_ms = :timed, repeats = :rep,"
+                    " escalations = :esc, allowed_ms = :allowed, severity = :sev,"
+                    " assist = :assist, reworks = :rew, returns = :ret, closure = :closure,"
+                    " remaining_ms = :remaining WHERE case_no = :no AND state = :expect",
+                    p,
+                )
+                if cur.rowcount != 1:
+                    raise Conflict(f"case {case.case_no} is no longer in state {expect_state}")
+            for a in audits:
+                self._audit_row(cur, "case_audit", "case_no", a)
+            self._link(cur, links)
+            self._clear(cur, cleared)
+            for i in transition_ids:
+                self._run(
+                    cur,
+                    "INSERT INTO case_alarms (case_no, alarm_event_id) VALUES (:no, :id)",
+                    {"no": case.case_no, "id": i},
+                )
+            self._mark(cur, transition_ids)
+
+    def _audit_row(self, cur: Cursor, table: str, key: str, a: Audit) -> None:
+        self._run(
+            cur,
+            f"INSERT INTO {table} ({key}, ts_ms, actor, action, from_state, to_state, note)"  # noqa: S608 - constant names
+            " VALUES (:no, :ts, :actor, :action, :from, :to, :note)",
+            {
+                "no": a.case_no,
+                "ts": a.ts_ms,
+                "actor": a.actor,
+                "action": a.action,
+                "from": a.from_state,
+                "to": a.to_state,
+                "note": a.note,
+            },
+        )
+
+    def case(self, case_no: str) -> Case | None:
+        """One case by number."""
+        rows = self._query(
+            f"SELECT {self._CASE_COLS} FROM cases WHERE case_no = :no",  # noqa: S608 - constant
+            {"no": case_no},
+        )
+        return self._case(rows[0]) if rows else None
+
+    def cases(self, open_only: bool = False) -> list[Case]:
+        """Cases, newest first."""
+        rows = self._query(
+            f"SELECT {self._CASE_COLS} FROM cases"  # noqa: S608 - constant column list
+            f" WHERE (:all_ OR state NOT IN {_FINISHED})"
+            " ORDER BY created_ms DESC, case_no DESC",
+            {"all_": not open_only},
+        )
+        return [self._case(r) for r in rows]
+
+    def audit(self, case_no: str) -> list[Audit]:
+        """The audit trail of a case, oldest first."""
+        rows = self._query(
+            "SELECT case_no, ts_ms, actor, action, from_state, to_state, note FROM case_audit"
+            " WHERE case_no = :no ORDER BY id",
+            {"no": case_no},
+        )
+        return [Audit(*r) for r in rows]
+
+    def find_cases(
+        self,
+        *,
+        states: Sequence[str] = (),
+        department: str | None = None,
+        subcategory: str | None = None,
+        grid: str | None = None,
+        overdue_at_ms: int | None = None,
+        overdue: bool = True,
+        before: tuple[int, str] | None = None,
+        limit: int = 100,
+    ) -> list[Case]:
+        """Cases matching every given filter, newest first, keyset-paged below `before`.
+
+        With `overdue_at_ms`, keep only cases whose running deadline passed at that time
+        (or, with overdue=False, only those it did not).
+        """
+        params: dict[str, Any] = {
+            "dept": department,
+            "sub": subcategory,
+            "grid": grid,
+            "at": overdue_at_ms,
+            "od": overdue,
+            "bc": before[0] if before else None,
+            "bn": before[1] if before else None,
+            "n": limit,
+        }
+        where = ""
+        if states:
+            params.update({f"s{i}": s for i, s in enumerate(states)})
+            where = " AND state IN (" + ", ".join(f":s{i}" for i in range(len(states))) + ")"
+        rows = self._query(
+            f"SELECT {self._CASE_COLS} FROM cases"  # noqa: S608 - placeholders only
+            " WHERE (CAST(:dept AS TEXT) IS NULL OR department = :dept)"
+            " AND (CAST(:sub AS TEXT) IS NULL OR subcategory = :sub)"
+            " AND (CAST(:grid AS TEXT) IS NULL OR grid = :grid)"
+            " AND (CAST(:at AS BIGINT) IS NULL OR (state IN ('立案', '派遣', '处置', '反馈')"
+            " AND timed_from_ms IS NOT NULL AND deadline_ms < :at) = :od)"
+            " AND (CAST(:bc AS BIGINT) IS NULL OR created_ms < :bc"
+            " OR (created_ms = :bc AND case_no < :bn))"
+            f"{where} ORDER BY created_ms DESC, case_no DESC LIMIT :n",
+            params,
+        )
+        return [self._case(r) for r in rows]
+
+    def count_cases_by_state(self) -> dict[str, int]:
+        """How many cases are in each state."""
+        rows = self._query("SELECT state, count(*) FROM cases GROUP BY state")
+        return {r[0]: int(r[1]) for r in rows}
+
+    # --- work orders --------------------------------------------------------------------------
+
+    _WO_COLS = (
+        "order_no, problem, title, gateway_id, device, asset, state, severity, urgency,"
+        " department, created_ms, updated_ms, deadline_ms, allowed_ms, repeats, closure,"
+        " recurrence_of, lon, lat, datum, address, location_source"
+    )
+
+    @staticmethod
+    def _work_order(r: Sequence[Any]) -> WorkOrder:
+        return WorkOrder(
+            order_no=r[0],
+            problem=r[1],
+            title=r[2],
+            gateway=r[3],
+            device=r[4],
+            asset=r[5],
+            state=WorkOrderState(r[6]),
+            severity=r[7],
+            urgency=r[8],
+            department=r[9],
+            created_ms=r[10],
+            updated_ms=r[11],
+            deadline_ms=r[12],
+            allowed_ms=r[13],
+            repeats=r[14],
+            closure=r[15],
+            recurrence_of=r[16],
+            location=_place(r[17:22]),
+        )
+
+    def open_work_order_for(self, subject: str, problem: str) -> WorkOrder | None:
+        """The unfinished work order for (gateway/device, problem), if there is one."""
+        rows = self._query(
+            f"SELECT {self._WO_COLS} FROM work_orders"  # noqa: S608 - constant column list
+            " WHERE subject = :s AND problem = :p AND state <> '已完成'",
+            {"s": subject, "p": problem},
+        )
+        return self._work_order(rows[0]) if rows else None
+
+    def last_closed_work_order_for(self, subject: str, problem: str) -> WorkOrder | None:
+        """The most recently finished work order for (gateway/device, problem), if any."""
+        rows = self._query(
+            f"SELECT {self._WO_COLS} FROM work_orders"  # noqa: S608 - constant column list
+            " WHERE subject = :s AND problem = :p AND state = '已完成'"
+            " ORDER BY updated_ms DESC, order_no DESC LIMIT 1",
+            {"s": subject, "p": problem},
+        )
+        return self._work_order(rows[0]) if rows else None
+
+    def save_work_order(
+        self,
+        order: WorkOrder,
+        audits: Sequence[Audit],
+        *,
+        expect_state: str | None,
+        transition_ids: Sequence[int] = (),
+        links: Sequence[AlarmLink] = (),
+        cleared: Sequence[tuple[str, int]] = (),
+    ) -> None:
+        """Insert (expect_state None) or update a work order with its audits, alarm links,
+        cleared alarms and handled events, atomically; Conflict as save_case."""
+        p: dict[str, Any] = {
+            "no": order.order_no,
+            "problem": order.problem,
+            "title": order.title,
+            "gw": order.gateway,
+            "dev": order.device,
+            "subject": order.subject,
+            "asset": order.asset,
+            "state": order.state.value,
+            "sev": order.severity,
+            "urg": order.urgency,
+            "dept": order.department,
+            "created": order.created_ms,
+            "updated": order.updated_ms,
+            "deadline": order.deadline_ms,
+            "allowed": order.allowed_ms,
+            "rep": order.repeats,
+            "closure": order.closure,
+            "recur": order.recurrence_of,
+            **_place_params(order.location),
+            "expect": expect_state,
+        }
+        with self._tx() as cur:
+            if expect_state is None:
+                self._run(
+                    cur,
+                    f"INSERT INTO work_orders ({self._WO_COLS}, subject)"  # noqa: S608 - constant
+                    " VALUES (:no, :problem, :title, :gw, :dev, :asset, :state, :sev, :urg,"
+                    " :dept, :created, :updated, :deadline, :allowed, :rep, :closure, :recur,"
+                    " :lon, :lat, :datum, :addr, :src, :subject)",
+                    p,
+                )
+            else:
+                self._run(
+                    cur,
+                    "UPDATE work_orders SET state = :state, severity = :sev, urgency = :urg,"
+                    " updated_ms = :updated, deadline_ms = :deadline, repeats = :rep,"
+                    " closure = :closure WHERE order_no = :no AND state = :expect",
+                    p,
+                )
+                if cur.rowcount != 1:
+                    raise Conflict(
+                        f"work order {order.order_no} is no longer in state {expect_state}"
+                    )
+            for a in audits:
+                self._audit_row(cur, "work_order_audit", "order_no", a)
+            self._link(cur, links)
+            self._clear(cur, cleared)
+            self._mark(cur, transition_ids)
+
+    def work_order(self, order_no: str) -> WorkOrder | None:
+        """One work order by number."""
+        rows = self._query(
+            f"SELECT {self._WO_COLS} FROM work_orders WHERE order_no = :no",  # noqa: S608
+            {"no": order_no},
+        )
+        return self._work_order(rows[0]) if rows else None
+
+    def find_work_orders(
+        self,
+        *,
+        states: Sequence[str] = (),
+        department: str | None = None,
+        gateway: str | None = None,
+        device: str | None = None,
+        before: tuple[int, str] | None = None,
+        limit: int = 100,
+    ) -> list[WorkOrder]:
+        """Work orders matching every given filter, newest first, keyset-paged below `before`."""
+        params: dict[str, Any] = {
+            "dept": department,
+            "gw": gateway,
+            "dev": device,
+            "bc": before[0] if before else None,
+            "bn": before[1] if before else None,
+            "n": limit,
+        }
+        where = ""
+        if states:
+            params.update({f"s{i}": s for i, s in enumerate(states)})
+            where = " AND state IN (" + ", ".join(f":s{i}" for i in range(len(states))) + ")"
+        rows = self._query(
+            f"SELECT {self._WO_COLS} FROM work_orders"  # noqa: S608 - placeholders only
+            " WHERE (CAST(:dept AS TEXT) IS NULL OR department = :dept)"
+            " AND (CAST(:gw AS TEXT) IS NULL OR gateway_id = :gw)"
+            " AND (CAST(:dev AS TEXT) IS NULL OR device = :dev)"
+            " AND (CAST(:bc AS BIGINT) IS NULL OR created_ms < :bc"
+            " OR (created_ms = :bc AND order_no < :bn))"
+            f"{where} ORDER BY created_ms DESC, order_no DESC LIMIT :n",
+            params,
+        )
+        return [self._work_order(r) for r in rows]
+
+    def work_order_audit(self, order_no: str) -> list[Audit]:
+        """The audit trail of a work order, oldest first (`case_no` holds the order number)."""
+        rows = self._query(
+            "SELECT order_no, ts_ms, actor, action, from_state, to_state, note"
+            " FROM work_order_audit WHERE order_no = :no ORDER BY id",
+            {"no": order_no},
+        )
+        return [Audit(*r) for r in rows]
+
+    def count_work_orders_by_state(self) -> dict[str, int]:
+        """How many work orders are in each state."""
+        rows = self._query("SELECT state, count(*) FROM work_orders GROUP BY state")
+        return {r[0]: int(r[1]) for r in rows}
+
+    # --- device history (online rate) ---------------------------------------------------------
+
+    def device_history(self, since_ms: int, until_ms: int) -> list[StatusChange]:
+        """Every device's status changes in [since, until), each device's last change before
+        `since` first (the status it had then), oldest first."""
+        rows = self._query(
+            "SELECT gateway_id, ident, status, ts_ms FROM status_log WHERE entity = 'device'"
+            " AND gateway_id IS NOT NULL AND ts_ms < :until AND (ts_ms >= :since OR id IN"
+            " (SELECT max(id) FROM status_log WHERE entity = 'device' AND ts_ms < :since"
+            " GROUP BY gateway_id, ident)) ORDER BY ts_ms, id",
+            {"since": since_ms, "until": until_ms},
+        )
+        return [StatusChange(r[0], r[1], r[2], r[3]) for r in rows]
+
+    # --- event log ----------------------------------------------------------------------------
+
+    def _pump_audits(self, cur: Cursor, now_ms: int, limit: int) -> int:
+        rows = self._run(
+            cur,
+            "SELECT a.id, a.case_no, a.ts_ms, a.actor, a.action, a.from_state, a.to_state,"
+            " a.note, c.subcategory, c.department, c.asset, c.device, c.urgency, c.title,"
+            " c.grid, c.gateway_id, c.kind, c.severity, c.closure, c.recurrence_of"
+            " FROM case_audit a JOIN cases c ON c.case_no = a.case_no"
+            " WHERE NOT a.evented ORDER BY a.id LIMIT :n",
+            {"n": limit},
+        )
+        for r in rows:
+            data = {
+                "case_no": r[1],
+                "ts_ms": r[2],
+                "actor": r[3],
+                "action": r[4],
+                "from_state": r[5],
+                "to_state": r[6],
+                "note": r[7],
+                "kind": r[16],
+                "subcategory": r[8],
+                "department": r[9],
+                "asset": r[10],
+                "device": r[11],
+                "gateway": r[15],
+                "urgency": r[12],
+                "severity": r[17],
+                "title": r[13],
+                "grid": r[14],
+                "closure": r[18],
+                "recurrence_of": r[19],
+            }
+            etype = CASE_EVENT_TYPES.get(r[4], "case.transition")
+            self._log_event(cur, etype, r[2], now_ms, r[1], data)
+            self._run(cur, "UPDATE case_audit SET evented = TRUE WHERE id = :id", {"id": r[0]})
+        return len(rows)
+
+    def _pump_work_orders(self, cur: Cursor, now_ms: int, limit: int) -> int:
+        rows = self._run(
+            cur,
+            "SELECT a.id, a.order_no, a.ts_ms, a.actor, a.action, a.from_state, a.to_state,"
+            " a.note, o.problem, o.title, o.gateway_id, o.device, o.asset, o.department,"
+            " o.severity, o.deadline_ms, o.closure FROM work_order_audit a"
+            " JOIN work_orders o ON o.order_no = a.order_no WHERE NOT a.evented"
+            " ORDER BY a.id LIMIT :n",
+            {"n": limit},
+        )
+        for r in rows:
+            data = {
+                "order_no": r[1],
+                "ts_ms": r[2],
+                "actor": r[3],
+                "action": r[4],
+                "from_state": r[5],
+                "to_state": r[6],
+                "note": r[7],
+                "problem": r[8],
+                "title": r[9],
+                "gateway": r[10],
+                "device": r[11],
+                "asset": r[12],
+                "department": r[13],
+                "severity": r[14],
+                "deadline_ms": r[15],
+                "closure": r[16],
+            }
+            etype = "work_order.opened" if r[5] is None else "work_order.transition"
+            self._log_event(cur, etype, r[2], now_ms, r[1], data)
+            self._run(
+                cur, "UPDATE work_order_audit SET evented = TRUE WHERE id = :id", {"id": r[0]}
+            )
+        return len(rows)
