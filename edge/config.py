@@ -12,7 +12,14 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from drivers.profile import AlarmRuleSpec, Profile, ProfileError, builtin_profiles, load_profile
+from drivers.profile import (
+    AlarmLadder,
+    Profile,
+    ProfileError,
+    builtin_profiles,
+    check_point_rules,
+    load_profile,
+)
 from wire.topics import IDENT_RE
 
 IDENT = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
@@ -150,7 +157,7 @@ class DeviceConfig(_Strict):
     max_registers: int | None = Field(default=None, ge=1, le=125)
     max_gap: int | None = Field(default=None, ge=0, le=124)
     asset: str | None = Field(default=None, pattern=r"^\d{16}$")  # 部件标识码
-    alarms: dict[str, list[AlarmRuleSpec]] = {}  # per point: replaces the profile's rules
+    alarms: dict[str, AlarmLadder] = {}  # per point: replaces the profile's rules
     # A stale-data alarm per point when no good value arrived for this long (None: off).
     stale_after_s: float | None = Field(default=None, gt=0)
     stale_severity: int = Field(default=4, ge=1, le=4)
@@ -341,12 +348,14 @@ def resolve_profiles(
                     reason = f"point {pt.name!r} alone takes {pt.register_count} registers"
                     problems.append((f"{where}.max_registers", reason))
                     break
-            for point in dev.alarms:
+            for point, rules in dev.alarms.items():
                 if point not in names:
                     hint = difflib.get_close_matches(point, names, n=1)
                     reason = f"profile {profile.name!r} has no point {point!r}" + (
                         f" (did you mean {hint[0]!r}?)" if hint else ""
                     )
+                    problems.append((f"{where}.alarms.{point}", reason))
+                elif reason := check_point_rules(profile.point(point), rules):
                     problems.append((f"{where}.alarms.{point}", reason))
             out[dev.id] = profile
     if problems:
