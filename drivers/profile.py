@@ -108,6 +108,10 @@ class AlarmRuleSpec(_Strict):
     off_delay_s: float = 0
     severity: int = Field(ge=1, le=4)  # 1 = 一级 critical ... 4 = 四级 low
     when: bool | None = None  # state alarms: active when the value equals `when`
+    # hi/hihi only: judge the deviation |value - baseline| rather than the value, so that a tilt
+    # alarms whichever way it leans. The baseline (the installed zero) is set per device in the
+    # gateway config, or captured by `edge check --capture-baselines`; it defaults to 0.
+    deviation: bool = False
     message: str = ""
 
     @model_validator(mode="after")
@@ -124,13 +128,20 @@ class AlarmRuleSpec(_Strict):
                 raise ValueError(f"`when` is only for state alarms, not {self.type}")
             if self.type == "roc" and self.limit <= 0:
                 raise ValueError("a roc limit is a rate in units per second and must be > 0")
+        if self.deviation and self.type not in ("hi", "hihi"):
+            raise ValueError(
+                f"only hi and hihi rules judge a deviation, not {self.type}: |value - baseline|"
+                " is a distance, and a distance is alarmed when it is large"
+            )
+        if self.deviation and self.limit is not None and self.limit <= 0:
+            raise ValueError("a deviation limit is a distance from the baseline and must be > 0")
         if self.deadband < 0 or self.on_delay_s < 0 or self.off_delay_s < 0:
             raise ValueError("deadband and delays must be >= 0")
         return self
 
     def describe(self) -> str:
-        """The rule as a ladder step in messages, e.g. `hihi at 50`."""
-        return f"{self.type} at {self.limit:g}"
+        """The rule as a ladder step in messages: `hihi at 50`, or `hi at ±10` for a deviation."""
+        return f"{self.type} at {'±' if self.deviation else ''}{self.limit:g}"
 
 
 # The national four warning levels, as errors name them.
@@ -140,13 +151,13 @@ _LEVELS = {1: "一级/红", 2: "二级/橙", 3: "三级/黄", 4: "四级/蓝"}
 def _ladder(rule: AlarmRuleSpec) -> tuple[str, float] | None:
     """The ladder a limit rule stands on and how extreme its limit is there (higher = worse).
 
-    Highs climb with their limit, lows with minus theirs, a rate of change with its rate;
-    state rules have no limit and stand on no ladder.
+    Highs climb with their limit, lows with minus theirs, a rate of change with its rate, a
+    deviation from the baseline with its distance; state rules stand on no ladder.
     """
     if rule.limit is None:
         return None
     if rule.type in ("hi", "hihi"):
-        return ("high", rule.limit)
+        return ("deviation" if rule.deviation else "high", rule.limit)
     if rule.type in ("lo", "lolo"):
         return ("low", -rule.limit)
     return ("rate", rule.limit)
@@ -161,7 +172,7 @@ def _check_ladder(rules: list[AlarmRuleSpec]) -> list[AlarmRuleSpec]:
     too. Raises ValueError naming the two rules; returns the rules unchanged.
     """
     for a, b in itertools.permutations(rules, 2):
-        if a.limit is None or b.limit is None:
+        if a.limit is None or b.limit is None or a.deviation != b.deviation:
             continue
         if (a.type, b.type) == ("hi", "hihi") and b.limit < a.limit:
             raise ValueError(

@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from drivers.profile import (
     AlarmLadder,
+    AlarmRuleSpec,
+    PointSpec,
     Profile,
     ProfileError,
     builtin_profiles,
@@ -25,6 +27,8 @@ from wire.topics import IDENT_RE
 IDENT = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 assert IDENT_RE.pattern == IDENT  # one definition of an id, checked at import
 
+
+Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 MAX_CONFIG_BYTES = 1024 * 1024  # ~10 000 devices; a real cabinet has a few hundred
 
@@ -158,6 +162,9 @@ class DeviceConfig(_Strict):
     max_gap: int | None = Field(default=None, ge=0, le=124)
     asset: str | None = Field(default=None, pattern=r"^\d{16}$")  # 部件标识码
     alarms: dict[str, AlarmLadder] = {}  # per point: replaces the profile's rules
+    # The installed zero of a point whose rules judge the deviation from it (`deviation: true`),
+    # in the point's unit: a cover seated at 1.5 degrees alarms at 11.5 and at -8.5, not at 10.
+    baselines: dict[str, Finite] = {}
     # A stale-data alarm per point when no good value arrived for this long (None: off).
     stale_after_s: float | None = Field(default=None, gt=0)
     stale_severity: int = Field(default=4, ge=1, le=4)
@@ -357,7 +364,44 @@ def resolve_profiles(
                     problems.append((f"{where}.alarms.{point}", reason))
                 elif reason := check_point_rules(profile.point(point), rules):
                     problems.append((f"{where}.alarms.{point}", reason))
+            problems += [(f"{where}.baselines.{p}", r) for p, r in _baseline_problems(dev, profile)]
             out[dev.id] = profile
     if problems:
         raise ConfigError(source, problems)
     return out
+
+
+def point_rules(dev: DeviceConfig, point: PointSpec) -> list[AlarmRuleSpec]:
+    """The alarm rules a device's point runs: the site's override, else the profile's."""
+    return dev.alarms.get(point.name, point.alarms)
+
+
+def deviation_points(dev: DeviceConfig, profile: Profile) -> list[PointSpec]:
+    """The points of a device with a rule that judges the deviation from a baseline."""
+    return [p for p in profile.points if any(r.deviation for r in point_rules(dev, p))]
+
+
+def _baseline_problems(dev: DeviceConfig, profile: Profile) -> list[tuple[str, str]]:
+    """(point, reason) for each baseline that names no point or that no rule would use."""
+    names = [p.name for p in profile.points]
+    judged = {p.name for p in deviation_points(dev, profile)}
+    problems = []
+    for point in dev.baselines:
+        if point not in names:
+            hint = difflib.get_close_matches(point, names, n=1)
+            problems.append(
+                (
+                    point,
+                    f"profile {profile.name!r} has no point {point!r}"
+                    + (f" (did you mean {hint[0]!r}?)" if hint else ""),
+                )
+            )
+        elif point not in judged:
+            problems.append(
+                (
+                    point,
+                    f"no alarm rule of point {point!r} judges a deviation (`deviation: true`), "
+                    "so a baseline would change nothing",
+                )
+            )
+    return problems

@@ -20,7 +20,7 @@ from drivers.errors import DriverError
 from drivers.planner import Value
 from drivers.profile import AlarmRuleSpec, Profile
 from edge.clock import ClockChange, ClockWatch, mono_ms, wall_ms
-from edge.config import ConfigError, GatewayConfig, load_config, resolve_profiles
+from edge.config import ConfigError, GatewayConfig, load_config, point_rules, resolve_profiles
 from edge.outbox import DeviceHealth, GatewayHealth, Outbox, Sample
 from edge.rules import AlarmEngine, ExceptionFilter, Rule, UnknownAlarm
 from edge.scheduler import BusPoller, Device, Health, make_device
@@ -51,8 +51,11 @@ def software_version() -> str:
         return "0+unknown"
 
 
-def to_rule(spec: AlarmRuleSpec) -> Rule:
-    """Translate a profile/config alarm rule into the rules engine's form."""
+def to_rule(spec: AlarmRuleSpec, baseline: float = 0.0) -> Rule:
+    """Translate a profile/config alarm rule into the rules engine's form.
+
+    `baseline` is the point's installed zero (its unit); only a deviation rule uses it.
+    """
     return Rule(
         type=spec.type,
         limit=spec.limit if spec.limit is not None else 0.0,
@@ -62,6 +65,7 @@ def to_rule(spec: AlarmRuleSpec) -> Rule:
         off_delay_s=spec.off_delay_s,
         when=spec.when if spec.when is not None else True,
         message=spec.message,
+        baseline=baseline if spec.deviation else None,
     )
 
 
@@ -127,7 +131,8 @@ class Gateway:
                 devs.append(dev)
                 self.devices[dc.id] = dev
                 for p in profile.points:
-                    rules = [to_rule(s) for s in dc.alarms.get(p.name, p.alarms)]
+                    baseline = dc.baselines.get(p.name, 0.0)
+                    rules = [to_rule(s, baseline) for s in point_rules(dc, p)]
                     if dc.stale_after_s is not None:
                         severity = Severity(dc.stale_severity)
                         rules.append(Rule("stale", dc.stale_after_s, severity))

@@ -69,7 +69,7 @@ def _extremity(rule: AlarmRuleSpec) -> tuple[str, float] | None:
     """(side, how extreme) of a limit rule: higher means a worse hazard on that side."""
     assert rule.limit is not None or rule.type == "state"
     if rule.type in ("hi", "hihi"):
-        return ("high", rule.limit or 0.0)
+        return ("deviation" if rule.deviation else "high", rule.limit or 0.0)
     if rule.type in ("lo", "lolo"):
         return ("low", -(rule.limit or 0.0))
     if rule.type == "roc":
@@ -110,6 +110,12 @@ LADDERS = [
         [rule("roc", 0.5, 2), rule("roc", 2, 4)],
         "roc at 2 is severity 4 (四级/蓝), less severe than roc at 0.5 (severity 2",
     ),
+    (
+        [rule("hi", 3, 2, deviation=True), rule("hihi", 5, 3, deviation=True)],
+        "hihi at ±5 is severity 3 (三级/黄), less severe than hi at ±3 (severity 2",
+    ),
+    ([rule("lo", 3, 2, deviation=True)], "only hi and hihi rules judge a deviation, not lo"),
+    ([rule("hi", 0, 2, deviation=True)], "a deviation limit is a distance from the baseline"),
 ]
 
 
@@ -128,15 +134,35 @@ def test_a_non_monotonic_ladder_is_rejected_with_file_point_and_reason(
 
 
 def test_ladders_on_different_sides_do_not_constrain_each_other(tmp_path: Path) -> None:
-    """A low alarm and a high alarm, or a limit and a rate, are separate ladders."""
-    alarms = [rule("hi", 253, 3), rule("lo", 187, 2), rule("roc", 5, 1), rule("hihi", 260, 3)]
+    """A low alarm and a high alarm, a limit and a rate, a value and a deviation: separate."""
+    alarms = [
+        rule("hi", 253, 3),
+        rule("lo", 187, 2),
+        rule("roc", 5, 1),
+        rule("hihi", 260, 3),
+        rule("hihi", 2, 4, deviation=True),
+    ]
     point = {"name": "v", "table": "holding", "address": 0, "dtype": "uint16", "alarms": alarms}
-    assert len(load_profile(write(tmp_path, [point])).point("v").alarms) == 4
+    assert len(load_profile(write(tmp_path, [point])).point("v").alarms) == 5
+
+
+@pytest.mark.parametrize(
+    ("profile", "points"),
+    [("manhole_cover", ["tilt_x", "tilt_y"]), ("tilt_sensor", ["angle_x", "angle_y"])],
+)
+def test_tilt_limits_judge_the_deviation_from_the_installed_baseline(
+    profile: str, points: list[str]
+) -> None:
+    """DESIGN.md: tilt is judged on |angle - installed baseline|, both directions."""
+    for name in points:
+        limits = [r for r in builtin_profiles()[profile].point(name).alarms if r.type != "roc"]
+        assert limits
+        assert all(r.type in ("hi", "hihi") and r.deviation for r in limits)
 
 
 def test_manhole_tilt_alarm_waits_two_seconds() -> None:
     (rule,) = builtin_profiles()["manhole_cover"].point("tilt_x").alarms
-    assert (rule.type, rule.limit, rule.on_delay_s) == ("hi", 10, 2)
+    assert (rule.type, rule.limit, rule.on_delay_s, rule.deviation) == ("hi", 10, 2, True)
 
 
 def test_unknown_key_is_rejected_with_suggestion(tmp_path: Path) -> None:
