@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
@@ -22,10 +23,18 @@ from drivers.profile import (
     check_point_rules,
     load_profile,
 )
+from wire import Location
+from wire.messages import DATUMS
 from wire.topics import IDENT_RE
 
 IDENT = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 assert IDENT_RE.pattern == IDENT  # one definition of an id, checked at import
+Datum = Literal["CGCS2000", "WGS84", "GCJ-02", "BD-09"]
+assert get_args(Datum) == DATUMS  # the wire's list of geodetic data, checked at import
+MAX_ADDRESS = 256  # characters: the wire's limit on a string
+# Control characters but tab, LF and CR (an address may have lines), C1 controls included:
+# the wire refuses the former, and YAML does not keep U+0085 (NEL) through a dump and a load.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
@@ -59,6 +68,31 @@ class TlsConfig(_Strict):
         if (self.cert is None) != (self.key is None):
             raise ValueError("a client certificate needs both `cert` and `key`")
         return self
+
+
+class LocationConfig(_Strict):
+    """Where a cabinet or a device is installed: longitude and latitude in degrees in `datum`
+    (CGCS2000, China's national datum, by default; WGS84 for raw GPS; GCJ-02 or BD-09 when
+    read off a Chinese web map), and its address. The collector places cases by it."""
+
+    lon: Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]
+    lat: Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)]
+    datum: Datum = "CGCS2000"
+    address: str = Field(default="", max_length=MAX_ADDRESS)
+
+    @field_validator("address")
+    @classmethod
+    def _printable(cls, v: str) -> str:
+        bad = _CONTROL.search(v)
+        if bad is not None:
+            raise ValueError(
+                f"control character U+{ord(bad.group()):04X} at {bad.start()}; an address is text"
+            )
+        return v
+
+    def to_wire(self) -> Location:
+        """The location as the wire carries it in a birth's device row."""
+        return Location(self.lon, self.lat, self.datum, self.address)
 
 
 class MqttConfig(_Strict):
@@ -169,6 +203,7 @@ class DeviceConfig(_Strict):
     stale_after_s: float | None = Field(default=None, gt=0)
     stale_severity: int = Field(default=4, ge=1, le=4)
     report: ReportConfig = ReportConfig()
+    location: LocationConfig | None = None  # where the device itself is; else the cabinet's
 
 
 class _Bus(_Strict):
@@ -178,6 +213,8 @@ class _Bus(_Strict):
     # arriving too soon after their last reply), and after opening the link before the first.
     request_delay_s: float = Field(default=0.0, ge=0, le=10)
     connect_delay_s: float = Field(default=0.0, ge=0, le=60)
+    # Where the bus's own cabinet or DTU box stands, when it is not the gateway's cabinet.
+    location: LocationConfig | None = None
 
 
 class _TcpLink(_Strict):
@@ -227,6 +264,7 @@ class GatewayConfig(_Strict):
     buffer: BufferConfig = BufferConfig()
     health: HealthConfig = HealthConfig()
     status_interval_s: float = Field(default=30, gt=0)
+    location: LocationConfig | None = None  # the cabinet's: its devices' unless they have one
     buses: list[Bus] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -242,6 +280,15 @@ class GatewayConfig(_Strict):
     def devices(self) -> list[DeviceConfig]:
         """Every device of every bus."""
         return [d for bus in self.buses for d in bus.devices]
+
+    def locations(self) -> dict[str, LocationConfig | None]:
+        """Device id -> where it is installed: its own location, else its bus's cabinet's,
+        else the gateway's cabinet's, else None."""
+        return {
+            dev.id: dev.location or bus.location or self.location
+            for bus in self.buses
+            for dev in bus.devices
+        }
 
     def hash(self) -> str:
         """A stable hash of the effective config (key order and comments do not matter)."""

@@ -20,7 +20,14 @@ from drivers.errors import DriverError
 from drivers.planner import Value
 from drivers.profile import AlarmRuleSpec, Profile
 from edge.clock import ClockChange, ClockWatch, mono_ms, wall_ms
-from edge.config import ConfigError, GatewayConfig, load_config, point_rules, resolve_profiles
+from edge.config import (
+    ConfigError,
+    GatewayConfig,
+    LocationConfig,
+    load_config,
+    point_rules,
+    resolve_profiles,
+)
 from edge.outbox import DeviceHealth, GatewayHealth, Outbox, Sample
 from edge.rules import AlarmEngine, ExceptionFilter, Rule, UnknownAlarm
 from edge.scheduler import BusPoller, Device, Health, make_device
@@ -32,6 +39,7 @@ from wire import (
     CommandReply,
     DeviceEvent,
     DeviceInfo,
+    Location,
     Quality,
     Severity,
 )
@@ -146,6 +154,7 @@ class Gateway:
 
     def birth(self) -> Birth:
         """The birth certificate of this session, with the current alarm picture."""
+        places = self.cfg.locations()
         return Birth(
             self.cfg.gateway,
             self.session,
@@ -164,6 +173,7 @@ class Gateway:
                     d.profile.family,
                     d.health.state is not Health.OFFLINE,
                     d.cfg.asset,
+                    _wire_location(places[d.id]),
                 )
                 for d in self.devices.values()
             ),
@@ -584,6 +594,10 @@ class Gateway:
 
 class GatewayFailed(Exception):
     """A task or callback of the gateway died; the process exits non-zero."""
+
+
+def _wire_location(loc: LocationConfig | None) -> Location | None:
+    return None if loc is None else loc.to_wire()
 
 
 def _iso(ms: int) -> str:
