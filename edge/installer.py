@@ -345,11 +345,11 @@ def _parse_location(text: str) -> dict[str, Any]:
         usage_error(f"{text!r}: longitude and latitude are finite numbers", "--location")
     if not -90 <= lat <= 90:
         usage_error(
-            f"{text!r}: latitude {lat:g} is beyond ±90 (longitude comes first: LON,LAT)",
+            f"{text!r}: latitude {parts[1]} is beyond ±90 (longitude comes first: LON,LAT)",
             "--location",
         )
     if not -180 <= lon <= 180:
-        usage_error(f"{text!r}: longitude {lon:g} is beyond ±180", "--location")
+        usage_error(f"{text!r}: longitude {parts[0]} is beyond ±180", "--location")
     given = parts[2] if len(parts) == 3 else "CGCS2000"
     by_key = {d.replace("-", "").upper(): d for d in DATUMS}
     datum = by_key.get(given.replace("-", "").upper())

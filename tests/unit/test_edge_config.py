@@ -33,10 +33,20 @@ def write(tmp_path: Path, data: object) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", ["gateway-single.yaml", "gateway-demo.yaml"])
+@pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.glob("*.yaml")))
 def test_shipped_examples_are_valid(name: str) -> None:
     cfg = load_config(EXAMPLES / name)
     assert resolve_profiles(cfg, EXAMPLES)
+
+
+def test_every_device_of_the_demo_has_a_place_in_xihu() -> None:
+    """The demo gateway announces every device with a location in 杭州市西湖区 (CGCS2000)."""
+    places = load_config(EXAMPLES / "gateway-demo.yaml").locations()
+    assert places
+    for device, place in places.items():
+        assert place is not None, device
+        assert (120.02 < place.lon < 120.17, 30.12 < place.lat < 30.34) == (True, True), device
+        assert place.address, device
 
 
 def test_defaults_and_hash_is_stable(tmp_path: Path) -> None:
