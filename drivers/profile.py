@@ -5,14 +5,23 @@ from __future__ import annotations
 import difflib
 import importlib.resources
 import itertools
+from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 __all__ = [
+    "AlarmLadder",
     "AlarmRuleSpec",
     "ByteOrder",
     "DataType",
@@ -23,6 +32,7 @@ __all__ = [
     "ProfileError",
     "Table",
     "builtin_profiles",
+    "check_point_rules",
     "load_profile",
 ]
 
@@ -98,6 +108,10 @@ class AlarmRuleSpec(_Strict):
     off_delay_s: float = 0
     severity: int = Field(ge=1, le=4)  # 1 = 一级 critical ... 4 = 四级 low
     when: bool | None = None  # state alarms: active when the value equals `when`
+    # hi/hihi only: judge the deviation |value - baseline| rather than the value, so that a tilt
+    # alarms whichever way it leans. The baseline (the installed zero) is set per device in the
+    # gateway config, or captured by `edge check --capture-baselines`; it defaults to 0.
+    deviation: bool = False
     message: str = ""
 
     @model_validator(mode="after")
@@ -114,9 +128,75 @@ class AlarmRuleSpec(_Strict):
                 raise ValueError(f"`when` is only for state alarms, not {self.type}")
             if self.type == "roc" and self.limit <= 0:
                 raise ValueError("a roc limit is a rate in units per second and must be > 0")
+        if self.deviation and self.type not in ("hi", "hihi"):
+            raise ValueError(
+                f"only hi and hihi rules judge a deviation, not {self.type}: |value - baseline|"
+                " is a distance, and a distance is alarmed when it is large"
+            )
+        if self.deviation and self.limit is not None and self.limit <= 0:
+            raise ValueError("a deviation limit is a distance from the baseline and must be > 0")
         if self.deadband < 0 or self.on_delay_s < 0 or self.off_delay_s < 0:
             raise ValueError("deadband and delays must be >= 0")
         return self
+
+    def describe(self) -> str:
+        """The rule as a ladder step in messages: `hihi at 50`, or `hi at ±10` for a deviation."""
+        return f"{self.type} at {'±' if self.deviation else ''}{self.limit:g}"
+
+
+# The national four warning levels, as errors name them.
+_LEVELS = {1: "一级/红", 2: "二级/橙", 3: "三级/黄", 4: "四级/蓝"}
+
+
+def _ladder(rule: AlarmRuleSpec) -> tuple[str, float] | None:
+    """The ladder a limit rule stands on and how extreme its limit is there (higher = worse).
+
+    Highs climb with their limit, lows with minus theirs, a rate of change with its rate, a
+    deviation from the baseline with its distance; state rules stand on no ladder.
+    """
+    if rule.limit is None:
+        return None
+    if rule.type in ("hi", "hihi"):
+        return ("deviation" if rule.deviation else "high", rule.limit)
+    if rule.type in ("lo", "lolo"):
+        return ("low", -rule.limit)
+    return ("rate", rule.limit)
+
+
+def _check_ladder(rules: list[AlarmRuleSpec]) -> list[AlarmRuleSpec]:
+    """Reject the rules of one point if a more extreme limit carries a less severe level.
+
+    ISA-18.2 / IEC 62682 prioritise an alarm by the consequence of not acting on it: on one
+    point, a hihi limit is a worse state than the hi below it, so it is never graded less
+    severe (1 = 一级/红 is the worst). A hihi below its hi, or a lolo above its lo, is rejected
+    too. Raises ValueError naming the two rules; returns the rules unchanged.
+    """
+    for a, b in itertools.permutations(rules, 2):
+        if a.limit is None or b.limit is None or a.deviation != b.deviation:
+            continue
+        if (a.type, b.type) == ("hi", "hihi") and b.limit < a.limit:
+            raise ValueError(
+                f"{b.describe()} is below {a.describe()}: a high-high limit is above the high"
+            )
+        if (a.type, b.type) == ("lo", "lolo") and b.limit > a.limit:
+            raise ValueError(
+                f"{b.describe()} is above {a.describe()}: a low-low limit is below the low"
+            )
+    for a, b in itertools.permutations(rules, 2):
+        on_a, on_b = _ladder(a), _ladder(b)
+        if on_a is None or on_b is None or on_a[0] != on_b[0]:
+            continue
+        if on_b[1] > on_a[1] and b.severity > a.severity:
+            raise ValueError(
+                f"{b.describe()} is severity {b.severity} ({_LEVELS[b.severity]}), less severe "
+                f"than {a.describe()} (severity {a.severity}, {_LEVELS[a.severity]}), a less "
+                "extreme limit: a worse hazard must never be graded less severe"
+            )
+    return rules
+
+
+# The alarm rules of one point, their ladder checked (profiles and site overrides alike).
+AlarmLadder = Annotated[list[AlarmRuleSpec], AfterValidator(_check_ladder)]
 
 
 class PointSpec(_Strict):
@@ -133,7 +213,7 @@ class PointSpec(_Strict):
     unit: str = ""
     length: int | None = Field(default=None, ge=1, le=125)
     writable: bool = False
-    alarms: list[AlarmRuleSpec] = []
+    alarms: AlarmLadder = []
     description: str = ""
 
     @property
@@ -187,11 +267,20 @@ class PointSpec(_Strict):
             raise ValueError("scale must not be 0")
 
     def _check_alarms(self) -> None:
-        for rule in self.alarms:
-            if rule.type == "state" and self.dtype not in (DataType.BOOL, DataType.BIT):
-                raise ValueError(f"a state alarm needs a bool or bit point, not {self.dtype}")
-            if rule.type in _NUMERIC_RULES and not self.is_numeric:
-                raise ValueError(f"a {rule.type} alarm needs a numeric point, not {self.dtype}")
+        problem = check_point_rules(self, self.alarms)
+        if problem:
+            raise ValueError(problem)
+
+
+def check_point_rules(point: PointSpec, rules: Sequence[AlarmRuleSpec]) -> str:
+    """What makes `rules` unfit for `point` ('' if nothing): a state rule on a number, a limit
+    on a bit. Used for the profile's own rules and for a site's override of them."""
+    for rule in rules:
+        if rule.type == "state" and point.dtype not in (DataType.BOOL, DataType.BIT):
+            return f"a state alarm needs a bool or bit point, not {point.dtype}"
+        if rule.type in _NUMERIC_RULES and not point.is_numeric:
+            return f"a {rule.type} alarm needs a numeric point, not {point.dtype}"
+    return ""
 
 
 class IdRegister(_Strict):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
@@ -12,12 +13,31 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from drivers.profile import AlarmRuleSpec, Profile, ProfileError, builtin_profiles, load_profile
+from drivers.profile import (
+    AlarmLadder,
+    AlarmRuleSpec,
+    PointSpec,
+    Profile,
+    ProfileError,
+    builtin_profiles,
+    check_point_rules,
+    load_profile,
+)
+from wire import Location
+from wire.messages import DATUMS
 from wire.topics import IDENT_RE
 
 IDENT = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 assert IDENT_RE.pattern == IDENT  # one definition of an id, checked at import
+Datum = Literal["CGCS2000", "WGS84", "GCJ-02", "BD-09"]
+assert get_args(Datum) == DATUMS  # the wire's list of geodetic data, checked at import
+MAX_ADDRESS = 256  # characters: the wire's limit on a string
+# Control characters but tab, LF and CR (an address may have lines), C1 controls included:
+# the wire refuses the former, and YAML does not keep U+0085 (NEL) through a dump and a load.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
+
+Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 MAX_CONFIG_BYTES = 1024 * 1024  # ~10 000 devices; a real cabinet has a few hundred
 
@@ -48,6 +68,31 @@ class TlsConfig(_Strict):
         if (self.cert is None) != (self.key is None):
             raise ValueError("a client certificate needs both `cert` and `key`")
         return self
+
+
+class LocationConfig(_Strict):
+    """Where a cabinet or a device is installed: longitude and latitude in degrees in `datum`
+    (CGCS2000, China's national datum, by default; WGS84 for raw GPS; GCJ-02 or BD-09 when
+    read off a Chinese web map), and its address. The collector places cases by it."""
+
+    lon: Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]
+    lat: Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)]
+    datum: Datum = "CGCS2000"
+    address: str = Field(default="", max_length=MAX_ADDRESS)
+
+    @field_validator("address")
+    @classmethod
+    def _printable(cls, v: str) -> str:
+        bad = _CONTROL.search(v)
+        if bad is not None:
+            raise ValueError(
+                f"control character U+{ord(bad.group()):04X} at {bad.start()}; an address is text"
+            )
+        return v
+
+    def to_wire(self) -> Location:
+        """The location as the wire carries it in a birth's device row."""
+        return Location(self.lon, self.lat, self.datum, self.address)
 
 
 class MqttConfig(_Strict):
@@ -150,11 +195,15 @@ class DeviceConfig(_Strict):
     max_registers: int | None = Field(default=None, ge=1, le=125)
     max_gap: int | None = Field(default=None, ge=0, le=124)
     asset: str | None = Field(default=None, pattern=r"^\d{16}$")  # 部件标识码
-    alarms: dict[str, list[AlarmRuleSpec]] = {}  # per point: replaces the profile's rules
+    alarms: dict[str, AlarmLadder] = {}  # per point: replaces the profile's rules
+    # The installed zero of a point whose rules judge the deviation from it (`deviation: true`),
+    # in the point's unit: a cover seated at 1.5 degrees alarms at 11.5 and at -8.5, not at 10.
+    baselines: dict[str, Finite] = {}
     # A stale-data alarm per point when no good value arrived for this long (None: off).
     stale_after_s: float | None = Field(default=None, gt=0)
     stale_severity: int = Field(default=4, ge=1, le=4)
     report: ReportConfig = ReportConfig()
+    location: LocationConfig | None = None  # where the device itself is; else the cabinet's
 
 
 class _Bus(_Strict):
@@ -164,6 +213,8 @@ class _Bus(_Strict):
     # arriving too soon after their last reply), and after opening the link before the first.
     request_delay_s: float = Field(default=0.0, ge=0, le=10)
     connect_delay_s: float = Field(default=0.0, ge=0, le=60)
+    # Where the bus's own cabinet or DTU box stands, when it is not the gateway's cabinet.
+    location: LocationConfig | None = None
 
 
 class _TcpLink(_Strict):
@@ -213,6 +264,7 @@ class GatewayConfig(_Strict):
     buffer: BufferConfig = BufferConfig()
     health: HealthConfig = HealthConfig()
     status_interval_s: float = Field(default=30, gt=0)
+    location: LocationConfig | None = None  # the cabinet's: its devices' unless they have one
     buses: list[Bus] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -228,6 +280,15 @@ class GatewayConfig(_Strict):
     def devices(self) -> list[DeviceConfig]:
         """Every device of every bus."""
         return [d for bus in self.buses for d in bus.devices]
+
+    def locations(self) -> dict[str, LocationConfig | None]:
+        """Device id -> where it is installed: its own location, else its bus's cabinet's,
+        else the gateway's cabinet's, else None."""
+        return {
+            dev.id: dev.location or bus.location or self.location
+            for bus in self.buses
+            for dev in bus.devices
+        }
 
     def hash(self) -> str:
         """A stable hash of the effective config (key order and comments do not matter)."""
@@ -341,14 +402,53 @@ def resolve_profiles(
                     reason = f"point {pt.name!r} alone takes {pt.register_count} registers"
                     problems.append((f"{where}.max_registers", reason))
                     break
-            for point in dev.alarms:
+            for point, rules in dev.alarms.items():
                 if point not in names:
                     hint = difflib.get_close_matches(point, names, n=1)
                     reason = f"profile {profile.name!r} has no point {point!r}" + (
                         f" (did you mean {hint[0]!r}?)" if hint else ""
                     )
                     problems.append((f"{where}.alarms.{point}", reason))
+                elif reason := check_point_rules(profile.point(point), rules):
+                    problems.append((f"{where}.alarms.{point}", reason))
+            problems += [(f"{where}.baselines.{p}", r) for p, r in _baseline_problems(dev, profile)]
             out[dev.id] = profile
     if problems:
         raise ConfigError(source, problems)
     return out
+
+
+def point_rules(dev: DeviceConfig, point: PointSpec) -> list[AlarmRuleSpec]:
+    """The alarm rules a device's point runs: the site's override, else the profile's."""
+    return dev.alarms.get(point.name, point.alarms)
+
+
+def deviation_points(dev: DeviceConfig, profile: Profile) -> list[PointSpec]:
+    """The points of a device with a rule that judges the deviation from a baseline."""
+    return [p for p in profile.points if any(r.deviation for r in point_rules(dev, p))]
+
+
+def _baseline_problems(dev: DeviceConfig, profile: Profile) -> list[tuple[str, str]]:
+    """(point, reason) for each baseline that names no point or that no rule would use."""
+    names = [p.name for p in profile.points]
+    judged = {p.name for p in deviation_points(dev, profile)}
+    problems = []
+    for point in dev.baselines:
+        if point not in names:
+            hint = difflib.get_close_matches(point, names, n=1)
+            problems.append(
+                (
+                    point,
+                    f"profile {profile.name!r} has no point {point!r}"
+                    + (f" (did you mean {hint[0]!r}?)" if hint else ""),
+                )
+            )
+        elif point not in judged:
+            problems.append(
+                (
+                    point,
+                    f"no alarm rule of point {point!r} judges a deviation (`deviation: true`), "
+                    "so a baseline would change nothing",
+                )
+            )
+    return problems

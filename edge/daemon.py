@@ -20,7 +20,14 @@ from drivers.errors import DriverError
 from drivers.planner import Value
 from drivers.profile import AlarmRuleSpec, Profile
 from edge.clock import ClockChange, ClockWatch, mono_ms, wall_ms
-from edge.config import ConfigError, GatewayConfig, load_config, resolve_profiles
+from edge.config import (
+    ConfigError,
+    GatewayConfig,
+    LocationConfig,
+    load_config,
+    point_rules,
+    resolve_profiles,
+)
 from edge.outbox import DeviceHealth, GatewayHealth, Outbox, Sample
 from edge.rules import AlarmEngine, ExceptionFilter, Rule, UnknownAlarm
 from edge.scheduler import BusPoller, Device, Health, make_device
@@ -32,6 +39,7 @@ from wire import (
     CommandReply,
     DeviceEvent,
     DeviceInfo,
+    Location,
     Quality,
     Severity,
 )
@@ -51,8 +59,11 @@ def software_version() -> str:
         return "0+unknown"
 
 
-def to_rule(spec: AlarmRuleSpec) -> Rule:
-    """Translate a profile/config alarm rule into the rules engine's form."""
+def to_rule(spec: AlarmRuleSpec, baseline: float = 0.0) -> Rule:
+    """Translate a profile/config alarm rule into the rules engine's form.
+
+    `baseline` is the point's installed zero (its unit); only a deviation rule uses it.
+    """
     return Rule(
         type=spec.type,
         limit=spec.limit if spec.limit is not None else 0.0,
@@ -62,6 +73,7 @@ def to_rule(spec: AlarmRuleSpec) -> Rule:
         off_delay_s=spec.off_delay_s,
         when=spec.when if spec.when is not None else True,
         message=spec.message,
+        baseline=baseline if spec.deviation else None,
     )
 
 
@@ -127,7 +139,8 @@ class Gateway:
                 devs.append(dev)
                 self.devices[dc.id] = dev
                 for p in profile.points:
-                    rules = [to_rule(s) for s in dc.alarms.get(p.name, p.alarms)]
+                    baseline = dc.baselines.get(p.name, 0.0)
+                    rules = [to_rule(s, baseline) for s in point_rules(dc, p)]
                     if dc.stale_after_s is not None:
                         severity = Severity(dc.stale_severity)
                         rules.append(Rule("stale", dc.stale_after_s, severity))
@@ -141,6 +154,7 @@ class Gateway:
 
     def birth(self) -> Birth:
         """The birth certificate of this session, with the current alarm picture."""
+        places = self.cfg.locations()
         return Birth(
             self.cfg.gateway,
             self.session,
@@ -159,6 +173,7 @@ class Gateway:
                     d.profile.family,
                     d.health.state is not Health.OFFLINE,
                     d.cfg.asset,
+                    _wire_location(places[d.id]),
                 )
                 for d in self.devices.values()
             ),
@@ -579,6 +594,10 @@ class Gateway:
 
 class GatewayFailed(Exception):
     """A task or callback of the gateway died; the process exits non-zero."""
+
+
+def _wire_location(loc: LocationConfig | None) -> Location | None:
+    return None if loc is None else loc.to_wire()
 
 
 def _iso(ms: int) -> str:

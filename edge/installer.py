@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -20,6 +21,7 @@ import typer
 from edge.cli_output import fail, print_json, print_table, usage_error
 
 if TYPE_CHECKING:
+    from drivers.planner import Value
     from drivers.profile import Profile
     from drivers.scan import LineSettings, ScanResult, Target
     from edge.config import Bus, DeviceConfig, GatewayConfig
@@ -321,28 +323,100 @@ def _ask(value: str | None, prompt: str, param: str, required: bool = True) -> s
     return ""
 
 
-def _render_config(
-    data: dict[str, Any], location: str, grid: str, buses: list[dict[str, Any]]
-) -> str:
+def _parse_location(text: str) -> dict[str, Any]:
+    """--location LON,LAT[,DATUM]: degrees, longitude first; the datum CGCS2000 unless given."""
+    from wire.messages import DATUMS
+
+    example = "e.g. 120.1302,30.2745 or 120.1302,30.2745,WGS84"
+    parts = [x.strip() for x in text.split(",")]
+    if len(parts) not in (2, 3):
+        usage_error(
+            f"{text!r}: expected LON,LAT[,DATUM] in degrees ({example}); the address goes in "
+            "--address",
+            "--location",
+        )
+    try:
+        lon, lat = float(parts[0]), float(parts[1])
+    except ValueError:
+        usage_error(
+            f"{text!r}: longitude and latitude are numbers of degrees ({example})", "--location"
+        )
+    if not (math.isfinite(lon) and math.isfinite(lat)):
+        usage_error(f"{text!r}: longitude and latitude are finite numbers", "--location")
+    if not -90 <= lat <= 90:
+        usage_error(
+            f"{text!r}: latitude {parts[1]} is beyond ±90 (longitude comes first: LON,LAT)",
+            "--location",
+        )
+    if not -180 <= lon <= 180:
+        usage_error(f"{text!r}: longitude {parts[0]} is beyond ±180", "--location")
+    given = parts[2] if len(parts) == 3 else "CGCS2000"
+    by_key = {d.replace("-", "").upper(): d for d in DATUMS}
+    datum = by_key.get(given.replace("-", "").upper())
+    if datum is None:
+        usage_error(f"{given!r} is not a datum: use one of {', '.join(DATUMS)}", "--location")
+    return {"lon": lon, "lat": lat, "datum": datum}
+
+
+def _comment(text: str) -> str:
+    """One comment line: text from a scan file or an option never starts a YAML line."""
+    return " ".join(text.splitlines())
+
+
+def _render_config(data: dict[str, Any], grid: str, buses: list[dict[str, Any]]) -> str:
     import yaml
 
     stamp = time.strftime("%Y-%m-%d %H:%M:%S %z")
     head = [
-        f"# Gateway {data['gateway']} at site {data['site']}, made by `lifeline edge commission`"
+        f"Gateway {data['gateway']} at site {data['site']}, made by `lifeline edge commission`"
         f" on {stamp}.",
-        f"# Location: {location or '(not given)'}    单元网格 (grid cell): {grid or '(not given)'}",
-        "# Register the assets below with the collector (asset registry) so alarms become cases.",
-        "# Devices found by the scan:",
+        f"单元网格 (grid cell): {grid or '(not given)'}",
+        "Register the assets below with the collector (asset registry) so alarms become cases.",
+        "Devices found by the scan:",
     ]
     for bus in buses:
         for dev in bus["devices"]:
             s = dev["scan"]
             head.append(
-                f"#   {dev['id']}: unit {s['unit']}, {s['vendor']} {s['model']} firmware "
+                f"  {dev['id']}: unit {s['unit']}, {s['vendor']} {s['model']} firmware "
                 f"{s['firmware']}, asset {dev.get('asset') or '(none)'}"
             )
     body = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
-    return "\n".join(head) + "\n" + body
+    return "".join(f"# {_comment(line)}\n" for line in head) + body
+
+
+def _write_checked(text: str, dest: Path, cfg: GatewayConfig) -> None:
+    """Write a config file and read it back; fail unless it is exactly the config meant.
+
+    The text is checked before it is written (stdout included), the file again after: what the
+    gateway will load is what was validated, whatever an address or a scan file held.
+    """
+    import yaml
+
+    from edge.config import ConfigError, load_config, parse_config
+
+    try:
+        meant = parse_config(yaml.safe_load(text), str(dest)) == cfg
+    except (ConfigError, yaml.YAMLError) as exc:
+        fail(f"the config written for {dest} does not read back: {exc}; nothing written")
+    if not meant:
+        fail(f"the config written for {dest} reads back differently; nothing written")
+    if str(dest) == "-":
+        sys.stdout.write(text)
+        return
+    tmp = dest.with_name(f".{dest.name}.lifeline-tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, dest)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        fail(f"cannot write {dest}: {exc.strerror}")
+    try:
+        written = load_config(dest)
+    except ConfigError as exc:
+        fail(f"{dest} was written but does not load: {exc}")
+    if written != cfg:
+        fail(f"{dest} was written but reads back differently: check the disk, then run again")
 
 
 def commission_command(
@@ -365,7 +439,14 @@ def commission_command(
     ] = None,
     site: Annotated[str | None, typer.Option(help="Site (district) id, e.g. xihu.")] = None,
     location: Annotated[
-        str | None, typer.Option(help="Where the cabinet stands (address), for the record.")
+        str | None,
+        typer.Option(
+            help="Where the cabinet stands: LON,LAT[,DATUM] in degrees, longitude first; DATUM "
+            "is CGCS2000 (the default), WGS84 (raw GPS), GCJ-02 or BD-09 (Chinese web maps)."
+        ),
+    ] = None,
+    address: Annotated[
+        str | None, typer.Option(help="The cabinet's address, kept with --location.")
     ] = None,
     grid: Annotated[
         str | None, typer.Option(help="单元网格 (grid cell) code of the cabinet.")
@@ -414,8 +495,15 @@ def commission_command(
     gw = _ask(gateway, "Gateway id", "--gateway")
     st = _ask(site, "Site id", "--site")
     url = _ask(broker, "MQTT broker URL", "--broker")
-    loc = _ask(location, "Location (address)", "--location", required=False)
+    loc = _ask(location, "Cabinet location LON,LAT[,DATUM] (empty: none)", "--location", False)
+    place = _parse_location(loc) if loc else None
+    if place is not None:
+        place["address"] = _ask(address, "Cabinet address", "--address", required=False)
+    elif address:
+        usage_error("--address is kept with a --location LON,LAT: give both", "--address")
     cell = _ask(grid, "单元网格 (grid cell) code", "--grid", required=False)
+    if cell and not re.fullmatch(r"\d{6,20}", cell):
+        usage_error(f"{cell!r}: a 单元网格 code is 6 to 20 digits", "--grid")
     assets = _parse_assets(asset or [], buses)
     if not asset and sys.stdin.isatty():
         for bus in buses:
@@ -433,6 +521,7 @@ def commission_command(
     data: dict[str, Any] = {
         "gateway": gw,
         "site": st,
+        **({"location": place} if place is not None else {}),
         "mqtt": {"url": url, "root": mqtt_root},
         "buffer": {"path": buffer_path},
         "buses": [],
@@ -458,11 +547,9 @@ def commission_command(
         resolve_profiles(cfg, Path.cwd(), str(dest))
     except ConfigError as exc:
         fail(f"{exc}\nfix the option named above and run commission again")
-    text = _render_config(data, loc, cell, buses)
+    _write_checked(_render_config(data, cell, buses), dest, cfg)
     if str(dest) == "-":
-        sys.stdout.write(text)
         return
-    dest.write_text(text, encoding="utf-8")
     n = len(cfg.devices())
     missing = [d.id for d in cfg.devices() if d.asset is None]
     typer.echo(f"wrote {dest}: gateway {gw} at site {st}, {len(cfg.buses)} bus(es), {n} device(s)")
@@ -757,7 +844,19 @@ def _report_flash(root: Path, plan: Sequence[_Planned], results: list[str], as_j
 # --- check -----------------------------------------------------------------------------------
 
 
-async def _check_device(bus: Bus, dev: DeviceConfig, profile: Profile) -> tuple[bool, str]:
+@dataclass(frozen=True)
+class _DeviceCheck:
+    ok: bool
+    detail: str
+    baselines: dict[str, float]  # captured installed zeros, point -> value (its unit)
+
+
+async def _check_device(
+    bus: Bus, dev: DeviceConfig, profile: Profile, capture: int
+) -> _DeviceCheck:
+    """Identify a device and read it in full; with `capture` > 0, read it that many times, one
+    poll interval apart, and keep the median of each point judged on its deviation as the
+    point's baseline."""
     from drivers.errors import DriverError
     from drivers.link import poll_device
     from drivers.planner import plan_reads
@@ -772,14 +871,20 @@ async def _check_device(bus: Bus, dev: DeviceConfig, profile: Profile) -> tuple[
             link, dev.unit, plan_reads(profile.identification.as_points()), dev.timeout_s, 1
         )
         if not profile.identification.matches(ident):
-            return False, (
+            return _DeviceCheck(
+                False,
                 f"unit {dev.unit} is not a {profile.model}: it reports vendor id "
                 f"{ident.get('vendor_id')}, model id {ident.get('model_id')}; check the unit id "
-                "or the profile (scan the bus to see what is there)"
+                "or the profile (scan the bus to see what is there)",
+                {},
             )
         values = await reader.poll(link)
+        reads = [values] if capture else []
+        while len(reads) < capture:  # one poll interval apart: fresh samples, not one repeated
+            await asyncio.sleep(dev.interval_s)
+            reads.append(await reader.poll(link))
     except DriverError as exc:
-        return False, f"{exc}; check wiring, power, unit id and line settings"
+        return _DeviceCheck(False, f"{exc}; check wiring, power, unit id and line settings", {})
     finally:
         await link.aclose()
     fw = ident.get("firmware_version")
@@ -798,7 +903,94 @@ async def _check_device(bus: Bus, dev: DeviceConfig, profile: Profile) -> tuple[
         notes.append(f"{stats.noise_bytes} noise bytes skipped (check termination, shielding)")
     if stats.stale_answers:
         notes.append("late answers skipped (raise timeout_s)")
-    return True, detail + "".join(f"; {n}" for n in notes)
+    detail += "".join(f"; {n}" for n in notes)
+    if not reads:
+        return _DeviceCheck(True, detail, {})
+    baselines, problem = _baselines(dev, profile, reads)
+    if problem:
+        return _DeviceCheck(False, f"{detail}; no baseline captured: {problem}", {})
+    shown = ", ".join(f"{k}={v:g}" for k, v in baselines.items())
+    return _DeviceCheck(True, f"{detail}; baseline {shown}" if shown else detail, baselines)
+
+
+def _baselines(
+    dev: DeviceConfig, profile: Profile, reads: list[dict[str, Value]]
+) -> tuple[dict[str, float], str]:
+    """The median of `reads` for each point judged on its deviation, or why there is none.
+
+    A reading as far from 0 as its smallest alarm limit is refused: the device is not mounted
+    as installed (a cover off its frame, a pole already leaning), and such a zero would hide it.
+    """
+    import statistics
+
+    from edge.config import deviation_points, point_rules
+
+    out: dict[str, float] = {}
+    for point in deviation_points(dev, profile):
+        got = [r.get(point.name) for r in reads]
+        numbers = [float(v) for v in got if isinstance(v, int | float) and math.isfinite(v)]
+        if len(numbers) != len(reads):
+            return (
+                {},
+                f"{point.name} gave no number in {len(reads) - len(numbers)} of {len(reads)} reads",
+            )
+        zero = round(statistics.median(numbers), 4)
+        limit = min(r.limit or 0.0 for r in point_rules(dev, point) if r.deviation)
+        if abs(zero) >= limit:
+            unit = f" {point.unit}" if point.unit else ""
+            return {}, (
+                f"{point.name} reads {zero:g}{unit}, {limit:g} or more from 0, as far as its "
+                "alarm limit: mount the device as installed (or set `baselines` by hand)"
+            )
+        out[point.name] = zero
+    return out, ""
+
+
+def _write_baselines(path: Path, found: dict[str, dict[str, float]]) -> tuple[bool, str]:
+    """Merge captured baselines into the config file at `path`: (done, what happened).
+
+    The file is rewritten through the YAML library (its leading comment block kept, its mode
+    kept: a flashed card's config holds a password), checked to be the old config plus exactly
+    these baselines before it replaces the old file, and loaded again after. When anything of
+    that goes wrong the old file stays as it was, and the reason is returned.
+    """
+    import yaml
+
+    from edge.config import ConfigError, GatewayConfig, load_config, parse_config
+
+    try:
+        text = path.read_text(encoding="utf-8")
+        before = load_config(path).model_dump()
+    except (OSError, ConfigError) as exc:
+        return False, f"cannot read {path} again: {exc}"
+    for bus in before["buses"]:
+        for dev in bus["devices"]:
+            dev["baselines"] = {**dev["baselines"], **found.get(dev["id"], {})}
+    expected = GatewayConfig.model_validate(before)
+    lines = text.splitlines(keepends=True)
+    n_head = next((i for i, line in enumerate(lines) if not line.startswith("#")), len(lines))
+    data = yaml.safe_load(text)
+    for bus in data["buses"]:
+        for dev in bus["devices"]:
+            if dev["id"] in found:
+                dev["baselines"] = {**(dev.get("baselines") or {}), **found[dev["id"]]}
+    body = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
+    new_text = "".join(lines[:n_head]) + body
+    try:
+        if parse_config(yaml.safe_load(new_text), str(path)) != expected:
+            return False, "the rewritten config would change more than its baselines: not written"
+    except ConfigError as exc:
+        return False, f"the config with these baselines does not validate ({exc}): not written"
+    try:
+        _write(path.parent, _Planned(path.name, new_text.encode(), path.stat().st_mode & 0o777))
+        if load_config(path) != expected:
+            return False, f"{path} was written but reads back differently: check the disk"
+    except (OSError, ConfigError) as exc:
+        return False, f"writing {path} failed: {exc}"
+    points = sum(len(v) for v in found.values())
+    lost = "#" in "".join(lines[n_head:])  # perhaps only a '#' inside a value: say it anyway
+    kept = " (comments below its header are not kept)" if lost else ""
+    return True, f"wrote {points} point(s) of {len(found)} device(s) into {path}{kept}"
 
 
 def _check_broker(cfg: GatewayConfig, timeout: float) -> tuple[bool, str]:
@@ -858,13 +1050,26 @@ def check_command(
     broker_timeout: Annotated[
         float, typer.Option(help="Seconds to wait for the broker's CONNACK and PUBACK.", min=0.1)
     ] = 5.0,
+    capture_baselines: Annotated[
+        bool,
+        typer.Option(
+            "--capture-baselines",
+            help="Record each device's installed zero: the median of --reads reads of every "
+            "point judged on its deviation (tilt), written into the config as `baselines`.",
+        ),
+    ] = False,
+    capture_reads: Annotated[
+        int, typer.Option("--reads", help="Reads per device for --capture-baselines.", min=1)
+    ] = 5,
     as_json: JsonOpt = False,
 ) -> None:
     """Check a site: the config, every configured device, and the broker. Exit 1 on any failure.
 
     Each device must answer its identification block as its profile expects and give one full
     read; the broker must accept a QoS 1 test status message on the gateway's own status topic.
-    Run it with the gateway daemon stopped: a serial port carries one master at a time.
+    With --capture-baselines, once the sensors are mounted, the angle each tilt point reads now
+    becomes its installed zero in the config (a reading as far from 0 as its alarm limit is
+    refused). Run it with the gateway daemon stopped: a serial port carries one master at a time.
     """
     from edge.config import ConfigError, load_config, resolve_profiles
 
@@ -880,18 +1085,28 @@ def check_command(
         _report_checks(checks, as_json)
         fail(f"{config} is not a valid gateway config; fix it and check again")
     checks.append(("config", True, f"gateway {cfg.gateway} at site {cfg.site}, hash {cfg.hash()}"))
+    found: dict[str, dict[str, float]] = {}
 
     async def probe_all() -> list[tuple[str, bool, str]]:
         out = []
         for bus in cfg.buses:
             for dev in bus.devices:
-                ok, why = await _check_device(bus, dev, profiles[dev.id])
-                out.append((f"device {dev.id} (unit {dev.unit})", ok, why))
+                got = await _check_device(bus, dev, profiles[dev.id], capture)
+                out.append((f"device {dev.id} (unit {dev.unit})", got.ok, got.detail))
+                if got.baselines:
+                    found[dev.id] = got.baselines
         return out
 
+    capture = capture_reads if capture_baselines else 0
     checks.extend(asyncio.run(probe_all()))
     ok, why = _check_broker(cfg, broker_timeout)
     checks.append((f"broker {cfg.mqtt.url}", ok, why))
+    if capture_baselines:
+        if found:
+            checks.append(("baselines", *_write_baselines(config, found)))
+        else:
+            why = "nothing captured: no device that answered has a point judged on its deviation"
+            checks.append(("baselines", True, why))
     _report_checks(checks, as_json)
     failed = [name for name, ok, _ in checks if not ok]
     if failed:

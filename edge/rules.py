@@ -23,7 +23,12 @@ DEVICE_POINT = "_device"  # the point name comm-loss alarms are raised on
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """One alarm rule on one point: `limit` is a value, a rate per second, or seconds for stale."""
+    """One alarm rule on one point: `limit` is a value, a rate per second, or seconds for stale.
+
+    With a `baseline`, a hi/hihi rule judges the deviation |value - baseline| instead of the
+    value (a tilt is judged from the installed zero, whichever way it leans); `limit` and
+    `deadband` are then distances from the baseline.
+    """
 
     type: str
     limit: float = 0.0
@@ -33,6 +38,7 @@ class Rule:
     off_delay_s: float = 0.0
     when: Value = True  # the value that raises a `state` alarm
     message: str = ""
+    baseline: float | None = None  # None: the value itself is judged
 
     def __post_init__(self) -> None:
         if self.type not in RULE_TYPES:
@@ -41,6 +47,8 @@ class Rule:
             )
         if self.deadband < 0 or self.on_delay_s < 0 or self.off_delay_s < 0:
             raise ValueError("deadband and delays must not be negative")
+        if self.baseline is not None and self.type not in ("hi", "hihi"):
+            raise ValueError(f"only hi and hihi rules judge a deviation, not {self.type}")
 
 
 class UnknownAlarm(KeyError):
@@ -230,6 +238,8 @@ class AlarmEngine:
                 return None
             rate = abs(x - prev) / dt
             return rate >= rule.limit if not t.condition else rate > rule.limit - rule.deadband
+        if rule.baseline is not None:
+            x = abs(x - rule.baseline)
         return _limit_condition(rule, x, t.condition)
 
     def _advance(
@@ -278,6 +288,10 @@ class AlarmEngine:
         rule = t.rule
         kind = rule.type
         limit: Value = None if kind in ("state", COMM_LOSS) else rule.limit
+        if rule.baseline is not None:  # the bound crossed, in the point's unit: -25 beyond -10
+            x = _number(value)
+            below = x is not None and x < rule.baseline
+            limit = rule.baseline - rule.limit if below else rule.baseline + rule.limit
         message = rule.message or _default_message(kind, point, rule)
         assert t.alarm_id is not None
         return AlarmEvent(
@@ -306,6 +320,8 @@ def _default_message(kind: str, point: str, rule: Rule) -> str:
     if kind == "roc":
         return f"{point} changing faster than {rule.limit:g}/s"
     word = {"hihi": "high-high", "hi": "high", "lo": "low", "lolo": "low-low"}[kind]
+    if rule.baseline is not None:
+        return f"{point} {word}: more than {rule.limit:g} from its baseline {rule.baseline:g}"
     return f"{point} {word} (limit {rule.limit:g})"
 
 

@@ -264,10 +264,11 @@ def set_sim_value(endpoints: dict[str, Any], device: str, point: str, value: flo
 
 
 def test_gas_alarm_reaches_broker_ahead_of_backlog(tmp_path: Path, topic_root: str) -> None:
-    """A leak rising through 20 then 50 %LEL raises 一级 then 二级 within polls + the on-delay."""
+    """A leak rising through 20 then 50 %LEL raises the GB/T 50493 first stage (severity 2) and
+    then the second (severity 1) within polls + the on-delay."""
     from tests.services import start_mosquitto
 
-    interval, on_delay_1 = 0.5, 1.0  # gas_detector.yaml: hi 20 %LEL 一级 waits 1 s; hihi 二级 none
+    interval, on_delay_1 = 0.5, 1.0  # gas_detector.yaml: hi 20 %LEL waits 1 s; hihi 50 none
     slack_ms = 300  # scheduling on a shared 2-core machine; an on-time alarm needs far less
     gas = [{"id": "gas-01", "unit": 1, "profile": "gas_detector", "set": {"gas_concentration": 0}}]
     with start_mosquitto() as broker, simulator(tmp_path, gas) as eps:
@@ -295,14 +296,14 @@ def test_gas_alarm_reaches_broker_ahead_of_backlog(tmp_path: Path, topic_root: s
                 rows = [r for r in logbook.alarms(log) if r.alarm_type in ("hi", "hihi")]
                 return sorted(rows, key=lambda r: r.ts_ms)
 
-            wait_for(lambda: len(limit_alarms()) >= 1, 20, "the 一级 alarm")
+            wait_for(lambda: len(limit_alarms()) >= 1, 20, "the first-stage alarm")
             step_2 = time.time_ns() // 1_000_000
             set_sim_value(eps, "gas-01", "gas_concentration", 60.0)
-            wait_for(lambda: len(limit_alarms()) >= 2, 20, "the 二级 alarm")
+            wait_for(lambda: len(limit_alarms()) >= 2, 20, "the second-stage alarm")
             first, second = limit_alarms()[:2]
-            assert (first.alarm_type, first.severity) == ("hi", 1)  # 一级 at 20 %LEL
-            assert (second.alarm_type, second.severity) == ("hihi", 2)  # 二级 at 50 %LEL
-            # The first poll after the step sees the leak; a timer raises 一级 when the on-delay
+            assert (first.alarm_type, first.severity) == ("hi", 2)  # 一级报警 at 20 %LEL: 橙
+            assert (second.alarm_type, second.severity) == ("hihi", 1)  # 二级报警 at 50: 红
+            # The first poll after the step sees the leak; a timer raises it when the on-delay
             # has run from that sample, without waiting for another poll.
             assert first.ts_ms - step_1 <= (interval + on_delay_1) * 1000 + slack_ms
             assert second.ts_ms - step_2 <= interval * 1000 + slack_ms
@@ -315,7 +316,7 @@ def test_gas_alarm_reaches_broker_ahead_of_backlog(tmp_path: Path, topic_root: s
     durable = [m for m in sub.messages if m.kind in (Kind.DATA, Kind.ALARM, Kind.DEVICE)]
     assert isinstance(durable[0], AlarmBatch)  # ahead of the 100 000-reading backlog
     limits = [e for e in durable[0].events if e.alarm_type in ("hi", "hihi")]
-    assert [e.severity for e in limits] == [1, 2]
+    assert [e.severity for e in limits] == [2, 1]
 
 
 def test_reload_with_invalid_file_keeps_polling_and_says_why(

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import termios
@@ -174,7 +175,8 @@ def test_commission_flash_check_on_a_temporary_card(
     config = tmp_path / "gw.yaml"
     r = edge(
         "commission", *scans,
-        "--gateway", "gw-test-01", "--site", "xihu", "--location", "文三路 412 号",
+        "--gateway", "gw-test-01", "--site", "xihu", "--location", "120.1302,30.2745",
+        "--address", "文三路 412 号",
         "--grid", "330106001002", "--asset", "mh-01=3301060111000101",
         "--broker", mqtt_url, "--mqtt-root", topic_root,
         "--buffer-path", str(tmp_path / "edge.sqlite"), "--out", str(config),
@@ -184,6 +186,12 @@ def test_commission_flash_check_on_a_temporary_card(
     ids = [d["id"] for bus in data["buses"] for d in bus["devices"]]
     assert ids == ["mh-01", "sl-02", "tilt-01", "sl-04"]
     assert data["buses"][0]["devices"][0]["asset"] == "3301060111000101"
+    assert data["location"] == {
+        "lon": 120.1302,
+        "lat": 30.2745,
+        "datum": "CGCS2000",
+        "address": "文三路 412 号",
+    }
 
     card = tmp_path / "card"
     (card / "etc").mkdir(parents=True)
@@ -269,6 +277,160 @@ def test_check_names_each_failure(sim: SimThread, tmp_path: Path) -> None:
     assert "is not a LL-JG200" in lines["mh-09"]  # unit 4 is a streetlight
     assert "Connection refused" in r.stdout
     assert "2 check(s) failed" in r.stderr
+
+
+def _lan_scan(sim: SimThread, tmp_path: Path) -> Path:
+    lan = sim.server("lan")
+    r = edge(
+        "scan", "--host", lan["host"], "--tcp-port", str(lan["port"]), "--units", "1",
+        "--timeout", "0.1", "--json",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    path = tmp_path / "lan.json"
+    path.write_text(r.stdout)
+    return path
+
+
+# An address an installer may really type (lines, quotes, a '#'), and one that tries to be YAML.
+HOSTILE_ADDRESS = '文三路 412 号\n"东北角" 机柜 # 2\nmqtt: {url: "mqtt://evil:1883"}\n  - x: \'y\''
+
+
+def test_commission_writes_the_cabinet_location_and_a_hostile_address_comes_back_intact(
+    sim: SimThread, tmp_path: Path
+) -> None:
+    from edge.config import load_config
+
+    scan = _lan_scan(sim, tmp_path)
+    config = tmp_path / "gw.yaml"
+    site = ["--scan-json", str(scan), "--gateway", "gw-loc", "--site", "xihu"]
+    site += ["--broker", "mqtt://127.0.0.1:1883", "--out", str(config)]
+    r = edge(
+        "commission", *site, "--location", " 120.1302, 30.2745 ,gcj-02", "--address",
+        HOSTILE_ADDRESS, "--grid", "330106001002",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    data = yaml.safe_load(config.read_text(encoding="utf-8"))
+    assert data["location"] == {
+        "lon": 120.1302,
+        "lat": 30.2745,
+        "datum": "GCJ-02",
+        "address": HOSTILE_ADDRESS,
+    }
+    assert data["mqtt"]["url"] == "mqtt://127.0.0.1:1883"
+    cfg = load_config(config)  # what the daemon will load
+    assert cfg.location is not None
+    assert cfg.location.address == HOSTILE_ADDRESS
+    printed = edge("commission", *site[:-1], "-", "--location", "120.1302,30.2745")
+    assert printed.returncode == 0, printed.stderr
+    assert yaml.safe_load(printed.stdout)["location"] == {
+        "lon": 120.1302,
+        "lat": 30.2745,
+        "datum": "CGCS2000",
+        "address": "",
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "says"),
+    [
+        (["--location", "文三路 412 号"], 2, "expected LON,LAT[,DATUM]"),
+        (["--location", "30.2745,120.1302"], 2, "longitude comes first"),
+        (["--location", "120.13,30.27,GCJ"], 2, "is not a datum"),
+        (["--location", "nan,30"], 2, "finite numbers"),
+        (["--address", "文三路 412 号"], 2, "give both"),
+        (["--location", "120.13,30.27", "--address", "路\x85口"], 1, "control character U+0085"),
+        (["--location", "120.13,30.27", "--address", "路" * 257], 1, "at most 256 characters"),
+        # Text from an option must not reach the file as YAML: the grid went into a comment.
+        (["--grid", "330106001002\nstatus_interval_s: 0.5"], 2, "6 to 20 digits"),
+    ],
+)
+def test_commission_refuses_a_location_it_cannot_keep(
+    sim: SimThread, tmp_path: Path, args: list[str], code: int, says: str
+) -> None:
+    scan = _lan_scan(sim, tmp_path)
+    config = tmp_path / "gw.yaml"
+    r = edge(
+        "commission", "--scan-json", str(scan), "--gateway", "gw-loc", "--site", "xihu",
+        "--broker", "mqtt://127.0.0.1:1883", "--out", str(config), *args,
+    )  # fmt: skip
+    assert r.returncode == code, r.stdout + r.stderr
+    assert says in _unboxed(r.stderr)
+    assert "Traceback" not in r.stderr
+    assert not config.exists()
+
+
+def _unboxed(text: str) -> str:
+    """Text of a usage error without the box and line wrapping it is printed in."""
+    return " ".join(re.sub("[│╭╮╰╯─]", " ", text).split())
+
+
+def test_text_from_a_scan_file_stays_in_its_comment(sim: SimThread, tmp_path: Path) -> None:
+    """The header lists each device's vendor from the scan file: one line, whatever it holds."""
+    from edge.config import load_config
+
+    scan = _lan_scan(sim, tmp_path)
+    doc = json.loads(scan.read_text())
+    doc["devices"][0]["vendor"] = "Wuxi\nstatus_interval_s: 0.5\u2028buses: []"
+    scan.write_text(json.dumps(doc))
+    config = tmp_path / "gw.yaml"
+    r = edge(
+        "commission", "--scan-json", str(scan), "--gateway", "gw-loc", "--site", "xihu",
+        "--broker", "mqtt://127.0.0.1:1883", "--out", str(config),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert load_config(config).status_interval_s == 30  # the default, not the vendor's 0.5
+
+
+def test_check_captures_each_tilt_points_installed_zero_into_the_config(
+    sim: SimThread, tmp_path: Path
+) -> None:
+    """The inclinometer is mounted 2.4 degrees off level; `check --capture-baselines` records
+    that as its zero, and a lean of 4.4 degrees is then 2 from it, not 4.4."""
+    from edge.config import load_config
+
+    lan = sim.server("lan")
+    config = tmp_path / "gw.yaml"
+    header = "# Gateway gw-cap, made by hand for this test.\n# Second header line.\n"
+    bus = {"type": "tcp", "host": lan["host"], "port": lan["port"]}
+    bus["devices"] = [
+        {"id": "tilt-01", "unit": 1, "profile": "tilt_sensor", "interval_s": 0.05},
+        {"id": "sl-04", "unit": 4, "profile": "streetlight"},  # nothing to capture
+    ]
+    body = {
+        "gateway": "gw-cap",
+        "site": "xihu",
+        "mqtt": {"url": "mqtt://127.0.0.1:1", "password": "not-printed-pw"},
+        "buffer": {"path": str(tmp_path / "b.sqlite")},
+        "buses": [bus],
+    }
+    config.write_text(header + yaml.safe_dump(body, sort_keys=False), encoding="utf-8")
+    config.chmod(0o600)
+    sim.call(lambda: sim.sim.set_value("tilt-a", "angle_x", 2.4))
+    sim.call(lambda: sim.sim.set_value("tilt-a", "angle_y", -0.31))
+    try:
+        r = edge(
+            "check", "--config", str(config), "--broker-timeout", "0.5", "--capture-baselines",
+            "--reads", "3", "--json",
+        )  # fmt: skip
+        results = {c["check"]: c for c in json.loads(r.stdout)}
+        assert r.returncode == 1  # nothing listens on port 1: the broker check fails ...
+        assert results["baselines"]["ok"], results  # ... and the baselines are written anyway
+        assert "baseline angle_x=2.4, angle_y=-0.31" in results["device tilt-01 (unit 1)"]["detail"]
+        cfg = load_config(config)
+        assert [d.baselines for d in cfg.devices()] == [{"angle_x": 2.4, "angle_y": -0.31}, {}]
+        assert config.read_text(encoding="utf-8").startswith(header)
+        assert config.stat().st_mode & 0o777 == 0o600
+        assert cfg.mqtt.password == "not-printed-pw"
+        assert "not-printed-pw" not in r.stdout + r.stderr
+
+        # A sensor that reads as far from level as its alarm limit is not mounted as installed.
+        sim.call(lambda: sim.sim.set_value("tilt-a", "angle_x", -3.5))
+        r = edge("check", "--config", str(config), "--capture-baselines", "--reads", "2")
+        assert r.returncode == 1
+        assert "angle_x reads -3.5 deg, 3 or more from 0" in r.stdout
+        assert load_config(config).devices()[0].baselines["angle_x"] == 2.4  # kept
+    finally:
+        sim.call(lambda: sim.sim.trigger("tilt-a", "release", {}))
 
 
 def _wait_for(predicate: Callable[[], Any], timeout: float = 15.0) -> Any:

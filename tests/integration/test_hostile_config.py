@@ -39,6 +39,15 @@ HOSTILE: dict[str, bytes] = {
     "empty": b"",
     "a-list": b"- 1\n- 2\n",
     "nul-bytes": b"gateway: gw\x00-1\nsite: s1\n",
+    # A location that is no place: NaN, infinity, a terminal escape for an address, a datum
+    # nobody uses, and an alarm ladder upside down.
+    "no-place": (
+        b"gateway: gw-1\nsite: s1\nlocation: {lon: .nan, lat: 1e999, datum: Tokyo, "
+        b'address: "\\e[2J\\e[31mpwned"}\nbuses:\n  - type: tcp\n    host: h\n    devices:\n'
+        b"      - {id: d, unit: 1, profile: gas_detector, baselines: {x: .inf}, alarms: "
+        b"{gas_concentration: [{type: hi, limit: 20, severity: 1}, "
+        b"{type: hihi, limit: 50, severity: 4}]}}\n"
+    ),
 }
 
 

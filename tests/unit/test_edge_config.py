@@ -33,10 +33,20 @@ def write(tmp_path: Path, data: object) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", ["gateway-single.yaml", "gateway-demo.yaml"])
+@pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.glob("*.yaml")))
 def test_shipped_examples_are_valid(name: str) -> None:
     cfg = load_config(EXAMPLES / name)
     assert resolve_profiles(cfg, EXAMPLES)
+
+
+def test_every_device_of_the_demo_has_a_place_in_xihu() -> None:
+    """The demo gateway announces every device with a location in 杭州市西湖区 (CGCS2000)."""
+    places = load_config(EXAMPLES / "gateway-demo.yaml").locations()
+    assert places
+    for device, place in places.items():
+        assert place is not None, device
+        assert (120.02 < place.lon < 120.17, 30.12 < place.lat < 30.34) == (True, True), device
+        assert place.address, device
 
 
 def test_defaults_and_hash_is_stable(tmp_path: Path) -> None:
@@ -99,3 +109,41 @@ def test_duplicate_device_and_not_yaml(tmp_path: Path) -> None:
     bad.write_text("gateway: [unclosed", encoding="utf-8")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_an_override_with_a_non_monotonic_ladder_is_rejected(tmp_path: Path) -> None:
+    """A site override is held to the profile's rule: a worse hazard is never less severe."""
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["buses"][0]["devices"][0]["alarms"] = {
+        "ch4": [
+            {"type": "hi", "limit": 15, "severity": 1, "message": "school zone"},
+            {"type": "hihi", "limit": 50, "severity": 2},
+        ]
+    }
+    path = write(tmp_path, data)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(path) in str(err.value)
+    ((field, reason),) = err.value.problems
+    assert field == "buses.0.tcp.devices.0.alarms.ch4"
+    assert "hihi at 50 is severity 2 (二级/橙), less severe than hi at 15 (severity 1" in reason
+
+
+@pytest.mark.parametrize(
+    ("point", "rules", "reason"),
+    [
+        ("ch4", [{"type": "state", "when": True, "severity": 2}], "needs a bool or bit point"),
+        ("cover_open", [{"type": "hi", "limit": 1, "severity": 2}], "needs a numeric point"),
+    ],
+)
+def test_an_override_rule_must_fit_its_point(
+    tmp_path: Path, point: str, rules: list[dict[str, object]], reason: str
+) -> None:
+    """An override is checked against the point as strictly as the profile's own rules are."""
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["buses"][0]["devices"][0]["alarms"] = {point: rules}
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, data))
+    ((field, problem),) = err.value.problems
+    assert field == f"buses.0.devices.0.alarms.{point}"
+    assert reason in problem

@@ -95,6 +95,29 @@ CASES = [
         [(0, 11), (1, None), (2, 9)],
         [(0, A), (2, C)],
     ),
+    # Deviation rules judge |value - baseline|: a tilt is a tilt whichever way it leans.
+    ("deviation: tilted one way", Rule("hi", 10, baseline=0), [(0, 9.9), (1, 25)], [(1, A)]),
+    ("deviation: tilted the other way", Rule("hi", 10, baseline=0), [(0, -25)], [(0, A)]),
+    ("deviation: at the limit below", Rule("hi", 10, baseline=0), [(0, -10)], [(0, A)]),
+    ("deviation: within the band", Rule("hi", 10, baseline=0), [(0, -9.9), (1, 9.9)], []),
+    (
+        "deviation from an installed baseline",
+        Rule("hi", 10, baseline=3),
+        [(0, 12.9), (1, -6.9), (2, 13), (3, 4), (4, -7)],
+        [(2, A), (3, C), (4, A)],
+    ),
+    (
+        "deadband on the deviation",
+        Rule("hi", 10, deadband=1, baseline=0),
+        [(0, -11), (1, -9.5), (2, 9.1), (3, -8.9)],
+        [(0, A), (3, C)],
+    ),
+    (
+        "deviation swings through the baseline",
+        Rule("hi", 10, baseline=0),
+        [(0, 12), (1, -12), (2, 0)],
+        [(0, A), (2, C)],
+    ),
 ]
 
 
@@ -105,6 +128,30 @@ def test_rule_table(
     rule: Rule, samples: list[tuple[float, object]], expected: list[tuple[float, str]]
 ) -> None:
     assert run(engine_with(rule), samples) == expected
+
+
+@pytest.mark.parametrize(
+    ("baseline", "value", "limit"),
+    [(0, -25, -10), (0, 25, 10), (3, -7.5, -7), (3, 14, 13), (-2, -13, -12)],
+)
+def test_a_deviation_alarm_reports_the_bound_its_value_crossed(
+    baseline: float, value: float, limit: float
+) -> None:
+    """value and limit stay in the point's own unit: -25 deg beyond -10 deg, not 25 beyond 10."""
+    eng = engine_with(Rule("hi", 10, baseline=baseline, message="cover tilted"))
+    (e,) = eng.evaluate("d1", "p", value, T0, M0)
+    assert (e.alarm_type, e.value, e.limit, e.message) == ("hi", value, limit, "cover tilted")
+
+
+def test_a_deviation_alarm_without_message_says_it_is_a_deviation() -> None:
+    (e,) = engine_with(Rule("hihi", 5, baseline=1.5)).evaluate("d1", "p", -4, T0, M0)
+    assert e.message == "p high-high: more than 5 from its baseline 1.5"
+
+
+@pytest.mark.parametrize("kind", ["lo", "lolo", "roc", "state", "stale"])
+def test_only_high_rules_judge_a_deviation(kind: str) -> None:
+    with pytest.raises(ValueError, match="only hi and hihi"):
+        Rule(kind, 5, baseline=0)
 
 
 def test_lifecycle_and_stable_ids() -> None:

@@ -99,8 +99,9 @@ def test_sink_raises_alarms_and_marks_nan_bad(tmp_path: Path) -> None:
     assert ("temperature", Quality.BAD) in rows
     assert ("gas_concentration", Quality.GOOD) in rows
     open_alarms = {(e.alarm_type, int(e.severity)) for e in gw.outbox.open_alarms()}
-    assert ("hihi", 2) in open_alarms  # no on-delay; the 一级 hi waits for its 1 s on-delay
-    assert ("hi", 1) not in open_alarms
+    # The second stage (hihi, severity 1) has no on-delay; the first (hi, severity 2) waits 1 s.
+    assert ("hihi", 1) in open_alarms
+    assert ("hi", 2) not in open_alarms
     gw.outbox.close()
 
 
@@ -108,17 +109,17 @@ def test_a_running_on_delay_raises_its_alarm_without_another_sample(tmp_path: Pa
     gw = make_gateway(tmp_path)
 
     async def feed_once() -> set[tuple[str, int]]:
-        # The 1 s on-delay of 一级 runs from the sample's arrival (monotonic clock), not from
-        # its wall-clock stamp T0 (long past): a timer raises the alarm a second later.
+        # The 1 s on-delay of the first stage runs from the sample's arrival (monotonic clock),
+        # not from its wall-clock stamp T0 (long past): a timer raises the alarm a second later.
         gw.values(gw.devices["gas-1"], {"gas_concentration": 30.0}, T0)
         for _ in range(500):
             alarms = {(e.alarm_type, int(e.severity)) for e in gw.outbox.open_alarms()}
-            if ("hi", 1) in alarms:
+            if ("hi", 2) in alarms:
                 return alarms
             await asyncio.sleep(0.01)
         return set()
 
-    assert ("hi", 1) in asyncio.run(feed_once())
+    assert ("hi", 2) in asyncio.run(feed_once())
     gw.outbox.close()
 
 
