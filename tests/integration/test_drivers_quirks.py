@@ -92,8 +92,13 @@ async def _busy_device(transport: Transport) -> None:
     assert busy_given > 5
     # a poll cut short when the test stops has not counted its busy answers yet
     assert busy_given - 4 <= busy.busy <= busy_given
-    # 40 % busy: before, 17 of 39 polls were lost; with bounded retries nearly none are.
-    assert len(sink.polls["sl-1"]) >= busy.polls - 1  # the last may be cut short by the test
+    # 40 % busy: before, 17 of 39 polls were lost. With 3 retries a poll is lost only when four
+    # answers in a row are busy (0.4**4, about 2.6 % of polls): each such loss is a failure that
+    # says so, and they stay rare (the bound is loose so that chance cannot fail the test).
+    exhausted = [why for dev, why in sink.failures if dev == "sl-1" and "busy" in why]
+    lost = busy.polls - len(sink.polls["sl-1"])
+    assert lost <= len(exhausted) + 1  # the last poll may be cut short by the test
+    assert len(exhausted) <= 0.15 * busy.polls
     assert Health.OFFLINE not in sink.states("sl-1")
     assert sink.states("sl-1")[0] is Health.DEGRADED
     assert not sink.states("sl-2"), "the neighbour is untouched"
