@@ -3,8 +3,8 @@
 Everything reads the gateway's own SQLite buffer through read-only connections (WAL), so it
 works while the daemon runs and while the uplink is down; an acknowledgement is queued in the
 buffer for the daemon to apply and send upstream. `status` reads the health snapshot the
-daemon keeps there (edge.logbook); `tail` reads the backlog `chunks` (concatenated msgpack wire
-record rows) and frozen `batches` (wire payloads) of edge.outbox's schema.
+daemon keeps there (edge.buffer.views); `tail` reads the backlog `chunks` (concatenated msgpack wire
+record rows) and frozen `batches` (wire payloads) of edge.buffer.outbox's schema.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from edge.cli_output import (
 )
 
 if TYPE_CHECKING:
+    from edge.buffer.views import AlarmRow
     from edge.config import GatewayConfig
-    from edge.logbook import AlarmRow
 
 __all__ = ["register"]
 
@@ -74,7 +74,7 @@ def _db(config: Path | None, db: Path | None) -> Path:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    from edge.outbox import connect
+    from edge.buffer.outbox import connect
 
     try:
         return connect(path, readonly=True)
@@ -141,7 +141,7 @@ def alarms_command(
     as_json: JsonOpt = False,
 ) -> None:
     """The gateway's local alarm log, newest first (works with the uplink down)."""
-    from edge.logbook import alarms
+    from edge.buffer.views import alarms
 
     since_ms = _parse_since(since) if since else None
     worst = _parse_severity(severity) if severity else None
@@ -196,7 +196,7 @@ def ack_command(
     ] = 5.0,
 ) -> None:
     """Acknowledge an alarm locally; the gateway sends the acknowledgement upstream when it can."""
-    from edge.logbook import alarms, request_ack
+    from edge.buffer.views import alarms, request_ack
 
     path = _db(config, db)
     if not by.strip():
@@ -262,7 +262,7 @@ def _age(iso: str | None, now: int) -> str:
 
 def _status(path: Path, device_ids: list[str]) -> dict[str, Any]:
     """Everything `status` shows, from the daemon's health snapshot and the buffer."""
-    from edge.logbook import buffer_stats, daemon_running, gateway_health
+    from edge.buffer.views import buffer_stats, daemon_running, gateway_health
 
     stats = buffer_stats(path)
     health = gateway_health(path)
@@ -470,8 +470,8 @@ class _Follower:
         self.seq = _one(db, "SELECT coalesce(max(seq), 0) FROM batches")
 
     def poll(self) -> list[dict[str, Any]]:
-        from edge.logbook import AlarmRow
-        from edge.outbox import LANE_DATA
+        from edge.buffer import LANE_DATA
+        from edge.buffer.views import AlarmRow
         from wire import DataBatch, WireError, decode
 
         out: list[dict[str, Any]] = []

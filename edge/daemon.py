@@ -19,9 +19,9 @@ from typing import Any
 from drivers.errors import DriverError
 from drivers.planner import Value
 from drivers.profile import AlarmRuleSpec, Profile
+from edge.buffer import DeviceHealth, GatewayHealth, Outbox, Sample
 from edge.clock import ClockChange, ClockWatch, mono_ms, wall_ms
 from edge.config import ConfigError, GatewayConfig, load_config, resolve_profiles
-from edge.outbox import DeviceHealth, GatewayHealth, Outbox, Sample
 from edge.rules import AlarmEngine, ExceptionFilter, Rule, UnknownAlarm
 from edge.scheduler import BusPoller, Device, Health, make_device
 from edge.uplink import Uplink, first_set

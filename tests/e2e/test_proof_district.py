@@ -29,7 +29,7 @@ import psycopg
 import pytest
 import yaml
 
-from edge import logbook
+from edge.buffer import views
 from lifeline.broker import PrivateBroker
 from tests.services import Postgres, free_port, fresh_database, start_mosquitto
 
@@ -294,7 +294,7 @@ class District:
         for buffer in self.buffers.values():
             if not buffer.exists():
                 return False
-            s = logbook.buffer_stats(buffer)
+            s = views.buffer_stats(buffer)
             if s.backlog_readings or s.pending_events or s.frozen_batches > LIVE_FROZEN:
                 return False
         return True
@@ -352,7 +352,7 @@ class GatewayAccount:
     pending: int  # readings still in the buffer and not in the database
     last_seq: int  # highest seq the gateway assigned
     # seqs frozen in the buffer that the database does not hold, and seqs retired by a split
-    # (a batch the broker refused as too large goes out again under new seqs: edge/outbox.py)
+    # (a batch the broker refused as too large goes out again under new seqs: edge/buffer/outbox.py)
     unsent_seqs: int
     db_readings: int
     db_distinct: int  # distinct (device, point, ts)

@@ -22,9 +22,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge import logbook
+from edge.buffer import Outbox, views
 from edge.config import MqttConfig
-from edge.outbox import Outbox
 from edge.uplink import Uplink
 from tests.integration.test_edge_uplink import T0, fill, no_commands, until
 from tests.services import start_mosquitto
@@ -199,7 +198,7 @@ def test_a_broker_acl_refusing_the_data_topic_loses_nothing_and_does_not_loop(
             asyncio.run(main())
         finally:
             rec.close()
-    stats = logbook.buffer_stats(tmp_path / "b.sqlite")
+    stats = views.buffer_stats(tmp_path / "b.sqlite")
     assert stats.frozen_readings + stats.backlog_readings == 2000  # not one reading left
     assert uplink.connects < 12  # reconnects back off; they do not loop
     alarms = [decode(p) for t, p in rec.payloads if t.endswith("/alarm")]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from drivers.errors import DeviceTimeout
-from edge import logbook
+from edge.buffer import views
 from edge.clock import mono_ms
 from edge.config import HealthConfig, parse_config, resolve_profiles
 from edge.daemon import Gateway
@@ -149,7 +149,7 @@ def test_commands_ack_unknown_and_bad_write(tmp_path: Path) -> None:
 
     reply = run("ack", alarm_id=alarm.alarm_id, who="center", note="dispatched")
     assert (reply.ok, reply.result["state"]) == (True, "active_acked")
-    rows = logbook.alarms(tmp_path / "b.sqlite", open_only=True)
+    rows = views.alarms(tmp_path / "b.sqlite", open_only=True)
     assert (rows[0].ack_by, rows[0].ack_note) == ("center", "dispatched")
     again = run("ack", alarm_id=alarm.alarm_id)
     assert not again.ok
@@ -188,6 +188,6 @@ def test_the_health_snapshot_carries_the_timeout_count_and_why(tmp_path: Path) -
     dev = gw.devices["gas-1"]
     dev.health.record(Outcome.TROUBLED, "2 timeouts covered by retries", timeouts=2)
     gw.outbox.save_health()
-    (row,) = logbook.gateway_health(tmp_path / "b.sqlite").devices  # type: ignore[union-attr]
+    (row,) = views.gateway_health(tmp_path / "b.sqlite").devices  # type: ignore[union-attr]
     assert (row.state, row.timeouts, row.detail) == ("degraded", 2, "2 timeouts covered by retries")
     gw.outbox.close()

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgpack
 
-from edge.outbox import (
+from edge.buffer.outbox import (
     DAEMON_COLUMNS,
     HEALTH_EVERY_S,
     LANE_DATA,

@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 
 import msgpack
 
-from edge.diskspace import Reserve
+from edge.buffer.reserve import Reserve
 from wire import (
     AlarmBatch,
     AlarmEvent,
@@ -271,7 +271,7 @@ class Outbox:
         self._page = self.db.execute("PRAGMA page_size").fetchone()[0]
         self.reserve = Reserve.beside(self.path, self._page)
         # The write-ahead log never outgrows the reserve, so the reserve is room enough to
-        # checkpoint it into the database on a full disk (edge/diskspace.py).
+        # checkpoint it into the database on a full disk (reserve.py).
         self._wal_pages(full=False)
         self.disk_full_since_ms: int | None = None
         self.disk_dropped = 0  # readings not stored at all for lack of room (this process)
