@@ -74,7 +74,7 @@ def _db(config: Path | None, db: Path | None) -> Path:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    from edge.buffer.outbox import connect
+    from edge.buffer.schema import connect
 
     try:
         return connect(path, readonly=True)

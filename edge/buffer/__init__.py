@@ -7,9 +7,6 @@ the health snapshot); crew tools in other processes read it through `edge.buffer
 from edge.buffer.outbox import (
     HEALTH_EVERY_S,
     HEALTH_MIN_GAP_S,
-    LANE_ALARM,
-    LANE_DATA,
-    LANE_DEVICE,
     BufferFull,
     DeviceHealth,
     Frozen,
@@ -17,6 +14,7 @@ from edge.buffer.outbox import (
     Outbox,
     Sample,
 )
+from edge.buffer.schema import LANE_ALARM, LANE_DATA, LANE_DEVICE
 
 __all__ = [
     "HEALTH_EVERY_S",

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -42,6 +41,17 @@ from typing import Any, TypeVar
 import msgpack
 
 from edge.buffer.reserve import Reserve
+from edge.buffer.schema import (
+    LANE_ALARM,
+    LANE_DATA,
+    LANE_DEVICE,
+    connect,
+    create,
+    epoch_text,
+    get_meta,
+    new_epoch_number,
+    set_meta,
+)
 from wire import (
     AlarmBatch,
     AlarmEvent,
@@ -63,8 +73,6 @@ log = logging.getLogger("lifeline.edge.outbox")
 
 T = TypeVar("T")
 
-LANE_ALARM, LANE_DEVICE, LANE_DATA = 0, 1, 2
-LANE_NAMES = {LANE_ALARM: "alarm", LANE_DEVICE: "device", LANE_DATA: "data"}
 # Backlog batches given their seqs in one FULL-sync commit while draining (an fsync costs
 # milliseconds, a publish tens of microseconds), capped at a share of the buffer because
 # frozen readings can no longer be evicted.
@@ -74,7 +82,6 @@ FREEZE_SHARE = 8  # at most 1/8 of the buffer's bytes frozen ahead
 # them, are still in SQLite's page cache: deleting a record walks its overflow pages) ...
 ACK_BATCH = 16
 ACK_DELAY_S = 0.25  # ... or after this long: a delete lost in a crash only means a resend
-MMAP_BYTES = 64 * 1024 * 1024  # of the buffer file read through a memory map
 _ENVELOPE_SLACK = 512  # bytes of a batch that are not records (header, ids, array size)
 _EVENTS_PER_BATCH = 1000  # alarm or device events in one batch, at most
 _EVICT_FRACTION = 0.05  # of the backlog, per eviction round: a little at a time, counted
@@ -90,65 +97,6 @@ _WRITE_TRIES = 3  # a write that found the disk full: made room for and tried ag
 # moment (a reader such as `edge status` or `edge tail` keeps a checkpoint from truncating the
 # write-ahead log while it reads). The event loop waits with it: the alarm comes first.
 _FULL_WAIT_S = 3.0
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
--- AUTOINCREMENT: ids are never reused once the buffer drains empty, because frozen batches and
--- the in-memory high-water mark of frozen chunks refer to chunks by id.
-CREATE TABLE IF NOT EXISTS chunks (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, n INTEGER NOT NULL, body BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY, lane INTEGER NOT NULL, body BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS batches (
-    seq INTEGER PRIMARY KEY, lane INTEGER NOT NULL, n INTEGER NOT NULL,
-    created_ms INTEGER NOT NULL, session TEXT NOT NULL,
-    payload BLOB,  -- NULL: the records are chunks lo..hi, wrapped at publish time
-    lo INTEGER, hi INTEGER);
--- (batches.place, added to older buffers by _add_columns: see BATCH_COLUMNS)
-CREATE TABLE IF NOT EXISTS alarm_log (
-    id INTEGER PRIMARY KEY, alarm_id TEXT NOT NULL, device TEXT NOT NULL, point TEXT NOT NULL,
-    alarm_type TEXT NOT NULL, severity INTEGER NOT NULL, state TEXT NOT NULL,
-    ts_ms INTEGER NOT NULL, value, limit_value, message TEXT NOT NULL,
-    ack_by TEXT, ack_note TEXT);
-CREATE INDEX IF NOT EXISTS alarm_log_alarm ON alarm_log (alarm_id, id);
-CREATE INDEX IF NOT EXISTS alarm_log_ts ON alarm_log (ts_ms);
--- Frozen batches the broker refused as too large, split into batches first_seq..last_seq: their
--- own seqs are never delivered (the books count them here, beside the batches still waiting).
-CREATE TABLE IF NOT EXISTS retired (
-    seq INTEGER PRIMARY KEY, lane INTEGER NOT NULL, n INTEGER NOT NULL,
-    first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL, retired_ms INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS ack_requests (
-    id INTEGER PRIMARY KEY, alarm_id TEXT NOT NULL, who TEXT NOT NULL, note TEXT NOT NULL,
-    requested_ms INTEGER NOT NULL);
--- The health snapshot: one row about the daemon and its uplink, one per device.
-CREATE TABLE IF NOT EXISTS daemon (
-    id INTEGER PRIMARY KEY CHECK (id = 1), pid INTEGER NOT NULL, started_ms INTEGER NOT NULL,
-    heartbeat_ms INTEGER NOT NULL, stopped_ms INTEGER,  -- NULL while it runs
-    uplink_connected INTEGER NOT NULL, uplink_since_ms INTEGER NOT NULL,
-    uplink_error TEXT NOT NULL, uplink_error_ms INTEGER, last_puback_ms INTEGER);
--- Columns added after the first release are also in DAEMON_COLUMNS (added to older buffers).
-CREATE TABLE IF NOT EXISTS health (
-    device TEXT PRIMARY KEY, state TEXT NOT NULL, since_ms INTEGER NOT NULL,
-    last_ok_ms INTEGER, last_error TEXT NOT NULL, last_error_ms INTEGER,
-    timeouts INTEGER NOT NULL DEFAULT 0, detail TEXT NOT NULL DEFAULT '');
-"""
-# Columns of `health` newer than its first schema: added to an older buffer when opened.
-HEALTH_COLUMNS = {"timeouts": "INTEGER NOT NULL DEFAULT 0", "detail": "TEXT NOT NULL DEFAULT ''"}
-
-# Columns of `daemon` newer than the first schema: added to an older buffer when opened.
-DAEMON_COLUMNS = {
-    "clock_plausible": "INTEGER NOT NULL DEFAULT 1",
-    "clock_step_ms": "INTEGER NOT NULL DEFAULT 0",
-    "clock_step_at_ms": "INTEGER",
-    "clock_steps": "INTEGER NOT NULL DEFAULT 0",
-    "disk_full_since_ms": "INTEGER",
-    "disk_dropped": "INTEGER NOT NULL DEFAULT 0",
-    "buffer_cap_bytes": "INTEGER",
-}
-
-# Columns of `batches` newer than the first schema. `place` orders a lane where it is not the
-# seq: the batches a split made take the split batch's place (NULL: the seq is the place).
-BATCH_COLUMNS = {"place": "REAL"}
 
 Sample = tuple[str, str, int, Value, Quality]  # device, point, sample ms, value, quality
 
@@ -223,26 +171,6 @@ class _Batch:
     size: int  # payload bytes (for a backlog batch: its chunks plus the envelope, at most)
 
 
-def connect(path: str | Path, readonly: bool = False) -> sqlite3.Connection:
-    """Open the buffer database (WAL; readers in other processes do not block the daemon)."""
-    if readonly:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
-    else:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(path), isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA wal_autocheckpoint=4000")  # fewer checkpoints (each one syncs)
-        # Some SQLite builds (this Python's among them) default to secure_delete=ON, which
-        # rewrites every deleted reading with zeros: that doubled the cost of draining and
-        # wears the SD card. FAST zeroes only pages that are written anyway.
-        conn.execute("PRAGMA secure_delete=FAST")
-        # Draining reads every chunk once: through a map, not a read() per 4 KiB page (about
-        # 15 % less CPU per drained batch). The mapped pages are the kernel's page cache.
-        conn.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
-    conn.execute("PRAGMA busy_timeout=5000")
-    return conn
-
-
 class Outbox:
     """The gateway's SQLite buffer; all methods run on one thread (the daemon's event loop)."""
 
@@ -264,8 +192,7 @@ class Outbox:
         self.batch_bytes = batch_bytes
         self.path = Path(path)
         self.db = connect(path)
-        self.db.executescript(SCHEMA)
-        self._add_columns()
+        create(self.db)
         self._sync_mode = ""
         self._sync("NORMAL")
         self._page = self.db.execute("PRAGMA page_size").fetchone()[0]
@@ -280,10 +207,10 @@ class Outbox:
         if self.reserve.tight():
             self.reserve.keep()
         self.epoch = self._epoch()
-        self.next_seq = self._meta("next_seq", 1)
-        self.evicted = self._meta("evicted", 0)
+        self.next_seq = get_meta(self.db, "next_seq", 1)
+        self.evicted = get_meta(self.db, "evicted", 0)
         # Readings ever committed (with `evicted`, what the proof suites account against).
-        self.committed = self._meta("committed", 0)
+        self.committed = get_meta(self.db, "committed", 0)
         self._frozen_hi = self.db.execute("SELECT coalesce(max(hi), 0) FROM batches").fetchone()[0]
         self.backlog = self.db.execute(
             "SELECT coalesce(sum(n), 0) FROM chunks WHERE id > ?", (self._frozen_hi,)
@@ -298,7 +225,7 @@ class Outbox:
             (_ENVELOPE_SLACK,),
         ):
             self._lanes[lane][seq] = _Batch(seq, lane, n, created, session, lo, hi, None, size)
-        self.retired = self._meta("retired", 0)  # frozen batches split for the broker
+        self.retired = get_meta(self.db, "retired", 0)  # frozen batches split for the broker
         self._oversize = True  # frozen batches may be over batch_bytes: check before publishing
         self._mem: list[Sample] = []
         self._acks: list[int] = []  # PUBACKed, delete pending
@@ -312,37 +239,17 @@ class Outbox:
 
     # --- counters -------------------------------------------------------------------------
 
-    def _add_columns(self) -> None:
-        """Bring a buffer written by an older daemon up to this schema (new columns only)."""
-        added = (("daemon", DAEMON_COLUMNS), ("batches", BATCH_COLUMNS), ("health", HEALTH_COLUMNS))
-        for table, columns in added:
-            have = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
-            for name, decl in columns.items():
-                if name not in have:
-                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
-
-    def _meta(self, key: str, default: int) -> int:
-        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return int(row[0]) if row else default
-
     def _epoch(self) -> str:
         """The buffer's epoch, created with it: batch keys are (gateway, epoch, seq).
 
         A new buffer (new SD card, deleted or corrupt file) numbers its batches from 1 again; the
         new epoch keeps them from being taken for duplicates of the old buffer's batches.
         """
-        number = self._meta("epoch", 0)
+        number = get_meta(self.db, "epoch", 0)
         if not number:
-            number = secrets.randbits(40) | 1 << 40  # never 0, always 11 hex digits
-            self._write(lambda: self._set_meta("epoch", number), "FULL")
-        return f"{number:x}"
-
-    def _set_meta(self, key: str, value: int) -> None:
-        self.db.execute(
-            "INSERT INTO meta (key, value) VALUES (?, ?) "
-            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (key, value),
-        )
+            number = new_epoch_number()
+            self._write(lambda: set_meta(self.db, "epoch", number), "FULL")
+        return epoch_text(number)
 
     def _sync(self, mode: str) -> None:
         if self._sync_mode != mode:
@@ -356,8 +263,8 @@ class Outbox:
         """
 
         def take() -> int:
-            n = self._meta("next_alarm", 1)
-            self._set_meta("next_alarm", n + 1)
+            n = get_meta(self.db, "next_alarm", 1)
+            set_meta(self.db, "next_alarm", n + 1)
             return n
 
         return self._write(take, "FULL")
@@ -554,7 +461,7 @@ class Outbox:
 
         def insert() -> None:
             self.db.executemany("INSERT INTO chunks (n, body) VALUES (?, ?)", chunks)
-            self._set_meta("committed", self.committed + len(mem))
+            set_meta(self.db, "committed", self.committed + len(mem))
             self._put_health_if_due()
 
         if not self._try_write(insert, "NORMAL"):
@@ -590,7 +497,7 @@ class Outbox:
                 with self.db:
                     self.db.execute("BEGIN IMMEDIATE")
                     self.db.executemany("DELETE FROM chunks WHERE id = ?", ids)
-                    self._set_meta("evicted", self.evicted + n)
+                    set_meta(self.db, "evicted", self.evicted + n)
             except sqlite3.OperationalError as exc:
                 if exc.sqlite_errorcode != sqlite3.SQLITE_FULL:
                     raise
@@ -612,7 +519,7 @@ class Outbox:
             seq += 1
 
         def count() -> None:
-            self._set_meta("committed", self.committed + len(rows))
+            set_meta(self.db, "committed", self.committed + len(rows))
             self._put_health_if_due()
 
         if not self._commit_frozen(frozen, held=True, also=count):
@@ -645,7 +552,7 @@ class Outbox:
             )
             if also is not None:
                 also()
-            self._set_meta("next_seq", next_seq)
+            set_meta(self.db, "next_seq", next_seq)
 
         if not self._try_write(insert, "FULL"):
             return False
@@ -760,8 +667,8 @@ class Outbox:
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (b.seq, b.lane, b.n, seq, last, now),
             )
-            self._set_meta("retired", self.retired + 1)
-            self._set_meta("next_seq", last + 1)
+            set_meta(self.db, "retired", self.retired + 1)
+            set_meta(self.db, "next_seq", last + 1)
 
         if not self._try_write(write, "FULL"):
             return False

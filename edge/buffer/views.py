@@ -16,14 +16,8 @@ from typing import Any
 
 import msgpack
 
-from edge.buffer.outbox import (
-    DAEMON_COLUMNS,
-    HEALTH_EVERY_S,
-    LANE_DATA,
-    DeviceHealth,
-    GatewayHealth,
-    connect,
-)
+from edge.buffer.outbox import HEALTH_EVERY_S, DeviceHealth, GatewayHealth
+from edge.buffer.schema import DAEMON_COLUMNS, LANE_DATA, columns_of, connect, tables_of
 
 # A daemon whose heartbeat is this old is gone (killed, hung or powered off): it rewrites
 # the snapshot every HEALTH_EVERY_S.
@@ -145,10 +139,9 @@ def gateway_health(path: str | Path) -> GatewayHealth | None:
     """The health snapshot the daemon last wrote; None if no daemon ever wrote one."""
     db = connect(path, readonly=True)
     try:
-        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
-        if not {"daemon", "health"} <= tables:  # a buffer written by an older daemon
+        if not {"daemon", "health"} <= tables_of(db):  # a buffer written by an older daemon
             return None
-        have = {r[1] for r in db.execute("PRAGMA table_info(daemon)")}
+        have = columns_of(db, "daemon")
         newer = [c for c in DAEMON_COLUMNS if c in have]  # an older daemon wrote fewer
         columns = ", ".join(
             [
@@ -162,9 +155,10 @@ def gateway_health(path: str | Path) -> GatewayHealth | None:
         row = db.execute(sql).fetchone()
         if row is None:
             return None
-        health_columns = {r[1] for r in db.execute("PRAGMA table_info(health)")}
         query = (  # an older daemon's buffer has no timeouts and detail yet
-            _HEALTH_QUERY if {"timeouts", "detail"} <= health_columns else _HEALTH_QUERY_V1
+            _HEALTH_QUERY
+            if {"timeouts", "detail"} <= columns_of(db, "health")
+            else _HEALTH_QUERY_V1
         )
         devices = tuple(DeviceHealth(*r) for r in db.execute(query))
         pid, started, heartbeat, stopped, connected, since, error, error_ms, puback = row[:9]
