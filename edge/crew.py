@@ -262,7 +262,8 @@ def _age(iso: str | None, now: int) -> str:
 
 def _status(path: Path, device_ids: list[str]) -> dict[str, Any]:
     """Everything `status` shows, from the daemon's health snapshot and the buffer."""
-    from edge.buffer.views import buffer_stats, daemon_running, gateway_health
+    from edge.buffer.health import daemon_running
+    from edge.buffer.views import buffer_stats, gateway_health
 
     stats = buffer_stats(path)
     health = gateway_health(path)

@@ -4,16 +4,10 @@ The daemon writes it through `Outbox` (store-and-forward of readings and events,
 the health snapshot); crew tools in other processes read it through `edge.buffer.views`.
 """
 
-from edge.buffer.outbox import (
-    HEALTH_EVERY_S,
-    HEALTH_MIN_GAP_S,
-    BufferFull,
-    DeviceHealth,
-    Frozen,
-    GatewayHealth,
-    Outbox,
-    Sample,
-)
+from edge.buffer.file import BufferFull
+from edge.buffer.health import HEALTH_EVERY_S, HEALTH_MIN_GAP_S, DeviceHealth, GatewayHealth
+from edge.buffer.outbox import Frozen, Outbox
+from edge.buffer.packing import Sample
 from edge.buffer.schema import LANE_ALARM, LANE_DATA, LANE_DEVICE
 
 __all__ = [

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from edge.buffer import HEALTH_EVERY_S, HEALTH_MIN_GAP_S, DeviceHealth, GatewayHealth, Outbox, views
+from edge.buffer import (
+    HEALTH_EVERY_S,
+    HEALTH_MIN_GAP_S,
+    DeviceHealth,
+    GatewayHealth,
+    Outbox,
+    health,
+    views,
+)
 from edge.config import parse_config, resolve_profiles
 from edge.daemon import Gateway
 from edge.scheduler import Health
@@ -131,19 +139,19 @@ def test_daemon_running_from_heartbeat_pid_and_clean_stop(tmp_path: Path) -> Non
     box, _ = open_box(tmp_path, clock)
     box.save_health()
     got = views.gateway_health(tmp_path / "buf.sqlite")
-    stale = T0 + views.DAEMON_STALE_MS + 1000
-    assert views.daemon_running(got, T0 + 2000) == (True, f"pid {os.getpid()}, heartbeat 2 s ago")
-    assert views.daemon_running(got, stale)[0] is False
-    assert "no heartbeat for" in views.daemon_running(got, stale)[1]
+    stale = T0 + health.DAEMON_STALE_MS + 1000
+    assert health.daemon_running(got, T0 + 2000) == (True, f"pid {os.getpid()}, heartbeat 2 s ago")
+    assert health.daemon_running(got, stale)[0] is False
+    assert "no heartbeat for" in health.daemon_running(got, stale)[1]
     gone = replace(snapshot(), pid=NO_SUCH_PID)
-    assert views.daemon_running(gone, T0) == (False, f"process {NO_SUCH_PID} is gone (killed?)")
-    assert views.daemon_running(None, T0)[0] is False
+    assert health.daemon_running(gone, T0) == (False, f"process {NO_SUCH_PID} is gone (killed?)")
+    assert health.daemon_running(None, T0)[0] is False
 
     box.close()  # a clean stop says so at once, no waiting for the heartbeat to age
     got = views.gateway_health(tmp_path / "buf.sqlite")
     assert got is not None
     assert got.stopped_ms == T0
-    assert views.daemon_running(got, T0 + 10) == (False, "stopped")
+    assert health.daemon_running(got, T0 + 10) == (False, "stopped")
 
 
 def test_buffer_depth_and_oldest_unsent_reading(tmp_path: Path) -> None:

@@ -95,7 +95,7 @@ def test_sink_raises_alarms_and_marks_nan_bad(tmp_path: Path) -> None:
     gw = make_gateway(tmp_path)
     dev = gw.devices["gas-1"]
     gw.values(dev, {"gas_concentration": 55.0, "temperature": float("nan")}, T0)
-    rows = {(p, q) for _, p, _, _, q in gw.outbox._mem}
+    rows = {(p, q) for _, p, _, _, q in gw.outbox.unflushed}
     assert ("temperature", Quality.BAD) in rows
     assert ("gas_concentration", Quality.GOOD) in rows
     open_alarms = {(e.alarm_type, int(e.severity)) for e in gw.outbox.open_alarms()}
@@ -127,7 +127,7 @@ def test_offline_emits_stale_records_comm_loss_and_device_event(tmp_path: Path) 
     dev = gw.devices["gas-1"]
     error = DeviceTimeout(1, 0, 3, "no answer")
     gw.transition(dev, Health.OFFLINE, str(error), T0)
-    stale = [(p, v, q) for _, p, _, v, q in gw.outbox._mem]
+    stale = [(p, v, q) for _, p, _, v, q in gw.outbox.unflushed]
     assert {p for p, _, _ in stale} == set(dev.point_names)
     assert all(v is None and q is Quality.STALE for _, v, q in stale)
     (alarm,) = gw.outbox.open_alarms()
