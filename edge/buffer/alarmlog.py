@@ -140,7 +140,8 @@ def _event(r: Sequence[Any]) -> AlarmEvent:
 
 
 def entries(db: sqlite3.Connection, open_only: bool, limit: int) -> list[AlarmRow]:
-    """Alarm log entries, newest first; `open_only` keeps the latest of alarms not yet normal."""
+    """Alarm log entries, newest first, at most `limit` (-1: all); `open_only` keeps the latest
+    of alarms not yet normal."""
     source = _OPEN if open_only else "alarm_log"
     # The only interpolated text is constant SQL of this module; values are bound parameters.
     sql = f"SELECT {_COLUMNS} FROM {source} ORDER BY id DESC LIMIT ?"  # noqa: S608

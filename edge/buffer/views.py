@@ -82,7 +82,8 @@ def _reading(path: str | Path) -> Iterator[sqlite3.Connection]:
 
 
 def alarms(path: str | Path, open_only: bool = False, limit: int = 100) -> list[AlarmRow]:
-    """Alarm log, newest first; `open_only` keeps the latest event of alarms not yet normal."""
+    """Alarm log, newest first, at most `limit` rows (-1: all); `open_only` keeps the latest
+    event of alarms not yet normal."""
     with _reading(path) as db:
         return alarmlog.entries(db, open_only, limit)
 

@@ -13,7 +13,6 @@ PUBACK 0x95, which paho rejects as malformed (a protocol-error disconnect).
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -69,11 +68,7 @@ class Recorder:
 
 
 def retired(path: Path) -> set[int]:
-    db = sqlite3.connect(path)
-    try:
-        return {seq for (seq,) in db.execute("SELECT seq FROM retired")}
-    finally:
-        db.close()
+    return set(views.books(path).retired)
 
 
 def drain_through(
