@@ -32,8 +32,8 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
+from edge.buffer import Frozen, Outbox  # noqa: E402
 from edge.config import MqttConfig  # noqa: E402
-from edge.outbox import Frozen, Outbox  # noqa: E402
 from edge.uplink import Uplink  # noqa: E402
 from lifeline.broker import PrivateBroker  # noqa: E402
 from wire import Birth, Command, CommandReply, Kind, Quality, topic  # noqa: E402

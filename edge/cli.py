@@ -44,9 +44,9 @@ def run(
     import asyncio
     import sqlite3
 
+    from edge.buffer import BufferFull
     from edge.config import ConfigError
     from edge.daemon import GatewayFailed, serve
-    from edge.outbox import BufferFull
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

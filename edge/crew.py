@@ -1,10 +1,10 @@
 """Crew commands of `lifeline edge`: alarms, ack, status, tail and write, at the cabinet.
 
-Everything reads the gateway's own SQLite buffer through read-only connections (WAL), so it
-works while the daemon runs and while the uplink is down; an acknowledgement is queued in the
-buffer for the daemon to apply and send upstream. `status` reads the health snapshot the
-daemon keeps there (edge.logbook); `tail` reads the backlog `chunks` (concatenated msgpack wire
-record rows) and frozen `batches` (wire payloads) of edge.outbox's schema.
+Commands and presentation only. Everything is read from the gateway's own SQLite buffer through
+edge.buffer.views (read-only, WAL), so it works while the daemon runs and while the uplink is
+down; an acknowledgement is queued in the buffer for the daemon to apply and send upstream.
+`status` shows the health snapshot the daemon keeps there; `tail` follows the alarm log and the
+readings waiting to be sent.
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ from edge.cli_output import (
 )
 
 if TYPE_CHECKING:
+    from edge.buffer.views import AlarmRow
     from edge.config import GatewayConfig
-    from edge.logbook import AlarmRow
+    from wire import Record
 
 __all__ = ["register"]
 
@@ -71,15 +72,6 @@ def _db(config: Path | None, db: Path | None) -> Path:
             "(the path is buffer.path in the gateway config)"
         )
     return path
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    from edge.outbox import connect
-
-    try:
-        return connect(path, readonly=True)
-    except sqlite3.Error as exc:
-        fail(f"cannot open {path} read-only: {exc}")
 
 
 def _parse_since(text: str) -> int:
@@ -141,7 +133,7 @@ def alarms_command(
     as_json: JsonOpt = False,
 ) -> None:
     """The gateway's local alarm log, newest first (works with the uplink down)."""
-    from edge.logbook import alarms
+    from edge.buffer.views import alarms
 
     since_ms = _parse_since(since) if since else None
     worst = _parse_severity(severity) if severity else None
@@ -196,7 +188,7 @@ def ack_command(
     ] = 5.0,
 ) -> None:
     """Acknowledge an alarm locally; the gateway sends the acknowledgement upstream when it can."""
-    from edge.logbook import alarms, request_ack
+    from edge.buffer.views import alarms, request_ack
 
     path = _db(config, db)
     if not by.strip():
@@ -232,20 +224,6 @@ def ack_command(
 # --- status ----------------------------------------------------------------------------------
 
 
-def _one(db: sqlite3.Connection, sql: str, *args: Any) -> Any:
-    row = db.execute(sql, args).fetchone()
-    return row[0] if row else None
-
-
-def _unpack_chunk(body: bytes) -> list[list[Any]]:
-    """Wire record rows [device, point, ts_ms, value, quality, historical] of a backlog chunk."""
-    import msgpack
-
-    unpacker = msgpack.Unpacker(raw=False)
-    unpacker.feed(body)
-    return [row for row in unpacker if isinstance(row, list) and len(row) >= 5]
-
-
 def _iso(ts_ms: int | None) -> str | None:
     return utc_iso(ts_ms) if ts_ms is not None else None
 
@@ -262,20 +240,12 @@ def _age(iso: str | None, now: int) -> str:
 
 def _status(path: Path, device_ids: list[str]) -> dict[str, Any]:
     """Everything `status` shows, from the daemon's health snapshot and the buffer."""
-    from edge.logbook import buffer_stats, daemon_running, gateway_health
+    from edge.buffer.health import daemon_running
+    from edge.buffer.views import buffer_stats, gateway_health, open_alarm_counts
 
     stats = buffer_stats(path)
     health = gateway_health(path)
-    db = _connect(path)
-    try:
-        open_alarms = dict(
-            db.execute(
-                "SELECT device, count(*) FROM alarm_log WHERE id IN (SELECT max(id) FROM alarm_log"
-                " GROUP BY alarm_id) AND state != 'normal' GROUP BY device"
-            ).fetchall()
-        )
-    finally:
-        db.close()
+    open_alarms = open_alarm_counts(path)
     now = time.time_ns() // 1_000_000
     running, why = daemon_running(health, now)
     known = {d.device: d for d in health.devices} if health is not None else {}
@@ -456,54 +426,13 @@ def _clock_line(clock: dict[str, Any], now: int) -> str:
 # --- tail ------------------------------------------------------------------------------------
 
 
-class _Follower:
-    """Remembers how far it has read; each `poll` returns what is new since the last one."""
+def _entry(e: AlarmRow | Record) -> dict[str, Any]:
+    """A tail line's JSON form: an alarm log entry or a reading."""
+    from edge.buffer.views import AlarmRow
 
-    def __init__(self, db: sqlite3.Connection, alarms_since_ms: int | None = None) -> None:
-        self.db = db
-        self.alarm_id = _one(db, "SELECT coalesce(max(id), 0) FROM alarm_log")
-        if alarms_since_ms is not None:
-            first = _one(db, "SELECT min(id) FROM alarm_log WHERE ts_ms >= ?", alarms_since_ms)
-            if first is not None:
-                self.alarm_id = first - 1
-        self.chunk_id = _one(db, "SELECT coalesce(max(id), 0) FROM chunks")
-        self.seq = _one(db, "SELECT coalesce(max(seq), 0) FROM batches")
-
-    def poll(self) -> list[dict[str, Any]]:
-        from edge.logbook import AlarmRow
-        from edge.outbox import LANE_DATA
-        from wire import DataBatch, WireError, decode
-
-        out: list[dict[str, Any]] = []
-        for row in self.db.execute(
-            "SELECT id, alarm_id, device, point, alarm_type, severity, state, ts_ms, value,"
-            " limit_value, message, ack_by, ack_note FROM alarm_log WHERE id > ? ORDER BY id",
-            (self.alarm_id,),
-        ).fetchall():
-            self.alarm_id = row[0]
-            out.append({"kind": "alarm", **_alarm_json(AlarmRow(*row[1:]))})
-        for chunk_id, body in self.db.execute(
-            "SELECT id, body FROM chunks WHERE id > ? ORDER BY id", (self.chunk_id,)
-        ).fetchall():
-            self.chunk_id = chunk_id
-            out.extend(_reading(d, p, ts, v, str(q)) for d, p, ts, v, q, *_ in _unpack_chunk(body))
-        # Backlog batches keep their records in `chunks` (payload NULL), shown above already.
-        for seq, payload in self.db.execute(
-            "SELECT seq, payload FROM batches WHERE seq > ? AND lane = ? AND payload IS NOT NULL"
-            " ORDER BY seq",
-            (self.seq, LANE_DATA),
-        ).fetchall():
-            self.seq = seq
-            try:
-                batch = decode(payload)
-            except WireError:
-                continue
-            if isinstance(batch, DataBatch):
-                out.extend(
-                    _reading(r.device, r.point, r.ts_ms, r.value, r.quality.value)
-                    for r in batch.records
-                )
-        return out
+    if isinstance(e, AlarmRow):
+        return {"kind": "alarm", **_alarm_json(e)}
+    return _reading(e.device, e.point, e.ts_ms, e.value, e.quality.value)
 
 
 def _reading(device: str, point: str, ts: int, value: Any, quality: str) -> dict[str, Any]:
@@ -551,16 +480,21 @@ def tail_command(
     Alarms are never missed. Readings are shown from the buffer: with the uplink down all of
     them; with it up, those that are still waiting when we look (most, not all).
     """
+    from edge.buffer.views import Follower
+
     since_ms = _parse_since(since) if since else None
     path = _db(config, db)
-    conn = _connect(path)
+    try:
+        follower = Follower(path)
+    except sqlite3.Error as exc:
+        fail(f"cannot open {path} read-only: {exc}")
     shown = 0
     stop = time.monotonic() + duration if duration is not None else None
     try:
         start = time.time_ns() // 1_000_000 - since_ms if since_ms is not None else None
-        follower = _Follower(conn, start)
+        follower.start(start)
         while stop is None or time.monotonic() < stop:
-            for e in follower.poll():
+            for e in map(_entry, follower.poll()):
                 if (alarms_only and e["kind"] != "alarm") or (device and e["device"] != device):
                     continue
                 if as_json:
@@ -577,7 +511,7 @@ def tail_command(
     except sqlite3.Error as exc:
         fail(f"cannot read {path}: {exc}")
     finally:
-        conn.close()
+        follower.close()
 
 
 # --- write -----------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from typing import Any
 from drivers.errors import DriverError
 from drivers.planner import Value
 from drivers.profile import AlarmRuleSpec, Profile
+from edge.buffer import DeviceHealth, GatewayHealth, Outbox, Sample
 from edge.clock import ClockChange, ClockWatch, mono_ms, wall_ms
 from edge.config import (
     ConfigError,
@@ -28,7 +29,6 @@ from edge.config import (
     point_rules,
     resolve_profiles,
 )
-from edge.outbox import DeviceHealth, GatewayHealth, Outbox, Sample
 from edge.rules import AlarmEngine, ExceptionFilter, Rule, UnknownAlarm
 from edge.scheduler import BusPoller, Device, Health, make_device
 from edge.uplink import Uplink, first_set

@@ -33,9 +33,9 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge.buffer import LANE_ALARM, LANE_DATA, LANE_DEVICE, BufferFull, Outbox
 from edge.clock import wall_ms
 from edge.config import MqttConfig
-from edge.outbox import LANE_ALARM, LANE_DATA, LANE_DEVICE, BufferFull, Outbox
 from edge.packets import PacketLimit, publish_overhead
 from wire import Birth, Command, CommandReply, Death, Kind, Status, WireError, decode, encode, topic
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from edge import logbook
+from edge.buffer import views
 from tests.e2e.test_edge_gateway import (
     Subscriber,
     gateway_config,
@@ -50,7 +50,7 @@ def test_backlog_drains_through_a_broker_with_a_small_message_size_limit(
             broker.start()
 
             def drained() -> bool:
-                stats = logbook.buffer_stats(buffer)
+                stats = views.buffer_stats(buffer)
                 return stats.backlog_readings == 0 and stats.frozen_batches == 0
 
             wait_for(drained, 40, "the backlog to drain through the limited broker")
@@ -82,7 +82,7 @@ def test_backlog_drains_through_a_broker_with_a_small_message_size_limit(
     for name, stamps in series.items():
         gaps = [b - a for a, b in itertools.pairwise(stamps)]
         assert max(gaps) < 1000, f"{name} lost readings (a hole of {max(gaps)} ms)"
-    db = logbook.buffer_stats(buffer)
+    db = views.buffer_stats(buffer)
     assert db.backlog_readings == db.frozen_readings == 0
     log = (tmp_path / "gateway.log").read_text()
     assert "batches are cut to" in log

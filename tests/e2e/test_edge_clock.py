@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from edge import logbook
+from edge.buffer import views
 from tests.e2e.test_edge_gateway import (
     Subscriber,
     gateway_config,
@@ -95,8 +95,8 @@ def test_on_delayed_gas_alarm_is_raised_on_time_when_ntp_steps_the_clock_back(
             wait_for(lambda: polled_clean(sub), 20, "a poll before the leak")
             set_sim_value(eps, "gas-01", "gas_concentration", 30.0)
 
-            def by_type(kind: str) -> list[logbook.AlarmRow]:
-                return [r for r in logbook.alarms(buffer) if r.alarm_type == kind]
+            def by_type(kind: str) -> list[views.AlarmRow]:
+                return [r for r in views.alarms(buffer) if r.alarm_type == kind]
 
             wait_for(lambda: bool(by_type("roc")), 20, "the first sample over the limit", 0.01)
             offset.write_text("-1h\n")  # NTP steps the clock back, the on-delay is running

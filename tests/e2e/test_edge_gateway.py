@@ -25,8 +25,7 @@ import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge import logbook
-from edge.outbox import Outbox
+from edge.buffer import Outbox, views
 from firmware_sim.control import SimControl
 from wire import (
     AlarmBatch,
@@ -212,13 +211,13 @@ def test_sigkill_loop_loses_nothing_committed_and_duplicates_nothing(
             box.flush(None, 0)
             box.close()
             must_arrive |= {("backlog", "p", start + i) for i in range(BACKLOG)}
-            seq_before = logbook.buffer_stats(buffer).next_seq
+            seq_before = views.buffer_stats(buffer).next_seq
             proc = start_gateway(config, tmp_path / "gateway.log")
             # The drain of a backlog this size takes tens of milliseconds, so a kill timed from
             # the start of the process mostly lands after it: time it from the first batch the
             # gateway froze instead (a random moment within the drain, or just after it).
             wait_for(
-                lambda before=seq_before: logbook.buffer_stats(buffer).next_seq > before,
+                lambda before=seq_before: views.buffer_stats(buffer).next_seq > before,
                 30,
                 "the drain to start",
                 poll_s=0.001,
@@ -232,14 +231,14 @@ def test_sigkill_loop_loses_nothing_committed_and_duplicates_nothing(
         proc = start_gateway(config, tmp_path / "gateway.log")
 
         def drained() -> bool:
-            stats = logbook.buffer_stats(tmp_path / "buffer.sqlite")
+            stats = views.buffer_stats(tmp_path / "buffer.sqlite")
             return stats.backlog_readings == 0 and stats.frozen_batches == 0
 
         time.sleep(1.5)
         wait_for(drained, 30, "the buffer to drain")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
-        last_seq = logbook.buffer_stats(tmp_path / "buffer.sqlite").next_seq - 1
+        last_seq = views.buffer_stats(tmp_path / "buffer.sqlite").next_seq - 1
         wait_for(lambda: len(sub.seqs()) >= last_seq, 60, "the subscriber to catch up")
         assert sub.seqs() == set(range(1, last_seq + 1))
     batches = sub.data()
@@ -286,14 +285,14 @@ def test_gas_alarm_reaches_broker_ahead_of_backlog(tmp_path: Path, topic_root: s
         proc = start_gateway(config, tmp_path / "gateway.log")
         log = tmp_path / "buffer.sqlite"
         try:
-            polled = lambda: logbook.buffer_stats(log).backlog_readings > 100_000  # noqa: E731
+            polled = lambda: views.buffer_stats(log).backlog_readings > 100_000  # noqa: E731
             wait_for(polled, 20, "the first poll")
             step_1 = time.time_ns() // 1_000_000
             set_sim_value(eps, "gas-01", "gas_concentration", 30.0)
 
-            def limit_alarms() -> list[logbook.AlarmRow]:
+            def limit_alarms() -> list[views.AlarmRow]:
                 # the steps also trip the rate-of-change rule (3级): only the limits matter here
-                rows = [r for r in logbook.alarms(log) if r.alarm_type in ("hi", "hihi")]
+                rows = [r for r in views.alarms(log) if r.alarm_type in ("hi", "hihi")]
                 return sorted(rows, key=lambda r: r.ts_ms)
 
             wait_for(lambda: len(limit_alarms()) >= 1, 20, "the first-stage alarm")
@@ -382,14 +381,14 @@ def test_broker_outage_replays_everything_once_in_order_flagged_historical(
             broker.start()
 
             def drained() -> bool:
-                stats = logbook.buffer_stats(tmp_path / "buffer.sqlite")
+                stats = views.buffer_stats(tmp_path / "buffer.sqlite")
                 return stats.backlog_readings == 0 and stats.frozen_batches == 0
 
             wait_for(drained, 30, "the backlog to drain")
         finally:
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(15) == 0
-        last_seq = logbook.buffer_stats(tmp_path / "buffer.sqlite").next_seq - 1
+        last_seq = views.buffer_stats(tmp_path / "buffer.sqlite").next_seq - 1
         wait_for(lambda: len(sub.seqs()) >= last_seq, 30, "the subscriber to catch up")
         sub.close()
     first_seen: dict[int, DataBatch] = {}

@@ -29,7 +29,7 @@ import psycopg
 import pytest
 import yaml
 
-from edge import logbook
+from edge.buffer import LANE_ALARM, LANE_DATA, views
 from lifeline.broker import PrivateBroker
 from tests.services import Postgres, free_port, fresh_database, start_mosquitto
 
@@ -294,7 +294,7 @@ class District:
         for buffer in self.buffers.values():
             if not buffer.exists():
                 return False
-            s = logbook.buffer_stats(buffer)
+            s = views.buffer_stats(buffer)
             if s.backlog_readings or s.pending_events or s.frozen_batches > LIVE_FROZEN:
                 return False
         return True
@@ -352,7 +352,7 @@ class GatewayAccount:
     pending: int  # readings still in the buffer and not in the database
     last_seq: int  # highest seq the gateway assigned
     # seqs frozen in the buffer that the database does not hold, and seqs retired by a split
-    # (a batch the broker refused as too large goes out again under new seqs: edge/outbox.py)
+    # (a batch the broker refused as too large goes out again under new seqs: edge/buffer/outbox.py)
     unsent_seqs: int
     db_readings: int
     db_distinct: int  # distinct (device, point, ts)
@@ -398,14 +398,10 @@ class GatewayAccount:
 
 def buffer_epoch(path: Path) -> str:
     """The epoch of a gateway buffer, as its batches carry it."""
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        row = db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
-    finally:
-        db.close()
-    if row is None:  # a gateway that has created its buffer, not yet its epoch
+    epoch = views.epoch(path)
+    if epoch is None:  # a gateway that has created its buffer, not yet its epoch
         raise LookupError(f"{path} has no epoch yet")
-    return f"{int(row[0]):x}"
+    return epoch
 
 
 @dataclass
@@ -422,29 +418,20 @@ class BufferBooks:
 
 def _edge_books(path: Path, stored: set[int]) -> BufferBooks:
     """meta counters, readings not yet in the database, unsent seqs, alarm log size."""
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        meta = {str(k): int(v) for k, v in db.execute("SELECT key, value FROM meta")}
-        # Readings not frozen yet, plus those of frozen data batches the database lacks (a
-        # batch the broker took but whose delete the gateway never committed is not pending).
-        pending = db.execute(
-            "SELECT coalesce(sum(n), 0) FROM chunks"
-            " WHERE id > (SELECT coalesce(max(hi), 0) FROM batches)"
-        ).fetchone()[0]
-        unsent_alarms = db.execute("SELECT count(*) FROM events WHERE lane = 0").fetchone()[0]
-        unsent = 0
-        for seq, lane, n in db.execute("SELECT seq, lane, n FROM batches"):
-            if seq not in stored:
-                unsent += 1
-                pending += n if lane == 2 else 0
-                unsent_alarms += n if lane == 0 else 0
-        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
-        if "retired" in tables:  # its records went out under new seqs: nothing pending
-            unsent += sum(seq not in stored for (seq,) in db.execute("SELECT seq FROM retired"))
-        alarms = db.execute("SELECT count(*) FROM alarm_log").fetchone()[0]
-    finally:
-        db.close()
-    return BufferBooks(meta, int(pending), unsent, int(alarms), int(unsent_alarms), stored)
+    b = views.books(path)
+    # Readings not frozen yet, plus those of frozen data batches the database lacks (a
+    # batch the broker took but whose delete the gateway never committed is not pending).
+    pending = b.backlog_readings
+    unsent_alarms = b.queued_alarm_events
+    unsent = 0
+    for seq, lane, n in b.frozen:
+        if seq not in stored:
+            unsent += 1
+            pending += n if lane == LANE_DATA else 0
+            unsent_alarms += n if lane == LANE_ALARM else 0
+    # A retired batch's records went out under new seqs: nothing pending.
+    unsent += sum(seq not in stored for seq in b.retired)
+    return BufferBooks(b.counters, pending, unsent, b.alarm_log_entries, unsent_alarms, stored)
 
 
 def account(
@@ -520,15 +507,7 @@ def caught_up(
 
 def open_alarms(buffer: Path) -> set[str]:
     """The alarm ids a gateway's alarm log holds not normal (its alarm picture)."""
-    db = sqlite3.connect(f"file:{buffer}?mode=ro", uri=True)
-    try:
-        rows = db.execute(
-            "SELECT alarm_id FROM alarm_log WHERE id IN"
-            " (SELECT max(id) FROM alarm_log GROUP BY alarm_id) AND state != 'normal'"
-        ).fetchall()
-    finally:
-        db.close()
-    return {r[0] for r in rows}
+    return {r.alarm_id for r in views.alarms(buffer, open_only=True, limit=-1)}
 
 
 def collector_open_alarms(db_url: str, gateway: str) -> set[str]:

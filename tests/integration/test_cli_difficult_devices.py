@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from edge.outbox import DeviceHealth, GatewayHealth, Outbox
+from edge.buffer import DeviceHealth, GatewayHealth, Outbox
 from lifeline.demo import spawn, wait_until
 
 pytestmark = pytest.mark.integration

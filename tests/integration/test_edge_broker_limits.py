@@ -13,7 +13,6 @@ PUBACK 0x95, which paho rejects as malformed (a protocol-error disconnect).
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -22,9 +21,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge import logbook
+from edge.buffer import Outbox, views
 from edge.config import MqttConfig
-from edge.outbox import Outbox
 from edge.uplink import Uplink
 from tests.integration.test_edge_uplink import T0, fill, no_commands, until
 from tests.services import start_mosquitto
@@ -70,11 +68,7 @@ class Recorder:
 
 
 def retired(path: Path) -> set[int]:
-    db = sqlite3.connect(path)
-    try:
-        return {seq for (seq,) in db.execute("SELECT seq FROM retired")}
-    finally:
-        db.close()
+    return set(views.books(path).retired)
 
 
 def drain_through(
@@ -199,7 +193,7 @@ def test_a_broker_acl_refusing_the_data_topic_loses_nothing_and_does_not_loop(
             asyncio.run(main())
         finally:
             rec.close()
-    stats = logbook.buffer_stats(tmp_path / "b.sqlite")
+    stats = views.buffer_stats(tmp_path / "b.sqlite")
     assert stats.frozen_readings + stats.backlog_readings == 2000  # not one reading left
     assert uplink.connects < 12  # reconnects back off; they do not loop
     alarms = [decode(p) for t, p in rec.payloads if t.endswith("/alarm")]

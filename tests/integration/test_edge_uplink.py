@@ -13,8 +13,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge.buffer import Outbox
 from edge.config import MqttConfig
-from edge.outbox import Outbox
 from edge.uplink import Uplink
 from wire import (
     AlarmBatch,

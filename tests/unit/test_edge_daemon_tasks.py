@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from drivers.link import LinkStats
+from edge.buffer import BufferFull
 from edge.clock import wall_ms
 from edge.config import parse_config, resolve_profiles
 from edge.daemon import Gateway, GatewayFailed
-from edge.outbox import BufferFull
 from tests.services import free_port
 from wire import AlarmEvent, AlarmState, Severity
 

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from edge import logbook
-from edge.outbox import LANE_ALARM, LANE_DATA, LANE_DEVICE, Outbox, Sample
+from edge.buffer import LANE_ALARM, LANE_DATA, LANE_DEVICE, Outbox, Sample, views
 from wire import (
     AlarmBatch,
     AlarmEvent,
@@ -151,16 +150,16 @@ def test_alarm_log_readable_and_acks_queued_from_another_connection(tmp_path: Pa
     )
     box.add_alarm_events([acked, alarm(2)])
     path = tmp_path / "buf.sqlite"
-    rows = logbook.alarms(path, open_only=True)
+    rows = views.alarms(path, open_only=True)
     assert [(r.alarm_id, r.state, r.ack_by) for r in rows] == [
         ("gw:2", "active_unacked", None),
         ("gw:1", "active_acked", "crew"),
     ]
     assert [e.alarm_id for e in box.open_alarms()] == ["gw:1", "gw:2"]
-    logbook.request_ack(path, "gw:2", "crew-3", "checked")
+    views.request_ack(path, "gw:2", "crew-3", "checked")
     assert box.take_ack_requests() == [("gw:2", "crew-3", "checked")]
     assert box.take_ack_requests() == []
-    stats = logbook.buffer_stats(path)
+    stats = views.buffer_stats(path)
     assert (stats.pending_events, stats.next_seq) == (3, 1)
     box.close()
 
@@ -172,8 +171,8 @@ def test_frozen_data_reads_both_batch_forms(tmp_path: Path) -> None:
     box.ready(set(), 8, T0)
     box.add(samples(3, start=1000))
     box.flush(T0, 4)  # live: frozen with its payload
-    got = logbook.frozen_data(tmp_path / "buf.sqlite")
+    got = views.frozen_data(tmp_path / "buf.sqlite")
     assert [(seq, len(rows)) for seq, rows in got] == [(1, 100), (2, 50), (3, 3)]
     assert got[2][1][0][:4] == ["d1", "p", T0 + 1000, 1000.0]
-    assert logbook.frozen_data(tmp_path / "buf.sqlite", after_seq=2)[0][0] == 3
+    assert views.frozen_data(tmp_path / "buf.sqlite", after_seq=2)[0][0] == 3
     box.close()

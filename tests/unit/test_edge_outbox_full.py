@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.outbox import BufferFull, Outbox
+from edge.buffer import BufferFull, Outbox
 from wire import AlarmEvent, AlarmState, Quality, Severity
 
 pytestmark = pytest.mark.unit

@@ -8,10 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from edge import logbook
+from edge.buffer import (
+    HEALTH_EVERY_S,
+    HEALTH_MIN_GAP_S,
+    DeviceHealth,
+    GatewayHealth,
+    Outbox,
+    health,
+    views,
+)
 from edge.config import parse_config, resolve_profiles
 from edge.daemon import Gateway
-from edge.outbox import HEALTH_EVERY_S, HEALTH_MIN_GAP_S, DeviceHealth, GatewayHealth, Outbox
 from edge.scheduler import Health
 from wire import Quality
 
@@ -75,11 +82,11 @@ def test_written_with_the_flush_then_at_most_every_few_seconds(tmp_path: Path) -
     clock = Clock()
     box, source = open_box(tmp_path, clock)
     path = tmp_path / "buf.sqlite"
-    assert logbook.gateway_health(path) is None
+    assert views.gateway_health(path) is None
     box.add(reading(T0))
     box.flush(None, 0)  # the backlog commit carries the snapshot: no commit of its own
     assert source.calls == 1
-    assert logbook.gateway_health(path) == snapshot()
+    assert views.gateway_health(path) == snapshot()
 
     source.current = snapshot(heartbeat_ms=T0 + 1000)
     for i in range(10):  # many flushes within the period: none rewrites it
@@ -88,11 +95,11 @@ def test_written_with_the_flush_then_at_most_every_few_seconds(tmp_path: Path) -
         box.flush(T0, 4)
     assert not box.save_health()
     assert source.calls == 1
-    assert logbook.gateway_health(path) == snapshot()
+    assert views.gateway_health(path) == snapshot()
 
     clock.now += HEALTH_EVERY_S / 2
     assert box.save_health()  # the heartbeat while no readings flow
-    assert logbook.gateway_health(path) == snapshot(heartbeat_ms=T0 + 1000)
+    assert views.gateway_health(path) == snapshot(heartbeat_ms=T0 + 1000)
     box.close()
 
 
@@ -107,7 +114,7 @@ def test_a_state_change_is_written_soon_with_the_next_write(tmp_path: Path) -> N
     clock.now += HEALTH_MIN_GAP_S / 2
     box.add(reading(T0))
     box.flush(T0, 4)  # a live batch freeze: the snapshot rides in its transaction
-    got = logbook.gateway_health(tmp_path / "buf.sqlite")
+    got = views.gateway_health(tmp_path / "buf.sqlite")
     assert got is not None
     assert (got.uplink_connected, got.uplink_since_ms) == (True, T0 + 50)
     box.close()
@@ -121,7 +128,7 @@ def test_devices_dropped_by_a_reload_leave_the_snapshot(tmp_path: Path) -> None:
     box.health_changed()
     clock.now += HEALTH_MIN_GAP_S
     assert box.save_health()
-    got = logbook.gateway_health(tmp_path / "buf.sqlite")
+    got = views.gateway_health(tmp_path / "buf.sqlite")
     assert got is not None
     assert [d.device for d in got.devices] == ["mh-01"]
     box.close()
@@ -131,40 +138,40 @@ def test_daemon_running_from_heartbeat_pid_and_clean_stop(tmp_path: Path) -> Non
     clock = Clock()
     box, _ = open_box(tmp_path, clock)
     box.save_health()
-    got = logbook.gateway_health(tmp_path / "buf.sqlite")
-    stale = T0 + logbook.DAEMON_STALE_MS + 1000
-    assert logbook.daemon_running(got, T0 + 2000) == (True, f"pid {os.getpid()}, heartbeat 2 s ago")
-    assert logbook.daemon_running(got, stale)[0] is False
-    assert "no heartbeat for" in logbook.daemon_running(got, stale)[1]
+    got = views.gateway_health(tmp_path / "buf.sqlite")
+    stale = T0 + health.DAEMON_STALE_MS + 1000
+    assert health.daemon_running(got, T0 + 2000) == (True, f"pid {os.getpid()}, heartbeat 2 s ago")
+    assert health.daemon_running(got, stale)[0] is False
+    assert "no heartbeat for" in health.daemon_running(got, stale)[1]
     gone = replace(snapshot(), pid=NO_SUCH_PID)
-    assert logbook.daemon_running(gone, T0) == (False, f"process {NO_SUCH_PID} is gone (killed?)")
-    assert logbook.daemon_running(None, T0)[0] is False
+    assert health.daemon_running(gone, T0) == (False, f"process {NO_SUCH_PID} is gone (killed?)")
+    assert health.daemon_running(None, T0)[0] is False
 
     box.close()  # a clean stop says so at once, no waiting for the heartbeat to age
-    got = logbook.gateway_health(tmp_path / "buf.sqlite")
+    got = views.gateway_health(tmp_path / "buf.sqlite")
     assert got is not None
     assert got.stopped_ms == T0
-    assert logbook.daemon_running(got, T0 + 10) == (False, "stopped")
+    assert health.daemon_running(got, T0 + 10) == (False, "stopped")
 
 
 def test_buffer_depth_and_oldest_unsent_reading(tmp_path: Path) -> None:
     box = Outbox(tmp_path / "buf.sqlite", "gw", "s1", batch_records=2)
     path = tmp_path / "buf.sqlite"
-    assert logbook.buffer_stats(path).oldest_unsent_ms is None
+    assert views.buffer_stats(path).oldest_unsent_ms is None
     box.add(reading(T0 + 5) + reading(T0 + 3))
     box.flush(T0 + 100, 4)  # live batch, frozen directly
-    stats = logbook.buffer_stats(path)
+    stats = views.buffer_stats(path)
     assert (stats.frozen_readings, stats.backlog_readings) == (2, 0)
     assert stats.oldest_unsent_ms == T0 + 3
     box.add(reading(T0 + 1) + reading(T0 + 7) + reading(T0 + 9))
     box.flush(None, 0)  # uplink down: backlog chunks
-    stats = logbook.buffer_stats(path)
+    stats = views.buffer_stats(path)
     assert (stats.frozen_readings, stats.backlog_readings) == (2, 3)
     assert stats.oldest_unsent_ms == T0 + 1
     box.acked([1])
     box.commit_acks()
     box.ready(set(), 1, T0 + 100)  # the backlog's first batch frozen; its rows stay in chunks
-    stats = logbook.buffer_stats(path)
+    stats = views.buffer_stats(path)
     assert stats.oldest_unsent_ms == T0 + 1
     box.close()
 
@@ -194,14 +201,14 @@ def test_the_gateway_reports_device_and_uplink_state(tmp_path: Path) -> None:
     dev.health.state, dev.state_since_ms = Health.OFFLINE, T0 + 900
     gw.transition(dev, Health.OFFLINE, "unit 1: no answer", T0 + 900)
     assert gw.outbox.save_health()  # a transition makes the snapshot due at once
-    got = logbook.gateway_health(tmp_path / "b.sqlite")
+    got = views.gateway_health(tmp_path / "b.sqlite")
     assert got is not None
     assert got.devices == (
         DeviceHealth("gas-1", "offline", T0 + 900, T0, "unit 1: no answer", T0 + 900),
     )
     assert (got.pid, got.stopped_ms, got.uplink_connected) == (os.getpid(), None, False)
     gw.outbox.close()
-    got = logbook.gateway_health(tmp_path / "b.sqlite")
+    got = views.gateway_health(tmp_path / "b.sqlite")
     assert got is not None
     assert got.stopped_ms is not None
 

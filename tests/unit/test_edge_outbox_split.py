@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.outbox import Outbox
+from edge.buffer import Outbox
 from wire import AlarmBatch, AlarmEvent, AlarmState, DataBatch, Quality, Severity, decode
 
 pytestmark = pytest.mark.unit

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.outbox import LANE_ALARM, LANE_DATA, Outbox
+from edge.buffer import LANE_ALARM, LANE_DATA, Outbox
 from wire import AlarmEvent, AlarmState, DataBatch, Quality, Severity, decode
 
 pytestmark = pytest.mark.unit

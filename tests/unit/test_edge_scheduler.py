@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from drivers.errors import DeviceTimeout
-from edge import logbook
+from edge.buffer import views
 from edge.clock import mono_ms
 from edge.config import HealthConfig, parse_config, resolve_profiles
 from edge.daemon import Gateway
@@ -95,7 +95,7 @@ def test_sink_raises_alarms_and_marks_nan_bad(tmp_path: Path) -> None:
     gw = make_gateway(tmp_path)
     dev = gw.devices["gas-1"]
     gw.values(dev, {"gas_concentration": 55.0, "temperature": float("nan")}, T0)
-    rows = {(p, q) for _, p, _, _, q in gw.outbox._mem}
+    rows = {(p, q) for _, p, _, _, q in gw.outbox.unflushed}
     assert ("temperature", Quality.BAD) in rows
     assert ("gas_concentration", Quality.GOOD) in rows
     open_alarms = {(e.alarm_type, int(e.severity)) for e in gw.outbox.open_alarms()}
@@ -128,7 +128,7 @@ def test_offline_emits_stale_records_comm_loss_and_device_event(tmp_path: Path) 
     dev = gw.devices["gas-1"]
     error = DeviceTimeout(1, 0, 3, "no answer")
     gw.transition(dev, Health.OFFLINE, str(error), T0)
-    stale = [(p, v, q) for _, p, _, v, q in gw.outbox._mem]
+    stale = [(p, v, q) for _, p, _, v, q in gw.outbox.unflushed]
     assert {p for p, _, _ in stale} == set(dev.point_names)
     assert all(v is None and q is Quality.STALE for _, v, q in stale)
     (alarm,) = gw.outbox.open_alarms()
@@ -150,7 +150,7 @@ def test_commands_ack_unknown_and_bad_write(tmp_path: Path) -> None:
 
     reply = run("ack", alarm_id=alarm.alarm_id, who="center", note="dispatched")
     assert (reply.ok, reply.result["state"]) == (True, "active_acked")
-    rows = logbook.alarms(tmp_path / "b.sqlite", open_only=True)
+    rows = views.alarms(tmp_path / "b.sqlite", open_only=True)
     assert (rows[0].ack_by, rows[0].ack_note) == ("center", "dispatched")
     again = run("ack", alarm_id=alarm.alarm_id)
     assert not again.ok
@@ -189,6 +189,6 @@ def test_the_health_snapshot_carries_the_timeout_count_and_why(tmp_path: Path) -
     dev = gw.devices["gas-1"]
     dev.health.record(Outcome.TROUBLED, "2 timeouts covered by retries", timeouts=2)
     gw.outbox.save_health()
-    (row,) = logbook.gateway_health(tmp_path / "b.sqlite").devices  # type: ignore[union-attr]
+    (row,) = views.gateway_health(tmp_path / "b.sqlite").devices  # type: ignore[union-attr]
     assert (row.state, row.timeouts, row.detail) == ("degraded", 2, "2 timeouts covered by retries")
     gw.outbox.close()

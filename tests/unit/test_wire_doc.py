@@ -16,7 +16,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from edge.outbox import Outbox
+from edge.buffer import Outbox
 from wire import (
     AlarmEvent,
     AlarmState,
