@@ -13,45 +13,15 @@ instead of spending ~100 ms of CPU per request.
 import hashlib
 import os
 import secrets
-from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from collector.models import Role
 
 if TYPE_CHECKING:
     from collector.store import Store
 
 KEY_PREFIX = "llk_"  # recognisable in a leaked-secret scan
-
-
-class Role(StrEnum):
-    """What a key may do; each role includes every role listed before it."""
-
-    VIEWER = "viewer"
-    DISPATCHER = "dispatcher"
-    OPERATOR = "operator"
-    ADMIN = "admin"
-
-    @property
-    def rank(self) -> int:
-        """Position in the hierarchy, viewer = 0."""
-        return list(Role).index(self)
-
-    def allows(self, needed: "Role") -> bool:
-        """True if a key with this role may do what `needed` may."""
-        return self.rank >= needed.rank
-
-
-@dataclass(frozen=True, slots=True)
-class ApiKey:
-    """A stored key without its secret: `prefix` is the first characters, to tell keys apart."""
-
-    id: int
-    name: str
-    role: Role
-    prefix: str
-    created_ms: int
-    revoked_ms: int | None
 
 
 def new_token() -> str:

@@ -7,23 +7,26 @@ from collector.assets import Asset
 from collector.cases.workflow import Audit, Case
 from collector.cases.workorders import WorkOrder
 from collector.errors import Conflict, StoreDataError, StoreError, StoreUnavailable
-from collector.events import AlarmView, EventRecord
-from collector.keys import ApiKey
 from collector.models import (
     AlarmLink,
     AlarmRecord,
     AlarmTransition,
+    AlarmView,
+    ApiKey,
     Bucket,
     DeadLetter,
+    Delivery,
     DeviceState,
+    DueDelivery,
+    EventRecord,
     GatewayEpoch,
     GatewayState,
     Incoming,
     Reading,
     StatusChange,
+    Webhook,
     WriteResult,
 )
-from collector.webhooks import Delivery, DueDelivery, Webhook
 
 __all__ = [
     "Conflict",

@@ -15,31 +15,34 @@ from typing import Any, Protocol
 from collector.assets import Asset, AssetError
 from collector.events import (
     ALARM_EVENT_TYPES,
-    AlarmView,
-    EventRecord,
     matches,
     type_patterns,
 )
-from collector.keys import ApiKey, Role
 from collector.models import (
     ORIGIN_BIRTH,
     ORIGIN_GATEWAY,
     RECONCILED,
     Accepted,
     AlarmRecord,
+    AlarmView,
+    ApiKey,
     DeadLetter,
+    Delivery,
     DeviceState,
+    DueDelivery,
+    EventRecord,
     GatewayClock,
     GatewayEpoch,
     GatewayState,
     Incoming,
     Rejected,
+    Role,
     Status,
+    Webhook,
     WriteResult,
 )
 from collector.store.base import StoreDataError, StoreError
 from collector.store.cases_sql import CaseRows
-from collector.webhooks import Delivery, DueDelivery, Webhook
 from wire import (
     EARLIEST_PLAUSIBLE_MS,
     AlarmBatch,

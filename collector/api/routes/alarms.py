@@ -18,7 +18,7 @@ from collector.api.paging import (
     decode_cursor,
     encode_cursor,
 )
-from collector.events import AlarmView
+from collector.models import AlarmView
 
 router = APIRouter(prefix="/api/v1/alarms", tags=["alarms"])
 
