@@ -21,7 +21,7 @@ from collector.errors import StoreError
 from wire import AlarmState
 
 if TYPE_CHECKING:
-    from collector.store import Store
+    from collector.store.base import EventLogStore
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ class EventPump:
 
     def __init__(
         self,
-        store: Store,
+        store: EventLogStore,
         notifier: Notifier,
         interval_s: float = 0.5,
         clock: Callable[[], float] = time.time,

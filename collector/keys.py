@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from collector.models import Role
 
 if TYPE_CHECKING:
-    from collector.store import Store
+    from collector.store.base import KeyStore
 
 KEY_PREFIX = "llk_"  # recognisable in a leaked-secret scan
 
@@ -48,7 +48,7 @@ def write_secret_file(path: Path, token: str) -> None:
     os.chmod(path, 0o600)  # O_CREAT's mode does not apply to a file that already existed
 
 
-def bootstrap_admin_key(store: "Store", path: Path, now_ms: int) -> bool:
+def bootstrap_admin_key(store: "KeyStore", path: Path, now_ms: int) -> bool:
     """Create an admin key into `path` if the database has no active admin key; True if made."""
     if any(k.role is Role.ADMIN and k.revoked_ms is None for k in store.api_keys()):
         return False

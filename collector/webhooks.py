@@ -31,7 +31,7 @@ from collector.events import Notifier
 from collector.models import DueDelivery, EventRecord, Webhook
 
 if TYPE_CHECKING:
-    from collector.store import Store
+    from collector.store.base import WebhookStore
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class Deliverer:
 
     def __init__(
         self,
-        store: Store,
+        store: WebhookStore,
         notifier: Notifier,
         config: WebhookConfig,
         clock: Callable[[], float] = time.time,
