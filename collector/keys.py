@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from collector.store import Store
 
 KEY_PREFIX = "llk_"  # recognisable in a leaked-secret scan
+# Both headers work; the 401, the demo banner and the docs name them the same way.
+KEY_HEADERS = "X-API-Key: KEY or Authorization: Bearer KEY"
 
 
 class Role(StrEnum):

@@ -344,6 +344,18 @@ class Gateway:
         handler = handlers.get(cmd.name)
         if handler is None:
             return self._reply(cmd, error=f"unknown command {cmd.name!r}; know {sorted(handlers)}")
+        mqtt = self.cfg.mqtt
+        if cmd.name != "rebirth" and not (mqtt.authenticated or mqtt.allow_anonymous_commands):
+            # Over an anonymous connection the command may come from anybody on the broker.
+            log.warning(
+                "refused command %s %s: anonymous MQTT connection", cmd.name, cmd.command_id
+            )
+            return self._reply(
+                cmd,
+                error=f"refused {cmd.name!r}: this gateway's MQTT connection is anonymous, so "
+                "the command cannot be told from anybody's; give it mqtt.username (broker "
+                "passwords and ACL) or set mqtt.allow_anonymous_commands on a closed broker",
+            )
         try:
             result = await handler(cmd.args)
         except (ValueError, KeyError, DriverError, ConfigError) as exc:
@@ -389,7 +401,7 @@ class Gateway:
         return event.state.value
 
     async def _cmd_reload(self, args: dict[str, Value | None]) -> dict[str, Value | None]:
-        path = Path(str(args.get("path") or self.path))
+        path = self._reload_path(args.get("path"))
         cfg = load_config(path)  # ConfigError: the reply carries the reason, we keep running
         profiles = resolve_profiles(cfg, path.parent, str(path))
         fixed = ("gateway", "site", "mqtt", "buffer")
@@ -406,6 +418,17 @@ class Gateway:
         self._start_pollers()
         self.uplink.publish_birth()
         return {"config_hash": cfg.hash(), "devices": len(self.devices)}
+
+    def _reload_path(self, arg: Value | None) -> Path:
+        """The file a `reload` may read: a .yaml file in this gateway's config directory (a
+        relative name is taken from there), after resolving symlinks; ValueError otherwise."""
+        home = self.path.resolve().parent
+        if arg is None or arg == "":
+            return self.path
+        path = (home / str(arg)).resolve()
+        if not path.is_relative_to(home) or path.suffix not in (".yaml", ".yml"):
+            raise ValueError(f"reload reads only .yaml files in the config directory {home}")
+        return path
 
     async def _cmd_write(self, args: dict[str, Value | None]) -> dict[str, Value | None]:
         dev_id = _str_arg(args, "device")
