@@ -30,8 +30,8 @@ from collector.api import create_app
 from collector.assets import Asset
 from collector.cli import app as collector_cli
 from collector.ingest import IngestConfig
-from collector.keys import Role, digest, display_prefix, new_token
-from collector.models import Accepted, Rejected
+from collector.keys import digest, display_prefix, new_token
+from collector.models import Accepted, Rejected, Role
 from collector.runtime import CollectorConfig, Runtime
 from collector.webhooks import WebhookConfig, verify
 from tests.services import free_port

@@ -18,7 +18,7 @@ from collector.api.paging import (
     decode_cursor,
     encode_cursor,
 )
-from collector.events import AlarmView
+from collector.models import AlarmView
 from wire import MAX_STR
 
 router = APIRouter(prefix="/api/v1/alarms", tags=["alarms"])
