@@ -286,7 +286,8 @@ def create_key(
     """Create an API key and print it. It is shown only now: the database keeps its digest."""
     import time
 
-    from collector.keys import Role, digest, display_prefix, new_token
+    from collector.keys import digest, display_prefix, new_token
+    from collector.models import Role
     from collector.store import open_store
 
     try:

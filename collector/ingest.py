@@ -603,7 +603,13 @@ class Ingest:
     def send_command(
         self, site: str, gateway: str, name: str, args: dict[str, Value] | None = None
     ) -> str:
-        """Publish a command on the gateway's cmd topic (QoS 1); return its command id."""
+        """Publish a command on the gateway's cmd topic (QoS 1); return its command id.
+
+        Raises ValueError, before publishing, for a command the gateway could not decode (an
+        argument over the wire's length limits, a control character): a gateway cannot answer
+        what it cannot read, and its reply would stay pending for ever. ConnectionError when
+        the broker connection is down.
+        """
         command_id = uuid.uuid4().hex
         cmd = Command(
             gateway,
@@ -614,8 +620,13 @@ class Ingest:
             name=name,
             args=dict(args or {}),
         )
+        payload = encode(cmd)
+        try:
+            decode(payload)
+        except WireError as exc:
+            raise ValueError(f"the gateway could not read this command: {exc}") from None
         info = self._client.publish(
-            topic(site, gateway, Kind.CMD, root=self.config.root), encode(cmd), qos=1
+            topic(site, gateway, Kind.CMD, root=self.config.root), payload, qos=1
         )
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             raise ConnectionError(

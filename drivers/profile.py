@@ -34,6 +34,7 @@ __all__ = [
     "builtin_profiles",
     "check_point_rules",
     "load_profile",
+    "yaml_problem",
 ]
 
 
@@ -470,8 +471,21 @@ def load_profile(path: str | Path) -> Profile:
     except OSError as exc:
         raise ProfileError(f"{p}: cannot read: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        raise ProfileError(f"{p}: not valid YAML: {exc}") from None
+        raise ProfileError(f"{p}: {yaml_problem(exc)}") from None
     return parse_profile(data, str(p))
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """Say what is wrong with a YAML text and where (line, column), never quoting the text.
+
+    Takes the error PyYAML raised; returns one line. A config or profile may be any file a
+    command names (a gateway's `reload`): its content must not travel into a command reply or
+    a log, where PyYAML's own message would show the offending line.
+    """
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or type(exc).__name__
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"not valid YAML: {problem}{where}"
 
 
 def builtin_profiles() -> dict[str, Profile]:

@@ -105,16 +105,27 @@ class ScanResult:
     target: Target
     found: list[Found]
     probes: int
+    # Line settings the port could not be used at (the tty refused them, or it went away),
+    # with the reason; the rest of the scan went on without them.
+    skipped: list[tuple[LineSettings, str]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
-        """A JSON-able description of the target and the devices found."""
+        """A JSON-able description of the target, the devices found and the settings skipped."""
         t = self.target
         target: dict[str, Any] = {"type": t.kind}
         if t.kind == "rtu":
             target["port"] = t.port
         else:
             target.update(host=t.host, port=t.tcp_port)
-        return {"target": target, "devices": [f.as_json() for f in self.found]}
+        skipped = [
+            {"baudrate": line.baudrate, "parity": line.parity, "error": why}
+            for line, why in self.skipped
+        ]
+        return {
+            "target": target,
+            "devices": [f.as_json() for f in self.found],
+            "skipped": skipped,
+        }
 
 
 def firmware_text(version: int | None) -> str | None:
@@ -201,12 +212,17 @@ async def scan(
 ) -> ScanResult:
     """Probe every unit at every line setting; a unit found once is not probed again.
 
-    `progress` is called once per probe with a short description. LinkDown (no such port,
-    connection refused) propagates: nothing on the target can be scanned.
+    `progress` is called once per probe with a short description. A serial line setting the
+    port cannot be used at (a tty refusing a parity, an adapter unplugged mid-scan) is skipped
+    and listed in `ScanResult.skipped`; what was found at the other settings is kept. LinkDown
+    propagates only when no setting could be used and nothing was found (no such port,
+    connection refused): then nothing on the target can be scanned.
     """
     ordered = sorted(profiles, key=lambda p: p.name)
     settings: Sequence[LineSettings | None] = list(lines) if target.kind == "rtu" else [None]
     found: dict[int, Found] = {}
+    skipped: list[tuple[LineSettings, str]] = []
+    first_down: LinkDown | None = None
     probes = 0
     for line in settings:
         link = target.link(line or LineSettings())
@@ -228,6 +244,13 @@ async def scan(
                     found[unit] = Found(unit, line, profile, fw, error=sampled)
                 else:
                     found[unit] = Found(unit, line, profile, fw, sampled.values)
+        except LinkDown as exc:
+            if line is None:
+                raise
+            skipped.append((line, exc.detail))
+            first_down = first_down or exc
         finally:
             await link.aclose()
-    return ScanResult(target, [found[u] for u in sorted(found)], probes)
+    if first_down is not None and len(skipped) == len(settings) and not found:
+        raise first_down
+    return ScanResult(target, [found[u] for u in sorted(found)], probes, skipped)

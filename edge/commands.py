@@ -7,8 +7,8 @@ out gets a reply saying why; the gateway keeps running.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Protocol
 
 from drivers.errors import DriverError
@@ -17,6 +17,8 @@ from drivers.planner import Value
 from edge.config import ConfigError
 from edge.scheduler import Device
 from wire import Command, CommandReply
+
+log = logging.getLogger("lifeline.edge")
 
 Args = dict[str, Value | None]
 
@@ -31,8 +33,8 @@ class Controls(Protocol):
         """Acknowledge an alarm; its new state. Raises ValueError for an unknown alarm."""
         ...
 
-    async def reload(self, path: Path | None) -> tuple[str, int]:
-        """Load the config at `path` (None: the one running); (config hash, devices).
+    async def reload(self, name: str | None) -> tuple[str, int]:
+        """Load the config file `name` (None: the one running); (config hash, devices).
 
         Raises ConfigError or ValueError, and the gateway keeps its config.
         """
@@ -46,13 +48,20 @@ class Controls(Protocol):
 class Commands:
     """Answers the collector's commands for gateway `gateway`, session `session`.
 
-    `wall` (UTC ms) stamps the replies.
+    `trusted`: the MQTT connection is authenticated (or the config allows anonymous commands);
+    over an anonymous one only `rebirth` is carried out. `wall` (UTC ms) stamps the replies.
     """
 
     def __init__(
-        self, gateway: str, session: str, controls: Controls, wall: Callable[[], int]
+        self,
+        gateway: str,
+        session: str,
+        controls: Controls,
+        wall: Callable[[], int],
+        trusted: bool,
     ) -> None:
         self.gateway, self.session = gateway, session
+        self._trusted = trusted
         self._controls = controls
         self._wall = wall
         self._handlers: dict[str, Callable[[Args], Awaitable[Args]]] = {
@@ -68,6 +77,17 @@ class Commands:
         if handler is None:
             known = sorted(self._handlers)
             return self._reply(cmd, error=f"unknown command {cmd.name!r}; know {known}")
+        if cmd.name != "rebirth" and not self._trusted:
+            # Over an anonymous connection the command may come from anybody on the broker.
+            log.warning(
+                "refused command %s %s: anonymous MQTT connection", cmd.name, cmd.command_id
+            )
+            return self._reply(
+                cmd,
+                error=f"refused {cmd.name!r}: this gateway's MQTT connection is anonymous, so "
+                "the command cannot be told from anybody's; give it mqtt.username (broker "
+                "passwords and ACL) or set mqtt.allow_anonymous_commands on a closed broker",
+            )
         try:
             result = await handler(cmd.args)
         except (ValueError, KeyError, DriverError, ConfigError) as exc:
@@ -100,8 +120,10 @@ class Commands:
         return {"alarm_id": alarm_id, "state": state}
 
     async def _reload(self, args: Args) -> Args:
-        path = args.get("path")
-        config_hash, devices = await self._controls.reload(Path(str(path)) if path else None)
+        name = args.get("path")
+        config_hash, devices = await self._controls.reload(
+            None if name in (None, "") else str(name)
+        )
         return {"config_hash": config_hash, "devices": devices}
 
     async def _write(self, args: Args) -> Args:

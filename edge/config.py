@@ -22,6 +22,7 @@ from drivers.profile import (
     builtin_profiles,
     check_point_rules,
     load_profile,
+    yaml_problem,
 )
 from wire import Location
 from wire.messages import DATUMS
@@ -113,6 +114,10 @@ class MqttConfig(_Strict):
     # The largest MQTT packet the broker takes, when it cannot say so itself (MQTT 3.1.1, or
     # Mosquitto's message_size_limit): batches are cut to fit. None: no limit known beyond it.
     max_packet_bytes: int | None = Field(default=None, ge=1024, le=268_435_455)
+    # Obey commands that change something (write, reload, ack) over a connection without
+    # credentials? Anybody who reaches an open broker can send those; only the demo on
+    # loopback (and tests) may say yes.
+    allow_anonymous_commands: bool = False
 
     @field_validator("protocol", mode="before")
     @classmethod
@@ -127,6 +132,12 @@ class MqttConfig(_Strict):
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
             raise ValueError("must look like mqtt://host:1883 or mqtts://host:8883")
         return v
+
+    @property
+    def authenticated(self) -> bool:
+        """Whether the broker knows who is speaking: a user name or a TLS client certificate,
+        so that with its ACL only the collector can publish on this gateway's cmd topic."""
+        return self.username is not None or (self.tls is not None and self.tls.cert is not None)
 
     @property
     def host(self) -> str:
@@ -366,7 +377,7 @@ def load_config(path: str | Path) -> GatewayConfig:
         reason = f"not UTF-8 text ({exc.reason} at byte {exc.start})"
         raise ConfigError(str(p), [("(file)", reason)]) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(str(p), [("(file)", f"not valid YAML: {exc}")]) from None
+        raise ConfigError(str(p), [("(file)", yaml_problem(exc))]) from None
     cfg = parse_config(data, str(p))
     resolve_profiles(cfg, p.parent, str(p))
     return cfg

@@ -82,7 +82,8 @@ class Gateway:
         self.started_ms = wall()
         self.buffer = buffer
         self.engine = AlarmEngine(f"{cfg.gateway}:{buffer.epoch}", buffer.next_alarm_number)
-        self.commands = Commands(cfg.gateway, session, self, wall)
+        trusted = cfg.mqtt.authenticated or cfg.mqtt.allow_anonymous_commands
+        self.commands = Commands(cfg.gateway, session, self, wall, trusted)
         self.uplink = uplink(self.birth, self.commands.handle)
         self.pipeline = Pipeline(buffer, self.engine, self.uplink, wall, mono, self.fail)
         self._make_poller = poller
@@ -260,13 +261,14 @@ class Gateway:
         """
         return self.pipeline.acknowledge(alarm_id, who, note)
 
-    async def reload(self, path: Path | None) -> tuple[str, int]:
-        """Load the config at `path` (None: the file running) in place; (config hash, devices).
+    async def reload(self, name: str | None) -> tuple[str, int]:
+        """Load the config file `name` in place (None: the file running); (config hash, devices).
 
-        Raises ConfigError for a bad config and ValueError when it changes what needs a
-        restart (gateway, site, mqtt, buffer); the running config is then kept.
+        Raises ValueError when `name` is not a .yaml file in the config directory, ConfigError
+        for a bad config, ValueError when it changes what needs a restart (gateway, site, mqtt,
+        buffer); the running config is then kept.
         """
-        path = path or self.path
+        path = self._reload_path(name)
         cfg = load_config(path)
         profiles = resolve_profiles(cfg, path.parent, str(path))
         fixed = ("gateway", "site", "mqtt", "buffer")
@@ -279,6 +281,17 @@ class Gateway:
         self._start_pollers()
         self.uplink.publish_birth()
         return cfg.hash(), len(self.devices)
+
+    def _reload_path(self, name: str | None) -> Path:
+        """The file a `reload` may read: a .yaml file in this gateway's config directory (a
+        relative name is taken from there), after resolving symlinks; ValueError otherwise."""
+        home = self.path.resolve().parent
+        if name is None:
+            return self.path
+        path = (home / name).resolve()
+        if not path.is_relative_to(home) or path.suffix not in (".yaml", ".yml"):
+            raise ValueError(f"reload reads only .yaml files in the config directory {home}")
+        return path
 
     def device(self, dev_id: str) -> tuple[Device, Link | None] | None:
         """The device `dev_id` and the link of its bus (None while not running); None if unknown."""

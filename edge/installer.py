@@ -117,16 +117,17 @@ def _run_scan(
     profiles = builtin_profiles().values()
     try:
         if quiet or not sys.stderr.isatty():
-            return asyncio.run(scan(target, profiles, units, lines, timeout))
-        from rich.progress import Progress
+            result = asyncio.run(scan(target, profiles, units, lines, timeout))
+        else:
+            from rich.progress import Progress
 
-        with Progress(transient=True) as bar:
-            task = bar.add_task(f"scanning {target.describe()}", total=total)
+            with Progress(transient=True) as bar:
+                task = bar.add_task(f"scanning {target.describe()}", total=total)
 
-            def step(what: str) -> None:
-                bar.update(task, advance=1, description=f"scanning {what}")
+                def step(what: str) -> None:
+                    bar.update(task, advance=1, description=f"scanning {what}")
 
-            return asyncio.run(scan(target, profiles, units, lines, timeout, step))
+                result = asyncio.run(scan(target, profiles, units, lines, timeout, step))
     except LinkDown as exc:
         hint = (
             "check the port name (ls /dev/ttyUSB* /dev/ttyAMA*) and that nothing else, such as "
@@ -135,6 +136,9 @@ def _run_scan(
             else "check the address, the port and that the device is powered and on this network"
         )
         fail(f"cannot reach {target.describe()}: {exc.detail}; {hint}")
+    for line, why in result.skipped:
+        typer.echo(f"warning: skipped {line} on {target.describe()}: {why}", err=True)
+    return result
 
 
 def _sample_text(values: dict[str, Any], profile: Profile | None, limit: int = 4) -> str:
@@ -190,7 +194,8 @@ def scan_command(
         columns = ["unit", "line", "family", "profile", "vendor", "model", "firmware", "sample"]
         print_table(columns, rows, title=f"{target.describe()}: {len(rows)} device(s)")
     if not result.found:
-        settings = ", ".join(str(x) for x in lines) if target.kind == "rtu" else "Modbus TCP"
+        tried = [x for x in lines if x not in {line for line, _ in result.skipped}]
+        settings = ", ".join(str(x) for x in tried) if target.kind == "rtu" else "Modbus TCP"
         fail(
             f"no device answered on {target.describe()} ({settings}, units {units}); check "
             "wiring (A/B swapped?), power, termination, the unit-id range and the line settings"

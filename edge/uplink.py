@@ -37,7 +37,20 @@ from edge.buffer import LANE_ALARM, LANE_DATA, LANE_DEVICE, BufferFull, Outbox
 from edge.clock import wall_ms
 from edge.config import MqttConfig
 from edge.packets import PacketLimit, publish_overhead
-from wire import Birth, Command, CommandReply, Death, Kind, Status, WireError, decode, encode, topic
+from wire import (
+    MAX_ERROR,
+    Birth,
+    Command,
+    CommandReply,
+    Death,
+    Kind,
+    Status,
+    WireError,
+    command_id_of,
+    decode,
+    encode,
+    topic,
+)
 
 log = logging.getLogger("lifeline.edge.uplink")
 
@@ -639,7 +652,11 @@ class Uplink:
             if not isinstance(decoded, Command):
                 raise WireError(f"expected a command, got a {decoded.kind} message")
         except WireError as exc:
-            self._reply(CommandReply(self.gateway, self.session, 0, wall_ms(), error=str(exc)))
+            # Answer under its id when it can be read: the sender's reply is not left pending.
+            cid = command_id_of(bytes(msg.payload))
+            reply = CommandReply(self.gateway, self.session, 0, wall_ms(), command_id=cid,
+                                 error=f"cannot decode the command: {exc}")  # fmt: skip
+            self._reply(reply)
             return
         task = asyncio.get_running_loop().create_task(self._run_command(decoded))
         self._tasks.add(task)
@@ -664,6 +681,8 @@ class Uplink:
         self._reply(reply)
 
     def _reply(self, reply: CommandReply) -> None:
+        if len(reply.error) > MAX_ERROR:  # the collector would refuse the reply, not the error
+            reply = replace(reply, error=reply.error[: MAX_ERROR - 1] + "…")
         if self._client is not None and self.connected:
             payload = encode(reply)
             if self._fits(Kind.CMD_REPLY, payload):

@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from collector.keys import KEY_HEADERS
+from edge.cli_output import local_time
 from lifeline.broker import PrivateBroker, free_port
 
 CONFIG = files("lifeline.config")
@@ -189,12 +191,12 @@ def _banner(api: str, reading: dict[str, Any], state_dir: Path, key: str) -> str
             "Lifeline demo district is running: firmware-sim -> gateway gw-demo -> collector.",
             f"  live console    {api}/console#key={key}",
             f"  HTTP API        {api}/api/v1/readings?device=mh-e01",
-            f"  API key         {state_dir}/admin.key (admin; send it as X-API-Key)",
+            f"  API key         {state_dir}/admin.key (admin; send it as {KEY_HEADERS})",
             f"  API docs        {api}/docs",
             f"  gateways        {api}/api/v1/gateways",
             f"  health          {api}/healthz",
             f"  first reading   {reading['device']}.{reading['point']} = {reading['value']} "
-            f"at {reading['ts_ms']} ms",
+            f"at {local_time(int(reading['ts_ms']))}",
             f"  logs and data   {state_dir}/",
             "Trigger a gas leak:  lifeline sim trigger --endpoints-file "
             f"{state_dir}/sim-endpoints.json gas-e01 leak",

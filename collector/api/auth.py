@@ -11,7 +11,8 @@ from fastapi import Depends, HTTPException, Query, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from collector.api.deps import StoreDep
-from collector.keys import ApiKey, Role, digest
+from collector.keys import KEY_HEADERS, digest
+from collector.models import ApiKey, Role
 
 _bearer = HTTPBearer(auto_error=False, description="API key as a bearer token")
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key")
@@ -21,7 +22,7 @@ MAX_KEY_CHARS = 200
 
 def _lookup(store: StoreDep, token: str | None) -> ApiKey:
     if not token:
-        raise HTTPException(401, "an API key is required (Authorization: Bearer KEY)", _CHALLENGE)
+        raise HTTPException(401, f"an API key is required: send it as {KEY_HEADERS}", _CHALLENGE)
     if len(token) > MAX_KEY_CHARS:
         raise HTTPException(401, "invalid API key", _CHALLENGE)
     key = store.api_key_by_hash(digest(token))

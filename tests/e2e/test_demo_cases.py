@@ -7,10 +7,6 @@ open, a gas leak through both detector stages, flooding, a lamp failure, leakage
 bridge moving and a lamp controller going silent each end in the right kind of case or work
 order, with the right severity, place, department and deadline; the leak coming back after it
 cleared sends its case back to 处置.
-
-Some expectations need the gateway side of issue 14 (the gas stages graded the GB/T 50493
-way, devices' install locations in the gateway config). They are marked `xfail(strict)` while
-that side is missing, so they start to count, and must be unmarked, the day it lands.
 """
 
 from __future__ import annotations
@@ -48,41 +44,6 @@ GAS_STATION = "杭州市燃气集团西湖运维站"
 LAMPS = "西湖区路灯管理所"
 CITY = "西湖区城市管理局"
 UPKEEP = "物联感知设备运维单位"
-
-
-def _demo_gateway() -> dict[str, Any]:
-    doc: dict[str, Any] = yaml.safe_load((CONFIG / "examples" / "gateway-demo.yaml").read_text())
-    return doc
-
-
-def _gas_stages_graded() -> bool:
-    """The gateway side of issue 14 landed: the demo's gas detector reports its second, worse
-    stage (二级报警) as severity 1 and its first as 2."""
-    for bus in _demo_gateway()["buses"]:
-        for dev in bus["devices"]:
-            if dev["id"] == "gas-e01":
-                rules = {r["type"]: r["severity"] for r in dev["alarms"]["gas_concentration"]}
-                return rules.get("hihi") == 1 and rules.get("hi") == 2
-    return False
-
-
-def _installed_location(device: str) -> bool:
-    """The demo gateway config gives `device` (or the whole gateway) an install location."""
-    doc = _demo_gateway()
-    devices = [d for b in doc["buses"] for d in b["devices"] if d["id"] == device]
-    return "location" in doc or any("location" in d for d in devices)
-
-
-GATEWAY_SIDE = pytest.mark.xfail(
-    not _gas_stages_graded(),
-    reason="needs the gateway side of issue 14: gas 一级报警 -> severity 2, 二级报警 -> 1",
-    strict=True,
-)
-LOCATION_SIDE = pytest.mark.xfail(
-    not _installed_location("gas-e01"),
-    reason="needs the gateway side of issue 14: the gateway config's `location` block",
-    strict=True,
-)
 
 
 class District:
@@ -225,7 +186,6 @@ def test_the_gas_leak_is_one_event_case_for_both_stages(district: District) -> N
     assert {a["unit"] for a in case["alarms"]} == {"%LEL"}
 
 
-@GATEWAY_SIDE
 def test_the_worse_gas_stage_upgrades_the_case(district: District) -> None:
     case = district.find("the gas case", "cases", problem="gas_leak", device="gas-e01")
     stages = sorted((a["severity"], a["alarm_type"]) for a in case["alarms"])
@@ -234,7 +194,6 @@ def test_the_worse_gas_stage_upgrades_the_case(district: District) -> None:
     assert "upgrade" in actions
 
 
-@LOCATION_SIDE
 def test_the_detector_case_is_at_the_detectors_install_location(district: District) -> None:
     case = district.find("the gas case", "cases", problem="gas_leak", device="gas-e01")
     assert case["location"]["source"] == "device"

@@ -82,7 +82,13 @@ def gateway_config(
     cfg = {
         "gateway": "gw-e2e",
         "site": "e2e",
-        "mqtt": {"url": mqtt_url, "root": root, "reconnect_min_s": 0.2, "reconnect_max_s": 1.0},
+        "mqtt": {
+            "url": mqtt_url,
+            "root": root,
+            "reconnect_min_s": 0.2,
+            "reconnect_max_s": 1.0,
+            "allow_anonymous_commands": True,  # the test broker: anonymous, on loopback
+        },
         "buffer": {"path": str(tmp / "buffer.sqlite"), "flush_s": 0.05, "batch_records": 500},
         "health": {"offline_after": 3, "reprobe_min_s": 1, "reprobe_max_s": 2},
         "status_interval_s": 5,

@@ -159,6 +159,27 @@ def test_scan_finds_exactly_the_devices_over_pty_and_tcp(sim: SimThread, tmp_pat
     assert "no device answered" in empty.stderr
 
 
+def test_scan_keeps_what_it_found_when_a_later_line_setting_cannot_be_opened(
+    sim: SimThread,
+) -> None:
+    # Linux ptys refuse parity E with EINVAL once the port was opened at the same rate: the
+    # default sweep N,E used to end in "cannot open" and throw away the devices found at N.
+    main = sim.server("rs485-main")
+    args = ["--port", main["path"], "--baud", "9600", "--units", "1-3", "--timeout", "0.1"]
+    r = edge("scan", *args, "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert [(d["unit"], d["parity"]) for d in out["devices"]] == [(1, "N"), (2, "N")]
+    assert [(x["baudrate"], x["parity"]) for x in out["skipped"]] == [(9600, "E")]
+    assert main["path"] in out["skipped"][0]["error"]
+    assert f"warning: skipped 9600 8E1 on {main['path']}: cannot open" in r.stderr
+    table = edge("scan", *args)
+    assert table.returncode == 0, table.stderr
+    assert "manhole_cover" in table.stdout
+    assert "streetlight" in table.stdout
+    assert "Traceback" not in table.stderr
+
+
 def test_commission_flash_check_on_a_temporary_card(
     sim: SimThread, tmp_path: Path, mqtt_url: str, topic_root: str
 ) -> None:

@@ -114,16 +114,22 @@ def secure_broker(tmp: Path) -> Iterator[SecureBroker]:
 class Client:
     """A blocking paho client for tests: connect result, received messages, publish."""
 
-    def __init__(self, port: int, user: str | None, password: str | None = None) -> None:
+    def __init__(
+        self, port: int, user: str | None, password: str | None = None, client_id: str = ""
+    ) -> None:
         self.received: list[tuple[str, bytes]] = []
         self.connected = threading.Event()
         self.refused: Any = None
         self.done = threading.Event()
-        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"t-{user}-{time.time_ns()}")
+        self.dropped = threading.Event()
+        self.c = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id or f"t-{user}-{time.time_ns()}"
+        )
         if user is not None:
             self.c.username_pw_set(user, password)
         self.c.on_connect = self._on_connect
         self.c.on_message = lambda _c, _u, m: self.received.append((m.topic, bytes(m.payload)))
+        self.c.on_disconnect = lambda *_: self.dropped.set()
         self.c.connect("127.0.0.1", port)
         self.c.loop_start()
         self.done.wait(10)
@@ -203,6 +209,31 @@ def test_a_gateway_cannot_publish_or_read_as_another_gateway(tmp_path: Path) -> 
                 c.close()
     assert [t for t, _ in col.received] == [own]
     assert [t for t, _ in gw_a.received] == [topic("s1", "gw-a", Kind.CMD)]
+
+
+def test_a_client_id_is_bound_to_its_user(tmp_path: Path) -> None:
+    """Issue 17: gw-a's credentials with the collector's (or gw-b's) client id used to make the
+    broker disconnect the real client (takeover); the client id is now the user name."""
+    with secure_broker(tmp_path) as sb:
+        port = sb.broker.port
+        col = Client(port, "lifeline-collector", PASSWORDS["lifeline-collector"],
+                     client_id="lifeline-collector")  # fmt: skip
+        gw_b = Client(port, "gw-b", PASSWORDS["gw-b"], client_id="lifeline-edge-gw-b")
+        col.subscribe("lifeline/v1/+/+/data")
+        thieves = [
+            Client(port, "gw-a", PASSWORDS["gw-a"], client_id=taken)
+            for taken in ("lifeline-collector", "lifeline-edge-gw-b")
+        ]
+        try:
+            assert all(t.connected.is_set() for t in thieves)
+            # Still connected and still delivered to: a later publish reaches the collector.
+            gw_b.publish(topic("s1", "gw-b", Kind.DATA), batch("gw-b", 1))
+            wait(lambda: len(col.received) >= 1)
+            kicked = [c.c._client_id for c in (col, gw_b) if c.dropped.is_set()]
+        finally:
+            for c in (col, gw_b, *thieves):
+                c.close()
+    assert kicked == []
 
 
 def test_collector_dead_letters_a_gateway_mismatch_without_any_acl(

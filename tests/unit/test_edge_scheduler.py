@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -71,11 +73,12 @@ def test_reprobe_backoff_doubles_and_caps() -> None:
     assert tracker.backoff_s == 0
 
 
-def make_gateway(tmp_path: Path) -> tuple[Gateway, FakeBuffer]:
+def make_gateway(tmp_path: Path, mqtt: dict[str, Any] | None = None) -> tuple[Gateway, FakeBuffer]:
     cfg = parse_config(
         {
             "gateway": "gw",
             "site": "s",
+            "mqtt": mqtt or {},
             "buffer": {"path": str(tmp_path / "b.sqlite")},
             "buses": [
                 {
@@ -139,14 +142,19 @@ def test_offline_emits_stale_records_comm_loss_and_device_event(tmp_path: Path) 
     assert [(e.device, e.online) for e in buffer.device_events][1:] == [("gas-1", True)]
 
 
-def test_commands_ack_unknown_and_bad_write(tmp_path: Path) -> None:
-    gw, buffer = make_gateway(tmp_path)
-    gw.pipeline.values(gw.devices["gas-1"], {"gas_concentration": 55.0}, T0)
-    (alarm,) = buffer.open_alarms()
-
+def runner(gw: Gateway) -> Callable[..., CommandReply]:
     def run(name: str, **args: object) -> CommandReply:
         cmd = Command("gw", "ops", 0, T0, command_id="c", name=name, args=args)  # type: ignore[arg-type]
         return asyncio.run(gw.commands.handle(cmd))
+
+    return run
+
+
+def test_commands_ack_unknown_and_bad_write(tmp_path: Path) -> None:
+    gw, buffer = make_gateway(tmp_path, {"username": "gw", "password": "pw"})
+    gw.pipeline.values(gw.devices["gas-1"], {"gas_concentration": 55.0}, T0)
+    (alarm,) = buffer.open_alarms()
+    run = runner(gw)
 
     reply = run("ack", alarm_id=alarm.alarm_id, who="center", note="dispatched")
     assert (reply.ok, reply.result["state"]) == (True, "active_acked")
@@ -161,6 +169,48 @@ def test_commands_ack_unknown_and_bad_write(tmp_path: Path) -> None:
     bad_write = run("write", device="gas-1", point="gas_concentration", value=1)
     assert not bad_write.ok
     assert "not writable" in bad_write.error
+
+
+def test_anonymous_connection_refuses_commands_that_change_something(tmp_path: Path) -> None:
+    """Issue 17: on an open broker anybody could switch a streetlight off through a gateway."""
+    gw, buffer = make_gateway(tmp_path)
+    gw.pipeline.values(gw.devices["gas-1"], {"gas_concentration": 55.0}, T0)
+    (alarm,) = buffer.open_alarms()
+    run = runner(gw)
+    for name, args in [
+        ("write", {"device": "gas-1", "point": "gas_concentration", "value": 1}),
+        ("ack", {"alarm_id": alarm.alarm_id}),
+        ("reload", {}),
+    ]:
+        reply = run(name, **args)
+        assert not reply.ok
+        assert f"refused {name!r}: this gateway's MQTT connection is anonymous" in reply.error
+    assert buffer.open_alarms()[0].state.value == "active_unacked"
+    (tmp_path / "demo").mkdir()
+    allowed, _ = make_gateway(tmp_path / "demo", {"allow_anonymous_commands": True})
+    write = runner(allowed)("write", device="gas-1", point="gas_concentration", value=1)
+    assert "not writable" in write.error
+
+
+def test_reload_reads_only_yaml_files_of_the_config_directory(tmp_path: Path) -> None:
+    """Issue 17: `reload` read any path and its error quoted the file's lines into the reply."""
+    (tmp_path / "etc").mkdir()
+    secret = tmp_path / "etc" / "shadow.yaml"
+    secret.write_text("root:x:0:0:root:/root:/bin/bash\n  daemon: x:1:1:SECRET-LINE\n")
+    home = tmp_path / "gw"
+    home.mkdir()
+    (home / "link.yaml").symlink_to(secret)
+    (home / "broken.yaml").write_text(secret.read_text())
+    gw, _ = make_gateway(home, {"allow_anonymous_commands": True})
+    run = runner(gw)
+    for path in (str(secret), "../etc/shadow.yaml", "link.yaml", "/etc/passwd"):
+        reply = run("reload", path=path)
+        assert not reply.ok
+        assert reply.error == f"reload reads only .yaml files in the config directory {home}"
+    broken = run("reload", path="broken.yaml")
+    assert "not valid YAML: mapping values are not allowed here at line 2, column 9" in broken.error
+    assert "SECRET" not in broken.error
+    assert "root:" not in broken.error
 
 
 def test_stale_data_alarm_from_config(tmp_path: Path) -> None:

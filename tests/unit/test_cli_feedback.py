@@ -1,0 +1,20 @@
+"""What the command lines tell a person: the demo banner."""
+
+from pathlib import Path
+
+import pytest
+
+from edge.cli_output import local_time
+from lifeline.demo import _banner
+
+pytestmark = pytest.mark.unit
+
+
+def test_demo_banner_shows_the_first_reading_in_local_time_and_both_key_headers() -> None:
+    ts_ms = 1_795_000_000_123
+    reading = {"device": "mh-e01", "point": "tilt_x", "value": 0.4, "ts_ms": ts_ms}
+    text = _banner("http://127.0.0.1:8080", reading, Path(".lifeline/demo"), "llk_x")
+    line = next(x for x in text.splitlines() if "first reading" in x)
+    assert line.endswith(f"mh-e01.tilt_x = 0.4 at {local_time(ts_ms)}"), line
+    assert str(ts_ms) not in text
+    assert "X-API-Key: KEY or Authorization: Bearer KEY" in text
