@@ -1,4 +1,5 @@
-"""The event log behind SSE and webhooks: records, the pump that fills it, and a wake-up notifier.
+"""The event log behind SSE and webhooks: its event types, the pump that fills it, and a wake-up
+notifier (its entries, EventRecord, are in collector.models).
 
 Ingest and the case engine write alarm events, status changes and case audits to their own
 tables. The pump copies each of them once into `events`, whose id is the id a client resumes
@@ -14,14 +15,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from collector.errors import StoreError
 from wire import AlarmState
 
 if TYPE_CHECKING:
-    from collector.store import Store
+    from collector.store.base import EventLogStore
 
 log = logging.getLogger(__name__)
 
@@ -81,46 +81,6 @@ def matches(patterns: list[str], event_type: str) -> bool:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class EventRecord:
-    """One entry of the event log; `id` is strictly increasing in the order readers see them."""
-
-    id: int
-    type: str
-    ts_ms: int
-    created_ms: int
-    subject: str
-    data: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class AlarmView:
-    """One alarm occurrence (an edge alarm id `gateway:seq`) in its latest known state."""
-
-    id: int
-    alarm_id: str
-    gateway: str
-    device: str
-    point: str
-    alarm_type: str
-    severity: int
-    state: str
-    raised_ms: int
-    state_ms: int
-    value: Any
-    limit: Any
-    message: str
-    ack_by: str | None
-    ack_note: str | None
-    asset: str | None
-    received_ms: int | None = None  # set only if the state's time was implausible
-    # Where the occurrence ended (collector.cases.routing.Outcome), once the engine handled it:
-    # its case or work order number, or why it became neither.
-    outcome: str | None = None
-    outcome_ref: str | None = None
-    outcome_reason: str | None = None
-
-
 class Notifier:
     """Wakes asyncio listeners (SSE streams) and thread listeners when new events are logged."""
 
@@ -174,7 +134,7 @@ class EventPump:
 
     def __init__(
         self,
-        store: Store,
+        store: EventLogStore,
         notifier: Notifier,
         interval_s: float = 0.5,
         clock: Callable[[], float] = time.time,

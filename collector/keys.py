@@ -13,47 +13,17 @@ instead of spending ~100 ms of CPU per request.
 import hashlib
 import os
 import secrets
-from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from collector.models import Role
+
 if TYPE_CHECKING:
-    from collector.store import Store
+    from collector.store.base import KeyStore
 
 KEY_PREFIX = "llk_"  # recognisable in a leaked-secret scan
 # Both headers work; the 401, the demo banner and the docs name them the same way.
 KEY_HEADERS = "X-API-Key: KEY or Authorization: Bearer KEY"
-
-
-class Role(StrEnum):
-    """What a key may do; each role includes every role listed before it."""
-
-    VIEWER = "viewer"
-    DISPATCHER = "dispatcher"
-    OPERATOR = "operator"
-    ADMIN = "admin"
-
-    @property
-    def rank(self) -> int:
-        """Position in the hierarchy, viewer = 0."""
-        return list(Role).index(self)
-
-    def allows(self, needed: "Role") -> bool:
-        """True if a key with this role may do what `needed` may."""
-        return self.rank >= needed.rank
-
-
-@dataclass(frozen=True, slots=True)
-class ApiKey:
-    """A stored key without its secret: `prefix` is the first characters, to tell keys apart."""
-
-    id: int
-    name: str
-    role: Role
-    prefix: str
-    created_ms: int
-    revoked_ms: int | None
 
 
 def new_token() -> str:
@@ -80,7 +50,7 @@ def write_secret_file(path: Path, token: str) -> None:
     os.chmod(path, 0o600)  # O_CREAT's mode does not apply to a file that already existed
 
 
-def bootstrap_admin_key(store: "Store", path: Path, now_ms: int) -> bool:
+def bootstrap_admin_key(store: "KeyStore", path: Path, now_ms: int) -> bool:
     """Create an admin key into `path` if the database has no active admin key; True if made."""
     if any(k.role is Role.ADMIN and k.revoked_ms is None for k in store.api_keys()):
         return False

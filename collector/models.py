@@ -1,7 +1,9 @@
-"""Plain records the store reads and writes, shared by ingest, cases and the API."""
+"""Plain records the store reads and writes, shared by ingest, cases, the event log, webhooks,
+API keys and the API: the store's results are defined here, below every module that uses them."""
 
 from dataclasses import astuple, dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from wire import Location, Message, TopicParts
 from wire.messages import Value
@@ -233,3 +235,113 @@ class WriteResult:
     def __add__(self, other: "WriteResult") -> "WriteResult":
         """The effect of two commits together."""
         return WriteResult(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
+
+class Role(StrEnum):
+    """What a key may do; each role includes every role listed before it."""
+
+    VIEWER = "viewer"
+    DISPATCHER = "dispatcher"
+    OPERATOR = "operator"
+    ADMIN = "admin"
+
+    @property
+    def rank(self) -> int:
+        """Position in the hierarchy, viewer = 0."""
+        return list(Role).index(self)
+
+    def allows(self, needed: "Role") -> bool:
+        """True if a key with this role may do what `needed` may."""
+        return self.rank >= needed.rank
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """A stored key without its secret: `prefix` is the first characters, to tell keys apart."""
+
+    id: int
+    name: str
+    role: Role
+    prefix: str
+    created_ms: int
+    revoked_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """One entry of the event log; `id` is strictly increasing in the order readers see them."""
+
+    id: int
+    type: str
+    ts_ms: int
+    created_ms: int
+    subject: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmView:
+    """One alarm occurrence (an edge alarm id `gateway:seq`) in its latest known state."""
+
+    id: int
+    alarm_id: str
+    gateway: str
+    device: str
+    point: str
+    alarm_type: str
+    severity: int
+    state: str
+    raised_ms: int
+    state_ms: int
+    value: Any
+    limit: Any
+    message: str
+    ack_by: str | None
+    ack_note: str | None
+    asset: str | None
+    received_ms: int | None = None  # set only if the state's time was implausible
+    # Where the occurrence ended (collector.cases.routing.Outcome), once the engine handled it:
+    # its case or work order number, or why it became neither.
+    outcome: str | None = None
+    outcome_ref: str | None = None
+    outcome_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """A registered endpoint and the event types (patterns like `alarm.*`) it wants."""
+
+    id: int
+    url: str
+    events: tuple[str, ...]
+    description: str
+    created_ms: int
+    cursor: int
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One event sent (or to be sent) to one webhook, with its outcome so far."""
+
+    id: int
+    webhook_id: int
+    event_id: int
+    status: str  # pending, delivered, failed (gave up)
+    attempts: int
+    next_ms: int
+    response_code: int | None
+    error: str
+    created_ms: int
+    updated_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class DueDelivery:
+    """A pending delivery claimed for sending, with what sending needs."""
+
+    id: int
+    webhook_id: int
+    url: str
+    secret: str
+    attempts: int
+    event: EventRecord

@@ -27,55 +27,16 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from collector.errors import StoreError
-from collector.events import EventRecord, Notifier
+from collector.events import Notifier
+from collector.models import DueDelivery, EventRecord, Webhook
 
 if TYPE_CHECKING:
-    from collector.store import Store
+    from collector.store.base import WebhookStore
 
 log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "Lifeline-Signature"
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a label, not a secret
-
-
-@dataclass(frozen=True, slots=True)
-class Webhook:
-    """A registered endpoint and the event types (patterns like `alarm.*`) it wants."""
-
-    id: int
-    url: str
-    events: tuple[str, ...]
-    description: str
-    created_ms: int
-    cursor: int
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """One event sent (or to be sent) to one webhook, with its outcome so far."""
-
-    id: int
-    webhook_id: int
-    event_id: int
-    status: str  # pending, delivered, failed (gave up)
-    attempts: int
-    next_ms: int
-    response_code: int | None
-    error: str
-    created_ms: int
-    updated_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class DueDelivery:
-    """A pending delivery claimed for sending, with what sending needs."""
-
-    id: int
-    webhook_id: int
-    url: str
-    secret: str
-    attempts: int
-    event: EventRecord
 
 
 @dataclass
@@ -139,7 +100,7 @@ class Deliverer:
 
     def __init__(
         self,
-        store: Store,
+        store: WebhookStore,
         notifier: Notifier,
         config: WebhookConfig,
         clock: Callable[[], float] = time.time,

@@ -2,8 +2,11 @@
 
 from wire.codec import (
     EARLIEST_PLAUSIBLE_MS,
+    MAX_ERROR,
     MAX_PAYLOAD_BYTES,
+    MAX_STR,
     alarm_fields,
+    command_id_of,
     decode,
     encode,
     encode_data,
@@ -35,7 +38,9 @@ from wire.topics import WIRE_VERSION, Kind, TopicParts, parse_topic, subscriptio
 
 __all__ = [
     "EARLIEST_PLAUSIBLE_MS",
+    "MAX_ERROR",
     "MAX_PAYLOAD_BYTES",
+    "MAX_STR",
     "WIRE_VERSION",
     "AlarmBatch",
     "AlarmEvent",
@@ -60,6 +65,7 @@ __all__ = [
     "TopicParts",
     "WireError",
     "alarm_fields",
+    "command_id_of",
     "decode",
     "encode",
     "encode_data",

@@ -37,6 +37,7 @@ from wire.topics import DURABLE_KINDS, IDENT_RE, WIRE_VERSION, Kind, check_ident
 MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_ITEMS = 20_000  # records or events in one message
 MAX_STR = 256  # any string field
+MAX_ERROR = 1024  # a command reply's error text
 MAX_MAP = 256  # keys in status counters, command args, results
 # Any time a clock can show is carried, plausible or not: a gateway that boots at 1970 (no RTC,
 # NTP not yet synced) must still deliver its alarms. The receiver judges plausibility
@@ -150,6 +151,26 @@ def decode(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> Message:
     if not isinstance(obj, dict):
         raise WireError(f"payload must be a map, got {type(obj).__name__}")
     return _decode_envelope(obj)
+
+
+def command_id_of(payload: bytes) -> str:
+    """The command id in a payload that `decode` refused, or "" when there is none to read.
+
+    Takes the raw payload of a cmd message; never raises. A gateway answers a command it
+    cannot decode with an error reply under this id, so that the sender's reply is not left
+    pending for ever (an over-long argument, a control character, an unknown field).
+    """
+    if not isinstance(payload, bytes | bytearray) or not 0 < len(payload) <= MAX_PAYLOAD_BYTES:
+        return ""
+    try:
+        obj = msgpack.unpackb(payload, raw=False, max_ext_len=0)
+    except Exception:  # msgpack raises a zoo of types for malformed input
+        return ""
+    body = obj.get("b") if isinstance(obj, dict) else None
+    found = body.get("id") if isinstance(body, dict) else None
+    if isinstance(found, str) and len(found) <= 64 and not _BAD_CHARS.search(found):
+        return found
+    return ""
 
 
 def _decode_envelope(obj: dict[str, Any]) -> Message:
@@ -636,7 +657,7 @@ def _dec_reply(h: _Head, body: Any) -> CommandReply:
         command_id=_str(_field(b, "id"), "command id", 64),
         ok=_bool(_field(b, "ok"), "command ok flag"),
         result=_value_map(_field(b, "r"), "command result"),
-        error=_str(_field(b, "e"), "command error", 1024),
+        error=_str(_field(b, "e"), "command error", MAX_ERROR),
     )
 
 

@@ -11,7 +11,8 @@ from fastapi import Depends, HTTPException, Query, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from collector.api.deps import StoreDep
-from collector.keys import KEY_HEADERS, ApiKey, Role, digest
+from collector.keys import KEY_HEADERS, digest
+from collector.models import ApiKey, Role
 
 _bearer = HTTPBearer(auto_error=False, description="API key as a bearer token")
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key")

@@ -1,4 +1,10 @@
-"""The storage port: everything ingest, the case engine and the API need from a database."""
+"""The storage ports: one protocol per aggregate, and Store, which is all of them.
+
+A consumer that needs one aggregate takes its protocol (the event pump an EventLogStore, the
+webhook sender a WebhookStore); SQLite and PostgreSQL implement Store and pass one contract
+suite. Every method raises StoreError (StoreUnavailable, StoreDataError, Conflict) for a
+database failure, never a driver's own error.
+"""
 
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -7,68 +13,48 @@ from collector.assets import Asset
 from collector.cases.workflow import Audit, Case
 from collector.cases.workorders import WorkOrder
 from collector.errors import Conflict, StoreDataError, StoreError, StoreUnavailable
-from collector.events import AlarmView, EventRecord
-from collector.keys import ApiKey
 from collector.models import (
     AlarmLink,
     AlarmRecord,
     AlarmTransition,
+    AlarmView,
+    ApiKey,
     Bucket,
     DeadLetter,
+    Delivery,
     DeviceState,
+    DueDelivery,
+    EventRecord,
     GatewayEpoch,
     GatewayState,
     Incoming,
     Reading,
     StatusChange,
+    Webhook,
     WriteResult,
 )
-from collector.webhooks import Delivery, DueDelivery, Webhook
 
 __all__ = [
+    "AlarmStore",
+    "AssetStore",
+    "CaseStore",
     "Conflict",
+    "DeadLetterStore",
+    "EventLogStore",
+    "GatewayStore",
+    "KeyStore",
+    "ReadingStore",
     "Store",
     "StoreDataError",
     "StoreError",
     "StoreUnavailable",
+    "WebhookStore",
+    "WorkOrderStore",
 ]
 
 
-class Store(Protocol):
-    """One storage interface; SQLite and PostgreSQL implement it and pass one contract suite."""
-
-    # How far ahead of the collector's clock a sample time may be and still be plausible (ms);
-    # anything further ahead, or before wire.EARLIEST_PLAUSIBLE_MS, is stored flagged.
-    max_skew_ms: int
-
-    @property
-    def backend(self) -> str:
-        """Which engine and layout: sqlite, postgres-partitioned or timescaledb."""
-        ...
-
-    @property
-    def write_concurrency(self) -> int:
-        """How many `write` calls can usefully run at once (one per connection)."""
-        ...
-
-    def migrate(self) -> list[int]:
-        """Apply pending schema migrations; return the versions applied (empty if none)."""
-        ...
-
-    def close(self) -> None:
-        """Release connections."""
-        ...
-
-    def ping(self) -> None:
-        """Return quickly if the database answers; raise StoreUnavailable (within about two
-        seconds, whatever the state of the network) if it does not."""
-        ...
-
-    def write(self, items: Sequence[Incoming], now_ms: int) -> WriteResult:
-        """Commit a batch in one transaction, ignoring durable keys (gateway, epoch, seq) already
-        seen. Raises StoreUnavailable (retry later) or StoreDataError (something in `items`
-        cannot be stored); nothing is committed then."""
-        ...
+class ReadingStore(Protocol):
+    """Readings: raw, bucketed and latest (the backends' hot path)."""
 
     def readings(
         self,
@@ -105,13 +91,9 @@ class Store(Protocol):
         """Total stored readings."""
         ...
 
-    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        """Most recent refused payloads first."""
-        ...
 
-    def count_dead_letters(self) -> int:
-        """Total refused payloads."""
-        ...
+class GatewayStore(Protocol):
+    """Gateways, their buffer epochs and devices, device status history and command replies."""
 
     def gateways(self) -> list[GatewayState]:
         """All known gateways."""
@@ -125,9 +107,18 @@ class Store(Protocol):
         """All known devices, optionally of one gateway and/or with one device id."""
         ...
 
-    def alarms(self, active_only: bool = False) -> list[AlarmRecord]:
-        """Deduplicated alarms, newest first."""
+    def device_history(self, since_ms: int, until_ms: int) -> list[StatusChange]:
+        """Every device's status changes in [since, until), each device's last change before
+        `since` first (the status it had then), oldest first."""
         ...
+
+    def command_reply(self, gateway: str, command_id: str) -> dict[str, Any] | None:
+        """A gateway's reply to a command, if it arrived."""
+        ...
+
+
+class AssetStore(Protocol):
+    """The asset registry: city components (部件) and the devices bound to them."""
 
     def upsert_assets(self, assets: Sequence[Asset]) -> int:
         """Insert or replace assets and bind their listed devices; return how many.
@@ -150,6 +141,41 @@ class Store(Protocol):
         """Bind a gateway's device to an asset (replacing any earlier binding); without a
         gateway, the binding waits for the first gateway that announces the device."""
         ...
+
+
+class AlarmStore(Protocol):
+    """Alarms by source (deduplicated) and by occurrence (the alarm index)."""
+
+    def alarms(self, active_only: bool = False) -> list[AlarmRecord]:
+        """Deduplicated alarms, newest first."""
+        ...
+
+    def find_alarms(
+        self,
+        *,
+        states: Sequence[str] = (),
+        severities: Sequence[int] = (),
+        gateway: str | None = None,
+        device: str | None = None,
+        asset: str | None = None,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        before_id: int | None = None,
+        limit: int = 100,
+        outcomes: Sequence[str] = (),
+    ) -> list[AlarmView]:
+        """Alarm occurrences matching every given filter, newest first, ids below `before_id`;
+        `outcomes` selects by where they ended (`pending`: not handled yet)."""
+        ...
+
+    def alarm(self, alarm_id: str) -> AlarmView | None:
+        """One alarm occurrence by its edge id (`gateway:seq`)."""
+        ...
+
+
+class CaseStore(Protocol):
+    """What the case engine reads and writes: alarm transitions to handle, where each alarm
+    occurrence ended, and 数字城管 cases with their audit trail."""
 
     def pending_alarm_transitions(self, limit: int = 500) -> list[AlarmTransition]:
         """Stored alarm events the case engine has not handled yet, oldest first."""
@@ -226,6 +252,29 @@ class Store(Protocol):
         """The audit trail of a case, oldest first."""
         ...
 
+    def find_cases(
+        self,
+        *,
+        states: Sequence[str] = (),
+        department: str | None = None,
+        subcategory: str | None = None,
+        grid: str | None = None,
+        overdue_at_ms: int | None = None,
+        overdue: bool = True,
+        before: tuple[int, str] | None = None,
+        limit: int = 100,
+    ) -> list[Case]:
+        """Cases matching every given filter, newest first, keyset-paged below `before`."""
+        ...
+
+    def count_cases_by_state(self) -> dict[str, int]:
+        """How many cases are in each state."""
+        ...
+
+
+class WorkOrderStore(Protocol):
+    """Work orders (maintenance of the monitoring equipment itself) with their audit trail."""
+
     def open_work_order_for(self, subject: str, problem: str) -> WorkOrder | None:
         """The unfinished work order for (gateway/device, problem), if there is one."""
         ...
@@ -273,12 +322,21 @@ class Store(Protocol):
         """How many work orders are in each state."""
         ...
 
-    def device_history(self, since_ms: int, until_ms: int) -> list[StatusChange]:
-        """Every device's status changes in [since, until), each device's last change before
-        `since` first (the status it had then), oldest first."""
+
+class DeadLetterStore(Protocol):
+    """Payloads refused at ingest, with the reason."""
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """Most recent refused payloads first."""
         ...
 
-    # --- command-center API -------------------------------------------------------------------
+    def count_dead_letters(self) -> int:
+        """Total refused payloads."""
+        ...
+
+
+class KeyStore(Protocol):
+    """API keys, stored by digest."""
 
     def create_api_key(self, name: str, role: str, key_hash: str, prefix: str, now_ms: int) -> int:
         """Store a new key by its digest; return its id."""
@@ -296,6 +354,10 @@ class Store(Protocol):
         """Revoke a key; False if there is no such active key."""
         ...
 
+
+class EventLogStore(Protocol):
+    """The event log behind SSE and webhooks."""
+
     def pump_events(self, now_ms: int, limit: int = 500) -> int:
         """Copy alarm events, status changes, case and work-order audits not yet logged into
         `events`."""
@@ -311,50 +373,9 @@ class Store(Protocol):
         """Events with id > after_id, oldest first; `types` are LIKE patterns (empty = all)."""
         ...
 
-    def find_alarms(
-        self,
-        *,
-        states: Sequence[str] = (),
-        severities: Sequence[int] = (),
-        gateway: str | None = None,
-        device: str | None = None,
-        asset: str | None = None,
-        since_ms: int | None = None,
-        until_ms: int | None = None,
-        before_id: int | None = None,
-        limit: int = 100,
-        outcomes: Sequence[str] = (),
-    ) -> list[AlarmView]:
-        """Alarm occurrences matching every given filter, newest first, ids below `before_id`;
-        `outcomes` selects by where they ended (`pending`: not handled yet)."""
-        ...
 
-    def alarm(self, alarm_id: str) -> AlarmView | None:
-        """One alarm occurrence by its edge id (`gateway:seq`)."""
-        ...
-
-    def find_cases(
-        self,
-        *,
-        states: Sequence[str] = (),
-        department: str | None = None,
-        subcategory: str | None = None,
-        grid: str | None = None,
-        overdue_at_ms: int | None = None,
-        overdue: bool = True,
-        before: tuple[int, str] | None = None,
-        limit: int = 100,
-    ) -> list[Case]:
-        """Cases matching every given filter, newest first, keyset-paged below `before`."""
-        ...
-
-    def count_cases_by_state(self) -> dict[str, int]:
-        """How many cases are in each state."""
-        ...
-
-    def command_reply(self, gateway: str, command_id: str) -> dict[str, Any] | None:
-        """A gateway's reply to a command, if it arrived."""
-        ...
+class WebhookStore(Protocol):
+    """Webhooks and their deliveries."""
 
     def create_webhook(
         self, url: str, events: Sequence[str], secret: str, description: str, now_ms: int
@@ -399,4 +420,53 @@ class Store(Protocol):
 
     def count_deliveries_by_status(self) -> dict[str, int]:
         """How many deliveries are in each status."""
+        ...
+
+
+class Store(
+    ReadingStore,
+    GatewayStore,
+    AssetStore,
+    AlarmStore,
+    CaseStore,
+    WorkOrderStore,
+    DeadLetterStore,
+    KeyStore,
+    EventLogStore,
+    WebhookStore,
+    Protocol,
+):
+    """One storage interface: every aggregate, and the write path that fills them from ingest."""
+
+    # How far ahead of the collector's clock a sample time may be and still be plausible (ms);
+    # anything further ahead, or before wire.EARLIEST_PLAUSIBLE_MS, is stored flagged.
+    max_skew_ms: int
+
+    @property
+    def backend(self) -> str:
+        """Which engine and layout: sqlite, postgres-partitioned or timescaledb."""
+        ...
+
+    @property
+    def write_concurrency(self) -> int:
+        """How many `write` calls can usefully run at once (one per connection)."""
+        ...
+
+    def migrate(self) -> list[int]:
+        """Apply pending schema migrations; return the versions applied (empty if none)."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+    def ping(self) -> None:
+        """Return quickly if the database answers; raise StoreUnavailable (within about two
+        seconds, whatever the state of the network) if it does not."""
+        ...
+
+    def write(self, items: Sequence[Incoming], now_ms: int) -> WriteResult:
+        """Commit a batch in one transaction, ignoring durable keys (gateway, epoch, seq) already
+        seen. Raises StoreUnavailable (retry later) or StoreDataError (something in `items`
+        cannot be stored); nothing is committed then."""
         ...

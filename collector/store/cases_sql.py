@@ -1,25 +1,21 @@
 """Store logic for cases, work orders and alarm links, shared by the SQL backends.
 
 A mixin of SqlStore: it uses the store's transactions (`_tx`, `_run`, `_query`) and event log
-(`_log_event`). Shared SQL uses `:name` parameters (sqlite3 style); the PostgreSQL backend
-rewrites them.
+(`_log_event`), declared in Rows. Shared SQL uses `:name` parameters (sqlite3 style); the
+PostgreSQL backend rewrites them.
 """
 
 from __future__ import annotations
 
 import json
-from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from collector.cases.workflow import Audit, Case, CaseState, Place
 from collector.cases.workorders import WorkOrder, WorkOrderState
 from collector.errors import Conflict
-from collector.models import AlarmLink, AlarmTransition, StatusChange
-
-if TYPE_CHECKING:
-    from collector.store.sql import Cursor
+from collector.models import AlarmLink, AlarmTransition
+from collector.store.rows import Cursor, Rows
 
 # An audit action of a case and the event it becomes (everything else: case.transition).
 CASE_EVENT_TYPES = {"report": "case.opened", "upgrade": "case.upgraded", "rework": "case.reworked"}
@@ -41,26 +37,8 @@ def _place_params(place: Place) -> dict[str, Any]:
     }
 
 
-class CaseRows(ABC):
-    """Cases, work orders, alarm links, and the device history behind the online rate."""
-
-    @abstractmethod
-    def _tx(self) -> AbstractContextManager[Cursor]:
-        """A cursor inside one transaction, committed on normal exit."""
-
-    @abstractmethod
-    def _run(self, cur: Cursor, sql: str, params: dict[str, Any] | None = None) -> list[Any]:
-        """Run one statement; its rows, if it returns any."""
-
-    @abstractmethod
-    def _query(self, sql: str, params: dict[str, Any] | None = None) -> list[Any]:
-        """Run one statement in its own transaction; its rows."""
-
-    @abstractmethod
-    def _log_event(
-        self, cur: Cursor, etype: str, ts_ms: int, now_ms: int, subject: str, data: dict[str, Any]
-    ) -> None:
-        """Append one entry to the event log."""
+class CaseRows(Rows):
+    """Cases, work orders, and the alarm links that tie alarm occurrences to them."""
 
     # --- alarm transitions and links ----------------------------------------------------------
 
@@ -638,20 +616,6 @@ class CaseRows(ABC):
         """How many work orders are in each state."""
         rows = self._query("SELECT state, count(*) FROM work_orders GROUP BY state")
         return {r[0]: int(r[1]) for r in rows}
-
-    # --- device history (online rate) ---------------------------------------------------------
-
-    def device_history(self, since_ms: int, until_ms: int) -> list[StatusChange]:
-        """Every device's status changes in [since, until), each device's last change before
-        `since` first (the status it had then), oldest first."""
-        rows = self._query(
-            "SELECT gateway_id, ident, status, ts_ms FROM status_log WHERE entity = 'device'"
-            " AND gateway_id IS NOT NULL AND ts_ms < :until AND (ts_ms >= :since OR id IN"
-            " (SELECT max(id) FROM status_log WHERE entity = 'device' AND ts_ms < :since"
-            " GROUP BY gateway_id, ident)) ORDER BY ts_ms, id",
-            {"since": since_ms, "until": until_ms},
-        )
-        return [StatusChange(r[0], r[1], r[2], r[3]) for r in rows]
 
     # --- event log ----------------------------------------------------------------------------
 

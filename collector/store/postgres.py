@@ -22,6 +22,14 @@ from psycopg_pool import ConnectionPool
 
 from collector.models import Bucket, Incoming, Reading, WriteResult
 from collector.store.base import StoreDataError, StoreError, StoreUnavailable
+from collector.store.readings_sql import (
+    V_FLOAT,
+    FlaggedRow,
+    ReadingRow,
+    decode_value,
+    encode_value,
+)
+from collector.store.rows import Cursor
 from collector.store.schema import (
     Migration,
     api_statements,
@@ -32,17 +40,7 @@ from collector.store.schema import (
     order_statements,
     scope_statements,
 )
-from collector.store.sql import (
-    V_FLOAT,
-    BatchKey,
-    Cursor,
-    FlaggedRow,
-    KeyedDigest,
-    ReadingRow,
-    SqlStore,
-    decode_value,
-    encode_value,
-)
+from collector.store.sql import BatchKey, KeyedDigest, SqlStore
 from wire import DataBatch, Quality
 
 log = logging.getLogger(__name__)

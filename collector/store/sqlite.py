@@ -10,6 +10,8 @@ from typing import Any
 
 from collector.models import Bucket, Reading
 from collector.store.base import StoreDataError, StoreError, StoreUnavailable
+from collector.store.readings_sql import FlaggedRow, ReadingRow, decode_value
+from collector.store.rows import Cursor
 from collector.store.schema import (
     Migration,
     api_statements,
@@ -20,15 +22,7 @@ from collector.store.schema import (
     order_statements,
     scope_statements,
 )
-from collector.store.sql import (
-    BatchKey,
-    Cursor,
-    FlaggedRow,
-    KeyedDigest,
-    ReadingRow,
-    SqlStore,
-    decode_value,
-)
+from collector.store.sql import BatchKey, KeyedDigest, SqlStore
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 
 from collector.assets import Asset
-from collector.keys import Role
-from collector.models import Accepted
+from collector.models import Accepted, Role
 from tests.integration.test_api_http import (
     GW,
     Api,

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.keys import Role
-from collector.models import Accepted
+from collector.models import Accepted, Role
 from tests.integration.test_api_http import Api, problem_of, running_api
 from wire import (
     AlarmBatch,

@@ -10,8 +10,8 @@ import pytest
 
 from collector.api import create_app
 from collector.assets import Asset
-from collector.keys import Role, digest, display_prefix, new_token
-from collector.models import Accepted
+from collector.keys import digest, display_prefix, new_token
+from collector.models import Accepted, Role
 from collector.runtime import Runtime
 from tests.integration.test_api_http import GW, fast_config, now_ms, raise_alarm, serve
 from wire import AlarmBatch, AlarmEvent, AlarmState, Birth, DeviceInfo, Kind, Severity, TopicParts

@@ -31,8 +31,8 @@ from collector.api import create_app
 from collector.assets import Asset
 from collector.cli import app as collector_cli
 from collector.ingest import IngestConfig
-from collector.keys import Role, digest, display_prefix, new_token
-from collector.models import Accepted, Rejected
+from collector.keys import digest, display_prefix, new_token
+from collector.models import Accepted, Rejected, Role
 from collector.runtime import CollectorConfig, Runtime
 from collector.webhooks import WebhookConfig, verify
 from tests.services import free_port
@@ -686,6 +686,21 @@ def test_ack_is_sent_to_the_gateway_as_a_wire_command(
             assert cmd.args == {"alarm_id": f"{GW}:100", "who": "operator-1", "note": "派人去看"}
             reply = a.client.get(r.json()["reply"], headers=a.h()).json()
             assert reply == {"state": "pending"}
+            # Issue 17: a note the wire cannot carry was accepted (202) and its reply stayed
+            # pending for ever; now every limit of the wire is the API's too.
+            ack = f"/api/v1/alarms/{GW}:100/ack"
+            for body in ({"note": "x" * 257}, {"note": "bell \x07"}):
+                bad = a.client.post(ack, json=body, headers=a.h(Role.OPERATOR))
+                assert problem_of(bad, 422)
+            cmds = f"/api/v1/gateways/{GW}/commands"
+            for args in ({"device": "d" * 300}, {"k" * 65: 1}):
+                bad = a.client.post(cmds, json={"name": "write", "args": args},
+                                    headers=a.h(Role.OPERATOR))  # fmt: skip
+                assert problem_of(bad, 422)
+                assert "the gateway could not read this command" in bad.json()["detail"]
+            ok = a.client.post(cmds, json={"name": "rebirth"}, headers=a.h(Role.OPERATOR))
+            assert ok.status_code == 202
+            assert commands.get(timeout=10).name == "rebirth"  # nothing published in between
     finally:
         gw.loop_stop()
         gw.disconnect()

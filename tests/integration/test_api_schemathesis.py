@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.core.result import Ok
 
 from collector.api import create_app
-from collector.keys import Role, digest, display_prefix, new_token
+from collector.keys import digest, display_prefix, new_token
+from collector.models import Role
 from collector.runtime import CollectorConfig, Runtime
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -16,8 +16,8 @@ from fastapi.testclient import TestClient
 
 from collector.api import create_app
 from collector.ingest import Ingest, IngestConfig
-from collector.keys import Role, digest, display_prefix, new_token
-from collector.models import Accepted
+from collector.keys import digest, display_prefix, new_token
+from collector.models import Accepted, Role
 from collector.runtime import CollectorConfig, Runtime
 from collector.store import Store, StoreDataError, StoreUnavailable, open_store
 from tests.services import Postgres, fresh_database

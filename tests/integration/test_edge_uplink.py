@@ -186,6 +186,8 @@ def test_commands_get_replies_and_malformed_ones_do_not_crash(
     async def handler(cmd: Command) -> CommandReply:
         if cmd.name == "boom":
             raise RuntimeError("handler exploded")
+        if cmd.name == "verbose":  # an error over the wire's 1024 characters, e.g. a long list
+            raise ValueError("bad key; " * 200)
         return CommandReply("gw", "s1", 0, T0, command_id=cmd.command_id, ok=True, result={"n": 1})
 
     cmd_topic = topic("site", "gw", Kind.CMD, root=topic_root)
@@ -199,9 +201,14 @@ def test_commands_get_replies_and_malformed_ones_do_not_crash(
             b"\x00garbage",
             encode(Command("gw", "x", 0, T0, command_id="c1", name="ok")),
             encode(Command("gw", "x", 0, T0, command_id="c2", name="boom")),
+            # Issue 17: a note over the wire's 256 characters went unanswered (reply pending).
+            encode(
+                Command("gw", "x", 0, T0, command_id="c3", name="ack", args={"note": "n" * 300})
+            ),
+            encode(Command("gw", "x", 0, T0, command_id="c4", name="verbose")),
         ):
             sub.client.publish(cmd_topic, payload, qos=1)
-        await until(lambda: sum(isinstance(m, CommandReply) for m in sub.messages) == 3)
+        await until(lambda: sum(isinstance(m, CommandReply) for m in sub.messages) == 5)
         await uplink.close()
         await task
 
@@ -215,6 +222,12 @@ def test_commands_get_replies_and_malformed_ones_do_not_crash(
     assert by_id["c1"].result == {"n": 1}
     assert not by_id["c2"].ok
     assert "handler exploded" in by_id["c2"].error
+    assert (
+        by_id["c3"].error
+        == "cannot decode the command: command args[note] is 300 characters, over 256"
+    )
+    assert len(by_id["c4"].error) == 1024
+    assert by_id["c4"].error.endswith("…")
 
 
 def test_reconnects_after_broker_restart(tmp_path: Path, topic_root: str) -> None:

@@ -18,7 +18,8 @@ from collector.api.paging import (
     decode_cursor,
     encode_cursor,
 )
-from collector.events import AlarmView
+from collector.models import AlarmView
+from wire import MAX_STR
 
 router = APIRouter(prefix="/api/v1/alarms", tags=["alarms"])
 
@@ -37,7 +38,7 @@ class AlarmPage(BaseModel):
 class AckIn(BaseModel):
     """An acknowledgement; the key's name is recorded as who acknowledged."""
 
-    note: str = Field(default="", max_length=500)
+    note: str = Field(default="", max_length=MAX_STR)  # what the wire carries to the gateway
 
 
 def alarm_doc(a: AlarmView) -> dict[str, Any]:
@@ -122,6 +123,8 @@ def acknowledge(
         command_id = runtime.ingest.send_command(site, alarm.gateway, "ack", args)
     except ConnectionError as exc:
         raise HTTPException(503, str(exc)) from None
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
     return JSONResponse(
         {
             "alarm_id": alarm_id,

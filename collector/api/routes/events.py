@@ -15,7 +15,8 @@ from collector.api.auth import StreamViewer, Viewer
 from collector.api.deps import RuntimeDep, StoreDep
 from collector.api.paging import MAX_MS, PageSize
 from collector.api.problems import dumps
-from collector.events import EventRecord, type_patterns
+from collector.events import type_patterns
+from collector.models import EventRecord
 
 router = APIRouter(prefix="/api/v1/events", tags=["events"])
 

@@ -60,6 +60,8 @@ def command(runtime: RuntimeDep, key: Operator, gateway: Ident, body: CommandIn)
         command_id = runtime.ingest.send_command(found.site, gateway, body.name, body.args)
     except ConnectionError as exc:
         raise HTTPException(503, str(exc)) from None
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
     reply = f"/api/v1/gateways/{gateway}/commands/{command_id}"
     return JSONResponse({"command_id": command_id, "reply": reply}, status_code=202)
 

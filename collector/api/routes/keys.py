@@ -8,7 +8,8 @@ from pydantic import BaseModel, Field
 
 from collector.api.auth import Admin
 from collector.api.deps import StoreDep
-from collector.keys import ApiKey, Role, digest, display_prefix, new_token
+from collector.keys import digest, display_prefix, new_token
+from collector.models import ApiKey, Role
 
 router = APIRouter(prefix="/api/v1/keys", tags=["keys"])
 

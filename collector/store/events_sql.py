@@ -1,0 +1,56 @@
+"""Event log rows shared by the SQL backends: the `events` table that SSE and webhooks read.
+
+Each aggregate copies its own rows into the log (`_pump_*`); SqlStore.pump_events runs them.
+"""
+
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from collector.models import (
+    EventRecord,
+)
+from collector.store.rows import Cursor, Rows
+
+log = logging.getLogger(__name__)
+
+
+class EventLogRows(Rows):
+    """The event log: appended by the pump, read by id."""
+
+    def _log_event(
+        self, cur: Cursor, etype: str, ts_ms: int, now_ms: int, subject: str, data: dict[str, Any]
+    ) -> None:
+        self._run(
+            cur,
+            "INSERT INTO events (type, ts_ms, created_ms, subject, data)"
+            " VALUES (:type, :ts, :now, :subject, :data)",
+            {
+                "type": etype,
+                "ts": ts_ms,
+                "now": now_ms,
+                "subject": subject,
+                "data": json.dumps(data, ensure_ascii=False),
+            },
+        )
+
+    def last_event_id(self) -> int:
+        """The newest event id (0 if the log is empty)."""
+        return int(self._query("SELECT COALESCE(max(id), 0) FROM events")[0][0])
+
+    def events(
+        self, after_id: int, limit: int = 500, types: Sequence[str] = ()
+    ) -> list[EventRecord]:
+        """Events with id > after_id, oldest first; `types` are LIKE patterns (empty = all)."""
+        params: dict[str, Any] = {"after": after_id, "n": limit}
+        where = ""
+        if types:
+            params.update({f"t{i}": t for i, t in enumerate(types)})
+            where = " AND (" + " OR ".join(f"type LIKE :t{i}" for i in range(len(types))) + ")"
+        rows = self._query(
+            "SELECT id, type, ts_ms, created_ms, subject, data FROM events"  # noqa: S608
+            f" WHERE id > :after{where} ORDER BY id LIMIT :n",
+            params,
+        )
+        return [EventRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]

@@ -1,0 +1,131 @@
+"""What every SQL module of the store shares: the cursor it writes through, the base of the
+aggregates' row classes (transactions, statements, and the seams between aggregates), and what
+one ingest commit knows.
+
+Shared SQL uses `:name` parameters (sqlite3 style); the PostgreSQL backend rewrites them.
+"""
+
+import operator
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from collector.models import EventRecord, Status
+from wire import Record
+
+Pos = tuple[int, int, int]  # (epoch rank, batch seq, index): the gateway's order of events
+BIRTH_IDX = 2**31  # a birth's picture comes after every event of its high-water batch
+_TS = operator.itemgetter(2)  # Record.ts_ms, without the property call
+
+
+def at_or_after(pos: Pos, stored: Sequence[Any]) -> bool:
+    """True if `pos` is not older than a stored (rank, seq, idx), unknown (NULLs) included."""
+    if stored[0] is None:
+        return True
+    return pos >= (int(stored[0]), int(stored[1]), int(stored[2]))
+
+
+@dataclass(slots=True)
+class Commit:
+    """What one commit knows and counts beyond its rows: the collector's time, the window of
+    plausible sample times [lo, hi], and the claims refused to gateways."""
+
+    now_ms: int
+    lo: int
+    hi: int
+    gateway_conflicts: int = 0
+    dead_letters: int = 0  # besides the Rejected items: births whose claims were refused
+
+    def received(self, ts_ms: int) -> int | None:
+        """The receive time to store beside `ts_ms` if it is implausible, else None."""
+        return self.now_ms if not self.lo <= ts_ms <= self.hi else None
+
+    def span(self, records: Sequence[Record]) -> tuple[int, int]:
+        """The earliest and latest sample time of a batch, (lo, hi) if it is empty."""
+        if not records:
+            return self.lo, self.hi
+        return min(map(_TS, records)), max(map(_TS, records))
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A device status change at a position in its gateway's order of events."""
+
+    status: Status
+    ts_ms: int
+    reason: str
+    pos: Pos
+
+
+class Cursor(Protocol):
+    """The slice of a DB-API cursor the shared code uses."""
+
+    def execute(self, sql: Any, params: Any = ..., /) -> Any:
+        """Run one statement."""
+        ...
+
+    def executemany(self, sql: Any, params_seq: Any, /) -> Any:
+        """Run one statement for many parameter sets."""
+        ...
+
+    def fetchall(self) -> list[Any]:
+        """Rows of the last statement."""
+        ...
+
+    @property
+    def description(self) -> Any:
+        """Result columns of the last statement, None if it returned no rows."""
+        ...
+
+    @property
+    def rowcount(self) -> int:
+        """Rows touched by the last statement."""
+        ...
+
+
+class Rows(ABC):
+    """The base of each aggregate's rows (readings, gateways, assets, alarms, cases, keys, the
+    event log, webhooks): a backend supplies transactions; the few calls from one aggregate
+    into another are declared here, so that each module names what it needs of the others."""
+
+    @abstractmethod
+    def _tx(self) -> AbstractContextManager[Cursor]:
+        """A cursor inside one transaction, committed on normal exit."""
+
+    @abstractmethod
+    def _sql(self, sql: str) -> str:
+        """Translate shared `:name` SQL to the driver's parameter style."""
+
+    def _run(self, cur: Cursor, sql: str, params: dict[str, Any] | None = None) -> list[Any]:
+        """Run one statement; its rows, if it returns any."""
+        cur.execute(self._sql(sql), params or {})
+        return cur.fetchall() if cur.description is not None else []
+
+    def _query(self, sql: str, params: dict[str, Any] | None = None) -> list[Any]:
+        """Run one statement in its own transaction; its rows."""
+        with self._tx() as cur:
+            return self._run(cur, sql, params)
+
+    # --- the seams between aggregates ----------------------------------------------------------
+
+    @abstractmethod
+    def _log_event(
+        self, cur: Cursor, etype: str, ts_ms: int, now_ms: int, subject: str, data: dict[str, Any]
+    ) -> None:
+        """Append one entry to the event log (EventLogRows)."""
+
+    @abstractmethod
+    def _gateway_conflict(self, cur: Cursor, gateway: str, why: str, ctx: Commit) -> None:
+        """Report a claim a gateway may not make (GatewayRows)."""
+
+    @abstractmethod
+    def last_event_id(self) -> int:
+        """The newest event id, 0 if the log is empty (EventLogRows)."""
+
+    @abstractmethod
+    def events(
+        self, after_id: int, limit: int = 500, types: Sequence[str] = ()
+    ) -> list[EventRecord]:
+        """Event log entries with id > after_id, oldest first (EventLogRows)."""
