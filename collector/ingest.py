@@ -1,4 +1,10 @@
-"""MQTT ingest: QoS 1, persistent session, batched commits, PUBACK only after the commit."""
+"""MQTT ingest: QoS 1, persistent session, batched commits, PUBACK only after the commit.
+
+MQTT 5 by default (`IngestConfig.protocol`), or MQTT 3.1.1 for brokers that speak nothing newer
+(NATS, RabbitMQ 3.x). Both keep a persistent session (3.1.1: clean session 0; 5: clean start 0
+and a session expiry that never ends) and acknowledge through paho's manual ack, which works
+the same in both versions.
+"""
 
 import hashlib
 import itertools
@@ -50,6 +56,10 @@ INGEST_KINDS = (
     Kind.CMD_REPLY,
 )
 SESSION_NEVER_EXPIRES = 0xFFFFFFFF
+PROTOCOLS = {"5": MQTTProtocolVersion.MQTTv5, "3.1.1": MQTTProtocolVersion.MQTTv311}
+# CONNACK reason codes (paho maps the MQTT 3.1.1 return codes 1 and 2 onto these).
+_UNSUPPORTED_PROTOCOL = 0x84
+_CLIENT_ID_NOT_VALID = 0x85
 # Shared-subscription probes travel on `<root>/v1/lifeline-probe/<nonce>/cmd`: a kind the
 # collector may publish under the shipped ACL, a site no gateway has, and a filter of its own
 # in the same share group, so that real gateways' commands never reach a collector.
@@ -103,6 +113,29 @@ def _ascii(text: str) -> str:
     return "".join(c if " " <= c <= "~" else ascii(c)[1:-1] for c in text)
 
 
+def refusal(reason: ReasonCode, protocol: str, client_id: str) -> str:
+    """One sentence for a CONNACK that refused the collector: the broker's reason, its code,
+    the protocol and client id asked for, and what to change when that is known.
+
+    `protocol` is "5" or "3.1.1" (MQTT 5 section 3.2.2.2; MQTT 3.1.1 return codes 1-5 arrive
+    as the MQTT 5 codes 0x84-0x87 from paho).
+    """
+    code = int(reason.value)
+    text = (
+        f"broker refused the connection: CONNACK {reason} (0x{code:02X};"
+        f" MQTT {protocol}, client id {client_id})"
+    )
+    if code == _UNSUPPORTED_PROTOCOL:
+        other = "3.1.1" if protocol == "5" else "5"
+        text += (
+            f": the broker does not speak MQTT {protocol}; switch with --mqtt-protocol {other}"
+            f' (mqtt_protocol: "{other}" in the collector config)'
+        )
+    elif code == _CLIENT_ID_NOT_VALID:
+        text += ": choose another --client-id (some brokers refuse '.', '/' or long ids)"
+    return text
+
+
 def parse_mqtt_url(url: str) -> tuple[str, int]:
     """Split mqtt://host:port (or mqtts://host:port, TLS, default 8883) into (host, port)."""
     parts = urlsplit(url)
@@ -141,6 +174,7 @@ class IngestConfig:
     """How ingest connects and batches."""
 
     mqtt_url: str = "mqtt://127.0.0.1:1883"
+    protocol: str = "5"  # or "3.1.1" (a key of PROTOCOLS)
     root: str = "lifeline"
     client_id: str = "lifeline-collector"
     share_group: str | None = None
@@ -202,12 +236,12 @@ class Ingest:
         # Why each writer cannot commit right now (absent: it can); guarded by _turn.
         self._failing: dict[int, str] = {}
         self._crashed: str | None = None
-        self._client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=config.client_id,
-            protocol=MQTTProtocolVersion.MQTTv5,
-            manual_ack=True,
-        )
+        self._refusal = ""  # the broker's last CONNACK refusal, until a CONNACK accepts us
+        if config.protocol not in PROTOCOLS:
+            raise ValueError(
+                f"MQTT protocol {config.protocol!r} is not one of {', '.join(PROTOCOLS)}"
+            )
+        self._client = self._new_client(config.client_id, ingesting=True)
         self.health = BrokerHealth(config.mqtt_url, config.session_lost_hold_s)
         self._filters: list[str] = []  # of the last SUBSCRIBE, in order
         self._probe_wanted = threading.Event()
@@ -222,28 +256,48 @@ class Ingest:
         self._client.on_subscribe = self._on_subscribe
         self._client.reconnect_delay_set(1, 5)
 
+    def _new_client(self, client_id: str, ingesting: bool = False) -> mqtt.Client:
+        """A paho client speaking the configured protocol, with the broker credentials.
+
+        `ingesting`: the client messages arrive on, with a persistent session (MQTT 3.1.1:
+        clean session 0 here; MQTT 5 asks for it at connect) and acknowledged by hand.
+        """
+        cfg = self.config
+        v5 = cfg.protocol == "5"
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=PROTOCOLS[cfg.protocol],
+            clean_session=None if v5 else not ingesting,
+            manual_ack=ingesting,
+        )
+        if cfg.username is not None:
+            client.username_pw_set(cfg.username, cfg.password)
+        if cfg.mqtt_url.startswith("mqtts://") or cfg.tls_ca is not None:
+            client.tls_set(ca_certs=cfg.tls_ca, certfile=cfg.tls_cert, keyfile=cfg.tls_key)
+        return client
+
     # --- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
         """Connect (retrying in the background) and start the writer thread."""
-        host, port = parse_mqtt_url(self.config.mqtt_url)
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        # A persistent session in MQTT 5 needs a session expiry: without it the broker
-        # discards our queue as soon as we disconnect, and with it everything we missed.
-        props.SessionExpiryInterval = SESSION_NEVER_EXPIRES
-        props.ReceiveMaximum = self.config.receive_maximum
         cfg = self.config
-        if cfg.username is not None:
-            self._client.username_pw_set(cfg.username, cfg.password)
-        if cfg.mqtt_url.startswith("mqtts://") or cfg.tls_ca is not None:
-            self._client.tls_set(ca_certs=cfg.tls_ca, certfile=cfg.tls_cert, keyfile=cfg.tls_key)
+        host, port = parse_mqtt_url(cfg.mqtt_url)
         for writer in self._writers:
             writer.start()
         if cfg.share_group is not None:
             self._prober.start()
-        self._client.connect_async(
-            host, port, self.config.keepalive_s, clean_start=False, properties=props
-        )
+        if cfg.protocol == "5":
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            # A persistent session in MQTT 5 needs a session expiry: without it the broker
+            # discards our queue as soon as we disconnect, and with it everything we missed.
+            props.SessionExpiryInterval = SESSION_NEVER_EXPIRES
+            props.ReceiveMaximum = cfg.receive_maximum
+            self._client.connect_async(
+                host, port, cfg.keepalive_s, clean_start=False, properties=props
+            )
+        else:  # the broker's own limit on unacknowledged messages applies (no Receive Maximum)
+            self._client.connect_async(host, port, cfg.keepalive_s)
         self._client.loop_start()
 
     @property
@@ -290,8 +344,10 @@ class Ingest:
         props: Properties | None,
     ) -> None:
         if reason.is_failure:
-            self.health.connection_failed(f"broker refused the connection: {reason}", self._clock())
+            self._refusal = refusal(reason, self.config.protocol, self.config.client_id)
+            self.health.connection_failed(self._refusal, self._clock())
             return
+        self._refusal = ""
         cfg = self.config
         self._filters = [subscription(k, cfg.root, share_group=cfg.share_group) for k in cfg.kinds]
         if cfg.share_group is not None:
@@ -302,9 +358,10 @@ class Ingest:
         self.stats.connected = True
         self.health.connected_now(flags.session_present, self._clock())
         log.info(
-            "connected to %s as %s (session present: %s)",
+            "connected to %s as %s (MQTT %s, session present: %s)",
             cfg.mqtt_url,
             cfg.client_id,
+            cfg.protocol,
             flags.session_present,
         )
 
@@ -342,7 +399,9 @@ class Ingest:
     ) -> None:
         self.stats.connected = False
         self._ready.clear()
-        if not self._stop.is_set():
+        # After a refused CONNACK the broker closes the connection, and paho reports that as
+        # "Unspecified error": the refusal is the reason worth showing.
+        if not self._stop.is_set() and not self._refusal:
             self.health.connection_failed(f"disconnected ({reason})", self._clock())
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
@@ -401,15 +460,7 @@ class Ingest:
         """Publish probes on a connection of our own; True as soon as one comes back."""
         cfg = self.config
         host, port = parse_mqtt_url(cfg.mqtt_url)
-        pub = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=f"{cfg.client_id}-probe",
-            protocol=MQTTProtocolVersion.MQTTv5,
-        )
-        if cfg.username is not None:
-            pub.username_pw_set(cfg.username, cfg.password)
-        if cfg.mqtt_url.startswith("mqtts://") or cfg.tls_ca is not None:
-            pub.tls_set(ca_certs=cfg.tls_ca, certfile=cfg.tls_cert, keyfile=cfg.tls_key)
+        pub = self._new_client(f"{cfg.client_id}-probe")
         pub.connect(host, port, cfg.keepalive_s)
         pub.loop_start()
         try:
