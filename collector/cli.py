@@ -100,7 +100,11 @@ def _setup_logging(verbose: bool) -> None:
 @app.command()
 def run(
     mqtt: Annotated[
-        str | None, typer.Option(help="Broker URL (default mqtt://127.0.0.1:1883).")
+        str | None,
+        typer.Option(
+            help="Broker URL (default mqtt://127.0.0.1:1883), or several comma-separated:"
+            " nodes of one broker cluster, tried in turn."
+        ),
     ] = None,
     mqtt_protocol: Annotated[
         str | None,
@@ -213,11 +217,11 @@ def run(
         raise typer.BadParameter(
             f"{chosen_district!r} is not a 6-digit area code", param_hint="--district"
         )
-    from collector.ingest import PROTOCOLS, parse_mqtt_url
+    from collector.ingest import PROTOCOLS, parse_mqtt_urls
     from collector.runtime import ConsoleConfig
 
     try:
-        parse_mqtt_url(str(opts["mqtt"]))
+        parse_mqtt_urls(str(opts["mqtt"]))
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--mqtt") from None
     tiles = opts["tiles_url"]
