@@ -2,10 +2,15 @@
 
 import logging
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from collector.store import Store
 
 app = typer.Typer(
     help="The collector: MQTT ingest -> database -> alarms and city cases -> HTTP API.",
@@ -255,13 +260,31 @@ def run(
 @app.command()
 def migrate(db: DbOpt = None) -> None:
     """Create or upgrade the database schema (safe to run twice)."""
-    from collector.store import open_store
-
     _setup_logging(False)
-    store = open_store(db or DEFAULTS["db"])
-    try:
+    with _store(db) as store:
         applied = store.migrate()
         typer.echo(f"{store.backend}: applied {applied or 'nothing (up to date)'}")
+
+
+@contextmanager
+def _store(db: str | None) -> Iterator["Store"]:
+    """The store named by `db` (or the default), closed after the block.
+
+    A bad URL (ValueError) or a database that cannot be opened or fails meanwhile
+    (StoreError) ends the command with one line on stderr and exit code 1, never a traceback.
+    """
+    from collector.store import StoreError, open_store
+
+    try:
+        store = open_store(db or DEFAULTS["db"])
+    except (StoreError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    try:
+        yield store
+    except StoreError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     finally:
         store.close()
 
@@ -288,7 +311,6 @@ def create_key(
 
     from collector.keys import digest, display_prefix, new_token
     from collector.models import Role
-    from collector.store import open_store
 
     try:
         chosen = Role(role)
@@ -297,14 +319,11 @@ def create_key(
         raise typer.BadParameter(f"{role!r} is not one of {roles}", param_hint="--role") from None
     if not name.strip():
         raise typer.BadParameter("must not be empty", param_hint="--name")
-    store = open_store(db or DEFAULTS["db"])
-    try:
+    with _store(db) as store:
         store.migrate()
         token = new_token()
         now = int(time.time() * 1000)
         key_id = store.create_api_key(name, chosen.value, digest(token), display_prefix(token), now)
-    finally:
-        store.close()
     typer.echo(f"created key {key_id} ({chosen.value}) for {name}; store it now:", err=True)
     typer.echo(token)
 
@@ -312,16 +331,11 @@ def create_key(
 @keys_app.command("list")
 def list_keys(db: DbOpt = None) -> None:
     """List API keys (id, role, name, prefix, revoked or not); never the keys themselves."""
-    from collector.store import open_store
-
-    store = open_store(db or DEFAULTS["db"])
-    try:
+    with _store(db) as store:
         store.migrate()
         for k in store.api_keys():
             state = "revoked" if k.revoked_ms is not None else "active"
             typer.echo(f"{k.id}\t{k.role.value}\t{state}\t{k.prefix}...\t{k.name}")
-    finally:
-        store.close()
 
 
 @keys_app.command("revoke")
@@ -332,14 +346,9 @@ def revoke_key(
     """Revoke an API key at once."""
     import time
 
-    from collector.store import open_store
-
-    store = open_store(db or DEFAULTS["db"])
-    try:
+    with _store(db) as store:
         store.migrate()
         done = store.revoke_api_key(key_id, int(time.time() * 1000))
-    finally:
-        store.close()
     if not done:
         typer.echo(f"error: no active key {key_id}", err=True)
         raise typer.Exit(1)
@@ -353,19 +362,16 @@ def import_assets(
 ) -> None:
     """Validate and import assets (upsert by 部件标识码), binding their devices."""
     from collector.assets import AssetError, load
-    from collector.store import open_store
 
     try:
         records = load(file)
     except AssetError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    store = open_store(db or DEFAULTS["db"])
-    try:
+    with _store(db) as store:
         store.migrate()
-        typer.echo(f"imported {store.upsert_assets(records)} assets from {file}")
-    except AssetError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    finally:
-        store.close()
+        try:
+            typer.echo(f"imported {store.upsert_assets(records)} assets from {file}")
+        except AssetError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
