@@ -26,6 +26,7 @@ app.add_typer(keys_app, name="keys")
 
 DEFAULTS: dict[str, Any] = {
     "mqtt": "mqtt://127.0.0.1:1883",
+    "mqtt_protocol": "5",
     "db": "sqlite:///lifeline-collector.db",
     "http": "127.0.0.1:8080",
     "root": "lifeline",
@@ -102,7 +103,18 @@ def _setup_logging(verbose: bool) -> None:
 @app.command()
 def run(
     mqtt: Annotated[
-        str | None, typer.Option(help="Broker URL (default mqtt://127.0.0.1:1883).")
+        str | None,
+        typer.Option(
+            help="Broker URL (default mqtt://127.0.0.1:1883), or several comma-separated:"
+            " nodes of one broker cluster, tried in turn."
+        ),
+    ] = None,
+    mqtt_protocol: Annotated[
+        str | None,
+        typer.Option(
+            help="MQTT version to speak: 5 (default) or 3.1.1, for brokers that refuse 5"
+            " (NATS, RabbitMQ 3.x)."
+        ),
     ] = None,
     db: DbOpt = None,
     http: Annotated[str | None, typer.Option(help="Where the API listens, HOST:PORT.")] = None,
@@ -174,6 +186,7 @@ def run(
     _setup_logging(verbose)
     given = {
         "mqtt": mqtt,
+        "mqtt_protocol": mqtt_protocol,
         "db": db,
         "http": http,
         "root": root,
@@ -207,16 +220,23 @@ def run(
         raise typer.BadParameter(
             f"{chosen_district!r} is not a 6-digit area code", param_hint="--district"
         )
-    from collector.ingest import parse_mqtt_url
+    from collector.ingest import PROTOCOLS, parse_mqtt_urls
 
     try:
-        parse_mqtt_url(str(opts["mqtt"]))
+        parse_mqtt_urls(str(opts["mqtt"]))
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--mqtt") from None
+    # YAML reads `mqtt_protocol: 5` as a number: it means the same as "5".
+    protocol = str(opts["mqtt_protocol"])
+    if protocol not in PROTOCOLS:
+        raise typer.BadParameter(
+            f"{protocol!r} is not one of {', '.join(PROTOCOLS)}", param_hint="--mqtt-protocol"
+        )
     cfg = CollectorConfig(
         db_url=str(opts["db"]),
         ingest=IngestConfig(
             mqtt_url=str(opts["mqtt"]),
+            protocol=protocol,
             root=str(opts["root"]),
             client_id=str(opts["client_id"]),
             share_group=opts["share_group"],

@@ -1,4 +1,10 @@
-"""MQTT ingest: QoS 1, persistent session, batched commits, PUBACK only after the commit."""
+"""MQTT ingest: QoS 1, persistent session, batched commits, PUBACK only after the commit.
+
+MQTT 5 by default (`IngestConfig.protocol`), or MQTT 3.1.1 for brokers that speak nothing newer
+(NATS, RabbitMQ 3.x). Both keep a persistent session (3.1.1: clean session 0; 5: clean start 0
+and a session expiry that never ends) and acknowledge through paho's manual ack, which works
+the same in both versions.
+"""
 
 import hashlib
 import itertools
@@ -50,6 +56,10 @@ INGEST_KINDS = (
     Kind.CMD_REPLY,
 )
 SESSION_NEVER_EXPIRES = 0xFFFFFFFF
+PROTOCOLS = {"5": MQTTProtocolVersion.MQTTv5, "3.1.1": MQTTProtocolVersion.MQTTv311}
+# CONNACK reason codes (paho maps the MQTT 3.1.1 return codes 1 and 2 onto these).
+_UNSUPPORTED_PROTOCOL = 0x84
+_CLIENT_ID_NOT_VALID = 0x85
 # Shared-subscription probes travel on `<root>/v1/lifeline-probe/<nonce>/cmd`: a kind the
 # collector may publish under the shipped ACL, a site no gateway has, and a filter of its own
 # in the same share group, so that real gateways' commands never reach a collector.
@@ -103,6 +113,39 @@ def _ascii(text: str) -> str:
     return "".join(c if " " <= c <= "~" else ascii(c)[1:-1] for c in text)
 
 
+def refusal(reason: ReasonCode, protocol: str, client_id: str) -> str:
+    """One sentence for a CONNACK that refused the collector: the broker's reason, its code,
+    the protocol and client id asked for, and what to change when that is known.
+
+    `protocol` is "5" or "3.1.1" (MQTT 5 section 3.2.2.2; MQTT 3.1.1 return codes 1-5 arrive
+    as the MQTT 5 codes 0x84-0x87 from paho).
+    """
+    code = int(reason.value)
+    text = (
+        f"broker refused the connection: CONNACK {reason} (0x{code:02X};"
+        f" MQTT {protocol}, client id {client_id})"
+    )
+    if code == _UNSUPPORTED_PROTOCOL:
+        other = "3.1.1" if protocol == "5" else "5"
+        text += (
+            f": the broker does not speak MQTT {protocol}; switch with --mqtt-protocol {other}"
+            f' (mqtt_protocol: "{other}" in the collector config)'
+        )
+    elif code == _CLIENT_ID_NOT_VALID:
+        text += ": choose another --client-id (some brokers refuse '.', '/' or long ids)"
+    return text
+
+
+def parse_mqtt_urls(urls: str) -> list[tuple[str, int]]:
+    """Split a comma-separated list of broker URLs (nodes of one cluster, tried in turn) into
+    (host, port) pairs; raises ValueError naming a URL that is not mqtt:// or mqtts://."""
+    found = [parse_mqtt_url(u.strip()) for u in urls.split(",")]
+    schemes = {urlsplit(u.strip()).scheme == "mqtts" for u in urls.split(",")}
+    if len(schemes) > 1:
+        raise ValueError(f"MQTT URLs {urls!r} mix TLS (mqtts://) and plain ones: use one kind")
+    return found
+
+
 def parse_mqtt_url(url: str) -> tuple[str, int]:
     """Split mqtt://host:port (or mqtts://host:port, TLS, default 8883) into (host, port)."""
     parts = urlsplit(url)
@@ -140,7 +183,9 @@ class _Pending:
 class IngestConfig:
     """How ingest connects and batches."""
 
+    # One broker URL, or several (comma-separated): nodes of one cluster, tried in turn.
     mqtt_url: str = "mqtt://127.0.0.1:1883"
+    protocol: str = "5"  # or "3.1.1" (a key of PROTOCOLS)
     root: str = "lifeline"
     client_id: str = "lifeline-collector"
     share_group: str | None = None
@@ -202,13 +247,15 @@ class Ingest:
         # Why each writer cannot commit right now (absent: it can); guarded by _turn.
         self._failing: dict[int, str] = {}
         self._crashed: str | None = None
-        self._client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=config.client_id,
-            protocol=MQTTProtocolVersion.MQTTv5,
-            manual_ack=True,
-        )
-        self.health = BrokerHealth(config.mqtt_url, config.session_lost_hold_s)
+        self._refusal = ""  # the broker's last CONNACK refusal, until a CONNACK accepts us
+        if config.protocol not in PROTOCOLS:
+            raise ValueError(
+                f"MQTT protocol {config.protocol!r} is not one of {', '.join(PROTOCOLS)}"
+            )
+        self._brokers = parse_mqtt_urls(config.mqtt_url)
+        self._broker = 0  # index of the broker in use (or tried next)
+        self._client = self._new_client(config.client_id, ingesting=True)
+        self.health = BrokerHealth(self.broker_url, config.session_lost_hold_s)
         self._filters: list[str] = []  # of the last SUBSCRIBE, in order
         self._probe_wanted = threading.Event()
         self._probe_back = threading.Event()
@@ -222,29 +269,70 @@ class Ingest:
         self._client.on_subscribe = self._on_subscribe
         self._client.reconnect_delay_set(1, 5)
 
+    def _new_client(self, client_id: str, ingesting: bool = False) -> mqtt.Client:
+        """A paho client speaking the configured protocol, with the broker credentials.
+
+        `ingesting`: the client messages arrive on, with a persistent session (MQTT 3.1.1:
+        clean session 0 here; MQTT 5 asks for it at connect) and acknowledged by hand.
+        """
+        cfg = self.config
+        v5 = cfg.protocol == "5"
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=PROTOCOLS[cfg.protocol],
+            clean_session=None if v5 else not ingesting,
+            manual_ack=ingesting,
+        )
+        if cfg.username is not None:
+            client.username_pw_set(cfg.username, cfg.password)
+        if cfg.mqtt_url.startswith("mqtts://") or cfg.tls_ca is not None:
+            client.tls_set(ca_certs=cfg.tls_ca, certfile=cfg.tls_cert, keyfile=cfg.tls_key)
+        return client
+
     # --- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
         """Connect (retrying in the background) and start the writer thread."""
-        host, port = parse_mqtt_url(self.config.mqtt_url)
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        # A persistent session in MQTT 5 needs a session expiry: without it the broker
-        # discards our queue as soon as we disconnect, and with it everything we missed.
-        props.SessionExpiryInterval = SESSION_NEVER_EXPIRES
-        props.ReceiveMaximum = self.config.receive_maximum
         cfg = self.config
-        if cfg.username is not None:
-            self._client.username_pw_set(cfg.username, cfg.password)
-        if cfg.mqtt_url.startswith("mqtts://") or cfg.tls_ca is not None:
-            self._client.tls_set(ca_certs=cfg.tls_ca, certfile=cfg.tls_cert, keyfile=cfg.tls_key)
         for writer in self._writers:
             writer.start()
         if cfg.share_group is not None:
             self._prober.start()
-        self._client.connect_async(
-            host, port, self.config.keepalive_s, clean_start=False, properties=props
-        )
+        self._connect_async(self._client)
         self._client.loop_start()
+
+    @property
+    def broker_url(self) -> str:
+        """The broker in use, or tried next (one of `mqtt_url`'s)."""
+        return self.config.mqtt_url.split(",")[self._broker].strip()
+
+    def _connect_async(self, client: mqtt.Client) -> None:
+        """Point paho's (re)connections at the broker in use; its loop thread connects."""
+        cfg = self.config
+        host, port = self._brokers[self._broker]
+        if cfg.protocol == "5":
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            # A persistent session in MQTT 5 needs a session expiry: without it the broker
+            # discards our queue as soon as we disconnect, and with it everything we missed.
+            props.SessionExpiryInterval = SESSION_NEVER_EXPIRES
+            props.ReceiveMaximum = cfg.receive_maximum
+            client.connect_async(host, port, cfg.keepalive_s, clean_start=False, properties=props)
+        else:  # the broker's own limit on unacknowledged messages applies (no Receive Maximum)
+            client.connect_async(host, port, cfg.keepalive_s)
+
+    def _next_broker(self, client: mqtt.Client) -> None:
+        """Send paho's next reconnect to the next broker URL of the list, if there are several.
+
+        Runs in paho's callbacks once a connection attempt failed or the connection closed:
+        connect_async there only changes where its loop thread reconnects to.
+        """
+        if len(self._brokers) < 2:
+            return
+        self._broker = (self._broker + 1) % len(self._brokers)
+        self._connect_async(client)
+        self.health.url = self.broker_url
+        log.info("trying broker %s next", self.broker_url)
 
     @property
     def ready(self) -> bool:
@@ -290,8 +378,10 @@ class Ingest:
         props: Properties | None,
     ) -> None:
         if reason.is_failure:
-            self.health.connection_failed(f"broker refused the connection: {reason}", self._clock())
+            self._refusal = refusal(reason, self.config.protocol, self.config.client_id)
+            self.health.connection_failed(self._refusal, self._clock())
             return
+        self._refusal = ""
         cfg = self.config
         self._filters = [subscription(k, cfg.root, share_group=cfg.share_group) for k in cfg.kinds]
         if cfg.share_group is not None:
@@ -302,14 +392,16 @@ class Ingest:
         self.stats.connected = True
         self.health.connected_now(flags.session_present, self._clock())
         log.info(
-            "connected to %s as %s (session present: %s)",
-            cfg.mqtt_url,
+            "connected to %s as %s (MQTT %s, session present: %s)",
+            self.broker_url,
             cfg.client_id,
+            cfg.protocol,
             flags.session_present,
         )
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
         self.health.connection_failed("cannot connect", self._clock())
+        self._next_broker(client)
 
     def _on_subscribe(
         self,
@@ -342,8 +434,12 @@ class Ingest:
     ) -> None:
         self.stats.connected = False
         self._ready.clear()
-        if not self._stop.is_set():
+        # After a refused CONNACK the broker closes the connection, and paho reports that as
+        # "Unspecified error": the refusal is the reason worth showing.
+        if not self._stop.is_set() and not self._refusal:
             self.health.connection_failed(f"disconnected ({reason})", self._clock())
+        if not self._stop.is_set():
+            self._next_broker(client)
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         if msg.topic.startswith(self._probe_prefix):
@@ -400,16 +496,8 @@ class Ingest:
     def _probe(self) -> bool:
         """Publish probes on a connection of our own; True as soon as one comes back."""
         cfg = self.config
-        host, port = parse_mqtt_url(cfg.mqtt_url)
-        pub = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=f"{cfg.client_id}-probe",
-            protocol=MQTTProtocolVersion.MQTTv5,
-        )
-        if cfg.username is not None:
-            pub.username_pw_set(cfg.username, cfg.password)
-        if cfg.mqtt_url.startswith("mqtts://") or cfg.tls_ca is not None:
-            pub.tls_set(ca_certs=cfg.tls_ca, certfile=cfg.tls_cert, keyfile=cfg.tls_key)
+        host, port = self._brokers[self._broker]
+        pub = self._new_client(f"{cfg.client_id}-probe")
         pub.connect(host, port, cfg.keepalive_s)
         pub.loop_start()
         try:

@@ -100,6 +100,9 @@ class MqttConfig(_Strict):
     """Where and how the gateway publishes."""
 
     url: str = "mqtt://127.0.0.1:1883"
+    # More nodes of the same broker cluster, tried in turn after `url` when the one in use
+    # cannot be reached or drops the connection (a node that dies).
+    failover_urls: list[str] = Field(default_factory=list, max_length=16)
     root: str = "lifeline"
     username: str | None = None
     password: str | None = None
@@ -133,6 +136,20 @@ class MqttConfig(_Strict):
             raise ValueError("must look like mqtt://host:1883 or mqtts://host:8883")
         return v
 
+    @field_validator("failover_urls")
+    @classmethod
+    def _failover_urls(cls, v: list[str]) -> list[str]:
+        for url in v:
+            parts = urlsplit(url)
+            if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+                raise ValueError(f"{url!r} must look like mqtt://host:1883 or mqtts://host:8883")
+        return v
+
+    @property
+    def urls(self) -> list[str]:
+        """Every broker URL, in the order they are tried: `url`, then `failover_urls`."""
+        return [self.url, *self.failover_urls]
+
     @property
     def authenticated(self) -> bool:
         """Whether the broker knows who is speaking: a user name or a TLS client certificate,
@@ -141,14 +158,19 @@ class MqttConfig(_Strict):
 
     @property
     def host(self) -> str:
-        """Broker host name."""
-        return urlsplit(self.url).hostname or "127.0.0.1"
+        """Broker host name (of `url`)."""
+        return host_port(self.url)[0]
 
     @property
     def port(self) -> int:
-        """Broker port (1883, or 8883 for mqtts)."""
-        parts = urlsplit(self.url)
-        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+        """Broker port of `url` (1883, or 8883 for mqtts)."""
+        return host_port(self.url)[1]
+
+
+def host_port(url: str) -> tuple[str, int]:
+    """Host and port of a broker URL: mqtt://host (port 1883) or mqtts://host (8883)."""
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or (8883 if parts.scheme == "mqtts" else 1883)
 
 
 class BufferConfig(_Strict):

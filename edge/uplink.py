@@ -5,7 +5,10 @@ asyncio example), so every callback runs on the loop thread and can touch the ou
 A fresh paho client is made per connection: on reconnect we republish frozen batches ourselves,
 with their original seq, instead of letting paho's session replay race with ours.
 
-MQTT 5 by default (`mqtt.protocol`). Batches are cut to what the broker takes (edge/packets.py):
+MQTT 5 by default (`mqtt.protocol`; "3.1.1" for brokers that refuse 5, which the CONNACK
+refusal then says). `mqtt.url` and `mqtt.failover_urls` are nodes of one broker cluster: a
+connection that fails moves on to the next URL at once, and only a whole round of failures
+backs off. Batches are cut to what the broker takes (edge/packets.py):
 its CONNACK Maximum Packet Size, `mqtt.max_packet_bytes`, or what its refusals taught; a frozen
 batch over that is split under new seqs by the outbox. A PUBACK with an error reason code never
 removes a batch: it is split (a size refusal) or held back and offered again later.
@@ -35,7 +38,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.buffer import LANE_ALARM, LANE_DATA, LANE_DEVICE, BufferFull, Outbox
 from edge.clock import wall_ms
-from edge.config import MqttConfig
+from edge.config import MqttConfig, host_port
 from edge.packets import PacketLimit, publish_overhead
 from wire import (
     MAX_ERROR,
@@ -60,6 +63,9 @@ _LANE_KIND = {LANE_ALARM: Kind.ALARM, LANE_DEVICE: Kind.DEVICE, LANE_DATA: Kind.
 # A connection lost sooner than this after its CONNACK does not reset the reconnect backoff: a
 # broker that ends connections at once (refusing a batch, a duplicate client id) is not a loop.
 _SHORT_LIVED_S = 10.0
+# The most a gateway waits before trying the next broker URL of a cluster (jittered, so that a
+# city's gateways do not all arrive at a surviving node in the same instant).
+_NEXT_URL_PAUSE_S = 0.5
 # A drop this soon after the largest batch in flight was published may be the broker refusing it.
 _DROP_WINDOW_S = 2.0
 # MQTT 5 reason codes: a DISCONNECT saying the packet was too large, and the protocol error paho
@@ -71,6 +77,9 @@ _PROTOCOL_ERROR = 0x82
 # offered again later, never split (not authorized, topic name invalid, packet id in use,
 # quota exceeded).
 _NOT_SIZE = frozenset({0x87, 0x90, 0x91, 0x97})
+# CONNACK reason codes that say what to change.
+_UNSUPPORTED_PROTOCOL = 0x84
+_CLIENT_ID_NOT_VALID = 0x85
 
 
 class BrokerRefused(ConnectionError):
@@ -97,6 +106,11 @@ class Uplink:
         self._birth = birth
         self._on_command = on_command
         self._topics = {k: topic(site, gateway, k, root=cfg.root) for k in Kind}
+        self._urls = cfg.urls
+        self._url_index = 0
+        self._round_start = 0  # where the current round of connection attempts began
+        self._last_url = ""  # of the last accepted connection
+        self.failovers = 0  # connections accepted by another broker URL than the one before
         self._client: mqtt.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
@@ -160,23 +174,31 @@ class Uplink:
         """Stay connected until `close`; each connection publishes birth and drains the outbox."""
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        attempt = 0
+        attempt = 0  # rounds over every broker URL that failed in a row
         while not self._stopping:
             try:
                 await self._connect()
             except (OSError, TimeoutError, ValueError) as exc:
                 self._raise_failure()
-                attempt += 1
-                delay = self._backoff(attempt)
+                failed = self.url
+                wrapped = self._next_broker()
+                if wrapped:  # every URL tried: back off before the next round
+                    attempt += 1
+                    delay = self._backoff(attempt)
+                    then = f"; retrying (next in {delay:.1f} s, backing off)"
+                else:  # another node of the cluster may be up: try it at once
+                    delay = random.uniform(0.0, _NEXT_URL_PAUSE_S)
+                    then = f"; trying {self.url} next"
                 why = str(exc) or type(exc).__name__
                 self._problem(
-                    f"broker {self.cfg.url}: {why}"
+                    f"broker {failed}: {why}"
                     if isinstance(exc, BrokerRefused)
-                    else f"broker {self.cfg.url} unreachable: {why}",
-                    f"; retrying (next in {delay:.1f} s, backing off)",
+                    else f"broker {failed} unreachable: {why}",
+                    then,
                 )
                 await asyncio.sleep(delay)
                 continue
+            self._round_start = self._url_index
             up_since = time.monotonic()
             self._logged = ""  # connected: the next problem is news again
             await self._lost.wait()
@@ -187,9 +209,20 @@ class Uplink:
                 break
             attempt = attempt + 1 if time.monotonic() - up_since < _SHORT_LIVED_S else 0
             why = f": {self._lost_reason}" if self._lost_reason else ""
-            self._problem(f"connection to {self.cfg.url} lost{why}", "; reconnecting")
+            self._problem(f"connection to {self.url} lost{why}", "; reconnecting")
             pause = self.cfg.reconnect_min_s * random.uniform(0.1, 0.5)
             await asyncio.sleep(self._backoff(attempt) if attempt else pause)
+
+    @property
+    def url(self) -> str:
+        """The broker URL in use (or tried next): one of `mqtt.url` and `mqtt.failover_urls`."""
+        return self._urls[self._url_index]
+
+    def _next_broker(self) -> bool:
+        """Move on to the next broker URL; True when that completes a round over all of them
+        since the last connection that was accepted (always, with a single URL)."""
+        self._url_index = (self._url_index + 1) % len(self._urls)
+        return self._url_index == self._round_start
 
     def _backoff(self, attempt: int) -> float:
         """Seconds before connection attempt `attempt` (1, 2, ...): doubling, capped, jittered."""
@@ -284,6 +317,7 @@ class Uplink:
             "acked": self.acked,
             "inflight": len(self._inflight),
             "connects": self.connects,
+            "broker_failovers": self.failovers,
             "puback_refused": self.refused,
             "batches_split": self.outbox.retired,
             "batch_budget_bytes": self.limit.budget(),
@@ -349,6 +383,21 @@ class Uplink:
     def _whom(self) -> str:
         return f"MQTT {self.cfg.protocol}, client id {self.client_id}"
 
+    def _advice(self, code: int) -> str:
+        """What to change for a CONNACK refusal `code`, when the code says (else "").
+
+        paho reports MQTT 3.1.1 return codes 1 and 2 as the MQTT 5 codes 0x84 and 0x85.
+        """
+        if code == _UNSUPPORTED_PROTOCOL:
+            other = "3.1.1" if self.cfg.protocol == "5" else "5"
+            return (
+                f": the broker does not speak MQTT {self.cfg.protocol};"
+                f' set mqtt.protocol: "{other}" in the gateway config'
+            )
+        if code == _CLIENT_ID_NOT_VALID:
+            return ": the broker refuses this client id (some refuse '.' or long ids)"
+        return ""
+
     def _fits(self, kind: Kind, payload: bytes) -> bool:
         """Whether a birth, status, death or reply fits the broker's packet limit; if not, say
         so once (the broker would drop the connection for it, again and again)."""
@@ -381,7 +430,7 @@ class Uplink:
             )
         if cfg.username is not None:
             client.username_pw_set(cfg.username, cfg.password)
-        if cfg.tls is not None or cfg.url.startswith("mqtts:"):
+        if cfg.tls is not None or self.url.startswith("mqtts:"):
             tls = cfg.tls
             client.tls_set(
                 ca_certs=tls.ca if tls else None,
@@ -410,7 +459,8 @@ class Uplink:
         self._refusal = ""  # the broker's reason, if it refuses this connection
         self._lost_reason = ""
         cfg = self.cfg
-        connect = functools.partial(client.connect, cfg.host, cfg.port, cfg.keepalive_s)
+        host, port = host_port(self.url)
+        connect = functools.partial(client.connect, host, port, cfg.keepalive_s)
         if cfg.protocol == "5":  # no session kept: we republish frozen batches ourselves
             connect = functools.partial(connect, clean_start=True)
         # connect() blocks on DNS, TCP and TLS: keep it off the loop so polling goes on.
@@ -539,10 +589,14 @@ class Uplink:
         if reason.is_failure:
             self._refusal = (
                 f"refused by the broker: CONNACK {reason} (0x{reason.value:02X}; {self._whom()})"
+                + self._advice(reason.value)
             )
             self._lost.set()
             return
         self.connects += 1
+        if self._last_url and self._last_url != self.url:
+            self.failovers += 1
+        self._last_url = self.url
         self.live_since_ms = wall_ms()
         self._up = True
         self.state_since_ms = self.live_since_ms
@@ -556,7 +610,7 @@ class Uplink:
         cut = f"; packets up to {packet} bytes: batches of {budget} bytes" if packet else ""
         log.info(
             "connected to %s (MQTT %s, session %s%s)",
-            self.cfg.url,
+            self.url,
             self.cfg.protocol,
             self.session,
             cut,
@@ -598,7 +652,7 @@ class Uplink:
     def _budget_lowered(self, why: str) -> None:
         budget = self.limit.budget()
         self.outbox.set_batch_bytes(budget)
-        message = f"broker {self.cfg.url} {why}; batches are cut to {budget} bytes from now on"
+        message = f"broker {self.url} {why}; batches are cut to {budget} bytes from now on"
         self._error(message)
         log.warning("%s (larger frozen batches are split, under new seqs)", message)
 
@@ -615,7 +669,7 @@ class Uplink:
         _, wait = self._parked.get(seq, (0.0, self.cfg.reconnect_min_s / 2))
         wait = min(self.cfg.reconnect_max_s, wait * 2)
         self._parked[seq] = (time.monotonic() + wait, wait)
-        message = f"broker {self.cfg.url} refused batch {seq}: {what}"
+        message = f"broker {self.url} refused batch {seq}: {what}"
         self._error(message)
         if what != self._refusing:
             self._refusing = what

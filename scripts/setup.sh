@@ -3,7 +3,8 @@
 # Safe to run any number of times; it only does what is missing.
 #   scripts/setup.sh            what the demo needs
 #   scripts/setup.sh --tests    also what the test suite needs (PostgreSQL, headless Chromium,
-#                               faketime, Node.js with the TimescaleDB test engine in tests/tsdb)
+#                               faketime, nats-server, Node.js with the TimescaleDB test engine
+#                               in tests/tsdb)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +30,8 @@ if [ "$for_tests" = 1 ]; then
   command -v npm >/dev/null 2>&1 || missing+=(npm)
   # libfaketime: the clock-step tests and the soak give a gateway process its own wall clock
   command -v faketime >/dev/null 2>&1 || missing+=(faketime)
+  # NATS (JetStream + MQTT 3.1.1): the broker cluster the failover tests kill nodes of
+  command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
 fi
 
 if [ ${#missing[@]} -gt 0 ]; then

@@ -701,15 +701,6 @@ class Outbox:
     def health_source(self, source: Callable[[], GatewayHealth] | None) -> None:
         self.health.source = source
 
-    @property
-    def clock(self) -> Callable[[], float]:
-        """Monotonic seconds that time the health snapshot (tests inject their own)."""
-        return self.health.clock
-
-    @clock.setter
-    def clock(self, clock: Callable[[], float]) -> None:
-        self.health.clock = clock
-
     def health_changed(self) -> None:
         """A device or the uplink changed state: write the snapshot soon (with the next write)."""
         self.health.changed()

@@ -45,9 +45,9 @@ def private_pg() -> Iterator[Postgres]:
 
 
 def spawn(
-    db_url: str, mqtt_url: str, root: str, client_id: str, port: int
+    db_url: str, mqtt_url: str, root: str, client_id: str, port: int, protocol: str = "5"
 ) -> subprocess.Popen[bytes]:
-    args = ["run", "--mqtt", mqtt_url, "--db", db_url, "--root", root]
+    args = ["run", "--mqtt", mqtt_url, "--mqtt-protocol", protocol, "--db", db_url, "--root", root]
     args += ["--client-id", client_id, "--http", f"127.0.0.1:{port}"]
     return subprocess.Popen(
         [sys.executable, "-m", "collector", *args],
@@ -101,8 +101,9 @@ def count(db_url: str) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 def test_sigkill_and_database_restart_lose_nothing_and_store_nothing_twice(
-    private_pg: Postgres, mqtt_url: str, topic_root: str
+    private_pg: Postgres, mqtt_url: str, topic_root: str, protocol: str
 ) -> None:
     seed = int(os.environ.get("LIFELINE_KILL_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)
@@ -111,7 +112,7 @@ def test_sigkill_and_database_restart_lose_nothing_and_store_nothing_twice(
     with fresh_database(private_pg.url) as db_url:
         port = free_port()
         # Create the session and schema first so nothing published is missed.
-        proc = spawn(db_url, mqtt_url, topic_root, client_id, port)
+        proc = spawn(db_url, mqtt_url, topic_root, client_id, port, protocol)
         wait_ready(port, proc)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -120,7 +121,7 @@ def test_sigkill_and_database_restart_lose_nothing_and_store_nothing_twice(
         pub = threading.Thread(target=publish_stream, args=(mqtt_url, topic_root, done))
         pub.start()
         for i in range(KILLS):
-            proc = spawn(db_url, mqtt_url, topic_root, client_id, port)
+            proc = spawn(db_url, mqtt_url, topic_root, client_id, port, protocol)
             if i == KILLS // 2:
                 wait_ready(port, proc)
                 private_pg.stop("immediate")  # the database dies under a running collector
@@ -132,7 +133,7 @@ def test_sigkill_and_database_restart_lose_nothing_and_store_nothing_twice(
         pub.join(60)
         assert done.is_set()
 
-        proc = spawn(db_url, mqtt_url, topic_root, client_id, port)
+        proc = spawn(db_url, mqtt_url, topic_root, client_id, port, protocol)
         try:
             wait_ready(port, proc)
             deadline = time.monotonic() + 60

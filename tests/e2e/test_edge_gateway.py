@@ -197,14 +197,18 @@ def polled(n: int, interval_s: float) -> list[dict[str, Any]]:
     ]
 
 
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 def test_sigkill_loop_loses_nothing_committed_and_duplicates_nothing(
-    tmp_path: Path, mqtt_url: str, topic_root: str
+    tmp_path: Path, mqtt_url: str, topic_root: str, protocol: str
 ) -> None:
     rng = random.Random(20261121)
     kills = 10
     with simulator(tmp_path, manholes(5)) as eps, subscribed(mqtt_url, topic_root) as sub:
         port = eps["servers"][0]["port"]
         config = gateway_config(tmp_path, mqtt_url, topic_root, port, polled(5, 0.1))
+        cfg = yaml.safe_load(config.read_text())
+        cfg["mqtt"]["protocol"] = protocol
+        config.write_text(yaml.safe_dump(cfg))
         must_arrive: set[SampleKey] = set()
         snapshots: list[int] = []
         t0 = time.time_ns() // 1_000_000 - 3_600_000

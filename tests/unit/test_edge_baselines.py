@@ -1,6 +1,7 @@
 """Tilt judged on |angle - installed baseline|: shipped profiles, the gateway config, the sink.
 
-The daemon's poll sink is fed plain values with an injected clock; nothing is polled.
+The gateway's pipeline is fed plain values with an injected clock over an in-memory buffer;
+nothing is polled.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from typing import Any
 import pytest
 import yaml
 
-from edge.config import ConfigError, load_config, parse_config, resolve_profiles
+from edge.config import ConfigError, load_config, parse_config
 from edge.daemon import Gateway
+from tests.fakes import FakeBuffer, fake_gateway
 
 pytestmark = pytest.mark.unit
 
@@ -21,7 +23,9 @@ HELD_S = 2  # manhole_cover.yaml: a cover tilt must be held 2 s
 
 
 def gateway(tmp_path: Path, device: dict[str, Any]) -> tuple[Gateway, list[int]]:
-    """A gateway with one device; returns it and the monotonic clock (ms) its tests move."""
+    """A gateway with one device; returns it and the monotonic clock (ms) its tests move.
+
+    Its buffer is a FakeBuffer (`open_alarms` reads it)."""
     cfg = parse_config(
         {
             "gateway": "gw-t",
@@ -31,24 +35,16 @@ def gateway(tmp_path: Path, device: dict[str, Any]) -> tuple[Gateway, list[int]]
         }
     )
     now = [0]
-    gw = Gateway(
-        cfg,
-        resolve_profiles(cfg, tmp_path),
-        tmp_path / "gw.yaml",
-        wall=lambda: T0 + now[0],
-        mono=lambda: now[0],
-    )
+    gw, _ = fake_gateway(cfg, tmp_path, FakeBuffer(), wall=lambda: T0 + now[0], mono=lambda: now[0])
     return gw, now
 
 
 def hold(gw: Gateway, now: list[int], device: str, values: dict[str, Any]) -> set[tuple[str, str]]:
     """Feed the same values now and HELD_S later; return the (point, type) of open alarms."""
     for _ in range(2):
-        gw.values(gw.devices[device], values, T0 + now[0])
+        gw.pipeline.values(gw.devices[device], values, T0 + now[0])
         now[0] += HELD_S * 1000
-    alarms = {(e.point, e.alarm_type) for e in gw.outbox.open_alarms()}
-    gw.outbox.close()
-    return alarms
+    return {(e.point, e.alarm_type) for e in gw.buffer.open_alarms()}
 
 
 @pytest.mark.parametrize("angle", [-25.0, 25.0, -10.5])
@@ -61,15 +57,14 @@ def test_a_cover_tilted_either_way_raises_its_alarm(tmp_path: Path, angle: float
 def test_a_bridge_leaning_back_raises_the_same_ladder_as_leaning_forward(tmp_path: Path) -> None:
     """The second member of the kind: an inclinometer's hi/hihi ladder, on the negative side."""
     gw, now = gateway(tmp_path, {"id": "tilt-1", "unit": 1, "profile": "tilt_sensor"})
-    gw.values(gw.devices["tilt-1"], {"angle_y": 0.0}, T0)
+    gw.pipeline.values(gw.devices["tilt-1"], {"angle_y": 0.0}, T0)
     for _ in range(3):  # held past the 5 s on-delay of hi, without tripping the rate rule
         now[0] += 3000
-        gw.values(gw.devices["tilt-1"], {"angle_y": -6.0}, T0 + now[0])
-        gw.values(gw.devices["tilt-1"], {"angle_y": -6.0}, T0 + now[0])
+        gw.pipeline.values(gw.devices["tilt-1"], {"angle_y": -6.0}, T0 + now[0])
+        gw.pipeline.values(gw.devices["tilt-1"], {"angle_y": -6.0}, T0 + now[0])
     raised = {
-        (e.alarm_type, int(e.severity)) for e in gw.outbox.open_alarms() if e.point == "angle_y"
+        (e.alarm_type, int(e.severity)) for e in gw.buffer.open_alarms() if e.point == "angle_y"
     }
-    gw.outbox.close()
     assert {("hi", 3), ("hihi", 2)} <= raised
 
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from edge.config import parse_config, resolve_profiles
+from edge.config import parse_config
 from edge.daemon import Gateway
+from tests.fakes import FakeBuffer, FakeUplink, fake_gateway
 from wire import EARLIEST_PLAUSIBLE_MS
 
 pytestmark = pytest.mark.unit
@@ -28,7 +29,7 @@ class Clocks:
         self.mono += ms
 
 
-def make_gateway(tmp_path: Path, clocks: Clocks) -> Gateway:
+def make_gateway(tmp_path: Path, clocks: Clocks) -> tuple[Gateway, FakeBuffer, FakeUplink]:
     cfg = parse_config(
         {
             "gateway": "gw",
@@ -43,37 +44,40 @@ def make_gateway(tmp_path: Path, clocks: Clocks) -> Gateway:
             ],
         }
     )
-    profiles = resolve_profiles(cfg, tmp_path)
-    return Gateway(cfg, profiles, tmp_path / "gw.yaml", lambda: clocks.wall, lambda: clocks.mono)
+    buffer = FakeBuffer()
+    gw, uplink = fake_gateway(
+        cfg, tmp_path, buffer, wall=lambda: clocks.wall, mono=lambda: clocks.mono
+    )
+    return gw, buffer, uplink
 
 
 def test_a_step_back_during_an_on_delay_is_seen_and_the_alarm_comes_on_time(
     tmp_path: Path,
 ) -> None:
     clocks = Clocks()
-    gw = make_gateway(tmp_path, clocks)
+    gw, buffer, uplink = make_gateway(tmp_path, clocks)
     gas = gw.devices["gas-1"]
-    gw.values(gas, {"gas_concentration": 30.0}, clocks.wall)  # 一级 waits its 1 s on-delay
+    gw.pipeline.values(gas, {"gas_concentration": 30.0}, clocks.wall)  # 一级 waits its 1 s on-delay
     clocks.tick(400)
     clocks.wall -= HOUR  # NTP steps the wall clock back an hour
     gw.watch_clock()
     assert (gw.clock.steps, gw.clock.step_ms) == (1, -HOUR)
+    assert uplink.step_ms == -HOUR  # live_since_ms moved onto the clock's new scale
+    assert uplink.births[-1].clock.step_ms == -HOUR  # announced at once
     clocks.tick(600)
-    gw.values(gas, {"gas_concentration": 30.0}, clocks.wall)
-    hi = [e for e in gw.outbox.open_alarms() if e.alarm_type == "hi"]
+    gw.pipeline.values(gas, {"gas_concentration": 30.0}, clocks.wall)
+    hi = [e for e in buffer.open_alarms() if e.alarm_type == "hi"]
     assert [e.ts_ms for e in hi] == [clocks.wall]  # raised 1 s after the leak, stamped as it is
     health = gw.health()
     assert (health.clock_steps, health.clock_step_ms) == (1, -HOUR)
     assert gw.counters()["clock_steps"] == 1
     assert gw.birth().clock.step_ms == -HOUR
-    gw.outbox.close()
 
 
 def test_a_clock_at_1970_is_implausible_and_said_so(tmp_path: Path) -> None:
     clocks = Clocks()
     clocks.wall = 86_400_000
-    gw = make_gateway(tmp_path, clocks)
+    gw, _, _ = make_gateway(tmp_path, clocks)
     assert not gw.health().clock_plausible
     assert gw.counters()["clock_plausible"] == 0
     assert not gw.birth().clock.plausible
-    gw.outbox.close()

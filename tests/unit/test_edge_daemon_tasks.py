@@ -1,36 +1,35 @@
 """The gateway's tasks under one TaskGroup (issue 13 item 7): a part that dies takes the gateway
 down (never a zombie), a clean stop stays clean even on a full disk.
 
-The pollers here are hand-written fakes that feed the real poll sink; outbox, rules and uplink
-are the real ones (the uplink points at a closed port: the broker is simply down).
+The gateway is built over in-memory fakes of its ports (tests/fakes.py): a poller that feeds
+the real pipeline, a buffer that can be full, an uplink that is always connected.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from pathlib import Path
 
 import pytest
 
-from drivers.link import LinkStats
-from edge.buffer import BufferFull
+from drivers.link import Link, LinkStats
 from edge.clock import wall_ms
-from edge.config import parse_config, resolve_profiles
+from edge.config import Bus, parse_config
 from edge.daemon import Gateway, GatewayFailed
-from tests.services import free_port
-from wire import AlarmEvent, AlarmState, Severity
+from edge.scheduler import Device, PollSink
+from tests.fakes import FakeBuffer, FakeUplink, fake_gateway
 
 pytestmark = pytest.mark.unit
 
 
-def make_gateway(tmp_path: Path) -> Gateway:
+def make_gateway(
+    tmp_path: Path, gas: float, fail: bool, full: bool = False
+) -> tuple[Gateway, FakeUplink]:
     cfg = parse_config(
         {
             "gateway": "gw",
             "site": "s",
-            "mqtt": {"url": f"mqtt://127.0.0.1:{free_port()}", "reconnect_max_s": 1.0},
             "buffer": {"path": str(tmp_path / "b.sqlite")},
             "buses": [
                 {
@@ -41,40 +40,33 @@ def make_gateway(tmp_path: Path) -> Gateway:
             ],
         }
     )
-    return Gateway(cfg, resolve_profiles(cfg, tmp_path), tmp_path / "gw.yaml")
+    buffer = FakeBuffer()
+    buffer.full = full
+
+    def poller(bus: Bus, devices: list[Device], sink: PollSink) -> FakePoller:
+        return FakePoller(devices, sink, gas, fail)
+
+    return fake_gateway(cfg, tmp_path, buffer, poller)
 
 
 class FakePoller:
-    """Feeds one gas reading to the gateway, then either fails or waits to be cancelled."""
+    """Feeds one gas reading to the sink, then either fails or waits to be cancelled."""
 
     name = "fake"
-    link = None
+    link: Link | None = None
     link_stats = LinkStats()  # what a real bus poller counts about its link
 
-    def __init__(self, gw: Gateway, gas: float, fail: bool) -> None:
-        self.gw, self.gas, self.fail = gw, gas, fail
-        self.devices = [gw.devices["gas-1"]]
+    def __init__(self, devices: list[Device], sink: PollSink, gas: float, fail: bool) -> None:
+        self.devices, self.sink, self.gas, self.fail = devices, sink, gas, fail
 
     async def run(self) -> None:
         # Half a second in: a 1 s on-delay then expires between two housekeeping ticks (1 s
         # apart), so its own timer raises the alarm, not housekeeping.
         await asyncio.sleep(0.5)
-        self.gw.values(self.gw.devices["gas-1"], {"gas_concentration": self.gas}, wall_ms())
+        self.sink.values(self.devices[0], {"gas_concentration": self.gas}, wall_ms())
         if self.fail:
             raise RuntimeError("the serial adapter was unplugged")
         await asyncio.Event().wait()
-
-
-def fill_disk(gw: Gateway) -> None:
-    """Leave no room for another alarm: the file may not grow, its pages are full of events."""
-    box = gw.outbox
-    box.full_wait_s = 0.2
-    pages = box.db.execute("PRAGMA page_count").fetchone()[0]
-    box.db.execute(f"PRAGMA max_page_count = {pages}")
-    event = AlarmEvent("x", "gas-1", "p", "hi", Severity.LOW, AlarmState.ACTIVE_UNACKED, 0)
-    with contextlib.suppress(BufferFull):
-        for _ in range(100_000):
-            box.add_alarm_events([event])
 
 
 def run_until_stopped(gw: Gateway, stop_after_s: float | None) -> float:
@@ -87,31 +79,27 @@ def run_until_stopped(gw: Gateway, stop_after_s: float | None) -> float:
         await asyncio.wait_for(gw.run(stop), 10)
 
     started = time.monotonic()
-    try:
+    with gw:
         asyncio.run(main())
-    finally:
-        gw.close()
     return time.monotonic() - started
 
 
 def test_a_poller_that_dies_stops_the_gateway(tmp_path: Path) -> None:
-    gw = make_gateway(tmp_path)
-    gw.pollers = [FakePoller(gw, 0.0, fail=True)]  # type: ignore[list-item]
+    gw, _ = make_gateway(tmp_path, 0.0, fail=True)
     with pytest.raises(GatewayFailed, match="bus fake failed: RuntimeError: the serial adapter"):
         run_until_stopped(gw, None)
 
 
 def test_an_alarm_the_full_disk_cannot_take_stops_the_gateway(tmp_path: Path) -> None:
     """The 1 s on-delay expires in a loop timer callback, whose failure used to vanish."""
-    gw = make_gateway(tmp_path)
-    fill_disk(gw)  # and no telemetry to evict
-    gw.pollers = [FakePoller(gw, 30.0, fail=False)]  # type: ignore[list-item]
+    gw, _ = make_gateway(tmp_path, 30.0, fail=False, full=True)
     with pytest.raises(GatewayFailed, match="alarm delay timer failed: BufferFull"):
         run_until_stopped(gw, None)
 
 
 def test_a_clean_stop_on_a_full_disk_is_clean(tmp_path: Path) -> None:
-    gw = make_gateway(tmp_path)
-    fill_disk(gw)
-    gw.pollers = [FakePoller(gw, 0.0, fail=False)]  # type: ignore[list-item]
+    gw, uplink = make_gateway(tmp_path, 0.0, fail=False, full=True)
     assert run_until_stopped(gw, 1.5) < 5  # returned, no exception
+    assert uplink.closed == "shutdown"  # death published, then DISCONNECT
+    assert isinstance(gw.buffer, FakeBuffer)
+    assert gw.buffer.closed

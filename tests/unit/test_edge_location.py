@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from edge.config import ConfigError, load_config, resolve_profiles
-from edge.daemon import Gateway
+from edge.config import ConfigError, load_config
+from tests.fakes import fake_gateway
 from wire import Birth, Location, decode, encode
 
 pytestmark = pytest.mark.unit
@@ -55,11 +55,8 @@ def test_the_birth_gives_each_device_its_own_location_else_its_cabinets(tmp_path
     bridge["devices"] = [{"id": "tilt-1", "unit": 1, "profile": "tilt_sensor"}]
     data["buses"].append(bridge)
     cfg = load(tmp_path, data)
-    gw = Gateway(cfg, resolve_profiles(cfg, tmp_path), tmp_path / "gw.yaml")
-    try:
-        birth = gw.birth()
-    finally:
-        gw.close()
+    gw, _ = fake_gateway(cfg, tmp_path)
+    birth = gw.birth()
     places = {d.device: d.location for d in birth.devices}
     assert places == {
         "mh-1": Location(**well),
@@ -73,11 +70,8 @@ def test_the_birth_gives_each_device_its_own_location_else_its_cabinets(tmp_path
 
 def test_without_any_location_the_birth_says_none(tmp_path: Path) -> None:
     cfg = load(tmp_path, config(tmp_path))
-    gw = Gateway(cfg, resolve_profiles(cfg, tmp_path), tmp_path / "gw.yaml")
-    try:
-        assert [d.location for d in gw.birth().devices] == [None, None]
-    finally:
-        gw.close()
+    gw, _ = fake_gateway(cfg, tmp_path)
+    assert [d.location for d in gw.birth().devices] == [None, None]
 
 
 @pytest.mark.parametrize(

@@ -17,9 +17,10 @@ from edge.buffer import (
     health,
     views,
 )
-from edge.config import parse_config, resolve_profiles
+from edge.config import parse_config
 from edge.daemon import Gateway
 from edge.scheduler import Health
+from tests.fakes import FakeUplink, fake_gateway
 from wire import Quality
 
 pytestmark = pytest.mark.unit
@@ -176,7 +177,8 @@ def test_buffer_depth_and_oldest_unsent_reading(tmp_path: Path) -> None:
     box.close()
 
 
-def make_gateway(tmp_path: Path) -> Gateway:
+def make_gateway(tmp_path: Path, clock: Clock | None = None) -> tuple[Gateway, Outbox, FakeUplink]:
+    """A gateway over a real buffer (timed by `clock`) and a fake uplink."""
     cfg = parse_config(
         {
             "gateway": "gw",
@@ -191,40 +193,43 @@ def make_gateway(tmp_path: Path) -> Gateway:
             ],
         }
     )
-    return Gateway(cfg, resolve_profiles(cfg, tmp_path), tmp_path / "gw.yaml")
+    box = Outbox(tmp_path / "b.sqlite", "gw", "s1", clock=clock or Clock())
+    gw, uplink = fake_gateway(cfg, tmp_path, box)
+    return gw, box, uplink
 
 
 def test_the_gateway_reports_device_and_uplink_state(tmp_path: Path) -> None:
-    gw = make_gateway(tmp_path)
+    gw, box, uplink = make_gateway(tmp_path)
+    uplink.live_since_ms, uplink.last_error = None, "broker mqtt://b:1883 unreachable: refused"
     dev = gw.devices["gas-1"]
     dev.last_ok_ms, dev.last_error, dev.last_error_ms = T0, "unit 1: no answer", T0 + 900
     dev.health.state, dev.state_since_ms = Health.OFFLINE, T0 + 900
-    gw.transition(dev, Health.OFFLINE, "unit 1: no answer", T0 + 900)
-    assert gw.outbox.save_health()  # a transition makes the snapshot due at once
+    gw.pipeline.transition(dev, Health.OFFLINE, "unit 1: no answer", T0 + 900)
+    assert box.save_health()  # a transition makes the snapshot due at once
     got = views.gateway_health(tmp_path / "b.sqlite")
     assert got is not None
     assert got.devices == (
         DeviceHealth("gas-1", "offline", T0 + 900, T0, "unit 1: no answer", T0 + 900),
     )
     assert (got.pid, got.stopped_ms, got.uplink_connected) == (os.getpid(), None, False)
-    gw.outbox.close()
+    assert got.uplink_error == "broker mqtt://b:1883 unreachable: refused"
+    box.close()
     got = views.gateway_health(tmp_path / "b.sqlite")
     assert got is not None
     assert got.stopped_ms is not None
 
 
 def test_a_first_answer_makes_the_snapshot_due(tmp_path: Path) -> None:
-    gw = make_gateway(tmp_path)
     clock = Clock()
-    gw.outbox.clock = clock
+    gw, box, _ = make_gateway(tmp_path, clock)
     dev = gw.devices["gas-1"]
-    assert gw.outbox.save_health()
+    assert box.save_health()
     clock.now += HEALTH_MIN_GAP_S
-    assert not gw.outbox.save_health()
-    gw.values(dev, {"temperature": 21.0}, T0)  # never answered before: worth saving soon
+    assert not box.save_health()
+    gw.pipeline.values(dev, {"temperature": 21.0}, T0)  # never answered before: worth saving soon
     dev.last_ok_ms = T0  # what the poller does after the sink
-    assert gw.outbox.save_health()
+    assert box.save_health()
     clock.now += HEALTH_MIN_GAP_S
-    gw.values(dev, {"temperature": 21.5}, T0 + 1000)
-    assert not gw.outbox.save_health()  # later answers wait for the next period
-    gw.outbox.close()
+    gw.pipeline.values(dev, {"temperature": 21.5}, T0 + 1000)
+    assert not box.save_health()  # later answers wait for the next period
+    box.close()

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from drivers.errors import DeviceTimeout
-from edge.buffer import views
 from edge.clock import mono_ms
-from edge.config import HealthConfig, parse_config, resolve_profiles
+from edge.config import HealthConfig, parse_config
 from edge.daemon import Gateway
 from edge.scheduler import Health, HealthTracker, Outcome
+from tests.fakes import FakeBuffer, fake_gateway
 from wire import Command, CommandReply, Quality
 
 pytestmark = pytest.mark.unit
@@ -73,7 +73,7 @@ def test_reprobe_backoff_doubles_and_caps() -> None:
     assert tracker.backoff_s == 0
 
 
-def make_gateway(tmp_path: Path, mqtt: dict[str, Any] | None = None) -> Gateway:
+def make_gateway(tmp_path: Path, mqtt: dict[str, Any] | None = None) -> tuple[Gateway, FakeBuffer]:
     cfg = parse_config(
         {
             "gateway": "gw",
@@ -91,75 +91,75 @@ def make_gateway(tmp_path: Path, mqtt: dict[str, Any] | None = None) -> Gateway:
             ],
         }
     )
-    return Gateway(cfg, resolve_profiles(cfg, tmp_path), tmp_path / "gw.yaml")
+    buffer = FakeBuffer()
+    gw, _ = fake_gateway(cfg, tmp_path, buffer)
+    return gw, buffer
 
 
 def test_sink_raises_alarms_and_marks_nan_bad(tmp_path: Path) -> None:
-    gw = make_gateway(tmp_path)
+    gw, buffer = make_gateway(tmp_path)
     dev = gw.devices["gas-1"]
-    gw.values(dev, {"gas_concentration": 55.0, "temperature": float("nan")}, T0)
-    rows = {(p, q) for _, p, _, _, q in gw.outbox.unflushed}
+    gw.pipeline.values(dev, {"gas_concentration": 55.0, "temperature": float("nan")}, T0)
+    rows = {(p, q) for _, p, _, _, q in buffer.samples}
     assert ("temperature", Quality.BAD) in rows
     assert ("gas_concentration", Quality.GOOD) in rows
-    open_alarms = {(e.alarm_type, int(e.severity)) for e in gw.outbox.open_alarms()}
+    open_alarms = {(e.alarm_type, int(e.severity)) for e in buffer.open_alarms()}
     # The second stage (hihi, severity 1) has no on-delay; the first (hi, severity 2) waits 1 s.
     assert ("hihi", 1) in open_alarms
     assert ("hi", 2) not in open_alarms
-    gw.outbox.close()
 
 
 def test_a_running_on_delay_raises_its_alarm_without_another_sample(tmp_path: Path) -> None:
-    gw = make_gateway(tmp_path)
+    gw, buffer = make_gateway(tmp_path)
 
     async def feed_once() -> set[tuple[str, int]]:
         # The 1 s on-delay of the first stage runs from the sample's arrival (monotonic clock),
         # not from its wall-clock stamp T0 (long past): a timer raises the alarm a second later.
-        gw.values(gw.devices["gas-1"], {"gas_concentration": 30.0}, T0)
+        gw.pipeline.values(gw.devices["gas-1"], {"gas_concentration": 30.0}, T0)
         for _ in range(500):
-            alarms = {(e.alarm_type, int(e.severity)) for e in gw.outbox.open_alarms()}
+            alarms = {(e.alarm_type, int(e.severity)) for e in buffer.open_alarms()}
             if ("hi", 2) in alarms:
                 return alarms
             await asyncio.sleep(0.01)
         return set()
 
     assert ("hi", 2) in asyncio.run(feed_once())
-    gw.outbox.close()
 
 
 def test_offline_emits_stale_records_comm_loss_and_device_event(tmp_path: Path) -> None:
-    gw = make_gateway(tmp_path)
+    gw, buffer = make_gateway(tmp_path)
     dev = gw.devices["gas-1"]
     error = DeviceTimeout(1, 0, 3, "no answer")
-    gw.transition(dev, Health.OFFLINE, str(error), T0)
-    stale = [(p, v, q) for _, p, _, v, q in gw.outbox.unflushed]
+    gw.pipeline.transition(dev, Health.OFFLINE, str(error), T0)
+    stale = [(p, v, q) for _, p, _, v, q in buffer.samples]
     assert {p for p, _, _ in stale} == set(dev.point_names)
     assert all(v is None and q is Quality.STALE for _, v, q in stale)
-    (alarm,) = gw.outbox.open_alarms()
+    (alarm,) = buffer.open_alarms()
     assert (alarm.alarm_type, alarm.device) == ("comm_loss", "gas-1")
-    assert gw.outbox.pending_events == 2  # the device event and the alarm
-    gw.transition(dev, Health.ONLINE, "answering again", T0 + 5000)
-    assert gw.outbox.open_alarms()[0].state.value == "cleared_unacked"
-    gw.outbox.close()
+    assert [(e.device, e.online) for e in buffer.device_events] == [("gas-1", False)]
+    gw.pipeline.transition(dev, Health.ONLINE, "answering again", T0 + 5000)
+    assert buffer.open_alarms()[0].state.value == "cleared_unacked"
+    assert [(e.device, e.online) for e in buffer.device_events][1:] == [("gas-1", True)]
 
 
 def runner(gw: Gateway) -> Callable[..., CommandReply]:
     def run(name: str, **args: object) -> CommandReply:
         cmd = Command("gw", "ops", 0, T0, command_id="c", name=name, args=args)  # type: ignore[arg-type]
-        return asyncio.run(gw.command(cmd))
+        return asyncio.run(gw.commands.handle(cmd))
 
     return run
 
 
 def test_commands_ack_unknown_and_bad_write(tmp_path: Path) -> None:
-    gw = make_gateway(tmp_path, {"username": "gw", "password": "pw"})
-    gw.values(gw.devices["gas-1"], {"gas_concentration": 55.0}, T0)
-    (alarm,) = gw.outbox.open_alarms()
+    gw, buffer = make_gateway(tmp_path, {"username": "gw", "password": "pw"})
+    gw.pipeline.values(gw.devices["gas-1"], {"gas_concentration": 55.0}, T0)
+    (alarm,) = buffer.open_alarms()
     run = runner(gw)
 
     reply = run("ack", alarm_id=alarm.alarm_id, who="center", note="dispatched")
     assert (reply.ok, reply.result["state"]) == (True, "active_acked")
-    rows = views.alarms(tmp_path / "b.sqlite", open_only=True)
-    assert (rows[0].ack_by, rows[0].ack_note) == ("center", "dispatched")
+    (acked,) = buffer.open_alarms()
+    assert (acked.ack_by, acked.ack_note) == ("center", "dispatched")
     again = run("ack", alarm_id=alarm.alarm_id)
     assert not again.ok
     assert "no unacknowledged alarm" in again.error
@@ -169,14 +169,13 @@ def test_commands_ack_unknown_and_bad_write(tmp_path: Path) -> None:
     bad_write = run("write", device="gas-1", point="gas_concentration", value=1)
     assert not bad_write.ok
     assert "not writable" in bad_write.error
-    gw.outbox.close()
 
 
 def test_anonymous_connection_refuses_commands_that_change_something(tmp_path: Path) -> None:
     """Issue 17: on an open broker anybody could switch a streetlight off through a gateway."""
-    gw = make_gateway(tmp_path)
-    gw.values(gw.devices["gas-1"], {"gas_concentration": 55.0}, T0)
-    (alarm,) = gw.outbox.open_alarms()
+    gw, buffer = make_gateway(tmp_path)
+    gw.pipeline.values(gw.devices["gas-1"], {"gas_concentration": 55.0}, T0)
+    (alarm,) = buffer.open_alarms()
     run = runner(gw)
     for name, args in [
         ("write", {"device": "gas-1", "point": "gas_concentration", "value": 1}),
@@ -186,13 +185,11 @@ def test_anonymous_connection_refuses_commands_that_change_something(tmp_path: P
         reply = run(name, **args)
         assert not reply.ok
         assert f"refused {name!r}: this gateway's MQTT connection is anonymous" in reply.error
-    assert gw.outbox.open_alarms()[0].state.value == "active_unacked"
-    gw.outbox.close()
+    assert buffer.open_alarms()[0].state.value == "active_unacked"
     (tmp_path / "demo").mkdir()
-    allowed = make_gateway(tmp_path / "demo", {"allow_anonymous_commands": True})
+    allowed, _ = make_gateway(tmp_path / "demo", {"allow_anonymous_commands": True})
     write = runner(allowed)("write", device="gas-1", point="gas_concentration", value=1)
     assert "not writable" in write.error
-    allowed.outbox.close()
 
 
 def test_reload_reads_only_yaml_files_of_the_config_directory(tmp_path: Path) -> None:
@@ -204,7 +201,7 @@ def test_reload_reads_only_yaml_files_of_the_config_directory(tmp_path: Path) ->
     home.mkdir()
     (home / "link.yaml").symlink_to(secret)
     (home / "broken.yaml").write_text(secret.read_text())
-    gw = make_gateway(home, {"allow_anonymous_commands": True})
+    gw, _ = make_gateway(home, {"allow_anonymous_commands": True})
     run = runner(gw)
     for path in (str(secret), "../etc/shadow.yaml", "link.yaml", "/etc/passwd"):
         reply = run("reload", path=path)
@@ -214,34 +211,30 @@ def test_reload_reads_only_yaml_files_of_the_config_directory(tmp_path: Path) ->
     assert "not valid YAML: mapping values are not allowed here at line 2, column 9" in broken.error
     assert "SECRET" not in broken.error
     assert "root:" not in broken.error
-    gw.outbox.close()
 
 
 def test_stale_data_alarm_from_config(tmp_path: Path) -> None:
-    gw = make_gateway(tmp_path)
-    gw.values(gw.devices["gas-1"], {"temperature": float("nan")}, T0)  # bad: not fresh
+    gw, _ = make_gateway(tmp_path)
+    gw.pipeline.values(gw.devices["gas-1"], {"temperature": float("nan")}, T0)  # bad: not fresh
     now = mono_ms()
     gw.engine.tick(T0, now)
     events = gw.engine.tick(T0 + 30_000, now + 30_000)
     assert ("temperature", "stale", 4) in {(e.point, e.alarm_type, int(e.severity)) for e in events}
-    gw.outbox.close()
 
 
 def test_a_device_back_from_offline_but_degraded_clears_comm_loss(tmp_path: Path) -> None:
-    gw = make_gateway(tmp_path)
+    gw, buffer = make_gateway(tmp_path)
     dev = gw.devices["gas-1"]
-    gw.transition(dev, Health.OFFLINE, "no answer", T0)
-    gw.transition(dev, Health.DEGRADED, "1 timeout covered by retries", T0 + 5000)
-    (alarm,) = gw.outbox.open_alarms()
+    gw.pipeline.transition(dev, Health.OFFLINE, "no answer", T0)
+    gw.pipeline.transition(dev, Health.DEGRADED, "1 timeout covered by retries", T0 + 5000)
+    (alarm,) = buffer.open_alarms()
     assert (alarm.alarm_type, alarm.state.value) == ("comm_loss", "cleared_unacked")
-    gw.outbox.close()
 
 
 def test_the_health_snapshot_carries_the_timeout_count_and_why(tmp_path: Path) -> None:
-    gw = make_gateway(tmp_path)
+    gw, buffer = make_gateway(tmp_path)
     dev = gw.devices["gas-1"]
     dev.health.record(Outcome.TROUBLED, "2 timeouts covered by retries", timeouts=2)
-    gw.outbox.save_health()
-    (row,) = views.gateway_health(tmp_path / "b.sqlite").devices  # type: ignore[union-attr]
+    assert buffer.save_health()
+    (row,) = buffer.snapshots[-1].devices
     assert (row.state, row.timeouts, row.detail) == ("degraded", 2, "2 timeouts covered by retries")
-    gw.outbox.close()
