@@ -41,6 +41,8 @@ DEFAULTS: dict[str, Any] = {
     "mqtt_cert": None,
     "mqtt_key": None,
     "max_clock_skew_s": 300.0,
+    "tiles_url": None,
+    "tiles_datum": "CGCS2000",
 }
 
 DbOpt = Annotated[
@@ -221,11 +223,17 @@ def run(
             f"{chosen_district!r} is not a 6-digit area code", param_hint="--district"
         )
     from collector.ingest import PROTOCOLS, parse_mqtt_urls
+    from collector.runtime import ConsoleConfig
 
     try:
         parse_mqtt_urls(str(opts["mqtt"]))
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--mqtt") from None
+    tiles = opts["tiles_url"]
+    try:
+        console = ConsoleConfig(None if tiles is None else str(tiles), str(opts["tiles_datum"]))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--config") from None
     # YAML reads `mqtt_protocol: 5` as a number: it means the same as "5".
     protocol = str(opts["mqtt_protocol"])
     if protocol not in PROTOCOLS:
@@ -250,6 +258,7 @@ def run(
         routing_file=Path(opts["routing"]) if opts["routing"] else None,
         district=chosen_district,
         max_clock_skew_s=skew_s,
+        console=console,
     )
     from collector.assets import AssetError
     from collector.cases.routing import RoutingError
