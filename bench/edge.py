@@ -40,8 +40,9 @@ import paho.mqtt.client as mqtt
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from drivers.planner import decode_response, plan_reads
+from drivers.planner import plan_reads
 from drivers.profile import Table, builtin_profiles
+from drivers.values import decode_response
 from lifeline.broker import PrivateBroker
 from wire import Kind, subscription, topic
 
