@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -644,6 +645,38 @@ def _flash_plan(
     return plan
 
 
+def _redirected(root: Path, item: _Planned) -> str:
+    """'' if every component of the item's path on the card is a real directory or file (the
+    link we install excepted), else which one is a symlink and where it points: a tampered
+    card must not make the installer's machine write its own files."""
+    here = root
+    parts = Path(item.path).parts
+    for i, part in enumerate(parts):
+        here = here / part
+        if here.is_symlink() and not (item.symlink and i == len(parts) - 1):
+            return f"{here} is a symlink (to {os.readlink(here)})"
+    return ""
+
+
+def _open_dir(root: Path, rel: str, create: bool) -> int:
+    """A descriptor of the directory holding `rel` under `root`, walked one component at a
+    time without following symlinks (O_NOFOLLOW; OSError ELOOP if one appeared since the
+    check), creating missing ones when `create`."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in Path(rel).parent.parts:
+            if create:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, 0o755, dir_fd=fd)
+            nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def _state(root: Path, item: _Planned) -> Literal["new", "changed", "unchanged"]:
     path = root / item.path
     if item.symlink:
@@ -659,32 +692,54 @@ def _state(root: Path, item: _Planned) -> Literal["new", "changed", "unchanged"]
 
 
 def _write(root: Path, item: _Planned) -> None:
-    path = root / item.path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.lifeline-tmp")
-    if item.symlink:
-        tmp.unlink(missing_ok=True)
-        tmp.symlink_to(item.data.decode())
-    else:
-        # Create with the final mode so a secret is never readable by others, even briefly.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, item.mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(item.data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, item.mode)
-    os.replace(tmp, path)
+    name = Path(item.path).name
+    tmp = f".{name}.lifeline-tmp"
+    at = _open_dir(root, item.path, create=True)
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=at)
+        if item.symlink:
+            os.symlink(item.data.decode(), tmp, dir_fd=at)
+        else:
+            # Create with the final mode so a secret is never readable by others, even briefly.
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+            fd = os.open(tmp, flags, item.mode, dir_fd=at)
+            with os.fdopen(fd, "wb") as f:
+                f.write(item.data)
+                f.flush()
+                os.fsync(f.fileno())
+                os.fchmod(f.fileno(), item.mode)
+        os.replace(tmp, name, src_dir_fd=at, dst_dir_fd=at)  # replaces a link, never follows it
+    finally:
+        os.close(at)
 
 
 def _verify(root: Path, item: _Planned) -> str:
-    """'' if the file on the target is what we meant to write, else what is wrong."""
-    path = root / item.path
-    if item.symlink:
-        return "" if path.is_symlink() and os.readlink(path) == item.data.decode() else "link"
-    if hashlib.sha256(path.read_bytes()).digest() != hashlib.sha256(item.data).digest():
+    """'' if the file on the target is what we meant to write, else what is wrong; read back
+    through the same no-follow walk as the write."""
+    name = Path(item.path).name
+    try:
+        at = _open_dir(root, item.path, create=False)
+    except OSError as exc:
+        return f"cannot open its directory: {exc.strerror}"
+    try:
+        if item.symlink:
+            try:
+                return "" if os.readlink(name, dir_fd=at) == item.data.decode() else "link"
+            except OSError:
+                return "link"
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=at)
+        except OSError as exc:
+            return f"cannot read it back: {exc.strerror}"
+        with os.fdopen(fd, "rb") as f:
+            data, mode = f.read(), os.fstat(f.fileno()).st_mode & 0o777
+    finally:
+        os.close(at)
+    if hashlib.sha256(data).digest() != hashlib.sha256(item.data).digest():
         return "checksum mismatch"
-    if path.stat().st_mode & 0o777 != item.mode:
-        return f"mode {oct(path.stat().st_mode & 0o777)}"
+    if mode != item.mode:
+        return f"mode {oct(mode)}"
     return ""
 
 
@@ -747,6 +802,13 @@ def flash_command(
     force: Annotated[
         bool, typer.Option("--force", help="Overwrite a card that holds another gateway.")
     ] = False,
+    anonymous: Annotated[
+        bool,
+        typer.Option(
+            "--anonymous",
+            help="Flash a gateway without MQTT credentials (only for a closed test broker).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Write a gateway's config, credentials, CA, systemd unit and hostname onto its card.
@@ -769,18 +831,20 @@ def flash_command(
         else:
             usage_error("--username needs --password-file (no terminal to ask on)", "--username")
     data, cfg = _load_config_data(config)
+    credentials = username is not None or client_cert is not None or cfg.mqtt.authenticated
+    if not (credentials or anonymous):
+        # Without them the broker cannot tell the collector's commands from anybody's.
+        usage_error(
+            "a flashed gateway proves who it is to its broker: pass --username with "
+            "--password-file, or --client-cert and --client-key (--anonymous only for a "
+            "closed test broker)",
+            "--username",
+        )
     if (ca or client_cert) and not cfg.mqtt.url.startswith("mqtts:"):
         usage_error(
             f"TLS files given but the config's broker URL {cfg.mqtt.url} is not mqtts://: "
             "commission with --broker mqtts://HOST:8883, or leave out --ca/--client-cert",
             "--ca",
-        )
-    existing = _existing_identity(target)
-    if existing is not None and existing != cfg.gateway and not force:
-        fail(
-            f"{target} already holds gateway {existing!r} ({_DEVICE_CONFIG}); flashing "
-            f"{cfg.gateway!r} over it would take that cabinet's identity away. Use a fresh card, "
-            "or pass --force if this card really is being re-provisioned"
         )
     plan = _flash_plan(
         data,
@@ -793,6 +857,19 @@ def flash_command(
         _unit_text(unit_file),
     )
     _check_flashed_config(plan[0])
+    redirected = [why for item in plan if (why := _redirected(target, item))]
+    if redirected:
+        fail(
+            f"refusing to flash {target}: {redirected[0]}; a gateway's card holds no symlinks "
+            "on these paths (a tampered card would make this machine overwrite its own files)"
+        )
+    existing = _existing_identity(target)
+    if existing is not None and existing != cfg.gateway and not force:
+        fail(
+            f"{target} already holds gateway {existing!r} ({_DEVICE_CONFIG}); flashing "
+            f"{cfg.gateway!r} over it would take that cabinet's identity away. Use a fresh card, "
+            "or pass --force if this card really is being re-provisioned"
+        )
     states = [_state(target, item) for item in plan]
     results: list[str] = []
     if dry_run:
@@ -803,7 +880,10 @@ def flash_command(
     else:
         for item, s in zip(plan, states, strict=True):
             if s != "unchanged":
-                _write(target, item)
+                try:
+                    _write(target, item)
+                except OSError as exc:  # ELOOP: a symlink appeared since the check
+                    fail(f"cannot write {target / item.path}: {exc.strerror}; nothing after it")
         for item, s in zip(plan, states, strict=True):
             problem = _verify(target, item)
             results.append(f"FAILED: {problem}" if problem else s)

@@ -255,7 +255,8 @@ def test_commission_flash_check_on_a_temporary_card(
     other = dict(data, gateway="gw-other-99")
     other_cfg = tmp_path / "other.yaml"
     other_cfg.write_text(yaml.safe_dump(other))
-    unit = ["--unit-file", str(tmp_path / "unit.service")]
+    unit = ["--unit-file", str(tmp_path / "unit.service"), "--username", "gw-other-99"]
+    unit += ["--password-file", str(tmp_path / "pw")]
     refused = edge("flash", str(card), "--config", str(other_cfg), *unit)
     assert refused.returncode == 1
     assert "already holds gateway 'gw-test-01'" in refused.stderr
