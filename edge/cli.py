@@ -76,7 +76,10 @@ def validate(
         ),
     ] = False,
 ) -> None:
-    """Check a gateway config (schema, profiles, alarm overrides) without starting anything."""
+    """Check a gateway config (schema, profiles, alarm overrides) without starting anything.
+
+    Exits 1 (typer.Exit) with the file, field and reason when the config is not valid.
+    """
     from edge.config import ConfigError, load_config, resolve_profiles
 
     try:
