@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, model_validator
 from collector.api.auth import Dispatcher, Viewer
 from collector.api.deps import RuntimeDep, StoreDep
 from collector.api.paging import Cursor, Name, PageSize, cursor_int, decode_cursor, encode_cursor
+from collector.api.schemas import CaseDetail, CaseOut, CasePage
 from collector.cases.codes import subcategory_name
 from collector.cases.engine import CaseNotFound
 from collector.cases.workflow import (
@@ -134,7 +135,7 @@ def _with_alarms(store: Store, cases: list[Case], now: int) -> list[dict[str, An
     return [case_doc(c, now, links.get(c.case_no, [])) for c in cases]
 
 
-@router.get("")
+@router.get("", response_model=CasePage)
 def list_cases(
     store: StoreDep,
     key: Viewer,
@@ -178,7 +179,7 @@ def list_cases(
     }
 
 
-@router.get("/{case_no}")
+@router.get("/{case_no}", response_model=CaseDetail)
 def get_case(store: StoreDep, key: Viewer, case_no: CaseNo) -> dict[str, Any]:
     """One case with its alarms and audit trail (who, when, from, to, note)."""
     case = store.case(case_no)
@@ -189,7 +190,7 @@ def get_case(store: StoreDep, key: Viewer, case_no: CaseNo) -> dict[str, Any]:
     return body
 
 
-@router.post("/{case_no}/actions")
+@router.post("/{case_no}/actions", response_model=CaseOut)
 def act(runtime: RuntimeDep, key: Dispatcher, case_no: CaseNo, body: ActionIn) -> dict[str, Any]:
     """Apply a workflow action (dispatcher or above); 409 with the reason if not allowed now,
     422 if its arguments do not fit the case."""

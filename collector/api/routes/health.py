@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from collector.api.deps import RuntimeDep
+from collector.api.schemas import ReadyOut
 from collector.store import StoreError
 
 router = APIRouter(tags=["health"])
@@ -18,7 +19,11 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    response_model=ReadyOut,
+    responses={503: {"model": ReadyOut, "description": "not ready: `reasons` says why"}},
+)
 async def readyz(runtime: RuntimeDep) -> JSONResponse:
     """Ready when the database answers, commits succeed and (if ingesting) the broker gives
     what ingest relies on; otherwise 503 with every reason. Answers within a few seconds even
@@ -46,4 +51,5 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
         reasons.extend(ingest.problems())
     body["status"] = "not ready" if reasons else "ready"
     body["reasons"] = reasons
-    return JSONResponse(body, status_code=503 if reasons else 200)
+    checked = ReadyOut.model_validate(body).model_dump(mode="json", exclude_unset=True)
+    return JSONResponse(checked, status_code=503 if reasons else 200)

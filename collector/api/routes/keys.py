@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field
 
 from collector.api.auth import Admin
 from collector.api.deps import StoreDep
+from collector.api.schemas import KeyOut, NewKeyOut
 from collector.keys import digest, display_prefix, new_token
 from collector.models import ApiKey, Role
 
@@ -41,14 +42,14 @@ def create_key(store: StoreDep, name: str, role: Role) -> tuple[ApiKey, str]:
     return ApiKey(key_id, name, role, display_prefix(token), now, None), token
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, response_model=NewKeyOut)
 def create(store: StoreDep, admin: Admin, body: KeyIn) -> dict[str, Any]:
     """Create a key; `key` in the answer is the only time the secret is shown."""
     key, token = create_key(store, body.name, body.role)
     return {**key_doc(key), "key": token}
 
 
-@router.get("")
+@router.get("", response_model=list[KeyOut])
 def list_keys(store: StoreDep, admin: Admin) -> list[dict[str, Any]]:
     """Every key, active and revoked, without secrets."""
     return [key_doc(k) for k in store.api_keys()]
