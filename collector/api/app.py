@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from collector.api import problems
+from collector.api.redirects import RelativeRedirects
 from collector.api.routes import (
     alarms,
     assets,
@@ -60,6 +61,7 @@ def create_app(config: CollectorConfig, runtime: Runtime | None = None) -> FastA
         lifespan=lifespan,
     )
     problems.install(app)
+    app.add_middleware(RelativeRedirects)
     routers = (
         health,
         alarms,
