@@ -136,6 +136,16 @@ def refusal(reason: ReasonCode, protocol: str, client_id: str) -> str:
     return text
 
 
+def parse_mqtt_urls(urls: str) -> list[tuple[str, int]]:
+    """Split a comma-separated list of broker URLs (nodes of one cluster, tried in turn) into
+    (host, port) pairs; raises ValueError naming a URL that is not mqtt:// or mqtts://."""
+    found = [parse_mqtt_url(u.strip()) for u in urls.split(",")]
+    schemes = {urlsplit(u.strip()).scheme == "mqtts" for u in urls.split(",")}
+    if len(schemes) > 1:
+        raise ValueError(f"MQTT URLs {urls!r} mix TLS (mqtts://) and plain ones: use one kind")
+    return found
+
+
 def parse_mqtt_url(url: str) -> tuple[str, int]:
     """Split mqtt://host:port (or mqtts://host:port, TLS, default 8883) into (host, port)."""
     parts = urlsplit(url)
@@ -173,6 +183,7 @@ class _Pending:
 class IngestConfig:
     """How ingest connects and batches."""
 
+    # One broker URL, or several (comma-separated): nodes of one cluster, tried in turn.
     mqtt_url: str = "mqtt://127.0.0.1:1883"
     protocol: str = "5"  # or "3.1.1" (a key of PROTOCOLS)
     root: str = "lifeline"
@@ -241,8 +252,10 @@ class Ingest:
             raise ValueError(
                 f"MQTT protocol {config.protocol!r} is not one of {', '.join(PROTOCOLS)}"
             )
+        self._brokers = parse_mqtt_urls(config.mqtt_url)
+        self._broker = 0  # index of the broker in use (or tried next)
         self._client = self._new_client(config.client_id, ingesting=True)
-        self.health = BrokerHealth(config.mqtt_url, config.session_lost_hold_s)
+        self.health = BrokerHealth(self.broker_url, config.session_lost_hold_s)
         self._filters: list[str] = []  # of the last SUBSCRIBE, in order
         self._probe_wanted = threading.Event()
         self._probe_back = threading.Event()
@@ -282,23 +295,44 @@ class Ingest:
     def start(self) -> None:
         """Connect (retrying in the background) and start the writer thread."""
         cfg = self.config
-        host, port = parse_mqtt_url(cfg.mqtt_url)
         for writer in self._writers:
             writer.start()
         if cfg.share_group is not None:
             self._prober.start()
+        self._connect_async(self._client)
+        self._client.loop_start()
+
+    @property
+    def broker_url(self) -> str:
+        """The broker in use, or tried next (one of `mqtt_url`'s)."""
+        return self.config.mqtt_url.split(",")[self._broker].strip()
+
+    def _connect_async(self, client: mqtt.Client) -> None:
+        """Point paho's (re)connections at the broker in use; its loop thread connects."""
+        cfg = self.config
+        host, port = self._brokers[self._broker]
         if cfg.protocol == "5":
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             # A persistent session in MQTT 5 needs a session expiry: without it the broker
             # discards our queue as soon as we disconnect, and with it everything we missed.
             props.SessionExpiryInterval = SESSION_NEVER_EXPIRES
             props.ReceiveMaximum = cfg.receive_maximum
-            self._client.connect_async(
-                host, port, cfg.keepalive_s, clean_start=False, properties=props
-            )
+            client.connect_async(host, port, cfg.keepalive_s, clean_start=False, properties=props)
         else:  # the broker's own limit on unacknowledged messages applies (no Receive Maximum)
-            self._client.connect_async(host, port, cfg.keepalive_s)
-        self._client.loop_start()
+            client.connect_async(host, port, cfg.keepalive_s)
+
+    def _next_broker(self, client: mqtt.Client) -> None:
+        """Send paho's next reconnect to the next broker URL of the list, if there are several.
+
+        Runs in paho's callbacks once a connection attempt failed or the connection closed:
+        connect_async there only changes where its loop thread reconnects to.
+        """
+        if len(self._brokers) < 2:
+            return
+        self._broker = (self._broker + 1) % len(self._brokers)
+        self._connect_async(client)
+        self.health.url = self.broker_url
+        log.info("trying broker %s next", self.broker_url)
 
     @property
     def ready(self) -> bool:
@@ -359,7 +393,7 @@ class Ingest:
         self.health.connected_now(flags.session_present, self._clock())
         log.info(
             "connected to %s as %s (MQTT %s, session present: %s)",
-            cfg.mqtt_url,
+            self.broker_url,
             cfg.client_id,
             cfg.protocol,
             flags.session_present,
@@ -367,6 +401,7 @@ class Ingest:
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
         self.health.connection_failed("cannot connect", self._clock())
+        self._next_broker(client)
 
     def _on_subscribe(
         self,
@@ -403,6 +438,8 @@ class Ingest:
         # "Unspecified error": the refusal is the reason worth showing.
         if not self._stop.is_set() and not self._refusal:
             self.health.connection_failed(f"disconnected ({reason})", self._clock())
+        if not self._stop.is_set():
+            self._next_broker(client)
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         if msg.topic.startswith(self._probe_prefix):
@@ -459,7 +496,7 @@ class Ingest:
     def _probe(self) -> bool:
         """Publish probes on a connection of our own; True as soon as one comes back."""
         cfg = self.config
-        host, port = parse_mqtt_url(cfg.mqtt_url)
+        host, port = self._brokers[self._broker]
         pub = self._new_client(f"{cfg.client_id}-probe")
         pub.connect(host, port, cfg.keepalive_s)
         pub.loop_start()

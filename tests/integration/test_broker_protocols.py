@@ -203,3 +203,21 @@ def test_gateway_fails_over_to_the_next_broker_url_at_once(
     assert uplink.url == mqtt_url
     assert f"broker {dead} unreachable" in uplink.last_error
     assert any(f"; trying {mqtt_url} next" in r.getMessage() for r in caplog.records)
+
+
+def test_collector_fails_over_to_the_next_broker_url(
+    store: Store, mqtt_url: str, topic_root: str
+) -> None:
+    dead = f"mqtt://127.0.0.1:{free_port()}"
+    cfg = IngestConfig(
+        mqtt_url=f"{dead},{mqtt_url}", root=topic_root, client_id=f"c-{uuid.uuid4().hex[:8]}"
+    )
+    ing = Ingest(store, cfg)
+    ing.start()
+    try:
+        assert ing.wait_ready(10)
+        assert ing.broker_url == mqtt_url
+        publish_batches(mqtt_url, topic_root, 5)
+        wait_until(lambda: rows(store) == 5)
+    finally:
+        ing.stop()
