@@ -1,11 +1,18 @@
 """`lifeline collector ...`: run the collector, migrate its database, import assets."""
 
+import contextlib
 import logging
+import re
 import signal
+import socket
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
+
+if TYPE_CHECKING:
+    from collector.store import Store
 
 app = typer.Typer(
     help="The collector: MQTT ingest -> database -> alarms and city cases -> HTTP API.",
@@ -37,6 +44,8 @@ DEFAULTS: dict[str, Any] = {
     "mqtt_cert": None,
     "mqtt_key": None,
     "max_clock_skew_s": 300.0,
+    "tiles_url": None,
+    "tiles_datum": "CGCS2000",
 }
 
 DbOpt = Annotated[
@@ -87,6 +96,105 @@ def _split_http(http: str) -> tuple[str, int]:
     if not host or not port.isdigit():
         raise typer.BadParameter(f"{http!r} is not HOST:PORT", param_hint="--http")
     return host, int(port)
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def _sqlite_path(url: str) -> Path | None:
+    """The file of a sqlite:/// URL (as open_store reads it), None for :memory: or PostgreSQL."""
+    if not url.startswith("sqlite://"):
+        return None
+    path = url.removeprefix("sqlite://").removeprefix("/") or ":memory:"
+    return None if path == ":memory:" else Path(path)
+
+
+def _check_folder(url: str) -> None:
+    """Refuse a SQLite database whose folder does not exist (sqlite3 says only 'unable to open')."""
+    path = _sqlite_path(url)
+    if path is not None and not path.absolute().parent.is_dir():
+        _fail(f"no folder {path.absolute().parent} for the database {url}; create it or fix --db")
+
+
+def _shown(url: str) -> str:
+    """A database URL fit for a message: a password in it is masked."""
+    return re.sub(r"(//[^/:@]*:)[^/@]*@", r"\1***@", url)
+
+
+@contextlib.contextmanager
+def _opening(url: str) -> Iterator[None]:
+    """Any failure to reach or open the database at `url` as one line naming it."""
+    try:
+        yield
+    except Exception as exc:  # sqlite3, psycopg, the store: whichever library refused
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        _fail(f"cannot open the database {_shown(url)}: {reason}")
+
+
+def _has_schema(url: str) -> bool:
+    """True if the database at `url` holds the collector's schema (any migration applied).
+
+    Read-only: a SQLite file is opened with mode=ro, so looking never creates or changes one.
+    """
+    path = _sqlite_path(url)
+    if path is not None:
+        import sqlite3
+
+        if not path.is_file():
+            return False
+        conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+        try:
+            found = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+            ).fetchone()
+        finally:
+            conn.close()
+        return found is not None
+    if url.startswith(("postgresql://", "postgres://")):
+        import psycopg
+
+        with psycopg.connect(url, connect_timeout=10) as pg:
+            row = pg.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+        return bool(row and row[0])
+    return True  # an unsupported URL: open_store names it
+
+
+def _open(db: str | None) -> "Store":
+    """The collector database of a command other than `migrate` and `run`, schema up to date.
+
+    A database without the collector's schema is refused, naming the file or URL looked at:
+    a typo in --db (or a missing --db in another folder) would otherwise create a new, empty
+    database, and a key made there is one the real collector rejects.
+    """
+    from collector.store import open_store
+
+    url = db or DEFAULTS["db"]
+    _check_folder(url)
+    path = _sqlite_path(url)
+    where = f"{path.absolute()} ({url})" if path is not None else _shown(url)
+    with _opening(url):
+        found = _has_schema(url)
+    if not found:
+        given = "" if db else " (the default; pass --db URL for another one)"
+        _fail(
+            f"no collector database at {where}{given}: check the path, or create it with "
+            f"`lifeline collector migrate --db {_shown(url)}`"
+        )
+    with _opening(url):
+        store = open_store(url)
+        store.migrate()  # an older schema is upgraded, as `collector run` would on start
+    return store
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port for the API; one error line if it cannot be had."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, port), family=family)
+    except OSError as exc:
+        _fail(f"cannot listen on {host}:{port} (--http): {exc.strerror or exc}")
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -229,11 +337,17 @@ def run(
             f"{chosen_district!r} is not a 6-digit area code", param_hint="--district"
         )
     from collector.ingest import PROTOCOLS, parse_mqtt_urls
+    from collector.runtime import ConsoleConfig
 
     try:
         parse_mqtt_urls(str(opts["mqtt"]))
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--mqtt") from None
+    tiles = opts["tiles_url"]
+    try:
+        console = ConsoleConfig(None if tiles is None else str(tiles), str(opts["tiles_datum"]))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--config") from None
     # YAML reads `mqtt_protocol: 5` as a number: it means the same as "5".
     protocol = str(opts["mqtt_protocol"])
     if protocol not in PROTOCOLS:
@@ -272,14 +386,18 @@ def run(
         routing_file=Path(opts["routing"]) if opts["routing"] else None,
         district=chosen_district,
         max_clock_skew_s=skew_s,
+        console=console,
     )
     from collector.assets import AssetError
     from collector.cases.routing import RoutingError
     from collector.store import StoreError
 
+    _check_folder(cfg.db_url)
+    listener = _listen(host, port)  # before anything starts: a busy port changes nothing
     try:
         runtime = Runtime(cfg)
     except (AssetError, RoutingError, StoreError, ValueError, OSError) as exc:
+        listener.close()
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     try:
@@ -289,13 +407,15 @@ def run(
         server = uvicorn.Server(
             uvicorn.Config(create_app(cfg, runtime), host=host, port=port, log_level="warning")
         )
+        port = listener.getsockname()[1]
         typer.echo(f"collector API listening on http://{host}:{port}", err=True)
         # uvicorn re-raises the signal that stopped it once it is done; a no-op handler lets
         # that happen without killing us, so the runtime below still shuts down cleanly.
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: None)
-        server.run()
+        server.run(sockets=[listener])
     finally:
+        listener.close()
         runtime.close()
 
 
@@ -305,12 +425,15 @@ def migrate(db: DbOpt = None) -> None:
     from collector.store import open_store
 
     _setup_logging(False)
-    store = open_store(db or DEFAULTS["db"])
-    try:
-        applied = store.migrate()
-        typer.echo(f"{store.backend}: applied {applied or 'nothing (up to date)'}")
-    finally:
-        store.close()
+    url = db or DEFAULTS["db"]
+    _check_folder(url)
+    with _opening(url):
+        store = open_store(url)
+        try:
+            applied = store.migrate()
+        finally:
+            store.close()
+    typer.echo(f"{store.backend}: applied {applied or 'nothing (up to date)'}")
 
 
 def _bootstrap_key(store: Any, path: Path) -> None:
@@ -335,7 +458,6 @@ def create_key(
 
     from collector.keys import digest, display_prefix, new_token
     from collector.models import Role
-    from collector.store import open_store
 
     try:
         chosen = Role(role)
@@ -344,9 +466,8 @@ def create_key(
         raise typer.BadParameter(f"{role!r} is not one of {roles}", param_hint="--role") from None
     if not name.strip():
         raise typer.BadParameter("must not be empty", param_hint="--name")
-    store = open_store(db or DEFAULTS["db"])
+    store = _open(db)
     try:
-        store.migrate()
         token = new_token()
         now = int(time.time() * 1000)
         key_id = store.create_api_key(name, chosen.value, digest(token), display_prefix(token), now)
@@ -359,11 +480,8 @@ def create_key(
 @keys_app.command("list")
 def list_keys(db: DbOpt = None) -> None:
     """List API keys (id, role, name, prefix, revoked or not); never the keys themselves."""
-    from collector.store import open_store
-
-    store = open_store(db or DEFAULTS["db"])
+    store = _open(db)
     try:
-        store.migrate()
         for k in store.api_keys():
             state = "revoked" if k.revoked_ms is not None else "active"
             typer.echo(f"{k.id}\t{k.role.value}\t{state}\t{k.prefix}...\t{k.name}")
@@ -379,11 +497,8 @@ def revoke_key(
     """Revoke an API key at once."""
     import time
 
-    from collector.store import open_store
-
-    store = open_store(db or DEFAULTS["db"])
+    store = _open(db)
     try:
-        store.migrate()
         done = store.revoke_api_key(key_id, int(time.time() * 1000))
     finally:
         store.close()
@@ -400,16 +515,14 @@ def import_assets(
 ) -> None:
     """Validate and import assets (upsert by 部件标识码), binding their devices."""
     from collector.assets import AssetError, load
-    from collector.store import open_store
 
     try:
         records = load(file)
     except AssetError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    store = open_store(db or DEFAULTS["db"])
+    store = _open(db)
     try:
-        store.migrate()
         typer.echo(f"imported {store.upsert_assets(records)} assets from {file}")
     except AssetError as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -36,6 +36,34 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 20)
 
 
+# Datums a Web-Mercator tile server may draw in: 天地图 and most city servers use CGCS2000 (the
+# same as WGS84 at a map's scale), 高德/腾讯 use GCJ-02. BD-09 tiles need Baidu's own projection.
+TILE_DATUMS = ("WGS84", "CGCS2000", "GCJ-02")
+
+
+@dataclass(frozen=True)
+class ConsoleConfig:
+    """The console map's base layer: none (the city's own geometry) or an XYZ tile URL such as
+    `https://t{s}.example.cn/{z}/{x}/{y}.png` and the datum its tiles are drawn in."""
+
+    tiles_url: str | None = None
+    tiles_datum: str = "CGCS2000"
+
+    def __post_init__(self) -> None:
+        url = self.tiles_url
+        if url is not None and (
+            not url.startswith(("https://", "http://"))
+            or not all(p in url for p in ("{z}", "{x}", "{y}"))
+        ):
+            raise ValueError(
+                f"console tiles_url {url!r} must be an http(s) URL with {{z}}, {{x}} and {{y}}"
+            )
+        if self.tiles_datum not in TILE_DATUMS:
+            raise ValueError(
+                f"console tiles_datum {self.tiles_datum!r} is not one of {', '.join(TILE_DATUMS)}"
+            )
+
+
 @dataclass
 class CollectorConfig:
     """Everything `collector run` needs; built from CLI options and/or a YAML file."""
@@ -56,6 +84,7 @@ class CollectorConfig:
     # A sample time more than this ahead of the collector's clock is implausible (stored as
     # sent, flagged with its receive time); so is one before the software was built.
     max_clock_skew_s: float = 300.0
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
 
 
 class Runtime:

@@ -378,7 +378,10 @@ def _explain(exc: ValidationError) -> list[tuple[str, str]]:
 
 
 def parse_config(data: Any, source: str = "<config>") -> GatewayConfig:
-    """Validate parsed YAML as a gateway config (schema only, profiles not resolved)."""
+    """Validate parsed YAML as a gateway config (schema only, profiles not resolved).
+
+    Raises ConfigError naming `source`, each field and why it is wrong.
+    """
     try:
         return GatewayConfig.model_validate(data)
     except ValidationError as exc:

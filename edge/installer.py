@@ -22,9 +22,9 @@ import typer
 from edge.cli_output import fail, print_json, print_table, usage_error
 
 if TYPE_CHECKING:
-    from drivers.planner import Value
     from drivers.profile import Profile
     from drivers.scan import LineSettings, ScanResult, Target
+    from drivers.values import Value
     from edge.config import Bus, DeviceConfig, GatewayConfig
 
 __all__ = ["register"]

@@ -3,8 +3,8 @@
 # Safe to run any number of times; it only does what is missing.
 #   scripts/setup.sh            what the demo needs
 #   scripts/setup.sh --tests    also what the test suite needs (PostgreSQL, headless Chromium,
-#                               faketime, nats-server, Node.js with the TimescaleDB test engine
-#                               in tests/tsdb)
+#                               a CJK font, faketime, nats-server, Node.js with the TimescaleDB
+#                               test engine in tests/tsdb)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +26,8 @@ if [ "$for_tests" = 1 ]; then
   fi
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
   command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+  # a CJK font, so the console's Chinese labels render (and measure) in the browser tests
+  fc-list 2>/dev/null | grep -qi 'cjk' || missing+=(fonts-noto-cjk)
   command -v node >/dev/null 2>&1 || missing+=(nodejs)
   command -v npm >/dev/null 2>&1 || missing+=(npm)
   # libfaketime: the clock-step tests and the soak give a gateway process its own wall clock

@@ -58,6 +58,11 @@ def create_app(config: CollectorConfig, runtime: Runtime | None = None) -> FastA
         version="1",
         description=DESCRIPTION,
         lifespan=lifespan,
+        # Swagger UI is served from the collector's own copy (routes/console.py), so /docs works
+        # without the internet; FastAPI's pages would load it, and ReDoc, from a CDN.
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
     problems.install(app)
     routers = (

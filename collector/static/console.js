@@ -10,6 +10,7 @@ const LABELS = {
     value: "值", message: "说明", case_no: "案件号", subcategory: "小类", case_title: "问题",
     department: "处置部门", deadline: "时限", gateway: "网关", family: "类型",
     status_col: "在线状态", since: "起始", ack: "确认", no_key: "请输入 API 密钥",
+    replace_key: "链接中带有另一个 API 密钥。用它替换本机保存的密钥吗？",
     spark_hint: "点击告警或设备查看最近一小时曲线。", no_data: "无数据",
     sev: { 1: "一级", 2: "二级", 3: "三级", 4: "四级" },
     alarm_state: { active_unacked: "报警未确认", active_acked: "报警已确认",
@@ -24,6 +25,7 @@ const LABELS = {
     case_no: "Case", subcategory: "Type", case_title: "Problem", department: "Department",
     deadline: "Deadline", gateway: "Gateway", family: "Family", status_col: "Status",
     since: "Since", ack: "Ack", no_key: "Enter an API key",
+    replace_key: "The link carries a different API key. Replace the key stored here with it?",
     spark_hint: "Click an alarm or a device to see its last hour.", no_data: "no data",
     sev: { 1: "critical", 2: "high", 3: "medium", 4: "low" },
     alarm_state: { active_unacked: "active, unacked", active_acked: "active, acked",
@@ -257,9 +259,14 @@ function applyLanguage() {
 
 function init() {
   const fragment = new URLSearchParams(location.hash.slice(1));
-  if (fragment.get("key")) {
-    localStorage.setItem("lifeline.key", fragment.get("key"));
+  const offered = fragment.get("key");
+  if (offered) {
     history.replaceState(null, "", location.pathname);  // keep the key out of the address bar
+    const stored = localStorage.getItem("lifeline.key");
+    // A link can carry anybody's key: never swap the one in use without the operator's word.
+    if (!stored || stored === offered || window.confirm(t("replace_key"))) {
+      localStorage.setItem("lifeline.key", offered);
+    }
   }
   state.key = localStorage.getItem("lifeline.key") || "";
   $("#key").value = state.key;

@@ -9,6 +9,7 @@ import itertools
 import json
 import os
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -708,8 +709,41 @@ def test_ack_is_sent_to_the_gateway_as_a_wire_command(
 # --- CLI ------------------------------------------------------------------------------------------
 
 
+def test_cli_commands_but_migrate_and_run_refuse_a_database_without_the_schema(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A typo in --db (or no --db in another folder) silently made a new, empty database and a
+    # key the real collector rejects.
+    monkeypatch.chdir(tmp_path)
+    assets = Path(__file__).parents[2] / "config" / "assets" / "demo.yaml"
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()  # a SQLite file, but not a collector's
+    for db, where in [
+        ([], tmp_path / "lifeline-collector.db"),
+        (["--db", f"sqlite:///{tmp_path}/typo.db"], tmp_path / "typo.db"),
+        (["--db", f"sqlite:///{empty}"], empty),
+    ]:
+        for args in (
+            ["keys", "create", "--role", "admin", "--name", "x"],
+            ["keys", "list"],
+            ["keys", "revoke", "1"],
+            ["assets", "import", str(assets)],
+        ):
+            r = CliRunner().invoke(collector_cli, [*args, *db])
+            assert r.exit_code == 1, (args, db, r.output)
+            assert f"no collector database at {where}" in r.stderr, r.stderr
+            assert "lifeline collector migrate --db" in r.stderr
+        assert not (tmp_path / "lifeline-collector.db").exists()
+        assert not (tmp_path / "typo.db").exists()
+    assert empty.stat().st_size == 0
+    missing = CliRunner().invoke(collector_cli, ["keys", "list", "--db", "sqlite:///no/dir.db"])
+    assert missing.exit_code == 1
+    assert f"no folder {tmp_path / 'no'} for the database" in missing.stderr
+
+
 def test_cli_creates_a_key_printed_once_and_the_bootstrap_file_is_private(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path}/k.db"
+    assert CliRunner().invoke(collector_cli, ["migrate", "--db", db]).exit_code == 0
     result = CliRunner().invoke(
         collector_cli, ["keys", "create", "--role", "dispatcher", "--name", "值班长", "--db", db]
     )

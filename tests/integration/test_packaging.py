@@ -23,7 +23,9 @@ ROOTS = {
     "config": "lifeline/config",
     "firmware-sim/firmware_sim": "firmware_sim",
 }
-DATA = {".yaml", ".yml", ".conf", ".csv", ".service", ".acl", ".sql", ".html", ".js", ".css"}
+DATA = {
+    ".yaml", ".yml", ".conf", ".csv", ".service", ".acl", ".sql", ".html", ".js", ".css", ".json",
+}  # fmt: skip
 
 
 def test_wheel_holds_every_module_and_data_file(tmp_path: Path) -> None:

@@ -1,0 +1,83 @@
+"""The console and /docs over HTTP: every file they reference is served here, with the policy."""
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from collector.api import create_app
+from collector.runtime import CollectorConfig, ConsoleConfig
+from tests.integration.test_api_http import Api, running_api, seed
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[Api]:
+    with running_api(f"sqlite:///{tmp_path}/api.db") as a:
+        seed(a)
+        yield a
+
+
+def referenced(html: str) -> list[str]:
+    return re.findall(r"(?:src|href)=\"([^\"]+)\"", html)
+
+
+def test_docs_and_console_reference_only_files_the_collector_serves(api: Api) -> None:
+    """/docs once loaded Swagger UI from a CDN: blank without the internet."""
+    for page in ("/docs", "/console"):
+        resp = api.client.get(page)
+        assert resp.status_code == 200
+        policy = resp.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in policy
+        assert "script-src 'self';" in policy
+        assert resp.headers["x-frame-options"] == "DENY"
+        refs = referenced(resp.text)
+        assert refs, page
+        for ref in refs:
+            assert ref.startswith("/"), f"{page} loads {ref} from elsewhere"
+            got = api.client.get(ref)
+            assert got.status_code == 200, ref
+            kind = "javascript" if ref.endswith(".js") else "css"
+            assert kind in got.headers["content-type"], ref
+    assert "SwaggerUIBundle" in api.client.get("/console/docs.js").text
+    assert api.client.get("/openapi.json").json()["info"]["title"] == "Lifeline collector"
+    # ReDoc would come from a CDN too: it is not offered rather than blank.
+    assert api.client.get("/redoc").status_code == 404
+
+
+def test_only_listed_vendor_files_are_served(api: Api) -> None:
+    lic = api.client.get("/console/vendor/leaflet/LICENSE")
+    assert lic.status_code == 200
+    assert "text/plain" in lic.headers["content-type"]
+    for path in (
+        "/console/vendor/leaflet/MANIFEST.json",
+        "/console/vendor/leaflet/..%2F..%2Fconsole.py",
+        "/console/vendor/../api/app.py",
+        "/console/vendor/nothing/LICENSE",
+        "/console/console.html",
+    ):
+        resp = api.client.get(path)
+        assert resp.status_code in (404, 422), path
+        assert resp.headers["content-type"] == "application/problem+json", path
+
+
+def test_a_configured_tile_server_is_named_in_the_policy_and_the_console_config(
+    tmp_path: Path,
+) -> None:
+    from fastapi.testclient import TestClient
+
+    config = CollectorConfig(
+        db_url=f"sqlite:///{tmp_path}/c.db",
+        ingest=None,
+        console=ConsoleConfig("https://{s}.tiles.example.cn/{z}/{x}/{y}.png", "GCJ-02"),
+    )
+    with TestClient(create_app(config)) as client:
+        policy = client.get("/console").headers["content-security-policy"]
+        assert "img-src 'self' data: https://*.tiles.example.cn;" in policy
+        assert client.get("/console/config.json").json() == {
+            "tiles_url": "https://{s}.tiles.example.cn/{z}/{x}/{y}.png",
+            "tiles_datum": "GCJ-02",
+            "tiles_max_zoom": 19,
+        }
