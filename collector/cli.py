@@ -98,6 +98,17 @@ def _split_http(http: str) -> tuple[str, int]:
     return host, int(port)
 
 
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print what was done as one JSON object, for scripts.")
+]
+
+
+def _print_json(obj: dict[str, Any]) -> None:
+    import json
+
+    typer.echo(json.dumps(obj, ensure_ascii=False))
+
+
 def _fail(message: str) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(1)
@@ -420,7 +431,7 @@ def run(
 
 
 @app.command()
-def migrate(db: DbOpt = None) -> None:
+def migrate(db: DbOpt = None, as_json: JsonOpt = False) -> None:
     """Create or upgrade the database schema (safe to run twice)."""
     from collector.store import open_store
 
@@ -433,7 +444,10 @@ def migrate(db: DbOpt = None) -> None:
             applied = store.migrate()
         finally:
             store.close()
-    typer.echo(f"{store.backend}: applied {applied or 'nothing (up to date)'}")
+    if as_json:
+        _print_json({"backend": store.backend, "applied": applied})
+    else:
+        typer.echo(f"{store.backend}: applied {applied or 'nothing (up to date)'}")
 
 
 def _bootstrap_key(store: Any, path: Path) -> None:
@@ -452,6 +466,7 @@ def create_key(
     ],
     name: Annotated[str, typer.Option(help="Who holds the key; recorded as the actor.")],
     db: DbOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Create an API key and print it. It is shown only now: the database keeps its digest."""
     import time
@@ -473,6 +488,9 @@ def create_key(
         key_id = store.create_api_key(name, chosen.value, digest(token), display_prefix(token), now)
     finally:
         store.close()
+    if as_json:
+        _print_json({"id": key_id, "role": chosen.value, "name": name, "key": token})
+        return
     typer.echo(f"created key {key_id} ({chosen.value}) for {name}; store it now:", err=True)
     typer.echo(token)
 
@@ -493,6 +511,7 @@ def list_keys(db: DbOpt = None) -> None:
 def revoke_key(
     key_id: Annotated[int, typer.Argument(help="The id shown by `keys list`.")],
     db: DbOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Revoke an API key at once."""
     import time
@@ -505,13 +524,17 @@ def revoke_key(
     if not done:
         typer.echo(f"error: no active key {key_id}", err=True)
         raise typer.Exit(1)
-    typer.echo(f"revoked key {key_id}")
+    if as_json:
+        _print_json({"id": key_id, "revoked": True})
+    else:
+        typer.echo(f"revoked key {key_id}")
 
 
 @assets_app.command("import")
 def import_assets(
     file: Annotated[Path, typer.Argument(help="CSV or YAML asset file.", exists=True)],
     db: DbOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Validate and import assets (upsert by 部件标识码), binding their devices."""
     from collector.assets import AssetError, load
@@ -523,7 +546,11 @@ def import_assets(
         raise typer.Exit(1) from None
     store = _open(db)
     try:
-        typer.echo(f"imported {store.upsert_assets(records)} assets from {file}")
+        count = store.upsert_assets(records)
+        if as_json:
+            _print_json({"imported": count, "file": str(file)})
+        else:
+            typer.echo(f"imported {count} assets from {file}")
     except AssetError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
