@@ -435,15 +435,25 @@ def _bootstrap_key(store: Any, path: Path) -> None:
 @keys_app.command("create")
 def create_key(
     role: Annotated[
-        str, typer.Option(help="viewer, dispatcher (cases), operator (ack, commands) or admin.")
+        str,
+        typer.Option(
+            help="viewer, operator (ack, commands), admin, or a duty role: inspector (监督员),"
+            " intake (受理员), shift_lead (值班长), dispatcher (派遣员), department (专业部门,"
+            " with --department), leader (领导)."
+        ),
     ],
     name: Annotated[str, typer.Option(help="Who holds the key; recorded as the actor.")],
+    department: Annotated[
+        list[str] | None,
+        typer.Option(help="For a department key: a registered department code (repeatable)."),
+    ] = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create an API key and print it. It is shown only now: the database keeps its digest."""
     import time
 
+    from collector.api.routes.keys import check_scope
     from collector.keys import digest, display_prefix, new_token
     from collector.models import Role
 
@@ -456,9 +466,14 @@ def create_key(
         raise typer.BadParameter("must not be empty", param_hint="--name")
     store = _open(db)
     try:
+        try:
+            scope = check_scope(store, chosen, department or [])
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--department") from None
         token = new_token()
         now = int(time.time() * 1000)
-        key_id = store.create_api_key(name, chosen.value, digest(token), display_prefix(token), now)
+        prefix = display_prefix(token)
+        key_id = store.create_api_key(name, chosen.value, digest(token), prefix, now, scope)
     finally:
         store.close()
     if as_json:

@@ -112,7 +112,9 @@ def test_values_the_database_refuses_are_dead_lettered_and_the_lane_moves_on(
         assert ing.wait_ready(10)
         t_data = topic("site", "gw-p", Kind.DATA, root=topic_root)
         t_alarm = topic("site", "gw-p", Kind.ALARM, root=topic_root)
-        msgs = [(t_data, data("gw-p", seq, 666.0 if seq == 7 else 1.0)) for seq in range(1, 21)]
+        msgs: list[tuple[str, DataBatch | AlarmBatch]] = [
+            (t_data, data("gw-p", seq, 666.0 if seq == 7 else 1.0)) for seq in range(1, 21)
+        ]
         msgs.insert(3, (t_alarm, alarm("gw-p", 21, "poison")))
         msgs.insert(12, (t_alarm, alarm("gw-p", 22, "gas high")))
         for t, m in msgs:
