@@ -33,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "http": "127.0.0.1:8080",
     "root": "lifeline",
     "share_group": None,
+    "partitions": None,
     "client_id": "lifeline-collector",
     "assets": None,
     "routing": None,
@@ -95,6 +96,17 @@ def _split_http(http: str) -> tuple[str, int]:
     if not host or not port.isdigit():
         raise typer.BadParameter(f"{http!r} is not HOST:PORT", param_hint="--http")
     return host, int(port)
+
+
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print what was done as one JSON object, for scripts.")
+]
+
+
+def _print_json(obj: dict[str, Any]) -> None:
+    import json
+
+    typer.echo(json.dumps(obj, ensure_ascii=False))
 
 
 def _fail(message: str) -> NoReturn:
@@ -225,8 +237,19 @@ def run(
     share_group: Annotated[
         str | None, typer.Option(help="MQTT shared-subscription group, to split load.")
     ] = None,
+    partitions: Annotated[
+        str | None,
+        typer.Option(
+            help="Split the sites among collectors without $share: NAME=SITE,SITE;NAME=SITE"
+            " (the same on every collector; leases in PostgreSQL; see docs/brokers.md)."
+        ),
+    ] = None,
     client_id: Annotated[
-        str | None, typer.Option(help="Fixed MQTT client id (keeps the persistent session).")
+        str | None,
+        typer.Option(
+            help="Fixed MQTT client id (keeps the persistent session); with --partitions, the"
+            " same on every collector of the group (sessions are <client-id>-<partition>)."
+        ),
     ] = None,
     assets: Annotated[Path | None, typer.Option(help="Asset file (.csv/.yaml) to import.")] = None,
     routing: Annotated[
@@ -294,6 +317,7 @@ def run(
         "http": http,
         "root": root,
         "share_group": share_group,
+        "partitions": partitions,
         "client_id": client_id,
         "assets": assets,
         "routing": routing,
@@ -341,6 +365,19 @@ def run(
         raise typer.BadParameter(
             f"{protocol!r} is not one of {', '.join(PROTOCOLS)}", param_hint="--mqtt-protocol"
         )
+    from collector.partitions import parse_partitions
+
+    parts = None
+    if opts["partitions"] is not None:
+        if opts["share_group"] is not None:
+            raise typer.BadParameter(
+                "use either a shared subscription or partitions, not both",
+                param_hint="--partitions",
+            )
+        try:
+            parts = parse_partitions(str(opts["partitions"]))
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--partitions") from None
     cfg = CollectorConfig(
         db_url=str(opts["db"]),
         ingest=IngestConfig(
@@ -355,6 +392,7 @@ def run(
             tls_cert=str(opts["mqtt_cert"]) if opts["mqtt_cert"] else None,
             tls_key=str(opts["mqtt_key"]) if opts["mqtt_key"] else None,
         ),
+        partitions=parts,
         assets_file=Path(opts["assets"]) if opts["assets"] else None,
         routing_file=Path(opts["routing"]) if opts["routing"] else None,
         district=chosen_district,
@@ -393,7 +431,7 @@ def run(
 
 
 @app.command()
-def migrate(db: DbOpt = None) -> None:
+def migrate(db: DbOpt = None, as_json: JsonOpt = False) -> None:
     """Create or upgrade the database schema (safe to run twice)."""
     from collector.store import open_store
 
@@ -406,7 +444,10 @@ def migrate(db: DbOpt = None) -> None:
             applied = store.migrate()
         finally:
             store.close()
-    typer.echo(f"{store.backend}: applied {applied or 'nothing (up to date)'}")
+    if as_json:
+        _print_json({"backend": store.backend, "applied": applied})
+    else:
+        typer.echo(f"{store.backend}: applied {applied or 'nothing (up to date)'}")
 
 
 def _bootstrap_key(store: Any, path: Path) -> None:
@@ -421,14 +462,25 @@ def _bootstrap_key(store: Any, path: Path) -> None:
 @keys_app.command("create")
 def create_key(
     role: Annotated[
-        str, typer.Option(help="viewer, dispatcher (cases), operator (ack, commands) or admin.")
+        str,
+        typer.Option(
+            help="viewer, operator (ack, commands), admin, or a duty role: inspector (监督员),"
+            " intake (受理员), shift_lead (值班长), dispatcher (派遣员), department (专业部门,"
+            " with --department), leader (领导)."
+        ),
     ],
     name: Annotated[str, typer.Option(help="Who holds the key; recorded as the actor.")],
+    department: Annotated[
+        list[str] | None,
+        typer.Option(help="For a department key: a registered department code (repeatable)."),
+    ] = None,
     db: DbOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Create an API key and print it. It is shown only now: the database keeps its digest."""
     import time
 
+    from collector.api.routes.keys import check_scope
     from collector.keys import digest, display_prefix, new_token
     from collector.models import Role
 
@@ -441,11 +493,19 @@ def create_key(
         raise typer.BadParameter("must not be empty", param_hint="--name")
     store = _open(db)
     try:
+        try:
+            scope = check_scope(store, chosen, department or [])
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--department") from None
         token = new_token()
         now = int(time.time() * 1000)
-        key_id = store.create_api_key(name, chosen.value, digest(token), display_prefix(token), now)
+        prefix = display_prefix(token)
+        key_id = store.create_api_key(name, chosen.value, digest(token), prefix, now, scope)
     finally:
         store.close()
+    if as_json:
+        _print_json({"id": key_id, "role": chosen.value, "name": name, "key": token})
+        return
     typer.echo(f"created key {key_id} ({chosen.value}) for {name}; store it now:", err=True)
     typer.echo(token)
 
@@ -466,6 +526,7 @@ def list_keys(db: DbOpt = None) -> None:
 def revoke_key(
     key_id: Annotated[int, typer.Argument(help="The id shown by `keys list`.")],
     db: DbOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Revoke an API key at once."""
     import time
@@ -478,13 +539,17 @@ def revoke_key(
     if not done:
         typer.echo(f"error: no active key {key_id}", err=True)
         raise typer.Exit(1)
-    typer.echo(f"revoked key {key_id}")
+    if as_json:
+        _print_json({"id": key_id, "revoked": True})
+    else:
+        typer.echo(f"revoked key {key_id}")
 
 
 @assets_app.command("import")
 def import_assets(
     file: Annotated[Path, typer.Argument(help="CSV or YAML asset file.", exists=True)],
     db: DbOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Validate and import assets (upsert by 部件标识码), binding their devices."""
     from collector.assets import AssetError, load
@@ -496,7 +561,11 @@ def import_assets(
         raise typer.Exit(1) from None
     store = _open(db)
     try:
-        typer.echo(f"imported {store.upsert_assets(records)} assets from {file}")
+        count = store.upsert_assets(records)
+        if as_json:
+            _print_json({"imported": count, "file": str(file)})
+        else:
+            typer.echo(f"imported {count} assets from {file}")
     except AssetError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None

@@ -90,12 +90,19 @@ def _scan_target(port: str | None, host: str | None, tcp_port: int, rtu_over_tcp
 
 
 def _line_settings(baud: str, parity: str) -> list[LineSettings]:
+    from drivers.baudrates import MAX_BAUDRATE, MIN_BAUDRATE, STANDARD_BAUDRATES, baudrate_problem
     from drivers.scan import LineSettings
 
     lines = []
     for b in _split(baud, "baud rate", "--baud"):
-        if not b.isdigit() or not 300 <= int(b) <= 921600:
-            usage_error(f"{b!r} is not a baud rate (300-921600)", "--baud")
+        if not b.isdigit() or not MIN_BAUDRATE <= int(b) <= MAX_BAUDRATE:
+            usage_error(
+                f"{b!r} is not a baud rate ({MIN_BAUDRATE}-{MAX_BAUDRATE}); standard: "
+                + ", ".join(map(str, STANDARD_BAUDRATES)),
+                "--baud",
+            )
+        if problem := baudrate_problem(int(b)):
+            typer.echo(f"warning: --baud {problem}", err=True)
         for p in _split(parity.upper(), "parity", "--parity"):
             if p not in ("N", "E", "O"):
                 usage_error(f"{p!r} is not a parity: use N, E or O", "--parity")

@@ -7,11 +7,13 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from collector.api import problems
+from collector.api.redirects import RelativeRedirects
 from collector.api.routes import (
     alarms,
     assets,
     cases,
     console,
+    departments,
     events,
     gateways,
     health,
@@ -32,8 +34,11 @@ online rate, assets, gateways, devices, readings, Open311.
 
 Every endpoint except /healthz, /readyz and the /console page needs an API key, sent as
 `Authorization: Bearer KEY` or `X-API-Key: KEY` (the SSE stream also takes `?api_key=`).
-Roles are hierarchical: viewer < dispatcher (case actions) < operator (acknowledge, commands)
-< admin (keys, webhooks, assets). Errors are application/problem+json.
+Technical roles are hierarchical: viewer < dispatcher < operator (acknowledge, commands,
+work orders) < admin (keys, webhooks, assets, departments). Case actions follow the 数字城管
+duties: 监督员 (inspector), 受理员 (intake), 值班长 (shift_lead), 派遣员 (dispatcher), 专业部门
+(department, scoped to its department codes), 领导 (leader, read-only); the permission matrix
+is in docs/integration.md. Errors are application/problem+json.
 """
 
 
@@ -65,6 +70,7 @@ def create_app(config: CollectorConfig, runtime: Runtime | None = None) -> FastA
         swagger_ui_oauth2_redirect_url=None,
     )
     problems.install(app)
+    app.add_middleware(RelativeRedirects)
     routers = (
         health,
         alarms,
@@ -75,6 +81,7 @@ def create_app(config: CollectorConfig, runtime: Runtime | None = None) -> FastA
         assets,
         readings,
         keys,
+        departments,
         webhooks,
     )
     for module in (*routers, open311, metrics, console):

@@ -306,6 +306,9 @@ class WorkOrderAuditOut(Out):
     from_state: str | None
     to_state: str
     note: str
+    key_id: int | None = Field(description="the acting key's id (null: the system)")
+    role: str = Field(description="the acting key's role ('' for the system)")
+    on_behalf_of: str = Field(description="a name the client gave; nothing vouches for it")
 
 
 class WorkOrderDetail(WorkOrderOut):
@@ -351,6 +354,7 @@ class KeyOut(Out):
     prefix: str
     created_ms: int
     revoked_ms: int | None
+    departments: list[str] = Field(description="a 专业部门 key's departments (codes)")
 
 
 class NewKeyOut(KeyOut):
@@ -447,12 +451,13 @@ class IngestCounts(Out):
 
 
 class ReadyOut(Out):
-    """Readiness: 200 `ready`, or 503 `not ready` with every reason. `dead_letters` is absent
-    while the database does not answer; the MQTT and ingest fields while not ingesting."""
+    """Readiness: 200 `ready`, or 503 `not ready`. Without a key only `status`; with one also
+    the backend and every reason, `dead_letters` while the database answers, and the MQTT and
+    ingest fields while ingesting."""
 
-    backend: str
     status: Literal["ready", "not ready"]
-    reasons: list[str]
+    backend: str | None = None
+    reasons: list[str] | None = None
     dead_letters: int | None = None
     mqtt_connected: bool | None = None
     mqtt_subscribed: bool | None = None

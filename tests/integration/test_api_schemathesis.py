@@ -9,7 +9,8 @@ import pytest
 import schemathesis
 from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
-from schemathesis.checks import FailureGroup, response_schema_conformance
+from schemathesis.checks import response_schema_conformance
+from schemathesis.core.failures import FailureGroup
 from schemathesis.core.result import Ok
 
 from collector.api import create_app
