@@ -33,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "http": "127.0.0.1:8080",
     "root": "lifeline",
     "share_group": None,
+    "partitions": None,
     "client_id": "lifeline-collector",
     "assets": None,
     "routing": None,
@@ -236,8 +237,19 @@ def run(
     share_group: Annotated[
         str | None, typer.Option(help="MQTT shared-subscription group, to split load.")
     ] = None,
+    partitions: Annotated[
+        str | None,
+        typer.Option(
+            help="Split the sites among collectors without $share: NAME=SITE,SITE;NAME=SITE"
+            " (the same on every collector; leases in PostgreSQL; see docs/brokers.md)."
+        ),
+    ] = None,
     client_id: Annotated[
-        str | None, typer.Option(help="Fixed MQTT client id (keeps the persistent session).")
+        str | None,
+        typer.Option(
+            help="Fixed MQTT client id (keeps the persistent session); with --partitions, the"
+            " same on every collector of the group (sessions are <client-id>-<partition>)."
+        ),
     ] = None,
     assets: Annotated[Path | None, typer.Option(help="Asset file (.csv/.yaml) to import.")] = None,
     routing: Annotated[
@@ -305,6 +317,7 @@ def run(
         "http": http,
         "root": root,
         "share_group": share_group,
+        "partitions": partitions,
         "client_id": client_id,
         "assets": assets,
         "routing": routing,
@@ -352,6 +365,19 @@ def run(
         raise typer.BadParameter(
             f"{protocol!r} is not one of {', '.join(PROTOCOLS)}", param_hint="--mqtt-protocol"
         )
+    from collector.partitions import parse_partitions
+
+    parts = None
+    if opts["partitions"] is not None:
+        if opts["share_group"] is not None:
+            raise typer.BadParameter(
+                "use either a shared subscription or partitions, not both",
+                param_hint="--partitions",
+            )
+        try:
+            parts = parse_partitions(str(opts["partitions"]))
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--partitions") from None
     cfg = CollectorConfig(
         db_url=str(opts["db"]),
         ingest=IngestConfig(
@@ -366,6 +392,7 @@ def run(
             tls_cert=str(opts["mqtt_cert"]) if opts["mqtt_cert"] else None,
             tls_key=str(opts["mqtt_key"]) if opts["mqtt_key"] else None,
         ),
+        partitions=parts,
         assets_file=Path(opts["assets"]) if opts["assets"] else None,
         routing_file=Path(opts["routing"]) if opts["routing"] else None,
         district=chosen_district,

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from collector.api import problems
+from collector.api.redirects import RelativeRedirects
 from collector.api.routes import (
     alarms,
     assets,
@@ -69,6 +70,7 @@ def create_app(config: CollectorConfig, runtime: Runtime | None = None) -> FastA
         swagger_ui_oauth2_redirect_url=None,
     )
     problems.install(app)
+    app.add_middleware(RelativeRedirects)
     routers = (
         health,
         alarms,
