@@ -309,7 +309,7 @@ class EventRecord:
 
 @dataclass(frozen=True, slots=True)
 class AlarmView:
-    """One alarm occurrence (an edge alarm id `gateway:seq`) in its latest known state."""
+    """One alarm occurrence (an edge alarm id `gateway:epoch:n`) in its latest known state."""
 
     id: int
     alarm_id: str

@@ -270,7 +270,7 @@ class AlarmRows(Rows):
         return [self._alarm_view(r) for r in rows]
 
     def alarm(self, alarm_id: str) -> AlarmView | None:
-        """One alarm occurrence by its edge id (`gateway:seq`)."""
+        """One alarm occurrence by its edge id (`gateway:epoch:n`, n counts alarms)."""
         rows = self._query(
             f"SELECT {self._ALARM_COLS}{self._ALARM_FROM} WHERE a.alarm_id = :aid",
             {"aid": alarm_id},

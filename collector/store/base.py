@@ -170,7 +170,7 @@ class AlarmStore(Protocol):
         ...
 
     def alarm(self, alarm_id: str) -> AlarmView | None:
-        """One alarm occurrence by its edge id (`gateway:seq`)."""
+        """One alarm occurrence by its edge id (`gateway:epoch:n`, n counts alarms)."""
         ...
 
 
