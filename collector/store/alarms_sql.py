@@ -7,7 +7,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from collector.events import ALARM_EVENT_TYPES
+from collector.event_types import ALARM_EVENT_TYPES
 from collector.models import (
     ORIGIN_BIRTH,
     ORIGIN_GATEWAY,
