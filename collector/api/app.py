@@ -11,6 +11,7 @@ from collector.api.routes import (
     alarms,
     assets,
     cases,
+    catalog,
     console,
     events,
     gateways,
@@ -76,6 +77,7 @@ def create_app(config: CollectorConfig, runtime: Runtime | None = None) -> FastA
         readings,
         keys,
         webhooks,
+        catalog,
     )
     for module in (*routers, open311, metrics, console):
         app.include_router(module.router)
