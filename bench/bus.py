@@ -30,8 +30,9 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 from drivers.errors import DriverError  # noqa: E402
 from drivers.link import char_time  # noqa: E402
-from drivers.planner import ReadRequest, Value  # noqa: E402
+from drivers.planner import ReadRequest  # noqa: E402
 from drivers.profile import builtin_profiles  # noqa: E402
+from drivers.values import Value  # noqa: E402
 from edge.config import DeviceConfig, HealthConfig, RtuBus  # noqa: E402
 from edge.scheduler import BusPoller, Device, Health, make_device  # noqa: E402
 from firmware_sim.scenario import Scenario  # noqa: E402

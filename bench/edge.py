@@ -5,8 +5,9 @@ Phases (each a fresh gateway process; firmware-sim and the broker run alongside 
   load  50 manhole covers (11 points each) at 1 Hz = 550 points/s, on 5 TCP connections
   max   the same 50 devices polled faster and faster until p95 sample->broker latency > 1 s
   base  the baseline, in the same run: a bare loop in its own process that polls the same 50
-        devices over 5 connections with pymodbus' own client and publishes each cycle's raw
-        values with paho at QoS 1 - no buffer, no rules, no health, no report-by-exception.
+        devices over 5 connections with pymodbus' own client and publishes each cycle's values
+        as one wire data batch (wire.encode_data, the gateway's own encoder) with paho at QoS 1
+        - no buffer, no rules, no health, no report-by-exception.
         ratio = baseline CPU per 1000 points / gateway CPU per 1000 points (1.0 = as cheap).
 
 Latency is sample time (taken by the gateway) to arrival at a subscriber on the broker.
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -35,15 +37,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import paho.mqtt.client as mqtt
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from drivers.planner import decode_response, plan_reads
+from drivers.planner import plan_reads
 from drivers.profile import Table, builtin_profiles
+from drivers.values import decode_response
 from lifeline.broker import PrivateBroker
-from wire import Kind, subscription, topic
+from wire import DataBatch, Kind, Quality, decode, encode_data, subscription, topic
 
 ROOT = "bench/lifeline"
 DEVICES = 50
@@ -66,11 +68,14 @@ class Collector:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         now = time.time() * 1000
-        rows = msgpack.unpackb(msg.payload)["b"]
+        # The collector's own decoder: wire/codec.py is the one reader of the envelope.
+        batch = decode(bytes(msg.payload))
+        if not isinstance(batch, DataBatch):
+            return
         with self.lock:
             if self.window is not None:
-                self.window.extend(now - r[2] for r in rows if not r[5])
-                self.count += len(rows)
+                self.window.extend(now - r.ts_ms for r in batch.records if not r.historical)
+                self.count += len(batch.records)
 
     def start(self) -> None:
         """Begin a measurement window."""
@@ -205,6 +210,8 @@ async def _baseline(sim_port: int, host: str, port: int, devices: int, links: in
     pub.connect(host, port)
     pub.loop_start()
     data_topic = topic("bench", "gw-baseline", Kind.DATA, root=ROOT)
+    seq = itertools.count(1)
+    good = Quality.GOOD.value
 
     async def poll(units: range) -> None:
         client = AsyncModbusTcpClient("127.0.0.1", port=sim_port, timeout=1.0)
@@ -218,8 +225,10 @@ async def _baseline(sim_port: int, host: str, port: int, devices: int, links: in
                 )
                 ts = int(time.time() * 1000)
                 values = decode_response(req, resp.registers)
-                rows += [[unit, n, ts, v, 0, False] for n, v in values.items()]
-            pub.publish(data_topic, msgpack.packb({"b": rows}), qos=1)
+                rows += [[f"mh-{unit}", n, ts, v, good, False] for n, v in values.items()]
+            # The same wire batch the gateway sends (wire/codec.py's hot-path encoder).
+            payload = encode_data("gw-baseline", "bench", "1", next(seq), ts, rows)
+            pub.publish(data_topic, payload, qos=1)
             await asyncio.sleep(max(0.0, due - time.monotonic()))
 
     per_link = max(1, devices // links)

@@ -1,11 +1,18 @@
 """`lifeline collector ...`: run the collector, migrate its database, import assets."""
 
+import contextlib
 import logging
+import re
 import signal
+import socket
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
+
+if TYPE_CHECKING:
+    from collector.store import Store
 
 app = typer.Typer(
     help="The collector: MQTT ingest -> database -> alarms and city cases -> HTTP API.",
@@ -26,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "http": "127.0.0.1:8080",
     "root": "lifeline",
     "share_group": None,
+    "partitions": None,
     "client_id": "lifeline-collector",
     "assets": None,
     "routing": None,
@@ -90,6 +98,116 @@ def _split_http(http: str) -> tuple[str, int]:
     return host, int(port)
 
 
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print what was done as one JSON object, for scripts.")
+]
+
+
+def _print_json(obj: dict[str, Any]) -> None:
+    import json
+
+    typer.echo(json.dumps(obj, ensure_ascii=False))
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def _sqlite_path(url: str) -> Path | None:
+    """The file of a sqlite:/// URL (as open_store reads it), None for :memory: or PostgreSQL."""
+    if not url.startswith("sqlite://"):
+        return None
+    path = url.removeprefix("sqlite://").removeprefix("/") or ":memory:"
+    return None if path == ":memory:" else Path(path)
+
+
+def _check_folder(url: str) -> None:
+    """Refuse a SQLite database whose folder does not exist (sqlite3 says only 'unable to open')."""
+    path = _sqlite_path(url)
+    if path is not None and not path.absolute().parent.is_dir():
+        _fail(f"no folder {path.absolute().parent} for the database {url}; create it or fix --db")
+
+
+def _shown(url: str) -> str:
+    """A database URL fit for a message: a password in it is masked."""
+    return re.sub(r"(//[^/:@]*:)[^/@]*@", r"\1***@", url)
+
+
+@contextlib.contextmanager
+def _opening(url: str) -> Iterator[None]:
+    """Any failure to reach or open the database at `url` as one line naming it."""
+    try:
+        yield
+    except Exception as exc:  # sqlite3, psycopg, the store: whichever library refused
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        _fail(f"cannot open the database {_shown(url)}: {reason}")
+
+
+def _has_schema(url: str) -> bool:
+    """True if the database at `url` holds the collector's schema (any migration applied).
+
+    Read-only: a SQLite file is opened with mode=ro, so looking never creates or changes one.
+    """
+    path = _sqlite_path(url)
+    if path is not None:
+        import sqlite3
+
+        if not path.is_file():
+            return False
+        conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+        try:
+            found = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+            ).fetchone()
+        finally:
+            conn.close()
+        return found is not None
+    if url.startswith(("postgresql://", "postgres://")):
+        import psycopg
+
+        with psycopg.connect(url, connect_timeout=10) as pg:
+            row = pg.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+        return bool(row and row[0])
+    return True  # an unsupported URL: open_store names it
+
+
+def _open(db: str | None) -> "Store":
+    """The collector database of a command other than `migrate` and `run`, schema up to date.
+
+    A database without the collector's schema is refused, naming the file or URL looked at:
+    a typo in --db (or a missing --db in another folder) would otherwise create a new, empty
+    database, and a key made there is one the real collector rejects.
+    """
+    from collector.store import open_store
+
+    url = db or DEFAULTS["db"]
+    _check_folder(url)
+    path = _sqlite_path(url)
+    where = f"{path.absolute()} ({url})" if path is not None else _shown(url)
+    with _opening(url):
+        found = _has_schema(url)
+    if not found:
+        given = "" if db else " (the default; pass --db URL for another one)"
+        _fail(
+            f"no collector database at {where}{given}: check the path, or create it with "
+            f"`lifeline collector migrate --db {_shown(url)}`"
+        )
+    with _opening(url):
+        store = open_store(url)
+        store.migrate()  # an older schema is upgraded, as `collector run` would on start
+    return store
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port for the API; one error line if it cannot be had."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, port), family=family)
+    except OSError as exc:
+        _fail(f"cannot listen on {host}:{port} (--http): {exc.strerror or exc}")
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -119,8 +237,19 @@ def run(
     share_group: Annotated[
         str | None, typer.Option(help="MQTT shared-subscription group, to split load.")
     ] = None,
+    partitions: Annotated[
+        str | None,
+        typer.Option(
+            help="Split the sites among collectors without $share: NAME=SITE,SITE;NAME=SITE"
+            " (the same on every collector; leases in PostgreSQL; see docs/brokers.md)."
+        ),
+    ] = None,
     client_id: Annotated[
-        str | None, typer.Option(help="Fixed MQTT client id (keeps the persistent session).")
+        str | None,
+        typer.Option(
+            help="Fixed MQTT client id (keeps the persistent session); with --partitions, the"
+            " same on every collector of the group (sessions are <client-id>-<partition>)."
+        ),
     ] = None,
     assets: Annotated[Path | None, typer.Option(help="Asset file (.csv/.yaml) to import.")] = None,
     routing: Annotated[
@@ -188,6 +317,7 @@ def run(
         "http": http,
         "root": root,
         "share_group": share_group,
+        "partitions": partitions,
         "client_id": client_id,
         "assets": assets,
         "routing": routing,
@@ -235,6 +365,19 @@ def run(
         raise typer.BadParameter(
             f"{protocol!r} is not one of {', '.join(PROTOCOLS)}", param_hint="--mqtt-protocol"
         )
+    from collector.partitions import parse_partitions
+
+    parts = None
+    if opts["partitions"] is not None:
+        if opts["share_group"] is not None:
+            raise typer.BadParameter(
+                "use either a shared subscription or partitions, not both",
+                param_hint="--partitions",
+            )
+        try:
+            parts = parse_partitions(str(opts["partitions"]))
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--partitions") from None
     cfg = CollectorConfig(
         db_url=str(opts["db"]),
         ingest=IngestConfig(
@@ -249,6 +392,7 @@ def run(
             tls_cert=str(opts["mqtt_cert"]) if opts["mqtt_cert"] else None,
             tls_key=str(opts["mqtt_key"]) if opts["mqtt_key"] else None,
         ),
+        partitions=parts,
         assets_file=Path(opts["assets"]) if opts["assets"] else None,
         routing_file=Path(opts["routing"]) if opts["routing"] else None,
         district=chosen_district,
@@ -259,9 +403,12 @@ def run(
     from collector.cases.routing import RoutingError
     from collector.store import StoreError
 
+    _check_folder(cfg.db_url)
+    listener = _listen(host, port)  # before anything starts: a busy port changes nothing
     try:
         runtime = Runtime(cfg)
     except (AssetError, RoutingError, StoreError, ValueError, OSError) as exc:
+        listener.close()
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     try:
@@ -271,28 +418,36 @@ def run(
         server = uvicorn.Server(
             uvicorn.Config(create_app(cfg, runtime), host=host, port=port, log_level="warning")
         )
+        port = listener.getsockname()[1]
         typer.echo(f"collector API listening on http://{host}:{port}", err=True)
         # uvicorn re-raises the signal that stopped it once it is done; a no-op handler lets
         # that happen without killing us, so the runtime below still shuts down cleanly.
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: None)
-        server.run()
+        server.run(sockets=[listener])
     finally:
+        listener.close()
         runtime.close()
 
 
 @app.command()
-def migrate(db: DbOpt = None) -> None:
+def migrate(db: DbOpt = None, as_json: JsonOpt = False) -> None:
     """Create or upgrade the database schema (safe to run twice)."""
     from collector.store import open_store
 
     _setup_logging(False)
-    store = open_store(db or DEFAULTS["db"])
-    try:
-        applied = store.migrate()
+    url = db or DEFAULTS["db"]
+    _check_folder(url)
+    with _opening(url):
+        store = open_store(url)
+        try:
+            applied = store.migrate()
+        finally:
+            store.close()
+    if as_json:
+        _print_json({"backend": store.backend, "applied": applied})
+    else:
         typer.echo(f"{store.backend}: applied {applied or 'nothing (up to date)'}")
-    finally:
-        store.close()
 
 
 def _bootstrap_key(store: Any, path: Path) -> None:
@@ -307,17 +462,27 @@ def _bootstrap_key(store: Any, path: Path) -> None:
 @keys_app.command("create")
 def create_key(
     role: Annotated[
-        str, typer.Option(help="viewer, dispatcher (cases), operator (ack, commands) or admin.")
+        str,
+        typer.Option(
+            help="viewer, operator (ack, commands), admin, or a duty role: inspector (监督员),"
+            " intake (受理员), shift_lead (值班长), dispatcher (派遣员), department (专业部门,"
+            " with --department), leader (领导)."
+        ),
     ],
     name: Annotated[str, typer.Option(help="Who holds the key; recorded as the actor.")],
+    department: Annotated[
+        list[str] | None,
+        typer.Option(help="For a department key: a registered department code (repeatable)."),
+    ] = None,
     db: DbOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Create an API key and print it. It is shown only now: the database keeps its digest."""
     import time
 
+    from collector.api.routes.keys import check_scope
     from collector.keys import digest, display_prefix, new_token
     from collector.models import Role
-    from collector.store import open_store
 
     try:
         chosen = Role(role)
@@ -326,14 +491,21 @@ def create_key(
         raise typer.BadParameter(f"{role!r} is not one of {roles}", param_hint="--role") from None
     if not name.strip():
         raise typer.BadParameter("must not be empty", param_hint="--name")
-    store = open_store(db or DEFAULTS["db"])
+    store = _open(db)
     try:
-        store.migrate()
+        try:
+            scope = check_scope(store, chosen, department or [])
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--department") from None
         token = new_token()
         now = int(time.time() * 1000)
-        key_id = store.create_api_key(name, chosen.value, digest(token), display_prefix(token), now)
+        prefix = display_prefix(token)
+        key_id = store.create_api_key(name, chosen.value, digest(token), prefix, now, scope)
     finally:
         store.close()
+    if as_json:
+        _print_json({"id": key_id, "role": chosen.value, "name": name, "key": token})
+        return
     typer.echo(f"created key {key_id} ({chosen.value}) for {name}; store it now:", err=True)
     typer.echo(token)
 
@@ -341,11 +513,8 @@ def create_key(
 @keys_app.command("list")
 def list_keys(db: DbOpt = None) -> None:
     """List API keys (id, role, name, prefix, revoked or not); never the keys themselves."""
-    from collector.store import open_store
-
-    store = open_store(db or DEFAULTS["db"])
+    store = _open(db)
     try:
-        store.migrate()
         for k in store.api_keys():
             state = "revoked" if k.revoked_ms is not None else "active"
             typer.echo(f"{k.id}\t{k.role.value}\t{state}\t{k.prefix}...\t{k.name}")
@@ -357,42 +526,46 @@ def list_keys(db: DbOpt = None) -> None:
 def revoke_key(
     key_id: Annotated[int, typer.Argument(help="The id shown by `keys list`.")],
     db: DbOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Revoke an API key at once."""
     import time
 
-    from collector.store import open_store
-
-    store = open_store(db or DEFAULTS["db"])
+    store = _open(db)
     try:
-        store.migrate()
         done = store.revoke_api_key(key_id, int(time.time() * 1000))
     finally:
         store.close()
     if not done:
         typer.echo(f"error: no active key {key_id}", err=True)
         raise typer.Exit(1)
-    typer.echo(f"revoked key {key_id}")
+    if as_json:
+        _print_json({"id": key_id, "revoked": True})
+    else:
+        typer.echo(f"revoked key {key_id}")
 
 
 @assets_app.command("import")
 def import_assets(
     file: Annotated[Path, typer.Argument(help="CSV or YAML asset file.", exists=True)],
     db: DbOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Validate and import assets (upsert by 部件标识码), binding their devices."""
     from collector.assets import AssetError, load
-    from collector.store import open_store
 
     try:
         records = load(file)
     except AssetError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    store = open_store(db or DEFAULTS["db"])
+    store = _open(db)
     try:
-        store.migrate()
-        typer.echo(f"imported {store.upsert_assets(records)} assets from {file}")
+        count = store.upsert_assets(records)
+        if as_json:
+            _print_json({"imported": count, "file": str(file)})
+        else:
+            typer.echo(f"imported {count} assets from {file}")
     except AssetError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None

@@ -238,26 +238,45 @@ class WriteResult:
 
 
 class Role(StrEnum):
-    """What a key may do; each role includes every role listed before it."""
+    """What a key may do.
 
-    VIEWER = "viewer"
-    DISPATCHER = "dispatcher"
-    OPERATOR = "operator"
-    ADMIN = "admin"
+    The technical ladder viewer < dispatcher < operator < admin: each includes every role below
+    it for the endpoints outside the case workflow (reads, work orders, alarm acknowledgement,
+    gateway commands, keys and webhooks). The duty roles of a 数字城管 command center — 监督员,
+    受理员, 值班长, 专业部门, 领导 — read like a viewer; what each may do to a case is the
+    permission matrix of collector.cases.duties (docs/integration.md), where `dispatcher` is the
+    派遣员.
+    """
+
+    VIEWER = "viewer"  # read-only (a wall screen)
+    DISPATCHER = "dispatcher"  # 派遣员: 派遣, 改派, approves 延时 and 挂账
+    OPERATOR = "operator"  # 运维: acknowledges alarms, commands gateways, works device orders
+    ADMIN = "admin"  # technical: keys, webhooks, the asset and department registries
+    INSPECTOR = "inspector"  # 监督员: reports and 核查 on site
+    INTAKE = "intake"  # 受理员: takes reports in, sends a 监督员 to 核查
+    SHIFT_LEAD = "shift_lead"  # 值班长: 立案, 作废, 结案, 督办
+    DEPARTMENT = "department"  # 专业部门: 处置 and 反馈 of its own departments' cases only
+    LEADER = "leader"  # 领导: reads everything, acts on nothing
 
     @property
     def rank(self) -> int:
-        """Position in the hierarchy, viewer = 0."""
-        return list(Role).index(self)
+        """Position on the technical ladder, viewer = 0; every duty role reads like a viewer."""
+        return _LADDER.get(self, 0)
 
     def allows(self, needed: "Role") -> bool:
-        """True if a key with this role may do what `needed` may."""
+        """True if a key with this role may use an endpoint that needs `needed` (a rung of the
+        technical ladder)."""
         return self.rank >= needed.rank
+
+
+_LADDER = {Role.VIEWER: 0, Role.DISPATCHER: 1, Role.OPERATOR: 2, Role.ADMIN: 3}
 
 
 @dataclass(frozen=True, slots=True)
 class ApiKey:
-    """A stored key without its secret: `prefix` is the first characters, to tell keys apart."""
+    """A stored key without its secret: `prefix` is the first characters, to tell keys apart;
+    `departments` are the department codes a 专业部门 key is scoped to (empty for every other
+    role)."""
 
     id: int
     name: str
@@ -265,6 +284,15 @@ class ApiKey:
     prefix: str
     created_ms: int
     revoked_ms: int | None
+    departments: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Department:
+    """One entry of the department registry: a short code and the department's name."""
+
+    code: str
+    name: str
 
 
 @dataclass(frozen=True, slots=True)

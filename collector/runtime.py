@@ -18,6 +18,7 @@ from collector.cases.routing import (
 )
 from collector.events import EventPump, Notifier
 from collector.ingest import Ingest, IngestConfig
+from collector.partitions import Partition, PartitionedIngest
 from collector.store import Store, open_store
 from collector.webhooks import Deliverer, WebhookConfig
 
@@ -69,6 +70,9 @@ class CollectorConfig:
 
     db_url: str = "sqlite:///lifeline-collector.db"
     ingest: IngestConfig | None = field(default_factory=IngestConfig)
+    # The topic space split by site among collectors with leases in PostgreSQL (for brokers
+    # without shared subscriptions); None: this collector ingests every site itself.
+    partitions: list[Partition] | None = None
     assets_file: Path | None = None
     routing_file: Path | None = None
     # The collector's district (6-digit area code) for case numbers whose place gives none;
@@ -112,8 +116,22 @@ class Runtime:
         self._lock = threading.Lock()
         self._last_escalation = 0.0
         self._clock = clock
-        self.ingest: Ingest | None = None
-        if config.ingest is not None:
+        self.ingest: Ingest | PartitionedIngest | None = None
+        if config.ingest is not None and config.partitions is not None:
+            if not config.db_url.startswith(("postgresql:", "postgres:")):
+                raise ValueError(
+                    "partitions need PostgreSQL (their leases are advisory locks there);"
+                    " a collector on SQLite is the only one and takes every site"
+                )
+            self.ingest = PartitionedIngest(
+                self.store,
+                config.ingest,
+                config.partitions,
+                config.db_url,
+                on_commit=self.after_commit,
+                clock=clock,
+            )
+        elif config.ingest is not None:
             self.ingest = Ingest(
                 self.store, config.ingest, on_commit=self.after_commit, clock=clock
             )

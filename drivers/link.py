@@ -39,8 +39,9 @@ from pymodbus.pdu.register_message import (
 
 from drivers.errors import BadFrame, DeviceException, DeviceTimeout, DriverError, LinkDown
 from drivers.frames import find_mbap_answer, find_rtu_answer
-from drivers.planner import ReadRequest, Value, decode_response, encode_value, write_function
+from drivers.planner import ReadRequest
 from drivers.profile import PointSpec
+from drivers.values import Value, decode_response, encode_value, write_function
 
 __all__ = [
     "Link",
@@ -228,7 +229,11 @@ class Link:
         request: ReadRequest,
         timeout: float,  # noqa: ASYNC109
     ) -> list[int] | list[bool]:
-        """Read the registers (or bits) of `request` from device `unit`."""
+        """Read the registers (or bits) of `request` from device `unit`.
+
+        Raises DeviceTimeout (no answer), DeviceException (a Modbus exception response),
+        BadFrame (an answer of the wrong size or shape) or LinkDown (the link is not usable).
+        """
         pdu = _READ_PDU[request.function](address=request.address, count=request.count)
         resp = await self._transact(unit, pdu, timeout, request.address, request.rtu_bytes[1] - 5)
         if request.table.is_bits:
@@ -251,7 +256,11 @@ class Link:
         value: Value,
         timeout: float,  # noqa: ASYNC109
     ) -> None:
-        """Write `value` to a writable point of device `unit` (FC 5, 6 or 16)."""
+        """Write `value` to a writable point of device `unit` (FC 5, 6 or 16).
+
+        Raises ValueError when the point is not writable or `value` does not fit it, and the
+        DriverError family as `read` does.
+        """
         fc = write_function(point)
         data = encode_value(point, value)
         pdu: ModbusPDU

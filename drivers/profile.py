@@ -464,7 +464,11 @@ def parse_profile(data: Any, source: str = "<profile>") -> Profile:
 
 
 def load_profile(path: str | Path) -> Profile:
-    """Read and validate one profile YAML file."""
+    """Read and validate one profile YAML file.
+
+    Raises ProfileError saying where and why: the file cannot be read, is not YAML, or is not
+    a valid profile.
+    """
     p = Path(path)
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))

@@ -29,15 +29,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from drivers.errors import DeviceException, DeviceTimeout, DriverError
-from drivers.planner import (
-    MAX_REGISTERS,
-    ReadRequest,
-    Value,
-    decode_response,
-    plan_reads,
-    split_read,
-)
+from drivers.planner import MAX_REGISTERS, ReadRequest, plan_reads, split_read
 from drivers.profile import PointSpec
+from drivers.values import Value, decode_response
 
 __all__ = ["BUSY_CODES", "SILENT_CODES", "DeviceReader", "PollCounts", "ReadLink", "describe_plan"]
 

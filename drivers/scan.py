@@ -16,8 +16,9 @@ from typing import Any, Literal
 
 from drivers.errors import DeviceException, DeviceTimeout, DriverError, LinkDown
 from drivers.link import Link, ModbusSerialLink, ModbusTcpLink, RtuOverTcpLink, poll_device
-from drivers.planner import Value, plan_reads
+from drivers.planner import plan_reads
 from drivers.profile import Profile
+from drivers.values import Value
 
 __all__ = [
     "Found",

@@ -45,7 +45,7 @@ def run(
     import sqlite3
 
     from edge.buffer import BufferFull
-    from edge.config import ConfigError
+    from edge.config import ConfigError, load_config
     from edge.daemon import GatewayFailed, serve
 
     logging.basicConfig(
@@ -54,13 +54,15 @@ def run(
     try:
         asyncio.run(serve(config))
     except ConfigError as exc:
-        typer.echo(str(exc), err=True)
+        typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     except GatewayFailed as exc:  # logged where it happened, with its traceback
-        typer.echo(f"gateway stopped: {exc}", err=True)
+        typer.echo(f"error: gateway stopped: {exc}", err=True)
         raise typer.Exit(1) from None
     except (BufferFull, sqlite3.Error) as exc:
-        typer.echo(f"gateway stopped: its buffer cannot be used: {exc}", err=True)
+        # sqlite3 names no file ("unable to open database file"): say which one it was.
+        where = load_config(config).buffer.path
+        typer.echo(f"error: gateway stopped: its buffer {where} cannot be used: {exc}", err=True)
         raise typer.Exit(1) from None
 
 
@@ -74,15 +76,20 @@ def validate(
         ),
     ] = False,
 ) -> None:
-    """Check a gateway config (schema, profiles, alarm overrides) without starting anything."""
-    from edge.config import ConfigError, load_config, resolve_profiles
+    """Check a gateway config (schema, profiles, alarm overrides) without starting anything.
+
+    Exits 1 (typer.Exit) with the file, field and reason when the config is not valid.
+    """
+    from edge.config import ConfigError, config_warnings, load_config, resolve_profiles
 
     try:
         cfg = load_config(config)
         profiles = resolve_profiles(cfg, config.parent, str(config))
     except ConfigError as exc:
-        typer.echo(str(exc), err=True)
+        typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    for field, reason in config_warnings(cfg):
+        typer.echo(f"warning: {config}: {field}: {reason}", err=True)
     typer.echo(
         f"{config}: ok - gateway {cfg.gateway} at site {cfg.site}, {len(cfg.buses)} bus(es), "
         f"{len(profiles)} device(s), config hash {cfg.hash()}"

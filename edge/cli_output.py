@@ -81,13 +81,19 @@ def print_json(obj: Any) -> None:
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    """Print `error: message` on stderr and exit with `code` (1: a failure was found)."""
+    """Print `error: message` on stderr and exit with `code` (1: a failure was found).
+
+    Always raises typer.Exit(code).
+    """
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
 
 def usage_error(message: str, param: str | None = None) -> NoReturn:
-    """Reject the command line (exit 2) with what was wrong and what to do."""
+    """Reject the command line (exit 2) with what was wrong and what to do.
+
+    Always raises typer.BadParameter naming `param`.
+    """
     raise typer.BadParameter(message, param_hint=param)
 
 

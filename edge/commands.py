@@ -13,7 +13,7 @@ from typing import Protocol
 
 from drivers.errors import DriverError
 from drivers.link import Link
-from drivers.planner import Value
+from drivers.values import Value
 from edge.config import ConfigError
 from edge.scheduler import Device
 from wire import Command, CommandReply

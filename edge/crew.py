@@ -540,6 +540,7 @@ def write_command(
     value: Annotated[str, typer.Argument(help="New value: on/off for switches, a number else.")],
     config: Annotated[Path, typer.Option("--config", "-c", help="Gateway config YAML.")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Write one point of a device (switch a lamp, set dimming), then read it back.
 
@@ -588,7 +589,20 @@ def write_command(
         back = asyncio.run(go())
     except (DriverError, ValueError) as exc:
         fail(f"write to {device} failed: {exc}")
-    typer.echo(f"{device} {point} = {_text(back)} {spec.unit}".rstrip() + " (read back)")
+    if as_json:
+        print_json(
+            {
+                "device": device,
+                "unit": dev.unit,
+                "point": point,
+                "written": parsed,
+                "read_back": back,
+                "point_unit": spec.unit or None,
+                "ok": back == parsed,
+            }
+        )
+    else:
+        typer.echo(f"{device} {point} = {_text(back)} {spec.unit}".rstrip() + " (read back)")
     if back != parsed:
         fail(f"{device} accepted the write but reads back {back!r}, not {parsed!r}")
 

@@ -14,8 +14,8 @@ import math
 from collections.abc import Callable
 
 from drivers.errors import DriverError
-from drivers.planner import Value
 from drivers.profile import AlarmRuleSpec, Profile
+from drivers.values import Value
 from edge.buffer import Sample
 from edge.config import Bus, GatewayConfig, point_rules
 from edge.ports import Buffer, Transport

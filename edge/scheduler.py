@@ -20,9 +20,9 @@ from drivers.link import (
     ModbusTcpLink,
     RtuOverTcpLink,
 )
-from drivers.planner import Value
 from drivers.profile import Profile
 from drivers.reader import SILENT_CODES, DeviceReader
+from drivers.values import Value
 from edge.config import Bus, DeviceConfig, HealthConfig, RtuBus, TcpBus
 
 log = logging.getLogger("lifeline.edge.scheduler")

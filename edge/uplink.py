@@ -17,6 +17,8 @@ The last will is the death "connection lost", built when the connection is made:
 that of the connect, not of the loss (the collector stamps a death with its own receive time).
 A clean close publishes the death "shutdown" and sends DISCONNECT, so the broker never publishes
 the will then and the retained death it keeps says "shutdown".
+
+Why paho-mqtt directly and not a wrapper (aiomqtt): docs/wire.md, "The MQTT client on both ends".
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
 """`lifeline`: one command line for gateways, the collector, the simulator and the demo district."""
 
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -54,6 +56,28 @@ def demo(
     raise typer.Exit(run_demo(state_dir=state_dir, http_port=http_port, duration=duration))
 
 
-def main() -> None:
-    """Entry point of the `lifeline` console script."""
-    app()
+def describe_error(exc: BaseException) -> str:
+    """One line for an error no command turned into its own message: what failed, and on what.
+
+    An OSError names its file (strerror: path), any other error its type and its message's
+    first line; the traceback is for a debugger, not for an installer at a street cabinet.
+    """
+    if isinstance(exc, OSError) and exc.strerror:
+        names = [str(f) for f in (exc.filename, exc.filename2) if f is not None]
+        return f"{exc.strerror}" + (f": {' -> '.join(names)}" if names else "")
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the `lifeline` console script; `argv` defaults to the command line.
+
+    The one place where every command's unexpected OS or library error (a missing folder, an
+    unwritable file, a port in use, a database refusing) becomes `error: ...` on one line of
+    stderr and exit status 1, never a traceback. Usage errors stay click's (exit 2).
+    """
+    try:
+        app(args=list(argv) if argv is not None else None, prog_name="lifeline")
+    except Exception as exc:  # the last line of defence, whatever the library
+        typer.echo(f"error: {describe_error(exc)}", err=True)
+        sys.exit(1)

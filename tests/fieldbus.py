@@ -26,8 +26,8 @@ from modbus_tk import hooks, modbus_rtu, modbus_tcp
 from pydantic import TypeAdapter
 
 from drivers.errors import DriverError
-from drivers.planner import Value
 from drivers.profile import Profile, builtin_profiles, parse_profile
+from drivers.values import Value
 from edge.config import Bus, HealthConfig
 from edge.scheduler import BusPoller, Device, Health, make_device
 from firmware_sim.scenario import Scenario

@@ -7,12 +7,14 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from collector.api import problems
+from collector.api.redirects import RelativeRedirects
 from collector.api.routes import (
     alarms,
     assets,
     cases,
     catalog,
     console,
+    departments,
     events,
     gateways,
     health,
@@ -33,8 +35,11 @@ online rate, assets, gateways, devices, readings, Open311.
 
 Every endpoint except /healthz, /readyz and the /console page needs an API key, sent as
 `Authorization: Bearer KEY` or `X-API-Key: KEY` (the SSE stream also takes `?api_key=`).
-Roles are hierarchical: viewer < dispatcher (case actions) < operator (acknowledge, commands)
-< admin (keys, webhooks, assets). Errors are application/problem+json.
+Technical roles are hierarchical: viewer < dispatcher < operator (acknowledge, commands,
+work orders) < admin (keys, webhooks, assets, departments). Case actions follow the 数字城管
+duties: 监督员 (inspector), 受理员 (intake), 值班长 (shift_lead), 派遣员 (dispatcher), 专业部门
+(department, scoped to its department codes), 领导 (leader, read-only); the permission matrix
+is in docs/integration.md. Errors are application/problem+json.
 """
 
 
@@ -66,6 +71,7 @@ def create_app(config: CollectorConfig, runtime: Runtime | None = None) -> FastA
         swagger_ui_oauth2_redirect_url=None,
     )
     problems.install(app)
+    app.add_middleware(RelativeRedirects)
     routers = (
         health,
         alarms,
@@ -76,6 +82,7 @@ def create_app(config: CollectorConfig, runtime: Runtime | None = None) -> FastA
         assets,
         readings,
         keys,
+        departments,
         webhooks,
         catalog,
     )

@@ -547,9 +547,14 @@ class CaseEngine:
         closure: Closure | None = None,
         kind: str | None = None,
         subcategory: str | None = None,
+        key_id: int | None = None,
+        role: str = "",
+        on_behalf_of: str = "",
     ) -> Case:
         """Apply an operator action: 派遣 with `department` (主办) and `assist` (协办), 结案 with
         its `closure`, 受理 of an unclassified case with its `kind` and `subcategory` (小类).
+        The audit row names `actor` (the authenticated key's name), its `key_id` and `role`,
+        and `on_behalf_of` (a name the client gave, unverified).
 
         Raises CaseNotFound, IllegalTransition, Conflict, or ValueError (arguments that do not
         fit, or an action only the system takes).
@@ -577,6 +582,7 @@ class CaseEngine:
         updated, audit = apply(
             case, action, actor=actor, now_ms=self._now_ms(), note=note, args=args
         )
+        audit = replace(audit, key_id=key_id, role=role, on_behalf_of=on_behalf_of)
         self.store.save_case(updated, [audit], expect_state=case.state.value)
         return updated
 
@@ -587,8 +593,13 @@ class CaseEngine:
         actor: str,
         note: str = "",
         closure: Closure | None = None,
+        *,
+        key_id: int | None = None,
+        role: str = "",
+        on_behalf_of: str = "",
     ) -> WorkOrder:
-        """Apply a maintainer's action (接单 accept, 完工 complete with its closure).
+        """Apply a maintainer's action (接单 accept, 完工 complete with its closure), audited
+        like a case action (`actor`, `key_id`, `role`, `on_behalf_of`).
 
         Raises CaseNotFound, IllegalWorkOrderAction, Conflict or ValueError.
         """
@@ -600,6 +611,7 @@ class CaseEngine:
         updated, audit = act_on(
             order, action, actor=actor, now_ms=self._now_ms(), note=note, closure=closure
         )
+        audit = replace(audit, key_id=key_id, role=role, on_behalf_of=on_behalf_of)
         self.store.save_work_order(updated, [audit], expect_state=order.state.value)
         return updated
 

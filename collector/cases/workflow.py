@@ -179,7 +179,11 @@ class Case:
 
 @dataclass(frozen=True, slots=True)
 class Audit:
-    """One audit row: who did what to which case, when, from which state to which, and why."""
+    """One audit row: who did what to which case, when, from which state to which, and why.
+
+    `actor` is the authenticated key's name (or `system`); `key_id` and `role` are that key's
+    (None and '' for the system); `on_behalf_of` is a name the client gave, kept apart because
+    nothing vouches for it."""
 
     case_no: str
     ts_ms: int
@@ -188,6 +192,9 @@ class Audit:
     from_state: str | None
     to_state: str
     note: str = ""
+    key_id: int | None = None
+    role: str = ""
+    on_behalf_of: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,11 @@ from collector.store.base import (
 
 
 def open_store(url: str) -> Store:
-    """Open the store named by a URL: sqlite:///path (or sqlite:///:memory:) or postgresql://..."""
+    """Open the store named by a URL: sqlite:///path (or sqlite:///:memory:) or postgresql://...
+
+    Raises ValueError for any other URL, StoreUnavailable if the database cannot be opened or
+    reached.
+    """
     if url.startswith("sqlite://"):
         from collector.store.sqlite import SqliteStore
 

@@ -22,6 +22,7 @@ from collector.models import (
     Bucket,
     DeadLetter,
     Delivery,
+    Department,
     DeviceState,
     DueDelivery,
     EventRecord,
@@ -264,8 +265,10 @@ class CaseStore(Protocol):
         overdue: bool = True,
         before: tuple[int, str] | None = None,
         limit: int = 100,
+        scope: Sequence[str] | None = None,
     ) -> list[Case]:
-        """Cases matching every given filter, newest first, keyset-paged below `before`."""
+        """Cases matching every given filter, newest first, keyset-paged below `before`;
+        with `scope`, only those whose 主办 or a 协办 is one of these departments."""
         ...
 
     def count_cases_by_state(self) -> dict[str, int]:
@@ -337,10 +340,18 @@ class DeadLetterStore(Protocol):
 
 
 class KeyStore(Protocol):
-    """API keys, stored by digest."""
+    """API keys, stored by digest, and the department registry 专业部门 keys are scoped to."""
 
-    def create_api_key(self, name: str, role: str, key_hash: str, prefix: str, now_ms: int) -> int:
-        """Store a new key by its digest; return its id."""
+    def create_api_key(
+        self,
+        name: str,
+        role: str,
+        key_hash: str,
+        prefix: str,
+        now_ms: int,
+        departments: Sequence[str] = (),
+    ) -> int:
+        """Store a new key by its digest, scoped to `departments` (codes); return its id."""
         ...
 
     def api_key_by_hash(self, key_hash: str) -> ApiKey | None:
@@ -353,6 +364,15 @@ class KeyStore(Protocol):
 
     def revoke_api_key(self, key_id: int, now_ms: int) -> bool:
         """Revoke a key; False if there is no such active key."""
+        ...
+
+    def put_department(self, code: str, name: str, now_ms: int) -> bool:
+        """Register a department or rename it; True if it is new. Raises StoreDataError if
+        another code already has this name."""
+        ...
+
+    def departments(self) -> list[Department]:
+        """The department registry, by code."""
         ...
 
 

@@ -8,6 +8,7 @@ PostgreSQL backend rewrites them.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -358,8 +359,9 @@ class CaseRows(Rows):
     def _audit_row(self, cur: Cursor, table: str, key: str, a: Audit) -> None:
         self._run(
             cur,
-            f"INSERT INTO {table} ({key}, ts_ms, actor, action, from_state, to_state, note)"  # noqa: S608 - constant names
-            " VALUES (:no, :ts, :actor, :action, :from, :to, :note)",
+            f"INSERT INTO {table} ({key}, ts_ms, actor, action, from_state, to_state, note,"  # noqa: S608 - constant names
+            " key_id, key_role, on_behalf_of) VALUES (:no, :ts, :actor, :action, :from, :to,"
+            " :note, :kid, :krole, :obo)",
             {
                 "no": a.case_no,
                 "ts": a.ts_ms,
@@ -368,6 +370,9 @@ class CaseRows(Rows):
                 "from": a.from_state,
                 "to": a.to_state,
                 "note": a.note,
+                "kid": a.key_id,
+                "krole": a.role,
+                "obo": a.on_behalf_of,
             },
         )
 
@@ -392,8 +397,8 @@ class CaseRows(Rows):
     def audit(self, case_no: str) -> list[Audit]:
         """The audit trail of a case, oldest first."""
         rows = self._query(
-            "SELECT case_no, ts_ms, actor, action, from_state, to_state, note FROM case_audit"
-            " WHERE case_no = :no ORDER BY id",
+            "SELECT case_no, ts_ms, actor, action, from_state, to_state, note, key_id, key_role,"
+            " on_behalf_of FROM case_audit WHERE case_no = :no ORDER BY id",
             {"no": case_no},
         )
         return [Audit(*r) for r in rows]
@@ -409,11 +414,13 @@ class CaseRows(Rows):
         overdue: bool = True,
         before: tuple[int, str] | None = None,
         limit: int = 100,
+        scope: Sequence[str] | None = None,
     ) -> list[Case]:
         """Cases matching every given filter, newest first, keyset-paged below `before`.
 
         With `overdue_at_ms`, keep only cases whose running deadline passed at that time
-        (or, with overdue=False, only those it did not).
+        (or, with overdue=False, only those it did not). With `scope` (department values),
+        keep only cases whose 主办 or a 协办 is one of them (an empty scope keeps none).
         """
         params: dict[str, Any] = {
             "dept": department,
@@ -429,6 +436,15 @@ class CaseRows(Rows):
         if states:
             params.update({f"s{i}": s for i, s in enumerate(states)})
             where = " AND state IN (" + ", ".join(f":s{i}" for i in range(len(states))) + ")"
+        if scope is not None:
+            # 协办 are a JSON list of strings: match one as its quoted JSON form.
+            ors = ["FALSE"]
+            for i, d in enumerate(scope):
+                params[f"d{i}"] = d
+                quoted = json.dumps(d, ensure_ascii=False)
+                params[f"q{i}"] = "%" + re.sub(r"([\\%_])", r"\\\1", quoted) + "%"
+                ors.append(f"department = :d{i} OR assist LIKE :q{i} ESCAPE '\\'")
+            where += " AND (" + " OR ".join(ors) + ")"
         rows = self._query(
             f"SELECT {self._CASE_COLS} FROM cases"  # noqa: S608 - placeholders only
             " WHERE (CAST(:dept AS TEXT) IS NULL OR department = :dept)"
@@ -606,8 +622,8 @@ class CaseRows(Rows):
     def work_order_audit(self, order_no: str) -> list[Audit]:
         """The audit trail of a work order, oldest first (`case_no` holds the order number)."""
         rows = self._query(
-            "SELECT order_no, ts_ms, actor, action, from_state, to_state, note"
-            " FROM work_order_audit WHERE order_no = :no ORDER BY id",
+            "SELECT order_no, ts_ms, actor, action, from_state, to_state, note, key_id,"
+            " key_role, on_behalf_of FROM work_order_audit WHERE order_no = :no ORDER BY id",
             {"no": order_no},
         )
         return [Audit(*r) for r in rows]
@@ -624,7 +640,8 @@ class CaseRows(Rows):
             cur,
             "SELECT a.id, a.case_no, a.ts_ms, a.actor, a.action, a.from_state, a.to_state,"
             " a.note, c.subcategory, c.department, c.asset, c.device, c.urgency, c.title,"
-            " c.grid, c.gateway_id, c.kind, c.severity, c.closure, c.recurrence_of"
+            " c.grid, c.gateway_id, c.kind, c.severity, c.closure, c.recurrence_of, a.key_id,"
+            " a.key_role, a.on_behalf_of"
             " FROM case_audit a JOIN cases c ON c.case_no = a.case_no"
             " WHERE NOT a.evented ORDER BY a.id LIMIT :n",
             {"n": limit},
@@ -650,6 +667,9 @@ class CaseRows(Rows):
                 "grid": r[14],
                 "closure": r[18],
                 "recurrence_of": r[19],
+                "key_id": r[20],
+                "role": r[21],
+                "on_behalf_of": r[22],
             }
             etype = CASE_EVENT_TYPES.get(r[4], "case.transition")
             self._log_event(cur, etype, r[2], now_ms, r[1], data)

@@ -1,29 +1,49 @@
-"""API key rows shared by the SQL backends: digests and roles, never the keys themselves."""
+"""API key rows shared by the SQL backends (digests and roles, never the keys themselves), and
+the department registry that 专业部门 keys are scoped to."""
 
+import json
 import logging
+from collections.abc import Sequence
+from typing import Any
 
-from collector.models import (
-    ApiKey,
-    Role,
-)
+from collector.models import ApiKey, Department, Role
 from collector.store.rows import Rows
 
 log = logging.getLogger(__name__)
 
 
-class KeyRows(Rows):
-    """API keys by digest."""
+def _key(r: Sequence[Any]) -> ApiKey:
+    return ApiKey(r[0], r[1], Role(r[2]), r[3], r[4], r[5], tuple(json.loads(r[6])))
 
-    def create_api_key(self, name: str, role: str, key_hash: str, prefix: str, now_ms: int) -> int:
-        """Store a new key by its digest; return its id."""
+
+class KeyRows(Rows):
+    """API keys by digest, and the departments they may be scoped to."""
+
+    def create_api_key(
+        self,
+        name: str,
+        role: str,
+        key_hash: str,
+        prefix: str,
+        now_ms: int,
+        departments: Sequence[str] = (),
+    ) -> int:
+        """Store a new key by its digest, scoped to `departments` (codes); return its id."""
         rows = self._query(
-            "INSERT INTO api_keys (name, role, key_hash, prefix, created_ms, revoked_ms)"
-            " VALUES (:name, :role, :h, :prefix, :now, NULL) RETURNING id",
-            {"name": name, "role": role, "h": key_hash, "prefix": prefix, "now": now_ms},
+            "INSERT INTO api_keys (name, role, key_hash, prefix, created_ms, revoked_ms,"
+            " departments) VALUES (:name, :role, :h, :prefix, :now, NULL, :depts) RETURNING id",
+            {
+                "name": name,
+                "role": role,
+                "h": key_hash,
+                "prefix": prefix,
+                "now": now_ms,
+                "depts": json.dumps(list(departments), ensure_ascii=False),
+            },
         )
         return int(rows[0][0])
 
-    _KEY_COLS = "id, name, role, prefix, created_ms, revoked_ms"
+    _KEY_COLS = "id, name, role, prefix, created_ms, revoked_ms, departments"
 
     def api_key_by_hash(self, key_hash: str) -> ApiKey | None:
         """The active (not revoked) key with this digest."""
@@ -32,14 +52,14 @@ class KeyRows(Rows):
             " WHERE key_hash = :h AND revoked_ms IS NULL",
             {"h": key_hash},
         )
-        return ApiKey(rows[0][0], rows[0][1], Role(rows[0][2]), *rows[0][3:]) if rows else None
+        return _key(rows[0]) if rows else None
 
     def api_keys(self) -> list[ApiKey]:
         """Every key (active and revoked), oldest first."""
         rows = self._query(
             f"SELECT {self._KEY_COLS} FROM api_keys ORDER BY id"  # noqa: S608 - constant
         )
-        return [ApiKey(r[0], r[1], Role(r[2]), *r[3:]) for r in rows]
+        return [_key(r) for r in rows]
 
     def revoke_api_key(self, key_id: int, now_ms: int) -> bool:
         """Revoke a key; False if there is no such active key."""
@@ -50,3 +70,28 @@ class KeyRows(Rows):
                 {"id": key_id, "now": now_ms},
             )
             return cur.rowcount == 1
+
+    # --- department registry ------------------------------------------------------------------
+
+    def put_department(self, code: str, name: str, now_ms: int) -> bool:
+        """Register a department or rename it; True if it is new. Raises StoreDataError if
+        another code already has this name."""
+        with self._tx() as cur:
+            self._run(
+                cur,
+                "UPDATE departments SET name = :name, updated_ms = :now WHERE code = :code",
+                {"code": code, "name": name, "now": now_ms},
+            )
+            if cur.rowcount == 1:
+                return False
+            self._run(
+                cur,
+                "INSERT INTO departments (code, name, updated_ms) VALUES (:code, :name, :now)",
+                {"code": code, "name": name, "now": now_ms},
+            )
+            return True
+
+    def departments(self) -> list[Department]:
+        """The department registry, by code."""
+        rows = self._query("SELECT code, name FROM departments ORDER BY code")
+        return [Department(r[0], r[1]) for r in rows]

@@ -35,6 +35,7 @@ from collector.store.schema import (
     api_statements,
     bd_seq_statements,
     core_statements,
+    duties_statements,
     epoch_statements,
     meaning_statements,
     order_statements,
@@ -260,6 +261,7 @@ class PostgresStore(SqlStore):
                 Migration(6, "devices scoped by gateway", scope_statements("postgres")),
                 Migration(7, "the connection a birth belongs to", bd_seq_statements("postgres")),
                 Migration(8, "alarms that mean what they say", meaning_statements("postgres")),
+                Migration(9, "duties and an honest audit", duties_statements("postgres")),
             )
             for m in migrations:
                 if m.version in done:

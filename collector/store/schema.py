@@ -457,6 +457,25 @@ CREATE INDEX IF NOT EXISTS work_order_audit_order ON work_order_audit (order_no,
 CREATE INDEX IF NOT EXISTS work_order_audit_unevented ON work_order_audit (id) WHERE NOT evented
 """
 
+# Version 9: duties and an honest audit (issue 19). A department registry (codes with names);
+# keys scoped to department codes (a 专业部门 key); audit rows with the authenticated key's id and
+# role apart from a client-supplied "on behalf of" name. Older audit rows keep role '' (unknown).
+_DUTIES = """
+CREATE TABLE IF NOT EXISTS departments (
+    code TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    updated_ms BIGINT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS departments_name ON departments (name);
+ALTER TABLE api_keys ADD COLUMN departments TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE case_audit ADD COLUMN key_id BIGINT;
+ALTER TABLE case_audit ADD COLUMN key_role TEXT NOT NULL DEFAULT '';
+ALTER TABLE case_audit ADD COLUMN on_behalf_of TEXT NOT NULL DEFAULT '';
+ALTER TABLE work_order_audit ADD COLUMN key_id BIGINT;
+ALTER TABLE work_order_audit ADD COLUMN key_role TEXT NOT NULL DEFAULT '';
+ALTER TABLE work_order_audit ADD COLUMN on_behalf_of TEXT NOT NULL DEFAULT ''
+"""
+
 _DIALECTS = {
     "sqlite": {
         "id": "INTEGER PRIMARY KEY",
@@ -520,6 +539,12 @@ def meaning_statements(dialect: str) -> tuple[str, ...]:
     """Migration 8 (alarm links, case places and lifecycle fields, device locations, work
     orders) for `dialect`."""
     return _split(_MEANING, dialect)
+
+
+def duties_statements(dialect: str) -> tuple[str, ...]:
+    """Migration 9 (department registry, department-scoped keys, audit with the key) for
+    `dialect`."""
+    return _split(_DUTIES, dialect)
 
 
 def _split(template: str, dialect: str) -> tuple[str, ...]:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from collector.models import Accepted, Incoming, Rejected, Status, WriteResult
 from collector.store.alarms_sql import AlarmRows
 from collector.store.assets_sql import AssetRows
-from collector.store.base import StoreDataError, StoreError
+from collector.store.base import StoreDataError
 from collector.store.cases_sql import CaseRows
 from collector.store.dead_letters_sql import DeadLetterRows
 from collector.store.events_sql import EventLogRows
@@ -86,16 +86,16 @@ class SqlStore(
         seen before with different bytes is a conflict: the first stays, the newcomer is
         dead-lettered and logged, never dropped in silence. Raises StoreUnavailable (retry
         later) or StoreDataError (something in `items` cannot be stored); nothing is committed
-        then.
+        then. Any other exception is a bug and leaves as it is.
         """
         try:
             return self._write(items, now_ms)
-        except StoreError:
-            raise
-        except Exception as exc:
-            # The store boundary: whatever else fails while turning these messages into rows
-            # (a value a driver cannot adapt, a bug on one message's path) is about this data,
-            # so the caller isolates and dead-letters it instead of retrying it for ever.
+        except (ValueError, OverflowError) as exc:
+            # A value no column can hold fails in Python before the database sees it: an int
+            # beyond BIGINT or a double, a string with a lone surrogate (UnicodeEncodeError).
+            # That is about this data, so the caller isolates and dead-letters it. Anything
+            # else (a TypeError, a KeyError...) is a bug: disguised as a data error it would
+            # dead-letter healthy messages one after another, so it is not converted.
             raise StoreDataError(f"cannot store: {type(exc).__name__}: {exc}") from exc
 
     def _write(self, items: Sequence[Incoming], now_ms: int) -> WriteResult:

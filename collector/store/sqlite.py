@@ -17,6 +17,7 @@ from collector.store.schema import (
     api_statements,
     bd_seq_statements,
     core_statements,
+    duties_statements,
     epoch_statements,
     meaning_statements,
     order_statements,
@@ -41,6 +42,7 @@ MIGRATIONS = (
     Migration(6, "devices scoped by gateway", scope_statements("sqlite")),
     Migration(7, "the connection a birth belongs to", bd_seq_statements("sqlite")),
     Migration(8, "alarms that mean what they say", meaning_statements("sqlite")),
+    Migration(9, "duties and an honest audit", duties_statements("sqlite")),
 )
 _INSERT_COLS = "gateway_id, device, point, ts_ms, vtype, value_num, value_text, quality, historical"
 _COLS = f"{_INSERT_COLS}, received_ms"
@@ -81,10 +83,13 @@ class SqliteStore(SqlStore):
         self._path = path
         self._known_epochs = {}
         self._lock = threading.RLock()
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute("PRAGMA busy_timeout=10000")
+        try:
+            self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("PRAGMA busy_timeout=10000")
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open SQLite database {path}: {exc}") from exc
 
     @property
     def backend(self) -> str:

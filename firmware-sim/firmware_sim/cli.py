@@ -61,6 +61,23 @@ def _control_address(control: str | None, endpoints_file: Path | None) -> tuple[
     raise typer.BadParameter("give --control HOST:PORT or --endpoints-file PATH")
 
 
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print what was done as one JSON object, for scripts.")
+]
+
+
+def _done(as_json: bool, text: str, cmd: str, **fields: Any) -> None:
+    """Say what a control command did: one line for a person, or one JSON object."""
+    if as_json:
+        typer.echo(json.dumps({"ok": True, "cmd": cmd, **fields}, ensure_ascii=False))
+    else:
+        typer.echo(text)
+
+
+def _args_text(args: dict[str, Any]) -> str:
+    return f" ({', '.join(f'{k}={json.dumps(v)}' for k, v in args.items())})" if args else ""
+
+
 def _send(address: tuple[str, int], cmd: str, **fields: Any) -> Any:
     from firmware_sim.control import ControlError, SimControl
 
@@ -137,10 +154,14 @@ def trigger(
     arg: ArgOpt = None,
     control: ControlOpt = None,
     endpoints_file: EndpointsOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Apply an event to a device of a running simulation."""
+    """Apply an event to a device of a running simulation, and say so."""
     address = _control_address(control, endpoints_file)
-    _send(address, "trigger", device=device, event=event, args=_parse_args(arg))
+    args = _parse_args(arg)
+    _send(address, "trigger", device=device, event=event, args=args)
+    text = f"triggered {event} on {device}{_args_text(args)}"
+    _done(as_json, text, "trigger", device=device, event=event, args=args)
 
 
 @app.command("set")
@@ -150,10 +171,14 @@ def set_value(
     value: Annotated[str, typer.Argument(help='Value (JSON: 12.5, true, "text").')],
     control: ControlOpt = None,
     endpoints_file: EndpointsOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Pin a point of a device to a value (until released)."""
+    """Pin a point of a device to a value (until released), and say so."""
     address = _control_address(control, endpoints_file)
-    _send(address, "set", device=device, point=point, value=_parse_value(value))
+    parsed = _parse_value(value)
+    _send(address, "set", device=device, point=point, value=parsed)
+    text = f"pinned {device}.{point} = {json.dumps(parsed, ensure_ascii=False)} until released"
+    _done(as_json, text, "set", device=device, point=point, value=parsed)
 
 
 @app.command()
@@ -170,12 +195,21 @@ def fault(
     arg: ArgOpt = None,
     control: ControlOpt = None,
     endpoints_file: EndpointsOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Inject a fault or quirk into a device; `-a off=true` clears that one kind.
+    """Inject a fault or quirk into a device, and say so; `-a off=true` clears that one kind.
 
     An answer fault replaces the previous one; quirks add up. Arguments: delay_s (slow, late,
     turnaround), code (exception; busy: 6 or 5), probability, limit (register_limit), before
     and after (noise bytes).
     """
     address = _control_address(control, endpoints_file)
-    _send(address, "fault", device=device, kind=kind, args=_parse_args(arg))
+    args = _parse_args(arg)
+    _send(address, "fault", device=device, kind=kind, args=args)
+    if kind == "none":
+        text = f"cleared every fault and quirk of {device}"
+    elif bool(args.get("off", False)):
+        text = f"cleared {kind} on {device}"
+    else:
+        text = f"injected {kind} into {device}{_args_text(args)}"
+    _done(as_json, text, "fault", device=device, kind=kind, args=args)

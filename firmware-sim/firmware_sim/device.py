@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from drivers.planner import Value, decode_point, encode_value
 from drivers.profile import DataType, PointSpec, Profile, Table
+from drivers.values import Value, decode_point, encode_value
 from firmware_sim.physics import PHYSICS, Physics, SimEventError
 
 __all__ = ["ANSWER_FAULTS", "FAULT_KINDS", "QUIRKS", "Fault", "ModbusFault", "SimDevice"]

@@ -20,8 +20,8 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
-from drivers.planner import Value
 from drivers.profile import Profile, builtin_profiles
+from drivers.values import Value
 from firmware_sim.device import SimDevice
 from firmware_sim.physics import SimEventError
 from firmware_sim.scenario import Scenario

@@ -110,14 +110,14 @@ def test_gas_leak_case_is_dispatched_verified_and_closed_with_its_audit(
     created = subprocess.run(
         [
             *(sys.executable, "-m", "lifeline", "collector", "keys", "create"),
-            *("--role", "dispatcher", "--name", "监督员 张三", "--db", pg_url),
+            *("--role", "shift_lead", "--name", "值班长 张三", "--db", pg_url),
         ],
         capture_output=True,
         text=True,
         check=True,
         timeout=60,
     )
-    dispatcher = created.stdout.strip()
+    shift_lead = created.stdout.strip()
 
     conf = yaml.safe_load(
         (files("lifeline.config") / "examples" / "gateway-single.yaml").read_text()
@@ -180,10 +180,23 @@ def test_gas_leak_case_is_dispatched_verified_and_closed_with_its_audit(
     )
     assert cleared["state"] == "派遣"  # evidence, not a step past 处置
 
-    with httpx.Client(base_url=api, headers={"X-API-Key": dispatcher}, timeout=10) as client:
-        for action in ("start", "feedback", "verify"):
-            moved = client.post(f"/api/v1/cases/{no}/actions", json={"action": action})
-            assert moved.status_code == 200, moved.text
+    # Each step by the duty that owns it: the gas company's own key handles it (处置, 反馈), the
+    # 受理员 sends it to 核查, the 值班长 (a key made by the CLI) closes it.
+    with httpx.Client(base_url=api, headers={"X-API-Key": admin}, timeout=10) as client:
+        put = client.put("/api/v1/departments/GAS", json={"name": GAS_COMPANY})
+        assert put.status_code == 201, put.text
+        body = {"name": "燃气公司 抢修班", "role": "department", "departments": ["GAS"]}
+        crew = client.post("/api/v1/keys", json=body).json()["key"]
+        intake = client.post("/api/v1/keys", json={"name": "受理员 李四", "role": "intake"})
+    for action, key in (("start", crew), ("feedback", crew), ("verify", intake.json()["key"])):
+        moved = httpx.post(
+            f"{api}/api/v1/cases/{no}/actions",
+            json={"action": action},
+            headers={"X-API-Key": key},
+            timeout=10,
+        )
+        assert moved.status_code == 200, moved.text
+    with httpx.Client(base_url=api, headers={"X-API-Key": shift_lead}, timeout=10) as client:
         closed = client.post(
             f"/api/v1/cases/{no}/actions", json={"action": "close", "note": "现场核查无泄漏"}
         )
@@ -200,11 +213,12 @@ def test_gas_leak_case_is_dispatched_verified_and_closed_with_its_audit(
         ("system", "accept", "受理", "立案"),
         ("system", "dispatch", "立案", "派遣"),
         ("system", "alarm_cleared", "派遣", "派遣"),
-        ("监督员 张三", "start", "派遣", "处置"),
-        ("监督员 张三", "feedback", "处置", "反馈"),
-        ("监督员 张三", "verify", "反馈", "核查"),
-        ("监督员 张三", "close", "核查", "结案"),
+        ("燃气公司 抢修班", "start", "派遣", "处置"),
+        ("燃气公司 抢修班", "feedback", "处置", "反馈"),
+        ("受理员 李四", "verify", "反馈", "核查"),
+        ("值班长 张三", "close", "核查", "结案"),
     ]
+    assert [a["role"] for a in audit[4:]] == ["department", "department", "intake", "shift_lead"]
     assert audit[-1]["note"] == "结案: 处置完成: 现场核查无泄漏"
     stamps = [a["ts_ms"] for a in audit]
     assert stamps == sorted(stamps)

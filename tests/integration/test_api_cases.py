@@ -77,7 +77,8 @@ def only_case(api: Api, **params: Any) -> dict[str, Any]:
     return case  # type: ignore[no-any-return]
 
 
-def act(api: Api, no: str, body: dict[str, Any], role: Role = Role.DISPATCHER) -> Any:
+def act(api: Api, no: str, body: dict[str, Any], role: Role = Role.ADMIN) -> Any:
+    # admin may take every action; who may take which is test_duties.py's subject.
     return api.client.post(f"/api/v1/cases/{no}/actions", json=body, headers=api.h(role))
 
 
@@ -108,7 +109,12 @@ def test_closing_while_the_alarm_is_active_then_acknowledging_opens_no_duplicate
 def test_dispatch_names_the_departments_and_a_return_needs_a_named_redispatch(api: Api) -> None:
     send(api, f"{GW}:3", "mh-1", "cover_open", "state", AlarmState.ACTIVE_UNACKED, 2)
     no = only_case(api)["case_no"]
-    body = {"action": "dispatch", "department": "燃气运维站", "assist": ["交警大队"]}
+    for code, name in (("GASOPS", "燃气运维站"), ("TRAFFIC", "交警大队"), ("DRAIN", "排水公司")):
+        api.runtime.store.put_department(code, name, now_ms())
+    # Departments come from the registry, by code or name, never as free text.
+    unknown = {"action": "dispatch", "department": "燃气运维站", "assist": ["某某公司"]}
+    assert "某某公司" in problem_of(act(api, no, unknown), 422)["detail"]
+    body = {"action": "dispatch", "department": "燃气运维站", "assist": ["TRAFFIC"]}
     assert act(api, no, body).json()["assist"] == ["交警大队"]
     assert act(api, no, {"action": "return", "note": "不属本单位"}).json()["state"] == "立案"
     problem_of(act(api, no, {"action": "dispatch"}), 422)
@@ -208,7 +214,12 @@ def test_work_orders_over_http(api: Api) -> None:
     assert (done["state"], done["closure"]) == ("已完成", "误报")
     detail = api.client.get(f"/api/v1/work-orders/{battery['order_no']}", headers=api.h()).json()
     assert [a["action"] for a in detail["audit"]] == ["open", "accept", "complete"]
-    assert detail["audit"][1]["actor"] == "运维张工"
+    taker = detail["audit"][1]
+    assert (taker["actor"], taker["role"], taker["on_behalf_of"]) == (
+        "dispatcher-1",
+        "dispatcher",
+        "运维张工",
+    )
     problem_of(api.client.get("/api/v1/work-orders/YW0", headers=api.h()), 404)
     problem_of(
         api.client.post(

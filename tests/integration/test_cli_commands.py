@@ -658,3 +658,14 @@ def test_write_refuses_without_confirmation_and_read_only_points(
     on = edge("write", "sl-04", "lamp_switch", "on", "--config", str(config), "--yes")
     assert on.returncode == 0
     assert on.stdout.strip() == "sl-04 lamp_switch = True (read back)"
+    dim = edge("write", "sl-04", "dimming", "35", "--config", str(config), "--yes", "--json")
+    assert dim.returncode == 0, dim.stderr
+    assert json.loads(dim.stdout) == {
+        "device": "sl-04",
+        "unit": 4,
+        "point": "dimming",
+        "written": 35,
+        "read_back": 35,
+        "point_unit": "%",
+        "ok": True,
+    }

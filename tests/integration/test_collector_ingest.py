@@ -5,6 +5,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import paho.mqtt.client as mqtt
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 from collector.ingest import Ingest, IngestConfig, classify
 from collector.models import Rejected
 from collector.store import Store, open_store
+from collector.store.sqlite import SqliteStore
 from wire import (
     AlarmBatch,
     AlarmEvent,
@@ -23,6 +25,7 @@ from wire import (
     Command,
     DataBatch,
     Kind,
+    Message,
     Record,
     Severity,
     decode,
@@ -202,7 +205,7 @@ def test_an_alarm_id_of_another_gateway_is_a_dead_letter_and_a_conflict_event(
 ) -> None:
     # gw-x may not flip gw-a's alarm: in an alarm batch, or in its birth's alarm picture.
     ev = AlarmEvent("gw-a:e1:3", "mh-01", "tilt", "hi", Severity.HIGH, AlarmState.NORMAL, T0)
-    forged = [
+    forged: list[Message] = [
         AlarmBatch("gw-x", "s", 1, T0, (ev,), epoch="e1"),
         Birth("gw-x", "s", 0, T0, "1", "h", (), (ev,), 0, epoch="e1"),
     ]
@@ -219,3 +222,43 @@ def test_an_alarm_id_of_another_gateway_is_a_dead_letter_and_a_conflict_event(
     conflicts = [e for e in store.events(0) if e.type == "gateway.conflict"]
     assert [e.subject for e in conflicts] == ["gw-x", "gw-x"]
     assert store.alarms() == []
+
+
+class BuggyStore(SqliteStore):
+    """A real SQLite store with a bug on the alarm path (what a bad refactoring leaves)."""
+
+    def _alarm_event(self, *args: Any, **kwargs: Any) -> int:
+        raise KeyError("a bug on the alarm path")
+
+
+def test_a_bug_on_the_write_path_stops_the_writer_visibly_and_is_not_retried_nor_dead_lettered(
+    tmp_path: Path, mqtt_url: str, topic_root: str, publisher: mqtt.Client
+) -> None:
+    # Before, the store turned the bug into a StoreDataError: ingest retried the healthy alarm
+    # batch three times, dead-lettered it as poison and went on doing so with every alarm.
+    path = tmp_path / "bug.db"
+    buggy = BuggyStore(str(path))
+    buggy.migrate()
+    client_id = f"c-{uuid.uuid4().hex[:8]}"
+    ev = AlarmEvent("gw-b:e1:1", "gas-1", "gas", "hi", Severity.HIGH, AlarmState.ACTIVE_UNACKED,
+                    T0, 30.0, 20, "gas high")  # fmt: skip
+    alarm = encode(AlarmBatch("gw-b", "s", 1, T0, (ev,), epoch="e1"))
+    ing = start_ingest(buggy, mqtt_url, topic_root, client_id)
+    try:
+        publish_all(publisher, [(topic("site", "gw-b", Kind.ALARM, root=topic_root), alarm)])
+        wait_until(lambda: bool(ing.problems()))
+        assert ing.problems() == ["ingest writer 0 stopped: KeyError: 'a bug on the alarm path'"]
+        assert (ing.stats.store_errors, ing.stats.poisoned, ing.stats.received) == (0, 0, 0)
+        assert buggy.count_dead_letters() == 0
+    finally:
+        ing.stop()
+        buggy.close()
+    # Never acknowledged: the fixed collector gets the alarm from the broker.
+    fixed = open_store(f"sqlite:///{path}")
+    again = start_ingest(fixed, mqtt_url, topic_root, client_id)
+    try:
+        wait_until(lambda: again.stats.received == 1)
+        assert [a.alarm_id for a in fixed.alarms()] == ["gw-b:e1:1"]
+    finally:
+        again.stop()
+        fixed.close()

@@ -4,6 +4,7 @@ partitioned readings) and a real TimescaleDB engine (hypertable readings; PGlite
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,7 +12,8 @@ from collector.assets import Asset, AssetError
 from collector.cases.workflow import Action, Args, Audit, Case, CaseState, Place, apply, open_case
 from collector.cases.workorders import WorkOrderAction, act_on, open_work_order
 from collector.models import Accepted, AlarmLink, Rejected, Status
-from collector.store import Conflict, Store, open_store
+from collector.store import Conflict, Store, StoreDataError, StoreUnavailable, open_store
+from collector.store.sqlite import SqliteStore
 from wire import (
     AlarmBatch,
     AlarmEvent,
@@ -797,3 +799,50 @@ def test_device_history_gives_the_status_at_the_start_and_the_changes_after(stor
         ("g1", "offline", T0 + 100),
         ("g1", "online", T0 + 300),
     ]
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        Record("g1", "ts", 2**63, 1.0),  # beyond BIGINT
+        Record("g1", "p\ud800", T0, 1.0),  # a lone surrogate no encoding can carry
+        Record("g1", "big", T0, 10**400),  # beyond a double
+    ],
+    ids=["ts-beyond-bigint", "lone-surrogate", "int-beyond-double"],
+)
+def test_a_value_no_column_can_hold_is_a_data_error_and_commits_nothing(
+    store: Store, record: Record
+) -> None:
+    good = Data(GW, "s1", 1, T0, (Record("g1", "p", T0, 1.0),), epoch="e1")
+    bad = Data(GW, "s1", 2, T0, (record,), epoch="e1")
+    with pytest.raises(StoreDataError, match="cannot store"):
+        store.write([acc(good, Kind.DATA), acc(bad, Kind.DATA)], T0)
+    assert store.count_readings() == 0
+    assert store.write([acc(good, Kind.DATA)], T0).readings == 1
+
+
+class BuggyStore(SqliteStore):
+    """A real SQLite store with a bug on the alarm path (what a bad refactoring leaves)."""
+
+    def _alarm_event(self, *args: Any, **kwargs: Any) -> int:
+        raise KeyError("a bug on the alarm path")
+
+
+def test_a_bug_on_the_write_path_leaves_the_store_as_itself_not_as_a_data_error(
+    tmp_path: Path,
+) -> None:
+    # Disguised as a StoreDataError, a bug made ingest dead-letter every healthy message
+    # that took the broken path.
+    store = BuggyStore(str(tmp_path / "bug.db"))
+    store.migrate()
+    ev = AlarmEvent(f"{GW}:e1:1", "g1", "gas", "hi", Severity.HIGH, AlarmState.ACTIVE_UNACKED,
+                    T0, 30.0, 20, "gas high")  # fmt: skip
+    with pytest.raises(KeyError, match="a bug on the alarm path"):
+        store.write([acc(AlarmBatch(GW, "s1", 1, T0, (ev,), epoch="e1"), Kind.ALARM)], T0)
+    assert store.count_dead_letters() == 0
+    store.close()
+
+
+def test_a_sqlite_file_that_cannot_be_opened_is_store_unavailable(tmp_path: Path) -> None:
+    with pytest.raises(StoreUnavailable, match="cannot open SQLite database"):
+        open_store(f"sqlite:///{tmp_path}/no-such-dir/x.db")

@@ -12,9 +12,10 @@ import logging
 import pytest
 
 from drivers.errors import BadFrame, DeviceException, DeviceTimeout
-from drivers.planner import ReadRequest, decode_point
+from drivers.planner import ReadRequest
 from drivers.profile import PointSpec
 from drivers.reader import DeviceReader, describe_plan
+from drivers.values import decode_point
 
 pytestmark = pytest.mark.unit
 

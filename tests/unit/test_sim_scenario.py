@@ -7,8 +7,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from drivers.planner import decode_response, plan_reads
+from drivers.planner import plan_reads
 from drivers.profile import Table, builtin_profiles
+from drivers.values import decode_response
 from firmware_sim.cli import app
 from firmware_sim.device import ModbusFault, SimDevice
 from firmware_sim.scenario import ScenarioError, load_scenario

@@ -8,10 +8,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel, Field, model_validator
 
-from collector.api.auth import Dispatcher, Viewer
+from collector.api.auth import Viewer
 from collector.api.deps import RuntimeDep, StoreDep
 from collector.api.paging import Cursor, Name, PageSize, cursor_int, decode_cursor, encode_cursor
+from collector.api.routes.departments import registry, resolve
 from collector.cases.codes import subcategory_name
+from collector.cases.duties import SCOPED, in_scope, may_act, refusal, scope_names
 from collector.cases.engine import CaseNotFound
 from collector.cases.workflow import (
     TRANSITIONS,
@@ -22,7 +24,7 @@ from collector.cases.workflow import (
     IllegalTransition,
     colour,
 )
-from collector.models import AlarmLink
+from collector.models import AlarmLink, ApiKey
 from collector.store import Conflict, Store
 
 router = APIRouter(prefix="/api/v1/cases", tags=["cases"])
@@ -57,15 +59,20 @@ class ActionIn(BaseModel):
         default=None,
         min_length=1,
         max_length=100,
-        description="who acts, for the audit trail (default: the API key's name)",
+        description="who acts for the key (a person at the desk), kept in the audit as"
+        " `on_behalf_of`; the audit's actor is always the authenticated key",
     )
     note: str = Field(default="", max_length=2000)
     extend_hours: float = Field(default=0, ge=0, le=24 * 365, description="for 延时 (extend)")
     department: Department | None = Field(
-        default=None, description="for dispatch: the 主办 department (required after a 回退)"
+        default=None,
+        description="for dispatch: the 主办 department, a code or name of the department"
+        " registry (required after a 回退)",
     )
     assist: list[Department] = Field(
-        default_factory=list, max_length=10, description="for dispatch: 协办 departments"
+        default_factory=list,
+        max_length=10,
+        description="for dispatch: 协办 departments (registry codes or names)",
     )
     closure: Literal["处置完成", "误报"] | None = Field(
         default=None, description="for close: 处置完成 (default) or 误报"
@@ -138,6 +145,11 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _scope(store: Store, key: ApiKey) -> frozenset[str] | None:
+    """The departments a key is limited to (None: every case)."""
+    return scope_names(key, registry(store) if key.departments else {})
+
+
 def _with_alarms(store: Store, cases: list[Case], now: int) -> list[dict[str, Any]]:
     links = store.links_for([c.case_no for c in cases])
     return [case_doc(c, now, links.get(c.case_no, [])) for c in cases]
@@ -157,7 +169,7 @@ def list_cases(
     cursor: Cursor = None,
 ) -> dict[str, Any]:
     """Cases, newest first, with their deadline colour and alarms; `next_cursor` pages on
-    (null: done)."""
+    (null: done). A 专业部门 key sees only the cases its departments are 主办 or 协办 of."""
     states = {s.value for s in state}
     if open_only:
         finished = {CaseState.CLOSED.value, CaseState.VOIDED.value}
@@ -169,6 +181,7 @@ def list_cases(
         created, case_no = decode_cursor(cursor, 2)
         before = (cursor_int(created), case_no)
     now = _now_ms()
+    scope = _scope(store, key)
     rows = store.find_cases(
         states=sorted(states),
         department=department,
@@ -178,6 +191,7 @@ def list_cases(
         overdue=bool(overdue),
         before=before,
         limit=limit + 1,
+        scope=None if scope is None else sorted(scope),
     )
     more = len(rows) > limit
     rows = rows[:limit]
@@ -189,9 +203,10 @@ def list_cases(
 
 @router.get("/{case_no}")
 def get_case(store: StoreDep, key: Viewer, case_no: CaseNo) -> dict[str, Any]:
-    """One case with its alarms and audit trail (who, when, from, to, note)."""
+    """One case with its alarms and audit trail (who — the key's name, id and role, and whom
+    it acted for —, when, from, to, note). 404 also for a case outside a 专业部门 key's scope."""
     case = store.case(case_no)
-    if case is None:
+    if case is None or not in_scope(case, _scope(store, key)):
         raise HTTPException(404, f"no case {case_no}")
     body = case_doc(case, _now_ms(), store.links(case_no))
     body["audit"] = [asdict(a) for a in store.audit(case_no)]
@@ -199,21 +214,40 @@ def get_case(store: StoreDep, key: Viewer, case_no: CaseNo) -> dict[str, Any]:
 
 
 @router.post("/{case_no}/actions")
-def act(runtime: RuntimeDep, key: Dispatcher, case_no: CaseNo, body: ActionIn) -> dict[str, Any]:
-    """Apply a workflow action (dispatcher or above); 409 with the reason if not allowed now,
-    422 if its arguments do not fit the case."""
+def act(runtime: RuntimeDep, key: Viewer, case_no: CaseNo, body: ActionIn) -> dict[str, Any]:
+    """Apply a workflow action as the permission matrix allows the key's role (403 otherwise;
+    docs/integration.md); a 专业部门 key acts only on cases its departments are 主办 of (404
+    for others). 409 with the reason if the workflow does not allow it now, 422 if its
+    arguments do not fit the case (a department outside the registry, for one)."""
+    action = Action(body.action.value)
+    if not may_act(key.role, action):
+        raise HTTPException(403, refusal(key, action))
+    store = runtime.store
+    scope = _scope(store, key)
+    if scope is not None:
+        found = store.case(case_no)
+        if found is None or not in_scope(found, scope, as_lead=action in SCOPED):
+            raise HTTPException(404, f"no case {case_no}")
     try:
+        department, assist = body.department, body.assist
+        if department is not None or assist:
+            names = registry(store)
+            department = resolve(names, department) if department is not None else None
+            assist = [resolve(names, a) for a in assist]
         case = runtime.cases.act(
             case_no,
-            Action(body.action.value),
-            body.actor or key.name,
+            action,
+            key.name,
             body.note,
             extend_hours=body.extend_hours,
-            department=body.department,
-            assist=body.assist,
+            department=department,
+            assist=assist,
             closure=Closure(body.closure) if body.closure else None,
             kind=body.kind,
             subcategory=body.subcategory,
+            key_id=key.id,
+            role=key.role.value,
+            on_behalf_of=body.actor or "",
         )
     except CaseNotFound:
         raise HTTPException(404, f"no case {case_no}") from None

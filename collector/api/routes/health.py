@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from collector.api.auth import MaybeViewer
 from collector.api.deps import RuntimeDep
 from collector.store import StoreError
 
@@ -19,10 +20,12 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-async def readyz(runtime: RuntimeDep) -> JSONResponse:
+async def readyz(runtime: RuntimeDep, key: MaybeViewer) -> JSONResponse:
     """Ready when the database answers, commits succeed and (if ingesting) the broker gives
-    what ingest relies on; otherwise 503 with every reason. Answers within a few seconds even
-    when the database is unreachable."""
+    what ingest relies on; otherwise 503. Answers within a few seconds even when the database
+    is unreachable. Without a key only `{"status": "ready" | "not ready"}`; with any valid
+    key also every reason, the backend and the ingest counters (what the public must not
+    learn: the database's and the broker's errors, the traffic)."""
     body: dict[str, Any] = {"backend": runtime.store.backend}
     reasons: list[str] = []
     try:
@@ -44,6 +47,7 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
             "poisoned": stats.poisoned,
         }
         reasons.extend(ingest.problems())
-    body["status"] = "not ready" if reasons else "ready"
-    body["reasons"] = reasons
+    status = "not ready" if reasons else "ready"
+    public = {"status": status}
+    body = {**body, "status": status, "reasons": reasons} if key is not None else public
     return JSONResponse(body, status_code=503 if reasons else 200)

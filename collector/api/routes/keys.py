@@ -1,6 +1,7 @@
 """API keys (admin): create (the key is shown once), list, revoke."""
 
 import time
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Response
@@ -8,17 +9,43 @@ from pydantic import BaseModel, Field
 
 from collector.api.auth import Admin
 from collector.api.deps import StoreDep
+from collector.api.routes.departments import CODE_PATTERN
 from collector.keys import digest, display_prefix, new_token
 from collector.models import ApiKey, Role
+from collector.store import Store
 
 router = APIRouter(prefix="/api/v1/keys", tags=["keys"])
 
 
 class KeyIn(BaseModel):
-    """A key to create: who holds it and its role."""
+    """A key to create: who holds it, its role, and for a 专业部门 key its department codes."""
 
     name: str = Field(min_length=1, max_length=100, description="recorded as the actor")
     role: Role
+    departments: list[Annotated[str, Field(pattern=CODE_PATTERN)]] = Field(
+        default_factory=list,
+        max_length=20,
+        description="for role `department` (required): registered department codes it acts for",
+    )
+
+
+def check_scope(store: Store, role: Role, departments: Sequence[str]) -> tuple[str, ...]:
+    """The department codes a new key is scoped to, checked: a `department` key needs at least
+    one registered code, and no other role takes any. Raises ValueError with the reason."""
+    if role is not Role.DEPARTMENT:
+        if departments:
+            raise ValueError(f"only a department key is scoped to departments, not {role.value}")
+        return ()
+    if not departments:
+        raise ValueError("a department key needs the department codes it acts for")
+    known = {d.code for d in store.departments()}
+    unknown = [c for c in departments if c not in known]
+    if unknown:
+        raise ValueError(
+            f"not in the department registry: {', '.join(unknown)}"
+            " (register them with PUT /api/v1/departments/{code})"
+        )
+    return tuple(dict.fromkeys(departments))
 
 
 def key_doc(k: ApiKey) -> dict[str, Any]:
@@ -30,21 +57,31 @@ def key_doc(k: ApiKey) -> dict[str, Any]:
         "prefix": k.prefix,
         "created_ms": k.created_ms,
         "revoked_ms": k.revoked_ms,
+        "departments": list(k.departments),
     }
 
 
-def create_key(store: StoreDep, name: str, role: Role) -> tuple[ApiKey, str]:
-    """Create a key; return it and its secret (which is not stored)."""
+def create_key(
+    store: StoreDep, name: str, role: Role, departments: Sequence[str] = ()
+) -> tuple[ApiKey, str]:
+    """Create a key scoped to `departments` (checked codes); return it and its secret (which
+    is not stored)."""
     token = new_token()
     now = int(time.time() * 1000)
-    key_id = store.create_api_key(name, role.value, digest(token), display_prefix(token), now)
-    return ApiKey(key_id, name, role, display_prefix(token), now, None), token
+    prefix = display_prefix(token)
+    key_id = store.create_api_key(name, role.value, digest(token), prefix, now, departments)
+    return ApiKey(key_id, name, role, prefix, now, None, tuple(departments)), token
 
 
 @router.post("", status_code=201)
 def create(store: StoreDep, admin: Admin, body: KeyIn) -> dict[str, Any]:
-    """Create a key; `key` in the answer is the only time the secret is shown."""
-    key, token = create_key(store, body.name, body.role)
+    """Create a key; `key` in the answer is the only time the secret is shown. 422 if a
+    department key names no registered department code, or another role names any."""
+    try:
+        scope = check_scope(store, body.role, body.departments)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    key, token = create_key(store, body.name, body.role, scope)
     return {**key_doc(key), "key": token}
 
 

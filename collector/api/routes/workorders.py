@@ -42,7 +42,12 @@ class OrderActionIn(BaseModel):
     """An action on a work order."""
 
     action: OrderAction
-    actor: str | None = Field(default=None, min_length=1, max_length=100)
+    actor: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=100,
+        description="who acts for the key, kept as `on_behalf_of` (the actor is the key)",
+    )
     note: str = Field(default="", max_length=2000)
     closure: Literal["处置完成", "误报"] | None = Field(
         default=None, description="for complete: 处置完成 (default) or 误报"
@@ -127,6 +132,9 @@ def get_work_order(store: StoreDep, key: Viewer, order_no: OrderNo) -> dict[str,
             "from_state": a.from_state,
             "to_state": a.to_state,
             "note": a.note,
+            "key_id": a.key_id,
+            "role": a.role,
+            "on_behalf_of": a.on_behalf_of,
         }
         for a in store.work_order_audit(order_no)
     ]
@@ -142,9 +150,12 @@ def act_on_work_order(
         order = runtime.cases.act_on_work_order(
             order_no,
             WorkOrderAction(body.action.value),
-            body.actor or key.name,
+            key.name,
             body.note,
             Closure(body.closure) if body.closure else None,
+            key_id=key.id,
+            role=key.role.value,
+            on_behalf_of=body.actor or "",
         )
     except CaseNotFound:
         raise HTTPException(404, f"no work order {order_no}") from None

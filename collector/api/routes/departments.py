@@ -1,0 +1,69 @@
+"""The department registry: codes with names. Cases are dispatched to registered departments
+only, and a 专业部门 key is scoped to department codes of this registry."""
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Path, Response
+from pydantic import BaseModel, Field
+
+from collector.api.auth import Admin, Viewer
+from collector.api.deps import StoreDep
+from collector.models import Department
+from collector.store import Store
+
+router = APIRouter(prefix="/api/v1/departments", tags=["departments"])
+
+CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$"
+Code = Annotated[str, Path(pattern=CODE_PATTERN, description="department code")]
+
+
+class DepartmentIn(BaseModel):
+    """A department's name (unique in the registry)."""
+
+    name: str = Field(min_length=1, max_length=100)
+
+
+def registry(store: Store) -> dict[str, str]:
+    """The registry as code -> name."""
+    return {d.code: d.name for d in store.departments()}
+
+
+def resolve(names: dict[str, str], value: str) -> str:
+    """The registered name of a department given by code or by name.
+
+    Raises ValueError (a 422) naming the registry if it is neither.
+    """
+    if value in names:
+        return names[value]
+    if value in names.values():
+        return value
+    known = ", ".join(f"{c} {n}" for c, n in sorted(names.items())) or "none yet"
+    raise ValueError(
+        f"department {value!r} is not in the department registry (registered: {known});"
+        " an admin registers one with PUT /api/v1/departments/{code}"
+    )
+
+
+def department_doc(d: Department) -> dict[str, str]:
+    """The JSON form of a registry entry."""
+    return {"code": d.code, "name": d.name}
+
+
+@router.get("")
+def list_departments(store: StoreDep, key: Viewer) -> list[dict[str, Any]]:
+    """Every registered department as {code, name}, by code."""
+    return [department_doc(d) for d in store.departments()]
+
+
+@router.put("/{code}")
+def put_department(
+    store: StoreDep, admin: Admin, code: Code, body: DepartmentIn, response: Response
+) -> dict[str, Any]:
+    """Register a department (201) or rename it (200); 409 if another code has the name."""
+    taken = [d for d in store.departments() if d.name == body.name and d.code != code]
+    if taken:
+        raise HTTPException(409, f"department {taken[0].code} is already named {body.name!r}")
+    created = store.put_department(code, body.name, int(time.time() * 1000))
+    response.status_code = 201 if created else 200
+    return {"code": code, "name": body.name}

@@ -1,0 +1,85 @@
+"""Separation of duties in the 数字城管 workflow: which role may take which case action, and
+which cases a 专业部门 key sees (GB/T 30428.1 assigns 立案/结案 to the 值班长, 派遣 to the 派遣员,
+处置 to the 专业部门 and 核查 to the 监督员).
+
+Pure code over plain values: the HTTP layer asks `may_act` and `in_scope` and turns a refusal
+into a 403 (or a 404 for a case outside a department's scope, so its existence does not leak).
+The matrix is written out in docs/integration.md and walked by tests/integration/test_duties.py.
+"""
+
+from collections.abc import Iterable, Mapping
+
+from collector.cases.workflow import Action, Case
+from collector.models import ApiKey, Role
+
+R = Role
+
+# Who may post each action. `admin` is the technical superuser and may post everything (its
+# actions are audited under its own key like anyone's). `viewer` and 领导 post nothing.
+CASE_ACTIONS: Mapping[Action, frozenset[Role]] = {
+    Action.ACCEPT: frozenset({R.SHIFT_LEAD}),  # 立案 (and classifying a 未分类 case)
+    Action.VOID: frozenset({R.SHIFT_LEAD}),  # 作废
+    Action.DISPATCH: frozenset({R.DISPATCHER}),  # 派遣 and 改派
+    Action.START: frozenset({R.DEPARTMENT}),  # 处置
+    Action.FEEDBACK: frozenset({R.DEPARTMENT}),  # 反馈
+    Action.RETURN: frozenset({R.DEPARTMENT}),  # 回退 to the 派遣员, who 改派s
+    Action.VERIFY: frozenset({R.INTAKE}),  # 受理员 sends a 监督员 to 核查
+    Action.REJECT: frozenset({R.INSPECTOR}),  # 核查不通过: back to 处置
+    Action.CLOSE: frozenset({R.SHIFT_LEAD}),  # 结案 after 核查
+    Action.PARK: frozenset({R.DISPATCHER}),  # 挂账
+    Action.UNPARK: frozenset({R.DISPATCHER}),
+    Action.EXTEND: frozenset({R.DISPATCHER}),  # 延时
+    Action.ESCALATE: frozenset({R.SHIFT_LEAD}),  # 督办
+}
+
+# Actions a 专业部门 key may take only on a case whose 主办 is one of its departments.
+SCOPED = frozenset({Action.START, Action.FEEDBACK, Action.RETURN})
+
+ROLE_NAMES: Mapping[Role, str] = {
+    R.VIEWER: "只读",
+    R.DISPATCHER: "派遣员",
+    R.OPERATOR: "运维",
+    R.ADMIN: "系统管理员",
+    R.INSPECTOR: "监督员",
+    R.INTAKE: "受理员",
+    R.SHIFT_LEAD: "值班长",
+    R.DEPARTMENT: "专业部门",
+    R.LEADER: "领导",
+}
+
+
+def roles_for(action: Action) -> frozenset[Role]:
+    """Every role that may post `action` (admin included); empty for the system's own."""
+    allowed = CASE_ACTIONS.get(action)
+    return allowed | {R.ADMIN} if allowed is not None else frozenset()
+
+
+def may_act(role: Role, action: Action) -> bool:
+    """True if a key of `role` may post `action` (before any department scope)."""
+    return role in roles_for(action)
+
+
+def refusal(key: ApiKey, action: Action) -> str:
+    """The one-line reason a key may not post `action`."""
+    who = ", ".join(f"{r.value} ({ROLE_NAMES[r]})" for r in sorted(roles_for(action)))
+    return (
+        f"{action.value} needs one of: {who}; key {key.name!r} is"
+        f" {key.role.value} ({ROLE_NAMES[key.role]})"
+    )
+
+
+def scope_names(key: ApiKey, names: Mapping[str, str]) -> frozenset[str] | None:
+    """The department values a key is limited to — its codes and their registered names
+    (`names`: code -> name) — or None for a key that sees every case."""
+    if key.role is not R.DEPARTMENT:
+        return None
+    return frozenset(key.departments) | {names[c] for c in key.departments if c in names}
+
+
+def in_scope(case: Case, scope: Iterable[str] | None, *, as_lead: bool = False) -> bool:
+    """True if a key limited to `scope` (None: unlimited) sees `case`: it is 主办 or, unless
+    `as_lead`, 协办."""
+    if scope is None:
+        return True
+    mine = set(scope)
+    return case.department in mine or (not as_lead and any(a in mine for a in case.assist))

@@ -1,0 +1,188 @@
+"""Separation of duties over HTTP on SQLite and PostgreSQL: every (case action, role) pair of the
+permission matrix in docs/integration.md is posted and must be allowed or refused as written,
+and a 专业部门 key sees and acts on its own departments' cases only."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from collector.cases.duties import CASE_ACTIONS, may_act
+from collector.cases.workflow import Action, CaseState, apply, open_case
+from collector.keys import digest, display_prefix, new_token
+from collector.models import Role
+from tests.integration.test_api_http import Api, now_ms, problem_of, running_api
+
+pytestmark = pytest.mark.integration
+
+A, S = Action, CaseState
+GAS, LAMPS = ("GAS", "燃气集团"), ("LAMPS", "路灯管理所")
+# The actions that bring a fresh case to the state where each action is legal.
+PATH = {
+    S.REPORTED: (),
+    S.REGISTERED: (A.ACCEPT,),
+    S.DISPATCHED: (A.ACCEPT, A.DISPATCH),
+    S.HANDLING: (A.ACCEPT, A.DISPATCH, A.START),
+    S.FEEDBACK: (A.ACCEPT, A.DISPATCH, A.START, A.FEEDBACK),
+    S.VERIFYING: (A.ACCEPT, A.DISPATCH, A.START, A.FEEDBACK, A.VERIFY),
+    S.PARKED: (A.ACCEPT, A.DISPATCH, A.PARK),
+}
+WHERE = {
+    A.ACCEPT: S.REPORTED,
+    A.VOID: S.REPORTED,
+    A.DISPATCH: S.REGISTERED,
+    A.START: S.DISPATCHED,
+    A.RETURN: S.DISPATCHED,
+    A.PARK: S.DISPATCHED,
+    A.EXTEND: S.DISPATCHED,
+    A.FEEDBACK: S.HANDLING,
+    A.VERIFY: S.FEEDBACK,
+    A.REJECT: S.VERIFYING,
+    A.CLOSE: S.VERIFYING,
+    A.UNPARK: S.PARKED,
+    A.ESCALATE: S.HANDLING,
+}
+BODY: dict[Action, dict[str, Any]] = {A.EXTEND: {"extend_hours": 2}}
+SERIAL = iter(range(1, 100_000))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Api]:
+    url = (
+        f"sqlite:///{tmp_path}/duties.db"
+        if request.param == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
+    with running_api(url) as a:
+        store = a.runtime.store
+        for code, name in (GAS, LAMPS):
+            store.put_department(code, name, now_ms())
+        yield a
+
+
+def scoped_key(api: Api, name: str, codes: tuple[str, ...]) -> dict[str, str]:
+    token = new_token()
+    api.runtime.store.create_api_key(
+        name, Role.DEPARTMENT.value, digest(token), display_prefix(token), now_ms(), codes
+    )
+    return {"Authorization": f"Bearer {token}"}
+
+
+def case_in(api: Api, state: CaseState, department: str = GAS[1], assist: str = "") -> str:
+    """A fresh 部件 case of `department` brought to `state` through the workflow."""
+    no = f"330106{next(SERIAL):010d}"
+    t = now_ms()
+    case, audits = open_case(
+        case_no=no, kind="部件", subcategory="0111", problem="cover_open", asset=None,
+        device=f"mh-{no}", urgency="normal", department=department, grid=None,
+        allowed_ms=3_600_000, auto_register=False, actor="seed", now_ms=t,
+    )  # fmt: skip
+    for action in PATH[state]:
+        case, audit = apply(case, action, actor="seed", now_ms=t)
+        audits.append(audit)
+    if assist:
+        case = replace(case, assist=(assist,))
+    api.runtime.store.save_case(case, audits, expect_state=None)
+    return no
+
+
+def post(api: Api, no: str, action: Action, headers: dict[str, str]) -> Any:
+    body = {"action": action.value, **BODY.get(action, {})}
+    return api.client.post(f"/api/v1/cases/{no}/actions", json=body, headers=headers)
+
+
+def test_every_action_is_allowed_to_exactly_the_roles_of_the_matrix(api: Api) -> None:
+    assert set(CASE_ACTIONS) == set(WHERE)  # the walk covers the whole matrix
+    own = scoped_key(api, "燃气集团 抢修班", (GAS[0],))
+    for action, state in WHERE.items():
+        for role in Role:
+            headers = own if role is Role.DEPARTMENT else api.h(role)
+            no = case_in(api, state)
+            r = post(api, no, action, headers)
+            if may_act(role, action):
+                assert r.status_code == 200, (action, role, r.text)
+                after = api.runtime.store.case(no)
+                assert after is not None
+                if action not in (A.EXTEND, A.ESCALATE):  # the two that stay in their state
+                    assert after.state is not state, (action, role)
+            else:
+                detail = problem_of(r, 403)["detail"]
+                assert role.value in detail, detail
+                assert action.value in detail, detail
+                assert api.runtime.store.case(no).state is state  # type: ignore[union-attr]
+
+
+def test_the_matrix_gives_each_duty_what_the_standard_says(api: Api) -> None:
+    # Spelled out, so a change to CASE_ACTIONS has to change this test (and the docs) too.
+    expected = {
+        Role.INSPECTOR: {A.REJECT},
+        Role.INTAKE: {A.VERIFY},
+        Role.SHIFT_LEAD: {A.ACCEPT, A.VOID, A.CLOSE, A.ESCALATE},
+        Role.DISPATCHER: {A.DISPATCH, A.PARK, A.UNPARK, A.EXTEND},
+        Role.DEPARTMENT: {A.START, A.FEEDBACK, A.RETURN},
+        Role.LEADER: set(),
+        Role.VIEWER: set(),
+        Role.OPERATOR: set(),
+        Role.ADMIN: set(CASE_ACTIONS),
+    }
+    for role, actions in expected.items():
+        assert {a for a in CASE_ACTIONS if may_act(role, a)} == actions, role
+    for system in (A.UPGRADE, A.REWORK, A.AUTO_CLOSE):
+        assert not any(may_act(role, system) for role in Role)
+
+
+def test_a_department_key_sees_and_acts_on_its_own_cases_only(api: Api) -> None:
+    own = scoped_key(api, "燃气集团 抢修班", (GAS[0],))
+    mine = case_in(api, S.DISPATCHED)
+    theirs = case_in(api, S.DISPATCHED, department=LAMPS[1])
+    helping = case_in(api, S.DISPATCHED, department=LAMPS[1], assist=GAS[1])
+    listed = api.client.get("/api/v1/cases", headers=own).json()["items"]
+    assert {c["case_no"] for c in listed} == {mine, helping}  # 主办 or 协办
+    everything = api.client.get("/api/v1/cases", headers=api.h(Role.LEADER)).json()["items"]
+    assert {mine, theirs, helping} <= {c["case_no"] for c in everything}
+    problem_of(api.client.get(f"/api/v1/cases/{theirs}", headers=own), 404)
+    assert api.client.get(f"/api/v1/cases/{helping}", headers=own).status_code == 200
+    problem_of(post(api, theirs, A.START, own), 404)
+    problem_of(post(api, helping, A.START, own), 404)  # 协办 sees it; the 主办 handles it
+    assert post(api, mine, A.START, own).json()["state"] == "处置"
+    audit = api.client.get(f"/api/v1/cases/{mine}", headers=own).json()["audit"]
+    assert (audit[-1]["actor"], audit[-1]["role"]) == ("燃气集团 抢修班", "department")
+
+
+def test_department_keys_and_the_registry_refuse_what_does_not_fit(api: Api) -> None:
+    admin = api.h(Role.ADMIN)
+    c = api.client
+    for body in (
+        {"name": "x", "role": "department"},  # no departments
+        {"name": "x", "role": "department", "departments": ["NOPE"]},  # not registered
+        {"name": "x", "role": "dispatcher", "departments": [GAS[0]]},  # only department keys
+        {"name": "x", "role": "department", "departments": ["a b"]},  # not a code
+    ):
+        problem_of(c.post("/api/v1/keys", json=body, headers=admin), 422)
+    made = c.post(
+        "/api/v1/keys", json={"name": "燃气", "role": "department", "departments": ["GAS"]},
+        headers=admin,
+    )  # fmt: skip
+    assert made.status_code == 201, made.text
+    assert made.json()["departments"] == ["GAS"]
+    assert (
+        c.put("/api/v1/departments/WATER", json={"name": "水务集团"}, headers=admin).status_code
+        == 201
+    )
+    assert (
+        c.put(
+            "/api/v1/departments/WATER", json={"name": "水务集团有限公司"}, headers=admin
+        ).status_code
+        == 200
+    )
+    problem_of(c.put("/api/v1/departments/W2", json={"name": "燃气集团"}, headers=admin), 409)
+    problem_of(
+        c.put("/api/v1/departments/W2", json={"name": "x"}, headers=api.h(Role.DISPATCHER)), 403
+    )
+    problem_of(c.put("/api/v1/departments/a%20b", json={"name": "x"}, headers=admin), 422)
+    listed = c.get("/api/v1/departments", headers=api.h(Role.LEADER)).json()
+    assert {"code": "WATER", "name": "水务集团有限公司"} in listed
