@@ -31,7 +31,9 @@ const LABELS = {
     alarm_state: { active_unacked: "报警未确认", active_acked: "报警已确认",
                    cleared_unacked: "已恢复未确认", normal: "正常" },
     online: { online: "在线", offline: "离线", unknown: "未知" },
-    roles: { viewer: "查看员", dispatcher: "派遣员", operator: "值班员", admin: "管理员" },
+    roles: { viewer: "只读", dispatcher: "派遣员", operator: "运维", admin: "系统管理员",
+             inspector: "监督员", intake: "受理员", shift_lead: "值班长", department: "专业部门",
+             leader: "领导" },
     families: { gas: "燃气", manhole: "井盖", streetlight: "路灯", tilt: "倾斜" },
     case_state: { 受理: "受理", 立案: "立案", 派遣: "派遣", 处置: "处置", 反馈: "反馈", 核查: "核查",
                   结案: "结案", 挂账: "挂账", 作废: "作废" },
@@ -70,7 +72,9 @@ const LABELS = {
     alarm_state: { active_unacked: "active, unacked", active_acked: "active, acked",
                    cleared_unacked: "cleared, unacked", normal: "normal" },
     online: { online: "online", offline: "offline", unknown: "unknown" },
-    roles: { viewer: "viewer", dispatcher: "dispatcher", operator: "operator", admin: "admin" },
+    roles: { viewer: "viewer", dispatcher: "dispatcher", operator: "operator", admin: "admin",
+             inspector: "inspector", intake: "intake", shift_lead: "shift lead",
+             department: "department", leader: "leader" },
     families: { gas: "gas", manhole: "manhole", streetlight: "streetlight", tilt: "tilt" },
     case_state: { 受理: "reported", 立案: "registered", 派遣: "dispatched", 处置: "handling",
                   反馈: "feedback", 核查: "verifying", 结案: "closed", 挂账: "parked", 作废: "voided" },
@@ -91,12 +95,11 @@ const TREND_WINDOW_MS = 3600 * 1000;
 const TREND_POINTS = 2000;
 const NEW_ALARM_MS = 15000; // how long a new 一级/二级 alarm row stays highlighted
 const SEV_COLOUR = { 1: "red", 2: "orange", 3: "yellow", 4: "blue" };
-const ROLE_RANK = { viewer: 0, dispatcher: 1, operator: 2, admin: 3 };
 
 const state = {
   key: "", lang: localStorage.getItem("lifeline.lang") || "zh",
   muted: localStorage.getItem("lifeline.muted") === "1",
-  me: null, alarms: new Map(), fresh: new Map(), cases: [], devices: [], gateways: [],
+  me: null, departments: [], alarms: new Map(), fresh: new Map(), cases: [], devices: [], gateways: [],
   assets: new Map(), profiles: new Map(), config: { tiles_url: null, tiles_datum: "CGCS2000" },
   source: null, trend: null, chart: null, openCase: null, ackAlarm: null,
   map: null, layers: null, markers: new Map(), stats: null, framed: false,
@@ -238,7 +241,7 @@ function alarmPasses(a) {
 }
 
 function canAck() {
-  return state.me && ROLE_RANK[state.me.role] >= ROLE_RANK.operator;
+  return !!(state.me && state.me.acknowledge);
 }
 
 function renderAlarms() {
@@ -382,7 +385,8 @@ function fillFilters() {
   fill("#f-grid", "all_grid", grids);
   fill("#f-dept", "all_dept", depts);
   const list = $("#departments");
-  list.replaceChildren(...depts.map((d) => { const o = el("option"); o.value = d; return o; }));
+  const names = state.departments.length ? state.departments : depts;
+  list.replaceChildren(...names.map((d) => { const o = el("option"); o.value = d; return o; }));
 }
 
 // --- case desk ----------------------------------------------------------------------------
@@ -494,9 +498,13 @@ async function renderCaseDetail() {
   ));
   const buttons = $("#case-buttons");
   buttons.replaceChildren();
-  const allowed = state.me && ROLE_RANK[state.me.role] >= ROLE_RANK.dispatcher ? c.actions : [];
+  // What the workflow allows now and the key's role may post (its department scope is the
+  // API's to check: a refusal shows in words).
+  const mine = new Set(state.me ? state.me.case_actions : []);
+  const allowed = c.actions.filter((a) => mine.has(a));
   $("#case-actions").hidden = allowed.length === 0;
-  $("#case-dept").value = c.department || "";
+  $("#case-dept").value = "";
+  $("#case-dept").placeholder = c.department || "";
   for (const action of allowed) {
     const b = el("button", label("actions", action), `act act-${action}`);
     b.type = "button";
@@ -895,10 +903,11 @@ function scheduleRefresh() {
 
 async function refresh() {
   try {
-    const [cases, gateways, devices, assets] = await Promise.all([
+    const [cases, gateways, devices, assets, departments] = await Promise.all([
       api("/api/v1/cases?open_only=true&limit=200"), api("/api/v1/gateways"),
-      api("/api/v1/devices"), api("/api/v1/assets"),
+      api("/api/v1/devices"), api("/api/v1/assets"), api("/api/v1/departments"),
     ]);
+    state.departments = departments.map((d) => d.name);
     state.cases = cases.items;
     state.gateways = gateways;
     const known = new Set(state.devices.map((d) => devKey(d.gateway, d.device)));

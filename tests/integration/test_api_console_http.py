@@ -97,9 +97,17 @@ def test_readings_newest_first_give_a_chart_the_latest_window(api: Api) -> None:
 
 
 def test_a_client_learns_its_role_units_limits_and_allowed_case_actions(api: Api) -> None:
-    for role in Role:
-        me = api.client.get("/api/v1/me", headers=api.h(role)).json()
-        assert me == {"name": f"{role.value}-1", "role": role.value}
+    me = {r: api.client.get("/api/v1/me", headers=api.h(r)).json() for r in Role}
+    for role, doc in me.items():
+        assert (doc["name"], doc["role"]) == (f"{role.value}-1", role.value)
+    assert me[Role.VIEWER]["case_actions"] == []
+    assert me[Role.LEADER]["case_actions"] == []
+    assert not me[Role.VIEWER]["acknowledge"]
+    assert me[Role.OPERATOR]["acknowledge"]
+    assert "dispatch" in me[Role.DISPATCHER]["case_actions"]
+    assert "accept" not in me[Role.DISPATCHER]["case_actions"]  # 立案 is the 值班长's
+    assert "accept" in me[Role.SHIFT_LEAD]["case_actions"]
+    assert len(me[Role.ADMIN]["case_actions"]) == 13
     profiles = {p["name"]: p for p in api.client.get("/api/v1/profiles", headers=api.h()).json()}
     points = {pt["name"]: pt for pt in profiles["gas_detector"]["points"]}
     gas = points["gas_concentration"]

@@ -8,15 +8,24 @@ from fastapi import APIRouter
 
 from collector.api.auth import Viewer
 from collector.api.deps import RuntimeDep
+from collector.cases.duties import may_act
+from collector.cases.workflow import Action
+from collector.models import Role
 
 router = APIRouter(prefix="/api/v1", tags=["catalog"])
 
 
 @router.get("/me")
-def me(key: Viewer) -> dict[str, str]:
-    """The calling key's name and role (viewer, dispatcher, operator or admin), so a client
-    offers only the actions the role allows."""
-    return {"name": key.name, "role": key.role.value}
+def me(key: Viewer) -> dict[str, Any]:
+    """The calling key: its `name`, `role`, whether it may `acknowledge` alarms and the
+    `case_actions` its role may post (the permission matrix of collector.cases.duties, before
+    a 专业部门 key's department scope), so a client offers only what the role allows."""
+    return {
+        "name": key.name,
+        "role": key.role.value,
+        "acknowledge": key.role.allows(Role.OPERATOR),
+        "case_actions": sorted(a.value for a in Action if may_act(key.role, a)),
+    }
 
 
 @router.get("/profiles")
