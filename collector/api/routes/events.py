@@ -15,6 +15,7 @@ from collector.api.auth import StreamViewer, Viewer
 from collector.api.deps import RuntimeDep, StoreDep
 from collector.api.paging import MAX_MS, PageSize
 from collector.api.problems import dumps
+from collector.api.schemas import EventPage
 from collector.events import type_patterns
 from collector.models import EventRecord
 from collector.store import Store
@@ -42,7 +43,7 @@ def _patterns(types: str) -> list[str]:
         raise HTTPException(422, str(exc)) from None
 
 
-@router.get("")
+@router.get("", response_model=EventPage)
 def list_events(
     store: StoreDep, key: Viewer, after: AfterQ = None, types: TypesQ = "", limit: PageSize = 100
 ) -> dict[str, Any]:

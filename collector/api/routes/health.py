@@ -8,6 +8,7 @@ from starlette.concurrency import run_in_threadpool
 
 from collector.api.auth import MaybeViewer
 from collector.api.deps import RuntimeDep
+from collector.api.schemas import ReadyOut
 from collector.store import StoreError
 
 router = APIRouter(tags=["health"])
@@ -19,7 +20,11 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    response_model=ReadyOut,
+    responses={503: {"model": ReadyOut, "description": "not ready: `reasons` says why"}},
+)
 async def readyz(runtime: RuntimeDep, key: MaybeViewer) -> JSONResponse:
     """Ready when the database answers, commits succeed and (if ingesting) the broker gives
     what ingest relies on; otherwise 503. Answers within a few seconds even when the database
@@ -50,4 +55,5 @@ async def readyz(runtime: RuntimeDep, key: MaybeViewer) -> JSONResponse:
     status = "not ready" if reasons else "ready"
     public = {"status": status}
     body = {**body, "status": status, "reasons": reasons} if key is not None else public
-    return JSONResponse(body, status_code=503 if reasons else 200)
+    checked = ReadyOut.model_validate(body).model_dump(mode="json", exclude_unset=True)
+    return JSONResponse(checked, status_code=503 if reasons else 200)
