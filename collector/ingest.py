@@ -147,7 +147,8 @@ def parse_mqtt_urls(urls: str) -> list[tuple[str, int]]:
 
 
 def parse_mqtt_url(url: str) -> tuple[str, int]:
-    """Split mqtt://host:port (or mqtts://host:port, TLS, default 8883) into (host, port)."""
+    """Split mqtt://host:port (or mqtts://host:port, TLS, default 8883) into (host, port);
+    raises ValueError for any other URL."""
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "tcp", "mqtts") or not parts.hostname:
         raise ValueError(f"MQTT URL {url!r} must look like mqtt://HOST:PORT or mqtts://HOST:PORT")
@@ -189,6 +190,9 @@ class IngestConfig:
     root: str = "lifeline"
     client_id: str = "lifeline-collector"
     share_group: str | None = None
+    # Only these sites' topics (a partition of the topic space, collector/partitions.py);
+    # empty: every site.
+    sites: tuple[str, ...] = ()
     batch_max: int = 500  # messages per transaction
     batch_wait_s: float = 0.05  # how long to wait for a batch to fill
     receive_maximum: int = 2000  # unacknowledged QoS 1 messages the broker may send us
@@ -383,7 +387,11 @@ class Ingest:
             return
         self._refusal = ""
         cfg = self.config
-        self._filters = [subscription(k, cfg.root, share_group=cfg.share_group) for k in cfg.kinds]
+        self._filters = [
+            subscription(k, cfg.root, site=site, share_group=cfg.share_group)
+            for site in cfg.sites or ("+",)
+            for k in cfg.kinds
+        ]
         if cfg.share_group is not None:
             self._filters.append(
                 subscription(Kind.CMD, cfg.root, site=PROBE_SITE, share_group=cfg.share_group)

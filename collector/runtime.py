@@ -17,8 +17,9 @@ from collector.cases.routing import (
     routing_calendar,
     routing_catalog,
 )
-from collector.events import EventPump, Notifier
+from collector.event_log import EventPump, Notifier
 from collector.ingest import Ingest, IngestConfig
+from collector.partitions import Partition, PartitionedIngest
 from collector.store import Store, open_store
 from collector.webhooks import Deliverer, WebhookConfig
 
@@ -70,6 +71,9 @@ class CollectorConfig:
 
     db_url: str = "sqlite:///lifeline-collector.db"
     ingest: IngestConfig | None = field(default_factory=IngestConfig)
+    # The topic space split by site among collectors with leases in PostgreSQL (for brokers
+    # without shared subscriptions); None: this collector ingests every site itself.
+    partitions: list[Partition] | None = None
     assets_file: Path | None = None
     routing_file: Path | None = None
     # The collector's district (6-digit area code) for case numbers whose place gives none;
@@ -114,13 +118,27 @@ class Runtime:
             routing_calendar(routing, routing_path),
         )
         self.notifier = Notifier()
-        self.events = EventPump(self.store, self.notifier, config.events_poll_s, clock)
+        self.event_pump = EventPump(self.store, self.notifier, config.events_poll_s, clock)
         self.webhooks = Deliverer(self.store, self.notifier, config.webhooks, clock)
         self._lock = threading.Lock()
         self._last_escalation = 0.0
         self._clock = clock
-        self.ingest: Ingest | None = None
-        if config.ingest is not None:
+        self.ingest: Ingest | PartitionedIngest | None = None
+        if config.ingest is not None and config.partitions is not None:
+            if not config.db_url.startswith(("postgresql:", "postgres:")):
+                raise ValueError(
+                    "partitions need PostgreSQL (their leases are advisory locks there);"
+                    " a collector on SQLite is the only one and takes every site"
+                )
+            self.ingest = PartitionedIngest(
+                self.store,
+                config.ingest,
+                config.partitions,
+                config.db_url,
+                on_commit=self.after_commit,
+                clock=clock,
+            )
+        elif config.ingest is not None:
             self.ingest = Ingest(
                 self.store, config.ingest, on_commit=self.after_commit, clock=clock
             )
@@ -129,7 +147,7 @@ class Runtime:
         """Start ingest (if configured) after handling alarm events left from a previous run."""
         tune_gc()
         self.after_commit()
-        self.events.start()
+        self.event_pump.start()
         self.webhooks.start()
         if self.ingest is not None:
             self.ingest.start()
@@ -143,12 +161,12 @@ class Runtime:
             if now - self._last_escalation >= self.config.escalate_every_s:
                 self._last_escalation = now
                 self.cases.escalate_overdue()
-        self.events.kick()
+        self.event_pump.kick()
 
     def close(self) -> None:
         """Stop ingest, then close the store."""
         if self.ingest is not None:
             self.ingest.stop()
         self.webhooks.stop()
-        self.events.stop()
+        self.event_pump.stop()
         self.store.close()

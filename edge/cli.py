@@ -80,7 +80,7 @@ def validate(
 
     Exits 1 (typer.Exit) with the file, field and reason when the config is not valid.
     """
-    from edge.config import ConfigError, load_config, resolve_profiles
+    from edge.config import ConfigError, config_warnings, load_config, resolve_profiles
 
     try:
         cfg = load_config(config)
@@ -88,6 +88,8 @@ def validate(
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    for field, reason in config_warnings(cfg):
+        typer.echo(f"warning: {config}: {field}: {reason}", err=True)
     typer.echo(
         f"{config}: ok - gateway {cfg.gateway} at site {cfg.site}, {len(cfg.buses)} bus(es), "
         f"{len(profiles)} device(s), config hash {cfg.hash()}"

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from drivers.baudrates import MAX_BAUDRATE, MIN_BAUDRATE, STANDARD_BAUDRATES, baudrate_problem
 from drivers.profile import (
     AlarmLadder,
     AlarmRuleSpec,
@@ -279,10 +280,20 @@ class RtuBus(_Bus):
     type: Literal["rtu"]
     echo: bool = False  # the adapter echoes each request before the answer (no echo cancel)
     port: str
-    baudrate: int = Field(default=9600, ge=300, le=921600)
+    baudrate: int = 9600  # a non-standard rate is valid but suspect: see config_warnings
     parity: Literal["N", "E", "O"] = "N"
     bytesize: Literal[7, 8] = 8
     stopbits: Literal[1, 2] = 1
+
+    @field_validator("baudrate")
+    @classmethod
+    def _line_rate(cls, value: int) -> int:
+        if not MIN_BAUDRATE <= value <= MAX_BAUDRATE:
+            raise ValueError(
+                f"{value} is no serial line rate ({MIN_BAUDRATE}-{MAX_BAUDRATE}); standard: "
+                + ", ".join(map(str, STANDARD_BAUDRATES))
+            )
+        return value
 
 
 Bus = Annotated[TcpBus | RtuBus | RtuOverTcpBus, Field(discriminator="type")]
@@ -375,6 +386,16 @@ def _explain(exc: ValidationError) -> list[tuple[str, str]]:
             reason = err["msg"].removeprefix("Value error, ")
         problems.append((field, reason))
     return problems
+
+
+def config_warnings(cfg: GatewayConfig) -> list[tuple[str, str]]:
+    """(field, reason) pairs for what is valid but most likely a mistake: a bus at a
+    non-standard baud rate (a typo such as 96000 or 9601 that no device would answer)."""
+    out = []
+    for i, bus in enumerate(cfg.buses):
+        if isinstance(bus, RtuBus) and (problem := baudrate_problem(bus.baudrate)):
+            out.append((f"buses.{i}.baudrate", problem))
+    return out
 
 
 def parse_config(data: Any, source: str = "<config>") -> GatewayConfig:

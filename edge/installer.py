@@ -12,7 +12,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -90,12 +90,19 @@ def _scan_target(port: str | None, host: str | None, tcp_port: int, rtu_over_tcp
 
 
 def _line_settings(baud: str, parity: str) -> list[LineSettings]:
+    from drivers.baudrates import MAX_BAUDRATE, MIN_BAUDRATE, STANDARD_BAUDRATES, baudrate_problem
     from drivers.scan import LineSettings
 
     lines = []
     for b in _split(baud, "baud rate", "--baud"):
-        if not b.isdigit() or not 300 <= int(b) <= 921600:
-            usage_error(f"{b!r} is not a baud rate (300-921600)", "--baud")
+        if not b.isdigit() or not MIN_BAUDRATE <= int(b) <= MAX_BAUDRATE:
+            usage_error(
+                f"{b!r} is not a baud rate ({MIN_BAUDRATE}-{MAX_BAUDRATE}); standard: "
+                + ", ".join(map(str, STANDARD_BAUDRATES)),
+                "--baud",
+            )
+        if problem := baudrate_problem(int(b)):
+            typer.echo(f"warning: --baud {problem}", err=True)
         for p in _split(parity.upper(), "parity", "--parity"):
             if p not in ("N", "E", "O"):
                 usage_error(f"{p!r} is not a parity: use N, E or O", "--parity")
@@ -267,41 +274,66 @@ def _bus_from_scan(scan: dict[str, Any], index: int) -> list[dict[str, Any]]:
     return [bus]
 
 
-def _name_devices(buses: list[dict[str, Any]]) -> None:
-    counts: dict[str, int] = {}
-    for bus in buses:
-        for dev in bus["devices"]:
-            short = _FAMILY_SHORT.get(dev["family"], dev["family"])
-            name = f"{short}-{dev['unit']:02d}"
-            counts[name] = counts.get(name, 0) + 1
+def _name_devices(gateway: str, buses: list[dict[str, Any]]) -> None:
+    """Give every device its id: GATEWAY.bBUS-FAMILY-UNIT, e.g. gw-xh-0412.b1-mh-001.
+
+    The same scan (the same --scan-json files in the same order) gives the same ids; the
+    gateway prefix keeps them unique across cabinets, so no gateway can claim another's
+    device by name. `local` is the part after the prefix, accepted wherever an id is asked.
+    """
     for b, bus in enumerate(buses):
         for dev in bus["devices"]:
             short = _FAMILY_SHORT.get(dev["family"], dev["family"])
-            name = f"{short}-{dev['unit']:02d}"
-            dev["id"] = name if counts[name] == 1 else f"{short}-b{b + 1}-{dev['unit']:02d}"
+            dev["local"] = f"b{b + 1}-{short}-{dev['unit']:03d}"
+            dev["id"] = f"{gateway}.{dev['local']}"
+
+
+def _find_device(key: str, devices: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The devices `key` names: a device id, its part after GATEWAY., or a unit id."""
+    return [d for d in devices if key in (d["id"], d["local"], str(d["unit"]))]
+
+
+def _parse_asset(item: str, buses: list[dict[str, Any]]) -> tuple[str, str]:
+    """One KEY=CODE: (device id, 16-digit 部件标识码); BadParameter says what is wrong."""
+    devices = [d for bus in buses for d in bus["devices"]]
+    key, sep, code = item.partition("=")
+    if not sep or not re.fullmatch(r"\d{16}", code.strip()):
+        usage_error(
+            f"{item!r}: expected DEVICE=CODE with a 16-digit 部件标识码, "
+            "e.g. b1-mh-001=3301060111000001",
+            "--asset",
+        )
+    matches = _find_device(key.strip(), devices)
+    if len(matches) != 1:
+        known = ", ".join(d["local"] for d in devices)
+        usage_error(
+            f"{item!r}: {key.strip()!r} names {len(matches)} devices; use a device ({known})",
+            "--asset",
+        )
+    return matches[0]["id"], code.strip()
 
 
 def _parse_assets(items: list[str], buses: list[dict[str, Any]]) -> dict[str, str]:
-    """--asset KEY=CODE: KEY is a device id, or a unit id when that unit is unique."""
-    out: dict[str, str] = {}
+    """--asset KEY=CODE: KEY is a device id (or its part after GATEWAY.), or a unit id when
+    that unit is unique."""
+    return dict(_parse_asset(item, buses) for item in items)
+
+
+def _overrides_by_id(overrides: dict[str, Any], buses: list[dict[str, Any]]) -> dict[str, Any]:
+    """Alarm overrides keyed by device id; a key may also be an id's part after GATEWAY.
+    (what the file can name before the gateway id is known). Unknown keys are refused."""
     devices = [d for bus in buses for d in bus["devices"]]
-    for item in items:
-        key, sep, code = item.partition("=")
-        if not sep or not re.fullmatch(r"\d{16}", code.strip()):
-            usage_error(
-                f"{item!r}: expected DEVICE=CODE with a 16-digit 部件标识码, "
-                "e.g. mh-01=3301060111000001",
-                "--asset",
-            )
-        key = key.strip()
-        matches = [d for d in devices if d["id"] == key or str(d["unit"]) == key]
-        if len(matches) != 1:
-            known = ", ".join(d["id"] for d in devices)
-            usage_error(
-                f"{item!r}: {key!r} names {len(matches)} devices; use a device id ({known})",
-                "--asset",
-            )
-        out[matches[0]["id"]] = code.strip()
+    out: dict[str, Any] = {}
+    unknown = []
+    for key, rules in overrides.items():
+        matches = [d for d in devices if str(key) in (d["id"], d["local"])]
+        if len(matches) == 1:
+            out[matches[0]["id"]] = rules
+        else:
+            unknown.append(str(key))
+    if unknown:
+        known = ", ".join(d["local"] for d in devices)
+        fail(f"alarm overrides name unknown device(s) {sorted(unknown)}; the devices: {known}")
     return out
 
 
@@ -319,14 +351,68 @@ def _load_overrides(path: Path | None) -> dict[str, Any]:
     return data
 
 
-def _ask(value: str | None, prompt: str, param: str, required: bool = True) -> str:
+def _ask(
+    value: str | None,
+    prompt: str,
+    param: str,
+    check: Callable[[str], str],
+    required: bool = True,
+) -> str:
+    """An option's value, or the answer to `prompt` in a terminal, passed through `check`.
+
+    `check` returns the value or raises typer.BadParameter. A bad option value is a usage
+    error; a bad answer is said on one line and the question asked again, so one typo loses
+    none of the answers before it. An optional question takes an empty answer as none.
+    """
     if value is not None:
-        return value
-    if sys.stdin.isatty():
-        return str(typer.prompt(prompt, default="" if not required else None)).strip()
-    if required:
-        usage_error(f"missing {param} (no terminal to ask on)", param)
-    return ""
+        return check(value) if value or required else ""
+    if not sys.stdin.isatty():
+        if required:
+            usage_error(f"missing {param} (no terminal to ask on)", param)
+        return ""
+    while True:
+        answer = str(typer.prompt(prompt, default=None if required else "")).strip()
+        if not answer and not required:
+            return ""
+        try:
+            return check(answer)
+        except typer.BadParameter as exc:
+            typer.echo(f"error: {exc.message}; try again", err=True)
+
+
+def _check_ident(param: str, what: str, longest_suffix: int = 0) -> Callable[[str], str]:
+    from wire.topics import IDENT_RE
+
+    def check(text: str) -> str:
+        if not IDENT_RE.match(text) or len(text) + longest_suffix > 64:
+            usage_error(
+                f"{text!r}: a {what} is letters, digits and - _ . (starting with a letter or "
+                f"digit), at most {64 - longest_suffix} characters",
+                param,
+            )
+        return text
+
+    return check
+
+
+def _check_broker_url(text: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(text)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        usage_error(f"{text!r} must look like mqtt://host:1883 or mqtts://host:8883", "--broker")
+    return text
+
+
+def _check_location(text: str) -> str:
+    _parse_location(text)
+    return text
+
+
+def _check_grid(text: str) -> str:
+    if not re.fullmatch(r"\d{6,20}", text):
+        usage_error(f"{text!r}: a 单元网格 code is 6 to 20 digits", "--grid")
+    return text
 
 
 def _parse_location(text: str) -> dict[str, Any]:
@@ -497,29 +583,40 @@ def commission_command(
     buses = [bus for i, s in enumerate(scans) for bus in _bus_from_scan(s, i)]
     if not buses:
         fail("the scan found no recognised device: nothing to commission")
-    _name_devices(buses)
-    gw = _ask(gateway, "Gateway id", "--gateway")
-    st = _ask(site, "Site id", "--site")
-    url = _ask(broker, "MQTT broker URL", "--broker")
-    loc = _ask(location, "Cabinet location LON,LAT[,DATUM] (empty: none)", "--location", False)
+    # The longest device id suffix (".b1-tilt-001") bounds the gateway id: ids are <= 64.
+    _name_devices("", buses)
+    suffix = max(len(d["id"]) for bus in buses for d in bus["devices"])
+    gw = _ask(gateway, "Gateway id", "--gateway", _check_ident("--gateway", "gateway id", suffix))
+    _name_devices(gw, buses)
+    st = _ask(site, "Site id", "--site", _check_ident("--site", "site id"))
+    url = _ask(broker, "MQTT broker URL", "--broker", _check_broker_url)
+    loc = _ask(
+        location,
+        "Cabinet location LON,LAT[,DATUM] (empty: none)",
+        "--location",
+        _check_location,
+        required=False,
+    )
     place = _parse_location(loc) if loc else None
     if place is not None:
-        place["address"] = _ask(address, "Cabinet address", "--address", required=False)
+        place["address"] = _ask(
+            address, "Cabinet address", "--address", lambda text: text, required=False
+        )
     elif address:
         usage_error("--address is kept with a --location LON,LAT: give both", "--address")
-    cell = _ask(grid, "单元网格 (grid cell) code", "--grid", required=False)
-    if cell and not re.fullmatch(r"\d{6,20}", cell):
-        usage_error(f"{cell!r}: a 单元网格 code is 6 to 20 digits", "--grid")
+    cell = _ask(grid, "单元网格 (grid cell) code", "--grid", _check_grid, required=False)
     assets = _parse_assets(asset or [], buses)
     if not asset and sys.stdin.isatty():
         for bus in buses:
             for dev in bus["devices"]:
-                code = typer.prompt(
-                    f"部件标识码 of the asset {dev['id']} watches (empty: none)", default=""
-                ).strip()
-                if code:
-                    assets.update(_parse_assets([f"{dev['id']}={code}"], buses))
-    overrides = _load_overrides(alarms_file)
+
+                def check_code(code: str, dev: dict[str, Any] = dev) -> str:
+                    return _parse_asset(f"{dev['id']}={code}", buses)[1]
+
+                prompt = f"部件标识码 of the asset {dev['id']} watches (empty: none)"
+                if code := _ask(None, prompt, "--asset", check_code, required=False):
+                    assets[dev["id"]] = code
+    overrides = _overrides_by_id(_load_overrides(alarms_file), buses)
     for bus in buses:
         for dev in bus["devices"]:
             if dev["id"] in assets:
@@ -544,9 +641,6 @@ def commission_command(
                 d["alarms"] = overrides[dev["id"]]
             entry["devices"].append(d)
         data["buses"].append(entry)
-    unknown = set(overrides) - {d["id"] for b in buses for d in b["devices"]}
-    if unknown:
-        fail(f"alarm overrides name unknown device(s) {sorted(unknown)}")
     dest = out or Path(f"{gw}.yaml")
     try:
         cfg = parse_config(data, str(dest))
@@ -597,6 +691,76 @@ def _unit_text(unit_file: Path | None) -> bytes:
             "with the unit that starts `lifeline edge run --config /etc/lifeline/gateway.yaml`"
         )
     return shipped.read_bytes()
+
+
+def _unit_settings(unit: bytes) -> dict[str, list[str]]:
+    """The [Service] settings of a systemd unit, each key with all its values in order."""
+    out: dict[str, list[str]] = {}
+    section = ""
+    for raw in unit.decode("utf-8", "replace").splitlines():
+        line = raw.strip()
+        if line.startswith("[") and line.endswith("]"):
+            section = line
+        elif section == "[Service]" and "=" in line and not line.startswith(("#", ";")):
+            key, _, value = line.partition("=")
+            out.setdefault(key.strip(), []).extend(value.split())
+    return out
+
+
+def _buffer_problem(buffer: str, unit: bytes) -> str:
+    """'' if the service the unit starts can keep its buffer at `buffer`, else why not.
+
+    Follows systemd.exec(5): PrivateTmp gives the service its own /tmp and /var/tmp, emptied
+    when it stops; ProtectHome hides /home, /root and /run/user; ProtectSystem=strict leaves
+    only ReadWritePaths and the State/Cache/Logs directories writable, =full (or yes) makes
+    /usr, /boot and /etc read-only. A relative path is taken from WorkingDirectory.
+    """
+    import posixpath
+
+    cfg = _unit_settings(unit)
+
+    def last(key: str) -> str:
+        return (cfg.get(key) or [""])[-1].lower()
+
+    base = (cfg.get("WorkingDirectory") or ["/"])[-1].lstrip("-")
+    path = posixpath.normpath(posixpath.join(base if base.startswith("/") else "/", buffer))
+
+    def under(*roots: str) -> bool:
+        return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+    writable = [p.lstrip("-+") for p in cfg.get("ReadWritePaths", [])]
+    for key, root in (("StateDirectory", "/var/lib"), ("CacheDirectory", "/var/cache"),
+                      ("LogsDirectory", "/var/log")):  # fmt: skip
+        writable += [f"{root}/{d}" for d in cfg.get(key, [])]
+    writable = list(dict.fromkeys(writable))
+    where = f"; it can write only under {', '.join(writable)}" if writable else ""
+    yes = ("yes", "true", "on", "1")
+    private_tmp = ("/tmp", "/var/tmp")  # noqa: S108 - the folders PrivateTmp replaces
+    if last("PrivateTmp") in yes and under(*private_tmp):
+        return (
+            f"PrivateTmp={last('PrivateTmp')} gives it its own /tmp and /var/tmp, emptied when"
+            f" it stops{where}"
+        )
+    if last("ProtectHome") in (*yes, "read-only", "tmpfs") and under("/home", "/root", "/run/user"):
+        return f"ProtectHome={last('ProtectHome')} hides the home folders from it{where}"
+    protect = last("ProtectSystem")
+    if protect == "strict" and not under(*writable):
+        return f"ProtectSystem=strict makes everything else read-only{where}"
+    read_only = ["/usr", "/boot", "/efi"] + (["/etc"] if protect == "full" else [])
+    if protect in (*yes, "full") and under(*read_only):
+        return f"ProtectSystem={protect} makes {', '.join(read_only)} read-only{where}"
+    return ""
+
+
+def _check_buffer_path(plan: Sequence[_Planned], buffer: str) -> None:
+    unit = next(item.data for item in plan if item.path == _UNIT_PATH)
+    problem = _buffer_problem(buffer, unit)
+    if problem:
+        fail(
+            f"the installed {_UNIT_NAME} cannot keep its buffer at {buffer}: {problem}. "
+            "Commission again with --buffer-path under a writable folder (the default is "
+            "/var/lib/lifeline/edge.sqlite), or pass --unit-file with a unit that allows it"
+        )
 
 
 def _hostname(name: str) -> str:
@@ -857,6 +1021,7 @@ def flash_command(
         _unit_text(unit_file),
     )
     _check_flashed_config(plan[0])
+    _check_buffer_path(plan, cfg.buffer.path)
     redirected = [why for item in plan if (why := _redirected(target, item))]
     if redirected:
         fail(

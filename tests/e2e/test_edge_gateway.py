@@ -223,15 +223,14 @@ def test_sigkill_loop_loses_nothing_committed_and_duplicates_nothing(
             must_arrive |= {("backlog", "p", start + i) for i in range(BACKLOG)}
             seq_before = views.buffer_stats(buffer).next_seq
             proc = start_gateway(config, tmp_path / "gateway.log")
+
+            def drain_started(before: int = seq_before) -> bool:
+                return views.buffer_stats(buffer).next_seq > before
+
             # The drain of a backlog this size takes tens of milliseconds, so a kill timed from
             # the start of the process mostly lands after it: time it from the first batch the
             # gateway froze instead (a random moment within the drain, or just after it).
-            wait_for(
-                lambda before=seq_before: views.buffer_stats(buffer).next_seq > before,
-                30,
-                "the drain to start",
-                poll_s=0.001,
-            )
+            wait_for(drain_started, 30, "the drain to start", poll_s=0.001)
             time.sleep(rng.uniform(0, 0.03))
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)

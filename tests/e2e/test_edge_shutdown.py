@@ -55,9 +55,11 @@ def test_sigterm_leaves_shutdown_and_sigkill_leaves_the_will(
         for stop, reason in ((signal.SIGTERM, "shutdown"), (signal.SIGKILL, "connection lost")):
             before = len(sub.messages)
             proc = start_gateway(config, tmp_path / "gateway.log")
-            wait_for(
-                lambda n=before: any(isinstance(m, Birth) for m in sub.messages[n:]), 20, "birth"
-            )
+
+            def born(n: int = before) -> bool:
+                return any(isinstance(m, Birth) for m in sub.messages[n:])
+
+            wait_for(born, 20, "birth")
             proc.send_signal(stop)
             code = proc.wait(15)
             time.sleep(1.0)  # the broker publishes a will as soon as it sees the socket close

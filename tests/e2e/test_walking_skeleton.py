@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 import paho.mqtt.client as mqtt
 import pytest
 import yaml
+from paho.mqtt.enums import CallbackAPIVersion
 
 from lifeline.broker import free_port
 from lifeline.demo import Child, http_json, spawn, start_simulator, wait_until
@@ -43,12 +44,12 @@ def data_batches(mqtt_url: str, root: str) -> Iterator[queue.Queue[DataBatch]]:
     got: queue.Queue[DataBatch] = queue.Queue()
 
     def on_message(_c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        batch = decode(msg.payload)
+        batch = decode(bytes(msg.payload))
         if isinstance(batch, DataBatch):
             got.put(batch)
 
     url = urlparse(mqtt_url)
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
     client.on_message = on_message
     client.connect(url.hostname or "127.0.0.1", url.port or 1883)
     client.subscribe(subscription(Kind.DATA, root=root), qos=1)

@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from collector.cli import app as collector_cli
+from edge.cli import app as edge_cli
 from firmware_sim.cli import app as sim_cli
 from firmware_sim.control import SimControl
 
@@ -135,3 +137,52 @@ def test_collector_commands_that_change_something_have_json(tmp_path: Path) -> N
     imported = run("assets", "import", str(assets))
     assert imported["file"] == str(assets)
     assert imported["imported"] > 0
+
+
+def test_edge_validate_warns_about_a_non_standard_baud_rate(tmp_path: Path) -> None:
+    # It said "ok" to 96000 and 9601: a typo that no device on the bus would answer.
+    device = {"id": "sl-1", "unit": 1, "profile": "streetlight"}
+    bus = {"type": "rtu", "port": "/dev/ttyUSB0", "baudrate": 96000, "devices": [device]}
+    config = tmp_path / "gw.yaml"
+    config.write_text(yaml.safe_dump({"gateway": "gw", "site": "s", "buses": [bus]}))
+    r = CliRunner().invoke(edge_cli, ["validate", "-c", str(config)])
+    assert r.exit_code == 0, r.output
+    assert r.stdout.startswith(f"{config}: ok")
+    assert r.stderr.startswith(
+        f"warning: {config}: buses.0.baudrate: 96000 is not a standard baud rate "
+        "(did you mean 9600?); standard: 300, 600, 1200, 2400, 4800, 9600, 14400, 19200"
+    )
+    bus["baudrate"] = 1_000_000
+    config.write_text(yaml.safe_dump({"gateway": "gw", "site": "s", "buses": [bus]}))
+    r = CliRunner().invoke(edge_cli, ["validate", "-c", str(config)])
+    assert r.exit_code == 1
+    assert "1000000 is no serial line rate (300-921600); standard: 300" in r.stderr
+
+
+def test_flash_refuses_a_buffer_the_installed_service_cannot_keep(tmp_path: Path) -> None:
+    # The shipped unit has PrivateTmp=true, ProtectSystem=strict and only /var/lib/lifeline
+    # writable: a buffer under /tmp was flashed without a word and lost at every restart.
+    card = tmp_path / "card"
+    card.mkdir()
+    device = {"id": "sl-1", "unit": 1, "profile": "streetlight"}
+    bus = {"type": "tcp", "host": "127.0.0.1", "port": 502, "devices": [device]}
+    for buffer, refused in [
+        ("/tmp/edge.sqlite", "PrivateTmp=true gives it its own /tmp and /var/tmp"),
+        ("/home/pi/edge.sqlite", "ProtectHome=true hides the home folders"),
+        ("/opt/lifeline/edge.sqlite", "ProtectSystem=strict makes everything else read-only"),
+        ("/var/lib/lifeline/edge.sqlite", ""),
+        ("edge.sqlite", ""),  # relative: in WorkingDirectory=/var/lib/lifeline
+    ]:
+        config = tmp_path / "gw.yaml"
+        data = {"gateway": "gw", "site": "s", "buffer": {"path": buffer}, "buses": [bus]}
+        config.write_text(yaml.safe_dump(data))
+        args = ["flash", str(card), "-c", str(config), "--dry-run", "--anonymous"]
+        r = CliRunner().invoke(edge_cli, args)
+        if refused:
+            assert r.exit_code == 1, (buffer, r.output)
+            assert f"lifeline-edge.service cannot keep its buffer at {buffer}: {refused}" in (
+                r.stderr
+            )
+            assert "it can write only under /var/lib/lifeline." in r.stderr
+        else:
+            assert r.exit_code == 0, (buffer, r.output)

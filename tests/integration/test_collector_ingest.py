@@ -25,6 +25,7 @@ from wire import (
     Command,
     DataBatch,
     Kind,
+    Message,
     Record,
     Severity,
     decode,
@@ -204,7 +205,7 @@ def test_an_alarm_id_of_another_gateway_is_a_dead_letter_and_a_conflict_event(
 ) -> None:
     # gw-x may not flip gw-a's alarm: in an alarm batch, or in its birth's alarm picture.
     ev = AlarmEvent("gw-a:e1:3", "mh-01", "tilt", "hi", Severity.HIGH, AlarmState.NORMAL, T0)
-    forged = [
+    forged: list[Message] = [
         AlarmBatch("gw-x", "s", 1, T0, (ev,), epoch="e1"),
         Birth("gw-x", "s", 0, T0, "1", "h", (), (ev,), 0, epoch="e1"),
     ]

@@ -33,7 +33,7 @@ WELL = Asset(
     code="3101040111000042", owner="燃气公司", grid="310104001002", address="漕溪北路 88 号",
     lon=121.437, lat=31.187,
 )  # fmt: skip
-Exec = Callable[[str, tuple[Any, ...]], None]
+Exec = Callable[[str, tuple[Any, ...]], object]
 
 
 def old_rows(run: Exec) -> None:
@@ -130,9 +130,9 @@ def upgraded(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
             )
             for version, statements in enumerate(versions, start=1):
                 for stmt in statements:
-                    pg.execute(stmt)  # type: ignore[call-overload]
+                    pg.execute(stmt)
                 pg.execute("INSERT INTO schema_migrations VALUES (%s, 'v', 0)", (version,))
-            old_rows(lambda sql, p: pg.execute(sql.replace("?", "%s"), p) and None)  # type: ignore[arg-type]
+            old_rows(lambda sql, p: pg.execute(sql.replace("?", "%s"), p) and None)
     store = open_store(url)
     assert store.migrate() == [7, 8, 9, 10]
     yield store

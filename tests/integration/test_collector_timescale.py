@@ -275,7 +275,8 @@ def test_hourly_aggregate_after_its_policy_ran_agrees_with_the_bucketed_query(
 
     def value(i: int) -> float | int | bool | str | None:
         # Mostly floats, with ints, bools, text and nulls: only numbers and bools aggregate.
-        return [i * 0.37 - 20, i, i % 2 == 0, "text", None][i % 5] if i % 3 == 0 else i * 1.5
+        kinds: list[float | int | bool | str | None] = [i * 0.37 - 20, i, i % 2 == 0, "text", None]
+        return kinds[i % 5] if i % 3 == 0 else i * 1.5
 
     recs = [
         Record(dev, pt, base + i * 7 * MINUTE + k, value(i + k))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -50,9 +50,9 @@ async def tk_bus(
             yield None, bus_config("tcp", {"host": "127.0.0.1", "port": slave.port},
                                    devices, **settings)  # fmt: skip
             return
-        front = "pty" if transport == "serial" else "tcp"
-        back = {"back_fd": slave.line_fd} if slave.rtu else {"back_port": slave.port}
-        async with Line(front, **back, **(line or {})) as wire:
+        front: Literal["pty", "tcp"] = "pty" if transport == "serial" else "tcp"
+        fd, port = (slave.line_fd, 0) if slave.rtu else (-1, slave.port)
+        async with Line(front, fd, port, **(line or {})) as wire:
             where = {"path": wire.path, "host": "127.0.0.1", "port": wire.port}
             yield wire, bus_config(transport, where, devices, **settings)
 

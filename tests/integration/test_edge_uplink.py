@@ -7,6 +7,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
@@ -392,7 +393,7 @@ def test_a_puback_error_never_removes_a_batch_and_does_not_loop(
 
 @pytest.mark.parametrize(("protocol", "code"), [("5", "0x87"), ("3.1.1", "0x87")])
 def test_a_refused_connection_says_the_brokers_reason(
-    tmp_path: Path, topic_root: str, protocol: str, code: str
+    tmp_path: Path, topic_root: str, protocol: Literal["5", "3.1.1"], code: str
 ) -> None:
     """Not "unreachable (); TimeoutError": the CONNACK reason, the protocol, the client id."""
     from tests.services import start_mosquitto
@@ -403,7 +404,7 @@ def test_a_refused_connection_says_the_brokers_reason(
             url=broker.url,
             root=topic_root,
             protocol=protocol,
-            reconnect_min_s=0.2,  # type: ignore[arg-type]
+            reconnect_min_s=0.2,
         )
 
         def birth() -> Birth:

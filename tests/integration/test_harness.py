@@ -6,6 +6,7 @@ from urllib.parse import urlparse
 import paho.mqtt.client as mqtt
 import psycopg
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.services import Postgres
 
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.integration
 def test_broker_delivers_qos1_under_test_root(mqtt_url: str, topic_root: str) -> None:
     url = urlparse(mqtt_url)
     got = threading.Event()
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
     client.on_message = lambda _c, _u, msg: got.set() if msg.payload == b"ping" else None
     client.connect(url.hostname or "127.0.0.1", url.port or 1883)
     client.loop_start()

@@ -3,8 +3,10 @@
 import pytest
 import typer
 
+from drivers.baudrates import baudrate_problem
 from drivers.scan import firmware_text, parse_units
 from edge.cli_output import print_table
+from edge.config import ConfigError, config_warnings, parse_config
 from edge.crew import _parse_severity, _parse_since, _parse_value
 from edge.installer import _hostname, _line_settings
 
@@ -85,3 +87,39 @@ def test_plain_table_aligns_wide_characters(capsys: pytest.CaptureFixture[str]) 
     print_table(["严重度", "state"], [["二级 high", "active_unacked"], ["4", "normal"]])
     lines = capsys.readouterr().out.splitlines()
     assert lines == ["严重度     state", "二级 high  active_unacked", "4          normal"]
+
+
+def test_non_standard_baud_rates_are_named_with_the_standard_ones() -> None:
+    assert baudrate_problem(9600) == ""
+    assert baudrate_problem(115200) == ""
+    assert baudrate_problem(96000).startswith(
+        "96000 is not a standard baud rate (did you mean 9600?)"
+    )
+    assert "(did you mean 9600?)" in baudrate_problem(9601)
+    assert "did you mean" not in baudrate_problem(12345)
+    assert "standard: 300, 600, 1200, 2400, 4800, 9600, 14400, 19200" in baudrate_problem(12345)
+
+
+def test_scan_warns_about_a_non_standard_baud_rate_and_refuses_the_absurd(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert [str(x) for x in _line_settings("9601", "N")] == ["9601 8N1"]
+    assert "warning: --baud 9601 is not a standard baud rate (did you mean 9600?)" in (
+        capsys.readouterr().err
+    )
+    with pytest.raises(typer.BadParameter, match=r"standard: 300, .*, 115200"):
+        _line_settings("5000000", "N")
+
+
+def test_gateway_config_warns_about_a_non_standard_rate_and_refuses_the_absurd() -> None:
+    def rtu(baudrate: int) -> dict[str, object]:
+        device = {"id": "sl-1", "unit": 1, "profile": "streetlight"}
+        bus = {"type": "rtu", "port": "/dev/ttyUSB0", "baudrate": baudrate, "devices": [device]}
+        return {"gateway": "gw", "site": "s", "buses": [bus]}
+
+    assert config_warnings(parse_config(rtu(9600))) == []
+    ((field, reason),) = config_warnings(parse_config(rtu(96000)))
+    assert field == "buses.0.baudrate"
+    assert reason.startswith("96000 is not a standard baud rate (did you mean 9600?)")
+    with pytest.raises(ConfigError, match=r"5000000 is no serial line rate .*standard: 300"):
+        parse_config(rtu(5_000_000))

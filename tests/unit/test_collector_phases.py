@@ -2,6 +2,7 @@
 a holiday and a make-up working day; the phase table a case builds; 挂账 that is never overdue;
 延时; 督办 at every new overdue. Plain values with the time given (UTC ms)."""
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 
@@ -108,10 +109,9 @@ class Case_:
         )  # fmt: skip
         self.phases, self.case = start(case, now, Table(), CAL)
 
-    def do(self, action: Action, now: int, extend: float = 0, **args: object) -> Case:
-        after, _ = apply(
-            self.case, action, actor="op", now_ms=now, args=Args(extend_ms=int(extend * H), **args)
-        )  # type: ignore[arg-type]
+    def do(self, action: Action, now: int, extend: float = 0, args: Args | None = None) -> Case:
+        given = replace(args or Args(), extend_ms=int(extend * H))
+        after, _ = apply(self.case, action, actor="op", now_ms=now, args=given)
         changed, self.case = step(
             self.phases, self.case, after, action, now, Table(), CAL, extend=extend
         )
@@ -135,7 +135,7 @@ def test_each_stage_has_its_own_clock_and_dispose_starts_at_dispatch() -> None:
     c.do(A.START, at(5, 6, 9))
     c.do(A.FEEDBACK, at(5, 7, 15))
     c.do(A.VERIFY, at(5, 7, 16))
-    c.do(A.CLOSE, at(5, 8, 9), closure=None)
+    c.do(A.CLOSE, at(5, 8, 9))
     rows = [(p.stage, p.start_ms, p.due_ms, p.end_ms, p.overdue(at(6, 1, 12))) for p in c.phases]
     assert rows == [
         ("立案", at(4, 30, 9), at(4, 30, 10), at(4, 30, 9, 30), False),
@@ -194,7 +194,7 @@ def test_an_urgent_upgrade_shortens_the_running_stage_never_lengthens_it() -> No
     c = Case_(at(4, 30, 9))
     c.do(A.ACCEPT, at(4, 30, 9))
     c.do(A.DISPATCH, at(4, 30, 9))  # normal: due 05-06 16:30
-    up = c.do(A.UPGRADE, at(4, 30, 10), severity=1, urgent=True)
+    up = c.do(A.UPGRADE, at(4, 30, 10), args=Args(severity=1, urgent=True))
     assert (up.urgency, up.deadline_ms) == ("urgent", at(4, 30, 14))  # 4 natural hours
     assert c.phases[-1].unit == "自然时"
 

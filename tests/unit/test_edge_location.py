@@ -14,7 +14,12 @@ from wire import Birth, Location, decode, encode
 
 pytestmark = pytest.mark.unit
 
-CABINET = {"lon": 120.1302, "lat": 30.2745, "datum": "CGCS2000", "address": "文三路 412 号机柜"}
+CABINET: dict[str, Any] = {
+    "lon": 120.1302,
+    "lat": 30.2745,
+    "datum": "CGCS2000",
+    "address": "文三路 412 号机柜",
+}
 
 
 def config(tmp_path: Path, **top: Any) -> dict[str, Any]:
@@ -43,13 +48,18 @@ def load(tmp_path: Path, data: dict[str, Any]) -> Any:
     return load_config(path)
 
 
-DTU = {"lon": 120.1452, "lat": 30.2768, "address": "古新河桥 DTU 箱"}
+DTU: dict[str, Any] = {"lon": 120.1452, "lat": 30.2768, "address": "古新河桥 DTU 箱"}
 
 
 def test_the_birth_gives_each_device_its_own_location_else_its_cabinets(tmp_path: Path) -> None:
     """Device's own, else its bus's cabinet (a DTU box), else the gateway's cabinet."""
     data = config(tmp_path, location=CABINET)
-    well = {"lon": 120.1311, "lat": 30.2751, "datum": "GCJ-02", "address": "井 A-07\n东侧"}
+    well: dict[str, Any] = {
+        "lon": 120.1311,
+        "lat": 30.2751,
+        "datum": "GCJ-02",
+        "address": "井 A-07\n东侧",
+    }
     data["buses"][0]["devices"][0]["location"] = well
     bridge = {"type": "tcp", "host": "127.0.0.1", "port": 1503, "location": DTU}
     bridge["devices"] = [{"id": "tilt-1", "unit": 1, "profile": "tilt_sensor"}]

@@ -23,7 +23,7 @@ def filled(tmp_path: Path, readings: int) -> Outbox:
 
 
 def values(payloads: list[bytes]) -> list[float]:
-    out = []
+    out: list[float] = []
     for p in payloads:
         msg = decode(p)
         assert isinstance(msg, DataBatch)
@@ -69,7 +69,7 @@ def test_alarm_batches_are_cut_to_the_byte_budget(tmp_path: Path) -> None:
     batches = list(box.ready(set(), 100, T0))
     assert len(batches) > 1
     assert all(len(b.payload) <= 2_000 for b in batches)
-    ids = []
+    ids: list[str] = []
     for b in batches:
         msg = decode(b.payload)
         assert isinstance(msg, AlarmBatch)

@@ -177,11 +177,12 @@ def test_anonymous_connection_refuses_commands_that_change_something(tmp_path: P
     gw.pipeline.values(gw.devices["gas-1"], {"gas_concentration": 55.0}, T0)
     (alarm,) = buffer.open_alarms()
     run = runner(gw)
-    for name, args in [
+    cases: list[tuple[str, dict[str, Any]]] = [
         ("write", {"device": "gas-1", "point": "gas_concentration", "value": 1}),
         ("ack", {"alarm_id": alarm.alarm_id}),
         ("reload", {}),
-    ]:
+    ]
+    for name, args in cases:
         reply = run(name, **args)
         assert not reply.ok
         assert f"refused {name!r}: this gateway's MQTT connection is anonymous" in reply.error

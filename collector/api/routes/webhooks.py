@@ -9,7 +9,9 @@ from pydantic import BaseModel, Field, field_validator
 
 from collector.api.auth import Admin
 from collector.api.deps import StoreDep
-from collector.events import type_patterns
+from collector.api.schemas import NewWebhookOut, WebhookOut
+from collector.event_types import type_patterns
+from collector.models import Delivery
 from collector.webhooks import new_secret, webhook_doc
 
 router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"])
@@ -31,7 +33,7 @@ class WebhookIn(BaseModel):
         return v
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, response_model=NewWebhookOut)
 def register(store: StoreDep, admin: Admin, body: WebhookIn) -> dict[str, Any]:
     """Register; `secret` (for verifying signatures) is shown only in this answer."""
     secret = new_secret()
@@ -41,15 +43,15 @@ def register(store: StoreDep, admin: Admin, body: WebhookIn) -> dict[str, Any]:
     return {**webhook_doc(hook), "secret": secret}
 
 
-@router.get("")
+@router.get("", response_model=list[WebhookOut])
 def list_webhooks(store: StoreDep, admin: Admin) -> list[dict[str, Any]]:
     """Every registered webhook (without secrets)."""
     return [webhook_doc(h) for h in store.webhooks()]
 
 
-@router.get("/{hook_id}")
+@router.get("/{hook_id}", response_model=WebhookOut)
 def get_webhook(store: StoreDep, admin: Admin, hook_id: HookId) -> dict[str, Any]:
-    """One webhook."""
+    """One webhook; 404 if there is none of that id."""
     hook = next((h for h in store.webhooks() if h.id == hook_id), None)
     if hook is None:
         raise HTTPException(404, f"no webhook {hook_id}")
@@ -58,13 +60,13 @@ def get_webhook(store: StoreDep, admin: Admin, hook_id: HookId) -> dict[str, Any
 
 @router.delete("/{hook_id}", status_code=204)
 def delete(store: StoreDep, admin: Admin, hook_id: HookId) -> Response:
-    """Unregister; pending deliveries are cancelled."""
+    """Unregister; pending deliveries are cancelled. 404 if there is none of that id."""
     if not store.delete_webhook(hook_id, int(time.time() * 1000)):
         raise HTTPException(404, f"no webhook {hook_id}")
     return Response(status_code=204)
 
 
-@router.get("/{hook_id}/deliveries")
+@router.get("/{hook_id}/deliveries", response_model=list[Delivery])
 def deliveries(
     store: StoreDep,
     admin: Admin,
