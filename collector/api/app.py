@@ -12,6 +12,7 @@ from collector.api.routes import (
     alarms,
     assets,
     cases,
+    catalog,
     console,
     departments,
     events,
@@ -83,6 +84,7 @@ def create_app(config: CollectorConfig, runtime: Runtime | None = None) -> FastA
         keys,
         departments,
         webhooks,
+        catalog,
     )
     for module in (*routers, open311, metrics, console):
         app.include_router(module.router)

@@ -17,6 +17,7 @@ from collector.cases.codes import subcategory_name
 from collector.cases.duties import SCOPED, in_scope, may_act, refusal, scope_names
 from collector.cases.engine import CaseNotFound
 from collector.cases.workflow import (
+    TRANSITIONS,
     Action,
     Case,
     CaseState,
@@ -122,15 +123,23 @@ def alarm_snapshot(k: AlarmLink) -> dict[str, Any]:
 
 
 def case_doc(case: Case, now_ms: int, alarms: list[AlarmLink] | None = None) -> dict[str, Any]:
-    """The JSON form of a case: its fields, its deadline colour now, the name of its 小类 and
-    its alarms (each by id, with a snapshot)."""
+    """The JSON form of a case: its fields, its deadline colour now, the name of its 小类, its
+    alarms (each by id, with a snapshot) and the `actions` a key may post to it now."""
     body = asdict(case)
     body["state"] = case.state.value
     body["assist"] = list(case.assist)
     body["colour"] = colour(case, now_ms).value
     body["subcategory_name"] = subcategory_name(case.kind, case.subcategory) or None
     body["alarms"] = [alarm_snapshot(k) for k in alarms or []]
+    body["actions"] = allowed_actions(case.state)
     return body
+
+
+def allowed_actions(state: CaseState) -> list[str]:
+    """The actions a key may post to a case in `state` now (the workflow's table, without the
+    system's own), so a client offers only those."""
+    posted = {a.value for a in CaseAction}
+    return sorted(a.value for (a, s) in TRANSITIONS if s is state and a.value in posted)
 
 
 def _now_ms() -> int:

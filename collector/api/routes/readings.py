@@ -1,6 +1,6 @@
 """Readings: raw, bucketed and latest values."""
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query
 
@@ -53,10 +53,16 @@ def readings(
     until: Annotated[int | None, Query(ge=0, le=MAX_MS, description="UTC ms, exclusive")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_RAW)] = 1000,
     gateway: Gateway = None,
+    order: Annotated[
+        Literal["asc", "desc"],
+        Query(description="asc: oldest first (the first `limit`); desc: newest first (the last)"),
+    ] = "asc",
 ) -> list[ReadingOut]:
-    """Raw readings of a device (optionally one point) in [since, until), oldest first."""
+    """Raw readings of a device (optionally one point) in [since, until), oldest first, or
+    with `order=desc` newest first: the most recent `limit` readings, as a chart wants them."""
     gw = gateway_of(store, device, gateway)
-    return [_out(r) for r in store.readings(device, point, since, until, limit, gw)]
+    rows = store.readings(device, point, since, until, limit, gw, newest_first=order == "desc")
+    return [_out(r) for r in rows]
 
 
 @router.get("/series")
