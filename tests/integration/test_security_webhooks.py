@@ -89,7 +89,8 @@ def test_the_target_is_checked_again_at_delivery(tmp_path: Path) -> None:
 
 @contextlib.contextmanager
 def banner_server(banner: bytes) -> Iterator[int]:
-    """A TCP server that says `banner` to whoever connects (an SSH or database port)."""
+    """A TCP server that answers whatever it is sent with `banner` (an SSH or database port)
+    and keeps the connection until the client closes it."""
     srv = socket.create_server(("127.0.0.1", 0))
     stop = threading.Event()
 
@@ -99,7 +100,12 @@ def banner_server(banner: bytes) -> Iterator[int]:
             with contextlib.suppress(TimeoutError):
                 conn, _ = srv.accept()
                 with conn:
-                    conn.sendall(banner)
+                    conn.settimeout(5)
+                    with contextlib.suppress(OSError):
+                        conn.recv(65536)
+                        conn.sendall(banner)
+                        while conn.recv(65536):
+                            pass
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
