@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from collector.api.deps import RuntimeDep
+from collector.partitions import PartitionedIngest
 from collector.store import StoreError
 
 router = APIRouter(tags=["health"])
@@ -43,6 +44,8 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
             "store_errors": stats.store_errors,
             "poisoned": stats.poisoned,
         }
+        if isinstance(ingest, PartitionedIngest):
+            body["partitions"] = {"held": ingest.held, "handovers": ingest.handovers}
         reasons.extend(ingest.problems())
     body["status"] = "not ready" if reasons else "ready"
     body["reasons"] = reasons
