@@ -44,6 +44,8 @@ DEFAULTS: dict[str, Any] = {
     "mqtt_cert": None,
     "mqtt_key": None,
     "max_clock_skew_s": 300.0,
+    "http_max_connections": None,  # the file limit less collector.api.server.HEADROOM_FDS
+    "http_request_timeout_s": 10.0,
     "tiles_url": None,
     "tiles_datum": "CGCS2000",
 }
@@ -209,10 +211,14 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 def _setup_logging(verbose: bool) -> None:
+    from collector.lograte import RepeatLimiter
+
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RepeatLimiter())
 
 
 @app.command()
@@ -301,11 +307,26 @@ def run(
             " plausible; later (or pre-build) times are stored as sent and flagged (default 300).",
         ),
     ] = None,
+    http_max_connections: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Open HTTP connections at most; more are answered 503 at once (default: the"
+            " open-file limit less 256 kept for the broker, the database and webhooks).",
+        ),
+    ] = None,
+    http_request_timeout_s: Annotated[
+        float | None,
+        typer.Option(
+            min=0.1,
+            help="Seconds a connection has to send a whole request before it is closed"
+            " (default 10).",
+        ),
+    ] = None,
 ) -> None:
     """Ingest from MQTT and serve the HTTP API in one process until SIGTERM/Ctrl-C."""
-    import uvicorn
-
     from collector.api import create_app
+    from collector.api.server import HttpGuard, default_max_connections, server
     from collector.ingest import IngestConfig
     from collector.runtime import CollectorConfig, Runtime
 
@@ -328,6 +349,8 @@ def run(
         "mqtt_cert": mqtt_cert,
         "mqtt_key": mqtt_key,
         "max_clock_skew_s": max_clock_skew_s,
+        "http_max_connections": http_max_connections,
+        "http_request_timeout_s": http_request_timeout_s,
     }
     opts = {**DEFAULTS, **_load_yaml(config), **{k: v for k, v in given.items() if v is not None}}
     host, port = _split_http(str(opts["http"]))
@@ -339,6 +362,22 @@ def run(
         raise typer.BadParameter(
             f"{opts['max_clock_skew_s']!r} is not a number of seconds >= 0",
             param_hint="--max-clock-skew-s",
+        )
+    try:
+        cap = opts["http_max_connections"]
+        guard = HttpGuard(
+            max_connections=default_max_connections() if cap is None else int(cap),
+            request_timeout_s=float(opts["http_request_timeout_s"]),
+        )
+    except (TypeError, ValueError):
+        raise typer.BadParameter(
+            "http_max_connections must be a whole number, http_request_timeout_s seconds",
+            param_hint="--http-max-connections/--http-request-timeout-s",
+        ) from None
+    if not (guard.max_connections >= 1 and guard.request_timeout_s > 0):
+        raise typer.BadParameter(
+            "http_max_connections must be >= 1 and http_request_timeout_s > 0",
+            param_hint="--http-max-connections/--http-request-timeout-s",
         )
     chosen_district = None if opts["district"] is None else str(opts["district"])
     if chosen_district is not None and not (
@@ -415,16 +454,16 @@ def run(
         if bootstrap_key_file is not None:
             _bootstrap_key(runtime.store, bootstrap_key_file)
         runtime.start()
-        server = uvicorn.Server(
-            uvicorn.Config(create_app(cfg, runtime), host=host, port=port, log_level="warning")
-        )
+        api = create_app(cfg, runtime)
+        api.state.http_guard = guard  # its counters in /metrics
+        http_server = server(api, host, port, guard)
         port = listener.getsockname()[1]
         typer.echo(f"collector API listening on http://{host}:{port}", err=True)
         # uvicorn re-raises the signal that stopped it once it is done; a no-op handler lets
         # that happen without killing us, so the runtime below still shuts down cleanly.
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: None)
-        server.run(sockets=[listener])
+        http_server.run(sockets=[listener])
     finally:
         listener.close()
         runtime.close()

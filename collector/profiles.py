@@ -26,11 +26,13 @@ class CatalogError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class RuleInfo:
-    """One default alarm rule of a point: its type (wire.AlarmType value) and severity 1..4."""
+    """One default alarm rule of a point: its type (wire.AlarmType value), severity 1..4 and,
+    for a threshold rule, its limit in the point's unit (None for state and comm rules)."""
 
     alarm_type: str
     severity: int
     message: str = ""
+    limit: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +99,10 @@ def _text(v: Any) -> str:
     return v if isinstance(v, str) else ""
 
 
+def _number(v: Any) -> float | None:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
 def parse_profile(doc: Any, source: str) -> ProfileInfo:
     """The catalog entry of one parsed profile YAML document; CatalogError if it is not one."""
     if not isinstance(doc, dict) or not isinstance(doc.get("name"), str):
@@ -109,7 +115,12 @@ def parse_profile(doc: Any, source: str) -> ProfileInfo:
         if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
             raise CatalogError(f"{source}: a point without a `name`")
         rules = tuple(
-            RuleInfo(str(r.get("type", "")), int(r.get("severity", 3)), _text(r.get("message")))
+            RuleInfo(
+                str(r.get("type", "")),
+                int(r.get("severity", 3)),
+                _text(r.get("message")),
+                _number(r.get("limit")),
+            )
             for r in raw.get("alarms") or []
             if isinstance(r, dict)
         )

@@ -606,6 +606,76 @@ def _unit_text(unit_file: Path | None) -> bytes:
     return shipped.read_bytes()
 
 
+def _unit_settings(unit: bytes) -> dict[str, list[str]]:
+    """The [Service] settings of a systemd unit, each key with all its values in order."""
+    out: dict[str, list[str]] = {}
+    section = ""
+    for raw in unit.decode("utf-8", "replace").splitlines():
+        line = raw.strip()
+        if line.startswith("[") and line.endswith("]"):
+            section = line
+        elif section == "[Service]" and "=" in line and not line.startswith(("#", ";")):
+            key, _, value = line.partition("=")
+            out.setdefault(key.strip(), []).extend(value.split())
+    return out
+
+
+def _buffer_problem(buffer: str, unit: bytes) -> str:
+    """'' if the service the unit starts can keep its buffer at `buffer`, else why not.
+
+    Follows systemd.exec(5): PrivateTmp gives the service its own /tmp and /var/tmp, emptied
+    when it stops; ProtectHome hides /home, /root and /run/user; ProtectSystem=strict leaves
+    only ReadWritePaths and the State/Cache/Logs directories writable, =full (or yes) makes
+    /usr, /boot and /etc read-only. A relative path is taken from WorkingDirectory.
+    """
+    import posixpath
+
+    cfg = _unit_settings(unit)
+
+    def last(key: str) -> str:
+        return (cfg.get(key) or [""])[-1].lower()
+
+    base = (cfg.get("WorkingDirectory") or ["/"])[-1].lstrip("-")
+    path = posixpath.normpath(posixpath.join(base if base.startswith("/") else "/", buffer))
+
+    def under(*roots: str) -> bool:
+        return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+    writable = [p.lstrip("-+") for p in cfg.get("ReadWritePaths", [])]
+    for key, root in (("StateDirectory", "/var/lib"), ("CacheDirectory", "/var/cache"),
+                      ("LogsDirectory", "/var/log")):  # fmt: skip
+        writable += [f"{root}/{d}" for d in cfg.get(key, [])]
+    writable = list(dict.fromkeys(writable))
+    where = f"; it can write only under {', '.join(writable)}" if writable else ""
+    yes = ("yes", "true", "on", "1")
+    private_tmp = ("/tmp", "/var/tmp")  # noqa: S108 - the folders PrivateTmp replaces
+    if last("PrivateTmp") in yes and under(*private_tmp):
+        return (
+            f"PrivateTmp={last('PrivateTmp')} gives it its own /tmp and /var/tmp, emptied when"
+            f" it stops{where}"
+        )
+    if last("ProtectHome") in (*yes, "read-only", "tmpfs") and under("/home", "/root", "/run/user"):
+        return f"ProtectHome={last('ProtectHome')} hides the home folders from it{where}"
+    protect = last("ProtectSystem")
+    if protect == "strict" and not under(*writable):
+        return f"ProtectSystem=strict makes everything else read-only{where}"
+    read_only = ["/usr", "/boot", "/efi"] + (["/etc"] if protect == "full" else [])
+    if protect in (*yes, "full") and under(*read_only):
+        return f"ProtectSystem={protect} makes {', '.join(read_only)} read-only{where}"
+    return ""
+
+
+def _check_buffer_path(plan: Sequence[_Planned], buffer: str) -> None:
+    unit = next(item.data for item in plan if item.path == _UNIT_PATH)
+    problem = _buffer_problem(buffer, unit)
+    if problem:
+        fail(
+            f"the installed {_UNIT_NAME} cannot keep its buffer at {buffer}: {problem}. "
+            "Commission again with --buffer-path under a writable folder (the default is "
+            "/var/lib/lifeline/edge.sqlite), or pass --unit-file with a unit that allows it"
+        )
+
+
 def _hostname(name: str) -> str:
     host = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:63]
     if not host:
@@ -864,6 +934,7 @@ def flash_command(
         _unit_text(unit_file),
     )
     _check_flashed_config(plan[0])
+    _check_buffer_path(plan, cfg.buffer.path)
     redirected = [why for item in plan if (why := _redirected(target, item))]
     if redirected:
         fail(

@@ -190,7 +190,7 @@ def _banner(api: str, reading: dict[str, Any], state_dir: Path, key: str) -> str
             "",
             "Lifeline demo district is running: firmware-sim -> gateway gw-demo -> collector.",
             f"  live console    {api}/console#key={key}",
-            f"  HTTP API        {api}/api/v1/readings?device=mh-e01",
+            f"  HTTP API        {api}/api/v1/readings?device=mh-e01&order=desc&limit=20",
             f"  API key         {state_dir}/admin.key (admin; send it as {KEY_HEADERS})",
             f"  API docs        {api}/docs",
             f"  gateways        {api}/api/v1/gateways",

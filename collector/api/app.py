@@ -7,10 +7,12 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from collector.api import problems
+from collector.api.redirects import RelativeRedirects
 from collector.api.routes import (
     alarms,
     assets,
     cases,
+    catalog,
     console,
     departments,
     events,
@@ -69,6 +71,7 @@ def create_app(config: CollectorConfig, runtime: Runtime | None = None) -> FastA
         swagger_ui_oauth2_redirect_url=None,
     )
     problems.install(app)
+    app.add_middleware(RelativeRedirects)
     routers = (
         health,
         alarms,
@@ -81,6 +84,7 @@ def create_app(config: CollectorConfig, runtime: Runtime | None = None) -> FastA
         keys,
         departments,
         webhooks,
+        catalog,
     )
     for module in (*routers, open311, metrics, console):
         app.include_router(module.router)

@@ -5,6 +5,7 @@ A key travels in `Authorization: Bearer KEY` or `X-API-Key: KEY`. Only the SSE s
 (URLs end up in proxy logs and browser history).
 """
 
+import time
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Query, Security
@@ -13,6 +14,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from collector.api.deps import StoreDep
 from collector.keys import KEY_HEADERS, digest
 from collector.models import ApiKey, Role
+from collector.store import StoreError
 
 _bearer = HTTPBearer(auto_error=False, description="API key as a bearer token")
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key")
@@ -51,6 +53,31 @@ def _from_headers_or_query(
     return _lookup(store, bearer.credentials if bearer else header or api_key)
 
 
+# Keys a public endpoint has seen valid lately, by digest, with when (monotonic seconds): while
+# the database is down it cannot check a key, and /readyz's reasons matter most just then.
+_recently_valid: dict[str, tuple[ApiKey, float]] = {}
+_RECENT_S = 600.0
+
+
+def _optional(
+    store: StoreDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+    header: Annotated[str | None, Security(_header)],
+) -> ApiKey | None:
+    token = bearer.credentials if bearer else header
+    if not token:
+        return None
+    try:
+        key = _lookup(store, token)
+    except StoreError:
+        seen = _recently_valid.get(digest(token[:MAX_KEY_CHARS]))
+        return seen[0] if seen and time.monotonic() - seen[1] < _RECENT_S else None
+    if len(_recently_valid) > 1000:  # keys are few; bound it anyway
+        _recently_valid.clear()
+    _recently_valid[digest(token)] = (key, time.monotonic())
+    return key
+
+
 def _check(key: ApiKey, needed: Role) -> ApiKey:
     if not key.role.allows(needed):
         raise HTTPException(
@@ -71,3 +98,5 @@ Dispatcher = Annotated[ApiKey, _need(Role.DISPATCHER)]
 Operator = Annotated[ApiKey, _need(Role.OPERATOR)]
 Admin = Annotated[ApiKey, _need(Role.ADMIN)]
 StreamViewer = Annotated[ApiKey, Depends(_from_headers_or_query)]
+# No key: None (a public endpoint that says more to a key holder); a key that fails: 401.
+MaybeViewer = Annotated[ApiKey | None, Depends(_optional)]

@@ -65,9 +65,10 @@ class ReadingStore(Protocol):
         until_ms: int | None = None,
         limit: int = 1000,
         gateway: str | None = None,
+        newest_first: bool = False,
     ) -> list[Reading]:
         """Raw readings of a device (of one gateway, if given; optionally one point) in
-        [since, until), oldest first."""
+        [since, until), oldest first, or newest first (the `limit` newest) if asked."""
         ...
 
     def series(

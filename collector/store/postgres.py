@@ -429,16 +429,18 @@ class PostgresStore(SqlStore):
         until_ms: int | None = None,
         limit: int = 1000,
         gateway: str | None = None,
+        newest_first: bool = False,
     ) -> list[Reading]:
         """Raw readings of a device (of one gateway, if given; optionally one point) in
-        [since, until), oldest first."""
+        [since, until), oldest first, or newest first (the `limit` newest) if asked."""
+        direction = "DESC" if newest_first else "ASC"
         rows = self._query(
             f"SELECT {_COLS} FROM readings WHERE device = :dev"  # noqa: S608 - constant columns
             " AND (CAST(:gw AS TEXT) IS NULL OR gateway_id = :gw)"
             " AND (CAST(:pt AS TEXT) IS NULL OR point = :pt)"
             " AND (CAST(:since AS TIMESTAMPTZ) IS NULL OR ts >= :since)"
             " AND (CAST(:until AS TIMESTAMPTZ) IS NULL OR ts < :until)"
-            " ORDER BY ts, point LIMIT :n",
+            f" ORDER BY ts {direction}, point LIMIT :n",
             {
                 "dev": device,
                 "gw": gateway,

@@ -177,14 +177,16 @@ class SqliteStore(SqlStore):
         until_ms: int | None = None,
         limit: int = 1000,
         gateway: str | None = None,
+        newest_first: bool = False,
     ) -> list[Reading]:
         """Raw readings of a device (of one gateway, if given; optionally one point) in
-        [since, until), oldest first."""
+        [since, until), oldest first, or newest first (the `limit` newest) if asked."""
+        direction = "DESC" if newest_first else "ASC"
         rows = self._query(
             f"SELECT {_COLS} FROM readings WHERE device = :dev"  # noqa: S608 - constant columns
             " AND (:gw IS NULL OR gateway_id = :gw)"
             " AND (:pt IS NULL OR point = :pt) AND ts_ms >= :since AND ts_ms < :until"
-            " ORDER BY ts_ms, point LIMIT :n",
+            f" ORDER BY ts_ms {direction}, point LIMIT :n",
             {
                 "dev": device,
                 "gw": gateway,

@@ -72,22 +72,27 @@ class Births:
         self.client.disconnect()
 
 
-def held(port: int) -> list[str]:
-    """The partitions a collector says it holds (/readyz; [] if it does not answer)."""
+def _readyz(tmp: Path, port: int) -> dict[str, Any]:
+    """A collector's /readyz with the counters (they need a key: the bootstrapped one)."""
+    keys = sorted(tmp.glob("collector-*.key"))
+    headers = {"X-API-Key": keys[0].read_text().strip()} if keys else {}
     try:
-        body = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).json()
+        body: dict[str, Any] = httpx.get(
+            f"http://127.0.0.1:{port}/readyz", timeout=2, headers=headers
+        ).json()
     except (httpx.HTTPError, ValueError):
-        return []
-    return list(body.get("partitions", {}).get("held", []))
+        return {}
+    return body
 
 
-def readings_of(port: int) -> int:
-    """Readings a collector committed since it started (its /readyz counters; 0 if down)."""
-    try:
-        body = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).json()
-    except (httpx.HTTPError, ValueError):
-        return 0
-    return int(body.get("ingest", {}).get("readings", 0))
+def held(tmp: Path, port: int) -> list[str]:
+    """The partitions a collector says it holds ([] if it does not answer)."""
+    return list(_readyz(tmp, port).get("partitions", {}).get("held", []))
+
+
+def readings_of(tmp: Path, port: int) -> int:
+    """Readings a collector committed since it started (0 if it does not answer)."""
+    return int(_readyz(tmp, port).get("ingest", {}).get("readings", 0))
 
 
 def test_cluster_node_and_collector_killed_mid_stream_lose_nothing(tmp_path: Path) -> None:
@@ -107,6 +112,7 @@ def test_cluster_node_and_collector_killed_mid_stream_lose_nothing(tmp_path: Pat
             args += ["--mqtt-protocol", "3.1.1", "--db", d.db_url, "--root", ROOT]
             args += ["--client-id", "ingest", "--partitions", PARTITIONS]
             args += ["--http", f"127.0.0.1:{ports[name]}"]
+            args += ["--bootstrap-key-file", str(tmp_path / f"collector-{name}.key")]
             procs[name] = Proc(f"collector-{name}", args, tmp_path / f"collector-{name}.log")
             procs[name].start()
             d.collectors.append(procs[name])
@@ -127,23 +133,23 @@ def test_cluster_node_and_collector_killed_mid_stream_lose_nothing(tmp_path: Pat
                 d.add_gateway(gw, server, site=site, mqtt=mqtt_over)
             wait_for(
                 "both collectors to ingest",
-                lambda: readings_of(ports["a"]) and readings_of(ports["b"]),
+                lambda: readings_of(tmp_path, ports["a"]) and readings_of(tmp_path, ports["b"]),
                 60,
             )
             time.sleep(4)
-            split = {name: readings_of(port) for name, port in ports.items()}
+            split = {name: readings_of(tmp_path, port) for name, port in ports.items()}
 
             node_killed_ms = time.time_ns() // 1_000_000
             nodes[0].kill()  # gw-1's node, and collector a's
             time.sleep(5)
-            b_before = readings_of(ports["b"])
+            b_before = readings_of(tmp_path, ports["b"])
             procs["b"].kill()  # the collector of one partition dies mid-stream
             collector_killed_at = time.monotonic()
-            a_at_kill = readings_of(ports["a"])
-            wait_for("a to take b's partition", lambda: len(held(ports["a"])) == 2, 30)
+            a_at_kill = readings_of(tmp_path, ports["a"])
+            wait_for("a to take b's partition", lambda: len(held(tmp_path, ports["a"])) == 2, 30)
             takeover_s = time.monotonic() - collector_killed_at
             time.sleep(5)
-            a_after = readings_of(ports["a"])
+            a_after = readings_of(tmp_path, ports["a"])
             reconnect_s = births.after("gw-1", node_killed_ms)
             books = finish_and_account(d)
         finally:
@@ -184,6 +190,7 @@ def test_single_nats_node_acknowledges_only_what_the_collector_committed(
         args = ["collector", "run", "--mqtt", node.url, "--mqtt-protocol", "3.1.1"]
         args += ["--db", d.db_url, "--root", ROOT, "--client-id", "ingest"]
         args += ["--http", f"127.0.0.1:{port}"]
+        args += ["--bootstrap-key-file", str(tmp_path / "collector-1.key")]
         proc = Proc("collector", args, tmp_path / "collector.log")
         proc.start()
         d.collectors.append(proc)
@@ -191,7 +198,7 @@ def test_single_nats_node_acknowledges_only_what_the_collector_committed(
         d.wait_ready(0)
         over = {"url": node.url, "protocol": "3.1.1"}
         d.add_gateway("gw-1", d.scenario["servers"][0], mqtt=over)
-        wait_for("the collector to ingest", lambda: readings_of(port), 60)
+        wait_for("the collector to ingest", lambda: readings_of(tmp_path, port), 60)
         kills = 0
         for i in range(4):
             time.sleep(2)

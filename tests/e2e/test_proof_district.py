@@ -241,6 +241,8 @@ class District:
         if share_group:
             args += ["--share-group", share_group]
         n = len(self.collectors) + 1
+        # /readyz's counters need a key; the bootstrap key exists once per database
+        args += ["--bootstrap-key-file", str(self.tmp / f"collector-{n}.key")]
         proc = Proc(f"collector-{n}", args, self.tmp / f"collector-{n}.log")
         proc.start()
         self.collectors.append(proc)

@@ -33,8 +33,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.proof]
 
 def ingested(d: District, index: int) -> int:
     """Readings collector `index` committed since it started (its /readyz counters)."""
+    keys = sorted(d.tmp.glob("collector-*.key"))  # bootstrapped by whichever started first
+    key = {"X-API-Key": keys[0].read_text().strip()}
     body: dict[str, Any] = httpx.get(
-        f"http://127.0.0.1:{d.http_ports[index]}/readyz", timeout=2
+        f"http://127.0.0.1:{d.http_ports[index]}/readyz", timeout=2, headers=key
     ).json()
     return int(body["ingest"]["readings"])
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from collector.api import create_app
+from collector.models import Role
 from collector.runtime import CollectorConfig, ConsoleConfig
 from tests.integration.test_api_http import Api, running_api, seed
 
@@ -36,6 +37,8 @@ def test_docs_and_console_reference_only_files_the_collector_serves(api: Api) ->
         refs = referenced(resp.text)
         assert refs, page
         for ref in refs:
+            if ref == "data:,":
+                continue  # the empty favicon, so the browser asks for none
             assert ref.startswith("/"), f"{page} loads {ref} from elsewhere"
             got = api.client.get(ref)
             assert got.status_code == 200, ref
@@ -81,3 +84,37 @@ def test_a_configured_tile_server_is_named_in_the_policy_and_the_console_config(
             "tiles_datum": "GCJ-02",
             "tiles_max_zoom": 19,
         }
+
+
+def test_readings_newest_first_give_a_chart_the_latest_window(api: Api) -> None:
+    """A chart asked for `limit` readings and got the oldest: the first 90 s of the day."""
+    base = "/api/v1/readings?device=gas-7&point=gas_concentration"
+    newest = api.client.get(f"{base}&order=desc&limit=5", headers=api.h()).json()
+    assert [r["value"] for r in newest] == [29.0, 28.0, 27.0, 26.0, 25.0]
+    oldest = api.client.get(f"{base}&limit=5", headers=api.h()).json()
+    assert [r["value"] for r in oldest] == [0.0, 1.0, 2.0, 3.0, 4.0]  # the default is unchanged
+    assert api.client.get(f"{base}&order=sideways", headers=api.h()).status_code == 422
+
+
+def test_a_client_learns_its_role_units_limits_and_allowed_case_actions(api: Api) -> None:
+    me = {r: api.client.get("/api/v1/me", headers=api.h(r)).json() for r in Role}
+    for role, doc in me.items():
+        assert (doc["name"], doc["role"]) == (f"{role.value}-1", role.value)
+    assert me[Role.VIEWER]["case_actions"] == []
+    assert me[Role.LEADER]["case_actions"] == []
+    assert not me[Role.VIEWER]["acknowledge"]
+    assert me[Role.OPERATOR]["acknowledge"]
+    assert "dispatch" in me[Role.DISPATCHER]["case_actions"]
+    assert "accept" not in me[Role.DISPATCHER]["case_actions"]  # 立案 is the 值班长's
+    assert "accept" in me[Role.SHIFT_LEAD]["case_actions"]
+    assert len(me[Role.ADMIN]["case_actions"]) == 13
+    profiles = {p["name"]: p for p in api.client.get("/api/v1/profiles", headers=api.h()).json()}
+    points = {pt["name"]: pt for pt in profiles["gas_detector"]["points"]}
+    gas = points["gas_concentration"]
+    assert gas["unit"] == "%LEL"
+    assert {(r["alarm_type"], r["limit"]) for r in gas["rules"]} >= {("hi", 20.0), ("hihi", 50.0)}
+    assert points["sensor_fault"]["rules"][0]["limit"] is None  # a state rule has none
+    case = api.client.get("/api/v1/cases", headers=api.h()).json()["items"][0]
+    assert case["actions"], case
+    for action in case["actions"]:
+        assert action not in ("upgrade", "rework", "auto_close")  # the system's own

@@ -157,3 +157,32 @@ def test_edge_validate_warns_about_a_non_standard_baud_rate(tmp_path: Path) -> N
     r = CliRunner().invoke(edge_cli, ["validate", "-c", str(config)])
     assert r.exit_code == 1
     assert "1000000 is no serial line rate (300-921600); standard: 300" in r.stderr
+
+
+def test_flash_refuses_a_buffer_the_installed_service_cannot_keep(tmp_path: Path) -> None:
+    # The shipped unit has PrivateTmp=true, ProtectSystem=strict and only /var/lib/lifeline
+    # writable: a buffer under /tmp was flashed without a word and lost at every restart.
+    card = tmp_path / "card"
+    card.mkdir()
+    device = {"id": "sl-1", "unit": 1, "profile": "streetlight"}
+    bus = {"type": "tcp", "host": "127.0.0.1", "port": 502, "devices": [device]}
+    for buffer, refused in [
+        ("/tmp/edge.sqlite", "PrivateTmp=true gives it its own /tmp and /var/tmp"),
+        ("/home/pi/edge.sqlite", "ProtectHome=true hides the home folders"),
+        ("/opt/lifeline/edge.sqlite", "ProtectSystem=strict makes everything else read-only"),
+        ("/var/lib/lifeline/edge.sqlite", ""),
+        ("edge.sqlite", ""),  # relative: in WorkingDirectory=/var/lib/lifeline
+    ]:
+        config = tmp_path / "gw.yaml"
+        data = {"gateway": "gw", "site": "s", "buffer": {"path": buffer}, "buses": [bus]}
+        config.write_text(yaml.safe_dump(data))
+        args = ["flash", str(card), "-c", str(config), "--dry-run", "--anonymous"]
+        r = CliRunner().invoke(edge_cli, args)
+        if refused:
+            assert r.exit_code == 1, (buffer, r.output)
+            assert f"lifeline-edge.service cannot keep its buffer at {buffer}: {refused}" in (
+                r.stderr
+            )
+            assert "it can write only under /var/lib/lifeline." in r.stderr
+        else:
+            assert r.exit_code == 0, (buffer, r.output)

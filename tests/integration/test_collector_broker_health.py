@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from collector.ingest import Ingest, IngestConfig
+from collector.keys import digest, display_prefix, new_token
 from collector.store import Store, open_store
 from lifeline.broker import PrivateBroker
 from tests.services import start_mosquitto
@@ -154,12 +155,14 @@ def test_readyz_refuses_ready_while_the_broker_grants_qos0(tmp_path: Path) -> No
     with start_mosquitto("max_qos 0") as b:
         cfg = IngestConfig(mqtt_url=b.url, client_id=f"c-{uuid.uuid4().hex[:8]}")
         runtime = Runtime(CollectorConfig(db_url=f"sqlite:///{tmp_path}/r.db", ingest=cfg))
+        token = new_token()
+        runtime.store.create_api_key("v", "viewer", digest(token), display_prefix(token), 0)
         runtime.start()
         try:
             with TestClient(create_app(runtime.config, runtime)) as client:
                 assert runtime.ingest is not None
                 assert runtime.ingest.wait_ready(10)
-                ready = client.get("/readyz")
+                ready = client.get("/readyz", headers={"X-API-Key": token})  # reasons: a key
         finally:
             runtime.close()
     assert ready.status_code == 503

@@ -179,6 +179,19 @@ def test_range_and_point_queries(store: Store) -> None:
     assert store.readings("nobody") == []
 
 
+def test_newest_first_gives_the_newest_window(store: Store) -> None:
+    """A chart asks for the last N readings; oldest-first with a limit gave the first N."""
+    recs = [Record("dev", p, T0 + i * 1000, float(i)) for i in range(10) for p in ("a", "b")]
+    store.write([data(1, *recs)], T0)
+    got = store.readings("dev", "a", limit=3, newest_first=True)
+    assert [r.ts_ms for r in got] == [T0 + 9000, T0 + 8000, T0 + 7000]
+    got = store.readings("dev", until_ms=T0 + 5000, limit=4, newest_first=True)
+    assert [(r.ts_ms, r.point) for r in got] == [
+        (T0 + 4000, "a"), (T0 + 4000, "b"), (T0 + 3000, "a"), (T0 + 3000, "b"),
+    ]  # fmt: skip
+    assert [r.ts_ms for r in store.readings("dev", "a", limit=2)] == [T0, T0 + 1000]
+
+
 def test_bucketed_series(store: Store) -> None:
     base = T0 - T0 % 60_000
     recs = [Record("dev", "a", base + i * 10_000, float(i)) for i in range(12)]

@@ -41,6 +41,7 @@ def collector(
     db = tmp / "collector.db"
     args = ["collector", "run", "--mqtt", mqtt_url, "--db", f"sqlite:///{db}", "--root", root]
     args += ["--client-id", f"hostile-{port}", "--http", f"127.0.0.1:{port}"]
+    args += ["--bootstrap-key-file", str(tmp / "admin.key")]  # /readyz's counters need a key
     with open(tmp / "collector.log", "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "lifeline", *args], stdout=out, stderr=out)
     try:
@@ -95,9 +96,12 @@ def test_hostile_topics_and_huge_payloads_are_dead_lettered(
         pub.publish(f"{r}/v1/s1/gw-1/data", encode(good), qos=1).wait_for_publish(10)
         pub.loop_stop()
         pub.disconnect()
+        key = {"X-API-Key": (tmp_path / "admin.key").read_text().strip()}
         deadline = time.monotonic() + 20
         while (
-            httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).json()["ingest"]["received"]
+            httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2, headers=key).json()["ingest"][
+                "received"
+            ]
             < len(hostile) + 1
         ):
             assert time.monotonic() < deadline, "the collector did not take every message"

@@ -244,6 +244,7 @@ def test_collector_dead_letters_a_gateway_mismatch_without_any_acl(
     port = free_port()
     args = ["collector", "run", "--mqtt", mqtt_url, "--db", f"sqlite:///{db}"]
     args += ["--root", topic_root, "--client-id", f"col-{port}", "--http", f"127.0.0.1:{port}"]
+    args += ["--bootstrap-key-file", str(tmp_path / "admin.key")]  # /readyz's counters need it
     log = tmp_path / "collector.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "lifeline", *args], stdout=out, stderr=out)
@@ -251,8 +252,9 @@ def test_collector_dead_letters_a_gateway_mismatch_without_any_acl(
 
         def ready() -> Any:
             assert proc.poll() is None, log.read_text()
-            with contextlib.suppress(httpx.HTTPError):
-                r = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
+            with contextlib.suppress(httpx.HTTPError, FileNotFoundError):  # key: written at start
+                key = {"X-API-Key": (tmp_path / "admin.key").read_text().strip()}
+                r = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1, headers=key)
                 return r.json() if r.status_code == 200 else None
             return None
 

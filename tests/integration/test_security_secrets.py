@@ -50,12 +50,15 @@ def test_flashed_gateway_password_is_0600_and_in_no_output(tmp_path: Path) -> No
     }  # fmt: skip
     (tmp_path / "gw.yaml").write_text(yaml.safe_dump(conf))
     (tmp_path / "pw.txt").write_text(GW_PASSWORD + "\n")
+    # A unit without the shipped one's sandbox: the buffer is in the test's temporary folder.
+    (tmp_path / "unit.service").write_text("[Service]\nExecStart=/bin/true\n")
     card = tmp_path / "card"
     card.mkdir()
     flashed = card / "etc" / "lifeline" / "gateway.yaml"
     runs = [
         lifeline("edge", "flash", str(card), "--config", str(tmp_path / "gw.yaml"),
-                 "--username", "gw-a", "--password-file", str(tmp_path / "pw.txt"), "--json"),
+                 "--username", "gw-a", "--password-file", str(tmp_path / "pw.txt"),
+                 "--unit-file", str(tmp_path / "unit.service"), "--json"),
         lifeline("edge", "validate", "--config", str(flashed)),
         lifeline("edge", "check", "--config", str(flashed), "--json", "--broker-timeout", "1"),
         lifeline("edge", "status", "--config", str(flashed), "--json"),

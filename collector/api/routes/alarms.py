@@ -18,6 +18,7 @@ from collector.api.paging import (
     decode_cursor,
     encode_cursor,
 )
+from collector.api.schemas import AlarmOut, AlarmPage
 from collector.models import AlarmView
 from wire import MAX_STR
 
@@ -25,14 +26,7 @@ router = APIRouter(prefix="/api/v1/alarms", tags=["alarms"])
 
 StateFilter = Literal["active", "active_unacked", "active_acked", "cleared_unacked", "normal"]
 OutcomeFilter = Literal["case", "work_order", "ignored", "recorded", "pending"]
-AlarmId = Annotated[str, Path(min_length=1, max_length=200, description="edge id gateway:seq")]
-
-
-class AlarmPage(BaseModel):
-    """One page of alarms, newest first; pass `next_cursor` back for the next (null: done)."""
-
-    items: list[dict[str, Any]]
-    next_cursor: str | None
+AlarmId = Annotated[str, Path(min_length=1, max_length=200, description="edge id gateway:epoch:n")]
 
 
 class AckIn(BaseModel):
@@ -48,7 +42,7 @@ def alarm_doc(a: AlarmView) -> dict[str, Any]:
     return doc
 
 
-@router.get("")
+@router.get("", response_model=AlarmPage)
 def list_alarms(
     store: StoreDep,
     key: Viewer,
@@ -67,7 +61,7 @@ def list_alarms(
     ] = [],  # noqa: B006
     limit: PageSize = 100,
     cursor: Cursor = None,
-) -> AlarmPage:
+) -> dict[str, Any]:
     """Alarm occurrences, newest first, raised in [since, until); stable under new alarms.
     Each says where it ended (`outcome`: its case or work order in `outcome_ref`, or why
     neither in `outcome_reason`; null while the case engine has not handled it yet)."""
@@ -89,13 +83,13 @@ def list_alarms(
     )
     more = len(rows) > limit
     rows = rows[:limit]
-    return AlarmPage(
-        items=[alarm_doc(a) for a in rows],
-        next_cursor=encode_cursor(rows[-1].id) if more else None,
-    )
+    return {
+        "items": [alarm_doc(a) for a in rows],
+        "next_cursor": encode_cursor(rows[-1].id) if more else None,
+    }
 
 
-@router.get("/{alarm_id}")
+@router.get("/{alarm_id}", response_model=AlarmOut)
 def get_alarm(store: StoreDep, key: Viewer, alarm_id: AlarmId) -> dict[str, Any]:
     """One alarm occurrence in its latest state."""
     alarm = store.alarm(alarm_id)

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 from collector.api.auth import Admin, Viewer
 from collector.api.deps import StoreDep
 from collector.api.names import find_device
+from collector.api.schemas import AssetDetail, BindingOut
 from collector.assets import Asset, AssetError
 
 router = APIRouter(prefix="/api/v1", tags=["assets"])
@@ -23,13 +24,13 @@ class BindIn(BaseModel):
     asset: str = Field(pattern=r"^\d{16}$", description="16-digit 部件标识码")
 
 
-@router.get("/assets")
+@router.get("/assets", response_model=list[Asset])
 def assets(store: StoreDep, key: Viewer) -> list[dict[str, Any]]:
     """All registered assets."""
     return [a.model_dump() for a in store.assets()]
 
 
-@router.get("/assets/{code}")
+@router.get("/assets/{code}", response_model=AssetDetail)
 def asset(store: StoreDep, key: Viewer, code: Code) -> dict[str, Any]:
     """One asset with its devices' status and latest values."""
     found = next((a for a in store.assets() if a.code == code), None)
@@ -44,7 +45,7 @@ def asset(store: StoreDep, key: Viewer, code: Code) -> dict[str, Any]:
     return doc
 
 
-@router.put("/assets/{code}")
+@router.put("/assets/{code}", response_model=Asset)
 def put_asset(store: StoreDep, key: Admin, code: Code, body: Asset) -> dict[str, Any]:
     """Create or replace an asset (admin); its listed devices are bound to it (409 if one is
     named without its gateway while several gateways have that id)."""
@@ -57,7 +58,7 @@ def put_asset(store: StoreDep, key: Admin, code: Code, body: Asset) -> dict[str,
     return body.model_dump()
 
 
-@router.put("/devices/{device}/asset")
+@router.put("/devices/{device}/asset", response_model=BindingOut)
 def bind(store: StoreDep, key: Admin, device: DeviceId, body: BindIn) -> dict[str, str | None]:
     """Bind a device, named by id alone, to an asset (admin), replacing any earlier binding:
     409 with the candidates if several gateways have that id; a device no gateway announced
@@ -66,7 +67,7 @@ def bind(store: StoreDep, key: Admin, device: DeviceId, body: BindIn) -> dict[st
     return _bind(store, found.gateway if found else None, device, body)
 
 
-@router.put("/gateways/{gateway}/devices/{device}/asset")
+@router.put("/gateways/{gateway}/devices/{device}/asset", response_model=BindingOut)
 def bind_scoped(
     store: StoreDep, key: Admin, gateway: DeviceId, device: DeviceId, body: BindIn
 ) -> dict[str, str | None]:

@@ -12,10 +12,12 @@ from collector.api.auth import Viewer
 from collector.api.deps import RuntimeDep, StoreDep
 from collector.api.paging import Cursor, Name, PageSize, cursor_int, decode_cursor, encode_cursor
 from collector.api.routes.departments import registry, resolve
+from collector.api.schemas import CaseDetail, CaseOut, CasePage
 from collector.cases.codes import subcategory_name
 from collector.cases.duties import SCOPED, in_scope, may_act, refusal, scope_names
 from collector.cases.engine import CaseNotFound
 from collector.cases.workflow import (
+    TRANSITIONS,
     Action,
     Case,
     CaseState,
@@ -121,15 +123,23 @@ def alarm_snapshot(k: AlarmLink) -> dict[str, Any]:
 
 
 def case_doc(case: Case, now_ms: int, alarms: list[AlarmLink] | None = None) -> dict[str, Any]:
-    """The JSON form of a case: its fields, its deadline colour now, the name of its 小类 and
-    its alarms (each by id, with a snapshot)."""
+    """The JSON form of a case: its fields, its deadline colour now, the name of its 小类, its
+    alarms (each by id, with a snapshot) and the `actions` a key may post to it now."""
     body = asdict(case)
     body["state"] = case.state.value
     body["assist"] = list(case.assist)
     body["colour"] = colour(case, now_ms).value
     body["subcategory_name"] = subcategory_name(case.kind, case.subcategory) or None
     body["alarms"] = [alarm_snapshot(k) for k in alarms or []]
+    body["actions"] = allowed_actions(case.state)
     return body
+
+
+def allowed_actions(state: CaseState) -> list[str]:
+    """The actions a key may post to a case in `state` now (the workflow's table, without the
+    system's own), so a client offers only those."""
+    posted = {a.value for a in CaseAction}
+    return sorted(a.value for (a, s) in TRANSITIONS if s is state and a.value in posted)
 
 
 def _now_ms() -> int:
@@ -146,7 +156,7 @@ def _with_alarms(store: Store, cases: list[Case], now: int) -> list[dict[str, An
     return [case_doc(c, now, links.get(c.case_no, [])) for c in cases]
 
 
-@router.get("")
+@router.get("", response_model=CasePage)
 def list_cases(
     store: StoreDep,
     key: Viewer,
@@ -192,7 +202,7 @@ def list_cases(
     }
 
 
-@router.get("/{case_no}")
+@router.get("/{case_no}", response_model=CaseDetail)
 def get_case(store: StoreDep, key: Viewer, case_no: CaseNo) -> dict[str, Any]:
     """One case with its alarms and audit trail (who — the key's name, id and role, and whom
     it acted for —, when, from, to, note). 404 also for a case outside a 专业部门 key's scope."""
@@ -204,7 +214,7 @@ def get_case(store: StoreDep, key: Viewer, case_no: CaseNo) -> dict[str, Any]:
     return body
 
 
-@router.post("/{case_no}/actions")
+@router.post("/{case_no}/actions", response_model=CaseOut)
 def act(runtime: RuntimeDep, key: Viewer, case_no: CaseNo, body: ActionIn) -> dict[str, Any]:
     """Apply a workflow action as the permission matrix allows the key's role (403 otherwise;
     docs/integration.md); a 专业部门 key acts only on cases its departments are 主办 of (404

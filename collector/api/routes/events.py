@@ -15,8 +15,10 @@ from collector.api.auth import StreamViewer, Viewer
 from collector.api.deps import RuntimeDep, StoreDep
 from collector.api.paging import MAX_MS, PageSize
 from collector.api.problems import dumps
+from collector.api.schemas import EventPage
 from collector.events import type_patterns
 from collector.models import EventRecord
+from collector.store import Store
 
 router = APIRouter(prefix="/api/v1/events", tags=["events"])
 
@@ -26,8 +28,12 @@ TypesQ = Annotated[
 ]
 AfterQ = Annotated[int | None, Query(ge=0, le=MAX_MS, description="only events with a larger id")]
 POLL_S = 1.0  # look at the database this often anyway (events written by other collectors)
-KEEPALIVE_S = 15.0
+KEEPALIVE_S = 15.0  # also how often an open stream checks that its key is still valid
 BATCH = 500
+
+
+def _key_active(store: Store, key_id: int) -> bool:
+    return any(k.id == key_id and k.revoked_ms is None for k in store.api_keys())
 
 
 def _patterns(types: str) -> list[str]:
@@ -37,7 +43,7 @@ def _patterns(types: str) -> list[str]:
         raise HTTPException(422, str(exc)) from None
 
 
-@router.get("")
+@router.get("", response_model=EventPage)
 def list_events(
     store: StoreDep, key: Viewer, after: AfterQ = None, types: TypesQ = "", limit: PageSize = 100
 ) -> dict[str, Any]:
@@ -66,7 +72,9 @@ async def stream(
     last_event_id: Annotated[str | None, Header(max_length=30)] = None,
 ) -> StreamingResponse:
     """Server-Sent Events from the log, live. Resume with the Last-Event-ID header (browsers do
-    it by themselves) or `after`; with neither, the stream starts at the newest event."""
+    it by themselves) or `after`; with neither, the stream starts at the newest event. The key
+    is checked again every keepalive (15 s): a revoked key's stream ends with a `revoked`
+    event."""
     patterns = _patterns(types)
     if last_event_id is not None:
         if not last_event_id.strip().isdigit() or int(last_event_id) > MAX_MS:
@@ -81,8 +89,13 @@ async def stream(
         last = start
         yield "retry: 2000\n: connected\n\n"
         with runtime.notifier.listen() as wake:
-            sent = time.monotonic()
+            sent = checked = time.monotonic()
             while True:
+                if time.monotonic() - checked >= KEEPALIVE_S:
+                    checked = time.monotonic()
+                    if not await run_in_threadpool(_key_active, runtime.store, key.id):
+                        yield "event: revoked\ndata: this API key was revoked\n\n"
+                        return
                 wake.clear()  # before reading: a publish after the read wakes the wait below
                 batch = await run_in_threadpool(runtime.store.events, last, BATCH, patterns)
                 for e in batch:

@@ -12,7 +12,14 @@ from collector.api.auth import Operator, Viewer
 from collector.api.deps import RuntimeDep, StoreDep
 from collector.api.names import find_device
 from collector.api.paging import Name
-from collector.models import DeviceState
+from collector.api.schemas import (
+    CommandAccepted,
+    CommandReplyOut,
+    DeadLetterPage,
+    DeviceDetail,
+    GatewayDetail,
+)
+from collector.models import DeviceState, GatewayState
 from wire.messages import Value
 
 router = APIRouter(prefix="/api/v1", tags=["gateways"])
@@ -27,13 +34,13 @@ class CommandIn(BaseModel):
     args: dict[str, Value] = Field(default_factory=dict, max_length=20)
 
 
-@router.get("/gateways")
+@router.get("/gateways", response_model=list[GatewayState])
 def gateways(store: StoreDep, key: Viewer) -> list[dict[str, Any]]:
     """Every known gateway with its status and the time of its last change."""
     return [asdict(g) for g in store.gateways()]
 
 
-@router.get("/gateways/{gateway}")
+@router.get("/gateways/{gateway}", response_model=GatewayDetail)
 def gateway(store: StoreDep, key: Viewer, gateway: Ident) -> dict[str, Any]:
     """One gateway with its devices and its buffer epochs (newest first: the current one)."""
     found = next((g for g in store.gateways() if g.gateway == gateway), None)
@@ -48,7 +55,7 @@ def gateway(store: StoreDep, key: Viewer, gateway: Ident) -> dict[str, Any]:
     }
 
 
-@router.post("/gateways/{gateway}/commands", status_code=202)
+@router.post("/gateways/{gateway}/commands", status_code=202, response_model=CommandAccepted)
 def command(runtime: RuntimeDep, key: Operator, gateway: Ident, body: CommandIn) -> JSONResponse:
     """Send a command (operator); poll the returned `reply` URL for the gateway's answer."""
     found = next((g for g in runtime.store.gateways() if g.gateway == gateway), None)
@@ -66,7 +73,11 @@ def command(runtime: RuntimeDep, key: Operator, gateway: Ident, body: CommandIn)
     return JSONResponse({"command_id": command_id, "reply": reply}, status_code=202)
 
 
-@router.get("/gateways/{gateway}/commands/{command_id}")
+@router.get(
+    "/gateways/{gateway}/commands/{command_id}",
+    response_model=CommandReplyOut,
+    response_model_exclude_unset=True,
+)
 def command_reply(
     store: StoreDep,
     key: Viewer,
@@ -80,13 +91,13 @@ def command_reply(
     return {"state": "done", **reply}
 
 
-@router.get("/devices")
+@router.get("/devices", response_model=list[DeviceState])
 def devices(store: StoreDep, key: Viewer, gateway: Name = None) -> list[dict[str, Any]]:
     """Every known device with its status (since when), family and asset."""
     return [asdict(d) for d in store.devices(gateway)]
 
 
-@router.get("/devices/{device}")
+@router.get("/devices/{device}", response_model=DeviceDetail)
 def device(store: StoreDep, key: Viewer, device: Ident) -> dict[str, Any]:
     """One device by id alone, while one gateway has it (409 with the candidates if several
     do): its asset and its latest value of every point."""
@@ -96,7 +107,7 @@ def device(store: StoreDep, key: Viewer, device: Ident) -> dict[str, Any]:
     return _device_doc(store, found)
 
 
-@router.get("/gateways/{gateway}/devices/{device}")
+@router.get("/gateways/{gateway}/devices/{device}", response_model=DeviceDetail)
 def gateway_device(store: StoreDep, key: Viewer, gateway: Ident, device: Ident) -> dict[str, Any]:
     """One device of one gateway: its asset and its latest value of every point."""
     found = find_device(store, device, gateway)
@@ -109,7 +120,7 @@ def _device_doc(store: StoreDep, d: DeviceState) -> dict[str, Any]:
     return {**asdict(d), "latest": [asdict(r) for r in store.latest(d.device, d.gateway)]}
 
 
-@router.get("/dead-letters")
+@router.get("/dead-letters", response_model=DeadLetterPage)
 def dead_letters(
     store: StoreDep, key: Viewer, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> dict[str, Any]:

@@ -6,7 +6,9 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from collector.api.auth import MaybeViewer
 from collector.api.deps import RuntimeDep
+from collector.api.schemas import ReadyOut
 from collector.partitions import PartitionedIngest
 from collector.store import StoreError
 
@@ -19,11 +21,17 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
-async def readyz(runtime: RuntimeDep) -> JSONResponse:
+@router.get(
+    "/readyz",
+    response_model=ReadyOut,
+    responses={503: {"model": ReadyOut, "description": "not ready: `reasons` says why"}},
+)
+async def readyz(runtime: RuntimeDep, key: MaybeViewer) -> JSONResponse:
     """Ready when the database answers, commits succeed and (if ingesting) the broker gives
-    what ingest relies on; otherwise 503 with every reason. Answers within a few seconds even
-    when the database is unreachable."""
+    what ingest relies on; otherwise 503. Answers within a few seconds even when the database
+    is unreachable. Without a key only `{"status": "ready" | "not ready"}`; with any valid
+    key also every reason, the backend and the ingest counters (what the public must not
+    learn: the database's and the broker's errors, the traffic)."""
     body: dict[str, Any] = {"backend": runtime.store.backend}
     reasons: list[str] = []
     try:
@@ -47,6 +55,8 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
         if isinstance(ingest, PartitionedIngest):
             body["partitions"] = {"held": ingest.held, "handovers": ingest.handovers}
         reasons.extend(ingest.problems())
-    body["status"] = "not ready" if reasons else "ready"
-    body["reasons"] = reasons
-    return JSONResponse(body, status_code=503 if reasons else 200)
+    status = "not ready" if reasons else "ready"
+    public = {"status": status}
+    body = {**body, "status": status, "reasons": reasons} if key is not None else public
+    checked = ReadyOut.model_validate(body).model_dump(mode="json", exclude_unset=True)
+    return JSONResponse(checked, status_code=503 if reasons else 200)

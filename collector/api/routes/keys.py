@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from collector.api.auth import Admin
 from collector.api.deps import StoreDep
 from collector.api.routes.departments import CODE_PATTERN
+from collector.api.schemas import KeyOut, NewKeyOut
 from collector.keys import digest, display_prefix, new_token
 from collector.models import ApiKey, Role
 from collector.store import Store
@@ -73,7 +74,7 @@ def create_key(
     return ApiKey(key_id, name, role, prefix, now, None, tuple(departments)), token
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, response_model=NewKeyOut)
 def create(store: StoreDep, admin: Admin, body: KeyIn) -> dict[str, Any]:
     """Create a key; `key` in the answer is the only time the secret is shown. 422 if a
     department key names no registered department code, or another role names any."""
@@ -85,7 +86,7 @@ def create(store: StoreDep, admin: Admin, body: KeyIn) -> dict[str, Any]:
     return {**key_doc(key), "key": token}
 
 
-@router.get("")
+@router.get("", response_model=list[KeyOut])
 def list_keys(store: StoreDep, admin: Admin) -> list[dict[str, Any]]:
     """Every key, active and revoked, without secrets."""
     return [key_doc(k) for k in store.api_keys()]

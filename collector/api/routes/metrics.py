@@ -2,7 +2,7 @@
 
 from collections.abc import Mapping
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
 
 from collector.api.auth import Viewer
@@ -26,11 +26,19 @@ def _metric(
 
 
 @router.get("/metrics", response_class=PlainTextResponse)
-def metrics(runtime: RuntimeDep, key: Viewer) -> PlainTextResponse:
+def metrics(request: Request, runtime: RuntimeDep, key: Viewer) -> PlainTextResponse:
     """Ingest counters, dead letters, event-log lag, open cases, work orders, alarm outcomes,
-    SSE clients, webhook failures."""
+    SSE clients, webhook failures, HTTP connections refused or timed out."""
     store = runtime.store
     lines: list[str] = []
+    guard = getattr(request.app.state, "http_guard", None)  # set when served by `collector run`
+    if guard is not None:
+        _metric(lines, "lifeline_http_refused_total", "counter",
+                "connections answered 503 at once: the connection cap was reached",
+                {"": guard.refused})  # fmt: skip
+        _metric(lines, "lifeline_http_timed_out_total", "counter",
+                "connections closed for not sending a whole request in time",
+                {"": guard.timed_out})  # fmt: skip
     ingest = runtime.ingest
     if ingest is not None:
         s = ingest.stats

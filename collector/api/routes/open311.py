@@ -12,6 +12,7 @@ from fastapi import APIRouter, HTTPException, Path, Query
 
 from collector.api.auth import Viewer
 from collector.api.deps import RuntimeDep, StoreDep
+from collector.api.schemas import ServiceOut, ServiceRequestOut
 from collector.cases.codes import EVENT_NAMES, subcategory_name
 from collector.cases.routing import RouteKind
 from collector.cases.workflow import COMPONENT, EVENT, Case, CaseState
@@ -62,7 +63,7 @@ def service_request(case: Case) -> dict[str, Any]:
     }
 
 
-@router.get("/services.json")
+@router.get("/services.json", response_model=list[ServiceOut])
 def services(runtime: RuntimeDep, key: Viewer) -> list[dict[str, Any]]:
     """The service types: every 小类 the routing table names."""
     routing = runtime.cases.routing
@@ -87,7 +88,7 @@ def services(runtime: RuntimeDep, key: Viewer) -> list[dict[str, Any]]:
     ]
 
 
-@router.get("/requests.json")
+@router.get("/requests.json", response_model=list[ServiceRequestOut])
 def requests(
     store: StoreDep,
     key: Viewer,
@@ -116,7 +117,7 @@ def requests(
     return out[:limit]
 
 
-@router.get("/requests/{request_id}.json")
+@router.get("/requests/{request_id}.json", response_model=list[ServiceRequestOut])
 def request(
     store: StoreDep, key: Viewer, request_id: Annotated[str, Path(min_length=1, max_length=64)]
 ) -> list[dict[str, Any]]:

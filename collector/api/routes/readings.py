@@ -1,41 +1,18 @@
 """Readings: raw, bucketed and latest values."""
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query
-from pydantic import BaseModel
 
 from collector.api.auth import Viewer
 from collector.api.deps import StoreDep
 from collector.api.names import gateway_of
 from collector.api.paging import MAX_MS
+from collector.api.schemas import BucketOut, ReadingOut
 from collector.models import Bucket, Reading
-from wire.messages import Value
+from wire import Quality
 
 router = APIRouter(prefix="/api/v1", tags=["readings"])
-
-
-class ReadingOut(BaseModel):
-    """One reading; `ts_ms` is the UTC sample time at the edge in milliseconds."""
-
-    gateway: str
-    device: str
-    point: str
-    ts_ms: int
-    value: Value
-    quality: str
-    historical: bool
-    received_ms: int | None = None  # only if ts_ms was implausible: when it reached us
-
-
-class BucketOut(BaseModel):
-    """Aggregate of one time bucket starting at `ts_ms`."""
-
-    ts_ms: int
-    count: int
-    min: float
-    avg: float
-    max: float
 
 
 def _out(r: Reading) -> ReadingOut:
@@ -45,7 +22,7 @@ def _out(r: Reading) -> ReadingOut:
         point=r.point,
         ts_ms=r.ts_ms,
         value=r.value,
-        quality=r.quality,
+        quality=Quality(r.quality),
         historical=r.historical,
         received_ms=r.received_ms,
     )
@@ -76,10 +53,16 @@ def readings(
     until: Annotated[int | None, Query(ge=0, le=MAX_MS, description="UTC ms, exclusive")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_RAW)] = 1000,
     gateway: Gateway = None,
+    order: Annotated[
+        Literal["asc", "desc"],
+        Query(description="asc: oldest first (the first `limit`); desc: newest first (the last)"),
+    ] = "asc",
 ) -> list[ReadingOut]:
-    """Raw readings of a device (optionally one point) in [since, until), oldest first."""
+    """Raw readings of a device (optionally one point) in [since, until), oldest first, or
+    with `order=desc` newest first: the most recent `limit` readings, as a chart wants them."""
     gw = gateway_of(store, device, gateway)
-    return [_out(r) for r in store.readings(device, point, since, until, limit, gw)]
+    rows = store.readings(device, point, since, until, limit, gw, newest_first=order == "desc")
+    return [_out(r) for r in rows]
 
 
 @router.get("/series")

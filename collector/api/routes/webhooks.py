@@ -9,7 +9,9 @@ from pydantic import BaseModel, Field, field_validator
 
 from collector.api.auth import Admin
 from collector.api.deps import StoreDep
+from collector.api.schemas import NewWebhookOut, WebhookOut
 from collector.events import type_patterns
+from collector.models import Delivery
 from collector.webhooks import new_secret, webhook_doc
 
 router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"])
@@ -31,7 +33,7 @@ class WebhookIn(BaseModel):
         return v
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, response_model=NewWebhookOut)
 def register(store: StoreDep, admin: Admin, body: WebhookIn) -> dict[str, Any]:
     """Register; `secret` (for verifying signatures) is shown only in this answer."""
     secret = new_secret()
@@ -41,13 +43,13 @@ def register(store: StoreDep, admin: Admin, body: WebhookIn) -> dict[str, Any]:
     return {**webhook_doc(hook), "secret": secret}
 
 
-@router.get("")
+@router.get("", response_model=list[WebhookOut])
 def list_webhooks(store: StoreDep, admin: Admin) -> list[dict[str, Any]]:
     """Every registered webhook (without secrets)."""
     return [webhook_doc(h) for h in store.webhooks()]
 
 
-@router.get("/{hook_id}")
+@router.get("/{hook_id}", response_model=WebhookOut)
 def get_webhook(store: StoreDep, admin: Admin, hook_id: HookId) -> dict[str, Any]:
     """One webhook."""
     hook = next((h for h in store.webhooks() if h.id == hook_id), None)
@@ -64,7 +66,7 @@ def delete(store: StoreDep, admin: Admin, hook_id: HookId) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/{hook_id}/deliveries")
+@router.get("/{hook_id}/deliveries", response_model=list[Delivery])
 def deliveries(
     store: StoreDep,
     admin: Admin,

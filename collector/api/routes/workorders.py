@@ -12,6 +12,7 @@ from collector.api.auth import Dispatcher, Viewer
 from collector.api.deps import RuntimeDep, StoreDep
 from collector.api.paging import Cursor, Name, PageSize, cursor_int, decode_cursor, encode_cursor
 from collector.api.routes.cases import alarm_snapshot
+from collector.api.schemas import WorkOrderDetail, WorkOrderOut, WorkOrderPage
 from collector.cases.engine import CaseNotFound
 from collector.cases.workflow import Closure
 from collector.cases.workorders import (
@@ -22,7 +23,7 @@ from collector.cases.workorders import (
     work_order_colour,
 )
 from collector.models import AlarmLink
-from collector.online import online_rate
+from collector.online import OnlineRate, online_rate
 from collector.store import Conflict
 
 router = APIRouter(prefix="/api/v1", tags=["work orders"])
@@ -75,7 +76,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-@router.get("/work-orders")
+@router.get("/work-orders", response_model=WorkOrderPage)
 def list_work_orders(
     store: StoreDep,
     key: Viewer,
@@ -116,7 +117,7 @@ def list_work_orders(
     }
 
 
-@router.get("/work-orders/{order_no}")
+@router.get("/work-orders/{order_no}", response_model=WorkOrderDetail)
 def get_work_order(store: StoreDep, key: Viewer, order_no: OrderNo) -> dict[str, Any]:
     """One work order with its alarms and audit trail."""
     order = store.work_order(order_no)
@@ -141,7 +142,7 @@ def get_work_order(store: StoreDep, key: Viewer, order_no: OrderNo) -> dict[str,
     return body
 
 
-@router.post("/work-orders/{order_no}/actions")
+@router.post("/work-orders/{order_no}/actions", response_model=WorkOrderOut)
 def act_on_work_order(
     runtime: RuntimeDep, key: Dispatcher, order_no: OrderNo, body: OrderActionIn
 ) -> dict[str, Any]:
@@ -167,7 +168,7 @@ def act_on_work_order(
     return work_order_doc(order, _now_ms(), runtime.store.links(order_no))
 
 
-@router.get("/stats/online-rate")
+@router.get("/stats/online-rate", response_model=OnlineRate)
 def device_online_rate(
     store: StoreDep,
     key: Viewer,

@@ -1,0 +1,47 @@
+"""What a client needs to present data: who the key is (its role) and the device profiles'
+points with their units and default alarm limits."""
+
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import APIRouter
+
+from collector.api.auth import Viewer
+from collector.api.deps import RuntimeDep
+from collector.cases.duties import may_act
+from collector.cases.workflow import Action
+from collector.models import Role
+
+router = APIRouter(prefix="/api/v1", tags=["catalog"])
+
+
+@router.get("/me")
+def me(key: Viewer) -> dict[str, Any]:
+    """The calling key: its `name`, `role`, whether it may `acknowledge` alarms and the
+    `case_actions` its role may post (the permission matrix of collector.cases.duties, before
+    a 专业部门 key's department scope), so a client offers only what the role allows."""
+    return {
+        "name": key.name,
+        "role": key.role.value,
+        "acknowledge": key.role.allows(Role.OPERATOR),
+        "case_actions": sorted(a.value for a in Action if may_act(key.role, a)),
+    }
+
+
+@router.get("/profiles")
+def profiles(runtime: RuntimeDep, key: Viewer) -> list[dict[str, Any]]:
+    """Every device profile the collector knows: name, family and points, each point with its
+    unit ('' if none) and default alarm rules (`alarm_type`, `severity` 1..4, `message`,
+    `limit` in the point's unit or null). A gateway may set other limits per site: an alarm's
+    own `limit` is the one in force."""
+    return [
+        {
+            "name": p.name,
+            "family": p.family,
+            "points": [
+                {"name": pt.name, "unit": pt.unit, "rules": [asdict(r) for r in pt.rules]}
+                for pt in p.points
+            ],
+        }
+        for p in runtime.cases.catalog.profiles.values()
+    ]

@@ -1,0 +1,472 @@
+"""What the API answers: one pydantic model per JSON document a route returns.
+
+Routes build their answers as before (dicts from the store's records) and name one of these as
+their `response_model`: FastAPI checks each answer against it and the OpenAPI document
+describes it, so a client (and schemathesis) sees the fields, their types and their meaning.
+Every model forbids keys it does not declare, so a field added to an answer without its model
+fails the API tests instead of silently disappearing from the document.
+
+Times are UTC milliseconds since the Unix epoch (`*_ms`); severities are 1 (一级, most severe)
+... 4 (四级).
+"""
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from collector.cases.routing import Outcome
+from collector.cases.workflow import Audit, CaseState, Colour, Place
+from collector.cases.workorders import WorkOrderState
+from collector.models import DeviceState, GatewayClock, GatewayEpoch, Role, Status
+from wire import AlarmState, Location, Quality
+from wire.messages import Value
+
+__all__ = [
+    "AlarmOut",
+    "AlarmPage",
+    "AlarmSnapshot",
+    "AssetDetail",
+    "BindingOut",
+    "BucketOut",
+    "CaseDetail",
+    "CaseOut",
+    "CasePage",
+    "CommandAccepted",
+    "CommandReplyOut",
+    "DeadLetterOut",
+    "DeadLetterPage",
+    "DeviceDetail",
+    "EventOut",
+    "EventPage",
+    "GatewayDetail",
+    "IngestCounts",
+    "KeyOut",
+    "NewKeyOut",
+    "NewWebhookOut",
+    "ReadingOut",
+    "ReadyOut",
+    "ServiceOut",
+    "ServiceRequestOut",
+    "WebhookOut",
+    "WorkOrderAuditOut",
+    "WorkOrderDetail",
+    "WorkOrderOut",
+    "WorkOrderPage",
+]
+
+
+class Out(BaseModel):
+    """An answer document: exactly the declared keys."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- readings ---------------------------------------------------------------------------------
+
+
+class ReadingOut(Out):
+    """One reading; `ts_ms` is the UTC sample time at the edge in milliseconds."""
+
+    gateway: str
+    device: str
+    point: str
+    ts_ms: int
+    value: Value
+    quality: Quality
+    historical: bool = Field(description="sampled before the current broker connection")
+    received_ms: int | None = None  # only if ts_ms was implausible: when it reached us
+
+
+class BucketOut(Out):
+    """Aggregate of one time bucket starting at `ts_ms`."""
+
+    ts_ms: int
+    count: int
+    min: float
+    avg: float
+    max: float
+
+
+# --- alarms -----------------------------------------------------------------------------------
+
+
+class AlarmOut(Out):
+    """One alarm occurrence in its latest known state, and where it ended."""
+
+    alarm_id: str = Field(description="the edge's id, `gateway:epoch:n` (n counts its alarms)")
+    gateway: str
+    device: str
+    point: str
+    alarm_type: str = Field(description="a wire.AlarmType value: hihi, hi, lo, lolo, on, ...")
+    severity: int = Field(ge=1, le=4)
+    state: AlarmState = Field(description="ISA-18.2 state")
+    raised_ms: int
+    state_ms: int
+    value: Any = Field(description="the value that raised or last changed it")
+    limit: Any = Field(description="the limit it crossed")
+    message: str
+    ack_by: str | None
+    ack_note: str | None
+    asset: str | None = Field(description="the 部件 its device is bound to")
+    received_ms: int | None = Field(description="set only if state_ms was implausible")
+    outcome: Outcome | None = Field(description="null while the case engine has not handled it")
+    outcome_ref: str | None = Field(description="its case or work order number")
+    outcome_reason: str | None = Field(description="why it became neither")
+
+
+class AlarmPage(Out):
+    """One page of alarms, newest first; pass `next_cursor` back for the next (null: done)."""
+
+    items: list[AlarmOut]
+    next_cursor: str | None
+
+
+class AlarmSnapshot(Out):
+    """An alarm occurrence as a case or work order shows it: id, what it measured, when."""
+
+    alarm_id: str
+    gateway: str
+    device: str
+    point: str
+    alarm_type: str
+    severity: int
+    value: Any
+    limit: Any
+    unit: str
+    message: str
+    raised_ms: int
+    cleared_ms: int | None
+    active: bool
+
+
+# --- gateways, devices, commands, dead letters ------------------------------------------------
+
+
+class DeviceDetail(Out):
+    """One device with its latest value of every point."""
+
+    device: str
+    gateway: str
+    profile: str
+    family: str
+    asset: str | None
+    status: Status
+    since_ms: int
+    reason: str
+    location: Location | None = Field(description="its own install location, from its birth")
+    latest: list[ReadingOut]
+
+
+class GatewayDetail(Out):
+    """One gateway with its buffer epochs (newest first: `epoch` is the current one) and its
+    devices."""
+
+    gateway: str
+    site: str
+    status: Status
+    since_ms: int
+    session: str
+    software: str
+    config_hash: str
+    reason: str
+    counters: dict[str, int | float]
+    counters_ms: int | None
+    clock: GatewayClock | None
+    epoch: str | None
+    epochs: list[GatewayEpoch]
+    devices: list[DeviceState]
+
+
+class CommandAccepted(Out):
+    """A command on its way; poll `reply` for the gateway's answer."""
+
+    command_id: str
+    reply: str
+
+
+class CommandReplyOut(Out):
+    """A gateway's reply to a command: only `state` while it is pending."""
+
+    state: Literal["pending", "done"]
+    ok: bool | None = None
+    result: Any = None
+    error: str | None = None
+    sent_ms: int | None = None
+    received_ms: int | None = None
+
+
+class DeadLetterOut(Out):
+    """A refused payload with the reason."""
+
+    id: int
+    topic: str
+    reason: str
+    received_ms: int
+    payload_b64: str = Field(description="the bytes as received, base64")
+
+
+class DeadLetterPage(Out):
+    """The total count and the most recent refused payloads."""
+
+    count: int
+    items: list[DeadLetterOut]
+
+
+class BindingOut(Out):
+    """A device bound to an asset (gateway null: waits for the first gateway announcing it)."""
+
+    gateway: str | None
+    device: str
+    asset: str
+
+
+# --- cases and work orders --------------------------------------------------------------------
+
+
+class CaseOut(Out):
+    """A 数字城管 case with its deadline colour now, the name of its 小类 and its alarms."""
+
+    case_no: str
+    kind: str = Field(description="部件, 事件 or 未分类")
+    subcategory: str = Field(description="小类 code, '' while 未分类")
+    problem: str
+    asset: str | None
+    device: str | None
+    state: CaseState
+    urgency: str
+    department: str = Field(description="主办 department")
+    grid: str | None = Field(description="单元网格")
+    created_ms: int
+    updated_ms: int
+    deadline_ms: int | None
+    timed_from_ms: int | None
+    repeats: int
+    escalations: int
+    title: str
+    gateway: str | None
+    allowed_ms: int | None
+    severity: int | None
+    assist: list[str] = Field(description="协办 departments")
+    reworks: int = Field(description="返工")
+    returns: int = Field(description="回退")
+    closure: str | None = Field(description="处置完成 or 误报, once 结案")
+    recurrence_of: str | None = Field(description="the case this one recurs (反复发生)")
+    remaining_ms: int | None = Field(description="while 挂账: the time that was left")
+    location: Place
+    colour: Colour = Field(description="the deadline light now")
+    subcategory_name: str | None
+    alarms: list[AlarmSnapshot]
+
+
+class CaseDetail(CaseOut):
+    """A case with its audit trail, oldest first."""
+
+    audit: list[Audit]
+
+
+class CasePage(Out):
+    """One page of cases, newest first; pass `next_cursor` back for the next (null: done)."""
+
+    items: list[CaseOut]
+    next_cursor: str | None
+
+
+class WorkOrderOut(Out):
+    """A 设备运维工单 with its deadline colour now and its alarms."""
+
+    order_no: str
+    problem: str
+    title: str
+    gateway: str
+    device: str
+    asset: str | None
+    state: WorkOrderState
+    severity: int
+    urgency: str
+    department: str = Field(description="the device's maintainer")
+    created_ms: int
+    updated_ms: int
+    deadline_ms: int
+    allowed_ms: int
+    repeats: int
+    closure: str | None
+    recurrence_of: str | None
+    location: Place
+    colour: Colour
+    alarms: list[AlarmSnapshot]
+
+
+class WorkOrderAuditOut(Out):
+    """One audit row of a work order."""
+
+    order_no: str
+    ts_ms: int
+    actor: str
+    action: str
+    from_state: str | None
+    to_state: str
+    note: str
+    key_id: int | None = Field(description="the acting key's id (null: the system)")
+    role: str = Field(description="the acting key's role ('' for the system)")
+    on_behalf_of: str = Field(description="a name the client gave; nothing vouches for it")
+
+
+class WorkOrderDetail(WorkOrderOut):
+    """A work order with its audit trail, oldest first."""
+
+    audit: list[WorkOrderAuditOut]
+
+
+class WorkOrderPage(Out):
+    """One page of work orders, newest first; pass `next_cursor` back (null: done)."""
+
+    items: list[WorkOrderOut]
+    next_cursor: str | None
+
+
+# --- event log, keys, webhooks ----------------------------------------------------------------
+
+
+class EventOut(Out):
+    """One entry of the event log."""
+
+    id: int = Field(description="strictly increasing: resume after it")
+    type: str = Field(description="alarm.raised, case.opened, device.offline, ...")
+    ts_ms: int
+    created_ms: int
+    subject: str
+    data: dict[str, Any]
+
+
+class EventPage(Out):
+    """Event log entries, oldest first; poll again with after = `last_id`."""
+
+    items: list[EventOut]
+    last_id: int | None
+
+
+class KeyOut(Out):
+    """A stored API key, never its secret: `prefix` tells keys apart."""
+
+    id: int
+    name: str
+    role: Role
+    prefix: str
+    created_ms: int
+    revoked_ms: int | None
+    departments: list[str] = Field(description="a 专业部门 key's departments (codes)")
+
+
+class NewKeyOut(KeyOut):
+    """A key just made, with its secret: shown this once."""
+
+    key: str
+
+
+class WebhookOut(Out):
+    """A registered webhook (never its secret)."""
+
+    id: int
+    url: str
+    events: list[str] = Field(description="event type patterns it receives")
+    description: str
+    created_ms: int
+    cursor: int = Field(description="the last event id fanned out to it")
+
+
+class NewWebhookOut(WebhookOut):
+    """A webhook just registered, with its signing secret: shown this once."""
+
+    secret: str
+
+
+# --- Open311 GeoReport v2 ---------------------------------------------------------------------
+
+
+class ServiceOut(Out):
+    """A GeoReport v2 service: one 小类 the routing table names."""
+
+    service_code: str
+    service_name: str
+    description: str
+    metadata: bool
+    type: str
+    keywords: str
+    group: str
+
+
+class ServiceRequestOut(Out):
+    """A case as a GeoReport v2 service request."""
+
+    service_request_id: str
+    status: Literal["open", "closed"]
+    status_notes: str
+    service_name: str
+    service_code: str
+    description: str
+    agency_responsible: str
+    service_notice: str
+    requested_datetime: str
+    updated_datetime: str
+    expected_datetime: str | None
+    address: str
+    address_id: str | None
+    zipcode: None
+    lat: float | None
+    long: float | None
+    media_url: None
+
+
+# --- assets -----------------------------------------------------------------------------------
+
+
+class AssetDetail(Out):
+    """One 部件 with its bound devices, each with its status and latest values."""
+
+    code: str = Field(description="16-digit 部件标识码")
+    subcategory: str = Field(description="4-digit 大类+小类 code")
+    name: str
+    owner: str = Field(description="权属单位")
+    maintainer: str = Field(description="养护单位")
+    grid: str = Field(description="单元网格 code")
+    address: str
+    lon: float | None
+    lat: float | None
+    datum: str
+    devices: list[DeviceDetail]
+
+
+# --- health -----------------------------------------------------------------------------------
+
+
+class IngestCounts(Out):
+    """What ingest did since the collector started."""
+
+    received: int
+    readings: int
+    duplicates: int
+    dead_letters: int
+    store_errors: int = Field(description="commits that failed (and were retried)")
+    poisoned: int = Field(description="messages the database refused, dead-lettered")
+
+
+class PartitionsOut(Out):
+    """A partitioned collector's share of the sites (docs/brokers.md)."""
+
+    held: list[str] = Field(description="the partitions this collector ingests now")
+    handovers: int = Field(description="partitions taken or given back since start")
+
+
+class ReadyOut(Out):
+    """Readiness: 200 `ready`, or 503 `not ready`. Without a key only `status`; with one also
+    the backend and every reason, `dead_letters` while the database answers, and the MQTT and
+    ingest fields while ingesting."""
+
+    status: Literal["ready", "not ready"]
+    backend: str | None = None
+    reasons: list[str] | None = None
+    dead_letters: int | None = None
+    mqtt_connected: bool | None = None
+    mqtt_subscribed: bool | None = None
+    ingest: IngestCounts | None = None
+    partitions: PartitionsOut | None = None
