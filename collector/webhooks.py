@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from collector.errors import StoreError
-from collector.events import Notifier
+from collector.event_log import Notifier
 from collector.models import DueDelivery, EventRecord, Webhook
 
 if TYPE_CHECKING:
@@ -195,7 +195,7 @@ def webhook_doc(hook: Webhook) -> dict[str, Any]:
     return {
         "id": hook.id,
         "url": hook.url,
-        "events": list(hook.events),
+        "events": list(hook.event_types),
         "description": hook.description,
         "created_ms": hook.created_ms,
         "cursor": hook.cursor,

@@ -256,6 +256,10 @@ class CaseOut(Out):
     colour: Colour = Field(description="the deadline light now")
     subcategory_name: str | None
     alarms: list[AlarmSnapshot]
+    actions: list[str] = Field(
+        description="the actions the workflow allows on it now (the key's role may post fewer:"
+        " GET /api/v1/me lists those)"
+    )
 
 
 class CaseDetail(CaseOut):

@@ -16,7 +16,7 @@ from collector.api.deps import RuntimeDep, StoreDep
 from collector.api.paging import MAX_MS, PageSize
 from collector.api.problems import dumps
 from collector.api.schemas import EventPage
-from collector.events import type_patterns
+from collector.event_types import type_patterns
 from collector.models import EventRecord
 from collector.store import Store
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field, field_validator
 from collector.api.auth import Admin
 from collector.api.deps import StoreDep
 from collector.api.schemas import NewWebhookOut, WebhookOut
-from collector.events import type_patterns
+from collector.event_types import type_patterns
 from collector.models import Delivery
 from collector.webhooks import new_secret, webhook_doc
 

@@ -164,7 +164,7 @@ def act_on_work_order(
         raise HTTPException(409, str(exc)) from None
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
-    runtime.events.kick()
+    runtime.event_pump.kick()
     return work_order_doc(order, _now_ms(), runtime.store.links(order_no))
 
 
