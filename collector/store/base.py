@@ -81,7 +81,7 @@ class ReadingStore(Protocol):
         gateway: str | None = None,
     ) -> list[Bucket]:
         """Numeric readings (of one gateway's device, if given) bucketed into min/avg/max over
-        [since, until)."""
+        [since, until); ValueError if bucket_ms is not positive."""
         ...
 
     def latest(self, device: str | None = None, gateway: str | None = None) -> list[Reading]:

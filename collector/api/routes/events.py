@@ -74,7 +74,7 @@ async def stream(
     """Server-Sent Events from the log, live. Resume with the Last-Event-ID header (browsers do
     it by themselves) or `after`; with neither, the stream starts at the newest event. The key
     is checked again every keepalive (15 s): a revoked key's stream ends with a `revoked`
-    event."""
+    event. 400 if Last-Event-ID is not a whole number, 422 for an unknown event type."""
     patterns = _patterns(types)
     if last_event_id is not None:
         if not last_event_id.strip().isdigit() or int(last_event_id) > MAX_MS:

@@ -51,7 +51,7 @@ def list_webhooks(store: StoreDep, admin: Admin) -> list[dict[str, Any]]:
 
 @router.get("/{hook_id}", response_model=WebhookOut)
 def get_webhook(store: StoreDep, admin: Admin, hook_id: HookId) -> dict[str, Any]:
-    """One webhook."""
+    """One webhook; 404 if there is none of that id."""
     hook = next((h for h in store.webhooks() if h.id == hook_id), None)
     if hook is None:
         raise HTTPException(404, f"no webhook {hook_id}")
@@ -60,7 +60,7 @@ def get_webhook(store: StoreDep, admin: Admin, hook_id: HookId) -> dict[str, Any
 
 @router.delete("/{hook_id}", status_code=204)
 def delete(store: StoreDep, admin: Admin, hook_id: HookId) -> Response:
-    """Unregister; pending deliveries are cancelled."""
+    """Unregister; pending deliveries are cancelled. 404 if there is none of that id."""
     if not store.delete_webhook(hook_id, int(time.time() * 1000)):
         raise HTTPException(404, f"no webhook {hook_id}")
     return Response(status_code=204)
