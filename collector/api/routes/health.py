@@ -55,6 +55,7 @@ async def readyz(runtime: RuntimeDep, key: MaybeViewer) -> JSONResponse:
         if isinstance(ingest, PartitionedIngest):
             body["partitions"] = {"held": ingest.held, "handovers": ingest.handovers}
         reasons.extend(ingest.problems())
+    reasons.extend(runtime.problems())
     status = "not ready" if reasons else "ready"
     public = {"status": status}
     body = {**body, "status": status, "reasons": reasons} if key is not None else public
