@@ -460,6 +460,13 @@ class IngestCounts(Out):
     poisoned: int = Field(description="messages the database refused, dead-lettered")
 
 
+class PartitionsOut(Out):
+    """A partitioned collector's share of the sites (docs/brokers.md)."""
+
+    held: list[str] = Field(description="the partitions this collector ingests now")
+    handovers: int = Field(description="partitions taken or given back since start")
+
+
 class ReadyOut(Out):
     """Readiness: 200 `ready`, or 503 `not ready`. Without a key only `status`; with one also
     the backend and every reason, `dead_letters` while the database answers, and the MQTT and
@@ -472,6 +479,7 @@ class ReadyOut(Out):
     mqtt_connected: bool | None = None
     mqtt_subscribed: bool | None = None
     ingest: IngestCounts | None = None
+    partitions: PartitionsOut | None = None
 
 
 # --- who asks, what the devices measure, the registry, the console -------------------------------
