@@ -163,6 +163,11 @@ class Runtime:
                 self.cases.escalate_overdue()
         self.event_pump.kick()
 
+    def problems(self) -> list[str]:
+        """Why a background thread (event pump, webhook deliveries) stopped, one sentence each:
+        only a bug stops one. Empty while they run; ingest reports its own (Ingest.problems)."""
+        return [p for p in (self.event_pump.crashed, self.webhooks.crashed) if p is not None]
+
     def close(self) -> None:
         """Stop ingest, then close the store."""
         if self.ingest is not None:

@@ -65,7 +65,10 @@ def fast_config(db_url: str, ingest: IngestConfig | None = None) -> CollectorCon
         db_url=db_url,
         ingest=ingest,
         events_poll_s=0.05,
-        webhooks=WebhookConfig(retry_base_s=0.05, poll_s=0.05, timeout_s=2),
+        # the receivers of these tests are on loopback: the explicit allow-list lets them in
+        webhooks=WebhookConfig(
+            retry_base_s=0.05, poll_s=0.05, timeout_s=2, allow=("127.0.0.1/32",)
+        ),
     )
 
 

@@ -18,7 +18,7 @@ from collector.api.paging import (
     decode_cursor,
     encode_cursor,
 )
-from collector.api.schemas import AlarmOut, AlarmPage
+from collector.api.schemas import AckAccepted, AlarmOut, AlarmPage
 from collector.models import AlarmView
 from wire import MAX_STR
 
@@ -98,7 +98,7 @@ def get_alarm(store: StoreDep, key: Viewer, alarm_id: AlarmId) -> dict[str, Any]
     return alarm_doc(alarm)
 
 
-@router.post("/{alarm_id}/ack", status_code=202)
+@router.post("/{alarm_id}/ack", status_code=202, response_model=AckAccepted)
 def acknowledge(
     runtime: RuntimeDep, key: Operator, alarm_id: AlarmId, body: AckIn | None = None
 ) -> JSONResponse:

@@ -18,6 +18,7 @@ from fastapi import APIRouter, HTTPException, Path
 from fastapi.responses import RedirectResponse, Response
 
 from collector.api.deps import RuntimeDep
+from collector.api.schemas import ConsoleConfigOut
 
 router = APIRouter(include_in_schema=False)
 
@@ -88,7 +89,7 @@ def console(runtime: RuntimeDep) -> Response:
     return _file("console.html", csp(tile_origin(runtime.config.console.tiles_url)))
 
 
-@router.get("/console/config.json")
+@router.get("/console/config.json", response_model=ConsoleConfigOut)
 def console_config(runtime: RuntimeDep) -> dict[str, Any]:
     """What the console needs to know before it has a key: the map's base layer."""
     cfg = runtime.config.console
