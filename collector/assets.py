@@ -128,7 +128,8 @@ def _build(rows: Iterable[tuple[str, dict[str, Any]]]) -> list[Asset]:
 
 
 def parse_csv(text: str, source: str = "<csv>") -> list[Asset]:
-    """Parse assets from CSV with a header row; `devices` is a ';'-separated list."""
+    """Parse assets from CSV with a header row; `devices` is a ';'-separated list. Raises
+    AssetError naming `source` and the line that is wrong."""
     reader = csv.DictReader(io.StringIO(text))
     rows = []
     for n, raw in enumerate(reader, start=2):
@@ -143,7 +144,8 @@ def parse_csv(text: str, source: str = "<csv>") -> list[Asset]:
 
 
 def parse_yaml(text: str, source: str = "<yaml>") -> list[Asset]:
-    """Parse assets from YAML: a list, or a mapping with an `assets:` list."""
+    """Parse assets from YAML: a list, or a mapping with an `assets:` list. Raises AssetError
+    naming `source` and the entry that is wrong."""
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -161,8 +163,12 @@ def parse_yaml(text: str, source: str = "<yaml>") -> list[Asset]:
 
 
 def load(path: Path) -> list[Asset]:
-    """Load assets from a .csv, .yaml or .yml file."""
-    text = path.read_text(encoding="utf-8-sig")
+    """Load assets from a .csv, .yaml or .yml file (UTF-8). Raises AssetError naming the file
+    if it cannot be read, is of another type, or an entry is wrong."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AssetError(f"{path}: cannot read it: {exc}") from None
     if path.suffix.lower() == ".csv":
         return parse_csv(text, str(path))
     if path.suffix.lower() in (".yaml", ".yml"):

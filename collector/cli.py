@@ -1,6 +1,7 @@
 """`lifeline collector ...`: run the collector, migrate its database, import assets."""
 
 import contextlib
+import ipaddress
 import logging
 import re
 import signal
@@ -46,6 +47,7 @@ DEFAULTS: dict[str, Any] = {
     "max_clock_skew_s": 300.0,
     "http_max_connections": None,  # the file limit less collector.api.server.HEADROOM_FDS
     "http_request_timeout_s": 10.0,
+    "webhook_allow": [],
     "tiles_url": None,
     "tiles_datum": "CGCS2000",
 }
@@ -315,6 +317,14 @@ def run(
             " open-file limit less 256 kept for the broker, the database and webhooks).",
         ),
     ] = None,
+    webhook_allow: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A network (CIDR, e.g. 10.20.0.0/16) webhooks may reach although it is not"
+            " public (repeatable); by default loopback, private, link-local and multicast"
+            " addresses are refused.",
+        ),
+    ] = None,
     http_request_timeout_s: Annotated[
         float | None,
         typer.Option(
@@ -329,6 +339,7 @@ def run(
     from collector.api.server import HttpGuard, default_max_connections, server
     from collector.ingest import IngestConfig
     from collector.runtime import CollectorConfig, Runtime
+    from collector.webhooks import WebhookConfig
 
     _setup_logging(verbose)
     given = {
@@ -351,6 +362,7 @@ def run(
         "max_clock_skew_s": max_clock_skew_s,
         "http_max_connections": http_max_connections,
         "http_request_timeout_s": http_request_timeout_s,
+        "webhook_allow": webhook_allow or None,
     }
     opts = {**DEFAULTS, **_load_yaml(config), **{k: v for k, v in given.items() if v is not None}}
     host, port = _split_http(str(opts["http"]))
@@ -379,6 +391,12 @@ def run(
             "http_max_connections must be >= 1 and http_request_timeout_s > 0",
             param_hint="--http-max-connections/--http-request-timeout-s",
         )
+    allow = opts["webhook_allow"]
+    allow = [allow] if isinstance(allow, str) else allow
+    try:
+        allow = [str(ipaddress.ip_network(str(n), strict=False)) for n in allow]
+    except (TypeError, ValueError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--webhook-allow") from None
     chosen_district = None if opts["district"] is None else str(opts["district"])
     if chosen_district is not None and not (
         len(chosen_district) == 6 and chosen_district.isdigit()
@@ -419,6 +437,7 @@ def run(
             raise typer.BadParameter(str(exc), param_hint="--partitions") from None
     cfg = CollectorConfig(
         db_url=str(opts["db"]),
+        webhooks=WebhookConfig(allow=tuple(allow)),
         ingest=IngestConfig(
             mqtt_url=str(opts["mqtt"]),
             protocol=protocol,

@@ -147,7 +147,8 @@ def parse_mqtt_urls(urls: str) -> list[tuple[str, int]]:
 
 
 def parse_mqtt_url(url: str) -> tuple[str, int]:
-    """Split mqtt://host:port (or mqtts://host:port, TLS, default 8883) into (host, port)."""
+    """Split mqtt://host:port (or mqtts://host:port, TLS, default 8883) into (host, port);
+    raises ValueError for any other URL."""
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "tcp", "mqtts") or not parts.hostname:
         raise ValueError(f"MQTT URL {url!r} must look like mqtt://HOST:PORT or mqtts://HOST:PORT")

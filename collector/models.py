@@ -309,7 +309,7 @@ class EventRecord:
 
 @dataclass(frozen=True, slots=True)
 class AlarmView:
-    """One alarm occurrence (an edge alarm id `gateway:seq`) in its latest known state."""
+    """One alarm occurrence (an edge alarm id `gateway:epoch:n`) in its latest known state."""
 
     id: int
     alarm_id: str
@@ -337,11 +337,12 @@ class AlarmView:
 
 @dataclass(frozen=True, slots=True)
 class Webhook:
-    """A registered endpoint and the event types (patterns like `alarm.*`) it wants."""
+    """A registered endpoint and the event types it wants (patterns like `alarm.*`; its JSON
+    form names them `events`)."""
 
     id: int
     url: str
-    events: tuple[str, ...]
+    event_types: tuple[str, ...]
     description: str
     created_ms: int
     cursor: int

@@ -16,7 +16,7 @@ from collector.cases.routing import (
     load_routing,
     routing_catalog,
 )
-from collector.events import EventPump, Notifier
+from collector.event_log import EventPump, Notifier
 from collector.ingest import Ingest, IngestConfig
 from collector.partitions import Partition, PartitionedIngest
 from collector.store import Store, open_store
@@ -111,7 +111,7 @@ class Runtime:
             )
         self.cases = CaseEngine(self.store, routing, clock, routing_catalog(routing, routing_path))
         self.notifier = Notifier()
-        self.events = EventPump(self.store, self.notifier, config.events_poll_s, clock)
+        self.event_pump = EventPump(self.store, self.notifier, config.events_poll_s, clock)
         self.webhooks = Deliverer(self.store, self.notifier, config.webhooks, clock)
         self._lock = threading.Lock()
         self._last_escalation = 0.0
@@ -140,7 +140,7 @@ class Runtime:
         """Start ingest (if configured) after handling alarm events left from a previous run."""
         tune_gc()
         self.after_commit()
-        self.events.start()
+        self.event_pump.start()
         self.webhooks.start()
         if self.ingest is not None:
             self.ingest.start()
@@ -154,12 +154,17 @@ class Runtime:
             if now - self._last_escalation >= self.config.escalate_every_s:
                 self._last_escalation = now
                 self.cases.escalate_overdue()
-        self.events.kick()
+        self.event_pump.kick()
+
+    def problems(self) -> list[str]:
+        """Why a background thread (event pump, webhook deliveries) stopped, one sentence each:
+        only a bug stops one. Empty while they run; ingest reports its own (Ingest.problems)."""
+        return [p for p in (self.event_pump.crashed, self.webhooks.crashed) if p is not None]
 
     def close(self) -> None:
         """Stop ingest, then close the store."""
         if self.ingest is not None:
             self.ingest.stop()
         self.webhooks.stop()
-        self.events.stop()
+        self.event_pump.stop()
         self.store.close()

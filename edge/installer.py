@@ -12,7 +12,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -274,41 +274,66 @@ def _bus_from_scan(scan: dict[str, Any], index: int) -> list[dict[str, Any]]:
     return [bus]
 
 
-def _name_devices(buses: list[dict[str, Any]]) -> None:
-    counts: dict[str, int] = {}
-    for bus in buses:
-        for dev in bus["devices"]:
-            short = _FAMILY_SHORT.get(dev["family"], dev["family"])
-            name = f"{short}-{dev['unit']:02d}"
-            counts[name] = counts.get(name, 0) + 1
+def _name_devices(gateway: str, buses: list[dict[str, Any]]) -> None:
+    """Give every device its id: GATEWAY.bBUS-FAMILY-UNIT, e.g. gw-xh-0412.b1-mh-001.
+
+    The same scan (the same --scan-json files in the same order) gives the same ids; the
+    gateway prefix keeps them unique across cabinets, so no gateway can claim another's
+    device by name. `local` is the part after the prefix, accepted wherever an id is asked.
+    """
     for b, bus in enumerate(buses):
         for dev in bus["devices"]:
             short = _FAMILY_SHORT.get(dev["family"], dev["family"])
-            name = f"{short}-{dev['unit']:02d}"
-            dev["id"] = name if counts[name] == 1 else f"{short}-b{b + 1}-{dev['unit']:02d}"
+            dev["local"] = f"b{b + 1}-{short}-{dev['unit']:03d}"
+            dev["id"] = f"{gateway}.{dev['local']}"
+
+
+def _find_device(key: str, devices: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The devices `key` names: a device id, its part after GATEWAY., or a unit id."""
+    return [d for d in devices if key in (d["id"], d["local"], str(d["unit"]))]
+
+
+def _parse_asset(item: str, buses: list[dict[str, Any]]) -> tuple[str, str]:
+    """One KEY=CODE: (device id, 16-digit 部件标识码); BadParameter says what is wrong."""
+    devices = [d for bus in buses for d in bus["devices"]]
+    key, sep, code = item.partition("=")
+    if not sep or not re.fullmatch(r"\d{16}", code.strip()):
+        usage_error(
+            f"{item!r}: expected DEVICE=CODE with a 16-digit 部件标识码, "
+            "e.g. b1-mh-001=3301060111000001",
+            "--asset",
+        )
+    matches = _find_device(key.strip(), devices)
+    if len(matches) != 1:
+        known = ", ".join(d["local"] for d in devices)
+        usage_error(
+            f"{item!r}: {key.strip()!r} names {len(matches)} devices; use a device ({known})",
+            "--asset",
+        )
+    return matches[0]["id"], code.strip()
 
 
 def _parse_assets(items: list[str], buses: list[dict[str, Any]]) -> dict[str, str]:
-    """--asset KEY=CODE: KEY is a device id, or a unit id when that unit is unique."""
-    out: dict[str, str] = {}
+    """--asset KEY=CODE: KEY is a device id (or its part after GATEWAY.), or a unit id when
+    that unit is unique."""
+    return dict(_parse_asset(item, buses) for item in items)
+
+
+def _overrides_by_id(overrides: dict[str, Any], buses: list[dict[str, Any]]) -> dict[str, Any]:
+    """Alarm overrides keyed by device id; a key may also be an id's part after GATEWAY.
+    (what the file can name before the gateway id is known). Unknown keys are refused."""
     devices = [d for bus in buses for d in bus["devices"]]
-    for item in items:
-        key, sep, code = item.partition("=")
-        if not sep or not re.fullmatch(r"\d{16}", code.strip()):
-            usage_error(
-                f"{item!r}: expected DEVICE=CODE with a 16-digit 部件标识码, "
-                "e.g. mh-01=3301060111000001",
-                "--asset",
-            )
-        key = key.strip()
-        matches = [d for d in devices if d["id"] == key or str(d["unit"]) == key]
-        if len(matches) != 1:
-            known = ", ".join(d["id"] for d in devices)
-            usage_error(
-                f"{item!r}: {key!r} names {len(matches)} devices; use a device id ({known})",
-                "--asset",
-            )
-        out[matches[0]["id"]] = code.strip()
+    out: dict[str, Any] = {}
+    unknown = []
+    for key, rules in overrides.items():
+        matches = [d for d in devices if str(key) in (d["id"], d["local"])]
+        if len(matches) == 1:
+            out[matches[0]["id"]] = rules
+        else:
+            unknown.append(str(key))
+    if unknown:
+        known = ", ".join(d["local"] for d in devices)
+        fail(f"alarm overrides name unknown device(s) {sorted(unknown)}; the devices: {known}")
     return out
 
 
@@ -326,14 +351,68 @@ def _load_overrides(path: Path | None) -> dict[str, Any]:
     return data
 
 
-def _ask(value: str | None, prompt: str, param: str, required: bool = True) -> str:
+def _ask(
+    value: str | None,
+    prompt: str,
+    param: str,
+    check: Callable[[str], str],
+    required: bool = True,
+) -> str:
+    """An option's value, or the answer to `prompt` in a terminal, passed through `check`.
+
+    `check` returns the value or raises typer.BadParameter. A bad option value is a usage
+    error; a bad answer is said on one line and the question asked again, so one typo loses
+    none of the answers before it. An optional question takes an empty answer as none.
+    """
     if value is not None:
-        return value
-    if sys.stdin.isatty():
-        return str(typer.prompt(prompt, default="" if not required else None)).strip()
-    if required:
-        usage_error(f"missing {param} (no terminal to ask on)", param)
-    return ""
+        return check(value) if value or required else ""
+    if not sys.stdin.isatty():
+        if required:
+            usage_error(f"missing {param} (no terminal to ask on)", param)
+        return ""
+    while True:
+        answer = str(typer.prompt(prompt, default=None if required else "")).strip()
+        if not answer and not required:
+            return ""
+        try:
+            return check(answer)
+        except typer.BadParameter as exc:
+            typer.echo(f"error: {exc.message}; try again", err=True)
+
+
+def _check_ident(param: str, what: str, longest_suffix: int = 0) -> Callable[[str], str]:
+    from wire.topics import IDENT_RE
+
+    def check(text: str) -> str:
+        if not IDENT_RE.match(text) or len(text) + longest_suffix > 64:
+            usage_error(
+                f"{text!r}: a {what} is letters, digits and - _ . (starting with a letter or "
+                f"digit), at most {64 - longest_suffix} characters",
+                param,
+            )
+        return text
+
+    return check
+
+
+def _check_broker_url(text: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(text)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        usage_error(f"{text!r} must look like mqtt://host:1883 or mqtts://host:8883", "--broker")
+    return text
+
+
+def _check_location(text: str) -> str:
+    _parse_location(text)
+    return text
+
+
+def _check_grid(text: str) -> str:
+    if not re.fullmatch(r"\d{6,20}", text):
+        usage_error(f"{text!r}: a 单元网格 code is 6 to 20 digits", "--grid")
+    return text
 
 
 def _parse_location(text: str) -> dict[str, Any]:
@@ -504,29 +583,40 @@ def commission_command(
     buses = [bus for i, s in enumerate(scans) for bus in _bus_from_scan(s, i)]
     if not buses:
         fail("the scan found no recognised device: nothing to commission")
-    _name_devices(buses)
-    gw = _ask(gateway, "Gateway id", "--gateway")
-    st = _ask(site, "Site id", "--site")
-    url = _ask(broker, "MQTT broker URL", "--broker")
-    loc = _ask(location, "Cabinet location LON,LAT[,DATUM] (empty: none)", "--location", False)
+    # The longest device id suffix (".b1-tilt-001") bounds the gateway id: ids are <= 64.
+    _name_devices("", buses)
+    suffix = max(len(d["id"]) for bus in buses for d in bus["devices"])
+    gw = _ask(gateway, "Gateway id", "--gateway", _check_ident("--gateway", "gateway id", suffix))
+    _name_devices(gw, buses)
+    st = _ask(site, "Site id", "--site", _check_ident("--site", "site id"))
+    url = _ask(broker, "MQTT broker URL", "--broker", _check_broker_url)
+    loc = _ask(
+        location,
+        "Cabinet location LON,LAT[,DATUM] (empty: none)",
+        "--location",
+        _check_location,
+        required=False,
+    )
     place = _parse_location(loc) if loc else None
     if place is not None:
-        place["address"] = _ask(address, "Cabinet address", "--address", required=False)
+        place["address"] = _ask(
+            address, "Cabinet address", "--address", lambda text: text, required=False
+        )
     elif address:
         usage_error("--address is kept with a --location LON,LAT: give both", "--address")
-    cell = _ask(grid, "单元网格 (grid cell) code", "--grid", required=False)
-    if cell and not re.fullmatch(r"\d{6,20}", cell):
-        usage_error(f"{cell!r}: a 单元网格 code is 6 to 20 digits", "--grid")
+    cell = _ask(grid, "单元网格 (grid cell) code", "--grid", _check_grid, required=False)
     assets = _parse_assets(asset or [], buses)
     if not asset and sys.stdin.isatty():
         for bus in buses:
             for dev in bus["devices"]:
-                code = typer.prompt(
-                    f"部件标识码 of the asset {dev['id']} watches (empty: none)", default=""
-                ).strip()
-                if code:
-                    assets.update(_parse_assets([f"{dev['id']}={code}"], buses))
-    overrides = _load_overrides(alarms_file)
+
+                def check_code(code: str, dev: dict[str, Any] = dev) -> str:
+                    return _parse_asset(f"{dev['id']}={code}", buses)[1]
+
+                prompt = f"部件标识码 of the asset {dev['id']} watches (empty: none)"
+                if code := _ask(None, prompt, "--asset", check_code, required=False):
+                    assets[dev["id"]] = code
+    overrides = _overrides_by_id(_load_overrides(alarms_file), buses)
     for bus in buses:
         for dev in bus["devices"]:
             if dev["id"] in assets:
@@ -551,9 +641,6 @@ def commission_command(
                 d["alarms"] = overrides[dev["id"]]
             entry["devices"].append(d)
         data["buses"].append(entry)
-    unknown = set(overrides) - {d["id"] for b in buses for d in b["devices"]}
-    if unknown:
-        fail(f"alarm overrides name unknown device(s) {sorted(unknown)}")
     dest = out or Path(f"{gw}.yaml")
     try:
         cfg = parse_config(data, str(dest))

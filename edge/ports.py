@@ -133,7 +133,7 @@ class Transport(Protocol):
         ...
 
     async def run(self) -> None:
-        """Stay connected until `close`."""
+        """Stay connected until `close`; raises what one of its callbacks raised."""
 
     async def drain(self, timeout_s: float) -> bool:
         """Wait until nothing is frozen or in flight, at most `timeout_s`; True if empty."""

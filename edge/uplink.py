@@ -173,7 +173,11 @@ class Uplink:
         return self.cfg.inflight - len(self._inflight) if self.connected else 0
 
     async def run(self) -> None:
-        """Stay connected until `close`; each connection publishes birth and drains the outbox."""
+        """Stay connected until `close`; each connection publishes birth and drains the outbox.
+
+        Raises what a paho or loop callback of the uplink raised (kept in `failure`): the
+        gateway stops on it rather than keep a connection nobody serves.
+        """
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         attempt = 0  # rounds over every broker URL that failed in a row

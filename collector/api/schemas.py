@@ -18,10 +18,12 @@ from collector.cases.routing import Outcome
 from collector.cases.workflow import Audit, CaseState, Colour, Place
 from collector.cases.workorders import WorkOrderState
 from collector.models import DeviceState, GatewayClock, GatewayEpoch, Role, Status
+from collector.profiles import PointInfo
 from wire import AlarmState, Location, Quality
 from wire.messages import Value
 
 __all__ = [
+    "AckAccepted",
     "AlarmOut",
     "AlarmPage",
     "AlarmSnapshot",
@@ -33,16 +35,20 @@ __all__ = [
     "CasePage",
     "CommandAccepted",
     "CommandReplyOut",
+    "ConsoleConfigOut",
     "DeadLetterOut",
     "DeadLetterPage",
+    "DepartmentOut",
     "DeviceDetail",
     "EventOut",
     "EventPage",
     "GatewayDetail",
     "IngestCounts",
     "KeyOut",
+    "MeOut",
     "NewKeyOut",
     "NewWebhookOut",
+    "ProfileOut",
     "ReadingOut",
     "ReadyOut",
     "ServiceOut",
@@ -454,6 +460,13 @@ class IngestCounts(Out):
     poisoned: int = Field(description="messages the database refused, dead-lettered")
 
 
+class PartitionsOut(Out):
+    """A partitioned collector's share of the sites (docs/brokers.md)."""
+
+    held: list[str] = Field(description="the partitions this collector ingests now")
+    handovers: int = Field(description="partitions taken or given back since start")
+
+
 class ReadyOut(Out):
     """Readiness: 200 `ready`, or 503 `not ready`. Without a key only `status`; with one also
     the backend and every reason, `dead_letters` while the database answers, and the MQTT and
@@ -466,3 +479,48 @@ class ReadyOut(Out):
     mqtt_connected: bool | None = None
     mqtt_subscribed: bool | None = None
     ingest: IngestCounts | None = None
+    partitions: PartitionsOut | None = None
+
+
+# --- who asks, what the devices measure, the registry, the console -------------------------------
+
+
+class AckAccepted(Out):
+    """An acknowledgement on its way to the gateway; poll `reply` for its answer."""
+
+    alarm_id: str
+    gateway: str
+    command_id: str
+    reply: str
+
+
+class MeOut(Out):
+    """The calling key and what its role may do."""
+
+    name: str
+    role: Role
+    acknowledge: bool = Field(description="whether it may acknowledge alarms")
+    case_actions: list[str] = Field(description="the case actions its role may post")
+
+
+class ProfileOut(Out):
+    """A device profile: its family and its points, each with its unit and default rules."""
+
+    name: str
+    family: str
+    points: list[PointInfo]
+
+
+class DepartmentOut(Out):
+    """One entry of the department registry."""
+
+    code: str
+    name: str
+
+
+class ConsoleConfigOut(Out):
+    """What the console needs before it has a key: the map's base layer."""
+
+    tiles_url: str | None
+    tiles_datum: str
+    tiles_max_zoom: int

@@ -1,4 +1,15 @@
-"""Collector storage: one Store interface, SQLite and PostgreSQL backends."""
+"""Collector storage: one Store interface, SQLite and PostgreSQL backends.
+
+- `base.py`: the ports, one protocol per aggregate, and Store (all of them plus the write path)
+- `sql.py`: SqlStore, the aggregates' rows composed, and the write path across them
+- `readings_sql.py`, `gateways_sql.py`, `assets_sql.py`, `alarms_sql.py`, `cases_sql.py` (cases,
+  work orders, alarm links), `dead_letters_sql.py`, `keys_sql.py`, `events_sql.py` (the event
+  log), `webhooks_sql.py`: each aggregate's SQL
+- `rows.py`: what they share (cursor, transactions, the calls across aggregates, a commit's
+  context)
+- `sqlite.py`, `postgres.py`: connections, migrations (`schema.py`) and the readings hot path;
+  each turns its driver's errors into StoreError (collector.errors)
+"""
 
 from collector.store.base import (
     Conflict,

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from collector.events import ALARM_EVENT_TYPES
+from collector.event_types import ALARM_EVENT_TYPES
 from collector.models import (
     ORIGIN_BIRTH,
     ORIGIN_GATEWAY,
@@ -270,7 +270,7 @@ class AlarmRows(Rows):
         return [self._alarm_view(r) for r in rows]
 
     def alarm(self, alarm_id: str) -> AlarmView | None:
-        """One alarm occurrence by its edge id (`gateway:seq`)."""
+        """One alarm occurrence by its edge id (`gateway:epoch:n`, n counts alarms)."""
         rows = self._query(
             f"SELECT {self._ALARM_COLS}{self._ALARM_FROM} WHERE a.alarm_id = :aid",
             {"aid": alarm_id},

@@ -81,7 +81,7 @@ class ReadingStore(Protocol):
         gateway: str | None = None,
     ) -> list[Bucket]:
         """Numeric readings (of one gateway's device, if given) bucketed into min/avg/max over
-        [since, until)."""
+        [since, until); ValueError if bucket_ms is not positive."""
         ...
 
     def latest(self, device: str | None = None, gateway: str | None = None) -> list[Reading]:
@@ -171,7 +171,7 @@ class AlarmStore(Protocol):
         ...
 
     def alarm(self, alarm_id: str) -> AlarmView | None:
-        """One alarm occurrence by its edge id (`gateway:seq`)."""
+        """One alarm occurrence by its edge id (`gateway:epoch:n`, n counts alarms)."""
         ...
 
 
@@ -399,9 +399,10 @@ class WebhookStore(Protocol):
     """Webhooks and their deliveries."""
 
     def create_webhook(
-        self, url: str, events: Sequence[str], secret: str, description: str, now_ms: int
+        self, url: str, event_types: Sequence[str], secret: str, description: str, now_ms: int
     ) -> Webhook:
-        """Register an endpoint; it receives events logged from now on."""
+        """Register an endpoint for event types (patterns like `alarm.*`); it receives the
+        matching events logged from now on."""
         ...
 
     def webhooks(self) -> list[Webhook]:

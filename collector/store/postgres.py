@@ -461,7 +461,8 @@ class PostgresStore(SqlStore):
         bucket_ms: int,
         gateway: str | None = None,
     ) -> list[Bucket]:
-        """Numeric readings bucketed (aligned to the epoch) into min/avg/max."""
+        """Numeric readings bucketed (aligned to the epoch) into min/avg/max; ValueError if
+        bucket_ms is not positive."""
         if bucket_ms <= 0:
             raise ValueError("bucket_ms must be positive")
         rows = self._query(

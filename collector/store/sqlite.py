@@ -1,6 +1,8 @@
 """SQLite backend: the embedded default for a demo or a small district."""
 
+import contextlib
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -83,6 +85,11 @@ class SqliteStore(SqlStore):
         self._path = path
         self._known_epochs = {}
         self._lock = threading.RLock()
+        if path != ":memory:" and not path.startswith("file:"):
+            # The file holds webhook secrets and key digests: the service user's alone. SQLite
+            # gives its -wal and -shm files the database file's mode.
+            with contextlib.suppress(FileExistsError, FileNotFoundError):
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         try:
             self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self._conn.execute("PRAGMA journal_mode=WAL")
@@ -207,7 +214,8 @@ class SqliteStore(SqlStore):
         bucket_ms: int,
         gateway: str | None = None,
     ) -> list[Bucket]:
-        """Numeric readings bucketed (aligned to the epoch) into min/avg/max."""
+        """Numeric readings bucketed (aligned to the epoch) into min/avg/max; ValueError if
+        bucket_ms is not positive."""
         if bucket_ms <= 0:
             raise ValueError("bucket_ms must be positive")
         rows = self._query(

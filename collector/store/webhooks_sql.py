@@ -7,7 +7,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from collector.events import matches, type_patterns
+from collector.event_types import matches, type_patterns
 from collector.models import (
     Delivery,
     DueDelivery,
@@ -29,9 +29,10 @@ class WebhookRows(Rows):
         return Webhook(r[0], r[1], tuple(json.loads(r[2])), r[3], r[4], r[5])
 
     def create_webhook(
-        self, url: str, events: Sequence[str], secret: str, description: str, now_ms: int
+        self, url: str, event_types: Sequence[str], secret: str, description: str, now_ms: int
     ) -> Webhook:
-        """Register an endpoint; it receives events logged from now on."""
+        """Register an endpoint for event types (patterns like `alarm.*`); it receives the
+        matching events logged from now on."""
         rows = self._query(
             "INSERT INTO webhooks (url, events, secret, description, created_ms, cursor)"  # noqa: S608
             " VALUES (:url, :ev, :secret, :desc, :now,"
@@ -39,7 +40,7 @@ class WebhookRows(Rows):
             f" RETURNING {self._HOOK_COLS}",
             {
                 "url": url,
-                "ev": json.dumps(list(events)),
+                "ev": json.dumps(list(event_types)),
                 "secret": secret,
                 "desc": description,
                 "now": now_ms,
@@ -75,7 +76,7 @@ class WebhookRows(Rows):
             if hook.cursor >= newest:
                 continue
             events = self.events(hook.cursor, limit)
-            patterns = type_patterns(",".join(hook.events))
+            patterns = type_patterns(",".join(hook.event_types))
             wanted = [e for e in events if matches(patterns, e.type)]
             with self._tx() as cur:
                 # Compare-and-set: of two collectors fanning out, only one wins each range.

@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import logging
 import os
 import struct
+import termios
 import tty
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -42,6 +45,8 @@ from drivers.profile import Table
 from firmware_sim.device import ModbusFault, SimDevice
 
 __all__ = ["PtyBus", "Reply", "Request", "RtuRequestFramer", "TcpServer", "close_connections"]
+
+log = logging.getLogger("lifeline.sim")
 
 _READ_TABLE = {1: Table.COIL, 2: Table.DISCRETE_INPUT, 3: Table.HOLDING, 4: Table.INPUT}
 _READ_RESPONSE: dict[int, type[ModbusPDU]] = {
@@ -409,11 +414,46 @@ async def close_connections(conns: dict[asyncio.Task[None], asyncio.StreamWriter
             task.cancel()
 
 
+_TCGETS2 = 0x802C542A  # Linux _IOR('T', 0x2A, struct termios2): the exact rate of a BOTHER line
+_SPEEDS = {
+    getattr(termios, f"B{rate}"): rate
+    for rate in (300, 600, 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400,
+                 460800, 921600)
+    if hasattr(termios, f"B{rate}")
+}  # fmt: skip
+
+
+def _master_line(fd: int) -> tuple[int | None, str, int]:
+    """(baud rate, parity, stop bits) a master set on the pty whose slave side is `fd`.
+
+    A pty carries no line settings of its own, but the termios the master set through its
+    tcsetattr are kept on the tty and visible from this side. The baud rate is exact (a
+    non-standard one through TCGETS2; None if that is not available). Parity is "O" or "E"
+    when the tty keeps PARENB, else "O" when PARODD is set, else "N?": Linux ptys clear PARENB
+    (and force CS8), so no parity and even parity cannot be told apart there.
+    """
+    attrs = termios.tcgetattr(fd)
+    cflag, speed = attrs[2], attrs[4]
+    baud = _SPEEDS.get(speed)
+    if baud is None and speed == getattr(termios, "BOTHER", 0o10000):
+        with contextlib.suppress(OSError):
+            baud = struct.unpack_from("I", fcntl.ioctl(fd, _TCGETS2, bytes(44)), 36)[0]
+    if cflag & termios.PARENB:
+        parity = "O" if cflag & termios.PARODD else "E"
+    else:
+        parity = "O" if cflag & termios.PARODD else "N?"
+    return baud, parity, 2 if cflag & termios.CSTOPB else 1
+
+
 class PtyBus:
     """An RS-485 bus of RTU slaves on a pty pair; masters open `path` like a serial port.
 
     The line rate is emulated: each answer leaves after request + answer + turnaround would
-    have taken at `baudrate`, so a 9600-baud bus is as slow as a real one.
+    have taken at `baudrate`, so a 9600-baud bus is as slow as a real one. A master whose line
+    settings differ from the bus's (baud rate, odd parity against none or even, stop bits:
+    what the pty shows, see `_master_line`) is not heard, as a real UART at another setting
+    hears only noise: its bytes are dropped, counted in `refused_reads`, and each change
+    between heard and not heard is one log line.
     """
 
     def __init__(
@@ -435,12 +475,23 @@ class PtyBus:
         self._framer = FramerRTU(DecodePDU(is_server=True))
         self._task: asyncio.Task[None] | None = None
         self._last_reply = -1e9
+        self.refused_reads = 0  # reads dropped: the master's line settings are not the bus's
+        self._mismatch = ""  # why the master is not heard now, "" while it is
 
     async def start(self) -> None:
         """Create the pty pair and start answering."""
         self._master, self._slave = os.openpty()
         tty.setraw(self._slave)  # no echo, no line editing: bytes pass through untouched
         tty.setraw(self._master)
+        # The port comes up at the bus's settings; a master that sets others is not heard.
+        attrs = termios.tcgetattr(self._slave)
+        speed = next((k for k, v in _SPEEDS.items() if v == self.baudrate), attrs[4])
+        attrs[4] = attrs[5] = speed
+        attrs[2] &= ~(termios.PARENB | termios.PARODD | termios.CSTOPB)
+        attrs[2] |= (termios.PARODD if self.parity == "O" else 0) | (
+            termios.CSTOPB if self.stopbits == 2 else 0
+        )
+        termios.tcsetattr(self._slave, termios.TCSANOW, attrs)
         os.set_blocking(self._master, False)
         self.path = os.ttyname(self._slave)
         asyncio.get_running_loop().add_reader(self._master, self._readable)
@@ -458,6 +509,18 @@ class PtyBus:
             os.close(self._slave)
             self._master = self._slave = -1
 
+    def _line_mismatch(self) -> str:
+        """'' if a master at the pty's current settings would be heard, else what differs."""
+        baud, parity, stopbits = _master_line(self._slave)
+        wrong = []
+        if baud != self.baudrate:
+            wrong.append(f"{baud or 'a non-standard rate'} baud")
+        if (parity == "N?" and self.parity == "O") or parity not in ("N?", self.parity):
+            wrong.append("no or even parity" if parity == "N?" else f"parity {parity}")
+        if stopbits != self.stopbits:
+            wrong.append(f"{stopbits} stop bits")
+        return ", ".join(wrong)
+
     def _readable(self) -> None:
         try:
             data = os.read(self._master, 4096)
@@ -465,6 +528,19 @@ class PtyBus:
             return
         except OSError:
             return  # the master closed its side: keep the bus up for the next one
+        mismatch = self._line_mismatch()
+        if mismatch != self._mismatch:
+            if mismatch:
+                log.warning(
+                    "%s: a master at %s on a %d 8%s%d bus: not heard (noise on a real line)",
+                    self.path, mismatch, self.baudrate, self.parity, self.stopbits,
+                )  # fmt: skip
+            else:
+                log.info("%s: the master's line settings match the bus again", self.path)
+            self._mismatch = mismatch
+        if mismatch:
+            self.refused_reads += 1
+            return
         now = asyncio.get_running_loop().time()
         for request in self._rtu.feed(data, now):
             self._frames.put_nowait((now, request))

@@ -172,7 +172,7 @@ def test_a_bridge_that_moves_is_an_event_case_at_the_bridge_and_upgrades(api: Ap
     assert (upgraded["severity"], upgraded["urgency"], upgraded["repeats"]) == (2, "urgent", 1)
     assert upgraded["deadline_ms"] < case["deadline_ms"]
     assert [a["alarm_id"] for a in upgraded["alarms"]] == [f"{GW}:6", f"{GW}:7"]
-    api.runtime.events.run_once()
+    api.runtime.event_pump.run_once()
     events = api.client.get("/api/v1/events?types=case.upgraded", headers=api.h()).json()
     (event,) = events["items"]
     assert (event["data"]["case_no"], event["data"]["severity"]) == (case["case_no"], 2)
@@ -240,7 +240,7 @@ def test_work_orders_over_http(api: Api) -> None:
 def test_each_alarm_says_where_it_ended(api: Api) -> None:
     send(api, f"{GW}:10", "sl-1", "temperature", "hi", AlarmState.ACTIVE_UNACKED, 3)
     send(api, f"{GW}:11", "mh-1", "cover_open", "state", AlarmState.ACTIVE_UNACKED, 2)
-    api.runtime.events.run_once()
+    api.runtime.event_pump.run_once()
     recorded = api.client.get(f"/api/v1/alarms/{GW}:10", headers=api.h()).json()
     assert recorded["outcome"] == "recorded"
     assert "no route" in recorded["outcome_reason"]

@@ -1,9 +1,8 @@
 """`lifeline edge` installer and crew commands against firmware-sim, a real broker and daemon.
 
 The commands run as subprocesses (the way an installer runs them); firmware-sim runs in a
-thread of this process. Its pty buses emulate the line rate but not the baud rate itself, so
-the buses here check the master's termios speed and drop frames sent at another rate, the
-way a real UART turns them into noise.
+thread of this process. Its pty buses hear only a master at their own line settings, the way
+a real UART turns frames at another rate into noise.
 """
 
 from __future__ import annotations
@@ -13,9 +12,9 @@ import contextlib
 import json
 import os
 import re
+import select
 import subprocess
 import sys
-import termios
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,7 +26,6 @@ import yaml
 
 from firmware_sim import simulation
 from firmware_sim.scenario import Scenario
-from firmware_sim.servers import PtyBus
 
 pytestmark = pytest.mark.integration
 
@@ -36,18 +34,6 @@ CLI = (
     "installer.register(app); crew.register(app); app(prog_name='lifeline edge')"
 )
 UNIT_FILE = "[Unit]\nDescription=Lifeline edge gateway\n[Service]\nExecStart=/bin/true\n"
-
-
-class BaudCheckingPtyBus(PtyBus):
-    """A pty bus that hears only masters set to its own baud rate."""
-
-    def _readable(self) -> None:
-        speed = termios.tcgetattr(self._slave)[4]
-        if speed != getattr(termios, f"B{self.baudrate}"):
-            with contextlib.suppress(OSError):
-                os.read(self._master, 4096)  # wrong rate: the UART sees noise
-            return
-        super()._readable()
 
 
 SCENARIO = {
@@ -103,9 +89,7 @@ class SimThread:
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[SimThread]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(simulation, "PtyBus", BaudCheckingPtyBus)
-        st = SimThread(SCENARIO)
+    st = SimThread(SCENARIO)
     st.thread.start()
     asyncio.run_coroutine_threadsafe(st.sim.start(), st.loop).result(10)
     yield st
@@ -198,14 +182,20 @@ def test_commission_flash_check_on_a_temporary_card(
         "commission", *scans,
         "--gateway", "gw-test-01", "--site", "xihu", "--location", "120.1302,30.2745",
         "--address", "文三路 412 号",
-        "--grid", "330106001002", "--asset", "mh-01=3301060111000101",
+        "--grid", "330106001002", "--asset", "b1-mh-001=3301060111000101",
         "--broker", mqtt_url, "--mqtt-root", topic_root,
         "--buffer-path", str(tmp_path / "edge.sqlite"), "--out", str(config),
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     data = yaml.safe_load(config.read_text())
     ids = [d["id"] for bus in data["buses"] for d in bus["devices"]]
-    assert ids == ["mh-01", "sl-02", "tilt-01", "sl-04"]
+    # One scheme: GATEWAY.bBUS-FAMILY-UNIT (it was mh-01 here, mh-b1-01 once a unit repeated).
+    assert ids == [
+        "gw-test-01.b1-mh-001",
+        "gw-test-01.b1-sl-002",
+        "gw-test-01.b2-tilt-001",
+        "gw-test-01.b2-sl-004",
+    ]
     assert data["buses"][0]["devices"][0]["asset"] == "3301060111000101"
     assert data["location"] == {
         "lon": 120.1302,
@@ -379,6 +369,121 @@ def test_commission_refuses_a_location_it_cannot_keep(
     assert says in _unboxed(r.stderr)
     assert "Traceback" not in r.stderr
     assert not config.exists()
+
+
+class Terminal:
+    """A command on a pseudo-terminal, as an installer at a cabinet runs it: the prompts are
+    read from the terminal and the answers typed into it."""
+
+    def __init__(self, args: list[str], cwd: Path) -> None:
+        self.master, slave = os.openpty()
+        env = {**os.environ, "NO_COLOR": "1", "TERM": "dumb", "COLUMNS": "200"}
+        self.proc = subprocess.Popen(
+            args, stdin=slave, stdout=slave, stderr=slave, cwd=cwd, env=env,
+            start_new_session=True,
+        )  # fmt: skip
+        os.close(slave)
+        self.pending = ""
+
+    def expect(self, text: str, timeout: float = 60) -> str:
+        """Everything up to and including `text`, once the command wrote it."""
+        deadline = time.monotonic() + timeout
+        while text not in self.pending:
+            left = deadline - time.monotonic()
+            assert left > 0, f"waited for {text!r}; the terminal shows {self.pending!r}"
+            ready, _, _ = select.select([self.master], [], [], left)
+            if not ready:
+                continue
+            try:
+                data = os.read(self.master, 4096)
+            except OSError:  # EIO: the command exited and closed the terminal
+                data = b""
+            assert data, f"the command ended before {text!r}: {self.pending!r}"
+            self.pending += data.decode("utf-8", "replace").replace("\r\n", "\n")
+        end = self.pending.index(text) + len(text)
+        seen, self.pending = self.pending[:end], self.pending[end:]
+        return seen
+
+    def answer(self, prompt: str, text: str) -> str:
+        seen = self.expect(prompt)
+        os.write(self.master, text.encode() + b"\n")
+        return seen
+
+    def close(self) -> int:
+        """The command's exit status; one still waiting for an answer is killed (-9)."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(10)
+        if self.proc.poll() is None:
+            self.proc.kill()
+        code = self.proc.wait(10)
+        os.close(self.master)
+        return code
+
+
+def test_interactive_commission_asks_again_after_a_typo_and_keeps_the_answers(
+    sim: SimThread, tmp_path: Path
+) -> None:
+    lan = sim.server("lan")
+    scan = edge(
+        "scan", "--host", lan["host"], "--tcp-port", str(lan["port"]), "--units", "1-4",
+        "--timeout", "0.1", "--json",
+    )  # fmt: skip
+    assert scan.returncode == 0, scan.stderr
+    (tmp_path / "lan.json").write_text(scan.stdout)
+    config = tmp_path / "gw.yaml"
+    args = [sys.executable, "-c", CLI, "commission", "--scan-json", "lan.json", "-o", str(config)]
+    term = Terminal(args, tmp_path)
+    try:
+        # One typo used to abort the whole dialogue, losing every answer before it.
+        term.answer("Gateway id: ", "gw 01")
+        assert "error: 'gw 01': a gateway id is letters" in term.answer("Gateway id: ", "gw-pty")
+        term.answer("Site id: ", "xihu")
+        term.answer("MQTT broker URL: ", "http://broker")
+        seen = term.answer("MQTT broker URL: ", "mqtt://127.0.0.1:1883")
+        assert "must look like mqtt://host:1883 or mqtts://host:8883; try again" in seen
+        term.answer("Cabinet location LON,LAT[,DATUM] (empty: none) []: ", "30.2745,120.1302")
+        seen = term.answer("Cabinet location LON,LAT[,DATUM] (empty: none) []: ", "120.13,30.27")
+        assert "longitude comes first" in seen
+        term.answer("Cabinet address []: ", "文三路 412 号")
+        term.answer("单元网格 (grid cell) code []: ", "33010600100x")
+        seen = term.answer("单元网格 (grid cell) code []: ", "330106001002")
+        assert "6 to 20 digits; try again" in seen
+        tilt = "部件标识码 of the asset gw-pty.b1-tilt-001 watches (empty: none) []: "
+        term.answer(tilt, "0117")
+        assert "16-digit 部件标识码" in term.answer(tilt, "")
+        term.answer("gw-pty.b1-sl-004 watches (empty: none) []: ", "3301060118000004")
+        assert f"wrote {config}: gateway gw-pty at site xihu" in term.expect("device(s)")
+    finally:
+        code = term.close()
+    assert code == 0
+    data = yaml.safe_load(config.read_text(encoding="utf-8"))
+    assert (data["gateway"], data["site"], data["mqtt"]["url"]) == (
+        "gw-pty",
+        "xihu",
+        "mqtt://127.0.0.1:1883",
+    )
+    assert data["location"]["address"] == "文三路 412 号"
+    assert "# 单元网格 (grid cell): 330106001002" in config.read_text(encoding="utf-8")
+    devices = {d["id"]: d.get("asset") for d in data["buses"][0]["devices"]}
+    assert devices == {"gw-pty.b1-tilt-001": None, "gw-pty.b1-sl-004": "3301060118000004"}
+
+
+def test_commission_ids_are_stable_for_a_scan_and_unique_across_cabinets(
+    sim: SimThread, tmp_path: Path
+) -> None:
+    scan = _lan_scan(sim, tmp_path)
+
+    def ids(gateway: str) -> list[str]:
+        r = edge(
+            "commission", "--scan-json", str(scan), "--gateway", gateway, "--site", "xihu",
+            "--broker", "mqtt://127.0.0.1:1883", "--out", "-",
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        return [d["id"] for b in yaml.safe_load(r.stdout)["buses"] for d in b["devices"]]
+
+    first = ids("gw-a")
+    assert first == ids("gw-a") == ["gw-a.b1-tilt-001"]
+    assert not set(first) & set(ids("gw-b"))
 
 
 def _unboxed(text: str) -> str:

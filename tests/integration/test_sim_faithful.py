@@ -10,16 +10,22 @@ a frame ending it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import tty
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from pymodbus.framer import FramerRTU
 
+from drivers.errors import DeviceTimeout
+from drivers.link import ModbusSerialLink, poll_device
+from drivers.planner import plan_reads
+from drivers.profile import builtin_profiles
 from firmware_sim.scenario import Scenario
+from firmware_sim.servers import PtyBus
 from firmware_sim.simulation import Simulation
 
 pytestmark = pytest.mark.integration
@@ -153,6 +159,50 @@ async def _rtu_slave_on_a_pty_is_faithful_and_a_silence_ends_a_frame() -> None:
             assert await master.send(frame, 0.2) == b"\x03\x02\x00\x23"
         finally:
             master.close()
+
+
+def test_a_pty_bus_hears_only_a_master_at_its_line_settings(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    asyncio.run(_a_pty_bus_hears_only_a_master_at_its_line_settings(caplog))
+
+
+async def _a_pty_bus_hears_only_a_master_at_its_line_settings(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A 9600 8E1 bus answered at 19200 8N1 and at 9601 8N1: a wrong setting could be neither
+    # practised nor tested. The pty shows the master's termios; Linux ptys drop PARENB, so
+    # no parity and even parity look alike there and only odd parity is told apart.
+    bus = {"name": "b", "kind": "serial", "baudrate": 9600, "parity": "E"}
+    bus["devices"] = [{"id": "sl-1", "unit": 1, "profile": "streetlight"}]
+    ident = plan_reads(builtin_profiles()["streetlight"].identification.as_points())
+    scenario = Scenario.model_validate({"seed": 1, "servers": [bus]})
+    async with Simulation(scenario, control_port=None) as sim:
+        path = sim.endpoints["servers"][0]["path"]
+
+        async def answers(baud: int, parity: Literal["N", "E", "O"], stopbits: int = 1) -> bool:
+            link = ModbusSerialLink(path, baud, parity, stopbits)
+            try:
+                await poll_device(link, 1, ident, 0.3, retries=0)
+            except DeviceTimeout:
+                return False
+            finally:
+                await link.aclose()
+            return True
+
+        with caplog.at_level(logging.WARNING, "lifeline.sim"):
+            assert not await answers(19200, "N")
+            assert not await answers(9601, "N")
+            assert not await answers(9600, "O")
+            assert not await answers(9600, "E", stopbits=2)
+            assert await answers(9600, "E")
+        (pty_bus,) = [impl for _, impl in sim._servers if isinstance(impl, PtyBus)]
+        assert pty_bus.refused_reads >= 4
+    said = [r.getMessage() for r in caplog.records if r.name == "lifeline.sim"]
+    assert said == [
+        f"{path}: a master at {what} on a 9600 8E1 bus: not heard (noise on a real line)"
+        for what in ("19200 baud", "9601 baud", "parity O", "2 stop bits")
+    ]
 
 
 def test_rtu_over_tcp_slave_refuses_unknown_functions_and_bad_quantities() -> None:

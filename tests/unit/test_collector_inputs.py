@@ -1,8 +1,10 @@
 """Pure input handling: asset files, the routing table, and payload classification."""
 
+from pathlib import Path
+
 import pytest
 
-from collector.assets import AssetError, parse_csv, parse_yaml
+from collector.assets import AssetError, load, parse_csv, parse_yaml
 from collector.ingest import classify, parse_mqtt_url
 from collector.models import Accepted, Rejected
 from wire import DataBatch, Kind, Record, Status, encode, topic
@@ -50,6 +52,18 @@ def test_yaml_assets_check_subcategory_and_duplicates() -> None:
         parse_yaml("- {code: '3101040118000002', owner: o}\n- {code: '3101040118000002', owner: p}")
     with pytest.raises(AssetError, match="colour: Extra inputs"):
         parse_yaml("- {code: '3101040118000002', owner: o, colour: red}")
+
+
+def test_an_asset_file_that_cannot_be_read_is_an_asset_error_naming_it(tmp_path: Path) -> None:
+    # Before, these left load() as UnicodeDecodeError and IsADirectoryError: a traceback from
+    # `lifeline collector assets import`.
+    gbk = tmp_path / "assets.csv"
+    gbk.write_bytes(CSV_HEAD.encode() + "3101040111000001,井盖,o,,g,a,,,CGCS2000,\n".encode("gbk"))
+    folder = tmp_path / "folder.yaml"
+    folder.mkdir()
+    for path in (gbk, folder):
+        with pytest.raises(AssetError, match=f"^{path}: cannot read it: "):
+            load(path)
 
 
 ROOT = "lifeline"

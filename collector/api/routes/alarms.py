@@ -18,7 +18,7 @@ from collector.api.paging import (
     decode_cursor,
     encode_cursor,
 )
-from collector.api.schemas import AlarmOut, AlarmPage
+from collector.api.schemas import AckAccepted, AlarmOut, AlarmPage
 from collector.models import AlarmView
 from wire import MAX_STR
 
@@ -91,18 +91,20 @@ def list_alarms(
 
 @router.get("/{alarm_id}", response_model=AlarmOut)
 def get_alarm(store: StoreDep, key: Viewer, alarm_id: AlarmId) -> dict[str, Any]:
-    """One alarm occurrence in its latest state."""
+    """One alarm occurrence in its latest state; 404 if there is none of that id."""
     alarm = store.alarm(alarm_id)
     if alarm is None:
         raise HTTPException(404, f"no alarm {alarm_id}")
     return alarm_doc(alarm)
 
 
-@router.post("/{alarm_id}/ack", status_code=202)
+@router.post("/{alarm_id}/ack", status_code=202, response_model=AckAccepted)
 def acknowledge(
     runtime: RuntimeDep, key: Operator, alarm_id: AlarmId, body: AckIn | None = None
 ) -> JSONResponse:
-    """Send an acknowledgement to the gateway; the new state arrives as alarm.acknowledged."""
+    """Send an acknowledgement to the gateway; the new state arrives as alarm.acknowledged.
+    404 if there is no such alarm, 409 if it is not active, 422 if the note cannot travel,
+    503 if its gateway cannot be reached from this collector."""
     alarm = runtime.store.alarm(alarm_id)
     if alarm is None:
         raise HTTPException(404, f"no alarm {alarm_id}")

@@ -32,7 +32,7 @@ def assets(store: StoreDep, key: Viewer) -> list[dict[str, Any]]:
 
 @router.get("/assets/{code}", response_model=AssetDetail)
 def asset(store: StoreDep, key: Viewer, code: Code) -> dict[str, Any]:
-    """One asset with its devices' status and latest values."""
+    """One asset with its devices' status and latest values; 404 if it is not registered."""
     found = next((a for a in store.assets() if a.code == code), None)
     if found is None:
         raise HTTPException(404, f"no asset {code}")

@@ -256,5 +256,5 @@ def act(runtime: RuntimeDep, key: Viewer, case_no: CaseNo, body: ActionIn) -> di
         raise HTTPException(409, str(exc)) from None
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
-    runtime.events.kick()
+    runtime.event_pump.kick()
     return case_doc(case, _now_ms(), runtime.store.links(case_no))

@@ -8,6 +8,7 @@ from fastapi import APIRouter
 
 from collector.api.auth import Viewer
 from collector.api.deps import RuntimeDep
+from collector.api.schemas import MeOut, ProfileOut
 from collector.cases.duties import may_act
 from collector.cases.workflow import Action
 from collector.models import Role
@@ -15,7 +16,7 @@ from collector.models import Role
 router = APIRouter(prefix="/api/v1", tags=["catalog"])
 
 
-@router.get("/me")
+@router.get("/me", response_model=MeOut)
 def me(key: Viewer) -> dict[str, Any]:
     """The calling key: its `name`, `role`, whether it may `acknowledge` alarms and the
     `case_actions` its role may post (the permission matrix of collector.cases.duties, before
@@ -28,7 +29,7 @@ def me(key: Viewer) -> dict[str, Any]:
     }
 
 
-@router.get("/profiles")
+@router.get("/profiles", response_model=list[ProfileOut])
 def profiles(runtime: RuntimeDep, key: Viewer) -> list[dict[str, Any]]:
     """Every device profile the collector knows: name, family and points, each point with its
     unit ('' if none) and default alarm rules (`alarm_type`, `severity` 1..4, `message`,

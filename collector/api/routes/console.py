@@ -18,6 +18,7 @@ from fastapi import APIRouter, HTTPException, Path
 from fastapi.responses import RedirectResponse, Response
 
 from collector.api.deps import RuntimeDep
+from collector.api.schemas import ConsoleConfigOut
 
 router = APIRouter(include_in_schema=False)
 
@@ -88,7 +89,7 @@ def console(runtime: RuntimeDep) -> Response:
     return _file("console.html", csp(tile_origin(runtime.config.console.tiles_url)))
 
 
-@router.get("/console/config.json")
+@router.get("/console/config.json", response_model=ConsoleConfigOut)
 def console_config(runtime: RuntimeDep) -> dict[str, Any]:
     """What the console needs to know before it has a key: the map's base layer."""
     cfg = runtime.config.console
@@ -97,7 +98,7 @@ def console_config(runtime: RuntimeDep) -> dict[str, Any]:
 
 @router.get("/console/{name}")
 def console_file(name: Part) -> Response:
-    """The console's own script and style sheet."""
+    """The console's own script and style sheet; 404 for any other name."""
     if name not in ("console.js", "console.css", "docs.js"):
         raise HTTPException(404, f"no console file {name}")
     return _file(name)
@@ -105,7 +106,8 @@ def console_file(name: Part) -> Response:
 
 @router.get("/console/vendor/{folder}/{name}")
 def vendor_file(folder: Part, name: Part) -> Response:
-    """A pinned third-party file (Leaflet, uPlot, gcoord, Swagger UI) or its licence."""
+    """A pinned third-party file (Leaflet, uPlot, gcoord, Swagger UI) or its licence; 404 for
+    a file not pinned."""
     path = f"{folder}/{name}"
     if path not in vendored():
         raise HTTPException(404, f"no vendored file {path}")

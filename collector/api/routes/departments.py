@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from collector.api.auth import Admin, Viewer
 from collector.api.deps import StoreDep
+from collector.api.schemas import DepartmentOut
 from collector.models import Department
 from collector.store import Store
 
@@ -50,13 +51,13 @@ def department_doc(d: Department) -> dict[str, str]:
     return {"code": d.code, "name": d.name}
 
 
-@router.get("")
+@router.get("", response_model=list[DepartmentOut])
 def list_departments(store: StoreDep, key: Viewer) -> list[dict[str, Any]]:
     """Every registered department as {code, name}, by code."""
     return [department_doc(d) for d in store.departments()]
 
 
-@router.put("/{code}")
+@router.put("/{code}", response_model=DepartmentOut)
 def put_department(
     store: StoreDep, admin: Admin, code: Code, body: DepartmentIn, response: Response
 ) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from collector.api.deps import RuntimeDep, StoreDep
 from collector.api.paging import MAX_MS, PageSize
 from collector.api.problems import dumps
 from collector.api.schemas import EventPage
-from collector.events import type_patterns
+from collector.event_types import type_patterns
 from collector.models import EventRecord
 from collector.store import Store
 
@@ -74,7 +74,7 @@ async def stream(
     """Server-Sent Events from the log, live. Resume with the Last-Event-ID header (browsers do
     it by themselves) or `after`; with neither, the stream starts at the newest event. The key
     is checked again every keepalive (15 s): a revoked key's stream ends with a `revoked`
-    event."""
+    event. 400 if Last-Event-ID is not a whole number, 422 for an unknown event type."""
     patterns = _patterns(types)
     if last_event_id is not None:
         if not last_event_id.strip().isdigit() or int(last_event_id) > MAX_MS:

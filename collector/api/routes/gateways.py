@@ -42,7 +42,8 @@ def gateways(store: StoreDep, key: Viewer) -> list[dict[str, Any]]:
 
 @router.get("/gateways/{gateway}", response_model=GatewayDetail)
 def gateway(store: StoreDep, key: Viewer, gateway: Ident) -> dict[str, Any]:
-    """One gateway with its devices and its buffer epochs (newest first: the current one)."""
+    """One gateway with its devices and its buffer epochs (newest first: the current one); 404
+    if the gateway is unknown."""
     found = next((g for g in store.gateways() if g.gateway == gateway), None)
     if found is None:
         raise HTTPException(404, f"no gateway {gateway}")
@@ -57,7 +58,8 @@ def gateway(store: StoreDep, key: Viewer, gateway: Ident) -> dict[str, Any]:
 
 @router.post("/gateways/{gateway}/commands", status_code=202, response_model=CommandAccepted)
 def command(runtime: RuntimeDep, key: Operator, gateway: Ident, body: CommandIn) -> JSONResponse:
-    """Send a command (operator); poll the returned `reply` URL for the gateway's answer."""
+    """Send a command (operator); poll the returned `reply` URL for the gateway's answer. 404
+    for an unknown gateway, 422 for what the wire cannot carry, 503 without an MQTT connection."""
     found = next((g for g in runtime.store.gateways() if g.gateway == gateway), None)
     if found is None:
         raise HTTPException(404, f"no gateway {gateway}")
@@ -109,7 +111,8 @@ def device(store: StoreDep, key: Viewer, device: Ident) -> dict[str, Any]:
 
 @router.get("/gateways/{gateway}/devices/{device}", response_model=DeviceDetail)
 def gateway_device(store: StoreDep, key: Viewer, gateway: Ident, device: Ident) -> dict[str, Any]:
-    """One device of one gateway: its asset and its latest value of every point."""
+    """One device of one gateway: its asset and its latest value of every point; 404 if that
+    gateway has no such device."""
     found = find_device(store, device, gateway)
     if found is None:
         raise HTTPException(404, f"no device {device} on gateway {gateway}")

@@ -94,7 +94,7 @@ def list_keys(store: StoreDep, admin: Admin) -> list[dict[str, Any]]:
 
 @router.delete("/{key_id}", status_code=204)
 def revoke(store: StoreDep, admin: Admin, key_id: Annotated[int, Path(ge=1, le=2**62)]) -> Response:
-    """Revoke a key at once."""
+    """Revoke a key at once; 404 if there is no such active key."""
     if not store.revoke_api_key(key_id, int(time.time() * 1000)):
         raise HTTPException(404, f"no active key {key_id}")
     return Response(status_code=204)

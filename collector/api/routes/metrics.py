@@ -84,14 +84,14 @@ def metrics(request: Request, runtime: RuntimeDep, key: Viewer) -> PlainTextResp
         "refused payloads stored",
         {"": store.count_dead_letters()},
     )
-    lag = max(runtime.store.last_event_id() - runtime.events.last_id, 0)
+    lag = max(runtime.store.last_event_id() - runtime.event_pump.last_id, 0)
     _metric(lines, "lifeline_event_log_lag", "gauge", "events not yet announced", {"": lag})
     _metric(
         lines,
         "lifeline_event_pump_failures_total",
         "counter",
         "failed event-log passes",
-        {"": runtime.events.failures},
+        {"": runtime.event_pump.failures},
     )
     by_state = store.count_cases_by_state()
     open_cases = {

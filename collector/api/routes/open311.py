@@ -121,7 +121,7 @@ def requests(
 def request(
     store: StoreDep, key: Viewer, request_id: Annotated[str, Path(min_length=1, max_length=64)]
 ) -> list[dict[str, Any]]:
-    """One service request (a list of one, as GeoReport v2 answers)."""
+    """One service request (a list of one, as GeoReport v2 answers); 404 if there is none."""
     case = store.case(request_id)
     if case is None:
         raise HTTPException(404, f"no service request {request_id}")

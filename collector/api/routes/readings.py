@@ -76,7 +76,8 @@ def series(
     bucket_ms: Annotated[int, Query(ge=1000, le=MAX_SERIES_RANGE_MS)] = 60_000,
     gateway: Gateway = None,
 ) -> list[BucketOut]:
-    """Min/avg/max of numeric readings per bucket (aligned to the epoch), ≤ 10 000 buckets."""
+    """Min/avg/max of numeric readings per bucket (aligned to the epoch), ≤ 10 000 buckets;
+    422 for an empty or reversed range, one over 400 days, or too many buckets."""
     if until <= since:
         raise HTTPException(422, "until must be after since")
     if until - since > MAX_SERIES_RANGE_MS:

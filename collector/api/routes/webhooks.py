@@ -8,11 +8,11 @@ from fastapi import APIRouter, HTTPException, Path, Query, Response
 from pydantic import BaseModel, Field, field_validator
 
 from collector.api.auth import Admin
-from collector.api.deps import StoreDep
+from collector.api.deps import RuntimeDep, StoreDep
 from collector.api.schemas import NewWebhookOut, WebhookOut
-from collector.events import type_patterns
+from collector.event_types import type_patterns
 from collector.models import Delivery
-from collector.webhooks import new_secret, webhook_doc
+from collector.webhooks import UnsafeTarget, new_secret, resolve_target, webhook_doc
 
 router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"])
 
@@ -34,8 +34,14 @@ class WebhookIn(BaseModel):
 
 
 @router.post("", status_code=201, response_model=NewWebhookOut)
-def register(store: StoreDep, admin: Admin, body: WebhookIn) -> dict[str, Any]:
-    """Register; `secret` (for verifying signatures) is shown only in this answer."""
+def register(runtime: RuntimeDep, store: StoreDep, admin: Admin, body: WebhookIn) -> dict[str, Any]:
+    """Register; `secret` (for verifying signatures) is shown only in this answer. The host
+    must resolve to public addresses only, or to networks of the collector's webhook
+    allow-list (`--webhook-allow`): 422 otherwise."""
+    try:
+        resolve_target(body.url, runtime.config.webhooks.allow)
+    except UnsafeTarget as exc:
+        raise HTTPException(422, str(exc)) from None
     secret = new_secret()
     hook = store.create_webhook(
         body.url, body.events, secret, body.description, int(time.time() * 1000)
@@ -51,7 +57,7 @@ def list_webhooks(store: StoreDep, admin: Admin) -> list[dict[str, Any]]:
 
 @router.get("/{hook_id}", response_model=WebhookOut)
 def get_webhook(store: StoreDep, admin: Admin, hook_id: HookId) -> dict[str, Any]:
-    """One webhook."""
+    """One webhook; 404 if there is none of that id."""
     hook = next((h for h in store.webhooks() if h.id == hook_id), None)
     if hook is None:
         raise HTTPException(404, f"no webhook {hook_id}")
@@ -60,7 +66,7 @@ def get_webhook(store: StoreDep, admin: Admin, hook_id: HookId) -> dict[str, Any
 
 @router.delete("/{hook_id}", status_code=204)
 def delete(store: StoreDep, admin: Admin, hook_id: HookId) -> Response:
-    """Unregister; pending deliveries are cancelled."""
+    """Unregister; pending deliveries are cancelled. 404 if there is none of that id."""
     if not store.delete_webhook(hook_id, int(time.time() * 1000)):
         raise HTTPException(404, f"no webhook {hook_id}")
     return Response(status_code=204)

@@ -119,7 +119,7 @@ def list_work_orders(
 
 @router.get("/work-orders/{order_no}", response_model=WorkOrderDetail)
 def get_work_order(store: StoreDep, key: Viewer, order_no: OrderNo) -> dict[str, Any]:
-    """One work order with its alarms and audit trail."""
+    """One work order with its alarms and audit trail; 404 if there is none of that number."""
     order = store.work_order(order_no)
     if order is None:
         raise HTTPException(404, f"no work order {order_no}")
@@ -164,7 +164,7 @@ def act_on_work_order(
         raise HTTPException(409, str(exc)) from None
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
-    runtime.events.kick()
+    runtime.event_pump.kick()
     return work_order_doc(order, _now_ms(), runtime.store.links(order_no))
 
 

@@ -1,5 +1,5 @@
-"""The event log behind SSE and webhooks: its event types, the pump that fills it, and a wake-up
-notifier (its entries, EventRecord, are in collector.models).
+"""The event log behind SSE and webhooks: the pump that fills it and a wake-up notifier (its
+entries, EventRecord, are in collector.models; its event types in collector.event_types).
 
 Ingest and the case engine write alarm events, status changes and case audits to their own
 tables. The pump copies each of them once into `events`, whose id is the id a client resumes
@@ -18,67 +18,11 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from collector.errors import StoreError
-from wire import AlarmState
 
 if TYPE_CHECKING:
     from collector.store.base import EventLogStore
 
 log = logging.getLogger(__name__)
-
-ALARM_EVENT_TYPES = {
-    AlarmState.ACTIVE_UNACKED.value: "alarm.raised",
-    AlarmState.ACTIVE_ACKED.value: "alarm.acknowledged",
-    AlarmState.CLEARED_UNACKED.value: "alarm.cleared",
-    AlarmState.NORMAL.value: "alarm.normal",
-}
-EVENT_TYPES = (
-    *ALARM_EVENT_TYPES.values(),
-    "gateway.online",
-    "gateway.offline",
-    "gateway.unknown",
-    "gateway.epoch",
-    "gateway.conflict",
-    "device.online",
-    "device.offline",
-    "device.unknown",
-    "case.opened",
-    "case.transition",
-    "case.upgraded",
-    "case.reworked",
-    "work_order.opened",
-    "work_order.transition",
-)
-EVENT_CATEGORIES = ("alarm", "gateway", "device", "case", "work_order")
-
-
-def type_patterns(spec: str) -> list[str]:
-    """Validate a comma-separated list like `alarm.*,case.opened`; return SQL LIKE patterns.
-
-    Raises ValueError naming the unknown entry. An empty spec or `*` means everything.
-    """
-    patterns: list[str] = []
-    for raw in spec.split(","):
-        item = raw.strip()
-        if item in ("", "*"):
-            return []
-        category = item.removesuffix(".*")
-        if category in EVENT_CATEGORIES:
-            patterns.append(f"{category}.%")
-        elif item in EVENT_TYPES:
-            patterns.append(item)
-        else:
-            known = ", ".join([f"{c}.*" for c in EVENT_CATEGORIES] + list(EVENT_TYPES))
-            raise ValueError(f"unknown event type {item!r} (known: {known})")
-    return patterns
-
-
-def matches(patterns: list[str], event_type: str) -> bool:
-    """True if `event_type` is selected by patterns from type_patterns (empty = all)."""
-    if not patterns:
-        return True
-    return any(
-        event_type.startswith(p[:-1]) if p.endswith("%") else event_type == p for p in patterns
-    )
 
 
 class Notifier:
@@ -149,6 +93,7 @@ class EventPump:
         self.last_id = 0
         self.failures = 0
         self._failing = False  # the last pass hit a database error (logged once)
+        self.crashed: str | None = None  # why the thread stopped, if a bug stopped it
 
     def start(self) -> None:
         """Start the pump thread."""
@@ -181,6 +126,15 @@ class EventPump:
         return total
 
     def _loop(self) -> None:
+        try:
+            self._passes()
+        except Exception as exc:
+            # A bug, not a database problem (those are handled per pass): say so where an
+            # operator looks (/readyz) instead of leaving a log that silently stopped growing.
+            self.crashed = f"event pump stopped: {type(exc).__name__}: {exc}"
+            log.critical("%s", self.crashed, exc_info=True)
+
+    def _passes(self) -> None:
         while not self._stop.is_set():
             self._wake.wait(self.interval_s)
             self._wake.clear()
