@@ -85,17 +85,17 @@ class SqliteStore(SqlStore):
         self._path = path
         self._known_epochs = {}
         self._lock = threading.RLock()
-        if path != ":memory:" and not path.startswith("file:"):
-            # The file holds webhook secrets and key digests: the service user's alone. SQLite
-            # gives its -wal and -shm files the database file's mode.
-            with contextlib.suppress(FileExistsError, FileNotFoundError):
-                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         try:
+            if path != ":memory:" and not path.startswith("file:"):
+                # The file holds webhook secrets and key digests: the service user's alone.
+                # SQLite gives its -wal and -shm files the database file's mode.
+                with contextlib.suppress(FileExistsError, FileNotFoundError):
+                    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute("PRAGMA busy_timeout=10000")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise StoreUnavailable(f"cannot open SQLite database {path}: {exc}") from exc
 
     @property

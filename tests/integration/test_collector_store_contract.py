@@ -843,6 +843,12 @@ def test_a_bug_on_the_write_path_leaves_the_store_as_itself_not_as_a_data_error(
     store.close()
 
 
-def test_a_sqlite_file_that_cannot_be_opened_is_store_unavailable(tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", ["no-such-dir/x.db", "a-file/x.db"])
+def test_a_sqlite_file_that_cannot_be_opened_is_store_unavailable(
+    tmp_path: Path, where: str
+) -> None:
+    # An OSError as much as an sqlite3 one: a folder that is a file failed with
+    # NotADirectoryError before.
+    (tmp_path / "a-file").write_text("not a folder")
     with pytest.raises(StoreUnavailable, match="cannot open SQLite database"):
-        open_store(f"sqlite:///{tmp_path}/no-such-dir/x.db")
+        open_store(f"sqlite:///{tmp_path}/{where}")
