@@ -1323,7 +1323,7 @@ def check_command(
     becomes its installed zero in the config (a reading as far from 0 as its alarm limit is
     refused). Run it with the gateway daemon stopped: a serial port carries one master at a time.
     """
-    from edge.config import ConfigError, load_config, resolve_profiles
+    from edge.config import ConfigError, config_warnings, load_config, resolve_profiles
 
     # What the drivers would log about a device's quirks is in each device's row already.
     logging.getLogger("lifeline.drivers").setLevel(logging.ERROR)
@@ -1337,6 +1337,8 @@ def check_command(
         _report_checks(checks, as_json)
         fail(f"{config} is not a valid gateway config; fix it and check again")
     checks.append(("config", True, f"gateway {cfg.gateway} at site {cfg.site}, hash {cfg.hash()}"))
+    for field, reason in config_warnings(cfg):
+        typer.echo(f"warning: {config}: {field}: {reason}", err=True)
     found: dict[str, dict[str, float]] = {}
 
     async def probe_all() -> list[tuple[str, bool, str]]:
