@@ -511,6 +511,13 @@ INSERT INTO case_phases (case_no, seq, stage, department, start_ms, due_ms, unit
     FROM cases WHERE state NOT IN ('结案', '作废')
 """
 
+# Version 11: applications awaiting the 派遣员 (issue 19): a department applies for 延时 (with
+# its hours), 挂账 or 回退; the 派遣员 approves (it takes effect) or denies it.
+_APPLICATIONS = """
+ALTER TABLE cases ADD COLUMN pending TEXT;
+ALTER TABLE cases ADD COLUMN pending_hours DOUBLE PRECISION NOT NULL DEFAULT 0
+"""
+
 _DIALECTS = {
     "sqlite": {
         "id": "INTEGER PRIMARY KEY",
@@ -585,6 +592,11 @@ def duties_statements(dialect: str) -> tuple[str, ...]:
 def phase_statements(dialect: str) -> tuple[str, ...]:
     """Migration 10 (the phase table) for `dialect`."""
     return _split(_PHASES, dialect)
+
+
+def application_statements(dialect: str) -> tuple[str, ...]:
+    """Migration 11 (applications for 延时, 挂账 and 回退) for `dialect`."""
+    return _split(_APPLICATIONS, dialect)
 
 
 def _split(template: str, dialect: str) -> tuple[str, ...]:
