@@ -35,6 +35,7 @@ from collector.store.schema import (
     api_statements,
     bd_seq_statements,
     core_statements,
+    dead_letter_statements,
     duties_statements,
     epoch_statements,
     meaning_statements,
@@ -262,6 +263,7 @@ class PostgresStore(SqlStore):
                 Migration(7, "the connection a birth belongs to", bd_seq_statements("postgres")),
                 Migration(8, "alarms that mean what they say", meaning_statements("postgres")),
                 Migration(9, "duties and an honest audit", duties_statements("postgres")),
+                Migration(10, "dead letters bounded", dead_letter_statements("postgres")),
             )
             for m in migrations:
                 if m.version in done:

@@ -476,6 +476,16 @@ ALTER TABLE work_order_audit ADD COLUMN key_role TEXT NOT NULL DEFAULT '';
 ALTER TABLE work_order_audit ADD COLUMN on_behalf_of TEXT NOT NULL DEFAULT ''
 """
 
+# Dead letters keep a bounded prefix of what was refused, with its size and SHA-256: one
+# gateway sending refused payloads grew a database by 317 MB in 4 s. Old rows are cut too.
+_DEAD_LETTERS = """
+ALTER TABLE dead_letters ADD COLUMN size BIGINT;
+ALTER TABLE dead_letters ADD COLUMN sha256 TEXT;
+UPDATE dead_letters SET size = length(payload), payload = substr(payload, 1, 4096)
+    WHERE size IS NULL;
+CREATE INDEX IF NOT EXISTS dead_letters_received ON dead_letters (received_ms)
+"""
+
 _DIALECTS = {
     "sqlite": {
         "id": "INTEGER PRIMARY KEY",
@@ -545,6 +555,11 @@ def duties_statements(dialect: str) -> tuple[str, ...]:
     """Migration 9 (department registry, department-scoped keys, audit with the key) for
     `dialect`."""
     return _split(_DUTIES, dialect)
+
+
+def dead_letter_statements(dialect: str) -> tuple[str, ...]:
+    """Migration 10 (dead letters: a bounded prefix with size and SHA-256) for `dialect`."""
+    return _split(_DEAD_LETTERS, dialect)
 
 
 def _split(template: str, dialect: str) -> tuple[str, ...]:

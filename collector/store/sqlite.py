@@ -19,6 +19,7 @@ from collector.store.schema import (
     api_statements,
     bd_seq_statements,
     core_statements,
+    dead_letter_statements,
     duties_statements,
     epoch_statements,
     meaning_statements,
@@ -45,6 +46,7 @@ MIGRATIONS = (
     Migration(7, "the connection a birth belongs to", bd_seq_statements("sqlite")),
     Migration(8, "alarms that mean what they say", meaning_statements("sqlite")),
     Migration(9, "duties and an honest audit", duties_statements("sqlite")),
+    Migration(10, "dead letters bounded", dead_letter_statements("sqlite")),
 )
 _INSERT_COLS = "gateway_id, device, point, ts_ms, vtype, value_num, value_text, quality, historical"
 _COLS = f"{_INSERT_COLS}, received_ms"
