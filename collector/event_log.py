@@ -93,6 +93,7 @@ class EventPump:
         self.last_id = 0
         self.failures = 0
         self._failing = False  # the last pass hit a database error (logged once)
+        self.crashed: str | None = None  # why the thread stopped, if a bug stopped it
 
     def start(self) -> None:
         """Start the pump thread."""
@@ -125,6 +126,15 @@ class EventPump:
         return total
 
     def _loop(self) -> None:
+        try:
+            self._passes()
+        except Exception as exc:
+            # A bug, not a database problem (those are handled per pass): say so where an
+            # operator looks (/readyz) instead of leaving a log that silently stopped growing.
+            self.crashed = f"event pump stopped: {type(exc).__name__}: {exc}"
+            log.critical("%s", self.crashed, exc_info=True)
+
+    def _passes(self) -> None:
         while not self._stop.is_set():
             self._wake.wait(self.interval_s)
             self._wake.clear()

@@ -14,6 +14,7 @@ from collector.cases.routing import (
     UNKNOWN_AREA,
     default_routing_path,
     load_routing,
+    routing_calendar,
     routing_catalog,
 )
 from collector.event_log import EventPump, Notifier
@@ -112,7 +113,13 @@ class Runtime:
                 " case whose asset or grid gives no area code is numbered with %s",
                 UNKNOWN_AREA,
             )
-        self.cases = CaseEngine(self.store, routing, clock, routing_catalog(routing, routing_path))
+        self.cases = CaseEngine(
+            self.store,
+            routing,
+            clock,
+            routing_catalog(routing, routing_path),
+            routing_calendar(routing, routing_path),
+        )
         self.notifier = Notifier()
         self.event_pump = EventPump(self.store, self.notifier, config.events_poll_s, clock)
         self.webhooks = Deliverer(self.store, self.notifier, config.webhooks, clock)
@@ -166,6 +173,11 @@ class Runtime:
                     log.info("deleted %d dead letters older than %g days",
                              pruned, self.config.dead_letter_retention_days)  # fmt: skip
         self.event_pump.kick()
+
+    def problems(self) -> list[str]:
+        """Why a background thread (event pump, webhook deliveries) stopped, one sentence each:
+        only a bug stops one. Empty while they run; ingest reports its own (Ingest.problems)."""
+        return [p for p in (self.event_pump.crashed, self.webhooks.crashed) if p is not None]
 
     def close(self) -> None:
         """Stop ingest, then close the store."""

@@ -211,6 +211,7 @@ class Deliverer:
         self.failures = 0  # failed attempts since start (for /metrics)
         self.delivered = 0
         self._failing = False  # the last pass hit a database error (logged once)
+        self.crashed: str | None = None  # why the thread stopped, if a bug stopped it
 
     def start(self) -> None:
         """Start delivering."""
@@ -234,6 +235,15 @@ class Deliverer:
         return len(due)
 
     def _loop(self) -> None:
+        try:
+            self._passes()
+        except Exception as exc:
+            # A bug, not a database problem (those are handled per pass): say so where an
+            # operator looks (/readyz) instead of deliveries that silently stopped.
+            self.crashed = f"webhook deliveries stopped: {type(exc).__name__}: {exc}"
+            log.critical("%s", self.crashed, exc_info=True)
+
+    def _passes(self) -> None:
         while not self._stop.is_set():
             self._wake.wait(self.config.poll_s)
             self._wake.clear()

@@ -2,7 +2,8 @@
 
 NATS 2.9 (Debian's `nats-server`) speaks MQTT 3.1.1 only (an MQTT 5 CONNECT gets CONNACK
 "unacceptable protocol version"), QoS 0 and 1 (a QoS 2 subscription is granted QoS 1), keeps
-MQTT sessions and QoS 1 messages in JetStream streams replicated across the cluster, grants
+MQTT sessions and QoS 1 messages in JetStream streams replicated across the cluster (set
+to all three nodes here), grants
 `$share/...` filters without ever delivering on them, and drops a client that publishes on a
 topic holding '.' or ' '. Each node gets its own free ports and its own storage folder.
 """
@@ -49,6 +50,7 @@ class NatsNode:
     client_port: int = field(default_factory=free_port)
     cluster_port: int = field(default_factory=free_port)
     routes: list[int] = field(default_factory=list)  # cluster ports of the other nodes
+    replicas: int = 3  # of every MQTT stream and consumer, in a cluster
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -57,11 +59,18 @@ class NatsNode:
         return f"mqtt://127.0.0.1:{self.mqtt_port}"
 
     def _write_conf(self) -> Path:
+        replicas = f", stream_replicas: {self.replicas}, consumer_replicas: {self.replicas}"
+        replicas = replicas if self.routes else ""
         lines = [
             f"server_name: {self.name}",
             f"listen: 127.0.0.1:{self.client_port}",
             f'jetstream {{ store_dir: "{self.workdir / "js"}", max_mem: 64MB, max_file: 1GB }}',
-            f"mqtt {{ listen: 127.0.0.1:{self.mqtt_port} }}",
+            # Redelivery of an unacknowledged QoS 1 message after 10 s, not NATS's 30 s default:
+            # keeps a test that kills a collector short. In a cluster, every MQTT stream and
+            # consumer on all three nodes: NATS otherwise takes as many replicas as nodes it
+            # sees at the first MQTT connect (measured: 2 of 3), and losing one of 2 leaves no
+            # quorum, so no node accepts an MQTT session until the dead one returns.
+            f'mqtt {{ listen: 127.0.0.1:{self.mqtt_port}, ack_wait: "10s"{replicas} }}',
         ]
         if self.routes:
             routes = ", ".join(f"nats-route://127.0.0.1:{p}" for p in self.routes)

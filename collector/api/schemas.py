@@ -48,6 +48,7 @@ __all__ = [
     "MeOut",
     "NewKeyOut",
     "NewWebhookOut",
+    "PhaseOut",
     "ProfileOut",
     "ReadingOut",
     "ReadyOut",
@@ -272,10 +273,27 @@ class CaseOut(Out):
     )
 
 
+class PhaseOut(Out):
+    """One row of a case's phase table: a stage with its own clock (docs/integration.md)."""
+
+    seq: int
+    stage: str = Field(description="立案, 派遣, 处置 or 核查")
+    department: str
+    start_ms: int
+    due_ms: int | None = Field(description="null: the stage is untimed")
+    end_ms: int | None = Field(description="null: the case is in this stage now")
+    unit: str = Field(description="工作时, 工作日 or 自然时")
+    parked_ms: int = Field(description="挂账 time inside the stage (never overdue)")
+    parked: bool
+    extended_hours: float = Field(description="延时 granted, hours on the stage's clock")
+    overdue: bool = Field(description="ended after its due time, or runs past it now")
+
+
 class CaseDetail(CaseOut):
-    """A case with its audit trail, oldest first."""
+    """A case with its audit trail (oldest first) and its phase table."""
 
     audit: list[Audit]
+    phases: list[PhaseOut]
 
 
 class CasePage(Out):
@@ -464,6 +482,13 @@ class IngestCounts(Out):
     poisoned: int = Field(description="messages the database refused, dead-lettered")
 
 
+class PartitionsOut(Out):
+    """A partitioned collector's share of the sites (docs/brokers.md)."""
+
+    held: list[str] = Field(description="the partitions this collector ingests now")
+    handovers: int = Field(description="partitions taken or given back since start")
+
+
 class ReadyOut(Out):
     """Readiness: 200 `ready`, or 503 `not ready`. Without a key only `status`; with one also
     the backend and every reason, `dead_letters` while the database answers, and the MQTT and
@@ -476,6 +501,7 @@ class ReadyOut(Out):
     mqtt_connected: bool | None = None
     mqtt_subscribed: bool | None = None
     ingest: IngestCounts | None = None
+    partitions: PartitionsOut | None = None
 
 
 # --- who asks, what the devices measure, the registry, the console -------------------------------

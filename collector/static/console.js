@@ -122,6 +122,14 @@ function fmtTime(ms, withDate = false) {
   return new Date(ms).toLocaleString(state.lang === "zh" ? "zh-CN" : "en-GB", opts);
 }
 
+// An axis tick: hours and minutes, and seconds too when the ticks are less than a minute apart.
+function fmtClock(ms, splits) {
+  const step = splits.length > 1 ? splits[1] - splits[0] : 60;
+  const opts = { hour12: false, hour: "2-digit", minute: "2-digit" };
+  if (step < 60) opts.second = "2-digit";
+  return new Date(ms).toLocaleTimeString(state.lang === "zh" ? "zh-CN" : "en-GB", opts);
+}
+
 function fmtLeft(ms) {
   const neg = ms < 0;
   let s = Math.floor(Math.abs(ms) / 1000);
@@ -718,7 +726,8 @@ function drawMarkers() {
     ring.addTo(state.layers.markers);
     marker.addTo(state.layers.markers);
     const entry = { place: p, marker, ring };
-    marker.bindPopup(() => el("div", "…"), { maxWidth: 340, minWidth: 240 });
+    // Scrolls inside rather than growing past the map's edge, where it would be cut off.
+    marker.bindPopup(() => el("div", "…"), { maxWidth: 340, minWidth: 240, maxHeight: 260 });
     marker.on("popupopen", () => { state.popupOf = p.id; fillPopup(entry); });
     marker.on("popupclose", () => { if (state.popupOf === p.id) state.popupOf = null; });
     marker.on("click", () => {
@@ -777,6 +786,8 @@ async function fillPopup(entry) {
       latest.append(line);
     } catch (err) { latest.append(el("div", words(err), "error")); }
   }
+  // Lay the grown popup out again: it scrolls past maxHeight and pans into the map's view.
+  if (entry.marker.isPopupOpen()) entry.marker.getPopup().update();
 }
 
 // --- trend (uPlot) ----------------------------------------------------------------------------
@@ -794,7 +805,8 @@ function showTrend(gateway, device, point) {
 }
 
 async function drawTrend() {
-  const { gateway, device, point } = state.trend;
+  const asked = state.trend;
+  const { gateway, device, point } = asked;
   const unit = unitOf(gateway, device, point);
   const asset = assetOfAlarm({ gateway, device });
   $("#trend-title").textContent = `${asset ? asset.name + " · " : ""}${gateway}/${device} · ${point}${unit ? ` (${unit})` : ""}`;
@@ -805,6 +817,7 @@ async function drawTrend() {
   try {
     rows = (await api(`/api/v1/readings?${q}`)).filter((r) => typeof r.value === "number").reverse();
   } catch (err) { showError(words(err)); return; }
+  if (state.trend !== asked) return;  // another device was clicked meanwhile
   const box = $("#trend");
   if (state.chart) { state.chart.destroy(); state.chart = null; }
   box.replaceChildren();
@@ -859,7 +872,9 @@ async function drawTrend() {
   state.chart = new uPlot({
     width, height: 190, series, plugins: [marks],
     scales: { x: { time: true } },
-    axes: [{}, { label: unit, size: 60 }],
+    // Clock times in the page's language (uPlot's own ticks say "3:47pm").
+    axes: [{ space: 80, values: (u, splits) => splits.map((v) => fmtClock(v * 1000, splits)) },
+      { label: unit, size: 60 }],
     legend: { live: false },
   }, data, box);
 }

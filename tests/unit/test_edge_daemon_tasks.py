@@ -10,15 +10,18 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from drivers.link import Link, LinkStats
 from edge.clock import wall_ms
-from edge.config import Bus, parse_config
+from edge.config import Bus, load_config, parse_config, resolve_profiles
 from edge.daemon import Gateway, GatewayFailed
 from edge.scheduler import Device, PollSink
 from tests.fakes import FakeBuffer, FakeUplink, fake_gateway
+from wire import Command, CommandReply
 
 pytestmark = pytest.mark.unit
 
@@ -103,3 +106,80 @@ def test_a_clean_stop_on_a_full_disk_is_clean(tmp_path: Path) -> None:
     assert uplink.closed == "shutdown"  # death published, then DISCONNECT
     assert isinstance(gw.buffer, FakeBuffer)
     assert gw.buffer.closed
+
+
+class IdlePoller:
+    """A bus poller that polls nothing and waits to be cancelled; counts its runs."""
+
+    name = "idle"
+    link: Link | None = None
+    link_stats = LinkStats()
+    runs = 0
+
+    def __init__(self, bus: Bus, devices: list[Device], sink: PollSink) -> None:
+        self.devices = devices
+
+    async def run(self) -> None:
+        IdlePoller.runs += 1
+        await asyncio.Event().wait()
+
+
+def test_reload_rebuilds_the_pollers_and_keeps_what_it_should(tmp_path: Path) -> None:
+    """A reload swaps devices and rules in place: an unchanged rule keeps its open alarm, a
+    kept device keeps what `status` shows, a removed device takes its rules along."""
+
+    def device(dev_id: str, unit: int) -> dict[str, Any]:
+        return {"id": dev_id, "unit": unit, "profile": "gas_detector"}
+
+    def write(*devices: dict[str, Any]) -> None:
+        data = {
+            "gateway": "gw",
+            "site": "s",
+            "mqtt": {"allow_anonymous_commands": True},
+            "buffer": {"path": str(tmp_path / "b.sqlite")},
+            "buses": [{"type": "tcp", "host": "127.0.0.1", "devices": list(devices)}],
+        }
+        path.write_text(yaml.safe_dump(data), encoding="utf-8")
+
+    path = tmp_path / "gw.yaml"
+    write(device("gas-1", 1), device("gas-2", 2))
+    cfg = load_config(path)
+    buffer = FakeBuffer()
+    gw = Gateway(
+        cfg,
+        resolve_profiles(cfg, tmp_path),
+        path,
+        session="s1",
+        buffer=buffer,
+        uplink=FakeUplink,
+        poller=IdlePoller,
+    )
+    uplink = gw.uplink
+    assert isinstance(uplink, FakeUplink)
+    gw.pipeline.values(gw.devices["gas-1"], {"gas_concentration": 55.0}, wall_ms())
+    gw.devices["gas-1"].last_ok_ms = 1234
+    (alarm,) = {e.alarm_id for e in buffer.open_alarms() if e.alarm_type == "hihi"}
+    write(device("gas-1", 1))
+    IdlePoller.runs = 0
+
+    async def main() -> CommandReply:
+        stop = asyncio.Event()
+        running = asyncio.create_task(gw.run(stop))
+        await asyncio.sleep(0.1)
+        reply = await gw.commands.handle(Command("gw", "ops", 0, 0, "r", "reload"))
+        await asyncio.sleep(0.1)
+        stop.set()
+        await running
+        return reply
+
+    with gw:
+        reply = asyncio.run(main())
+    assert (reply.ok, reply.result) == (True, {"config_hash": gw.cfg.hash(), "devices": 1})
+    assert gw.cfg.hash() != cfg.hash()
+    assert IdlePoller.runs == 2  # the bus's poller before the reload, its new one after
+    assert list(gw.devices) == ["gas-1"]
+    assert gw.devices["gas-1"].last_ok_ms == 1234
+    assert not gw.engine.has_rules("gas-2", "gas_concentration")
+    assert [e.alarm_id for e in buffer.alarm_events].count(alarm) == 1  # not raised again
+    assert alarm in {alarm_id for alarm_id, *_ in gw.engine.active()}  # and still active
+    assert [d.device for d in uplink.births[-1].devices] == ["gas-1"]

@@ -9,6 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from collector.api.auth import MaybeViewer
 from collector.api.deps import RuntimeDep
 from collector.api.schemas import ReadyOut
+from collector.partitions import PartitionedIngest
 from collector.store import StoreError
 
 router = APIRouter(tags=["health"])
@@ -51,7 +52,10 @@ async def readyz(runtime: RuntimeDep, key: MaybeViewer) -> JSONResponse:
             "store_errors": stats.store_errors,
             "poisoned": stats.poisoned,
         }
+        if isinstance(ingest, PartitionedIngest):
+            body["partitions"] = {"held": ingest.held, "handovers": ingest.handovers}
         reasons.extend(ingest.problems())
+    reasons.extend(runtime.problems())
     status = "not ready" if reasons else "ready"
     public = {"status": status}
     body = {**body, "status": status, "reasons": reasons} if key is not None else public

@@ -1,0 +1,84 @@
+"""A bug in the collector's background threads (the event pump, webhook deliveries) stops the
+thread visibly: one critical log line and a reason in /readyz, instead of a log that silently
+stops growing. Database errors stay per-pass and retried (test_collector_store_faults.py)."""
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from collector.api import create_app
+from collector.event_log import EventPump, Notifier
+from collector.keys import digest, display_prefix, new_token
+from collector.models import Role
+from collector.runtime import CollectorConfig, Runtime
+from collector.store.sqlite import SqliteStore
+from collector.webhooks import Deliverer, WebhookConfig
+
+pytestmark = pytest.mark.integration
+
+
+class BuggyStore(SqliteStore):
+    """A real SQLite store whose event log and webhook passes hit a bug."""
+
+    def pump_events(self, now_ms: int, limit: int = 500) -> int:
+        raise KeyError("a bug in the pump")
+
+    def fan_out_deliveries(self, now_ms: int, limit: int = 500) -> int:
+        raise KeyError("a bug in the fan-out")
+
+
+def wait_until(cond: Callable[[], Any], timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := cond()):
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.05)
+    return value
+
+
+@pytest.fixture
+def buggy(tmp_path: Path) -> Iterator[BuggyStore]:
+    store = BuggyStore(str(tmp_path / "c.db"))
+    store.migrate()
+    yield store
+    store.close()
+
+
+def test_a_bug_stops_the_pump_and_the_deliverer_and_each_says_why(buggy: BuggyStore) -> None:
+    pump = EventPump(buggy, Notifier(), interval_s=0.02)
+    hooks = Deliverer(buggy, Notifier(), WebhookConfig(poll_s=0.02))
+    pump.start()
+    hooks.start()
+    try:
+        assert (
+            wait_until(lambda: pump.crashed) == "event pump stopped: KeyError: 'a bug in the pump'"
+        )
+        assert wait_until(lambda: hooks.crashed) == (
+            "webhook deliveries stopped: KeyError: 'a bug in the fan-out'"
+        )
+        assert pump.failures == 0  # not counted (nor retried) as a database failure
+    finally:
+        pump.stop()
+        hooks.stop()
+
+
+def test_readyz_names_a_stopped_background_thread(tmp_path: Path, buggy: BuggyStore) -> None:
+    runtime = Runtime(CollectorConfig(db_url=f"sqlite:///{tmp_path}/r.db", ingest=None))
+    token = new_token()
+    runtime.store.create_api_key("v", Role.VIEWER.value, digest(token), display_prefix(token), 0)
+    runtime.event_pump.store = buggy
+    runtime.start()
+    try:
+        with TestClient(create_app(runtime.config, runtime)) as client:
+            runtime.event_pump.kick()
+            wait_until(lambda: runtime.event_pump.crashed)
+            ready = client.get("/readyz", headers={"X-API-Key": token})
+            assert ready.status_code == 503
+            assert "event pump stopped: KeyError: 'a bug in the pump'" in ready.json()["reasons"]
+            assert client.get("/readyz").json() == {"status": "not ready"}
+    finally:
+        runtime.close()
