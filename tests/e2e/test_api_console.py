@@ -124,6 +124,16 @@ def click(browser: Any, selector: str) -> None:
     )
 
 
+def stat(browser: Any, name: str) -> str:
+    """The figure of one statistics tile (the strip is redrawn as figures change)."""
+    value: str = browser.execute_script(
+        "const v = document.querySelector(`#stats [data-stat='${arguments[0]}'] .v`);"
+        " return v ? v.textContent : '';",
+        name,
+    )
+    return value
+
+
 def open_console(browser: Any, district: District) -> None:
     browser.get(f"{district.api}/console#key={district.key}")
     wait(browser, "the live stream", lambda b: css(b, "#conn.on"))
@@ -315,6 +325,14 @@ def test_map_alarm_desk_ack_and_dispatch_through_the_buttons(
         browser.save_screenshot(str(tmp_path / "3-case.png"))
         click(browser, "#case-close")
 
+        # The statistics strip follows: today's 立案 and the alarms of the last hour.
+        wait(
+            browser,
+            "today's cases counted",
+            lambda b: stat(b, "st_opened") not in ("", "0"),
+            15,
+        )
+        assert stat(browser, "st_online").endswith("%")
         # English covers every label of the page (the data stays as the city wrote it).
         click(browser, "#lang")
         texts = browser.execute_script(
