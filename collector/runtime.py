@@ -14,6 +14,7 @@ from collector.cases.routing import (
     UNKNOWN_AREA,
     default_routing_path,
     load_routing,
+    routing_calendar,
     routing_catalog,
 )
 from collector.event_log import EventPump, Notifier
@@ -109,7 +110,13 @@ class Runtime:
                 " case whose asset or grid gives no area code is numbered with %s",
                 UNKNOWN_AREA,
             )
-        self.cases = CaseEngine(self.store, routing, clock, routing_catalog(routing, routing_path))
+        self.cases = CaseEngine(
+            self.store,
+            routing,
+            clock,
+            routing_catalog(routing, routing_path),
+            routing_calendar(routing, routing_path),
+        )
         self.notifier = Notifier()
         self.event_pump = EventPump(self.store, self.notifier, config.events_poll_s, clock)
         self.webhooks = Deliverer(self.store, self.notifier, config.webhooks, clock)

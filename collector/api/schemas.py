@@ -48,6 +48,7 @@ __all__ = [
     "MeOut",
     "NewKeyOut",
     "NewWebhookOut",
+    "PhaseOut",
     "ProfileOut",
     "ReadingOut",
     "ReadyOut",
@@ -268,10 +269,27 @@ class CaseOut(Out):
     )
 
 
+class PhaseOut(Out):
+    """One row of a case's phase table: a stage with its own clock (docs/integration.md)."""
+
+    seq: int
+    stage: str = Field(description="立案, 派遣, 处置 or 核查")
+    department: str
+    start_ms: int
+    due_ms: int | None = Field(description="null: the stage is untimed")
+    end_ms: int | None = Field(description="null: the case is in this stage now")
+    unit: str = Field(description="工作时, 工作日 or 自然时")
+    parked_ms: int = Field(description="挂账 time inside the stage (never overdue)")
+    parked: bool
+    extended_hours: float = Field(description="延时 granted, hours on the stage's clock")
+    overdue: bool = Field(description="ended after its due time, or runs past it now")
+
+
 class CaseDetail(CaseOut):
-    """A case with its audit trail, oldest first."""
+    """A case with its audit trail (oldest first) and its phase table."""
 
     audit: list[Audit]
+    phases: list[PhaseOut]
 
 
 class CasePage(Out):

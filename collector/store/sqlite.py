@@ -23,6 +23,7 @@ from collector.store.schema import (
     epoch_statements,
     meaning_statements,
     order_statements,
+    phase_statements,
     scope_statements,
 )
 from collector.store.sql import BatchKey, KeyedDigest, SqlStore
@@ -45,6 +46,7 @@ MIGRATIONS = (
     Migration(7, "the connection a birth belongs to", bd_seq_statements("sqlite")),
     Migration(8, "alarms that mean what they say", meaning_statements("sqlite")),
     Migration(9, "duties and an honest audit", duties_statements("sqlite")),
+    Migration(10, "the phase table", phase_statements("sqlite")),
 )
 _INSERT_COLS = "gateway_id, device, point, ts_ms, vtype, value_num, value_text, quality, historical"
 _COLS = f"{_INSERT_COLS}, received_ms"
