@@ -713,9 +713,10 @@ def _buffer_problem(buffer: str, unit: bytes) -> str:
     """'' if the service the unit starts can keep its buffer at `buffer`, else why not.
 
     Follows systemd.exec(5): PrivateTmp gives the service its own /tmp and /var/tmp, emptied
-    when it stops; ProtectHome hides /home, /root and /run/user; ProtectSystem=strict leaves
-    only ReadWritePaths and the State/Cache/Logs directories writable, =full (or yes) makes
-    /usr, /boot and /etc read-only. A relative path is taken from WorkingDirectory.
+    when it stops; ProtectHome hides /home, /root and /run/user (or makes them read-only);
+    ProtectSystem=strict leaves only ReadWritePaths and the State/Cache/Logs directories
+    writable, =full (or yes) makes /usr, /boot (and with full /etc) read-only. A relative path
+    is taken from WorkingDirectory.
     """
     import posixpath
 
@@ -744,7 +745,8 @@ def _buffer_problem(buffer: str, unit: bytes) -> str:
             f" it stops{where}"
         )
     if last("ProtectHome") in (*yes, "read-only", "tmpfs") and under("/home", "/root", "/run/user"):
-        return f"ProtectHome={last('ProtectHome')} hides the home folders from it{where}"
+        how = "read-only" if last("ProtectHome") == "read-only" else "hidden"
+        return f"ProtectHome={last('ProtectHome')} makes the home folders {how} to it{where}"
     protect = last("ProtectSystem")
     if protect == "strict" and not under(*writable):
         return f"ProtectSystem=strict makes everything else read-only{where}"

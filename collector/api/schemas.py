@@ -209,14 +209,18 @@ class DeadLetterOut(Out):
     topic: str
     reason: str
     received_ms: int
-    payload_b64: str = Field(description="the bytes as received, base64")
+    size: int = Field(description="bytes received")
+    sha256: str | None = Field(description="of the whole payload, hex (null: stored before)")
+    truncated: bool = Field(description="payload_b64 holds only the first 4 KiB")
+    payload_b64: str = Field(description="the bytes as received (the first 4 KiB), base64")
 
 
 class DeadLetterPage(Out):
-    """The total count and the most recent refused payloads."""
+    """The total count and one page of refused payloads, newest first."""
 
     count: int
     items: list[DeadLetterOut]
+    next_cursor: str | None
 
 
 class BindingOut(Out):

@@ -332,6 +332,7 @@ function beep() {
 function onAlarmEvent(type, data) {
   const isNew = type === "alarm.raised" && !state.alarms.has(data.alarm_id);
   upsertAlarm(data);
+  if (isNew) scheduleStats();
   if (isNew && data.severity <= 2) {
     state.fresh.set(data.alarm_id, Date.now() + NEW_ALARM_MS);
     beep();
@@ -912,7 +913,11 @@ let refreshTimer = null, statsTimer = null;
 function scheduleRefresh() {
   clearTimeout(refreshTimer);
   refreshTimer = setTimeout(refresh, 300);
-  // The statistics follow the cases, at most once every few seconds during a burst.
+  scheduleStats();
+}
+
+// The statistics follow cases and alarms, at most once every few seconds during a burst.
+function scheduleStats() {
   if (statsTimer === null) statsTimer = setTimeout(() => { statsTimer = null; refreshStats(); }, 3000);
 }
 

@@ -36,6 +36,7 @@ from collector.store.schema import (
     application_statements,
     bd_seq_statements,
     core_statements,
+    dead_letter_statements,
     duties_statements,
     epoch_statements,
     meaning_statements,
@@ -265,7 +266,8 @@ class PostgresStore(SqlStore):
                 Migration(8, "alarms that mean what they say", meaning_statements("postgres")),
                 Migration(9, "duties and an honest audit", duties_statements("postgres")),
                 Migration(10, "the phase table", phase_statements("postgres")),
-                Migration(11, "applications to the 派遣员", application_statements("postgres")),
+                Migration(11, "dead letters bounded", dead_letter_statements("postgres")),
+                Migration(12, "applications to the 派遣员", application_statements("postgres")),
             )
             for m in migrations:
                 if m.version in done:

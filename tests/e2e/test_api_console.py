@@ -124,6 +124,16 @@ def click(browser: Any, selector: str) -> None:
     )
 
 
+def stat(browser: Any, name: str) -> str:
+    """The figure of one statistics tile (the strip is redrawn as figures change)."""
+    value: str = browser.execute_script(
+        "const v = document.querySelector(`#stats [data-stat='${arguments[0]}'] .v`);"
+        " return v ? v.textContent : '';",
+        name,
+    )
+    return value
+
+
 def open_console(browser: Any, district: District) -> None:
     browser.get(f"{district.api}/console#key={district.key}")
     wait(browser, "the live stream", lambda b: css(b, "#conn.on"))
@@ -228,6 +238,36 @@ def test_map_alarm_desk_ack_and_dispatch_through_the_buttons(
         assert "gas_concentration" in row[2]
         browser.save_screenshot(str(tmp_path / "2-leak.png"))
 
+        # Filters: 一级 only, then streetlights only, then all again.
+        rows = (
+            "return [...document.querySelectorAll('#alarms tbody tr')].map(r => r.dataset.severity)"
+        )
+        browser.execute_script(
+            "const s = document.querySelector('#f-severity'); s.value = '1';"
+            " s.dispatchEvent(new Event('change'));"
+        )
+        assert set(browser.execute_script(rows)) == {"1"}
+        browser.execute_script(
+            "const s = document.querySelector('#f-severity'); s.value = '';"
+            " s.dispatchEvent(new Event('change'));"
+            " const f = document.querySelector('#f-family'); f.value = 'streetlight';"
+            " f.dispatchEvent(new Event('change'));"
+        )
+        devices = browser.execute_script(
+            "return [...document.querySelectorAll('#alarms tbody tr')].map(r => r.dataset.device)"
+        )
+        assert all(d.startswith("sl-") for d in devices), devices  # the demo's streetlights
+        browser.execute_script(
+            "const f = document.querySelector('#f-family'); f.value = '';"
+            " f.dispatchEvent(new Event('change'));"
+        )
+        assert "1" in browser.execute_script(rows)
+        # The sound can be muted, and stays muted on the next visit.
+        click(browser, "#mute")
+        assert browser.execute_script("return localStorage.getItem('lifeline.muted')") == "1"
+        assert "关" in css(browser, "#mute")[0].text
+        click(browser, "#mute")
+
         # The trend of the leaking detector: its alarming point, limits drawn, newest window.
         click(browser, row_css)
         # (the cover's chart from the marker click before is replaced, not added to)
@@ -285,6 +325,14 @@ def test_map_alarm_desk_ack_and_dispatch_through_the_buttons(
         browser.save_screenshot(str(tmp_path / "3-case.png"))
         click(browser, "#case-close")
 
+        # The statistics strip follows: today's 立案 and the alarms of the last hour.
+        wait(
+            browser,
+            "today's cases counted",
+            lambda b: stat(b, "st_opened") not in ("", "0"),
+            15,
+        )
+        assert stat(browser, "st_online").endswith("%")
         # English covers every label of the page (the data stays as the city wrote it).
         click(browser, "#lang")
         texts = browser.execute_script(

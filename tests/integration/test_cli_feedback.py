@@ -168,7 +168,7 @@ def test_flash_refuses_a_buffer_the_installed_service_cannot_keep(tmp_path: Path
     bus = {"type": "tcp", "host": "127.0.0.1", "port": 502, "devices": [device]}
     for buffer, refused in [
         ("/tmp/edge.sqlite", "PrivateTmp=true gives it its own /tmp and /var/tmp"),
-        ("/home/pi/edge.sqlite", "ProtectHome=true hides the home folders"),
+        ("/home/pi/edge.sqlite", "ProtectHome=true makes the home folders hidden to it"),
         ("/opt/lifeline/edge.sqlite", "ProtectSystem=strict makes everything else read-only"),
         ("/var/lib/lifeline/edge.sqlite", ""),
         ("edge.sqlite", ""),  # relative: in WorkingDirectory=/var/lib/lifeline
