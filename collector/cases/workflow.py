@@ -6,8 +6,10 @@ its own, never posted by a key: 升级 (a more severe alarm upgrades the case), 
 back while the department said it was done) and 自动恢复 (结案 before 派遣, where configured).
 Every transition yields an audit row.
 
-Times are UTC milliseconds. `deadline_ms` is always a time (or None: no running deadline);
-the allowed duration lives in `allowed_ms`, the time left while parked in `remaining_ms`.
+Times are UTC milliseconds. The clock is not kept here: each stage of a case has its own, in
+its phase table (collector.cases.phases), which sets `deadline_ms` (the running stage's due
+time, or None), `timed_from_ms` and, while 挂账, `remaining_ms`. `allowed_ms` is the 处置 limit
+its 小类 and urgency give.
 """
 
 from dataclasses import dataclass, field, replace
@@ -92,8 +94,8 @@ TRANSITIONS: dict[tuple[Action, CaseState], CaseState] = {
     **{(Action.UPGRADE, s): s for s in OPEN_STATES},
 }
 
-# States in which the deadline clock runs.
-TIMED_STATES = frozenset({S.REGISTERED, S.DISPATCHED, S.HANDLING, S.FEEDBACK})
+# States in which a stage clock runs (挂账 stops it; 结案 and 作废 end it).
+TIMED_STATES = frozenset(OPEN_STATES - {S.PARKED})
 
 
 class IllegalTransition(ValueError):
@@ -227,7 +229,7 @@ def _join(detail: str, note: str) -> str:
     return f"{detail}: {note}" if note else detail
 
 
-def _accept(case: Case, args: Args, now_ms: int) -> Case:
+def _accept(case: Case, args: Args) -> Case:
     if case.kind == UNCLASSIFIED and args.classify is None:
         raise ValueError(
             f"case {case.case_no} is 未分类: accept it with its kind (部件 or 事件) and 小类"
@@ -237,8 +239,7 @@ def _accept(case: Case, args: Args, now_ms: int) -> Case:
         if c.kind not in KINDS:
             raise ValueError(f"kind {c.kind!r} is not 部件 or 事件")
         case = replace(case, kind=c.kind, subcategory=c.subcategory, allowed_ms=c.allowed_ms)
-    deadline = None if case.allowed_ms is None else now_ms + case.allowed_ms
-    return replace(case, deadline_ms=deadline, timed_from_ms=now_ms)
+    return case
 
 
 def _dispatch(case: Case, args: Args) -> tuple[Case, str]:
@@ -257,7 +258,7 @@ def _dispatch(case: Case, args: Args) -> tuple[Case, str]:
     return replace(case, department=dept, assist=assist), detail
 
 
-def _upgrade(case: Case, args: Args, now_ms: int) -> tuple[Case, str]:
+def _upgrade(case: Case, args: Args) -> tuple[Case, str]:
     if args.severity is None or (case.severity is not None and args.severity >= case.severity):
         raise ValueError(f"case {case.case_no}: an upgrade needs a more severe alarm")
     detail = f"severity {case.severity or '?'} → {args.severity}"
@@ -265,15 +266,7 @@ def _upgrade(case: Case, args: Args, now_ms: int) -> tuple[Case, str]:
     updated = replace(case, severity=args.severity, urgency="urgent" if urgent else "normal")
     new = args.allowed_ms
     if new is not None and (case.allowed_ms is None or new < case.allowed_ms):
-        # Shorten, never lengthen: the stricter limit counts from now if that is sooner.
-        updated = replace(updated, allowed_ms=new)
-        if case.state in TIMED_STATES and case.deadline_ms is not None:
-            deadline = min(case.deadline_ms, now_ms + new)
-            if deadline != case.deadline_ms:
-                detail += f", deadline {case.deadline_ms} → {deadline}"
-            updated = replace(updated, deadline_ms=deadline)
-        elif case.state is S.PARKED and case.remaining_ms is not None:
-            updated = replace(updated, remaining_ms=min(case.remaining_ms, new))
+        updated = replace(updated, allowed_ms=new)  # shorter, never longer
     if urgent and case.urgency != "urgent":
         detail += ", now urgent"
     return updated, detail
@@ -305,10 +298,8 @@ def apply(
     if action is Action.EXTEND:
         if args.extend_ms <= 0:
             raise ValueError(f"case {case.case_no}: 延时 needs a positive extension")
-        if case.deadline_ms is not None:
-            updated = replace(updated, deadline_ms=case.deadline_ms + args.extend_ms)
     elif action is Action.ACCEPT:
-        updated = _accept(updated, args, now_ms)
+        updated = _accept(updated, args)
     elif action is Action.DISPATCH:
         updated, detail = _dispatch(updated, args)
         note = _join(detail, note)
@@ -324,28 +315,12 @@ def apply(
         updated = replace(updated, closure=Closure.AUTO.value)
     elif action is Action.ESCALATE:
         updated = replace(updated, escalations=case.escalations + 1)
-    elif action is Action.PARK:
-        # The clock stops while parked: keep the time that was left; the deadline stays the
-        # time it was (it runs again, moved, at unpark).
-        left = None if case.deadline_ms is None else case.deadline_ms - now_ms
-        updated = replace(updated, remaining_ms=left, timed_from_ms=None)
-    elif action is Action.UNPARK:
-        if case.remaining_ms is not None:
-            updated = replace(updated, deadline_ms=now_ms + case.remaining_ms, timed_from_ms=now_ms)
-        updated = replace(updated, remaining_ms=None)
+        note = _join(f"督办 第{updated.escalations}次", note)
     elif action is Action.UPGRADE:
-        updated, detail = _upgrade(updated, args, now_ms)
+        updated, detail = _upgrade(updated, args)
         note = _join(detail, note)
     elif action is Action.REWORK:
-        # A new 处置 round under the case's limit; its 督办 count starts again.
-        deadline = None if case.allowed_ms is None else now_ms + case.allowed_ms
-        updated = replace(
-            updated,
-            reworks=case.reworks + 1,
-            deadline_ms=deadline,
-            timed_from_ms=now_ms,
-            escalations=0,
-        )
+        updated = replace(updated, reworks=case.reworks + 1)  # a new 处置 phase
     audit = Audit(case.case_no, now_ms, actor, action.value, case.state.value, target.value, note)
     return updated, audit
 
@@ -410,8 +385,3 @@ def colour(case: Case, now_ms: int) -> Colour:
         return Colour.RED
     total = max(case.deadline_ms - case.timed_from_ms, 1)
     return Colour.YELLOW if (case.deadline_ms - now_ms) * 4 < total else Colour.GREEN
-
-
-def needs_escalation(case: Case, now_ms: int) -> bool:
-    """An overdue timed case that has not yet been escalated for this deadline."""
-    return colour(case, now_ms) is Colour.RED and case.escalations == 0

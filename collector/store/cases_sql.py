@@ -12,6 +12,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from collector.cases.phases import Phase
 from collector.cases.workflow import Audit, Case, CaseState, Place
 from collector.cases.workorders import WorkOrder, WorkOrderState
 from collector.errors import Conflict
@@ -282,9 +283,11 @@ class CaseRows(Rows):
         transition_ids: Sequence[int] = (),
         links: Sequence[AlarmLink] = (),
         cleared: Sequence[tuple[str, int]] = (),
+        phases: Sequence[Phase] = (),
     ) -> None:
         """Insert (expect_state None) or update a case with its audits, the alarm occurrences
-        it takes (`links`), the ones that cleared, and the handled events, atomically.
+        it takes (`links`), the ones that cleared, the handled events and its new or changed
+        `phases`, atomically.
 
         Raises Conflict if the stored case is no longer in `expect_state`, or an alarm of
         `links` already belongs elsewhere.
@@ -346,6 +349,8 @@ class CaseRows(Rows):
                     raise Conflict(f"case {case.case_no} is no longer in state {expect_state}")
             for a in audits:
                 self._audit_row(cur, "case_audit", "case_no", a)
+            for ph in phases:
+                self._phase_row(cur, ph)
             self._link(cur, links)
             self._clear(cur, cleared)
             for i in transition_ids:
@@ -375,6 +380,57 @@ class CaseRows(Rows):
                 "obo": a.on_behalf_of,
             },
         )
+
+    def _phase_row(self, cur: Cursor, ph: Phase) -> None:
+        self._run(
+            cur,
+            "INSERT INTO case_phases (case_no, seq, stage, department, start_ms, due_ms, unit,"
+            " end_ms, parked_ms, parked_since_ms, left_ms, extended, escalated_due_ms) VALUES"
+            " (:no, :seq, :stage, :dept, :start, :due, :unit, :end, :parked, :since, :left,"
+            " :ext, :esc) ON CONFLICT (case_no, seq) DO UPDATE SET due_ms = :due, unit = :unit,"
+            " end_ms = :end, parked_ms = :parked, parked_since_ms = :since, left_ms = :left,"
+            " extended = :ext, escalated_due_ms = :esc",
+            {
+                "no": ph.case_no,
+                "seq": ph.seq,
+                "stage": ph.stage,
+                "dept": ph.department,
+                "start": ph.start_ms,
+                "due": ph.due_ms,
+                "unit": ph.unit,
+                "end": ph.end_ms,
+                "parked": ph.parked_ms,
+                "since": ph.parked_since_ms,
+                "left": ph.left_ms,
+                "ext": ph.extended,
+                "esc": ph.escalated_due_ms,
+            },
+        )
+
+    _PHASE_COLS = (
+        "case_no, seq, stage, department, start_ms, due_ms, unit, end_ms, parked_ms,"
+        " parked_since_ms, left_ms, extended, escalated_due_ms"
+    )
+
+    def phases(self, case_no: str) -> list[Phase]:
+        """The phase table of a case, in order."""
+        rows = self._query(
+            f"SELECT {self._PHASE_COLS} FROM case_phases"  # noqa: S608 - constant column list
+            " WHERE case_no = :no ORDER BY seq",
+            {"no": case_no},
+        )
+        return [Phase(*r) for r in rows]
+
+    def overdue_phases(self, now_ms: int) -> list[Phase]:
+        """Running, unparked phases past their due time and not escalated (督办) for it."""
+        rows = self._query(
+            f"SELECT {self._PHASE_COLS} FROM case_phases"  # noqa: S608 - constant column list
+            " WHERE end_ms IS NULL AND parked_since_ms IS NULL AND due_ms < :now"
+            " AND (escalated_due_ms IS NULL OR escalated_due_ms <> due_ms)"
+            " ORDER BY due_ms, case_no",
+            {"now": now_ms},
+        )
+        return [Phase(*r) for r in rows]
 
     def case(self, case_no: str) -> Case | None:
         """One case by number."""
@@ -450,7 +506,8 @@ class CaseRows(Rows):
             " WHERE (CAST(:dept AS TEXT) IS NULL OR department = :dept)"
             " AND (CAST(:sub AS TEXT) IS NULL OR subcategory = :sub)"
             " AND (CAST(:grid AS TEXT) IS NULL OR grid = :grid)"
-            " AND (CAST(:at AS BIGINT) IS NULL OR (state IN ('立案', '派遣', '处置', '反馈')"
+            " AND (CAST(:at AS BIGINT) IS NULL OR (state IN ('受理', '立案', '派遣', '处置',"
+            " '反馈', '核查')"
             " AND timed_from_ms IS NOT NULL AND deadline_ms < :at) = :od)"
             " AND (CAST(:bc AS BIGINT) IS NULL OR created_ms < :bc"
             " OR (created_ms = :bc AND case_no < :bn))"

@@ -19,10 +19,12 @@ from collector.store.schema import (
     api_statements,
     bd_seq_statements,
     core_statements,
+    dead_letter_statements,
     duties_statements,
     epoch_statements,
     meaning_statements,
     order_statements,
+    phase_statements,
     scope_statements,
 )
 from collector.store.sql import BatchKey, KeyedDigest, SqlStore
@@ -45,6 +47,8 @@ MIGRATIONS = (
     Migration(7, "the connection a birth belongs to", bd_seq_statements("sqlite")),
     Migration(8, "alarms that mean what they say", meaning_statements("sqlite")),
     Migration(9, "duties and an honest audit", duties_statements("sqlite")),
+    Migration(10, "the phase table", phase_statements("sqlite")),
+    Migration(11, "dead letters bounded", dead_letter_statements("sqlite")),
 )
 _INSERT_COLS = "gateway_id, device, point, ts_ms, vtype, value_num, value_text, quality, historical"
 _COLS = f"{_INSERT_COLS}, received_ms"
@@ -85,17 +89,17 @@ class SqliteStore(SqlStore):
         self._path = path
         self._known_epochs = {}
         self._lock = threading.RLock()
-        if path != ":memory:" and not path.startswith("file:"):
-            # The file holds webhook secrets and key digests: the service user's alone. SQLite
-            # gives its -wal and -shm files the database file's mode.
-            with contextlib.suppress(FileExistsError, FileNotFoundError):
-                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         try:
+            if path != ":memory:" and not path.startswith("file:"):
+                # The file holds webhook secrets and key digests: the service user's alone.
+                # SQLite gives its -wal and -shm files the database file's mode.
+                with contextlib.suppress(FileExistsError, FileNotFoundError):
+                    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute("PRAGMA busy_timeout=10000")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise StoreUnavailable(f"cannot open SQLite database {path}: {exc}") from exc
 
     @property

@@ -16,6 +16,7 @@ from collector.api.schemas import CaseDetail, CaseOut, CasePage
 from collector.cases.codes import subcategory_name
 from collector.cases.duties import SCOPED, in_scope, may_act, refusal, scope_names
 from collector.cases.engine import CaseNotFound
+from collector.cases.phases import Phase
 from collector.cases.workflow import (
     TRANSITIONS,
     Action,
@@ -135,6 +136,24 @@ def case_doc(case: Case, now_ms: int, alarms: list[AlarmLink] | None = None) -> 
     return body
 
 
+def phase_doc(p: Phase, now_ms: int) -> dict[str, Any]:
+    """A row of the phase table: stage, department, start, due, end (ms; due null: untimed),
+    its unit, 挂账 time, 延时 hours, and whether it is (or ended) overdue."""
+    return {
+        "seq": p.seq,
+        "stage": p.stage,
+        "department": p.department,
+        "start_ms": p.start_ms,
+        "due_ms": p.due_ms,
+        "end_ms": p.end_ms,
+        "unit": p.unit,
+        "parked_ms": p.parked_ms,
+        "parked": p.parked_since_ms is not None,
+        "extended_hours": p.extended,
+        "overdue": p.overdue(now_ms),
+    }
+
+
 def allowed_actions(state: CaseState) -> list[str]:
     """The actions a key may post to a case in `state` now (the workflow's table, without the
     system's own), so a client offers only those."""
@@ -209,8 +228,10 @@ def get_case(store: StoreDep, key: Viewer, case_no: CaseNo) -> dict[str, Any]:
     case = store.case(case_no)
     if case is None or not in_scope(case, _scope(store, key)):
         raise HTTPException(404, f"no case {case_no}")
-    body = case_doc(case, _now_ms(), store.links(case_no))
+    now = _now_ms()
+    body = case_doc(case, now, store.links(case_no))
     body["audit"] = [asdict(a) for a in store.audit(case_no)]
+    body["phases"] = [phase_doc(p, now) for p in store.phases(case_no)]
     return body
 
 
