@@ -85,6 +85,9 @@ class CollectorConfig:
     # A sample time more than this ahead of the collector's clock is implausible (stored as
     # sent, flagged with its receive time); so is one before the software was built.
     max_clock_skew_s: float = 300.0
+    # Dead letters older than this are deleted (checked hourly): refused payloads are for
+    # finding a fault, not an archive.
+    dead_letter_retention_days: float = 30.0
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
 
 
@@ -122,6 +125,7 @@ class Runtime:
         self.webhooks = Deliverer(self.store, self.notifier, config.webhooks, clock)
         self._lock = threading.Lock()
         self._last_escalation = 0.0
+        self._last_prune = -3600.0
         self._clock = clock
         self.ingest: Ingest | PartitionedIngest | None = None
         if config.ingest is not None and config.partitions is not None:
@@ -161,6 +165,13 @@ class Runtime:
             if now - self._last_escalation >= self.config.escalate_every_s:
                 self._last_escalation = now
                 self.cases.escalate_overdue()
+            if now - self._last_prune >= 3600:
+                self._last_prune = now
+                keep_ms = self.config.dead_letter_retention_days * 86_400_000
+                pruned = self.store.prune_dead_letters(int(now * 1000 - keep_ms))
+                if pruned:
+                    log.info("deleted %d dead letters older than %g days",
+                             pruned, self.config.dead_letter_retention_days)  # fmt: skip
         self.event_pump.kick()
 
     def problems(self) -> list[str]:

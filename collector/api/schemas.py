@@ -209,14 +209,18 @@ class DeadLetterOut(Out):
     topic: str
     reason: str
     received_ms: int
-    payload_b64: str = Field(description="the bytes as received, base64")
+    size: int = Field(description="bytes received")
+    sha256: str | None = Field(description="of the whole payload, hex (null: stored before)")
+    truncated: bool = Field(description="payload_b64 holds only the first 4 KiB")
+    payload_b64: str = Field(description="the bytes as received (the first 4 KiB), base64")
 
 
 class DeadLetterPage(Out):
-    """The total count and the most recent refused payloads."""
+    """The total count and one page of refused payloads, newest first."""
 
     count: int
     items: list[DeadLetterOut]
+    next_cursor: str | None
 
 
 class BindingOut(Out):
@@ -260,6 +264,11 @@ class CaseOut(Out):
     recurrence_of: str | None = Field(description="the case this one recurs (反复发生)")
     remaining_ms: int | None = Field(description="while 挂账: the time that was left")
     location: Place
+    pending: str | None = Field(
+        description="an application awaiting the 派遣员: extend (延时), park (挂账) or"
+        " return (回退)"
+    )
+    pending_hours: float = Field(description="the 延时 applied for, hours on the stage's clock")
     colour: Colour = Field(description="the deadline light now")
     subcategory_name: str | None
     alarms: list[AlarmSnapshot]

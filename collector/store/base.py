@@ -341,8 +341,12 @@ class WorkOrderStore(Protocol):
 class DeadLetterStore(Protocol):
     """Payloads refused at ingest, with the reason."""
 
-    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        """Most recent refused payloads first."""
+    def dead_letters(self, limit: int = 100, before_id: int | None = None) -> list[DeadLetter]:
+        """Refused payloads newest first, with an id below `before_id` (paging)."""
+        ...
+
+    def prune_dead_letters(self, before_ms: int) -> int:
+        """Delete dead letters received before `before_ms`; return how many."""
         ...
 
     def count_dead_letters(self) -> int:

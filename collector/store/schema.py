@@ -511,6 +511,24 @@ INSERT INTO case_phases (case_no, seq, stage, department, start_ms, due_ms, unit
     FROM cases WHERE state NOT IN ('结案', '作废')
 """
 
+# Version 11: dead letters keep a bounded prefix of what was refused, with its size and
+# SHA-256: one gateway sending refused payloads grew a database by 317 MB in 4 s. Old rows are
+# cut too.
+_DEAD_LETTERS = """
+ALTER TABLE dead_letters ADD COLUMN size BIGINT;
+ALTER TABLE dead_letters ADD COLUMN sha256 TEXT;
+UPDATE dead_letters SET size = length(payload), payload = substr(payload, 1, 4096)
+    WHERE size IS NULL;
+CREATE INDEX IF NOT EXISTS dead_letters_received ON dead_letters (received_ms)
+"""
+
+# Version 12: applications awaiting the 派遣员 (issue 19): a department applies for 延时 (with
+# its hours), 挂账 or 回退; the 派遣员 approves (it takes effect) or denies it.
+_APPLICATIONS = """
+ALTER TABLE cases ADD COLUMN pending TEXT;
+ALTER TABLE cases ADD COLUMN pending_hours DOUBLE PRECISION NOT NULL DEFAULT 0
+"""
+
 _DIALECTS = {
     "sqlite": {
         "id": "INTEGER PRIMARY KEY",
@@ -585,6 +603,16 @@ def duties_statements(dialect: str) -> tuple[str, ...]:
 def phase_statements(dialect: str) -> tuple[str, ...]:
     """Migration 10 (the phase table) for `dialect`."""
     return _split(_PHASES, dialect)
+
+
+def dead_letter_statements(dialect: str) -> tuple[str, ...]:
+    """Migration 11 (dead letters: a bounded prefix with size and SHA-256) for `dialect`."""
+    return _split(_DEAD_LETTERS, dialect)
+
+
+def application_statements(dialect: str) -> tuple[str, ...]:
+    """Migration 12 (applications for 延时, 挂账 and 回退) for `dialect`."""
+    return _split(_APPLICATIONS, dialect)
 
 
 def _split(template: str, dialect: str) -> tuple[str, ...]:
