@@ -42,6 +42,8 @@ class BrokerHealth:
     qos0: list[str] = field(default_factory=list)  # filters the broker granted only QoS 0
     refused: list[str] = field(default_factory=list)  # filters the broker refused
     share: str = NOT_PROBED
+    session_probe: str = NOT_PROBED  # whether the broker keeps an absent client's session
+    session_error: str = ""
     share_filter: str = ""
     probe_error: str = ""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -92,6 +94,25 @@ class BrokerHealth:
                 ", ".join(self.qos0),
             )
 
+    def session_probing(self) -> None:
+        """A probe of the broker's persistent sessions is under way."""
+        with self._lock:
+            self.session_probe = PROBING
+
+    def session_result(self, why: str) -> None:
+        """The session probe's outcome: "" when the broker kept the session and its message,
+        else what it did not keep (logged once per change)."""
+        with self._lock:
+            changed = why != self.session_error
+            self.session_probe = NOT_HONOURED if why else HONOURED
+            self.session_error = why
+        if why and changed:
+            log.error(
+                "broker %s does not keep a persistent session for an absent collector: %s",
+                self.url,
+                why,
+            )
+
     def probing(self, share_filter: str) -> None:
         """A probe of the shared subscription is under way."""
         with self._lock:
@@ -136,6 +157,12 @@ class BrokerHealth:
                     "broker did not keep the persistent session when the collector reconnected"
                     f" at {_utc(self.session_lost_at)}: messages published while it was away"
                     f" may be lost ({self.sessions_lost} time(s) since start)"
+                )
+            if self.connected and self.session_probe == NOT_HONOURED:
+                out.append(
+                    "broker does not keep a persistent session for an absent collector:"
+                    f" {self.session_error} (messages published while a collector is away"
+                    " would be lost)"
                 )
             if self.connected and self.share == PROBING:
                 out.append(f"shared subscription {self.share_filter} not confirmed yet (probing)")

@@ -48,6 +48,7 @@ DEFAULTS: dict[str, Any] = {
     "http_max_connections": None,  # the file limit less collector.api.server.HEADROOM_FDS
     "http_request_timeout_s": 10.0,
     "webhook_allow": [],
+    "dead_letter_retention_days": 30.0,  # config file only
     "tiles_url": None,
     "tiles_datum": "CGCS2000",
 }
@@ -391,6 +392,15 @@ def run(
             "http_max_connections must be >= 1 and http_request_timeout_s > 0",
             param_hint="--http-max-connections/--http-request-timeout-s",
         )
+    try:
+        retention_days = float(opts["dead_letter_retention_days"])
+    except (TypeError, ValueError):
+        retention_days = -1.0
+    if not retention_days > 0:
+        raise typer.BadParameter(
+            f"{opts['dead_letter_retention_days']!r} is not a number of days > 0",
+            param_hint="dead_letter_retention_days (config file)",
+        )
     allow = opts["webhook_allow"]
     allow = [allow] if isinstance(allow, str) else allow
     try:
@@ -438,6 +448,7 @@ def run(
     cfg = CollectorConfig(
         db_url=str(opts["db"]),
         webhooks=WebhookConfig(allow=tuple(allow)),
+        dead_letter_retention_days=retention_days,
         ingest=IngestConfig(
             mqtt_url=str(opts["mqtt"]),
             protocol=protocol,

@@ -79,13 +79,16 @@ class Bucket:
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """A refused payload as stored."""
+    """A refused payload as stored: at most DEAD_LETTER_PREFIX bytes of it, its whole size and
+    its SHA-256 (hex; None for rows stored before they were kept)."""
 
     id: int
     topic: str
     payload: bytes
     reason: str
     received_ms: int
+    size: int
+    sha256: str | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from collector.cases.routing import (
     UNKNOWN_AREA,
     default_routing_path,
     load_routing,
+    routing_calendar,
     routing_catalog,
 )
 from collector.event_log import EventPump, Notifier
@@ -84,6 +85,9 @@ class CollectorConfig:
     # A sample time more than this ahead of the collector's clock is implausible (stored as
     # sent, flagged with its receive time); so is one before the software was built.
     max_clock_skew_s: float = 300.0
+    # Dead letters older than this are deleted (checked hourly): refused payloads are for
+    # finding a fault, not an archive.
+    dead_letter_retention_days: float = 30.0
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
 
 
@@ -109,12 +113,19 @@ class Runtime:
                 " case whose asset or grid gives no area code is numbered with %s",
                 UNKNOWN_AREA,
             )
-        self.cases = CaseEngine(self.store, routing, clock, routing_catalog(routing, routing_path))
+        self.cases = CaseEngine(
+            self.store,
+            routing,
+            clock,
+            routing_catalog(routing, routing_path),
+            routing_calendar(routing, routing_path),
+        )
         self.notifier = Notifier()
         self.event_pump = EventPump(self.store, self.notifier, config.events_poll_s, clock)
         self.webhooks = Deliverer(self.store, self.notifier, config.webhooks, clock)
         self._lock = threading.Lock()
         self._last_escalation = 0.0
+        self._last_prune = -3600.0
         self._clock = clock
         self.ingest: Ingest | PartitionedIngest | None = None
         if config.ingest is not None and config.partitions is not None:
@@ -154,6 +165,13 @@ class Runtime:
             if now - self._last_escalation >= self.config.escalate_every_s:
                 self._last_escalation = now
                 self.cases.escalate_overdue()
+            if now - self._last_prune >= 3600:
+                self._last_prune = now
+                keep_ms = self.config.dead_letter_retention_days * 86_400_000
+                pruned = self.store.prune_dead_letters(int(now * 1000 - keep_ms))
+                if pruned:
+                    log.info("deleted %d dead letters older than %g days",
+                             pruned, self.config.dead_letter_retention_days)  # fmt: skip
         self.event_pump.kick()
 
     def problems(self) -> list[str]:

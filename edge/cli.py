@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -45,12 +46,15 @@ def run(
     import sqlite3
 
     from edge.buffer import BufferFull
-    from edge.config import ConfigError, load_config
+    from edge.config import ConfigError, config_warnings, load_config
     from edge.daemon import GatewayFailed, serve
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    with contextlib.suppress(ConfigError):  # serve() reports a bad config, with its exit status
+        for field, reason in config_warnings(load_config(config)):
+            logging.getLogger("lifeline.edge").warning("%s: %s: %s", config, field, reason)
     try:
         asyncio.run(serve(config))
     except ConfigError as exc:

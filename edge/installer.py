@@ -409,6 +409,12 @@ def _check_location(text: str) -> str:
     return text
 
 
+def _check_asset_code(code: str) -> str:
+    if not re.fullmatch(r"\d{16}", code):
+        usage_error(f"{code!r} is not a 16-digit 部件标识码 (e.g. 3301060111000001)", "--asset")
+    return code
+
+
 def _check_grid(text: str) -> str:
     if not re.fullmatch(r"\d{6,20}", text):
         usage_error(f"{text!r}: a 单元网格 code is 6 to 20 digits", "--grid")
@@ -609,12 +615,8 @@ def commission_command(
     if not asset and sys.stdin.isatty():
         for bus in buses:
             for dev in bus["devices"]:
-
-                def check_code(code: str, dev: dict[str, Any] = dev) -> str:
-                    return _parse_asset(f"{dev['id']}={code}", buses)[1]
-
                 prompt = f"部件标识码 of the asset {dev['id']} watches (empty: none)"
-                if code := _ask(None, prompt, "--asset", check_code, required=False):
+                if code := _ask(None, prompt, "--asset", _check_asset_code, required=False):
                     assets[dev["id"]] = code
     overrides = _overrides_by_id(_load_overrides(alarms_file), buses)
     for bus in buses:
@@ -711,9 +713,10 @@ def _buffer_problem(buffer: str, unit: bytes) -> str:
     """'' if the service the unit starts can keep its buffer at `buffer`, else why not.
 
     Follows systemd.exec(5): PrivateTmp gives the service its own /tmp and /var/tmp, emptied
-    when it stops; ProtectHome hides /home, /root and /run/user; ProtectSystem=strict leaves
-    only ReadWritePaths and the State/Cache/Logs directories writable, =full (or yes) makes
-    /usr, /boot and /etc read-only. A relative path is taken from WorkingDirectory.
+    when it stops; ProtectHome hides /home, /root and /run/user (or makes them read-only);
+    ProtectSystem=strict leaves only ReadWritePaths and the State/Cache/Logs directories
+    writable, =full (or yes) makes /usr, /boot (and with full /etc) read-only. A relative path
+    is taken from WorkingDirectory.
     """
     import posixpath
 
@@ -742,7 +745,8 @@ def _buffer_problem(buffer: str, unit: bytes) -> str:
             f" it stops{where}"
         )
     if last("ProtectHome") in (*yes, "read-only", "tmpfs") and under("/home", "/root", "/run/user"):
-        return f"ProtectHome={last('ProtectHome')} hides the home folders from it{where}"
+        how = "read-only" if last("ProtectHome") == "read-only" else "hidden"
+        return f"ProtectHome={last('ProtectHome')} makes the home folders {how} to it{where}"
     protect = last("ProtectSystem")
     if protect == "strict" and not under(*writable):
         return f"ProtectSystem=strict makes everything else read-only{where}"
@@ -1321,7 +1325,7 @@ def check_command(
     becomes its installed zero in the config (a reading as far from 0 as its alarm limit is
     refused). Run it with the gateway daemon stopped: a serial port carries one master at a time.
     """
-    from edge.config import ConfigError, load_config, resolve_profiles
+    from edge.config import ConfigError, config_warnings, load_config, resolve_profiles
 
     # What the drivers would log about a device's quirks is in each device's row already.
     logging.getLogger("lifeline.drivers").setLevel(logging.ERROR)
@@ -1335,6 +1339,8 @@ def check_command(
         _report_checks(checks, as_json)
         fail(f"{config} is not a valid gateway config; fix it and check again")
     checks.append(("config", True, f"gateway {cfg.gateway} at site {cfg.site}, hash {cfg.hash()}"))
+    for field, reason in config_warnings(cfg):
+        typer.echo(f"warning: {config}: {field}: {reason}", err=True)
     found: dict[str, dict[str, float]] = {}
 
     async def probe_all() -> list[tuple[str, bool, str]]:

@@ -48,6 +48,7 @@ __all__ = [
     "MeOut",
     "NewKeyOut",
     "NewWebhookOut",
+    "PhaseOut",
     "ProfileOut",
     "ReadingOut",
     "ReadyOut",
@@ -208,14 +209,18 @@ class DeadLetterOut(Out):
     topic: str
     reason: str
     received_ms: int
-    payload_b64: str = Field(description="the bytes as received, base64")
+    size: int = Field(description="bytes received")
+    sha256: str | None = Field(description="of the whole payload, hex (null: stored before)")
+    truncated: bool = Field(description="payload_b64 holds only the first 4 KiB")
+    payload_b64: str = Field(description="the bytes as received (the first 4 KiB), base64")
 
 
 class DeadLetterPage(Out):
-    """The total count and the most recent refused payloads."""
+    """The total count and one page of refused payloads, newest first."""
 
     count: int
     items: list[DeadLetterOut]
+    next_cursor: str | None
 
 
 class BindingOut(Out):
@@ -259,6 +264,11 @@ class CaseOut(Out):
     recurrence_of: str | None = Field(description="the case this one recurs (反复发生)")
     remaining_ms: int | None = Field(description="while 挂账: the time that was left")
     location: Place
+    pending: str | None = Field(
+        description="an application awaiting the 派遣员: extend (延时), park (挂账) or"
+        " return (回退)"
+    )
+    pending_hours: float = Field(description="the 延时 applied for, hours on the stage's clock")
     colour: Colour = Field(description="the deadline light now")
     subcategory_name: str | None
     alarms: list[AlarmSnapshot]
@@ -268,10 +278,27 @@ class CaseOut(Out):
     )
 
 
+class PhaseOut(Out):
+    """One row of a case's phase table: a stage with its own clock (docs/integration.md)."""
+
+    seq: int
+    stage: str = Field(description="立案, 派遣, 处置 or 核查")
+    department: str
+    start_ms: int
+    due_ms: int | None = Field(description="null: the stage is untimed")
+    end_ms: int | None = Field(description="null: the case is in this stage now")
+    unit: str = Field(description="工作时, 工作日 or 自然时")
+    parked_ms: int = Field(description="挂账 time inside the stage (never overdue)")
+    parked: bool
+    extended_hours: float = Field(description="延时 granted, hours on the stage's clock")
+    overdue: bool = Field(description="ended after its due time, or runs past it now")
+
+
 class CaseDetail(CaseOut):
-    """A case with its audit trail, oldest first."""
+    """A case with its audit trail (oldest first) and its phase table."""
 
     audit: list[Audit]
+    phases: list[PhaseOut]
 
 
 class CasePage(Out):

@@ -17,9 +17,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from collector.assets import Asset
+from collector.cases import phases as clock
+from collector.cases.calendar import DEFAULT_CALENDAR, WorkCalendar
+from collector.cases.phases import Phase
 from collector.cases.routing import Decision, Outcome, Routing
 from collector.cases.workflow import (
+    REQUESTS,
     SYSTEM_ACTIONS,
+    UNCLASSIFIED,
     Action,
     Args,
     Audit,
@@ -29,7 +34,6 @@ from collector.cases.workflow import (
     Closure,
     Place,
     apply,
-    needs_escalation,
     open_case,
 )
 from collector.cases.workorders import (
@@ -124,8 +128,17 @@ class CaseStore(Protocol):
         transition_ids: Sequence[int] = (),
         links: Sequence[AlarmLink] = (),
         cleared: Sequence[tuple[str, int]] = (),
+        phases: Sequence[Phase] = (),
     ) -> None:
-        """Insert or update a case atomically."""
+        """Insert or update a case, with its changed phases, atomically."""
+        ...
+
+    def phases(self, case_no: str) -> list[Phase]:
+        """The phase table of a case, in order."""
+        ...
+
+    def overdue_phases(self, now_ms: int) -> list[Phase]:
+        """Running, unparked phases past their due time and not escalated for it."""
         ...
 
     def case(self, case_no: str) -> Case | None:
@@ -185,10 +198,12 @@ class CaseEngine:
         routing: Routing,
         clock: Callable[[], float],
         catalog: Catalog | None = None,
+        calendar: WorkCalendar = DEFAULT_CALENDAR,
     ) -> None:
         self.store = store
         self.routing = routing
         self.catalog = catalog if catalog is not None else shipped_catalog()
+        self.calendar = calendar
         self._clock = clock
 
     def _now_ms(self) -> int:
@@ -270,6 +285,27 @@ class CaseEngine:
             now,
         )
 
+    def _step(
+        self,
+        phases: list[Phase],
+        before: Case,
+        after: Case,
+        action: Action,
+        now: int,
+        extend: float = 0,
+    ) -> Case:
+        """Follow a transition on the phase table `phases` (updated in place: the rows to
+        store replace their earlier versions) and return `after` timed by it."""
+        changed, timed = clock.step(
+            phases, before, after, action, now, self.routing, self.calendar, extend=extend
+        )
+        for p in changed:
+            if phases and phases[-1].seq == p.seq:
+                phases[-1] = p
+            else:
+                phases.append(p)
+        return timed
+
     def _number(self, tag: str, area: str, now: int) -> str:
         """`tag` + area code + local date + a four-digit serial of that day."""
         local = datetime.fromtimestamp(now / 1000, UTC) + timedelta(
@@ -318,7 +354,7 @@ class CaseEngine:
             department=d.department,
             grid=grid,
             allowed_ms=d.allowed_ms,
-            auto_register=d.auto_register,
+            auto_register=False,
             actor=SYSTEM,
             now_ms=now,
             title=d.title,
@@ -328,15 +364,15 @@ class CaseEngine:
             location=place_of(asset, device),
             recurrence_of=recur,
         )
-        if d.auto_dispatch and case.state is CaseState.REGISTERED:
-            case, audit = apply(
-                case,
-                Action.DISPATCH,
-                actor=SYSTEM,
-                now_ms=now,
-                note="auto-派遣",
-                args=Args(department=d.department),
-            )
+        phases, case = clock.start(case, now, self.routing, self.calendar)
+        steps = []
+        if d.auto_register and case.kind != UNCLASSIFIED:
+            steps.append((Action.ACCEPT, Args(), "auto-立案"))
+            if d.auto_dispatch:
+                steps.append((Action.DISPATCH, Args(department=d.department), "auto-派遣"))
+        for action, args, why in steps:
+            after, audit = apply(case, action, actor=SYSTEM, now_ms=now, note=why, args=args)
+            case = self._step(phases, case, after, action, now)
             audits.append(audit)
         self.store.save_case(
             case,
@@ -344,6 +380,7 @@ class CaseEngine:
             expect_state=None,
             transition_ids=[t.id],
             links=[replace(link, ref=case_no)],
+            phases=phases,
         )
         log.info("case %s opened (%s %s) for %s", case.case_no, case.kind, case.state, subject)
 
@@ -357,11 +394,12 @@ class CaseEngine:
         audits = [
             Audit(case.case_no, now, SYSTEM, "attach", before.value, before.value, _describe(t))
         ]
+        phases = self.store.phases(case.case_no)
         if case.severity is None or t.severity < case.severity:
             args = Args(severity=t.severity, urgent=d.urgent, allowed_ms=d.allowed_ms)
             if case.subcategory != d.subcategory:
                 args = replace(args, allowed_ms=None)  # a limit of another 小类 says nothing here
-            case, audit = apply(
+            after, audit = apply(
                 case,
                 Action.UPGRADE,
                 actor=SYSTEM,
@@ -369,15 +407,17 @@ class CaseEngine:
                 note=f"alarm {t.alarm_id}",
                 args=args,
             )
+            case = self._step(phases, case, after, Action.UPGRADE, now)
             audits.append(audit)
         if case.state in _DONE_BY_DEPARTMENT:
-            case, audit = apply(
+            after, audit = apply(
                 case,
                 Action.REWORK,
                 actor=SYSTEM,
                 now_ms=now,
                 note=f"返工: alarm {t.alarm_id} is back after the department's 反馈",
             )
+            case = self._step(phases, case, after, Action.REWORK, now)
             audits.append(audit)
             log.warning("case %s: the alarm is back: 返工 (rework %d)", case.case_no, case.reworks)
         self.store.save_case(
@@ -386,6 +426,7 @@ class CaseEngine:
             expect_state=before.value,
             transition_ids=[t.id],
             links=[replace(link, ref=case.case_no)],
+            phases=phases,
         )
 
     def _again(self, t: AlarmTransition, link: AlarmLink, now: int) -> None:
@@ -418,14 +459,17 @@ class CaseEngine:
             Audit(case.case_no, now, SYSTEM, "alarm_cleared", before.value, before.value, note)
         ]
         case = replace(case, updated_ms=now)
+        phases: list[Phase] = []
         if (
             self.routing.auto_close
             and before in _BEFORE_DISPATCH
             and self._all_cleared(case.case_no, t.alarm_id)
         ):
-            case, audit = apply(
+            after, audit = apply(
                 case, Action.AUTO_CLOSE, actor=SYSTEM, now_ms=now, note="every alarm cleared"
             )
+            phases = self.store.phases(case.case_no)
+            case = self._step(phases, case, after, Action.AUTO_CLOSE, now)
             audits.append(audit)
         self.store.save_case(
             case,
@@ -433,6 +477,7 @@ class CaseEngine:
             expect_state=before.value,
             transition_ids=[t.id],
             cleared=[(t.alarm_id, t.ts_ms)],
+            phases=phases,
         )
 
     # --- work orders --------------------------------------------------------------------------
@@ -547,12 +592,15 @@ class CaseEngine:
         closure: Closure | None = None,
         kind: str | None = None,
         subcategory: str | None = None,
+        request: str | None = None,
         key_id: int | None = None,
         role: str = "",
         on_behalf_of: str = "",
     ) -> Case:
         """Apply an operator action: 派遣 with `department` (主办) and `assist` (协办), 结案 with
-        its `closure`, 受理 of an unclassified case with its `kind` and `subcategory` (小类).
+        its `closure`, 受理 of an unclassified case with its `kind` and `subcategory` (小类),
+        申请 with its `request` (and `extend_hours` for 延时); 批准 carries out the pending
+        application (a second audit row: the extend, park or return it grants).
         The audit row names `actor` (the authenticated key's name), its `key_id` and `role`,
         and `on_behalf_of` (a name the client gave, unverified).
 
@@ -578,12 +626,31 @@ class CaseEngine:
             assist=tuple(assist),
             closure=closure,
             classify=classify,
+            request=request,
         )
-        updated, audit = apply(
-            case, action, actor=actor, now_ms=self._now_ms(), note=note, args=args
-        )
-        audit = replace(audit, key_id=key_id, role=role, on_behalf_of=on_behalf_of)
-        self.store.save_case(updated, [audit], expect_state=case.state.value)
+        now = self._now_ms()
+
+        def signed(a: Audit) -> Audit:
+            return replace(a, key_id=key_id, role=role, on_behalf_of=on_behalf_of)
+
+        updated, audit = apply(case, action, actor=actor, now_ms=now, note=note, args=args)
+        audits = [signed(audit)]
+        phases = self.store.phases(case_no)
+        updated = self._step(phases, case, updated, action, now, extend=extend_hours)
+        if action is Action.APPROVE and case.pending is not None:
+            granted = REQUESTS[case.pending]
+            before = updated
+            updated, audit = apply(
+                before,
+                granted,
+                actor=actor,
+                now_ms=now,
+                note="批准的申请",
+                args=Args(extend_ms=int(case.pending_hours * HOUR_MS)),
+            )
+            audits.append(signed(audit))
+            updated = self._step(phases, before, updated, granted, now, case.pending_hours)
+        self.store.save_case(updated, audits, expect_state=case.state.value, phases=phases)
         return updated
 
     def act_on_work_order(
@@ -616,19 +683,28 @@ class CaseEngine:
         return updated
 
     def escalate_overdue(self) -> list[str]:
-        """Raise a 督办 on every overdue case not yet escalated; return their numbers."""
+        """Raise a 督办 on every case whose running stage is overdue and not yet escalated for
+        its due time (so again after a 延时 that passed, or in a later stage); return their
+        numbers. The audit note gives the level (第N次) and the stage."""
         now = self._now_ms()
         escalated = []
-        for case in self.store.cases(open_only=True):
-            if not needs_escalation(case, now):
+        for phase in self.store.overdue_phases(now):
+            case = self.store.case(phase.case_no)
+            if case is None or case.state in _FINISHED:
                 continue
             updated, audit = apply(
-                case, Action.ESCALATE, actor=SYSTEM, now_ms=now, note="overdue: 督办"
+                case,
+                Action.ESCALATE,
+                actor=SYSTEM,
+                now_ms=now,
+                note=f"overdue in {phase.stage}",
             )
+            phases = self.store.phases(case.case_no)
+            updated = self._step(phases, case, updated, Action.ESCALATE, now)
             try:
-                self.store.save_case(updated, [audit], expect_state=case.state.value)
+                self.store.save_case(updated, [audit], expect_state=case.state.value, phases=phases)
             except Conflict:
                 continue  # someone acted on it meanwhile; the next tick looks again
-            log.warning("case %s is overdue: 督办 raised", case.case_no)
+            log.warning("case %s is overdue in %s: 督办", case.case_no, phase.stage)
             escalated.append(case.case_no)
         return escalated

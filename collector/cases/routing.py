@@ -25,6 +25,14 @@ from pydantic import (
 )
 
 from collector.assets import Asset
+from collector.cases.calendar import (
+    DEFAULT_CALENDAR,
+    CalendarError,
+    Unit,
+    WorkCalendar,
+    load_calendar,
+)
+from collector.cases.phases import Limit, Stage
 from collector.cases.workflow import COMPONENT, EVENT, UNCLASSIFIED
 from collector.profiles import DEVICE_POINT, Catalog, CatalogError, load_profile, shipped_catalog
 from wire import AlarmType
@@ -70,16 +78,23 @@ def _code(v: str, what: str) -> str:
 
 
 class Deadline(BaseModel):
-    """Allowed hours per urgency."""
+    """The time allowed per urgency, each in its unit (工作时, 工作日 or 自然时; natural hours by
+    default, so an urgent hazard runs day and night)."""
 
     model_config = ConfigDict(extra="forbid")
 
     urgent: float = Field(gt=0)
     normal: float = Field(gt=0)
+    unit: Unit = Field(default=Unit.NATURAL_HOURS, description="unit of `normal`")
+    urgent_unit: Unit = Field(default=Unit.NATURAL_HOURS, description="unit of `urgent`")
 
     def hours(self, urgent: bool) -> float:
-        """The allowed hours for this urgency."""
+        """The allowed amount for this urgency (in its unit)."""
         return self.urgent if urgent else self.normal
+
+    def limit(self, urgent: bool) -> Limit:
+        """The limit for this urgency."""
+        return Limit(self.hours(urgent), self.urgent_unit if urgent else self.unit)
 
 
 class Route(BaseModel):
@@ -263,7 +278,17 @@ class Routing(BaseModel):
     )
     default_department: str
     grid_departments: dict[str, str] = Field(default_factory=dict)
-    deadlines: dict[str, Deadline]
+    deadlines: dict[str, Deadline] = Field(
+        description="the 处置 limit (from 派遣 to 反馈) by 小类, and a `default`"
+    )
+    stages: dict[Stage, dict[str, Deadline]] = Field(
+        default_factory=dict,
+        description="limits of the 立案, 派遣 and 核查 stages by 小类, each with a `default`",
+    )
+    calendar: str | None = Field(
+        default=None,
+        description="the working calendar file for 工作时/工作日 limits, relative to this file",
+    )
     unclassified: Unclassified = Field(default_factory=Unclassified)
     work_orders: WorkOrders = Field(default_factory=WorkOrders)
     profiles: list[str] = Field(
@@ -290,10 +315,31 @@ class Routing(BaseModel):
             None,
         )
 
+    @field_validator("stages")
+    @classmethod
+    def _stages(cls, v: dict[Stage, dict[str, Deadline]]) -> dict[Stage, dict[str, Deadline]]:
+        for stage, table in v.items():
+            if stage is Stage.DISPOSE:
+                raise ValueError("the 处置 limits are `deadlines`, not stages.处置")
+            if "default" not in table:
+                raise ValueError(f"stages.{stage.value} needs a 'default' entry")
+            for key in table:
+                if key != "default":
+                    _code(key, f"stages.{stage.value} 小类")
+        return v
+
     def allowed_ms(self, subcategory: str, urgent: bool) -> int:
-        """Milliseconds allowed for a case of this 小类 and urgency."""
+        """The 处置 limit of a case of this 小类 and urgency, as ms of its unit."""
         d = self.deadlines.get(subcategory, self.deadlines["default"])
         return int(d.hours(urgent) * HOUR_MS)
+
+    def limit(self, stage: Stage, subcategory: str, urgent: bool) -> Limit | None:
+        """The limit of `stage` for a case of this 小类 and urgency; None if the table gives
+        that stage none (or the case is not classified yet and the stage has no default)."""
+        table = self.deadlines if stage is Stage.DISPOSE else self.stages.get(stage)
+        if table is None:
+            return None
+        return table.get(subcategory, table["default"]).limit(urgent)
 
     def area_code(self, asset: Asset | None, grid: str | None) -> str:
         """The case number's area code: from the asset's 部件标识码, else the grid code's prefix,
@@ -461,7 +507,19 @@ def load_routing(path: Path, catalog: Catalog | None = None) -> Routing:
     problems = check_routes(routing, routing_catalog(routing, path, catalog))
     if problems:
         raise RoutingError(f"{path}: {'; '.join(problems)}")
+    routing_calendar(routing, path)  # a calendar that cannot be read is refused at load
     return routing
+
+
+def routing_calendar(routing: Routing, path: Path) -> WorkCalendar:
+    """The working calendar the routing table at `path` names (relative to it), or the default
+    one (Monday to Friday, no holidays) if it names none; RoutingError if it cannot be read."""
+    if routing.calendar is None:
+        return DEFAULT_CALENDAR
+    try:
+        return load_calendar(path.parent / routing.calendar)
+    except CalendarError as exc:
+        raise RoutingError(f"{path}: calendar: {exc}") from None
 
 
 def routing_catalog(routing: Routing, path: Path, catalog: Catalog | None = None) -> Catalog:

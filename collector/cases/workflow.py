@@ -6,8 +6,10 @@ its own, never posted by a key: 升级 (a more severe alarm upgrades the case), 
 back while the department said it was done) and 自动恢复 (结案 before 派遣, where configured).
 Every transition yields an audit row.
 
-Times are UTC milliseconds. `deadline_ms` is always a time (or None: no running deadline);
-the allowed duration lives in `allowed_ms`, the time left while parked in `remaining_ms`.
+Times are UTC milliseconds. The clock is not kept here: each stage of a case has its own, in
+its phase table (collector.cases.phases), which sets `deadline_ms` (the running stage's due
+time, or None), `timed_from_ms` and, while 挂账, `remaining_ms`. `allowed_ms` is the 处置 limit
+its 小类 and urgency give.
 """
 
 from dataclasses import dataclass, field, replace
@@ -47,6 +49,9 @@ class Action(StrEnum):
     UNPARK = "unpark"
     EXTEND = "extend"  # 延时
     ESCALATE = "escalate"  # 督办
+    APPLY = "apply"  # the department applies for 延时, 挂账 or 回退 (its `request`)
+    APPROVE = "approve"  # the 派遣员 grants the pending application: it takes effect
+    DENY = "deny"  # the 派遣员 refuses it
     UPGRADE = "upgrade"  # system: a more severe alarm joined the case
     REWORK = "rework"  # system: the alarm came back after 反馈 / during 核查
     AUTO_CLOSE = "auto_close"  # system: 结案 as 自动恢复, before 派遣, where configured
@@ -88,12 +93,15 @@ TRANSITIONS: dict[tuple[Action, CaseState], CaseState] = {
     (Action.REWORK, S.VERIFYING): S.HANDLING,
     (Action.AUTO_CLOSE, S.REPORTED): S.CLOSED,
     (Action.AUTO_CLOSE, S.REGISTERED): S.CLOSED,
+    **{(Action.APPLY, s): s for s in (S.DISPATCHED, S.HANDLING)},
+    **{(Action.APPROVE, s): s for s in (S.DISPATCHED, S.HANDLING)},
+    **{(Action.DENY, s): s for s in (S.DISPATCHED, S.HANDLING)},
     **{(Action.ESCALATE, s): s for s in OPEN_STATES},
     **{(Action.UPGRADE, s): s for s in OPEN_STATES},
 }
 
-# States in which the deadline clock runs.
-TIMED_STATES = frozenset({S.REGISTERED, S.DISPATCHED, S.HANDLING, S.FEEDBACK})
+# States in which a stage clock runs (挂账 stops it; 结案 and 作废 end it).
+TIMED_STATES = frozenset(OPEN_STATES - {S.PARKED})
 
 
 class IllegalTransition(ValueError):
@@ -165,6 +173,8 @@ class Case:
     recurrence_of: str | None = None  # the case this one recurs (反复发生)
     remaining_ms: int | None = None  # while 挂账: the time that was left
     location: Place = field(default_factory=Place)
+    pending: str | None = None  # an application awaiting the 派遣员: extend, park or return
+    pending_hours: float = 0  # the 延时 applied for (hours on the stage's clock)
 
     @property
     def subject(self) -> str:
@@ -207,11 +217,17 @@ class Classification:
     allowed_ms: int
 
 
+# What a department may apply for, and the action an approval takes.
+REQUESTS = {"extend": Action.EXTEND, "park": Action.PARK, "return": Action.RETURN}
+REQUEST_NAMES = {"extend": "延时", "park": "挂账", "return": "回退"}
+
+
 @dataclass(frozen=True, slots=True)
 class Args:
     """Arguments of the actions that take any: 延时 `extend_ms`; 派遣 `department` (主办) and
     `assist` (协办); 结案 `closure`; 受理 `classify`; 升级 `severity`, `urgent` and the
-    `allowed_ms` of the new urgency."""
+    `allowed_ms` of the new urgency; 申请 `request` (extend, park or return; with `extend_ms`
+    for extend)."""
 
     extend_ms: int = 0
     department: str | None = None
@@ -221,13 +237,14 @@ class Args:
     severity: int | None = None
     urgent: bool = False
     allowed_ms: int | None = None
+    request: str | None = None
 
 
 def _join(detail: str, note: str) -> str:
     return f"{detail}: {note}" if note else detail
 
 
-def _accept(case: Case, args: Args, now_ms: int) -> Case:
+def _accept(case: Case, args: Args) -> Case:
     if case.kind == UNCLASSIFIED and args.classify is None:
         raise ValueError(
             f"case {case.case_no} is 未分类: accept it with its kind (部件 or 事件) and 小类"
@@ -237,8 +254,7 @@ def _accept(case: Case, args: Args, now_ms: int) -> Case:
         if c.kind not in KINDS:
             raise ValueError(f"kind {c.kind!r} is not 部件 or 事件")
         case = replace(case, kind=c.kind, subcategory=c.subcategory, allowed_ms=c.allowed_ms)
-    deadline = None if case.allowed_ms is None else now_ms + case.allowed_ms
-    return replace(case, deadline_ms=deadline, timed_from_ms=now_ms)
+    return case
 
 
 def _dispatch(case: Case, args: Args) -> tuple[Case, str]:
@@ -257,7 +273,7 @@ def _dispatch(case: Case, args: Args) -> tuple[Case, str]:
     return replace(case, department=dept, assist=assist), detail
 
 
-def _upgrade(case: Case, args: Args, now_ms: int) -> tuple[Case, str]:
+def _upgrade(case: Case, args: Args) -> tuple[Case, str]:
     if args.severity is None or (case.severity is not None and args.severity >= case.severity):
         raise ValueError(f"case {case.case_no}: an upgrade needs a more severe alarm")
     detail = f"severity {case.severity or '?'} → {args.severity}"
@@ -265,18 +281,25 @@ def _upgrade(case: Case, args: Args, now_ms: int) -> tuple[Case, str]:
     updated = replace(case, severity=args.severity, urgency="urgent" if urgent else "normal")
     new = args.allowed_ms
     if new is not None and (case.allowed_ms is None or new < case.allowed_ms):
-        # Shorten, never lengthen: the stricter limit counts from now if that is sooner.
-        updated = replace(updated, allowed_ms=new)
-        if case.state in TIMED_STATES and case.deadline_ms is not None:
-            deadline = min(case.deadline_ms, now_ms + new)
-            if deadline != case.deadline_ms:
-                detail += f", deadline {case.deadline_ms} → {deadline}"
-            updated = replace(updated, deadline_ms=deadline)
-        elif case.state is S.PARKED and case.remaining_ms is not None:
-            updated = replace(updated, remaining_ms=min(case.remaining_ms, new))
+        updated = replace(updated, allowed_ms=new)  # shorter, never longer
     if urgent and case.urgency != "urgent":
         detail += ", now urgent"
     return updated, detail
+
+
+def _apply_for(case: Case, args: Args) -> tuple[Case, str]:
+    if case.pending is not None:
+        raise ValueError(
+            f"case {case.case_no} already has an application for"
+            f" {REQUEST_NAMES[case.pending]}: the 派遣员 approves or denies it first"
+        )
+    if args.request not in REQUESTS:
+        raise ValueError(f"an application is for one of: {', '.join(REQUESTS)}")
+    hours = args.extend_ms / 3_600_000
+    if (args.request == "extend") != (hours > 0):
+        raise ValueError("an application for extend (延时) and only that gives its hours")
+    detail = f"申请 {REQUEST_NAMES[args.request]}" + (f" {hours:g} h" if hours else "")
+    return replace(case, pending=args.request, pending_hours=hours), detail
 
 
 def apply(
@@ -305,10 +328,8 @@ def apply(
     if action is Action.EXTEND:
         if args.extend_ms <= 0:
             raise ValueError(f"case {case.case_no}: 延时 needs a positive extension")
-        if case.deadline_ms is not None:
-            updated = replace(updated, deadline_ms=case.deadline_ms + args.extend_ms)
     elif action is Action.ACCEPT:
-        updated = _accept(updated, args, now_ms)
+        updated = _accept(updated, args)
     elif action is Action.DISPATCH:
         updated, detail = _dispatch(updated, args)
         note = _join(detail, note)
@@ -322,30 +343,28 @@ def apply(
         note = _join(f"结案: {closure.value}", note)
     elif action is Action.AUTO_CLOSE:
         updated = replace(updated, closure=Closure.AUTO.value)
+    elif action is Action.APPLY:
+        updated, detail = _apply_for(updated, args)
+        note = _join(detail, note)
+    elif action in (Action.APPROVE, Action.DENY):
+        if case.pending is None:
+            raise ValueError(f"case {case.case_no} has no application to {action.value}")
+        verdict = "批准" if action is Action.APPROVE else "驳回"
+        detail = f"{verdict} {REQUEST_NAMES[case.pending]}"
+        if case.pending == "extend":
+            detail += f" {case.pending_hours:g} h"
+        updated = replace(updated, pending=None, pending_hours=0)
+        note = _join(detail, note)
     elif action is Action.ESCALATE:
         updated = replace(updated, escalations=case.escalations + 1)
-    elif action is Action.PARK:
-        # The clock stops while parked: keep the time that was left; the deadline stays the
-        # time it was (it runs again, moved, at unpark).
-        left = None if case.deadline_ms is None else case.deadline_ms - now_ms
-        updated = replace(updated, remaining_ms=left, timed_from_ms=None)
-    elif action is Action.UNPARK:
-        if case.remaining_ms is not None:
-            updated = replace(updated, deadline_ms=now_ms + case.remaining_ms, timed_from_ms=now_ms)
-        updated = replace(updated, remaining_ms=None)
+        note = _join(f"督办 第{updated.escalations}次", note)
     elif action is Action.UPGRADE:
-        updated, detail = _upgrade(updated, args, now_ms)
+        updated, detail = _upgrade(updated, args)
         note = _join(detail, note)
     elif action is Action.REWORK:
-        # A new 处置 round under the case's limit; its 督办 count starts again.
-        deadline = None if case.allowed_ms is None else now_ms + case.allowed_ms
-        updated = replace(
-            updated,
-            reworks=case.reworks + 1,
-            deadline_ms=deadline,
-            timed_from_ms=now_ms,
-            escalations=0,
-        )
+        updated = replace(updated, reworks=case.reworks + 1)  # a new 处置 phase
+    if updated.pending is not None and target not in (S.DISPATCHED, S.HANDLING):
+        updated = replace(updated, pending=None, pending_hours=0)  # moot once it moved on
     audit = Audit(case.case_no, now_ms, actor, action.value, case.state.value, target.value, note)
     return updated, audit
 
@@ -410,8 +429,3 @@ def colour(case: Case, now_ms: int) -> Colour:
         return Colour.RED
     total = max(case.deadline_ms - case.timed_from_ms, 1)
     return Colour.YELLOW if (case.deadline_ms - now_ms) * 4 < total else Colour.GREEN
-
-
-def needs_escalation(case: Case, now_ms: int) -> bool:
-    """An overdue timed case that has not yet been escalated for this deadline."""
-    return colour(case, now_ms) is Colour.RED and case.escalations == 0

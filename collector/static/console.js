@@ -122,6 +122,14 @@ function fmtTime(ms, withDate = false) {
   return new Date(ms).toLocaleString(state.lang === "zh" ? "zh-CN" : "en-GB", opts);
 }
 
+// An axis tick: hours and minutes, and seconds too when the ticks are less than a minute apart.
+function fmtClock(ms, splits) {
+  const step = splits.length > 1 ? splits[1] - splits[0] : 60;
+  const opts = { hour12: false, hour: "2-digit", minute: "2-digit" };
+  if (step < 60) opts.second = "2-digit";
+  return new Date(ms).toLocaleTimeString(state.lang === "zh" ? "zh-CN" : "en-GB", opts);
+}
+
 function fmtLeft(ms) {
   const neg = ms < 0;
   let s = Math.floor(Math.abs(ms) / 1000);
@@ -324,6 +332,7 @@ function beep() {
 function onAlarmEvent(type, data) {
   const isNew = type === "alarm.raised" && !state.alarms.has(data.alarm_id);
   upsertAlarm(data);
+  if (isNew) scheduleStats();
   if (isNew && data.severity <= 2) {
     state.fresh.set(data.alarm_id, Date.now() + NEW_ALARM_MS);
     beep();
@@ -718,7 +727,8 @@ function drawMarkers() {
     ring.addTo(state.layers.markers);
     marker.addTo(state.layers.markers);
     const entry = { place: p, marker, ring };
-    marker.bindPopup(() => el("div", "…"), { maxWidth: 340, minWidth: 240 });
+    // Scrolls inside rather than growing past the map's edge, where it would be cut off.
+    marker.bindPopup(() => el("div", "…"), { maxWidth: 340, minWidth: 240, maxHeight: 260 });
     marker.on("popupopen", () => { state.popupOf = p.id; fillPopup(entry); });
     marker.on("popupclose", () => { if (state.popupOf === p.id) state.popupOf = null; });
     marker.on("click", () => {
@@ -777,6 +787,8 @@ async function fillPopup(entry) {
       latest.append(line);
     } catch (err) { latest.append(el("div", words(err), "error")); }
   }
+  // Lay the grown popup out again: it scrolls past maxHeight and pans into the map's view.
+  if (entry.marker.isPopupOpen()) entry.marker.getPopup().update();
 }
 
 // --- trend (uPlot) ----------------------------------------------------------------------------
@@ -794,7 +806,8 @@ function showTrend(gateway, device, point) {
 }
 
 async function drawTrend() {
-  const { gateway, device, point } = state.trend;
+  const asked = state.trend;
+  const { gateway, device, point } = asked;
   const unit = unitOf(gateway, device, point);
   const asset = assetOfAlarm({ gateway, device });
   $("#trend-title").textContent = `${asset ? asset.name + " · " : ""}${gateway}/${device} · ${point}${unit ? ` (${unit})` : ""}`;
@@ -805,6 +818,7 @@ async function drawTrend() {
   try {
     rows = (await api(`/api/v1/readings?${q}`)).filter((r) => typeof r.value === "number").reverse();
   } catch (err) { showError(words(err)); return; }
+  if (state.trend !== asked) return;  // another device was clicked meanwhile
   const box = $("#trend");
   if (state.chart) { state.chart.destroy(); state.chart = null; }
   box.replaceChildren();
@@ -859,7 +873,9 @@ async function drawTrend() {
   state.chart = new uPlot({
     width, height: 190, series, plugins: [marks],
     scales: { x: { time: true } },
-    axes: [{}, { label: unit, size: 60 }],
+    // Clock times in the page's language (uPlot's own ticks say "3:47pm").
+    axes: [{ space: 80, values: (u, splits) => splits.map((v) => fmtClock(v * 1000, splits)) },
+      { label: unit, size: 60 }],
     legend: { live: false },
   }, data, box);
 }
@@ -897,7 +913,11 @@ let refreshTimer = null, statsTimer = null;
 function scheduleRefresh() {
   clearTimeout(refreshTimer);
   refreshTimer = setTimeout(refresh, 300);
-  // The statistics follow the cases, at most once every few seconds during a burst.
+  scheduleStats();
+}
+
+// The statistics follow cases and alarms, at most once every few seconds during a burst.
+function scheduleStats() {
   if (statsTimer === null) statsTimer = setTimeout(() => { statsTimer = null; refreshStats(); }, 3000);
 }
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from collector.assets import Asset
+from collector.cases.phases import Phase
 from collector.cases.workflow import Audit, Case
 from collector.cases.workorders import WorkOrder
 from collector.errors import Conflict, StoreDataError, StoreError, StoreUnavailable
@@ -233,8 +234,10 @@ class CaseStore(Protocol):
         transition_ids: Sequence[int] = (),
         links: Sequence[AlarmLink] = (),
         cleared: Sequence[tuple[str, int]] = (),
+        phases: Sequence[Phase] = (),
     ) -> None:
-        """Insert (expect_state None) or update a case with its audits, the alarm occurrences
+        """Insert (expect_state None) or update a case with its audits, its new or changed
+        `phases`, the alarm occurrences
         it takes (`links`), the ones that cleared, and the handled events, atomically.
 
         Raises Conflict if the stored case is no longer in `expect_state`, or an alarm of
@@ -252,6 +255,14 @@ class CaseStore(Protocol):
 
     def audit(self, case_no: str) -> list[Audit]:
         """The audit trail of a case, oldest first."""
+        ...
+
+    def phases(self, case_no: str) -> list[Phase]:
+        """The phase table of a case (stage, department, start, due, end), in order."""
+        ...
+
+    def overdue_phases(self, now_ms: int) -> list[Phase]:
+        """Running, unparked phases past their due time and not escalated (督办) for it."""
         ...
 
     def find_cases(
@@ -330,8 +341,12 @@ class WorkOrderStore(Protocol):
 class DeadLetterStore(Protocol):
     """Payloads refused at ingest, with the reason."""
 
-    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        """Most recent refused payloads first."""
+    def dead_letters(self, limit: int = 100, before_id: int | None = None) -> list[DeadLetter]:
+        """Refused payloads newest first, with an id below `before_id` (paging)."""
+        ...
+
+    def prune_dead_letters(self, before_ms: int) -> int:
+        """Delete dead letters received before `before_ms`; return how many."""
         ...
 
     def count_dead_letters(self) -> int:

@@ -12,6 +12,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from collector.cases.phases import Phase
 from collector.cases.workflow import TIMED_STATES, Audit, Case, CaseState, Place
 from collector.cases.workorders import WorkOrder, WorkOrderState
 from collector.errors import Conflict
@@ -221,7 +222,7 @@ class CaseRows(Rows):
         "case_no, kind, subcategory, problem, asset, device, state, urgency, department, grid,"
         " created_ms, updated_ms, deadline_ms, timed_from_ms, repeats, escalations, title,"
         " gateway_id, allowed_ms, severity, assist, reworks, returns, closure, recurrence_of,"
-        " remaining_ms, lon, lat, datum, address, location_source"
+        " remaining_ms, lon, lat, datum, address, location_source, pending, pending_hours"
     )
 
     @staticmethod
@@ -254,6 +255,8 @@ class CaseRows(Rows):
             recurrence_of=r[24],
             remaining_ms=r[25],
             location=_place(r[26:31]),
+            pending=r[31],
+            pending_hours=r[32],
         )
 
     def open_case_for(self, subject: str, problem: str) -> Case | None:
@@ -284,9 +287,11 @@ class CaseRows(Rows):
         transition_ids: Sequence[int] = (),
         links: Sequence[AlarmLink] = (),
         cleared: Sequence[tuple[str, int]] = (),
+        phases: Sequence[Phase] = (),
     ) -> None:
         """Insert (expect_state None) or update a case with its audits, the alarm occurrences
-        it takes (`links`), the ones that cleared, and the handled events, atomically.
+        it takes (`links`), the ones that cleared, the handled events and its new or changed
+        `phases`, atomically.
 
         Raises Conflict if the stored case is no longer in `expect_state`, or an alarm of
         `links` already belongs elsewhere.
@@ -320,6 +325,8 @@ class CaseRows(Rows):
             "recur": case.recurrence_of,
             "remaining": case.remaining_ms,
             **_place_params(case.location),
+            "pending": case.pending,
+            "phours": case.pending_hours,
             "expect": expect_state,
         }
         with self._tx() as cur:
@@ -330,7 +337,7 @@ class CaseRows(Rows):
                     " VALUES (:no, :kind, :sub, :problem, :asset, :device, :state, :urg, :dept,"
                     " :grid, :created, :updated, :deadline, :timed, :rep, :esc, :title, :gw,"
                     " :allowed, :sev, :assist, :rew, :ret, :closure, :recur, :remaining, :lon,"
-                    " :lat, :datum, :addr, :src, :subject)",
+                    " :lat, :datum, :addr, :src, :pending, :phours, :subject)",
                     p,
                 )
             else:
@@ -341,13 +348,16 @@ class CaseRows(Rows):
                     " deadline_ms = :deadline, timed_from_ms = :timed, repeats = :rep,"
                     " escalations = :esc, allowed_ms = :allowed, severity = :sev,"
                     " assist = :assist, reworks = :rew, returns = :ret, closure = :closure,"
-                    " remaining_ms = :remaining WHERE case_no = :no AND state = :expect",
+                    " remaining_ms = :remaining, pending = :pending, pending_hours = :phours"
+                    " WHERE case_no = :no AND state = :expect",
                     p,
                 )
                 if cur.rowcount != 1:
                     raise Conflict(f"case {case.case_no} is no longer in state {expect_state}")
             for a in audits:
                 self._audit_row(cur, "case_audit", "case_no", a)
+            for ph in phases:
+                self._phase_row(cur, ph)
             self._link(cur, links)
             self._clear(cur, cleared)
             for i in transition_ids:
@@ -377,6 +387,57 @@ class CaseRows(Rows):
                 "obo": a.on_behalf_of,
             },
         )
+
+    def _phase_row(self, cur: Cursor, ph: Phase) -> None:
+        self._run(
+            cur,
+            "INSERT INTO case_phases (case_no, seq, stage, department, start_ms, due_ms, unit,"
+            " end_ms, parked_ms, parked_since_ms, left_ms, extended, escalated_due_ms) VALUES"
+            " (:no, :seq, :stage, :dept, :start, :due, :unit, :end, :parked, :since, :left,"
+            " :ext, :esc) ON CONFLICT (case_no, seq) DO UPDATE SET due_ms = :due, unit = :unit,"
+            " end_ms = :end, parked_ms = :parked, parked_since_ms = :since, left_ms = :left,"
+            " extended = :ext, escalated_due_ms = :esc",
+            {
+                "no": ph.case_no,
+                "seq": ph.seq,
+                "stage": ph.stage,
+                "dept": ph.department,
+                "start": ph.start_ms,
+                "due": ph.due_ms,
+                "unit": ph.unit,
+                "end": ph.end_ms,
+                "parked": ph.parked_ms,
+                "since": ph.parked_since_ms,
+                "left": ph.left_ms,
+                "ext": ph.extended,
+                "esc": ph.escalated_due_ms,
+            },
+        )
+
+    _PHASE_COLS = (
+        "case_no, seq, stage, department, start_ms, due_ms, unit, end_ms, parked_ms,"
+        " parked_since_ms, left_ms, extended, escalated_due_ms"
+    )
+
+    def phases(self, case_no: str) -> list[Phase]:
+        """The phase table of a case, in order."""
+        rows = self._query(
+            f"SELECT {self._PHASE_COLS} FROM case_phases"  # noqa: S608 - constant column list
+            " WHERE case_no = :no ORDER BY seq",
+            {"no": case_no},
+        )
+        return [Phase(*r) for r in rows]
+
+    def overdue_phases(self, now_ms: int) -> list[Phase]:
+        """Running, unparked phases past their due time and not escalated (督办) for it."""
+        rows = self._query(
+            f"SELECT {self._PHASE_COLS} FROM case_phases"  # noqa: S608 - constant column list
+            " WHERE end_ms IS NULL AND parked_since_ms IS NULL AND due_ms < :now"
+            " AND (escalated_due_ms IS NULL OR escalated_due_ms <> due_ms)"
+            " ORDER BY due_ms, case_no",
+            {"now": now_ms},
+        )
+        return [Phase(*r) for r in rows]
 
     def case(self, case_no: str) -> Case | None:
         """One case by number."""

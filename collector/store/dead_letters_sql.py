@@ -1,5 +1,10 @@
-"""Dead-letter rows shared by the SQL backends: payloads refused, with the reason."""
+"""Dead-letter rows shared by the SQL backends: payloads refused, with the reason.
 
+A row keeps the first DEAD_LETTER_PREFIX bytes of the payload with its size and SHA-256 (enough
+to recognise and match it, not to fill the disk), and lives `retention` long.
+"""
+
+import hashlib
 import logging
 
 from collector.models import (
@@ -10,6 +15,9 @@ from collector.store.rows import Cursor, Rows
 
 log = logging.getLogger(__name__)
 
+DEAD_LETTER_PREFIX = 4096  # bytes of a refused payload kept
+MAX_REASON = 1000  # characters of the reason kept
+
 
 class DeadLetterRows(Rows):
     """Refused payloads, kept with their topic and reason."""
@@ -17,13 +25,15 @@ class DeadLetterRows(Rows):
     def _dead_letter(self, cur: Cursor, item: Rejected) -> None:
         self._run(
             cur,
-            "INSERT INTO dead_letters (topic, payload, reason, received_ms)"
-            " VALUES (:topic, :payload, :reason, :ms)",
+            "INSERT INTO dead_letters (topic, payload, reason, received_ms, size, sha256)"
+            " VALUES (:topic, :payload, :reason, :ms, :size, :sha256)",
             {
-                "topic": item.topic,
-                "payload": item.payload,
-                "reason": item.reason,
+                "topic": item.topic[:1000],
+                "payload": item.payload[:DEAD_LETTER_PREFIX],
+                "reason": item.reason[:MAX_REASON],
                 "ms": item.received_ms,
+                "size": len(item.payload),
+                "sha256": hashlib.sha256(item.payload).hexdigest(),
             },
         )
 
@@ -31,11 +41,24 @@ class DeadLetterRows(Rows):
         """Total refused payloads."""
         return int(self._query("SELECT count(*) FROM dead_letters")[0][0])
 
-    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        """Most recent refused payloads first."""
+    def dead_letters(self, limit: int = 100, before_id: int | None = None) -> list[DeadLetter]:
+        """Refused payloads newest first, `limit` of them with an id below `before_id` (paging:
+        pass the last id of the previous page). Each payload at most DEAD_LETTER_PREFIX bytes,
+        rows stored before the prefix was kept included."""
         rows = self._query(
-            "SELECT id, topic, payload, reason, received_ms FROM dead_letters"
-            " ORDER BY id DESC LIMIT :n",
-            {"n": limit},
-        )
-        return [DeadLetter(r[0], r[1], bytes(r[2]), r[3], r[4]) for r in rows]
+            "SELECT id, topic, substr(payload, 1, :prefix), reason, received_ms,"
+            " COALESCE(size, length(payload)), sha256 FROM dead_letters"
+            " WHERE id < :before ORDER BY id DESC LIMIT :n",
+            {"n": limit, "before": 2**62 if before_id is None else before_id,
+             "prefix": DEAD_LETTER_PREFIX},
+        )  # fmt: skip
+        # (SQLite: substr of an empty blob is NULL)
+        return [
+            DeadLetter(r[0], r[1], bytes(r[2] or b""), r[3], r[4], int(r[5]), r[6]) for r in rows
+        ]
+
+    def prune_dead_letters(self, before_ms: int) -> int:
+        """Delete dead letters received before `before_ms`; return how many."""
+        with self._tx() as cur:
+            self._run(cur, "DELETE FROM dead_letters WHERE received_ms < :t", {"t": before_ms})
+            return int(cur.rowcount)

@@ -33,12 +33,15 @@ from collector.store.rows import Cursor
 from collector.store.schema import (
     Migration,
     api_statements,
+    application_statements,
     bd_seq_statements,
     core_statements,
+    dead_letter_statements,
     duties_statements,
     epoch_statements,
     meaning_statements,
     order_statements,
+    phase_statements,
     scope_statements,
 )
 from collector.store.sql import BatchKey, KeyedDigest, SqlStore
@@ -262,6 +265,9 @@ class PostgresStore(SqlStore):
                 Migration(7, "the connection a birth belongs to", bd_seq_statements("postgres")),
                 Migration(8, "alarms that mean what they say", meaning_statements("postgres")),
                 Migration(9, "duties and an honest audit", duties_statements("postgres")),
+                Migration(10, "the phase table", phase_statements("postgres")),
+                Migration(11, "dead letters bounded", dead_letter_statements("postgres")),
+                Migration(12, "applications to the 派遣员", application_statements("postgres")),
             )
             for m in migrations:
                 if m.version in done:

@@ -476,6 +476,59 @@ ALTER TABLE work_order_audit ADD COLUMN key_role TEXT NOT NULL DEFAULT '';
 ALTER TABLE work_order_audit ADD COLUMN on_behalf_of TEXT NOT NULL DEFAULT ''
 """
 
+# Version 10: the phase table (issue 19): one row per stage a case went through, each with its
+# own clock. Open cases carry over as one running phase in the stage of their state, timed by
+# the deadline they had (natural hours, as before).
+_PHASES = """
+CREATE TABLE IF NOT EXISTS case_phases (
+    case_no TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    stage TEXT NOT NULL,
+    department TEXT NOT NULL,
+    start_ms BIGINT NOT NULL,
+    due_ms BIGINT,
+    unit TEXT NOT NULL,
+    end_ms BIGINT,
+    parked_ms BIGINT NOT NULL DEFAULT 0,
+    parked_since_ms BIGINT,
+    left_ms BIGINT,
+    extended DOUBLE PRECISION NOT NULL DEFAULT 0,
+    escalated_due_ms BIGINT,
+    PRIMARY KEY (case_no, seq)
+);
+CREATE INDEX IF NOT EXISTS case_phases_running ON case_phases (due_ms)
+    WHERE end_ms IS NULL AND parked_since_ms IS NULL;
+CREATE INDEX IF NOT EXISTS case_phases_stage_start ON case_phases (stage, start_ms);
+INSERT INTO case_phases (case_no, seq, stage, department, start_ms, due_ms, unit, parked_since_ms,
+    left_ms, escalated_due_ms)
+    SELECT case_no, 1,
+    CASE state WHEN '受理' THEN '立案' WHEN '立案' THEN '派遣' WHEN '反馈' THEN '核查'
+        WHEN '核查' THEN '核查' ELSE '处置' END,
+    department, COALESCE(timed_from_ms, updated_ms), deadline_ms, '自然时',
+    CASE WHEN state = '挂账' THEN updated_ms END,
+    CASE WHEN state = '挂账' THEN remaining_ms END,
+    CASE WHEN escalations > 0 THEN deadline_ms END
+    FROM cases WHERE state NOT IN ('结案', '作废')
+"""
+
+# Version 11: dead letters keep a bounded prefix of what was refused, with its size and
+# SHA-256: one gateway sending refused payloads grew a database by 317 MB in 4 s. Old rows are
+# cut too.
+_DEAD_LETTERS = """
+ALTER TABLE dead_letters ADD COLUMN size BIGINT;
+ALTER TABLE dead_letters ADD COLUMN sha256 TEXT;
+UPDATE dead_letters SET size = length(payload), payload = substr(payload, 1, 4096)
+    WHERE size IS NULL;
+CREATE INDEX IF NOT EXISTS dead_letters_received ON dead_letters (received_ms)
+"""
+
+# Version 12: applications awaiting the 派遣员 (issue 19): a department applies for 延时 (with
+# its hours), 挂账 or 回退; the 派遣员 approves (it takes effect) or denies it.
+_APPLICATIONS = """
+ALTER TABLE cases ADD COLUMN pending TEXT;
+ALTER TABLE cases ADD COLUMN pending_hours DOUBLE PRECISION NOT NULL DEFAULT 0
+"""
+
 _DIALECTS = {
     "sqlite": {
         "id": "INTEGER PRIMARY KEY",
@@ -545,6 +598,21 @@ def duties_statements(dialect: str) -> tuple[str, ...]:
     """Migration 9 (department registry, department-scoped keys, audit with the key) for
     `dialect`."""
     return _split(_DUTIES, dialect)
+
+
+def phase_statements(dialect: str) -> tuple[str, ...]:
+    """Migration 10 (the phase table) for `dialect`."""
+    return _split(_PHASES, dialect)
+
+
+def dead_letter_statements(dialect: str) -> tuple[str, ...]:
+    """Migration 11 (dead letters: a bounded prefix with size and SHA-256) for `dialect`."""
+    return _split(_DEAD_LETTERS, dialect)
+
+
+def application_statements(dialect: str) -> tuple[str, ...]:
+    """Migration 12 (applications for 延时, 挂账 and 回退) for `dialect`."""
+    return _split(_APPLICATIONS, dialect)
 
 
 def _split(template: str, dialect: str) -> tuple[str, ...]:

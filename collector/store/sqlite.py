@@ -17,12 +17,15 @@ from collector.store.rows import Cursor
 from collector.store.schema import (
     Migration,
     api_statements,
+    application_statements,
     bd_seq_statements,
     core_statements,
+    dead_letter_statements,
     duties_statements,
     epoch_statements,
     meaning_statements,
     order_statements,
+    phase_statements,
     scope_statements,
 )
 from collector.store.sql import BatchKey, KeyedDigest, SqlStore
@@ -45,6 +48,9 @@ MIGRATIONS = (
     Migration(7, "the connection a birth belongs to", bd_seq_statements("sqlite")),
     Migration(8, "alarms that mean what they say", meaning_statements("sqlite")),
     Migration(9, "duties and an honest audit", duties_statements("sqlite")),
+    Migration(10, "the phase table", phase_statements("sqlite")),
+    Migration(11, "dead letters bounded", dead_letter_statements("sqlite")),
+    Migration(12, "applications to the 派遣员", application_statements("sqlite")),
 )
 _INSERT_COLS = "gateway_id, device, point, ts_ms, vtype, value_num, value_text, quality, historical"
 _COLS = f"{_INSERT_COLS}, received_ms"

@@ -117,7 +117,21 @@ def click(browser: Any, selector: str) -> None:
     """Click the element `selector` finds now: the desks redraw their rows on every event, so
     an element found earlier may be gone (stale) by the time it is clicked."""
     wait(browser, f"a clickable {selector}", lambda b: css(b, selector))
-    browser.execute_script("document.querySelector(arguments[0]).click()", selector)
+    browser.execute_script(
+        "document.querySelector(arguments[0]).dispatchEvent("
+        "new MouseEvent('click', {bubbles: true, cancelable: true, view: window}))",
+        selector,
+    )
+
+
+def stat(browser: Any, name: str) -> str:
+    """The figure of one statistics tile (the strip is redrawn as figures change)."""
+    value: str = browser.execute_script(
+        "const v = document.querySelector(`#stats [data-stat='${arguments[0]}'] .v`);"
+        " return v ? v.textContent : '';",
+        name,
+    )
+    return value
 
 
 def open_console(browser: Any, district: District) -> None:
@@ -148,7 +162,47 @@ def test_map_alarm_desk_ack_and_dispatch_through_the_buttons(
         assert shown == expected_places(district)
         assert len(shown) >= 12
         assert css(browser, "path.grid-cell"), "no 单元网格 drawn"
+        # A marker's popup: the asset's name, address, latest values with units.
+        cover = next(a for a in district.get("/api/v1/assets") if "mh-e01" in a["devices"])
+        click(browser, f'path.mk[data-place="asset:{cover["code"]}"]')
+        popup = wait(
+            browser,
+            "the popup's latest values",
+            lambda b: (
+                "deg"
+                in (
+                    text := b.execute_script(
+                        "const p = document.querySelector('.leaflet-popup .popup');"
+                        " return p ? p.textContent : '';"
+                    )
+                )
+                and text
+            ),
+        )
+        assert cover["name"] in popup
+        assert cover["address"] in popup
+        # Nothing of it is cut off by the map's edge.
+        wait(
+            browser,
+            "the whole popup inside the map",
+            lambda b: b.execute_script(
+                "const p = document.querySelector('.leaflet-popup');"
+                " const m = document.querySelector('#map').getBoundingClientRect();"
+                " const r = p && p.getBoundingClientRect();"
+                " return !!r && r.top >= m.top && r.bottom <= m.bottom"
+                " && r.left >= m.left && r.right <= m.right;"
+            ),
+            5,
+        )
         browser.save_screenshot(str(tmp_path / "1-map.png"))
+        click(browser, ".leaflet-popup-close-button")
+        # Assets carry their datum: GCJ-02 (高德) degrees move ~0.5 km onto a CGCS2000 map,
+        # CGCS2000 ones stay put.
+        moved = browser.execute_script(
+            "return [toMap(120.1402, 30.2771, 'GCJ-02'), toMap(120.1402, 30.2771, 'CGCS2000')]"
+        )
+        assert moved[1] == [30.2771, 120.1402]
+        assert 0.002 < abs(moved[0][0] - 30.2771) + abs(moved[0][1] - 120.1402) < 0.01
 
         # A gas leak in firmware-sim: marker red and alarm row within 3 s of the collector.
         marker = 'path.mk[data-devices~="gw-demo/gas-w01"]'
@@ -184,12 +238,44 @@ def test_map_alarm_desk_ack_and_dispatch_through_the_buttons(
         assert "gas_concentration" in row[2]
         browser.save_screenshot(str(tmp_path / "2-leak.png"))
 
+        # Filters: 一级 only, then streetlights only, then all again.
+        rows = (
+            "return [...document.querySelectorAll('#alarms tbody tr')].map(r => r.dataset.severity)"
+        )
+        browser.execute_script(
+            "const s = document.querySelector('#f-severity'); s.value = '1';"
+            " s.dispatchEvent(new Event('change'));"
+        )
+        assert set(browser.execute_script(rows)) == {"1"}
+        browser.execute_script(
+            "const s = document.querySelector('#f-severity'); s.value = '';"
+            " s.dispatchEvent(new Event('change'));"
+            " const f = document.querySelector('#f-family'); f.value = 'streetlight';"
+            " f.dispatchEvent(new Event('change'));"
+        )
+        devices = browser.execute_script(
+            "return [...document.querySelectorAll('#alarms tbody tr')].map(r => r.dataset.device)"
+        )
+        assert all(d.startswith("sl-") for d in devices), devices  # the demo's streetlights
+        browser.execute_script(
+            "const f = document.querySelector('#f-family'); f.value = '';"
+            " f.dispatchEvent(new Event('change'));"
+        )
+        assert "1" in browser.execute_script(rows)
+        # The sound can be muted, and stays muted on the next visit.
+        click(browser, "#mute")
+        assert browser.execute_script("return localStorage.getItem('lifeline.muted')") == "1"
+        assert "关" in css(browser, "#mute")[0].text
+        click(browser, "#mute")
+
         # The trend of the leaking detector: its alarming point, limits drawn, newest window.
         click(browser, row_css)
-        trend = wait(browser, "the trend", lambda b: css(b, "#trend[data-points] canvas"))
-        assert trend
+        # (the cover's chart from the marker click before is replaced, not added to)
+        wait(
+            browser, "the trend", lambda b: css(b, '#trend[data-point="gas_concentration"] canvas')
+        )
+        assert len(css(browser, "#trend .uplot")) == 1
         box = css(browser, "#trend")[0]
-        assert box.get_attribute("data-point") == "gas_concentration"
         assert {"20", "50"} <= set(box.get_attribute("data-limits").split(","))
         assert int(box.get_attribute("data-events")) >= 1
         assert "gas_concentration (%LEL)" in css(browser, "#trend-title")[0].text
@@ -239,6 +325,14 @@ def test_map_alarm_desk_ack_and_dispatch_through_the_buttons(
         browser.save_screenshot(str(tmp_path / "3-case.png"))
         click(browser, "#case-close")
 
+        # The statistics strip follows: today's 立案 and the alarms of the last hour.
+        wait(
+            browser,
+            "today's cases counted",
+            lambda b: stat(b, "st_opened") not in ("", "0"),
+            15,
+        )
+        assert stat(browser, "st_online").endswith("%")
         # English covers every label of the page (the data stays as the city wrote it).
         click(browser, "#lang")
         texts = browser.execute_script(
@@ -280,6 +374,19 @@ def test_nothing_is_cut_off_at_1366_px(district: District, tmp_path: Path) -> No
             """
         )
         assert overflow == []
+        # A shift's worth of alarms keeps the page bounded: 300 kept, 150 rows drawn.
+        sizes = browser.execute_script(
+            """
+            for (let i = 0; i < 2000; i++) {
+              upsertAlarm({alarm_id: 'soak:' + i, gateway: 'gw-demo', device: 'sl-e01',
+                point: 'lamp_current', severity: 4, state: i % 2 ? 'normal' : 'active_unacked',
+                ts_ms: Date.now(), value: 0.1, message: 'soak'});
+            }
+            renderAlarms();
+            return [state.alarms.size, document.querySelectorAll('#alarms tbody tr').length];
+            """
+        )
+        assert sizes == [300, 150]
 
 
 def test_docs_render_with_no_network(district: District, tmp_path: Path) -> None:

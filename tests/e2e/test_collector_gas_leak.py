@@ -162,19 +162,24 @@ def test_gas_leak_becomes_a_case_that_is_dispatched_verified_and_closed(
     assert (r.json()["state"], r.json()["closure"]) == ("结案", "处置完成")
 
     audit = collector.get(f"/api/v1/cases/{no}").json()["audit"]
-    steps = [(a["actor"], a["action"], a["from_state"], a["to_state"]) for a in audit]
+    # The audit names the key that acted (here the bootstrap admin's) and keeps the name the
+    # client gave apart, as `on_behalf_of`.
+    steps = [
+        (a["actor"], a["on_behalf_of"], a["action"], a["from_state"], a["to_state"]) for a in audit
+    ]
+    admin = "bootstrap-admin"
     assert steps == [
-        ("system", "report", None, "受理"),
-        ("system", "accept", "受理", "立案"),
-        ("system", "dispatch", "立案", "派遣"),
-        ("system", "attach", "派遣", "派遣"),
-        ("system", "upgrade", "派遣", "派遣"),
-        ("燃气抢修班", "start", "派遣", "处置"),
-        ("system", "alarm_cleared", "处置", "处置"),
-        ("system", "alarm_cleared", "处置", "处置"),
-        ("燃气抢修班", "feedback", "处置", "反馈"),
-        ("监督员 张三", "verify", "反馈", "核查"),
-        ("监督员 张三", "close", "核查", "结案"),
+        ("system", "", "report", None, "受理"),
+        ("system", "", "accept", "受理", "立案"),
+        ("system", "", "dispatch", "立案", "派遣"),
+        ("system", "", "attach", "派遣", "派遣"),
+        ("system", "", "upgrade", "派遣", "派遣"),
+        (admin, "燃气抢修班", "start", "派遣", "处置"),
+        ("system", "", "alarm_cleared", "处置", "处置"),
+        ("system", "", "alarm_cleared", "处置", "处置"),
+        (admin, "燃气抢修班", "feedback", "处置", "反馈"),
+        (admin, "监督员 张三", "verify", "反馈", "核查"),
+        (admin, "监督员 张三", "close", "核查", "结案"),
     ]
     assert audit[-1]["note"] == "结案: 处置完成: 现场核查无泄漏"
     assert all(a["ts_ms"] >= now for a in audit)

@@ -22,6 +22,8 @@ import httpx
 import pytest
 import yaml
 
+from collector.cases.calendar import Unit
+from collector.cases.routing import default_routing_path, load_routing, routing_calendar
 from firmware_sim.control import SimControl
 from lifeline.broker import free_port
 from lifeline.demo import (
@@ -164,7 +166,7 @@ def test_a_cover_open_is_a_component_case_on_the_cover(district: District) -> No
     assert (case["state"], case["department"], case["urgency"], case["severity"]) == (
         "立案", GAS_STATION, "urgent", 2,
     )  # fmt: skip
-    assert case["deadline_ms"] - case["timed_from_ms"] == 2 * H_MS  # 0111 urgent
+    assert case["deadline_ms"] - case["timed_from_ms"] == H_MS // 2  # the 派遣 stage, urgent
     assert case["case_no"].startswith(WEST_LAKE)
     assert case["location"]["source"] == "asset"
     assert case["location"]["address"] == "文三路与学院路口东侧"
@@ -230,7 +232,12 @@ def test_flooding_waits_for_an_operator(district: District) -> None:
         "0404",
         "3301060111000201",
     )
-    assert (case["state"], case["deadline_ms"], case["allowed_ms"]) == ("受理", None, 48 * H_MS)
+    assert (case["state"], case["allowed_ms"]) == ("受理", 48 * H_MS)
+    # The 立案 stage runs while it waits: 2 工作时 on the district's working calendar.
+    path = default_routing_path()
+    calendar = routing_calendar(load_routing(path), path)
+    due = calendar.due(case["timed_from_ms"], 2, Unit.WORK_HOURS)
+    assert case["deadline_ms"] == due
     assert case["department"] == GAS_STATION
 
 

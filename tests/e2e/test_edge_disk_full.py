@@ -185,6 +185,7 @@ def test_a_buffer_on_a_disk_full_from_the_start_is_refused_clearly(tmp_path: Pat
         check=False,
     )
     assert done.returncode == 1, done.stderr
-    assert "buffer cannot be used" in done.stderr
+    assert "its buffer " in done.stderr
+    assert "cannot be used" in done.stderr
     assert "database or disk is full" in done.stderr
     assert "Traceback" not in done.stderr

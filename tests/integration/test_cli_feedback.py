@@ -168,7 +168,7 @@ def test_flash_refuses_a_buffer_the_installed_service_cannot_keep(tmp_path: Path
     bus = {"type": "tcp", "host": "127.0.0.1", "port": 502, "devices": [device]}
     for buffer, refused in [
         ("/tmp/edge.sqlite", "PrivateTmp=true gives it its own /tmp and /var/tmp"),
-        ("/home/pi/edge.sqlite", "ProtectHome=true hides the home folders"),
+        ("/home/pi/edge.sqlite", "ProtectHome=true makes the home folders hidden to it"),
         ("/opt/lifeline/edge.sqlite", "ProtectSystem=strict makes everything else read-only"),
         ("/var/lib/lifeline/edge.sqlite", ""),
         ("edge.sqlite", ""),  # relative: in WorkingDirectory=/var/lib/lifeline
@@ -186,3 +186,35 @@ def test_flash_refuses_a_buffer_the_installed_service_cannot_keep(tmp_path: Path
             assert "it can write only under /var/lib/lifeline." in r.stderr
         else:
             assert r.exit_code == 0, (buffer, r.output)
+
+
+def test_edge_check_and_run_warn_about_a_non_standard_baud_rate(tmp_path: Path) -> None:
+    device = {"id": "sl-1", "unit": 1, "profile": "streetlight", "timeout_s": 0.05}
+    bus = {"type": "rtu", "port": str(tmp_path / "ttyUSB0"), "baudrate": 9601, "devices": [device]}
+    config = tmp_path / "gw.yaml"
+    data = {"gateway": "gw", "site": "s", "mqtt": {"url": "mqtt://127.0.0.1:1"}, "buses": [bus]}
+    data["buffer"] = {"path": str(tmp_path / "edge.sqlite")}
+    config.write_text(yaml.safe_dump(data))
+    warning = f"{config}: buses.0.baudrate: 9601 is not a standard baud rate (did you mean 9600?)"
+    check = CliRunner().invoke(edge_cli, ["check", "-c", str(config), "--broker-timeout", "0.1"])
+    assert check.exit_code == 1  # no such port, no broker
+    assert f"warning: {warning}" in check.stderr
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "lifeline", "edge", "run", "-c", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert daemon.stderr is not None
+        lines: list[str] = []
+        while not any(warning in line for line in lines):
+            line = daemon.stderr.readline()
+            assert line, "".join(lines)  # the daemon ended without the warning
+            lines.append(line)
+        assert "WARNING lifeline.edge" in lines[-1]
+    finally:
+        daemon.terminate()
+        daemon.wait(30)
+        if daemon.stderr:
+            daemon.stderr.close()

@@ -111,7 +111,7 @@ def test_assetless_gas_leak_is_an_event_case_at_the_detectors_own_location(
     assert store.pending_alarm_transitions() == []
 
 
-def test_waiting_for_acceptance_holds_no_deadline_then_operator_flow(
+def test_each_stage_runs_its_own_clock_and_dispose_starts_at_dispatch(
     store: Store, routing: Routing
 ) -> None:
     store.upsert_assets([WELL])
@@ -126,12 +126,25 @@ def test_waiting_for_acceptance_holds_no_deadline_then_operator_flow(
         "0404",
         WELL.code,
     )
-    assert (case.deadline_ms, case.allowed_ms) == (None, 4 * 3_600_000)
+    # Urgent (0404 urgent: 4 h to 处置): the 立案 stage has 30 natural minutes.
+    assert (case.deadline_ms, case.allowed_ms) == (int((T0 + H / 2) * 1000), 4 * 3_600_000)
     clock.now += H
     case = engine.act(case.case_no, Action.ACCEPT, "值班员")
     assert case.state is CaseState.REGISTERED
     assert store.case(case.case_no) == case
-    assert case.deadline_ms == int((T0 + 5 * H) * 1000)
+    assert case.deadline_ms == int((T0 + 1.5 * H) * 1000)  # the 派遣 stage: 30 minutes
+    clock.now += H
+    case = engine.act(case.case_no, Action.DISPATCH, "派遣员")
+    # Before issue 19 the one clock ran from 立案 (T0 + 5 h); 处置 now counts from 派遣.
+    assert case.deadline_ms == int((T0 + 6 * H) * 1000)
+    rows = [(p.stage, p.start_ms, p.due_ms, p.end_ms) for p in store.phases(case.case_no)]
+    ms = [int((T0 + k * H) * 1000) for k in (0, 0.5, 1, 1.5, 2, 6)]
+    assert rows == [
+        ("立案", ms[0], ms[1], ms[2]),
+        ("派遣", ms[2], ms[3], ms[4]),
+        ("处置", ms[4], ms[5], None),
+    ]
+    assert [p.overdue(ms[4]) for p in store.phases(case.case_no)] == [True, True, False]
 
 
 def test_unrouted_and_device_health_alarms_say_where_they_ended(
@@ -163,19 +176,25 @@ def test_unrouted_and_device_health_alarms_say_where_they_ended(
     assert store.count_alarm_outcomes() == {"recorded": 1, "work_order": 1}
 
 
-def test_overdue_case_raises_one_escalation(store: Store, routing: Routing) -> None:
+def test_each_new_overdue_raises_one_escalation(store: Store, routing: Routing) -> None:
     store.upsert_assets([WELL])
     clock = Clock()
     engine = CaseEngine(store, routing, clock)
     raise_alarm(store, "mh-1", "cover_open", "state", AlarmState.ACTIVE_UNACKED)
-    engine.process_pending()
+    engine.process_pending()  # 立案 at once: the 派遣 stage, urgent: 30 minutes
+    clock.now += 0.4 * H
+    assert engine.escalate_overdue() == []
+    clock.now += 0.2 * H
+    (no,) = engine.escalate_overdue()
+    assert engine.escalate_overdue() == []  # once per overdue
+    engine.act(no, Action.DISPATCH, "派遣员")  # 处置: 2 h from 派遣 (urgent 0111)
     clock.now += 1.9 * H
     assert engine.escalate_overdue() == []
-    clock.now += 0.2 * H  # past the 2 h of an urgent 0111 case
-    (no,) = engine.escalate_overdue()
-    assert engine.escalate_overdue() == []
-    assert [a.action for a in store.audit(no)][-1] == "escalate"
-    assert store.audit(no)[-1].note == "overdue: 督办"
+    clock.now += 0.2 * H
+    # Before issue 19 a case was escalated once in its life; every new overdue is a 督办 now.
+    assert engine.escalate_overdue() == [no]
+    notes = [a.note for a in store.audit(no) if a.action == "escalate"]
+    assert notes == ["督办 第1次: overdue in 派遣", "督办 第2次: overdue in 处置"]
 
 
 def test_auto_close_only_before_dispatch_and_only_when_configured(

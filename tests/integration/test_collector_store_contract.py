@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from collector.assets import Asset, AssetError
+from collector.cases.phases import Phase
 from collector.cases.workflow import Action, Args, Audit, Case, CaseState, Place, apply, open_case
 from collector.cases.workorders import WorkOrderAction, act_on, open_work_order
 from collector.models import Accepted, AlarmLink, Rejected, Status
@@ -39,6 +40,7 @@ pytestmark = pytest.mark.integration
 
 T0 = 1_795_000_000_000  # 2026-11-18, inside the partitions the PostgreSQL store creates ahead
 GW = "gw-1"
+H = 3_600_000
 
 
 @pytest.fixture(params=["sqlite", "postgres", "timescaledb"])
@@ -658,11 +660,34 @@ def a_case(no: str = "330106202611180001", **changes: object) -> tuple[Case, lis
     return replace(case, **changes), audits  # type: ignore[arg-type]
 
 
+def test_a_case_keeps_its_phase_table_and_overdue_stages_are_found(store: Store) -> None:
+    case, audits = a_case()
+    first = Phase(case.case_no, 1, "派遣", "燃气集团", T0, T0 + H, "工作时")
+    store.save_case(case, audits, expect_state=None, phases=[first])
+    assert store.phases(case.case_no) == [first]
+    assert store.overdue_phases(T0 + H) == []  # due, not past
+    assert store.overdue_phases(T0 + H + 1) == [first]
+    ended = replace(first, end_ms=T0 + 2 * H)
+    second = Phase(case.case_no, 2, "处置", "燃气集团", T0 + 2 * H, T0 + 3 * H, "自然时",
+                   parked_since_ms=T0 + 2 * H, left_ms=H, extended=1.5)  # fmt: skip
+    moved, audit = apply(case, Action.DISPATCH, actor="派遣员", now_ms=T0 + 2 * H)
+    store.save_case(moved, [audit], expect_state="立案", phases=[ended, second])
+    assert store.phases(case.case_no) == [ended, second]
+    assert store.overdue_phases(T0 + 9 * H) == []  # ended, or parked: never overdue
+    resumed = replace(second, parked_since_ms=None, left_ms=None, escalated_due_ms=T0 + 3 * H)
+    store.save_case(moved, [], expect_state="派遣", phases=[resumed])
+    assert store.overdue_phases(T0 + 9 * H) == []  # escalated for this due time already
+    again = replace(resumed, due_ms=T0 + 4 * H)  # 延时: a new due time, not escalated yet
+    store.save_case(moved, [], expect_state="派遣", phases=[again])
+    assert store.overdue_phases(T0 + 9 * H) == [again]
+
+
 def test_a_case_keeps_its_place_limit_severity_and_lifecycle_fields(store: Store) -> None:
-    case, audits = a_case(recurrence_of="330106202611150003")
+    case, audits = a_case(
+        recurrence_of="330106202611150003", deadline_ms=T0 + 3_600_000, timed_from_ms=T0
+    )
     store.save_case(case, audits, expect_state=None)
     assert store.case(case.case_no) == case
-    assert case.deadline_ms == T0 + 3_600_000  # a time; the duration is allowed_ms
     moved, audit = apply(
         case, Action.DISPATCH, actor="派遣员", now_ms=T0 + 1,
         args=Args(department="燃气抢修中心", assist=("交警大队", "街道办")),

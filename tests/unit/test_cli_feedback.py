@@ -1,10 +1,11 @@
-"""What the command lines tell a person: the demo banner."""
+"""What the command lines tell a person: the demo banner, an unexpected error."""
 
 from pathlib import Path
 
 import pytest
 
 from edge.cli_output import local_time
+from lifeline.cli import describe_error
 from lifeline.demo import _banner
 
 pytestmark = pytest.mark.unit
@@ -18,3 +19,12 @@ def test_demo_banner_shows_the_first_reading_in_local_time_and_both_key_headers(
     assert line.endswith(f"mh-e01.tilt_x = 0.4 at {local_time(ts_ms)}"), line
     assert str(ts_ms) not in text
     assert "X-API-Key: KEY or Authorization: Bearer KEY" in text
+
+
+def test_an_unexpected_error_is_described_on_one_line() -> None:
+    missing = FileNotFoundError(2, "No such file or directory", "/nodir/c.db")
+    assert describe_error(missing) == "No such file or directory: /nodir/c.db"
+    moved = OSError(18, "Invalid cross-device link", "/a", None, "/b")
+    assert describe_error(moved) == "Invalid cross-device link: /a -> /b"
+    assert describe_error(ValueError("first line\n  detail")) == "ValueError: first line"
+    assert describe_error(RuntimeError()) == "RuntimeError"

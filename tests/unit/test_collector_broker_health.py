@@ -50,3 +50,22 @@ def test_qos0_and_refused_subscriptions_and_an_unanswered_probe_are_reasons() ->
     assert "does not deliver on the shared subscription $share/g/a/+" in h.problems(4)[0]
     h.probe_result(True)
     assert h.problems(5) == []
+
+
+def test_a_broker_that_keeps_no_session_for_an_absent_client_is_a_reason_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    h = BrokerHealth(URL)
+    h.connected_now(session_present=False, now=0)
+    h.session_probing()
+    why = "a client that reconnected found no session (CONNACK session present 0)"
+    h.session_result(why)
+    h.session_result(why)  # the next connect's probe says the same: no second line
+    (reason,) = h.problems(1)
+    assert reason == (
+        f"broker does not keep a persistent session for an absent collector: {why}"
+        " (messages published while a collector is away would be lost)"
+    )
+    assert sum("does not keep a persistent session" in r.getMessage() for r in caplog.records) == 1
+    h.session_result("")
+    assert h.problems(2) == []

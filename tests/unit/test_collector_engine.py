@@ -12,6 +12,7 @@ import pytest
 
 from collector.assets import Asset
 from collector.cases.engine import CaseEngine
+from collector.cases.phases import Phase
 from collector.cases.routing import Routing, default_routing_path, load_routing
 from collector.cases.workflow import Action, Audit, Case, CaseState, Closure, IllegalTransition
 from collector.cases.workorders import WorkOrder, WorkOrderAction, WorkOrderState
@@ -55,6 +56,7 @@ class FakeStore:
 
     pending: list[AlarmTransition] = field(default_factory=list)
     handled: set[int] = field(default_factory=set)
+    phases_: dict[str, dict[int, Phase]] = field(default_factory=dict)
     cases_: dict[str, Case] = field(default_factory=dict)
     orders: dict[str, WorkOrder] = field(default_factory=dict)
     audits: dict[str, list[Audit]] = field(default_factory=dict)
@@ -131,6 +133,7 @@ class FakeStore:
         transition_ids: Sequence[int] = (),
         links: Sequence[AlarmLink] = (),
         cleared: Sequence[tuple[str, int]] = (),
+        phases: Sequence[Phase] = (),
     ) -> None:
         stored = self.cases_.get(case.case_no)
         if expect_state is None and self.open_case_for(case.subject, case.problem):
@@ -142,9 +145,19 @@ class FakeStore:
         self.cases_[case.case_no] = case
         self.audits.setdefault(case.case_no, []).extend(audits)
         self.handled.update(transition_ids)
+        for ph in phases:
+            table = self.phases_.setdefault(case.case_no, {})
+            table[ph.seq] = ph
 
     def case(self, case_no: str) -> Case | None:
         return self.cases_.get(case_no)
+
+    def phases(self, case_no: str) -> list[Phase]:
+        return [p for _, p in sorted(self.phases_.get(case_no, {}).items())]
+
+    def overdue_phases(self, now_ms: int) -> list[Phase]:
+        running = (p for t in self.phases_.values() for p in t.values() if p.end_ms is None)
+        return [p for p in running if p.needs_escalation(now_ms)]
 
     def cases(self, open_only: bool = False) -> list[Case]:
         return [
@@ -452,14 +465,21 @@ def test_an_unrouted_alarm_of_severity_two_waits_in_reception_to_be_classified()
         "未分类物联感知告警",
         "区城市运行管理中心",
     )
-    assert (case.deadline_ms, case.allowed_ms) == (None, None)
+    # Waiting in 受理 runs the 立案 stage's clock (urgent: 30 natural minutes), with no 处置
+    # limit known until it is classified.
+    assert (case.deadline_ms, case.allowed_ms) == (int((T0 + H / 2) * 1000), None)
     accepted = d.engine.act(case.case_no, Action.ACCEPT, "受理员", kind="事件", subcategory="0499")
     assert (accepted.kind, accepted.subcategory, accepted.state) == (
         "事件",
         "0499",
         CaseState.REGISTERED,
     )
-    assert accepted.deadline_ms == int((T0 + 2 * H) * 1000)  # 0499 urgent
+    assert accepted.deadline_ms == int((T0 + H / 2) * 1000)  # the 派遣 stage's 30 minutes
+    d.later(3)
+    sent = d.engine.act(case.case_no, Action.DISPATCH, "派遣员")
+    # The 处置 clock starts at 派遣, not at 立案 (it ran from 立案 before issue 19).
+    assert sent.deadline_ms == int((T0 + 5 * H) * 1000)  # 0499 urgent: 2 h from 派遣
+    assert [p.stage for p in d.store.phases(case.case_no)] == ["立案", "派遣", "处置"]
 
 
 def test_unrouted_and_ignored_alarms_say_where_they_ended() -> None:
@@ -554,6 +574,7 @@ class RacingStore(FakeStore):
         transition_ids: Sequence[int] = (),
         links: Sequence[AlarmLink] = (),
         cleared: Sequence[tuple[str, int]] = (),
+        phases: Sequence[Phase] = (),
     ) -> None:
         if not self.raced:
             self.raced = True
@@ -565,6 +586,7 @@ class RacingStore(FakeStore):
             transition_ids=transition_ids,
             links=links,
             cleared=cleared,
+            phases=phases,
         )
 
 

@@ -1,5 +1,6 @@
-"""The case state machine: every legal and every illegal (action, state) pair, deadlines, and the
-lifecycle rules of issue 14 (upgrade, rework, closure types, 改派), table-driven on plain values."""
+"""The case state machine: every legal and every illegal (action, state) pair, the deadline
+colour, and the lifecycle rules of issue 14 (upgrade, rework, closure types, 改派), table-driven
+on plain values. The clocks themselves are the phase table's: test_collector_phases.py."""
 
 import itertools
 from dataclasses import replace
@@ -20,7 +21,6 @@ from collector.cases.workflow import (
     IllegalTransition,
     apply,
     colour,
-    needs_escalation,
     open_case,
 )
 
@@ -55,11 +55,13 @@ LEGAL: dict[tuple[Action, CaseState], CaseState] = {
     # ... every alarm cleared before anyone was dispatched (自动恢复, where configured).
     (A.AUTO_CLOSE, S.REPORTED): S.CLOSED,
     (A.AUTO_CLOSE, S.REGISTERED): S.CLOSED,
+    # ... a department applies for 延时, 挂账 or 回退 while it has the case; the 派遣员 decides.
+    **{(a, s): s for a in (A.APPLY, A.APPROVE, A.DENY) for s in (S.DISPATCHED, S.HANDLING)},
     **{(A.ESCALATE, s): s for s in OPEN},
     **{(A.UPGRADE, s): s for s in OPEN},
 }
 ALL_PAIRS = list(itertools.product(Action, CaseState))
-ARGS = Args(extend_ms=H, severity=1, urgent=True, allowed_ms=H)
+ARGS = Args(extend_ms=H, severity=1, urgent=True, allowed_ms=H, request="extend")
 
 
 def make(
@@ -87,7 +89,8 @@ def test_a_cleared_alarm_is_no_workflow_action() -> None:
 
 @pytest.mark.parametrize(("action", "state"), [p for p in ALL_PAIRS if p in LEGAL])
 def test_legal_transition(action: Action, state: CaseState) -> None:
-    case, audit = apply(make(state), action, actor="op-7", now_ms=T0 + H, note="n", args=ARGS)
+    given = make(state, pending="park") if action in (A.APPROVE, A.DENY) else make(state)
+    case, audit = apply(given, action, actor="op-7", now_ms=T0 + H, note="n", args=ARGS)
     assert case.state is LEGAL[(action, state)]
     assert (audit.actor, audit.ts_ms, audit.from_state, audit.to_state) == (
         "op-7",
@@ -115,35 +118,12 @@ def test_full_happy_path_with_auto_register() -> None:
         urgency="urgent", department="燃气公司", grid=None, allowed_ms=2 * H,
         auto_register=True, actor="system", now_ms=T0,
     )  # fmt: skip
-    assert case.state is S.REGISTERED
-    assert (case.deadline_ms, case.timed_from_ms, case.allowed_ms) == (T0 + 2 * H, T0, 2 * H)
+    assert (case.state, case.allowed_ms) == (S.REGISTERED, 2 * H)
     for action in (A.DISPATCH, A.START, A.FEEDBACK, A.VERIFY, A.CLOSE):
         case, audit = apply(case, action, actor="op", now_ms=T0)
         audits.append(audit)
     assert [a.to_state for a in audits] == ["受理", "立案", "派遣", "处置", "反馈", "核查", "结案"]
     assert case.closure == "处置完成"
-
-
-def test_deadline_is_a_time_or_nothing_never_a_duration() -> None:
-    # Today's bug: a case waiting in 受理 held its allowed duration in deadline_ms.
-    case, audits = open_case(
-        case_no="X", kind="事件", subcategory="0404", problem="flooding", asset=None, device="m1",
-        urgency="normal", department="d", grid=None, allowed_ms=48 * H, auto_register=False,
-        actor="system", now_ms=T0,
-    )  # fmt: skip
-    assert (case.state, len(audits), colour(case, T0 + 100 * H)) == (S.REPORTED, 1, Colour.NONE)
-    assert (case.deadline_ms, case.allowed_ms) == (None, 48 * H)
-    case, _ = apply(case, A.ACCEPT, actor="op", now_ms=T0 + 5 * H)
-    assert case.deadline_ms == T0 + 53 * H  # the clock starts at 立案
-
-
-def test_parking_keeps_a_time_and_the_time_left_apart() -> None:
-    # Second member of the kind: 挂账 used to store a signed offset in deadline_ms.
-    parked, _ = apply(make(S.HANDLING), A.PARK, actor="op", now_ms=T0 + 4 * H)
-    assert (parked.deadline_ms, parked.remaining_ms) == (T0 + 10 * H, 6 * H)
-    assert colour(parked, T0 + 100 * H) is Colour.NONE
-    resumed, _ = apply(parked, A.UNPARK, actor="op", now_ms=T0 + 50 * H)
-    assert (resumed.deadline_ms, resumed.remaining_ms) == (T0 + 56 * H, None)
 
 
 @pytest.mark.parametrize(
@@ -161,18 +141,7 @@ def test_deadline_colours(now: int, expected: Colour) -> None:
     assert colour(make(S.HANDLING), now) is expected
 
 
-def test_overdue_case_needs_one_escalation() -> None:
-    case = make(S.DISPATCHED)
-    assert not needs_escalation(case, T0 + 10 * H)
-    assert needs_escalation(case, T0 + 11 * H)
-    escalated, audit = apply(case, A.ESCALATE, actor="system", now_ms=T0 + 11 * H)
-    assert (escalated.state, escalated.escalations, audit.action) == (S.DISPATCHED, 1, "escalate")
-    assert not needs_escalation(escalated, T0 + 12 * H)
-
-
-def test_extension_moves_the_deadline() -> None:
-    case, _ = apply(make(S.HANDLING), A.EXTEND, actor="op", now_ms=T0, args=Args(extend_ms=5 * H))
-    assert case.deadline_ms == T0 + 15 * H
+def test_an_extension_needs_a_positive_amount() -> None:
     with pytest.raises(ValueError, match="positive"):
         apply(make(S.HANDLING), A.EXTEND, actor="op", now_ms=T0)
 
@@ -182,62 +151,35 @@ def test_every_transition_needs_an_actor() -> None:
         apply(make(S.REGISTERED), A.DISPATCH, actor="", now_ms=T0)
 
 
-# --- 升级: a more severe alarm upgrades the case, never lengthening its deadline ------------
+# --- 升级: a more severe alarm upgrades the case (its clock: test_collector_phases.py) ----------
 
 UPGRADES = [
-    # (state, severity, urgency, allowed, deadline, new severity, urgent, new allowed, now)
-    #  -> (urgency, allowed, deadline, remaining)
-    pytest.param(
-        S.DISPATCHED, 3, "normal", 10 * H, T0 + 10 * H, 2, True, 2 * H, T0 + H,
-        ("urgent", 2 * H, T0 + 3 * H, None), id="normal-to-urgent-shortens-from-now",
-    ),
-    pytest.param(
-        S.HANDLING, 3, "normal", 10 * H, T0 + 10 * H, 2, True, 2 * H, T0 + 9 * H,
-        ("urgent", 2 * H, T0 + 10 * H, None), id="never-lengthens-when-near-the-end",
-    ),
-    pytest.param(
-        S.DISPATCHED, 2, "urgent", 2 * H, T0 + 2 * H, 1, True, 2 * H, T0 + H,
-        ("urgent", 2 * H, T0 + 2 * H, None), id="same-limit-only-the-severity",
-    ),
-    pytest.param(
-        S.DISPATCHED, 2, "urgent", 2 * H, T0 + 2 * H, 1, False, 10 * H, T0 + H,
-        ("urgent", 2 * H, T0 + 2 * H, None), id="urgency-never-drops",
-    ),
-    pytest.param(
-        S.REPORTED, 3, "normal", 10 * H, None, 2, True, 2 * H, T0 + H,
-        ("urgent", 2 * H, None, None), id="in-受理-the-limit-only",
-    ),
-    pytest.param(
-        S.PARKED, 3, "normal", 10 * H, T0 + 10 * H, 2, True, 2 * H, T0 + H,
-        ("urgent", 2 * H, T0 + 10 * H, 2 * H), id="parked-the-time-left",
-    ),
-]  # fmt: skip
+    # (severity, urgency, allowed, new severity, urgent, new allowed) -> (urgency, allowed)
+    pytest.param(3, "normal", 10 * H, 2, True, 2 * H, ("urgent", 2 * H), id="to-urgent"),
+    pytest.param(2, "urgent", 2 * H, 1, True, 2 * H, ("urgent", 2 * H), id="severity-only"),
+    pytest.param(2, "urgent", 2 * H, 1, False, 10 * H, ("urgent", 2 * H), id="never-drops"),
+]
 
 
 @pytest.mark.parametrize(
-    ("state", "sev", "urgency", "allowed", "deadline", "new_sev", "urgent", "new_allowed", "now",
-     "expected"),
-    UPGRADES,
-)  # fmt: skip
+    ("sev", "urgency", "allowed", "new_sev", "urgent", "new_allowed", "expected"), UPGRADES
+)
+@pytest.mark.parametrize("state", [S.REPORTED, S.DISPATCHED, S.PARKED])
 def test_upgrade(
     state: CaseState,
     sev: int,
     urgency: str,
     allowed: int,
-    deadline: int | None,
     new_sev: int,
     urgent: bool,
     new_allowed: int,
-    now: int,
-    expected: tuple[str, int, int | None, int | None],
+    expected: tuple[str, int],
 ) -> None:
-    case = make(state, deadline, severity=sev, urgency=urgency, allowed_ms=allowed)
-    if state is S.PARKED:
-        case = replace(case, remaining_ms=5 * H, timed_from_ms=None)
+    case = make(state, severity=sev, urgency=urgency, allowed_ms=allowed)
     args = Args(severity=new_sev, urgent=urgent, allowed_ms=new_allowed)
-    up, audit = apply(case, A.UPGRADE, actor="system", now_ms=now, args=args)
+    up, audit = apply(case, A.UPGRADE, actor="system", now_ms=T0 + H, args=args)
     assert (up.state, up.severity) == (state, new_sev)
-    assert (up.urgency, up.allowed_ms, up.deadline_ms, up.remaining_ms) == expected
+    assert (up.urgency, up.allowed_ms) == expected
     assert audit.action == "upgrade"
     assert f"severity {sev} → {new_sev}" in audit.note
 
@@ -254,9 +196,8 @@ def test_an_upgrade_needs_a_more_severe_alarm() -> None:
 def test_rework_starts_a_new_handling_round(state: CaseState) -> None:
     case = make(state, escalations=1, timed=None)
     back, _audit = apply(case, A.REWORK, actor="system", now_ms=T0 + 20 * H)
-    assert (back.state, back.reworks, back.escalations) == (S.HANDLING, 1, 0)
-    assert (back.deadline_ms, back.timed_from_ms) == (T0 + 30 * H, T0 + 20 * H)
-    assert colour(back, T0 + 21 * H) is Colour.GREEN
+    # The 督办 level counts on across rounds; the new 处置 clock is the phase table's.
+    assert (back.state, back.reworks, back.escalations) == (S.HANDLING, 1, 1)
 
 
 @pytest.mark.parametrize(
@@ -313,4 +254,28 @@ def test_an_unclassified_case_is_accepted_with_its_kind_and_subcategory() -> Non
         args=Args(classify=Classification("事件", "0406", 2 * H)),
     )  # fmt: skip
     assert (accepted.kind, accepted.subcategory, accepted.allowed_ms) == ("事件", "0406", 2 * H)
-    assert accepted.deadline_ms == T0 + 3 * H
+
+
+def test_a_department_applies_and_the_dispatcher_decides() -> None:
+    # Reproduced on main: a 1 000 h 延时 took effect in one step, by whoever posted it.
+    case = make(S.HANDLING)
+    applied, audit = apply(
+        case, A.APPLY, actor="燃气集团", now_ms=T0, args=Args(request="extend", extend_ms=1000 * H)
+    )
+    assert (applied.state, applied.pending, applied.pending_hours) == (S.HANDLING, "extend", 1000)
+    assert audit.note == "申请 延时 1000 h"
+    with pytest.raises(ValueError, match="already has an application"):
+        apply(applied, A.APPLY, actor="燃气集团", now_ms=T0, args=Args(request="park"))
+    denied, audit = apply(applied, A.DENY, actor="派遣员", now_ms=T0, note="理由不足")
+    assert (denied.pending, denied.pending_hours, audit.note) == (
+        None,
+        0,
+        "驳回 延时 1000 h: 理由不足",
+    )
+    with pytest.raises(ValueError, match="no application"):
+        apply(denied, A.APPROVE, actor="派遣员", now_ms=T0)
+    for bad in (Args(request="extend"), Args(request="park", extend_ms=H), Args(request="x")):
+        with pytest.raises(ValueError, match="application"):
+            apply(case, A.APPLY, actor="燃气集团", now_ms=T0, args=bad)
+    parked, _ = apply(applied, A.FEEDBACK, actor="燃气集团", now_ms=T0)
+    assert parked.pending is None  # moot once the case moved on

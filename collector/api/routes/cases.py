@@ -16,6 +16,7 @@ from collector.api.schemas import CaseDetail, CaseOut, CasePage
 from collector.cases.codes import subcategory_name
 from collector.cases.duties import SCOPED, in_scope, may_act, refusal, scope_names
 from collector.cases.engine import CaseNotFound
+from collector.cases.phases import Phase
 from collector.cases.workflow import (
     TRANSITIONS,
     Action,
@@ -50,6 +51,9 @@ class CaseAction(StrEnum):
     UNPARK = "unpark"
     EXTEND = "extend"  # 延时: `extend_hours`
     ESCALATE = "escalate"  # 督办
+    APPLY = "apply"  # the department applies: `request` extend (with `extend_hours`), park, return
+    APPROVE = "approve"  # the 派遣员 grants the pending application
+    DENY = "deny"  # the 派遣员 refuses it
 
 
 class ActionIn(BaseModel):
@@ -64,7 +68,15 @@ class ActionIn(BaseModel):
         " `on_behalf_of`; the audit's actor is always the authenticated key",
     )
     note: str = Field(default="", max_length=2000)
-    extend_hours: float = Field(default=0, ge=0, le=24 * 365, description="for 延时 (extend)")
+    extend_hours: float = Field(
+        default=0,
+        ge=0,
+        le=24 * 365,
+        description="for extend, or apply with request extend: hours on the stage's clock",
+    )
+    request: Literal["extend", "park", "return"] | None = Field(
+        default=None, description="for apply: 延时 (extend), 挂账 (park) or 回退 (return)"
+    )
     department: Department | None = Field(
         default=None,
         description="for dispatch: the 主办 department, a code or name of the department"
@@ -93,11 +105,15 @@ class ActionIn(BaseModel):
             "closure": (self.closure is not None, CaseAction.CLOSE),
             "kind": (self.kind is not None, CaseAction.ACCEPT),
             "subcategory": (self.subcategory is not None, CaseAction.ACCEPT),
-            "extend_hours": (self.extend_hours > 0, CaseAction.EXTEND),
+            "request": (self.request is not None, CaseAction.APPLY),
         }
         for name, (present, action) in given.items():
             if present and self.action is not action:
                 raise ValueError(f"`{name}` goes with {action.value}, not {self.action.value}")
+        if self.extend_hours > 0 and self.action not in (CaseAction.EXTEND, CaseAction.APPLY):
+            raise ValueError(f"`extend_hours` goes with extend or apply, not {self.action.value}")
+        if self.action is CaseAction.APPLY and self.request is None:
+            raise ValueError("apply needs its `request`: extend, park or return")
         if (self.kind is None) != (self.subcategory is None):
             raise ValueError("`kind` and `subcategory` go together")
         return self
@@ -133,6 +149,24 @@ def case_doc(case: Case, now_ms: int, alarms: list[AlarmLink] | None = None) -> 
     body["alarms"] = [alarm_snapshot(k) for k in alarms or []]
     body["actions"] = allowed_actions(case.state)
     return body
+
+
+def phase_doc(p: Phase, now_ms: int) -> dict[str, Any]:
+    """A row of the phase table: stage, department, start, due, end (ms; due null: untimed),
+    its unit, 挂账 time, 延时 hours, and whether it is (or ended) overdue."""
+    return {
+        "seq": p.seq,
+        "stage": p.stage,
+        "department": p.department,
+        "start_ms": p.start_ms,
+        "due_ms": p.due_ms,
+        "end_ms": p.end_ms,
+        "unit": p.unit,
+        "parked_ms": p.parked_ms,
+        "parked": p.parked_since_ms is not None,
+        "extended_hours": p.extended,
+        "overdue": p.overdue(now_ms),
+    }
 
 
 def allowed_actions(state: CaseState) -> list[str]:
@@ -209,8 +243,10 @@ def get_case(store: StoreDep, key: Viewer, case_no: CaseNo) -> dict[str, Any]:
     case = store.case(case_no)
     if case is None or not in_scope(case, _scope(store, key)):
         raise HTTPException(404, f"no case {case_no}")
-    body = case_doc(case, _now_ms(), store.links(case_no))
+    now = _now_ms()
+    body = case_doc(case, now, store.links(case_no))
     body["audit"] = [asdict(a) for a in store.audit(case_no)]
+    body["phases"] = [phase_doc(p, now) for p in store.phases(case_no)]
     return body
 
 
@@ -241,6 +277,7 @@ def act(runtime: RuntimeDep, key: Viewer, case_no: CaseNo, body: ActionIn) -> di
             key.name,
             body.note,
             extend_hours=body.extend_hours,
+            request=body.request,
             department=department,
             assist=assist,
             closure=Closure(body.closure) if body.closure else None,

@@ -4,14 +4,21 @@ import base64
 from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, HTTPException, Path
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from collector.api.auth import Operator, Viewer
 from collector.api.deps import RuntimeDep, StoreDep
 from collector.api.names import find_device
-from collector.api.paging import Name
+from collector.api.paging import (
+    Cursor,
+    Name,
+    PageSize,
+    cursor_int,
+    decode_cursor,
+    encode_cursor,
+)
 from collector.api.schemas import (
     CommandAccepted,
     CommandReplyOut,
@@ -125,9 +132,15 @@ def _device_doc(store: StoreDep, d: DeviceState) -> dict[str, Any]:
 
 @router.get("/dead-letters", response_model=DeadLetterPage)
 def dead_letters(
-    store: StoreDep, key: Viewer, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    store: StoreDep, key: Viewer, limit: PageSize = 100, cursor: Cursor = None
 ) -> dict[str, Any]:
-    """The total count and the most recent refused payloads (base64)."""
+    """The total count and one page of refused payloads, newest first; pass `next_cursor`
+    back for the next page (null: done). Each shows the first 4 KiB of its payload (base64),
+    its whole `size` and `sha256`."""
+    before = cursor_int(decode_cursor(cursor, 1)[0]) if cursor else None
+    rows = store.dead_letters(limit + 1, before)
+    more = len(rows) > limit
+    rows = rows[:limit]
     return {
         "count": store.count_dead_letters(),
         "items": [
@@ -136,8 +149,12 @@ def dead_letters(
                 "topic": d.topic,
                 "reason": d.reason,
                 "received_ms": d.received_ms,
+                "size": d.size,
+                "sha256": d.sha256,
+                "truncated": d.size > len(d.payload),
                 "payload_b64": base64.b64encode(d.payload).decode(),
             }
-            for d in store.dead_letters(limit)
+            for d in rows
         ],
+        "next_cursor": encode_cursor(rows[-1].id) if more else None,
     }
