@@ -264,6 +264,11 @@ class CaseOut(Out):
     recurrence_of: str | None = Field(description="the case this one recurs (反复发生)")
     remaining_ms: int | None = Field(description="while 挂账: the time that was left")
     location: Place
+    pending: str | None = Field(
+        description="an application awaiting the 派遣员: extend (延时), park (挂账) or"
+        " return (回退)"
+    )
+    pending_hours: float = Field(description="the 延时 applied for, hours on the stage's clock")
     colour: Colour = Field(description="the deadline light now")
     subcategory_name: str | None
     alarms: list[AlarmSnapshot]

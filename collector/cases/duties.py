@@ -22,7 +22,10 @@ CASE_ACTIONS: Mapping[Action, frozenset[Role]] = {
     Action.DISPATCH: frozenset({R.DISPATCHER}),  # 派遣 and 改派
     Action.START: frozenset({R.DEPARTMENT}),  # 处置
     Action.FEEDBACK: frozenset({R.DEPARTMENT}),  # 反馈
-    Action.RETURN: frozenset({R.DEPARTMENT}),  # 回退 to the 派遣员, who 改派s
+    Action.APPLY: frozenset({R.DEPARTMENT}),  # 申请 延时, 挂账 or 回退
+    Action.APPROVE: frozenset({R.DISPATCHER}),  # 批准: the application takes effect
+    Action.DENY: frozenset({R.DISPATCHER}),  # 驳回
+    Action.RETURN: frozenset({R.DISPATCHER}),  # 回退 (a department applies for it)
     Action.VERIFY: frozenset({R.INTAKE}),  # 受理员 sends a 监督员 to 核查
     Action.REJECT: frozenset({R.INSPECTOR}),  # 核查不通过: back to 处置
     Action.CLOSE: frozenset({R.SHIFT_LEAD}),  # 结案 after 核查
@@ -33,7 +36,7 @@ CASE_ACTIONS: Mapping[Action, frozenset[Role]] = {
 }
 
 # Actions a 专业部门 key may take only on a case whose 主办 is one of its departments.
-SCOPED = frozenset({Action.START, Action.FEEDBACK, Action.RETURN})
+SCOPED = frozenset({Action.START, Action.FEEDBACK, Action.APPLY})
 
 ROLE_NAMES: Mapping[Role, str] = {
     R.VIEWER: "只读",

@@ -22,6 +22,7 @@ from collector.cases.calendar import DEFAULT_CALENDAR, WorkCalendar
 from collector.cases.phases import Phase
 from collector.cases.routing import Decision, Outcome, Routing
 from collector.cases.workflow import (
+    REQUESTS,
     SYSTEM_ACTIONS,
     UNCLASSIFIED,
     Action,
@@ -591,12 +592,15 @@ class CaseEngine:
         closure: Closure | None = None,
         kind: str | None = None,
         subcategory: str | None = None,
+        request: str | None = None,
         key_id: int | None = None,
         role: str = "",
         on_behalf_of: str = "",
     ) -> Case:
         """Apply an operator action: 派遣 with `department` (主办) and `assist` (协办), 结案 with
-        its `closure`, 受理 of an unclassified case with its `kind` and `subcategory` (小类).
+        its `closure`, 受理 of an unclassified case with its `kind` and `subcategory` (小类),
+        申请 with its `request` (and `extend_hours` for 延时); 批准 carries out the pending
+        application (a second audit row: the extend, park or return it grants).
         The audit row names `actor` (the authenticated key's name), its `key_id` and `role`,
         and `on_behalf_of` (a name the client gave, unverified).
 
@@ -622,13 +626,31 @@ class CaseEngine:
             assist=tuple(assist),
             closure=closure,
             classify=classify,
+            request=request,
         )
         now = self._now_ms()
+
+        def signed(a: Audit) -> Audit:
+            return replace(a, key_id=key_id, role=role, on_behalf_of=on_behalf_of)
+
         updated, audit = apply(case, action, actor=actor, now_ms=now, note=note, args=args)
-        audit = replace(audit, key_id=key_id, role=role, on_behalf_of=on_behalf_of)
+        audits = [signed(audit)]
         phases = self.store.phases(case_no)
         updated = self._step(phases, case, updated, action, now, extend=extend_hours)
-        self.store.save_case(updated, [audit], expect_state=case.state.value, phases=phases)
+        if action is Action.APPROVE and case.pending is not None:
+            granted = REQUESTS[case.pending]
+            before = updated
+            updated, audit = apply(
+                before,
+                granted,
+                actor=actor,
+                now_ms=now,
+                note="批准的申请",
+                args=Args(extend_ms=int(case.pending_hours * HOUR_MS)),
+            )
+            audits.append(signed(audit))
+            updated = self._step(phases, before, updated, granted, now, case.pending_hours)
+        self.store.save_case(updated, audits, expect_state=case.state.value, phases=phases)
         return updated
 
     def act_on_work_order(

@@ -49,6 +49,9 @@ class Action(StrEnum):
     UNPARK = "unpark"
     EXTEND = "extend"  # 延时
     ESCALATE = "escalate"  # 督办
+    APPLY = "apply"  # the department applies for 延时, 挂账 or 回退 (its `request`)
+    APPROVE = "approve"  # the 派遣员 grants the pending application: it takes effect
+    DENY = "deny"  # the 派遣员 refuses it
     UPGRADE = "upgrade"  # system: a more severe alarm joined the case
     REWORK = "rework"  # system: the alarm came back after 反馈 / during 核查
     AUTO_CLOSE = "auto_close"  # system: 结案 as 自动恢复, before 派遣, where configured
@@ -90,6 +93,9 @@ TRANSITIONS: dict[tuple[Action, CaseState], CaseState] = {
     (Action.REWORK, S.VERIFYING): S.HANDLING,
     (Action.AUTO_CLOSE, S.REPORTED): S.CLOSED,
     (Action.AUTO_CLOSE, S.REGISTERED): S.CLOSED,
+    **{(Action.APPLY, s): s for s in (S.DISPATCHED, S.HANDLING)},
+    **{(Action.APPROVE, s): s for s in (S.DISPATCHED, S.HANDLING)},
+    **{(Action.DENY, s): s for s in (S.DISPATCHED, S.HANDLING)},
     **{(Action.ESCALATE, s): s for s in OPEN_STATES},
     **{(Action.UPGRADE, s): s for s in OPEN_STATES},
 }
@@ -167,6 +173,8 @@ class Case:
     recurrence_of: str | None = None  # the case this one recurs (反复发生)
     remaining_ms: int | None = None  # while 挂账: the time that was left
     location: Place = field(default_factory=Place)
+    pending: str | None = None  # an application awaiting the 派遣员: extend, park or return
+    pending_hours: float = 0  # the 延时 applied for (hours on the stage's clock)
 
     @property
     def subject(self) -> str:
@@ -209,11 +217,17 @@ class Classification:
     allowed_ms: int
 
 
+# What a department may apply for, and the action an approval takes.
+REQUESTS = {"extend": Action.EXTEND, "park": Action.PARK, "return": Action.RETURN}
+REQUEST_NAMES = {"extend": "延时", "park": "挂账", "return": "回退"}
+
+
 @dataclass(frozen=True, slots=True)
 class Args:
     """Arguments of the actions that take any: 延时 `extend_ms`; 派遣 `department` (主办) and
     `assist` (协办); 结案 `closure`; 受理 `classify`; 升级 `severity`, `urgent` and the
-    `allowed_ms` of the new urgency."""
+    `allowed_ms` of the new urgency; 申请 `request` (extend, park or return; with `extend_ms`
+    for extend)."""
 
     extend_ms: int = 0
     department: str | None = None
@@ -223,6 +237,7 @@ class Args:
     severity: int | None = None
     urgent: bool = False
     allowed_ms: int | None = None
+    request: str | None = None
 
 
 def _join(detail: str, note: str) -> str:
@@ -272,6 +287,21 @@ def _upgrade(case: Case, args: Args) -> tuple[Case, str]:
     return updated, detail
 
 
+def _apply_for(case: Case, args: Args) -> tuple[Case, str]:
+    if case.pending is not None:
+        raise ValueError(
+            f"case {case.case_no} already has an application for"
+            f" {REQUEST_NAMES[case.pending]}: the 派遣员 approves or denies it first"
+        )
+    if args.request not in REQUESTS:
+        raise ValueError(f"an application is for one of: {', '.join(REQUESTS)}")
+    hours = args.extend_ms / 3_600_000
+    if (args.request == "extend") != (hours > 0):
+        raise ValueError("an application for extend (延时) and only that gives its hours")
+    detail = f"申请 {REQUEST_NAMES[args.request]}" + (f" {hours:g} h" if hours else "")
+    return replace(case, pending=args.request, pending_hours=hours), detail
+
+
 def apply(
     case: Case,
     action: Action,
@@ -313,6 +343,18 @@ def apply(
         note = _join(f"结案: {closure.value}", note)
     elif action is Action.AUTO_CLOSE:
         updated = replace(updated, closure=Closure.AUTO.value)
+    elif action is Action.APPLY:
+        updated, detail = _apply_for(updated, args)
+        note = _join(detail, note)
+    elif action in (Action.APPROVE, Action.DENY):
+        if case.pending is None:
+            raise ValueError(f"case {case.case_no} has no application to {action.value}")
+        verdict = "批准" if action is Action.APPROVE else "驳回"
+        detail = f"{verdict} {REQUEST_NAMES[case.pending]}"
+        if case.pending == "extend":
+            detail += f" {case.pending_hours:g} h"
+        updated = replace(updated, pending=None, pending_hours=0)
+        note = _join(detail, note)
     elif action is Action.ESCALATE:
         updated = replace(updated, escalations=case.escalations + 1)
         note = _join(f"督办 第{updated.escalations}次", note)
@@ -321,6 +363,8 @@ def apply(
         note = _join(detail, note)
     elif action is Action.REWORK:
         updated = replace(updated, reworks=case.reworks + 1)  # a new 处置 phase
+    if updated.pending is not None and target not in (S.DISPATCHED, S.HANDLING):
+        updated = replace(updated, pending=None, pending_hours=0)  # moot once it moved on
     audit = Audit(case.case_no, now_ms, actor, action.value, case.state.value, target.value, note)
     return updated, audit
 

@@ -220,7 +220,7 @@ class CaseRows(Rows):
         "case_no, kind, subcategory, problem, asset, device, state, urgency, department, grid,"
         " created_ms, updated_ms, deadline_ms, timed_from_ms, repeats, escalations, title,"
         " gateway_id, allowed_ms, severity, assist, reworks, returns, closure, recurrence_of,"
-        " remaining_ms, lon, lat, datum, address, location_source"
+        " remaining_ms, lon, lat, datum, address, location_source, pending, pending_hours"
     )
 
     @staticmethod
@@ -253,6 +253,8 @@ class CaseRows(Rows):
             recurrence_of=r[24],
             remaining_ms=r[25],
             location=_place(r[26:31]),
+            pending=r[31],
+            pending_hours=r[32],
         )
 
     def open_case_for(self, subject: str, problem: str) -> Case | None:
@@ -321,6 +323,8 @@ class CaseRows(Rows):
             "recur": case.recurrence_of,
             "remaining": case.remaining_ms,
             **_place_params(case.location),
+            "pending": case.pending,
+            "phours": case.pending_hours,
             "expect": expect_state,
         }
         with self._tx() as cur:
@@ -331,7 +335,7 @@ class CaseRows(Rows):
                     " VALUES (:no, :kind, :sub, :problem, :asset, :device, :state, :urg, :dept,"
                     " :grid, :created, :updated, :deadline, :timed, :rep, :esc, :title, :gw,"
                     " :allowed, :sev, :assist, :rew, :ret, :closure, :recur, :remaining, :lon,"
-                    " :lat, :datum, :addr, :src, :subject)",
+                    " :lat, :datum, :addr, :src, :pending, :phours, :subject)",
                     p,
                 )
             else:
@@ -342,7 +346,8 @@ class CaseRows(Rows):
                     " deadline_ms = :deadline, timed_from_ms = :timed, repeats = :rep,"
                     " escalations = :esc, allowed_ms = :allowed, severity = :sev,"
                     " assist = :assist, reworks = :rew, returns = :ret, closure = :closure,"
-                    " remaining_ms = :remaining WHERE case_no = :no AND state = :expect",
+                    " remaining_ms = :remaining, pending = :pending, pending_hours = :phours"
+                    " WHERE case_no = :no AND state = :expect",
                     p,
                 )
                 if cur.rowcount != 1:

@@ -33,6 +33,7 @@ from collector.store.rows import Cursor
 from collector.store.schema import (
     Migration,
     api_statements,
+    application_statements,
     bd_seq_statements,
     core_statements,
     dead_letter_statements,
@@ -266,6 +267,7 @@ class PostgresStore(SqlStore):
                 Migration(9, "duties and an honest audit", duties_statements("postgres")),
                 Migration(10, "the phase table", phase_statements("postgres")),
                 Migration(11, "dead letters bounded", dead_letter_statements("postgres")),
+                Migration(12, "applications to the 派遣员", application_statements("postgres")),
             )
             for m in migrations:
                 if m.version in done:

@@ -522,6 +522,13 @@ UPDATE dead_letters SET size = length(payload), payload = substr(payload, 1, 409
 CREATE INDEX IF NOT EXISTS dead_letters_received ON dead_letters (received_ms)
 """
 
+# Version 12: applications awaiting the 派遣员 (issue 19): a department applies for 延时 (with
+# its hours), 挂账 or 回退; the 派遣员 approves (it takes effect) or denies it.
+_APPLICATIONS = """
+ALTER TABLE cases ADD COLUMN pending TEXT;
+ALTER TABLE cases ADD COLUMN pending_hours DOUBLE PRECISION NOT NULL DEFAULT 0
+"""
+
 _DIALECTS = {
     "sqlite": {
         "id": "INTEGER PRIMARY KEY",
@@ -601,6 +608,11 @@ def phase_statements(dialect: str) -> tuple[str, ...]:
 def dead_letter_statements(dialect: str) -> tuple[str, ...]:
     """Migration 11 (dead letters: a bounded prefix with size and SHA-256) for `dialect`."""
     return _split(_DEAD_LETTERS, dialect)
+
+
+def application_statements(dialect: str) -> tuple[str, ...]:
+    """Migration 12 (applications for 延时, 挂账 and 回退) for `dialect`."""
+    return _split(_APPLICATIONS, dialect)
 
 
 def _split(template: str, dialect: str) -> tuple[str, ...]:

@@ -17,6 +17,7 @@ from collector.store.rows import Cursor
 from collector.store.schema import (
     Migration,
     api_statements,
+    application_statements,
     bd_seq_statements,
     core_statements,
     dead_letter_statements,
@@ -49,6 +50,7 @@ MIGRATIONS = (
     Migration(9, "duties and an honest audit", duties_statements("sqlite")),
     Migration(10, "the phase table", phase_statements("sqlite")),
     Migration(11, "dead letters bounded", dead_letter_statements("sqlite")),
+    Migration(12, "applications to the 派遣员", application_statements("sqlite")),
 )
 _INSERT_COLS = "gateway_id, device, point, ts_ms, vtype, value_num, value_text, quality, historical"
 _COLS = f"{_INSERT_COLS}, received_ms"

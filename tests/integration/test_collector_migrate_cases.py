@@ -134,7 +134,7 @@ def upgraded(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
                 pg.execute("INSERT INTO schema_migrations VALUES (%s, 'v', 0)", (version,))
             old_rows(lambda sql, p: pg.execute(sql.replace("?", "%s"), p) and None)
     store = open_store(url)
-    assert store.migrate() == [7, 8, 9, 10, 11]
+    assert store.migrate() == [m.version for m in MIGRATIONS if m.version >= 7]
     yield store
     store.close()
 

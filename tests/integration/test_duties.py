@@ -45,8 +45,15 @@ WHERE = {
     A.CLOSE: S.VERIFYING,
     A.UNPARK: S.PARKED,
     A.ESCALATE: S.HANDLING,
+    A.APPLY: S.HANDLING,
+    A.APPROVE: S.HANDLING,
+    A.DENY: S.HANDLING,
 }
-BODY: dict[Action, dict[str, Any]] = {A.EXTEND: {"extend_hours": 2}}
+BODY: dict[Action, dict[str, Any]] = {
+    A.EXTEND: {"extend_hours": 2},
+    A.APPLY: {"request": "park"},
+}
+STAYS = (A.EXTEND, A.ESCALATE, A.APPLY, A.DENY)  # the actions that keep the case's state
 SERIAL = iter(range(1, 100_000))
 
 
@@ -72,7 +79,9 @@ def scoped_key(api: Api, name: str, codes: tuple[str, ...]) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def case_in(api: Api, state: CaseState, department: str = GAS[1], assist: str = "") -> str:
+def case_in(
+    api: Api, state: CaseState, department: str = GAS[1], assist: str = "", pending: str = ""
+) -> str:
     """A fresh 部件 case of `department` brought to `state` through the workflow."""
     no = f"330106{next(SERIAL):010d}"
     t = now_ms()
@@ -86,6 +95,8 @@ def case_in(api: Api, state: CaseState, department: str = GAS[1], assist: str = 
         audits.append(audit)
     if assist:
         case = replace(case, assist=(assist,))
+    if pending:
+        case = replace(case, pending=pending)
     api.runtime.store.save_case(case, audits, expect_state=None)
     return no
 
@@ -101,13 +112,13 @@ def test_every_action_is_allowed_to_exactly_the_roles_of_the_matrix(api: Api) ->
     for action, state in WHERE.items():
         for role in Role:
             headers = own if role is Role.DEPARTMENT else api.h(role)
-            no = case_in(api, state)
+            no = case_in(api, state, pending="park" if action in (A.APPROVE, A.DENY) else "")
             r = post(api, no, action, headers)
             if may_act(role, action):
                 assert r.status_code == 200, (action, role, r.text)
                 after = api.runtime.store.case(no)
                 assert after is not None
-                if action not in (A.EXTEND, A.ESCALATE):  # the two that stay in their state
+                if action not in STAYS:
                     assert after.state is not state, (action, role)
             else:
                 detail = problem_of(r, 403)["detail"]
@@ -122,8 +133,8 @@ def test_the_matrix_gives_each_duty_what_the_standard_says(api: Api) -> None:
         Role.INSPECTOR: {A.REJECT},
         Role.INTAKE: {A.VERIFY},
         Role.SHIFT_LEAD: {A.ACCEPT, A.VOID, A.CLOSE, A.ESCALATE},
-        Role.DISPATCHER: {A.DISPATCH, A.PARK, A.UNPARK, A.EXTEND},
-        Role.DEPARTMENT: {A.START, A.FEEDBACK, A.RETURN},
+        Role.DISPATCHER: {A.DISPATCH, A.RETURN, A.PARK, A.UNPARK, A.EXTEND, A.APPROVE, A.DENY},
+        Role.DEPARTMENT: {A.START, A.FEEDBACK, A.APPLY},
         Role.LEADER: set(),
         Role.VIEWER: set(),
         Role.OPERATOR: set(),
@@ -186,3 +197,29 @@ def test_department_keys_and_the_registry_refuse_what_does_not_fit(api: Api) -> 
     problem_of(c.put("/api/v1/departments/a%20b", json={"name": "x"}, headers=admin), 422)
     listed = c.get("/api/v1/departments", headers=api.h(Role.LEADER)).json()
     assert {"code": "WATER", "name": "水务集团有限公司"} in listed
+
+
+def test_a_department_applies_for_an_extension_and_the_dispatcher_grants_it(api: Api) -> None:
+    # Reproduced on main: a 1 000 h 延时 was accepted in one step from any dispatcher key.
+    own = scoped_key(api, "燃气集团 抢修班", (GAS[0],))
+    no = case_in(api, S.HANDLING)
+    problem_of(post(api, no, A.EXTEND, own), 403)  # not in one step by the department
+    body = {"action": "apply", "request": "extend", "extend_hours": 1000, "note": "管线需开挖"}
+    r = api.client.post(f"/api/v1/cases/{no}/actions", json=body, headers=own)
+    assert (r.json()["pending"], r.json()["pending_hours"]) == ("extend", 1000)
+    due = r.json()["deadline_ms"]
+    problem_of(post(api, no, A.APPROVE, own), 403)  # nor does it grant itself
+    assert api.client.get(f"/api/v1/cases/{no}", headers=own).json()["deadline_ms"] == due
+    granted = post(api, no, A.APPROVE, api.h(Role.DISPATCHER)).json()
+    assert granted["pending"] is None
+    assert granted["deadline_ms"] == due + 1000 * 3_600_000  # 1 000 natural hours later
+    detail = api.client.get(f"/api/v1/cases/{no}", headers=own).json()
+    (dispose,) = [p for p in detail["phases"] if p["stage"] == "处置"]
+    assert dispose["extended_hours"] == 1000
+    assert [(a["action"], a["role"]) for a in detail["audit"][-3:]] == [
+        ("apply", "department"),
+        ("approve", "dispatcher"),
+        ("extend", "dispatcher"),
+    ]
+    assert detail["audit"][-2]["note"] == "批准 延时 1000 h"
+    problem_of(post(api, no, A.APPROVE, api.h(Role.DISPATCHER)), 422)  # nothing pending

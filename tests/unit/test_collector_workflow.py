@@ -55,11 +55,13 @@ LEGAL: dict[tuple[Action, CaseState], CaseState] = {
     # ... every alarm cleared before anyone was dispatched (自动恢复, where configured).
     (A.AUTO_CLOSE, S.REPORTED): S.CLOSED,
     (A.AUTO_CLOSE, S.REGISTERED): S.CLOSED,
+    # ... a department applies for 延时, 挂账 or 回退 while it has the case; the 派遣员 decides.
+    **{(a, s): s for a in (A.APPLY, A.APPROVE, A.DENY) for s in (S.DISPATCHED, S.HANDLING)},
     **{(A.ESCALATE, s): s for s in OPEN},
     **{(A.UPGRADE, s): s for s in OPEN},
 }
 ALL_PAIRS = list(itertools.product(Action, CaseState))
-ARGS = Args(extend_ms=H, severity=1, urgent=True, allowed_ms=H)
+ARGS = Args(extend_ms=H, severity=1, urgent=True, allowed_ms=H, request="extend")
 
 
 def make(
@@ -87,7 +89,8 @@ def test_a_cleared_alarm_is_no_workflow_action() -> None:
 
 @pytest.mark.parametrize(("action", "state"), [p for p in ALL_PAIRS if p in LEGAL])
 def test_legal_transition(action: Action, state: CaseState) -> None:
-    case, audit = apply(make(state), action, actor="op-7", now_ms=T0 + H, note="n", args=ARGS)
+    given = make(state, pending="park") if action in (A.APPROVE, A.DENY) else make(state)
+    case, audit = apply(given, action, actor="op-7", now_ms=T0 + H, note="n", args=ARGS)
     assert case.state is LEGAL[(action, state)]
     assert (audit.actor, audit.ts_ms, audit.from_state, audit.to_state) == (
         "op-7",
@@ -251,3 +254,28 @@ def test_an_unclassified_case_is_accepted_with_its_kind_and_subcategory() -> Non
         args=Args(classify=Classification("事件", "0406", 2 * H)),
     )  # fmt: skip
     assert (accepted.kind, accepted.subcategory, accepted.allowed_ms) == ("事件", "0406", 2 * H)
+
+
+def test_a_department_applies_and_the_dispatcher_decides() -> None:
+    # Reproduced on main: a 1 000 h 延时 took effect in one step, by whoever posted it.
+    case = make(S.HANDLING)
+    applied, audit = apply(
+        case, A.APPLY, actor="燃气集团", now_ms=T0, args=Args(request="extend", extend_ms=1000 * H)
+    )
+    assert (applied.state, applied.pending, applied.pending_hours) == (S.HANDLING, "extend", 1000)
+    assert audit.note == "申请 延时 1000 h"
+    with pytest.raises(ValueError, match="already has an application"):
+        apply(applied, A.APPLY, actor="燃气集团", now_ms=T0, args=Args(request="park"))
+    denied, audit = apply(applied, A.DENY, actor="派遣员", now_ms=T0, note="理由不足")
+    assert (denied.pending, denied.pending_hours, audit.note) == (
+        None,
+        0,
+        "驳回 延时 1000 h: 理由不足",
+    )
+    with pytest.raises(ValueError, match="no application"):
+        apply(denied, A.APPROVE, actor="派遣员", now_ms=T0)
+    for bad in (Args(request="extend"), Args(request="park", extend_ms=H), Args(request="x")):
+        with pytest.raises(ValueError, match="application"):
+            apply(case, A.APPLY, actor="燃气集团", now_ms=T0, args=bad)
+    parked, _ = apply(applied, A.FEEDBACK, actor="燃气集团", now_ms=T0)
+    assert parked.pending is None  # moot once the case moved on

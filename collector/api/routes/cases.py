@@ -51,6 +51,9 @@ class CaseAction(StrEnum):
     UNPARK = "unpark"
     EXTEND = "extend"  # 延时: `extend_hours`
     ESCALATE = "escalate"  # 督办
+    APPLY = "apply"  # the department applies: `request` extend (with `extend_hours`), park, return
+    APPROVE = "approve"  # the 派遣员 grants the pending application
+    DENY = "deny"  # the 派遣员 refuses it
 
 
 class ActionIn(BaseModel):
@@ -65,7 +68,15 @@ class ActionIn(BaseModel):
         " `on_behalf_of`; the audit's actor is always the authenticated key",
     )
     note: str = Field(default="", max_length=2000)
-    extend_hours: float = Field(default=0, ge=0, le=24 * 365, description="for 延时 (extend)")
+    extend_hours: float = Field(
+        default=0,
+        ge=0,
+        le=24 * 365,
+        description="for extend, or apply with request extend: hours on the stage's clock",
+    )
+    request: Literal["extend", "park", "return"] | None = Field(
+        default=None, description="for apply: 延时 (extend), 挂账 (park) or 回退 (return)"
+    )
     department: Department | None = Field(
         default=None,
         description="for dispatch: the 主办 department, a code or name of the department"
@@ -94,11 +105,15 @@ class ActionIn(BaseModel):
             "closure": (self.closure is not None, CaseAction.CLOSE),
             "kind": (self.kind is not None, CaseAction.ACCEPT),
             "subcategory": (self.subcategory is not None, CaseAction.ACCEPT),
-            "extend_hours": (self.extend_hours > 0, CaseAction.EXTEND),
+            "request": (self.request is not None, CaseAction.APPLY),
         }
         for name, (present, action) in given.items():
             if present and self.action is not action:
                 raise ValueError(f"`{name}` goes with {action.value}, not {self.action.value}")
+        if self.extend_hours > 0 and self.action not in (CaseAction.EXTEND, CaseAction.APPLY):
+            raise ValueError(f"`extend_hours` goes with extend or apply, not {self.action.value}")
+        if self.action is CaseAction.APPLY and self.request is None:
+            raise ValueError("apply needs its `request`: extend, park or return")
         if (self.kind is None) != (self.subcategory is None):
             raise ValueError("`kind` and `subcategory` go together")
         return self
@@ -262,6 +277,7 @@ def act(runtime: RuntimeDep, key: Viewer, case_no: CaseNo, body: ActionIn) -> di
             key.name,
             body.note,
             extend_hours=body.extend_hours,
+            request=body.request,
             department=department,
             assist=assist,
             closure=Closure(body.closure) if body.closure else None,
