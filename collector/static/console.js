@@ -733,7 +733,8 @@ function paintMarkers() {
   for (const [id, m] of state.markers) {
     const p = m.place;
     const worst = worstAlarm(p.devices);
-    const offline = p.devices.length > 0 && p.devices.every((d) => d.status === "offline");
+    // Grey: nothing reports from here (its devices offline or unknown, or none bound yet).
+    const offline = p.devices.every((d) => d.status !== "online");
     const colour = worst ? SEV_COLOUR[worst.severity] : offline ? "grey" : "green";
     const kase = caseOf(p);
     const path = m.marker.getElement();
@@ -1105,6 +1106,7 @@ async function init() {
   applyLanguage();
   // The page's only timers, each made once: the clock and countdowns, the statistics, and
   // the trend's newest window (a quiet point still moves on).
+  tick();
   setInterval(tick, 1000);
   setInterval(refreshStats, 60000);
   setInterval(() => state.trend && drawTrend(), 30000);
