@@ -308,7 +308,9 @@ def test_map_alarm_desk_ack_and_dispatch_through_the_buttons(
         )[0]
         click(browser, f'#cases tr[data-case-no="{case_no}"] button.detail')
         wait(browser, "the case detail", lambda b: css(b, '#case-dialog[data-state="立案"]'))
-        assert css(browser, "#case-body table")  # alarm snapshot and audit trail
+        # alarm snapshot, phase table (立案 running) and audit trail
+        assert len(css(browser, "#case-body table")) == 3
+        assert css(browser, "#case-body table.phases tbody tr")
         click(browser, '#case-buttons button[data-action="dispatch"]')
         wait(browser, "the dispatched case", lambda b: css(b, '#case-dialog[data-state="派遣"]'))
         case = district.get(f"/api/v1/cases/{case_no}")
@@ -346,6 +348,16 @@ def test_map_alarm_desk_ack_and_dispatch_through_the_buttons(
         )
         assert states
         assert [s for s in states if CJK.search(s)] == []
+        # ... and the case detail: headings, facts, stages, states, actions and buttons.
+        click(browser, f'#cases tr[data-case-no="{case_no}"] button.detail')
+        wait(browser, "the case detail", lambda b: css(b, "#case-dialog[open] table.phases"))
+        words = browser.execute_script(
+            "return [...document.querySelectorAll('#case-dialog h4, #case-dialog th,"
+            " #case-dialog dt, #case-buttons button, #case-actions label,"
+            " #case-dialog table.phases td:first-child, #case-dialog table:last-child"
+            " td:nth-child(3)')].map((e) => e.textContent)"
+        )
+        assert [w for w in words if CJK.search(w)] == [], words
         browser.save_screenshot(str(tmp_path / "4-english.png"))
 
 
@@ -355,25 +367,12 @@ def test_nothing_is_cut_off_at_1366_px(district: District, tmp_path: Path) -> No
         open_console(browser, district)
         wait(browser, "alarm and case rows", lambda b: css(b, "#alarms tbody tr button.ack")
              and css(b, "#cases tbody tr"), 120)  # fmt: skip
-        browser.save_screenshot(str(tmp_path / "console-1366.png"))
-        overflow = browser.execute_script(
-            """
-            const bad = [];
-            if (document.documentElement.scrollWidth > innerWidth) bad.push('page');
-            for (const sel of ['#alarms button', '#cases button', '#cases td.left', 'header > *',
-                               '#stats .tile', 'th']) {
-              for (const e of document.querySelectorAll(sel)) {
-                const r = e.getBoundingClientRect();
-                const box = (e.closest('section') || document.body).getBoundingClientRect();
-                if (r.right > Math.min(innerWidth, box.right) + 0.5 || r.left < box.left - 0.5)
-                  bad.push(sel + ': ' + e.textContent);
-                if (e.scrollWidth > e.clientWidth + 1) bad.push(sel + ' clipped: ' + e.textContent);
-              }
-            }
-            return bad;
-            """
-        )
-        assert overflow == []
+        for lang in ("zh", "en"):
+            if lang == "en":
+                click(browser, "#lang")
+            browser.save_screenshot(str(tmp_path / f"console-1366-{lang}.png"))
+            bad = cut_off(browser)
+            assert bad == [], (lang, bad)
         # A shift's worth of alarms keeps the page bounded: 300 kept, 150 rows drawn.
         sizes = browser.execute_script(
             """
@@ -387,6 +386,30 @@ def test_nothing_is_cut_off_at_1366_px(district: District, tmp_path: Path) -> No
             """
         )
         assert sizes == [300, 150]
+
+
+def cut_off(browser: Any) -> list[str]:
+    """Every control, deadline, state or heading that sticks out of its section or the window,
+    or whose text is clipped."""
+    bad: list[str] = browser.execute_script(
+        """
+        const bad = [];
+        if (document.documentElement.scrollWidth > innerWidth) bad.push('page');
+        for (const sel of ['#alarms button', '#cases button', '#cases td.left', 'header > *',
+                           '#stats .tile', 'th', '#alarms td:nth-child(5)',
+                           '#cases td:nth-child(5)', '#alarms td:first-child .badge']) {
+          for (const e of document.querySelectorAll(sel)) {
+            const r = e.getBoundingClientRect();
+            const box = (e.closest('section') || document.body).getBoundingClientRect();
+            if (r.right > Math.min(innerWidth, box.right) + 0.5 || r.left < box.left - 0.5)
+              bad.push(sel + ': ' + e.textContent);
+            if (e.scrollWidth > e.clientWidth + 1) bad.push(sel + ' clipped: ' + e.textContent);
+          }
+        }
+        return bad;
+        """
+    )
+    return bad
 
 
 def test_docs_render_with_no_network(district: District, tmp_path: Path) -> None:
