@@ -148,8 +148,15 @@ def parse_mqtt_urls(urls: str) -> list[tuple[str, int]]:
 
 def parse_mqtt_url(url: str) -> tuple[str, int]:
     """Split mqtt://host:port (or mqtts://host:port, TLS, default 8883) into (host, port);
-    raises ValueError for any other URL."""
+    raises ValueError for any other URL, and for one with user info: credentials in a URL were
+    ignored and then logged with it (the message shows neither)."""
     parts = urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        where = parts.netloc.rsplit("@", 1)[1]
+        raise ValueError(
+            f"the MQTT URL {parts.scheme}://***@{where} carries credentials: give the user "
+            "with --mqtt-username (mqtt_username:) and the password in $LIFELINE_MQTT_PASSWORD"
+        )
     if parts.scheme not in ("mqtt", "tcp", "mqtts") or not parts.hostname:
         raise ValueError(f"MQTT URL {url!r} must look like mqtt://HOST:PORT or mqtts://HOST:PORT")
     return parts.hostname, parts.port or (8883 if parts.scheme == "mqtts" else 1883)

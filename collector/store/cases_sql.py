@@ -13,15 +13,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from collector.cases.phases import Phase
-from collector.cases.workflow import Audit, Case, CaseState, Place
+from collector.cases.workflow import TIMED_STATES, Audit, Case, CaseState, Place
 from collector.cases.workorders import WorkOrder, WorkOrderState
 from collector.errors import Conflict
 from collector.models import AlarmLink, AlarmTransition
-from collector.store.rows import Cursor, Rows
+from collector.store.rows import Cursor, Rows, sql_values
 
 # An audit action of a case and the event it becomes (everything else: case.transition).
 CASE_EVENT_TYPES = {"report": "case.opened", "upgrade": "case.upgraded", "rework": "case.reworked"}
-_FINISHED = "('结案', '作废')"
+_FINISHED = sql_values(CaseState.CLOSED, CaseState.VOIDED)
+_TIMED = sql_values(*sorted(TIMED_STATES))
+_CLOSED = sql_values(CaseState.CLOSED)
 
 
 def _place(r: Sequence[Any]) -> Place:
@@ -270,7 +272,7 @@ class CaseRows(Rows):
         """The most recently closed (结案) case for (asset or device, problem), if any."""
         rows = self._query(
             f"SELECT {self._CASE_COLS} FROM cases"  # noqa: S608 - constant column list
-            " WHERE subject = :s AND problem = :p AND state = '结案'"
+            f" WHERE subject = :s AND problem = :p AND state IN {_CLOSED}"
             " ORDER BY updated_ms DESC, case_no DESC LIMIT 1",
             {"s": subject, "p": problem},
         )
@@ -511,8 +513,7 @@ class CaseRows(Rows):
             " WHERE (CAST(:dept AS TEXT) IS NULL OR department = :dept)"
             " AND (CAST(:sub AS TEXT) IS NULL OR subcategory = :sub)"
             " AND (CAST(:grid AS TEXT) IS NULL OR grid = :grid)"
-            " AND (CAST(:at AS BIGINT) IS NULL OR (state IN ('受理', '立案', '派遣', '处置',"
-            " '反馈', '核查')"
+            f" AND (CAST(:at AS BIGINT) IS NULL OR (state IN {_TIMED}"
             " AND timed_from_ms IS NOT NULL AND deadline_ms < :at) = :od)"
             " AND (CAST(:bc AS BIGINT) IS NULL OR created_ms < :bc"
             " OR (created_ms = :bc AND case_no < :bn))"

@@ -20,7 +20,7 @@ from collector.store import Store, open_store
 from edge.buffer import Outbox
 from edge.config import MqttConfig
 from edge.uplink import Uplink
-from tests.nats import NatsNode, nats_node
+from lifeline.nats import NatsNode, nats_node
 from tests.services import free_port
 from wire import Birth, Command, CommandReply, DataBatch, Kind, Quality, Record, encode, topic
 
