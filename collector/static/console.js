@@ -1059,19 +1059,30 @@ function tick() {
   if (expired) renderAlarms();
 }
 
+// A #key=... link: its key is stored, but replaces another stored one only if the operator
+// says so (a link can carry anybody's key). True if the key in use changed.
+function takeKeyFromLink() {
+  const offered = new URLSearchParams(location.hash.slice(1)).get("key");
+  if (!offered) return false;
+  history.replaceState(null, "", location.pathname);  // keep the key out of the address bar
+  const stored = localStorage.getItem("lifeline.key");
+  if (stored === offered) return false;
+  if (stored && !window.confirm(t("replace_key"))) return false;
+  localStorage.setItem("lifeline.key", offered);
+  return true;
+}
+
 async function init() {
-  const fragment = new URLSearchParams(location.hash.slice(1));
-  const offered = fragment.get("key");
-  if (offered) {
-    history.replaceState(null, "", location.pathname);  // keep the key out of the address bar
-    const stored = localStorage.getItem("lifeline.key");
-    // A link can carry anybody's key: never swap the one in use without the operator's word.
-    if (!stored || stored === offered || window.confirm(t("replace_key"))) {
-      localStorage.setItem("lifeline.key", offered);
-    }
-  }
+  takeKeyFromLink();
   state.key = localStorage.getItem("lifeline.key") || "";
   $("#key").value = state.key;
+  // The same link opened in a tab already showing the console changes only the fragment.
+  window.addEventListener("hashchange", () => {
+    if (!takeKeyFromLink()) return;
+    state.key = localStorage.getItem("lifeline.key");
+    $("#key").value = state.key;
+    start();
+  });
   $("#keyform").addEventListener("submit", (ev) => {
     ev.preventDefault();
     state.key = $("#key").value.trim();

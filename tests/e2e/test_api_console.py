@@ -514,3 +514,32 @@ def test_a_configured_tile_server_is_the_base_layer_in_its_datum(
         finally:
             for child in reversed(children):
                 child.stop()
+
+
+def test_a_key_link_asks_before_replacing_the_stored_key(district: District) -> None:
+    """A #key= link once replaced the stored key silently: a link can carry anybody's key."""
+    from selenium.webdriver.support import expected_conditions
+
+    stored = "return localStorage.getItem('lifeline.key')"
+    with chromium(1366, 768) as browser:
+        open_console(browser, district)
+        assert browser.execute_script(stored) == district.key
+        other = "llk_somebody-elses-key"
+        # Refused in the open page (only the fragment changes), accepted on a fresh load.
+        for accept in (False, True):
+            if accept:
+                browser.get("about:blank")
+            browser.get(f"{district.api}/console#key={other}")
+            alert = wait(browser, "the question", expected_conditions.alert_is_present(), 10)
+            assert "API 密钥" in alert.text
+            if accept:
+                alert.accept()
+            else:
+                alert.dismiss()
+            wait(browser, "the page", lambda b: b.execute_script("return !!state"))
+            assert "#key=" not in browser.current_url
+            assert browser.execute_script(stored) == (other if accept else district.key)
+        # The same key again asks nothing.
+        browser.get(f"{district.api}/console#key={other}")
+        wait(browser, "the page", lambda b: b.execute_script("return !!state"))
+        assert browser.execute_script(stored) == other
