@@ -69,6 +69,11 @@ class GridMap:
         """Every grid, in file order."""
         return list(self._grids)
 
+    @property
+    def polygons(self) -> list[tuple[Grid, BaseGeometry]]:
+        """Every grid with its polygon (lon/lat degrees), in file order."""
+        return list(zip(self._grids, self._shapes, strict=True))
+
     def get(self, code: str) -> Grid | None:
         """The grid with this code."""
         return self._by_code.get(code)

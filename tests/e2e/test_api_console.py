@@ -164,7 +164,10 @@ def test_map_alarm_desk_ack_and_dispatch_through_the_buttons(
         shown = {m.get_attribute("data-place") for m in css(browser, "path.mk")}
         assert shown == expected_places(district)
         assert len(shown) >= 12
-        assert css(browser, "path.grid-cell"), "no 单元网格 drawn"
+        # The 单元网格 registry's polygons, one per grid.
+        grids = district.get("/api/v1/grids")["features"]
+        assert grids, "the demo's routing table names config/grids/330106.geojson"
+        assert len(css(browser, "path.grid-cell")) == len(grids)
         # A marker's popup: the asset's name, address, latest values with units.
         cover = next(a for a in district.get("/api/v1/assets") if "mh-e01" in a["devices"])
         click(browser, f'path.mk[data-place="asset:{cover["code"]}"]')
@@ -514,3 +517,32 @@ def test_a_configured_tile_server_is_the_base_layer_in_its_datum(
         finally:
             for child in reversed(children):
                 child.stop()
+
+
+def test_a_key_link_asks_before_replacing_the_stored_key(district: District) -> None:
+    """A #key= link once replaced the stored key silently: a link can carry anybody's key."""
+    from selenium.webdriver.support import expected_conditions
+
+    stored = "return localStorage.getItem('lifeline.key')"
+    with chromium(1366, 768) as browser:
+        open_console(browser, district)
+        assert browser.execute_script(stored) == district.key
+        other = "llk_somebody-elses-key"
+        # Refused in the open page (only the fragment changes), accepted on a fresh load.
+        for accept in (False, True):
+            if accept:
+                browser.get("about:blank")
+            browser.get(f"{district.api}/console#key={other}")
+            alert = wait(browser, "the question", expected_conditions.alert_is_present(), 10)
+            assert "API 密钥" in alert.text
+            if accept:
+                alert.accept()
+            else:
+                alert.dismiss()
+            wait(browser, "the page", lambda b: b.execute_script("return !!state"))
+            assert "#key=" not in browser.current_url
+            assert browser.execute_script(stored) == (other if accept else district.key)
+        # The same key again asks nothing.
+        browser.get(f"{district.api}/console#key={other}")
+        wait(browser, "the page", lambda b: b.execute_script("return !!state"))
+        assert browser.execute_script(stored) == other
