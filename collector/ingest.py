@@ -421,6 +421,7 @@ class Ingest:
         client.subscribe([(f, 1) for f in self._filters])
         self.stats.connected = True
         self.health.connected_now(flags.session_present, self._clock())
+        self.health.connack_limits(self._connack_limits(props))
         if flags.session_present:  # the broker kept ours: it keeps sessions
             self._session_checked = True
         if self._session_probe:
@@ -463,6 +464,22 @@ class Ingest:
                 self._drop_to_probe_session(client)
             return  # ready once a reconnect found the session
         self._subscribed()
+
+    def _connack_limits(self, props: Properties | None) -> list[str]:
+        """What an MQTT 5 CONNACK withholds that ingest relies on, one phrase each."""
+        out = []
+        if props is not None and getattr(props, "MaximumQoS", 1) == 0:
+            out.append(
+                "CONNACK says Maximum QoS 0: QoS 1 is not offered, messages can be lost before"
+                " they are stored"
+            )
+        shared = getattr(props, "SharedSubscriptionAvailable", 1) if props is not None else 1
+        if self.config.share_group is not None and shared == 0:
+            out.append(
+                "CONNACK says Shared Subscription Available 0: --share-group cannot work;"
+                " split collectors with --partitions (docs/brokers.md)"
+            )
+        return out
 
     def _drop_to_probe_session(self, client: mqtt.Client) -> None:
         """A first connect without a session proves nothing about the broker keeping one, so
