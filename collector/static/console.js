@@ -109,7 +109,7 @@ const SEV_COLOUR = { 1: "red", 2: "orange", 3: "yellow", 4: "blue" };
 const state = {
   key: "", lang: localStorage.getItem("lifeline.lang") || "zh",
   muted: localStorage.getItem("lifeline.muted") === "1",
-  me: null, departments: [], alarms: new Map(), fresh: new Map(), cases: [], devices: [], gateways: [],
+  me: null, departments: [], grids: [], alarms: new Map(), fresh: new Map(), cases: [], devices: [], gateways: [],
   assets: new Map(), profiles: new Map(), config: { tiles_url: null, tiles_datum: "CGCS2000" },
   source: null, trend: null, chart: null, openCase: null, ackAlarm: null,
   map: null, layers: null, markers: new Map(), stats: null, framed: false,
@@ -696,10 +696,20 @@ function places() {
   return out;
 }
 
-// The asset layer's own geometry stands in for the grid registry: each 单元网格 is drawn as
-// the box around its assets.
+// The 单元网格 registry's polygons (CGCS2000 degrees), or where the collector has none, the
+// asset layer's own geometry: each grid drawn as the box around its assets.
 function drawGrids(list) {
   state.layers.grids.clearLayers();
+  if (state.grids.length) {
+    for (const f of state.grids) {
+      const polys = f.geometry.type === "Polygon" ? [f.geometry.coordinates] : f.geometry.coordinates;
+      const rings = polys.map((poly) => poly.map((ring) => ring.map(([lon, lat]) => toMap(lon, lat, "CGCS2000"))));
+      const p = f.properties;
+      L.polygon(rings, { className: "grid-cell", weight: 1, fill: true, fillOpacity: 0.04 })
+        .bindTooltip(`${p.code} ${p.street} ${p.community}`).addTo(state.layers.grids);
+    }
+    return;
+  }
   const byGrid = new Map();
   for (const p of list) {
     const g = p.asset && p.asset.grid;
@@ -733,7 +743,8 @@ function paintMarkers() {
   for (const [id, m] of state.markers) {
     const p = m.place;
     const worst = worstAlarm(p.devices);
-    const offline = p.devices.length > 0 && p.devices.every((d) => d.status === "offline");
+    // Grey: nothing reports from here (its devices offline or unknown, or none bound yet).
+    const offline = p.devices.every((d) => d.status !== "online");
     const colour = worst ? SEV_COLOUR[worst.severity] : offline ? "grey" : "green";
     const kase = caseOf(p);
     const path = m.marker.getElement();
@@ -1014,8 +1025,10 @@ async function start() {
   } catch (err) { showError(words(err)); return; }
   $("#who").textContent = `${state.me.name} · ${label("roles", state.me.role)}`;
   try {
-    const profiles = await api("/api/v1/profiles");
+    const [profiles, grids] = await Promise.all([api("/api/v1/profiles"), api("/api/v1/grids")]);
     state.profiles = new Map(profiles.map((p) => [p.name, p]));
+    state.grids = grids.features;
+    state.markers.clear();  // drawn again with the grids below
   } catch (err) { showError(words(err)); }
   openStream();  // before the lists load, so nothing raised meanwhile is missed
   try {
@@ -1058,19 +1071,30 @@ function tick() {
   if (expired) renderAlarms();
 }
 
+// A #key=... link: its key is stored, but replaces another stored one only if the operator
+// says so (a link can carry anybody's key). True if the key in use changed.
+function takeKeyFromLink() {
+  const offered = new URLSearchParams(location.hash.slice(1)).get("key");
+  if (!offered) return false;
+  history.replaceState(null, "", location.pathname);  // keep the key out of the address bar
+  const stored = localStorage.getItem("lifeline.key");
+  if (stored === offered) return false;
+  if (stored && !window.confirm(t("replace_key"))) return false;
+  localStorage.setItem("lifeline.key", offered);
+  return true;
+}
+
 async function init() {
-  const fragment = new URLSearchParams(location.hash.slice(1));
-  const offered = fragment.get("key");
-  if (offered) {
-    history.replaceState(null, "", location.pathname);  // keep the key out of the address bar
-    const stored = localStorage.getItem("lifeline.key");
-    // A link can carry anybody's key: never swap the one in use without the operator's word.
-    if (!stored || stored === offered || window.confirm(t("replace_key"))) {
-      localStorage.setItem("lifeline.key", offered);
-    }
-  }
+  takeKeyFromLink();
   state.key = localStorage.getItem("lifeline.key") || "";
   $("#key").value = state.key;
+  // The same link opened in a tab already showing the console changes only the fragment.
+  window.addEventListener("hashchange", () => {
+    if (!takeKeyFromLink()) return;
+    state.key = localStorage.getItem("lifeline.key");
+    $("#key").value = state.key;
+    start();
+  });
   $("#keyform").addEventListener("submit", (ev) => {
     ev.preventDefault();
     state.key = $("#key").value.trim();
@@ -1105,6 +1129,7 @@ async function init() {
   applyLanguage();
   // The page's only timers, each made once: the clock and countdowns, the statistics, and
   // the trend's newest window (a quiet point still moves on).
+  tick();
   setInterval(tick, 1000);
   setInterval(refreshStats, 60000);
   setInterval(() => state.trend && drawTrend(), 30000);

@@ -119,3 +119,14 @@ def test_a_client_learns_its_role_units_limits_and_allowed_case_actions(api: Api
     assert case["actions"], case
     for action in case["actions"]:
         assert action not in ("upgrade", "rework", "auto_close")  # the system's own
+
+
+def test_the_grid_registry_is_served_as_geojson(api: Api) -> None:
+    doc = api.client.get("/api/v1/grids", headers=api.h()).json()
+    assert doc["type"] == "FeatureCollection"
+    registry = api.runtime.cases.grids
+    assert registry is not None  # the shipped routing table names the demo district's grids
+    assert [f["properties"]["code"] for f in doc["features"]] == [g.code for g in registry.grids]
+    first = doc["features"][0]
+    assert first["geometry"]["type"] in ("Polygon", "MultiPolygon")
+    assert first["properties"]["departments"] == list(registry.grids[0].departments)
