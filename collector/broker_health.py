@@ -95,7 +95,7 @@ class BrokerHealth:
             )
 
     def session_probing(self) -> None:
-        """A probe of the broker's persistent sessions is under way."""
+        """A check of the broker's persistent sessions is under way (a reconnect)."""
         with self._lock:
             self.session_probe = PROBING
 
