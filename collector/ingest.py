@@ -66,6 +66,10 @@ _CLIENT_ID_NOT_VALID = 0x85
 # collector may publish under the shipped ACL, a site no gateway has, and a filter of its own
 # in the same share group, so that real gateways' commands never reach a collector.
 PROBE_SITE = "lifeline-probe"
+# The MQTT user of a collector's probe connections is its own user name plus this (same
+# password): config/mosquitto/lifeline.acl gives `lifeline-collector-probe` the collector's
+# topics, the password file needs it too.
+PROBE_USER_SUFFIX = "-probe"
 
 
 def classify(topic_name: str, payload: bytes, root: str, now_ms: int) -> Incoming:
@@ -291,7 +295,11 @@ class Ingest:
         """A paho client speaking the configured protocol, with the broker credentials.
 
         `ingesting`: the client messages arrive on, with a persistent session (MQTT 3.1.1:
-        clean session 0 here; MQTT 5 asks for it at connect) and acknowledged by hand.
+        clean session 0 here; MQTT 5 asks for it at connect) and acknowledged by hand. Any other
+        client (the probes) logs in as the user name plus PROBE_USER_SUFFIX, with the same
+        password: a broker that binds client ids to users (lifeline-secure.conf,
+        use_username_as_clientid) would otherwise give a probe the ingest connection's client
+        id, and each would disconnect the other.
         """
         cfg = self.config
         v5 = cfg.protocol == "5"
@@ -303,7 +311,8 @@ class Ingest:
             manual_ack=ingesting,
         )
         if cfg.username is not None:
-            client.username_pw_set(cfg.username, cfg.password)
+            user = cfg.username if ingesting else cfg.username + PROBE_USER_SUFFIX
+            client.username_pw_set(user, cfg.password)
         if cfg.mqtt_url.startswith("mqtts://") or cfg.tls_ca is not None:
             client.tls_set(ca_certs=cfg.tls_ca, certfile=cfg.tls_cert, keyfile=cfg.tls_key)
         return client
