@@ -5,6 +5,13 @@ Each round times the collector and then a plain COPY of the same rows; the ratio
 the median of the rounds' ratios (medians of the rates are shown too).
 Starts a private Mosquitto (shipped config) and uses PostgreSQL from $LIFELINE_BENCH_DB_URL or
 postgresql://postgres@127.0.0.1:5432/postgres, creating and dropping its own database.
+
+Then, in the same run, a broker cluster (`--cluster-batches`, 0 to skip): the same kind of
+backlog from two gateways on two sites, drained by collector *processes* (`collector run`,
+MQTT 3.1.1): one collector on one Mosquitto, then two collectors splitting the sites by
+partitions on a three-node NATS cluster (lifeline/nats.py; JetStream replicates every message to
+three nodes). Both figures include what a process does (HTTP server, lease thread) and share
+this machine's cores with the brokers and PostgreSQL: compare them with each other.
 The last line printed is one JSON object.
 """
 
@@ -12,28 +19,33 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 
-from collector.ingest import Ingest, IngestConfig
+from collector.ingest import Ingest, IngestConfig, parse_mqtt_url
 from collector.runtime import tune_gc
 from collector.store.postgres import COPY_TYPES, PG_EPOCH_MS, PostgresStore
-from lifeline.broker import PrivateBroker
+from lifeline.broker import PrivateBroker, free_port
+from lifeline.nats import nats_cluster
 from wire import DataBatch, Kind, Record, decode, encode, topic
 
 DEFAULT_DB = "postgresql://postgres@127.0.0.1:5432/postgres"
 ROOT = "bench/lifeline"
 
 
-def make_batches(n: int, records: int, t0: int) -> list[DataBatch]:
+def make_batches(n: int, records: int, t0: int, gateway: str = "gw-bench") -> list[DataBatch]:
     """n data batches of `records` readings each, like a busy gateway's backlog."""
     out = []
     for seq in range(1, n + 1):
@@ -41,17 +53,19 @@ def make_batches(n: int, records: int, t0: int) -> list[DataBatch]:
             Record(f"dev{i % 50:03d}", f"p{i % 8}", t0 + seq * 1000 + i, 20.0 + (seq % 97) * 0.1)
             for i in range(records)
         )
-        out.append(DataBatch("gw-bench", "s", seq, t0, recs, epoch="e1"))
+        out.append(DataBatch(gateway, "s", seq, t0, recs, epoch="e1"))
     return out
 
 
-def publish(url_host: str, port: int, payloads: list[bytes]) -> float:
+def publish(
+    url_host: str, port: int, payloads: list[bytes], site: str = "site", gateway: str = "gw-bench"
+) -> float:
     """Publish QoS 1 and wait for every PUBACK; return seconds taken."""
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, "bench-gw")
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, f"bench-{gateway}")
     c.max_inflight_messages_set(1000)
     c.connect(url_host, port)
     c.loop_start()
-    t = topic("site", "gw-bench", Kind.DATA, root=ROOT)
+    t = topic(site, gateway, Kind.DATA, root=ROOT)
     start = time.perf_counter()
     infos = []
     for p in payloads:
@@ -147,6 +161,114 @@ def run_copy(db_url: str, payloads: list[bytes], rows_per_tx: int) -> float:
     return elapsed
 
 
+SITES = ("north", "south")  # one gateway each; the partitions of the cluster run
+
+
+def spawn_collector(
+    db_url: str, mqtt: str, port: int, partitions: str | None
+) -> subprocess.Popen[bytes]:
+    """`collector run` as its own process (MQTT 3.1.1), quiet; partitioned when asked."""
+    args = ["--mqtt", mqtt, "--mqtt-protocol", "3.1.1", "--db", db_url, "--root", ROOT]
+    args += ["--client-id", "bench-collector", "--http", f"127.0.0.1:{port}"]
+    args += ["--partitions", partitions] if partitions else []
+    return subprocess.Popen(
+        [sys.executable, "-m", "collector", "run", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def ready(port: int) -> bool:
+    """Whether the collector on `port` answers /readyz with 200."""
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        proc.wait(60)
+
+
+def run_processes(
+    db_url: str, urls: list[str], collectors: int, payloads: dict[str, list[bytes]], total: int
+) -> float:
+    """Queue two gateways' backlog in the broker's sessions, then start `collectors` collector
+    processes and return rows/s: the rows committed after the first one is ready, over the
+    time from then to the last row (what was drained before is left out of both)."""
+    partitions = (
+        ";".join(f"p{i}={site}" for i, site in enumerate(SITES)) if collectors > 1 else None
+    )
+    ports = [free_port() for _ in range(collectors)]
+    # Each collector starts on another node, as a deployment would.
+    mqtts = [",".join(urls[i:] + urls[:i]) for i in range(collectors)]
+
+    def start() -> list[subprocess.Popen[bytes]]:
+        return [
+            spawn_collector(db_url, m, p, partitions) for m, p in zip(mqtts, ports, strict=True)
+        ]
+
+    def wait(cond: Callable[[], bool], what: str, limit_s: float) -> None:
+        deadline = time.monotonic() + limit_s
+        while not cond():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} not within {limit_s:g} s")
+            time.sleep(0.05)
+
+    procs = start()  # creates the sessions (every partition's), so the broker queues for them
+    try:
+        wait(lambda: all(ready(p) for p in ports), "collectors ready", 120)
+    finally:
+        stop_all(procs)
+    host, port = parse_mqtt_url(urls[0])
+    for site in SITES:
+        publish(host, port, payloads[site], site=site, gateway=f"gw-{site}")
+    procs = start()
+    try:
+        wait(lambda: any(ready(p) for p in ports), "a collector ready", 120)
+        start_s, before = time.perf_counter(), count_rows(db_url)
+        wait(lambda: count_rows(db_url) >= total, "the backlog drained", 600)
+        elapsed = time.perf_counter() - start_s
+    finally:
+        stop_all(procs)
+    if count_rows(db_url) != total:
+        raise RuntimeError("committed rows differ from published rows")
+    return (total - before) / elapsed
+
+
+def cluster_figures(db_url: str, batches: int, records: int) -> dict[str, float]:
+    """rows/s of one collector on one Mosquitto and of two on a 3-node NATS cluster."""
+    t0 = int(time.time() * 1000)
+    half = batches // 2
+    payloads = {s: [encode(b) for b in make_batches(half, records, t0, f"gw-{s}")] for s in SITES}
+    total = half * records * len(SITES)
+    out = {}
+    broker = PrivateBroker(Path(tempfile.mkdtemp(prefix="lifeline-bench-mqtt-")))
+    broker.start()
+    try:
+        out["one_collector_mosquitto_rows_per_s"] = run_processes(
+            db_url, [broker.url], 1, payloads, total
+        )
+    finally:
+        broker.stop()
+        shutil.rmtree(broker.workdir, ignore_errors=True)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("TRUNCATE readings, batch_keys")
+    workdir = Path(tempfile.mkdtemp(prefix="lifeline-bench-nats-"))
+    try:
+        with nats_cluster(workdir) as nodes:
+            out["two_collectors_nats_cluster_rows_per_s"] = run_processes(
+                db_url, [n.url for n in nodes], 2, payloads, total
+            )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    out["cluster_rows"] = total
+    return out
+
+
 def main() -> int:
     """Run the benchmark and print a table, then one JSON line."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -154,6 +276,13 @@ def main() -> int:
     ap.add_argument("--records", type=int, default=100, help="readings per message (default 100)")
     ap.add_argument("--batch-max", type=int, default=200, help="messages per collector transaction")
     ap.add_argument("--rounds", type=int, default=5, help="ingest + COPY rounds (median ratio)")
+    ap.add_argument(
+        "--cluster-batches",
+        type=int,
+        default=4000,
+        help="messages of the collector-process runs (one on Mosquitto, two on a NATS cluster;"
+        " default 4000, 0 to skip)",
+    )
     args = ap.parse_args()
 
     admin = os.environ.get("LIFELINE_BENCH_DB_URL", DEFAULT_DB)
@@ -176,6 +305,11 @@ def main() -> int:
             rounds.append((ingest_s, ingest_cpu, copy_s))
             with psycopg.connect(db_url, autocommit=True) as conn:
                 conn.execute("TRUNCATE readings, batch_keys")  # the next round starts afresh
+        cluster = (
+            cluster_figures(db_url, args.cluster_batches, args.records)
+            if args.cluster_batches
+            else {}
+        )
     finally:
         broker.stop()
         shutil.rmtree(broker.workdir, ignore_errors=True)
@@ -200,9 +334,17 @@ def main() -> int:
         f"ratio {ratio:.2f}, median of {len(ratios)} rounds (target >= 0.7)."
         " Shared machines are noisy: compare ratios, not rates."
     )
+    if cluster:
+        print(f"{'collector processes, MQTT 3.1.1':<42}{'rows':>10}{'':>10}{'rows/s':>12}")
+        for label, key in (
+            ("one collector, one Mosquitto", "one_collector_mosquitto_rows_per_s"),
+            ("two collectors (partitions), 3-node NATS", "two_collectors_nats_cluster_rows_per_s"),
+        ):
+            print(f"{label:<42}{cluster['cluster_rows']:>10}{'':>10}{cluster[key]:>12.0f}")
     print(
         json.dumps(
             {
+                **{k: round(v) for k, v in cluster.items()},
                 "rows_per_s": round(rows_per_s),
                 "copy_rows_per_s": round(copy_rows_per_s),
                 "ratio": round(ratio, 3),

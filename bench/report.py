@@ -60,7 +60,13 @@ KEYS = {
         "max_points_per_s",
     ],
     "drain": ["readings_per_s", "baseline_readings_per_s", "ratio"],
-    "ingest": ["rows_per_s", "copy_rows_per_s", "ratio"],
+    "ingest": [
+        "rows_per_s",
+        "copy_rows_per_s",
+        "ratio",
+        "one_collector_mosquitto_rows_per_s",
+        "two_collectors_nats_cluster_rows_per_s",
+    ],
     "latency": ["p50_ms", "p99_ms", "p99_beyond_poll_ms", "alarms"],
 }
 SCALE_POINTS = (100, 1_000, 10_000)
@@ -375,7 +381,9 @@ def render(
         "  (no buffer, rules or health) / the gateway's CPU s per 1000 points.",
         "- drain: readings/s drained from the gateway's buffer / a plain paho publish loop of the",
         "  same payloads to the same broker.",
-        "- ingest: rows/s from MQTT batches into PostgreSQL / plain binary COPY of the same rows.",
+        "- ingest: rows/s from MQTT batches into PostgreSQL / plain binary COPY of the same rows;"
+        " also collector processes draining a backlog: one on one Mosquitto, two (partitions)"
+        " on a three-node NATS cluster.",
         "- latency: the share of alarm latency spent waiting for the next poll (by design); the",
         "  rest is what the software adds (gateway, broker, collector, SSE).",
         "",

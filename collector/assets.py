@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from collector.grids import check_grid_code
 from wire.topics import IDENT_RE
 
 CODE_RE = re.compile(r"^\d{16}$")
@@ -34,7 +35,9 @@ class Asset(BaseModel):
     maintainer: str = Field(
         default="", description="养护单位 (maintaining department); owner if empty"
     )
-    grid: str = Field(default="", description="单元网格 code")
+    grid: str = Field(
+        default="", description="单元网格 code: 14 digits (6 area + 3 街道 + 3 社区 + 2 grid) or 15"
+    )
     address: str = ""
     lon: float | None = None
     lat: float | None = None
@@ -51,6 +54,11 @@ class Asset(BaseModel):
         if not CODE_RE.match(v):
             raise ValueError(f"部件标识码 {v!r} must be exactly 16 digits")
         return v
+
+    @field_validator("grid")
+    @classmethod
+    def _grid(cls, v: str) -> str:
+        return check_grid_code(v) if v else v
 
     @field_validator("devices")
     @classmethod

@@ -16,6 +16,7 @@ from collector.cases.routing import (
     load_routing,
     routing_calendar,
     routing_catalog,
+    routing_grids,
 )
 from collector.event_log import EventPump, Notifier
 from collector.ingest import Ingest, IngestConfig
@@ -119,6 +120,7 @@ class Runtime:
             clock,
             routing_catalog(routing, routing_path),
             routing_calendar(routing, routing_path),
+            routing_grids(routing, routing_path),
         )
         self.notifier = Notifier()
         self.event_pump = EventPump(self.store, self.notifier, config.events_poll_s, clock)

@@ -133,6 +133,12 @@ class MqttConfig(_Strict):
     @classmethod
     def _url(cls, v: str) -> str:
         parts = urlsplit(v)
+        if parts.username is not None or parts.password is not None:
+            # Never echoed: pydantic's message would otherwise show the password.
+            raise ValueError(
+                "carries credentials: put them in mqtt.username and mqtt.password "
+                "(`lifeline edge flash --username --password-file` writes both)"
+            )
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
             raise ValueError("must look like mqtt://host:1883 or mqtts://host:8883")
         return v

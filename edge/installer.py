@@ -220,6 +220,11 @@ def _load_scan(path: Path) -> dict[str, Any]:
         fail(f"cannot read {path}: {exc.strerror}")
     except json.JSONDecodeError as exc:
         fail(f"{path} is not scan JSON ({exc}); make it with `lifeline edge scan ... --json`")
+    except RecursionError:  # Python's JSON parser recurses once per level of nesting
+        fail(
+            f"{path} nests arrays or objects thousands deep: not scan JSON; make it with "
+            "`lifeline edge scan ... --json`"
+        )
     if not isinstance(data, dict) or "target" not in data or "devices" not in data:
         fail(f"{path} is not scan JSON; make it with `lifeline edge scan ... --json`")
     return data
@@ -399,6 +404,12 @@ def _check_broker_url(text: str) -> str:
     from urllib.parse import urlsplit
 
     parts = urlsplit(text)
+    if parts.username is not None or parts.password is not None:
+        usage_error(
+            "a broker URL carries no credentials: give them to `edge flash --username "
+            "--password-file`, which writes them to the card (mode 0600)",
+            "--broker",
+        )
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
         usage_error(f"{text!r} must look like mqtt://host:1883 or mqtts://host:8883", "--broker")
     return text

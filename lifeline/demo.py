@@ -121,10 +121,38 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
+# The file that makes a folder the demo's own: only such a folder (or an empty one) is emptied.
+MARKER = ".lifeline-demo"
+
+
+def claim_state_dir(state_dir: Path) -> str:
+    """Make `state_dir` an empty folder marked as the demo's; '' if done, else why not.
+
+    Each demo starts from a clean district, so it deletes what a previous demo left, but only
+    in a folder holding its MARKER (or an empty one): `--state-dir ~` once deleted a home.
+    """
+    if state_dir.is_symlink() or (state_dir.exists() and not state_dir.is_dir()):
+        return f"--state-dir {state_dir} is not a folder (or is a symlink): name a folder"
+    if state_dir.exists():
+        marker = state_dir / MARKER
+        if (marker.is_symlink() or not marker.is_file()) and any(state_dir.iterdir()):
+            return (
+                f"--state-dir {state_dir} holds files the demo did not make (no {MARKER} in it), "
+                "and the demo empties its folder: name a new or empty folder"
+            )
+        shutil.rmtree(state_dir)
+    state_dir.mkdir(parents=True)
+    (state_dir / MARKER).write_text("made by `lifeline demo`: it empties this folder at start\n")
+    return ""
+
+
 def run_demo(state_dir: Path, http_port: int, duration: float | None) -> int:
     """Bring up the district, print where to look, run until Ctrl-C or `duration`; exit code."""
     signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops the district as cleanly as Ctrl-C
-    shutil.rmtree(state_dir, ignore_errors=True)  # each demo starts from a clean district
+    problem = claim_state_dir(state_dir)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
     logs = state_dir / "logs"
     logs.mkdir(parents=True)
     if http_port == 0 or not _port_is_free(http_port):

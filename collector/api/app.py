@@ -22,6 +22,7 @@ from collector.api.routes import (
     metrics,
     open311,
     readings,
+    stats,
     webhooks,
     workorders,
 )
@@ -78,6 +79,7 @@ def create_app(config: CollectorConfig, runtime: Runtime | None = None) -> FastA
         events,
         cases,
         workorders,
+        stats,
         gateways,
         assets,
         readings,

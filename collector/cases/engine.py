@@ -44,6 +44,7 @@ from collector.cases.workorders import (
     open_work_order,
 )
 from collector.errors import Conflict
+from collector.grids import Grid, GridMap
 from collector.models import ORIGIN_BIRTH, RECONCILED, AlarmLink, AlarmTransition, DeviceState
 from collector.profiles import Catalog, shipped_catalog
 from wire import AlarmState
@@ -199,11 +200,13 @@ class CaseEngine:
         clock: Callable[[], float],
         catalog: Catalog | None = None,
         calendar: WorkCalendar = DEFAULT_CALENDAR,
+        grids: GridMap | None = None,
     ) -> None:
         self.store = store
         self.routing = routing
         self.catalog = catalog if catalog is not None else shipped_catalog()
         self.calendar = calendar
+        self.grids = grids
         self._clock = clock
 
     def _now_ms(self) -> int:
@@ -251,6 +254,7 @@ class CaseEngine:
             asset=asset,
             gateway=t.gateway,
             device=t.device,
+            grid=self.grid_of(asset, device),
         )
         link = self._snapshot(t, device, decision, now)
         if known is not None:
@@ -284,6 +288,15 @@ class CaseEngine:
             d.reason,
             now,
         )
+
+    def grid_of(self, asset: Asset | None, device: DeviceState | None) -> Grid | None:
+        """The 单元网格 a case is in: the grid registry's polygon holding its place (the asset's,
+        else the device's install location), else the grid its asset record names."""
+        place = place_of(asset, device)
+        found = self.grids.locate(place.lon, place.lat) if self.grids else None
+        if found is None and asset is not None and asset.grid:
+            found = (self.grids.get(asset.grid) if self.grids else None) or Grid(asset.grid)
+        return found
 
     def _step(
         self,
@@ -336,7 +349,8 @@ class CaseEngine:
             return
         last = self.store.last_closed_case_for(subject, d.problem)
         recur = last.case_no if last and self._recurs(last.updated_ms, t) else None
-        grid = asset.grid or None if asset else None
+        placed = self.grid_of(asset, device)
+        grid = placed.code if placed else None
         case_no = self._number("", self.routing.area_code(asset, grid), now)
         note = _describe(t)
         if d.reason:
@@ -498,7 +512,8 @@ class CaseEngine:
             return
         last = self.store.last_closed_work_order_for(subject, d.problem)
         recur = last.order_no if last and self._recurs(last.updated_ms, t) else None
-        grid = asset.grid or None if asset else None
+        placed = self.grid_of(asset, device)
+        grid = placed.code if placed else None
         order_no = self._number("YW", self.routing.area_code(asset, grid), now)
         note = _describe(t) + (f"; 反复发生: back after {recur}" if recur else "")
         assert d.allowed_ms is not None  # work-order decisions always carry their limit

@@ -34,6 +34,7 @@ from collector.cases.calendar import (
 )
 from collector.cases.phases import Limit, Stage
 from collector.cases.workflow import COMPONENT, EVENT, UNCLASSIFIED
+from collector.grids import Grid, GridError, GridMap, load_grids
 from collector.profiles import DEVICE_POINT, Catalog, CatalogError, load_profile, shipped_catalog
 from wire import AlarmType
 
@@ -55,11 +56,11 @@ class RouteKind(StrEnum):
 
 
 class DepartmentRule(StrEnum):
-    """Who a route's case goes to."""
+    """Who a route's case goes to: 部件先属主后属地, 事件先属地后属主."""
 
-    OWNER = "owner"  # the asset's 权属单位
-    MAINTAINER = "maintainer"  # the asset's 养护单位
-    GRID = "grid"  # the 单元网格's department (grid_departments), else default_department
+    OWNER = "owner"  # the asset's 权属单位, else the grid's department, else the default
+    MAINTAINER = "maintainer"  # the asset's 养护单位, else its owner, else the grid's, else default
+    GRID = "grid"  # the 小类's 主管部门 if named, else the grid's, else the asset's owner
 
 
 class Outcome(StrEnum):
@@ -277,7 +278,18 @@ class Routing(BaseModel):
         default=72, ge=0, description="an alarm back within this after 结案 opens a linked case"
     )
     default_department: str
-    grid_departments: dict[str, str] = Field(default_factory=dict)
+    grid_departments: dict[str, str] = Field(
+        default_factory=dict,
+        description="单元网格 code -> department, before the grid registry's own departments",
+    )
+    event_departments: dict[str, str] = Field(
+        default_factory=dict,
+        description="事件 小类 -> its 主管部门, which takes the case before the grid (属地)",
+    )
+    grids: str | None = Field(
+        default=None,
+        description="the 单元网格 registry (GeoJSON) that places cases, relative to this file",
+    )
     deadlines: dict[str, Deadline] = Field(
         description="the 处置 limit (from 派遣 to 反馈) by 小类, and a `default`"
     )
@@ -350,14 +362,28 @@ class Routing(BaseModel):
             return grid[:6]
         return self.district or UNKNOWN_AREA
 
-    def _department(self, rule: DepartmentRule, asset: Asset | None) -> str:
-        if asset is not None and rule is DepartmentRule.OWNER:
-            return asset.owner
-        if asset is not None and rule is DepartmentRule.MAINTAINER:
-            return asset.maintainer
-        if asset is not None and asset.grid in self.grid_departments:
-            return self.grid_departments[asset.grid]
-        return self.default_department
+    def _grid_department(self, grid: Grid | None) -> str | None:
+        if grid is None:
+            return None
+        return self.grid_departments.get(grid.code) or grid.department
+
+    def _department(
+        self, rule: DepartmentRule, asset: Asset | None, grid: Grid | None, subcategory: str
+    ) -> str:
+        """部件先属主后属地: owner (or maintainer) first, then the grid's department;
+        事件先属地后属主: the 小类's 主管部门 if the table names one, then the grid's, then the
+        asset's owner. The default department last."""
+        if rule is DepartmentRule.GRID:
+            chain = [
+                self.event_departments.get(subcategory),
+                self._grid_department(grid),
+                asset.owner if asset else None,
+            ]
+        else:
+            first = [asset.maintainer, asset.owner] if asset is not None else []
+            chain = [*(first if rule is DepartmentRule.MAINTAINER else first[1:])]
+            chain.append(self._grid_department(grid))
+        return next((d for d in chain if d), self.default_department)
 
     def decide(
         self,
@@ -369,9 +395,11 @@ class Routing(BaseModel):
         asset: Asset | None,
         gateway: str = "",
         device: str = "",
+        grid: Grid | None = None,
     ) -> Decision:
         """Where an alarm occurrence of `severity` (1 highest .. 4) ends: a pure function of the
-        table, the alarm and the asset its device is bound to (None if unbound)."""
+        table, the alarm, the asset its device is bound to (None if unbound) and the 单元网格
+        its place is in (None if unknown)."""
         route = self.match(family, alarm_type, point, asset.subcategory if asset else None)
         if route is None:
             return self._unrouted(severity, "no route matches this alarm")
@@ -396,11 +424,11 @@ class Routing(BaseModel):
                     " is bound to no 部件 (bind it to an asset)",
                 )
             kind, sub = COMPONENT, asset.subcategory
-            dept = self._department(route.department or DepartmentRule.OWNER, asset)
+            dept = self._department(route.department or DepartmentRule.OWNER, asset, grid, sub)
         else:
             assert route.subcategory is not None  # checked at load
             kind, sub = EVENT, route.subcategory
-            dept = self._department(route.department or DepartmentRule.GRID, asset)
+            dept = self._department(route.department or DepartmentRule.GRID, asset, grid, sub)
         return Decision(
             Outcome.CASE,
             problem=route.problem,
@@ -507,7 +535,8 @@ def load_routing(path: Path, catalog: Catalog | None = None) -> Routing:
     problems = check_routes(routing, routing_catalog(routing, path, catalog))
     if problems:
         raise RoutingError(f"{path}: {'; '.join(problems)}")
-    routing_calendar(routing, path)  # a calendar that cannot be read is refused at load
+    routing_calendar(routing, path)  # a calendar or grid file that cannot be read is refused
+    routing_grids(routing, path)
     return routing
 
 
@@ -520,6 +549,17 @@ def routing_calendar(routing: Routing, path: Path) -> WorkCalendar:
         return load_calendar(path.parent / routing.calendar)
     except CalendarError as exc:
         raise RoutingError(f"{path}: calendar: {exc}") from None
+
+
+def routing_grids(routing: Routing, path: Path) -> GridMap | None:
+    """The 单元网格 registry the routing table at `path` names (relative to it), or None;
+    RoutingError if it cannot be read."""
+    if routing.grids is None:
+        return None
+    try:
+        return load_grids(path.parent / routing.grids)
+    except GridError as exc:
+        raise RoutingError(f"{path}: grids: {exc}") from None
 
 
 def routing_catalog(routing: Routing, path: Path, catalog: Catalog | None = None) -> Catalog:

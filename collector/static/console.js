@@ -26,7 +26,9 @@ const LABELS = {
     owner: "权属单位", grid: "网格", snapshot: "告警快照", audit: "处理记录",
     who: "操作人", from_to: "状态变化", raised: "发生", limit: "阈值", gateway: "网关",
     online_devices: "台在线", urgency: "紧急程度", created: "立案时间", deadline_at: "处置时限",
-    sent: "已发送确认，等待网关回执。",
+    pending: "待批申请", phases: "阶段时限", stage: "阶段", start: "开始",
+    due: "时限", end: "结束", phase_state: "情况", on_time: "按期", running: "进行中",
+    units: { 工作时: "工作时", 工作日: "工作日", 自然时: "自然时" },
     sev: { 1: "一级", 2: "二级", 3: "三级", 4: "四级" },
     alarm_state: { active_unacked: "报警未确认", active_acked: "报警已确认",
                    cleared_unacked: "已恢复未确认", normal: "正常" },
@@ -39,7 +41,10 @@ const LABELS = {
                   结案: "结案", 挂账: "挂账", 作废: "作废" },
     actions: { accept: "受理立案", void: "作废", dispatch: "派遣", start: "开始处置", feedback: "反馈",
                verify: "核查", close: "结案", return: "回退", reject: "核查不通过", park: "挂账",
-               unpark: "取消挂账", extend: "延时", escalate: "督办" },
+               unpark: "取消挂账", extend: "延时", escalate: "督办", report: "上报", attach: "关联告警",
+               upgrade: "升级", rework: "返工", auto_close: "自动恢复结案", apply: "申请",
+               apply_extend: "申请延时", apply_park: "申请挂账", apply_return: "申请回退",
+               approve: "批准申请", deny: "驳回申请" },
     problems: { 400: "请求有误", 401: "API 密钥无效或已吊销", 403: "当前角色无权执行此操作",
                 404: "对象不存在", 409: "当前状态下不允许此操作", 422: "参数不符合要求",
                 503: "暂时无法送达网关", 0: "无法连接采集服务" },
@@ -48,7 +53,7 @@ const LABELS = {
     title: "Lifeline console", apikey: "API key", connect: "Connect", connected: "live",
     disconnected: "offline", stats: "Statistics", map: "City map", alarms: "Alarm desk",
     cases: "Case desk", status: "Gateways and devices", trend: "Trend", time: "Time",
-    severity: "Severity", where: "Asset / device", value: "Point / value", state: "State",
+    severity: "Level", where: "Asset / device", value: "Point / value", state: "State",
     action: "Action", case_no: "Case", case_title: "Problem", department: "Department",
     deadline: "Time left", ack: "Ack", ack_title: "Acknowledge alarm", note: "Note",
     cancel: "Cancel", close: "Close", detail: "Detail", no_key: "Enter an API key",
@@ -67,7 +72,9 @@ const LABELS = {
     snapshot: "Alarm snapshot", audit: "Audit trail", who: "Who", from_to: "Change",
     raised: "Raised", limit: "Limit", gateway: "Gateway", online_devices: "online",
     urgency: "Urgency", created: "Opened", deadline_at: "Deadline",
-    sent: "Acknowledgement sent; waiting for the gateway.",
+    pending: "Pending application", phases: "Phases", stage: "Stage",
+    start: "Start", due: "Due", end: "End", phase_state: "Status", on_time: "on time",
+    running: "running", units: { 工作时: "working hours", 工作日: "working days", 自然时: "calendar hours" },
     sev: { 1: "critical", 2: "high", 3: "medium", 4: "low" },
     alarm_state: { active_unacked: "active, unacked", active_acked: "active, acked",
                    cleared_unacked: "cleared, unacked", normal: "normal" },
@@ -81,7 +88,10 @@ const LABELS = {
     actions: { accept: "Accept", void: "Void", dispatch: "Dispatch", start: "Start",
                feedback: "Feedback", verify: "Verify", close: "Close case", return: "Return",
                reject: "Reject", park: "Park", unpark: "Unpark", extend: "Extend",
-               escalate: "Escalate" },
+               escalate: "Escalate", report: "reported", attach: "alarm attached",
+               upgrade: "upgraded", rework: "rework", auto_close: "closed, recovered",
+               apply: "applied", apply_extend: "Apply: extend", apply_park: "Apply: park",
+               apply_return: "Apply: return", approve: "Approve", deny: "Deny" },
     problems: { 400: "Bad request", 401: "The API key is invalid or revoked",
                 403: "Your role may not do this", 404: "Not found",
                 409: "Not allowed in the current state", 422: "The arguments do not fit",
@@ -99,7 +109,7 @@ const SEV_COLOUR = { 1: "red", 2: "orange", 3: "yellow", 4: "blue" };
 const state = {
   key: "", lang: localStorage.getItem("lifeline.lang") || "zh",
   muted: localStorage.getItem("lifeline.muted") === "1",
-  me: null, departments: [], alarms: new Map(), fresh: new Map(), cases: [], devices: [], gateways: [],
+  me: null, departments: [], grids: [], alarms: new Map(), fresh: new Map(), cases: [], devices: [], gateways: [],
   assets: new Map(), profiles: new Map(), config: { tiles_url: null, tiles_datum: "CGCS2000" },
   source: null, trend: null, chart: null, openCase: null, ackAlarm: null,
   map: null, layers: null, markers: new Map(), stats: null, framed: false,
@@ -494,12 +504,28 @@ async function renderCaseDetail() {
   ]) {
     facts.append(el("dt", t(k)), el("dd", v));
   }
+  if (c.pending) {
+    const hours = c.pending === "extend" ? ` ${c.pending_hours} h` : "";
+    facts.append(el("dt", t("pending")), el("dd", `${label("actions", `apply_${c.pending}`)}${hours}`));
+  }
   body.append(facts);
   body.append(el("h4", t("snapshot")), table(
     [t("raised"), t("where"), t("value"), t("limit"), t("severity")],
     c.alarms.map((k) => [fmtTime(k.raised_ms, true), `${k.gateway}/${k.device}`, `${k.point} ${fmtValue(k.value, k.unit)}`,
       fmtValue(k.limit, k.unit), label("sev", k.severity)]),
   ));
+  body.append(el("h4", t("phases")), table(
+    [t("stage"), t("department"), t("start"), t("due"), t("end"), t("phase_state")],
+    (c.phases || []).map((p) => [label("case_state", p.stage), p.department,
+      fmtTime(p.start_ms, true), p.due_ms ? `${fmtTime(p.due_ms, true)} (${label("units", p.unit)})` : t("no_limit"),
+      p.end_ms ? fmtTime(p.end_ms, true) : "—",
+      p.overdue ? t("overdue") : p.parked ? label("case_state", "挂账") : p.end_ms ? t("on_time") : t("running")]),
+  ));
+  const phaseTable = body.lastChild;
+  phaseTable.classList.add("phases");
+  [...phaseTable.tBodies[0].rows].forEach((row, i) => {
+    if (c.phases[i].overdue) row.classList.add("overdue");
+  });
   body.append(el("h4", t("audit")), table(
     [t("time"), t("who"), t("from_to"), t("note")],
     (c.audit || []).map((e) => [fmtTime(e.ts_ms, true), e.actor,
@@ -515,16 +541,24 @@ async function renderCaseDetail() {
   $("#case-dept").value = "";
   $("#case-dept").placeholder = c.department || "";
   for (const action of allowed) {
-    const b = el("button", label("actions", action), `act act-${action}`);
-    b.type = "button";
-    b.dataset.action = action;
-    b.addEventListener("click", () => caseAction(c.case_no, action));
-    buttons.append(b);
+    // An application names what it asks for; a verdict needs one pending.
+    const requests = action === "apply" ? ["extend", "park", "return"] : [null];
+    if ((action === "approve" || action === "deny") && !c.pending) continue;
+    for (const request of requests) {
+      const name = request ? `apply_${request}` : action;
+      const b = el("button", label("actions", name), `act act-${action}`);
+      b.type = "button";
+      b.dataset.action = name;
+      b.addEventListener("click", () => caseAction(c.case_no, action, request));
+      buttons.append(b);
+    }
   }
 }
 
-async function caseAction(caseNo, action) {
+async function caseAction(caseNo, action, request = null) {
   const body = { action, note: $("#case-note").value.trim() };
+  if (request) body.request = request;
+  if (request === "extend") body.extend_hours = 24;
   if (action === "dispatch") {
     const dept = $("#case-dept").value.trim();
     if (dept) body.department = dept;
@@ -662,10 +696,20 @@ function places() {
   return out;
 }
 
-// The asset layer's own geometry stands in for the grid registry: each 单元网格 is drawn as
-// the box around its assets.
+// The 单元网格 registry's polygons (CGCS2000 degrees), or where the collector has none, the
+// asset layer's own geometry: each grid drawn as the box around its assets.
 function drawGrids(list) {
   state.layers.grids.clearLayers();
+  if (state.grids.length) {
+    for (const f of state.grids) {
+      const polys = f.geometry.type === "Polygon" ? [f.geometry.coordinates] : f.geometry.coordinates;
+      const rings = polys.map((poly) => poly.map((ring) => ring.map(([lon, lat]) => toMap(lon, lat, "CGCS2000"))));
+      const p = f.properties;
+      L.polygon(rings, { className: "grid-cell", weight: 1, fill: true, fillOpacity: 0.04 })
+        .bindTooltip(`${p.code} ${p.street} ${p.community}`).addTo(state.layers.grids);
+    }
+    return;
+  }
   const byGrid = new Map();
   for (const p of list) {
     const g = p.asset && p.asset.grid;
@@ -699,7 +743,8 @@ function paintMarkers() {
   for (const [id, m] of state.markers) {
     const p = m.place;
     const worst = worstAlarm(p.devices);
-    const offline = p.devices.length > 0 && p.devices.every((d) => d.status === "offline");
+    // Grey: nothing reports from here (its devices offline or unknown, or none bound yet).
+    const offline = p.devices.every((d) => d.status !== "online");
     const colour = worst ? SEV_COLOUR[worst.severity] : offline ? "grey" : "green";
     const kase = caseOf(p);
     const path = m.marker.getElement();
@@ -980,8 +1025,10 @@ async function start() {
   } catch (err) { showError(words(err)); return; }
   $("#who").textContent = `${state.me.name} · ${label("roles", state.me.role)}`;
   try {
-    const profiles = await api("/api/v1/profiles");
+    const [profiles, grids] = await Promise.all([api("/api/v1/profiles"), api("/api/v1/grids")]);
     state.profiles = new Map(profiles.map((p) => [p.name, p]));
+    state.grids = grids.features;
+    state.markers.clear();  // drawn again with the grids below
   } catch (err) { showError(words(err)); }
   openStream();  // before the lists load, so nothing raised meanwhile is missed
   try {
@@ -990,6 +1037,10 @@ async function start() {
   } catch (err) { showError(words(err)); }
   await refresh();
   refreshStats();
+  // Until the operator picks one, the trend shows the most severe active alarm's point.
+  const top = [...state.alarms.values()].filter((a) => isActive(a) && a.point !== "_device")
+    .sort(alarmOrder)[0];
+  if (!state.trend && top) showTrend(top.gateway, top.device, top.point);
 }
 
 // --- language, sound, key and the page's timers --------------------------------------------
@@ -1020,19 +1071,30 @@ function tick() {
   if (expired) renderAlarms();
 }
 
+// A #key=... link: its key is stored, but replaces another stored one only if the operator
+// says so (a link can carry anybody's key). True if the key in use changed.
+function takeKeyFromLink() {
+  const offered = new URLSearchParams(location.hash.slice(1)).get("key");
+  if (!offered) return false;
+  history.replaceState(null, "", location.pathname);  // keep the key out of the address bar
+  const stored = localStorage.getItem("lifeline.key");
+  if (stored === offered) return false;
+  if (stored && !window.confirm(t("replace_key"))) return false;
+  localStorage.setItem("lifeline.key", offered);
+  return true;
+}
+
 async function init() {
-  const fragment = new URLSearchParams(location.hash.slice(1));
-  const offered = fragment.get("key");
-  if (offered) {
-    history.replaceState(null, "", location.pathname);  // keep the key out of the address bar
-    const stored = localStorage.getItem("lifeline.key");
-    // A link can carry anybody's key: never swap the one in use without the operator's word.
-    if (!stored || stored === offered || window.confirm(t("replace_key"))) {
-      localStorage.setItem("lifeline.key", offered);
-    }
-  }
+  takeKeyFromLink();
   state.key = localStorage.getItem("lifeline.key") || "";
   $("#key").value = state.key;
+  // The same link opened in a tab already showing the console changes only the fragment.
+  window.addEventListener("hashchange", () => {
+    if (!takeKeyFromLink()) return;
+    state.key = localStorage.getItem("lifeline.key");
+    $("#key").value = state.key;
+    start();
+  });
   $("#keyform").addEventListener("submit", (ev) => {
     ev.preventDefault();
     state.key = $("#key").value.trim();
@@ -1067,6 +1129,7 @@ async function init() {
   applyLanguage();
   // The page's only timers, each made once: the clock and countdowns, the statistics, and
   // the trend's newest window (a quiet point still moves on).
+  tick();
   setInterval(tick, 1000);
   setInterval(refreshStats, 60000);
   setInterval(() => state.trend && drawTrend(), 30000);

@@ -15,7 +15,7 @@ from collector.models import (
     AlarmRecord,
     AlarmView,
 )
-from collector.store.rows import BIRTH_IDX, Commit, Cursor, Pos, Rows, at_or_after
+from collector.store.rows import BIRTH_IDX, Commit, Cursor, Pos, Rows, at_or_after, sql_values
 from wire import (
     AlarmEvent,
     AlarmState,
@@ -26,6 +26,7 @@ from wire import (
 log = logging.getLogger(__name__)
 
 ACTIVE_STATES = (AlarmState.ACTIVE_UNACKED.value, AlarmState.ACTIVE_ACKED.value)
+_ACTIVE = sql_values(*ACTIVE_STATES)
 
 
 class AlarmRows(Rows):
@@ -171,9 +172,9 @@ class AlarmRows(Rows):
     def alarms(self, active_only: bool = False) -> list[AlarmRecord]:
         """Deduplicated alarms, newest first."""
         rows = self._query(
-            "SELECT gateway_id, device, point, alarm_type, alarm_id, severity, state, count,"
+            "SELECT gateway_id, device, point, alarm_type, alarm_id, severity, state, count,"  # noqa: S608 - constant
             " first_ms, last_ms, state_ms, value, limit_value, message, ack_by, ack_note"
-            " FROM alarms WHERE (:all_ OR state IN ('active_unacked', 'active_acked'))"
+            f" FROM alarms WHERE (:all_ OR state IN {_ACTIVE})"
             " ORDER BY state_ms DESC",
             {"all_": not active_only},
         )

@@ -35,6 +35,7 @@ from collector.models import (
     Webhook,
     WriteResult,
 )
+from collector.stats import Counts
 
 __all__ = [
     "AlarmStore",
@@ -259,6 +260,11 @@ class CaseStore(Protocol):
 
     def phases(self, case_no: str) -> list[Phase]:
         """The phase table of a case (stage, department, start, due, end), in order."""
+        ...
+
+    def case_counts(self, from_ms: int, to_ms: int, group_by: str) -> dict[str, Counts]:
+        """The 综合评价 counts of the window [from_ms, to_ms) per `group_by` (department, grid
+        or subcategory); KeyError for another."""
         ...
 
     def overdue_phases(self, now_ms: int) -> list[Phase]:

@@ -13,15 +13,24 @@ from collections.abc import Sequence
 from typing import Any
 
 from collector.cases.phases import Phase
-from collector.cases.workflow import Audit, Case, CaseState, Place
+from collector.cases.workflow import TIMED_STATES, Audit, Case, CaseState, Place
 from collector.cases.workorders import WorkOrder, WorkOrderState
 from collector.errors import Conflict
 from collector.models import AlarmLink, AlarmTransition
-from collector.store.rows import Cursor, Rows
+from collector.stats import Counts
+from collector.store.rows import Cursor, Rows, sql_values
 
 # An audit action of a case and the event it becomes (everything else: case.transition).
 CASE_EVENT_TYPES = {"report": "case.opened", "upgrade": "case.upgraded", "rework": "case.reworked"}
-_FINISHED = "('结案', '作废')"
+# The group expression of a statistic, by name: constant SQL, never input.
+_GROUP_SQL = {
+    "department": "c.department",
+    "grid": "COALESCE(c.grid, '')",
+    "subcategory": "c.subcategory",
+}
+_FINISHED = sql_values(CaseState.CLOSED, CaseState.VOIDED)
+_TIMED = sql_values(*sorted(TIMED_STATES))
+_CLOSED = sql_values(CaseState.CLOSED)
 
 
 def _place(r: Sequence[Any]) -> Place:
@@ -270,7 +279,7 @@ class CaseRows(Rows):
         """The most recently closed (结案) case for (asset or device, problem), if any."""
         rows = self._query(
             f"SELECT {self._CASE_COLS} FROM cases"  # noqa: S608 - constant column list
-            " WHERE subject = :s AND problem = :p AND state = '结案'"
+            f" WHERE subject = :s AND problem = :p AND state IN {_CLOSED}"
             " ORDER BY updated_ms DESC, case_no DESC LIMIT 1",
             {"s": subject, "p": problem},
         )
@@ -511,8 +520,7 @@ class CaseRows(Rows):
             " WHERE (CAST(:dept AS TEXT) IS NULL OR department = :dept)"
             " AND (CAST(:sub AS TEXT) IS NULL OR subcategory = :sub)"
             " AND (CAST(:grid AS TEXT) IS NULL OR grid = :grid)"
-            " AND (CAST(:at AS BIGINT) IS NULL OR (state IN ('受理', '立案', '派遣', '处置',"
-            " '反馈', '核查')"
+            f" AND (CAST(:at AS BIGINT) IS NULL OR (state IN {_TIMED}"
             " AND timed_from_ms IS NOT NULL AND deadline_ms < :at) = :od)"
             " AND (CAST(:bc AS BIGINT) IS NULL OR created_ms < :bc"
             " OR (created_ms = :bc AND case_no < :bn))"
@@ -520,6 +528,78 @@ class CaseRows(Rows):
             params,
         )
         return [self._case(r) for r in rows]
+
+    def case_counts(self, from_ms: int, to_ms: int, group_by: str) -> dict[str, Counts]:
+        """The 综合评价 counts of the window [from_ms, to_ms) per group (`department`, `grid`
+        or `subcategory` of the case): cases reported in it, workflow actions taken in it,
+        stages of the phase table that ended in it (docs/integration.md defines each).
+
+        Raises KeyError for another `group_by`."""
+        g = _GROUP_SQL[group_by]
+        w = {"f": from_ms, "t": to_ms}
+        out: dict[str, Counts] = {}
+
+        def at(key: str) -> Counts:
+            return out.setdefault(key, Counts())
+
+        for r in self._query(
+            f"SELECT {g}, count(*) FROM cases c"  # noqa: S608 - constant group expression
+            " WHERE c.created_ms >= :f AND c.created_ms < :t GROUP BY 1",
+            w,
+        ):
+            at(r[0]).reported += int(r[1])
+        late = (
+            "EXISTS (SELECT 1 FROM case_phases q WHERE q.case_no = c.case_no AND q.stage = '处置'"
+            " AND q.due_ms IS NOT NULL AND q.end_ms > q.due_ms)"
+        )
+        actions = {
+            "accept": "registered",
+            "void": "voided",
+            "rework": "reworks",
+            "return": "returns",
+            "extend": "extensions",
+            "park": "parks",
+            "auto_close": "auto_closed",
+        }
+        for r in self._query(
+            f"SELECT {g}, a.action, count(*),"  # noqa: S608 - constant expressions
+            " sum(CASE WHEN c.returns = 0 THEN 1 ELSE 0 END),"
+            f" sum(CASE WHEN {late} THEN 0 ELSE 1 END),"
+            " sum(CASE WHEN c.closure = '误报' THEN 1 ELSE 0 END)"
+            " FROM case_audit a JOIN cases c ON c.case_no = a.case_no"
+            " WHERE a.ts_ms >= :f AND a.ts_ms < :t GROUP BY 1, 2",
+            w,
+        ):
+            c, n = at(r[0]), int(r[2])
+            if r[1] in actions:
+                setattr(c, actions[r[1]], getattr(c, actions[r[1]]) + n)
+            elif r[1] == "dispatch":
+                c.dispatched_accurately += int(r[3])
+            elif r[1] == "close":
+                c.closed += n
+                c.closed_on_time += int(r[4])
+                c.false_alarms += int(r[5])
+        for r in self._query(
+            f"SELECT {g}, p.stage, count(*),"  # noqa: S608 - constant group expression
+            " sum(CASE WHEN p.due_ms IS NULL OR p.end_ms <= p.due_ms THEN 1 ELSE 0 END),"
+            " sum(p.end_ms - p.start_ms - p.parked_ms)"
+            " FROM case_phases p JOIN cases c ON c.case_no = p.case_no"
+            " WHERE p.end_ms >= :f AND p.end_ms < :t GROUP BY 1, 2",
+            w,
+        ):
+            c, n, on_time, spent = at(r[0]), int(r[2]), int(r[3]), int(r[4])
+            if r[1] == "派遣":
+                c.to_dispatch += n
+                c.dispatched_on_time += on_time
+                c.dispatch_ms += spent
+            elif r[1] == "处置":
+                c.to_dispose += n
+                c.disposed_on_time += on_time
+                c.disposed_late += n - on_time
+                c.disposal_ms += spent
+            elif r[1] == "核查":
+                c.to_close += n
+        return out
 
     def count_cases_by_state(self) -> dict[str, int]:
         """How many cases are in each state."""

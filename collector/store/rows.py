@@ -85,6 +85,15 @@ class Cursor(Protocol):
         ...
 
 
+def sql_values(*values: str) -> str:
+    """`('a', 'b')`: SQL text for values of the collector's own enums (never input), written
+    into a statement rather than bound, so that PostgreSQL can match a partial index on them.
+    Raises ValueError for a value with a quote."""
+    if any("'" in v for v in values):
+        raise ValueError(f"not a constant for SQL text: {values!r}")
+    return "(" + ", ".join(f"'{v}'" for v in values) + ")"
+
+
 class Rows(ABC):
     """The base of each aggregate's rows (readings, gateways, assets, alarms, cases, keys, the
     event log, webhooks): a backend supplies transactions; the few calls from one aggregate

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -161,7 +164,10 @@ def test_map_alarm_desk_ack_and_dispatch_through_the_buttons(
         shown = {m.get_attribute("data-place") for m in css(browser, "path.mk")}
         assert shown == expected_places(district)
         assert len(shown) >= 12
-        assert css(browser, "path.grid-cell"), "no 单元网格 drawn"
+        # The 单元网格 registry's polygons, one per grid.
+        grids = district.get("/api/v1/grids")["features"]
+        assert grids, "the demo's routing table names config/grids/330106.geojson"
+        assert len(css(browser, "path.grid-cell")) == len(grids)
         # A marker's popup: the asset's name, address, latest values with units.
         cover = next(a for a in district.get("/api/v1/assets") if "mh-e01" in a["devices"])
         click(browser, f'path.mk[data-place="asset:{cover["code"]}"]')
@@ -308,7 +314,9 @@ def test_map_alarm_desk_ack_and_dispatch_through_the_buttons(
         )[0]
         click(browser, f'#cases tr[data-case-no="{case_no}"] button.detail')
         wait(browser, "the case detail", lambda b: css(b, '#case-dialog[data-state="立案"]'))
-        assert css(browser, "#case-body table")  # alarm snapshot and audit trail
+        # alarm snapshot, phase table (立案 running) and audit trail
+        assert len(css(browser, "#case-body table")) == 3
+        assert css(browser, "#case-body table.phases tbody tr")
         click(browser, '#case-buttons button[data-action="dispatch"]')
         wait(browser, "the dispatched case", lambda b: css(b, '#case-dialog[data-state="派遣"]'))
         case = district.get(f"/api/v1/cases/{case_no}")
@@ -346,6 +354,16 @@ def test_map_alarm_desk_ack_and_dispatch_through_the_buttons(
         )
         assert states
         assert [s for s in states if CJK.search(s)] == []
+        # ... and the case detail: headings, facts, stages, states, actions and buttons.
+        click(browser, f'#cases tr[data-case-no="{case_no}"] button.detail')
+        wait(browser, "the case detail", lambda b: css(b, "#case-dialog[open] table.phases"))
+        words = browser.execute_script(
+            "return [...document.querySelectorAll('#case-dialog h4, #case-dialog th,"
+            " #case-dialog dt, #case-buttons button, #case-actions label,"
+            " #case-dialog table.phases td:first-child, #case-dialog table:last-child"
+            " td:nth-child(3)')].map((e) => e.textContent)"
+        )
+        assert [w for w in words if CJK.search(w)] == [], words
         browser.save_screenshot(str(tmp_path / "4-english.png"))
 
 
@@ -355,25 +373,12 @@ def test_nothing_is_cut_off_at_1366_px(district: District, tmp_path: Path) -> No
         open_console(browser, district)
         wait(browser, "alarm and case rows", lambda b: css(b, "#alarms tbody tr button.ack")
              and css(b, "#cases tbody tr"), 120)  # fmt: skip
-        browser.save_screenshot(str(tmp_path / "console-1366.png"))
-        overflow = browser.execute_script(
-            """
-            const bad = [];
-            if (document.documentElement.scrollWidth > innerWidth) bad.push('page');
-            for (const sel of ['#alarms button', '#cases button', '#cases td.left', 'header > *',
-                               '#stats .tile', 'th']) {
-              for (const e of document.querySelectorAll(sel)) {
-                const r = e.getBoundingClientRect();
-                const box = (e.closest('section') || document.body).getBoundingClientRect();
-                if (r.right > Math.min(innerWidth, box.right) + 0.5 || r.left < box.left - 0.5)
-                  bad.push(sel + ': ' + e.textContent);
-                if (e.scrollWidth > e.clientWidth + 1) bad.push(sel + ' clipped: ' + e.textContent);
-              }
-            }
-            return bad;
-            """
-        )
-        assert overflow == []
+        for lang in ("zh", "en"):
+            if lang == "en":
+                click(browser, "#lang")
+            browser.save_screenshot(str(tmp_path / f"console-1366-{lang}.png"))
+            bad = cut_off(browser)
+            assert bad == [], (lang, bad)
         # A shift's worth of alarms keeps the page bounded: 300 kept, 150 rows drawn.
         sizes = browser.execute_script(
             """
@@ -389,6 +394,30 @@ def test_nothing_is_cut_off_at_1366_px(district: District, tmp_path: Path) -> No
         assert sizes == [300, 150]
 
 
+def cut_off(browser: Any) -> list[str]:
+    """Every control, deadline, state or heading that sticks out of its section or the window,
+    or whose text is clipped."""
+    bad: list[str] = browser.execute_script(
+        """
+        const bad = [];
+        if (document.documentElement.scrollWidth > innerWidth) bad.push('page');
+        for (const sel of ['#alarms button', '#cases button', '#cases td.left', 'header > *',
+                           '#stats .tile', 'th', '#alarms td:nth-child(5)',
+                           '#cases td:nth-child(5)', '#alarms td:first-child .badge']) {
+          for (const e of document.querySelectorAll(sel)) {
+            const r = e.getBoundingClientRect();
+            const box = (e.closest('section') || document.body).getBoundingClientRect();
+            if (r.right > Math.min(innerWidth, box.right) + 0.5 || r.left < box.left - 0.5)
+              bad.push(sel + ': ' + e.textContent);
+            if (e.scrollWidth > e.clientWidth + 1) bad.push(sel + ' clipped: ' + e.textContent);
+          }
+        }
+        return bad;
+        """
+    )
+    return bad
+
+
 def test_docs_render_with_no_network(district: District, tmp_path: Path) -> None:
     """/docs loaded Swagger UI from a CDN: blank without the internet."""
     with chromium(1366, 768) as browser:
@@ -400,3 +429,120 @@ def test_docs_render_with_no_network(district: District, tmp_path: Path) -> None
         browser.save_screenshot(str(tmp_path / "docs.png"))
         errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
         assert errors == []
+
+
+# The smallest valid PNG (1 × 1, transparent): what a tile server answers here.
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489"
+    "0000000d49444154789c6360000002000001e221bc330000000049454e44ae426082"
+)
+
+
+@contextmanager
+def tile_server() -> Iterator[tuple[str, list[str]]]:
+    """A tile server on a free loopback port answering every /{z}/{x}/{y}.png; yields its URL
+    template and the paths asked for."""
+    asked: list[str] = []
+
+    class Tiles(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(PNG)))
+            self.end_headers()
+            self.wfile.write(PNG)
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Tiles)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/{{z}}/{{x}}/{{y}}.png", asked
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_a_configured_tile_server_is_the_base_layer_in_its_datum(
+    tmp_path: Path, mqtt_url: str
+) -> None:
+    """A deployment's tile URL and datum from the collector's config file: the page may load
+    its tiles (CSP), and assets are drawn converted into the tiles' datum (GCJ-02 here)."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    port = free_port()
+    api = f"http://127.0.0.1:{port}"
+    children: list[Child] = []
+    with tile_server() as (url, asked):
+        conf = tmp_path / "collector.yaml"
+        conf.write_text(yaml.safe_dump({"tiles_url": url, "tiles_datum": "GCJ-02"}))
+        try:
+            children.append(
+                spawn(
+                    "collector",
+                    ["collector", "run", "--config", str(conf), "--mqtt", mqtt_url,
+                     "--root", f"t-tiles-{tmp_path.name}/lifeline", "--db",
+                     f"sqlite:///{tmp_path}/c.db", "--http", f"127.0.0.1:{port}",
+                     "--client-id", f"tiles-{tmp_path.name}", "--bootstrap-key-file",
+                     str(tmp_path / "admin.key"), "--assets",
+                     str(CONFIG / "assets" / "demo.yaml")],
+                    logs,
+                )
+            )  # fmt: skip
+            wait_until("collector API", lambda: http_json(f"{api}/readyz"), 60, children)
+            key = (tmp_path / "admin.key").read_text().strip()
+            district = District(api, key, {})
+            with chromium(1366, 768) as browser:
+                open_console(browser, district)
+                wait(browser, "tiles drawn", lambda b: css(b, "img.leaflet-tile-loaded"))
+                assert asked
+                assert all(re.fullmatch(r"/\d+/\d+/\d+\.png", p) for p in asked), asked
+                # The cover at 120.1402, 30.2771 (CGCS2000) sits ~0.5 km off on a GCJ-02 map.
+                at = browser.execute_script(
+                    "const m = [...state.markers.values()].find("
+                    " (e) => e.place.asset && e.place.asset.code === '3301060111000101');"
+                    " const p = m.marker.getLatLng(); return [p.lat, p.lng];"
+                )
+                assert 0.002 < abs(at[0] - 30.2771) + abs(at[1] - 120.1402) < 0.01, at
+                # No gateway has reported yet: every place is grey, not "normal".
+                colours = {m.get_attribute("data-colour") for m in css(browser, "path.mk")}
+                assert colours == {"grey"}
+                browser.save_screenshot(str(tmp_path / "tiles.png"))
+                errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+                assert errors == []
+        finally:
+            for child in reversed(children):
+                child.stop()
+
+
+def test_a_key_link_asks_before_replacing_the_stored_key(district: District) -> None:
+    """A #key= link once replaced the stored key silently: a link can carry anybody's key."""
+    from selenium.webdriver.support import expected_conditions
+
+    stored = "return localStorage.getItem('lifeline.key')"
+    with chromium(1366, 768) as browser:
+        open_console(browser, district)
+        assert browser.execute_script(stored) == district.key
+        other = "llk_somebody-elses-key"
+        # Refused in the open page (only the fragment changes), accepted on a fresh load.
+        for accept in (False, True):
+            if accept:
+                browser.get("about:blank")
+            browser.get(f"{district.api}/console#key={other}")
+            alert = wait(browser, "the question", expected_conditions.alert_is_present(), 10)
+            assert "API 密钥" in alert.text
+            if accept:
+                alert.accept()
+            else:
+                alert.dismiss()
+            wait(browser, "the page", lambda b: b.execute_script("return !!state"))
+            assert "#key=" not in browser.current_url
+            assert browser.execute_script(stored) == (other if accept else district.key)
+        # The same key again asks nothing.
+        browser.get(f"{district.api}/console#key={other}")
+        wait(browser, "the page", lambda b: b.execute_script("return !!state"))
+        assert browser.execute_script(stored) == other

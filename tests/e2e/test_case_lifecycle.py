@@ -37,7 +37,7 @@ assets:
     name: 燃气阀门井
     owner: {GAS_COMPANY}
     maintainer: 区排水所
-    grid: "310104001002"
+    grid: "31010400100201"
     address: 漕溪北路 88 号
     lon: 121.437
     lat: 31.187

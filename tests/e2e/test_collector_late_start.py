@@ -35,7 +35,7 @@ ASSET = "3101040111000042"
 DEVICE = "mh-001"
 ASSETS_YAML = f"""
 assets:
-  - {{code: "{ASSET}", name: 燃气阀门井, owner: 城市燃气公司, grid: "310104001002"}}
+  - {{code: "{ASSET}", name: 燃气阀门井, owner: 城市燃气公司, grid: "31010400100201"}}
 """
 # What the cover is made to report, and the alarm (point, type) each raises at the edge.
 FAULTS = {"ch4": 30, "cover_open": True, "tilt_x": 20}

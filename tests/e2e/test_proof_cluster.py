@@ -23,6 +23,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from lifeline.nats import NatsNode, nats_cluster
 from tests.e2e.test_proof_district import (
     ROOT,
     Proc,
@@ -31,7 +32,6 @@ from tests.e2e.test_proof_district import (
     report,
     wait_for,
 )
-from tests.nats import NatsNode, nats_cluster
 from tests.services import free_port
 from wire import Kind, decode, subscription
 
@@ -179,7 +179,7 @@ def test_single_nats_node_acknowledges_only_what_the_collector_committed(
 ) -> None:
     """The collector and the gateway SIGKILLed in turn on one NATS node (MQTT 3.1.1): every
     reading and alarm event the gateway committed is stored exactly once."""
-    from tests.nats import nats_node
+    from lifeline.nats import nats_node
 
     seed = int(os.environ.get("LIFELINE_CLUSTER_SEED", "1818"))
     with (

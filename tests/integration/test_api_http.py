@@ -120,7 +120,7 @@ def seed(api: Api) -> None:
     """A gateway with a gas detector on a registered asset, some readings, an alarm."""
     store = api.runtime.store
     store.upsert_assets([
-        Asset(code=ASSET, name="燃气阀门井", owner="城市燃气公司", grid="310104001002",
+        Asset(code=ASSET, name="燃气阀门井", owner="城市燃气公司", grid="31010400100201",
               address="漕溪北路 88 号", lon=121.437, lat=31.187, devices=("gas-7",))
     ])  # fmt: skip
     birth = Birth(

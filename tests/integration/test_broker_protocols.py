@@ -20,7 +20,7 @@ from collector.store import Store, open_store
 from edge.buffer import Outbox
 from edge.config import MqttConfig
 from edge.uplink import Uplink
-from tests.nats import NatsNode, nats_node
+from lifeline.nats import NatsNode, nats_node
 from tests.services import free_port
 from wire import Birth, Command, CommandReply, DataBatch, Kind, Quality, Record, encode, topic
 
@@ -227,8 +227,8 @@ def test_collector_fails_over_to_the_next_broker_url(
 def test_collector_is_ready_only_after_its_session_probe(
     store: Store, mqtt_url: str, topic_root: str, protocol: str
 ) -> None:
-    """A fresh client id finds no session at its first connect, which proves nothing: the
-    probe shows the broker keeps one for an absent client before ingest reports ready."""
+    """A fresh client id finds no session at its first connect, which proves nothing: ingest
+    drops its connection once and reports ready only when the reconnect found the session."""
     cfg = IngestConfig(mqtt_url=mqtt_url, root=topic_root, client_id=f"c-{uuid.uuid4().hex[:8]}")
     cfg.protocol = protocol
     ing = Ingest(store, cfg)
@@ -236,6 +236,7 @@ def test_collector_is_ready_only_after_its_session_probe(
     try:
         assert ing.wait_ready(20)
         assert ing.health.session_probe == "honoured"
+        assert ing.health.connects == 2  # the first connect, and the reconnect that checked
         assert ing.problems() == []
     finally:
         ing.stop()

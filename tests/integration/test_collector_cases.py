@@ -1,6 +1,7 @@
 """The case engine over real stores (SQLite and PostgreSQL) with an injected clock: alarms as a
 gateway sends them, cases and work orders as the store keeps them."""
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from collector.cases.engine import CaseEngine
 from collector.cases.routing import Routing, default_routing_path, load_routing
 from collector.cases.workflow import Action, CaseState, Closure
 from collector.cases.workorders import WorkOrderState
+from collector.grids import load_grids
 from collector.models import Accepted
 from collector.store import Store, open_store
 from wire import (
@@ -31,7 +33,7 @@ T0 = 1_800_000_000.0  # seconds: 2027-01-15 08:00 UTC = 16:00 in Shanghai
 H = 3600.0
 GAS_SITE = Location(121.437, 31.187, "CGCS2000", "漕溪北路 88 号机柜")
 WELL = Asset(
-    code="3101040111000001", owner="燃气公司", maintainer="燃气运维站", grid="310104001001",
+    code="3101040111000001", owner="燃气公司", maintainer="燃气运维站", grid="31010400100101",
     address="漕溪北路 88 号", lon=121.4371, lat=31.1873, devices=("mh-1",),
 )  # fmt: skip
 
@@ -109,6 +111,33 @@ def test_assetless_gas_leak_is_an_event_case_at_the_detectors_own_location(
     (link,) = store.links(case.case_no)
     assert (link.alarm_id, link.value, link.limit, link.unit) == ("gw:1", 30.0, 20, "%LEL")
     assert store.pending_alarm_transitions() == []
+
+
+def test_a_case_is_placed_in_its_grid_by_polygon_and_routed_to_the_grids_department(
+    store: Store, routing: Routing, tmp_path: Path
+) -> None:
+    # Before issue 19 the assetless detector's 事件 went to the center and had no grid.
+    around = [[121.43, 31.18], [121.44, 31.18], [121.44, 31.19], [121.43, 31.19], [121.43, 31.18]]
+    doc = {
+        "type": "FeatureCollection",
+        "features": [
+            {
+                "type": "Feature",
+                "properties": {"code": "31010400200301", "street": "漕河泾街道",
+                               "community": "漕溪社区", "departments": ["漕河泾街道城管科"]},
+                "geometry": {"type": "Polygon", "coordinates": [around]},
+            }
+        ],
+    }  # fmt: skip
+    path = tmp_path / "grids.geojson"
+    path.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+    engine = CaseEngine(store, routing, Clock(), grids=load_grids(path))
+    raise_alarm(store, "gas-1", "gas_concentration", "hi", AlarmState.ACTIVE_UNACKED)
+    engine.process_pending()
+    (case,) = store.cases()
+    assert (case.grid, case.department) == ("31010400200301", "漕河泾街道城管科")
+    (listed,) = store.find_cases(grid="31010400200301")
+    assert listed.case_no == case.case_no
 
 
 def test_each_stage_runs_its_own_clock_and_dispose_starts_at_dispatch(

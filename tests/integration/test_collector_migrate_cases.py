@@ -30,7 +30,7 @@ pytestmark = pytest.mark.integration
 T0 = 1_795_000_000_000
 H = 3_600_000
 WELL = Asset(
-    code="3101040111000042", owner="燃气公司", grid="310104001002", address="漕溪北路 88 号",
+    code="3101040111000042", owner="燃气公司", grid="31010400100201", address="漕溪北路 88 号",
     lon=121.437, lat=31.187,
 )  # fmt: skip
 Exec = Callable[[str, tuple[Any, ...]], object]

@@ -341,7 +341,7 @@ def test_alarms_dedup_by_source_and_type_with_count_and_times(store: Store) -> N
 
 
 def test_assets_and_device_binding(store: Store) -> None:
-    a = Asset(code="3101040111000001", owner="燃气公司", grid="310104001", devices=("g1",))
+    a = Asset(code="3101040111000001", owner="燃气公司", grid="31010400100101", devices=("g1",))
     assert store.upsert_assets([a]) == 1
     assert store.assets() == [a]
     # Named without its gateway before any gateway announced it: the first one to do so has it.
@@ -653,7 +653,7 @@ def a_case(no: str = "330106202611180001", **changes: object) -> tuple[Case, lis
     case, audits = open_case(
         case_no=no, kind="事件", subcategory="0403", problem="gas_leak",
         asset="3301060111000101", device="g1", urgency="urgent", department="燃气集团",
-        grid="330106001001", allowed_ms=3_600_000, auto_register=True, actor="system",
+        grid="33010600100101", allowed_ms=3_600_000, auto_register=True, actor="system",
         now_ms=T0, gateway=GW, severity=2,
         location=Place(120.14, 30.27, "CGCS2000", "文三路东1号", "asset"),
     )  # fmt: skip

@@ -6,6 +6,7 @@ host files it must not touch live under the test's temporary directory.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lifeline.demo import MARKER, claim_state_dir
 from tests.services import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.proof]
@@ -120,3 +122,67 @@ def test_flash_refuses_a_gateway_without_credentials_unless_told(tmp_path: Path)
     assert not list((card / "etc/lifeline").glob("*.lifeline-tmp"))
     told = lifeline(*bare, str(gateway_yaml(tmp_path)), "--anonymous")
     assert told.returncode == 0, told.stderr
+
+
+SCAN = {
+    "target": {"type": "tcp", "host": "127.0.0.1", "port": 502},
+    "devices": [{"unit": 1, "baudrate": None, "parity": None, "profile": "streetlight",
+                 "family": "streetlight", "vendor": "v", "model": "m", "firmware": "1.2",
+                 "values": {}, "error": ""}],
+}  # fmt: skip
+FACTS = ["--gateway", "gw-sec", "--site", "s1"]
+
+
+def test_credentials_in_a_broker_url_are_refused_and_never_printed(tmp_path: Path) -> None:
+    """Issue 17: `--mqtt mqtt://user:pass@host` was silently ignored and logged in clear."""
+    secret = "url-Pa55-never-print"
+    scan = tmp_path / "scan.json"
+    scan.write_text(json.dumps(SCAN))
+    config = gateway_yaml(tmp_path)
+    data = yaml.safe_load(config.read_text())
+    data["mqtt"]["url"] = f"mqtt://gw-a:{secret}@127.0.0.1:1883"
+    config.write_text(yaml.safe_dump(data))
+    runs = {
+        "collector": lifeline("collector", "run", "--mqtt", f"mqtt://col:{secret}@127.0.0.1:1",
+                              "--db", f"sqlite:///{tmp_path}/c.db", "--http", "127.0.0.1:0"),
+        "commission": lifeline("edge", "commission", "--scan-json", str(scan), *FACTS,
+                               "--broker", f"mqtt://gw:{secret}@127.0.0.1:1883", "-o", "-"),
+        "validate": lifeline("edge", "validate", "--config", str(config)),
+    }  # fmt: skip
+    for name, run in runs.items():
+        assert run.returncode in (1, 2), (name, run.stdout, run.stderr)
+        assert secret not in run.stdout + run.stderr, name
+        assert "Traceback" not in run.stderr, name
+    assert "--mqtt-username" in runs["collector"].stderr
+    assert "edge flash --username" in runs["commission"].stderr
+    assert "mqtt.username and mqtt.password" in runs["validate"].stdout + runs["validate"].stderr
+
+
+def test_a_deeply_nested_scan_file_is_refused_in_one_line(tmp_path: Path) -> None:
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    run = lifeline("edge", "commission", "--scan-json", str(deep), *FACTS,
+                   "--broker", "mqtt://127.0.0.1:1883", "-o", "-")  # fmt: skip
+    assert run.returncode == 1
+    assert f"error: {deep} nests arrays or objects thousands deep: not scan JSON" in run.stderr
+    assert "Recursion" not in run.stderr
+
+
+def test_demo_empties_only_a_folder_it_made(tmp_path: Path) -> None:
+    """Issue 17: `lifeline demo --state-dir DIR` deleted DIR recursively without asking."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "thesis.tex").write_text("years of work\n")
+    run = lifeline("demo", "--state-dir", str(home), "--duration", "1")
+    assert run.returncode == 1
+    assert "holds files the demo did not make" in run.stderr
+    assert (home / "thesis.tex").read_text() == "years of work\n"
+    link = tmp_path / "link"
+    link.symlink_to(home)
+    assert "is not a folder (or is a symlink)" in claim_state_dir(link)
+    assert (home / "thesis.tex").exists()
+    ours = tmp_path / "demo"
+    assert claim_state_dir(ours) == ""  # a new folder: made and marked
+    (ours / "collector.db").write_text("old district")
+    assert claim_state_dir(ours) == ""  # its own: emptied for a clean district
+    assert sorted(p.name for p in ours.iterdir()) == [MARKER]

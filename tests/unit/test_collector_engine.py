@@ -28,7 +28,7 @@ T0 = 1_800_000_000.0  # 2027-01-15 08:00 UTC: 16:00 in Hangzhou
 GW = "gw-demo"
 WELL = Asset(
     code="3301060111000101", owner="杭州市燃气集团", maintainer="燃气运维站",
-    grid="330106001001", address="文三路东1号", lon=120.14, lat=30.27, devices=("mh-e01",),
+    grid="33010600100101", address="文三路东1号", lon=120.14, lat=30.27, devices=("mh-e01",),
 )  # fmt: skip
 BRIDGE = Asset(code="3301060208000101", owner="西湖区城市管理局", lon=120.145, lat=30.276)
 LAMP = Asset(code="3301060118000102", owner="城管局", maintainer="路灯所", address="文三路东段")

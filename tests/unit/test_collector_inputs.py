@@ -15,7 +15,7 @@ CSV_HEAD = "code,name,owner,maintainer,grid,address,lon,lat,datum,devices\n"
 
 
 def test_csv_assets_parse_with_derived_fields() -> None:
-    row = "3101040111000001,井盖,燃气公司,,310104001,漕溪路1号,121.43,31.18,CGCS2000,g1;g2"
+    row = "3101040111000001,井盖,燃气公司,,31010400100101,漕溪路1号,121.43,31.18,CGCS2000,g1;g2"
     text = CSV_HEAD + row + "\n"
     (a,) = parse_csv(text)
     assert (a.area, a.subcategory, a.maintainer, a.devices) == (
@@ -29,12 +29,13 @@ def test_csv_assets_parse_with_derived_fields() -> None:
 @pytest.mark.parametrize(
     ("row", "message"),
     [
-        ("311040111000001,x,o,,g,a,,,CGCS2000,", "16 digits"),
-        ("31010401110000AB,x,o,,g,a,,,CGCS2000,", "16 digits"),
-        ("3101040111000001,x,,,g,a,,,CGCS2000,", "owner"),
-        ("3101040111000001,x,o,,g,a,121.4,,CGCS2000,", "both lon and lat"),
-        ("3101040111000001,x,o,,g,a,221.4,31,CGCS2000,", "out of range"),
-        ("3101040111000001,x,o,,g,a,,,Beijing54,", "datum"),
+        ("311040111000001,x,o,,,a,,,CGCS2000,", "16 digits"),
+        ("31010401110000AB,x,o,,,a,,,CGCS2000,", "16 digits"),
+        ("3101040111000001,x,,,,a,,,CGCS2000,", "owner"),
+        ("3101040111000001,x,o,,,a,121.4,,CGCS2000,", "both lon and lat"),
+        ("3101040111000001,x,o,,,a,221.4,31,CGCS2000,", "out of range"),
+        ("3101040111000001,x,o,,,a,,,Beijing54,", "datum"),
+        ("3101040111000001,x,o,,310104001,a,,,CGCS2000,", "14 digits"),  # a 社区, not a grid
     ],
 )
 def test_bad_csv_rows_name_the_line_and_field(row: str, message: str) -> None:
@@ -58,7 +59,7 @@ def test_an_asset_file_that_cannot_be_read_is_an_asset_error_naming_it(tmp_path:
     # Before, these left load() as UnicodeDecodeError and IsADirectoryError: a traceback from
     # `lifeline collector assets import`.
     gbk = tmp_path / "assets.csv"
-    gbk.write_bytes(CSV_HEAD.encode() + "3101040111000001,井盖,o,,g,a,,,CGCS2000,\n".encode("gbk"))
+    gbk.write_bytes(CSV_HEAD.encode() + "3101040111000001,井盖,o,,,a,,,CGCS2000,\n".encode("gbk"))
     folder = tmp_path / "folder.yaml"
     folder.mkdir()
     for path in (gbk, folder):

@@ -20,11 +20,13 @@ from collector.api.paging import (
 )
 from collector.api.schemas import AckAccepted, AlarmOut, AlarmPage
 from collector.models import AlarmView
-from wire import MAX_STR
+from wire import MAX_STR, AlarmState
 
 router = APIRouter(prefix="/api/v1/alarms", tags=["alarms"])
 
 StateFilter = Literal["active", "active_unacked", "active_acked", "cleared_unacked", "normal"]
+ACTIVE = (AlarmState.ACTIVE_UNACKED.value, AlarmState.ACTIVE_ACKED.value)  # `state=active`
+UNACKED = (AlarmState.ACTIVE_UNACKED.value, AlarmState.CLEARED_UNACKED.value)  # what ack takes
 OutcomeFilter = Literal["case", "work_order", "ignored", "recorded", "pending"]
 AlarmId = Annotated[str, Path(min_length=1, max_length=200, description="edge id gateway:epoch:n")]
 
@@ -67,7 +69,7 @@ def list_alarms(
     neither in `outcome_reason`; null while the case engine has not handled it yet)."""
     states: set[str] = set()
     for s in state:
-        states.update(("active_unacked", "active_acked") if s == "active" else (s,))
+        states.update(ACTIVE if s == "active" else (s,))
     before = cursor_int(decode_cursor(cursor, 1)[0]) if cursor else None
     rows = store.find_alarms(
         states=sorted(states),
@@ -108,7 +110,7 @@ def acknowledge(
     alarm = runtime.store.alarm(alarm_id)
     if alarm is None:
         raise HTTPException(404, f"no alarm {alarm_id}")
-    if alarm.state not in ("active_unacked", "cleared_unacked"):
+    if alarm.state not in UNACKED:
         raise HTTPException(409, f"alarm {alarm_id} is {alarm.state}: nothing to acknowledge")
     site = next((g.site for g in runtime.store.gateways() if g.gateway == alarm.gateway), None)
     if site is None or runtime.ingest is None:

@@ -1,10 +1,11 @@
-"""What a client needs to present data: who the key is (its role) and the device profiles'
-points with their units and default alarm limits."""
+"""What a client needs to present data: who the key is (its role), the device profiles'
+points with their units and default alarm limits, and the 单元网格 polygons."""
 
 from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter
+from shapely.geometry import mapping
 
 from collector.api.auth import Viewer
 from collector.api.deps import RuntimeDep
@@ -46,3 +47,27 @@ def profiles(runtime: RuntimeDep, key: Viewer) -> list[dict[str, Any]]:
         }
         for p in runtime.cases.catalog.profiles.values()
     ]
+
+
+@router.get("/grids")
+def grids(runtime: RuntimeDep, key: Viewer) -> dict[str, Any]:
+    """The 单元网格 registry as a GeoJSON FeatureCollection (RFC 7946; lon/lat degrees, CGCS2000
+    or WGS 84): each feature's properties are `code`, `street` (街道), `community` (社区) and
+    `departments` (the first leads). Empty when the routing table names no grid file."""
+    registry = runtime.cases.grids
+    return {
+        "type": "FeatureCollection",
+        "features": [
+            {
+                "type": "Feature",
+                "properties": {
+                    "code": g.code,
+                    "street": g.street,
+                    "community": g.community,
+                    "departments": list(g.departments),
+                },
+                "geometry": mapping(shape),
+            }
+            for g, shape in (registry.polygons if registry else [])
+        ],
+    }

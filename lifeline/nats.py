@@ -1,11 +1,12 @@
-"""Private NATS servers with JetStream and MQTT on loopback: one node, or a cluster of three.
+"""Private NATS servers with JetStream and MQTT on loopback, for tests and benchmarks: one node,
+or a cluster of three.
 
 NATS 2.9 (Debian's `nats-server`) speaks MQTT 3.1.1 only (an MQTT 5 CONNECT gets CONNACK
 "unacceptable protocol version"), QoS 0 and 1 (a QoS 2 subscription is granted QoS 1), keeps
-MQTT sessions and QoS 1 messages in JetStream streams replicated across the cluster (set
-to all three nodes here), grants
-`$share/...` filters without ever delivering on them, and drops a client that publishes on a
-topic holding '.' or ' '. Each node gets its own free ports and its own storage folder.
+MQTT sessions and QoS 1 messages in JetStream streams replicated across the cluster (to all
+three nodes here), grants `$share/...` filters without ever delivering on them, and drops a
+client that publishes on a topic holding '.' or ' '. Each node gets its own free ports and
+its own storage folder.
 """
 
 from __future__ import annotations

@@ -1,0 +1,131 @@
+"""The 单元网格 registry: grid codes with their 街道, 社区, responsible departments and
+polygons, and point-in-polygon placement (GB/T 30428.2 单元网格划分与编码; shapely).
+
+A grid code is 14 digits — 6 area (行政区划代码) + 3 街道 + 3 社区 + 2 grid — or the 15-digit
+variant some cities use (3 grid digits). Grids come from a GeoJSON FeatureCollection whose
+features carry `code`, `street` (街道), `community` (社区) and `departments` (names, the first
+one leads) as properties, and a Polygon or MultiPolygon in lon/lat (CGCS2000 / WGS 84 degrees).
+"""
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shapely import STRtree
+from shapely.errors import ShapelyError
+from shapely.geometry import Point, shape
+from shapely.geometry.base import BaseGeometry
+
+GRID_CODE = re.compile(r"^\d{14}\d?$")
+
+
+class GridError(ValueError):
+    """A grid code or grid file that cannot be used; the message says which and why."""
+
+
+def check_grid_code(code: str) -> str:
+    """`code` if it is a 14- or 15-digit 单元网格 code; GridError otherwise."""
+    if not GRID_CODE.match(code):
+        raise GridError(
+            f"grid code {code!r} must be 14 digits (6 area + 3 街道 + 3 社区 + 2 grid) or 15"
+        )
+    return code
+
+
+@dataclass(frozen=True, slots=True)
+class Grid:
+    """One 单元网格: its code, 街道 and 社区 names, and the departments responsible for it."""
+
+    code: str
+    street: str = ""
+    community: str = ""
+    departments: tuple[str, ...] = ()
+
+    @property
+    def area(self) -> str:
+        """The 6-digit area code."""
+        return self.code[:6]
+
+    @property
+    def department(self) -> str | None:
+        """The leading responsible department (属地), if any."""
+        return self.departments[0] if self.departments else None
+
+
+class GridMap:
+    """Grids with their polygons, found by code or by a point inside."""
+
+    def __init__(self, grids: Sequence[tuple[Grid, BaseGeometry]]) -> None:
+        self._grids = [g for g, _ in grids]
+        self._shapes = [s for _, s in grids]
+        self._by_code = {g.code: g for g in self._grids}
+        self._tree = STRtree(self._shapes)
+
+    @property
+    def grids(self) -> list[Grid]:
+        """Every grid, in file order."""
+        return list(self._grids)
+
+    @property
+    def polygons(self) -> list[tuple[Grid, BaseGeometry]]:
+        """Every grid with its polygon (lon/lat degrees), in file order."""
+        return list(zip(self._grids, self._shapes, strict=True))
+
+    def get(self, code: str) -> Grid | None:
+        """The grid with this code."""
+        return self._by_code.get(code)
+
+    def locate(self, lon: float | None, lat: float | None) -> Grid | None:
+        """The grid whose polygon holds (lon, lat) — on a shared border, the first in file
+        order — or None (no place, or outside every grid)."""
+        if lon is None or lat is None:
+            return None
+        hits = self._tree.query(Point(lon, lat), predicate="intersects")
+        return self._grids[int(min(hits))] if len(hits) else None
+
+
+def _grid(feature: Any, i: int) -> tuple[Grid, BaseGeometry]:
+    where = f"features.{i}"
+    if not isinstance(feature, dict) or not isinstance(feature.get("properties"), dict):
+        raise GridError(f"{where}: a Feature with properties")
+    props = feature["properties"]
+    code = check_grid_code(str(props.get("code", "")))
+    depts = props.get("departments", [])
+    if not isinstance(depts, list) or not all(isinstance(d, str) and d for d in depts):
+        raise GridError(f"{where} ({code}): departments is a list of names")
+    try:
+        geom = shape(feature.get("geometry") or {})
+    except (ShapelyError, ValueError, TypeError, AttributeError, KeyError) as exc:
+        raise GridError(f"{where} ({code}): geometry: {exc}") from None
+    if geom.geom_type not in ("Polygon", "MultiPolygon") or geom.is_empty or not geom.is_valid:
+        raise GridError(f"{where} ({code}): geometry must be a valid Polygon or MultiPolygon")
+    grid = Grid(code, str(props.get("street", "")), str(props.get("community", "")), tuple(depts))
+    return grid, geom
+
+
+def load_grids(path: Path) -> GridMap:
+    """Load a GeoJSON FeatureCollection of grids; GridError naming the file, feature and
+    reason (a bad code, a duplicate, a geometry that is no valid polygon)."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise GridError(f"{path}: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection":
+        raise GridError(f"{path}: a GeoJSON FeatureCollection is expected")
+    grids: list[tuple[Grid, BaseGeometry]] = []
+    seen: set[str] = set()
+    try:
+        for i, feature in enumerate(doc.get("features") or []):
+            grid, geom = _grid(feature, i)
+            if grid.code in seen:
+                raise GridError(f"features.{i}: grid {grid.code} is listed twice")
+            seen.add(grid.code)
+            grids.append((grid, geom))
+    except GridError as exc:
+        raise GridError(f"{path}: {exc}") from None
+    if not grids:
+        raise GridError(f"{path}: no grids")
+    return GridMap(grids)

@@ -1,0 +1,154 @@
+"""单元网格 (issue 19, part 3): codes, the GeoJSON registry, point-in-polygon placement, and 属地
+routing — 部件先属主后属地, 事件先属地后属主 unless the 小类 names its 主管部门."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from collector.assets import Asset, load
+from collector.cases.routing import (
+    DepartmentRule,
+    Outcome,
+    Routing,
+    default_routing_path,
+    load_routing,
+    routing_grids,
+)
+from collector.grids import Grid, GridError, check_grid_code, load_grids
+
+pytestmark = pytest.mark.unit
+
+
+def square(w: float, s: float, size: float = 1.0) -> dict[str, Any]:
+    e, n = w + size, s + size
+    return {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]}
+
+
+def feature(code: str, geometry: dict[str, Any], departments: list[str]) -> dict[str, Any]:
+    props = {
+        "code": code,
+        "street": "西溪街道",
+        "community": "文三社区",
+        "departments": departments,
+    }
+    return {"type": "Feature", "properties": props, "geometry": geometry}
+
+
+def write(tmp_path: Path, *features: dict[str, Any]) -> Path:
+    path = tmp_path / "grids.geojson"
+    doc = {"type": "FeatureCollection", "features": list(features)}
+    path.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("code", ["33010600100101", "330106001001012"])
+def test_a_grid_code_is_14_or_15_digits(code: str) -> None:
+    assert check_grid_code(code) == code
+
+
+@pytest.mark.parametrize("code", ["330106001001", "3301060010010123", "3301060010010x", ""])
+def test_other_grid_codes_are_refused(code: str) -> None:
+    with pytest.raises(GridError, match="14 digits"):
+        check_grid_code(code)
+    with pytest.raises(ValueError, match="grid"):
+        Asset(code="3301060111000101", owner="x", grid=code) if code else check_grid_code(code)
+
+
+def test_a_point_is_placed_in_the_polygon_that_holds_it(tmp_path: Path) -> None:
+    grids = load_grids(
+        write(
+            tmp_path,
+            feature("33010600100101", square(120, 30), ["东区城管办"]),
+            feature("33010600100201", square(121, 30), ["西区城管办"]),
+        )
+    )
+    assert grids.locate(120.5, 30.5) == Grid(
+        "33010600100101", "西溪街道", "文三社区", ("东区城管办",)
+    )
+    codes = [getattr(grids.locate(x, y), "code", None) for x, y in ((121.5, 30.2), (121.0, 30.5))]
+    assert codes == ["33010600100201", "33010600100101"]  # on a shared border: the first
+    assert grids.locate(119.0, 30.5) is None  # outside every grid
+    assert grids.locate(None, None) is None  # no place known
+
+
+BOWTIE = {"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]}
+
+
+@pytest.mark.parametrize(
+    ("features", "reason"),
+    [
+        ([feature("330106001001", square(120, 30), [])], "14 digits"),
+        ([feature("33010600100101", square(120, 30), [])] * 2, "listed twice"),
+        (
+            [feature("33010600100101", BOWTIE, [])],
+            "valid Polygon",
+        ),  # a bow-tie crosses itself
+        ([feature("33010600100101", {"type": "Point", "coordinates": [0, 0]}, [])], "Polygon"),
+        ([feature("33010600100101", {"type": "Polygon"}, [])], "geometry"),
+        ([feature("33010600100101", square(120, 30), [""])], "list of names"),
+        ([], "no grids"),
+    ],
+)  # fmt: skip
+def test_a_broken_grid_file_is_refused_with_the_reason(
+    tmp_path: Path, features: list[dict[str, Any]], reason: str
+) -> None:
+    with pytest.raises(GridError, match=reason):
+        load_grids(write(tmp_path, *features))
+
+
+def test_the_demo_district_ships_grids_that_hold_its_assets() -> None:
+    path = default_routing_path()
+    grids = routing_grids(load_routing(path), path)
+    assert grids is not None
+    assert {g.code[:6] for g in grids.grids} == {"330106"}
+    for a in load(path.parent.parent / "assets" / "demo.yaml"):
+        placed = grids.locate(a.lon, a.lat)
+        assert placed is not None, a.code
+        assert placed.code == a.grid, a.code  # the record and the polygon agree
+
+
+# --- 属地 routing -------------------------------------------------------------------------------
+
+GRID = Grid("33010600100101", "西溪街道", "文三社区", ("西溪街道城管办",))
+COVER = Asset(code="3301060111000101", owner="燃气集团", maintainer="燃气运维站")
+
+
+def routing(**changes: object) -> Routing:
+    return load_routing(default_routing_path()).model_copy(update=changes)
+
+
+def decide(r: Routing, asset: Asset | None, grid: Grid | None, family: str = "gas") -> str:
+    d = r.decide(
+        family=family, alarm_type="hi", point="gas_concentration", severity=2, asset=asset,
+        grid=grid,
+    )  # fmt: skip
+    assert d.outcome is Outcome.CASE
+    return d.department
+
+
+def test_an_event_goes_to_its_grid_first_then_the_owner() -> None:
+    # The shipped gas route names `department: owner`; here the 事件 rule itself: no override.
+    base = routing()
+    routes = [
+        r.model_copy(update={"department": None}) if r.subcategory == "0403" else r
+        for r in base.routes
+    ]
+    r = base.model_copy(update={"routes": routes})
+    assert decide(r, COVER, GRID) == "西溪街道城管办"  # 事件先属地
+    assert decide(r, COVER, None) == "燃气集团"  # 后属主
+    assert decide(r, None, None) == r.default_department
+    named = r.model_copy(update={"event_departments": {"0403": "燃气管理处"}})
+    assert decide(named, COVER, GRID) == "燃气管理处"  # the 小类's 主管部门 first
+    table = r.model_copy(update={"grid_departments": {GRID.code: "文三社区网格站"}})
+    assert decide(table, COVER, GRID) == "文三社区网格站"  # the table before the registry
+
+
+def test_a_component_goes_to_its_owner_first_then_the_grid() -> None:
+    r = routing()
+    assert r._department(DepartmentRule.OWNER, COVER, GRID, "0111") == "燃气集团"  # 先属主
+    assert r._department(DepartmentRule.MAINTAINER, COVER, GRID, "0111") == "燃气运维站"
+    # Before issue 19 a detector on no asset went to the center whatever its place.
+    assert decide(r, None, GRID) == "西溪街道城管办"  # 后属地: owner unknown
+    assert decide(r, None, None) == r.default_department
