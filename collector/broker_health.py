@@ -42,6 +42,7 @@ class BrokerHealth:
     qos0: list[str] = field(default_factory=list)  # filters the broker granted only QoS 0
     refused: list[str] = field(default_factory=list)  # filters the broker refused
     share: str = NOT_PROBED
+    connack: list[str] = field(default_factory=list)  # what the MQTT 5 CONNACK withholds
     session_probe: str = NOT_PROBED  # whether the broker keeps an absent client's session
     session_error: str = ""
     share_filter: str = ""
@@ -94,8 +95,17 @@ class BrokerHealth:
                 ", ".join(self.qos0),
             )
 
+    def connack_limits(self, limits: list[str]) -> None:
+        """What the broker's MQTT 5 CONNACK says it does not offer that ingest relies on
+        (MQTT 5 section 3.2.2.3: Maximum QoS, Shared Subscription Available), logged once each."""
+        with self._lock:
+            new = [x for x in limits if x not in self.connack]
+            self.connack = list(limits)
+        for limit in new:
+            log.error("broker %s: %s", self.url, limit)
+
     def session_probing(self) -> None:
-        """A probe of the broker's persistent sessions is under way."""
+        """A check of the broker's persistent sessions is under way (a reconnect)."""
         with self._lock:
             self.session_probe = PROBING
 
@@ -143,6 +153,8 @@ class BrokerHealth:
                 since = f" since {_utc(self.since)}" if self.since is not None else ""
                 error = f": {self.last_error}" if self.last_error else ""
                 out.append(f"broker {self.url} unreachable{since}{error}")
+            if self.connected:
+                out.extend(f"broker {x}" for x in self.connack)
             if self.refused:
                 out.append(f"broker refused the subscriptions {', '.join(self.refused)}")
             if self.qos0:

@@ -6,10 +6,12 @@ and a session expiry that never ends) and acknowledge through paho's manual ack,
 the same in both versions.
 """
 
+import contextlib
 import hashlib
 import itertools
 import logging
 import queue
+import socket
 import threading
 import time
 import uuid
@@ -23,7 +25,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from collector.broker_health import NOT_HONOURED, PROBING, BrokerHealth
+from collector.broker_health import NOT_HONOURED, NOT_PROBED, PROBING, BrokerHealth
 from collector.models import Accepted, Incoming, Rejected, WriteResult
 from collector.store import Store, StoreDataError, StoreError, StoreUnavailable
 from wire import (
@@ -64,6 +66,10 @@ _CLIENT_ID_NOT_VALID = 0x85
 # collector may publish under the shipped ACL, a site no gateway has, and a filter of its own
 # in the same share group, so that real gateways' commands never reach a collector.
 PROBE_SITE = "lifeline-probe"
+# The MQTT user of a collector's probe connections is its own user name plus this (same
+# password): config/mosquitto/lifeline.acl gives `lifeline-collector-probe` the collector's
+# topics, the password file needs it too.
+PROBE_USER_SUFFIX = "-probe"
 
 
 def classify(topic_name: str, payload: bytes, root: str, now_ms: int) -> Incoming:
@@ -206,8 +212,8 @@ class IngestConfig:
     retry_s: float = 1.0  # first back-off after a store error
     session_lost_hold_s: float = 600.0  # not ready this long after the broker lost our session
     probe_tries: int = 20  # shared-subscription probes before calling it not honoured
-    # At the first connect without a session, check with a probe that the broker keeps a
-    # session and its QoS 1 messages for a client that is away (not every broker does).
+    # At the first connect without a session, drop the connection once and check that the
+    # reconnect finds the session (not every broker keeps one for a client that is away).
     session_probe: bool = True
     probe_interval_s: float = 0.5
     poison_tries: int = 3  # a message the database refuses this often is dead-lettered
@@ -276,7 +282,8 @@ class Ingest:
         self._probe_topic = ""
         self._probe_prefix = f"{config.root}/v{WIRE_VERSION}/{PROBE_SITE}/"
         self._session_checked = not config.session_probe  # the broker keeps sessions
-        self._prober = threading.Thread(target=self._probe_loop, name="broker-probe", daemon=True)
+        self._session_probe = False  # the connection was dropped on purpose, to see
+        self._prober = threading.Thread(target=self._probe_loop, name="share-probe", daemon=True)
         self._client.on_connect = self._on_connect
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
@@ -284,14 +291,15 @@ class Ingest:
         self._client.on_subscribe = self._on_subscribe
         self._client.reconnect_delay_set(1, 5)
 
-    def _new_client(
-        self, client_id: str, ingesting: bool = False, persistent: bool = False
-    ) -> mqtt.Client:
+    def _new_client(self, client_id: str, ingesting: bool = False) -> mqtt.Client:
         """A paho client speaking the configured protocol, with the broker credentials.
 
-        `ingesting`: the client messages arrive on, acknowledged by hand, with a persistent
-        session. `persistent`: a persistent session (MQTT 3.1.1: clean session 0 here; MQTT 5
-        asks for it at connect).
+        `ingesting`: the client messages arrive on, with a persistent session (MQTT 3.1.1:
+        clean session 0 here; MQTT 5 asks for it at connect) and acknowledged by hand. Any other
+        client (the probes) logs in as the user name plus PROBE_USER_SUFFIX, with the same
+        password: a broker that binds client ids to users (lifeline-secure.conf,
+        use_username_as_clientid) would otherwise give a probe the ingest connection's client
+        id, and each would disconnect the other.
         """
         cfg = self.config
         v5 = cfg.protocol == "5"
@@ -299,11 +307,12 @@ class Ingest:
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=PROTOCOLS[cfg.protocol],
-            clean_session=None if v5 else not (ingesting or persistent),
+            clean_session=None if v5 else not ingesting,
             manual_ack=ingesting,
         )
         if cfg.username is not None:
-            client.username_pw_set(cfg.username, cfg.password)
+            user = cfg.username if ingesting else cfg.username + PROBE_USER_SUFFIX
+            client.username_pw_set(user, cfg.password)
         if cfg.mqtt_url.startswith("mqtts://") or cfg.tls_ca is not None:
             client.tls_set(ca_certs=cfg.tls_ca, certfile=cfg.tls_cert, keyfile=cfg.tls_key)
         return client
@@ -314,7 +323,8 @@ class Ingest:
         """Connect (retrying in the background) and start the writer thread."""
         for writer in self._writers:
             writer.start()
-        self._prober.start()
+        if self.config.share_group is not None:
+            self._prober.start()
         self._connect_async(self._client)
         self._client.loop_start()
 
@@ -420,8 +430,16 @@ class Ingest:
         client.subscribe([(f, 1) for f in self._filters])
         self.stats.connected = True
         self.health.connected_now(flags.session_present, self._clock())
+        self.health.connack_limits(self._connack_limits(props))
         if flags.session_present:  # the broker kept ours: it keeps sessions
             self._session_checked = True
+        if self._session_probe:
+            self._session_probe = False
+            self.health.session_result(
+                ""
+                if flags.session_present
+                else "the collector's reconnect found no session (CONNACK session present 0)"
+            )
         log.info(
             "connected to %s as %s (MQTT %s, session present: %s)",
             self.broker_url,
@@ -450,11 +468,40 @@ class Ingest:
         self.health.subscribed(granted)
         if self.health.refused:
             return
-        if not self._session_checked:  # ready once the probe says sessions are kept
-            self.health.session_probing()
-            self._probe_wanted.set()
-            return
+        if not self._session_checked:
+            if self.health.session_probe == NOT_PROBED:
+                self._drop_to_probe_session(client)
+            return  # ready once a reconnect found the session
         self._subscribed()
+
+    def _connack_limits(self, props: Properties | None) -> list[str]:
+        """What an MQTT 5 CONNACK withholds that ingest relies on, one phrase each."""
+        out = []
+        if props is not None and getattr(props, "MaximumQoS", 1) == 0:
+            out.append(
+                "CONNACK says Maximum QoS 0: QoS 1 is not offered, messages can be lost before"
+                " they are stored"
+            )
+        shared = getattr(props, "SharedSubscriptionAvailable", 1) if props is not None else 1
+        if self.config.share_group is not None and shared == 0:
+            out.append(
+                "CONNACK says Shared Subscription Available 0: --share-group cannot work;"
+                " split collectors with --partitions (docs/brokers.md)"
+            )
+        return out
+
+    def _drop_to_probe_session(self, client: mqtt.Client) -> None:
+        """A first connect without a session proves nothing about the broker keeping one, so
+        drop this connection (no DISCONNECT: the session stays, as after a crash) and let
+        paho reconnect: CONNACK must say session present. The collector's own connection and
+        client id, so that no second connection takes its place (`use_username_as_clientid`)
+        or touches its session; what arrives meanwhile waits in that session."""
+        self._session_probe = True
+        self.health.session_probing()
+        sock = client.socket()
+        if isinstance(sock, socket.socket):  # also TLS: SSLSocket is one
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def _subscribed(self) -> None:
         """Subscribed and the broker keeps sessions: ready; probe a shared subscription."""
@@ -475,7 +522,7 @@ class Ingest:
         self._ready.clear()
         # After a refused CONNACK the broker closes the connection, and paho reports that as
         # "Unspecified error": the refusal is the reason worth showing.
-        if not self._stop.is_set() and not self._refusal:
+        if not self._stop.is_set() and not self._refusal and not self._session_probe:
             self.health.connection_failed(f"disconnected ({reason})", self._clock())
         if not self._stop.is_set():
             self._next_broker(client)
@@ -522,22 +569,7 @@ class Ingest:
         while not self._stop.is_set():
             self._probe_wanted.wait()
             self._probe_wanted.clear()
-            if self._stop.is_set() or not self.health.connected:
-                continue
-            if not self._session_checked:
-                try:
-                    why = self._probe_session()
-                except (OSError, RuntimeError, ValueError) as exc:
-                    why = f"cannot run the probe: {type(exc).__name__}: {exc}"
-                if self._stop.is_set() or not self.health.connected:
-                    continue  # disconnected meanwhile: the next SUBACK probes again
-                self.health.session_result(why)
-                if why:
-                    continue
-                self._session_checked = True
-                self._subscribed()
-                continue
-            if not self._ready.is_set():
+            if self._stop.is_set() or not self._ready.is_set():
                 continue
             try:
                 honoured, why = self._probe(), ""
@@ -568,72 +600,6 @@ class Ingest:
         finally:
             pub.disconnect()
             pub.loop_stop()
-
-    def _probe_session(self) -> str:
-        """Check that the broker keeps the session of a client that is away: subscribe with a
-        persistent session, disconnect, reconnect and read CONNACK's session present. Returns
-        "" when it was kept, else why not.
-
-        Runs on a connection of its own, under a fresh client id whose session is deleted
-        afterwards (a clean connect), so ingest's own session is never touched. Nothing is
-        published: the probe's subscription sees no traffic of anybody's.
-        """
-        cfg = self.config
-        host, port = self._brokers[self._broker]
-        nonce = f"s{uuid.uuid4().hex[:12]}"
-        client_id = f"{cfg.client_id}-{nonce}"
-        wait_s = cfg.probe_interval_s * 4
-        present: list[bool] = []
-        subscribed = threading.Event()
-
-        def session(clean: bool) -> mqtt.Client:
-            client = self._new_client(client_id, persistent=not clean)
-            client.on_connect = lambda c, u, flags, r, p: present.append(
-                not r.is_failure and bool(flags.session_present)
-            )
-            client.on_subscribe = lambda *args: subscribed.set()
-            if cfg.protocol == "5":
-                props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-                props.SessionExpiryInterval = 0 if clean else 60
-                client.connect(host, port, cfg.keepalive_s, clean_start=clean, properties=props)
-            else:
-                client.connect(host, port, cfg.keepalive_s)
-            client.loop_start()
-            return client
-
-        def answer() -> bool | None:
-            deadline = time.monotonic() + wait_s
-            while not present and time.monotonic() < deadline:
-                time.sleep(0.01)
-            return present[0] if present else None
-
-        sub = session(clean=False)
-        try:
-            sub.subscribe(topic(PROBE_SITE, nonce, Kind.CMD, root=cfg.root), qos=1)
-            if not subscribed.wait(wait_s):
-                return "no SUBACK for the probe's subscription"
-        finally:
-            sub.disconnect()
-            sub.loop_stop()
-        present.clear()
-        sub = session(clean=False)
-        try:
-            kept = answer()
-        finally:
-            sub.disconnect()
-            sub.loop_stop()
-        present.clear()
-        sub = session(clean=True)  # deletes the probe's session
-        try:
-            answer()
-        finally:
-            sub.disconnect()
-            sub.loop_stop()
-        if kept is None:
-            return "no CONNACK for the probe's reconnect"
-        if not kept:
-            return "a client that reconnected found no session (CONNACK session present 0)"
-        return ""
 
     # --- writer thread ------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import signal
 import socket
@@ -199,7 +200,7 @@ def run_demo(state_dir: Path, http_port: int, duration: float | None) -> int:
             60,
             children,
         )
-        print(_banner(api, first[0], state_dir, key), flush=True)
+        print(_banner(api, first[0], state_dir, key, command_name()), flush=True)
         return _supervise(children, duration)
 
 
@@ -212,7 +213,28 @@ def _stop_all(children: list[Child]) -> None:
         child.stop()
 
 
-def _banner(api: str, reading: dict[str, Any], state_dir: Path, key: str) -> str:
+def command_name(search_path: str | None = None) -> str:
+    """How a shell in the working folder runs this installation's `lifeline` command.
+
+    `search_path` is a PATH to look in (default: the environment's). Returns the bare name when
+    that PATH finds this very installation's script, else the script's path (relative to the
+    working folder when it lies below it, e.g. `.venv/bin/lifeline`, shell-quoted), else
+    `PYTHON -m lifeline`: scripts/demo.sh runs the venv's script, which no PATH names.
+    """
+    script = Path(sys.executable).parent / "lifeline"
+    found = shutil.which("lifeline", path=search_path)
+    if found is not None and script.exists() and Path(found).resolve() == script.resolve():
+        return "lifeline"
+    if not script.exists():
+        return f"{shlex.quote(sys.executable)} -m lifeline"
+    try:
+        shown = script.absolute().relative_to(Path.cwd())
+    except ValueError:
+        shown = script.absolute()
+    return shlex.quote(str(shown))
+
+
+def _banner(api: str, reading: dict[str, Any], state_dir: Path, key: str, cli: str) -> str:
     return "\n".join(
         [
             "",
@@ -226,7 +248,7 @@ def _banner(api: str, reading: dict[str, Any], state_dir: Path, key: str) -> str
             f"  first reading   {reading['device']}.{reading['point']} = {reading['value']} "
             f"at {local_time(int(reading['ts_ms']))}",
             f"  logs and data   {state_dir}/",
-            "Trigger a gas leak:  lifeline sim trigger --endpoints-file "
+            f"Trigger a gas leak:  {cli} sim trigger --endpoints-file "
             f"{state_dir}/sim-endpoints.json gas-e01 leak",
             "Press Ctrl-C to stop.",
             "",

@@ -134,8 +134,17 @@ def run(
             typer.echo(json.dumps(eps))
             if endpoints_file is not None:
                 tmp = endpoints_file.with_suffix(endpoints_file.suffix + ".tmp")
-                tmp.write_text(json.dumps(eps, indent=2))
-                tmp.replace(endpoints_file)  # readers never see a half-written file
+                try:
+                    tmp.write_text(json.dumps(eps, indent=2))
+                    tmp.replace(endpoints_file)  # readers never see a half-written file
+                except OSError as exc:
+                    # Name the file the user gave, not the temporary one beside it.
+                    typer.echo(
+                        f"error: cannot write the endpoints file {endpoints_file}: "
+                        f"{exc.strerror or exc}",
+                        err=True,
+                    )
+                    raise typer.Exit(1) from None
             # SIGTERM (a service manager, a test harness) stops as cleanly as Ctrl-C: exit 0.
             stop = asyncio.Event()
             for sig in (signal.SIGTERM, signal.SIGINT):

@@ -32,17 +32,32 @@ def test_demo_prints_an_api_url_that_serves_readings(tmp_path: Path) -> None:
     )
     try:
         assert proc.stdout is not None
-        url = None
+        url = trigger = None
         for line in proc.stdout:  # the banner comes once the first reading is stored
             found = re.search(r"HTTP API\s+(http://\S+)", line)
             if found:
                 url = found.group(1)
+            if line.startswith("Trigger a gas leak:"):
+                trigger = line.partition(":")[2].strip()
                 break
         assert url is not None, "the demo never printed its API URL"
         key = (tmp_path / "demo" / "admin.key").read_text().strip()
         readings = http_json(url, key)
         assert readings, f"{url} did not answer with readings"
         assert {r["device"] for r in readings} == {"mh-e01"}
+        # The trigger line works as printed, typed into a shell whose PATH has no venv (a new
+        # user's, after scripts/demo.sh): it used to say `lifeline ...`, command not found.
+        assert trigger is not None, "the demo never printed how to trigger a gas leak"
+        done = subprocess.run(
+            ["/bin/sh", "-c", trigger],
+            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, (trigger, done.stderr)
+        assert done.stdout.strip() == "triggered leak on gas-e01", done.stdout
     finally:
         proc.terminate()
         assert proc.wait(30) == 0  # Ctrl-C/SIGTERM is a clean stop

@@ -9,7 +9,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -21,21 +20,12 @@ from edge.buffer import Outbox
 from edge.config import MqttConfig
 from edge.uplink import Uplink
 from lifeline.nats import NatsNode, nats_node
-from tests.services import free_port
+from tests.services import free_port, wait_until
 from wire import Birth, Command, CommandReply, DataBatch, Kind, Quality, Record, encode, topic
 
 pytestmark = pytest.mark.integration
 
 T0 = 1_800_000_000_000
-
-
-def wait_until(cond: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := cond()):
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.05)
-    return value
 
 
 @pytest.fixture(scope="module")
@@ -227,8 +217,8 @@ def test_collector_fails_over_to_the_next_broker_url(
 def test_collector_is_ready_only_after_its_session_probe(
     store: Store, mqtt_url: str, topic_root: str, protocol: str
 ) -> None:
-    """A fresh client id finds no session at its first connect, which proves nothing: the
-    probe shows the broker keeps one for an absent client before ingest reports ready."""
+    """A fresh client id finds no session at its first connect, which proves nothing: ingest
+    drops its connection once and reports ready only when the reconnect found the session."""
     cfg = IngestConfig(mqtt_url=mqtt_url, root=topic_root, client_id=f"c-{uuid.uuid4().hex[:8]}")
     cfg.protocol = protocol
     ing = Ingest(store, cfg)
@@ -236,6 +226,7 @@ def test_collector_is_ready_only_after_its_session_probe(
     try:
         assert ing.wait_ready(20)
         assert ing.health.session_probe == "honoured"
+        assert ing.health.connects == 2  # the first connect, and the reconnect that checked
         assert ing.problems() == []
     finally:
         ing.stop()

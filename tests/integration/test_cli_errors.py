@@ -348,3 +348,26 @@ def test_every_command_meets_a_missing_folder_an_unwritable_file_and_a_busy_port
         ):
             bad.append(f"{what}: exit {r.returncode}, {args}\n{r.stderr[-1500:]}")
     assert not bad, "\n\n".join(bad)
+
+
+@pytest.mark.parametrize("where", ["no-such-folder/e.json", "in-the-way"])
+def test_sim_run_names_the_endpoints_file_it_was_given(tmp_path: Path, where: str) -> None:
+    # The endpoints file is written through a temporary file beside it: an error used to name
+    # that one (`No such file or directory: .../e.json.tmp`), a file the user never gave.
+    (tmp_path / "in-the-way").mkdir()
+    target = tmp_path / where
+    args = ["sim", "run", "-s", "demo", "--endpoints-file", str(target), "--duration", "5"]
+    r = subprocess.run(
+        [sys.executable, "-m", "lifeline", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert r.returncode == 1, r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, r.stderr
+    assert errors[0].startswith(f"error: cannot write the endpoints file {target}: "), errors
+    assert ".tmp" not in r.stderr

@@ -7,7 +7,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +17,9 @@ from collector.ingest import Ingest, IngestConfig
 from collector.keys import digest, display_prefix, new_token
 from collector.store import Store, open_store
 from lifeline.broker import PrivateBroker
-from tests.services import start_mosquitto
+from tests.services import start_mosquitto, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def wait_until(cond: Callable[[], Any], timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := cond()):
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.05)
-    return value
 
 
 @pytest.fixture
@@ -62,10 +53,21 @@ def test_a_broker_granting_qos0_is_a_reason_not_to_be_ready(store: Store) -> Non
     with start_mosquitto("max_qos 0") as b:
         ing = ingest(store, b.url)
         try:
-            reasons = wait_until(lambda: [p for p in ing.problems() if "QoS 0" in p])
+            reasons = wait_until(lambda: [p for p in ing.problems() if "granted QoS 0" in p])
         finally:
             ing.stop()
     assert "broker granted QoS 0, not 1, for lifeline/v1/+/+/data" in reasons[0]
+
+
+def test_a_connack_without_qos1_is_a_reason_not_to_be_ready(store: Store) -> None:
+    """MQTT 5: the broker says it in its CONNACK (Maximum QoS 0), before any SUBACK."""
+    with start_mosquitto("max_qos 0") as b:
+        ing = ingest(store, b.url)
+        try:
+            reasons = wait_until(lambda: [p for p in ing.problems() if "CONNACK" in p])
+        finally:
+            ing.stop()
+    assert reasons[0].startswith("broker CONNACK says Maximum QoS 0: QoS 1 is not offered")
 
 
 def test_a_lost_session_is_logged_counted_and_shown(

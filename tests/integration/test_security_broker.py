@@ -36,6 +36,7 @@ PASSWORDS = {
     "gw-a": "pw-gateway-a-7Hq2",
     "gw-b": "pw-gateway-b-Xk91",
     "lifeline-collector": "pw-col-Zr55",
+    "lifeline-collector-probe": "pw-col-Zr55",  # its probes' user: the same password
 }
 NOW = 1_800_000_000_000
 
