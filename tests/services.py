@@ -9,10 +9,12 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -26,6 +28,7 @@ __all__ = [
     "pg_reachable",
     "start_mosquitto",
     "wait_for_port",
+    "wait_until",
 ]
 
 
@@ -162,3 +165,16 @@ def fresh_database(admin_url: str) -> Iterator[str]:
     finally:
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def wait_until(cond: Callable[[], Any], timeout: float = 30.0) -> Any:
+    """Poll `cond` every 50 ms until it returns something truthy, and return that.
+
+    Raises AssertionError after `timeout` seconds: the test failed, it did not hang.
+    """
+    deadline = time.monotonic() + timeout
+    while not (value := cond()):
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.05)
+    return value

@@ -529,6 +529,14 @@ ALTER TABLE cases ADD COLUMN pending TEXT;
 ALTER TABLE cases ADD COLUMN pending_hours DOUBLE PRECISION NOT NULL DEFAULT 0
 """
 
+# Version 13: indexes for 综合评价 (issue 19): the statistics of a window read cases by
+# creation time, audit rows by time and phases by end time.
+_STATS = """
+CREATE INDEX IF NOT EXISTS cases_created_ms ON cases (created_ms);
+CREATE INDEX IF NOT EXISTS case_audit_ts ON case_audit (ts_ms);
+CREATE INDEX IF NOT EXISTS case_phases_end ON case_phases (end_ms)
+"""
+
 _DIALECTS = {
     "sqlite": {
         "id": "INTEGER PRIMARY KEY",
@@ -613,6 +621,11 @@ def dead_letter_statements(dialect: str) -> tuple[str, ...]:
 def application_statements(dialect: str) -> tuple[str, ...]:
     """Migration 12 (applications for 延时, 挂账 and 回退) for `dialect`."""
     return _split(_APPLICATIONS, dialect)
+
+
+def stats_statements(dialect: str) -> tuple[str, ...]:
+    """Migration 13 (indexes for the statistics of a window) for `dialect`."""
+    return _split(_STATS, dialect)
 
 
 def _split(template: str, dialect: str) -> tuple[str, ...]:

@@ -9,7 +9,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -21,21 +20,12 @@ from edge.buffer import Outbox
 from edge.config import MqttConfig
 from edge.uplink import Uplink
 from lifeline.nats import NatsNode, nats_node
-from tests.services import free_port
+from tests.services import free_port, wait_until
 from wire import Birth, Command, CommandReply, DataBatch, Kind, Quality, Record, encode, topic
 
 pytestmark = pytest.mark.integration
 
 T0 = 1_800_000_000_000
-
-
-def wait_until(cond: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := cond()):
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.05)
-    return value
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,8 @@
 thread visibly: one critical log line and a reason in /readyz, instead of a log that silently
 stops growing. Database errors stay per-pass and retried (test_collector_store_faults.py)."""
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -17,6 +15,7 @@ from collector.models import Role
 from collector.runtime import CollectorConfig, Runtime
 from collector.store.sqlite import SqliteStore
 from collector.webhooks import Deliverer, WebhookConfig
+from tests.services import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -29,15 +28,6 @@ class BuggyStore(SqliteStore):
 
     def fan_out_deliveries(self, now_ms: int, limit: int = 500) -> int:
         raise KeyError("a bug in the fan-out")
-
-
-def wait_until(cond: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := cond()):
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.05)
-    return value
 
 
 @pytest.fixture

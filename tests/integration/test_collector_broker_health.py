@@ -7,7 +7,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +17,9 @@ from collector.ingest import Ingest, IngestConfig
 from collector.keys import digest, display_prefix, new_token
 from collector.store import Store, open_store
 from lifeline.broker import PrivateBroker
-from tests.services import start_mosquitto
+from tests.services import start_mosquitto, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def wait_until(cond: Callable[[], Any], timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := cond()):
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.05)
-    return value
 
 
 @pytest.fixture

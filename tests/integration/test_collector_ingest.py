@@ -1,9 +1,8 @@
 """Ingest against the real broker: hostile payloads, persistent sessions, commands."""
 
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from collector.ingest import Ingest, IngestConfig, classify
 from collector.models import Rejected
 from collector.store import Store, open_store
 from collector.store.sqlite import SqliteStore
+from tests.services import wait_until
 from wire import (
     AlarmBatch,
     AlarmEvent,
@@ -37,14 +37,6 @@ from wire import (
 pytestmark = pytest.mark.integration
 
 T0 = 1_800_000_000_000
-
-
-def wait_until(cond: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.05)
 
 
 @pytest.fixture

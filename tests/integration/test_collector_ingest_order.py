@@ -11,7 +11,8 @@ import pytest
 from collector.ingest import Ingest, IngestConfig
 from collector.models import Accepted, Incoming, WriteResult
 from collector.store import Store, open_store
-from tests.integration.test_collector_ingest import batch, wait_until
+from tests.integration.test_collector_ingest import batch
+from tests.services import wait_until
 from wire import Birth, Kind, encode, topic
 
 pytestmark = pytest.mark.integration

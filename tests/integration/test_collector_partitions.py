@@ -7,8 +7,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import paho.mqtt.client as mqtt
 import psycopg
@@ -18,6 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from collector.ingest import IngestConfig, parse_mqtt_url
 from collector.partitions import PartitionedIngest, parse_partitions
 from collector.store import Store, open_store
+from tests.services import wait_until
 from wire import DataBatch, Kind, Record, encode, topic
 
 pytestmark = pytest.mark.integration
@@ -25,15 +25,6 @@ pytestmark = pytest.mark.integration
 T0 = 1_800_000_000_000
 SITES = {"xihu": "gw-n", "binjiang": "gw-s"}  # site -> its gateway
 PARTS = "north=xihu,gongshu;south=binjiang"
-
-
-def wait_until(cond: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := cond()):
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.05)
-    return value
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from collector.keys import digest, display_prefix, new_token
 from collector.models import Accepted, Role
 from collector.runtime import CollectorConfig, Runtime
 from collector.store import Store, StoreDataError, StoreUnavailable, open_store
-from tests.services import Postgres, fresh_database
+from tests.services import Postgres, fresh_database, wait_until
 from wire import (
     AlarmBatch,
     AlarmEvent,
@@ -37,15 +37,6 @@ from wire import (
 pytestmark = pytest.mark.integration
 
 T0 = 1_795_000_000_000  # inside the partitions the PostgreSQL store creates ahead
-
-
-def wait_until(cond: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := cond()):
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.05)
-    return value
 
 
 def data(gw: str, seq: int, value: float = 1.0, n: int = 3) -> DataBatch:
