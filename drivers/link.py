@@ -262,7 +262,7 @@ class Link:
         DriverError family as `read` does.
         """
         fc = write_function(point)
-        data = encode_value(point, value)
+        data = encode_value(point, value, exact=True)
         pdu: ModbusPDU
         if fc == 5:
             pdu = WriteSingleCoilRequest(address=point.address, bits=[bool(data[0])])

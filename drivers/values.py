@@ -114,12 +114,14 @@ def write_function(point: PointSpec) -> int:
     return 6 if point.register_count == 1 else 16
 
 
-def encode_value(point: PointSpec, value: Value) -> list[int] | list[bool]:
+def encode_value(point: PointSpec, value: Value, *, exact: bool = False) -> list[int] | list[bool]:
     """Encode an engineering value into the point's registers (or one bit for a coil).
 
-    Returns the register words (or `[bit]`) in the point's byte order. Raises ValueError for
-    a bit field (not writable alone), a string too long, text for a number, or a number out
-    of the data type's range.
+    Returns the register words (or `[bit]`) in the point's byte order. An integer register
+    holds whole steps of `point.scale`: a value between two steps is rounded to the nearest
+    (a simulated reading), or with `exact` refused (a write: the device must hold what was
+    asked). Raises ValueError for a bit field (not writable alone), a string too long, text for
+    a number, a number out of the data type's range, or with `exact` one between two steps.
     """
     dtype = point.dtype
     if point.table.is_bits:
@@ -145,6 +147,13 @@ def encode_value(point: PointSpec, value: Value) -> list[int] | list[bool]:
         data = struct.pack(">f", raw_f)
     else:
         raw = round(raw_f)
+        if exact and abs(raw_f - raw) > 1e-6:
+            below = math.floor(raw_f) * point.scale + point.offset
+            steps = f"{round(below, 9):g} or {round(below + point.scale, 9):g}"
+            raise ValueError(
+                f"{point.name}: {value} is between two of the steps it holds "
+                f"({steps}{' ' + point.unit if point.unit else ''})"
+            )
         lo, hi = _INT_RANGES[dtype]
         if not lo <= raw <= hi:
             raise ValueError(f"{point.name}: {value} is out of range for {dtype}")

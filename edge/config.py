@@ -320,11 +320,33 @@ class GatewayConfig(_Strict):
     @model_validator(mode="after")
     def _unique(self) -> GatewayConfig:
         seen: set[str] = set()
-        for bus in self.buses:
+        lines: dict[str, int] = {}  # a serial line (RS-485 port, or behind a DTU) -> its bus
+        units: dict[tuple[str, int], str] = {}  # (line or Modbus TCP endpoint, unit) -> device
+        for index, bus in enumerate(self.buses):
+            if isinstance(bus, RtuBus):
+                where = f"serial port {bus.port}"
+            else:
+                where = f"{bus.type} {bus.host}:{bus.port}"
+            # One serial line has one master: a second bus on it would open it again and poll
+            # its devices twice, under other ids.
+            if not isinstance(bus, TcpBus):
+                if where in lines:
+                    raise ValueError(
+                        f"buses {lines[where]} and {index} are both on {where}: a serial line "
+                        "has one master, so list all its devices under one bus"
+                    )
+                lines[where] = index
             for dev in bus.devices:
                 if dev.id in seen:
                     raise ValueError(f"device id {dev.id!r} is used twice")
                 seen.add(dev.id)
+                # Two ids for one device would report its readings and alarms twice.
+                other = units.setdefault((where, dev.unit), dev.id)
+                if other != dev.id:
+                    raise ValueError(
+                        f"devices {other!r} and {dev.id!r} are both unit {dev.unit} on {where}: "
+                        "a unit id names one device on a line"
+                    )
         return self
 
     def devices(self) -> list[DeviceConfig]:

@@ -550,6 +550,7 @@ def write_command(
     from drivers.errors import DriverError
     from drivers.link import poll_device
     from drivers.planner import plan_reads
+    from drivers.values import encode_value
     from edge.config import ConfigError, resolve_profiles
     from edge.scheduler import make_link
 
@@ -571,6 +572,10 @@ def write_command(
         writable = [p.name for p in profile.points if p.writable] or ["none"]
         usage_error(f"{point} of {device} is read-only; writable: {', '.join(writable)}", "POINT")
     parsed = _parse_value(value, spec.dtype.value)
+    try:  # before asking or connecting: a value the point cannot hold is not written at all
+        encode_value(spec, parsed, exact=True)
+    except ValueError as exc:
+        usage_error(str(exc), "VALUE")
     if not yes:
         if not sys.stdin.isatty():
             usage_error("refusing to write without confirmation: pass --yes", "--yes")

@@ -774,3 +774,9 @@ def test_write_refuses_without_confirmation_and_read_only_points(
         "point_unit": "%",
         "ok": True,
     }
+    # A value between two steps is refused before anything is written (it used to write 40,
+    # then say the read-back was wrong, exit 1).
+    half = edge("write", "sl-04", "dimming", "40.5", "--config", str(config), "--yes")
+    assert half.returncode == 2, half.stderr
+    assert "40.5 is between two of the steps it holds" in half.stderr
+    assert sim.call(lambda: sim.sim.device("sl-b").values()["dimming"]) == 35

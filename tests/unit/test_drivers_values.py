@@ -103,3 +103,15 @@ def test_encode_rejects_out_of_range() -> None:
         encode_value(pt(dtype="uint16"), -1)
     with pytest.raises(ValueError, match="out of range"):
         encode_value(pt(dtype="int16", scale=0.1), 4000)
+
+
+def test_a_write_between_two_steps_is_refused_a_reading_is_rounded() -> None:
+    # `edge write ... dimming 40.5` used to write 40 and only then complain about the read-back.
+    dimming = pt("dimming", unit="%")
+    with pytest.raises(ValueError, match=r"dimming: 40\.5 is between two of the steps it holds "):
+        encode_value(dimming, 40.5, exact=True)
+    with pytest.raises(ValueError, match=r"\(230\.1 or 230\.2 V\)"):
+        encode_value(pt("voltage", scale=0.1, unit="V"), 230.15, exact=True)
+    assert encode_value(pt(scale=0.1), 230.1, exact=True) == [2301]  # 2300.9999...: one step
+    assert encode_value(pt(scale=0.5, offset=-40), -39.5, exact=True) == [1]
+    assert encode_value(dimming, 40.4) == [40]  # firmware-sim's physics: nearest step

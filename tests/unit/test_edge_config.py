@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -109,6 +110,68 @@ def test_duplicate_device_and_not_yaml(tmp_path: Path) -> None:
     bad.write_text("gateway: [unclosed", encoding="utf-8")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def _bus(kind: str, unit: int, dev: str, **where: object) -> dict[str, object]:
+    devices = [{"id": dev, "unit": unit, "profile": "manhole_cover"}]
+    return {"type": kind, **where, "devices": devices}
+
+
+@pytest.mark.parametrize(
+    ("buses", "reason"),
+    [
+        # One RS-485 port written as two buses (commission given the same scan twice).
+        (
+            [_bus("rtu", 1, "a", port="/dev/ttyS1"), _bus("rtu", 2, "b", port="/dev/ttyS1")],
+            "buses 0 and 1 are both on serial port /dev/ttyS1: a serial line has one master",
+        ),
+        # One DTU (one serial line behind it) as two buses.
+        (
+            [
+                _bus("rtu_over_tcp", 1, "a", host="10.0.0.5", port=8899),
+                _bus("rtu_over_tcp", 2, "b", host="10.0.0.5", port=8899),
+            ],
+            "buses 0 and 1 are both on rtu_over_tcp 10.0.0.5:8899",
+        ),
+        # One device under two ids: on one bus, and on two buses to one Modbus TCP endpoint.
+        (
+            [
+                {
+                    **_bus("rtu", 1, "a", port="/dev/ttyS1"),
+                    "devices": [
+                        {"id": "a", "unit": 1, "profile": "manhole_cover"},
+                        {"id": "b", "unit": 1, "profile": "manhole_cover"},
+                    ],
+                }
+            ],
+            "devices 'a' and 'b' are both unit 1 on serial port /dev/ttyS1",
+        ),
+        (
+            [_bus("tcp", 3, "a", host="10.0.0.6", port=502), _bus("tcp", 3, "b", host="10.0.0.6")],
+            "devices 'a' and 'b' are both unit 3 on tcp 10.0.0.6:502",
+        ),
+    ],
+)
+def test_one_line_or_one_device_configured_twice_is_refused(
+    tmp_path: Path, buses: list[dict[str, object]], reason: str
+) -> None:
+    # Such configs used to validate: the gateway opened the port twice and reported one
+    # sensor's readings and alarms under two device ids.
+    with pytest.raises(ConfigError, match=re.escape(reason)):
+        load_config(write(tmp_path, {**BASE, "buses": buses}))
+
+
+def test_one_unit_on_different_lines_and_tcp_buses_sharing_an_endpoint_are_fine(
+    tmp_path: Path,
+) -> None:
+    buses = [
+        _bus("rtu", 1, "a", port="/dev/ttyS1"),
+        _bus("rtu", 1, "b", port="/dev/ttyS2"),
+        _bus("rtu_over_tcp", 1, "c", host="10.0.0.5", port=8899),
+        _bus("tcp", 1, "d", host="10.0.0.6"),
+        _bus("tcp", 2, "e", host="10.0.0.6"),  # a Modbus TCP gateway takes many connections
+    ]
+    assert len(load_config(write(tmp_path, {**BASE, "buses": buses})).devices()) == 5
 
 
 def test_an_override_with_a_non_monotonic_ladder_is_rejected(tmp_path: Path) -> None:
