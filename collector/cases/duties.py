@@ -33,10 +33,11 @@ CASE_ACTIONS: Mapping[Action, frozenset[Role]] = {
     Action.UNPARK: frozenset({R.DISPATCHER}),
     Action.EXTEND: frozenset({R.DISPATCHER}),  # 延时
     Action.ESCALATE: frozenset({R.SHIFT_LEAD}),  # 督办
+    Action.REPLY: frozenset({R.DEPARTMENT}),  # 督办回复
 }
 
 # Actions a 专业部门 key may take only on a case whose 主办 is one of its departments.
-SCOPED = frozenset({Action.START, Action.FEEDBACK, Action.APPLY})
+SCOPED = frozenset({Action.START, Action.FEEDBACK, Action.APPLY, Action.REPLY})
 
 ROLE_NAMES: Mapping[Role, str] = {
     R.VIEWER: "只读",

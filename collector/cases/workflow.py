@@ -49,6 +49,7 @@ class Action(StrEnum):
     UNPARK = "unpark"
     EXTEND = "extend"  # 延时
     ESCALATE = "escalate"  # 督办
+    REPLY = "reply"  # the department answers the 督办 (its note is the reply)
     APPLY = "apply"  # the department applies for 延时, 挂账 or 回退 (its `request`)
     APPROVE = "approve"  # the 派遣员 grants the pending application: it takes effect
     DENY = "deny"  # the 派遣员 refuses it
@@ -97,6 +98,7 @@ TRANSITIONS: dict[tuple[Action, CaseState], CaseState] = {
     **{(Action.APPROVE, s): s for s in (S.DISPATCHED, S.HANDLING)},
     **{(Action.DENY, s): s for s in (S.DISPATCHED, S.HANDLING)},
     **{(Action.ESCALATE, s): s for s in OPEN_STATES},
+    **{(Action.REPLY, s): s for s in OPEN_STATES},
     **{(Action.UPGRADE, s): s for s in OPEN_STATES},
 }
 
@@ -355,6 +357,10 @@ def apply(
             raise ValueError(f"作废 needs its reason: one of {', '.join(VOID_REASONS)}")
         updated = replace(updated, void_reason=args.reason)
         note = _join(f"作废: {args.reason}", note)
+    elif action is Action.REPLY:
+        if not case.escalations or not note.strip():
+            raise ValueError(f"case {case.case_no}: a reply answers a 督办, in its note")
+        note = f"督办回复 (第{case.escalations}次): {note}"
     elif action is Action.APPLY:
         updated, detail = _apply_for(updated, args)
         note = _join(detail, note)

@@ -45,7 +45,7 @@ const LABELS = {
                upgrade: "升级", rework: "返工", auto_close: "自动恢复结案", apply: "申请",
                apply_extend: "申请延时", apply_park: "申请挂账", apply_return: "申请回退",
                void_误报: "作废:误报", void_重复: "作废:重复", void_非管理范围: "作废:非管理范围",
-               void_设备故障: "作废:设备故障",
+               void_设备故障: "作废:设备故障", reply: "督办回复",
                approve: "批准申请", deny: "驳回申请" },
     problems: { 400: "请求有误", 401: "API 密钥无效或已吊销", 403: "当前角色无权执行此操作",
                 404: "对象不存在", 409: "当前状态下不允许此操作", 422: "参数不符合要求",
@@ -94,6 +94,7 @@ const LABELS = {
                upgrade: "upgraded", rework: "rework", auto_close: "closed, recovered",
                void_误报: "Void: false alarm", void_重复: "Void: duplicate",
                void_非管理范围: "Void: not ours", void_设备故障: "Void: device fault",
+               reply: "Reply to supervision",
                apply: "applied", apply_extend: "Apply: extend", apply_park: "Apply: park",
                apply_return: "Apply: return", approve: "Approve", deny: "Deny" },
     problems: { 400: "Bad request", 401: "The API key is invalid or revoked",
@@ -550,6 +551,7 @@ async function renderCaseDetail() {
     const requests = action === "apply" ? ["extend", "park", "return"]
       : action === "void" ? ["误报", "重复", "非管理范围", "设备故障"] : [null];
     if ((action === "approve" || action === "deny") && !c.pending) continue;
+    if (action === "reply" && !c.escalations) continue;
     for (const request of requests) {
       const name = request ? `${action}_${request}` : action;
       const b = el("button", label("actions", name), `act act-${action}`);

@@ -48,13 +48,15 @@ WHERE = {
     A.APPLY: S.HANDLING,
     A.APPROVE: S.HANDLING,
     A.DENY: S.HANDLING,
+    A.REPLY: S.HANDLING,
 }
 BODY: dict[Action, dict[str, Any]] = {
     A.EXTEND: {"extend_hours": 2},
     A.APPLY: {"request": "park"},
     A.VOID: {"reason": "重复"},
+    A.REPLY: {"note": "已到场"},
 }
-STAYS = (A.EXTEND, A.ESCALATE, A.APPLY, A.DENY)  # the actions that keep the case's state
+STAYS = (A.EXTEND, A.ESCALATE, A.APPLY, A.DENY, A.REPLY)  # the actions that keep the case's state
 SERIAL = iter(range(1, 100_000))
 
 
@@ -98,6 +100,7 @@ def case_in(
         case = replace(case, assist=(assist,))
     if pending:
         case = replace(case, pending=pending)
+    case = replace(case, escalations=1)  # a 督办 to reply to
     api.runtime.store.save_case(case, audits, expect_state=None)
     return no
 
@@ -135,7 +138,7 @@ def test_the_matrix_gives_each_duty_what_the_standard_says(api: Api) -> None:
         Role.INTAKE: {A.VERIFY},
         Role.SHIFT_LEAD: {A.ACCEPT, A.VOID, A.CLOSE, A.ESCALATE},
         Role.DISPATCHER: {A.DISPATCH, A.RETURN, A.PARK, A.UNPARK, A.EXTEND, A.APPROVE, A.DENY},
-        Role.DEPARTMENT: {A.START, A.FEEDBACK, A.APPLY},
+        Role.DEPARTMENT: {A.START, A.FEEDBACK, A.APPLY, A.REPLY},
         Role.LEADER: set(),
         Role.VIEWER: set(),
         Role.OPERATOR: set(),

@@ -58,6 +58,7 @@ LEGAL: dict[tuple[Action, CaseState], CaseState] = {
     # ... a department applies for 延时, 挂账 or 回退 while it has the case; the 派遣员 decides.
     **{(a, s): s for a in (A.APPLY, A.APPROVE, A.DENY) for s in (S.DISPATCHED, S.HANDLING)},
     **{(A.ESCALATE, s): s for s in OPEN},
+    **{(A.REPLY, s): s for s in OPEN},  # the department answers a 督办
     **{(A.UPGRADE, s): s for s in OPEN},
 }
 ALL_PAIRS = list(itertools.product(Action, CaseState))
@@ -89,7 +90,8 @@ def test_a_cleared_alarm_is_no_workflow_action() -> None:
 
 @pytest.mark.parametrize(("action", "state"), [p for p in ALL_PAIRS if p in LEGAL])
 def test_legal_transition(action: Action, state: CaseState) -> None:
-    given = make(state, pending="park") if action in (A.APPROVE, A.DENY) else make(state)
+    pending = "park" if action in (A.APPROVE, A.DENY) else None
+    given = make(state, pending=pending, escalations=1)  # something to decide or to answer
     case, audit = apply(given, action, actor="op-7", now_ms=T0 + H, note="n", args=ARGS)
     assert case.state is LEGAL[(action, state)]
     assert (audit.actor, audit.ts_ms, audit.from_state, audit.to_state) == (
@@ -294,3 +296,13 @@ def test_a_void_says_why_with_a_reason_code() -> None:
         "作废: 非管理范围",
     )
     assert make(S.REPORTED).source == "物联网感知"  # what the sensors report
+
+
+def test_a_reply_answers_a_supervision_with_its_level() -> None:
+    with pytest.raises(ValueError, match="answers a 督办"):
+        apply(make(S.HANDLING), A.REPLY, actor="燃气集团", now_ms=T0, note="已处理")
+    escalated, _ = apply(make(S.HANDLING), A.ESCALATE, actor="system", now_ms=T0)
+    with pytest.raises(ValueError, match="in its note"):
+        apply(escalated, A.REPLY, actor="燃气集团", now_ms=T0)
+    _, audit = apply(escalated, A.REPLY, actor="燃气集团", now_ms=T0, note="抢修队已到场")
+    assert audit.note == "督办回复 (第1次): 抢修队已到场"

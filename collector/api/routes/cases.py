@@ -51,6 +51,7 @@ class CaseAction(StrEnum):
     UNPARK = "unpark"
     EXTEND = "extend"  # 延时: `extend_hours`
     ESCALATE = "escalate"  # 督办
+    REPLY = "reply"  # the department answers a 督办: its `note`
     APPLY = "apply"  # the department applies: `request` extend (with `extend_hours`), park, return
     APPROVE = "approve"  # the 派遣员 grants the pending application
     DENY = "deny"  # the 派遣员 refuses it
