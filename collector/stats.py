@@ -8,8 +8,6 @@ counts into the rates and means, per group and in total.
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
-GROUPS = ("department", "grid", "subcategory")
-
 # (JSON key, the name a center's report uses), in report order.
 COUNTS = (
     ("reported", "上报数"),

@@ -269,6 +269,8 @@ class CaseOut(Out):
         " return (回退)"
     )
     pending_hours: float = Field(description="the 延时 applied for, hours on the stage's clock")
+    source: str = Field(description="案件来源: 物联网感知, 监督员, 12345 or 公众")
+    void_reason: str | None = Field(description="once 作废: 误报, 重复, 非管理范围 or 设备故障")
     colour: Colour = Field(description="the deadline light now")
     subcategory_name: str | None
     alarms: list[AlarmSnapshot]

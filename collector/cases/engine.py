@@ -608,13 +608,15 @@ class CaseEngine:
         kind: str | None = None,
         subcategory: str | None = None,
         request: str | None = None,
+        reason: str | None = None,
         key_id: int | None = None,
         role: str = "",
         on_behalf_of: str = "",
     ) -> Case:
         """Apply an operator action: 派遣 with `department` (主办) and `assist` (协办), 结案 with
         its `closure`, 受理 of an unclassified case with its `kind` and `subcategory` (小类),
-        申请 with its `request` (and `extend_hours` for 延时); 批准 carries out the pending
+        申请 with its `request` (and `extend_hours` for 延时), 作废 with its `reason`; 批准
+        carries out the pending
         application (a second audit row: the extend, park or return it grants).
         The audit row names `actor` (the authenticated key's name), its `key_id` and `role`,
         and `on_behalf_of` (a name the client gave, unverified).
@@ -642,6 +644,7 @@ class CaseEngine:
             closure=closure,
             classify=classify,
             request=request,
+            reason=reason,
         )
         now = self._now_ms()
 

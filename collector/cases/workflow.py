@@ -175,6 +175,8 @@ class Case:
     location: Place = field(default_factory=Place)
     pending: str | None = None  # an application awaiting the 派遣员: extend, park or return
     pending_hours: float = 0  # the 延时 applied for (hours on the stage's clock)
+    source: str = "物联网感知"  # where the report came from: one of SOURCES
+    void_reason: str | None = None  # once 作废: one of VOID_REASONS
 
     @property
     def subject(self) -> str:
@@ -217,6 +219,10 @@ class Classification:
     allowed_ms: int
 
 
+# Where a case's report came from (案件来源) and why one is voided (作废原因).
+SOURCES = ("物联网感知", "监督员", "12345", "公众")
+VOID_REASONS = ("误报", "重复", "非管理范围", "设备故障")
+
 # What a department may apply for, and the action an approval takes.
 REQUESTS = {"extend": Action.EXTEND, "park": Action.PARK, "return": Action.RETURN}
 REQUEST_NAMES = {"extend": "延时", "park": "挂账", "return": "回退"}
@@ -227,7 +233,7 @@ class Args:
     """Arguments of the actions that take any: 延时 `extend_ms`; 派遣 `department` (主办) and
     `assist` (协办); 结案 `closure`; 受理 `classify`; 升级 `severity`, `urgent` and the
     `allowed_ms` of the new urgency; 申请 `request` (extend, park or return; with `extend_ms`
-    for extend)."""
+    for extend); 作废 its `reason` (one of VOID_REASONS)."""
 
     extend_ms: int = 0
     department: str | None = None
@@ -238,6 +244,7 @@ class Args:
     urgent: bool = False
     allowed_ms: int | None = None
     request: str | None = None
+    reason: str | None = None
 
 
 def _join(detail: str, note: str) -> str:
@@ -343,6 +350,11 @@ def apply(
         note = _join(f"结案: {closure.value}", note)
     elif action is Action.AUTO_CLOSE:
         updated = replace(updated, closure=Closure.AUTO.value)
+    elif action is Action.VOID:
+        if args.reason not in VOID_REASONS:
+            raise ValueError(f"作废 needs its reason: one of {', '.join(VOID_REASONS)}")
+        updated = replace(updated, void_reason=args.reason)
+        note = _join(f"作废: {args.reason}", note)
     elif action is Action.APPLY:
         updated, detail = _apply_for(updated, args)
         note = _join(detail, note)

@@ -44,6 +44,8 @@ const LABELS = {
                unpark: "取消挂账", extend: "延时", escalate: "督办", report: "上报", attach: "关联告警",
                upgrade: "升级", rework: "返工", auto_close: "自动恢复结案", apply: "申请",
                apply_extend: "申请延时", apply_park: "申请挂账", apply_return: "申请回退",
+               void_误报: "作废:误报", void_重复: "作废:重复", void_非管理范围: "作废:非管理范围",
+               void_设备故障: "作废:设备故障",
                approve: "批准申请", deny: "驳回申请" },
     problems: { 400: "请求有误", 401: "API 密钥无效或已吊销", 403: "当前角色无权执行此操作",
                 404: "对象不存在", 409: "当前状态下不允许此操作", 422: "参数不符合要求",
@@ -90,6 +92,8 @@ const LABELS = {
                reject: "Reject", park: "Park", unpark: "Unpark", extend: "Extend",
                escalate: "Escalate", report: "reported", attach: "alarm attached",
                upgrade: "upgraded", rework: "rework", auto_close: "closed, recovered",
+               void_误报: "Void: false alarm", void_重复: "Void: duplicate",
+               void_非管理范围: "Void: not ours", void_设备故障: "Void: device fault",
                apply: "applied", apply_extend: "Apply: extend", apply_park: "Apply: park",
                apply_return: "Apply: return", approve: "Approve", deny: "Deny" },
     problems: { 400: "Bad request", 401: "The API key is invalid or revoked",
@@ -541,11 +545,13 @@ async function renderCaseDetail() {
   $("#case-dept").value = "";
   $("#case-dept").placeholder = c.department || "";
   for (const action of allowed) {
-    // An application names what it asks for; a verdict needs one pending.
-    const requests = action === "apply" ? ["extend", "park", "return"] : [null];
+    // An application names what it asks for, a void its reason code; a verdict needs one
+    // pending.
+    const requests = action === "apply" ? ["extend", "park", "return"]
+      : action === "void" ? ["误报", "重复", "非管理范围", "设备故障"] : [null];
     if ((action === "approve" || action === "deny") && !c.pending) continue;
     for (const request of requests) {
-      const name = request ? `apply_${request}` : action;
+      const name = request ? `${action}_${request}` : action;
       const b = el("button", label("actions", name), `act act-${action}`);
       b.type = "button";
       b.dataset.action = name;
@@ -557,7 +563,8 @@ async function renderCaseDetail() {
 
 async function caseAction(caseNo, action, request = null) {
   const body = { action, note: $("#case-note").value.trim() };
-  if (request) body.request = request;
+  if (request && action === "void") body.reason = request;
+  else if (request) body.request = request;
   if (request === "extend") body.extend_hours = 24;
   if (action === "dispatch") {
     const dept = $("#case-dept").value.trim();

@@ -263,8 +263,8 @@ class CaseStore(Protocol):
         ...
 
     def case_counts(self, from_ms: int, to_ms: int, group_by: str) -> dict[str, Counts]:
-        """The 综合评价 counts of the window [from_ms, to_ms) per `group_by` (department, grid
-        or subcategory); KeyError for another."""
+        """The 综合评价 counts of the window [from_ms, to_ms) per `group_by` (department, grid,
+        subcategory or source); KeyError for another."""
         ...
 
     def overdue_phases(self, now_ms: int) -> list[Phase]:

@@ -27,6 +27,7 @@ _GROUP_SQL = {
     "department": "c.department",
     "grid": "COALESCE(c.grid, '')",
     "subcategory": "c.subcategory",
+    "source": "c.source",
 }
 _FINISHED = sql_values(CaseState.CLOSED, CaseState.VOIDED)
 _TIMED = sql_values(*sorted(TIMED_STATES))
@@ -229,7 +230,8 @@ class CaseRows(Rows):
         "case_no, kind, subcategory, problem, asset, device, state, urgency, department, grid,"
         " created_ms, updated_ms, deadline_ms, timed_from_ms, repeats, escalations, title,"
         " gateway_id, allowed_ms, severity, assist, reworks, returns, closure, recurrence_of,"
-        " remaining_ms, lon, lat, datum, address, location_source, pending, pending_hours"
+        " remaining_ms, lon, lat, datum, address, location_source, pending, pending_hours,"
+        " source, void_reason"
     )
 
     @staticmethod
@@ -264,6 +266,8 @@ class CaseRows(Rows):
             location=_place(r[26:31]),
             pending=r[31],
             pending_hours=r[32],
+            source=r[33],
+            void_reason=r[34],
         )
 
     def open_case_for(self, subject: str, problem: str) -> Case | None:
@@ -334,6 +338,8 @@ class CaseRows(Rows):
             **_place_params(case.location),
             "pending": case.pending,
             "phours": case.pending_hours,
+            "source": case.source,
+            "vreason": case.void_reason,
             "expect": expect_state,
         }
         with self._tx() as cur:
@@ -344,7 +350,8 @@ class CaseRows(Rows):
                     " VALUES (:no, :kind, :sub, :problem, :asset, :device, :state, :urg, :dept,"
                     " :grid, :created, :updated, :deadline, :timed, :rep, :esc, :title, :gw,"
                     " :allowed, :sev, :assist, :rew, :ret, :closure, :recur, :remaining, :lon,"
-                    " :lat, :datum, :addr, :src, :pending, :phours, :subject)",
+                    " :lat, :datum, :addr, :src, :pending, :phours, :source, :vreason,"
+                    " :subject)",
                     p,
                 )
             else:
@@ -355,7 +362,8 @@ class CaseRows(Rows):
                     " deadline_ms = :deadline, timed_from_ms = :timed, repeats = :rep,"
                     " escalations = :esc, allowed_ms = :allowed, severity = :sev,"
                     " assist = :assist, reworks = :rew, returns = :ret, closure = :closure,"
-                    " remaining_ms = :remaining, pending = :pending, pending_hours = :phours"
+                    " remaining_ms = :remaining, pending = :pending, pending_hours = :phours,"
+                    " void_reason = :vreason"
                     " WHERE case_no = :no AND state = :expect",
                     p,
                 )
@@ -530,8 +538,8 @@ class CaseRows(Rows):
         return [self._case(r) for r in rows]
 
     def case_counts(self, from_ms: int, to_ms: int, group_by: str) -> dict[str, Counts]:
-        """The 综合评价 counts of the window [from_ms, to_ms) per group (`department`, `grid`
-        or `subcategory` of the case): cases reported in it, workflow actions taken in it,
+        """The 综合评价 counts of the window [from_ms, to_ms) per group (`department`, `grid`,
+        `subcategory` or `source` of the case): cases reported in it, workflow actions taken in it,
         stages of the phase table that ended in it (docs/integration.md defines each).
 
         Raises KeyError for another `group_by`."""

@@ -43,6 +43,7 @@ from collector.store.schema import (
     order_statements,
     phase_statements,
     scope_statements,
+    source_statements,
     stats_statements,
 )
 from collector.store.sql import BatchKey, KeyedDigest, SqlStore
@@ -270,6 +271,7 @@ class PostgresStore(SqlStore):
                 Migration(11, "dead letters bounded", dead_letter_statements("postgres")),
                 Migration(12, "applications to the 派遣员", application_statements("postgres")),
                 Migration(13, "statistics indexes", stats_statements("postgres")),
+                Migration(14, "case sources and void reasons", source_statements("postgres")),
             )
             for m in migrations:
                 if m.version in done:

@@ -537,6 +537,13 @@ CREATE INDEX IF NOT EXISTS case_audit_ts ON case_audit (ts_ms);
 CREATE INDEX IF NOT EXISTS case_phases_end ON case_phases (end_ms)
 """
 
+# Version 14: where each case came from (案件来源) and why one was voided (作废原因). Cases of
+# older versions all came from the sensors.
+_SOURCES = """
+ALTER TABLE cases ADD COLUMN source TEXT NOT NULL DEFAULT '物联网感知';
+ALTER TABLE cases ADD COLUMN void_reason TEXT
+"""
+
 _DIALECTS = {
     "sqlite": {
         "id": "INTEGER PRIMARY KEY",
@@ -626,6 +633,11 @@ def application_statements(dialect: str) -> tuple[str, ...]:
 def stats_statements(dialect: str) -> tuple[str, ...]:
     """Migration 13 (indexes for the statistics of a window) for `dialect`."""
     return _split(_STATS, dialect)
+
+
+def source_statements(dialect: str) -> tuple[str, ...]:
+    """Migration 14 (case source and void reason) for `dialect`."""
+    return _split(_SOURCES, dialect)
 
 
 def _split(template: str, dialect: str) -> tuple[str, ...]:

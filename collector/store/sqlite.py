@@ -27,6 +27,7 @@ from collector.store.schema import (
     order_statements,
     phase_statements,
     scope_statements,
+    source_statements,
     stats_statements,
 )
 from collector.store.sql import BatchKey, KeyedDigest, SqlStore
@@ -53,6 +54,7 @@ MIGRATIONS = (
     Migration(11, "dead letters bounded", dead_letter_statements("sqlite")),
     Migration(12, "applications to the 派遣员", application_statements("sqlite")),
     Migration(13, "statistics indexes", stats_statements("sqlite")),
+    Migration(14, "case sources and void reasons", source_statements("sqlite")),
 )
 _INSERT_COLS = "gateway_id, device, point, ts_ms, vtype, value_num, value_text, quality, historical"
 _COLS = f"{_INSERT_COLS}, received_ms"

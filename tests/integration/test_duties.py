@@ -52,6 +52,7 @@ WHERE = {
 BODY: dict[Action, dict[str, Any]] = {
     A.EXTEND: {"extend_hours": 2},
     A.APPLY: {"request": "park"},
+    A.VOID: {"reason": "重复"},
 }
 STAYS = (A.EXTEND, A.ESCALATE, A.APPLY, A.DENY)  # the actions that keep the case's state
 SERIAL = iter(range(1, 100_000))

@@ -64,7 +64,7 @@ def test_every_figure_of_a_seeded_history_matches_the_hand_count(
         clock.now = T0 + hours * 3600
         engine.act(no, action, "op", **kw)  # type: ignore[arg-type]
 
-    at(1, c, A.VOID)
+    at(1, c, A.VOID, reason="设备故障")
     at(2, a, A.DISPATCH)  # 派遣 stage 0..2 h, due 1 h: late
     at(2.5, a, A.START)
     at(2.6, a, A.EXTEND, extend_hours=1)  # 处置 due 6 -> 7
@@ -116,6 +116,11 @@ def test_every_figure_of_a_seeded_history_matches_the_hand_count(
     assert sum(int(r["reported"]) for r in first) == 3  # type: ignore[call-overload]
     assert sum(int(r["closed"]) for r in first) == 0  # type: ignore[call-overload]
     assert len(csv_row(total)) == len(csv_header())
+    (sensors,) = store.case_counts(*window, "source").items()  # every one reported by sensors
+    assert (sensors[0], sensors[1].reported) == ("物联网感知", 3)
+    voided = store.case(c)
+    assert voided is not None
+    assert voided.void_reason == "设备故障"
 
 
 def test_the_stats_endpoint_answers_json_and_csv_and_refuses_a_bad_window(tmp_path: Path) -> None:

@@ -211,6 +211,6 @@ def test_rework_and_a_failed_check_open_a_new_dispose_round() -> None:
 
 def test_a_finished_case_has_no_running_phase() -> None:
     c = Case_(at(4, 30, 9))
-    c.do(A.VOID, at(4, 30, 9, 10))
+    c.do(A.VOID, at(4, 30, 9, 10), args=Args(reason="重复"))
     assert c.case.state is S.VOIDED
     assert [(p.stage, p.end_ms) for p in c.phases] == [("立案", at(4, 30, 9, 10))]

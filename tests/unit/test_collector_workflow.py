@@ -61,7 +61,7 @@ LEGAL: dict[tuple[Action, CaseState], CaseState] = {
     **{(A.UPGRADE, s): s for s in OPEN},
 }
 ALL_PAIRS = list(itertools.product(Action, CaseState))
-ARGS = Args(extend_ms=H, severity=1, urgent=True, allowed_ms=H, request="extend")
+ARGS = Args(extend_ms=H, severity=1, urgent=True, allowed_ms=H, request="extend", reason="重复")
 
 
 def make(
@@ -279,3 +279,18 @@ def test_a_department_applies_and_the_dispatcher_decides() -> None:
             apply(case, A.APPLY, actor="燃气集团", now_ms=T0, args=bad)
     parked, _ = apply(applied, A.FEEDBACK, actor="燃气集团", now_ms=T0)
     assert parked.pending is None  # moot once the case moved on
+
+
+def test_a_void_says_why_with_a_reason_code() -> None:
+    with pytest.raises(ValueError, match="作废 needs its reason"):
+        apply(make(S.REPORTED), A.VOID, actor="值班长", now_ms=T0)
+    with pytest.raises(ValueError, match="作废 needs its reason"):
+        apply(make(S.REPORTED), A.VOID, actor="值班长", now_ms=T0, args=Args(reason="不想办"))
+    voided, audit = apply(make(S.REGISTERED), A.VOID, actor="值班长", now_ms=T0,
+                          args=Args(reason="非管理范围"))  # fmt: skip
+    assert (voided.state, voided.void_reason, audit.note) == (
+        S.VOIDED,
+        "非管理范围",
+        "作废: 非管理范围",
+    )
+    assert make(S.REPORTED).source == "物联网感知"  # what the sensors report

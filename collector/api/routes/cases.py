@@ -39,7 +39,7 @@ class CaseAction(StrEnum):
     """The actions a key may post (the system's own — upgrade, rework, auto_close — are not)."""
 
     ACCEPT = "accept"  # 受理 -> 立案; an unclassified case takes `kind` and `subcategory`
-    VOID = "void"  # 作废 (受理, 立案)
+    VOID = "void"  # 作废 (受理, 立案): `reason`
     DISPATCH = "dispatch"  # 派遣 / 改派: `department` (主办), `assist` (协办)
     START = "start"  # 处置
     FEEDBACK = "feedback"  # 反馈
@@ -77,6 +77,9 @@ class ActionIn(BaseModel):
     request: Literal["extend", "park", "return"] | None = Field(
         default=None, description="for apply: 延时 (extend), 挂账 (park) or 回退 (return)"
     )
+    reason: Literal["误报", "重复", "非管理范围", "设备故障"] | None = Field(
+        default=None, description="for void (required): why it is no case"
+    )
     department: Department | None = Field(
         default=None,
         description="for dispatch: the 主办 department, a code or name of the department"
@@ -106,6 +109,7 @@ class ActionIn(BaseModel):
             "kind": (self.kind is not None, CaseAction.ACCEPT),
             "subcategory": (self.subcategory is not None, CaseAction.ACCEPT),
             "request": (self.request is not None, CaseAction.APPLY),
+            "reason": (self.reason is not None, CaseAction.VOID),
         }
         for name, (present, action) in given.items():
             if present and self.action is not action:
@@ -278,6 +282,7 @@ def act(runtime: RuntimeDep, key: Viewer, case_no: CaseNo, body: ActionIn) -> di
             body.note,
             extend_hours=body.extend_hours,
             request=body.request,
+            reason=body.reason,
             department=department,
             assist=assist,
             closure=Closure(body.closure) if body.closure else None,

@@ -54,7 +54,7 @@ def stats(
     key: Viewer,
     from_ms: Annotated[int, Query(alias="from", ge=0, le=2**62, description="UTC ms, included")],
     to_ms: Annotated[int, Query(alias="to", ge=0, le=2**62, description="UTC ms, excluded")],
-    group_by: Literal["department", "grid", "subcategory"] = "department",
+    group_by: Literal["department", "grid", "subcategory", "source"] = "department",
     format: Literal["json", "csv"] = "json",
 ) -> Any:
     """Every count and rate of 综合评价 for the window [from, to) per group, and the total;
