@@ -22,7 +22,12 @@ app = typer.Typer(
 assets_app = typer.Typer(help="Manage the 部件 (asset) registry.", no_args_is_help=True)
 app.add_typer(assets_app, name="assets")
 keys_app = typer.Typer(
-    help="Manage API keys for the HTTP API (roles: viewer < dispatcher < operator < admin).",
+    help=(
+        "Manage API keys for the HTTP API. Roles: the technical ladder viewer < dispatcher <"
+        " operator < admin, and the duty roles inspector (监督员), intake (受理员), shift_lead"
+        " (值班长), department (专业部门, with --department) and leader (领导);"
+        " docs/integration.md has the permission matrix."
+    ),
     no_args_is_help=True,
 )
 app.add_typer(keys_app, name="keys")

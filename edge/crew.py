@@ -186,8 +186,16 @@ def ack_command(
     wait: Annotated[
         float, typer.Option(help="Seconds to wait for the running gateway to apply it.", min=0)
     ] = 5.0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print what was done as one JSON object, for scripts.")
+    ] = False,
 ) -> None:
-    """Acknowledge an alarm locally; the gateway sends the acknowledgement upstream when it can."""
+    """Acknowledge an alarm locally; the gateway sends the acknowledgement upstream when it can.
+
+    Says what was done in one line, or with --json one object: alarm_id, by, note, applied
+    (the running daemon applied it within --wait) and state (the alarm's state then, None
+    while only queued).
+    """
     from edge.buffer.views import alarms, request_ack
 
     path = _db(config, db)
@@ -207,18 +215,27 @@ def ack_command(
     while True:
         newest = next((r for r in alarms(path, limit=1_000_000) if r.alarm_id == alarm), None)
         if newest is not None and newest.ack_by == by.strip():
-            typer.echo(
-                f"{alarm} acknowledged by {by.strip()}: now {newest.state}; "
-                "the gateway sends it to the collector when the link is up"
-            )
-            return
+            break
         if time.monotonic() >= deadline:
+            newest = None
             break
         time.sleep(0.2)
-    typer.echo(
-        f"{alarm}: acknowledgement queued; the gateway daemon applies it when it runs "
-        "(it did not within the wait: is `lifeline edge run` running?)"
-    )
+    if as_json:
+        state = newest.state if newest is not None else None
+        applied = state is not None
+        print_json(
+            {"alarm_id": alarm, "by": by.strip(), "note": note, "applied": applied, "state": state}
+        )
+    elif newest is not None:
+        typer.echo(
+            f"{alarm} acknowledged by {by.strip()}: now {newest.state}; "
+            "the gateway sends it to the collector when the link is up"
+        )
+    else:
+        typer.echo(
+            f"{alarm}: acknowledgement queued; the gateway daemon applies it when it runs "
+            "(it did not within the wait: is `lifeline edge run` running?)"
+        )
 
 
 # --- status ----------------------------------------------------------------------------------

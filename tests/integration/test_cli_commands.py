@@ -724,6 +724,20 @@ def _status_sees_a_device_fail_and_the_daemon_stop(
     assert table.returncode == 1
     assert "NOT running: stopped" in table.stdout
     assert "sl-04    offline since" in table.stdout
+    # ack changes something, so it has --json too (it had none): with the daemon stopped the
+    # acknowledgement is only queued, and the object says so.
+    comm_loss = next(a for a in _alarms(config, "--active", "--device", "sl-04"))
+    assert comm_loss["type"] == "comm_loss"
+    args = ["--by", "crew-7", "--wait", "0", "--config", str(config), "--json"]
+    queued = edge("ack", comm_loss["alarm_id"], *args)
+    assert queued.returncode == 0, queued.stderr
+    assert json.loads(queued.stdout) == {
+        "alarm_id": comm_loss["alarm_id"],
+        "by": "crew-7",
+        "note": "",
+        "applied": False,
+        "state": None,
+    }
 
 
 @pytest.mark.parametrize(
