@@ -18,25 +18,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any, Literal
 
-# Run as `python bench/bus.py`, this folder comes first on sys.path, and bench/edge.py
-# would shadow the `edge` package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-from drivers.errors import DriverError  # noqa: E402
-from drivers.link import char_time  # noqa: E402
-from drivers.planner import ReadRequest  # noqa: E402
-from drivers.profile import builtin_profiles  # noqa: E402
-from drivers.values import Value  # noqa: E402
-from edge.config import DeviceConfig, HealthConfig, RtuBus  # noqa: E402
-from edge.scheduler import BusPoller, Device, Health, make_device  # noqa: E402
-from firmware_sim.scenario import Scenario  # noqa: E402
-from firmware_sim.simulation import Simulation  # noqa: E402
+from lifeline.drivers.errors import DriverError
+from lifeline.drivers.link import char_time
+from lifeline.drivers.planner import ReadRequest
+from lifeline.drivers.profile import builtin_profiles
+from lifeline.drivers.values import Value
+from lifeline.edge.config import DeviceConfig, HealthConfig, RtuBus
+from lifeline.edge.scheduler import BusPoller, Device, Health, make_device
+from lifeline.firmware_sim.scenario import Scenario
+from lifeline.firmware_sim.simulation import Simulation
 
 FAMILIES = ["manhole_cover", "streetlight", "gas_detector", "tilt_sensor"]
 PARITY: Literal["E"] = "E"  # Modbus RTU default framing 8E1: 11 bits per character

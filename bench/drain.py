@@ -18,25 +18,20 @@ import json
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-# Run as `python bench/drain.py`, this folder comes first on sys.path, and bench/edge.py
-# would shadow the `edge` package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
-import paho.mqtt.client as mqtt  # noqa: E402
-from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
-
-from edge.buffer import Frozen, Outbox  # noqa: E402
-from edge.config import MqttConfig  # noqa: E402
-from edge.uplink import Uplink  # noqa: E402
-from lifeline.broker import PrivateBroker  # noqa: E402
-from wire import Birth, Command, CommandReply, Kind, Quality, topic  # noqa: E402
+from lifeline.broker import PrivateBroker
+from lifeline.edge.buffer import Frozen, Outbox
+from lifeline.edge.config import MqttConfig
+from lifeline.edge.uplink import Uplink
+from lifeline.wire import Birth, Command, CommandReply, Kind, Quality, topic
 
 GATEWAY = "gw-bench"
 ROOT = "bench/lifeline"

@@ -41,11 +41,11 @@ import paho.mqtt.client as mqtt
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from drivers.planner import plan_reads
-from drivers.profile import Table, builtin_profiles
-from drivers.values import decode_response
 from lifeline.broker import PrivateBroker
-from wire import DataBatch, Kind, Quality, decode, encode_data, subscription, topic
+from lifeline.drivers.planner import plan_reads
+from lifeline.drivers.profile import Table, builtin_profiles
+from lifeline.drivers.values import decode_response
+from lifeline.wire import DataBatch, Kind, Quality, decode, encode_data, subscription, topic
 
 ROOT = "bench/lifeline"
 DEVICES = 50
@@ -141,7 +141,7 @@ def simulator(work: Path) -> Iterator[int]:
     server = {"name": "bench", "kind": "tcp", "port": 0, "devices": devices}
     scenario.write_text(yaml.safe_dump({"seed": 1, "tick_s": 1.0, "servers": [server]}))
     endpoints = work / "endpoints.json"
-    argv = [sys.executable, "-c", "from firmware_sim.cli import app; app()", "run"]
+    argv = [sys.executable, "-c", "from lifeline.firmware_sim.cli import app; app()", "run"]
     argv += ["--scenario", str(scenario), "--endpoints-file", str(endpoints)]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -196,7 +196,14 @@ def gateway_config(
 
 def gateway_argv(config: Path) -> list[str]:
     """The gateway daemon's command line."""
-    run = [sys.executable, "-c", "from edge.cli import app; app()", "run", "--config", str(config)]
+    run = [
+        sys.executable,
+        "-c",
+        "from lifeline.edge.cli import app; app()",
+        "run",
+        "--config",
+        str(config),
+    ]
     return [*run, "--log-level", "warning"]
 
 

@@ -34,12 +34,12 @@ import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 
-from collector.ingest import Ingest, IngestConfig, parse_mqtt_url
-from collector.runtime import tune_gc
-from collector.store.postgres import COPY_TYPES, PG_EPOCH_MS, PostgresStore
 from lifeline.broker import PrivateBroker, free_port
+from lifeline.collector.ingest import Ingest, IngestConfig, parse_mqtt_url
+from lifeline.collector.runtime import tune_gc
+from lifeline.collector.store.postgres import COPY_TYPES, PG_EPOCH_MS, PostgresStore
 from lifeline.nats import nats_cluster
-from wire import DataBatch, Kind, Record, decode, encode, topic
+from lifeline.wire import DataBatch, Kind, Record, decode, encode, topic
 
 DEFAULT_DB = "postgresql://postgres@127.0.0.1:5432/postgres"
 ROOT = "bench/lifeline"
@@ -172,7 +172,7 @@ def spawn_collector(
     args += ["--client-id", "bench-collector", "--http", f"127.0.0.1:{port}"]
     args += ["--partitions", partitions] if partitions else []
     return subprocess.Popen(
-        [sys.executable, "-m", "collector", "run", *args],
+        [sys.executable, "-m", "lifeline.collector", "run", *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -24,23 +24,18 @@ import json
 import queue
 import shutil
 import statistics
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-# Run as `python bench/latency.py`, this folder comes first on sys.path, and bench/edge.py
-# would shadow the `edge` package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import httpx
+import yaml
 
-import httpx  # noqa: E402
-import yaml  # noqa: E402
-
-from firmware_sim.control import SimControl  # noqa: E402
-from lifeline.broker import PrivateBroker, free_port  # noqa: E402
-from lifeline.demo import Child, gateway_config, http_json, spawn, start_simulator, wait_until  # noqa: E402
+from lifeline.broker import PrivateBroker, free_port
+from lifeline.demo import Child, gateway_config, http_json, spawn, start_simulator, wait_until
+from lifeline.firmware_sim.control import SimControl
 
 DEVICE, POINT = "gas-e01", "gas_concentration"
 

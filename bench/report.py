@@ -132,7 +132,7 @@ def scale_run(points: int, seconds: float) -> dict[str, Any]:
     from paho.mqtt.enums import CallbackAPIVersion
 
     from lifeline.broker import PrivateBroker, free_port
-    from wire import DataBatch, decode, subscription
+    from lifeline.wire import DataBatch, decode, subscription
 
     devices = max(1, round(points / 11))
     per_server = 200
@@ -222,10 +222,10 @@ def storage_bytes_per_row(rows: int = 200_000) -> dict[str, Any]:
     """Write `rows` readings through the collector's PostgreSQL store; bytes on disk per row."""
     import psycopg
 
-    from collector.models import Accepted
-    from collector.store import open_store
-    from wire import DataBatch, Kind, Record
-    from wire.topics import TopicParts
+    from lifeline.collector.models import Accepted
+    from lifeline.collector.store import open_store
+    from lifeline.wire import DataBatch, Kind, Record
+    from lifeline.wire.topics import TopicParts
 
     admin = os.environ.get("LIFELINE_BENCH_DB_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     name = f"lifeline_storage_{os.getpid()}"

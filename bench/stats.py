@@ -19,19 +19,13 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 import uuid
-from pathlib import Path
 
-# Run as `python bench/stats.py`, this folder comes first on sys.path (bench/edge.py would
-# shadow the `edge` package).
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import psycopg
 
-import psycopg  # noqa: E402
-
-from collector.stats import report  # noqa: E402
-from collector.store.postgres import PostgresStore  # noqa: E402
+from lifeline.collector.stats import report
+from lifeline.collector.store.postgres import PostgresStore
 
 DEFAULT_DB = "postgresql://postgres@127.0.0.1:5432/postgres"
 DAY_MS = 86_400_000

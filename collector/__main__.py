@@ -1,5 +1,5 @@
-"""`python -m collector ...` runs the collector CLI."""
+"""`python -m lifeline.collector ...` runs the collector CLI."""
 
-from collector.cli import app
+from lifeline.collector.cli import app
 
 app(prog_name="collector")

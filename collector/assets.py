@@ -10,8 +10,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from collector.grids import check_grid_code
-from wire.topics import IDENT_RE
+from lifeline.collector.grids import check_grid_code
+from lifeline.wire.topics import IDENT_RE
 
 CODE_RE = re.compile(r"^\d{16}$")
 _ID = IDENT_RE.pattern.removeprefix("^").removesuffix("$")  # a gateway or device id

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 if TYPE_CHECKING:
-    from collector.store import Store
+    from lifeline.collector.store import Store
 
 app = typer.Typer(
     help="The collector: MQTT ingest -> database -> alarms and city cases -> HTTP API.",
@@ -189,7 +189,7 @@ def _open(db: str | None) -> "Store":
     a typo in --db (or a missing --db in another folder) would otherwise create a new, empty
     database, and a key made there is one the real collector rejects.
     """
-    from collector.store import open_store
+    from lifeline.collector.store import open_store
 
     url = db or DEFAULTS["db"]
     _check_folder(url)
@@ -219,7 +219,7 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 def _setup_logging(verbose: bool) -> None:
-    from collector.lograte import RepeatLimiter
+    from lifeline.collector.lograte import RepeatLimiter
 
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -341,11 +341,11 @@ def run(
     ] = None,
 ) -> None:
     """Ingest from MQTT and serve the HTTP API in one process until SIGTERM/Ctrl-C."""
-    from collector.api import create_app
-    from collector.api.server import HttpGuard, default_max_connections, server
-    from collector.ingest import IngestConfig
-    from collector.runtime import CollectorConfig, Runtime
-    from collector.webhooks import WebhookConfig
+    from lifeline.collector.api import create_app
+    from lifeline.collector.api.server import HttpGuard, default_max_connections, server
+    from lifeline.collector.ingest import IngestConfig
+    from lifeline.collector.runtime import CollectorConfig, Runtime
+    from lifeline.collector.webhooks import WebhookConfig
 
     _setup_logging(verbose)
     given = {
@@ -419,8 +419,8 @@ def run(
         raise typer.BadParameter(
             f"{chosen_district!r} is not a 6-digit area code", param_hint="--district"
         )
-    from collector.ingest import PROTOCOLS, parse_mqtt_urls
-    from collector.runtime import ConsoleConfig
+    from lifeline.collector.ingest import PROTOCOLS, parse_mqtt_urls
+    from lifeline.collector.runtime import ConsoleConfig
 
     try:
         parse_mqtt_urls(str(opts["mqtt"]))
@@ -437,7 +437,7 @@ def run(
         raise typer.BadParameter(
             f"{protocol!r} is not one of {', '.join(PROTOCOLS)}", param_hint="--mqtt-protocol"
         )
-    from collector.partitions import parse_partitions
+    from lifeline.collector.partitions import parse_partitions
 
     parts = None
     if opts["partitions"] is not None:
@@ -473,9 +473,9 @@ def run(
         max_clock_skew_s=skew_s,
         console=console,
     )
-    from collector.assets import AssetError
-    from collector.cases.routing import RoutingError
-    from collector.store import StoreError
+    from lifeline.collector.assets import AssetError
+    from lifeline.collector.cases.routing import RoutingError
+    from lifeline.collector.store import StoreError
 
     _check_folder(cfg.db_url)
     listener = _listen(host, port)  # before anything starts: a busy port changes nothing
@@ -507,7 +507,7 @@ def run(
 @app.command()
 def migrate(db: DbOpt = None, as_json: JsonOpt = False) -> None:
     """Create or upgrade the database schema (safe to run twice)."""
-    from collector.store import open_store
+    from lifeline.collector.store import open_store
 
     _setup_logging(False)
     url = db or DEFAULTS["db"]
@@ -527,7 +527,7 @@ def migrate(db: DbOpt = None, as_json: JsonOpt = False) -> None:
 def _bootstrap_key(store: Any, path: Path) -> None:
     import time
 
-    from collector.keys import bootstrap_admin_key
+    from lifeline.collector.keys import bootstrap_admin_key
 
     if bootstrap_admin_key(store, path, int(time.time() * 1000)):
         typer.echo(f"created an admin API key; it is in {path}", err=True)
@@ -554,9 +554,9 @@ def create_key(
     """Create an API key and print it. It is shown only now: the database keeps its digest."""
     import time
 
-    from collector.api.routes.keys import check_scope
-    from collector.keys import digest, display_prefix, new_token
-    from collector.models import Role
+    from lifeline.collector.api.routes.keys import check_scope
+    from lifeline.collector.keys import digest, display_prefix, new_token
+    from lifeline.collector.models import Role
 
     try:
         chosen = Role(role)
@@ -626,7 +626,7 @@ def import_assets(
     as_json: JsonOpt = False,
 ) -> None:
     """Validate and import assets (upsert by 部件标识码), binding their devices."""
-    from collector.assets import AssetError, load
+    from lifeline.collector.assets import AssetError, load
 
     try:
         records = load(file)

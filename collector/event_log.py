@@ -17,10 +17,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from collector.errors import StoreError
+from lifeline.collector.errors import StoreError
 
 if TYPE_CHECKING:
-    from collector.store.base import EventLogStore
+    from lifeline.collector.store.base import EventLogStore
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The event log's vocabulary: every event type, their categories, and the patterns (`alarm.*`,
 `case.opened`) an SSE client or a webhook selects them with."""
 
-from wire import AlarmState
+from lifeline.wire import AlarmState
 
 ALARM_EVENT_TYPES = {
     AlarmState.ACTIVE_UNACKED.value: "alarm.raised",

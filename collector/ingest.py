@@ -25,10 +25,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from collector.broker_health import NOT_HONOURED, NOT_PROBED, PROBING, BrokerHealth
-from collector.models import Accepted, Incoming, Rejected, WriteResult
-from collector.store import Store, StoreDataError, StoreError, StoreUnavailable
-from wire import (
+from lifeline.collector.broker_health import NOT_HONOURED, NOT_PROBED, PROBING, BrokerHealth
+from lifeline.collector.models import Accepted, Incoming, Rejected, WriteResult
+from lifeline.collector.store import Store, StoreDataError, StoreError, StoreUnavailable
+from lifeline.wire import (
     AlarmBatch,
     Birth,
     Command,
@@ -42,8 +42,8 @@ from wire import (
     subscription,
     topic,
 )
-from wire.messages import Value
-from wire.topics import DURABLE_KINDS, WIRE_VERSION
+from lifeline.wire.messages import Value
+from lifeline.wire.topics import DURABLE_KINDS, WIRE_VERSION
 
 log = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from collector.models import Role
+from lifeline.collector.models import Role
 
 if TYPE_CHECKING:
-    from collector.store.base import KeyStore
+    from lifeline.collector.store.base import KeyStore
 
 KEY_PREFIX = "llk_"  # recognisable in a leaked-secret scan
 # Both headers work; the 401, the demo banner and the docs name them the same way.

@@ -5,8 +5,8 @@ from dataclasses import astuple, dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from wire import Location, Message, TopicParts
-from wire.messages import Value
+from lifeline.wire import Location, Message, TopicParts
+from lifeline.wire.messages import Value
 
 # Where a stored alarm event came from: the gateway's stream, or its birth's alarm picture.
 ORIGIN_GATEWAY, ORIGIN_BIRTH = "gateway", "birth"

@@ -11,7 +11,7 @@ Two figures, over the devices the collector knows:
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from collector.models import DeviceState, Status, StatusChange
+from lifeline.collector.models import DeviceState, Status, StatusChange
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,9 +35,9 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from collector.ingest import Ingest, IngestConfig, IngestStats
-from collector.store import Store
-from wire.messages import Value
+from lifeline.collector.ingest import Ingest, IngestConfig, IngestStats
+from lifeline.collector.store import Store
+from lifeline.wire.messages import Value
 
 log = logging.getLogger(__name__)
 

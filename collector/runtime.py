@@ -8,9 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from collector import assets as asset_files
-from collector.cases.engine import CaseEngine
-from collector.cases.routing import (
+from lifeline.collector import assets as asset_files
+from lifeline.collector.cases.engine import CaseEngine
+from lifeline.collector.cases.routing import (
     UNKNOWN_AREA,
     default_routing_path,
     load_routing,
@@ -18,11 +18,11 @@ from collector.cases.routing import (
     routing_catalog,
     routing_grids,
 )
-from collector.event_log import EventPump, Notifier
-from collector.ingest import Ingest, IngestConfig
-from collector.partitions import Partition, PartitionedIngest
-from collector.store import Store, open_store
-from collector.webhooks import Deliverer, WebhookConfig
+from lifeline.collector.event_log import EventPump, Notifier
+from lifeline.collector.ingest import Ingest, IngestConfig
+from lifeline.collector.partitions import Partition, PartitionedIngest
+from lifeline.collector.store import Store, open_store
+from lifeline.collector.webhooks import Deliverer, WebhookConfig
 
 log = logging.getLogger(__name__)
 

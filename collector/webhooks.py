@@ -36,12 +36,12 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 
-from collector.errors import StoreError
-from collector.event_log import Notifier
-from collector.models import DueDelivery, EventRecord, Webhook
+from lifeline.collector.errors import StoreError
+from lifeline.collector.event_log import Notifier
+from lifeline.collector.models import DueDelivery, EventRecord, Webhook
 
 if TYPE_CHECKING:
-    from collector.store.base import WebhookStore
+    from lifeline.collector.store.base import WebhookStore
 
 log = logging.getLogger(__name__)
 

@@ -37,11 +37,11 @@ from pymodbus.pdu.register_message import (
     WriteSingleRegisterRequest,
 )
 
-from drivers.errors import BadFrame, DeviceException, DeviceTimeout, DriverError, LinkDown
-from drivers.frames import find_mbap_answer, find_rtu_answer
-from drivers.planner import ReadRequest
-from drivers.profile import PointSpec
-from drivers.values import Value, decode_response, encode_value, write_function
+from lifeline.drivers.errors import BadFrame, DeviceException, DeviceTimeout, DriverError, LinkDown
+from lifeline.drivers.frames import find_mbap_answer, find_rtu_answer
+from lifeline.drivers.planner import ReadRequest
+from lifeline.drivers.profile import PointSpec
+from lifeline.drivers.values import Value, decode_response, encode_value, write_function
 
 __all__ = [
     "Link",

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import chain
 
-from drivers.profile import PointSpec, Table
+from lifeline.drivers.profile import PointSpec, Table
 
 __all__ = ["MAX_BITS", "MAX_REGISTERS", "ReadRequest", "plan_reads", "split_read"]
 

@@ -28,10 +28,10 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from drivers.errors import DeviceException, DeviceTimeout, DriverError
-from drivers.planner import MAX_REGISTERS, ReadRequest, plan_reads, split_read
-from drivers.profile import PointSpec
-from drivers.values import Value, decode_response
+from lifeline.drivers.errors import DeviceException, DeviceTimeout, DriverError
+from lifeline.drivers.planner import MAX_REGISTERS, ReadRequest, plan_reads, split_read
+from lifeline.drivers.profile import PointSpec
+from lifeline.drivers.values import Value, decode_response
 
 __all__ = ["BUSY_CODES", "SILENT_CODES", "DeviceReader", "PollCounts", "ReadLink", "describe_plan"]
 

@@ -14,11 +14,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from drivers.errors import DeviceException, DeviceTimeout, DriverError, LinkDown
-from drivers.link import Link, ModbusSerialLink, ModbusTcpLink, RtuOverTcpLink, poll_device
-from drivers.planner import plan_reads
-from drivers.profile import Profile
-from drivers.values import Value
+from lifeline.drivers.errors import DeviceException, DeviceTimeout, DriverError, LinkDown
+from lifeline.drivers.link import Link, ModbusSerialLink, ModbusTcpLink, RtuOverTcpLink, poll_device
+from lifeline.drivers.planner import plan_reads
+from lifeline.drivers.profile import Profile
+from lifeline.drivers.values import Value
 
 __all__ = [
     "Found",

@@ -10,8 +10,8 @@ import math
 import struct
 from collections.abc import Sequence
 
-from drivers.planner import ReadRequest
-from drivers.profile import ByteOrder, DataType, PointSpec, Table
+from lifeline.drivers.planner import ReadRequest
+from lifeline.drivers.profile import ByteOrder, DataType, PointSpec, Table
 
 __all__ = ["Value", "decode_point", "decode_response", "encode_value", "write_function"]
 

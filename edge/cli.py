@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from edge import crew, installer
+from lifeline.edge import crew, installer
 
 if TYPE_CHECKING:  # the commands import what they need when they run: a quick CLI start
-    from drivers.profile import Profile
-    from edge.config import GatewayConfig
+    from lifeline.drivers.profile import Profile
+    from lifeline.edge.config import GatewayConfig
 
 app = typer.Typer(
     help="The edge gateway: polls Modbus sensors, raises local alarms, buffers, forwards to MQTT.",
@@ -45,9 +45,9 @@ def run(
     import asyncio
     import sqlite3
 
-    from edge.buffer import BufferFull
-    from edge.config import ConfigError, config_warnings, load_config
-    from edge.daemon import GatewayFailed, serve
+    from lifeline.edge.buffer import BufferFull
+    from lifeline.edge.config import ConfigError, config_warnings, load_config
+    from lifeline.edge.daemon import GatewayFailed, serve
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -84,7 +84,7 @@ def validate(
 
     Exits 1 (typer.Exit) with the file, field and reason when the config is not valid.
     """
-    from edge.config import ConfigError, config_warnings, load_config, resolve_profiles
+    from lifeline.edge.config import ConfigError, config_warnings, load_config, resolve_profiles
 
     try:
         cfg = load_config(config)
@@ -104,8 +104,8 @@ def validate(
 
 def _print_plan(cfg: GatewayConfig, profiles: dict[str, Profile]) -> None:
     """One row per Modbus read a poll makes: device, function, registers, the points in it."""
-    from edge.cli_output import print_table
-    from edge.scheduler import bus_name, make_reader
+    from lifeline.edge.cli_output import print_table
+    from lifeline.edge.scheduler import bus_name, make_reader
 
     rows = []
     for bus in cfg.buses:

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from enum import Enum
 
-from wire import EARLIEST_PLAUSIBLE_MS, ClockInfo
+from lifeline.wire import EARLIEST_PLAUSIBLE_MS, ClockInfo
 
 # A step is a change of (wall - monotonic) beyond this between two looks. NTP slews at most
 # 0.5 ms/s, so looks a second apart never see a slew as a step.

@@ -11,12 +11,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from drivers.errors import DriverError
-from drivers.link import Link
-from drivers.values import Value
-from edge.config import ConfigError
-from edge.scheduler import Device
-from wire import Command, CommandReply
+from lifeline.drivers.errors import DriverError
+from lifeline.drivers.link import Link
+from lifeline.drivers.values import Value
+from lifeline.edge.config import ConfigError
+from lifeline.edge.scheduler import Device
+from lifeline.wire import Command, CommandReply
 
 log = logging.getLogger("lifeline.edge")
 

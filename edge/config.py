@@ -13,8 +13,13 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from drivers.baudrates import MAX_BAUDRATE, MIN_BAUDRATE, STANDARD_BAUDRATES, baudrate_problem
-from drivers.profile import (
+from lifeline.drivers.baudrates import (
+    MAX_BAUDRATE,
+    MIN_BAUDRATE,
+    STANDARD_BAUDRATES,
+    baudrate_problem,
+)
+from lifeline.drivers.profile import (
     AlarmLadder,
     AlarmRuleSpec,
     PointSpec,
@@ -25,9 +30,9 @@ from drivers.profile import (
     load_profile,
     yaml_problem,
 )
-from wire import Location
-from wire.messages import DATUMS
-from wire.topics import IDENT_RE
+from lifeline.wire import Location
+from lifeline.wire.messages import DATUMS
+from lifeline.wire.topics import IDENT_RE
 
 IDENT = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 assert IDENT_RE.pattern == IDENT  # one definition of an id, checked at import

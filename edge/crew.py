@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from edge.cli_output import (
+from lifeline.edge.cli_output import (
     SEVERITY_NAMES,
     fail,
     local_time,
@@ -31,9 +31,9 @@ from edge.cli_output import (
 )
 
 if TYPE_CHECKING:
-    from edge.buffer.views import AlarmRow
-    from edge.config import GatewayConfig
-    from wire import Record
+    from lifeline.edge.buffer.views import AlarmRow
+    from lifeline.edge.config import GatewayConfig
+    from lifeline.wire import Record
 
 __all__ = ["register"]
 
@@ -53,7 +53,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts in
 
 
 def _load(config: Path) -> GatewayConfig:
-    from edge.config import ConfigError, load_config
+    from lifeline.edge.config import ConfigError, load_config
 
     try:
         return load_config(config)
@@ -133,7 +133,7 @@ def alarms_command(
     as_json: JsonOpt = False,
 ) -> None:
     """The gateway's local alarm log, newest first (works with the uplink down)."""
-    from edge.buffer.views import alarms
+    from lifeline.edge.buffer.views import alarms
 
     since_ms = _parse_since(since) if since else None
     worst = _parse_severity(severity) if severity else None
@@ -196,7 +196,7 @@ def ack_command(
     (the running daemon applied it within --wait) and state (the alarm's state then, None
     while only queued).
     """
-    from edge.buffer.views import alarms, request_ack
+    from lifeline.edge.buffer.views import alarms, request_ack
 
     path = _db(config, db)
     if not by.strip():
@@ -257,8 +257,8 @@ def _age(iso: str | None, now: int) -> str:
 
 def _status(path: Path, device_ids: list[str]) -> dict[str, Any]:
     """Everything `status` shows, from the daemon's health snapshot and the buffer."""
-    from edge.buffer.health import daemon_running
-    from edge.buffer.views import buffer_stats, gateway_health, open_alarm_counts
+    from lifeline.edge.buffer.health import daemon_running
+    from lifeline.edge.buffer.views import buffer_stats, gateway_health, open_alarm_counts
 
     stats = buffer_stats(path)
     health = gateway_health(path)
@@ -445,7 +445,7 @@ def _clock_line(clock: dict[str, Any], now: int) -> str:
 
 def _entry(e: AlarmRow | Record) -> dict[str, Any]:
     """A tail line's JSON form: an alarm log entry or a reading."""
-    from edge.buffer.views import AlarmRow
+    from lifeline.edge.buffer.views import AlarmRow
 
     if isinstance(e, AlarmRow):
         return {"kind": "alarm", **_alarm_json(e)}
@@ -497,7 +497,7 @@ def tail_command(
     Alarms are never missed. Readings are shown from the buffer: with the uplink down all of
     them; with it up, those that are still waiting when we look (most, not all).
     """
-    from edge.buffer.views import Follower
+    from lifeline.edge.buffer.views import Follower
 
     since_ms = _parse_since(since) if since else None
     path = _db(config, db)
@@ -564,12 +564,12 @@ def write_command(
     On an RS-485 bus the gateway daemon holds the port: stop it first (systemctl stop
     lifeline-edge) or send the write through the collector's command instead.
     """
-    from drivers.errors import DriverError
-    from drivers.link import poll_device
-    from drivers.planner import plan_reads
-    from drivers.values import encode_value
-    from edge.config import ConfigError, resolve_profiles
-    from edge.scheduler import make_link
+    from lifeline.drivers.errors import DriverError
+    from lifeline.drivers.link import poll_device
+    from lifeline.drivers.planner import plan_reads
+    from lifeline.drivers.values import encode_value
+    from lifeline.edge.config import ConfigError, resolve_profiles
+    from lifeline.edge.scheduler import make_link
 
     cfg = _load(config)
     try:

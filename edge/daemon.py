@@ -21,18 +21,18 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from drivers.link import Link
-from drivers.profile import Profile
-from edge.buffer import DeviceHealth, GatewayHealth, Outbox
-from edge.clock import ClockChange, ClockWatch, mono_ms, wall_ms
-from edge.commands import Commands
-from edge.config import GatewayConfig, LocationConfig, load_config, resolve_profiles
-from edge.pipeline import Pipeline
-from edge.ports import Buffer, CommandHandler, Poller, PollerFactory, TransportFactory
-from edge.rules import AlarmEngine
-from edge.scheduler import BusPoller, Device, Health
-from edge.uplink import Uplink, first_set
-from wire import Birth, DeviceInfo, Location
+from lifeline.drivers.link import Link
+from lifeline.drivers.profile import Profile
+from lifeline.edge.buffer import DeviceHealth, GatewayHealth, Outbox
+from lifeline.edge.clock import ClockChange, ClockWatch, mono_ms, wall_ms
+from lifeline.edge.commands import Commands
+from lifeline.edge.config import GatewayConfig, LocationConfig, load_config, resolve_profiles
+from lifeline.edge.pipeline import Pipeline
+from lifeline.edge.ports import Buffer, CommandHandler, Poller, PollerFactory, TransportFactory
+from lifeline.edge.rules import AlarmEngine
+from lifeline.edge.scheduler import BusPoller, Device, Health
+from lifeline.edge.uplink import Uplink, first_set
+from lifeline.wire import Birth, DeviceInfo, Location
 
 log = logging.getLogger("lifeline.edge")
 

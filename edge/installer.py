@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
-from edge.cli_output import fail, print_json, print_table, usage_error
+from lifeline.edge.cli_output import fail, print_json, print_table, usage_error
 
 if TYPE_CHECKING:
-    from drivers.profile import Profile
-    from drivers.scan import LineSettings, ScanResult, Target
-    from drivers.values import Value
-    from edge.config import Bus, DeviceConfig, GatewayConfig
+    from lifeline.drivers.profile import Profile
+    from lifeline.drivers.scan import LineSettings, ScanResult, Target
+    from lifeline.drivers.values import Value
+    from lifeline.edge.config import Bus, DeviceConfig, GatewayConfig
 
 __all__ = ["register"]
 
@@ -77,7 +77,7 @@ def _split(text: str, what: str, param: str) -> list[str]:
 
 
 def _scan_target(port: str | None, host: str | None, tcp_port: int, rtu_over_tcp: bool) -> Target:
-    from drivers.scan import Target
+    from lifeline.drivers.scan import Target
 
     if (port is None) == (host is None):
         usage_error("give either --port /dev/ttyX (RS-485) or --host HOST (Modbus TCP)", "--port")
@@ -90,8 +90,13 @@ def _scan_target(port: str | None, host: str | None, tcp_port: int, rtu_over_tcp
 
 
 def _line_settings(baud: str, parity: str) -> list[LineSettings]:
-    from drivers.baudrates import MAX_BAUDRATE, MIN_BAUDRATE, STANDARD_BAUDRATES, baudrate_problem
-    from drivers.scan import LineSettings
+    from lifeline.drivers.baudrates import (
+        MAX_BAUDRATE,
+        MIN_BAUDRATE,
+        STANDARD_BAUDRATES,
+        baudrate_problem,
+    )
+    from lifeline.drivers.scan import LineSettings
 
     lines = []
     for b in _split(baud, "baud rate", "--baud"):
@@ -113,9 +118,9 @@ def _line_settings(baud: str, parity: str) -> list[LineSettings]:
 def _run_scan(
     target: Target, units_text: str, lines: list[LineSettings], timeout: float, quiet: bool
 ) -> ScanResult:
-    from drivers.errors import LinkDown
-    from drivers.profile import builtin_profiles
-    from drivers.scan import parse_units, scan
+    from lifeline.drivers.errors import LinkDown
+    from lifeline.drivers.profile import builtin_profiles
+    from lifeline.drivers.scan import parse_units, scan
 
     try:
         units = parse_units(units_text)
@@ -386,7 +391,7 @@ def _ask(
 
 
 def _check_ident(param: str, what: str, longest_suffix: int = 0) -> Callable[[str], str]:
-    from wire.topics import IDENT_RE
+    from lifeline.wire.topics import IDENT_RE
 
     def check(text: str) -> str:
         if not IDENT_RE.match(text) or len(text) + longest_suffix > 64:
@@ -434,7 +439,7 @@ def _check_grid(text: str) -> str:
 
 def _parse_location(text: str) -> dict[str, Any]:
     """--location LON,LAT[,DATUM]: degrees, longitude first; the datum CGCS2000 unless given."""
-    from wire.messages import DATUMS
+    from lifeline.wire.messages import DATUMS
 
     example = "e.g. 120.1302,30.2745 or 120.1302,30.2745,WGS84"
     parts = [x.strip() for x in text.split(",")]
@@ -502,7 +507,7 @@ def _write_checked(text: str, dest: Path, cfg: GatewayConfig) -> None:
     """
     import yaml
 
-    from edge.config import ConfigError, load_config, parse_config
+    from lifeline.edge.config import ConfigError, load_config, parse_config
 
     try:
         meant = parse_config(yaml.safe_load(text), str(dest)) == cfg
@@ -589,7 +594,7 @@ def commission_command(
 
     Asks for missing facts when run in a terminal; scripts pass them all as options.
     """
-    from edge.config import ConfigError, parse_config, resolve_profiles
+    from lifeline.edge.config import ConfigError, parse_config, resolve_profiles
 
     scans = [_load_scan(p) for p in scan_json or []]
     if not scans:
@@ -939,7 +944,7 @@ def _existing_identity(root: Path) -> str | None:
 def _load_config_data(config: Path) -> tuple[dict[str, Any], GatewayConfig]:
     import yaml
 
-    from edge.config import ConfigError, load_config
+    from lifeline.edge.config import ConfigError, load_config
 
     try:
         cfg = load_config(config)
@@ -1075,7 +1080,7 @@ def flash_command(
 def _check_flashed_config(item: _Planned) -> None:
     import yaml
 
-    from edge.config import ConfigError, parse_config
+    from lifeline.edge.config import ConfigError, parse_config
 
     try:
         parse_config(yaml.safe_load(item.data), item.path)
@@ -1122,12 +1127,12 @@ async def _check_device(
     """Identify a device and read it in full; with `capture` > 0, read it that many times, one
     poll interval apart, and keep the median of each point judged on its deviation as the
     point's baseline."""
-    from drivers.errors import DriverError
-    from drivers.link import poll_device
-    from drivers.planner import plan_reads
-    from drivers.reader import describe_plan
-    from drivers.scan import firmware_text
-    from edge.scheduler import make_link, make_reader
+    from lifeline.drivers.errors import DriverError
+    from lifeline.drivers.link import poll_device
+    from lifeline.drivers.planner import plan_reads
+    from lifeline.drivers.reader import describe_plan
+    from lifeline.drivers.scan import firmware_text
+    from lifeline.edge.scheduler import make_link, make_reader
 
     link = make_link(bus)
     reader = make_reader(dev, profile)
@@ -1188,7 +1193,7 @@ def _baselines(
     """
     import statistics
 
-    from edge.config import deviation_points, point_rules
+    from lifeline.edge.config import deviation_points, point_rules
 
     out: dict[str, float] = {}
     for point in deviation_points(dev, profile):
@@ -1221,7 +1226,7 @@ def _write_baselines(path: Path, found: dict[str, dict[str, float]]) -> tuple[bo
     """
     import yaml
 
-    from edge.config import ConfigError, GatewayConfig, load_config, parse_config
+    from lifeline.edge.config import ConfigError, GatewayConfig, load_config, parse_config
 
     try:
         text = path.read_text(encoding="utf-8")
@@ -1265,7 +1270,7 @@ def _check_broker(cfg: GatewayConfig, timeout: float) -> tuple[bool, str]:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from wire import Kind, Status, encode, topic
+    from lifeline.wire import Kind, Status, encode, topic
 
     m = cfg.mqtt
     session = f"check-{secrets.token_hex(4)}"
@@ -1336,7 +1341,7 @@ def check_command(
     becomes its installed zero in the config (a reading as far from 0 as its alarm limit is
     refused). Run it with the gateway daemon stopped: a serial port carries one master at a time.
     """
-    from edge.config import ConfigError, config_warnings, load_config, resolve_profiles
+    from lifeline.edge.config import ConfigError, config_warnings, load_config, resolve_profiles
 
     # What the drivers would log about a device's quirks is in each device's row already.
     logging.getLogger("lifeline.drivers").setLevel(logging.ERROR)

@@ -13,15 +13,15 @@ import logging
 import math
 from collections.abc import Callable
 
-from drivers.errors import DriverError
-from drivers.profile import AlarmRuleSpec, Profile
-from drivers.values import Value
-from edge.buffer import Sample
-from edge.config import Bus, GatewayConfig, point_rules
-from edge.ports import Buffer, Transport
-from edge.rules import AlarmEngine, ExceptionFilter, Rule, UnknownAlarm
-from edge.scheduler import Device, Health, make_device
-from wire import AlarmEvent, DeviceEvent, Quality, Severity
+from lifeline.drivers.errors import DriverError
+from lifeline.drivers.profile import AlarmRuleSpec, Profile
+from lifeline.drivers.values import Value
+from lifeline.edge.buffer import Sample
+from lifeline.edge.config import Bus, GatewayConfig, point_rules
+from lifeline.edge.ports import Buffer, Transport
+from lifeline.edge.rules import AlarmEngine, ExceptionFilter, Rule, UnknownAlarm
+from lifeline.edge.scheduler import Device, Health, make_device
+from lifeline.wire import AlarmEvent, DeviceEvent, Quality, Severity
 
 log = logging.getLogger("lifeline.edge")
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Protocol
 
-from drivers.link import Link, LinkStats
-from edge.buffer import GatewayHealth, Sample
-from edge.config import Bus
-from edge.scheduler import Device, PollSink
-from wire import AlarmEvent, Birth, Command, CommandReply, DeviceEvent
+from lifeline.drivers.link import Link, LinkStats
+from lifeline.edge.buffer import GatewayHealth, Sample
+from lifeline.edge.config import Bus
+from lifeline.edge.scheduler import Device, PollSink
+from lifeline.wire import AlarmEvent, Birth, Command, CommandReply, DeviceEvent
 
 CommandHandler = Callable[[Command], Awaitable[CommandReply]]
 

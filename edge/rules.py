@@ -12,8 +12,8 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from wire import AlarmEvent, AlarmState, Severity
-from wire.messages import Value
+from lifeline.wire import AlarmEvent, AlarmState, Severity
+from lifeline.wire.messages import Value
 
 LIMIT_TYPES = frozenset({"hihi", "hi", "lo", "lolo"})
 COMM_LOSS = "comm_loss"

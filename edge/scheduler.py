@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
-from drivers.errors import DeviceException, DriverError
-from drivers.link import (
+from lifeline.drivers.errors import DeviceException, DriverError
+from lifeline.drivers.link import (
     Link,
     LinkSettings,
     LinkStats,
@@ -20,10 +20,10 @@ from drivers.link import (
     ModbusTcpLink,
     RtuOverTcpLink,
 )
-from drivers.profile import Profile
-from drivers.reader import SILENT_CODES, DeviceReader
-from drivers.values import Value
-from edge.config import Bus, DeviceConfig, HealthConfig, RtuBus, TcpBus
+from lifeline.drivers.profile import Profile
+from lifeline.drivers.reader import SILENT_CODES, DeviceReader
+from lifeline.drivers.values import Value
+from lifeline.edge.config import Bus, DeviceConfig, HealthConfig, RtuBus, TcpBus
 
 log = logging.getLogger("lifeline.edge.scheduler")
 

@@ -38,11 +38,11 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.buffer import LANE_ALARM, LANE_DATA, LANE_DEVICE, BufferFull, Outbox
-from edge.clock import wall_ms
-from edge.config import MqttConfig, host_port
-from edge.packets import PacketLimit, publish_overhead
-from wire import (
+from lifeline.edge.buffer import LANE_ALARM, LANE_DATA, LANE_DEVICE, BufferFull, Outbox
+from lifeline.edge.clock import wall_ms
+from lifeline.edge.config import MqttConfig, host_port
+from lifeline.edge.packets import PacketLimit, publish_overhead
+from lifeline.wire import (
     MAX_ERROR,
     Birth,
     Command,

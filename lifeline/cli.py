@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from collector.cli import app as collector_app
-from edge.cli import app as edge_app
-from firmware_sim.cli import app as sim_app
+from lifeline.collector.cli import app as collector_app
+from lifeline.edge.cli import app as edge_app
+from lifeline.firmware_sim.cli import app as sim_app
 
 app = typer.Typer(
     name="lifeline",

@@ -20,9 +20,9 @@ from typing import Any
 
 import yaml
 
-from collector.keys import KEY_HEADERS
-from edge.cli_output import local_time
 from lifeline.broker import PrivateBroker, free_port
+from lifeline.collector.keys import KEY_HEADERS
+from lifeline.edge.cli_output import local_time
 
 CONFIG = files("lifeline.config")
 DEMO_DISTRICT = "330106"  # 杭州市西湖区: the area of the demo's assets, for cases without one

@@ -10,13 +10,13 @@ import asyncio
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from edge.buffer import BufferFull, GatewayHealth, Sample
-from edge.clock import mono_ms, wall_ms
-from edge.config import GatewayConfig, resolve_profiles
-from edge.daemon import Gateway
-from edge.ports import Buffer, CommandHandler, PollerFactory
-from edge.scheduler import BusPoller
-from wire import AlarmEvent, AlarmState, Birth, DeviceEvent
+from lifeline.edge.buffer import BufferFull, GatewayHealth, Sample
+from lifeline.edge.clock import mono_ms, wall_ms
+from lifeline.edge.config import GatewayConfig, resolve_profiles
+from lifeline.edge.daemon import Gateway
+from lifeline.edge.ports import Buffer, CommandHandler, PollerFactory
+from lifeline.edge.scheduler import BusPoller
+from lifeline.wire import AlarmEvent, AlarmState, Birth, DeviceEvent
 
 
 class FakeBuffer:

@@ -25,15 +25,15 @@ from modbus_tk import defines as tk
 from modbus_tk import hooks, modbus_rtu, modbus_tcp
 from pydantic import TypeAdapter
 
-from drivers.errors import DriverError
-from drivers.profile import Profile, builtin_profiles, parse_profile
-from drivers.values import Value
-from edge.config import Bus, HealthConfig
-from edge.scheduler import BusPoller, Device, Health, make_device
-from firmware_sim.scenario import Scenario
-from firmware_sim.servers import close_connections
-from firmware_sim.simulation import Simulation
 from lifeline.broker import free_port, wait_for_port
+from lifeline.drivers.errors import DriverError
+from lifeline.drivers.profile import Profile, builtin_profiles, parse_profile
+from lifeline.drivers.values import Value
+from lifeline.edge.config import Bus, HealthConfig
+from lifeline.edge.scheduler import BusPoller, Device, Health, make_device
+from lifeline.firmware_sim.scenario import Scenario
+from lifeline.firmware_sim.servers import close_connections
+from lifeline.firmware_sim.simulation import Simulation
 
 Transport = Literal["tcp", "serial", "rtu_tcp"]
 TRANSPORTS: tuple[Transport, ...] = ("tcp", "serial", "rtu_tcp")

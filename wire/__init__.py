@@ -1,6 +1,6 @@
 """The edge<->collector contract: topic names, message envelopes and the msgpack codec (v1)."""
 
-from wire.codec import (
+from lifeline.wire.codec import (
     EARLIEST_PLAUSIBLE_MS,
     MAX_ERROR,
     MAX_PAYLOAD_BYTES,
@@ -12,8 +12,8 @@ from wire.codec import (
     encode_data,
     encode_data_packed,
 )
-from wire.errors import WireError
-from wire.messages import (
+from lifeline.wire.errors import WireError
+from lifeline.wire.messages import (
     AlarmBatch,
     AlarmEvent,
     AlarmState,
@@ -34,7 +34,7 @@ from wire.messages import (
     Severity,
     Status,
 )
-from wire.topics import WIRE_VERSION, Kind, TopicParts, parse_topic, subscription, topic
+from lifeline.wire.topics import WIRE_VERSION, Kind, TopicParts, parse_topic, subscription, topic
 
 __all__ = [
     "EARLIEST_PLAUSIBLE_MS",

@@ -8,8 +8,8 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from wire.errors import WireError
-from wire.messages import (
+from lifeline.wire.errors import WireError
+from lifeline.wire.messages import (
     DATUMS,
     AlarmBatch,
     AlarmEvent,
@@ -32,7 +32,7 @@ from wire.messages import (
     Status,
     Value,
 )
-from wire.topics import DURABLE_KINDS, IDENT_RE, WIRE_VERSION, Kind, check_ident
+from lifeline.wire.topics import DURABLE_KINDS, IDENT_RE, WIRE_VERSION, Kind, check_ident
 
 MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_ITEMS = 20_000  # records or events in one message

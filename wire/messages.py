@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import NamedTuple
 
-from wire.topics import Kind
+from lifeline.wire.topics import Kind
 
 Value = bool | int | float | str | None
 

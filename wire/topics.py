@@ -4,7 +4,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-from wire.errors import WireError
+from lifeline.wire.errors import WireError
 
 WIRE_VERSION = 1
 DEFAULT_ROOT = "lifeline"

@@ -1,5 +1,5 @@
 """The collector's HTTP API (FastAPI): `create_app` is the factory."""
 
-from collector.api.app import AppConfig, create_app
+from lifeline.collector.api.app import AppConfig, create_app
 
 __all__ = ["AppConfig", "create_app"]

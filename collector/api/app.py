@@ -6,9 +6,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from collector.api import problems
-from collector.api.redirects import RelativeRedirects
-from collector.api.routes import (
+from lifeline.collector.api import problems
+from lifeline.collector.api.redirects import RelativeRedirects
+from lifeline.collector.api.routes import (
     alarms,
     assets,
     cases,
@@ -26,7 +26,7 @@ from collector.api.routes import (
     webhooks,
     workorders,
 )
-from collector.runtime import CollectorConfig, Runtime
+from lifeline.collector.runtime import CollectorConfig, Runtime
 
 AppConfig = CollectorConfig
 

@@ -11,10 +11,10 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Query, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from collector.api.deps import StoreDep
-from collector.keys import KEY_HEADERS, digest
-from collector.models import ApiKey, Role
-from collector.store import StoreError
+from lifeline.collector.api.deps import StoreDep
+from lifeline.collector.keys import KEY_HEADERS, digest
+from lifeline.collector.models import ApiKey, Role
+from lifeline.collector.store import StoreError
 
 _bearer = HTTPBearer(auto_error=False, description="API key as a bearer token")
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key")

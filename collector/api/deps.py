@@ -4,8 +4,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from collector.runtime import Runtime
-from collector.store import Store
+from lifeline.collector.runtime import Runtime
+from lifeline.collector.store import Store
 
 
 def get_runtime(request: Request) -> Runtime:

@@ -1,7 +1,7 @@
 """Naming a device in the API: a device id is unique only within its gateway."""
 
-from collector.models import DeviceState
-from collector.store import Store
+from lifeline.collector.models import DeviceState
+from lifeline.collector.store import Store
 
 
 class AmbiguousDevice(Exception):

@@ -12,8 +12,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from collector.api.names import AmbiguousDevice
-from collector.errors import StoreDataError, StoreUnavailable
+from lifeline.collector.api.names import AmbiguousDevice
+from lifeline.collector.errors import StoreDataError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -14,13 +14,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from collector.cases.routing import Outcome
-from collector.cases.workflow import Audit, CaseState, Colour, Place
-from collector.cases.workorders import WorkOrderState
-from collector.models import DeviceState, GatewayClock, GatewayEpoch, Role, Status
-from collector.profiles import PointInfo
-from wire import AlarmState, Location, Quality
-from wire.messages import Value
+from lifeline.collector.cases.routing import Outcome
+from lifeline.collector.cases.workflow import Audit, CaseState, Colour, Place
+from lifeline.collector.cases.workorders import WorkOrderState
+from lifeline.collector.models import DeviceState, GatewayClock, GatewayEpoch, Role, Status
+from lifeline.collector.profiles import PointInfo
+from lifeline.wire import AlarmState, Location, Quality
+from lifeline.wire.messages import Value
 
 __all__ = [
     "AckAccepted",

@@ -9,8 +9,8 @@ The matrix is written out in docs/integration.md and walked by tests/integration
 
 from collections.abc import Iterable, Mapping
 
-from collector.cases.workflow import Action, Case
-from collector.models import ApiKey, Role
+from lifeline.collector.cases.workflow import Action, Case
+from lifeline.collector.models import ApiKey, Role
 
 R = Role
 

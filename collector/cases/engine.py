@@ -16,12 +16,12 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from collector.assets import Asset
-from collector.cases import phases as clock
-from collector.cases.calendar import DEFAULT_CALENDAR, WorkCalendar
-from collector.cases.phases import Phase
-from collector.cases.routing import Decision, Outcome, Routing
-from collector.cases.workflow import (
+from lifeline.collector.assets import Asset
+from lifeline.collector.cases import phases as clock
+from lifeline.collector.cases.calendar import DEFAULT_CALENDAR, WorkCalendar
+from lifeline.collector.cases.phases import Phase
+from lifeline.collector.cases.routing import Decision, Outcome, Routing
+from lifeline.collector.cases.workflow import (
     REQUESTS,
     SYSTEM_ACTIONS,
     UNCLASSIFIED,
@@ -36,18 +36,24 @@ from collector.cases.workflow import (
     apply,
     open_case,
 )
-from collector.cases.workorders import (
+from lifeline.collector.cases.workorders import (
     WorkOrder,
     WorkOrderAction,
     WorkOrderState,
     act_on,
     open_work_order,
 )
-from collector.errors import Conflict
-from collector.grids import Grid, GridMap
-from collector.models import ORIGIN_BIRTH, RECONCILED, AlarmLink, AlarmTransition, DeviceState
-from collector.profiles import Catalog, shipped_catalog
-from wire import AlarmState
+from lifeline.collector.errors import Conflict
+from lifeline.collector.grids import Grid, GridMap
+from lifeline.collector.models import (
+    ORIGIN_BIRTH,
+    RECONCILED,
+    AlarmLink,
+    AlarmTransition,
+    DeviceState,
+)
+from lifeline.collector.profiles import Catalog, shipped_catalog
+from lifeline.wire import AlarmState
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Protocol
 
-from collector.cases.calendar import HOUR_MS, Unit, WorkCalendar
-from collector.cases.workflow import Action, Case, CaseState
+from lifeline.collector.cases.calendar import HOUR_MS, Unit, WorkCalendar
+from lifeline.collector.cases.workflow import Action, Case, CaseState
 
 S = CaseState
 

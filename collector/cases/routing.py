@@ -24,19 +24,25 @@ from pydantic import (
     model_validator,
 )
 
-from collector.assets import Asset
-from collector.cases.calendar import (
+from lifeline.collector.assets import Asset
+from lifeline.collector.cases.calendar import (
     DEFAULT_CALENDAR,
     CalendarError,
     Unit,
     WorkCalendar,
     load_calendar,
 )
-from collector.cases.phases import Limit, Stage
-from collector.cases.workflow import COMPONENT, EVENT, UNCLASSIFIED
-from collector.grids import Grid, GridError, GridMap, load_grids
-from collector.profiles import DEVICE_POINT, Catalog, CatalogError, load_profile, shipped_catalog
-from wire import AlarmType
+from lifeline.collector.cases.phases import Limit, Stage
+from lifeline.collector.cases.workflow import COMPONENT, EVENT, UNCLASSIFIED
+from lifeline.collector.grids import Grid, GridError, GridMap, load_grids
+from lifeline.collector.profiles import (
+    DEVICE_POINT,
+    Catalog,
+    CatalogError,
+    load_profile,
+    shipped_catalog,
+)
+from lifeline.wire import AlarmType
 
 ANY = "*"  # a route's family that matches every family
 UNKNOWN_AREA = "000000"  # the area code of a case whose place gives none and no district is set

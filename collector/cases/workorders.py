@@ -11,7 +11,7 @@ maintainer completes it (处置完成, or 误报 when the device was fine).
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from collector.cases.workflow import Audit, Closure, Colour, Place
+from lifeline.collector.cases.workflow import Audit, Closure, Colour, Place
 
 
 class WorkOrderState(StrEnum):

@@ -11,7 +11,7 @@
   each turns its driver's errors into StoreError (collector.errors)
 """
 
-from collector.store.base import (
+from lifeline.collector.store.base import (
     Conflict,
     Store,
     StoreDataError,
@@ -27,12 +27,12 @@ def open_store(url: str) -> Store:
     reached.
     """
     if url.startswith("sqlite://"):
-        from collector.store.sqlite import SqliteStore
+        from lifeline.collector.store.sqlite import SqliteStore
 
         path = url.removeprefix("sqlite://").removeprefix("/") or ":memory:"
         return SqliteStore(path)
     if url.startswith(("postgresql://", "postgres://")):
-        from collector.store.postgres import PostgresStore
+        from lifeline.collector.store.postgres import PostgresStore
 
         return PostgresStore(url)
     raise ValueError(f"unsupported database URL {url!r} (use sqlite:///FILE or postgresql://...)")

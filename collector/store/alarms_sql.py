@@ -7,16 +7,24 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from collector.event_types import ALARM_EVENT_TYPES
-from collector.models import (
+from lifeline.collector.event_types import ALARM_EVENT_TYPES
+from lifeline.collector.models import (
     ORIGIN_BIRTH,
     ORIGIN_GATEWAY,
     RECONCILED,
     AlarmRecord,
     AlarmView,
 )
-from collector.store.rows import BIRTH_IDX, Commit, Cursor, Pos, Rows, at_or_after, sql_values
-from wire import (
+from lifeline.collector.store.rows import (
+    BIRTH_IDX,
+    Commit,
+    Cursor,
+    Pos,
+    Rows,
+    at_or_after,
+    sql_values,
+)
+from lifeline.wire import (
     AlarmEvent,
     AlarmState,
     Birth,

@@ -5,9 +5,9 @@ to them, by the registry or by a gateway's birth.
 import logging
 from collections.abc import Sequence
 
-from collector.assets import Asset, AssetError
-from collector.store.rows import Commit, Cursor, Rows
-from wire import (
+from lifeline.collector.assets import Asset, AssetError
+from lifeline.collector.store.rows import Commit, Cursor, Rows
+from lifeline.wire import (
     Birth,
 )
 

@@ -9,12 +9,12 @@ database failure, never a driver's own error.
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from collector.assets import Asset
-from collector.cases.phases import Phase
-from collector.cases.workflow import Audit, Case
-from collector.cases.workorders import WorkOrder
-from collector.errors import Conflict, StoreDataError, StoreError, StoreUnavailable
-from collector.models import (
+from lifeline.collector.assets import Asset
+from lifeline.collector.cases.phases import Phase
+from lifeline.collector.cases.workflow import Audit, Case
+from lifeline.collector.cases.workorders import WorkOrder
+from lifeline.collector.errors import Conflict, StoreDataError, StoreError, StoreUnavailable
+from lifeline.collector.models import (
     AlarmLink,
     AlarmRecord,
     AlarmTransition,
@@ -35,7 +35,7 @@ from collector.models import (
     Webhook,
     WriteResult,
 )
-from collector.stats import Counts
+from lifeline.collector.stats import Counts
 
 __all__ = [
     "AlarmStore",

@@ -12,13 +12,13 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from collector.cases.phases import Phase
-from collector.cases.workflow import TIMED_STATES, Audit, Case, CaseState, Place
-from collector.cases.workorders import WorkOrder, WorkOrderState
-from collector.errors import Conflict
-from collector.models import AlarmLink, AlarmTransition
-from collector.stats import Counts
-from collector.store.rows import Cursor, Rows, sql_values
+from lifeline.collector.cases.phases import Phase
+from lifeline.collector.cases.workflow import TIMED_STATES, Audit, Case, CaseState, Place
+from lifeline.collector.cases.workorders import WorkOrder, WorkOrderState
+from lifeline.collector.errors import Conflict
+from lifeline.collector.models import AlarmLink, AlarmTransition
+from lifeline.collector.stats import Counts
+from lifeline.collector.store.rows import Cursor, Rows, sql_values
 
 # An audit action of a case and the event it becomes (everything else: case.transition).
 CASE_EVENT_TYPES = {"report": "case.opened", "upgrade": "case.upgraded", "rework": "case.reworked"}

@@ -7,11 +7,11 @@ to recognise and match it, not to fill the disk), and lives `retention` long.
 import hashlib
 import logging
 
-from collector.models import (
+from lifeline.collector.models import (
     DeadLetter,
     Rejected,
 )
-from collector.store.rows import Cursor, Rows
+from lifeline.collector.store.rows import Cursor, Rows
 
 log = logging.getLogger(__name__)
 

@@ -8,10 +8,10 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from collector.models import (
+from lifeline.collector.models import (
     EventRecord,
 )
-from collector.store.rows import Cursor, Rows
+from lifeline.collector.store.rows import Cursor, Rows
 
 log = logging.getLogger(__name__)
 

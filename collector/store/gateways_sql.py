@@ -6,7 +6,7 @@ import json
 import logging
 from typing import Any
 
-from collector.models import (
+from lifeline.collector.models import (
     DeviceState,
     GatewayClock,
     GatewayEpoch,
@@ -14,14 +14,14 @@ from collector.models import (
     Status,
     StatusChange,
 )
-from collector.store.rows import BIRTH_IDX, Change, Commit, Cursor, Rows, at_or_after
-from wire import (
+from lifeline.collector.store.rows import BIRTH_IDX, Change, Commit, Cursor, Rows, at_or_after
+from lifeline.wire import (
     Birth,
     CommandReply,
     Death,
     Location,
 )
-from wire import Status as StatusMsg
+from lifeline.wire import Status as StatusMsg
 
 log = logging.getLogger(__name__)
 

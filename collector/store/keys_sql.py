@@ -6,8 +6,8 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from collector.models import ApiKey, Department, Role
-from collector.store.rows import Rows
+from lifeline.collector.models import ApiKey, Department, Role
+from lifeline.collector.store.rows import Rows
 
 log = logging.getLogger(__name__)
 

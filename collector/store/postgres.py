@@ -20,17 +20,17 @@ import psycopg
 import psycopg_pool
 from psycopg_pool import ConnectionPool
 
-from collector.models import Bucket, Incoming, Reading, WriteResult
-from collector.store.base import StoreDataError, StoreError, StoreUnavailable
-from collector.store.readings_sql import (
+from lifeline.collector.models import Bucket, Incoming, Reading, WriteResult
+from lifeline.collector.store.base import StoreDataError, StoreError, StoreUnavailable
+from lifeline.collector.store.readings_sql import (
     V_FLOAT,
     FlaggedRow,
     ReadingRow,
     decode_value,
     encode_value,
 )
-from collector.store.rows import Cursor
-from collector.store.schema import (
+from lifeline.collector.store.rows import Cursor
+from lifeline.collector.store.schema import (
     Migration,
     api_statements,
     application_statements,
@@ -46,8 +46,8 @@ from collector.store.schema import (
     source_statements,
     stats_statements,
 )
-from collector.store.sql import BatchKey, KeyedDigest, SqlStore
-from wire import DataBatch, Quality
+from lifeline.collector.store.sql import BatchKey, KeyedDigest, SqlStore
+from lifeline.wire import DataBatch, Quality
 
 log = logging.getLogger(__name__)
 # The pool logs every failed reconnection attempt; the store logs the state change once itself.

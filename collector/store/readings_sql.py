@@ -9,11 +9,11 @@ from abc import abstractmethod
 from collections.abc import Iterator
 from dataclasses import replace
 
-from collector.store.rows import Commit, Cursor, Rows
-from wire import (
+from lifeline.collector.store.rows import Commit, Cursor, Rows
+from lifeline.wire import (
     DataBatch,
 )
-from wire.messages import Value
+from lifeline.wire.messages import Value
 
 log = logging.getLogger(__name__)
 

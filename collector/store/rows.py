@@ -12,8 +12,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from collector.models import EventRecord, Status
-from wire import Record
+from lifeline.collector.models import EventRecord, Status
+from lifeline.wire import Record
 
 Pos = tuple[int, int, int]  # (epoch rank, batch seq, index): the gateway's order of events
 BIRTH_IDX = 2**31  # a birth's picture comes after every event of its high-water batch

@@ -9,19 +9,19 @@ import logging
 from abc import abstractmethod
 from collections.abc import Sequence
 
-from collector.models import Accepted, Incoming, Rejected, Status, WriteResult
-from collector.store.alarms_sql import AlarmRows
-from collector.store.assets_sql import AssetRows
-from collector.store.base import StoreDataError
-from collector.store.cases_sql import CaseRows
-from collector.store.dead_letters_sql import DeadLetterRows
-from collector.store.events_sql import EventLogRows
-from collector.store.gateways_sql import GatewayRows
-from collector.store.keys_sql import KeyRows
-from collector.store.readings_sql import FlaggedRow, ReadingRow, ReadingRows
-from collector.store.rows import Change, Commit, Cursor
-from collector.store.webhooks_sql import WebhookRows
-from wire import (
+from lifeline.collector.models import Accepted, Incoming, Rejected, Status, WriteResult
+from lifeline.collector.store.alarms_sql import AlarmRows
+from lifeline.collector.store.assets_sql import AssetRows
+from lifeline.collector.store.base import StoreDataError
+from lifeline.collector.store.cases_sql import CaseRows
+from lifeline.collector.store.dead_letters_sql import DeadLetterRows
+from lifeline.collector.store.events_sql import EventLogRows
+from lifeline.collector.store.gateways_sql import GatewayRows
+from lifeline.collector.store.keys_sql import KeyRows
+from lifeline.collector.store.readings_sql import FlaggedRow, ReadingRow, ReadingRows
+from lifeline.collector.store.rows import Change, Commit, Cursor
+from lifeline.collector.store.webhooks_sql import WebhookRows
+from lifeline.wire import (
     EARLIEST_PLAUSIBLE_MS,
     AlarmBatch,
     Birth,
@@ -31,7 +31,7 @@ from wire import (
     DeviceEventBatch,
     encode,
 )
-from wire import Status as StatusMsg
+from lifeline.wire import Status as StatusMsg
 
 log = logging.getLogger(__name__)
 

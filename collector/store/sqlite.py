@@ -10,11 +10,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from collector.models import Bucket, Reading
-from collector.store.base import StoreDataError, StoreError, StoreUnavailable
-from collector.store.readings_sql import FlaggedRow, ReadingRow, decode_value
-from collector.store.rows import Cursor
-from collector.store.schema import (
+from lifeline.collector.models import Bucket, Reading
+from lifeline.collector.store.base import StoreDataError, StoreError, StoreUnavailable
+from lifeline.collector.store.readings_sql import FlaggedRow, ReadingRow, decode_value
+from lifeline.collector.store.rows import Cursor
+from lifeline.collector.store.schema import (
     Migration,
     api_statements,
     application_statements,
@@ -30,7 +30,7 @@ from collector.store.schema import (
     source_statements,
     stats_statements,
 )
-from collector.store.sql import BatchKey, KeyedDigest, SqlStore
+from lifeline.collector.store.sql import BatchKey, KeyedDigest, SqlStore
 
 log = logging.getLogger(__name__)
 

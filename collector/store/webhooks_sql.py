@@ -7,14 +7,14 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from collector.event_types import matches, type_patterns
-from collector.models import (
+from lifeline.collector.event_types import matches, type_patterns
+from lifeline.collector.models import (
     Delivery,
     DueDelivery,
     EventRecord,
     Webhook,
 )
-from collector.store.rows import Rows
+from lifeline.collector.store.rows import Rows
 
 log = logging.getLogger(__name__)
 

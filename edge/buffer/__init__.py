@@ -11,11 +11,16 @@
 - views.py: read-only views for the crew tools and the proof books (other processes).
 """
 
-from edge.buffer.file import BufferFull
-from edge.buffer.health import HEALTH_EVERY_S, HEALTH_MIN_GAP_S, DeviceHealth, GatewayHealth
-from edge.buffer.outbox import Frozen, Outbox
-from edge.buffer.packing import Sample
-from edge.buffer.schema import LANE_ALARM, LANE_DATA, LANE_DEVICE
+from lifeline.edge.buffer.file import BufferFull
+from lifeline.edge.buffer.health import (
+    HEALTH_EVERY_S,
+    HEALTH_MIN_GAP_S,
+    DeviceHealth,
+    GatewayHealth,
+)
+from lifeline.edge.buffer.outbox import Frozen, Outbox
+from lifeline.edge.buffer.packing import Sample
+from lifeline.edge.buffer.schema import LANE_ALARM, LANE_DATA, LANE_DEVICE
 
 __all__ = [
     "HEALTH_EVERY_S",

@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from edge.buffer.file import BufferFile
-from edge.buffer.schema import get_meta, set_meta
-from edge.clock import wall_ms
-from wire import AlarmEvent, AlarmState, Severity, alarm_fields
+from lifeline.edge.buffer.file import BufferFile
+from lifeline.edge.buffer.schema import get_meta, set_meta
+from lifeline.edge.clock import wall_ms
+from lifeline.wire import AlarmEvent, AlarmState, Severity, alarm_fields
 
 _COLUMNS = (
     "alarm_id, device, point, alarm_type, severity, state, ts_ms, value, limit_value,"

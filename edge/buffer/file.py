@@ -19,9 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from edge.buffer.reserve import Reserve
-from edge.buffer.schema import connect, create
-from edge.clock import wall_ms
+from lifeline.edge.buffer.reserve import Reserve
+from lifeline.edge.buffer.schema import connect, create
+from lifeline.edge.clock import wall_ms
 
 T = TypeVar("T")
 

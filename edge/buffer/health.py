@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import astuple, dataclass, replace
 from typing import Any
 
-from edge.buffer.file import BufferFile
-from edge.buffer.schema import DAEMON_COLUMNS, columns_of, tables_of
+from lifeline.edge.buffer.file import BufferFile
+from lifeline.edge.buffer.schema import DAEMON_COLUMNS, columns_of, tables_of
 
 # The health snapshot is rewritten this often (a heartbeat), or at the next write after a state
 # change; readers call a daemon gone when its heartbeat is several periods old.

@@ -38,10 +38,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge.buffer.alarmlog import AlarmLog
-from edge.buffer.file import BufferFile
-from edge.buffer.health import HealthSnapshot
-from edge.buffer.packing import (
+from lifeline.edge.buffer.alarmlog import AlarmLog
+from lifeline.edge.buffer.file import BufferFile
+from lifeline.edge.buffer.health import HealthSnapshot
+from lifeline.edge.buffer.packing import (
     Sample,
     cut,
     encode_events,
@@ -51,7 +51,7 @@ from edge.buffer.packing import (
     record_rows,
     unpack_event,
 )
-from edge.buffer.schema import (
+from lifeline.edge.buffer.schema import (
     LANE_ALARM,
     LANE_DATA,
     LANE_DEVICE,
@@ -60,8 +60,8 @@ from edge.buffer.schema import (
     new_epoch_number,
     set_meta,
 )
-from edge.clock import wall_ms
-from wire import (
+from lifeline.edge.clock import wall_ms
+from lifeline.wire import (
     AlarmBatch,
     AlarmEvent,
     DataBatch,
@@ -73,7 +73,7 @@ from wire import (
 )
 
 if TYPE_CHECKING:
-    from edge.buffer.health import GatewayHealth
+    from lifeline.edge.buffer.health import GatewayHealth
 
 log = logging.getLogger("lifeline.edge.outbox")
 

@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 
 import msgpack
 
-from edge.buffer.schema import LANE_ALARM
-from wire import (
+from lifeline.edge.buffer.schema import LANE_ALARM
+from lifeline.wire import (
     AlarmBatch,
     AlarmEvent,
     AlarmState,
@@ -33,7 +33,7 @@ from wire import (
     encode,
     encode_data_packed,
 )
-from wire.messages import Value
+from lifeline.wire.messages import Value
 
 T = TypeVar("T")
 

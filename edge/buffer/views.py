@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge.buffer import alarmlog, health
-from edge.buffer.alarmlog import AlarmRow
-from edge.buffer.health import GatewayHealth
-from edge.buffer.outbox import backlog_readings
-from edge.buffer.packing import chunk_records, payload_records, record_rows
-from edge.buffer.schema import (
+from lifeline.edge.buffer import alarmlog, health
+from lifeline.edge.buffer.alarmlog import AlarmRow
+from lifeline.edge.buffer.health import GatewayHealth
+from lifeline.edge.buffer.outbox import backlog_readings
+from lifeline.edge.buffer.packing import chunk_records, payload_records, record_rows
+from lifeline.edge.buffer.schema import (
     LANE_ALARM,
     LANE_DATA,
     all_meta,
@@ -29,7 +29,7 @@ from edge.buffer.schema import (
     get_meta,
     tables_of,
 )
-from wire import Record, WireError
+from lifeline.wire import Record, WireError
 
 __all__ = [
     "AlarmRow",

@@ -79,7 +79,7 @@ def _args_text(args: dict[str, Any]) -> str:
 
 
 def _send(address: tuple[str, int], cmd: str, **fields: Any) -> Any:
-    from firmware_sim.control import ControlError, SimControl
+    from lifeline.firmware_sim.control import ControlError, SimControl
 
     async def go() -> Any:
         async with SimControl(*address) as ctl:
@@ -111,8 +111,8 @@ def run(
     """Serve the scenario's simulated devices and print where they listen."""
     import signal
 
-    from firmware_sim.scenario import ScenarioError, load_scenario
-    from firmware_sim.simulation import Simulation
+    from lifeline.firmware_sim.scenario import ScenarioError, load_scenario
+    from lifeline.firmware_sim.simulation import Simulation
 
     try:
         sc = load_scenario(scenario)

@@ -7,7 +7,7 @@ import json
 from types import TracebackType
 from typing import Any, Self
 
-from drivers.values import Value
+from lifeline.drivers.values import Value
 
 __all__ = ["ControlError", "SimControl"]
 

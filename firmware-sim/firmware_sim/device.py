@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from drivers.profile import DataType, PointSpec, Profile, Table
-from drivers.values import Value, decode_point, encode_value
-from firmware_sim.physics import PHYSICS, Physics, SimEventError
+from lifeline.drivers.profile import DataType, PointSpec, Profile, Table
+from lifeline.drivers.values import Value, decode_point, encode_value
+from lifeline.firmware_sim.physics import PHYSICS, Physics, SimEventError
 
 __all__ = ["ANSWER_FAULTS", "FAULT_KINDS", "QUIRKS", "Fault", "ModbusFault", "SimDevice"]
 

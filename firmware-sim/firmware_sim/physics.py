@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from drivers.values import Value
+from lifeline.drivers.values import Value
 
 __all__ = ["PHYSICS", "Physics", "SimEventError"]
 

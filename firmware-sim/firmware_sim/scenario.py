@@ -10,9 +10,9 @@ from typing import Annotated, Any, Literal, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from drivers.profile import builtin_profiles
-from firmware_sim.device import ANSWER_FAULTS, QUIRKS, RTU_ONLY, TCP_ONLY, Fault
-from firmware_sim.physics import PHYSICS, SimEventError
+from lifeline.drivers.profile import builtin_profiles
+from lifeline.firmware_sim.device import ANSWER_FAULTS, QUIRKS, RTU_ONLY, TCP_ONLY, Fault
+from lifeline.firmware_sim.physics import PHYSICS, SimEventError
 
 __all__ = ["Scenario", "ScenarioError", "builtin_scenario_path", "load_scenario"]
 

@@ -40,9 +40,9 @@ from pymodbus.pdu.register_message import (
     WriteSingleRegisterResponse,
 )
 
-from drivers.link import char_time, rtu_gap
-from drivers.profile import Table
-from firmware_sim.device import ModbusFault, SimDevice
+from lifeline.drivers.link import char_time, rtu_gap
+from lifeline.drivers.profile import Table
+from lifeline.firmware_sim.device import ModbusFault, SimDevice
 
 __all__ = ["PtyBus", "Reply", "Request", "RtuRequestFramer", "TcpServer", "close_connections"]
 

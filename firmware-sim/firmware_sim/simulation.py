@@ -20,12 +20,12 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
-from drivers.profile import Profile, builtin_profiles
-from drivers.values import Value
-from firmware_sim.device import SimDevice
-from firmware_sim.physics import SimEventError
-from firmware_sim.scenario import Scenario
-from firmware_sim.servers import PtyBus, TcpServer, close_connections
+from lifeline.drivers.profile import Profile, builtin_profiles
+from lifeline.drivers.values import Value
+from lifeline.firmware_sim.device import SimDevice
+from lifeline.firmware_sim.physics import SimEventError
+from lifeline.firmware_sim.scenario import Scenario
+from lifeline.firmware_sim.servers import PtyBus, TcpServer, close_connections
 
 __all__ = ["Simulation"]
 

@@ -20,7 +20,6 @@ from urllib.parse import quote
 import pytest
 import yaml
 
-from firmware_sim.control import SimControl
 from lifeline.broker import free_port
 from lifeline.demo import (
     CONFIG,
@@ -32,6 +31,7 @@ from lifeline.demo import (
     start_simulator,
     wait_until,
 )
+from lifeline.firmware_sim.control import SimControl
 from lifeline.screenshot import chromium
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -22,9 +22,9 @@ import httpx
 import pytest
 import yaml
 
-from firmware_sim.control import SimControl
 from lifeline.broker import free_port
 from lifeline.demo import Child, http_json, spawn, start_simulator, wait_until
+from lifeline.firmware_sim.control import SimControl
 
 pytestmark = pytest.mark.e2e
 

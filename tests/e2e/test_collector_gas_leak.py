@@ -13,9 +13,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from collector.ingest import parse_mqtt_url
-from tests.services import free_port
-from wire import (
+from lifeline.collector.ingest import parse_mqtt_url
+from lifeline.wire import (
     AlarmBatch,
     AlarmEvent,
     AlarmState,
@@ -26,6 +25,7 @@ from wire import (
     encode,
     topic,
 )
+from tests.services import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -62,7 +62,7 @@ def collector(tmp_path: Path, mqtt_url: str, topic_root: str) -> Iterator[httpx.
     (tmp_path / "assets.yaml").write_text(ASSETS_YAML, encoding="utf-8")
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "collector", "run", "--mqtt", mqtt_url,
+        [sys.executable, "-m", "lifeline.collector", "run", "--mqtt", mqtt_url,
          "--db", f"sqlite:///{tmp_path}/c.db", "--http", f"127.0.0.1:{port}",
          "--root", topic_root, "--client-id", f"c-{uuid.uuid4().hex[:8]}",
          "--assets", str(tmp_path / "assets.yaml"),

@@ -19,9 +19,9 @@ import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from collector.ingest import parse_mqtt_url
+from lifeline.collector.ingest import parse_mqtt_url
+from lifeline.wire import DataBatch, Kind, Record, encode, topic
 from tests.services import Postgres, free_port, fresh_database
-from wire import DataBatch, Kind, Record, encode, topic
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -50,7 +50,7 @@ def spawn(
     args = ["run", "--mqtt", mqtt_url, "--mqtt-protocol", protocol, "--db", db_url, "--root", root]
     args += ["--client-id", client_id, "--http", f"127.0.0.1:{port}"]
     return subprocess.Popen(
-        [sys.executable, "-m", "collector", *args],
+        [sys.executable, "-m", "lifeline.collector", *args],
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

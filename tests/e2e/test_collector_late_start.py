@@ -24,10 +24,10 @@ import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from firmware_sim.control import SimControl
 from lifeline.broker import free_port
 from lifeline.demo import Child, http_json, spawn, start_simulator, wait_until
-from wire import AlarmBatch, AlarmState, Kind, decode, subscription
+from lifeline.firmware_sim.control import SimControl
+from lifeline.wire import AlarmBatch, AlarmState, Kind, decode, subscription
 
 pytestmark = pytest.mark.e2e
 

@@ -22,10 +22,9 @@ import httpx
 import pytest
 import yaml
 
-from collector.cases.calendar import Unit
-from collector.cases.routing import default_routing_path, load_routing, routing_calendar
-from firmware_sim.control import SimControl
 from lifeline.broker import free_port
+from lifeline.collector.cases.calendar import Unit
+from lifeline.collector.cases.routing import default_routing_path, load_routing, routing_calendar
 from lifeline.demo import (
     DEMO_DISTRICT,
     Child,
@@ -35,6 +34,7 @@ from lifeline.demo import (
     start_simulator,
     wait_until,
 )
+from lifeline.firmware_sim.control import SimControl
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

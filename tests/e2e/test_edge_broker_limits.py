@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.buffer import views
+from lifeline.edge.buffer import views
+from lifeline.wire import Birth, DataBatch, Status
 from tests.e2e.test_edge_gateway import (
     Subscriber,
     gateway_config,
@@ -24,7 +25,6 @@ from tests.e2e.test_edge_gateway import (
     wait_for,
 )
 from tests.services import start_mosquitto
-from wire import Birth, DataBatch, Status
 
 pytestmark = [pytest.mark.e2e]
 

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.buffer import views
+from lifeline.edge.buffer import views
+from lifeline.wire import EARLIEST_PLAUSIBLE_MS, AlarmBatch, Birth, DataBatch
 from tests.e2e.test_edge_gateway import (
     Subscriber,
     gateway_config,
@@ -28,7 +29,6 @@ from tests.e2e.test_edge_gateway import (
     wait_for,
 )
 from tests.services import faketime_env
-from wire import EARLIEST_PLAUSIBLE_MS, AlarmBatch, Birth, DataBatch
 
 pytestmark = [pytest.mark.e2e]
 
@@ -38,7 +38,14 @@ HOUR_MS = 3_600_000
 def faked_gateway(config: Path, log: Path, offset_file: Path) -> subprocess.Popen[bytes]:
     """`lifeline edge run` with its wall clock read from `offset_file` (re-read every second)."""
     env = {**os.environ, **faketime_env(offset_file)}
-    argv = [sys.executable, "-c", "from edge.cli import app; app()", "run", "--config", str(config)]
+    argv = [
+        sys.executable,
+        "-c",
+        "from lifeline.edge.cli import app; app()",
+        "run",
+        "--config",
+        str(config),
+    ]
     with open(log, "ab") as err:
         return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=env)
 
@@ -69,7 +76,14 @@ def polled_clean(sub: Subscriber) -> bool:
 
 
 def status_json(config: Path) -> dict[str, object]:
-    argv = [sys.executable, "-c", "from edge.cli import app; app()", "status", "-c", str(config)]
+    argv = [
+        sys.executable,
+        "-c",
+        "from lifeline.edge.cli import app; app()",
+        "status",
+        "-c",
+        str(config),
+    ]
     out = subprocess.run(argv, capture_output=True, text=True, check=False).stdout
     result: dict[str, object] = json.loads(
         subprocess.run([*argv, "--json"], capture_output=True, text=True, check=False).stdout

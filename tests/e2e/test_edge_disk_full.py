@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from lifeline.wire import AlarmBatch, Status
 from tests.e2e.test_edge_gateway import (
     Subscriber,
     gateway_config,
@@ -29,7 +30,6 @@ from tests.e2e.test_edge_gateway import (
     simulator,
     wait_for,
 )
-from wire import AlarmBatch, Status
 
 pytestmark = [pytest.mark.e2e]
 
@@ -40,7 +40,14 @@ def gateway_on_tmpfs(config: Path, mount: Path, log: Path) -> subprocess.Popen[b
     """`lifeline edge run` with `mount` a fresh tmpfs seen by this process only."""
     if os.geteuid() != 0:
         pytest.fail("mounting a tmpfs in a private mount namespace needs root")
-    argv = [sys.executable, "-c", "from edge.cli import app; app()", "run", "--config", str(config)]
+    argv = [
+        sys.executable,
+        "-c",
+        "from lifeline.edge.cli import app; app()",
+        "run",
+        "--config",
+        str(config),
+    ]
     script = f'mount -t tmpfs -o size={TMPFS} tmpfs "$1" && shift && exec "$@"'
     wrapped = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh"]
     with open(log, "ab") as err:
@@ -51,7 +58,7 @@ def gateway_on_tmpfs(config: Path, mount: Path, log: Path) -> subprocess.Popen[b
 
 def crew(pid: int, buffer: Path, *command: str) -> Any:
     """`lifeline edge <command> --db <buffer> --json` in the mount namespace of process `pid`."""
-    argv = [sys.executable, "-c", "from edge.cli import app; app()", *command]
+    argv = [sys.executable, "-c", "from lifeline.edge.cli import app; app()", *command]
     argv += ["--db", str(buffer), "--json"]
     done = subprocess.run(
         ["nsenter", "--mount", "--target", str(pid), "--", *argv],
@@ -163,7 +170,14 @@ def test_a_buffer_on_a_disk_full_from_the_start_is_refused_clearly(tmp_path: Pat
     config.write_text(
         config.read_text().replace(str(tmp_path / "buffer.sqlite"), str(mount / "b.sqlite"))
     )
-    argv = [sys.executable, "-c", "from edge.cli import app; app()", "run", "--config", str(config)]
+    argv = [
+        sys.executable,
+        "-c",
+        "from lifeline.edge.cli import app; app()",
+        "run",
+        "--config",
+        str(config),
+    ]
     fill = f'fallocate -l {TMPFS} "$1/ballast" 2>/dev/null; head -c 4194304 /dev/zero > "$1/z"'
     script = f'mount -t tmpfs -o size={TMPFS} tmpfs "$1" && ({fill}; true) && shift && exec "$@"'
     done = subprocess.run(

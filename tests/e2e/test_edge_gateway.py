@@ -25,9 +25,9 @@ import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.buffer import Outbox, views
-from firmware_sim.control import SimControl
-from wire import (
+from lifeline.edge.buffer import Outbox, views
+from lifeline.firmware_sim.control import SimControl
+from lifeline.wire import (
     AlarmBatch,
     Command,
     CommandReply,
@@ -64,7 +64,7 @@ def simulator(tmp: Path, devices: list[dict[str, Any]]) -> Iterator[dict[str, An
     server = {"name": "cab", "kind": "tcp", "port": 0, "devices": devices}
     scenario.write_text(yaml.safe_dump({"seed": 7, "servers": [server]}))
     endpoints = tmp / "endpoints.json"
-    argv = [sys.executable, "-c", "from firmware_sim.cli import app; app()", "run"]
+    argv = [sys.executable, "-c", "from lifeline.firmware_sim.cli import app; app()", "run"]
     argv += ["--scenario", str(scenario), "--endpoints-file", str(endpoints)]
     with open(tmp / "sim.log", "ab") as err:  # the child keeps its own descriptor
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err)
@@ -101,7 +101,14 @@ def gateway_config(
 
 
 def start_gateway(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    argv = [sys.executable, "-c", "from edge.cli import app; app()", "run", "--config", str(config)]
+    argv = [
+        sys.executable,
+        "-c",
+        "from lifeline.edge.cli import app; app()",
+        "run",
+        "--config",
+        str(config),
+    ]
     with open(log, "ab") as err:  # the child keeps its own descriptor
         return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err)
 

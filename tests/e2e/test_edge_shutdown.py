@@ -15,6 +15,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from lifeline.wire import Birth, Death, Kind, Message, decode, topic
 from tests.e2e.test_edge_gateway import (
     gateway_config,
     manholes,
@@ -24,7 +25,6 @@ from tests.e2e.test_edge_gateway import (
     subscribed,
     wait_for,
 )
-from wire import Birth, Death, Kind, Message, decode, topic
 
 pytestmark = [pytest.mark.e2e]
 

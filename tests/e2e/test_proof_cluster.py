@@ -24,6 +24,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from lifeline.nats import NatsNode, nats_cluster
+from lifeline.wire import Kind, decode, subscription
 from tests.e2e.test_proof_district import (
     ROOT,
     Proc,
@@ -33,7 +34,6 @@ from tests.e2e.test_proof_district import (
     wait_for,
 )
 from tests.services import free_port
-from wire import Kind, decode, subscription
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.proof]
 

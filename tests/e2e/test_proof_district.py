@@ -29,8 +29,8 @@ import psycopg
 import pytest
 import yaml
 
-from edge.buffer import LANE_ALARM, LANE_DATA, views
 from lifeline.broker import PrivateBroker
+from lifeline.edge.buffer import LANE_ALARM, LANE_DATA, views
 from tests.services import Postgres, free_port, fresh_database, start_mosquitto
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.proof]

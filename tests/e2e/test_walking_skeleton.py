@@ -17,7 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from lifeline.broker import free_port
 from lifeline.demo import Child, http_json, spawn, start_simulator, wait_until
-from wire import DataBatch, Kind, decode, subscription
+from lifeline.wire import DataBatch, Kind, decode, subscription
 
 pytestmark = pytest.mark.e2e
 

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from collector.ingest import parse_mqtt_url
+from lifeline.collector.ingest import parse_mqtt_url
 
 TSDB_DIR = Path(__file__).resolve().parents[1] / "tsdb"
 TSDB_START_TIMEOUT_S = 60.0

@@ -10,17 +10,9 @@ from typing import Any
 
 import pytest
 
-from collector.assets import Asset
-from collector.models import Accepted, Role
-from tests.integration.test_api_http import (
-    GW,
-    Api,
-    now_ms,
-    problem_of,
-    running_api,
-    wait_for,
-)
-from wire import (
+from lifeline.collector.assets import Asset
+from lifeline.collector.models import Accepted, Role
+from lifeline.wire import (
     AlarmBatch,
     AlarmEvent,
     AlarmState,
@@ -31,6 +23,14 @@ from wire import (
     Kind,
     Severity,
     TopicParts,
+)
+from tests.integration.test_api_http import (
+    GW,
+    Api,
+    now_ms,
+    problem_of,
+    running_api,
+    wait_for,
 )
 
 pytestmark = pytest.mark.integration

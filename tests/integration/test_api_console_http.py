@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from collector.api import create_app
-from collector.api.routes.cases import CaseAction
-from collector.models import Role
-from collector.runtime import CollectorConfig, ConsoleConfig
+from lifeline.collector.api import create_app
+from lifeline.collector.api.routes.cases import CaseAction
+from lifeline.collector.models import Role
+from lifeline.collector.runtime import CollectorConfig, ConsoleConfig
 from tests.integration.test_api_http import Api, running_api, seed
 
 pytestmark = pytest.mark.integration

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from collector.models import Accepted, Role
-from tests.integration.test_api_http import Api, problem_of, running_api
-from wire import (
+from lifeline.collector.models import Accepted, Role
+from lifeline.wire import (
     AlarmBatch,
     AlarmEvent,
     AlarmState,
@@ -19,6 +18,7 @@ from wire import (
     Severity,
     TopicParts,
 )
+from tests.integration.test_api_http import Api, problem_of, running_api
 
 pytestmark = pytest.mark.integration
 

@@ -8,13 +8,22 @@ from pathlib import Path
 
 import pytest
 
-from collector.api import create_app
-from collector.assets import Asset
-from collector.keys import digest, display_prefix, new_token
-from collector.models import Accepted, Role
-from collector.runtime import Runtime
+from lifeline.collector.api import create_app
+from lifeline.collector.assets import Asset
+from lifeline.collector.keys import digest, display_prefix, new_token
+from lifeline.collector.models import Accepted, Role
+from lifeline.collector.runtime import Runtime
+from lifeline.wire import (
+    AlarmBatch,
+    AlarmEvent,
+    AlarmState,
+    Birth,
+    DeviceInfo,
+    Kind,
+    Severity,
+    TopicParts,
+)
 from tests.integration.test_api_http import GW, fast_config, now_ms, raise_alarm, serve
-from wire import AlarmBatch, AlarmEvent, AlarmState, Birth, DeviceInfo, Kind, Severity, TopicParts
 
 pytestmark = pytest.mark.integration
 

@@ -27,16 +27,15 @@ from fastapi.testclient import TestClient
 from paho.mqtt.enums import CallbackAPIVersion
 from typer.testing import CliRunner
 
-from collector.api import create_app
-from collector.assets import Asset
-from collector.cli import app as collector_cli
-from collector.ingest import IngestConfig
-from collector.keys import digest, display_prefix, new_token
-from collector.models import Accepted, Rejected, Role
-from collector.runtime import CollectorConfig, Runtime
-from collector.webhooks import WebhookConfig, verify
-from tests.services import free_port
-from wire import (
+from lifeline.collector.api import create_app
+from lifeline.collector.assets import Asset
+from lifeline.collector.cli import app as collector_cli
+from lifeline.collector.ingest import IngestConfig
+from lifeline.collector.keys import digest, display_prefix, new_token
+from lifeline.collector.models import Accepted, Rejected, Role
+from lifeline.collector.runtime import CollectorConfig, Runtime
+from lifeline.collector.webhooks import WebhookConfig, verify
+from lifeline.wire import (
     AlarmBatch,
     AlarmEvent,
     AlarmState,
@@ -52,6 +51,7 @@ from wire import (
     decode,
     subscription,
 )
+from tests.services import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -774,7 +774,7 @@ def test_cli_creates_a_key_printed_once_and_the_bootstrap_file_is_private(tmp_pa
     assert token not in listed
     runtime = Runtime(fast_config(db))
     try:
-        from collector.keys import bootstrap_admin_key
+        from lifeline.collector.keys import bootstrap_admin_key
 
         path = tmp_path / "admin.key"
         assert bootstrap_admin_key(runtime.store, path, now_ms())

@@ -13,10 +13,10 @@ from schemathesis.checks import response_schema_conformance
 from schemathesis.core.failures import FailureGroup
 from schemathesis.core.result import Ok
 
-from collector.api import create_app
-from collector.keys import digest, display_prefix, new_token
-from collector.models import Role
-from collector.runtime import CollectorConfig, Runtime
+from lifeline.collector.api import create_app
+from lifeline.collector.keys import digest, display_prefix, new_token
+from lifeline.collector.models import Role
+from lifeline.collector.runtime import CollectorConfig, Runtime
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -14,14 +14,24 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from collector.ingest import Ingest, IngestConfig, parse_mqtt_url
-from collector.store import Store, open_store
-from edge.buffer import Outbox
-from edge.config import MqttConfig
-from edge.uplink import Uplink
+from lifeline.collector.ingest import Ingest, IngestConfig, parse_mqtt_url
+from lifeline.collector.store import Store, open_store
+from lifeline.edge.buffer import Outbox
+from lifeline.edge.config import MqttConfig
+from lifeline.edge.uplink import Uplink
 from lifeline.nats import NatsNode, nats_node
+from lifeline.wire import (
+    Birth,
+    Command,
+    CommandReply,
+    DataBatch,
+    Kind,
+    Quality,
+    Record,
+    encode,
+    topic,
+)
 from tests.services import free_port, wait_until
-from wire import Birth, Command, CommandReply, DataBatch, Kind, Quality, Record, encode, topic
 
 pytestmark = pytest.mark.integration
 

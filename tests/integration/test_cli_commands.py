@@ -24,13 +24,13 @@ from typing import Any
 import pytest
 import yaml
 
-from firmware_sim import simulation
-from firmware_sim.scenario import Scenario
+from lifeline.firmware_sim import simulation
+from lifeline.firmware_sim.scenario import Scenario
 
 pytestmark = pytest.mark.integration
 
 CLI = (
-    "import typer; from edge import crew, installer; app = typer.Typer(); "
+    "import typer; from lifeline.edge import crew, installer; app = typer.Typer(); "
     "installer.register(app); crew.register(app); app(prog_name='lifeline edge')"
 )
 UNIT_FILE = "[Unit]\nDescription=Lifeline edge gateway\n[Service]\nExecStart=/bin/true\n"
@@ -310,7 +310,7 @@ HOSTILE_ADDRESS = '文三路 412 号\n"东北角" 机柜 # 2\nmqtt: {url: "mqtt:
 def test_commission_writes_the_cabinet_location_and_a_hostile_address_comes_back_intact(
     sim: SimThread, tmp_path: Path
 ) -> None:
-    from edge.config import load_config
+    from lifeline.edge.config import load_config
 
     scan = _lan_scan(sim, tmp_path)
     config = tmp_path / "gw.yaml"
@@ -493,7 +493,7 @@ def _unboxed(text: str) -> str:
 
 def test_text_from_a_scan_file_stays_in_its_comment(sim: SimThread, tmp_path: Path) -> None:
     """The header lists each device's vendor from the scan file: one line, whatever it holds."""
-    from edge.config import load_config
+    from lifeline.edge.config import load_config
 
     scan = _lan_scan(sim, tmp_path)
     doc = json.loads(scan.read_text())
@@ -513,7 +513,7 @@ def test_check_captures_each_tilt_points_installed_zero_into_the_config(
 ) -> None:
     """The inclinometer is mounted 2.4 degrees off level; `check --capture-baselines` records
     that as its zero, and a lean of 4.4 degrees is then 2 from it, not 4.4."""
-    from edge.config import load_config
+    from lifeline.edge.config import load_config
 
     lan = sim.server("lan")
     config = tmp_path / "gw.yaml"

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
-from edge.buffer import DeviceHealth, GatewayHealth, Outbox
 from lifeline.demo import spawn, wait_until
+from lifeline.edge.buffer import DeviceHealth, GatewayHealth, Outbox
 
 pytestmark = pytest.mark.integration
 

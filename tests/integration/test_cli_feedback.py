@@ -20,10 +20,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from collector.cli import app as collector_cli
-from edge.cli import app as edge_cli
-from firmware_sim.cli import app as sim_cli
-from firmware_sim.control import SimControl
+from lifeline.collector.cli import app as collector_cli
+from lifeline.edge.cli import app as edge_cli
+from lifeline.firmware_sim.cli import app as sim_cli
+from lifeline.firmware_sim.control import SimControl
 
 pytestmark = pytest.mark.integration
 

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from collector.api import create_app
-from collector.event_log import EventPump, Notifier
-from collector.keys import digest, display_prefix, new_token
-from collector.models import Role
-from collector.runtime import CollectorConfig, Runtime
-from collector.store.sqlite import SqliteStore
-from collector.webhooks import Deliverer, WebhookConfig
+from lifeline.collector.api import create_app
+from lifeline.collector.event_log import EventPump, Notifier
+from lifeline.collector.keys import digest, display_prefix, new_token
+from lifeline.collector.models import Role
+from lifeline.collector.runtime import CollectorConfig, Runtime
+from lifeline.collector.store.sqlite import SqliteStore
+from lifeline.collector.webhooks import Deliverer, WebhookConfig
 from tests.services import wait_until
 
 pytestmark = pytest.mark.integration

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from collector.ingest import Ingest, IngestConfig
-from collector.keys import digest, display_prefix, new_token
-from collector.store import Store, open_store
 from lifeline.broker import PrivateBroker
+from lifeline.collector.ingest import Ingest, IngestConfig
+from lifeline.collector.keys import digest, display_prefix, new_token
+from lifeline.collector.store import Store, open_store
 from tests.services import start_mosquitto, wait_until
 
 pytestmark = pytest.mark.integration
@@ -88,7 +88,7 @@ def test_a_lost_session_is_logged_counted_and_shown(
         assert ing.wait_ready(10)
     finally:
         ing.stop()
-    lines = [r.getMessage() for r in caplog.records if r.name == "collector.broker_health"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "lifeline.collector.broker_health"]
     assert sum("unreachable" in m for m in lines) == 1
     assert sum("reachable again" in m for m in lines) == 1
     assert sum("did not keep the persistent session" in m for m in lines) == 1
@@ -107,7 +107,7 @@ def test_a_broker_down_at_start_is_one_log_line_and_a_reason(
         wait_until(lambda: ing.problems() == [])
     finally:
         ing.stop()
-    lines = [r.getMessage() for r in caplog.records if r.name == "collector.broker_health"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "lifeline.collector.broker_health"]
     assert [m.split(": ")[0].split(" after ")[0] for m in lines] == [
         f"broker {broker.url} unreachable",
         f"broker {broker.url} reachable again",
@@ -151,8 +151,8 @@ def _info_logs(caplog: pytest.LogCaptureFixture) -> None:
 def test_readyz_refuses_ready_while_the_broker_grants_qos0(tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
-    from collector.api import create_app
-    from collector.runtime import CollectorConfig, Runtime
+    from lifeline.collector.api import create_app
+    from lifeline.collector.runtime import CollectorConfig, Runtime
 
     with start_mosquitto("max_qos 0") as b:
         cfg = IngestConfig(mqtt_url=b.url, client_id=f"c-{uuid.uuid4().hex[:8]}")

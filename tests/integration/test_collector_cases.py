@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from collector.assets import Asset
-from collector.cases.engine import CaseEngine
-from collector.cases.routing import Routing, default_routing_path, load_routing
-from collector.cases.workflow import Action, CaseState, Closure
-from collector.cases.workorders import WorkOrderState
-from collector.grids import load_grids
-from collector.models import Accepted
-from collector.store import Store, open_store
-from wire import (
+from lifeline.collector.assets import Asset
+from lifeline.collector.cases.engine import CaseEngine
+from lifeline.collector.cases.routing import Routing, default_routing_path, load_routing
+from lifeline.collector.cases.workflow import Action, CaseState, Closure
+from lifeline.collector.cases.workorders import WorkOrderState
+from lifeline.collector.grids import load_grids
+from lifeline.collector.models import Accepted
+from lifeline.collector.store import Store, open_store
+from lifeline.wire import (
     AlarmBatch,
     AlarmEvent,
     AlarmState,

@@ -12,12 +12,11 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from collector.ingest import Ingest, IngestConfig, classify
-from collector.models import Rejected
-from collector.store import Store, open_store
-from collector.store.sqlite import SqliteStore
-from tests.services import wait_until
-from wire import (
+from lifeline.collector.ingest import Ingest, IngestConfig, classify
+from lifeline.collector.models import Rejected
+from lifeline.collector.store import Store, open_store
+from lifeline.collector.store.sqlite import SqliteStore
+from lifeline.wire import (
     AlarmBatch,
     AlarmEvent,
     AlarmState,
@@ -33,6 +32,7 @@ from wire import (
     subscription,
     topic,
 )
+from tests.services import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -8,12 +8,12 @@ from typing import Any, cast
 import paho.mqtt.client as mqtt
 import pytest
 
-from collector.ingest import Ingest, IngestConfig
-from collector.models import Accepted, Incoming, WriteResult
-from collector.store import Store, open_store
+from lifeline.collector.ingest import Ingest, IngestConfig
+from lifeline.collector.models import Accepted, Incoming, WriteResult
+from lifeline.collector.store import Store, open_store
+from lifeline.wire import Birth, Kind, encode, topic
 from tests.integration.test_collector_ingest import batch
 from tests.services import wait_until
-from wire import Birth, Kind, encode, topic
 
 pytestmark = pytest.mark.integration
 

@@ -10,20 +10,20 @@ from typing import Any
 import psycopg
 import pytest
 
-from collector.assets import Asset
-from collector.cases.engine import CaseEngine
-from collector.cases.routing import default_routing_path, load_routing
-from collector.cases.workflow import CaseState, Place
-from collector.store import Store, open_store
-from collector.store.postgres import PARTITIONED, PARTITIONED_READINGS
-from collector.store.schema import (
+from lifeline.collector.assets import Asset
+from lifeline.collector.cases.engine import CaseEngine
+from lifeline.collector.cases.routing import default_routing_path, load_routing
+from lifeline.collector.cases.workflow import CaseState, Place
+from lifeline.collector.store import Store, open_store
+from lifeline.collector.store.postgres import PARTITIONED, PARTITIONED_READINGS
+from lifeline.collector.store.schema import (
     api_statements,
     core_statements,
     epoch_statements,
     order_statements,
     scope_statements,
 )
-from collector.store.sqlite import MIGRATIONS
+from lifeline.collector.store.sqlite import MIGRATIONS
 
 pytestmark = pytest.mark.integration
 
@@ -172,8 +172,8 @@ def test_an_upgraded_collector_keeps_its_cases_with_honest_times(upgraded: Store
 def test_an_old_cases_alarm_acknowledged_after_the_upgrade_is_no_new_occurrence(
     upgraded: Store,
 ) -> None:
-    from collector.models import Accepted
-    from wire import AlarmBatch, AlarmEvent, AlarmState, Kind, Severity, TopicParts
+    from lifeline.collector.models import Accepted
+    from lifeline.wire import AlarmBatch, AlarmEvent, AlarmState, Kind, Severity, TopicParts
 
     # The cleared alarm acknowledged (ISA-18.2: cleared-unacknowledged -> normal).
     ev = AlarmEvent(

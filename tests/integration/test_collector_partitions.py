@@ -14,11 +14,11 @@ import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from collector.ingest import IngestConfig, parse_mqtt_url
-from collector.partitions import PartitionedIngest, parse_partitions
-from collector.store import Store, open_store
+from lifeline.collector.ingest import IngestConfig, parse_mqtt_url
+from lifeline.collector.partitions import PartitionedIngest, parse_partitions
+from lifeline.collector.store import Store, open_store
+from lifeline.wire import DataBatch, Kind, Record, encode, topic
 from tests.services import wait_until
-from wire import DataBatch, Kind, Record, encode, topic
 
 pytestmark = pytest.mark.integration
 

@@ -8,14 +8,23 @@ from typing import Any
 
 import pytest
 
-from collector.assets import Asset, AssetError
-from collector.cases.phases import Phase
-from collector.cases.workflow import Action, Args, Audit, Case, CaseState, Place, apply, open_case
-from collector.cases.workorders import WorkOrderAction, act_on, open_work_order
-from collector.models import Accepted, AlarmLink, Rejected, Status
-from collector.store import Conflict, Store, StoreDataError, StoreUnavailable, open_store
-from collector.store.sqlite import SqliteStore
-from wire import (
+from lifeline.collector.assets import Asset, AssetError
+from lifeline.collector.cases.phases import Phase
+from lifeline.collector.cases.workflow import (
+    Action,
+    Args,
+    Audit,
+    Case,
+    CaseState,
+    Place,
+    apply,
+    open_case,
+)
+from lifeline.collector.cases.workorders import WorkOrderAction, act_on, open_work_order
+from lifeline.collector.models import Accepted, AlarmLink, Rejected, Status
+from lifeline.collector.store import Conflict, Store, StoreDataError, StoreUnavailable, open_store
+from lifeline.collector.store.sqlite import SqliteStore
+from lifeline.wire import (
     AlarmBatch,
     AlarmEvent,
     AlarmState,
@@ -32,9 +41,9 @@ from wire import (
     Severity,
     TopicParts,
 )
-from wire import DataBatch as Data
-from wire import Status as StatusMsg
-from wire.messages import Value
+from lifeline.wire import DataBatch as Data
+from lifeline.wire import Status as StatusMsg
+from lifeline.wire.messages import Value
 
 pytestmark = pytest.mark.integration
 

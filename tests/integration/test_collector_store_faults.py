@@ -14,14 +14,13 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from collector.api import create_app
-from collector.ingest import Ingest, IngestConfig
-from collector.keys import digest, display_prefix, new_token
-from collector.models import Accepted, Role
-from collector.runtime import CollectorConfig, Runtime
-from collector.store import Store, StoreDataError, StoreUnavailable, open_store
-from tests.services import Postgres, fresh_database, wait_until
-from wire import (
+from lifeline.collector.api import create_app
+from lifeline.collector.ingest import Ingest, IngestConfig
+from lifeline.collector.keys import digest, display_prefix, new_token
+from lifeline.collector.models import Accepted, Role
+from lifeline.collector.runtime import CollectorConfig, Runtime
+from lifeline.collector.store import Store, StoreDataError, StoreUnavailable, open_store
+from lifeline.wire import (
     AlarmBatch,
     AlarmEvent,
     AlarmState,
@@ -33,6 +32,7 @@ from wire import (
     encode,
     topic,
 )
+from tests.services import Postgres, fresh_database, wait_until
 
 pytestmark = pytest.mark.integration
 

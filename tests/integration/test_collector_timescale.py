@@ -13,9 +13,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from collector.models import Accepted
-from collector.store.postgres import PostgresStore, dt_to_ms
-from wire import DataBatch, Kind, Quality, Record, TopicParts
+from lifeline.collector.models import Accepted
+from lifeline.collector.store.postgres import PostgresStore, dt_to_ms
+from lifeline.wire import DataBatch, Kind, Quality, Record, TopicParts
 
 pytestmark = pytest.mark.integration
 

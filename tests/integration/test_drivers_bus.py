@@ -6,12 +6,12 @@ from typing import Any
 
 import pytest
 
-from drivers.errors import BadFrame, DeviceTimeout, DriverError
-from drivers.link import ModbusSerialLink, poll_device
-from drivers.planner import plan_reads
-from drivers.profile import builtin_profiles
-from firmware_sim.scenario import Scenario
-from firmware_sim.simulation import Simulation
+from lifeline.drivers.errors import BadFrame, DeviceTimeout, DriverError
+from lifeline.drivers.link import ModbusSerialLink, poll_device
+from lifeline.drivers.planner import plan_reads
+from lifeline.drivers.profile import builtin_profiles
+from lifeline.firmware_sim.scenario import Scenario
+from lifeline.firmware_sim.simulation import Simulation
 
 pytestmark = pytest.mark.integration
 

@@ -15,9 +15,9 @@ from typing import Any, Literal
 
 import pytest
 
-from drivers.reader import describe_plan
-from edge.config import Bus
-from edge.scheduler import BusPoller, Health
+from lifeline.drivers.reader import describe_plan
+from lifeline.edge.config import Bus
+from lifeline.edge.scheduler import BusPoller, Health
 from tests.fieldbus import (
     METER,
     METER_VALUES,

@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 
-from drivers.errors import DeviceException, LinkDown
-from drivers.link import LinkSettings, ModbusTcpLink
-from drivers.planner import plan_reads
-from drivers.profile import builtin_profiles
-from drivers.reader import describe_plan
-from edge.config import HealthConfig
-from edge.scheduler import BusPoller, Health
 from lifeline.broker import free_port
+from lifeline.drivers.errors import DeviceException, LinkDown
+from lifeline.drivers.link import LinkSettings, ModbusTcpLink
+from lifeline.drivers.planner import plan_reads
+from lifeline.drivers.profile import builtin_profiles
+from lifeline.drivers.reader import describe_plan
+from lifeline.edge.config import HealthConfig
+from lifeline.edge.scheduler import BusPoller, Health
 from tests.fieldbus import TRANSPORTS, Transport, bus_config, run_poller, sim_endpoint
 
 pytestmark = pytest.mark.integration

@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from drivers.errors import LinkDown
-from drivers.link import ModbusSerialLink
+from lifeline.drivers.errors import LinkDown
+from lifeline.drivers.link import ModbusSerialLink
 
 pytestmark = pytest.mark.integration
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from collector.cases.duties import CASE_ACTIONS, may_act
-from collector.cases.workflow import Action, CaseState, apply, open_case
-from collector.keys import digest, display_prefix, new_token
-from collector.models import Role
+from lifeline.collector.cases.duties import CASE_ACTIONS, may_act
+from lifeline.collector.cases.workflow import Action, CaseState, apply, open_case
+from lifeline.collector.keys import digest, display_prefix, new_token
+from lifeline.collector.models import Role
 from tests.integration.test_api_http import Api, now_ms, problem_of, running_api
 
 pytestmark = pytest.mark.integration

@@ -21,12 +21,10 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.buffer import Outbox, views
-from edge.config import MqttConfig
-from edge.uplink import Uplink
-from tests.integration.test_edge_uplink import T0, fill, no_commands, until
-from tests.services import start_mosquitto
-from wire import (
+from lifeline.edge.buffer import Outbox, views
+from lifeline.edge.config import MqttConfig
+from lifeline.edge.uplink import Uplink
+from lifeline.wire import (
     AlarmBatch,
     AlarmEvent,
     AlarmState,
@@ -38,6 +36,8 @@ from wire import (
     subscription,
     topic,
 )
+from tests.integration.test_edge_uplink import T0, fill, no_commands, until
+from tests.services import start_mosquitto
 
 pytestmark = pytest.mark.integration
 

@@ -14,10 +14,10 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.buffer import Outbox
-from edge.config import MqttConfig
-from edge.uplink import Uplink
-from wire import (
+from lifeline.edge.buffer import Outbox
+from lifeline.edge.config import MqttConfig
+from lifeline.edge.uplink import Uplink
+from lifeline.wire import (
     AlarmBatch,
     AlarmEvent,
     AlarmState,

@@ -24,8 +24,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from lifeline.wire import MAX_PAYLOAD_BYTES, DataBatch, Record, encode
 from tests.services import free_port
-from wire import MAX_PAYLOAD_BYTES, DataBatch, Record, encode
 
 pytestmark = [pytest.mark.integration, pytest.mark.proof]
 

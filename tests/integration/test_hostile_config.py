@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from collector.cli import app as collector_app
-from edge.cli import app as edge_app
+from lifeline.collector.cli import app as collector_app
+from lifeline.edge.cli import app as edge_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.proof]
 

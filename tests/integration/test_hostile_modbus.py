@@ -23,9 +23,9 @@ import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from drivers.profile import builtin_profiles
 from lifeline.demo import Child, spawn, wait_until
-from wire import (
+from lifeline.drivers.profile import builtin_profiles
+from lifeline.wire import (
     AlarmBatch,
     DataBatch,
     DeviceEventBatch,

@@ -15,13 +15,13 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 # source folder -> the import name it is installed as
 ROOTS = {
-    "wire": "wire",
-    "drivers": "drivers",
-    "edge": "edge",
-    "collector": "collector",
+    "wire": "lifeline/wire",
+    "drivers": "lifeline/drivers",
+    "edge": "lifeline/edge",
+    "collector": "lifeline/collector",
     "lifeline": "lifeline",
     "config": "lifeline/config",
-    "firmware-sim/firmware_sim": "firmware_sim",
+    "firmware-sim/firmware_sim": "lifeline/firmware_sim",
 }
 DATA = {
     ".yaml", ".yml", ".conf", ".csv", ".service", ".acl", ".sql", ".html", ".js", ".css", ".json",
@@ -51,5 +51,8 @@ def test_wheel_holds_every_module_and_data_file(tmp_path: Path) -> None:
     }
     assert expected, "no source files found"
     assert sorted(expected - shipped) == []
+    # one import namespace: nothing but `lifeline` (and the dist-info) at the wheel's top
+    top_level = {name.split("/")[0] for name in shipped}
+    assert {t for t in top_level if not t.endswith(".dist-info")} == {"lifeline"}
     # The license text travels with the wheel (PEP 639 puts it under .dist-info/licenses/).
     assert any(name.endswith(".dist-info/licenses/LICENSE") for name in shipped)

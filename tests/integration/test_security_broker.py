@@ -26,8 +26,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from lifeline.broker import PrivateBroker
+from lifeline.wire import Command, DataBatch, Kind, Record, encode, topic
 from tests.services import free_port, start_mosquitto
-from wire import Command, DataBatch, Kind, Record, encode, topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.proof]
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from collector.models import Role
+from lifeline.collector.models import Role
 from tests.integration.test_api_http import running_api, seed
 
 pytestmark = [pytest.mark.integration, pytest.mark.proof]

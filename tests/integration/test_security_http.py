@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from collector.api.routes import events
-from collector.models import Role
+from lifeline.collector.api.routes import events
+from lifeline.collector.models import Role
 from tests.integration.test_api_http import (
     add_keys,
     live_collector,

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from collector.models import Rejected, Role
-from collector.store import open_store
+from lifeline.collector.models import Rejected, Role
+from lifeline.collector.store import open_store
 from tests.integration.test_api_http import now_ms, running_api
 
 pytestmark = [pytest.mark.integration, pytest.mark.proof]

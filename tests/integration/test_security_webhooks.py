@@ -19,10 +19,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from collector.api import create_app
-from collector.models import Role
-from collector.runtime import Runtime
-from collector.webhooks import WebhookConfig
+from lifeline.collector.api import create_app
+from lifeline.collector.models import Role
+from lifeline.collector.runtime import Runtime
+from lifeline.collector.webhooks import WebhookConfig
+from lifeline.wire import AlarmState
 from tests.integration.test_api_http import (
     GW,
     Api,
@@ -33,7 +34,6 @@ from tests.integration.test_api_http import (
     running_api,
     wait_for,
 )
-from wire import AlarmState
 
 pytestmark = [pytest.mark.integration, pytest.mark.proof]
 

@@ -20,13 +20,13 @@ from typing import Any, Literal
 import pytest
 from pymodbus.framer import FramerRTU
 
-from drivers.errors import DeviceTimeout
-from drivers.link import ModbusSerialLink, poll_device
-from drivers.planner import plan_reads
-from drivers.profile import builtin_profiles
-from firmware_sim.scenario import Scenario
-from firmware_sim.servers import PtyBus
-from firmware_sim.simulation import Simulation
+from lifeline.drivers.errors import DeviceTimeout
+from lifeline.drivers.link import ModbusSerialLink, poll_device
+from lifeline.drivers.planner import plan_reads
+from lifeline.drivers.profile import builtin_profiles
+from lifeline.firmware_sim.scenario import Scenario
+from lifeline.firmware_sim.servers import PtyBus
+from lifeline.firmware_sim.simulation import Simulation
 
 pytestmark = pytest.mark.integration
 
@@ -231,7 +231,7 @@ def test_quirks_are_set_through_the_control_port_with_clear_refusals() -> None:
 
 
 async def _quirks_through_the_control_port() -> None:
-    from firmware_sim.control import ControlError, SimControl
+    from lifeline.firmware_sim.control import ControlError, SimControl
 
     async with Simulation(scenario("tcp")) as sim:
         ctl = sim.endpoints["control"]

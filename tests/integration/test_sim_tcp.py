@@ -4,13 +4,13 @@ import asyncio
 
 import pytest
 
-from drivers.errors import DeviceException, DeviceTimeout, LinkDown
-from drivers.link import ModbusTcpLink, RtuOverTcpLink, poll_device
-from drivers.planner import plan_reads
-from drivers.profile import builtin_profiles
-from firmware_sim.control import ControlError, SimControl
-from firmware_sim.scenario import load_scenario
-from firmware_sim.simulation import Simulation
+from lifeline.drivers.errors import DeviceException, DeviceTimeout, LinkDown
+from lifeline.drivers.link import ModbusTcpLink, RtuOverTcpLink, poll_device
+from lifeline.drivers.planner import plan_reads
+from lifeline.drivers.profile import builtin_profiles
+from lifeline.firmware_sim.control import ControlError, SimControl
+from lifeline.firmware_sim.scenario import load_scenario
+from lifeline.firmware_sim.simulation import Simulation
 
 pytestmark = pytest.mark.integration
 

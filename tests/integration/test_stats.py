@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from collector.cases.engine import CaseEngine
-from collector.cases.phases import Stage
-from collector.cases.routing import Deadline, Routing
-from collector.cases.workflow import Action, Closure
-from collector.stats import csv_header, csv_row, report
-from collector.store import Store
+from lifeline.collector.cases.engine import CaseEngine
+from lifeline.collector.cases.phases import Stage
+from lifeline.collector.cases.routing import Deadline, Routing
+from lifeline.collector.cases.workflow import Action, Closure
+from lifeline.collector.stats import csv_header, csv_row, report
+from lifeline.collector.store import Store
+from lifeline.wire import AlarmState, Severity
 from tests.integration import test_collector_cases as suite
 from tests.integration.test_api_http import problem_of, running_api
-from wire import AlarmState, Severity
 
 pytestmark = pytest.mark.integration
 

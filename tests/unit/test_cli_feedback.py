@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from edge.cli_output import local_time
 from lifeline.cli import describe_error
 from lifeline.demo import _banner, command_name
+from lifeline.edge.cli_output import local_time
 
 pytestmark = pytest.mark.unit
 

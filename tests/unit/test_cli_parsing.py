@@ -3,12 +3,12 @@
 import pytest
 import typer
 
-from drivers.baudrates import baudrate_problem
-from drivers.scan import firmware_text, parse_units
-from edge.cli_output import print_table
-from edge.config import ConfigError, config_warnings, parse_config
-from edge.crew import _parse_severity, _parse_since, _parse_value
-from edge.installer import _hostname, _line_settings
+from lifeline.drivers.baudrates import baudrate_problem
+from lifeline.drivers.scan import firmware_text, parse_units
+from lifeline.edge.cli_output import print_table
+from lifeline.edge.config import ConfigError, config_warnings, parse_config
+from lifeline.edge.crew import _parse_severity, _parse_since, _parse_value
+from lifeline.edge.installer import _hostname, _line_settings
 
 pytestmark = pytest.mark.unit
 

@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from collector.broker_health import BrokerHealth
+from lifeline.collector.broker_health import BrokerHealth
 
 URL = "mqtt://broker:1883"
 

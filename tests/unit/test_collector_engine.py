@@ -10,16 +10,23 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
-from collector.assets import Asset
-from collector.cases.engine import CaseEngine
-from collector.cases.phases import Phase
-from collector.cases.routing import Routing, default_routing_path, load_routing
-from collector.cases.workflow import Action, Audit, Case, CaseState, Closure, IllegalTransition
-from collector.cases.workorders import WorkOrder, WorkOrderAction, WorkOrderState
-from collector.errors import Conflict
-from collector.models import AlarmLink, AlarmTransition, DeviceState, Status
-from wire import Location
-from wire.messages import Value
+from lifeline.collector.assets import Asset
+from lifeline.collector.cases.engine import CaseEngine
+from lifeline.collector.cases.phases import Phase
+from lifeline.collector.cases.routing import Routing, default_routing_path, load_routing
+from lifeline.collector.cases.workflow import (
+    Action,
+    Audit,
+    Case,
+    CaseState,
+    Closure,
+    IllegalTransition,
+)
+from lifeline.collector.cases.workorders import WorkOrder, WorkOrderAction, WorkOrderState
+from lifeline.collector.errors import Conflict
+from lifeline.collector.models import AlarmLink, AlarmTransition, DeviceState, Status
+from lifeline.wire import Location
+from lifeline.wire.messages import Value
 
 pytestmark = pytest.mark.unit
 

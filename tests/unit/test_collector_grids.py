@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from collector.assets import Asset, load
-from collector.cases.routing import (
+from lifeline.collector.assets import Asset, load
+from lifeline.collector.cases.routing import (
     DepartmentRule,
     Outcome,
     Routing,
@@ -16,7 +16,7 @@ from collector.cases.routing import (
     load_routing,
     routing_grids,
 )
-from collector.grids import Grid, GridError, check_grid_code, load_grids
+from lifeline.collector.grids import Grid, GridError, check_grid_code, load_grids
 
 pytestmark = pytest.mark.unit
 

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from collector.assets import AssetError, load, parse_csv, parse_yaml
-from collector.ingest import classify, parse_mqtt_url
-from collector.models import Accepted, Rejected
-from wire import DataBatch, Kind, Record, Status, encode, topic
+from lifeline.collector.assets import AssetError, load, parse_csv, parse_yaml
+from lifeline.collector.ingest import classify, parse_mqtt_url
+from lifeline.collector.models import Accepted, Rejected
+from lifeline.wire import DataBatch, Kind, Record, Status, encode, topic
 
 pytestmark = pytest.mark.unit
 

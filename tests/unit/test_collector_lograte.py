@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from collector.lograte import RepeatLimiter
+from lifeline.collector.lograte import RepeatLimiter
 
 pytestmark = pytest.mark.unit
 

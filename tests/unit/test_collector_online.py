@@ -2,8 +2,8 @@
 
 import pytest
 
-from collector.models import DeviceState, Status, StatusChange
-from collector.online import online_rate
+from lifeline.collector.models import DeviceState, Status, StatusChange
+from lifeline.collector.online import online_rate
 
 pytestmark = pytest.mark.unit
 

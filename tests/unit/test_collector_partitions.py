@@ -2,7 +2,7 @@
 
 import pytest
 
-from collector.partitions import Partition, parse_partitions, preference, target
+from lifeline.collector.partitions import Partition, parse_partitions, preference, target
 
 pytestmark = pytest.mark.unit
 

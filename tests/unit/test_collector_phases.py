@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from collector.cases.calendar import (
+from lifeline.collector.cases.calendar import (
     CalendarError,
     Unit,
     WorkCalendar,
     load_calendar,
 )
-from collector.cases.phases import Limit, Stage, start, step
-from collector.cases.routing import default_routing_path, load_routing, routing_calendar
-from collector.cases.workflow import Action, Args, Case, CaseState, apply, open_case
+from lifeline.collector.cases.phases import Limit, Stage, start, step
+from lifeline.collector.cases.routing import default_routing_path, load_routing, routing_calendar
+from lifeline.collector.cases.workflow import Action, Args, Case, CaseState, apply, open_case
 
 pytestmark = pytest.mark.unit
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from collector.assets import Asset
-from collector.cases.routing import (
+from lifeline.collector.assets import Asset
+from lifeline.collector.cases.routing import (
     UNKNOWN_AREA,
     Outcome,
     Routing,
@@ -19,8 +19,8 @@ from collector.cases.routing import (
     default_routing_path,
     load_routing,
 )
-from collector.profiles import DEVICE_POINT, shipped_catalog
-from wire import AlarmType
+from lifeline.collector.profiles import DEVICE_POINT, shipped_catalog
+from lifeline.wire import AlarmType
 
 pytestmark = pytest.mark.unit
 

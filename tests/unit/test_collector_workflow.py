@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from collector.cases.workflow import (
+from lifeline.collector.cases.workflow import (
     SYSTEM_ACTIONS,
     TRANSITIONS,
     UNCLASSIFIED,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from collector.api.routes.console import csp, tile_origin
-from collector.runtime import ConsoleConfig
+from lifeline.collector.api.routes.console import csp, tile_origin
+from lifeline.collector.runtime import ConsoleConfig
 
 pytestmark = pytest.mark.unit
 

@@ -15,7 +15,7 @@ from pymodbus.pdu.register_message import (
     WriteSingleRegisterResponse,
 )
 
-from drivers.frames import find_mbap_answer, find_rtu_answer
+from lifeline.drivers.frames import find_mbap_answer, find_rtu_answer
 
 pytestmark = pytest.mark.unit
 

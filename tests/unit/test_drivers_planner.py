@@ -2,9 +2,9 @@
 
 import pytest
 
-from drivers.planner import ReadRequest, plan_reads, split_read
-from drivers.profile import PointSpec
-from drivers.values import decode_response
+from lifeline.drivers.planner import ReadRequest, plan_reads, split_read
+from lifeline.drivers.profile import PointSpec
+from lifeline.drivers.values import decode_response
 
 pytestmark = pytest.mark.unit
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from drivers.planner import plan_reads
-from drivers.profile import AlarmRuleSpec, ProfileError, builtin_profiles, load_profile
+from lifeline.drivers.planner import plan_reads
+from lifeline.drivers.profile import AlarmRuleSpec, ProfileError, builtin_profiles, load_profile
 
 pytestmark = pytest.mark.unit
 

@@ -11,11 +11,11 @@ import logging
 
 import pytest
 
-from drivers.errors import BadFrame, DeviceException, DeviceTimeout
-from drivers.planner import ReadRequest
-from drivers.profile import PointSpec
-from drivers.reader import DeviceReader, describe_plan
-from drivers.values import decode_point
+from lifeline.drivers.errors import BadFrame, DeviceException, DeviceTimeout
+from lifeline.drivers.planner import ReadRequest
+from lifeline.drivers.profile import PointSpec
+from lifeline.drivers.reader import DeviceReader, describe_plan
+from lifeline.drivers.values import decode_point
 
 pytestmark = pytest.mark.unit
 

@@ -5,8 +5,8 @@ import struct
 
 import pytest
 
-from drivers.profile import PointSpec
-from drivers.values import decode_point, encode_value
+from lifeline.drivers.profile import PointSpec
+from lifeline.drivers.values import decode_point, encode_value
 
 pytestmark = pytest.mark.unit
 

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from edge.config import ConfigError, load_config, parse_config
-from edge.daemon import Gateway
+from lifeline.edge.config import ConfigError, load_config, parse_config
+from lifeline.edge.daemon import Gateway
 from tests.fakes import FakeBuffer, fake_gateway
 
 pytestmark = pytest.mark.unit

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from edge.clock import ClockChange, ClockWatch
-from wire import EARLIEST_PLAUSIBLE_MS, ClockInfo
+from lifeline.edge.clock import ClockChange, ClockWatch
+from lifeline.wire import EARLIEST_PLAUSIBLE_MS, ClockInfo
 
 pytestmark = pytest.mark.unit
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edge.config import ConfigError, load_config, resolve_profiles
+from lifeline.edge.config import ConfigError, load_config, resolve_profiles
 
 pytestmark = pytest.mark.unit
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from edge.config import parse_config
-from edge.daemon import Gateway
+from lifeline.edge.config import parse_config
+from lifeline.edge.daemon import Gateway
+from lifeline.wire import EARLIEST_PLAUSIBLE_MS
 from tests.fakes import FakeBuffer, FakeUplink, fake_gateway
-from wire import EARLIEST_PLAUSIBLE_MS
 
 pytestmark = pytest.mark.unit
 

@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 import yaml
 
-from drivers.link import Link, LinkStats
-from edge.clock import wall_ms
-from edge.config import Bus, load_config, parse_config, resolve_profiles
-from edge.daemon import Gateway, GatewayFailed
-from edge.scheduler import Device, PollSink
+from lifeline.drivers.link import Link, LinkStats
+from lifeline.edge.clock import wall_ms
+from lifeline.edge.config import Bus, load_config, parse_config, resolve_profiles
+from lifeline.edge.daemon import Gateway, GatewayFailed
+from lifeline.edge.scheduler import Device, PollSink
+from lifeline.wire import Command, CommandReply
 from tests.fakes import FakeBuffer, FakeUplink, fake_gateway
-from wire import Command, CommandReply
 
 pytestmark = pytest.mark.unit
 

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 import yaml
 
-from edge.config import ConfigError, load_config
+from lifeline.edge.config import ConfigError, load_config
+from lifeline.wire import Birth, Location, decode, encode
 from tests.fakes import fake_gateway
-from wire import Birth, Location, decode, encode
 
 pytestmark = pytest.mark.unit
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.buffer import LANE_ALARM, LANE_DATA, LANE_DEVICE, Outbox, Sample, views
-from wire import (
+from lifeline.edge.buffer import LANE_ALARM, LANE_DATA, LANE_DEVICE, Outbox, Sample, views
+from lifeline.wire import (
     AlarmBatch,
     AlarmEvent,
     AlarmState,

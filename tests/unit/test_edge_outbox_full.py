@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.buffer import BufferFull, Outbox
-from wire import AlarmEvent, AlarmState, Quality, Severity
+from lifeline.edge.buffer import BufferFull, Outbox
+from lifeline.wire import AlarmEvent, AlarmState, Quality, Severity
 
 pytestmark = pytest.mark.unit
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.buffer import (
+from lifeline.edge.buffer import (
     HEALTH_EVERY_S,
     HEALTH_MIN_GAP_S,
     DeviceHealth,
@@ -17,11 +17,11 @@ from edge.buffer import (
     health,
     views,
 )
-from edge.config import parse_config
-from edge.daemon import Gateway
-from edge.scheduler import Health
+from lifeline.edge.config import parse_config
+from lifeline.edge.daemon import Gateway
+from lifeline.edge.scheduler import Health
+from lifeline.wire import Quality
 from tests.fakes import FakeUplink, fake_gateway
-from wire import Quality
 
 pytestmark = pytest.mark.unit
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.buffer import Outbox
-from wire import AlarmBatch, AlarmEvent, AlarmState, DataBatch, Quality, Severity, decode
+from lifeline.edge.buffer import Outbox
+from lifeline.wire import AlarmBatch, AlarmEvent, AlarmState, DataBatch, Quality, Severity, decode
 
 pytestmark = pytest.mark.unit
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.buffer import LANE_ALARM, LANE_DATA, Outbox
-from wire import AlarmEvent, AlarmState, DataBatch, Quality, Severity, decode
+from lifeline.edge.buffer import LANE_ALARM, LANE_DATA, Outbox
+from lifeline.wire import AlarmEvent, AlarmState, DataBatch, Quality, Severity, decode
 
 pytestmark = pytest.mark.unit
 

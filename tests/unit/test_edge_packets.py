@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge.packets import FLOOR_BYTES, PacketLimit, publish_overhead
+from lifeline.edge.packets import FLOOR_BYTES, PacketLimit, publish_overhead
 
 pytestmark = pytest.mark.unit
 

@@ -11,8 +11,8 @@ import itertools
 
 import pytest
 
-from edge.rules import AlarmEngine, ExceptionFilter, Rule, UnknownAlarm
-from wire import AlarmState, Quality, Severity
+from lifeline.edge.rules import AlarmEngine, ExceptionFilter, Rule, UnknownAlarm
+from lifeline.wire import AlarmState, Quality, Severity
 
 pytestmark = pytest.mark.unit
 

@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from drivers.errors import DeviceTimeout
-from edge.clock import mono_ms
-from edge.config import HealthConfig, parse_config
-from edge.daemon import Gateway
-from edge.scheduler import Health, HealthTracker, Outcome
+from lifeline.drivers.errors import DeviceTimeout
+from lifeline.edge.clock import mono_ms
+from lifeline.edge.config import HealthConfig, parse_config
+from lifeline.edge.daemon import Gateway
+from lifeline.edge.scheduler import Health, HealthTracker, Outcome
+from lifeline.wire import Command, CommandReply, Quality
 from tests.fakes import FakeBuffer, fake_gateway
-from wire import Command, CommandReply, Quality
 
 pytestmark = pytest.mark.unit
 

@@ -7,12 +7,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from drivers.planner import plan_reads
-from drivers.profile import Table, builtin_profiles
-from drivers.values import decode_response
-from firmware_sim.cli import app
-from firmware_sim.device import ModbusFault, SimDevice
-from firmware_sim.scenario import ScenarioError, load_scenario
+from lifeline.drivers.planner import plan_reads
+from lifeline.drivers.profile import Table, builtin_profiles
+from lifeline.drivers.values import decode_response
+from lifeline.firmware_sim.cli import app
+from lifeline.firmware_sim.device import ModbusFault, SimDevice
+from lifeline.firmware_sim.scenario import ScenarioError, load_scenario
 
 pytestmark = pytest.mark.unit
 

@@ -15,11 +15,11 @@ import yaml
 from pymodbus.framer import FramerRTU, FramerSocket
 from pymodbus.pdu import DecodePDU
 
-from drivers.profile import builtin_profiles
-from firmware_sim.device import SimDevice
-from firmware_sim.physics import SimEventError
-from firmware_sim.scenario import ScenarioError, load_scenario
-from firmware_sim.servers import Reply, Request, RtuRequestFramer, respond
+from lifeline.drivers.profile import builtin_profiles
+from lifeline.firmware_sim.device import SimDevice
+from lifeline.firmware_sim.physics import SimEventError
+from lifeline.firmware_sim.scenario import ScenarioError, load_scenario
+from lifeline.firmware_sim.servers import Reply, Request, RtuRequestFramer, respond
 
 pytestmark = pytest.mark.unit
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wire import (
+from lifeline.wire import (
     MAX_PAYLOAD_BYTES,
     AlarmBatch,
     AlarmEvent,

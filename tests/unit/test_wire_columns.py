@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wire import WireError
-from wire.codec import _dec_columns, _dec_rows
+from lifeline.wire import WireError
+from lifeline.wire.codec import _dec_columns, _dec_rows
 
 pytestmark = pytest.mark.unit
 

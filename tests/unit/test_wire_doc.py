@@ -16,8 +16,8 @@ from typing import Any
 import msgpack
 import pytest
 
-from edge.buffer import Outbox
-from wire import (
+from lifeline.edge.buffer import Outbox
+from lifeline.wire import (
     AlarmEvent,
     AlarmState,
     Birth,

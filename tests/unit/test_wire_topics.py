@@ -2,7 +2,7 @@
 
 import pytest
 
-from wire import Kind, TopicParts, WireError, parse_topic, subscription, topic
+from lifeline.wire import Kind, TopicParts, WireError, parse_topic, subscription, topic
 
 pytestmark = pytest.mark.unit
 

@@ -7,9 +7,9 @@ from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from collector.api.auth import Operator, Viewer
-from collector.api.deps import RuntimeDep, StoreDep
-from collector.api.paging import (
+from lifeline.collector.api.auth import Operator, Viewer
+from lifeline.collector.api.deps import RuntimeDep, StoreDep
+from lifeline.collector.api.paging import (
     Cursor,
     Name,
     PageSize,
@@ -18,9 +18,9 @@ from collector.api.paging import (
     decode_cursor,
     encode_cursor,
 )
-from collector.api.schemas import AckAccepted, AlarmOut, AlarmPage
-from collector.models import AlarmView
-from wire import MAX_STR, AlarmState
+from lifeline.collector.api.schemas import AckAccepted, AlarmOut, AlarmPage
+from lifeline.collector.models import AlarmView
+from lifeline.wire import MAX_STR, AlarmState
 
 router = APIRouter(prefix="/api/v1/alarms", tags=["alarms"])
 

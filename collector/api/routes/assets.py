@@ -6,11 +6,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path
 from pydantic import BaseModel, Field
 
-from collector.api.auth import Admin, Viewer
-from collector.api.deps import StoreDep
-from collector.api.names import find_device
-from collector.api.schemas import AssetDetail, BindingOut
-from collector.assets import Asset, AssetError
+from lifeline.collector.api.auth import Admin, Viewer
+from lifeline.collector.api.deps import StoreDep
+from lifeline.collector.api.names import find_device
+from lifeline.collector.api.schemas import AssetDetail, BindingOut
+from lifeline.collector.assets import Asset, AssetError
 
 router = APIRouter(prefix="/api/v1", tags=["assets"])
 

@@ -8,16 +8,23 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel, Field, model_validator
 
-from collector.api.auth import Viewer
-from collector.api.deps import RuntimeDep, StoreDep
-from collector.api.paging import Cursor, Name, PageSize, cursor_int, decode_cursor, encode_cursor
-from collector.api.routes.departments import registry, resolve
-from collector.api.schemas import CaseDetail, CaseOut, CasePage
-from collector.cases.codes import subcategory_name
-from collector.cases.duties import SCOPED, in_scope, may_act, refusal, scope_names
-from collector.cases.engine import CaseNotFound
-from collector.cases.phases import Phase
-from collector.cases.workflow import (
+from lifeline.collector.api.auth import Viewer
+from lifeline.collector.api.deps import RuntimeDep, StoreDep
+from lifeline.collector.api.paging import (
+    Cursor,
+    Name,
+    PageSize,
+    cursor_int,
+    decode_cursor,
+    encode_cursor,
+)
+from lifeline.collector.api.routes.departments import registry, resolve
+from lifeline.collector.api.schemas import CaseDetail, CaseOut, CasePage
+from lifeline.collector.cases.codes import subcategory_name
+from lifeline.collector.cases.duties import SCOPED, in_scope, may_act, refusal, scope_names
+from lifeline.collector.cases.engine import CaseNotFound
+from lifeline.collector.cases.phases import Phase
+from lifeline.collector.cases.workflow import (
     TRANSITIONS,
     Action,
     Case,
@@ -26,8 +33,8 @@ from collector.cases.workflow import (
     IllegalTransition,
     colour,
 )
-from collector.models import AlarmLink, ApiKey
-from collector.store import Conflict, Store
+from lifeline.collector.models import AlarmLink, ApiKey
+from lifeline.collector.store import Conflict, Store
 
 router = APIRouter(prefix="/api/v1/cases", tags=["cases"])
 

@@ -7,12 +7,12 @@ from typing import Any
 from fastapi import APIRouter
 from shapely.geometry import mapping
 
-from collector.api.auth import Viewer
-from collector.api.deps import RuntimeDep
-from collector.api.schemas import MeOut, ProfileOut
-from collector.cases.duties import may_act
-from collector.cases.workflow import Action
-from collector.models import Role
+from lifeline.collector.api.auth import Viewer
+from lifeline.collector.api.deps import RuntimeDep
+from lifeline.collector.api.schemas import MeOut, ProfileOut
+from lifeline.collector.cases.duties import may_act
+from lifeline.collector.cases.workflow import Action
+from lifeline.collector.models import Role
 
 router = APIRouter(prefix="/api/v1", tags=["catalog"])
 

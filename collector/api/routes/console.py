@@ -17,12 +17,12 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, HTTPException, Path
 from fastapi.responses import RedirectResponse, Response
 
-from collector.api.deps import RuntimeDep
-from collector.api.schemas import ConsoleConfigOut
+from lifeline.collector.api.deps import RuntimeDep
+from lifeline.collector.api.schemas import ConsoleConfigOut
 
 router = APIRouter(include_in_schema=False)
 
-STATIC = files("collector") / "static"
+STATIC = files("lifeline.collector") / "static"
 TYPES = {
     "html": "text/html; charset=utf-8",
     "js": "text/javascript; charset=utf-8",

@@ -7,11 +7,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Response
 from pydantic import BaseModel, Field
 
-from collector.api.auth import Admin, Viewer
-from collector.api.deps import StoreDep
-from collector.api.schemas import DepartmentOut
-from collector.models import Department
-from collector.store import Store
+from lifeline.collector.api.auth import Admin, Viewer
+from lifeline.collector.api.deps import StoreDep
+from lifeline.collector.api.schemas import DepartmentOut
+from lifeline.collector.models import Department
+from lifeline.collector.store import Store
 
 router = APIRouter(prefix="/api/v1/departments", tags=["departments"])
 

@@ -11,14 +11,14 @@ from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from collector.api.auth import StreamViewer, Viewer
-from collector.api.deps import RuntimeDep, StoreDep
-from collector.api.paging import MAX_MS, PageSize
-from collector.api.problems import dumps
-from collector.api.schemas import EventPage
-from collector.event_types import type_patterns
-from collector.models import EventRecord
-from collector.store import Store
+from lifeline.collector.api.auth import StreamViewer, Viewer
+from lifeline.collector.api.deps import RuntimeDep, StoreDep
+from lifeline.collector.api.paging import MAX_MS, PageSize
+from lifeline.collector.api.problems import dumps
+from lifeline.collector.api.schemas import EventPage
+from lifeline.collector.event_types import type_patterns
+from lifeline.collector.models import EventRecord
+from lifeline.collector.store import Store
 
 router = APIRouter(prefix="/api/v1/events", tags=["events"])
 

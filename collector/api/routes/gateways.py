@@ -8,10 +8,10 @@ from fastapi import APIRouter, HTTPException, Path
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from collector.api.auth import Operator, Viewer
-from collector.api.deps import RuntimeDep, StoreDep
-from collector.api.names import find_device
-from collector.api.paging import (
+from lifeline.collector.api.auth import Operator, Viewer
+from lifeline.collector.api.deps import RuntimeDep, StoreDep
+from lifeline.collector.api.names import find_device
+from lifeline.collector.api.paging import (
     Cursor,
     Name,
     PageSize,
@@ -19,15 +19,15 @@ from collector.api.paging import (
     decode_cursor,
     encode_cursor,
 )
-from collector.api.schemas import (
+from lifeline.collector.api.schemas import (
     CommandAccepted,
     CommandReplyOut,
     DeadLetterPage,
     DeviceDetail,
     GatewayDetail,
 )
-from collector.models import DeviceState, GatewayState
-from wire.messages import Value
+from lifeline.collector.models import DeviceState, GatewayState
+from lifeline.wire.messages import Value
 
 router = APIRouter(prefix="/api/v1", tags=["gateways"])
 

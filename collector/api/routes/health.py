@@ -6,11 +6,11 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from collector.api.auth import MaybeViewer
-from collector.api.deps import RuntimeDep
-from collector.api.schemas import ReadyOut
-from collector.partitions import PartitionedIngest
-from collector.store import StoreError
+from lifeline.collector.api.auth import MaybeViewer
+from lifeline.collector.api.deps import RuntimeDep
+from lifeline.collector.api.schemas import ReadyOut
+from lifeline.collector.partitions import PartitionedIngest
+from lifeline.collector.store import StoreError
 
 router = APIRouter(tags=["health"])
 

@@ -7,13 +7,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Response
 from pydantic import BaseModel, Field
 
-from collector.api.auth import Admin
-from collector.api.deps import StoreDep
-from collector.api.routes.departments import CODE_PATTERN
-from collector.api.schemas import KeyOut, NewKeyOut
-from collector.keys import digest, display_prefix, new_token
-from collector.models import ApiKey, Role
-from collector.store import Store
+from lifeline.collector.api.auth import Admin
+from lifeline.collector.api.deps import StoreDep
+from lifeline.collector.api.routes.departments import CODE_PATTERN
+from lifeline.collector.api.schemas import KeyOut, NewKeyOut
+from lifeline.collector.keys import digest, display_prefix, new_token
+from lifeline.collector.models import ApiKey, Role
+from lifeline.collector.store import Store
 
 router = APIRouter(prefix="/api/v1/keys", tags=["keys"])
 

@@ -5,11 +5,11 @@ from collections.abc import Mapping
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
 
-from collector.api.auth import Viewer
-from collector.api.deps import RuntimeDep
-from collector.cases.routing import Outcome
-from collector.cases.workflow import CaseState
-from collector.cases.workorders import WorkOrderState
+from lifeline.collector.api.auth import Viewer
+from lifeline.collector.api.deps import RuntimeDep
+from lifeline.collector.cases.routing import Outcome
+from lifeline.collector.cases.workflow import CaseState
+from lifeline.collector.cases.workorders import WorkOrderState
 
 router = APIRouter(tags=["metrics"])
 

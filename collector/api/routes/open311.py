@@ -10,12 +10,12 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query
 
-from collector.api.auth import Viewer
-from collector.api.deps import RuntimeDep, StoreDep
-from collector.api.schemas import ServiceOut, ServiceRequestOut
-from collector.cases.codes import EVENT_NAMES, subcategory_name
-from collector.cases.routing import RouteKind
-from collector.cases.workflow import COMPONENT, EVENT, Case, CaseState
+from lifeline.collector.api.auth import Viewer
+from lifeline.collector.api.deps import RuntimeDep, StoreDep
+from lifeline.collector.api.schemas import ServiceOut, ServiceRequestOut
+from lifeline.collector.cases.codes import EVENT_NAMES, subcategory_name
+from lifeline.collector.cases.routing import RouteKind
+from lifeline.collector.cases.workflow import COMPONENT, EVENT, Case, CaseState
 
 router = APIRouter(prefix="/open311/v2", tags=["open311"])
 

@@ -4,13 +4,13 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query
 
-from collector.api.auth import Viewer
-from collector.api.deps import StoreDep
-from collector.api.names import gateway_of
-from collector.api.paging import MAX_MS
-from collector.api.schemas import BucketOut, ReadingOut
-from collector.models import Bucket, Reading
-from wire import Quality
+from lifeline.collector.api.auth import Viewer
+from lifeline.collector.api.deps import StoreDep
+from lifeline.collector.api.names import gateway_of
+from lifeline.collector.api.paging import MAX_MS
+from lifeline.collector.api.schemas import BucketOut, ReadingOut
+from lifeline.collector.models import Bucket, Reading
+from lifeline.wire import Quality
 
 router = APIRouter(prefix="/api/v1", tags=["readings"])
 

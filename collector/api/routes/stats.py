@@ -10,9 +10,9 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict
 
-from collector.api.auth import Viewer
-from collector.api.deps import StoreDep
-from collector.stats import COUNTS, RATES, csv_header, csv_row, report
+from lifeline.collector.api.auth import Viewer
+from lifeline.collector.api.deps import StoreDep
+from lifeline.collector.stats import COUNTS, RATES, csv_header, csv_row, report
 
 router = APIRouter(prefix="/api/v1", tags=["statistics"])
 

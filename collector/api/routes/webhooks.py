@@ -7,12 +7,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Query, Response
 from pydantic import BaseModel, Field, field_validator
 
-from collector.api.auth import Admin
-from collector.api.deps import RuntimeDep, StoreDep
-from collector.api.schemas import NewWebhookOut, WebhookOut
-from collector.event_types import type_patterns
-from collector.models import Delivery
-from collector.webhooks import UnsafeTarget, new_secret, resolve_target, webhook_doc
+from lifeline.collector.api.auth import Admin
+from lifeline.collector.api.deps import RuntimeDep, StoreDep
+from lifeline.collector.api.schemas import NewWebhookOut, WebhookOut
+from lifeline.collector.event_types import type_patterns
+from lifeline.collector.models import Delivery
+from lifeline.collector.webhooks import UnsafeTarget, new_secret, resolve_target, webhook_doc
 
 router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"])
 

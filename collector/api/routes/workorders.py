@@ -8,23 +8,30 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel, Field, model_validator
 
-from collector.api.auth import Dispatcher, Viewer
-from collector.api.deps import RuntimeDep, StoreDep
-from collector.api.paging import Cursor, Name, PageSize, cursor_int, decode_cursor, encode_cursor
-from collector.api.routes.cases import alarm_snapshot
-from collector.api.schemas import WorkOrderDetail, WorkOrderOut, WorkOrderPage
-from collector.cases.engine import CaseNotFound
-from collector.cases.workflow import Closure
-from collector.cases.workorders import (
+from lifeline.collector.api.auth import Dispatcher, Viewer
+from lifeline.collector.api.deps import RuntimeDep, StoreDep
+from lifeline.collector.api.paging import (
+    Cursor,
+    Name,
+    PageSize,
+    cursor_int,
+    decode_cursor,
+    encode_cursor,
+)
+from lifeline.collector.api.routes.cases import alarm_snapshot
+from lifeline.collector.api.schemas import WorkOrderDetail, WorkOrderOut, WorkOrderPage
+from lifeline.collector.cases.engine import CaseNotFound
+from lifeline.collector.cases.workflow import Closure
+from lifeline.collector.cases.workorders import (
     IllegalWorkOrderAction,
     WorkOrder,
     WorkOrderAction,
     WorkOrderState,
     work_order_colour,
 )
-from collector.models import AlarmLink
-from collector.online import OnlineRate, online_rate
-from collector.store import Conflict
+from lifeline.collector.models import AlarmLink
+from lifeline.collector.online import OnlineRate, online_rate
+from lifeline.collector.store import Conflict
 
 router = APIRouter(prefix="/api/v1", tags=["work orders"])
 
