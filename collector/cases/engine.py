@@ -215,7 +215,8 @@ class CaseEngine:
         self.grids = grids
         self._clock = clock
 
-    def _now_ms(self) -> int:
+    def now_ms(self) -> int:
+        """The engine clock's time, in ms since the Unix epoch."""
         return int(self._clock() * 1000)
 
     # --- alarm transitions --------------------------------------------------------------------
@@ -241,7 +242,7 @@ class CaseEngine:
         return handled
 
     def _handle(self, t: AlarmTransition, device: DeviceState | None) -> None:
-        now = self._now_ms()
+        now = self.now_ms()
         known = self.store.link(t.alarm_id)
         returned = known is not None and known.cleared_ms is not None and t.state in _ACTIVE
         if known is not None and not returned:
@@ -652,7 +653,7 @@ class CaseEngine:
             request=request,
             reason=reason,
         )
-        now = self._now_ms()
+        now = self.now_ms()
 
         def signed(a: Audit) -> Audit:
             return replace(a, key_id=key_id, role=role, on_behalf_of=on_behalf_of)
@@ -700,7 +701,7 @@ class CaseEngine:
         if order is None:
             raise CaseNotFound(order_no)
         updated, audit = act_on(
-            order, action, actor=actor, now_ms=self._now_ms(), note=note, closure=closure
+            order, action, actor=actor, now_ms=self.now_ms(), note=note, closure=closure
         )
         audit = replace(audit, key_id=key_id, role=role, on_behalf_of=on_behalf_of)
         self.store.save_work_order(updated, [audit], expect_state=order.state.value)
@@ -710,7 +711,7 @@ class CaseEngine:
         """Raise a 督办 on every case whose running stage is overdue and not yet escalated for
         its due time (so again after a 延时 that passed, or in a later stage); return their
         numbers. The audit note gives the level (第N次) and the stage."""
-        now = self._now_ms()
+        now = self.now_ms()
         escalated = []
         for phase in self.store.overdue_phases(now):
             case = self.store.case(phase.case_no)

@@ -487,7 +487,10 @@ class CaseRows(Rows):
         states: Sequence[str] = (),
         department: str | None = None,
         subcategory: str | None = None,
+        subcategories: Sequence[str] = (),
         grid: str | None = None,
+        created_from_ms: int | None = None,
+        created_to_ms: int | None = None,
         overdue_at_ms: int | None = None,
         overdue: bool = True,
         before: tuple[int, str] | None = None,
@@ -496,14 +499,19 @@ class CaseRows(Rows):
     ) -> list[Case]:
         """Cases matching every given filter, newest first, keyset-paged below `before`.
 
-        With `overdue_at_ms`, keep only cases whose running deadline passed at that time
-        (or, with overdue=False, only those it did not). With `scope` (department values),
-        keep only cases whose 主办 or a 协办 is one of them (an empty scope keeps none).
+        With `subcategories`, keep only cases of one of these 小类; with `created_from_ms` /
+        `created_to_ms`, only those reported in [from, to) (in the query, so a window is never
+        cut short by the limit). With `overdue_at_ms`, keep only cases whose running deadline
+        passed at that time (or, with overdue=False, only those it did not). With `scope`
+        (department values), keep only cases whose 主办 or a 协办 is one of them (an empty scope
+        keeps none).
         """
         params: dict[str, Any] = {
             "dept": department,
             "sub": subcategory,
             "grid": grid,
+            "cf": created_from_ms,
+            "ct": created_to_ms,
             "at": overdue_at_ms,
             "od": overdue,
             "bc": before[0] if before else None,
@@ -514,6 +522,13 @@ class CaseRows(Rows):
         if states:
             params.update({f"s{i}": s for i, s in enumerate(states)})
             where = " AND state IN (" + ", ".join(f":s{i}" for i in range(len(states))) + ")"
+        if subcategories:
+            params.update({f"c{i}": c for i, c in enumerate(subcategories)})
+            where += (
+                " AND subcategory IN ("
+                + ", ".join(f":c{i}" for i in range(len(subcategories)))
+                + ")"
+            )
         if scope is not None:
             # 协办 are a JSON list of strings: match one as its quoted JSON form.
             ors = ["FALSE"]
@@ -528,6 +543,8 @@ class CaseRows(Rows):
             " WHERE (CAST(:dept AS TEXT) IS NULL OR department = :dept)"
             " AND (CAST(:sub AS TEXT) IS NULL OR subcategory = :sub)"
             " AND (CAST(:grid AS TEXT) IS NULL OR grid = :grid)"
+            " AND (CAST(:cf AS BIGINT) IS NULL OR created_ms >= :cf)"
+            " AND (CAST(:ct AS BIGINT) IS NULL OR created_ms < :ct)"
             f" AND (CAST(:at AS BIGINT) IS NULL OR (state IN {_TIMED}"
             " AND timed_from_ms IS NOT NULL AND deadline_ms < :at) = :od)"
             " AND (CAST(:bc AS BIGINT) IS NULL OR created_ms < :bc"

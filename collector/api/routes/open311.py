@@ -1,47 +1,170 @@
-"""Open311 GeoReport v2 (read-only): cases as service requests, so existing city tools read them.
+"""Open311 GeoReport v2 (http://wiki.open311.org/GeoReport_v2), read side: cases as service
+requests, so standard city tools read them.
 
-service_code is the case's 小类, status is open or closed (结案 and 作废 are closed), lat/long
-and address come from the case's place (its asset, or its device's install location). Times
-are ISO 8601 with the UTC offset, as the spec asks.
+Reads are anonymous, as the spec has it. Every resource answers as `.json` or `.xml` (the
+format suffix); errors are the spec's `[{code, description}]` (XML `<errors><error>`), not
+problem+json. service_code is the case's 小类; status is open or closed (结案 and 作废 are
+closed); lat/long and address come from the case's place (its asset, or its device's install
+location); times are ISO 8601 with the working calendar's UTC offset (+08:00 by default).
 """
 
-from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Coroutine, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 
-from lifeline.collector.api.auth import Viewer
 from lifeline.collector.api.deps import RuntimeDep, StoreDep
 from lifeline.collector.api.schemas import ServiceOut, ServiceRequestOut
 from lifeline.collector.cases.codes import EVENT_NAMES, subcategory_name
 from lifeline.collector.cases.routing import RouteKind
 from lifeline.collector.cases.workflow import COMPONENT, EVENT, Case, CaseState
 
-router = APIRouter(prefix="/open311/v2", tags=["open311"])
-
+SPEC = "http://wiki.open311.org/GeoReport_v2"
+CHANGESET = "2026-11-30T00:00:00Z"  # when this façade's behaviour last changed (discovery)
+WINDOW = timedelta(days=90)  # the spec's default window and the widest one a query may span
+MAX_REQUESTS = 1000  # the spec's cap on one answer
 CLOSED = {CaseState.CLOSED.value, CaseState.VOIDED.value}
 OPEN_STATES = sorted(s.value for s in CaseState if s.value not in CLOSED)
+FORMATS = {"json": "application/json", "xml": "text/xml"}
+_CODE = re.compile(r"^\d{4}$")
+# Characters XML 1.0 cannot carry: dropped rather than written into an unparseable document.
+_NOT_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
-def _iso(ms: int | None) -> str | None:
-    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat()
+class Open311Error(Exception):
+    """A request the spec's error format answers: HTTP `code` and a one-line description."""
+
+    def __init__(self, code: int, description: str) -> None:
+        super().__init__(description)
+        self.code = code
+        self.description = description
 
 
-def _parse_iso(text: str | None, name: str) -> int | None:
+def _xml(tag: str, value: Any) -> ET.Element:
+    el = ET.Element(tag)
+    if isinstance(value, dict):
+        for k, v in value.items():
+            el.append(_xml(k, v))
+    elif isinstance(value, bool):
+        el.text = "true" if value else "false"
+    elif value is not None:
+        el.text = _NOT_XML.sub("", str(value))
+    return el
+
+
+def render(fmt: str, body: Any, root: str, item: str, status: int = 200) -> Response:
+    """`body` (a dict, or a list of dicts each named `item` under `root`) as JSON or as the
+    spec's XML (UTF-8 with its declaration); `fmt` is `json` or `xml`."""
+    if fmt != "xml":
+        return JSONResponse(body, status_code=status)
+    if isinstance(body, list):
+        top = ET.Element(root)
+        top.extend(_xml(item, b) for b in body)
+    else:
+        top = _xml(root, body)
+    text = ET.tostring(top, encoding="utf-8", xml_declaration=True)
+    return Response(text, status_code=status, media_type="text/xml; charset=utf-8")
+
+
+def format_of(path: str) -> str:
+    """`xml` if `path` asks for XML (its suffix), else `json`."""
+    return "xml" if path.endswith(".xml") else "json"
+
+
+def error(fmt: str, code: int, description: str) -> Response:
+    """The spec's error answer: `[{code, description}]`, or `<errors><error>` in XML."""
+    return render(fmt, [{"code": code, "description": description}], "errors", "error", code)
+
+
+class Open311Route(APIRoute):
+    """Answers this router's errors in the spec's format instead of problem+json."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            fmt = format_of(request.url.path)
+            try:
+                return await handler(request)
+            except Open311Error as e:
+                return error(fmt, e.code, e.description)
+            except HTTPException as e:
+                return error(fmt, e.status_code, str(e.detail))
+            except RequestValidationError as e:
+                where = "; ".join(
+                    f"{'.'.join(str(p) for p in x.get('loc', ()))}: {x.get('msg')}"
+                    for x in e.errors()
+                )
+                return error(fmt, 400, where or "invalid request")
+
+        return handle
+
+
+router = APIRouter(prefix="/open311/v2", tags=["open311"], route_class=Open311Route)
+
+
+def _format(fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise Open311Error(404, f"unknown format {fmt[:20]!r}: use .json or .xml")
+    return fmt
+
+
+def _tz(runtime: RuntimeDep) -> timezone:
+    return timezone(timedelta(hours=runtime.cases.calendar.utc_offset_hours))
+
+
+def _iso(ms: int | None, tz: timezone) -> str | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, tz).isoformat()
+
+
+def _parse_iso(text: str | None, name: str, tz: timezone) -> int | None:
+    """An ISO 8601 date-time as ms; one without an offset is read in the city's time zone."""
     if text is None:
         return None
     try:
         dt = datetime.fromisoformat(text)
     except ValueError:
-        raise HTTPException(400, f"{name} must be an ISO 8601 date-time") from None
+        raise Open311Error(400, f"{name} must be an ISO 8601 date-time") from None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
+        dt = dt.replace(tzinfo=tz)
     return int(dt.timestamp() * 1000)
 
 
-def service_request(case: Case) -> dict[str, Any]:
-    """One case as a GeoReport v2 service request."""
+def _hours(ms: int) -> str:
+    return f"{ms / 3_600_000:.1f}".removesuffix(".0")
+
+
+def service_notice(case: Case, dept: str) -> str:
+    """Where the case stands, in words a citizen reads (e.g. 已派遣至区水务局，2小时内处置);
+    `dept` is the name of its 主办 department."""
+    state = case.state
+    if state in (CaseState.DISPATCHED, CaseState.HANDLING):
+        verb = "已派遣至" if state is CaseState.DISPATCHED else "处置中："
+        limit = f"，{_hours(case.allowed_ms)}小时内处置" if case.allowed_ms else ""
+        return f"{verb}{dept}{limit}"
+    if state is CaseState.VOIDED:
+        return f"已作废（{case.void_reason}）" if case.void_reason else "已作废"
+    return {
+        CaseState.REPORTED: "已受理，待核实立案",
+        CaseState.REGISTERED: "已立案，待派遣",
+        CaseState.FEEDBACK: f"{dept}已反馈处置完毕，待核查",
+        CaseState.VERIFYING: "核查中",
+        CaseState.CLOSED: "已结案",
+        CaseState.PARKED: "已挂账，暂缓处置",
+    }[state]
+
+
+def service_request(case: Case, tz: timezone, names: dict[str, str]) -> dict[str, Any]:
+    """One case as a GeoReport v2 service request; times with the offset of `tz`, its
+    department by name from `names` (department code -> name; an unregistered one as is)."""
     closed = case.state.value in CLOSED
+    dept = names.get(case.department, case.department)
     return {
         "service_request_id": case.case_no,
         "status": "closed" if closed else "open",
@@ -49,11 +172,11 @@ def service_request(case: Case) -> dict[str, Any]:
         "service_name": subcategory_name(case.kind, case.subcategory),
         "service_code": case.subcategory,
         "description": case.title,
-        "agency_responsible": case.department,
-        "service_notice": case.urgency,
-        "requested_datetime": _iso(case.created_ms),
-        "updated_datetime": _iso(case.updated_ms),
-        "expected_datetime": _iso(case.deadline_ms) if case.timed_from_ms else None,
+        "agency_responsible": dept,
+        "service_notice": service_notice(case, dept),
+        "requested_datetime": _iso(case.created_ms, tz),
+        "updated_datetime": _iso(case.updated_ms, tz),
+        "expected_datetime": _iso(case.deadline_ms, tz) if case.timed_from_ms else None,
         "address": case.location.address,
         "address_id": case.asset,
         "zipcode": None,
@@ -63,9 +186,7 @@ def service_request(case: Case) -> dict[str, Any]:
     }
 
 
-@router.get("/services.json", response_model=list[ServiceOut])
-def services(runtime: RuntimeDep, key: Viewer) -> list[dict[str, Any]]:
-    """The service types: every 小类 the routing table names."""
+def _services(runtime: RuntimeDep) -> list[dict[str, Any]]:
     routing = runtime.cases.routing
     # The deadlines table names 小类 of both kinds (their 大类 numbers overlap): a code an
     # event route uses, or a 事件 code Lifeline knows, is an 事件 service; the rest 部件.
@@ -88,41 +209,138 @@ def services(runtime: RuntimeDep, key: Viewer) -> list[dict[str, Any]]:
     ]
 
 
-@router.get("/requests.json", response_model=list[ServiceRequestOut])
+def _list(text: str | None, name: str, ok: Callable[[str], bool]) -> list[str]:
+    items = [s.strip() for s in (text or "").split(",") if s.strip()]
+    bad = [s for s in items if not ok(s)]
+    if bad:
+        raise Open311Error(400, f"{name} has an unknown value {bad[0][:20]!r}")
+    return items
+
+
+def _window(since: int | None, until: int | None, now: int) -> tuple[int, int | None]:
+    """[from, to) of a query: 90 days back from now by default, and never wider than 90 days."""
+    span = int(WINDOW.total_seconds() * 1000)
+    if since is None and until is None:
+        return now - span, None
+    if since is None:
+        assert until is not None
+        return until - span, until
+    if until is None:
+        return since, since + span
+    if until <= since:
+        raise Open311Error(400, "end_date must be after start_date")
+    if until - since > span:
+        raise Open311Error(400, "start_date to end_date may not span more than 90 days")
+    return since, until
+
+
+@router.get("/discovery.{fmt}")
+def discovery(request: Request, fmt: str) -> Response:
+    """The spec's service discovery document: this endpoint, its formats and changeset."""
+    base = str(request.url_for("services", fmt="json")).removesuffix("/services.json")
+    endpoint = {
+        "specification": SPEC,
+        "url": base,
+        "changeset": CHANGESET,
+        "type": "production",
+        "formats": list(FORMATS.values()),
+    }
+    body = {
+        "changeset": CHANGESET,
+        "contact": "the collector's operators",
+        "key_service": "an API key from the collector's admin (POST /api/v1/keys)",
+        "endpoints": [endpoint],
+    }
+    if _format(fmt) == "json":
+        return JSONResponse(body)
+    root = _xml("discovery", {k: v for k, v in body.items() if k != "endpoints"})
+    endpoints = ET.SubElement(root, "endpoints")
+    el = _xml("endpoint", {k: v for k, v in endpoint.items() if k != "formats"})
+    formats = ET.SubElement(el, "formats")
+    for f in FORMATS.values():
+        ET.SubElement(formats, "format").text = f
+    endpoints.append(el)
+    text = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return Response(text, media_type="text/xml; charset=utf-8")
+
+
+@router.get("/services.{fmt}", response_model=list[ServiceOut])
+def services(runtime: RuntimeDep, fmt: str) -> Response:
+    """The service types: every 小类 the routing table names."""
+    return render(_format(fmt), _services(runtime), "services", "service")
+
+
+@router.get("/services/{code}.{fmt}")
+def service_definition(
+    runtime: RuntimeDep, code: Annotated[str, Path(max_length=8)], fmt: str
+) -> Response:
+    """One service's definition: it asks no attributes beyond the standard fields; 404 if
+    the routing table names no such 小类."""
+    fmt = _format(fmt)
+    if code not in {s["service_code"] for s in _services(runtime)}:
+        raise Open311Error(404, f"no service {code}")
+    if fmt == "json":
+        return JSONResponse({"service_code": code, "attributes": []})
+    root = _xml("service_definition", {"service_code": code})
+    ET.SubElement(root, "attributes")
+    text = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return Response(text, media_type="text/xml; charset=utf-8")
+
+
+@router.get("/requests.{fmt}", response_model=list[ServiceRequestOut])
 def requests(
     store: StoreDep,
-    key: Viewer,
-    service_request_id: Annotated[str | None, Query(max_length=2000)] = None,
-    service_code: Annotated[str | None, Query(pattern=r"^\d{4}$")] = None,
-    status: Literal["open", "closed"] | None = None,
+    runtime: RuntimeDep,
+    fmt: str,
+    service_request_id: Annotated[str | None, Query(max_length=20_000)] = None,
+    service_code: Annotated[str | None, Query(max_length=2000)] = None,
+    status: Annotated[str | None, Query(max_length=40)] = None,
     start_date: Annotated[str | None, Query(max_length=40)] = None,
     end_date: Annotated[str | None, Query(max_length=40)] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-) -> list[dict[str, Any]]:
-    """Service requests, newest first, by id list, 小类, status and requested time."""
-    since, until = _parse_iso(start_date, "start_date"), _parse_iso(end_date, "end_date")
-    states = {"open": OPEN_STATES, "closed": sorted(CLOSED), None: []}[status]
+) -> Response:
+    """Service requests, newest first, at most 1 000. With `service_request_id` (a comma list)
+    those requests and no other filter; else by `service_code` and `status` (comma lists) and
+    requested time in [start_date, end_date), the past 90 days by default, 90 days at most."""
+    fmt, tz = _format(fmt), _tz(runtime)
+    found: Sequence[Case]
     if service_request_id is not None:
-        wanted = [s.strip() for s in service_request_id.split(",") if s.strip()][:limit]
-        found = [c for c in (store.case(n) for n in wanted) if c is not None]
+        ids = _list(service_request_id, "service_request_id", lambda s: len(s) <= 64)
+        found = [c for c in (store.case(n) for n in ids[:MAX_REQUESTS]) if c is not None]
     else:
-        found = store.find_cases(states=states, subcategory=service_code, limit=limit * 4)
-    out = []
-    for c in found:
-        if (since is not None and c.created_ms < since) or (
-            until is not None and c.created_ms >= until
-        ):
-            continue
-        out.append(service_request(c))
-    return out[:limit]
+        codes = _list(service_code, "service_code", lambda s: bool(_CODE.match(s)))
+        wanted = set(_list(status, "status", lambda s: s in ("open", "closed")))
+        states = [] if wanted in (set(), {"open", "closed"}) else sorted(CLOSED)
+        if wanted == {"open"}:
+            states = OPEN_STATES
+        since, until = _window(
+            _parse_iso(start_date, "start_date", tz),
+            _parse_iso(end_date, "end_date", tz),
+            runtime.cases.now_ms(),
+        )
+        found = store.find_cases(
+            states=states,
+            subcategories=codes,
+            created_from_ms=since,
+            created_to_ms=until,
+            limit=MAX_REQUESTS,
+        )
+    names = {d.code: d.name for d in store.departments()}
+    body = [service_request(c, tz, names) for c in found]
+    return render(fmt, body, "service_requests", "request")
 
 
-@router.get("/requests/{request_id}.json", response_model=list[ServiceRequestOut])
+@router.get("/requests/{request_id}.{fmt}", response_model=list[ServiceRequestOut])
 def request(
-    store: StoreDep, key: Viewer, request_id: Annotated[str, Path(min_length=1, max_length=64)]
-) -> list[dict[str, Any]]:
+    store: StoreDep,
+    runtime: RuntimeDep,
+    request_id: Annotated[str, Path(min_length=1, max_length=64)],
+    fmt: str,
+) -> Response:
     """One service request (a list of one, as GeoReport v2 answers); 404 if there is none."""
+    fmt = _format(fmt)
     case = store.case(request_id)
     if case is None:
-        raise HTTPException(404, f"no service request {request_id}")
-    return [service_request(case)]
+        raise Open311Error(404, f"no service request {request_id}")
+    names = {d.code: d.name for d in store.departments()}
+    body = [service_request(case, _tz(runtime), names)]
+    return render(fmt, body, "service_requests", "request")
