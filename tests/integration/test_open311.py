@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from shapely.geometry import Point
 
 from lifeline.collector.api import create_app
 from lifeline.collector.cases.workflow import Case, CaseState, Place
@@ -129,6 +130,19 @@ def test_reads_are_anonymous_json_and_xml(client: TestClient) -> None:
     assert el.findtext("service_notice") == req["service_notice"]
     assert el.findtext("lat") == "31.187"
     assert el.find("media_url") is not None
+
+
+def test_a_case_without_a_place_is_placed_inside_its_grid(client: TestClient) -> None:
+    rt: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    assert rt.cases.grids is not None
+    grid, polygon = rt.cases.grids.polygons[0]
+    add(rt, "C-GRID", 0, location=Place(), grid=grid.code)
+    add(rt, "C-NOWHERE", 0, location=Place(), grid=None)
+    (req,) = client.get("/open311/v2/requests/C-GRID.json").json()
+    assert polygon.contains(Point(req["long"], req["lat"]))
+    assert req["address"] == f"{grid.street}{grid.community}"
+    (nowhere,) = client.get("/open311/v2/requests/C-NOWHERE.json").json()
+    assert (nowhere["lat"], nowhere["long"], nowhere["address"]) == (None, None, "")
 
 
 def test_discovery_names_this_endpoint_and_both_formats(client: TestClient) -> None:

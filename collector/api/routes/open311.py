@@ -5,7 +5,8 @@ Reads are anonymous, as the spec has it. Every resource answers as `.json` or `.
 format suffix); errors are the spec's `[{code, description}]` (XML `<errors><error>`), not
 problem+json. service_code is the case's 小类; status is open or closed (结案 and 作废 are
 closed); lat/long and address come from the case's place (its asset, or its device's install
-location); times are ISO 8601 with the working calendar's UTC offset (+08:00 by default).
+location, else a point inside its 单元网格); times are ISO 8601 with the working calendar's
+UTC offset (+08:00 by default).
 """
 
 import re
@@ -24,6 +25,7 @@ from lifeline.collector.api.schemas import ServiceOut, ServiceRequestOut
 from lifeline.collector.cases.codes import EVENT_NAMES, subcategory_name
 from lifeline.collector.cases.routing import RouteKind
 from lifeline.collector.cases.workflow import COMPONENT, EVENT, Case, CaseState
+from lifeline.collector.grids import GridMap
 
 SPEC = "http://wiki.open311.org/GeoReport_v2"
 CHANGESET = "2026-11-30T00:00:00Z"  # when this façade's behaviour last changed (discovery)
@@ -160,11 +162,21 @@ def service_notice(case: Case, dept: str) -> str:
     }[state]
 
 
-def service_request(case: Case, tz: timezone, names: dict[str, str]) -> dict[str, Any]:
+def service_request(
+    case: Case, tz: timezone, names: dict[str, str], grids: GridMap | None
+) -> dict[str, Any]:
     """One case as a GeoReport v2 service request; times with the offset of `tz`, its
-    department by name from `names` (department code -> name; an unregistered one as is)."""
+    department by name from `names` (department code -> name; an unregistered one as is).
+    A case whose place is unknown is placed inside its 单元网格 (from `grids`), so clients
+    that map requests get lat/long whenever the case has a known grid."""
     closed = case.state.value in CLOSED
     dept = names.get(case.department, case.department)
+    lon, lat, address = case.location.lon, case.location.lat, case.location.address
+    if (lon is None or lat is None) and case.grid and grids is not None:
+        inside = grids.point(case.grid)
+        grid = grids.get(case.grid)
+        if inside is not None and grid is not None:
+            (lon, lat), address = inside, address or f"{grid.street}{grid.community}"
     return {
         "service_request_id": case.case_no,
         "status": "closed" if closed else "open",
@@ -177,11 +189,11 @@ def service_request(case: Case, tz: timezone, names: dict[str, str]) -> dict[str
         "requested_datetime": _iso(case.created_ms, tz),
         "updated_datetime": _iso(case.updated_ms, tz),
         "expected_datetime": _iso(case.deadline_ms, tz) if case.timed_from_ms else None,
-        "address": case.location.address,
+        "address": address,
         "address_id": case.asset,
         "zipcode": None,
-        "lat": case.location.lat,
-        "long": case.location.lon,
+        "lat": lat,
+        "long": lon,
         "media_url": None,
     }
 
@@ -325,7 +337,7 @@ def requests(
             limit=MAX_REQUESTS,
         )
     names = {d.code: d.name for d in store.departments()}
-    body = [service_request(c, tz, names) for c in found]
+    body = [service_request(c, tz, names, runtime.cases.grids) for c in found]
     return render(fmt, body, "service_requests", "request")
 
 
@@ -342,5 +354,5 @@ def request(
     if case is None:
         raise Open311Error(404, f"no service request {request_id}")
     names = {d.code: d.name for d in store.departments()}
-    body = [service_request(case, _tz(runtime), names)]
+    body = [service_request(case, _tz(runtime), names, runtime.cases.grids)]
     return render(fmt, body, "service_requests", "request")
