@@ -183,6 +183,16 @@ def test_the_default_window_is_the_past_90_days(client: TestClient) -> None:
     assert_error(client.get(f"/open311/v2/requests.xml?{backwards}"), 400, xml=True)
 
 
+def test_an_answer_holds_at_most_1000_requests_the_newest(client: TestClient) -> None:
+    rt: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    for i in range(991):  # with the 10 of the fixture: 1 001 in the default window
+        add(rt, f"C-BULK{i:04d}", 20 * DAY + i)
+    got = ids(client.get("/open311/v2/requests.json").json())
+    assert len(got) == 1000
+    assert got[:2] == ["C-NEW", "C-CLOSED"]
+    assert "C-BULK0990" not in got  # the oldest is the one left out
+
+
 def test_service_code_and_status_take_comma_lists(client: TestClient) -> None:
     get = client.get
     assert ids(get("/open311/v2/requests.json?service_code=0111").json()) == ["C-CLOSED"]
