@@ -17,7 +17,7 @@ from lifeline.collector.cases.workflow import TIMED_STATES, Audit, Case, CaseSta
 from lifeline.collector.cases.workorders import WorkOrder, WorkOrderState
 from lifeline.collector.errors import Conflict
 from lifeline.collector.models import AlarmLink, AlarmTransition
-from lifeline.collector.stats import Counts
+from lifeline.collector.stats import NO_CASE, Counts
 from lifeline.collector.store.rows import Cursor, Rows, sql_values
 
 # An audit action of a case and the event it becomes (everything else: case.transition).
@@ -557,7 +557,8 @@ class CaseRows(Rows):
     def case_counts(self, from_ms: int, to_ms: int, group_by: str) -> dict[str, Counts]:
         """The 综合评价 counts of the window [from_ms, to_ms) per group (`department`, `grid`,
         `subcategory` or `source` of the case): cases reported in it, workflow actions taken in it,
-        stages of the phase table that ended in it (docs/integration.md defines each).
+        stages of the phase table that ended in it, alarm occurrences decided in it (those that
+        became no case under the key NO_CASE; docs/integration.md defines each).
 
         Raises KeyError for another `group_by`."""
         g = _GROUP_SQL[group_by]
@@ -630,6 +631,23 @@ class CaseRows(Rows):
                 c.disposal_ms += spent
             elif r[1] == "核查":
                 c.to_close += n
+        # Alarm occurrences decided in the window: those that became a case count in the
+        # case's group; the rest (work orders, ignored, recorded) in a group of their own.
+        for r in self._query(
+            f"SELECT {g}, count(*) FROM alarm_links l"  # noqa: S608 - constant group expression
+            " JOIN cases c ON c.case_no = l.ref"
+            " WHERE l.decided_ms >= :f AND l.decided_ms < :t AND l.outcome = 'case' GROUP BY 1",
+            w,
+        ):
+            at(r[0]).alarms += int(r[1])
+            at(r[0]).alarms_to_cases += int(r[1])
+        for r in self._query(
+            "SELECT count(*) FROM alarm_links l"
+            " WHERE l.decided_ms >= :f AND l.decided_ms < :t AND l.outcome <> 'case'",
+            w,
+        ):
+            if int(r[0]):
+                at(NO_CASE).alarms += int(r[0])
         return out
 
     def count_cases_by_state(self) -> dict[str, int]:

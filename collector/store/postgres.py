@@ -32,6 +32,7 @@ from lifeline.collector.store.readings_sql import (
 from lifeline.collector.store.rows import Cursor
 from lifeline.collector.store.schema import (
     Migration,
+    alarm_stats_statements,
     api_statements,
     application_statements,
     bd_seq_statements,
@@ -272,6 +273,7 @@ class PostgresStore(SqlStore):
                 Migration(12, "applications to the 派遣员", application_statements("postgres")),
                 Migration(13, "statistics indexes", stats_statements("postgres")),
                 Migration(14, "case sources and void reasons", source_statements("postgres")),
+                Migration(15, "alarm statistics index", alarm_stats_statements("postgres")),
             )
             for m in migrations:
                 if m.version in done:

@@ -537,6 +537,11 @@ CREATE INDEX IF NOT EXISTS case_audit_ts ON case_audit (ts_ms);
 CREATE INDEX IF NOT EXISTS case_phases_end ON case_phases (end_ms)
 """
 
+# Version 15: the statistics count alarm occurrences decided in a window (报警数, 报警转案率).
+_ALARM_STATS = """
+CREATE INDEX IF NOT EXISTS alarm_links_decided ON alarm_links (decided_ms)
+"""
+
 # Version 14: where each case came from (案件来源) and why one was voided (作废原因). Cases of
 # older versions all came from the sensors.
 _SOURCES = """
@@ -638,6 +643,11 @@ def stats_statements(dialect: str) -> tuple[str, ...]:
 def source_statements(dialect: str) -> tuple[str, ...]:
     """Migration 14 (case source and void reason) for `dialect`."""
     return _split(_SOURCES, dialect)
+
+
+def alarm_stats_statements(dialect: str) -> tuple[str, ...]:
+    """Migration 15 (alarm occurrences by the time they were decided) for `dialect`."""
+    return _split(_ALARM_STATS, dialect)
 
 
 def _split(template: str, dialect: str) -> tuple[str, ...]:
