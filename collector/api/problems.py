@@ -109,7 +109,7 @@ class RequestHygiene:
             return
         declared = dict(scope["headers"]).get(b"content-length", b"0")
         if not declared.isdigit() or int(declared) > self.max_body:
-            await _send(self._too_big(), scope, send)
+            await _send(self._too_big(scope["path"]), scope, send)
             return
         chunks: list[bytes] = []
         size = 0
@@ -122,19 +122,20 @@ class RequestHygiene:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body:
-                await _send(self._too_big(), scope, send)
+                await _send(self._too_big(scope["path"]), scope, send)
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)
         body = b"".join(chunks)
         if b"\x00" in body or b"\\u0000" in body:
-            await _send(problem(400, "NUL characters are not allowed in the body"), scope, send)
+            refusal = answer(scope["path"], 400, "NUL characters are not allowed in the body")
+            await _send(refusal, scope, send)
             return
         first: Message = {"type": "http.request", "body": body, "more_body": False}
         await self.app(scope, _replay([first], receive), send)
 
-    def _too_big(self) -> JSONResponse:
-        return problem(413, f"request body over {self.max_body} bytes")
+    def _too_big(self, path: str) -> Response:
+        return answer(path, 413, f"request body over {self.max_body} bytes")
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:

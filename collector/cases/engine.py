@@ -22,6 +22,7 @@ from lifeline.collector.cases.calendar import DEFAULT_CALENDAR, WorkCalendar
 from lifeline.collector.cases.phases import Phase
 from lifeline.collector.cases.routing import Decision, Outcome, Routing
 from lifeline.collector.cases.workflow import (
+    PUBLIC,
     REQUESTS,
     SYSTEM_ACTIONS,
     UNCLASSIFIED,
@@ -50,6 +51,7 @@ from lifeline.collector.models import (
     RECONCILED,
     AlarmLink,
     AlarmTransition,
+    ApiKey,
     DeviceState,
 )
 from lifeline.collector.profiles import Catalog, shipped_catalog
@@ -404,6 +406,54 @@ class CaseEngine:
             phases=phases,
         )
         log.info("case %s opened (%s %s) for %s", case.case_no, case.kind, case.state, subject)
+
+    def report(
+        self,
+        *,
+        kind: str,
+        subcategory: str,
+        description: str,
+        place: Place,
+        media_url: str,
+        contact: str,
+        token: str,
+        key: ApiKey,
+    ) -> Case:
+        """Open a citizen's report (案件来源 公众) in 受理: its 单元网格 from `place`, its 主办 by
+        事件先属地后属主 (a 部件 with no asset: the grid's department), its time limit from the
+        routing table. It waits there for a 监督员's 核实 (confirm) before anyone may 立案 it.
+        `contact` is the reporter's fields as a JSON object; `key` the app's key that posted it
+        (the audit's actor). Returns the stored case."""
+        now = self.now_ms()
+        grid = self.grids.locate(place.lon, place.lat) if self.grids else None
+        case_no = self._number("", self.routing.area_code(None, grid.code if grid else None), now)
+        case, audits = open_case(
+            case_no=case_no,
+            kind=kind,
+            subcategory=subcategory,
+            problem="public_report",
+            asset=None,
+            device=None,
+            urgency="normal",
+            department=self.routing.department_for(kind, subcategory, grid),
+            grid=grid.code if grid else None,
+            allowed_ms=self.routing.allowed_ms(subcategory, urgent=False),
+            auto_register=False,
+            actor=key.name,
+            now_ms=now,
+            title=description,
+            note="公众上报 (Open311)",
+            location=place,
+            source=PUBLIC,
+            media_url=media_url,
+            contact=contact,
+            token=token,
+        )
+        audits = [replace(a, key_id=key.id, role=key.role.value) for a in audits]
+        phases, case = clock.start(case, now, self.routing, self.calendar)
+        self.store.save_case(case, audits, expect_state=None, phases=phases)
+        log.info("case %s reported by the public through %s", case.case_no, key.name)
+        return case
 
     def _attach(
         self, case: Case, t: AlarmTransition, d: Decision, link: AlarmLink, now: int

@@ -297,6 +297,10 @@ class CaseStore(Protocol):
         """How many cases are in each state."""
         ...
 
+    def case_by_token(self, token: str) -> Case | None:
+        """The case an Open311 POST created and answered with this token, if any."""
+        ...
+
 
 class WorkOrderStore(Protocol):
     """Work orders (maintenance of the monitoring equipment itself) with their audit trail."""

@@ -231,7 +231,7 @@ class CaseRows(Rows):
         " created_ms, updated_ms, deadline_ms, timed_from_ms, repeats, escalations, title,"
         " gateway_id, allowed_ms, severity, assist, reworks, returns, closure, recurrence_of,"
         " remaining_ms, lon, lat, datum, address, location_source, pending, pending_hours,"
-        " source, void_reason"
+        " source, void_reason, media_url, contact, confirmed_by, token"
     )
 
     @staticmethod
@@ -268,7 +268,19 @@ class CaseRows(Rows):
             pending_hours=r[32],
             source=r[33],
             void_reason=r[34],
+            media_url=r[35],
+            contact=r[36],
+            confirmed_by=r[37],
+            token=r[38],
         )
+
+    def case_by_token(self, token: str) -> Case | None:
+        """The case an Open311 POST created and answered with this token, if any."""
+        rows = self._query(
+            f"SELECT {self._CASE_COLS} FROM cases WHERE token = :t",  # noqa: S608 - constant
+            {"t": token},
+        )
+        return self._case(rows[0]) if rows else None
 
     def open_case_for(self, subject: str, problem: str) -> Case | None:
         """The open case for (asset or device, problem), if there is one."""
@@ -340,6 +352,10 @@ class CaseRows(Rows):
             "phours": case.pending_hours,
             "source": case.source,
             "vreason": case.void_reason,
+            "media": case.media_url,
+            "contact": case.contact,
+            "confirmed": case.confirmed_by,
+            "token": case.token,
             "expect": expect_state,
         }
         with self._tx() as cur:
@@ -350,8 +366,8 @@ class CaseRows(Rows):
                     " VALUES (:no, :kind, :sub, :problem, :asset, :device, :state, :urg, :dept,"
                     " :grid, :created, :updated, :deadline, :timed, :rep, :esc, :title, :gw,"
                     " :allowed, :sev, :assist, :rew, :ret, :closure, :recur, :remaining, :lon,"
-                    " :lat, :datum, :addr, :src, :pending, :phours, :source, :vreason,"
-                    " :subject)",
+                    " :lat, :datum, :addr, :src, :pending, :phours, :source, :vreason, :media,"
+                    " :contact, :confirmed, :token, :subject)",
                     p,
                 )
             else:
@@ -363,7 +379,7 @@ class CaseRows(Rows):
                     " escalations = :esc, allowed_ms = :allowed, severity = :sev,"
                     " assist = :assist, reworks = :rew, returns = :ret, closure = :closure,"
                     " remaining_ms = :remaining, pending = :pending, pending_hours = :phours,"
-                    " void_reason = :vreason"
+                    " void_reason = :vreason, confirmed_by = :confirmed"
                     " WHERE case_no = :no AND state = :expect",
                     p,
                 )

@@ -43,6 +43,7 @@ from lifeline.collector.store.schema import (
     meaning_statements,
     order_statements,
     phase_statements,
+    public_report_statements,
     scope_statements,
     source_statements,
     stats_statements,
@@ -274,6 +275,7 @@ class PostgresStore(SqlStore):
                 Migration(13, "statistics indexes", stats_statements("postgres")),
                 Migration(14, "case sources and void reasons", source_statements("postgres")),
                 Migration(15, "alarm statistics index", alarm_stats_statements("postgres")),
+                Migration(16, "citizen reports", public_report_statements("postgres")),
             )
             for m in migrations:
                 if m.version in done:

@@ -27,6 +27,7 @@ from lifeline.collector.store.schema import (
     meaning_statements,
     order_statements,
     phase_statements,
+    public_report_statements,
     scope_statements,
     source_statements,
     stats_statements,
@@ -57,6 +58,7 @@ MIGRATIONS = (
     Migration(13, "statistics indexes", stats_statements("sqlite")),
     Migration(14, "case sources and void reasons", source_statements("sqlite")),
     Migration(15, "alarm statistics index", alarm_stats_statements("sqlite")),
+    Migration(16, "citizen reports", public_report_statements("sqlite")),
 )
 _INSERT_COLS = "gateway_id, device, point, ts_ms, vtype, value_num, value_text, quality, historical"
 _COLS = f"{_INSERT_COLS}, received_ms"

@@ -1,31 +1,43 @@
-"""Open311 GeoReport v2 (http://wiki.open311.org/GeoReport_v2), read side: cases as service
-requests, so standard city tools read them.
+"""Open311 GeoReport v2 (http://wiki.open311.org/GeoReport_v2): cases as service requests, so
+standard city tools read them, and citizens' reports (POST requests) as 公众 cases.
 
-Reads are anonymous, as the spec has it. Every resource answers as `.json` or `.xml` (the
-format suffix); errors are the spec's `[{code, description}]` (XML `<errors><error>`), not
-problem+json. service_code is the case's 小类; status is open or closed (结案 and 作废 are
-closed); lat/long and address come from the case's place (its asset, or its device's install
-location, else a point inside its 单元网格); times are ISO 8601 with the working calendar's
-UTC offset (+08:00 by default).
+Reads are anonymous, as the spec has it; a report needs an `api_key`. Every resource answers
+as `.json` or `.xml` (the format suffix); errors are the spec's `[{code, description}]` (XML
+`<errors><error>`), not problem+json. service_code is the case's 小类; status is open or
+closed (结案 and 作废 are closed); lat/long and address come from the case's place (its
+asset, or its device's install location, else a point inside its 单元网格); times are ISO 8601
+with the working calendar's UTC offset (+08:00 by default).
 """
 
+import json
+import logging
+import math
 import re
+import secrets
+import threading
 import xml.etree.ElementTree as ET
+from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from starlette.concurrency import run_in_threadpool
 
 from lifeline.collector.api.deps import RuntimeDep, StoreDep
 from lifeline.collector.api.schemas import ServiceOut, ServiceRequestOut
 from lifeline.collector.cases.codes import EVENT_NAMES, subcategory_name
-from lifeline.collector.cases.routing import RouteKind
-from lifeline.collector.cases.workflow import COMPONENT, EVENT, Case, CaseState
+from lifeline.collector.cases.routing import RouteKind, Routing
+from lifeline.collector.cases.workflow import COMPONENT, EVENT, Case, CaseState, Place
 from lifeline.collector.grids import GridMap
+from lifeline.collector.keys import digest
+from lifeline.collector.models import ApiKey
+
+log = logging.getLogger(__name__)
 
 SPEC = "http://wiki.open311.org/GeoReport_v2"
 CHANGESET = "2026-11-30T00:00:00Z"  # when this façade's behaviour last changed (discovery)
@@ -194,12 +206,12 @@ def service_request(
         "zipcode": None,
         "lat": lat,
         "long": lon,
-        "media_url": None,
+        "media_url": case.media_url or None,
     }
 
 
-def _services(runtime: RuntimeDep) -> list[dict[str, Any]]:
-    routing = runtime.cases.routing
+def service_kinds(routing: Routing) -> dict[str, str]:
+    """The services: every 小类 the routing table names, with its kind (部件 or 事件)."""
     # The deadlines table names 小类 of both kinds (their 大类 numbers overlap): a code an
     # event route uses, or a 事件 code Lifeline knows, is an 事件 service; the rest 部件.
     events = {r.subcategory for r in routing.routes if r.kind is RouteKind.EVENT}
@@ -207,6 +219,11 @@ def _services(runtime: RuntimeDep) -> list[dict[str, Any]]:
     for c in routing.deadlines:
         if c != "default" and c not in codes:
             codes[c] = EVENT if c in EVENT_NAMES else COMPONENT
+    return codes
+
+
+def _services(runtime: RuntimeDep) -> list[dict[str, Any]]:
+    codes = service_kinds(runtime.cases.routing)
     return [
         {
             "service_code": code,
@@ -355,4 +372,187 @@ def request(
         raise Open311Error(404, f"no service request {request_id}")
     names = {d.code: d.name for d in store.departments()}
     body = [service_request(case, _tz(runtime), names, runtime.cases.grids)]
+    return render(fmt, body, "service_requests", "request")
+
+
+# --- citizen reports (POST requests) ------------------------------------------------------------
+
+REPORTS_PER_KEY = 30  # reports one key may post in any REPORT_WINDOW_MS
+REPORT_WINDOW_MS = 60_000
+MAX_DESCRIPTION = 4000
+_TEXT = {  # the contact and reference fields: (most characters, a pattern they must match)
+    "email": (254, re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")),
+    "phone": (32, re.compile(r"^\+?[0-9][0-9 ()\-]*$")),
+    "first_name": (64, None),
+    "last_name": (64, None),
+    "device_id": (128, None),
+    "account_id": (128, None),
+    "address_string": (200, None),
+}
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+class RateLimit:
+    """At most `limit` reports per key within any `window_ms` (a sliding window, in memory:
+    each collector process counts its own). One log line when a key starts being refused."""
+
+    def __init__(self, limit: int = REPORTS_PER_KEY, window_ms: int = REPORT_WINDOW_MS) -> None:
+        self.limit, self.window_ms = limit, window_ms
+        self._seen: dict[int, deque[int]] = {}
+        self._limited: set[int] = set()
+        self._lock = threading.Lock()
+        self.refused = 0  # reports refused since start
+
+    def allow(self, key: ApiKey, now_ms: int) -> bool:
+        """True, counting it, if `key` may post a report at `now_ms`; False if over its limit."""
+        with self._lock:
+            seen = self._seen.setdefault(key.id, deque())
+            while seen and seen[0] <= now_ms - self.window_ms:
+                seen.popleft()
+            if len(seen) >= self.limit:
+                self.refused += 1
+                if key.id not in self._limited:
+                    self._limited.add(key.id)
+                    log.warning("Open311 key %r is over %d reports a minute", key.name, self.limit)
+                return False
+            self._limited.discard(key.id)
+            seen.append(now_ms)
+            return True
+
+
+def _limiter(request: Request) -> RateLimit:
+    state = request.app.state
+    if not hasattr(state, "open311_limit"):
+        state.open311_limit = RateLimit()
+    limiter: RateLimit = state.open311_limit
+    return limiter
+
+
+def _one(form: dict[str, list[str]], name: str) -> str | None:
+    values = form.get(name)
+    if not values:
+        return None
+    if len(values) > 1:
+        raise Open311Error(400, f"{name} is given {len(values)} times")
+    text = values[0].strip()
+    if _CONTROL.search(text):
+        raise Open311Error(400, f"{name} holds control characters")
+    return text or None
+
+
+def _coordinate(text: str | None, name: str, bound: float) -> float | None:
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise Open311Error(400, f"{name} must be a number of degrees") from None
+    if not math.isfinite(value) or abs(value) > bound:
+        raise Open311Error(400, f"{name} must be within ±{bound:g} degrees")
+    return value
+
+
+def _media_url(text: str | None) -> str:
+    if text is None:
+        return ""
+    if len(text) > 2000 or not re.match(r"^https?://[^\s/?#]+[^\s]*$", text):
+        raise Open311Error(400, "media_url must be an http or https URL of at most 2000 characters")
+    return text
+
+
+def parse_report(form: dict[str, list[str]], services: dict[str, str]) -> dict[str, Any]:
+    """A citizen's POST (its form fields, each a list of values) checked field by field:
+    returns kind, subcategory, description, place, media_url and contact (a JSON object as
+    text). `services` maps each service_code to its kind. Raises Open311Error 400 naming the
+    first field that does not fit (missing, repeated, too long, out of range, not a URL)."""
+    code = _one(form, "service_code")
+    if code is None:
+        raise Open311Error(400, "service_code is required")
+    if code not in services:
+        raise Open311Error(400, f"service_code {code[:20]!r} is no service (see services.json)")
+    description = _one(form, "description") or ""
+    if len(description) > MAX_DESCRIPTION:
+        raise Open311Error(400, f"description is over {MAX_DESCRIPTION} characters")
+    fields: dict[str, str] = {}
+    for name, (most, pattern) in _TEXT.items():
+        value = _one(form, name)
+        if value is None:
+            continue
+        if len(value) > most or (pattern is not None and not pattern.match(value)):
+            raise Open311Error(400, f"{name} is not a valid value (at most {most} characters)")
+        fields[name] = value
+    lat = _coordinate(_one(form, "lat"), "lat", 90)
+    lon = _coordinate(_one(form, "long"), "long", 180)
+    address = fields.pop("address_string", "")
+    if (lat is None) != (lon is None):
+        raise Open311Error(400, "lat and long go together")
+    if lat is None and not address:
+        raise Open311Error(400, "a location is required: lat and long, or address_string")
+    place = Place(lon=lon, lat=lat, datum="WGS84" if lat is not None else "", address=address,
+                  source="report")  # fmt: skip
+    return {
+        "kind": services[code],
+        "subcategory": code,
+        "description": description or subcategory_name(services[code], code),
+        "place": place,
+        "media_url": _media_url(_one(form, "media_url")),
+        "contact": json.dumps(fields, ensure_ascii=False) if fields else "",
+    }
+
+
+@router.post("/requests.{fmt}", status_code=201)
+async def report(request: Request, runtime: RuntimeDep, fmt: str) -> Response:
+    """A citizen's report (form-encoded, as the spec's POST Service Request): `api_key` (any
+    valid collector key: the reporting app's), `service_code`, `lat` and `long` or
+    `address_string`, `description`, `media_url`, and the contact fields `email`, `phone`,
+    `first_name`, `last_name`, `device_id`, `account_id`. Opens a 受理 case of source 公众
+    that a 监督员 must 核实 before its 立案; answers 201 with its service_request_id and a
+    token. 403 for a missing or invalid key, 429 over 30 reports a minute per key, 400 for a
+    field that does not fit."""
+    fmt = _format(fmt)
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/x-www-form-urlencoded":
+        raise Open311Error(400, "send the report as application/x-www-form-urlencoded")
+    try:
+        text = (await request.body()).decode("utf-8")
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=False, max_num_fields=64)
+    except (UnicodeDecodeError, ValueError):
+        raise Open311Error(400, "the form is not UTF-8 or has too many fields") from None
+    form: dict[str, list[str]] = {}
+    for name, value in pairs:
+        form.setdefault(name, []).append(value)
+    token = _one(form, "api_key")
+    store = runtime.store
+    key = None
+    if token is not None and len(token) <= 200:
+        key = await run_in_threadpool(store.api_key_by_hash, digest(token))
+    if key is None:
+        raise Open311Error(403, "a valid api_key is required to post a report")
+    fields = parse_report(form, service_kinds(runtime.cases.routing))
+    if not _limiter(request).allow(key, runtime.cases.now_ms()):
+        raise Open311Error(429, f"over {REPORTS_PER_KEY} reports a minute for this api_key")
+    handle = secrets.token_urlsafe(16)
+    case = await run_in_threadpool(lambda: runtime.cases.report(**fields, token=handle, key=key))
+    names = {d.code: d.name for d in await run_in_threadpool(store.departments)}
+    body = {
+        "service_request_id": case.case_no,
+        "token": handle,
+        "service_notice": service_notice(case, names.get(case.department, case.department)),
+        "account_id": json.loads(case.contact).get("account_id") if case.contact else None,
+    }
+    return render(fmt, [body], "service_requests", "request", 201)
+
+
+@router.get("/tokens/{token}.{fmt}")
+def token_status(
+    store: StoreDep, token: Annotated[str, Path(min_length=1, max_length=64)], fmt: str
+) -> Response:
+    """What became of a report by the token its POST answered: `[{token, service_request_id}]`
+    (the case is numbered when it is made, so the id is there from the start); 404 if no
+    report had this token."""
+    fmt = _format(fmt)
+    case = store.case_by_token(token)
+    if case is None:
+        raise Open311Error(404, "no report has this token")
+    body = [{"token": token, "service_request_id": case.case_no}]
     return render(fmt, body, "service_requests", "request")
