@@ -219,3 +219,5 @@ def test_reports_are_rate_limited_per_key(city: City) -> None:
     city.clock[0] += 60
     assert city.post(GOOD).status_code == 201  # a minute later: allowed again
     assert len(city.runtime.store.cases()) == 32
+    metrics = city.client.get("/metrics", headers=city.h(Role.VIEWER)).text
+    assert "lifeline_open311_reports_refused_total 1" in metrics

@@ -392,6 +392,9 @@ _TEXT = {  # the contact and reference fields: (most characters, a pattern they 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
+_MAKING = threading.Lock()
+
+
 class RateLimit:
     """At most `limit` reports per key within any `window_ms` (a sliding window, in memory:
     each collector process counts its own). One log line when a key starts being refused."""
@@ -420,10 +423,12 @@ class RateLimit:
             return True
 
 
-def _limiter(request: Request) -> RateLimit:
+def limiter(request: Request) -> RateLimit:
+    """This app's report rate limit (one per app, made on first use)."""
     state = request.app.state
-    if not hasattr(state, "open311_limit"):
-        state.open311_limit = RateLimit()
+    with _MAKING:
+        if not hasattr(state, "open311_limit"):
+            state.open311_limit = RateLimit()
     limiter: RateLimit = state.open311_limit
     return limiter
 
@@ -529,7 +534,7 @@ async def report(request: Request, runtime: RuntimeDep, fmt: str) -> Response:
     if key is None:
         raise Open311Error(403, "a valid api_key is required to post a report")
     fields = parse_report(form, service_kinds(runtime.cases.routing))
-    if not _limiter(request).allow(key, runtime.cases.now_ms()):
+    if not limiter(request).allow(key, runtime.cases.now_ms()):
         raise Open311Error(429, f"over {REPORTS_PER_KEY} reports a minute for this api_key")
     handle = secrets.token_urlsafe(16)
     case = await run_in_threadpool(lambda: runtime.cases.report(**fields, token=handle, key=key))
