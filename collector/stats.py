@@ -90,7 +90,7 @@ def figures(c: Counts) -> dict[str, int | float | None]:
     out["on_time_closure_rate"] = _ratio(c.closed_on_time, c.to_close)
     out["on_time_disposal_rate"] = _ratio(c.disposed_on_time, c.to_dispose)
     out["rework_rate"] = _ratio(c.reworks, c.to_dispose)
-    out["false_alarm_rate"] = _ratio(c.false_alarms, c.closed)
+    out["false_alarm_rate"] = _ratio(c.false_alarms, c.closed + c.voided)
     out["mean_dispatch_ms"] = c.dispatch_ms // c.to_dispatch if c.to_dispatch else None
     out["mean_disposal_ms"] = c.disposal_ms // c.to_dispose if c.to_dispose else None
     out["alarm_to_case_rate"] = _ratio(c.alarms_to_cases, c.alarms)

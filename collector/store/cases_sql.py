@@ -603,7 +603,8 @@ class CaseRows(Rows):
         for r in self._query(
             f"SELECT {g}, a.action, count(*),"  # noqa: S608 - constant expressions
             " sum(CASE WHEN c.returns = 0 THEN 1 ELSE 0 END),"
-            " sum(CASE WHEN c.closure = '误报' THEN 1 ELSE 0 END)"
+            " sum(CASE WHEN c.closure = '误报' THEN 1 ELSE 0 END),"
+            " sum(CASE WHEN c.void_reason = '误报' THEN 1 ELSE 0 END)"
             " FROM case_audit a JOIN cases c ON c.case_no = a.case_no"
             f" WHERE a.ts_ms >= :f AND a.ts_ms < :t AND a.action IN {counted} GROUP BY 1, 2",
             w,
@@ -611,6 +612,8 @@ class CaseRows(Rows):
             c, n = at(r[0]), int(r[2])
             if r[1] in actions:
                 setattr(c, actions[r[1]], getattr(c, actions[r[1]]) + n)
+                if r[1] == "void":
+                    c.false_alarms += int(r[5])
             elif r[1] == "dispatch":
                 c.dispatched_accurately += int(r[3])
             elif r[1] == "close":
