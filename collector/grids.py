@@ -62,6 +62,7 @@ class GridMap:
         self._grids = [g for g, _ in grids]
         self._shapes = [s for _, s in grids]
         self._by_code = {g.code: g for g in self._grids}
+        self._index = {g.code: i for i, g in enumerate(self._grids)}
         self._tree = STRtree(self._shapes)
 
     @property
@@ -77,6 +78,15 @@ class GridMap:
     def get(self, code: str) -> Grid | None:
         """The grid with this code."""
         return self._by_code.get(code)
+
+    def point(self, code: str) -> tuple[float, float] | None:
+        """A point inside the grid's polygon as (lon, lat) degrees (shapely's representative
+        point, which lies inside even a concave polygon), or None for an unknown code."""
+        i = self._index.get(code)
+        if i is None:
+            return None
+        p = self._shapes[i].representative_point()
+        return (p.x, p.y)
 
     def locate(self, lon: float | None, lat: float | None) -> Grid | None:
         """The grid whose polygon holds (lon, lat) — on a shared border, the first in file

@@ -28,6 +28,8 @@ COUNTS = (
     ("closed_on_time", "按期结案数"),
     ("false_alarms", "误报数"),
     ("auto_closed", "自动恢复数"),
+    ("alarms", "报警数"),
+    ("alarms_to_cases", "报警转案件数"),
 )
 RATES = (
     ("closure_rate", "结案率"),
@@ -37,7 +39,10 @@ RATES = (
     ("false_alarm_rate", "误报率"),
     ("mean_dispatch_ms", "平均派遣时长(ms)"),
     ("mean_disposal_ms", "平均处置时长(ms)"),
+    ("alarm_to_case_rate", "报警转案率"),
 )
+# The group of the alarm occurrences that became no case (work orders, ignored, recorded).
+NO_CASE = "未成案报警"
 
 
 @dataclass(slots=True)
@@ -62,6 +67,8 @@ class Counts:
     closed_on_time: int = 0
     false_alarms: int = 0
     auto_closed: int = 0
+    alarms: int = 0
+    alarms_to_cases: int = 0
     dispatch_ms: int = field(default=0, repr=False)  # summed 派遣 stage durations
     disposal_ms: int = field(default=0, repr=False)  # summed 处置 durations less 挂账
 
@@ -83,9 +90,10 @@ def figures(c: Counts) -> dict[str, int | float | None]:
     out["on_time_closure_rate"] = _ratio(c.closed_on_time, c.to_close)
     out["on_time_disposal_rate"] = _ratio(c.disposed_on_time, c.to_dispose)
     out["rework_rate"] = _ratio(c.reworks, c.to_dispose)
-    out["false_alarm_rate"] = _ratio(c.false_alarms, c.closed)
+    out["false_alarm_rate"] = _ratio(c.false_alarms, c.closed + c.voided)
     out["mean_dispatch_ms"] = c.dispatch_ms // c.to_dispatch if c.to_dispatch else None
     out["mean_disposal_ms"] = c.disposal_ms // c.to_dispose if c.to_dispose else None
+    out["alarm_to_case_rate"] = _ratio(c.alarms_to_cases, c.alarms)
     return out
 
 

@@ -34,8 +34,9 @@ DESCRIPTION = """The command-center API of a Lifeline collector: alarms (list, a
 Server-Sent Events), webhooks, 数字城管 cases, device work orders (设备运维工单) and the device
 online rate, assets, gateways, devices, readings, Open311.
 
-Every endpoint except /healthz, /readyz and the /console page needs an API key, sent as
-`Authorization: Bearer KEY` or `X-API-Key: KEY` (the SSE stream also takes `?api_key=`).
+Every endpoint except /healthz, /readyz, the /console page and the Open311 reads needs an API
+key, sent as `Authorization: Bearer KEY` or `X-API-Key: KEY` (the SSE stream also takes
+`?api_key=`).
 Technical roles are hierarchical: viewer < dispatcher < operator (acknowledge, commands,
 work orders) < admin (keys, webhooks, assets, departments). Case actions follow the 数字城管
 duties: 监督员 (inspector), 受理员 (intake), 值班长 (shift_lead), 派遣员 (dispatcher), 专业部门

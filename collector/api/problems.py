@@ -8,11 +8,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lifeline.collector.api.names import AmbiguousDevice
+from lifeline.collector.api.routes.open311 import error, format_of
 from lifeline.collector.errors import StoreDataError, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,16 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
+def answer(path: str, status: int, detail: str, headers: dict[str, str] | None = None) -> Response:
+    """The error answer for a request to `path`: problem+json, or under /open311/v2 the
+    GeoReport v2 error list that spec prescribes (in the format the path's suffix names)."""
+    if path.startswith("/open311/v2/"):
+        resp = error(format_of(path), status, detail)
+        resp.headers.update(headers or {})
+        return resp
+    return problem(status, detail, headers=headers)
+
+
 def _where(loc: Any) -> str:
     return ".".join(str(p) for p in loc) if isinstance(loc, list | tuple) else str(loc)
 
@@ -38,9 +49,10 @@ def _where(loc: Any) -> str:
 def install(app: FastAPI) -> None:
     """Register the problem+json exception handlers and the request-hygiene middleware."""
 
-    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+    async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        return problem(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+        headers = getattr(exc, "headers", None)
+        return answer(request.url.path, exc.status_code, str(exc.detail), headers)
 
     async def invalid(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -92,11 +104,12 @@ class RequestHygiene:
             return
         query: bytes = scope.get("query_string", b"")
         if "\x00" in scope["path"] or b"%00" in query or b"\x00" in query:
-            await _send(problem(400, "NUL characters are not allowed in the URL"), scope, send)
+            refusal = answer(scope["path"], 400, "NUL characters are not allowed in the URL")
+            await _send(refusal, scope, send)
             return
         declared = dict(scope["headers"]).get(b"content-length", b"0")
         if not declared.isdigit() or int(declared) > self.max_body:
-            await _send(self._too_big(), scope, send)
+            await _send(self._too_big(scope["path"]), scope, send)
             return
         chunks: list[bytes] = []
         size = 0
@@ -109,19 +122,20 @@ class RequestHygiene:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body:
-                await _send(self._too_big(), scope, send)
+                await _send(self._too_big(scope["path"]), scope, send)
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)
         body = b"".join(chunks)
         if b"\x00" in body or b"\\u0000" in body:
-            await _send(problem(400, "NUL characters are not allowed in the body"), scope, send)
+            refusal = answer(scope["path"], 400, "NUL characters are not allowed in the body")
+            await _send(refusal, scope, send)
             return
         first: Message = {"type": "http.request", "body": body, "more_body": False}
         await self.app(scope, _replay([first], receive), send)
 
-    def _too_big(self) -> JSONResponse:
-        return problem(413, f"request body over {self.max_body} bytes")
+    def _too_big(self, path: str) -> Response:
+        return answer(path, 413, f"request body over {self.max_body} bytes")
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:
@@ -135,7 +149,7 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
     return replay
 
 
-async def _send(response: JSONResponse, scope: Scope, send: Send) -> None:
+async def _send(response: Response, scope: Scope, send: Send) -> None:
     async def no_receive() -> Message:
         return {"type": "http.disconnect"}
 

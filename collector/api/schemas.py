@@ -271,6 +271,11 @@ class CaseOut(Out):
     pending_hours: float = Field(description="the 延时 applied for, hours on the stage's clock")
     source: str = Field(description="案件来源: 物联网感知, 监督员, 12345 or 公众")
     void_reason: str | None = Field(description="once 作废: 误报, 重复, 非管理范围 or 设备故障")
+    media_url: str = Field(description="a photo of the problem, from a 公众 report ('' if none)")
+    contact: dict[str, str] = Field(
+        description="a 公众 reporter's contact fields (email, phone, first_name, last_name, ...)"
+    )
+    confirmed_by: str | None = Field(description="the 监督员 whose 核实 a 公众 report had")
     colour: Colour = Field(description="the deadline light now")
     subcategory_name: str | None
     alarms: list[AlarmSnapshot]
@@ -453,7 +458,7 @@ class ServiceRequestOut(Out):
     zipcode: None
     lat: float | None
     long: float | None
-    media_url: None
+    media_url: str | None
 
 
 # --- assets -----------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from lifeline.collector.cases.calendar import DEFAULT_CALENDAR, WorkCalendar
 from lifeline.collector.cases.phases import Phase
 from lifeline.collector.cases.routing import Decision, Outcome, Routing
 from lifeline.collector.cases.workflow import (
+    PUBLIC,
     REQUESTS,
     SYSTEM_ACTIONS,
     UNCLASSIFIED,
@@ -50,6 +51,7 @@ from lifeline.collector.models import (
     RECONCILED,
     AlarmLink,
     AlarmTransition,
+    ApiKey,
     DeviceState,
 )
 from lifeline.collector.profiles import Catalog, shipped_catalog
@@ -215,7 +217,8 @@ class CaseEngine:
         self.grids = grids
         self._clock = clock
 
-    def _now_ms(self) -> int:
+    def now_ms(self) -> int:
+        """The engine clock's time, in ms since the Unix epoch."""
         return int(self._clock() * 1000)
 
     # --- alarm transitions --------------------------------------------------------------------
@@ -241,7 +244,7 @@ class CaseEngine:
         return handled
 
     def _handle(self, t: AlarmTransition, device: DeviceState | None) -> None:
-        now = self._now_ms()
+        now = self.now_ms()
         known = self.store.link(t.alarm_id)
         returned = known is not None and known.cleared_ms is not None and t.state in _ACTIVE
         if known is not None and not returned:
@@ -403,6 +406,54 @@ class CaseEngine:
             phases=phases,
         )
         log.info("case %s opened (%s %s) for %s", case.case_no, case.kind, case.state, subject)
+
+    def report(
+        self,
+        *,
+        kind: str,
+        subcategory: str,
+        description: str,
+        place: Place,
+        media_url: str,
+        contact: str,
+        token: str,
+        key: ApiKey,
+    ) -> Case:
+        """Open a citizen's report (案件来源 公众) in 受理: its 单元网格 from `place`, its 主办 by
+        事件先属地后属主 (a 部件 with no asset: the grid's department), its time limit from the
+        routing table. It waits there for a 监督员's 核实 (confirm) before anyone may 立案 it.
+        `contact` is the reporter's fields as a JSON object; `key` the app's key that posted it
+        (the audit's actor). Returns the stored case."""
+        now = self.now_ms()
+        grid = self.grids.locate(place.lon, place.lat) if self.grids else None
+        case_no = self._number("", self.routing.area_code(None, grid.code if grid else None), now)
+        case, audits = open_case(
+            case_no=case_no,
+            kind=kind,
+            subcategory=subcategory,
+            problem="public_report",
+            asset=None,
+            device=None,
+            urgency="normal",
+            department=self.routing.department_for(kind, subcategory, grid),
+            grid=grid.code if grid else None,
+            allowed_ms=self.routing.allowed_ms(subcategory, urgent=False),
+            auto_register=False,
+            actor=key.name,
+            now_ms=now,
+            title=description,
+            note="公众上报 (Open311)",
+            location=place,
+            source=PUBLIC,
+            media_url=media_url,
+            contact=contact,
+            token=token,
+        )
+        audits = [replace(a, key_id=key.id, role=key.role.value) for a in audits]
+        phases, case = clock.start(case, now, self.routing, self.calendar)
+        self.store.save_case(case, audits, expect_state=None, phases=phases)
+        log.info("case %s reported by the public through %s", case.case_no, key.name)
+        return case
 
     def _attach(
         self, case: Case, t: AlarmTransition, d: Decision, link: AlarmLink, now: int
@@ -652,7 +703,7 @@ class CaseEngine:
             request=request,
             reason=reason,
         )
-        now = self._now_ms()
+        now = self.now_ms()
 
         def signed(a: Audit) -> Audit:
             return replace(a, key_id=key_id, role=role, on_behalf_of=on_behalf_of)
@@ -700,7 +751,7 @@ class CaseEngine:
         if order is None:
             raise CaseNotFound(order_no)
         updated, audit = act_on(
-            order, action, actor=actor, now_ms=self._now_ms(), note=note, closure=closure
+            order, action, actor=actor, now_ms=self.now_ms(), note=note, closure=closure
         )
         audit = replace(audit, key_id=key_id, role=role, on_behalf_of=on_behalf_of)
         self.store.save_work_order(updated, [audit], expect_state=order.state.value)
@@ -710,7 +761,7 @@ class CaseEngine:
         """Raise a 督办 on every case whose running stage is overdue and not yet escalated for
         its due time (so again after a 延时 that passed, or in a later stage); return their
         numbers. The audit note gives the level (第N次) and the stage."""
-        now = self._now_ms()
+        now = self.now_ms()
         escalated = []
         for phase in self.store.overdue_phases(now):
             case = self.store.case(phase.case_no)

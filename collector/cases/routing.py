@@ -391,6 +391,12 @@ class Routing(BaseModel):
             chain.append(self._grid_department(grid))
         return next((d for d in chain if d), self.default_department)
 
+    def department_for(self, kind: str, subcategory: str, grid: Grid | None) -> str:
+        """The 主办 department of a report with no asset behind it (a citizen's, in 单元网格
+        `grid` or None): 事件先属地后属主 for an 事件, the grid's department for a 部件."""
+        rule = DepartmentRule.GRID if kind == EVENT else DepartmentRule.OWNER
+        return self._department(rule, None, grid, subcategory)
+
     def decide(
         self,
         *,

@@ -37,6 +37,7 @@ class Action(StrEnum):
     """What a person or the system can do to a case."""
 
     ACCEPT = "accept"  # 受理 -> 立案 (an unclassified case is classified here)
+    CONFIRM = "confirm"  # 核实: a 监督员 finds a citizen's (公众) report true on site
     VOID = "void"  # 作废
     DISPATCH = "dispatch"  # 派遣 (and 改派 after a 回退): names the 主办 and 协办 departments
     START = "start"  # 处置
@@ -75,6 +76,7 @@ OPEN_STATES = frozenset(set(CaseState) - {S.CLOSED, S.VOIDED})
 # (action, from state) -> to state. Anything not listed is illegal.
 TRANSITIONS: dict[tuple[Action, CaseState], CaseState] = {
     (Action.ACCEPT, S.REPORTED): S.REGISTERED,
+    (Action.CONFIRM, S.REPORTED): S.REPORTED,
     (Action.VOID, S.REPORTED): S.VOIDED,
     (Action.VOID, S.REGISTERED): S.VOIDED,
     (Action.DISPATCH, S.REGISTERED): S.DISPATCHED,
@@ -179,6 +181,10 @@ class Case:
     pending_hours: float = 0  # the 延时 applied for (hours on the stage's clock)
     source: str = "物联网感知"  # where the report came from: one of SOURCES
     void_reason: str | None = None  # once 作废: one of VOID_REASONS
+    media_url: str = ""  # a photo of the problem, from the report (http or https)
+    contact: str = ""  # the reporter's contact fields as a JSON object (never published)
+    confirmed_by: str | None = None  # the 监督员 whose 核实 a 公众 report needs before 立案
+    token: str | None = None  # the Open311 token the reporting app was given
 
     @property
     def subject(self) -> str:
@@ -223,6 +229,7 @@ class Classification:
 
 # Where a case's report came from (案件来源) and why one is voided (作废原因).
 SOURCES = ("物联网感知", "监督员", "12345", "公众")
+PUBLIC = "公众"  # a citizen's report (Open311 POST): 立案 only after a 监督员's 核实
 VOID_REASONS = ("误报", "重复", "非管理范围", "设备故障")
 
 # What a department may apply for, and the action an approval takes.
@@ -338,7 +345,18 @@ def apply(
         if args.extend_ms <= 0:
             raise ValueError(f"case {case.case_no}: 延时 needs a positive extension")
     elif action is Action.ACCEPT:
+        if case.source == PUBLIC and case.confirmed_by is None:
+            raise ValueError(
+                f"case {case.case_no}: a 公众 report needs 核实 by a 监督员 (confirm) before 立案"
+            )
         updated = _accept(updated, args)
+    elif action is Action.CONFIRM:
+        if case.source != PUBLIC:
+            raise ValueError(f"case {case.case_no}: only a 公众 report needs 核实")
+        if case.confirmed_by is not None:
+            raise ValueError(f"case {case.case_no}: already 核实 by {case.confirmed_by}")
+        updated = replace(updated, confirmed_by=actor)
+        note = _join("核实: 属实", note)
     elif action is Action.DISPATCH:
         updated, detail = _dispatch(updated, args)
         note = _join(detail, note)
@@ -408,6 +426,10 @@ def open_case(
     severity: int | None = None,
     location: Place | None = None,
     recurrence_of: str | None = None,
+    source: str = SOURCES[0],
+    media_url: str = "",
+    contact: str = "",
+    token: str | None = None,
 ) -> tuple[Case, list[Audit]]:
     """Create a case in 受理; with `auto_register` it is 立案 at once (two audit rows)."""
     case = Case(
@@ -431,6 +453,10 @@ def open_case(
         severity=severity,
         recurrence_of=recurrence_of,
         location=location or Place(),
+        source=source,
+        media_url=media_url,
+        contact=contact,
+        token=token,
     )
     audits = [Audit(case_no, now_ms, actor, "report", None, S.REPORTED.value, note)]
     if auto_register and kind != UNCLASSIFIED:

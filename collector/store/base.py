@@ -277,7 +277,10 @@ class CaseStore(Protocol):
         states: Sequence[str] = (),
         department: str | None = None,
         subcategory: str | None = None,
+        subcategories: Sequence[str] = (),
         grid: str | None = None,
+        created_from_ms: int | None = None,
+        created_to_ms: int | None = None,
         overdue_at_ms: int | None = None,
         overdue: bool = True,
         before: tuple[int, str] | None = None,
@@ -285,11 +288,17 @@ class CaseStore(Protocol):
         scope: Sequence[str] | None = None,
     ) -> list[Case]:
         """Cases matching every given filter, newest first, keyset-paged below `before`;
-        with `scope`, only those whose 主办 or a 协办 is one of these departments."""
+        with `subcategories`, only those of one of these 小类; with `created_from_ms` /
+        `created_to_ms`, only those reported in [from, to); with `scope`, only those whose 主办
+        or a 协办 is one of these departments."""
         ...
 
     def count_cases_by_state(self) -> dict[str, int]:
         """How many cases are in each state."""
+        ...
+
+    def case_by_token(self, token: str) -> Case | None:
+        """The case an Open311 POST created and answered with this token, if any."""
         ...
 
 

@@ -17,7 +17,7 @@ from lifeline.collector.cases.workflow import TIMED_STATES, Audit, Case, CaseSta
 from lifeline.collector.cases.workorders import WorkOrder, WorkOrderState
 from lifeline.collector.errors import Conflict
 from lifeline.collector.models import AlarmLink, AlarmTransition
-from lifeline.collector.stats import Counts
+from lifeline.collector.stats import NO_CASE, Counts
 from lifeline.collector.store.rows import Cursor, Rows, sql_values
 
 # An audit action of a case and the event it becomes (everything else: case.transition).
@@ -231,7 +231,7 @@ class CaseRows(Rows):
         " created_ms, updated_ms, deadline_ms, timed_from_ms, repeats, escalations, title,"
         " gateway_id, allowed_ms, severity, assist, reworks, returns, closure, recurrence_of,"
         " remaining_ms, lon, lat, datum, address, location_source, pending, pending_hours,"
-        " source, void_reason"
+        " source, void_reason, media_url, contact, confirmed_by, token"
     )
 
     @staticmethod
@@ -268,7 +268,19 @@ class CaseRows(Rows):
             pending_hours=r[32],
             source=r[33],
             void_reason=r[34],
+            media_url=r[35],
+            contact=r[36],
+            confirmed_by=r[37],
+            token=r[38],
         )
+
+    def case_by_token(self, token: str) -> Case | None:
+        """The case an Open311 POST created and answered with this token, if any."""
+        rows = self._query(
+            f"SELECT {self._CASE_COLS} FROM cases WHERE token = :t",  # noqa: S608 - constant
+            {"t": token},
+        )
+        return self._case(rows[0]) if rows else None
 
     def open_case_for(self, subject: str, problem: str) -> Case | None:
         """The open case for (asset or device, problem), if there is one."""
@@ -340,6 +352,10 @@ class CaseRows(Rows):
             "phours": case.pending_hours,
             "source": case.source,
             "vreason": case.void_reason,
+            "media": case.media_url,
+            "contact": case.contact,
+            "confirmed": case.confirmed_by,
+            "token": case.token,
             "expect": expect_state,
         }
         with self._tx() as cur:
@@ -350,8 +366,8 @@ class CaseRows(Rows):
                     " VALUES (:no, :kind, :sub, :problem, :asset, :device, :state, :urg, :dept,"
                     " :grid, :created, :updated, :deadline, :timed, :rep, :esc, :title, :gw,"
                     " :allowed, :sev, :assist, :rew, :ret, :closure, :recur, :remaining, :lon,"
-                    " :lat, :datum, :addr, :src, :pending, :phours, :source, :vreason,"
-                    " :subject)",
+                    " :lat, :datum, :addr, :src, :pending, :phours, :source, :vreason, :media,"
+                    " :contact, :confirmed, :token, :subject)",
                     p,
                 )
             else:
@@ -363,7 +379,7 @@ class CaseRows(Rows):
                     " escalations = :esc, allowed_ms = :allowed, severity = :sev,"
                     " assist = :assist, reworks = :rew, returns = :ret, closure = :closure,"
                     " remaining_ms = :remaining, pending = :pending, pending_hours = :phours,"
-                    " void_reason = :vreason"
+                    " void_reason = :vreason, confirmed_by = :confirmed"
                     " WHERE case_no = :no AND state = :expect",
                     p,
                 )
@@ -487,7 +503,10 @@ class CaseRows(Rows):
         states: Sequence[str] = (),
         department: str | None = None,
         subcategory: str | None = None,
+        subcategories: Sequence[str] = (),
         grid: str | None = None,
+        created_from_ms: int | None = None,
+        created_to_ms: int | None = None,
         overdue_at_ms: int | None = None,
         overdue: bool = True,
         before: tuple[int, str] | None = None,
@@ -496,14 +515,19 @@ class CaseRows(Rows):
     ) -> list[Case]:
         """Cases matching every given filter, newest first, keyset-paged below `before`.
 
-        With `overdue_at_ms`, keep only cases whose running deadline passed at that time
-        (or, with overdue=False, only those it did not). With `scope` (department values),
-        keep only cases whose 主办 or a 协办 is one of them (an empty scope keeps none).
+        With `subcategories`, keep only cases of one of these 小类; with `created_from_ms` /
+        `created_to_ms`, only those reported in [from, to) (in the query, so a window is never
+        cut short by the limit). With `overdue_at_ms`, keep only cases whose running deadline
+        passed at that time (or, with overdue=False, only those it did not). With `scope`
+        (department values), keep only cases whose 主办 or a 协办 is one of them (an empty scope
+        keeps none).
         """
         params: dict[str, Any] = {
             "dept": department,
             "sub": subcategory,
             "grid": grid,
+            "cf": created_from_ms,
+            "ct": created_to_ms,
             "at": overdue_at_ms,
             "od": overdue,
             "bc": before[0] if before else None,
@@ -514,6 +538,13 @@ class CaseRows(Rows):
         if states:
             params.update({f"s{i}": s for i, s in enumerate(states)})
             where = " AND state IN (" + ", ".join(f":s{i}" for i in range(len(states))) + ")"
+        if subcategories:
+            params.update({f"c{i}": c for i, c in enumerate(subcategories)})
+            where += (
+                " AND subcategory IN ("
+                + ", ".join(f":c{i}" for i in range(len(subcategories)))
+                + ")"
+            )
         if scope is not None:
             # 协办 are a JSON list of strings: match one as its quoted JSON form.
             ors = ["FALSE"]
@@ -528,6 +559,8 @@ class CaseRows(Rows):
             " WHERE (CAST(:dept AS TEXT) IS NULL OR department = :dept)"
             " AND (CAST(:sub AS TEXT) IS NULL OR subcategory = :sub)"
             " AND (CAST(:grid AS TEXT) IS NULL OR grid = :grid)"
+            " AND (CAST(:cf AS BIGINT) IS NULL OR created_ms >= :cf)"
+            " AND (CAST(:ct AS BIGINT) IS NULL OR created_ms < :ct)"
             f" AND (CAST(:at AS BIGINT) IS NULL OR (state IN {_TIMED}"
             " AND timed_from_ms IS NOT NULL AND deadline_ms < :at) = :od)"
             " AND (CAST(:bc AS BIGINT) IS NULL OR created_ms < :bc"
@@ -540,7 +573,8 @@ class CaseRows(Rows):
     def case_counts(self, from_ms: int, to_ms: int, group_by: str) -> dict[str, Counts]:
         """The 综合评价 counts of the window [from_ms, to_ms) per group (`department`, `grid`,
         `subcategory` or `source` of the case): cases reported in it, workflow actions taken in it,
-        stages of the phase table that ended in it (docs/integration.md defines each).
+        stages of the phase table that ended in it, alarm occurrences decided in it (those that
+        became no case under the key NO_CASE; docs/integration.md defines each).
 
         Raises KeyError for another `group_by`."""
         g = _GROUP_SQL[group_by]
@@ -569,7 +603,8 @@ class CaseRows(Rows):
         for r in self._query(
             f"SELECT {g}, a.action, count(*),"  # noqa: S608 - constant expressions
             " sum(CASE WHEN c.returns = 0 THEN 1 ELSE 0 END),"
-            " sum(CASE WHEN c.closure = '误报' THEN 1 ELSE 0 END)"
+            " sum(CASE WHEN c.closure = '误报' THEN 1 ELSE 0 END),"
+            " sum(CASE WHEN c.void_reason = '误报' THEN 1 ELSE 0 END)"
             " FROM case_audit a JOIN cases c ON c.case_no = a.case_no"
             f" WHERE a.ts_ms >= :f AND a.ts_ms < :t AND a.action IN {counted} GROUP BY 1, 2",
             w,
@@ -577,6 +612,8 @@ class CaseRows(Rows):
             c, n = at(r[0]), int(r[2])
             if r[1] in actions:
                 setattr(c, actions[r[1]], getattr(c, actions[r[1]]) + n)
+                if r[1] == "void":
+                    c.false_alarms += int(r[5])
             elif r[1] == "dispatch":
                 c.dispatched_accurately += int(r[3])
             elif r[1] == "close":
@@ -613,6 +650,23 @@ class CaseRows(Rows):
                 c.disposal_ms += spent
             elif r[1] == "核查":
                 c.to_close += n
+        # Alarm occurrences decided in the window: those that became a case count in the
+        # case's group; the rest (work orders, ignored, recorded) in a group of their own.
+        for r in self._query(
+            f"SELECT {g}, count(*) FROM alarm_links l"  # noqa: S608 - constant group expression
+            " JOIN cases c ON c.case_no = l.ref"
+            " WHERE l.decided_ms >= :f AND l.decided_ms < :t AND l.outcome = 'case' GROUP BY 1",
+            w,
+        ):
+            at(r[0]).alarms += int(r[1])
+            at(r[0]).alarms_to_cases += int(r[1])
+        for r in self._query(
+            "SELECT count(*) FROM alarm_links l"
+            " WHERE l.decided_ms >= :f AND l.decided_ms < :t AND l.outcome <> 'case'",
+            w,
+        ):
+            if int(r[0]):
+                at(NO_CASE).alarms += int(r[0])
         return out
 
     def count_cases_by_state(self) -> dict[str, int]:

@@ -32,6 +32,7 @@ from lifeline.collector.store.readings_sql import (
 from lifeline.collector.store.rows import Cursor
 from lifeline.collector.store.schema import (
     Migration,
+    alarm_stats_statements,
     api_statements,
     application_statements,
     bd_seq_statements,
@@ -42,6 +43,7 @@ from lifeline.collector.store.schema import (
     meaning_statements,
     order_statements,
     phase_statements,
+    public_report_statements,
     scope_statements,
     source_statements,
     stats_statements,
@@ -272,6 +274,8 @@ class PostgresStore(SqlStore):
                 Migration(12, "applications to the 派遣员", application_statements("postgres")),
                 Migration(13, "statistics indexes", stats_statements("postgres")),
                 Migration(14, "case sources and void reasons", source_statements("postgres")),
+                Migration(15, "alarm statistics index", alarm_stats_statements("postgres")),
+                Migration(16, "citizen reports", public_report_statements("postgres")),
             )
             for m in migrations:
                 if m.version in done:

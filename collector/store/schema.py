@@ -537,6 +537,22 @@ CREATE INDEX IF NOT EXISTS case_audit_ts ON case_audit (ts_ms);
 CREATE INDEX IF NOT EXISTS case_phases_end ON case_phases (end_ms)
 """
 
+# Version 16: citizen reports through Open311 (案件来源 公众): the photo's URL, the reporter's
+# contact fields (JSON, never published), the 监督员 who found the report true (核实), and the
+# token the reporting app may poll.
+_PUBLIC_REPORTS = """
+ALTER TABLE cases ADD COLUMN media_url TEXT NOT NULL DEFAULT '';
+ALTER TABLE cases ADD COLUMN contact TEXT NOT NULL DEFAULT '';
+ALTER TABLE cases ADD COLUMN confirmed_by TEXT;
+ALTER TABLE cases ADD COLUMN token TEXT;
+CREATE UNIQUE INDEX IF NOT EXISTS cases_token ON cases (token)
+"""
+
+# Version 15: the statistics count alarm occurrences decided in a window (报警数, 报警转案率).
+_ALARM_STATS = """
+CREATE INDEX IF NOT EXISTS alarm_links_decided ON alarm_links (decided_ms)
+"""
+
 # Version 14: where each case came from (案件来源) and why one was voided (作废原因). Cases of
 # older versions all came from the sensors.
 _SOURCES = """
@@ -638,6 +654,16 @@ def stats_statements(dialect: str) -> tuple[str, ...]:
 def source_statements(dialect: str) -> tuple[str, ...]:
     """Migration 14 (case source and void reason) for `dialect`."""
     return _split(_SOURCES, dialect)
+
+
+def alarm_stats_statements(dialect: str) -> tuple[str, ...]:
+    """Migration 15 (alarm occurrences by the time they were decided) for `dialect`."""
+    return _split(_ALARM_STATS, dialect)
+
+
+def public_report_statements(dialect: str) -> tuple[str, ...]:
+    """Migration 16 (citizen reports: photo, contact, 核实, Open311 token) for `dialect`."""
+    return _split(_PUBLIC_REPORTS, dialect)
 
 
 def _split(template: str, dialect: str) -> tuple[str, ...]:

@@ -16,6 +16,7 @@ from lifeline.collector.store.readings_sql import FlaggedRow, ReadingRow, decode
 from lifeline.collector.store.rows import Cursor
 from lifeline.collector.store.schema import (
     Migration,
+    alarm_stats_statements,
     api_statements,
     application_statements,
     bd_seq_statements,
@@ -26,6 +27,7 @@ from lifeline.collector.store.schema import (
     meaning_statements,
     order_statements,
     phase_statements,
+    public_report_statements,
     scope_statements,
     source_statements,
     stats_statements,
@@ -55,6 +57,8 @@ MIGRATIONS = (
     Migration(12, "applications to the 派遣员", application_statements("sqlite")),
     Migration(13, "statistics indexes", stats_statements("sqlite")),
     Migration(14, "case sources and void reasons", source_statements("sqlite")),
+    Migration(15, "alarm statistics index", alarm_stats_statements("sqlite")),
+    Migration(16, "citizen reports", public_report_statements("sqlite")),
 )
 _INSERT_COLS = "gateway_id, device, point, ts_ms, vtype, value_num, value_text, quality, historical"
 _COLS = f"{_INSERT_COLS}, received_ms"

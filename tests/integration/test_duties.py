@@ -33,6 +33,7 @@ PATH = {
 }
 WHERE = {
     A.ACCEPT: S.REPORTED,
+    A.CONFIRM: S.REPORTED,
     A.VOID: S.REPORTED,
     A.DISPATCH: S.REGISTERED,
     A.START: S.DISPATCHED,
@@ -56,7 +57,14 @@ BODY: dict[Action, dict[str, Any]] = {
     A.VOID: {"reason": "重复"},
     A.REPLY: {"note": "已到场"},
 }
-STAYS = (A.EXTEND, A.ESCALATE, A.APPLY, A.DENY, A.REPLY)  # the actions that keep the case's state
+STAYS = (
+    A.EXTEND,
+    A.ESCALATE,
+    A.APPLY,
+    A.DENY,
+    A.REPLY,
+    A.CONFIRM,
+)  # the actions that keep the case's state
 SERIAL = iter(range(1, 100_000))
 
 
@@ -83,15 +91,20 @@ def scoped_key(api: Api, name: str, codes: tuple[str, ...]) -> dict[str, str]:
 
 
 def case_in(
-    api: Api, state: CaseState, department: str = GAS[1], assist: str = "", pending: str = ""
+    api: Api,
+    state: CaseState,
+    department: str = GAS[1],
+    assist: str = "",
+    pending: str = "",
+    source: str = "物联网感知",
 ) -> str:
-    """A fresh 部件 case of `department` brought to `state` through the workflow."""
+    """A fresh 部件 case of `department` (reported from `source`) brought to `state`."""
     no = f"330106{next(SERIAL):010d}"
     t = now_ms()
     case, audits = open_case(
         case_no=no, kind="部件", subcategory="0111", problem="cover_open", asset=None,
         device=f"mh-{no}", urgency="normal", department=department, grid=None,
-        allowed_ms=3_600_000, auto_register=False, actor="seed", now_ms=t,
+        allowed_ms=3_600_000, auto_register=False, actor="seed", now_ms=t, source=source,
     )  # fmt: skip
     for action in PATH[state]:
         case, audit = apply(case, action, actor="seed", now_ms=t)
@@ -116,7 +129,9 @@ def test_every_action_is_allowed_to_exactly_the_roles_of_the_matrix(api: Api) ->
     for action, state in WHERE.items():
         for role in Role:
             headers = own if role is Role.DEPARTMENT else api.h(role)
-            no = case_in(api, state, pending="park" if action in (A.APPROVE, A.DENY) else "")
+            pending = "park" if action in (A.APPROVE, A.DENY) else ""
+            source = "公众" if action is A.CONFIRM else "物联网感知"  # only a citizen's needs 核实
+            no = case_in(api, state, pending=pending, source=source)
             r = post(api, no, action, headers)
             if may_act(role, action):
                 assert r.status_code == 200, (action, role, r.text)
@@ -134,7 +149,7 @@ def test_every_action_is_allowed_to_exactly_the_roles_of_the_matrix(api: Api) ->
 def test_the_matrix_gives_each_duty_what_the_standard_says(api: Api) -> None:
     # Spelled out, so a change to CASE_ACTIONS has to change this test (and the docs) too.
     expected = {
-        Role.INSPECTOR: {A.REJECT},
+        Role.INSPECTOR: {A.CONFIRM, A.REJECT},
         Role.INTAKE: {A.VERIFY},
         Role.SHIFT_LEAD: {A.ACCEPT, A.VOID, A.CLOSE, A.ESCALATE},
         Role.DISPATCHER: {A.DISPATCH, A.RETURN, A.PARK, A.UNPARK, A.EXTEND, A.APPROVE, A.DENY},

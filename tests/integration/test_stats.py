@@ -12,7 +12,7 @@ from lifeline.collector.cases.engine import CaseEngine
 from lifeline.collector.cases.phases import Stage
 from lifeline.collector.cases.routing import Deadline, Routing
 from lifeline.collector.cases.workflow import Action, Closure
-from lifeline.collector.stats import csv_header, csv_row, report
+from lifeline.collector.stats import NO_CASE, csv_header, csv_row, report
 from lifeline.collector.store import Store
 from lifeline.wire import AlarmState, Severity
 from tests.integration import test_collector_cases as suite
@@ -32,7 +32,7 @@ A = Action
 def seed(store: Store, routing: Routing) -> tuple[CaseEngine, suite.Clock]:
     """A: a cover case of 燃气运维站 (its maintainer), dispatched late, 延时, 挂账 7 h, 反馈 on
     time, 核查不通过, a second 处置 round late, 结案. B: a gas leak of the center, dispatched at
-    once, handled on time, closed as 误报. C: an unclassified report of the center, voided.
+    once, handled on time, closed as 误报. C: an unclassified report of the center, voided as 误报.
     Natural hours: 派遣 1 h, 处置 4 h, 核查 1 h."""
     one, four = Deadline(urgent=1, normal=1), Deadline(urgent=4, normal=4)
     table = routing.model_copy(
@@ -57,6 +57,12 @@ def test_every_figure_of_a_seeded_history_matches_the_hand_count(
     store: Store, routing: Routing
 ) -> None:
     engine, clock = seed(store, routing)
+    # D: a 四级 alarm no route takes: recorded, no case (报警数 counts it, 报警转案件数 not).
+    raise_alarm(store, "lamp-1", "voltage", "lo", AlarmState.ACTIVE_UNACKED, "gw:4", Severity.LOW)
+    engine.process_pending()
+    d = store.link("gw:4")
+    assert d is not None
+    assert d.outcome == "recorded"
     by_problem = {c.problem: c.case_no for c in store.cases()}
     a, b, c = by_problem["cover_displaced"], by_problem["gas_leak"], by_problem["unclassified"]
 
@@ -64,7 +70,7 @@ def test_every_figure_of_a_seeded_history_matches_the_hand_count(
         clock.now = T0 + hours * 3600
         engine.act(no, action, "op", **kw)  # type: ignore[arg-type]
 
-    at(1, c, A.VOID, reason="设备故障")
+    at(1, c, A.VOID, reason="误报")
     at(2, a, A.DISPATCH)  # 派遣 stage 0..2 h, due 1 h: late
     at(2.5, a, A.START)
     at(2.6, a, A.EXTEND, extend_hours=1)  # 处置 due 6 -> 7
@@ -84,7 +90,8 @@ def test_every_figure_of_a_seeded_history_matches_the_hand_count(
     window = (int(T0 * 1000), int(T0 * 1000) + 24 * HMS)
     rows, total = report(store.case_counts(*window, "department"))
     keyed = {r["key"]: r for r in rows}
-    assert set(keyed) == {"燃气运维站", routing.default_department}  # the cover's maintainer
+    # the cover's maintainer, the center, and the alarm that became no case
+    assert set(keyed) == {"燃气运维站", routing.default_department, NO_CASE}
     gas, center = keyed["燃气运维站"], keyed[routing.default_department]
     expected_gas = {
         "reported": 1, "registered": 1, "voided": 0, "to_dispatch": 1, "dispatched_on_time": 0,
@@ -94,33 +101,41 @@ def test_every_figure_of_a_seeded_history_matches_the_hand_count(
         "closure_rate": 0.5, "on_time_closure_rate": 0.0, "on_time_disposal_rate": 0.5,
         "rework_rate": 0.0, "false_alarm_rate": 0.0,
         "mean_dispatch_ms": 2 * HMS, "mean_disposal_ms": 4 * HMS,  # (3 h + 5 h) / 2
+        "alarms": 1, "alarms_to_cases": 1, "alarm_to_case_rate": 1.0,  # gw:1
     }  # fmt: skip
     expected_center = {
         "reported": 2, "registered": 1, "voided": 1, "to_dispatch": 1, "dispatched_on_time": 1,
         "dispatched_accurately": 1, "to_dispose": 1, "disposed_on_time": 1, "disposed_late": 0,
         "reworks": 0, "returns": 0, "extensions": 0, "parks": 0, "to_close": 1, "closed": 1,
-        "closed_on_time": 1, "false_alarms": 1, "auto_closed": 0,
+        "closed_on_time": 1, "false_alarms": 2, "auto_closed": 0,  # B closed, C voided as 误报
         "closure_rate": 1.0, "on_time_closure_rate": 1.0, "on_time_disposal_rate": 1.0,
-        "rework_rate": 0.0, "false_alarm_rate": 1.0,
+        "rework_rate": 0.0, "false_alarm_rate": 1.0,  # 2 of 1 结案 + 1 作废
         "mean_dispatch_ms": 0, "mean_disposal_ms": 3 * HMS,
+        "alarms": 2, "alarms_to_cases": 2, "alarm_to_case_rate": 1.0,  # gw:2 and gw:3
     }  # fmt: skip
     assert {k: gas[k] for k in expected_gas} == expected_gas
     assert {k: center[k] for k in expected_center} == expected_center
     assert (total["reported"], total["closed"], total["to_close"]) == (3, 2, 3)
     assert (total["closure_rate"], total["on_time_closure_rate"]) == (0.6667, 0.3333)
-    assert (total["on_time_disposal_rate"], total["false_alarm_rate"]) == (0.6667, 0.5)
+    # 误报率: B (结案 as 误报) and C (作废 as 误报) of 2 结案 + 1 作废
+    assert (total["on_time_disposal_rate"], total["false_alarm_rate"]) == (0.6667, 0.6667)
     assert (total["mean_dispatch_ms"], total["mean_disposal_ms"]) == (HMS, 11 * HMS // 3)
+    no_case = keyed[NO_CASE]  # gw:4 alone
+    assert (no_case["alarms"], no_case["alarms_to_cases"], no_case["reported"]) == (1, 0, 0)
+    assert no_case["alarm_to_case_rate"] == 0.0
+    assert (total["alarms"], total["alarms_to_cases"], total["alarm_to_case_rate"]) == (4, 3, 0.75)
     # Outside the window nothing counts; a window of the first hour sees only the reports.
     assert store.case_counts(window[1], window[1] + HMS, "department") == {}
     first, _ = report(store.case_counts(window[0], window[0] + HMS, "subcategory"))
     assert sum(int(r["reported"]) for r in first) == 3  # type: ignore[call-overload]
     assert sum(int(r["closed"]) for r in first) == 0  # type: ignore[call-overload]
     assert len(csv_row(total)) == len(csv_header())
-    (sensors,) = store.case_counts(*window, "source").items()  # every one reported by sensors
-    assert (sensors[0], sensors[1].reported) == ("物联网感知", 3)
+    by_source = store.case_counts(*window, "source")  # every case reported by sensors
+    assert set(by_source) == {"物联网感知", NO_CASE}
+    assert by_source["物联网感知"].reported == 3
     voided = store.case(c)
     assert voided is not None
-    assert voided.void_reason == "设备故障"
+    assert voided.void_reason == "误报"
 
 
 def test_the_stats_endpoint_answers_json_and_csv_and_refuses_a_bad_window(tmp_path: Path) -> None:

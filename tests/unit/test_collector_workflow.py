@@ -34,6 +34,7 @@ OPEN = [s for s in S if s not in (S.CLOSED, S.VOIDED)]
 # The expected workflow, written out independently of TRANSITIONS.
 LEGAL: dict[tuple[Action, CaseState], CaseState] = {
     (A.ACCEPT, S.REPORTED): S.REGISTERED,
+    (A.CONFIRM, S.REPORTED): S.REPORTED,  # a 监督员's 核实 of a citizen's report
     (A.VOID, S.REPORTED): S.VOIDED,
     (A.VOID, S.REGISTERED): S.VOIDED,
     (A.DISPATCH, S.REGISTERED): S.DISPATCHED,
@@ -91,7 +92,9 @@ def test_a_cleared_alarm_is_no_workflow_action() -> None:
 @pytest.mark.parametrize(("action", "state"), [p for p in ALL_PAIRS if p in LEGAL])
 def test_legal_transition(action: Action, state: CaseState) -> None:
     pending = "park" if action in (A.APPROVE, A.DENY) else None
-    given = make(state, pending=pending, escalations=1)  # something to decide or to answer
+    source = "公众" if action is A.CONFIRM else "物联网感知"  # only a citizen's needs 核实
+    # something to decide or to answer
+    given = make(state, pending=pending, escalations=1, source=source)
     case, audit = apply(given, action, actor="op-7", now_ms=T0 + H, note="n", args=ARGS)
     assert case.state is LEGAL[(action, state)]
     assert (audit.actor, audit.ts_ms, audit.from_state, audit.to_state) == (

@@ -1,5 +1,6 @@
 """City cases: filtered, cursor-paged list; detail with audit trail and alarms; workflow actions."""
 
+import json
 import time
 from dataclasses import asdict
 from enum import StrEnum
@@ -47,6 +48,7 @@ class CaseAction(StrEnum):
 
     ACCEPT = "accept"  # 受理 -> 立案; an unclassified case takes `kind` and `subcategory`
     VOID = "void"  # 作废 (受理, 立案): `reason`
+    CONFIRM = "confirm"  # 核实: a 监督员 finds a 公众 report true (needed before its 立案)
     DISPATCH = "dispatch"  # 派遣 / 改派: `department` (主办), `assist` (协办)
     START = "start"  # 处置
     FEEDBACK = "feedback"  # 反馈
@@ -156,6 +158,8 @@ def case_doc(case: Case, now_ms: int, alarms: list[AlarmLink] | None = None) -> 
     body = asdict(case)
     body["state"] = case.state.value
     body["assist"] = list(case.assist)
+    body["contact"] = json.loads(case.contact) if case.contact else {}
+    del body["token"]  # the reporting app's handle, not the staff's business
     body["colour"] = colour(case, now_ms).value
     body["subcategory_name"] = subcategory_name(case.kind, case.subcategory) or None
     body["alarms"] = [alarm_snapshot(k) for k in alarms or []]

@@ -7,6 +7,7 @@ from fastapi.responses import PlainTextResponse
 
 from lifeline.collector.api.auth import Viewer
 from lifeline.collector.api.deps import RuntimeDep
+from lifeline.collector.api.routes import open311
 from lifeline.collector.cases.routing import Outcome
 from lifeline.collector.cases.workflow import CaseState
 from lifeline.collector.cases.workorders import WorkOrderState
@@ -129,6 +130,13 @@ def metrics(request: Request, runtime: RuntimeDep, key: Viewer) -> PlainTextResp
         "counter",
         "failed delivery attempts since start",
         {"": runtime.webhooks.failures},
+    )
+    _metric(
+        lines,
+        "lifeline_open311_reports_refused_total",
+        "counter",
+        "citizen reports refused over a key's rate limit since start",
+        {"": open311.limiter(request).refused},
     )
     deliveries = {f'{{status="{k}"}}': v for k, v in store.count_deliveries_by_status().items()}
     _metric(lines, "lifeline_webhook_deliveries", "gauge", "deliveries by status", deliveries)

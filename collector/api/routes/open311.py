@@ -1,47 +1,194 @@
-"""Open311 GeoReport v2 (read-only): cases as service requests, so existing city tools read them.
+"""Open311 GeoReport v2 (http://wiki.open311.org/GeoReport_v2): cases as service requests, so
+standard city tools read them, and citizens' reports (POST requests) as 公众 cases.
 
-service_code is the case's 小类, status is open or closed (结案 and 作废 are closed), lat/long
-and address come from the case's place (its asset, or its device's install location). Times
-are ISO 8601 with the UTC offset, as the spec asks.
+Reads are anonymous, as the spec has it; a report needs an `api_key`. Every resource answers
+as `.json` or `.xml` (the format suffix); errors are the spec's `[{code, description}]` (XML
+`<errors><error>`), not problem+json. service_code is the case's 小类; status is open or
+closed (结案 and 作废 are closed); lat/long and address come from the case's place (its
+asset, or its device's install location, else a point inside its 单元网格); times are ISO 8601
+with the working calendar's UTC offset (+08:00 by default).
 """
 
-from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+import json
+import logging
+import math
+import re
+import secrets
+import threading
+import xml.etree.ElementTree as ET
+from collections import deque
+from collections.abc import Callable, Coroutine, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Annotated, Any
+from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from starlette.concurrency import run_in_threadpool
 
-from lifeline.collector.api.auth import Viewer
 from lifeline.collector.api.deps import RuntimeDep, StoreDep
 from lifeline.collector.api.schemas import ServiceOut, ServiceRequestOut
 from lifeline.collector.cases.codes import EVENT_NAMES, subcategory_name
-from lifeline.collector.cases.routing import RouteKind
-from lifeline.collector.cases.workflow import COMPONENT, EVENT, Case, CaseState
+from lifeline.collector.cases.routing import RouteKind, Routing
+from lifeline.collector.cases.workflow import COMPONENT, EVENT, Case, CaseState, Place
+from lifeline.collector.grids import GridMap
+from lifeline.collector.keys import digest
+from lifeline.collector.models import ApiKey
 
-router = APIRouter(prefix="/open311/v2", tags=["open311"])
+log = logging.getLogger(__name__)
 
+SPEC = "http://wiki.open311.org/GeoReport_v2"
+CHANGESET = "2026-11-30T00:00:00Z"  # when this façade's behaviour last changed (discovery)
+WINDOW = timedelta(days=90)  # the spec's default window and the widest one a query may span
+MAX_REQUESTS = 1000  # the spec's cap on one answer
 CLOSED = {CaseState.CLOSED.value, CaseState.VOIDED.value}
 OPEN_STATES = sorted(s.value for s in CaseState if s.value not in CLOSED)
+FORMATS = {"json": "application/json", "xml": "text/xml"}
+_CODE = re.compile(r"^\d{4}$")
+# Characters XML 1.0 cannot carry: dropped rather than written into an unparseable document.
+_NOT_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
-def _iso(ms: int | None) -> str | None:
-    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat()
+class Open311Error(Exception):
+    """A request the spec's error format answers: HTTP `code` and a one-line description."""
+
+    def __init__(self, code: int, description: str) -> None:
+        super().__init__(description)
+        self.code = code
+        self.description = description
 
 
-def _parse_iso(text: str | None, name: str) -> int | None:
+def _xml(tag: str, value: Any) -> ET.Element:
+    el = ET.Element(tag)
+    if isinstance(value, dict):
+        for k, v in value.items():
+            el.append(_xml(k, v))
+    elif isinstance(value, bool):
+        el.text = "true" if value else "false"
+    elif value is not None:
+        el.text = _NOT_XML.sub("", str(value))
+    return el
+
+
+def render(fmt: str, body: Any, root: str, item: str, status: int = 200) -> Response:
+    """`body` (a dict, or a list of dicts each named `item` under `root`) as JSON or as the
+    spec's XML (UTF-8 with its declaration); `fmt` is `json` or `xml`."""
+    if fmt != "xml":
+        return JSONResponse(body, status_code=status)
+    if isinstance(body, list):
+        top = ET.Element(root)
+        top.extend(_xml(item, b) for b in body)
+    else:
+        top = _xml(root, body)
+    text = ET.tostring(top, encoding="utf-8", xml_declaration=True)
+    return Response(text, status_code=status, media_type="text/xml; charset=utf-8")
+
+
+def format_of(path: str) -> str:
+    """`xml` if `path` asks for XML (its suffix), else `json`."""
+    return "xml" if path.endswith(".xml") else "json"
+
+
+def error(fmt: str, code: int, description: str) -> Response:
+    """The spec's error answer: `[{code, description}]`, or `<errors><error>` in XML."""
+    return render(fmt, [{"code": code, "description": description}], "errors", "error", code)
+
+
+class Open311Route(APIRoute):
+    """Answers this router's errors in the spec's format instead of problem+json."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            fmt = format_of(request.url.path)
+            try:
+                return await handler(request)
+            except Open311Error as e:
+                return error(fmt, e.code, e.description)
+            except HTTPException as e:
+                return error(fmt, e.status_code, str(e.detail))
+            except RequestValidationError as e:
+                where = "; ".join(
+                    f"{'.'.join(str(p) for p in x.get('loc', ()))}: {x.get('msg')}"
+                    for x in e.errors()
+                )
+                return error(fmt, 400, where or "invalid request")
+
+        return handle
+
+
+router = APIRouter(prefix="/open311/v2", tags=["open311"], route_class=Open311Route)
+
+
+def _format(fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise Open311Error(404, f"unknown format {fmt[:20]!r}: use .json or .xml")
+    return fmt
+
+
+def _tz(runtime: RuntimeDep) -> timezone:
+    return timezone(timedelta(hours=runtime.cases.calendar.utc_offset_hours))
+
+
+def _iso(ms: int | None, tz: timezone) -> str | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, tz).isoformat()
+
+
+def _parse_iso(text: str | None, name: str, tz: timezone) -> int | None:
+    """An ISO 8601 date-time as ms; one without an offset is read in the city's time zone."""
     if text is None:
         return None
     try:
         dt = datetime.fromisoformat(text)
     except ValueError:
-        raise HTTPException(400, f"{name} must be an ISO 8601 date-time") from None
+        raise Open311Error(400, f"{name} must be an ISO 8601 date-time") from None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
+        dt = dt.replace(tzinfo=tz)
     return int(dt.timestamp() * 1000)
 
 
-def service_request(case: Case) -> dict[str, Any]:
-    """One case as a GeoReport v2 service request."""
+def _hours(ms: int) -> str:
+    return f"{ms / 3_600_000:.1f}".removesuffix(".0")
+
+
+def service_notice(case: Case, dept: str) -> str:
+    """Where the case stands, in words a citizen reads (e.g. 已派遣至区水务局，2小时内处置);
+    `dept` is the name of its 主办 department."""
+    state = case.state
+    if state in (CaseState.DISPATCHED, CaseState.HANDLING):
+        verb = "已派遣至" if state is CaseState.DISPATCHED else "处置中："
+        limit = f"，{_hours(case.allowed_ms)}小时内处置" if case.allowed_ms else ""
+        return f"{verb}{dept}{limit}"
+    if state is CaseState.VOIDED:
+        return f"已作废（{case.void_reason}）" if case.void_reason else "已作废"
+    return {
+        CaseState.REPORTED: "已受理，待核实立案",
+        CaseState.REGISTERED: "已立案，待派遣",
+        CaseState.FEEDBACK: f"{dept}已反馈处置完毕，待核查",
+        CaseState.VERIFYING: "核查中",
+        CaseState.CLOSED: "已结案",
+        CaseState.PARKED: "已挂账，暂缓处置",
+    }[state]
+
+
+def service_request(
+    case: Case, tz: timezone, names: dict[str, str], grids: GridMap | None
+) -> dict[str, Any]:
+    """One case as a GeoReport v2 service request; times with the offset of `tz`, its
+    department by name from `names` (department code -> name; an unregistered one as is).
+    A case whose place is unknown is placed inside its 单元网格 (from `grids`), so clients
+    that map requests get lat/long whenever the case has a known grid."""
     closed = case.state.value in CLOSED
+    dept = names.get(case.department, case.department)
+    lon, lat, address = case.location.lon, case.location.lat, case.location.address
+    if (lon is None or lat is None) and case.grid and grids is not None:
+        inside = grids.point(case.grid)
+        grid = grids.get(case.grid)
+        if inside is not None and grid is not None:
+            (lon, lat), address = inside, address or f"{grid.street}{grid.community}"
     return {
         "service_request_id": case.case_no,
         "status": "closed" if closed else "open",
@@ -49,24 +196,22 @@ def service_request(case: Case) -> dict[str, Any]:
         "service_name": subcategory_name(case.kind, case.subcategory),
         "service_code": case.subcategory,
         "description": case.title,
-        "agency_responsible": case.department,
-        "service_notice": case.urgency,
-        "requested_datetime": _iso(case.created_ms),
-        "updated_datetime": _iso(case.updated_ms),
-        "expected_datetime": _iso(case.deadline_ms) if case.timed_from_ms else None,
-        "address": case.location.address,
+        "agency_responsible": dept,
+        "service_notice": service_notice(case, dept),
+        "requested_datetime": _iso(case.created_ms, tz),
+        "updated_datetime": _iso(case.updated_ms, tz),
+        "expected_datetime": _iso(case.deadline_ms, tz) if case.timed_from_ms else None,
+        "address": address,
         "address_id": case.asset,
         "zipcode": None,
-        "lat": case.location.lat,
-        "long": case.location.lon,
-        "media_url": None,
+        "lat": lat,
+        "long": lon,
+        "media_url": case.media_url or None,
     }
 
 
-@router.get("/services.json", response_model=list[ServiceOut])
-def services(runtime: RuntimeDep, key: Viewer) -> list[dict[str, Any]]:
-    """The service types: every 小类 the routing table names."""
-    routing = runtime.cases.routing
+def service_kinds(routing: Routing) -> dict[str, str]:
+    """The services: every 小类 the routing table names, with its kind (部件 or 事件)."""
     # The deadlines table names 小类 of both kinds (their 大类 numbers overlap): a code an
     # event route uses, or a 事件 code Lifeline knows, is an 事件 service; the rest 部件.
     events = {r.subcategory for r in routing.routes if r.kind is RouteKind.EVENT}
@@ -74,6 +219,11 @@ def services(runtime: RuntimeDep, key: Viewer) -> list[dict[str, Any]]:
     for c in routing.deadlines:
         if c != "default" and c not in codes:
             codes[c] = EVENT if c in EVENT_NAMES else COMPONENT
+    return codes
+
+
+def _services(runtime: RuntimeDep) -> list[dict[str, Any]]:
+    codes = service_kinds(runtime.cases.routing)
     return [
         {
             "service_code": code,
@@ -88,41 +238,326 @@ def services(runtime: RuntimeDep, key: Viewer) -> list[dict[str, Any]]:
     ]
 
 
-@router.get("/requests.json", response_model=list[ServiceRequestOut])
+def _list(text: str | None, name: str, ok: Callable[[str], bool]) -> list[str]:
+    items = [s.strip() for s in (text or "").split(",") if s.strip()]
+    bad = [s for s in items if not ok(s)]
+    if bad:
+        raise Open311Error(400, f"{name} has an unknown value {bad[0][:20]!r}")
+    return items
+
+
+def _window(since: int | None, until: int | None, now: int) -> tuple[int, int | None]:
+    """[from, to) of a query: 90 days back from now by default, and never wider than 90 days."""
+    span = int(WINDOW.total_seconds() * 1000)
+    if since is None and until is None:
+        return now - span, None
+    if since is None:
+        assert until is not None
+        return until - span, until
+    if until is None:
+        return since, since + span
+    if until <= since:
+        raise Open311Error(400, "end_date must be after start_date")
+    if until - since > span:
+        raise Open311Error(400, "start_date to end_date may not span more than 90 days")
+    return since, until
+
+
+@router.get("/discovery.{fmt}")
+def discovery(request: Request, fmt: str) -> Response:
+    """The spec's service discovery document: this endpoint, its formats and changeset."""
+    base = str(request.url_for("services", fmt="json")).removesuffix("/services.json")
+    endpoint = {
+        "specification": SPEC,
+        "url": base,
+        "changeset": CHANGESET,
+        "type": "production",
+        "formats": list(FORMATS.values()),
+    }
+    body = {
+        "changeset": CHANGESET,
+        "contact": "the collector's operators",
+        "key_service": "an API key from the collector's admin (POST /api/v1/keys)",
+        "endpoints": [endpoint],
+    }
+    if _format(fmt) == "json":
+        return JSONResponse(body)
+    root = _xml("discovery", {k: v for k, v in body.items() if k != "endpoints"})
+    endpoints = ET.SubElement(root, "endpoints")
+    el = _xml("endpoint", {k: v for k, v in endpoint.items() if k != "formats"})
+    formats = ET.SubElement(el, "formats")
+    for f in FORMATS.values():
+        ET.SubElement(formats, "format").text = f
+    endpoints.append(el)
+    text = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return Response(text, media_type="text/xml; charset=utf-8")
+
+
+@router.get("/services.{fmt}", response_model=list[ServiceOut])
+def services(runtime: RuntimeDep, fmt: str) -> Response:
+    """The service types: every 小类 the routing table names."""
+    return render(_format(fmt), _services(runtime), "services", "service")
+
+
+@router.get("/services/{code}.{fmt}")
+def service_definition(
+    runtime: RuntimeDep, code: Annotated[str, Path(max_length=8)], fmt: str
+) -> Response:
+    """One service's definition: it asks no attributes beyond the standard fields; 404 if
+    the routing table names no such 小类."""
+    fmt = _format(fmt)
+    if code not in {s["service_code"] for s in _services(runtime)}:
+        raise Open311Error(404, f"no service {code}")
+    if fmt == "json":
+        return JSONResponse({"service_code": code, "attributes": []})
+    root = _xml("service_definition", {"service_code": code})
+    ET.SubElement(root, "attributes")
+    text = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return Response(text, media_type="text/xml; charset=utf-8")
+
+
+@router.get("/requests.{fmt}", response_model=list[ServiceRequestOut])
 def requests(
     store: StoreDep,
-    key: Viewer,
-    service_request_id: Annotated[str | None, Query(max_length=2000)] = None,
-    service_code: Annotated[str | None, Query(pattern=r"^\d{4}$")] = None,
-    status: Literal["open", "closed"] | None = None,
+    runtime: RuntimeDep,
+    fmt: str,
+    service_request_id: Annotated[str | None, Query(max_length=20_000)] = None,
+    service_code: Annotated[str | None, Query(max_length=2000)] = None,
+    status: Annotated[str | None, Query(max_length=40)] = None,
     start_date: Annotated[str | None, Query(max_length=40)] = None,
     end_date: Annotated[str | None, Query(max_length=40)] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-) -> list[dict[str, Any]]:
-    """Service requests, newest first, by id list, 小类, status and requested time."""
-    since, until = _parse_iso(start_date, "start_date"), _parse_iso(end_date, "end_date")
-    states = {"open": OPEN_STATES, "closed": sorted(CLOSED), None: []}[status]
+) -> Response:
+    """Service requests, newest first, at most 1 000. With `service_request_id` (a comma list)
+    those requests and no other filter; else by `service_code` and `status` (comma lists) and
+    requested time in [start_date, end_date), the past 90 days by default, 90 days at most."""
+    fmt, tz = _format(fmt), _tz(runtime)
+    found: Sequence[Case]
     if service_request_id is not None:
-        wanted = [s.strip() for s in service_request_id.split(",") if s.strip()][:limit]
-        found = [c for c in (store.case(n) for n in wanted) if c is not None]
+        ids = _list(service_request_id, "service_request_id", lambda s: len(s) <= 64)
+        found = [c for c in (store.case(n) for n in ids[:MAX_REQUESTS]) if c is not None]
     else:
-        found = store.find_cases(states=states, subcategory=service_code, limit=limit * 4)
-    out = []
-    for c in found:
-        if (since is not None and c.created_ms < since) or (
-            until is not None and c.created_ms >= until
-        ):
-            continue
-        out.append(service_request(c))
-    return out[:limit]
+        codes = _list(service_code, "service_code", lambda s: bool(_CODE.match(s)))
+        wanted = set(_list(status, "status", lambda s: s in ("open", "closed")))
+        states = [] if wanted in (set(), {"open", "closed"}) else sorted(CLOSED)
+        if wanted == {"open"}:
+            states = OPEN_STATES
+        since, until = _window(
+            _parse_iso(start_date, "start_date", tz),
+            _parse_iso(end_date, "end_date", tz),
+            runtime.cases.now_ms(),
+        )
+        found = store.find_cases(
+            states=states,
+            subcategories=codes,
+            created_from_ms=since,
+            created_to_ms=until,
+            limit=MAX_REQUESTS,
+        )
+    names = {d.code: d.name for d in store.departments()}
+    body = [service_request(c, tz, names, runtime.cases.grids) for c in found]
+    return render(fmt, body, "service_requests", "request")
 
 
-@router.get("/requests/{request_id}.json", response_model=list[ServiceRequestOut])
+@router.get("/requests/{request_id}.{fmt}", response_model=list[ServiceRequestOut])
 def request(
-    store: StoreDep, key: Viewer, request_id: Annotated[str, Path(min_length=1, max_length=64)]
-) -> list[dict[str, Any]]:
+    store: StoreDep,
+    runtime: RuntimeDep,
+    request_id: Annotated[str, Path(min_length=1, max_length=64)],
+    fmt: str,
+) -> Response:
     """One service request (a list of one, as GeoReport v2 answers); 404 if there is none."""
+    fmt = _format(fmt)
     case = store.case(request_id)
     if case is None:
-        raise HTTPException(404, f"no service request {request_id}")
-    return [service_request(case)]
+        raise Open311Error(404, f"no service request {request_id}")
+    names = {d.code: d.name for d in store.departments()}
+    body = [service_request(case, _tz(runtime), names, runtime.cases.grids)]
+    return render(fmt, body, "service_requests", "request")
+
+
+# --- citizen reports (POST requests) ------------------------------------------------------------
+
+REPORTS_PER_KEY = 30  # reports one key may post in any REPORT_WINDOW_MS
+REPORT_WINDOW_MS = 60_000
+MAX_DESCRIPTION = 4000
+_TEXT = {  # the contact and reference fields: (most characters, a pattern they must match)
+    "email": (254, re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")),
+    "phone": (32, re.compile(r"^\+?[0-9][0-9 ()\-]*$")),
+    "first_name": (64, None),
+    "last_name": (64, None),
+    "device_id": (128, None),
+    "account_id": (128, None),
+    "address_string": (200, None),
+}
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+_MAKING = threading.Lock()
+
+
+class RateLimit:
+    """At most `limit` reports per key within any `window_ms` (a sliding window, in memory:
+    each collector process counts its own). One log line when a key starts being refused."""
+
+    def __init__(self, limit: int = REPORTS_PER_KEY, window_ms: int = REPORT_WINDOW_MS) -> None:
+        self.limit, self.window_ms = limit, window_ms
+        self._seen: dict[int, deque[int]] = {}
+        self._limited: set[int] = set()
+        self._lock = threading.Lock()
+        self.refused = 0  # reports refused since start
+
+    def allow(self, key: ApiKey, now_ms: int) -> bool:
+        """True, counting it, if `key` may post a report at `now_ms`; False if over its limit."""
+        with self._lock:
+            seen = self._seen.setdefault(key.id, deque())
+            while seen and seen[0] <= now_ms - self.window_ms:
+                seen.popleft()
+            if len(seen) >= self.limit:
+                self.refused += 1
+                if key.id not in self._limited:
+                    self._limited.add(key.id)
+                    log.warning("Open311 key %r is over %d reports a minute", key.name, self.limit)
+                return False
+            self._limited.discard(key.id)
+            seen.append(now_ms)
+            return True
+
+
+def limiter(request: Request) -> RateLimit:
+    """This app's report rate limit (one per app, made on first use)."""
+    state = request.app.state
+    with _MAKING:
+        if not hasattr(state, "open311_limit"):
+            state.open311_limit = RateLimit()
+    limiter: RateLimit = state.open311_limit
+    return limiter
+
+
+def _one(form: dict[str, list[str]], name: str) -> str | None:
+    values = form.get(name)
+    if not values:
+        return None
+    if len(values) > 1:
+        raise Open311Error(400, f"{name} is given {len(values)} times")
+    text = values[0].strip()
+    if _CONTROL.search(text):
+        raise Open311Error(400, f"{name} holds control characters")
+    return text or None
+
+
+def _coordinate(text: str | None, name: str, bound: float) -> float | None:
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise Open311Error(400, f"{name} must be a number of degrees") from None
+    if not math.isfinite(value) or abs(value) > bound:
+        raise Open311Error(400, f"{name} must be within ±{bound:g} degrees")
+    return value
+
+
+def _media_url(text: str | None) -> str:
+    if text is None:
+        return ""
+    if len(text) > 2000 or not re.match(r"^https?://[^\s/?#]+[^\s]*$", text):
+        raise Open311Error(400, "media_url must be an http or https URL of at most 2000 characters")
+    return text
+
+
+def parse_report(form: dict[str, list[str]], services: dict[str, str]) -> dict[str, Any]:
+    """A citizen's POST (its form fields, each a list of values) checked field by field:
+    returns kind, subcategory, description, place, media_url and contact (a JSON object as
+    text). `services` maps each service_code to its kind. Raises Open311Error 400 naming the
+    first field that does not fit (missing, repeated, too long, out of range, not a URL)."""
+    code = _one(form, "service_code")
+    if code is None:
+        raise Open311Error(400, "service_code is required")
+    if code not in services:
+        raise Open311Error(400, f"service_code {code[:20]!r} is no service (see services.json)")
+    description = _one(form, "description") or ""
+    if len(description) > MAX_DESCRIPTION:
+        raise Open311Error(400, f"description is over {MAX_DESCRIPTION} characters")
+    fields: dict[str, str] = {}
+    for name, (most, pattern) in _TEXT.items():
+        value = _one(form, name)
+        if value is None:
+            continue
+        if len(value) > most or (pattern is not None and not pattern.match(value)):
+            raise Open311Error(400, f"{name} is not a valid value (at most {most} characters)")
+        fields[name] = value
+    lat = _coordinate(_one(form, "lat"), "lat", 90)
+    lon = _coordinate(_one(form, "long"), "long", 180)
+    address = fields.pop("address_string", "")
+    if (lat is None) != (lon is None):
+        raise Open311Error(400, "lat and long go together")
+    if lat is None and not address:
+        raise Open311Error(400, "a location is required: lat and long, or address_string")
+    place = Place(lon=lon, lat=lat, datum="WGS84" if lat is not None else "", address=address,
+                  source="report")  # fmt: skip
+    return {
+        "kind": services[code],
+        "subcategory": code,
+        "description": description or subcategory_name(services[code], code),
+        "place": place,
+        "media_url": _media_url(_one(form, "media_url")),
+        "contact": json.dumps(fields, ensure_ascii=False) if fields else "",
+    }
+
+
+@router.post("/requests.{fmt}", status_code=201)
+async def report(request: Request, runtime: RuntimeDep, fmt: str) -> Response:
+    """A citizen's report (form-encoded, as the spec's POST Service Request): `api_key` (any
+    valid collector key: the reporting app's), `service_code`, `lat` and `long` or
+    `address_string`, `description`, `media_url`, and the contact fields `email`, `phone`,
+    `first_name`, `last_name`, `device_id`, `account_id`. Opens a 受理 case of source 公众
+    that a 监督员 must 核实 before its 立案; answers 201 with its service_request_id and a
+    token. 403 for a missing or invalid key, 429 over 30 reports a minute per key, 400 for a
+    field that does not fit."""
+    fmt = _format(fmt)
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/x-www-form-urlencoded":
+        raise Open311Error(400, "send the report as application/x-www-form-urlencoded")
+    try:
+        text = (await request.body()).decode("utf-8")
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=False, max_num_fields=64)
+    except (UnicodeDecodeError, ValueError):
+        raise Open311Error(400, "the form is not UTF-8 or has too many fields") from None
+    form: dict[str, list[str]] = {}
+    for name, value in pairs:
+        form.setdefault(name, []).append(value)
+    token = _one(form, "api_key")
+    store = runtime.store
+    key = None
+    if token is not None and len(token) <= 200:
+        key = await run_in_threadpool(store.api_key_by_hash, digest(token))
+    if key is None:
+        raise Open311Error(403, "a valid api_key is required to post a report")
+    fields = parse_report(form, service_kinds(runtime.cases.routing))
+    if not limiter(request).allow(key, runtime.cases.now_ms()):
+        raise Open311Error(429, f"over {REPORTS_PER_KEY} reports a minute for this api_key")
+    handle = secrets.token_urlsafe(16)
+    case = await run_in_threadpool(lambda: runtime.cases.report(**fields, token=handle, key=key))
+    names = {d.code: d.name for d in await run_in_threadpool(store.departments)}
+    body = {
+        "service_request_id": case.case_no,
+        "token": handle,
+        "service_notice": service_notice(case, names.get(case.department, case.department)),
+        "account_id": json.loads(case.contact).get("account_id") if case.contact else None,
+    }
+    return render(fmt, [body], "service_requests", "request", 201)
+
+
+@router.get("/tokens/{token}.{fmt}")
+def token_status(
+    store: StoreDep, token: Annotated[str, Path(min_length=1, max_length=64)], fmt: str
+) -> Response:
+    """What became of a report by the token its POST answered: `[{token, service_request_id}]`
+    (the case is numbered when it is made, so the id is there from the start); 404 if no
+    report had this token."""
+    fmt = _format(fmt)
+    case = store.case_by_token(token)
+    if case is None:
+        raise Open311Error(404, "no report has this token")
+    body = [{"token": token, "service_request_id": case.case_no}]
+    return render(fmt, body, "service_requests", "request")

@@ -1,0 +1,223 @@
+"""Citizen reports through Open311 (POST requests) on SQLite and PostgreSQL: a report becomes a
+受理 case of source 公众 in its 单元网格, needs a 监督员's 核实 before 立案 and goes through to
+结案; tokens answer; hostile forms are refused in the spec's error format and store nothing;
+reports are rate-limited per key."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from lifeline.collector.api import create_app
+from lifeline.collector.cases.workflow import Action, CaseState, apply, open_case
+from lifeline.collector.keys import digest, display_prefix, new_token
+from lifeline.collector.models import Role
+from lifeline.collector.runtime import CollectorConfig, Runtime
+
+pytestmark = pytest.mark.integration
+
+NOW = 1_764_489_600.0  # 2025-11-30T08:00:00Z, a Sunday, 16:00 in the city
+URL = "/open311/v2/requests.json"
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+@dataclass
+class City:
+    client: TestClient
+    runtime: Runtime
+    keys: dict[Role, str]
+    clock: list[float]
+
+    def h(self, role: Role) -> dict[str, str]:
+        return {"X-API-Key": self.keys[role]}
+
+    def post(self, form: dict[str, Any] | list[tuple[str, str]], role: Role = Role.VIEWER) -> Any:
+        fields = list(form.items()) if isinstance(form, dict) else form
+        body = urlencode([("api_key", self.keys[role]), *fields])  # repeated fields stay so
+        return self.client.post(URL, content=body, headers=FORM)
+
+    def act(self, no: str, action: str, role: Role, **body: Any) -> Any:
+        return self.client.post(
+            f"/api/v1/cases/{no}/actions", json={"action": action, **body}, headers=self.h(role)
+        )
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def city(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[City]:
+    url = (
+        request.getfixturevalue("pg_url")
+        if request.param == "postgres"
+        else f"sqlite:///{tmp_path}/r.db"
+    )
+    clock = [NOW]
+    rt = Runtime(CollectorConfig(db_url=url), clock=lambda: clock[0])
+    rt.start()
+    try:
+        keys = {}
+        for role in Role:
+            token = new_token()
+            rt.store.create_api_key(
+                f"{role.value}-1", role.value, digest(token), display_prefix(token), 0
+            )
+            keys[role] = token
+        with TestClient(create_app(CollectorConfig(db_url=url), rt)) as c:
+            yield City(c, rt, keys, clock)
+    finally:
+        rt.close()
+
+
+def spec_error(resp: httpx.Response, code: int) -> str:
+    assert resp.status_code == code, resp.text
+    ((err),) = resp.json()
+    assert err["code"] == code
+    description: str = err["description"]
+    assert description
+    return description
+
+
+def test_a_citizen_report_goes_from_post_through_to_closure(city: City) -> None:
+    assert city.runtime.cases.grids is not None
+    grid, polygon = city.runtime.cases.grids.polygons[0]
+    inside = polygon.representative_point()
+    r = city.post(
+        {
+            "service_code": "0403",
+            "lat": str(inside.y),
+            "long": str(inside.x),
+            "description": "路边闻到很浓的燃气味",
+            "media_url": "https://photos.example.org/a.jpg",
+            "email": "citizen@example.org",
+            "phone": "+86 138 0000 0000",
+            "account_id": "app-42",
+        }
+    )
+    assert r.status_code == 201, r.text
+    ((answer),) = r.json()
+    no, token = answer["service_request_id"], answer["token"]
+    assert answer["service_notice"] == "已受理，待核实立案"
+    assert answer["account_id"] == "app-42"
+    assert no.startswith(grid.code[:6])  # numbered in the grid's area
+    assert city.client.get(f"/open311/v2/tokens/{token}.json").json() == [
+        {"token": token, "service_request_id": no}
+    ]
+    spec_error(city.client.get("/open311/v2/tokens/not-a-token.json"), 404)
+    (public,) = city.client.get(f"/open311/v2/requests/{no}.json").json()
+    assert (public["status"], public["status_notes"]) == ("open", "受理")
+    assert public["media_url"] == "https://photos.example.org/a.jpg"
+    assert public["description"] == "路边闻到很浓的燃气味"
+    assert "citizen@example.org" not in json.dumps(public)  # contact is never published
+
+    case = city.client.get(f"/api/v1/cases/{no}", headers=city.h(Role.VIEWER)).json()
+    assert (case["source"], case["state"], case["grid"]) == ("公众", "受理", grid.code)
+    assert case["department"] == city.runtime.cases.routing.department_for("事件", "0403", grid)
+    assert case["contact"] == {
+        "email": "citizen@example.org",
+        "phone": "+86 138 0000 0000",
+        "account_id": "app-42",
+    }
+    assert case["audit"][0]["actor"] == "viewer-1"  # the app's key posted it
+
+    # 立案 waits for a 监督员's 核实; then the case runs the whole workflow to 结案.
+    refused = city.act(no, "accept", Role.SHIFT_LEAD)
+    assert refused.status_code == 422, refused.text
+    assert "核实" in refused.json()["detail"]
+    assert city.act(no, "confirm", Role.INSPECTOR).json()["confirmed_by"] == "inspector-1"
+    assert city.act(no, "confirm", Role.INSPECTOR).status_code == 422  # once is enough
+    for action, role in [
+        ("accept", Role.SHIFT_LEAD),
+        ("dispatch", Role.DISPATCHER),
+        ("start", Role.ADMIN),  # for the 专业部门; the matrix is tests/integration/test_duties.py
+        ("feedback", Role.ADMIN),
+        ("verify", Role.INTAKE),
+        ("close", Role.SHIFT_LEAD),
+    ]:
+        city.clock[0] += 600
+        assert city.act(no, action, role).status_code == 200, (action, role)
+    (done,) = city.client.get(f"/open311/v2/requests/{no}.json").json()
+    assert (done["status"], done["service_notice"]) == ("closed", "已结案")
+
+
+def test_a_report_by_address_alone_can_be_voided_without_confirmation(city: City) -> None:
+    r = city.post({"service_code": "0403", "address_string": "文三路 1 号"})
+    no = r.json()[0]["service_request_id"]
+    case = city.client.get(f"/api/v1/cases/{no}", headers=city.h(Role.VIEWER)).json()
+    assert (case["location"]["address"], case["location"]["lat"]) == ("文三路 1 号", None)
+    voided = city.act(no, "void", Role.SHIFT_LEAD, reason="重复")
+    assert voided.json()["state"] == "作废"
+    (public,) = city.client.get(f"/open311/v2/requests/{no}.json").json()
+    assert (public["status"], public["service_notice"]) == ("closed", "已作废（重复）")
+
+
+def test_only_a_citizen_report_takes_a_confirmation() -> None:
+    iot, _ = open_case(
+        case_no="C1", kind="事件", subcategory="0403", problem="gas_leak", asset=None,
+        device="gas-1", urgency="normal", department="x", grid=None, allowed_ms=None,
+        auto_register=False, actor="system", now_ms=0,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="only a 公众 report"):
+        apply(iot, Action.CONFIRM, actor="监督员", now_ms=1)
+    accepted, _ = apply(iot, Action.ACCEPT, actor="值班长", now_ms=1)  # no 核实 needed
+    assert accepted.state is CaseState.REGISTERED
+
+
+GOOD = {"service_code": "0403", "lat": "30.27", "long": "120.14"}
+HOSTILE: list[tuple[str, list[tuple[str, str]], int]] = [
+    ("no service_code", [("lat", "30.27"), ("long", "120.14")], 400),
+    ("unknown service", [*{**GOOD, "service_code": "9999"}.items()], 400),
+    ("lat without long", [("service_code", "0403"), ("lat", "30.27")], 400),
+    ("no location", [("service_code", "0403"), ("description", "x")], 400),
+    ("lat out of range", [*{**GOOD, "lat": "91"}.items()], 400),
+    ("lat not finite", [*{**GOOD, "lat": "nan"}.items()], 400),
+    ("lat not a number", [*{**GOOD, "lat": "north"}.items()], 400),
+    ("description too long", [*GOOD.items(), ("description", "x" * 4001)], 400),
+    ("media_url script", [*GOOD.items(), ("media_url", "javascript:alert(1)")], 400),
+    ("media_url file", [*GOOD.items(), ("media_url", "file:///etc/passwd")], 400),
+    ("email", [*GOOD.items(), ("email", "not-an-address")], 400),
+    ("phone", [*GOOD.items(), ("phone", "call me; DROP TABLE cases")], 400),
+    ("repeated field", [*GOOD.items(), ("service_code", "0111")], 400),
+    ("control character", [*GOOD.items(), ("first_name", "a\x1bb")], 400),
+    ("name too long", [*GOOD.items(), ("last_name", "x" * 65)], 400),
+]
+
+
+@pytest.mark.parametrize(("what", "form", "code"), HOSTILE, ids=[h[0] for h in HOSTILE])
+def test_hostile_reports_are_refused_in_the_spec_format_and_store_nothing(
+    city: City, what: str, form: list[tuple[str, str]], code: int
+) -> None:
+    spec_error(city.post(form), code)
+    assert city.runtime.store.cases() == []
+
+
+def test_a_report_needs_a_valid_key_and_a_form(city: City) -> None:
+    c = city.client
+    spec_error(c.post(URL, data=GOOD), 403)
+    spec_error(c.post(URL, data={**GOOD, "api_key": "llk_not-a-key"}), 403)
+    spec_error(c.post(URL, json={**GOOD, "api_key": city.keys[Role.VIEWER]}), 400)
+    nul = f"api_key={city.keys[Role.VIEWER]}&service_code=%00&lat=1&long=1"
+    assert "control" in spec_error(c.post(URL, content=nul, headers=FORM), 400)
+    raw = b"service_code=\x00"
+    spec_error(c.post(URL, content=raw, headers=FORM), 400)  # refused before the route
+    xml = c.post("/open311/v2/requests.xml", data=GOOD)
+    assert xml.status_code == 403
+    assert b"<errors><error><code>403</code>" in xml.content
+    assert city.runtime.store.cases() == []
+
+
+def test_reports_are_rate_limited_per_key(city: City) -> None:
+    for _ in range(30):
+        assert city.post(GOOD).status_code == 201
+    assert "30 reports a minute" in spec_error(city.post(GOOD), 429)
+    assert city.post(GOOD, role=Role.INTAKE).status_code == 201  # another app's key
+    city.clock[0] += 60
+    assert city.post(GOOD).status_code == 201  # a minute later: allowed again
+    assert len(city.runtime.store.cases()) == 32
+    metrics = city.client.get("/metrics", headers=city.h(Role.VIEWER)).text
+    assert "lifeline_open311_reports_refused_total 1" in metrics
