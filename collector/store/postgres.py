@@ -30,24 +30,7 @@ from lifeline.collector.store.readings_sql import (
     encode_value,
 )
 from lifeline.collector.store.rows import Cursor
-from lifeline.collector.store.schema import (
-    Migration,
-    alarm_stats_statements,
-    api_statements,
-    application_statements,
-    bd_seq_statements,
-    core_statements,
-    dead_letter_statements,
-    duties_statements,
-    epoch_statements,
-    meaning_statements,
-    order_statements,
-    phase_statements,
-    public_report_statements,
-    scope_statements,
-    source_statements,
-    stats_statements,
-)
+from lifeline.collector.store.schema import Migration, migrations
 from lifeline.collector.store.sql import BatchKey, KeyedDigest, SqlStore
 from lifeline.wire import DataBatch, Quality
 
@@ -255,29 +238,15 @@ class PostgresStore(SqlStore):
             cur.execute("SELECT value FROM store_meta WHERE key = 'readings_layout'")
             row = cur.fetchone()
             layout = row[0] if row else self._detect_layout(cur)
-            migrations = (
-                Migration(1, "core tables", core_statements("postgres")),
+            every = migrations(
+                "postgres",
                 Migration(
                     2,
                     f"readings ({layout})",
                     TIMESCALE_READINGS if layout == TIMESCALE else PARTITIONED_READINGS,
                 ),
-                Migration(3, "command-center API", api_statements("postgres")),
-                Migration(4, "batch keys with buffer epochs", epoch_statements("postgres")),
-                Migration(5, "event order and clocks", order_statements("postgres")),
-                Migration(6, "devices scoped by gateway", scope_statements("postgres")),
-                Migration(7, "the connection a birth belongs to", bd_seq_statements("postgres")),
-                Migration(8, "alarms that mean what they say", meaning_statements("postgres")),
-                Migration(9, "duties and an honest audit", duties_statements("postgres")),
-                Migration(10, "the phase table", phase_statements("postgres")),
-                Migration(11, "dead letters bounded", dead_letter_statements("postgres")),
-                Migration(12, "applications to the 派遣员", application_statements("postgres")),
-                Migration(13, "statistics indexes", stats_statements("postgres")),
-                Migration(14, "case sources and void reasons", source_statements("postgres")),
-                Migration(15, "alarm statistics index", alarm_stats_statements("postgres")),
-                Migration(16, "citizen reports", public_report_statements("postgres")),
             )
-            for m in migrations:
+            for m in every:
                 if m.version in done:
                     continue
                 for stmt in m.statements:

@@ -666,6 +666,33 @@ def public_report_statements(dialect: str) -> tuple[str, ...]:
     return _split(_PUBLIC_REPORTS, dialect)
 
 
+def migrations(dialect: str, readings: Migration) -> tuple[Migration, ...]:
+    """Every version of the collector's schema, in order, for `dialect` (sqlite or postgres).
+
+    `readings` is the backend's own migration 2: the readings table is laid out per backend
+    (plain SQLite table, PostgreSQL partitions or a TimescaleDB hypertable). A new version is
+    added here once, for both backends.
+    """
+    return (
+        Migration(1, "core tables", core_statements(dialect)),
+        readings,
+        Migration(3, "command-center API", api_statements(dialect)),
+        Migration(4, "batch keys with buffer epochs", epoch_statements(dialect)),
+        Migration(5, "event order and clocks", order_statements(dialect)),
+        Migration(6, "devices scoped by gateway", scope_statements(dialect)),
+        Migration(7, "the connection a birth belongs to", bd_seq_statements(dialect)),
+        Migration(8, "alarms that mean what they say", meaning_statements(dialect)),
+        Migration(9, "duties and an honest audit", duties_statements(dialect)),
+        Migration(10, "the phase table", phase_statements(dialect)),
+        Migration(11, "dead letters bounded", dead_letter_statements(dialect)),
+        Migration(12, "applications to the 派遣员", application_statements(dialect)),
+        Migration(13, "statistics indexes", stats_statements(dialect)),
+        Migration(14, "case sources and void reasons", source_statements(dialect)),
+        Migration(15, "alarm statistics index", alarm_stats_statements(dialect)),
+        Migration(16, "citizen reports", public_report_statements(dialect)),
+    )
+
+
 def _split(template: str, dialect: str) -> tuple[str, ...]:
     """`template` for `dialect` ({id}, {blob} filled in), one statement per item."""
     sql = template.format(**_DIALECTS[dialect])

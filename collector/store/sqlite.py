@@ -14,24 +14,7 @@ from lifeline.collector.models import Bucket, Reading
 from lifeline.collector.store.base import StoreDataError, StoreError, StoreUnavailable
 from lifeline.collector.store.readings_sql import FlaggedRow, ReadingRow, decode_value
 from lifeline.collector.store.rows import Cursor
-from lifeline.collector.store.schema import (
-    Migration,
-    alarm_stats_statements,
-    api_statements,
-    application_statements,
-    bd_seq_statements,
-    core_statements,
-    dead_letter_statements,
-    duties_statements,
-    epoch_statements,
-    meaning_statements,
-    order_statements,
-    phase_statements,
-    public_report_statements,
-    scope_statements,
-    source_statements,
-    stats_statements,
-)
+from lifeline.collector.store.schema import Migration, migrations
 from lifeline.collector.store.sql import BatchKey, KeyedDigest, SqlStore
 
 log = logging.getLogger(__name__)
@@ -42,24 +25,7 @@ _READINGS = (
     " value_text TEXT, quality TEXT NOT NULL, historical INTEGER NOT NULL)",
     "CREATE INDEX IF NOT EXISTS readings_device_point_ts ON readings (device, point, ts_ms)",
 )
-MIGRATIONS = (
-    Migration(1, "core tables", core_statements("sqlite")),
-    Migration(2, "readings", _READINGS),
-    Migration(3, "command-center API", api_statements("sqlite")),
-    Migration(4, "batch keys with buffer epochs", epoch_statements("sqlite")),
-    Migration(5, "event order and clocks", order_statements("sqlite")),
-    Migration(6, "devices scoped by gateway", scope_statements("sqlite")),
-    Migration(7, "the connection a birth belongs to", bd_seq_statements("sqlite")),
-    Migration(8, "alarms that mean what they say", meaning_statements("sqlite")),
-    Migration(9, "duties and an honest audit", duties_statements("sqlite")),
-    Migration(10, "the phase table", phase_statements("sqlite")),
-    Migration(11, "dead letters bounded", dead_letter_statements("sqlite")),
-    Migration(12, "applications to the 派遣员", application_statements("sqlite")),
-    Migration(13, "statistics indexes", stats_statements("sqlite")),
-    Migration(14, "case sources and void reasons", source_statements("sqlite")),
-    Migration(15, "alarm statistics index", alarm_stats_statements("sqlite")),
-    Migration(16, "citizen reports", public_report_statements("sqlite")),
-)
+MIGRATIONS = migrations("sqlite", Migration(2, "readings", _READINGS))
 _INSERT_COLS = "gateway_id, device, point, ts_ms, vtype, value_num, value_text, quality, historical"
 _COLS = f"{_INSERT_COLS}, received_ms"
 _INSERT_READING = f"INSERT INTO readings ({_INSERT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
