@@ -1,5 +1,6 @@
 """`lifeline demo` brings up the district on embedded defaults and prints a URL that answers."""
 
+import os
 import re
 import subprocess
 import sys
@@ -13,6 +14,14 @@ pytestmark = pytest.mark.e2e
 
 
 def test_demo_prints_an_api_url_that_serves_readings(tmp_path: Path) -> None:
+    # Started as scripts/demo.sh starts it for a new user: by the venv's path, from a shell
+    # whose PATH does not hold the venv (scripts/test.sh puts it there, a user's shell does not).
+    venv_bin = Path(sys.executable).parent.resolve()
+    user_path = os.pathsep.join(
+        d
+        for d in os.environ.get("PATH", "").split(os.pathsep)
+        if d and Path(d).resolve() != venv_bin
+    )
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -29,6 +38,7 @@ def test_demo_prints_an_api_url_that_serves_readings(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        env={**os.environ, "PATH": user_path},
     )
     try:
         assert proc.stdout is not None
