@@ -21,7 +21,7 @@ const LABELS = {
     all_sev: "全部级别", all_family: "全部类型", all_grid: "全部网格", all_dept: "全部部门",
     st_opened: "今日立案", st_closed: "今日结案", st_ontime: "按期结案率", st_overdue: "超期案件",
     st_online: "设备在线率", st_per_hour: "近12小时告警/小时", st_overdue_top: "超期部门",
-    st_note: "按最近 500 件案件计", none: "无", overdue: "已超期", no_limit: "未计时",
+    st_ontime_dept: "按期结案率(部门)", none: "无", overdue: "已超期", no_limit: "未计时",
     role: "角色", alarms_of: "告警", case_of: "案件", latest: "最新值", address: "地址",
     owner: "权属单位", grid: "网格", snapshot: "告警快照", audit: "处理记录",
     who: "操作人", from_to: "状态变化", raised: "发生", limit: "阈值", gateway: "网关",
@@ -68,7 +68,8 @@ const LABELS = {
     all_dept: "All departments",
     st_opened: "Registered today", st_closed: "Closed today", st_ontime: "Closed on time",
     st_overdue: "Overdue cases", st_online: "Devices online", st_per_hour: "Alarms/hour, 12 h",
-    st_overdue_top: "Overdue by department", st_note: "over the latest 500 cases", none: "none",
+    st_overdue_top: "Overdue by department", st_ontime_dept: "Closed on time by department",
+    none: "none",
     overdue: "overdue", no_limit: "not timed", role: "Role", alarms_of: "Alarms",
     case_of: "Case", latest: "Latest values", address: "Address", owner: "Owner", grid: "Grid",
     snapshot: "Alarm snapshot", audit: "Audit trail", who: "Who", from_to: "Change",
@@ -589,22 +590,22 @@ async function caseAction(caseNo, action, request = null) {
 
 // --- statistics wall ------------------------------------------------------------------------
 
+// Today's figures come from 综合评价 (GET /api/v1/stats, the same counts the monthly report
+// uses); overdue cases are the open ones past their deadline now; alarms per hour are counted
+// over the last 12 hours of alarms.
 async function refreshStats() {
   if (!state.key) return;
   try {
     const now = Date.now();
     const midnight = new Date(); midnight.setHours(0, 0, 0, 0);
-    const [cases, online, alarms] = await Promise.all([
-      api("/api/v1/cases?limit=500"), api("/api/v1/stats/online-rate?window_h=24"),
+    const [today, open, online, alarms] = await Promise.all([
+      api(`/api/v1/stats?from=${midnight.getTime()}&to=${now + 1}&group_by=department`),
+      api("/api/v1/cases?open_only=true&limit=500"),
+      api("/api/v1/stats/online-rate?window_h=24"),
       api(`/api/v1/alarms?limit=500&since=${now - 12 * 3600 * 1000}`),
     ]);
-    const items = cases.items;
-    const today = midnight.getTime();
-    const closed = items.filter((c) => c.state === "结案");
-    const closedToday = closed.filter((c) => c.updated_ms >= today);
-    const timed = closed.filter((c) => c.deadline_ms);
-    const onTime = timed.filter((c) => c.updated_ms <= c.deadline_ms);
-    const overdue = items.filter((c) => c.colour === "red" && c.state !== "结案" && c.state !== "作废");
+    const pct = (rate) => (rate === null || rate === undefined ? null : Math.round(rate * 100));
+    const overdue = open.items.filter((c) => c.colour === "red");
     const byDept = new Map();
     for (const c of overdue) byDept.set(c.department, (byDept.get(c.department) || 0) + 1);
     const perHour = new Array(12).fill(0);
@@ -613,12 +614,18 @@ async function refreshStats() {
       if (slot >= 0 && slot < 12) perHour[slot] += 1;
     }
     state.stats = {
-      opened: items.filter((c) => c.created_ms >= today).length,
-      closed: closedToday.length,
-      ontime: timed.length ? Math.round((100 * onTime.length) / timed.length) : null,
+      opened: today.total.registered,
+      closed: today.total.closed,
+      ontime: pct(today.total.on_time_closure_rate),
+      // the departments with the lowest 按期结案率 today first: where the center looks
+      ontimeByDept: today.groups
+        .filter((g) => g.on_time_closure_rate !== null && g.key)
+        .map((g) => [g.key, pct(g.on_time_closure_rate)])
+        .sort((a, b) => a[1] - b[1])
+        .slice(0, 3),
       overdue: overdue.length,
       top: [...byDept.entries()].sort((a, b) => b[1] - a[1]).slice(0, 3),
-      online: online.online_now_rate === null ? null : Math.round(online.online_now_rate * 100),
+      online: pct(online.online_now_rate),
       onlineOf: `${online.online}/${online.devices}`,
       perHour,
     };
@@ -638,9 +645,12 @@ function renderStats() {
     if (sub) div.append(el("div", sub, "sub"));
     box.append(div);
   };
-  tile("st_opened", s.opened, t("st_note"));
+  tile("st_opened", s.opened);
   tile("st_closed", s.closed);
   tile("st_ontime", s.ontime === null ? "—" : `${s.ontime}%`);
+  tile("st_ontime_dept",
+    s.ontimeByDept.length ? s.ontimeByDept.map(([d, n]) => `${d} ${n}%`).join(" · ") : t("none"),
+    null, "wide");
   tile("st_overdue", s.overdue, null, s.overdue ? "warn" : "");
   tile("st_overdue_top", s.top.length ? s.top.map(([d, n]) => `${d} ${n}`).join(" · ") : t("none"), null, "wide");
   tile("st_online", s.online === null ? "—" : `${s.online}%`, `${s.onlineOf} ${t("online_devices")}`);

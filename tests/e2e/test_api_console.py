@@ -341,6 +341,18 @@ def test_map_alarm_desk_ack_and_dispatch_through_the_buttons(
             15,
         )
         assert stat(browser, "st_online").endswith("%")
+        # ... counted by 综合评价 (GET /api/v1/stats), the figures of the monthly report, not by
+        # the browser over a page of cases.
+        midnight = browser.execute_script("const d = new Date(); d.setHours(0, 0, 0, 0); return +d")
+
+        def as_reported(b: Any) -> bool:
+            now_ms = int(time.time() * 1000) + 1
+            total = district.get(f"/api/v1/stats?from={midnight}&to={now_ms}")["total"]
+            shown = (stat(b, "st_opened"), stat(b, "st_closed"))
+            return shown == (str(total["registered"]), str(total["closed"]))
+
+        wait(browser, "the strip showing today's 综合评价 figures", as_reported, 15)
+        assert stat(browser, "st_ontime_dept")
         # English covers every label of the page (the data stays as the city wrote it).
         click(browser, "#lang")
         texts = browser.execute_script(
