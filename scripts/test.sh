@@ -11,7 +11,8 @@ echo "[test] ruff format --check"; ruff format --check .
 echo "[test] mypy";              mypy
 echo "[test] pytest"
 rc=0
-pytest "$@" || rc=$?
+# --durations: the slowest tests, so that the 15-minute budget of the whole suite stays visible
+pytest --durations=25 "$@" || rc=$?
 if [ "$rc" -eq 5 ]; then
   echo "[test] pytest collected no tests: that is a failure" >&2
   exit 1

@@ -120,9 +120,12 @@ def test_sigkill_and_database_restart_lose_nothing_and_store_nothing_twice(
         done = threading.Event()
         pub = threading.Thread(target=publish_stream, args=(mqtt_url, topic_root, done))
         pub.start()
-        for i in range(KILLS):
+        # Ten kills on the default protocol; three prove the same manual-ack path on 3.1.1
+        # and keep the default suite inside its time budget.
+        kills = KILLS if protocol == "5" else 3
+        for i in range(kills):
             proc = spawn(db_url, mqtt_url, topic_root, client_id, port, protocol)
-            if i == KILLS // 2:
+            if i == kills // 2:
                 wait_ready(port, proc)
                 private_pg.stop("immediate")  # the database dies under a running collector
                 time.sleep(rng.uniform(0.5, 1.5))

@@ -209,7 +209,9 @@ def test_sigkill_loop_loses_nothing_committed_and_duplicates_nothing(
     tmp_path: Path, mqtt_url: str, topic_root: str, protocol: str
 ) -> None:
     rng = random.Random(20261121)
-    kills = 10
+    # Ten kills on the default protocol; three prove the same acknowledgement path on 3.1.1
+    # and keep the default suite inside its time budget.
+    kills = 10 if protocol == "5" else 3
     with simulator(tmp_path, manholes(5)) as eps, subscribed(mqtt_url, topic_root) as sub:
         port = eps["servers"][0]["port"]
         config = gateway_config(tmp_path, mqtt_url, topic_root, port, polled(5, 0.1))
