@@ -182,7 +182,9 @@ def test_a_retained_birth_is_answered_with_a_rebirth_command(
     ing = start_ingest(store, mqtt_url, topic_root, f"c-{uuid.uuid4().hex[:8]}")
     try:
         assert arrived.wait(10)
-        wait_until(lambda: ing.stats.rebirths_requested == 1)
+        # At least one: a collector that resubscribes (its first-connect session check
+        # reconnects once) is sent the retained birth again and answers it again.
+        wait_until(lambda: ing.stats.rebirths_requested >= 1)
         wait_until(lambda: bool(store.gateways()))
     finally:
         ing.stop()
