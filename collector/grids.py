@@ -19,7 +19,7 @@ from shapely.errors import ShapelyError
 from shapely.geometry import Point, shape
 from shapely.geometry.base import BaseGeometry
 
-GRID_CODE = re.compile(r"^\d{14}\d?$")
+GRID_CODE = re.compile(r"^[0-9]{14}[0-9]?$")  # ASCII digits: \d would take any script's
 
 
 class GridError(ValueError):
@@ -95,6 +95,29 @@ class GridMap:
             return None
         hits = self._tree.query(Point(lon, lat), predicate="intersects")
         return self._grids[int(min(hits))] if len(hits) else None
+
+    def holds(self, code: str, lon: float, lat: float) -> bool:
+        """True if the grid `code` is known and its polygon holds (lon, lat), border included."""
+        i = self._index.get(code)
+        return i is not None and bool(self._shapes[i].intersects(Point(lon, lat)))
+
+
+def place(grids: GridMap | None, lon: float | None, lat: float | None, declared: str = "") -> str:
+    """The code of the 单元网格 a device, asset or case at (lon, lat) degrees is placed in, where
+    its record names the grid `declared` ("" if none); "" when nothing places it.
+
+    The polygon wins: a surveyed point is evidence, a typed grid code is a claim that goes
+    stale when grids are redrawn, and the cases raised there are placed the same way. On a
+    border shared by several grids, the declared one if its polygon touches the point, else
+    the first in file order. Without a point, a registry, or a grid holding the point, the
+    declared grid stands.
+    """
+    if grids is None or lon is None or lat is None:
+        return declared
+    if declared and grids.holds(declared, lon, lat):
+        return declared
+    found = grids.locate(lon, lat)
+    return found.code if found is not None else declared
 
 
 def _grid(feature: Any, i: int) -> tuple[Grid, BaseGeometry]:
