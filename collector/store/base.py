@@ -1,7 +1,9 @@
 """The storage ports: one protocol per aggregate, and Store, which is all of them.
 
 A consumer that needs one aggregate takes its protocol (the event pump an EventLogStore, the
-webhook sender a WebhookStore); SQLite and PostgreSQL implement Store and pass one contract
+webhook sender a WebhookStore); where it needs a part of several, each aggregate's protocol
+extends the narrower one it takes (the case engine: CaseHandlingStore, WorkOrderHandlingStore,
+DeviceStore, DeviceAssetStore). SQLite and PostgreSQL implement Store and pass one contract
 suite. Every method raises StoreError (StoreUnavailable, StoreDataError, Conflict) for a
 database failure, never a driver's own error.
 """
@@ -41,9 +43,12 @@ from lifeline.collector.stats import Counts
 __all__ = [
     "AlarmStore",
     "AssetStore",
+    "CaseHandlingStore",
     "CaseStore",
     "Conflict",
     "DeadLetterStore",
+    "DeviceAssetStore",
+    "DeviceStore",
     "EventLogStore",
     "GatewayStore",
     "KeyStore",
@@ -53,6 +58,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "WebhookStore",
+    "WorkOrderHandlingStore",
     "WorkOrderStore",
 ]
 
@@ -97,7 +103,15 @@ class ReadingStore(Protocol):
         ...
 
 
-class GatewayStore(Protocol):
+class DeviceStore(Protocol):
+    """Devices as their gateways announced them (the case engine places a case with them)."""
+
+    def devices(self, gateway: str | None = None, device: str | None = None) -> list[DeviceState]:
+        """All known devices, optionally of one gateway and/or with one device id."""
+        ...
+
+
+class GatewayStore(DeviceStore, Protocol):
     """Gateways, their buffer epochs and devices, device status history and command replies."""
 
     def gateways(self) -> list[GatewayState]:
@@ -125,7 +139,15 @@ class GatewayStore(Protocol):
         ...
 
 
-class AssetStore(Protocol):
+class DeviceAssetStore(Protocol):
+    """Which asset (部件) a device is bound to (the case engine's subject of a case)."""
+
+    def asset_of_device(self, gateway: str, device: str) -> Asset | None:
+        """The asset a gateway's device is bound to, if any."""
+        ...
+
+
+class AssetStore(DeviceAssetStore, Protocol):
     """The asset registry: city components (部件) and the devices bound to them."""
 
     def upsert_assets(self, assets: Sequence[Asset]) -> int:
@@ -147,10 +169,6 @@ class AssetStore(Protocol):
         """All assets ordered by code, each with the code of the 单元网格 it is placed in (""
         if none; see grids.place); only those placed in `grid` and/or with the 部件标识码
         `code` if given."""
-        ...
-
-    def asset_of_device(self, gateway: str, device: str) -> Asset | None:
-        """The asset a gateway's device is bound to, if any."""
         ...
 
     def bind_device(self, gateway: str | None, device: str, asset: str) -> None:
@@ -189,9 +207,9 @@ class AlarmStore(Protocol):
         ...
 
 
-class CaseStore(Protocol):
-    """What the case engine reads and writes: alarm transitions to handle, where each alarm
-    occurrence ended, and 数字城管 cases with their audit trail."""
+class CaseHandlingStore(Protocol):
+    """What the case engine reads and writes of cases: alarm transitions to handle, where each
+    alarm occurrence ended, and 数字城管 cases, saved with their audits and phases."""
 
     def pending_alarm_transitions(self, limit: int = 500) -> list[AlarmTransition]:
         """Stored alarm events the case engine has not handled yet, oldest first."""
@@ -213,17 +231,9 @@ class CaseStore(Protocol):
         """The alarm occurrences of one case or work order, in the order they were attached."""
         ...
 
-    def links_for(self, refs: Sequence[str]) -> dict[str, list[AlarmLink]]:
-        """The alarm occurrences of several cases or work orders, by number."""
-        ...
-
     def record_outcome(self, link: AlarmLink, transition_ids: Sequence[int]) -> None:
         """Store an occurrence that became no case nor work order (ignored or recorded) and
         mark its transitions handled, atomically; Conflict if it was handled meanwhile."""
-        ...
-
-    def count_alarm_outcomes(self) -> dict[str, int]:
-        """How many alarm occurrences ended in each outcome (case, work_order, ...)."""
         ...
 
     def next_case_serial(self, prefix: str) -> int:
@@ -262,6 +272,27 @@ class CaseStore(Protocol):
         """One case by number."""
         ...
 
+    def phases(self, case_no: str) -> list[Phase]:
+        """The phase table of a case (stage, department, start, due, end), in order."""
+        ...
+
+    def overdue_phases(self, now_ms: int) -> list[Phase]:
+        """Running, unparked phases past their due time and not escalated (督办) for it."""
+        ...
+
+
+class CaseStore(CaseHandlingStore, Protocol):
+    """Cases as the engine handles them, and as the command center lists, filters and counts
+    them (综合评价)."""
+
+    def links_for(self, refs: Sequence[str]) -> dict[str, list[AlarmLink]]:
+        """The alarm occurrences of several cases or work orders, by number."""
+        ...
+
+    def count_alarm_outcomes(self) -> dict[str, int]:
+        """How many alarm occurrences ended in each outcome (case, work_order, ...)."""
+        ...
+
     def cases(self, open_only: bool = False) -> list[Case]:
         """Cases, newest first."""
         ...
@@ -270,17 +301,9 @@ class CaseStore(Protocol):
         """The audit trail of a case, oldest first."""
         ...
 
-    def phases(self, case_no: str) -> list[Phase]:
-        """The phase table of a case (stage, department, start, due, end), in order."""
-        ...
-
     def case_counts(self, from_ms: int, to_ms: int, group_by: str) -> dict[str, Counts]:
         """The 综合评价 counts of the window [from_ms, to_ms) per `group_by` (department, grid,
         subcategory or source); KeyError for another."""
-        ...
-
-    def overdue_phases(self, now_ms: int) -> list[Phase]:
-        """Running, unparked phases past their due time and not escalated (督办) for it."""
         ...
 
     def find_cases(
@@ -314,8 +337,9 @@ class CaseStore(Protocol):
         ...
 
 
-class WorkOrderStore(Protocol):
-    """Work orders (maintenance of the monitoring equipment itself) with their audit trail."""
+class WorkOrderHandlingStore(Protocol):
+    """What the case engine reads and writes of work orders (maintenance of the monitoring
+    equipment itself)."""
 
     def open_work_order_for(self, subject: str, problem: str) -> WorkOrder | None:
         """The unfinished work order for (gateway/device, problem), if there is one."""
@@ -342,6 +366,10 @@ class WorkOrderStore(Protocol):
     def work_order(self, order_no: str) -> WorkOrder | None:
         """One work order by number."""
         ...
+
+
+class WorkOrderStore(WorkOrderHandlingStore, Protocol):
+    """Work orders (maintenance of the monitoring equipment itself) with their audit trail."""
 
     def find_work_orders(
         self,

@@ -47,12 +47,17 @@ class Clock:
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The database of `store`, for a test that also opens an API over it."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/cases.db"
-    else:
-        url = request.getfixturevalue("pg_url")
-    s = open_store(url)
+        return f"sqlite:///{tmp_path}/cases.db"
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    s = open_store(store_url)
     s.migrate()
     devices = (
         DeviceInfo("gas-1", "gas_detector", "gas", True, location=GAS_SITE),

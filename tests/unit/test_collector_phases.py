@@ -3,7 +3,7 @@ a holiday and a make-up working day; the phase table a case builds; 挂账 that 
 延时; 督办 at every new overdue. Plain values with the time given (UTC ms)."""
 
 from dataclasses import replace
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
@@ -81,6 +81,36 @@ def test_the_shipped_calendar_loads_and_a_broken_one_is_refused(tmp_path: Path) 
     )
     with pytest.raises(CalendarError, match="both a holiday and a make-up"):
         load_calendar(bad)
+
+
+def _days(first: date, last: date) -> set[date]:
+    return {first + timedelta(days=n) for n in range((last - first).days + 1)}
+
+
+def test_the_shipped_calendar_is_the_state_councils_2026_arrangement() -> None:
+    # 国务院办公厅关于2026年部分节假日安排的通知 (2025-11-04), item by item.
+    d = date
+    holidays = (
+        _days(d(2026, 1, 1), d(2026, 1, 3))  # 元旦
+        | _days(d(2026, 2, 15), d(2026, 2, 23))  # 春节, 9 days
+        | _days(d(2026, 4, 4), d(2026, 4, 6))  # 清明节
+        | _days(d(2026, 5, 1), d(2026, 5, 5))  # 劳动节
+        | _days(d(2026, 6, 19), d(2026, 6, 21))  # 端午节
+        | _days(d(2026, 9, 25), d(2026, 9, 27))  # 中秋节
+        | _days(d(2026, 10, 1), d(2026, 10, 7))  # 国庆节
+    )
+    make_up = {d(2026, 1, 4), d(2026, 2, 14), d(2026, 2, 28), d(2026, 5, 9), d(2026, 9, 20),
+               d(2026, 10, 10)}  # fmt: skip
+    path = default_routing_path()
+    cal = routing_calendar(load_routing(path), path)
+    assert cal.holidays == holidays
+    assert cal.workdays == make_up
+    assert all(day.isoweekday() in (6, 7) for day in make_up)  # each a weekend day worked
+    # The first working day after 春节 is Tuesday 02-24; Saturday 02-28 is worked, 03-01 not.
+    february = sorted(_days(d(2026, 2, 21), d(2026, 3, 1)))
+    assert [day.day for day in february if cal.is_workday(day)] == [24, 25, 26, 27, 28]
+    # 1 工作日 from Wednesday 09-30 16:00 runs over 国庆节 and ends on Thursday 10-08 at 16:00.
+    assert cal.due(at(9, 30, 16), 1, Unit.WORK_DAYS) == at(10, 8, 16)
 
 
 # --- the phase table --------------------------------------------------------------------------
