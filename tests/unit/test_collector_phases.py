@@ -117,11 +117,12 @@ def test_the_shipped_calendar_is_the_state_councils_2026_arrangement() -> None:
 
 
 class Table:
-    """Stage limits: 立案 1 工作时, 派遣 30 自然分钟 urgent / 1 工作时, 处置 2 工作日 normal and
-    4 自然时 urgent, 核查 untimed."""
+    """Stage limits: 受理 15 自然分钟, 立案 1 工作时, 派遣 30 自然分钟 urgent / 1 工作时, 处置
+    2 工作日 normal and 4 自然时 urgent, 核查 untimed."""
 
     def limit(self, stage: Stage, subcategory: str, urgent: bool) -> Limit | None:
         return {
+            Stage.RECEIVE: Limit(0.25, Unit.NATURAL_HOURS),
             Stage.REGISTER: Limit(1, Unit.WORK_HOURS),
             Stage.DISPATCH: Limit(0.5, Unit.NATURAL_HOURS) if urgent else Limit(1, Unit.WORK_HOURS),
             Stage.DISPOSE: Limit(4, Unit.NATURAL_HOURS) if urgent else Limit(2, Unit.WORK_DAYS),
@@ -131,11 +132,11 @@ class Table:
 class Case_:
     """A case driven through the workflow with its phase table, as the engine drives it."""
 
-    def __init__(self, now: int, urgency: str = "normal") -> None:
+    def __init__(self, now: int, urgency: str = "normal", source: str = "物联网感知") -> None:
         case, _ = open_case(
             case_no="C1", kind="部件", subcategory="0111", problem="cover", asset="A",
             device="d", urgency=urgency, department="燃气集团", grid=None, allowed_ms=None,
-            auto_register=False, actor="system", now_ms=now,
+            auto_register=False, actor="system", now_ms=now, source=source,
         )  # fmt: skip
         self.phases, self.case = start(case, now, Table(), CAL)
 
@@ -244,3 +245,19 @@ def test_a_finished_case_has_no_running_phase() -> None:
     c.do(A.VOID, at(4, 30, 9, 10), args=Args(reason="重复"))
     assert c.case.state is S.VOIDED
     assert [(p.stage, p.end_ms) for p in c.phases] == [("立案", at(4, 30, 9, 10))]
+
+
+def test_a_report_waits_in_the_receive_stage_a_sensors_case_starts_in_register() -> None:
+    # Fails on the old code: 受理 and 立案 were one stage, timed by the 立案 limit.
+    c = Case_(at(5, 10, 22), source="监督员")  # a Sunday night: 受理 runs in natural time
+    assert (c.case.deadline_ms, c.case.timed_from_ms) == (at(5, 10, 22, 15), at(5, 10, 22))
+    c.do(A.RECEIVE, at(5, 10, 22, 20))  # 5 minutes late
+    assert c.case.deadline_ms == at(5, 11, 9, 30)  # 立案: 1 工作时 from Monday 08:30
+    c.do(A.ACCEPT, at(5, 11, 9))
+    rows = [(p.stage, p.start_ms, p.due_ms, p.end_ms, p.overdue(at(5, 11, 9))) for p in c.phases]
+    assert rows[:2] == [
+        ("受理", at(5, 10, 22), at(5, 10, 22, 15), at(5, 10, 22, 20), True),
+        ("立案", at(5, 10, 22, 20), at(5, 11, 9, 30), at(5, 11, 9), False),
+    ]
+    sensed = Case_(at(5, 10, 22))
+    assert [p.stage for p in sensed.phases] == ["立案"]  # received by the system as it opened
