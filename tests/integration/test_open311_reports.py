@@ -195,6 +195,7 @@ def test_the_routes_judge_deadlines_by_the_engines_clock(city: City) -> None:
     no = city.post(GOOD).json()[0]["service_request_id"]
     for action, role in [
         ("confirm", Role.INSPECTOR),
+        ("receive", Role.INTAKE),
         ("accept", Role.SHIFT_LEAD),
         ("dispatch", Role.DISPATCHER),
     ]:
