@@ -8,7 +8,6 @@ one leads) as properties, and a Polygon or MultiPolygon in lon/lat (CGCS2000 / W
 """
 
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from shapely.errors import ShapelyError
 from shapely.geometry import Point, shape
 from shapely.geometry.base import BaseGeometry
 
-GRID_CODE = re.compile(r"^[0-9]{14}[0-9]?$")  # ASCII digits: \d would take any script's
+from lifeline.wire.codes import GRID_CODE_RULE, is_grid_code
 
 
 class GridError(ValueError):
@@ -27,11 +26,10 @@ class GridError(ValueError):
 
 
 def check_grid_code(code: str) -> str:
-    """`code` if it is a 14- or 15-digit 单元网格 code; GridError otherwise."""
-    if not GRID_CODE.match(code):
-        raise GridError(
-            f"grid code {code!r} must be 14 digits (6 area + 3 街道 + 3 社区 + 2 grid) or 15"
-        )
+    """`code` if it is a 14- or 15-digit 单元网格 code (wire.codes, the rule the edge checks
+    too); GridError otherwise."""
+    if not is_grid_code(code):
+        raise GridError(f"grid code {code!r} must be {GRID_CODE_RULE}")
     return code
 
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import HTTPException, Query
 
-from lifeline.collector.grids import GRID_CODE
+from lifeline.wire.codes import GRID_CODE_PATTERN
 
 MAX_MS = 2**53  # beyond any real time, inside every integer column
 MAX_PAGE = 500
@@ -20,7 +20,7 @@ Cursor = Annotated[
 Name = Annotated[str | None, Query(min_length=1, max_length=200)]
 GridCode = Annotated[
     str | None,
-    Query(pattern=GRID_CODE.pattern, description="单元网格 code: 14 digits, or 15"),
+    Query(pattern=GRID_CODE_PATTERN, description="单元网格 code: 14 digits, or 15"),
 ]
 
 
