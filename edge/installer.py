@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import typer
 
 from lifeline.edge.cli_output import fail, print_json, print_table, usage_error
+from lifeline.edge.device_names import KnownDevice, UnknownDevice, resolve_device
 
 if TYPE_CHECKING:
     from lifeline.drivers.profile import Profile
@@ -289,18 +290,13 @@ def _name_devices(gateway: str, buses: list[dict[str, Any]]) -> None:
 
     The same scan (the same --scan-json files in the same order) gives the same ids; the
     gateway prefix keeps them unique across cabinets, so no gateway can claim another's
-    device by name. `local` is the part after the prefix, accepted wherever an id is asked.
+    device by name. Its part after the prefix is accepted wherever an id is asked
+    (edge.device_names).
     """
     for b, bus in enumerate(buses):
         for dev in bus["devices"]:
             short = _FAMILY_SHORT.get(dev["family"], dev["family"])
-            dev["local"] = f"b{b + 1}-{short}-{dev['unit']:03d}"
-            dev["id"] = f"{gateway}.{dev['local']}"
-
-
-def _find_device(key: str, devices: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The devices `key` names: a device id, its part after GATEWAY., or a unit id."""
-    return [d for d in devices if key in (d["id"], d["local"], str(d["unit"]))]
+            dev["id"] = f"{gateway}.b{b + 1}-{short}-{dev['unit']:03d}"
 
 
 def _parse_asset(item: str, buses: list[dict[str, Any]]) -> tuple[str, str]:
@@ -313,14 +309,11 @@ def _parse_asset(item: str, buses: list[dict[str, Any]]) -> tuple[str, str]:
             "e.g. b1-mh-001=3301060111000001",
             "--asset",
         )
-    matches = _find_device(key.strip(), devices)
-    if len(matches) != 1:
-        known = ", ".join(d["local"] for d in devices)
-        usage_error(
-            f"{item!r}: {key.strip()!r} names {len(matches)} devices; use a device ({known})",
-            "--asset",
-        )
-    return matches[0]["id"], code.strip()
+    try:
+        dev_id = resolve_device(key, [KnownDevice(d["id"], d["unit"]) for d in devices])
+    except UnknownDevice as exc:
+        usage_error(f"{item!r}: {exc}", "--asset")
+    return dev_id, code.strip()
 
 
 def _parse_assets(items: list[str], buses: list[dict[str, Any]]) -> dict[str, str]:
@@ -332,18 +325,13 @@ def _parse_assets(items: list[str], buses: list[dict[str, Any]]) -> dict[str, st
 def _overrides_by_id(overrides: dict[str, Any], buses: list[dict[str, Any]]) -> dict[str, Any]:
     """Alarm overrides keyed by device id; a key may also be an id's part after GATEWAY.
     (what the file can name before the gateway id is known). Unknown keys are refused."""
-    devices = [d for bus in buses for d in bus["devices"]]
+    devices = [KnownDevice(d["id"]) for bus in buses for d in bus["devices"]]
     out: dict[str, Any] = {}
-    unknown = []
     for key, rules in overrides.items():
-        matches = [d for d in devices if str(key) in (d["id"], d["local"])]
-        if len(matches) == 1:
-            out[matches[0]["id"]] = rules
-        else:
-            unknown.append(str(key))
-    if unknown:
-        known = ", ".join(d["local"] for d in devices)
-        fail(f"alarm overrides name unknown device(s) {sorted(unknown)}; the devices: {known}")
+        try:
+            out[resolve_device(str(key), devices)] = rules
+        except UnknownDevice as exc:
+            fail(f"alarm overrides: {exc}")
     return out
 
 
@@ -432,8 +420,11 @@ def _check_asset_code(code: str) -> str:
 
 
 def _check_grid(text: str) -> str:
-    if not re.fullmatch(r"\d{6,20}", text):
-        usage_error(f"{text!r}: a 单元网格 code is 6 to 20 digits", "--grid")
+    # The collector's rule (wire.codes): a code it would refuse must not reach the cabinet.
+    from lifeline.wire.codes import GRID_CODE_RULE, is_grid_code
+
+    if not is_grid_code(text):
+        usage_error(f"{text!r}: a 单元网格 code is {GRID_CODE_RULE}", "--grid")
     return text
 
 

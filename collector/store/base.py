@@ -16,6 +16,7 @@ from lifeline.collector.cases.phases import Phase
 from lifeline.collector.cases.workflow import Audit, Case
 from lifeline.collector.cases.workorders import WorkOrder
 from lifeline.collector.errors import Conflict, StoreDataError, StoreError, StoreUnavailable
+from lifeline.collector.grids import GridMap
 from lifeline.collector.models import (
     AlarmLink,
     AlarmRecord,
@@ -121,6 +122,13 @@ class GatewayStore(DeviceStore, Protocol):
         """The buffer epochs a gateway has used, newest first."""
         ...
 
+    def devices(
+        self, gateway: str | None = None, device: str | None = None, grid: str | None = None
+    ) -> list[DeviceState]:
+        """All known devices, optionally of one gateway, with one device id and/or placed in
+        one 单元网格 (its code)."""
+        ...
+
     def device_history(self, since_ms: int, until_ms: int) -> list[StatusChange]:
         """Every device's status changes in [since, until), each device's last change before
         `since` first (the status it had then), oldest first."""
@@ -153,6 +161,14 @@ class AssetStore(DeviceAssetStore, Protocol):
 
     def assets(self) -> list[Asset]:
         """All assets ordered by code."""
+        ...
+
+    def located_assets(
+        self, grid: str | None = None, code: str | None = None
+    ) -> list[tuple[Asset, str]]:
+        """All assets ordered by code, each with the code of the 单元网格 it is placed in (""
+        if none; see grids.place); only those placed in `grid` and/or with the 部件标识码
+        `code` if given."""
         ...
 
     def bind_device(self, gateway: str | None, device: str, asset: str) -> None:
@@ -530,6 +546,14 @@ class Store(
 
     def migrate(self) -> list[int]:
         """Apply pending schema migrations; return the versions applied (empty if none)."""
+        ...
+
+    def use_grids(self, grids: GridMap | None) -> tuple[int, int]:
+        """Place devices (by their install location, at each birth) and assets (by their
+        point, at each write) in the 单元网格 registry `grids` (None: none) from now on, and
+        place every stored one again now; return how many assets and how many devices changed
+        grid. The rule is grids.place's: the polygon holding the point wins over a declared
+        grid, which stands for an asset without a point or outside every grid."""
         ...
 
     def close(self) -> None:

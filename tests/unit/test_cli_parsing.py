@@ -1,16 +1,46 @@
 """Pure parts of the installer/crew CLI: argument parsing and plain table output."""
 
+import re
+
 import pytest
 import typer
 
+from lifeline.collector.grids import GridError, check_grid_code
 from lifeline.drivers.baudrates import baudrate_problem
 from lifeline.drivers.scan import firmware_text, parse_units
 from lifeline.edge.cli_output import print_table
 from lifeline.edge.config import ConfigError, config_warnings, parse_config
 from lifeline.edge.crew import _parse_severity, _parse_since, _parse_value
-from lifeline.edge.installer import _hostname, _line_settings
+from lifeline.edge.device_names import KnownDevice, UnknownDevice, resolve_device
+from lifeline.edge.installer import _check_grid, _hostname, _line_settings
 
 pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize(
+    ("code", "valid"),
+    [
+        ("33010600100101", True),  # 6 area + 3 街道 + 3 社区 + 2 grid
+        ("330106001001012", True),  # the 15-digit variant
+        ("330106001001", False),  # a 社区 code, which the edge took as a grid
+        ("330106", False),
+        ("33010600100101234567", False),  # 20 digits: the edge took those too
+        ("3301060010010x", False),
+        ("٣٣٠١٠٦٠٠١٠٠١٠١", False),  # 14 Arabic-Indic digits
+        ("33010600100101\nx: 1", False),
+    ],
+)
+def test_edge_commission_takes_the_grid_codes_the_collector_takes(code: str, valid: bool) -> None:
+    # edge commission --grid took 6-20 digits while the collector wants 14 or 15: a cabinet
+    # commissioned with a 社区 code carried a grid the command center refuses.
+    if valid:
+        assert check_grid_code(code) == _check_grid(code) == code
+        return
+    rule = re.escape("14 digits (6 area + 3 街道 + 3 社区 + 2 grid) or 15")
+    with pytest.raises(GridError, match=rule):
+        check_grid_code(code)
+    with pytest.raises(typer.BadParameter, match=rule):
+        _check_grid(code)
 
 
 @pytest.mark.parametrize(
@@ -123,3 +153,44 @@ def test_gateway_config_warns_about_a_non_standard_rate_and_refuses_the_absurd()
     assert reason.startswith("96000 is not a standard baud rate (did you mean 9600?)")
     with pytest.raises(ConfigError, match=r"5000000 is no serial line rate .*standard: 300"):
         parse_config(rtu(5_000_000))
+
+
+def test_a_device_is_named_by_its_id_its_part_after_the_gateway_or_a_unit_found_once() -> None:
+    known = [
+        KnownDevice("gw-xh.b1-mh-001", 1),
+        KnownDevice("gw-xh.b1-sl-004", 4),
+        KnownDevice("gw-xh.b2-sl-004", 4),
+        KnownDevice("7", 9),  # a hand-written config may call a device anything
+        KnownDevice("gas-1"),  # from a buffer read without its config: no unit known
+    ]
+    assert resolve_device("gw-xh.b1-mh-001", known) == "gw-xh.b1-mh-001"
+    assert resolve_device("b1-sl-004", known) == "gw-xh.b1-sl-004"
+    assert resolve_device(" b2-sl-004 ", known) == "gw-xh.b2-sl-004"
+    assert resolve_device("1", known) == "gw-xh.b1-mh-001"
+    assert resolve_device("7", known) == "7"  # its id, though no unit 7
+    assert resolve_device("gas-1", known) == "gas-1"
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("nosuch", "no device 'nosuch' on gateway gw-xh; its devices: gw-xh.b1-mh-001, "
+         "gw-xh.b1-sl-004, gw-xh.b2-sl-004"),
+        ("4", "'4' names 2 devices on gateway gw-xh (gw-xh.b1-sl-004, gw-xh.b2-sl-004): give "
+         "the full device id"),
+        ("", "no device '' on gateway gw-xh"),
+        ("sl-004", "no device 'sl-004'"),  # a tail must start after a dot, not inside a part
+        ("GW-XH.B1-MH-001", "no device 'GW-XH.B1-MH-001'"),  # ids are case-sensitive
+        ("b1-mh-001\nerror: forged", r"no device 'b1-mh-001\nerror: forged'"),  # one line
+    ],
+)  # fmt: skip
+def test_a_name_of_no_device_or_of_several_lists_them(name: str, message: str) -> None:
+    known = [
+        KnownDevice("gw-xh.b1-mh-001", 1),
+        KnownDevice("gw-xh.b1-sl-004", 4),
+        KnownDevice("gw-xh.b2-sl-004", 4),
+    ]
+    with pytest.raises(UnknownDevice) as err:
+        resolve_device(name, known, "on gateway gw-xh")
+    assert str(err.value).startswith(message)
+    assert "\n" not in str(err.value)
