@@ -4,8 +4,10 @@ to them, by the registry or by a gateway's birth.
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from lifeline.collector.assets import Asset, AssetError
+from lifeline.collector.store import scope_sql as scoped
 from lifeline.collector.store.rows import Commit, Cursor, Rows
 from lifeline.wire import (
     Birth,
@@ -157,9 +159,11 @@ class AssetRows(Rows):
                     self._bind(cur, *self._resolve(cur, ref, a.code), a.code)
         return len(assets)
 
-    def assets(self) -> list[Asset]:
-        """All assets ordered by code."""
-        rows = self._query("SELECT doc FROM assets ORDER BY code")
+    def assets(self, scope: Sequence[str] | None = None) -> list[Asset]:
+        """All assets ordered by code (with `scope`, those in scope: scope_sql)."""
+        params: dict[str, Any] = {}
+        mine = "" if scope is None else f" WHERE code IN ({scoped.asset_codes(scope, params)})"
+        rows = self._query(f"SELECT doc FROM assets{mine} ORDER BY code", params)  # noqa: S608
         return [Asset.model_validate_json(r[0]) for r in rows]
 
     def asset_of_device(self, gateway: str, device: str) -> Asset | None:

@@ -4,6 +4,10 @@ A consumer that needs one aggregate takes its protocol (the event pump an EventL
 webhook sender a WebhookStore); SQLite and PostgreSQL implement Store and pass one contract
 suite. Every method raises StoreError (StoreUnavailable, StoreDataError, Conflict) for a
 database failure, never a driver's own error.
+
+A `scope` argument, where a method takes one, is the department values a 专业部门 key is
+limited to (its codes and their registered names; None: no limit). What a scope sees is
+written once, as SQL, in store/scope_sql.py.
 """
 
 from collections.abc import Sequence
@@ -86,9 +90,14 @@ class ReadingStore(Protocol):
         [since, until); ValueError if bucket_ms is not positive."""
         ...
 
-    def latest(self, device: str | None = None, gateway: str | None = None) -> list[Reading]:
+    def latest(
+        self,
+        device: str | None = None,
+        gateway: str | None = None,
+        scope: Sequence[str] | None = None,
+    ) -> list[Reading]:
         """The newest reading of every (gateway, device, point), optionally for one device
-        and/or one gateway."""
+        and/or one gateway; with `scope`, of the devices in scope only."""
         ...
 
     def count_readings(self) -> int:
@@ -99,21 +108,30 @@ class ReadingStore(Protocol):
 class GatewayStore(Protocol):
     """Gateways, their buffer epochs and devices, device status history and command replies."""
 
-    def gateways(self) -> list[GatewayState]:
-        """All known gateways."""
+    def gateways(self, scope: Sequence[str] | None = None) -> list[GatewayState]:
+        """All known gateways (with `scope`, those of a device in scope)."""
         ...
 
     def gateway_epochs(self, gateway: str) -> list[GatewayEpoch]:
         """The buffer epochs a gateway has used, newest first."""
         ...
 
-    def devices(self, gateway: str | None = None, device: str | None = None) -> list[DeviceState]:
-        """All known devices, optionally of one gateway and/or with one device id."""
+    def devices(
+        self,
+        gateway: str | None = None,
+        device: str | None = None,
+        scope: Sequence[str] | None = None,
+    ) -> list[DeviceState]:
+        """All known devices, optionally of one gateway and/or with one device id; with
+        `scope`, only those in scope."""
         ...
 
-    def device_history(self, since_ms: int, until_ms: int) -> list[StatusChange]:
+    def device_history(
+        self, since_ms: int, until_ms: int, scope: Sequence[str] | None = None
+    ) -> list[StatusChange]:
         """Every device's status changes in [since, until), each device's last change before
-        `since` first (the status it had then), oldest first."""
+        `since` first (the status it had then), oldest first; with `scope`, of the devices in
+        scope only."""
         ...
 
     def command_reply(self, gateway: str, command_id: str) -> dict[str, Any] | None:
@@ -133,8 +151,8 @@ class AssetStore(Protocol):
         """
         ...
 
-    def assets(self) -> list[Asset]:
-        """All assets ordered by code."""
+    def assets(self, scope: Sequence[str] | None = None) -> list[Asset]:
+        """All assets ordered by code (with `scope`, those in scope)."""
         ...
 
     def asset_of_device(self, gateway: str, device: str) -> Asset | None:
@@ -167,13 +185,16 @@ class AlarmStore(Protocol):
         before_id: int | None = None,
         limit: int = 100,
         outcomes: Sequence[str] = (),
+        scope: Sequence[str] | None = None,
     ) -> list[AlarmView]:
         """Alarm occurrences matching every given filter, newest first, ids below `before_id`;
-        `outcomes` selects by where they ended (`pending`: not handled yet)."""
+        `outcomes` selects by where they ended (`pending`: not handled yet); with `scope`, only
+        those attached to a case or work order in scope."""
         ...
 
-    def alarm(self, alarm_id: str) -> AlarmView | None:
-        """One alarm occurrence by its edge id (`gateway:epoch:n`, n counts alarms)."""
+    def alarm(self, alarm_id: str, scope: Sequence[str] | None = None) -> AlarmView | None:
+        """One alarm occurrence by its edge id (`gateway:epoch:n`, n counts alarms); with
+        `scope`, only if it is attached to a case or work order in scope."""
         ...
 
 
@@ -262,9 +283,12 @@ class CaseStore(Protocol):
         """The phase table of a case (stage, department, start, due, end), in order."""
         ...
 
-    def case_counts(self, from_ms: int, to_ms: int, group_by: str) -> dict[str, Counts]:
+    def case_counts(
+        self, from_ms: int, to_ms: int, group_by: str, scope: Sequence[str] | None = None
+    ) -> dict[str, Counts]:
         """The 综合评价 counts of the window [from_ms, to_ms) per `group_by` (department, grid,
-        subcategory or source); KeyError for another."""
+        subcategory or source); KeyError for another. With `scope`, of the cases one of these
+        departments is 主办 of only."""
         ...
 
     def overdue_phases(self, now_ms: int) -> list[Phase]:
@@ -327,8 +351,9 @@ class WorkOrderStore(Protocol):
         cleared alarms and handled events, atomically; Conflict as save_case."""
         ...
 
-    def work_order(self, order_no: str) -> WorkOrder | None:
-        """One work order by number."""
+    def work_order(self, order_no: str, scope: Sequence[str] | None = None) -> WorkOrder | None:
+        """One work order by number (with `scope`, only if one of these departments maintains
+        it)."""
         ...
 
     def find_work_orders(
@@ -340,8 +365,10 @@ class WorkOrderStore(Protocol):
         device: str | None = None,
         before: tuple[int, str] | None = None,
         limit: int = 100,
+        scope: Sequence[str] | None = None,
     ) -> list[WorkOrder]:
-        """Work orders matching every given filter, newest first, keyset-paged below `before`."""
+        """Work orders matching every given filter, newest first, keyset-paged below `before`;
+        with `scope`, only those one of these departments maintains."""
         ...
 
     def work_order_audit(self, order_no: str) -> list[Audit]:
@@ -419,9 +446,15 @@ class EventLogStore(Protocol):
         ...
 
     def events(
-        self, after_id: int, limit: int = 500, types: Sequence[str] = ()
+        self,
+        after_id: int,
+        limit: int = 500,
+        types: Sequence[str] = (),
+        scope: Sequence[str] | None = None,
+        until_id: int | None = None,
     ) -> list[EventRecord]:
-        """Events with id > after_id, oldest first; `types` are LIKE patterns (empty = all)."""
+        """Events with id > after_id (and ≤ until_id, if given), oldest first; `types` are LIKE
+        patterns (empty = all); with `scope`, only those about what is in scope."""
         ...
 
 

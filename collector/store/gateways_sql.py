@@ -4,6 +4,7 @@ device status and its log, command replies.
 
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from lifeline.collector.models import (
@@ -14,6 +15,7 @@ from lifeline.collector.models import (
     Status,
     StatusChange,
 )
+from lifeline.collector.store import scope_sql as scoped
 from lifeline.collector.store.rows import BIRTH_IDX, Change, Commit, Cursor, Rows, at_or_after
 from lifeline.wire import (
     Birth,
@@ -323,12 +325,17 @@ class GatewayRows(Rows):
             },
         )
 
-    def gateways(self) -> list[GatewayState]:
-        """All known gateways."""
+    def gateways(self, scope: Sequence[str] | None = None) -> list[GatewayState]:
+        """All known gateways (with `scope`, those of a device in scope: scope_sql)."""
+        params: dict[str, Any] = {}
+        mine = ""
+        if scope is not None:
+            mine = f" WHERE gateway_id IN ({scoped.gateway_ids(scope, params)})"
         rows = self._query(
-            "SELECT gateway_id, site, status, since_ms, session, software, config_hash, reason,"
+            "SELECT gateway_id, site, status, since_ms, session, software, config_hash, reason,"  # noqa: S608 - placeholders only
             " counters, counters_ms, clock_plausible, clock_step_ms, clock_step_at_ms,"
-            " birth_received_ms FROM gateways ORDER BY gateway_id"
+            f" birth_received_ms FROM gateways{mine} ORDER BY gateway_id",
+            params,
         )
         return [
             GatewayState(
@@ -356,16 +363,26 @@ class GatewayRows(Rows):
         )
         return [GatewayEpoch(r[0], r[1]) for r in rows]
 
-    def devices(self, gateway: str | None = None, device: str | None = None) -> list[DeviceState]:
-        """All known devices, optionally of one gateway and/or with one device id."""
+    def devices(
+        self,
+        gateway: str | None = None,
+        device: str | None = None,
+        scope: Sequence[str] | None = None,
+    ) -> list[DeviceState]:
+        """All known devices, optionally of one gateway and/or with one device id; with
+        `scope` (department values), only those in scope (scope_sql)."""
+        params: dict[str, Any] = {"gw": gateway, "dev": device}
+        mine = ""
+        if scope is not None:
+            mine = f" AND {scoped.device_in('d.gateway_id', 'd.device', scope, params)}"
         rows = self._query(
-            "SELECT d.device, d.gateway_id, d.profile, d.family, b.asset, d.status, d.since_ms,"
+            "SELECT d.device, d.gateway_id, d.profile, d.family, b.asset, d.status, d.since_ms,"  # noqa: S608 - placeholders only
             " d.reason, d.lon, d.lat, d.datum, d.address FROM devices d LEFT JOIN device_assets b"
             " ON b.gateway_id = d.gateway_id AND b.device = d.device"
             " WHERE (CAST(:gw AS TEXT) IS NULL OR d.gateway_id = :gw)"
-            " AND (CAST(:dev AS TEXT) IS NULL OR d.device = :dev)"
+            f" AND (CAST(:dev AS TEXT) IS NULL OR d.device = :dev){mine}"
             " ORDER BY d.device, d.gateway_id",
-            {"gw": gateway, "dev": device},
+            params,
         )
         return [
             DeviceState(
@@ -382,15 +399,22 @@ class GatewayRows(Rows):
             for r in rows
         ]
 
-    def device_history(self, since_ms: int, until_ms: int) -> list[StatusChange]:
+    def device_history(
+        self, since_ms: int, until_ms: int, scope: Sequence[str] | None = None
+    ) -> list[StatusChange]:
         """Every device's status changes in [since, until), each device's last change before
-        `since` first (the status it had then), oldest first."""
+        `since` first (the status it had then), oldest first; with `scope`, of the devices in
+        scope only."""
+        params: dict[str, Any] = {"since": since_ms, "until": until_ms}
+        mine = ""
+        if scope is not None:
+            mine = f" AND {scoped.device_in('gateway_id', 'ident', scope, params)}"
         rows = self._query(
-            "SELECT gateway_id, ident, status, ts_ms FROM status_log WHERE entity = 'device'"
+            "SELECT gateway_id, ident, status, ts_ms FROM status_log WHERE entity = 'device'"  # noqa: S608 - placeholders only
             " AND gateway_id IS NOT NULL AND ts_ms < :until AND (ts_ms >= :since OR id IN"
             " (SELECT max(id) FROM status_log WHERE entity = 'device' AND ts_ms < :since"
-            " GROUP BY gateway_id, ident)) ORDER BY ts_ms, id",
-            {"since": since_ms, "until": until_ms},
+            f" GROUP BY gateway_id, ident)){mine} ORDER BY ts_ms, id",
+            params,
         )
         return [StatusChange(r[0], r[1], r[2], r[3]) for r in rows]
 

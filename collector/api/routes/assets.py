@@ -6,7 +6,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path
 from pydantic import BaseModel, Field
 
-from lifeline.collector.api.auth import Admin, Viewer
+from lifeline.collector.api.auth import Admin, ScopedReader
 from lifeline.collector.api.deps import StoreDep
 from lifeline.collector.api.names import find_device
 from lifeline.collector.api.schemas import AssetDetail, BindingOut
@@ -25,19 +25,20 @@ class BindIn(BaseModel):
 
 
 @router.get("/assets", response_model=list[Asset])
-def assets(store: StoreDep, key: Viewer) -> list[dict[str, Any]]:
-    """All registered assets."""
-    return [a.model_dump() for a in store.assets()]
+def assets(store: StoreDep, reader: ScopedReader) -> list[dict[str, Any]]:
+    """All registered assets (for a 专业部门 key, those of its own cases and devices)."""
+    return [a.model_dump() for a in store.assets(reader.scope)]
 
 
 @router.get("/assets/{code}", response_model=AssetDetail)
-def asset(store: StoreDep, key: Viewer, code: Code) -> dict[str, Any]:
-    """One asset with its devices' status and latest values; 404 if it is not registered."""
-    found = next((a for a in store.assets() if a.code == code), None)
+def asset(store: StoreDep, reader: ScopedReader, code: Code) -> dict[str, Any]:
+    """One asset with its devices' status and latest values; 404 if it is not registered (or
+    out of a 专业部门 key's scope, which sees the asset's devices in its scope only)."""
+    found = next((a for a in store.assets(reader.scope) if a.code == code), None)
     if found is None:
         raise HTTPException(404, f"no asset {code}")
     doc = found.model_dump()
-    bound = [d for d in store.devices() if d.asset == code]
+    bound = [d for d in store.devices(scope=reader.scope) if d.asset == code]
     doc["devices"] = [
         {**asdict(d), "latest": [asdict(r) for r in store.latest(d.device, d.gateway)]}
         for d in bound
