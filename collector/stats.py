@@ -2,11 +2,16 @@
 table and the audit trail (definitions in docs/integration.md, "Statistics").
 
 Pure code: the store counts (collector.store.cases_sql.CaseRows.case_counts), this module turns
-counts into the rates and means, per group and in total.
+counts into the rates and means, per group and in total, and lays them out as CSV rows or as an
+XLSX workbook (Office Open XML, ECMA-376, written by XlsxWriter).
 """
 
-from collections.abc import Mapping
+import io
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
+
+import xlsxwriter
 
 # (JSON key, the name a center's report uses), in report order.
 COUNTS = (
@@ -41,6 +46,45 @@ RATES = (
     ("mean_disposal_ms", "平均处置时长(ms)"),
     ("alarm_to_case_rate", "报警转案率"),
 )
+# What each figure counts, for the definitions sheet of the XLSX export: the table of
+# docs/integration.md ("Statistics") in the words of a report.
+DEFINITIONS = {
+    "reported": "统计期内新建的案件",
+    "registered": "统计期内的立案（含系统自动立案）",
+    "voided": "统计期内的作废",
+    "to_dispatch": "统计期内结束的派遣阶段（自立案起）",
+    "dispatched_on_time": "其中在时限内结束（或无时限）的",
+    "dispatched_accurately": "统计期内的派遣，其案件从未回退（无改派）",
+    "to_dispose": "统计期内结束的处置阶段（自派遣起）",
+    "disposed_on_time": "其中在时限内结束的（挂账时间不计）",
+    "disposed_late": "其中超过时限结束的（挂账时间不计）",
+    "reworks": "统计期内的返工",
+    "returns": "统计期内批准的回退",
+    "extensions": "统计期内批准的延时（仅申请不计）",
+    "parks": "统计期内批准的挂账",
+    "to_close": "统计期内结束的核查阶段（结案或核查不通过）",
+    "closed": "统计期内的结案（处置完成或误报）",
+    "closed_on_time": "其中各处置阶段均未超期的",
+    "false_alarms": "统计期内以误报结案或作废的案件",
+    "auto_closed": "系统以自动恢复关闭的案件，另计，不计入结案数",
+    "alarms": "统计期内判定的报警（每次激活计一次）；未成案的计入“未成案报警”",
+    "alarms_to_cases": "其中成为案件的（新立或并入在办案件）",
+    "closure_rate": "结案数 ÷ 应结案数",
+    "on_time_closure_rate": "按期结案数 ÷ 应结案数",
+    "on_time_disposal_rate": "按期处置数 ÷ 应处置数",
+    "rework_rate": "返工数 ÷ 应处置数",
+    "false_alarm_rate": "误报数 ÷ (结案数 + 作废数)",
+    "mean_dispatch_ms": "所计派遣阶段的平均时长（毫秒）",
+    "mean_disposal_ms": "所计处置阶段扣除挂账时间后的平均时长（毫秒）",
+    "alarm_to_case_rate": "报警转案件数 ÷ 报警数",
+}
+# What a report calls each grouping (GET /api/v1/stats?group_by=).
+GROUPINGS = {
+    "department": "专业部门",
+    "grid": "单元网格",
+    "subcategory": "小类",
+    "source": "案件来源",
+}
 # The group of the alarm occurrences that became no case (work orders, ignored, recorded).
 NO_CASE = "未成案报警"
 
@@ -116,3 +160,61 @@ def csv_row(row: Mapping[str, object]) -> list[object]:
     """One CSV row in the order of `csv_header` (empty for a rate without a base)."""
     keys = ["key", *(k for k, _ in COUNTS), *(k for k, _ in RATES)]
     return ["" if row[k] is None else row[k] for k in keys]
+
+
+def _utc(ms: int) -> str:
+    # time.gmtime, not datetime: the API takes instants past the year 9999 datetime stops at
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ms / 1000))
+
+
+def xlsx_report(
+    rows: Sequence[Mapping[str, object]],
+    total: Mapping[str, object],
+    group_by: str,
+    from_ms: int,
+    to_ms: int,
+) -> bytes:
+    """The rows and total of `report` as an XLSX workbook (bytes of an ECMA-376 package).
+
+    Sheet 1, 综合评价-<grouping>, has the columns and names of `csv_header`: counts and mean
+    durations (ms) as numbers, rates as numbers formatted as percentages, an empty cell for a
+    figure without a base. Sheet 2, 指标说明, gives the window [from_ms, to_ms) in UTC, the
+    grouping and each figure's definition. Group keys are written as text, never as formulas
+    or links, whatever they hold. Raises KeyError for a `group_by` not in GROUPINGS."""
+    grouping = GROUPINGS[group_by]
+    out = io.BytesIO()
+    # in_memory: no temporary files, the workbook is small
+    book = xlsxwriter.Workbook(out, {"in_memory": True})
+    bold = book.add_format({"bold": True})
+    percent = book.add_format({"num_format": "0.00%"})
+    whole = book.add_format({"num_format": "0"})
+    sheet = book.add_worksheet(f"综合评价-{grouping}")
+    for col, name in enumerate(csv_header()):
+        sheet.write_string(0, col, name, bold)
+    rate_keys = {key for key, _ in RATES if key.endswith("_rate")}
+    keys = [key for key, _ in (*COUNTS, *RATES)]
+    for r, row in enumerate([*rows, total], start=1):
+        sheet.write_string(r, 0, str(row["key"]), bold if row is total else None)
+        for col, key in enumerate(keys, start=1):
+            value = row[key]
+            if isinstance(value, int | float):
+                sheet.write_number(r, col, value, percent if key in rate_keys else whole)
+    sheet.freeze_panes(1, 1)
+    sheet.set_column(0, 0, 24)
+    sheet.set_column(1, len(keys), 12)
+    notes = book.add_worksheet("指标说明")
+    for r, (label, text) in enumerate(
+        (("统计起（含）", _utc(from_ms)), ("统计止（不含）", _utc(to_ms)), ("分组", grouping))
+    ):
+        notes.write_string(r, 0, label, bold)
+        notes.write_string(r, 1, text)
+    for col, name in enumerate(("指标", "字段", "定义")):
+        notes.write_string(4, col, name, bold)
+    for r, (key, name) in enumerate((*COUNTS, *RATES), start=5):
+        notes.write_string(r, 0, name)
+        notes.write_string(r, 1, key)
+        notes.write_string(r, 2, DEFINITIONS[key])
+    notes.set_column(0, 1, 22)
+    notes.set_column(2, 2, 60)
+    book.close()
+    return out.getvalue()

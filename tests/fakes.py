@@ -1,15 +1,24 @@
-"""In-memory fakes of the gateway's ports (edge/ports.py), for unit tests of `edge.daemon.Gateway`.
+"""In-memory fakes of ports: the gateway's (edge/ports.py), for unit tests of
+`edge.daemon.Gateway`, and the case engine's store (`collector.cases.engine.EngineStore`).
 
-They keep what the gateway gave them in plain lists, so a test asserts on values instead of
-reaching into the gateway or the SQLite file. Integration and e2e tests use the real adapters.
+They keep what they were given in plain lists and dicts, so a test asserts on values instead of
+reaching into the gateway, the engine or a database. Integration and e2e tests use the real
+adapters.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from lifeline.collector.assets import Asset
+from lifeline.collector.cases.phases import Phase
+from lifeline.collector.cases.workflow import Audit, Case, CaseState
+from lifeline.collector.cases.workorders import WorkOrder, WorkOrderState
+from lifeline.collector.errors import Conflict
+from lifeline.collector.models import AlarmLink, AlarmTransition, DeviceState
 from lifeline.edge.buffer import BufferFull, GatewayHealth, Sample
 from lifeline.edge.clock import mono_ms, wall_ms
 from lifeline.edge.config import GatewayConfig, resolve_profiles
@@ -173,3 +182,164 @@ def fake_gateway(
     )
     assert isinstance(gw.uplink, FakeUplink)
     return gw, gw.uplink
+
+
+@dataclass
+class FakeCaseStore:
+    """The store ports of the case engine (`engine.EngineStore`) in memory, with the SQL store's
+    rules: one open case (work order) per (subject, problem), one owner per alarm id,
+    compare-and-set on the state. `known_devices` are bound to the `known_assets` their `asset`
+    names, as the SQL store's device_assets binds them."""
+
+    known_devices: list[DeviceState] = field(default_factory=list)
+    known_assets: list[Asset] = field(default_factory=list)
+    pending: list[AlarmTransition] = field(default_factory=list)
+    handled: set[int] = field(default_factory=set)
+    phases_: dict[str, dict[int, Phase]] = field(default_factory=dict)
+    cases_: dict[str, Case] = field(default_factory=dict)
+    orders: dict[str, WorkOrder] = field(default_factory=dict)
+    audits: dict[str, list[Audit]] = field(default_factory=dict)
+    links_: dict[tuple[str, int], AlarmLink] = field(default_factory=dict)
+    serials: dict[str, int] = field(default_factory=dict)
+
+    def pending_alarm_transitions(self, limit: int = 500) -> list[AlarmTransition]:
+        return [t for t in self.pending if t.id not in self.handled][:limit]
+
+    def mark_transitions_handled(
+        self, ids: Sequence[int], cleared: Sequence[tuple[str, int]] = ()
+    ) -> None:
+        self._clear(cleared)
+        self.handled.update(ids)
+
+    def _clear(self, cleared: Sequence[tuple[str, int]]) -> None:
+        for aid, ts in cleared:
+            for key, k in self.links_.items():
+                if k.alarm_id == aid and k.cleared_ms is None:
+                    self.links_[key] = replace(k, cleared_ms=ts)
+
+    def _link(self, links: Sequence[AlarmLink]) -> None:
+        for k in links:
+            if (k.alarm_id, k.activation) in self.links_:
+                raise Conflict(f"alarm {k.alarm_id} was handled meanwhile")
+            self.links_[(k.alarm_id, k.activation)] = k
+
+    def devices(self, gateway: str | None = None, device: str | None = None) -> list[DeviceState]:
+        return [
+            d
+            for d in self.known_devices
+            if gateway in (None, d.gateway) and device in (None, d.device)
+        ]
+
+    def asset_of_device(self, gateway: str, device: str) -> Asset | None:
+        codes = {d.asset for d in self.devices(gateway, device)}
+        return next((a for a in self.known_assets if a.code in codes), None)
+
+    def link(self, alarm_id: str) -> AlarmLink | None:
+        mine = [k for k in self.links_.values() if k.alarm_id == alarm_id]
+        return max(mine, key=lambda k: k.activation, default=None)
+
+    def links(self, ref: str) -> list[AlarmLink]:
+        return [k for k in self.links_.values() if k.ref == ref]
+
+    def record_outcome(self, link: AlarmLink, transition_ids: Sequence[int]) -> None:
+        self._link([link])
+        self.handled.update(transition_ids)
+
+    def next_case_serial(self, prefix: str) -> int:
+        self.serials[prefix] = self.serials.get(prefix, 0) + 1
+        return self.serials[prefix]
+
+    def open_case_for(self, subject: str, problem: str) -> Case | None:
+        return next(
+            (
+                c
+                for c in self.cases_.values()
+                if (c.subject, c.problem) == (subject, problem)
+                and c.state not in (CaseState.CLOSED, CaseState.VOIDED)
+            ),
+            None,
+        )
+
+    def last_closed_case_for(self, subject: str, problem: str) -> Case | None:
+        closed = [
+            c
+            for c in self.cases_.values()
+            if (c.subject, c.problem) == (subject, problem) and c.state is CaseState.CLOSED
+        ]
+        return max(closed, key=lambda c: c.updated_ms, default=None)
+
+    def save_case(
+        self,
+        case: Case,
+        audits: Sequence[Audit],
+        *,
+        expect_state: str | None,
+        transition_ids: Sequence[int] = (),
+        links: Sequence[AlarmLink] = (),
+        cleared: Sequence[tuple[str, int]] = (),
+        phases: Sequence[Phase] = (),
+    ) -> None:
+        stored = self.cases_.get(case.case_no)
+        if expect_state is None and self.open_case_for(case.subject, case.problem):
+            raise Conflict("one open case per (subject, problem)")
+        if expect_state is not None and (stored is None or stored.state.value != expect_state):
+            raise Conflict(f"case {case.case_no} is no longer in state {expect_state}")
+        self._link(links)
+        self._clear(cleared)
+        self.cases_[case.case_no] = case
+        self.audits.setdefault(case.case_no, []).extend(audits)
+        self.handled.update(transition_ids)
+        for ph in phases:
+            table = self.phases_.setdefault(case.case_no, {})
+            table[ph.seq] = ph
+
+    def case(self, case_no: str) -> Case | None:
+        return self.cases_.get(case_no)
+
+    def phases(self, case_no: str) -> list[Phase]:
+        return [p for _, p in sorted(self.phases_.get(case_no, {}).items())]
+
+    def overdue_phases(self, now_ms: int) -> list[Phase]:
+        running = (p for t in self.phases_.values() for p in t.values() if p.end_ms is None)
+        return [p for p in running if p.needs_escalation(now_ms)]
+
+    def open_work_order_for(self, subject: str, problem: str) -> WorkOrder | None:
+        return next(
+            (
+                o
+                for o in self.orders.values()
+                if (o.subject, o.problem) == (subject, problem)
+                and o.state is not WorkOrderState.DONE
+            ),
+            None,
+        )
+
+    def last_closed_work_order_for(self, subject: str, problem: str) -> WorkOrder | None:
+        done = [
+            o
+            for o in self.orders.values()
+            if (o.subject, o.problem) == (subject, problem) and o.state is WorkOrderState.DONE
+        ]
+        return max(done, key=lambda o: o.updated_ms, default=None)
+
+    def save_work_order(
+        self,
+        order: WorkOrder,
+        audits: Sequence[Audit],
+        *,
+        expect_state: str | None,
+        transition_ids: Sequence[int] = (),
+        links: Sequence[AlarmLink] = (),
+        cleared: Sequence[tuple[str, int]] = (),
+    ) -> None:
+        stored = self.orders.get(order.order_no)
+        if expect_state is not None and (stored is None or stored.state.value != expect_state):
+            raise Conflict(f"work order {order.order_no} is no longer in state {expect_state}")
+        self._link(links)
+        self._clear(cleared)
+        self.orders[order.order_no] = order
+        self.audits.setdefault(order.order_no, []).extend(audits)
+        self.handled.update(transition_ids)
+
+    def work_order(self, order_no: str) -> WorkOrder | None:
+        return self.orders.get(order_no)

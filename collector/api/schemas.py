@@ -276,6 +276,11 @@ class CaseOut(Out):
         description="a 公众 reporter's contact fields (email, phone, first_name, last_name, ...)"
     )
     confirmed_by: str | None = Field(description="the 监督员 whose 核实 a 公众 report had")
+    received_by: str | None = Field(
+        description="who received it (受理): a 受理员's key, or `system` for a sensor's case"
+        " (null: waits for 受理)"
+    )
+    received_ms: int | None = Field(description="when it was received (受理)")
     colour: Colour = Field(description="the deadline light now")
     subcategory_name: str | None
     alarms: list[AlarmSnapshot]
@@ -289,7 +294,7 @@ class PhaseOut(Out):
     """One row of a case's phase table: a stage with its own clock (docs/integration.md)."""
 
     seq: int
-    stage: str = Field(description="立案, 派遣, 处置 or 核查")
+    stage: str = Field(description="受理, 立案, 派遣, 处置 or 核查")
     department: str
     start_ms: int
     due_ms: int | None = Field(description="null: the stage is untimed")

@@ -17,8 +17,9 @@ R = Role
 # Who may post each action. `admin` is the technical superuser and may post everything (its
 # actions are audited under its own key like anyone's). `viewer` and 领导 post nothing.
 CASE_ACTIONS: Mapping[Action, frozenset[Role]] = {
+    Action.RECEIVE: frozenset({R.INTAKE}),  # 受理 of a report (a sensor's: the system)
     Action.ACCEPT: frozenset({R.SHIFT_LEAD}),  # 立案 (and classifying a 未分类 case)
-    Action.CONFIRM: frozenset({R.INSPECTOR}),  # 核实 of a 公众 report, before its 立案
+    Action.CONFIRM: frozenset({R.INSPECTOR}),  # 核实 of a 公众 report, before its 受理
     Action.VOID: frozenset({R.SHIFT_LEAD}),  # 作废
     Action.DISPATCH: frozenset({R.DISPATCHER}),  # 派遣 and 改派
     Action.START: frozenset({R.DEPARTMENT}),  # 处置

@@ -55,6 +55,12 @@ from lifeline.collector.models import (
     DeviceState,
 )
 from lifeline.collector.profiles import Catalog, shipped_catalog
+from lifeline.collector.store.base import (
+    CaseHandlingStore,
+    DeviceAssetStore,
+    DeviceStore,
+    WorkOrderHandlingStore,
+)
 from lifeline.wire import AlarmState
 
 log = logging.getLogger(__name__)
@@ -83,105 +89,10 @@ class CaseNotFound(KeyError):
     """No case (or work order) with that number."""
 
 
-class CaseStore(Protocol):
-    """The slice of the Store the engine uses (collector.store.Store provides it)."""
-
-    def pending_alarm_transitions(self, limit: int = 500) -> list[AlarmTransition]:
-        """Alarm events not yet handled, oldest first."""
-        ...
-
-    def mark_transitions_handled(
-        self, ids: Sequence[int], cleared: Sequence[tuple[str, int]] = ()
-    ) -> None:
-        """Mark events handled; note the alarm ids that cleared."""
-        ...
-
-    def devices(self, gateway: str | None = None, device: str | None = None) -> list[DeviceState]:
-        """Known devices."""
-        ...
-
-    def asset_of_device(self, gateway: str, device: str) -> Asset | None:
-        """The asset a gateway's device is bound to."""
-        ...
-
-    def link(self, alarm_id: str) -> AlarmLink | None:
-        """Where an occurrence ended."""
-        ...
-
-    def links(self, ref: str) -> list[AlarmLink]:
-        """The occurrences of a case or work order."""
-        ...
-
-    def record_outcome(self, link: AlarmLink, transition_ids: Sequence[int]) -> None:
-        """Store an ignored or recorded occurrence."""
-        ...
-
-    def next_case_serial(self, prefix: str) -> int:
-        """The next serial for numbers starting with `prefix`."""
-        ...
-
-    def open_case_for(self, subject: str, problem: str) -> Case | None:
-        """The open case for (subject, problem)."""
-        ...
-
-    def last_closed_case_for(self, subject: str, problem: str) -> Case | None:
-        """The last closed case for (subject, problem)."""
-        ...
-
-    def save_case(
-        self,
-        case: Case,
-        audits: Sequence[Audit],
-        *,
-        expect_state: str | None,
-        transition_ids: Sequence[int] = (),
-        links: Sequence[AlarmLink] = (),
-        cleared: Sequence[tuple[str, int]] = (),
-        phases: Sequence[Phase] = (),
-    ) -> None:
-        """Insert or update a case, with its changed phases, atomically."""
-        ...
-
-    def phases(self, case_no: str) -> list[Phase]:
-        """The phase table of a case, in order."""
-        ...
-
-    def overdue_phases(self, now_ms: int) -> list[Phase]:
-        """Running, unparked phases past their due time and not escalated for it."""
-        ...
-
-    def case(self, case_no: str) -> Case | None:
-        """One case."""
-        ...
-
-    def cases(self, open_only: bool = False) -> list[Case]:
-        """Cases, newest first."""
-        ...
-
-    def open_work_order_for(self, subject: str, problem: str) -> WorkOrder | None:
-        """The unfinished work order for (subject, problem)."""
-        ...
-
-    def last_closed_work_order_for(self, subject: str, problem: str) -> WorkOrder | None:
-        """The last finished work order for (subject, problem)."""
-        ...
-
-    def save_work_order(
-        self,
-        order: WorkOrder,
-        audits: Sequence[Audit],
-        *,
-        expect_state: str | None,
-        transition_ids: Sequence[int] = (),
-        links: Sequence[AlarmLink] = (),
-        cleared: Sequence[tuple[str, int]] = (),
-    ) -> None:
-        """Insert or update a work order atomically."""
-        ...
-
-    def work_order(self, order_no: str) -> WorkOrder | None:
-        """One work order."""
-        ...
+class EngineStore(
+    CaseHandlingStore, WorkOrderHandlingStore, DeviceStore, DeviceAssetStore, Protocol
+):
+    """The parts of the store ports the engine takes (collector.store.Store provides them)."""
 
 
 def place_of(asset: Asset | None, device: DeviceState | None) -> Place:
@@ -203,7 +114,7 @@ class CaseEngine:
 
     def __init__(
         self,
-        store: CaseStore,
+        store: EngineStore,
         routing: Routing,
         clock: Callable[[], float],
         catalog: Catalog | None = None,

@@ -3,7 +3,9 @@ end, overdue — each stage with its own clock (GB/T 30428.1 阶段时限).
 
 Stages and the workflow states they cover:
 
-- 立案: 受理, until 立案 or 作废 (the 值班长's decision);
+- 受理: 受理 until the 受理员 receives the report (receive), or 作废 — a sensor's case never
+  opens it (the system receives the alarm as it opens the case);
+- 立案: 受理 from its receipt until 立案 or 作废 (the 值班长's decision);
 - 派遣: 立案, until 派遣 (the 派遣员);
 - 处置: 派遣, 处置 and 挂账, until 反馈 — the 处置 clock starts at 派遣, and stops while 挂账;
 - 核查: 反馈 and 核查, until 结案 or 核查不通过.
@@ -30,14 +32,15 @@ S = CaseState
 class Stage(StrEnum):
     """A stage with its own time limit."""
 
+    RECEIVE = "受理"
     REGISTER = "立案"
     DISPATCH = "派遣"
     DISPOSE = "处置"
     VERIFY = "核查"
 
 
+# The stage of each state but 受理, whose stage depends on the receipt (stage_of).
 STAGE_OF: dict[CaseState, Stage] = {
-    S.REPORTED: Stage.REGISTER,
     S.REGISTERED: Stage.DISPATCH,
     S.DISPATCHED: Stage.DISPOSE,
     S.HANDLING: Stage.DISPOSE,
@@ -45,6 +48,14 @@ STAGE_OF: dict[CaseState, Stage] = {
     S.FEEDBACK: Stage.VERIFY,
     S.VERIFYING: Stage.VERIFY,
 }
+
+
+def stage_of(case: Case) -> Stage | None:
+    """The stage a case is in: by its state, and for 受理 by whether it was received yet
+    (None: finished, no stage runs)."""
+    if case.state is S.REPORTED:
+        return Stage.REGISTER if case.received_by is not None else Stage.RECEIVE
+    return STAGE_OF.get(case.state)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +115,7 @@ class Phase:
 def _open(
     case: Case, seq: int, now_ms: int, limits: Limits, calendar: WorkCalendar
 ) -> Phase | None:
-    stage = STAGE_OF.get(case.state)
+    stage = stage_of(case)
     if stage is None:
         return None
     limit = limits.limit(stage, case.subcategory, case.urgency == "urgent")
@@ -154,7 +165,7 @@ def step(
     """
     current = phases[-1] if phases and phases[-1].end_ms is None else None
     seq = phases[-1].seq if phases else 0
-    stage = STAGE_OF.get(after.state)
+    stage = stage_of(after)
     if current is None or stage is None or current.stage != stage.value:
         changed = []
         if current is not None:

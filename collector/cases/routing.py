@@ -301,7 +301,7 @@ class Routing(BaseModel):
     )
     stages: dict[Stage, dict[str, Deadline]] = Field(
         default_factory=dict,
-        description="limits of the 立案, 派遣 and 核查 stages by 小类, each with a `default`",
+        description="limits of the 受理, 立案, 派遣 and 核查 stages by 小类, each with a `default`",
     )
     calendar: str | None = Field(
         default=None,

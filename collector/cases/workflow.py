@@ -22,7 +22,7 @@ KINDS = (COMPONENT, EVENT)
 class CaseState(StrEnum):
     """Where a case is in its lifecycle; values are the national workflow terms."""
 
-    REPORTED = "受理"  # reported, waiting for an operator to accept (and classify) it
+    REPORTED = "受理"  # reported: the 受理员 receives it, then the 值班长 decides 立案
     REGISTERED = "立案"  # accepted as a case, waiting for the 派遣员 to dispatch it
     DISPATCHED = "派遣"  # sent to the responsible department
     HANDLING = "处置"  # the department is working on it
@@ -36,6 +36,7 @@ class CaseState(StrEnum):
 class Action(StrEnum):
     """What a person or the system can do to a case."""
 
+    RECEIVE = "receive"  # 受理: the 受理员 takes the report in (the system, for a sensor's)
     ACCEPT = "accept"  # 受理 -> 立案 (an unclassified case is classified here)
     CONFIRM = "confirm"  # 核实: a 监督员 finds a citizen's (公众) report true on site
     VOID = "void"  # 作废
@@ -75,6 +76,7 @@ OPEN_STATES = frozenset(set(CaseState) - {S.CLOSED, S.VOIDED})
 
 # (action, from state) -> to state. Anything not listed is illegal.
 TRANSITIONS: dict[tuple[Action, CaseState], CaseState] = {
+    (Action.RECEIVE, S.REPORTED): S.REPORTED,
     (Action.ACCEPT, S.REPORTED): S.REGISTERED,
     (Action.CONFIRM, S.REPORTED): S.REPORTED,
     (Action.VOID, S.REPORTED): S.VOIDED,
@@ -183,7 +185,9 @@ class Case:
     void_reason: str | None = None  # once 作废: one of VOID_REASONS
     media_url: str = ""  # a photo of the problem, from the report (http or https)
     contact: str = ""  # the reporter's contact fields as a JSON object (never published)
-    confirmed_by: str | None = None  # the 监督员 whose 核实 a 公众 report needs before 立案
+    confirmed_by: str | None = None  # the 监督员 whose 核实 a 公众 report needs before 受理
+    received_by: str | None = None  # who received it (受理): a 受理员's key, or the system
+    received_ms: int | None = None
     token: str | None = None  # the Open311 token the reporting app was given
 
     @property
@@ -229,7 +233,8 @@ class Classification:
 
 # Where a case's report came from (案件来源) and why one is voided (作废原因).
 SOURCES = ("物联网感知", "监督员", "12345", "公众")
-PUBLIC = "公众"  # a citizen's report (Open311 POST): 立案 only after a 监督员's 核实
+SENSED = "物联网感知"  # a sensor's alarm: the system receives (受理) it as it opens the case
+PUBLIC = "公众"  # a citizen's report (Open311 POST): 受理 only after a 监督员's 核实
 VOID_REASONS = ("误报", "重复", "非管理范围", "设备故障")
 
 # What a department may apply for, and the action an approval takes.
@@ -330,7 +335,8 @@ def apply(
     """Apply `action` to `case` at `now_ms`.
 
     Raises IllegalTransition if the workflow does not allow it from the case's state, and
-    ValueError if its arguments do not fit (a 延时 of nothing, an unclassified case accepted
+    ValueError if its arguments do not fit or the case is not ready for it (a 延时 of nothing,
+    立案 before 受理, 受理 of a 公众 report before its 核实, an unclassified case accepted
     without its 小类, a returned case re-dispatched without naming the department, a closure
     type a person may not give).
     """
@@ -344,10 +350,19 @@ def apply(
     if action is Action.EXTEND:
         if args.extend_ms <= 0:
             raise ValueError(f"case {case.case_no}: 延时 needs a positive extension")
-    elif action is Action.ACCEPT:
+    elif action is Action.RECEIVE:
+        if case.received_by is not None:
+            raise ValueError(f"case {case.case_no}: already 受理 by {case.received_by}")
         if case.source == PUBLIC and case.confirmed_by is None:
             raise ValueError(
-                f"case {case.case_no}: a 公众 report needs 核实 by a 监督员 (confirm) before 立案"
+                f"case {case.case_no}: a 公众 report needs 核实 by a 监督员 (confirm) before 受理"
+            )
+        updated = replace(updated, received_by=actor, received_ms=now_ms)
+        note = _join("受理", note)
+    elif action is Action.ACCEPT:
+        if case.received_by is None:
+            raise ValueError(
+                f"case {case.case_no}: 立案 needs the report 受理 first (receive, by a 受理员)"
             )
         updated = _accept(updated, args)
     elif action is Action.CONFIRM:
@@ -426,12 +441,15 @@ def open_case(
     severity: int | None = None,
     location: Place | None = None,
     recurrence_of: str | None = None,
-    source: str = SOURCES[0],
+    source: str = SENSED,
     media_url: str = "",
     contact: str = "",
     token: str | None = None,
 ) -> tuple[Case, list[Audit]]:
-    """Create a case in 受理; with `auto_register` it is 立案 at once (two audit rows)."""
+    """Create a case in 受理 (one audit row, `report`). A sensor's case (source 物联网感知) is
+    received (受理) by `actor` as it opens: the sensor is trusted, so its 受理 stage never
+    opens; a case from any other source waits for a 受理员's `receive`. With `auto_register`
+    a sensor's case is 立案 at once as well (a second audit row)."""
     case = Case(
         case_no=case_no,
         kind=kind,
@@ -457,6 +475,8 @@ def open_case(
         media_url=media_url,
         contact=contact,
         token=token,
+        received_by=actor if source == SENSED else None,
+        received_ms=now_ms if source == SENSED else None,
     )
     audits = [Audit(case_no, now_ms, actor, "report", None, S.REPORTED.value, note)]
     if auto_register and kind != UNCLASSIFIED:

@@ -6,7 +6,7 @@
   work orders, alarm links), `dead_letters_sql.py`, `keys_sql.py`, `events_sql.py` (the event
   log), `webhooks_sql.py`: each aggregate's SQL
 - `rows.py`: what they share (cursor, transactions, the calls across aggregates, a commit's
-  context)
+  context, RowMap: SELECT lists built from dataclass fields and rows read by name)
 - `sqlite.py`, `postgres.py`: connections, migrations (`schema.py`) and the readings hot path;
   each turns its driver's errors into StoreError (collector.errors)
 """

@@ -18,9 +18,11 @@ from lifeline.collector.models import (
 from lifeline.collector.store import scope_sql as scoped
 from lifeline.collector.store.rows import (
     BIRTH_IDX,
+    Col,
     Commit,
     Cursor,
     Pos,
+    RowMap,
     Rows,
     at_or_after,
     sql_values,
@@ -36,6 +38,24 @@ log = logging.getLogger(__name__)
 
 ACTIVE_STATES = (AlarmState.ACTIVE_UNACKED.value, AlarmState.ACTIVE_ACKED.value)
 _ACTIVE = sql_values(*ACTIVE_STATES)
+_ALARM = RowMap(
+    AlarmRecord,
+    gateway="gateway_id",
+    value=Col(json.loads),
+    limit=Col(json.loads, "limit_value"),
+)
+# An occurrence from alarm_index (a), with its asset (b) and where it ended (k).
+_ALARM_VIEW = RowMap(
+    AlarmView,
+    "a",
+    gateway="a.gateway_id",
+    value=Col(json.loads),
+    limit=Col(json.loads, "a.limit_value"),
+    asset="b.asset",
+    outcome="k.outcome",
+    outcome_ref="k.ref",
+    outcome_reason="k.reason",
+)
 
 
 class AlarmRows(Rows):
@@ -181,39 +201,11 @@ class AlarmRows(Rows):
     def alarms(self, active_only: bool = False) -> list[AlarmRecord]:
         """Deduplicated alarms, newest first."""
         rows = self._query(
-            "SELECT gateway_id, device, point, alarm_type, alarm_id, severity, state, count,"  # noqa: S608 - constant
-            " first_ms, last_ms, state_ms, value, limit_value, message, ack_by, ack_note"
-            f" FROM alarms WHERE (:all_ OR state IN {_ACTIVE})"
-            " ORDER BY state_ms DESC",
+            f"SELECT {_ALARM.select} FROM alarms"  # noqa: S608 - constant
+            f" WHERE (:all_ OR state IN {_ACTIVE}) ORDER BY state_ms DESC",
             {"all_": not active_only},
         )
-        return [
-            AlarmRecord(
-                r[0],
-                r[1],
-                r[2],
-                r[3],
-                r[4],
-                r[5],
-                r[6],
-                r[7],
-                r[8],
-                r[9],
-                r[10],
-                json.loads(r[11]),
-                json.loads(r[12]),
-                r[13],
-                r[14],
-                r[15],
-            )
-            for r in rows
-        ]
-
-    _ALARM_COLS = (
-        "a.id, a.alarm_id, a.gateway_id, a.device, a.point, a.alarm_type, a.severity, a.state,"
-        " a.raised_ms, a.state_ms, a.value, a.limit_value, a.message, a.ack_by, a.ack_note,"
-        " b.asset, a.received_ms, k.outcome, k.ref, k.reason"
-    )
+        return [_ALARM(r) for r in rows]
 
     _ALARM_FROM = (
         " FROM alarm_index a LEFT JOIN device_assets b"
@@ -221,13 +213,6 @@ class AlarmRows(Rows):
         " LEFT JOIN alarm_links k ON k.alarm_id = a.alarm_id AND k.activation ="
         " (SELECT max(x.activation) FROM alarm_links x WHERE x.alarm_id = a.alarm_id)"
     )
-
-    @staticmethod
-    def _alarm_view(r: Sequence[Any]) -> AlarmView:
-        value, limit = json.loads(r[10]), json.loads(r[11])
-        return AlarmView(
-            r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], value, limit, *r[12:20]
-        )
 
     def find_alarms(
         self,
@@ -271,7 +256,7 @@ class AlarmRows(Rows):
         if scope is not None:
             where += f" AND a.alarm_id IN ({scoped.alarm_ids(scope, params)})"
         rows = self._query(
-            f"SELECT {self._ALARM_COLS}{self._ALARM_FROM}"
+            f"SELECT {_ALARM_VIEW.select}{self._ALARM_FROM}"
             " WHERE (CAST(:gw AS TEXT) IS NULL OR a.gateway_id = :gw)"
             " AND (CAST(:dev AS TEXT) IS NULL OR a.device = :dev)"
             " AND (CAST(:asset AS TEXT) IS NULL OR b.asset = :asset)"
@@ -281,7 +266,7 @@ class AlarmRows(Rows):
             " ORDER BY a.id DESC LIMIT :n",
             params,
         )
-        return [self._alarm_view(r) for r in rows]
+        return [_ALARM_VIEW(r) for r in rows]
 
     def alarm(self, alarm_id: str, scope: Sequence[str] | None = None) -> AlarmView | None:
         """One alarm occurrence by its edge id (`gateway:epoch:n`, n counts alarms); with
@@ -289,9 +274,10 @@ class AlarmRows(Rows):
         params: dict[str, Any] = {"aid": alarm_id}
         mine = "" if scope is None else f" AND a.alarm_id IN ({scoped.alarm_ids(scope, params)})"
         rows = self._query(
-            f"SELECT {self._ALARM_COLS}{self._ALARM_FROM} WHERE a.alarm_id = :aid{mine}", params
+            f"SELECT {_ALARM_VIEW.select}{self._ALARM_FROM} WHERE a.alarm_id = :aid{mine}",
+            params,
         )
-        return self._alarm_view(rows[0]) if rows else None
+        return _ALARM_VIEW(rows[0]) if rows else None
 
     def _pump_alarms(self, cur: Cursor, now_ms: int, limit: int) -> int:
         rows = self._run(

@@ -1,7 +1,9 @@
 """The storage ports: one protocol per aggregate, and Store, which is all of them.
 
 A consumer that needs one aggregate takes its protocol (the event pump an EventLogStore, the
-webhook sender a WebhookStore); SQLite and PostgreSQL implement Store and pass one contract
+webhook sender a WebhookStore); where it needs a part of several, each aggregate's protocol
+extends the narrower one it takes (the case engine: CaseHandlingStore, WorkOrderHandlingStore,
+DeviceStore, DeviceAssetStore). SQLite and PostgreSQL implement Store and pass one contract
 suite. Every method raises StoreError (StoreUnavailable, StoreDataError, Conflict) for a
 database failure, never a driver's own error.
 
@@ -44,9 +46,12 @@ from lifeline.collector.stats import Counts
 __all__ = [
     "AlarmStore",
     "AssetStore",
+    "CaseHandlingStore",
     "CaseStore",
     "Conflict",
     "DeadLetterStore",
+    "DeviceAssetStore",
+    "DeviceStore",
     "EventLogStore",
     "GatewayStore",
     "KeyStore",
@@ -56,6 +61,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "WebhookStore",
+    "WorkOrderHandlingStore",
     "WorkOrderStore",
 ]
 
@@ -105,16 +111,16 @@ class ReadingStore(Protocol):
         ...
 
 
-class GatewayStore(Protocol):
+class DeviceStore(Protocol):
+    """Devices as their gateways announced them (the case engine places a case with them)."""
+
+    def devices(self, gateway: str | None = None, device: str | None = None) -> list[DeviceState]:
+        """All known devices, optionally of one gateway and/or with one device id."""
+        ...
+
+
+class GatewayStore(DeviceStore, Protocol):
     """Gateways, their buffer epochs and devices, device status history and command replies."""
-
-    def gateways(self, scope: Sequence[str] | None = None) -> list[GatewayState]:
-        """All known gateways (with `scope`, those of a device in scope)."""
-        ...
-
-    def gateway_epochs(self, gateway: str) -> list[GatewayEpoch]:
-        """The buffer epochs a gateway has used, newest first."""
-        ...
 
     def devices(
         self,
@@ -124,6 +130,14 @@ class GatewayStore(Protocol):
     ) -> list[DeviceState]:
         """All known devices, optionally of one gateway and/or with one device id; with
         `scope`, only those in scope."""
+        ...
+
+    def gateways(self, scope: Sequence[str] | None = None) -> list[GatewayState]:
+        """All known gateways (with `scope`, those of a device in scope)."""
+        ...
+
+    def gateway_epochs(self, gateway: str) -> list[GatewayEpoch]:
+        """The buffer epochs a gateway has used, newest first."""
         ...
 
     def device_history(
@@ -139,7 +153,15 @@ class GatewayStore(Protocol):
         ...
 
 
-class AssetStore(Protocol):
+class DeviceAssetStore(Protocol):
+    """Which asset (部件) a device is bound to (the case engine's subject of a case)."""
+
+    def asset_of_device(self, gateway: str, device: str) -> Asset | None:
+        """The asset a gateway's device is bound to, if any."""
+        ...
+
+
+class AssetStore(DeviceAssetStore, Protocol):
     """The asset registry: city components (部件) and the devices bound to them."""
 
     def upsert_assets(self, assets: Sequence[Asset]) -> int:
@@ -153,10 +175,6 @@ class AssetStore(Protocol):
 
     def assets(self, scope: Sequence[str] | None = None) -> list[Asset]:
         """All assets ordered by code (with `scope`, those in scope)."""
-        ...
-
-    def asset_of_device(self, gateway: str, device: str) -> Asset | None:
-        """The asset a gateway's device is bound to, if any."""
         ...
 
     def bind_device(self, gateway: str | None, device: str, asset: str) -> None:
@@ -198,9 +216,9 @@ class AlarmStore(Protocol):
         ...
 
 
-class CaseStore(Protocol):
-    """What the case engine reads and writes: alarm transitions to handle, where each alarm
-    occurrence ended, and 数字城管 cases with their audit trail."""
+class CaseHandlingStore(Protocol):
+    """What the case engine reads and writes of cases: alarm transitions to handle, where each
+    alarm occurrence ended, and 数字城管 cases, saved with their audits and phases."""
 
     def pending_alarm_transitions(self, limit: int = 500) -> list[AlarmTransition]:
         """Stored alarm events the case engine has not handled yet, oldest first."""
@@ -222,17 +240,9 @@ class CaseStore(Protocol):
         """The alarm occurrences of one case or work order, in the order they were attached."""
         ...
 
-    def links_for(self, refs: Sequence[str]) -> dict[str, list[AlarmLink]]:
-        """The alarm occurrences of several cases or work orders, by number."""
-        ...
-
     def record_outcome(self, link: AlarmLink, transition_ids: Sequence[int]) -> None:
         """Store an occurrence that became no case nor work order (ignored or recorded) and
         mark its transitions handled, atomically; Conflict if it was handled meanwhile."""
-        ...
-
-    def count_alarm_outcomes(self) -> dict[str, int]:
-        """How many alarm occurrences ended in each outcome (case, work_order, ...)."""
         ...
 
     def next_case_serial(self, prefix: str) -> int:
@@ -271,6 +281,27 @@ class CaseStore(Protocol):
         """One case by number."""
         ...
 
+    def phases(self, case_no: str) -> list[Phase]:
+        """The phase table of a case (stage, department, start, due, end), in order."""
+        ...
+
+    def overdue_phases(self, now_ms: int) -> list[Phase]:
+        """Running, unparked phases past their due time and not escalated (督办) for it."""
+        ...
+
+
+class CaseStore(CaseHandlingStore, Protocol):
+    """Cases as the engine handles them, and as the command center lists, filters and counts
+    them (综合评价)."""
+
+    def links_for(self, refs: Sequence[str]) -> dict[str, list[AlarmLink]]:
+        """The alarm occurrences of several cases or work orders, by number."""
+        ...
+
+    def count_alarm_outcomes(self) -> dict[str, int]:
+        """How many alarm occurrences ended in each outcome (case, work_order, ...)."""
+        ...
+
     def cases(self, open_only: bool = False) -> list[Case]:
         """Cases, newest first."""
         ...
@@ -279,20 +310,12 @@ class CaseStore(Protocol):
         """The audit trail of a case, oldest first."""
         ...
 
-    def phases(self, case_no: str) -> list[Phase]:
-        """The phase table of a case (stage, department, start, due, end), in order."""
-        ...
-
     def case_counts(
         self, from_ms: int, to_ms: int, group_by: str, scope: Sequence[str] | None = None
     ) -> dict[str, Counts]:
         """The 综合评价 counts of the window [from_ms, to_ms) per `group_by` (department, grid,
         subcategory or source); KeyError for another. With `scope`, of the cases one of these
         departments is 主办 of only."""
-        ...
-
-    def overdue_phases(self, now_ms: int) -> list[Phase]:
-        """Running, unparked phases past their due time and not escalated (督办) for it."""
         ...
 
     def find_cases(
@@ -326,8 +349,9 @@ class CaseStore(Protocol):
         ...
 
 
-class WorkOrderStore(Protocol):
-    """Work orders (maintenance of the monitoring equipment itself) with their audit trail."""
+class WorkOrderHandlingStore(Protocol):
+    """What the case engine reads and writes of work orders (maintenance of the monitoring
+    equipment itself)."""
 
     def open_work_order_for(self, subject: str, problem: str) -> WorkOrder | None:
         """The unfinished work order for (gateway/device, problem), if there is one."""
@@ -350,6 +374,14 @@ class WorkOrderStore(Protocol):
         """Insert (expect_state None) or update a work order with its audits, alarm links,
         cleared alarms and handled events, atomically; Conflict as save_case."""
         ...
+
+    def work_order(self, order_no: str) -> WorkOrder | None:
+        """One work order by number."""
+        ...
+
+
+class WorkOrderStore(WorkOrderHandlingStore, Protocol):
+    """Work orders (maintenance of the monitoring equipment itself) with their audit trail."""
 
     def work_order(self, order_no: str, scope: Sequence[str] | None = None) -> WorkOrder | None:
         """One work order by number (with `scope`, only if one of these departments maintains

@@ -231,7 +231,8 @@ class CaseRows(Rows):
         " created_ms, updated_ms, deadline_ms, timed_from_ms, repeats, escalations, title,"
         " gateway_id, allowed_ms, severity, assist, reworks, returns, closure, recurrence_of,"
         " remaining_ms, lon, lat, datum, address, location_source, pending, pending_hours,"
-        " source, void_reason, media_url, contact, confirmed_by, token"
+        " source, void_reason, media_url, contact, confirmed_by, token, received_by,"
+        " received_ms"
     )
 
     @staticmethod
@@ -272,6 +273,8 @@ class CaseRows(Rows):
             contact=r[36],
             confirmed_by=r[37],
             token=r[38],
+            received_by=r[39],
+            received_ms=r[40],
         )
 
     def case_by_token(self, token: str) -> Case | None:
@@ -356,6 +359,8 @@ class CaseRows(Rows):
             "contact": case.contact,
             "confirmed": case.confirmed_by,
             "token": case.token,
+            "recv_by": case.received_by,
+            "recv_ms": case.received_ms,
             "expect": expect_state,
         }
         with self._tx() as cur:
@@ -367,7 +372,7 @@ class CaseRows(Rows):
                     " :grid, :created, :updated, :deadline, :timed, :rep, :esc, :title, :gw,"
                     " :allowed, :sev, :assist, :rew, :ret, :closure, :recur, :remaining, :lon,"
                     " :lat, :datum, :addr, :src, :pending, :phours, :source, :vreason, :media,"
-                    " :contact, :confirmed, :token, :subject)",
+                    " :contact, :confirmed, :token, :recv_by, :recv_ms, :subject)",
                     p,
                 )
             else:
@@ -379,7 +384,8 @@ class CaseRows(Rows):
                     " escalations = :esc, allowed_ms = :allowed, severity = :sev,"
                     " assist = :assist, reworks = :rew, returns = :ret, closure = :closure,"
                     " remaining_ms = :remaining, pending = :pending, pending_hours = :phours,"
-                    " void_reason = :vreason, confirmed_by = :confirmed"
+                    " void_reason = :vreason, confirmed_by = :confirmed,"
+                    " received_by = :recv_by, received_ms = :recv_ms"
                     " WHERE case_no = :no AND state = :expect",
                     p,
                 )

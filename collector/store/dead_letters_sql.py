@@ -11,12 +11,18 @@ from lifeline.collector.models import (
     DeadLetter,
     Rejected,
 )
-from lifeline.collector.store.rows import Cursor, Rows
+from lifeline.collector.store.rows import Col, Cursor, RowMap, Rows
 
 log = logging.getLogger(__name__)
 
 DEAD_LETTER_PREFIX = 4096  # bytes of a refused payload kept
 MAX_REASON = 1000  # characters of the reason kept
+_DEAD_LETTER = RowMap(
+    DeadLetter,
+    # SQLite: substr of an empty blob is NULL
+    payload=Col(lambda prefix: bytes(prefix or b""), "substr(payload, 1, :prefix)"),
+    size=Col(int, "COALESCE(size, length(payload))"),
+)
 
 
 class DeadLetterRows(Rows):
@@ -46,16 +52,12 @@ class DeadLetterRows(Rows):
         pass the last id of the previous page). Each payload at most DEAD_LETTER_PREFIX bytes,
         rows stored before the prefix was kept included."""
         rows = self._query(
-            "SELECT id, topic, substr(payload, 1, :prefix), reason, received_ms,"
-            " COALESCE(size, length(payload)), sha256 FROM dead_letters"
+            f"SELECT {_DEAD_LETTER.select} FROM dead_letters"  # noqa: S608 - constant
             " WHERE id < :before ORDER BY id DESC LIMIT :n",
             {"n": limit, "before": 2**62 if before_id is None else before_id,
              "prefix": DEAD_LETTER_PREFIX},
         )  # fmt: skip
-        # (SQLite: substr of an empty blob is NULL)
-        return [
-            DeadLetter(r[0], r[1], bytes(r[2] or b""), r[3], r[4], int(r[5]), r[6]) for r in rows
-        ]
+        return [_DEAD_LETTER(r) for r in rows]
 
     def prune_dead_letters(self, before_ms: int) -> int:
         """Delete dead letters received before `before_ms`; return how many."""

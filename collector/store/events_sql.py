@@ -12,9 +12,11 @@ from lifeline.collector.models import (
     EventRecord,
 )
 from lifeline.collector.store import scope_sql as scoped
-from lifeline.collector.store.rows import Cursor, Rows
+from lifeline.collector.store.rows import Col, Cursor, RowMap, Rows
 
 log = logging.getLogger(__name__)
+
+EVENT = RowMap(EventRecord, "e", data=Col(json.loads))  # an entry of `events e`
 
 
 class EventLogRows(Rows):
@@ -62,8 +64,8 @@ class EventLogRows(Rows):
         if scope is not None:
             where += f" AND {scoped.event_in(scope, params)}"
         rows = self._query(
-            "SELECT id, type, ts_ms, created_ms, subject, data FROM events"  # noqa: S608
+            f"SELECT {EVENT.select} FROM events e"  # noqa: S608 - constant columns, placeholders
             f" WHERE id > :after{where} ORDER BY id LIMIT :n",
             params,
         )
-        return [EventRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
+        return [EVENT(r) for r in rows]

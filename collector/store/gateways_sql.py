@@ -16,7 +16,16 @@ from lifeline.collector.models import (
     StatusChange,
 )
 from lifeline.collector.store import scope_sql as scoped
-from lifeline.collector.store.rows import BIRTH_IDX, Change, Commit, Cursor, Rows, at_or_after
+from lifeline.collector.store.rows import (
+    BIRTH_IDX,
+    Change,
+    Col,
+    Commit,
+    Cursor,
+    RowMap,
+    Rows,
+    at_or_after,
+)
 from lifeline.wire import (
     Birth,
     CommandReply,
@@ -28,6 +37,38 @@ from lifeline.wire import Status as StatusMsg
 log = logging.getLogger(__name__)
 
 CONFLICT = "conflict"  # the status_log status of a claim a gateway may not make
+
+_GATEWAY = RowMap(
+    GatewayState,
+    gateway="gateway_id",
+    status=Col(Status),
+    counters=Col(json.loads),
+    clock=RowMap(
+        GatewayClock,
+        nullable=True,  # no birth yet
+        plausible=Col(bool, "clock_plausible"),
+        step_ms="clock_step_ms",
+        step_at_ms="clock_step_at_ms",
+        received_ms="birth_received_ms",
+    ),
+)
+_EPOCH = RowMap(GatewayEpoch)
+# A device (d) with the asset it is bound to (b).
+_DEVICE = RowMap(
+    DeviceState,
+    "d",
+    gateway="d.gateway_id",
+    asset="b.asset",
+    status=Col(Status),
+    location=RowMap(
+        Location,
+        "d",
+        nullable=True,  # announced without one
+        datum=Col(lambda datum: datum or "CGCS2000"),
+        address=Col(lambda address: address or ""),
+    ),
+)
+_STATUS_CHANGE = RowMap(StatusChange, gateway="gateway_id", device="ident")
 
 
 class GatewayRows(Rows):
@@ -332,36 +373,19 @@ class GatewayRows(Rows):
         if scope is not None:
             mine = f" WHERE gateway_id IN ({scoped.gateway_ids(scope, params)})"
         rows = self._query(
-            "SELECT gateway_id, site, status, since_ms, session, software, config_hash, reason,"  # noqa: S608 - placeholders only
-            " counters, counters_ms, clock_plausible, clock_step_ms, clock_step_at_ms,"
-            f" birth_received_ms FROM gateways{mine} ORDER BY gateway_id",
+            f"SELECT {_GATEWAY.select} FROM gateways{mine} ORDER BY gateway_id",  # noqa: S608
             params,
         )
-        return [
-            GatewayState(
-                r[0],
-                r[1],
-                Status(r[2]),
-                r[3],
-                r[4],
-                r[5],
-                r[6],
-                r[7],
-                json.loads(r[8]),
-                r[9],
-                None if r[10] is None else GatewayClock(bool(r[10]), r[11], r[12], r[13]),
-            )
-            for r in rows
-        ]
+        return [_GATEWAY(r) for r in rows]
 
     def gateway_epochs(self, gateway: str) -> list[GatewayEpoch]:
         """The buffer epochs a gateway has used, newest first."""
         rows = self._query(
-            "SELECT epoch, first_ms FROM gateway_epochs WHERE gateway_id = :gw"
+            f"SELECT {_EPOCH.select} FROM gateway_epochs WHERE gateway_id = :gw"  # noqa: S608
             " ORDER BY first_ms DESC, epoch",
             {"gw": gateway},
         )
-        return [GatewayEpoch(r[0], r[1]) for r in rows]
+        return [_EPOCH(r) for r in rows]
 
     def devices(
         self,
@@ -376,28 +400,14 @@ class GatewayRows(Rows):
         if scope is not None:
             mine = f" AND {scoped.device_in('d.gateway_id', 'd.device', scope, params)}"
         rows = self._query(
-            "SELECT d.device, d.gateway_id, d.profile, d.family, b.asset, d.status, d.since_ms,"  # noqa: S608 - placeholders only
-            " d.reason, d.lon, d.lat, d.datum, d.address FROM devices d LEFT JOIN device_assets b"
+            f"SELECT {_DEVICE.select} FROM devices d LEFT JOIN device_assets b"  # noqa: S608
             " ON b.gateway_id = d.gateway_id AND b.device = d.device"
             " WHERE (CAST(:gw AS TEXT) IS NULL OR d.gateway_id = :gw)"
             f" AND (CAST(:dev AS TEXT) IS NULL OR d.device = :dev){mine}"
             " ORDER BY d.device, d.gateway_id",
             params,
         )
-        return [
-            DeviceState(
-                r[0],
-                r[1],
-                r[2],
-                r[3],
-                r[4],
-                Status(r[5]),
-                r[6],
-                r[7],
-                None if r[8] is None else Location(r[8], r[9], r[10] or "CGCS2000", r[11] or ""),
-            )
-            for r in rows
-        ]
+        return [_DEVICE(r) for r in rows]
 
     def device_history(
         self, since_ms: int, until_ms: int, scope: Sequence[str] | None = None
@@ -410,13 +420,14 @@ class GatewayRows(Rows):
         if scope is not None:
             mine = f" AND {scoped.device_in('gateway_id', 'ident', scope, params)}"
         rows = self._query(
-            "SELECT gateway_id, ident, status, ts_ms FROM status_log WHERE entity = 'device'"  # noqa: S608 - placeholders only
-            " AND gateway_id IS NOT NULL AND ts_ms < :until AND (ts_ms >= :since OR id IN"
-            " (SELECT max(id) FROM status_log WHERE entity = 'device' AND ts_ms < :since"
-            f" GROUP BY gateway_id, ident)){mine} ORDER BY ts_ms, id",
+            f"SELECT {_STATUS_CHANGE.select} FROM status_log"  # noqa: S608 - placeholders only
+            " WHERE entity = 'device' AND gateway_id IS NOT NULL AND ts_ms < :until"
+            " AND (ts_ms >= :since OR id IN (SELECT max(id) FROM status_log"
+            f" WHERE entity = 'device' AND ts_ms < :since GROUP BY gateway_id, ident)){mine}"
+            " ORDER BY ts_ms, id",
             params,
         )
-        return [StatusChange(r[0], r[1], r[2], r[3]) for r in rows]
+        return [_STATUS_CHANGE(r) for r in rows]
 
     def command_reply(self, gateway: str, command_id: str) -> dict[str, Any] | None:
         """A gateway's reply to a command, if it arrived."""

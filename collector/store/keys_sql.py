@@ -4,16 +4,14 @@ the department registry that 专业部门 keys are scoped to."""
 import json
 import logging
 from collections.abc import Sequence
-from typing import Any
 
 from lifeline.collector.models import ApiKey, Department, Role
-from lifeline.collector.store.rows import Rows
+from lifeline.collector.store.rows import Col, RowMap, Rows, json_tuple
 
 log = logging.getLogger(__name__)
 
-
-def _key(r: Sequence[Any]) -> ApiKey:
-    return ApiKey(r[0], r[1], Role(r[2]), r[3], r[4], r[5], tuple(json.loads(r[6])))
+_KEY = RowMap(ApiKey, role=Col(Role), departments=Col(json_tuple))
+_DEPARTMENT = RowMap(Department)
 
 
 class KeyRows(Rows):
@@ -43,23 +41,21 @@ class KeyRows(Rows):
         )
         return int(rows[0][0])
 
-    _KEY_COLS = "id, name, role, prefix, created_ms, revoked_ms, departments"
-
     def api_key_by_hash(self, key_hash: str) -> ApiKey | None:
         """The active (not revoked) key with this digest."""
         rows = self._query(
-            f"SELECT {self._KEY_COLS} FROM api_keys"  # noqa: S608 - constant column list
+            f"SELECT {_KEY.select} FROM api_keys"  # noqa: S608 - constant column list
             " WHERE key_hash = :h AND revoked_ms IS NULL",
             {"h": key_hash},
         )
-        return _key(rows[0]) if rows else None
+        return _KEY(rows[0]) if rows else None
 
     def api_keys(self) -> list[ApiKey]:
         """Every key (active and revoked), oldest first."""
         rows = self._query(
-            f"SELECT {self._KEY_COLS} FROM api_keys ORDER BY id"  # noqa: S608 - constant
+            f"SELECT {_KEY.select} FROM api_keys ORDER BY id"  # noqa: S608 - constant
         )
-        return [_key(r) for r in rows]
+        return [_KEY(r) for r in rows]
 
     def revoke_api_key(self, key_id: int, now_ms: int) -> bool:
         """Revoke a key; False if there is no such active key."""
@@ -93,5 +89,7 @@ class KeyRows(Rows):
 
     def departments(self) -> list[Department]:
         """The department registry, by code."""
-        rows = self._query("SELECT code, name FROM departments ORDER BY code")
-        return [Department(r[0], r[1]) for r in rows]
+        rows = self._query(
+            f"SELECT {_DEPARTMENT.select} FROM departments ORDER BY code"  # noqa: S608 - constant
+        )
+        return [_DEPARTMENT(r) for r in rows]

@@ -1,19 +1,23 @@
 """What every SQL module of the store shares: the cursor it writes through, the base of the
-aggregates' row classes (transactions, statements, and the seams between aggregates), and what
-one ingest commit knows.
+aggregates' row classes (transactions, statements, and the seams between aggregates), what
+one ingest commit knows, and the reading of SELECT rows into dataclasses by field name (RowMap).
 
 Shared SQL uses `:name` parameters (sqlite3 style); the PostgreSQL backend rewrites them.
 """
 
+import json
 import operator
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from lifeline.collector.models import EventRecord, Status
 from lifeline.wire import Record
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 Pos = tuple[int, int, int]  # (epoch rank, batch seq, index): the gateway's order of events
 BIRTH_IDX = 2**31  # a birth's picture comes after every event of its high-water batch
@@ -92,6 +96,88 @@ def sql_values(*values: str) -> str:
     if any("'" in v for v in values):
         raise ValueError(f"not a constant for SQL text: {values!r}")
     return "(" + ", ".join(f"'{v}'" for v in values) + ")"
+
+
+T = TypeVar("T", bound="DataclassInstance")
+
+
+@dataclass(frozen=True, slots=True)
+class Col:
+    """A field read through `decode(value)` from column `sql` (the field's own column if None)."""
+
+    decode: Callable[[Any], Any]
+    sql: str | None = None
+
+
+class RowMap(Generic[T]):
+    """How SELECT rows become dataclass `cls`, by field name rather than by position.
+
+    Each field of `cls`, in declaration order, is read from the column `alias.field` (`field`
+    without an alias) unless `columns` gives, under the field's name, another column or SQL
+    expression (a str), a Col (a decode, and optionally the column), or a RowMap (a nested
+    dataclass read from as many columns as it has; with `nullable=True`, None when its first
+    column is NULL). `select` is the SELECT list in that order, `width` how many columns it has.
+    Raises TypeError for a name in `columns` that is no field of `cls`.
+    """
+
+    width: int
+    select: str
+
+    def __init__(
+        self,
+        cls: type[T],
+        alias: str = "",
+        *,
+        nullable: bool = False,
+        **columns: "str | Col | RowMap[Any]",
+    ) -> None:
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(columns) - set(names))
+        if unknown:
+            raise TypeError(f"{cls.__name__} has no field {', '.join(unknown)}")
+        self.nullable = nullable
+        self._cls = cls
+        self._reads: list[tuple[str, int, int, Callable[[Sequence[Any]], Any]]] = []
+        sql: list[str] = []
+        width = 0
+        for name in names:
+            own = f"{alias}.{name}" if alias else name
+            spec = columns.get(name, own)
+            read: Callable[[Sequence[Any]], Any]
+            if isinstance(spec, RowMap):
+                sql.append(spec.select)
+                n, read = spec.width, spec._nested
+            elif isinstance(spec, Col):
+                sql.append(spec.sql or own)
+                n, read = 1, _first(spec.decode)
+            else:
+                sql.append(spec)
+                n, read = 1, operator.itemgetter(0)
+            self._reads.append((name, width, width + n, read))
+            width += n
+        self.width = width
+        self.select = ", ".join(sql)
+
+    def __call__(self, row: Sequence[Any]) -> T:
+        """The dataclass of one row whose columns are `select`'s; ValueError if the row has
+        another number of columns."""
+        if len(row) != self.width:
+            raise ValueError(
+                f"a row of {len(row)} columns for {self._cls.__name__}, which reads {self.width}"
+            )
+        return self._cls(**{name: read(row[a:b]) for name, a, b, read in self._reads})
+
+    def _nested(self, values: Sequence[Any]) -> T | None:
+        return None if self.nullable and values[0] is None else self(values)
+
+
+def _first(decode: Callable[[Any], Any]) -> Callable[[Sequence[Any]], Any]:
+    return lambda values: decode(values[0])
+
+
+def json_tuple(text: str) -> tuple[Any, ...]:
+    """A JSON array stored as text, as a tuple (a frozen dataclass's sequence field)."""
+    return tuple(json.loads(text))
 
 
 class Rows(ABC):

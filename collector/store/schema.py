@@ -560,6 +560,33 @@ ALTER TABLE cases ADD COLUMN source TEXT NOT NULL DEFAULT '物联网感知';
 ALTER TABLE cases ADD COLUMN void_reason TEXT
 """
 
+# Version 17: the case record of GB/T 30428 (issue 19): who received a report (受理) and when;
+# the 立案条件 met at 立案 and the 结案条件 at 结案; the department's 处置意见 at 反馈; and the
+# 监督员's 核查结果 (通过, 不通过 or 误报) with its note, photo, who and when. Sensor cases were
+# received by the system as they opened; other cases past 受理 by whoever did their 立案; an
+# open report not yet received is in the 受理 stage.
+_CASE_RECORD = """
+ALTER TABLE cases ADD COLUMN received_by TEXT;
+ALTER TABLE cases ADD COLUMN received_ms BIGINT;
+ALTER TABLE cases ADD COLUMN register_condition TEXT NOT NULL DEFAULT '';
+ALTER TABLE cases ADD COLUMN close_condition TEXT NOT NULL DEFAULT '';
+ALTER TABLE cases ADD COLUMN disposal_note TEXT NOT NULL DEFAULT '';
+ALTER TABLE cases ADD COLUMN check_result TEXT;
+ALTER TABLE cases ADD COLUMN check_note TEXT NOT NULL DEFAULT '';
+ALTER TABLE cases ADD COLUMN check_media_url TEXT NOT NULL DEFAULT '';
+ALTER TABLE cases ADD COLUMN checked_by TEXT;
+ALTER TABLE cases ADD COLUMN checked_ms BIGINT;
+UPDATE cases SET received_by = 'system', received_ms = created_ms WHERE source = '物联网感知';
+UPDATE cases SET
+    received_by = (SELECT a.actor FROM case_audit a WHERE a.case_no = cases.case_no
+                   AND a.action = 'accept' ORDER BY a.ts_ms, a.id LIMIT 1),
+    received_ms = (SELECT a.ts_ms FROM case_audit a WHERE a.case_no = cases.case_no
+                   AND a.action = 'accept' ORDER BY a.ts_ms, a.id LIMIT 1)
+    WHERE received_by IS NULL;
+UPDATE case_phases SET stage = '受理' WHERE end_ms IS NULL AND stage = '立案'
+    AND case_no IN (SELECT case_no FROM cases WHERE state = '受理' AND received_by IS NULL)
+"""
+
 _DIALECTS = {
     "sqlite": {
         "id": "INTEGER PRIMARY KEY",
@@ -666,6 +693,11 @@ def public_report_statements(dialect: str) -> tuple[str, ...]:
     return _split(_PUBLIC_REPORTS, dialect)
 
 
+def case_record_statements(dialect: str) -> tuple[str, ...]:
+    """Migration 17 (受理 and the case record: conditions, 处置意见, 核查结果) for `dialect`."""
+    return _split(_CASE_RECORD, dialect)
+
+
 def migrations(dialect: str, readings: Migration) -> tuple[Migration, ...]:
     """Every version of the collector's schema, in order, for `dialect` (sqlite or postgres).
 
@@ -690,6 +722,7 @@ def migrations(dialect: str, readings: Migration) -> tuple[Migration, ...]:
         Migration(14, "case sources and void reasons", source_statements(dialect)),
         Migration(15, "alarm statistics index", alarm_stats_statements(dialect)),
         Migration(16, "citizen reports", public_report_statements(dialect)),
+        Migration(17, "受理 and the case record", case_record_statements(dialect)),
     )
 
 

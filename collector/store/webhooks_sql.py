@@ -5,28 +5,32 @@ deliveries with their leases and outcomes.
 import json
 import logging
 from collections.abc import Sequence
-from typing import Any
 
 from lifeline.collector.event_types import matches, type_patterns
 from lifeline.collector.models import (
     Delivery,
     DueDelivery,
-    EventRecord,
     Webhook,
 )
-from lifeline.collector.store.rows import Rows
+from lifeline.collector.store.events_sql import EVENT
+from lifeline.collector.store.rows import Col, RowMap, Rows, json_tuple
 
 log = logging.getLogger(__name__)
+
+_WEBHOOK = RowMap(Webhook, event_types=Col(json_tuple, "events"))
+_DELIVERY = RowMap(Delivery)
+# A pending delivery (d) of an event (e) to its webhook (w).
+_DUE = RowMap(
+    DueDelivery,
+    "d",
+    url="w.url",
+    secret="w.secret",  # noqa: S106 - the column, not a secret
+    event=EVENT,
+)
 
 
 class WebhookRows(Rows):
     """Webhooks and their deliveries."""
-
-    _HOOK_COLS = "id, url, events, description, created_ms, cursor"
-
-    @staticmethod
-    def _webhook(r: Sequence[Any]) -> Webhook:
-        return Webhook(r[0], r[1], tuple(json.loads(r[2])), r[3], r[4], r[5])
 
     def create_webhook(
         self, url: str, event_types: Sequence[str], secret: str, description: str, now_ms: int
@@ -37,7 +41,7 @@ class WebhookRows(Rows):
             "INSERT INTO webhooks (url, events, secret, description, created_ms, cursor)"  # noqa: S608
             " VALUES (:url, :ev, :secret, :desc, :now,"
             " (SELECT COALESCE(max(id), 0) FROM events))"
-            f" RETURNING {self._HOOK_COLS}",
+            f" RETURNING {_WEBHOOK.select}",
             {
                 "url": url,
                 "ev": json.dumps(list(event_types)),
@@ -46,14 +50,14 @@ class WebhookRows(Rows):
                 "now": now_ms,
             },
         )
-        return self._webhook(rows[0])
+        return _WEBHOOK(rows[0])
 
     def webhooks(self) -> list[Webhook]:
         """Every registered webhook."""
         rows = self._query(
-            f"SELECT {self._HOOK_COLS} FROM webhooks ORDER BY id"  # noqa: S608 - constant
+            f"SELECT {_WEBHOOK.select} FROM webhooks ORDER BY id"  # noqa: S608 - constant
         )
-        return [self._webhook(r) for r in rows]
+        return [_WEBHOOK(r) for r in rows]
 
     def delete_webhook(self, webhook_id: int, now_ms: int) -> bool:
         """Unregister a webhook, cancelling its pending deliveries; False if unknown."""
@@ -103,24 +107,22 @@ class WebhookRows(Rows):
     ) -> list[DueDelivery]:
         """Pending deliveries due now, leased for `lease_ms` so no other sender takes them."""
         rows = self._query(
-            "SELECT d.id, d.webhook_id, w.url, w.secret, d.attempts, e.id, e.type, e.ts_ms,"
-            " e.created_ms, e.subject, e.data FROM webhook_deliveries d"
+            f"SELECT {_DUE.select} FROM webhook_deliveries d"  # noqa: S608 - constant
             " JOIN webhooks w ON w.id = d.webhook_id JOIN events e ON e.id = d.event_id"
             " WHERE d.status = 'pending' AND d.next_ms <= :now ORDER BY d.next_ms, d.id LIMIT :n",
             {"now": now_ms, "n": limit},
         )
         claimed = []
         with self._tx() as cur:
-            for r in rows:
+            for due in map(_DUE, rows):
                 self._run(
                     cur,
                     "UPDATE webhook_deliveries SET next_ms = :lease"
                     " WHERE id = :id AND status = 'pending' AND next_ms <= :now",
-                    {"lease": now_ms + lease_ms, "id": r[0], "now": now_ms},
+                    {"lease": now_ms + lease_ms, "id": due.id, "now": now_ms},
                 )
                 if cur.rowcount == 1:
-                    event = EventRecord(r[5], r[6], r[7], r[8], r[9], json.loads(r[10]))
-                    claimed.append(DueDelivery(r[0], r[1], r[2], r[3], r[4], event))
+                    claimed.append(due)
         return claimed
 
     def record_delivery(
@@ -153,12 +155,11 @@ class WebhookRows(Rows):
     def deliveries(self, webhook_id: int, limit: int = 100) -> list[Delivery]:
         """The most recent deliveries of a webhook, newest first."""
         rows = self._query(
-            "SELECT id, webhook_id, event_id, status, attempts, next_ms, response_code, error,"
-            " created_ms, updated_ms FROM webhook_deliveries WHERE webhook_id = :id"
-            " ORDER BY id DESC LIMIT :n",
+            f"SELECT {_DELIVERY.select} FROM webhook_deliveries"  # noqa: S608 - constant
+            " WHERE webhook_id = :id ORDER BY id DESC LIMIT :n",
             {"id": webhook_id, "n": limit},
         )
-        return [Delivery(*r) for r in rows]
+        return [_DELIVERY(r) for r in rows]
 
     def count_deliveries_by_status(self) -> dict[str, int]:
         """How many deliveries are in each status."""

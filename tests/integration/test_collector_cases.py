@@ -3,18 +3,23 @@ gateway sends them, cases and work orders as the store keeps them."""
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace as changed
 from pathlib import Path
 
 import pytest
 
 from lifeline.collector.assets import Asset
 from lifeline.collector.cases.engine import CaseEngine
+from lifeline.collector.cases.phases import Phase
 from lifeline.collector.cases.routing import Routing, default_routing_path, load_routing
-from lifeline.collector.cases.workflow import Action, CaseState, Closure
+from lifeline.collector.cases.workflow import Action, Audit, CaseState, Closure, open_case
 from lifeline.collector.cases.workorders import WorkOrderState
 from lifeline.collector.grids import load_grids
 from lifeline.collector.models import Accepted
 from lifeline.collector.store import Store, open_store
+from lifeline.collector.store.postgres import PostgresStore
+from lifeline.collector.store.schema import case_record_statements
+from lifeline.collector.store.sql import SqlStore
 from lifeline.wire import (
     AlarmBatch,
     AlarmEvent,
@@ -47,12 +52,17 @@ class Clock:
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The database of `store`, for a test that also opens an API over it."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/cases.db"
-    else:
-        url = request.getfixturevalue("pg_url")
-    s = open_store(url)
+        return f"sqlite:///{tmp_path}/cases.db"
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    s = open_store(store_url)
     s.migrate()
     devices = (
         DeviceInfo("gas-1", "gas_detector", "gas", True, location=GAS_SITE),
@@ -397,3 +407,40 @@ def test_a_birth_restating_the_alarm_of_a_closed_case_opens_no_duplicate(
     store.write([Accepted(TopicParts("site", "gw", Kind.BIRTH), birth)], t + 1)
     assert engine.process_pending() == 1
     assert [c.case_no for c in store.cases()] == [case.case_no]
+
+
+def test_migration_17_says_who_received_the_cases_of_older_versions(store: Store) -> None:
+    # Cases as version 16 left them: no receipt. A sensor's case was received by the system as
+    # it opened, a case past 受理 by whoever did its 立案, and a report still in 受理 waits in
+    # the 受理 stage (its running phase was the 立案 stage's).
+    t = int(T0 * 1000)
+    for no, source, state in [
+        ("C-IOT", "物联网感知", CaseState.REGISTERED),
+        ("C-DONE", "公众", CaseState.REGISTERED),
+        ("C-WAIT", "公众", CaseState.REPORTED),
+    ]:
+        case, audits = open_case(
+            case_no=no, kind="事件", subcategory="0406", problem=no, asset=None, device=None,
+            urgency="normal", department="排水", grid=None, allowed_ms=None,
+            auto_register=False, actor="app", now_ms=t, source=source,
+        )  # fmt: skip
+        if state is CaseState.REGISTERED:
+            audits.append(Audit(no, t + 60_000, "lead-1", "accept", "受理", "立案"))
+            audits.append(Audit(no, t + 120_000, "lead-2", "accept", "受理", "立案"))
+        phase = Phase(no, 1, "立案", "排水", t, None)
+        store.save_case(changed(case, state=state), audits, expect_state=None, phases=[phase])
+    assert isinstance(store, SqlStore)
+    dialect = "postgres" if isinstance(store, PostgresStore) else "sqlite"
+    with store._tx() as cur:  # replays the migration's data steps
+        cur.execute("UPDATE cases SET received_by = NULL, received_ms = NULL")
+        for stmt in case_record_statements(dialect):
+            if stmt.startswith("UPDATE"):
+                cur.execute(stmt)
+    got = {no: store.case(no) for no in ("C-IOT", "C-DONE", "C-WAIT")}
+    assert {no: (c.received_by, c.received_ms) for no, c in got.items() if c} == {
+        "C-IOT": ("system", t),
+        "C-DONE": ("lead-1", t + 60_000),
+        "C-WAIT": (None, None),
+    }
+    assert [p.stage for p in store.phases("C-WAIT")] == ["受理"]
+    assert [p.stage for p in store.phases("C-DONE")] == ["立案"]

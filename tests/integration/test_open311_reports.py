@@ -125,12 +125,22 @@ def test_a_citizen_report_goes_from_post_through_to_closure(city: City) -> None:
     }
     assert case["audit"][0]["actor"] == "viewer-1"  # the app's key posted it
 
-    # 立案 waits for a 监督员's 核实; then the case runs the whole workflow to 结案.
-    refused = city.act(no, "accept", Role.SHIFT_LEAD)
+    # 受理 waits for a 监督员's 核实, 立案 for the 受理; then the case runs the whole workflow.
+    steps = {"confirm", "receive", "accept"}
+    assert steps & set(case["actions"]) == {"confirm"}
+    refused = city.act(no, "receive", Role.INTAKE)
     assert refused.status_code == 422, refused.text
     assert "核实" in refused.json()["detail"]
     assert city.act(no, "confirm", Role.INSPECTOR).json()["confirmed_by"] == "inspector-1"
     assert city.act(no, "confirm", Role.INSPECTOR).status_code == 422  # once is enough
+    refused = city.act(no, "accept", Role.SHIFT_LEAD)
+    assert refused.status_code == 422, refused.text
+    assert "受理 first" in refused.json()["detail"]
+    city.clock[0] += 300
+    received = city.act(no, "receive", Role.INTAKE).json()
+    assert received["received_by"] == "intake-1"
+    assert steps & set(received["actions"]) == {"accept"}
+    assert received["received_ms"] == city.clock[0] * 1000
     for action, role in [
         ("accept", Role.SHIFT_LEAD),
         ("dispatch", Role.DISPATCHER),
@@ -143,6 +153,11 @@ def test_a_citizen_report_goes_from_post_through_to_closure(city: City) -> None:
         assert city.act(no, action, role).status_code == 200, (action, role)
     (done,) = city.client.get(f"/open311/v2/requests/{no}.json").json()
     assert (done["status"], done["service_notice"]) == ("closed", "已结案")
+    detail = city.client.get(f"/api/v1/cases/{no}", headers=city.h(Role.VIEWER)).json()
+    stages = [(p["stage"], p["due_ms"] - p["start_ms"]) for p in detail["phases"]]
+    assert stages[0] == ("受理", 15 * 60_000)  # the shipped 15 natural minutes (stages.受理)
+    assert [s for s, _ in stages] == ["受理", "立案", "派遣", "处置", "核查"]
+    assert [a["action"] for a in detail["audit"]][:4] == ["report", "confirm", "receive", "accept"]
 
 
 def test_a_report_by_address_alone_can_be_voided_without_confirmation(city: City) -> None:

@@ -5,6 +5,7 @@ by hand in the comments."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,20 +13,22 @@ from lifeline.collector.cases.engine import CaseEngine
 from lifeline.collector.cases.phases import Stage
 from lifeline.collector.cases.routing import Deadline, Routing
 from lifeline.collector.cases.workflow import Action, Closure
-from lifeline.collector.stats import NO_CASE, csv_header, csv_row, report
+from lifeline.collector.stats import COUNTS, NO_CASE, RATES, csv_header, csv_row, report
 from lifeline.collector.store import Store
 from lifeline.wire import AlarmState, Severity
 from tests.integration import test_collector_cases as suite
 from tests.integration.test_api_http import problem_of, running_api
+from tests.xlsx import read_xlsx
 
 pytestmark = pytest.mark.integration
 
 # The case suite's store (SQLite and PostgreSQL, a gateway with gas-1, mh-1 and lamp-1) and
 # routing table, and its way of raising alarms.
-store, routing = suite.store, suite.routing
+store_url, store, routing = suite.store_url, suite.store, suite.routing
 T0, WELL, Clock, raise_alarm = suite.T0, suite.WELL, suite.Clock, suite.raise_alarm
 
 HMS = 3_600_000
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 A = Action
 
 
@@ -54,7 +57,7 @@ def seed(store: Store, routing: Routing) -> tuple[CaseEngine, suite.Clock]:
 
 
 def test_every_figure_of_a_seeded_history_matches_the_hand_count(
-    store: Store, routing: Routing
+    store_url: str, store: Store, routing: Routing
 ) -> None:
     engine, clock = seed(store, routing)
     # D: a 四级 alarm no route takes: recorded, no case (报警数 counts it, 报警转案件数 not).
@@ -136,9 +139,37 @@ def test_every_figure_of_a_seeded_history_matches_the_hand_count(
     voided = store.case(c)
     assert voided is not None
     assert voided.void_reason == "误报"
+    with running_api(store_url) as api:
+        params = {"from": window[0], "to": window[1]}
+        doc = api.client.get("/api/v1/stats", params=params, headers=api.h()).json()
+        got = api.client.get("/api/v1/stats", params={**params, "format": "xlsx"}, headers=api.h())
+    assert_xlsx_holds(got.content, doc)
 
 
-def test_the_stats_endpoint_answers_json_and_csv_and_refuses_a_bad_window(tmp_path: Path) -> None:
+def assert_xlsx_holds(xlsx: bytes, doc: dict[str, Any]) -> None:
+    """The workbook's table is the JSON answer `doc`: the CSV's header, every figure a number
+    equal to the JSON's (rates formatted as percentages), an empty cell for a null."""
+    sheets = read_xlsx(xlsx)
+    assert list(sheets) == ["综合评价-专业部门", "指标说明"]
+    header, *body = sheets["综合评价-专业部门"]
+    assert [value for value, _ in header] == csv_header()
+    rates = {key for key, _ in RATES if key.endswith("_rate")}
+    json_rows = [*doc["groups"], doc["total"]]
+    assert len(body) == len(json_rows)
+    for cells, row in zip(body, json_rows, strict=True):
+        assert cells[0] == (row["key"], "General")
+        for (value, fmt), key in zip(cells[1:], [k for k, _ in (*COUNTS, *RATES)], strict=True):
+            assert value == row[key], key  # None: an empty cell
+            if value is not None:
+                assert fmt == ("0.00%" if key in rates else "0"), key
+    notes = sheets["指标说明"]
+    assert notes[2][1] == ("专业部门", "General")
+    assert [(n[0][0], n[1][0]) for n in notes[5:]] == [(name, k) for k, name in (*COUNTS, *RATES)]
+
+
+def test_the_stats_endpoint_answers_json_csv_and_xlsx_and_refuses_a_bad_window(
+    tmp_path: Path,
+) -> None:
     with running_api(f"sqlite:///{tmp_path}/stats.db") as api:
         url = "/api/v1/stats"
         ok = api.client.get(url, params={"from": 0, "to": 86_400_000}, headers=api.h())
@@ -149,6 +180,17 @@ def test_the_stats_endpoint_answers_json_and_csv_and_refuses_a_bad_window(tmp_pa
         )
         assert got.headers["content-type"].startswith("text/csv")
         assert got.text.lstrip("\ufeff").splitlines()[0].startswith("分组,上报数,立案数")
+        # An XLSX of an empty window has the header and the total; so has one in the far future
+        # (past the year 9999, where datetime stops).
+        for start in (0, 2**62 - 86_400_000):
+            window = {"from": start, "to": start + 86_400_000}
+            doc = api.client.get(url, params=window, headers=api.h()).json()
+            xlsx = api.client.get(url, params={**window, "format": "xlsx"}, headers=api.h())
+            assert xlsx.status_code == 200, xlsx.text
+            assert xlsx.headers["content-type"] == XLSX
+            assert 'filename="stats-department-' in xlsx.headers["content-disposition"]
+            assert_xlsx_holds(xlsx.content, doc)
         for params in ({"from": 10, "to": 10}, {"from": 0, "to": 500 * 86_400_000},
-                       {"from": 0, "to": 10, "group_by": "colour"}):  # fmt: skip
+                       {"from": 0, "to": 10, "group_by": "colour"},
+                       {"from": 0, "to": 10, "format": "pdf"}):  # fmt: skip
             problem_of(api.client.get(url, params=params, headers=api.h()), 422)

@@ -1,4 +1,4 @@
-"""The case engine on plain values: an in-memory CaseStore and an injected clock.
+"""The case engine on plain values: an in-memory store (tests.fakes) and an injected clock.
 
 Lifecycle truth (issue 14): escalation on a more severe alarm, recurrence (rework in 核查, a new
 linked case after 结案), a cleared alarm as evidence only, closure types, 改派, unrouted alarms,
@@ -6,7 +6,6 @@ device work orders, and an alarm occurrence belonging to one case.
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
 
 import pytest
 
@@ -22,11 +21,12 @@ from lifeline.collector.cases.workflow import (
     Closure,
     IllegalTransition,
 )
-from lifeline.collector.cases.workorders import WorkOrder, WorkOrderAction, WorkOrderState
+from lifeline.collector.cases.workorders import WorkOrderAction, WorkOrderState
 from lifeline.collector.errors import Conflict
 from lifeline.collector.models import AlarmLink, AlarmTransition, DeviceState, Status
 from lifeline.wire import Location
 from lifeline.wire.messages import Value
+from tests.fakes import FakeCaseStore
 
 pytestmark = pytest.mark.unit
 
@@ -52,167 +52,7 @@ DEVICES = {
     "x-9": DeviceState("x-9", GW, "gas_detector", "gas", None, Status.ONLINE, 0, ""),
     "tilt-w01": DeviceState("tilt-w01", GW, "tilt_sensor", "tilt", POLE.code, ON, 0, ""),
 }  # fmt: skip
-BOUND = {"mh-e01": WELL, "tilt-b01": BRIDGE, "sl-e02": LAMP, "tilt-w01": POLE}
 ACTIVE, ACKED, CLEARED = "active_unacked", "active_acked", "cleared_unacked"
-
-
-@dataclass
-class FakeStore:
-    """The CaseStore port in memory, with the SQL store's rules: one open case (work order) per
-    (subject, problem), one owner per alarm id, compare-and-set on the state."""
-
-    pending: list[AlarmTransition] = field(default_factory=list)
-    handled: set[int] = field(default_factory=set)
-    phases_: dict[str, dict[int, Phase]] = field(default_factory=dict)
-    cases_: dict[str, Case] = field(default_factory=dict)
-    orders: dict[str, WorkOrder] = field(default_factory=dict)
-    audits: dict[str, list[Audit]] = field(default_factory=dict)
-    links_: dict[tuple[str, int], AlarmLink] = field(default_factory=dict)
-    serials: dict[str, int] = field(default_factory=dict)
-
-    def pending_alarm_transitions(self, limit: int = 500) -> list[AlarmTransition]:
-        return [t for t in self.pending if t.id not in self.handled][:limit]
-
-    def mark_transitions_handled(
-        self, ids: Sequence[int], cleared: Sequence[tuple[str, int]] = ()
-    ) -> None:
-        self._clear(cleared)
-        self.handled.update(ids)
-
-    def _clear(self, cleared: Sequence[tuple[str, int]]) -> None:
-        for aid, ts in cleared:
-            for key, k in self.links_.items():
-                if k.alarm_id == aid and k.cleared_ms is None:
-                    self.links_[key] = replace(k, cleared_ms=ts)
-
-    def _link(self, links: Sequence[AlarmLink]) -> None:
-        for k in links:
-            if (k.alarm_id, k.activation) in self.links_:
-                raise Conflict(f"alarm {k.alarm_id} was handled meanwhile")
-            self.links_[(k.alarm_id, k.activation)] = k
-
-    def devices(self, gateway: str | None = None, device: str | None = None) -> list[DeviceState]:
-        return list(DEVICES.values())
-
-    def asset_of_device(self, gateway: str, device: str) -> Asset | None:
-        return BOUND.get(device)
-
-    def link(self, alarm_id: str) -> AlarmLink | None:
-        mine = [k for k in self.links_.values() if k.alarm_id == alarm_id]
-        return max(mine, key=lambda k: k.activation, default=None)
-
-    def links(self, ref: str) -> list[AlarmLink]:
-        return [k for k in self.links_.values() if k.ref == ref]
-
-    def record_outcome(self, link: AlarmLink, transition_ids: Sequence[int]) -> None:
-        self._link([link])
-        self.handled.update(transition_ids)
-
-    def next_case_serial(self, prefix: str) -> int:
-        self.serials[prefix] = self.serials.get(prefix, 0) + 1
-        return self.serials[prefix]
-
-    def open_case_for(self, subject: str, problem: str) -> Case | None:
-        return next(
-            (
-                c
-                for c in self.cases_.values()
-                if (c.subject, c.problem) == (subject, problem)
-                and c.state not in (CaseState.CLOSED, CaseState.VOIDED)
-            ),
-            None,
-        )
-
-    def last_closed_case_for(self, subject: str, problem: str) -> Case | None:
-        closed = [
-            c
-            for c in self.cases_.values()
-            if (c.subject, c.problem) == (subject, problem) and c.state is CaseState.CLOSED
-        ]
-        return max(closed, key=lambda c: c.updated_ms, default=None)
-
-    def save_case(
-        self,
-        case: Case,
-        audits: Sequence[Audit],
-        *,
-        expect_state: str | None,
-        transition_ids: Sequence[int] = (),
-        links: Sequence[AlarmLink] = (),
-        cleared: Sequence[tuple[str, int]] = (),
-        phases: Sequence[Phase] = (),
-    ) -> None:
-        stored = self.cases_.get(case.case_no)
-        if expect_state is None and self.open_case_for(case.subject, case.problem):
-            raise Conflict("one open case per (subject, problem)")
-        if expect_state is not None and (stored is None or stored.state.value != expect_state):
-            raise Conflict(f"case {case.case_no} is no longer in state {expect_state}")
-        self._link(links)
-        self._clear(cleared)
-        self.cases_[case.case_no] = case
-        self.audits.setdefault(case.case_no, []).extend(audits)
-        self.handled.update(transition_ids)
-        for ph in phases:
-            table = self.phases_.setdefault(case.case_no, {})
-            table[ph.seq] = ph
-
-    def case(self, case_no: str) -> Case | None:
-        return self.cases_.get(case_no)
-
-    def phases(self, case_no: str) -> list[Phase]:
-        return [p for _, p in sorted(self.phases_.get(case_no, {}).items())]
-
-    def overdue_phases(self, now_ms: int) -> list[Phase]:
-        running = (p for t in self.phases_.values() for p in t.values() if p.end_ms is None)
-        return [p for p in running if p.needs_escalation(now_ms)]
-
-    def cases(self, open_only: bool = False) -> list[Case]:
-        return [
-            c
-            for c in self.cases_.values()
-            if not open_only or c.state not in (CaseState.CLOSED, CaseState.VOIDED)
-        ]
-
-    def open_work_order_for(self, subject: str, problem: str) -> WorkOrder | None:
-        return next(
-            (
-                o
-                for o in self.orders.values()
-                if (o.subject, o.problem) == (subject, problem)
-                and o.state is not WorkOrderState.DONE
-            ),
-            None,
-        )
-
-    def last_closed_work_order_for(self, subject: str, problem: str) -> WorkOrder | None:
-        done = [
-            o
-            for o in self.orders.values()
-            if (o.subject, o.problem) == (subject, problem) and o.state is WorkOrderState.DONE
-        ]
-        return max(done, key=lambda o: o.updated_ms, default=None)
-
-    def save_work_order(
-        self,
-        order: WorkOrder,
-        audits: Sequence[Audit],
-        *,
-        expect_state: str | None,
-        transition_ids: Sequence[int] = (),
-        links: Sequence[AlarmLink] = (),
-        cleared: Sequence[tuple[str, int]] = (),
-    ) -> None:
-        stored = self.orders.get(order.order_no)
-        if expect_state is not None and (stored is None or stored.state.value != expect_state):
-            raise Conflict(f"work order {order.order_no} is no longer in state {expect_state}")
-        self._link(links)
-        self._clear(cleared)
-        self.orders[order.order_no] = order
-        self.audits.setdefault(order.order_no, []).extend(audits)
-        self.handled.update(transition_ids)
-
-    def work_order(self, order_no: str) -> WorkOrder | None:
-        return self.orders.get(order_no)
 
 
 class Clock:
@@ -229,7 +69,7 @@ class District:
     def __init__(self, **routing: object) -> None:
         base = load_routing(default_routing_path())
         self.routing: Routing = base.model_copy(update={"district": "330106", **routing})
-        self.store = FakeStore()
+        self.store = FakeCaseStore(list(DEVICES.values()), [WELL, BRIDGE, LAMP, POLE])
         self.clock = Clock()
         self.engine = CaseEngine(self.store, self.routing, self.clock)
         self._ids = iter(range(1, 1_000_000))
@@ -567,7 +407,7 @@ def test_a_work_order_taken_by_its_maintainer_waits_for_completion() -> None:
     assert again.recurrence_of == order.order_no
 
 
-class RacingStore(FakeStore):
+class RacingStore(FakeCaseStore):
     """A store where another collector saves a case first, once."""
 
     raced = False
@@ -599,7 +439,7 @@ class RacingStore(FakeStore):
 
 def test_the_engine_stops_a_pass_at_a_conflict_and_takes_it_up_again() -> None:
     d = District()
-    d.store = RacingStore()
+    d.store = RacingStore(d.store.known_devices, d.store.known_assets)
     d.engine = CaseEngine(d.store, d.routing, d.clock)
     d.alarm("1", "gas-e01", "gas_concentration", "hi", 2)
     assert d.store.cases_ == {}

@@ -3,7 +3,7 @@ a holiday and a make-up working day; the phase table a case builds; 挂账 that 
 延时; 督办 at every new overdue. Plain values with the time given (UTC ms)."""
 
 from dataclasses import replace
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
@@ -83,15 +83,46 @@ def test_the_shipped_calendar_loads_and_a_broken_one_is_refused(tmp_path: Path) 
         load_calendar(bad)
 
 
+def _days(first: date, last: date) -> set[date]:
+    return {first + timedelta(days=n) for n in range((last - first).days + 1)}
+
+
+def test_the_shipped_calendar_is_the_state_councils_2026_arrangement() -> None:
+    # 国务院办公厅关于2026年部分节假日安排的通知 (2025-11-04), item by item.
+    d = date
+    holidays = (
+        _days(d(2026, 1, 1), d(2026, 1, 3))  # 元旦
+        | _days(d(2026, 2, 15), d(2026, 2, 23))  # 春节, 9 days
+        | _days(d(2026, 4, 4), d(2026, 4, 6))  # 清明节
+        | _days(d(2026, 5, 1), d(2026, 5, 5))  # 劳动节
+        | _days(d(2026, 6, 19), d(2026, 6, 21))  # 端午节
+        | _days(d(2026, 9, 25), d(2026, 9, 27))  # 中秋节
+        | _days(d(2026, 10, 1), d(2026, 10, 7))  # 国庆节
+    )
+    make_up = {d(2026, 1, 4), d(2026, 2, 14), d(2026, 2, 28), d(2026, 5, 9), d(2026, 9, 20),
+               d(2026, 10, 10)}  # fmt: skip
+    path = default_routing_path()
+    cal = routing_calendar(load_routing(path), path)
+    assert cal.holidays == holidays
+    assert cal.workdays == make_up
+    assert all(day.isoweekday() in (6, 7) for day in make_up)  # each a weekend day worked
+    # The first working day after 春节 is Tuesday 02-24; Saturday 02-28 is worked, 03-01 not.
+    february = sorted(_days(d(2026, 2, 21), d(2026, 3, 1)))
+    assert [day.day for day in february if cal.is_workday(day)] == [24, 25, 26, 27, 28]
+    # 1 工作日 from Wednesday 09-30 16:00 runs over 国庆节 and ends on Thursday 10-08 at 16:00.
+    assert cal.due(at(9, 30, 16), 1, Unit.WORK_DAYS) == at(10, 8, 16)
+
+
 # --- the phase table --------------------------------------------------------------------------
 
 
 class Table:
-    """Stage limits: 立案 1 工作时, 派遣 30 自然分钟 urgent / 1 工作时, 处置 2 工作日 normal and
-    4 自然时 urgent, 核查 untimed."""
+    """Stage limits: 受理 15 自然分钟, 立案 1 工作时, 派遣 30 自然分钟 urgent / 1 工作时, 处置
+    2 工作日 normal and 4 自然时 urgent, 核查 untimed."""
 
     def limit(self, stage: Stage, subcategory: str, urgent: bool) -> Limit | None:
         return {
+            Stage.RECEIVE: Limit(0.25, Unit.NATURAL_HOURS),
             Stage.REGISTER: Limit(1, Unit.WORK_HOURS),
             Stage.DISPATCH: Limit(0.5, Unit.NATURAL_HOURS) if urgent else Limit(1, Unit.WORK_HOURS),
             Stage.DISPOSE: Limit(4, Unit.NATURAL_HOURS) if urgent else Limit(2, Unit.WORK_DAYS),
@@ -101,11 +132,11 @@ class Table:
 class Case_:
     """A case driven through the workflow with its phase table, as the engine drives it."""
 
-    def __init__(self, now: int, urgency: str = "normal") -> None:
+    def __init__(self, now: int, urgency: str = "normal", source: str = "物联网感知") -> None:
         case, _ = open_case(
             case_no="C1", kind="部件", subcategory="0111", problem="cover", asset="A",
             device="d", urgency=urgency, department="燃气集团", grid=None, allowed_ms=None,
-            auto_register=False, actor="system", now_ms=now,
+            auto_register=False, actor="system", now_ms=now, source=source,
         )  # fmt: skip
         self.phases, self.case = start(case, now, Table(), CAL)
 
@@ -214,3 +245,19 @@ def test_a_finished_case_has_no_running_phase() -> None:
     c.do(A.VOID, at(4, 30, 9, 10), args=Args(reason="重复"))
     assert c.case.state is S.VOIDED
     assert [(p.stage, p.end_ms) for p in c.phases] == [("立案", at(4, 30, 9, 10))]
+
+
+def test_a_report_waits_in_the_receive_stage_a_sensors_case_starts_in_register() -> None:
+    # Fails on the old code: 受理 and 立案 were one stage, timed by the 立案 limit.
+    c = Case_(at(5, 10, 22), source="监督员")  # a Sunday night: 受理 runs in natural time
+    assert (c.case.deadline_ms, c.case.timed_from_ms) == (at(5, 10, 22, 15), at(5, 10, 22))
+    c.do(A.RECEIVE, at(5, 10, 22, 20))  # 5 minutes late
+    assert c.case.deadline_ms == at(5, 11, 9, 30)  # 立案: 1 工作时 from Monday 08:30
+    c.do(A.ACCEPT, at(5, 11, 9))
+    rows = [(p.stage, p.start_ms, p.due_ms, p.end_ms, p.overdue(at(5, 11, 9))) for p in c.phases]
+    assert rows[:2] == [
+        ("受理", at(5, 10, 22), at(5, 10, 22, 15), at(5, 10, 22, 20), True),
+        ("立案", at(5, 10, 22, 20), at(5, 11, 9, 30), at(5, 11, 9), False),
+    ]
+    sensed = Case_(at(5, 10, 22))
+    assert [p.stage for p in sensed.phases] == ["立案"]  # received by the system as it opened

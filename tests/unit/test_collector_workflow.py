@@ -33,6 +33,7 @@ OPEN = [s for s in S if s not in (S.CLOSED, S.VOIDED)]
 
 # The expected workflow, written out independently of TRANSITIONS.
 LEGAL: dict[tuple[Action, CaseState], CaseState] = {
+    (A.RECEIVE, S.REPORTED): S.REPORTED,  # the 受理员's 受理, before 立案
     (A.ACCEPT, S.REPORTED): S.REGISTERED,
     (A.CONFIRM, S.REPORTED): S.REPORTED,  # a 监督员's 核实 of a citizen's report
     (A.VOID, S.REPORTED): S.VOIDED,
@@ -92,9 +93,10 @@ def test_a_cleared_alarm_is_no_workflow_action() -> None:
 @pytest.mark.parametrize(("action", "state"), [p for p in ALL_PAIRS if p in LEGAL])
 def test_legal_transition(action: Action, state: CaseState) -> None:
     pending = "park" if action in (A.APPROVE, A.DENY) else None
-    source = "公众" if action is A.CONFIRM else "物联网感知"  # only a citizen's needs 核实
+    source = "公众" if action is A.CONFIRM else "监督员"  # only a citizen's needs 核实
+    received = None if action is A.RECEIVE else "intake-1"  # 立案 only after 受理
     # something to decide or to answer
-    given = make(state, pending=pending, escalations=1, source=source)
+    given = make(state, pending=pending, escalations=1, source=source, received_by=received)
     case, audit = apply(given, action, actor="op-7", now_ms=T0 + H, note="n", args=ARGS)
     assert case.state is LEGAL[(action, state)]
     assert (audit.actor, audit.ts_ms, audit.from_state, audit.to_state) == (
@@ -309,3 +311,41 @@ def test_a_reply_answers_a_supervision_with_its_level() -> None:
         apply(escalated, A.REPLY, actor="燃气集团", now_ms=T0)
     _, audit = apply(escalated, A.REPLY, actor="燃气集团", now_ms=T0, note="抢修队已到场")
     assert audit.note == "督办回复 (第1次): 抢修队已到场"
+
+
+def test_a_report_is_received_before_it_is_registered_and_a_citizens_is_confirmed_first() -> None:
+    # Fails on the old code: there was no 受理 step, and 立案 followed 核实 directly.
+    case, audits = open_case(
+        case_no="P", kind="事件", subcategory="0406", problem="public_report", asset=None,
+        device=None, urgency="normal", department="排水", grid=None, allowed_ms=24 * H,
+        auto_register=False, actor="app", now_ms=T0, source="公众",
+    )  # fmt: skip
+    assert (case.received_by, case.received_ms) == (None, None)
+    assert [a.action for a in audits] == ["report"]
+    with pytest.raises(ValueError, match="立案 needs the report 受理 first"):
+        apply(case, A.ACCEPT, actor="lead", now_ms=T0)
+    with pytest.raises(ValueError, match=r"needs 核实 by a 监督员 .* before 受理"):
+        apply(case, A.RECEIVE, actor="intake", now_ms=T0)
+    case, _ = apply(case, A.CONFIRM, actor="inspector", now_ms=T0 + H)
+    case, audit = apply(case, A.RECEIVE, actor="intake", now_ms=T0 + 2 * H, note="电话核对")
+    assert (case.state, case.received_by, case.received_ms) == (S.REPORTED, "intake", T0 + 2 * H)
+    assert (audit.action, audit.from_state, audit.to_state, audit.note) == (
+        "receive", "受理", "受理", "受理: 电话核对",
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="already 受理 by intake"):
+        apply(case, A.RECEIVE, actor="intake-2", now_ms=T0 + 3 * H)
+    case, _ = apply(case, A.ACCEPT, actor="lead", now_ms=T0 + 3 * H)
+    assert (case.state, case.received_by) == (S.REGISTERED, "intake")
+
+
+@pytest.mark.parametrize(("source", "received_by"), [("物联网感知", "system"), ("监督员", None)])
+def test_a_sensors_case_is_received_as_it_opens_any_other_waits(
+    source: str, received_by: str | None
+) -> None:
+    case, audits = open_case(
+        case_no="S", kind="部件", subcategory="0111", problem="cover", asset="A", device="g1",
+        urgency="normal", department="燃气公司", grid=None, allowed_ms=2 * H,
+        auto_register=False, actor="system", now_ms=T0, source=source,
+    )  # fmt: skip
+    assert (case.received_by, case.received_ms) == (received_by, T0 if received_by else None)
+    assert [a.action for a in audits] == ["report"]

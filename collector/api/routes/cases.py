@@ -26,6 +26,7 @@ from lifeline.collector.cases.duties import SCOPED, in_scope, may_act, refusal
 from lifeline.collector.cases.engine import CaseNotFound
 from lifeline.collector.cases.phases import Phase
 from lifeline.collector.cases.workflow import (
+    PUBLIC,
     TRANSITIONS,
     Action,
     Case,
@@ -46,9 +47,10 @@ Department = Annotated[str, Field(min_length=1, max_length=100)]
 class CaseAction(StrEnum):
     """The actions a key may post (the system's own — upgrade, rework, auto_close — are not)."""
 
+    RECEIVE = "receive"  # 受理 by the 受理员 (a 公众 report after its 核实), before 立案
     ACCEPT = "accept"  # 受理 -> 立案; an unclassified case takes `kind` and `subcategory`
     VOID = "void"  # 作废 (受理, 立案): `reason`
-    CONFIRM = "confirm"  # 核实: a 监督员 finds a 公众 report true (needed before its 立案)
+    CONFIRM = "confirm"  # 核实: a 监督员 finds a 公众 report true (needed before its 受理)
     DISPATCH = "dispatch"  # 派遣 / 改派: `department` (主办), `assist` (协办)
     START = "start"  # 处置
     FEEDBACK = "feedback"  # 反馈
@@ -163,7 +165,7 @@ def case_doc(case: Case, now_ms: int, alarms: list[AlarmLink] | None = None) -> 
     body["colour"] = colour(case, now_ms).value
     body["subcategory_name"] = subcategory_name(case.kind, case.subcategory) or None
     body["alarms"] = [alarm_snapshot(k) for k in alarms or []]
-    body["actions"] = allowed_actions(case.state)
+    body["actions"] = allowed_actions(case)
     return body
 
 
@@ -185,11 +187,18 @@ def phase_doc(p: Phase, now_ms: int) -> dict[str, Any]:
     }
 
 
-def allowed_actions(state: CaseState) -> list[str]:
-    """The actions a key may post to a case in `state` now (the workflow's table, without the
-    system's own), so a client offers only those."""
+def allowed_actions(case: Case) -> list[str]:
+    """The actions a key may post to `case` now (the workflow's table, without the system's
+    own; in 受理 only the next step: confirm while a 公众 report waits for its 核实, then
+    receive, then accept), so a client offers only those."""
     posted = {a.value for a in CaseAction}
-    return sorted(a.value for (a, s) in TRANSITIONS if s is state and a.value in posted)
+    if case.state is CaseState.REPORTED:
+        if case.source == PUBLIC and case.confirmed_by is None:
+            step = Action.CONFIRM
+        else:
+            step = Action.RECEIVE if case.received_by is None else Action.ACCEPT
+        posted -= {a.value for a in (Action.CONFIRM, Action.RECEIVE, Action.ACCEPT)} - {step.value}
+    return sorted(a.value for (a, s) in TRANSITIONS if s is case.state and a.value in posted)
 
 
 def _now_ms() -> int:

@@ -1,5 +1,5 @@
 """综合评价: `GET /api/v1/stats` — the counts and rates a command center reports, per department,
-grid or 小类 over a time window, as JSON or CSV (definitions in docs/integration.md)."""
+grid or 小类 over a time window, as JSON, CSV or XLSX (definitions in docs/integration.md)."""
 
 import csv
 import io
@@ -12,12 +12,13 @@ from pydantic import BaseModel, ConfigDict
 
 from lifeline.collector.api.auth import ScopedReader
 from lifeline.collector.api.deps import StoreDep
-from lifeline.collector.stats import COUNTS, RATES, csv_header, csv_row, report
+from lifeline.collector.stats import COUNTS, RATES, csv_header, csv_row, report, xlsx_report
 
 router = APIRouter(prefix="/api/v1", tags=["statistics"])
 
 DAY_MS = 86_400_000
 MAX_WINDOW_MS = 400 * DAY_MS  # a year and a bit: a report, not a scan of all history
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
 class StatsRow(BaseModel):
@@ -48,33 +49,42 @@ StatsRow.__doc__ = (
 )
 
 
-@router.get("/stats", response_model=StatsOut, responses={200: {"content": {"text/csv": {}}}})
+@router.get(
+    "/stats", response_model=StatsOut, responses={200: {"content": {"text/csv": {}, XLSX: {}}}}
+)
 def stats(
     store: StoreDep,
     reader: ScopedReader,
     from_ms: Annotated[int, Query(alias="from", ge=0, le=2**62, description="UTC ms, included")],
     to_ms: Annotated[int, Query(alias="to", ge=0, le=2**62, description="UTC ms, excluded")],
     group_by: Literal["department", "grid", "subcategory", "source"] = "department",
-    format: Literal["json", "csv"] = "json",
+    format: Literal["json", "csv", "xlsx"] = "json",
 ) -> Any:
     """Every count and rate of 综合评价 for the window [from, to) per group, and the total;
-    `format=csv` answers the same table as CSV (UTF-8 with BOM, for spreadsheet programs).
-    A 专业部门 key gets the figures of the cases its departments are 主办 of only.
+    `format=csv` answers the same table as CSV (UTF-8 with BOM, for spreadsheet programs),
+    `format=xlsx` as an XLSX workbook (the table, then a sheet of definitions). A 专业部门
+    key gets the figures of the cases its departments are 主办 of only.
     422 if the window is empty, reversed or longer than 400 days."""
     if to_ms <= from_ms or to_ms - from_ms > MAX_WINDOW_MS:
         raise HTTPException(422, "the window needs from < to, at most 400 days apart")
     rows, total = report(store.case_counts(from_ms, to_ms, group_by, reader.scope))
+    name = f"stats-{group_by}-{time.strftime('%Y%m%d', time.gmtime(from_ms / 1000))}"
+    if format == "xlsx":
+        return Response(
+            xlsx_report(rows, total, group_by, from_ms, to_ms),
+            media_type=XLSX,
+            headers={"Content-Disposition": f'attachment; filename="{name}.xlsx"'},
+        )
     if format == "csv":
         out = io.StringIO()
         writer = csv.writer(out)
         writer.writerow(csv_header())
         for row in [*rows, total]:
             writer.writerow(csv_row(row))
-        name = f"stats-{group_by}-{time.strftime('%Y%m%d', time.gmtime(from_ms / 1000))}.csv"
         return Response(
             "\ufeff" + out.getvalue(),
             media_type="text/csv; charset=utf-8",
-            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+            headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
         )
     return {
         "from_ms": from_ms,
