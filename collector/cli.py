@@ -622,26 +622,45 @@ def revoke_key(
 @assets_app.command("import")
 def import_assets(
     file: Annotated[Path, typer.Argument(help="CSV or YAML asset file.", exists=True)],
+    routing: Annotated[
+        Path | None,
+        typer.Option(
+            help="Case routing table naming the 单元网格 file the assets are placed in"
+            " (default: the shipped one); use the one `collector run` uses."
+        ),
+    ] = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Validate and import assets (upsert by 部件标识码), binding their devices."""
-    from lifeline.collector.assets import AssetError, load
+    """Validate and import assets (upsert by 部件标识码), binding their devices, and place
+    every asset and device in its 单元网格. An asset whose point stands in another grid than
+    the one it names is imported, placed where its point is, and named in a `warning:` line."""
+    from lifeline.collector.assets import AssetError, load, misplaced
+    from lifeline.collector.cases.routing import (
+        RoutingError,
+        default_routing_path,
+        load_routing,
+        routing_grids,
+    )
 
     try:
         records = load(file)
-    except AssetError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        path = routing or default_routing_path()
+        grids = routing_grids(load_routing(path), path)
+    except (AssetError, RoutingError) as exc:
+        _fail(str(exc))
+    warnings = misplaced(records, grids)
     store = _open(db)
     try:
+        store.use_grids(grids)
         count = store.upsert_assets(records)
-        if as_json:
-            _print_json({"imported": count, "file": str(file)})
-        else:
-            typer.echo(f"imported {count} assets from {file}")
     except AssetError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        _fail(str(exc))
     finally:
         store.close()
+    for why in warnings:
+        typer.echo(f"warning: {why}", err=True)
+    if as_json:
+        _print_json({"imported": count, "file": str(file), "warnings": warnings})
+    else:
+        typer.echo(f"imported {count} assets from {file}")

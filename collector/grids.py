@@ -8,7 +8,6 @@ one leads) as properties, and a Polygon or MultiPolygon in lon/lat (CGCS2000 / W
 """
 
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from shapely.errors import ShapelyError
 from shapely.geometry import Point, shape
 from shapely.geometry.base import BaseGeometry
 
-GRID_CODE = re.compile(r"^\d{14}\d?$")
+from lifeline.wire.codes import GRID_CODE_RULE, is_grid_code
 
 
 class GridError(ValueError):
@@ -27,11 +26,10 @@ class GridError(ValueError):
 
 
 def check_grid_code(code: str) -> str:
-    """`code` if it is a 14- or 15-digit 单元网格 code; GridError otherwise."""
-    if not GRID_CODE.match(code):
-        raise GridError(
-            f"grid code {code!r} must be 14 digits (6 area + 3 街道 + 3 社区 + 2 grid) or 15"
-        )
+    """`code` if it is a 14- or 15-digit 单元网格 code (wire.codes, the rule the edge checks
+    too); GridError otherwise."""
+    if not is_grid_code(code):
+        raise GridError(f"grid code {code!r} must be {GRID_CODE_RULE}")
     return code
 
 
@@ -95,6 +93,29 @@ class GridMap:
             return None
         hits = self._tree.query(Point(lon, lat), predicate="intersects")
         return self._grids[int(min(hits))] if len(hits) else None
+
+    def holds(self, code: str, lon: float, lat: float) -> bool:
+        """True if the grid `code` is known and its polygon holds (lon, lat), border included."""
+        i = self._index.get(code)
+        return i is not None and bool(self._shapes[i].intersects(Point(lon, lat)))
+
+
+def place(grids: GridMap | None, lon: float | None, lat: float | None, declared: str = "") -> str:
+    """The code of the 单元网格 a device, asset or case at (lon, lat) degrees is placed in, where
+    its record names the grid `declared` ("" if none); "" when nothing places it.
+
+    The polygon wins: a surveyed point is evidence, a typed grid code is a claim that goes
+    stale when grids are redrawn, and the cases raised there are placed the same way. On a
+    border shared by several grids, the declared one if its polygon touches the point, else
+    the first in file order. Without a point, a registry, or a grid holding the point, the
+    declared grid stands.
+    """
+    if grids is None or lon is None or lat is None:
+        return declared
+    if declared and grids.holds(declared, lon, lat):
+        return declared
+    found = grids.locate(lon, lat)
+    return found.code if found is not None else declared
 
 
 def _grid(feature: Any, i: int) -> tuple[Grid, BaseGeometry]:

@@ -140,6 +140,7 @@ class DeviceState:
     since_ms: int
     reason: str
     location: Location | None = None  # its own install location, from its gateway's birth
+    grid: str | None = None  # the 单元网格 its install location stands in
 
 
 @dataclass(frozen=True, slots=True)

@@ -101,9 +101,6 @@ class Runtime:
         self.store.max_skew_ms = int(config.max_clock_skew_s * 1000)
         self.store.migrate()
         log.info("store ready: %s", self.store.backend)
-        if config.assets_file is not None:
-            n = self.store.upsert_assets(asset_files.load(config.assets_file))
-            log.info("imported %d assets from %s", n, config.assets_file)
         routing_path = config.routing_file or default_routing_path()
         routing = load_routing(routing_path)
         if config.district is not None:
@@ -114,13 +111,23 @@ class Runtime:
                 " case whose asset or grid gives no area code is numbered with %s",
                 UNKNOWN_AREA,
             )
+        grids = routing_grids(routing, routing_path)
+        moved = self.store.use_grids(grids)
+        if any(moved):
+            log.info("placed in the grid registry anew: %d assets and %d devices moved", *moved)
+        if config.assets_file is not None:
+            records = asset_files.load(config.assets_file)
+            for why in asset_files.misplaced(records, grids):
+                log.warning("%s: %s", config.assets_file, why)
+            n = self.store.upsert_assets(records)
+            log.info("imported %d assets from %s", n, config.assets_file)
         self.cases = CaseEngine(
             self.store,
             routing,
             clock,
             routing_catalog(routing, routing_path),
             routing_calendar(routing, routing_path),
-            routing_grids(routing, routing_path),
+            grids,
         )
         self.notifier = Notifier()
         self.event_pump = EventPump(self.store, self.notifier, config.events_poll_s, clock)

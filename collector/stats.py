@@ -156,10 +156,21 @@ def csv_header() -> list[str]:
     return ["分组", *(name for _, name in COUNTS), *(name for _, name in RATES)]
 
 
+# Cells a spreadsheet program would run as a formula (OWASP "CSV Injection").
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
 def csv_row(row: Mapping[str, object]) -> list[object]:
-    """One CSV row in the order of `csv_header` (empty for a rate without a base)."""
+    """One CSV row in the order of `csv_header` (empty for a rate without a base).
+
+    A group key that a spreadsheet program would take for a formula (it starts with =, +, -, @,
+    a tab or a carriage return) is prefixed with an apostrophe, as OWASP's CSV Injection advice
+    says, so a department or grid name can never run in the reader's spreadsheet."""
     keys = ["key", *(k for k, _ in COUNTS), *(k for k, _ in RATES)]
-    return ["" if row[k] is None else row[k] for k in keys]
+    cells = ["" if row[k] is None else row[k] for k in keys]
+    if isinstance(cells[0], str) and cells[0].startswith(_FORMULA_START):
+        cells[0] = "'" + cells[0]
+    return cells
 
 
 def _utc(ms: int) -> str:

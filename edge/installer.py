@@ -432,8 +432,11 @@ def _check_asset_code(code: str) -> str:
 
 
 def _check_grid(text: str) -> str:
-    if not re.fullmatch(r"\d{6,20}", text):
-        usage_error(f"{text!r}: a 单元网格 code is 6 to 20 digits", "--grid")
+    # The collector's rule (wire.codes): a code it would refuse must not reach the cabinet.
+    from lifeline.wire.codes import GRID_CODE_RULE, is_grid_code
+
+    if not is_grid_code(text):
+        usage_error(f"{text!r}: a 单元网格 code is {GRID_CODE_RULE}", "--grid")
     return text
 
 

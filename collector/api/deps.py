@@ -19,5 +19,12 @@ def get_store(request: Request) -> Store:
     return get_runtime(request).store
 
 
+def get_now_ms(request: Request) -> int:
+    """The case engine's clock now (UTC ms): what a route judges deadlines and colours by, so
+    its answer agrees with the times the engine stamps (a test's injected clock included)."""
+    return get_runtime(request).cases.now_ms()
+
+
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 StoreDep = Annotated[Store, Depends(get_store)]
+NowMs = Annotated[int, Depends(get_now_ms)]

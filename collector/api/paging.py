@@ -6,6 +6,8 @@ from typing import Annotated
 
 from fastapi import HTTPException, Query
 
+from lifeline.wire.codes import GRID_CODE_PATTERN
+
 MAX_MS = 2**53  # beyond any real time, inside every integer column
 MAX_PAGE = 500
 
@@ -16,6 +18,10 @@ Cursor = Annotated[
     Query(max_length=200, description="`next_cursor` of the previous page"),
 ]
 Name = Annotated[str | None, Query(min_length=1, max_length=200)]
+GridCode = Annotated[
+    str | None,
+    Query(pattern=GRID_CODE_PATTERN, description="单元网格 code: 14 digits, or 15"),
+]
 
 
 def encode_cursor(*parts: object) -> str:

@@ -28,6 +28,7 @@ __all__ = [
     "AlarmPage",
     "AlarmSnapshot",
     "AssetDetail",
+    "AssetOut",
     "BindingOut",
     "BucketOut",
     "CaseDetail",
@@ -161,6 +162,7 @@ class DeviceDetail(Out):
     since_ms: int
     reason: str
     location: Location | None = Field(description="its own install location, from its birth")
+    grid: str | None = Field(description="the 单元网格 its install location stands in")
     latest: list[ReadingOut]
 
 
@@ -469,19 +471,34 @@ class ServiceRequestOut(Out):
 # --- assets -----------------------------------------------------------------------------------
 
 
-class AssetDetail(Out):
-    """One 部件 with its bound devices, each with its status and latest values."""
+class _Asset(Out):
+    """A 部件's record, placed in its 单元网格."""
 
     code: str = Field(description="16-digit 部件标识码")
     subcategory: str = Field(description="4-digit 大类+小类 code")
     name: str
     owner: str = Field(description="权属单位")
     maintainer: str = Field(description="养护单位")
-    grid: str = Field(description="单元网格 code")
+    grid: str = Field(
+        description="the 单元网格 it is placed in: the grid polygon holding its point, else"
+        " declared_grid ('' if none)"
+    )
+    declared_grid: str = Field(description="the 单元网格 its record names ('' if none)")
     address: str
     lon: float | None
     lat: float | None
     datum: str
+
+
+class AssetOut(_Asset):
+    """One 部件 as registered, placed in its 单元网格."""
+
+    devices: list[str] = Field(description="the devices its record names")
+
+
+class AssetDetail(_Asset):
+    """One 部件 with its bound devices, each with its status and latest values."""
+
     devices: list[DeviceDetail]
 
 

@@ -45,7 +45,7 @@ from lifeline.collector.cases.workorders import (
     open_work_order,
 )
 from lifeline.collector.errors import Conflict
-from lifeline.collector.grids import Grid, GridMap
+from lifeline.collector.grids import Grid, GridMap, place
 from lifeline.collector.models import (
     ORIGIN_BIRTH,
     RECONCILED,
@@ -211,12 +211,13 @@ class CaseEngine:
 
     def grid_of(self, asset: Asset | None, device: DeviceState | None) -> Grid | None:
         """The 单元网格 a case is in: the grid registry's polygon holding its place (the asset's,
-        else the device's install location), else the grid its asset record names."""
-        place = place_of(asset, device)
-        found = self.grids.locate(place.lon, place.lat) if self.grids else None
-        if found is None and asset is not None and asset.grid:
-            found = (self.grids.get(asset.grid) if self.grids else None) or Grid(asset.grid)
-        return found
+        else the device's install location), else the grid its asset record names (the rule
+        of grids.place, which places assets and devices too)."""
+        where = place_of(asset, device)
+        code = place(self.grids, where.lon, where.lat, asset.grid if asset is not None else "")
+        if not code:
+            return None
+        return (self.grids.get(code) if self.grids else None) or Grid(code)
 
     def _step(
         self,

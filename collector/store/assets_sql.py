@@ -2,11 +2,13 @@
 to them, by the registry or by a gateway's birth.
 """
 
+import json
 import logging
 from collections.abc import Sequence
 from typing import Any
 
 from lifeline.collector.assets import Asset, AssetError
+from lifeline.collector.grids import place
 from lifeline.collector.store import scope_sql as scoped
 from lifeline.collector.store.rows import Commit, Cursor, Rows
 from lifeline.wire import (
@@ -140,6 +142,7 @@ class AssetRows(Rows):
         with self._tx() as cur:
             for a in assets:
                 doc = a.model_dump_json()
+                grid = place(self.grids, a.lon, a.lat, a.grid)
                 self._run(
                     cur,
                     "INSERT INTO assets (code, subcategory, owner, maintainer, grid, doc)"
@@ -151,7 +154,7 @@ class AssetRows(Rows):
                         "sub": a.subcategory,
                         "owner": a.owner,
                         "maint": a.maintainer,
-                        "grid": a.grid,
+                        "grid": grid,
                         "doc": doc,
                     },
                 )
@@ -159,12 +162,47 @@ class AssetRows(Rows):
                     self._bind(cur, *self._resolve(cur, ref, a.code), a.code)
         return len(assets)
 
-    def assets(self, scope: Sequence[str] | None = None) -> list[Asset]:
-        """All assets ordered by code (with `scope`, those in scope: scope_sql)."""
-        params: dict[str, Any] = {}
-        mine = "" if scope is None else f" WHERE code IN ({scoped.asset_codes(scope, params)})"
-        rows = self._query(f"SELECT doc FROM assets{mine} ORDER BY code", params)  # noqa: S608
+    def assets(self) -> list[Asset]:
+        """All assets ordered by code."""
+        rows = self._query("SELECT doc FROM assets ORDER BY code")
         return [Asset.model_validate_json(r[0]) for r in rows]
+
+    def located_assets(
+        self,
+        grid: str | None = None,
+        code: str | None = None,
+        scope: Sequence[str] | None = None,
+    ) -> list[tuple[Asset, str]]:
+        """All assets ordered by code, each with the code of the 单元网格 it is placed in (""
+        if none; see grids.place); only those placed in `grid` and/or with the 部件标识码
+        `code` if given, and with `scope` (department values), only those in scope
+        (scope_sql)."""
+        params: dict[str, Any] = {"grid": grid, "code": code}
+        mine = ""
+        if scope is not None:
+            mine = f" AND code IN ({scoped.asset_codes(scope, params)})"
+        rows = self._query(
+            "SELECT doc, grid FROM assets WHERE (CAST(:grid AS TEXT) IS NULL OR grid = :grid)"  # noqa: S608
+            f" AND (CAST(:code AS TEXT) IS NULL OR code = :code){mine} ORDER BY code",
+            params,
+        )
+        return [(Asset.model_validate_json(r[0]), r[1]) for r in rows]
+
+    def _place_assets(self, cur: Cursor) -> int:
+        """Place every asset in `self.grids` again; return how many changed grid."""
+        changed = 0
+        for code, doc, before in self._run(cur, "SELECT code, doc, grid FROM assets"):
+            # Only the three fields placement reads: a district has tens of thousands of 部件.
+            record = json.loads(doc)
+            grid = place(self.grids, record.get("lon"), record.get("lat"), record.get("grid", ""))
+            if grid != before:
+                changed += 1
+                self._run(
+                    cur,
+                    "UPDATE assets SET grid = :grid WHERE code = :code",
+                    {"grid": grid, "code": code},
+                )
+        return changed
 
     def asset_of_device(self, gateway: str, device: str) -> Asset | None:
         """The asset a gateway's device is bound to, if any."""

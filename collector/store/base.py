@@ -20,6 +20,7 @@ from lifeline.collector.cases.phases import Phase
 from lifeline.collector.cases.workflow import Audit, Case
 from lifeline.collector.cases.workorders import WorkOrder
 from lifeline.collector.errors import Conflict, StoreDataError, StoreError, StoreUnavailable
+from lifeline.collector.grids import GridMap
 from lifeline.collector.models import (
     AlarmLink,
     AlarmRecord,
@@ -122,22 +123,23 @@ class DeviceStore(Protocol):
 class GatewayStore(DeviceStore, Protocol):
     """Gateways, their buffer epochs and devices, device status history and command replies."""
 
-    def devices(
-        self,
-        gateway: str | None = None,
-        device: str | None = None,
-        scope: Sequence[str] | None = None,
-    ) -> list[DeviceState]:
-        """All known devices, optionally of one gateway and/or with one device id; with
-        `scope`, only those in scope."""
-        ...
-
     def gateways(self, scope: Sequence[str] | None = None) -> list[GatewayState]:
         """All known gateways (with `scope`, those of a device in scope)."""
         ...
 
     def gateway_epochs(self, gateway: str) -> list[GatewayEpoch]:
         """The buffer epochs a gateway has used, newest first."""
+        ...
+
+    def devices(
+        self,
+        gateway: str | None = None,
+        device: str | None = None,
+        grid: str | None = None,
+        scope: Sequence[str] | None = None,
+    ) -> list[DeviceState]:
+        """All known devices, optionally of one gateway, with one device id and/or placed in
+        one 单元网格 (its code); with `scope`, only those in scope."""
         ...
 
     def device_history(
@@ -173,8 +175,19 @@ class AssetStore(DeviceAssetStore, Protocol):
         """
         ...
 
-    def assets(self, scope: Sequence[str] | None = None) -> list[Asset]:
-        """All assets ordered by code (with `scope`, those in scope)."""
+    def assets(self) -> list[Asset]:
+        """All assets ordered by code."""
+        ...
+
+    def located_assets(
+        self,
+        grid: str | None = None,
+        code: str | None = None,
+        scope: Sequence[str] | None = None,
+    ) -> list[tuple[Asset, str]]:
+        """All assets ordered by code, each with the code of the 单元网格 it is placed in (""
+        if none; see grids.place); only those placed in `grid` and/or with the 部件标识码
+        `code` if given, and with `scope`, only those in scope."""
         ...
 
     def bind_device(self, gateway: str | None, device: str, asset: str) -> None:
@@ -571,6 +584,14 @@ class Store(
 
     def migrate(self) -> list[int]:
         """Apply pending schema migrations; return the versions applied (empty if none)."""
+        ...
+
+    def use_grids(self, grids: GridMap | None) -> tuple[int, int]:
+        """Place devices (by their install location, at each birth) and assets (by their
+        point, at each write) in the 单元网格 registry `grids` (None: none) from now on, and
+        place every stored one again now; return how many assets and how many devices changed
+        grid. The rule is grids.place's: the polygon holding the point wins over a declared
+        grid, which stands for an asset without a point or outside every grid."""
         ...
 
     def close(self) -> None:

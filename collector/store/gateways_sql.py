@@ -7,6 +7,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from lifeline.collector.grids import place
 from lifeline.collector.models import (
     DeviceState,
     GatewayClock,
@@ -180,14 +181,18 @@ class GatewayRows(Rows):
         self._log_status(cur, "gateway", msg.gateway, Status.ONLINE, msg.sent_ms, "birth", ctx)
         for d in msg.devices:
             loc = d.location
+            # A device that moved (a new location in this birth) is placed again.
+            grid = place(self.grids, loc.lon, loc.lat) if loc else ""
             self._run(
                 cur,
                 "INSERT INTO devices (gateway_id, device, profile, family, status, since_ms,"
-                " reason, lon, lat, datum, address)"
-                " VALUES (:gw, :dev, :prof, :fam, 'unknown', 0, '', :lon, :lat, :datum, :addr)"
+                " reason, lon, lat, datum, address, grid)"
+                " VALUES (:gw, :dev, :prof, :fam, 'unknown', 0, '', :lon, :lat, :datum, :addr,"
+                " :grid)"
                 " ON CONFLICT (gateway_id, device) DO UPDATE SET profile = :prof, family = :fam,"
-                " lon = :lon, lat = :lat, datum = :datum, address = :addr",
+                " lon = :lon, lat = :lat, datum = :datum, address = :addr, grid = :grid",
                 {
+                    "grid": grid or None,
                     "dev": d.device,
                     "gw": msg.gateway,
                     "prof": d.profile,
@@ -391,11 +396,13 @@ class GatewayRows(Rows):
         self,
         gateway: str | None = None,
         device: str | None = None,
+        grid: str | None = None,
         scope: Sequence[str] | None = None,
     ) -> list[DeviceState]:
-        """All known devices, optionally of one gateway and/or with one device id; with
-        `scope` (department values), only those in scope (scope_sql)."""
-        params: dict[str, Any] = {"gw": gateway, "dev": device}
+        """All known devices, optionally of one gateway, with one device id and/or placed in
+        one 单元网格 (its code); with `scope` (department values), only those in scope
+        (scope_sql)."""
+        params: dict[str, Any] = {"gw": gateway, "dev": device, "grid": grid}
         mine = ""
         if scope is not None:
             mine = f" AND {scoped.device_in('d.gateway_id', 'd.device', scope, params)}"
@@ -403,11 +410,28 @@ class GatewayRows(Rows):
             f"SELECT {_DEVICE.select} FROM devices d LEFT JOIN device_assets b"  # noqa: S608
             " ON b.gateway_id = d.gateway_id AND b.device = d.device"
             " WHERE (CAST(:gw AS TEXT) IS NULL OR d.gateway_id = :gw)"
-            f" AND (CAST(:dev AS TEXT) IS NULL OR d.device = :dev){mine}"
+            " AND (CAST(:dev AS TEXT) IS NULL OR d.device = :dev)"
+            f" AND (CAST(:grid AS TEXT) IS NULL OR d.grid = :grid){mine}"
             " ORDER BY d.device, d.gateway_id",
             params,
         )
         return [_DEVICE(r) for r in rows]
+
+    def _place_devices(self, cur: Cursor) -> int:
+        """Place every device with an install location in `self.grids` again; return how many
+        changed grid."""
+        changed = 0
+        rows = self._run(cur, "SELECT gateway_id, device, lon, lat, grid FROM devices")
+        for gw, device, lon, lat, before in rows:
+            grid = place(self.grids, lon, lat) or None
+            if grid != before:
+                changed += 1
+                self._run(
+                    cur,
+                    "UPDATE devices SET grid = :grid WHERE gateway_id = :gw AND device = :dev",
+                    {"grid": grid, "gw": gw, "dev": device},
+                )
+        return changed
 
     def device_history(
         self, since_ms: int, until_ms: int, scope: Sequence[str] | None = None

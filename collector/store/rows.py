@@ -13,6 +13,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
+from lifeline.collector.grids import GridMap
 from lifeline.collector.models import EventRecord, Status
 from lifeline.wire import Record
 
@@ -184,6 +185,10 @@ class Rows(ABC):
     """The base of each aggregate's rows (readings, gateways, assets, alarms, cases, keys, the
     event log, webhooks): a backend supplies transactions; the few calls from one aggregate
     into another are declared here, so that each module names what it needs of the others."""
+
+    # The 单元网格 registry that births and asset writes place devices and assets in (see
+    # SqlStore.use_grids); None: no registry, an asset keeps the grid it declares.
+    grids: GridMap | None = None
 
     @abstractmethod
     def _tx(self) -> AbstractContextManager[Cursor]:

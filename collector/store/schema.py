@@ -537,6 +537,16 @@ CREATE INDEX IF NOT EXISTS case_audit_ts ON case_audit (ts_ms);
 CREATE INDEX IF NOT EXISTS case_phases_end ON case_phases (end_ms)
 """
 
+# Version 18: every device placed in its 单元网格 by its install location (NULL: no location, or
+# outside every grid), and the grid filters of the asset and device lists. assets.grid now holds
+# the grid the asset is placed in (its record, in `doc`, keeps the grid it declares); the
+# collector re-places both on start, when it loads the grid registry.
+_GRID_PLACES = """
+ALTER TABLE devices ADD COLUMN grid TEXT;
+CREATE INDEX IF NOT EXISTS devices_grid ON devices (grid);
+CREATE INDEX IF NOT EXISTS assets_grid ON assets (grid)
+"""
+
 # Version 16: citizen reports through Open311 (案件来源 公众): the photo's URL, the reporter's
 # contact fields (JSON, never published), the 监督员 who found the report true (核实), and the
 # token the reporting app may poll.
@@ -698,6 +708,11 @@ def case_record_statements(dialect: str) -> tuple[str, ...]:
     return _split(_CASE_RECORD, dialect)
 
 
+def grid_place_statements(dialect: str) -> tuple[str, ...]:
+    """Migration 18 (devices placed in grids, grid indexes) for `dialect`."""
+    return _split(_GRID_PLACES, dialect)
+
+
 def migrations(dialect: str, readings: Migration) -> tuple[Migration, ...]:
     """Every version of the collector's schema, in order, for `dialect` (sqlite or postgres).
 
@@ -723,6 +738,7 @@ def migrations(dialect: str, readings: Migration) -> tuple[Migration, ...]:
         Migration(15, "alarm statistics index", alarm_stats_statements(dialect)),
         Migration(16, "citizen reports", public_report_statements(dialect)),
         Migration(17, "受理 and the case record", case_record_statements(dialect)),
+        Migration(18, "devices and assets placed in grids", grid_place_statements(dialect)),
     )
 
 

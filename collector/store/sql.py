@@ -9,6 +9,7 @@ import logging
 from abc import abstractmethod
 from collections.abc import Sequence
 
+from lifeline.collector.grids import GridMap
 from lifeline.collector.models import Accepted, Incoming, Rejected, Status, WriteResult
 from lifeline.collector.store.alarms_sql import AlarmRows
 from lifeline.collector.store.assets_sql import AssetRows
@@ -58,6 +59,14 @@ class SqlStore(
     _known_epochs: dict[tuple[str, str], int]
     # How far ahead of the collector's ctx a sample time may be and still be plausible.
     max_skew_ms: int = 300_000
+
+    def use_grids(self, grids: GridMap | None) -> tuple[int, int]:
+        """Place devices and assets in the 单元网格 registry `grids` (None: none) from now on,
+        and place every stored one again now (a registry with redrawn grids moves them);
+        return how many assets and how many devices changed grid (grids.place's rule)."""
+        self.grids = grids
+        with self._tx() as cur:
+            return self._place_assets(cur), self._place_devices(cur)
 
     @abstractmethod
     def _claim_keys(self, cur: Cursor, keys: list[KeyedDigest], now_ms: int) -> set[BatchKey]:

@@ -182,7 +182,7 @@ def test_commission_flash_check_on_a_temporary_card(
         "commission", *scans,
         "--gateway", "gw-test-01", "--site", "xihu", "--location", "120.1302,30.2745",
         "--address", "文三路 412 号",
-        "--grid", "330106001002", "--asset", "b1-mh-001=3301060111000101",
+        "--grid", "33010600100201", "--asset", "b1-mh-001=3301060111000101",
         "--broker", mqtt_url, "--mqtt-root", topic_root,
         "--buffer-path", str(tmp_path / "edge.sqlite"), "--out", str(config),
     )  # fmt: skip
@@ -318,7 +318,7 @@ def test_commission_writes_the_cabinet_location_and_a_hostile_address_comes_back
     site += ["--broker", "mqtt://127.0.0.1:1883", "--out", str(config)]
     r = edge(
         "commission", *site, "--location", " 120.1302, 30.2745 ,gcj-02", "--address",
-        HOSTILE_ADDRESS, "--grid", "330106001002",
+        HOSTILE_ADDRESS, "--grid", "33010600100201",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     data = yaml.safe_load(config.read_text(encoding="utf-8"))
@@ -353,7 +353,8 @@ def test_commission_writes_the_cabinet_location_and_a_hostile_address_comes_back
         (["--location", "120.13,30.27", "--address", "路\x85口"], 1, "control character U+0085"),
         (["--location", "120.13,30.27", "--address", "路" * 257], 1, "at most 256 characters"),
         # Text from an option must not reach the file as YAML: the grid went into a comment.
-        (["--grid", "330106001002\nstatus_interval_s: 0.5"], 2, "6 to 20 digits"),
+        (["--grid", "33010600100201\nstatus_interval_s: 0.5"], 2, "14 digits"),
+        (["--grid", "330106001002"], 2, "14 digits"),  # a 社区 code, which the collector refuses
     ],
 )
 def test_commission_refuses_a_location_it_cannot_keep(
@@ -445,9 +446,9 @@ def test_interactive_commission_asks_again_after_a_typo_and_keeps_the_answers(
         seen = term.answer("Cabinet location LON,LAT[,DATUM] (empty: none) []: ", "120.13,30.27")
         assert "longitude comes first" in seen
         term.answer("Cabinet address []: ", "文三路 412 号")
-        term.answer("单元网格 (grid cell) code []: ", "33010600100x")
-        seen = term.answer("单元网格 (grid cell) code []: ", "330106001002")
-        assert "6 to 20 digits; try again" in seen
+        term.answer("单元网格 (grid cell) code []: ", "330106001002")  # a 社区 code
+        seen = term.answer("单元网格 (grid cell) code []: ", "33010600100201")
+        assert "is 14 digits (6 area + 3 街道 + 3 社区 + 2 grid) or 15; try again" in seen
         tilt = "部件标识码 of the asset gw-pty.b1-tilt-001 watches (empty: none) []: "
         term.answer(tilt, "0117")
         assert "16-digit 部件标识码" in term.answer(tilt, "")
@@ -463,7 +464,7 @@ def test_interactive_commission_asks_again_after_a_typo_and_keeps_the_answers(
         "mqtt://127.0.0.1:1883",
     )
     assert data["location"]["address"] == "文三路 412 号"
-    assert "# 单元网格 (grid cell): 330106001002" in config.read_text(encoding="utf-8")
+    assert "# 单元网格 (grid cell): 33010600100201" in config.read_text(encoding="utf-8")
     devices = {d["id"]: d.get("asset") for d in data["buses"][0]["devices"]}
     assert devices == {"gw-pty.b1-tilt-001": None, "gw-pty.b1-sl-004": "3301060118000004"}
 

@@ -19,8 +19,9 @@ from fastapi.testclient import TestClient
 from lifeline.collector.api import create_app
 from lifeline.collector.cases.workflow import Action, CaseState, apply, open_case
 from lifeline.collector.keys import digest, display_prefix, new_token
-from lifeline.collector.models import Role
+from lifeline.collector.models import Accepted, Role
 from lifeline.collector.runtime import CollectorConfig, Runtime
+from lifeline.wire import AlarmBatch, AlarmEvent, AlarmState, Kind, Severity, TopicParts
 
 pytestmark = pytest.mark.integration
 
@@ -184,6 +185,53 @@ def test_only_a_citizen_report_takes_a_confirmation() -> None:
 
 
 GOOD = {"service_code": "0403", "lat": "30.27", "long": "120.14"}
+
+
+def test_the_routes_judge_deadlines_by_the_engines_clock(city: City) -> None:
+    """Colours, the overdue filter and a phase's overdue flag follow the engine's clock (here
+    injected, a year before the suite runs), as the times the engine stamps do: a case just
+    dispatched and a work order just opened are green until that clock passes their due time
+    (the wall clock made both red at once)."""
+    no = city.post(GOOD).json()[0]["service_request_id"]
+    for action, role in [
+        ("confirm", Role.INSPECTOR),
+        ("receive", Role.INTAKE),
+        ("accept", Role.SHIFT_LEAD),
+        ("dispatch", Role.DISPATCHER),
+    ]:
+        acted = city.act(no, action, role)
+        assert acted.status_code == 200, acted.text
+    dispatched = acted.json()
+    assert dispatched["colour"] == "green"
+    ms = int(NOW * 1000)
+    down = AlarmEvent("gw-1:1", "sl-1", "_device", "comm_loss", Severity.MEDIUM,
+                      AlarmState.ACTIVE_UNACKED, ms, 1.0, None, "offline")  # fmt: skip
+    batch = AlarmBatch("gw-1", "s1", 1, ms, (down,), epoch="e1")
+    city.runtime.store.write([Accepted(TopicParts("xihu", "gw-1", Kind.ALARM), batch)], ms)
+    city.runtime.after_commit()
+    (order,) = city.client.get("/api/v1/work-orders", headers=city.h(Role.VIEWER)).json()["items"]
+
+    def seen() -> tuple[str, bool, list[str], str, str]:
+        get = city.client.get
+        case = get(f"/api/v1/cases/{no}", headers=city.h(Role.VIEWER)).json()
+        late = get("/api/v1/cases?overdue=true", headers=city.h(Role.VIEWER)).json()["items"]
+        url = f"/api/v1/work-orders/{order['order_no']}"
+        (listed,) = get("/api/v1/work-orders", headers=city.h(Role.VIEWER)).json()["items"]
+        one = get(url, headers=city.h(Role.VIEWER)).json()
+        return (case["colour"], case["phases"][-1]["overdue"], [c["case_no"] for c in late],
+                listed["colour"], one["colour"])  # fmt: skip
+
+    assert seen() == ("green", False, [], "green", "green")
+    city.clock[0] = max(dispatched["deadline_ms"], order["deadline_ms"]) / 1000 + 60
+    assert seen() == ("red", True, [no], "red", "red")
+    taken = city.client.post(
+        f"/api/v1/work-orders/{order['order_no']}/actions",
+        json={"action": "accept"},
+        headers=city.h(Role.DISPATCHER),
+    )
+    assert taken.json()["colour"] == "red"
+
+
 HOSTILE: list[tuple[str, list[tuple[str, str]], int]] = [
     ("no service_code", [("lat", "30.27"), ("long", "120.14")], 400),
     ("unknown service", [*{**GOOD, "service_code": "9999"}.items()], 400),

@@ -1,16 +1,45 @@
 """Pure parts of the installer/crew CLI: argument parsing and plain table output."""
 
+import re
+
 import pytest
 import typer
 
+from lifeline.collector.grids import GridError, check_grid_code
 from lifeline.drivers.baudrates import baudrate_problem
 from lifeline.drivers.scan import firmware_text, parse_units
 from lifeline.edge.cli_output import print_table
 from lifeline.edge.config import ConfigError, config_warnings, parse_config
 from lifeline.edge.crew import _parse_severity, _parse_since, _parse_value
-from lifeline.edge.installer import _hostname, _line_settings
+from lifeline.edge.installer import _check_grid, _hostname, _line_settings
 
 pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize(
+    ("code", "valid"),
+    [
+        ("33010600100101", True),  # 6 area + 3 街道 + 3 社区 + 2 grid
+        ("330106001001012", True),  # the 15-digit variant
+        ("330106001001", False),  # a 社区 code, which the edge took as a grid
+        ("330106", False),
+        ("33010600100101234567", False),  # 20 digits: the edge took those too
+        ("3301060010010x", False),
+        ("٣٣٠١٠٦٠٠١٠٠١٠١", False),  # 14 Arabic-Indic digits
+        ("33010600100101\nx: 1", False),
+    ],
+)
+def test_edge_commission_takes_the_grid_codes_the_collector_takes(code: str, valid: bool) -> None:
+    # edge commission --grid took 6-20 digits while the collector wants 14 or 15: a cabinet
+    # commissioned with a 社区 code carried a grid the command center refuses.
+    if valid:
+        assert check_grid_code(code) == _check_grid(code) == code
+        return
+    rule = re.escape("14 digits (6 area + 3 街道 + 3 社区 + 2 grid) or 15")
+    with pytest.raises(GridError, match=rule):
+        check_grid_code(code)
+    with pytest.raises(typer.BadParameter, match=rule):
+        _check_grid(code)
 
 
 @pytest.mark.parametrize(

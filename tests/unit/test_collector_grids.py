@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from lifeline.collector.assets import Asset, load
+from lifeline.collector.assets import Asset, load, misplaced
 from lifeline.collector.cases.routing import (
     DepartmentRule,
     Outcome,
@@ -16,7 +16,7 @@ from lifeline.collector.cases.routing import (
     load_routing,
     routing_grids,
 )
-from lifeline.collector.grids import Grid, GridError, check_grid_code, load_grids
+from lifeline.collector.grids import Grid, GridError, check_grid_code, load_grids, place
 
 pytestmark = pytest.mark.unit
 
@@ -48,7 +48,9 @@ def test_a_grid_code_is_14_or_15_digits(code: str) -> None:
     assert check_grid_code(code) == code
 
 
-@pytest.mark.parametrize("code", ["330106001001", "3301060010010123", "3301060010010x", ""])
+@pytest.mark.parametrize(
+    "code", ["330106001001", "3301060010010123", "3301060010010x", "", "٣٣٠١٠٦٠٠١٠٠١٠١"]
+)
 def test_other_grid_codes_are_refused(code: str) -> None:
     with pytest.raises(GridError, match="14 digits"):
         check_grid_code(code)
@@ -107,6 +109,37 @@ def test_the_demo_district_ships_grids_that_hold_its_assets() -> None:
         placed = grids.locate(a.lon, a.lat)
         assert placed is not None, a.code
         assert placed.code == a.grid, a.code  # the record and the polygon agree
+
+
+def test_the_polygon_places_a_point_over_the_grid_its_record_declares(tmp_path: Path) -> None:
+    a, b = "33010600100101", "33010600100201"
+    grids = load_grids(
+        write(tmp_path, feature(a, square(120, 30), []), feature(b, square(121, 30), []))
+    )
+    assert place(grids, 120.5, 30.5) == a
+    assert place(grids, 120.5, 30.5, declared=b) == a  # the surveyed point wins
+    assert place(grids, 121.0, 30.5, declared=b) == b  # on the shared border: the declared one
+    assert place(grids, 121.0, 30.5) == a  # ...else the first in file order
+    assert place(grids, 119.0, 30.5, declared=b) == b  # outside every grid: the declared one
+    assert place(grids, 119.0, 30.5) == ""
+    assert place(grids, None, None, declared=b) == b  # no point: the declared one
+    assert place(None, 120.5, 30.5, declared=b) == b  # no registry: the declared one
+
+
+def test_an_asset_whose_point_is_in_another_grid_is_named_in_a_warning(tmp_path: Path) -> None:
+    a, b = "33010600100101", "33010600100201"
+    grids = load_grids(
+        write(tmp_path, feature(a, square(120, 30), []), feature(b, square(121, 30), []))
+    )
+    agrees = Asset(code="3301060111000001", owner="x", grid=a, lon=120.5, lat=30.5)
+    stale = Asset(code="3301060111000002", owner="x", grid=b, lon=120.5, lat=30.5)
+    pointless = Asset(code="3301060111000003", owner="x", grid=b)
+    outside = Asset(code="3301060111000004", owner="x", grid=b, lon=119.0, lat=30.5)
+    assert misplaced([agrees, stale, pointless, outside], grids) == [
+        f"asset 3301060111000002 names grid {b}, but its point (120.5, 30.5) stands in grid"
+        f" {a}: placed in {a}"
+    ]
+    assert misplaced([stale], None) == []
 
 
 # --- 属地 routing -------------------------------------------------------------------------------

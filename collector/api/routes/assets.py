@@ -1,5 +1,6 @@
 """The 部件 registry: list, detail with device status and latest values, admin writes."""
 
+import logging
 from dataclasses import asdict
 from typing import Annotated, Any
 
@@ -9,9 +10,11 @@ from pydantic import BaseModel, Field
 from lifeline.collector.api.auth import Admin, ScopedReader
 from lifeline.collector.api.deps import StoreDep
 from lifeline.collector.api.names import find_device
-from lifeline.collector.api.schemas import AssetDetail, BindingOut
+from lifeline.collector.api.paging import GridCode
+from lifeline.collector.api.schemas import AssetDetail, AssetOut, BindingOut
 from lifeline.collector.assets import Asset, AssetError
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["assets"])
 
 Code = Annotated[str, Path(pattern=r"^\d{16}$", description="16-digit 部件标识码")]
@@ -24,20 +27,27 @@ class BindIn(BaseModel):
     asset: str = Field(pattern=r"^\d{16}$", description="16-digit 部件标识码")
 
 
-@router.get("/assets", response_model=list[Asset])
-def assets(store: StoreDep, reader: ScopedReader) -> list[dict[str, Any]]:
-    """All registered assets (for a 专业部门 key, those of its own cases and devices)."""
-    return [a.model_dump() for a in store.assets(reader.scope)]
+def _placed(asset: Asset, grid: str) -> dict[str, Any]:
+    """An asset's record as an AssetOut: `grid` where it is placed, `declared_grid` its own."""
+    return {**asset.model_dump(), "grid": grid, "declared_grid": asset.grid}
+
+
+@router.get("/assets", response_model=list[AssetOut])
+def assets(store: StoreDep, reader: ScopedReader, grid: GridCode = None) -> list[dict[str, Any]]:
+    """All registered assets, or those placed in one 单元网格 (`grid`, its code), each with the
+    grid it is placed in and the grid its record declares. A 专业部门 key gets those of its own
+    cases and devices."""
+    return [_placed(a, g) for a, g in store.located_assets(grid, scope=reader.scope)]
 
 
 @router.get("/assets/{code}", response_model=AssetDetail)
 def asset(store: StoreDep, reader: ScopedReader, code: Code) -> dict[str, Any]:
     """One asset with its devices' status and latest values; 404 if it is not registered (or
     out of a 专业部门 key's scope, which sees the asset's devices in its scope only)."""
-    found = next((a for a in store.assets(reader.scope) if a.code == code), None)
-    if found is None:
+    found = store.located_assets(code=code, scope=reader.scope)
+    if not found:
         raise HTTPException(404, f"no asset {code}")
-    doc = found.model_dump()
+    doc = _placed(*found[0])
     bound = [d for d in store.devices(scope=reader.scope) if d.asset == code]
     doc["devices"] = [
         {**asdict(d), "latest": [asdict(r) for r in store.latest(d.device, d.gateway)]}
@@ -46,17 +56,25 @@ def asset(store: StoreDep, reader: ScopedReader, code: Code) -> dict[str, Any]:
     return doc
 
 
-@router.put("/assets/{code}", response_model=Asset)
+@router.put("/assets/{code}", response_model=AssetOut)
 def put_asset(store: StoreDep, key: Admin, code: Code, body: Asset) -> dict[str, Any]:
     """Create or replace an asset (admin); its listed devices are bound to it (409 if one is
-    named without its gateway while several gateways have that id)."""
+    named without its gateway while several gateways have that id). The answer shows the
+    单元网格 it is placed in: where its point stands in another grid than the one it declares,
+    the point's grid (logged as a warning)."""
     if body.code != code:
         raise HTTPException(422, f"body code {body.code} does not match the URL ({code})")
     try:
         store.upsert_assets([body])
     except AssetError as exc:
         raise HTTPException(409, str(exc)) from None
-    return body.model_dump()
+    ((stored, grid),) = store.located_assets(code=code)
+    if body.grid and grid != body.grid:
+        log.warning(
+            "asset %s names grid %s, but its point (%s, %s) stands in grid %s: placed there",
+            code, body.grid, body.lon, body.lat, grid,
+        )  # fmt: skip
+    return _placed(stored, grid)
 
 
 @router.put("/devices/{device}/asset", response_model=BindingOut)
@@ -77,7 +95,7 @@ def bind_scoped(
 
 
 def _bind(store: StoreDep, gateway: str | None, device: str, body: BindIn) -> dict[str, str | None]:
-    if not any(a.code == body.asset for a in store.assets()):
+    if not store.located_assets(code=body.asset):
         raise HTTPException(404, f"no asset {body.asset}: register it first")
     store.bind_device(gateway, device, body.asset)
     return {"gateway": gateway, "device": device, "asset": body.asset}

@@ -1,7 +1,6 @@
 """City cases: filtered, cursor-paged list; detail with audit trail and alarms; workflow actions."""
 
 import json
-import time
 from dataclasses import asdict
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -10,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel, Field, model_validator
 
 from lifeline.collector.api.auth import ScopedReader
-from lifeline.collector.api.deps import RuntimeDep, StoreDep
+from lifeline.collector.api.deps import NowMs, RuntimeDep, StoreDep
 from lifeline.collector.api.paging import (
     Cursor,
     Name,
@@ -201,10 +200,6 @@ def allowed_actions(case: Case) -> list[str]:
     return sorted(a.value for (a, s) in TRANSITIONS if s is case.state and a.value in posted)
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 def _with_alarms(store: Store, cases: list[Case], now: int) -> list[dict[str, Any]]:
     links = store.links_for([c.case_no for c in cases])
     return [case_doc(c, now, links.get(c.case_no, [])) for c in cases]
@@ -214,6 +209,7 @@ def _with_alarms(store: Store, cases: list[Case], now: int) -> list[dict[str, An
 def list_cases(
     store: StoreDep,
     reader: ScopedReader,
+    now: NowMs,
     state: Annotated[list[CaseState], Query(description="any of these states")] = [],  # noqa: B006 - FastAPI copies defaults
     open_only: bool = False,
     department: Name = None,
@@ -235,7 +231,6 @@ def list_cases(
     if cursor:
         created, case_no = decode_cursor(cursor, 2)
         before = (cursor_int(created), case_no)
-    now = _now_ms()
     rows = store.find_cases(
         states=sorted(states),
         department=department,
@@ -256,13 +251,12 @@ def list_cases(
 
 
 @router.get("/{case_no}", response_model=CaseDetail)
-def get_case(store: StoreDep, reader: ScopedReader, case_no: CaseNo) -> dict[str, Any]:
+def get_case(store: StoreDep, reader: ScopedReader, now: NowMs, case_no: CaseNo) -> dict[str, Any]:
     """One case with its alarms and audit trail (who — the key's name, id and role, and whom
     it acted for —, when, from, to, note). 404 also for a case outside a 专业部门 key's scope."""
     case = store.case(case_no)
     if case is None or not in_scope(case, reader.scope):
         raise HTTPException(404, f"no case {case_no}")
-    now = _now_ms()
     body = case_doc(case, now, store.links(case_no))
     body["audit"] = [asdict(a) for a in store.audit(case_no)]
     body["phases"] = [phase_doc(p, now) for p in store.phases(case_no)]
@@ -316,4 +310,4 @@ def act(
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
     runtime.event_pump.kick()
-    return case_doc(case, _now_ms(), runtime.store.links(case_no))
+    return case_doc(case, runtime.cases.now_ms(), runtime.store.links(case_no))

@@ -13,6 +13,7 @@ from lifeline.collector.api.deps import RuntimeDep, StoreDep
 from lifeline.collector.api.names import find_device
 from lifeline.collector.api.paging import (
     Cursor,
+    GridCode,
     Name,
     PageSize,
     cursor_int,
@@ -103,10 +104,13 @@ def command_reply(
 
 
 @router.get("/devices", response_model=list[DeviceState])
-def devices(store: StoreDep, reader: ScopedReader, gateway: Name = None) -> list[dict[str, Any]]:
-    """Every known device with its status (since when), family and asset (for a 专业部门 key,
-    the devices of its own cases and work orders)."""
-    return [asdict(d) for d in store.devices(gateway, scope=reader.scope)]
+def devices(
+    store: StoreDep, reader: ScopedReader, gateway: Name = None, grid: GridCode = None
+) -> list[dict[str, Any]]:
+    """Every known device with its status (since when), family, asset, install location and
+    the 单元网格 that location stands in; of one gateway and/or placed in one grid (its code)
+    if asked. A 专业部门 key gets the devices of its own cases and work orders."""
+    return [asdict(d) for d in store.devices(gateway, grid=grid, scope=reader.scope)]
 
 
 @router.get("/devices/{device}", response_model=DeviceDetail)

@@ -1,6 +1,5 @@
 """Device maintenance work orders (设备运维工单) and the device online rate."""
 
-import time
 from dataclasses import asdict
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -9,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel, Field, model_validator
 
 from lifeline.collector.api.auth import Dispatcher, ScopedReader
-from lifeline.collector.api.deps import RuntimeDep, StoreDep
+from lifeline.collector.api.deps import NowMs, RuntimeDep, StoreDep
 from lifeline.collector.api.paging import (
     Cursor,
     Name,
@@ -79,14 +78,11 @@ def work_order_doc(
     return body
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 @router.get("/work-orders", response_model=WorkOrderPage)
 def list_work_orders(
     store: StoreDep,
     reader: ScopedReader,
+    now: NowMs,
     state: Annotated[list[WorkOrderState], Query(description="any of these states")] = [],  # noqa: B006 - FastAPI copies defaults
     open_only: bool = False,
     department: Name = None,
@@ -117,7 +113,6 @@ def list_work_orders(
     )
     more = len(rows) > limit
     rows = rows[:limit]
-    now = _now_ms()
     links = store.links_for([o.order_no for o in rows])
     return {
         "items": [work_order_doc(o, now, links.get(o.order_no, [])) for o in rows],
@@ -126,13 +121,15 @@ def list_work_orders(
 
 
 @router.get("/work-orders/{order_no}", response_model=WorkOrderDetail)
-def get_work_order(store: StoreDep, reader: ScopedReader, order_no: OrderNo) -> dict[str, Any]:
+def get_work_order(
+    store: StoreDep, reader: ScopedReader, now: NowMs, order_no: OrderNo
+) -> dict[str, Any]:
     """One work order with its alarms and audit trail; 404 if there is none of that number (or,
     for a 专业部门 key, none its departments maintain)."""
     order = store.work_order(order_no, reader.scope)
     if order is None:
         raise HTTPException(404, f"no work order {order_no}")
-    body = work_order_doc(order, _now_ms(), store.links(order_no))
+    body = work_order_doc(order, now, store.links(order_no))
     body["audit"] = [
         {
             "order_no": a.case_no,
@@ -174,13 +171,14 @@ def act_on_work_order(
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
     runtime.event_pump.kick()
-    return work_order_doc(order, _now_ms(), runtime.store.links(order_no))
+    return work_order_doc(order, runtime.cases.now_ms(), runtime.store.links(order_no))
 
 
 @router.get("/stats/online-rate", response_model=OnlineRate)
 def device_online_rate(
     store: StoreDep,
     reader: ScopedReader,
+    now: NowMs,
     window_h: Annotated[
         float, Query(gt=0, le=24 * 366, description="hours back from now for the time share")
     ] = 24,
@@ -189,7 +187,6 @@ def device_online_rate(
     """Device online rate: the share online now, and the share of observed time online over
     the last `window_h` hours (docs/integration.md defines both); for a 专业部门 key, of the
     devices of its own cases and work orders."""
-    now = _now_ms()
     since = now - int(window_h * HOUR_MS)
     devices = store.devices(gateway, scope=reader.scope)
     history = store.device_history(since, now, reader.scope)
