@@ -723,7 +723,8 @@ def _buffer_problem(buffer: str, unit: bytes) -> str:
     when it stops; ProtectHome hides /home, /root and /run/user (or makes them read-only);
     ProtectSystem=strict leaves only ReadWritePaths and the State/Cache/Logs directories
     writable, =full (or yes) makes /usr, /boot (and with full /etc) read-only. A relative path
-    is taken from WorkingDirectory.
+    is taken from WorkingDirectory. The buffer is a file: a path ending in `/`, or naming a
+    folder the unit names (WorkingDirectory, a writable one) or `/`, is refused.
     """
     import posixpath
 
@@ -744,6 +745,11 @@ def _buffer_problem(buffer: str, unit: bytes) -> str:
         writable += [f"{root}/{d}" for d in cfg.get(key, [])]
     writable = list(dict.fromkeys(writable))
     where = f"; it can write only under {', '.join(writable)}" if writable else ""
+    # The buffer is a file (SQLite puts its -wal and -shm beside it): a folder the unit names,
+    # or a path written as a folder, would be taken for the database and never opened.
+    folders = {"/", posixpath.normpath(base if base.startswith("/") else "/"), *writable}
+    if buffer.endswith("/") or path in {posixpath.normpath(f) for f in folders}:
+        return f"{path} is a folder, and the buffer is a file in one{where}"
     yes = ("yes", "true", "on", "1")
     private_tmp = ("/tmp", "/var/tmp")  # noqa: S108 - the folders PrivateTmp replaces
     if last("PrivateTmp") in yes and under(*private_tmp):
