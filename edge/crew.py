@@ -74,6 +74,29 @@ def _db(config: Path | None, db: Path | None) -> Path:
     return path
 
 
+def _named_device(name: str, config: Path | None, path: Path) -> str:
+    """The full id of the device `--device NAME` names (edge.device_names): among the config's
+    devices, if given, and those the buffer at `path` knows. Exit 1 with one `error:` line
+    naming the known devices when it names none, or several."""
+    from lifeline.edge.buffer.views import devices
+    from lifeline.edge.device_names import KnownDevice, UnknownDevice, resolve_device
+
+    known: list[KnownDevice] = []
+    where = f"in the buffer {path}"
+    if config is not None:
+        cfg = _load(config)
+        known += [KnownDevice(d.id, d.unit) for d in cfg.devices()]
+        where = f"on gateway {cfg.gateway}"
+    try:
+        known += [KnownDevice(d) for d in devices(path)]
+    except sqlite3.Error as exc:
+        fail(f"cannot read {path}: {exc}")
+    try:
+        return resolve_device(name, known, where)
+    except UnknownDevice as exc:
+        fail(str(exc))
+
+
 def _parse_since(text: str) -> int:
     """'2h' -> milliseconds; units s, m, h, d."""
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text)
@@ -124,7 +147,10 @@ def alarms_command(
     since: Annotated[
         str | None, typer.Option(help="Only events newer than this, e.g. 30m, 2h, 7d.")
     ] = None,
-    device: Annotated[str | None, typer.Option(help="Only this device id.")] = None,
+    device: Annotated[
+        str | None,
+        typer.Option(help="Only this device: its id, the part after GATEWAY., or a unit id."),
+    ] = None,
     severity: Annotated[
         str | None,
         typer.Option(help="This level or more severe: 1-4 or critical, high, medium, low."),
@@ -138,6 +164,7 @@ def alarms_command(
     since_ms = _parse_since(since) if since else None
     worst = _parse_severity(severity) if severity else None
     path = _db(config, db)
+    device = _named_device(device, config, path) if device is not None else None
     try:
         rows = alarms(path, open_only=active, limit=1_000_000)
     except sqlite3.Error as exc:
@@ -481,7 +508,10 @@ def tail_command(
     config: ConfigOpt = None,
     db: DbOpt = None,
     alarms_only: Annotated[bool, typer.Option("--alarms-only", help="Only alarm events.")] = False,
-    device: Annotated[str | None, typer.Option(help="Only this device id.")] = None,
+    device: Annotated[
+        str | None,
+        typer.Option(help="Only this device: its id, the part after GATEWAY., or a unit id."),
+    ] = None,
     since: Annotated[
         str | None, typer.Option(help="First show alarm events of the last 30m, 2h, ...")
     ] = None,
@@ -501,6 +531,7 @@ def tail_command(
 
     since_ms = _parse_since(since) if since else None
     path = _db(config, db)
+    device = _named_device(device, config, path) if device is not None else None
     try:
         follower = Follower(path)
     except sqlite3.Error as exc:
@@ -552,7 +583,9 @@ def _parse_value(text: str, dtype: str) -> bool | int | float | str:
 
 
 def write_command(
-    device: Annotated[str, typer.Argument(help="Device id from the gateway config.")],
+    device: Annotated[
+        str, typer.Argument(help="The device: its id, the part after GATEWAY., or a unit id.")
+    ],
     point: Annotated[str, typer.Argument(help="Writable point, e.g. lamp_switch or dimming.")],
     value: Annotated[str, typer.Argument(help="New value: on/off for switches, a number else.")],
     config: Annotated[Path, typer.Option("--config", "-c", help="Gateway config YAML.")],
@@ -569,6 +602,7 @@ def write_command(
     from lifeline.drivers.planner import plan_reads
     from lifeline.drivers.values import encode_value
     from lifeline.edge.config import ConfigError, resolve_profiles
+    from lifeline.edge.device_names import KnownDevice, UnknownDevice, resolve_device
     from lifeline.edge.scheduler import make_link
 
     cfg = _load(config)
@@ -576,10 +610,12 @@ def write_command(
         profiles = resolve_profiles(cfg, config.parent, str(config))
     except ConfigError as exc:
         fail(str(exc))
-    found = [(bus, d) for bus in cfg.buses for d in bus.devices if d.id == device]
-    if not found:
-        usage_error(f"no device {device!r}; this gateway has {[d.id for d in cfg.devices()]}")
-    bus, dev = found[0]
+    known = [KnownDevice(d.id, d.unit) for d in cfg.devices()]
+    try:
+        device = resolve_device(device, known, f"on gateway {cfg.gateway}")
+    except UnknownDevice as exc:
+        fail(str(exc))
+    bus, dev = next((bus, d) for bus in cfg.buses for d in bus.devices if d.id == device)
     profile = profiles[dev.id]
     try:
         spec = profile.point(point)

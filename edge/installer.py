@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import typer
 
 from lifeline.edge.cli_output import fail, print_json, print_table, usage_error
+from lifeline.edge.device_names import KnownDevice, UnknownDevice, resolve_device
 
 if TYPE_CHECKING:
     from lifeline.drivers.profile import Profile
@@ -289,18 +290,13 @@ def _name_devices(gateway: str, buses: list[dict[str, Any]]) -> None:
 
     The same scan (the same --scan-json files in the same order) gives the same ids; the
     gateway prefix keeps them unique across cabinets, so no gateway can claim another's
-    device by name. `local` is the part after the prefix, accepted wherever an id is asked.
+    device by name. Its part after the prefix is accepted wherever an id is asked
+    (edge.device_names).
     """
     for b, bus in enumerate(buses):
         for dev in bus["devices"]:
             short = _FAMILY_SHORT.get(dev["family"], dev["family"])
-            dev["local"] = f"b{b + 1}-{short}-{dev['unit']:03d}"
-            dev["id"] = f"{gateway}.{dev['local']}"
-
-
-def _find_device(key: str, devices: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The devices `key` names: a device id, its part after GATEWAY., or a unit id."""
-    return [d for d in devices if key in (d["id"], d["local"], str(d["unit"]))]
+            dev["id"] = f"{gateway}.b{b + 1}-{short}-{dev['unit']:03d}"
 
 
 def _parse_asset(item: str, buses: list[dict[str, Any]]) -> tuple[str, str]:
@@ -313,14 +309,11 @@ def _parse_asset(item: str, buses: list[dict[str, Any]]) -> tuple[str, str]:
             "e.g. b1-mh-001=3301060111000001",
             "--asset",
         )
-    matches = _find_device(key.strip(), devices)
-    if len(matches) != 1:
-        known = ", ".join(d["local"] for d in devices)
-        usage_error(
-            f"{item!r}: {key.strip()!r} names {len(matches)} devices; use a device ({known})",
-            "--asset",
-        )
-    return matches[0]["id"], code.strip()
+    try:
+        dev_id = resolve_device(key, [KnownDevice(d["id"], d["unit"]) for d in devices])
+    except UnknownDevice as exc:
+        usage_error(f"{item!r}: {exc}", "--asset")
+    return dev_id, code.strip()
 
 
 def _parse_assets(items: list[str], buses: list[dict[str, Any]]) -> dict[str, str]:
@@ -332,18 +325,13 @@ def _parse_assets(items: list[str], buses: list[dict[str, Any]]) -> dict[str, st
 def _overrides_by_id(overrides: dict[str, Any], buses: list[dict[str, Any]]) -> dict[str, Any]:
     """Alarm overrides keyed by device id; a key may also be an id's part after GATEWAY.
     (what the file can name before the gateway id is known). Unknown keys are refused."""
-    devices = [d for bus in buses for d in bus["devices"]]
+    devices = [KnownDevice(d["id"]) for bus in buses for d in bus["devices"]]
     out: dict[str, Any] = {}
-    unknown = []
     for key, rules in overrides.items():
-        matches = [d for d in devices if str(key) in (d["id"], d["local"])]
-        if len(matches) == 1:
-            out[matches[0]["id"]] = rules
-        else:
-            unknown.append(str(key))
-    if unknown:
-        known = ", ".join(d["local"] for d in devices)
-        fail(f"alarm overrides name unknown device(s) {sorted(unknown)}; the devices: {known}")
+        try:
+            out[resolve_device(str(key), devices)] = rules
+        except UnknownDevice as exc:
+            fail(f"alarm overrides: {exc}")
     return out
 
 
@@ -735,7 +723,8 @@ def _buffer_problem(buffer: str, unit: bytes) -> str:
     when it stops; ProtectHome hides /home, /root and /run/user (or makes them read-only);
     ProtectSystem=strict leaves only ReadWritePaths and the State/Cache/Logs directories
     writable, =full (or yes) makes /usr, /boot (and with full /etc) read-only. A relative path
-    is taken from WorkingDirectory.
+    is taken from WorkingDirectory. The buffer is a file: a path ending in `/`, or naming a
+    folder the unit names (WorkingDirectory, a writable one) or `/`, is refused.
     """
     import posixpath
 
@@ -756,6 +745,11 @@ def _buffer_problem(buffer: str, unit: bytes) -> str:
         writable += [f"{root}/{d}" for d in cfg.get(key, [])]
     writable = list(dict.fromkeys(writable))
     where = f"; it can write only under {', '.join(writable)}" if writable else ""
+    # The buffer is a file (SQLite puts its -wal and -shm beside it): a folder the unit names,
+    # or a path written as a folder, would be taken for the database and never opened.
+    folders = {"/", posixpath.normpath(base if base.startswith("/") else "/"), *writable}
+    if buffer.endswith("/") or path in {posixpath.normpath(f) for f in folders}:
+        return f"{path} is a folder, and the buffer is a file in one{where}"
     yes = ("yes", "true", "on", "1")
     private_tmp = ("/tmp", "/var/tmp")  # noqa: S108 - the folders PrivateTmp replaces
     if last("PrivateTmp") in yes and under(*private_tmp):

@@ -154,6 +154,11 @@ def open_by_device(db: sqlite3.Connection) -> dict[str, int]:
     return dict(rows.fetchall())
 
 
+def devices(db: sqlite3.Connection) -> list[str]:
+    """Every device the log has an entry of, sorted."""
+    return [r[0] for r in db.execute("SELECT DISTINCT device FROM alarm_log ORDER BY device")]
+
+
 def entries_after(db: sqlite3.Connection, after_id: int) -> list[tuple[int, AlarmRow]]:
     """Entries logged after entry `after_id`, oldest first, each with its own id."""
     rows = db.execute(

@@ -39,6 +39,7 @@ __all__ = [
     "alarms",
     "books",
     "buffer_stats",
+    "devices",
     "epoch",
     "frozen_data",
     "gateway_health",
@@ -92,6 +93,15 @@ def open_alarm_counts(path: str | Path) -> dict[str, int]:
     """How many alarms are open (not back to normal) per device that has any."""
     with _reading(path) as db:
         return alarmlog.open_by_device(db)
+
+
+def devices(path: str | Path) -> list[str]:
+    """The devices this buffer knows, sorted: those of the daemon's last health snapshot and
+    those the alarm log names (a device since removed from the config among them)."""
+    with _reading(path) as db:
+        snapshot = health.read(db)
+        seen = {d.device for d in snapshot.devices} if snapshot is not None else set()
+        return sorted(seen.union(alarmlog.devices(db)))
 
 
 def request_ack(path: str | Path, alarm_id: str, who: str, note: str = "") -> None:

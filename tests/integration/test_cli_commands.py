@@ -622,6 +622,17 @@ def _crew_session(sim: SimThread, config: Path, db: Path) -> None:
     assert (alarm["point"], alarm["type"], alarm["state"]) == ("vibration", "hi", "active_unacked")
     assert _alarms(config, "--severity", "critical") == []  # 三级 is not 一级
     assert _alarms(config, "--since", "10m", "--device", "sl-04") == []
+    # A unit id only one device has names it, as everywhere a device is asked for.
+    assert _alarms(config, "--active", "--device", "1")[0]["alarm_id"] == alarm["alarm_id"]
+    # A device the gateway does not have is said, not taken for one without alarms (it was
+    # exit 0 and an empty list); from the buffer alone, the devices the daemon reported.
+    for args in (["alarms", "--config", str(config)], ["tail", "--db", str(db), "--count", "1"]):
+        unknown = edge(*args, "--device", "nosuch")
+        assert unknown.returncode == 1, unknown
+        where = "on gateway gw-crew" if "--config" in args else f"in the buffer {db}"
+        assert unknown.stderr == f"error: no device 'nosuch' {where}; its devices: " + (
+            "tilt-01, sl-04\n" if "--config" in args else "sl-04, tilt-01\n"
+        )
 
     tail = subprocess.Popen(
         [
@@ -682,7 +693,7 @@ def _crew_session(sim: SimThread, config: Path, db: Path) -> None:
         ("reading", "sl-04", "good")
     ] * 3
 
-    write = edge("write", "sl-04", "dimming", "40", "--config", str(config), "--yes")
+    write = edge("write", "4", "dimming", "40", "--config", str(config), "--yes")
     assert write.returncode == 0, write.stderr
     assert write.stdout.strip() == "sl-04 dimming = 40 % (read back)"
     assert sim.call(lambda: sim.sim.devices["sl-b"].values()["dimming"]) == 40
@@ -767,21 +778,25 @@ def test_write_refuses_without_confirmation_and_read_only_points(
     lan = sim.server("lan")
     config = tmp_path / "gw.yaml"
     bus = {"type": "tcp", "host": lan["host"], "port": lan["port"]}
-    bus["devices"] = [{"id": "sl-04", "unit": 4, "profile": "streetlight"}]
+    bus["devices"] = [{"id": "g.b1-sl-004", "unit": 4, "profile": "streetlight"}]
     config.write_text(yaml.safe_dump({"gateway": "g", "site": "s", "buses": [bus]}))
-    unconfirmed = edge("write", "sl-04", "lamp_switch", "on", "--config", str(config))
+    unconfirmed = edge("write", "g.b1-sl-004", "lamp_switch", "on", "--config", str(config))
     assert unconfirmed.returncode == 2
     assert "--yes" in unconfirmed.stderr
-    read_only = edge("write", "sl-04", "voltage", "230", "--config", str(config), "--yes")
+    read_only = edge("write", "g.b1-sl-004", "voltage", "230", "--config", str(config), "--yes")
     assert read_only.returncode == 2
     assert "lamp_switch, dimming" in read_only.stderr
-    on = edge("write", "sl-04", "lamp_switch", "on", "--config", str(config), "--yes")
-    assert on.returncode == 0
-    assert on.stdout.strip() == "sl-04 lamp_switch = True (read back)"
-    dim = edge("write", "sl-04", "dimming", "35", "--config", str(config), "--yes", "--json")
+    # The part after GATEWAY. names the device, as in commission (it was refused, exit 2).
+    on = edge("write", "b1-sl-004", "lamp_switch", "on", "--config", str(config), "--yes")
+    assert on.returncode == 0, on.stderr
+    assert on.stdout.strip() == "g.b1-sl-004 lamp_switch = True (read back)"
+    unknown = edge("write", "sl-04", "lamp_switch", "on", "--config", str(config), "--yes")
+    assert unknown.returncode == 1
+    assert unknown.stderr == "error: no device 'sl-04' on gateway g; its devices: g.b1-sl-004\n"
+    dim = edge("write", "4", "dimming", "35", "--config", str(config), "--yes", "--json")
     assert dim.returncode == 0, dim.stderr
     assert json.loads(dim.stdout) == {
-        "device": "sl-04",
+        "device": "g.b1-sl-004",
         "unit": 4,
         "point": "dimming",
         "written": 35,
@@ -791,7 +806,7 @@ def test_write_refuses_without_confirmation_and_read_only_points(
     }
     # A value between two steps is refused before anything is written (it used to write 40,
     # then say the read-back was wrong, exit 1).
-    half = edge("write", "sl-04", "dimming", "40.5", "--config", str(config), "--yes")
+    half = edge("write", "g.b1-sl-004", "dimming", "40.5", "--config", str(config), "--yes")
     assert half.returncode == 2, half.stderr
     assert "40.5 is between two of the steps it holds" in half.stderr
     assert sim.call(lambda: sim.sim.device("sl-b").values()["dimming"]) == 35

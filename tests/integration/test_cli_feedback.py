@@ -172,6 +172,12 @@ def test_flash_refuses_a_buffer_the_installed_service_cannot_keep(tmp_path: Path
         ("/opt/lifeline/edge.sqlite", "ProtectSystem=strict makes everything else read-only"),
         ("/var/lib/lifeline/edge.sqlite", ""),
         ("edge.sqlite", ""),  # relative: in WorkingDirectory=/var/lib/lifeline
+        # The writable folder itself was flashed as the buffer's path: a file it cannot be.
+        ("/var/lib/lifeline", "/var/lib/lifeline is a folder, and the buffer is a file in one"),
+        ("/var/lib/lifeline/", "/var/lib/lifeline is a folder"),
+        (".", "/var/lib/lifeline is a folder"),
+        ("/var/lib/lifeline/new/", "/var/lib/lifeline/new is a folder"),
+        ("/", "/ is a folder, and the buffer is a file in one; it can write only under"),
     ]:
         config = tmp_path / "gw.yaml"
         data = {"gateway": "gw", "site": "s", "buffer": {"path": buffer}, "buses": [bus]}

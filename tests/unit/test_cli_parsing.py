@@ -11,6 +11,7 @@ from lifeline.drivers.scan import firmware_text, parse_units
 from lifeline.edge.cli_output import print_table
 from lifeline.edge.config import ConfigError, config_warnings, parse_config
 from lifeline.edge.crew import _parse_severity, _parse_since, _parse_value
+from lifeline.edge.device_names import KnownDevice, UnknownDevice, resolve_device
 from lifeline.edge.installer import _check_grid, _hostname, _line_settings
 
 pytestmark = pytest.mark.unit
@@ -152,3 +153,44 @@ def test_gateway_config_warns_about_a_non_standard_rate_and_refuses_the_absurd()
     assert reason.startswith("96000 is not a standard baud rate (did you mean 9600?)")
     with pytest.raises(ConfigError, match=r"5000000 is no serial line rate .*standard: 300"):
         parse_config(rtu(5_000_000))
+
+
+def test_a_device_is_named_by_its_id_its_part_after_the_gateway_or_a_unit_found_once() -> None:
+    known = [
+        KnownDevice("gw-xh.b1-mh-001", 1),
+        KnownDevice("gw-xh.b1-sl-004", 4),
+        KnownDevice("gw-xh.b2-sl-004", 4),
+        KnownDevice("7", 9),  # a hand-written config may call a device anything
+        KnownDevice("gas-1"),  # from a buffer read without its config: no unit known
+    ]
+    assert resolve_device("gw-xh.b1-mh-001", known) == "gw-xh.b1-mh-001"
+    assert resolve_device("b1-sl-004", known) == "gw-xh.b1-sl-004"
+    assert resolve_device(" b2-sl-004 ", known) == "gw-xh.b2-sl-004"
+    assert resolve_device("1", known) == "gw-xh.b1-mh-001"
+    assert resolve_device("7", known) == "7"  # its id, though no unit 7
+    assert resolve_device("gas-1", known) == "gas-1"
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("nosuch", "no device 'nosuch' on gateway gw-xh; its devices: gw-xh.b1-mh-001, "
+         "gw-xh.b1-sl-004, gw-xh.b2-sl-004"),
+        ("4", "'4' names 2 devices on gateway gw-xh (gw-xh.b1-sl-004, gw-xh.b2-sl-004): give "
+         "the full device id"),
+        ("", "no device '' on gateway gw-xh"),
+        ("sl-004", "no device 'sl-004'"),  # a tail must start after a dot, not inside a part
+        ("GW-XH.B1-MH-001", "no device 'GW-XH.B1-MH-001'"),  # ids are case-sensitive
+        ("b1-mh-001\nerror: forged", r"no device 'b1-mh-001\nerror: forged'"),  # one line
+    ],
+)  # fmt: skip
+def test_a_name_of_no_device_or_of_several_lists_them(name: str, message: str) -> None:
+    known = [
+        KnownDevice("gw-xh.b1-mh-001", 1),
+        KnownDevice("gw-xh.b1-sl-004", 4),
+        KnownDevice("gw-xh.b2-sl-004", 4),
+    ]
+    with pytest.raises(UnknownDevice) as err:
+        resolve_device(name, known, "on gateway gw-xh")
+    assert str(err.value).startswith(message)
+    assert "\n" not in str(err.value)
