@@ -41,7 +41,9 @@ Technical roles are hierarchical: viewer < dispatcher < operator (acknowledge, c
 work orders) < admin (keys, webhooks, assets, departments). Case actions follow the 数字城管
 duties: 监督员 (inspector), 受理员 (intake), 值班长 (shift_lead), 派遣员 (dispatcher), 专业部门
 (department, scoped to its department codes), 领导 (leader, read-only); the permission matrix
-is in docs/integration.md. Errors are application/problem+json.
+is in docs/integration.md. A department key sees only its own everywhere: its cases and work
+orders, their alarms, devices, readings and events, its statistics (404 for anything else;
+403 on the technical endpoints). Errors are application/problem+json.
 """
 
 

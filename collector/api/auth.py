@@ -3,18 +3,25 @@
 A key travels in `Authorization: Bearer KEY` or `X-API-Key: KEY`. Only the SSE stream also takes
 `?api_key=KEY`, because a browser's EventSource cannot set headers; prefer the headers elsewhere
 (URLs end up in proxy logs and browser history).
+
+A 专业部门 (department) key sees only its own departments' work. The rule is fail-closed: the
+plain `Viewer` (and every higher rung) refuses such a key with a 403, so a new endpoint serves
+it nothing until it takes a `ScopedReader` instead — and the Reader's `scope` goes to every
+store query the endpoint makes (what a scope sees is written once, in store/scope_sql.py).
 """
 
 import time
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Query, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from lifeline.collector.api.deps import StoreDep
+from lifeline.collector.cases.duties import scope_names
 from lifeline.collector.keys import KEY_HEADERS, digest
 from lifeline.collector.models import ApiKey, Role
-from lifeline.collector.store import StoreError
+from lifeline.collector.store import Store, StoreError
 
 _bearer = HTTPBearer(auto_error=False, description="API key as a bearer token")
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key")
@@ -83,6 +90,13 @@ def _check(key: ApiKey, needed: Role) -> ApiKey:
         raise HTTPException(
             403, f"this needs the {needed.value} role; key {key.name!r} is {key.role.value}"
         )
+    if key.role is Role.DEPARTMENT:
+        raise HTTPException(
+            403,
+            f"key {key.name!r} is a department key (专业部门): it sees only its own departments'"
+            " cases, work orders, alarms, devices, readings, events and statistics, and not"
+            " this endpoint",
+        )
     return key
 
 
@@ -93,10 +107,47 @@ def _need(role: Role) -> object:
     return Depends(dependency)
 
 
+@dataclass(frozen=True, slots=True)
+class Reader:
+    """A key on an endpoint that serves every role, with what it may see: `scope` is the
+    department values (codes and their registered names) a 专业部门 key is limited to, None
+    for every other key. Pass `scope` to each store query (`scope=reader.scope`)."""
+
+    key: ApiKey
+    scope: tuple[str, ...] | None
+
+
+def reader_of(store: Store, key: ApiKey) -> Reader:
+    """The Reader of `key`: its department scope looked up in the department registry."""
+    if key.role is not Role.DEPARTMENT:
+        return Reader(key, None)
+    names = {d.code: d.name for d in store.departments()}
+    scope = scope_names(key, names)
+    return Reader(key, tuple(sorted(scope or ())))
+
+
+def _reader(store: StoreDep, key: Annotated[ApiKey, Depends(_from_headers)]) -> Reader:
+    return reader_of(store, key)
+
+
+def _stream_reader(
+    store: StoreDep, key: Annotated[ApiKey, Depends(_from_headers_or_query)]
+) -> Reader:
+    return reader_of(store, key)
+
+
+def _optional_not_scoped(key: Annotated[ApiKey | None, Depends(_optional)]) -> ApiKey | None:
+    # A department key learns no more than the public here: the details are the whole city's.
+    return None if key is not None and key.role is Role.DEPARTMENT else key
+
+
 Viewer = Annotated[ApiKey, _need(Role.VIEWER)]
 Dispatcher = Annotated[ApiKey, _need(Role.DISPATCHER)]
 Operator = Annotated[ApiKey, _need(Role.OPERATOR)]
 Admin = Annotated[ApiKey, _need(Role.ADMIN)]
-StreamViewer = Annotated[ApiKey, Depends(_from_headers_or_query)]
-# No key: None (a public endpoint that says more to a key holder); a key that fails: 401.
-MaybeViewer = Annotated[ApiKey | None, Depends(_optional)]
+# Every role, a department key limited to its scope: the endpoint must apply `scope`.
+ScopedReader = Annotated[Reader, Depends(_reader)]
+StreamReader = Annotated[Reader, Depends(_stream_reader)]
+# No key: None (a public endpoint that says more to a key holder); a key that fails: 401;
+# a department key: None too.
+MaybeViewer = Annotated[ApiKey | None, Depends(_optional_not_scoped)]

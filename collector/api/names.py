@@ -1,5 +1,7 @@
 """Naming a device in the API: a device id is unique only within its gateway."""
 
+from collections.abc import Sequence
+
 from lifeline.collector.models import DeviceState
 from lifeline.collector.store import Store
 
@@ -23,12 +25,15 @@ class AmbiguousDevice(Exception):
         ]
 
 
-def find_device(store: Store, device: str, gateway: str | None = None) -> DeviceState | None:
-    """The device `device` (of `gateway`, if given), or None if no gateway announced it.
+def find_device(
+    store: Store, device: str, gateway: str | None = None, scope: Sequence[str] | None = None
+) -> DeviceState | None:
+    """The device `device` (of `gateway`, if given), or None if no gateway announced it (or
+    none in `scope`, a 专业部门 key's department values: store/scope_sql.py).
 
-    Raises AmbiguousDevice if no gateway is given and several gateways have that id.
+    Raises AmbiguousDevice if no gateway is given and several gateways have that id (in scope).
     """
-    found = store.devices(gateway=gateway, device=device)
+    found = store.devices(gateway=gateway, device=device, scope=scope)
     if len(found) > 1:
         raise AmbiguousDevice(device, found)
     return found[0] if found else None

@@ -555,6 +555,9 @@ class MeOut(Out):
 
     name: str
     role: Role
+    departments: list[str] = Field(
+        description="the department codes a 专业部门 key is scoped to (empty for other roles)"
+    )
     acknowledge: bool = Field(description="whether it may acknowledge alarms")
     case_actions: list[str] = Field(description="the case actions its role may post")
 

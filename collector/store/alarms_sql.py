@@ -15,6 +15,7 @@ from lifeline.collector.models import (
     AlarmRecord,
     AlarmView,
 )
+from lifeline.collector.store import scope_sql as scoped
 from lifeline.collector.store.rows import (
     BIRTH_IDX,
     Col,
@@ -226,9 +227,11 @@ class AlarmRows(Rows):
         before_id: int | None = None,
         limit: int = 100,
         outcomes: Sequence[str] = (),
+        scope: Sequence[str] | None = None,
     ) -> list[AlarmView]:
         """Alarm occurrences matching every given filter, newest first, ids below `before_id`;
-        `outcomes` selects by where they ended (`pending`: not handled yet)."""
+        `outcomes` selects by where they ended (`pending`: not handled yet); with `scope`
+        (department values), only those attached to a case or work order of one of them."""
         params: dict[str, Any] = {
             "gw": gateway,
             "dev": device,
@@ -250,6 +253,8 @@ class AlarmRows(Rows):
             params.update({f"o{i}": o for i, o in enumerate(outcomes)})
             where += " AND (COALESCE(k.outcome, 'pending') IN ("
             where += ", ".join(f":o{i}" for i in range(len(outcomes))) + "))"
+        if scope is not None:
+            where += f" AND a.alarm_id IN ({scoped.alarm_ids(scope, params)})"
         rows = self._query(
             f"SELECT {_ALARM_VIEW.select}{self._ALARM_FROM}"
             " WHERE (CAST(:gw AS TEXT) IS NULL OR a.gateway_id = :gw)"
@@ -263,11 +268,14 @@ class AlarmRows(Rows):
         )
         return [_ALARM_VIEW(r) for r in rows]
 
-    def alarm(self, alarm_id: str) -> AlarmView | None:
-        """One alarm occurrence by its edge id (`gateway:epoch:n`, n counts alarms)."""
+    def alarm(self, alarm_id: str, scope: Sequence[str] | None = None) -> AlarmView | None:
+        """One alarm occurrence by its edge id (`gateway:epoch:n`, n counts alarms); with
+        `scope`, only if it is attached to a case or work order of one of these departments."""
+        params: dict[str, Any] = {"aid": alarm_id}
+        mine = "" if scope is None else f" AND a.alarm_id IN ({scoped.alarm_ids(scope, params)})"
         rows = self._query(
-            f"SELECT {_ALARM_VIEW.select}{self._ALARM_FROM} WHERE a.alarm_id = :aid",
-            {"aid": alarm_id},
+            f"SELECT {_ALARM_VIEW.select}{self._ALARM_FROM} WHERE a.alarm_id = :aid{mine}",
+            params,
         )
         return _ALARM_VIEW(rows[0]) if rows else None
 

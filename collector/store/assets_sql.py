@@ -5,9 +5,11 @@ to them, by the registry or by a gateway's birth.
 import json
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from lifeline.collector.assets import Asset, AssetError
 from lifeline.collector.grids import place
+from lifeline.collector.store import scope_sql as scoped
 from lifeline.collector.store.rows import Commit, Cursor, Rows
 from lifeline.wire import (
     Birth,
@@ -166,15 +168,23 @@ class AssetRows(Rows):
         return [Asset.model_validate_json(r[0]) for r in rows]
 
     def located_assets(
-        self, grid: str | None = None, code: str | None = None
+        self,
+        grid: str | None = None,
+        code: str | None = None,
+        scope: Sequence[str] | None = None,
     ) -> list[tuple[Asset, str]]:
         """All assets ordered by code, each with the code of the 单元网格 it is placed in (""
         if none; see grids.place); only those placed in `grid` and/or with the 部件标识码
-        `code` if given."""
+        `code` if given, and with `scope` (department values), only those in scope
+        (scope_sql)."""
+        params: dict[str, Any] = {"grid": grid, "code": code}
+        mine = ""
+        if scope is not None:
+            mine = f" AND code IN ({scoped.asset_codes(scope, params)})"
         rows = self._query(
-            "SELECT doc, grid FROM assets WHERE (CAST(:grid AS TEXT) IS NULL OR grid = :grid)"
-            " AND (CAST(:code AS TEXT) IS NULL OR code = :code) ORDER BY code",
-            {"grid": grid, "code": code},
+            "SELECT doc, grid FROM assets WHERE (CAST(:grid AS TEXT) IS NULL OR grid = :grid)"  # noqa: S608
+            f" AND (CAST(:code AS TEXT) IS NULL OR code = :code){mine} ORDER BY code",
+            params,
         )
         return [(Asset.model_validate_json(r[0]), r[1]) for r in rows]
 

@@ -6,6 +6,10 @@ extends the narrower one it takes (the case engine: CaseHandlingStore, WorkOrder
 DeviceStore, DeviceAssetStore). SQLite and PostgreSQL implement Store and pass one contract
 suite. Every method raises StoreError (StoreUnavailable, StoreDataError, Conflict) for a
 database failure, never a driver's own error.
+
+A `scope` argument, where a method takes one, is the department values a 专业部门 key is
+limited to (its codes and their registered names; None: no limit). What a scope sees is
+written once, as SQL, in store/scope_sql.py.
 """
 
 from collections.abc import Sequence
@@ -93,9 +97,14 @@ class ReadingStore(Protocol):
         [since, until); ValueError if bucket_ms is not positive."""
         ...
 
-    def latest(self, device: str | None = None, gateway: str | None = None) -> list[Reading]:
+    def latest(
+        self,
+        device: str | None = None,
+        gateway: str | None = None,
+        scope: Sequence[str] | None = None,
+    ) -> list[Reading]:
         """The newest reading of every (gateway, device, point), optionally for one device
-        and/or one gateway."""
+        and/or one gateway; with `scope`, of the devices in scope only."""
         ...
 
     def count_readings(self) -> int:
@@ -114,8 +123,8 @@ class DeviceStore(Protocol):
 class GatewayStore(DeviceStore, Protocol):
     """Gateways, their buffer epochs and devices, device status history and command replies."""
 
-    def gateways(self) -> list[GatewayState]:
-        """All known gateways."""
+    def gateways(self, scope: Sequence[str] | None = None) -> list[GatewayState]:
+        """All known gateways (with `scope`, those of a device in scope)."""
         ...
 
     def gateway_epochs(self, gateway: str) -> list[GatewayEpoch]:
@@ -123,15 +132,22 @@ class GatewayStore(DeviceStore, Protocol):
         ...
 
     def devices(
-        self, gateway: str | None = None, device: str | None = None, grid: str | None = None
+        self,
+        gateway: str | None = None,
+        device: str | None = None,
+        grid: str | None = None,
+        scope: Sequence[str] | None = None,
     ) -> list[DeviceState]:
         """All known devices, optionally of one gateway, with one device id and/or placed in
-        one 单元网格 (its code)."""
+        one 单元网格 (its code); with `scope`, only those in scope."""
         ...
 
-    def device_history(self, since_ms: int, until_ms: int) -> list[StatusChange]:
+    def device_history(
+        self, since_ms: int, until_ms: int, scope: Sequence[str] | None = None
+    ) -> list[StatusChange]:
         """Every device's status changes in [since, until), each device's last change before
-        `since` first (the status it had then), oldest first."""
+        `since` first (the status it had then), oldest first; with `scope`, of the devices in
+        scope only."""
         ...
 
     def command_reply(self, gateway: str, command_id: str) -> dict[str, Any] | None:
@@ -164,11 +180,14 @@ class AssetStore(DeviceAssetStore, Protocol):
         ...
 
     def located_assets(
-        self, grid: str | None = None, code: str | None = None
+        self,
+        grid: str | None = None,
+        code: str | None = None,
+        scope: Sequence[str] | None = None,
     ) -> list[tuple[Asset, str]]:
         """All assets ordered by code, each with the code of the 单元网格 it is placed in (""
         if none; see grids.place); only those placed in `grid` and/or with the 部件标识码
-        `code` if given."""
+        `code` if given, and with `scope`, only those in scope."""
         ...
 
     def bind_device(self, gateway: str | None, device: str, asset: str) -> None:
@@ -197,13 +216,16 @@ class AlarmStore(Protocol):
         before_id: int | None = None,
         limit: int = 100,
         outcomes: Sequence[str] = (),
+        scope: Sequence[str] | None = None,
     ) -> list[AlarmView]:
         """Alarm occurrences matching every given filter, newest first, ids below `before_id`;
-        `outcomes` selects by where they ended (`pending`: not handled yet)."""
+        `outcomes` selects by where they ended (`pending`: not handled yet); with `scope`, only
+        those attached to a case or work order in scope."""
         ...
 
-    def alarm(self, alarm_id: str) -> AlarmView | None:
-        """One alarm occurrence by its edge id (`gateway:epoch:n`, n counts alarms)."""
+    def alarm(self, alarm_id: str, scope: Sequence[str] | None = None) -> AlarmView | None:
+        """One alarm occurrence by its edge id (`gateway:epoch:n`, n counts alarms); with
+        `scope`, only if it is attached to a case or work order in scope."""
         ...
 
 
@@ -301,9 +323,12 @@ class CaseStore(CaseHandlingStore, Protocol):
         """The audit trail of a case, oldest first."""
         ...
 
-    def case_counts(self, from_ms: int, to_ms: int, group_by: str) -> dict[str, Counts]:
+    def case_counts(
+        self, from_ms: int, to_ms: int, group_by: str, scope: Sequence[str] | None = None
+    ) -> dict[str, Counts]:
         """The 综合评价 counts of the window [from_ms, to_ms) per `group_by` (department, grid,
-        subcategory or source); KeyError for another."""
+        subcategory or source); KeyError for another. With `scope`, of the cases one of these
+        departments is 主办 of only."""
         ...
 
     def find_cases(
@@ -371,6 +396,11 @@ class WorkOrderHandlingStore(Protocol):
 class WorkOrderStore(WorkOrderHandlingStore, Protocol):
     """Work orders (maintenance of the monitoring equipment itself) with their audit trail."""
 
+    def work_order(self, order_no: str, scope: Sequence[str] | None = None) -> WorkOrder | None:
+        """One work order by number (with `scope`, only if one of these departments maintains
+        it)."""
+        ...
+
     def find_work_orders(
         self,
         *,
@@ -380,8 +410,10 @@ class WorkOrderStore(WorkOrderHandlingStore, Protocol):
         device: str | None = None,
         before: tuple[int, str] | None = None,
         limit: int = 100,
+        scope: Sequence[str] | None = None,
     ) -> list[WorkOrder]:
-        """Work orders matching every given filter, newest first, keyset-paged below `before`."""
+        """Work orders matching every given filter, newest first, keyset-paged below `before`;
+        with `scope`, only those one of these departments maintains."""
         ...
 
     def work_order_audit(self, order_no: str) -> list[Audit]:
@@ -459,9 +491,15 @@ class EventLogStore(Protocol):
         ...
 
     def events(
-        self, after_id: int, limit: int = 500, types: Sequence[str] = ()
+        self,
+        after_id: int,
+        limit: int = 500,
+        types: Sequence[str] = (),
+        scope: Sequence[str] | None = None,
+        until_id: int | None = None,
     ) -> list[EventRecord]:
-        """Events with id > after_id, oldest first; `types` are LIKE patterns (empty = all)."""
+        """Events with id > after_id (and ≤ until_id, if given), oldest first; `types` are LIKE
+        patterns (empty = all); with `scope`, only those about what is in scope."""
         ...
 
 

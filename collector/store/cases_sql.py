@@ -8,7 +8,6 @@ PostgreSQL backend rewrites them.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +17,7 @@ from lifeline.collector.cases.workorders import WorkOrder, WorkOrderState
 from lifeline.collector.errors import Conflict
 from lifeline.collector.models import AlarmLink, AlarmTransition
 from lifeline.collector.stats import NO_CASE, Counts
+from lifeline.collector.store import scope_sql as scoped
 from lifeline.collector.store.rows import Cursor, Rows, sql_values
 
 # An audit action of a case and the event it becomes (everything else: case.transition).
@@ -552,14 +552,7 @@ class CaseRows(Rows):
                 + ")"
             )
         if scope is not None:
-            # 协办 are a JSON list of strings: match one as its quoted JSON form.
-            ors = ["FALSE"]
-            for i, d in enumerate(scope):
-                params[f"d{i}"] = d
-                quoted = json.dumps(d, ensure_ascii=False)
-                params[f"q{i}"] = "%" + re.sub(r"([\\%_])", r"\\\1", quoted) + "%"
-                ors.append(f"department = :d{i} OR assist LIKE :q{i} ESCAPE '\\'")
-            where += " AND (" + " OR ".join(ors) + ")"
+            where += f" AND {scoped.case_in(scope, params)}"
         rows = self._query(
             f"SELECT {self._CASE_COLS} FROM cases"  # noqa: S608 - placeholders only
             " WHERE (CAST(:dept AS TEXT) IS NULL OR department = :dept)"
@@ -576,15 +569,19 @@ class CaseRows(Rows):
         )
         return [self._case(r) for r in rows]
 
-    def case_counts(self, from_ms: int, to_ms: int, group_by: str) -> dict[str, Counts]:
+    def case_counts(
+        self, from_ms: int, to_ms: int, group_by: str, scope: Sequence[str] | None = None
+    ) -> dict[str, Counts]:
         """The 综合评价 counts of the window [from_ms, to_ms) per group (`department`, `grid`,
         `subcategory` or `source` of the case): cases reported in it, workflow actions taken in it,
         stages of the phase table that ended in it, alarm occurrences decided in it (those that
-        became no case under the key NO_CASE; docs/integration.md defines each).
+        became no case under the key NO_CASE; docs/integration.md defines each). With `scope`
+        (department values), only the cases one of them is 主办 of, and no NO_CASE.
 
         Raises KeyError for another `group_by`."""
         g = _GROUP_SQL[group_by]
-        w = {"f": from_ms, "t": to_ms}
+        w: dict[str, Any] = {"f": from_ms, "t": to_ms}
+        mine = "TRUE" if scope is None else scoped.department_in("c.department", scope, w)
         out: dict[str, Counts] = {}
 
         def at(key: str) -> Counts:
@@ -592,7 +589,7 @@ class CaseRows(Rows):
 
         for r in self._query(
             f"SELECT {g}, count(*) FROM cases c"  # noqa: S608 - constant group expression
-            " WHERE c.created_ms >= :f AND c.created_ms < :t GROUP BY 1",
+            f" WHERE c.created_ms >= :f AND c.created_ms < :t AND {mine} GROUP BY 1",
             w,
         ):
             at(r[0]).reported += int(r[1])
@@ -612,7 +609,8 @@ class CaseRows(Rows):
             " sum(CASE WHEN c.closure = '误报' THEN 1 ELSE 0 END),"
             " sum(CASE WHEN c.void_reason = '误报' THEN 1 ELSE 0 END)"
             " FROM case_audit a JOIN cases c ON c.case_no = a.case_no"
-            f" WHERE a.ts_ms >= :f AND a.ts_ms < :t AND a.action IN {counted} GROUP BY 1, 2",
+            f" WHERE a.ts_ms >= :f AND a.ts_ms < :t AND a.action IN {counted} AND {mine}"
+            " GROUP BY 1, 2",
             w,
         ):
             c, n = at(r[0]), int(r[2])
@@ -632,7 +630,7 @@ class CaseRows(Rows):
             f"SELECT {g}, count(DISTINCT a.id) FROM case_audit a"  # noqa: S608 - constant
             " JOIN cases c ON c.case_no = a.case_no JOIN case_phases q ON q.case_no = a.case_no"
             " AND q.stage = '处置' AND q.due_ms IS NOT NULL AND q.end_ms > q.due_ms"
-            " WHERE a.ts_ms >= :f AND a.ts_ms < :t AND a.action = 'close' GROUP BY 1",
+            f" WHERE a.ts_ms >= :f AND a.ts_ms < :t AND a.action = 'close' AND {mine} GROUP BY 1",
             w,
         ):
             at(r[0]).closed_on_time -= int(r[1])
@@ -641,7 +639,7 @@ class CaseRows(Rows):
             " sum(CASE WHEN p.due_ms IS NULL OR p.end_ms <= p.due_ms THEN 1 ELSE 0 END),"
             " sum(p.end_ms - p.start_ms - p.parked_ms)"
             " FROM case_phases p JOIN cases c ON c.case_no = p.case_no"
-            " WHERE p.end_ms >= :f AND p.end_ms < :t GROUP BY 1, 2",
+            f" WHERE p.end_ms >= :f AND p.end_ms < :t AND {mine} GROUP BY 1, 2",
             w,
         ):
             c, n, on_time, spent = at(r[0]), int(r[2]), int(r[3]), int(r[4])
@@ -661,11 +659,14 @@ class CaseRows(Rows):
         for r in self._query(
             f"SELECT {g}, count(*) FROM alarm_links l"  # noqa: S608 - constant group expression
             " JOIN cases c ON c.case_no = l.ref"
-            " WHERE l.decided_ms >= :f AND l.decided_ms < :t AND l.outcome = 'case' GROUP BY 1",
+            " WHERE l.decided_ms >= :f AND l.decided_ms < :t AND l.outcome = 'case'"
+            f" AND {mine} GROUP BY 1",
             w,
         ):
             at(r[0]).alarms += int(r[1])
             at(r[0]).alarms_to_cases += int(r[1])
+        if scope is not None:
+            return out  # alarms that became no case belong to no department
         for r in self._query(
             "SELECT count(*) FROM alarm_links l"
             " WHERE l.decided_ms >= :f AND l.decided_ms < :t AND l.outcome <> 'case'",
@@ -792,11 +793,14 @@ class CaseRows(Rows):
             self._clear(cur, cleared)
             self._mark(cur, transition_ids)
 
-    def work_order(self, order_no: str) -> WorkOrder | None:
-        """One work order by number."""
+    def work_order(self, order_no: str, scope: Sequence[str] | None = None) -> WorkOrder | None:
+        """One work order by number (with `scope`, only if one of these departments maintains
+        it)."""
+        params: dict[str, Any] = {"no": order_no}
+        mine = "" if scope is None else f" AND {scoped.department_in('department', scope, params)}"
         rows = self._query(
-            f"SELECT {self._WO_COLS} FROM work_orders WHERE order_no = :no",  # noqa: S608
-            {"no": order_no},
+            f"SELECT {self._WO_COLS} FROM work_orders WHERE order_no = :no{mine}",  # noqa: S608
+            params,
         )
         return self._work_order(rows[0]) if rows else None
 
@@ -809,8 +813,10 @@ class CaseRows(Rows):
         device: str | None = None,
         before: tuple[int, str] | None = None,
         limit: int = 100,
+        scope: Sequence[str] | None = None,
     ) -> list[WorkOrder]:
-        """Work orders matching every given filter, newest first, keyset-paged below `before`."""
+        """Work orders matching every given filter, newest first, keyset-paged below `before`;
+        with `scope` (department values), only those one of them maintains."""
         params: dict[str, Any] = {
             "dept": department,
             "gw": gateway,
@@ -823,6 +829,8 @@ class CaseRows(Rows):
         if states:
             params.update({f"s{i}": s for i, s in enumerate(states)})
             where = " AND state IN (" + ", ".join(f":s{i}" for i in range(len(states))) + ")"
+        if scope is not None:
+            where += f" AND {scoped.department_in('department', scope, params)}"
         rows = self._query(
             f"SELECT {self._WO_COLS} FROM work_orders"  # noqa: S608 - placeholders only
             " WHERE (CAST(:dept AS TEXT) IS NULL OR department = :dept)"

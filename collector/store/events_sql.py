@@ -11,6 +11,7 @@ from typing import Any
 from lifeline.collector.models import (
     EventRecord,
 )
+from lifeline.collector.store import scope_sql as scoped
 from lifeline.collector.store.rows import Col, Cursor, RowMap, Rows
 
 log = logging.getLogger(__name__)
@@ -42,14 +43,26 @@ class EventLogRows(Rows):
         return int(self._query("SELECT COALESCE(max(id), 0) FROM events")[0][0])
 
     def events(
-        self, after_id: int, limit: int = 500, types: Sequence[str] = ()
+        self,
+        after_id: int,
+        limit: int = 500,
+        types: Sequence[str] = (),
+        scope: Sequence[str] | None = None,
+        until_id: int | None = None,
     ) -> list[EventRecord]:
-        """Events with id > after_id, oldest first; `types` are LIKE patterns (empty = all)."""
+        """Events with id > after_id (and ≤ until_id, if given), oldest first; `types` are
+        LIKE patterns (empty = all); with `scope` (department values), only the events of
+        cases, work orders, alarms, devices and gateways in scope (scope_sql)."""
         params: dict[str, Any] = {"after": after_id, "n": limit}
         where = ""
         if types:
             params.update({f"t{i}": t for i, t in enumerate(types)})
             where = " AND (" + " OR ".join(f"type LIKE :t{i}" for i in range(len(types))) + ")"
+        if until_id is not None:
+            params["until"] = until_id
+            where += " AND id <= :until"
+        if scope is not None:
+            where += f" AND {scoped.event_in(scope, params)}"
         rows = self._query(
             f"SELECT {EVENT.select} FROM events e"  # noqa: S608 - constant columns, placeholders
             f" WHERE id > :after{where} ORDER BY id LIMIT :n",

@@ -4,6 +4,7 @@ device status and its log, command replies.
 
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from lifeline.collector.grids import place
@@ -15,6 +16,7 @@ from lifeline.collector.models import (
     Status,
     StatusChange,
 )
+from lifeline.collector.store import scope_sql as scoped
 from lifeline.collector.store.rows import (
     BIRTH_IDX,
     Change,
@@ -369,10 +371,15 @@ class GatewayRows(Rows):
             },
         )
 
-    def gateways(self) -> list[GatewayState]:
-        """All known gateways."""
+    def gateways(self, scope: Sequence[str] | None = None) -> list[GatewayState]:
+        """All known gateways (with `scope`, those of a device in scope: scope_sql)."""
+        params: dict[str, Any] = {}
+        mine = ""
+        if scope is not None:
+            mine = f" WHERE gateway_id IN ({scoped.gateway_ids(scope, params)})"
         rows = self._query(
-            f"SELECT {_GATEWAY.select} FROM gateways ORDER BY gateway_id"  # noqa: S608 - constant
+            f"SELECT {_GATEWAY.select} FROM gateways{mine} ORDER BY gateway_id",  # noqa: S608
+            params,
         )
         return [_GATEWAY(r) for r in rows]
 
@@ -386,18 +393,27 @@ class GatewayRows(Rows):
         return [_EPOCH(r) for r in rows]
 
     def devices(
-        self, gateway: str | None = None, device: str | None = None, grid: str | None = None
+        self,
+        gateway: str | None = None,
+        device: str | None = None,
+        grid: str | None = None,
+        scope: Sequence[str] | None = None,
     ) -> list[DeviceState]:
         """All known devices, optionally of one gateway, with one device id and/or placed in
-        one 单元网格 (its code)."""
+        one 单元网格 (its code); with `scope` (department values), only those in scope
+        (scope_sql)."""
+        params: dict[str, Any] = {"gw": gateway, "dev": device, "grid": grid}
+        mine = ""
+        if scope is not None:
+            mine = f" AND {scoped.device_in('d.gateway_id', 'd.device', scope, params)}"
         rows = self._query(
             f"SELECT {_DEVICE.select} FROM devices d LEFT JOIN device_assets b"  # noqa: S608
             " ON b.gateway_id = d.gateway_id AND b.device = d.device"
             " WHERE (CAST(:gw AS TEXT) IS NULL OR d.gateway_id = :gw)"
             " AND (CAST(:dev AS TEXT) IS NULL OR d.device = :dev)"
-            " AND (CAST(:grid AS TEXT) IS NULL OR d.grid = :grid)"
+            f" AND (CAST(:grid AS TEXT) IS NULL OR d.grid = :grid){mine}"
             " ORDER BY d.device, d.gateway_id",
-            {"gw": gateway, "dev": device, "grid": grid},
+            params,
         )
         return [_DEVICE(r) for r in rows]
 
@@ -417,16 +433,23 @@ class GatewayRows(Rows):
                 )
         return changed
 
-    def device_history(self, since_ms: int, until_ms: int) -> list[StatusChange]:
+    def device_history(
+        self, since_ms: int, until_ms: int, scope: Sequence[str] | None = None
+    ) -> list[StatusChange]:
         """Every device's status changes in [since, until), each device's last change before
-        `since` first (the status it had then), oldest first."""
+        `since` first (the status it had then), oldest first; with `scope`, of the devices in
+        scope only."""
+        params: dict[str, Any] = {"since": since_ms, "until": until_ms}
+        mine = ""
+        if scope is not None:
+            mine = f" AND {scoped.device_in('gateway_id', 'ident', scope, params)}"
         rows = self._query(
-            f"SELECT {_STATUS_CHANGE.select} FROM status_log"  # noqa: S608 - constant
+            f"SELECT {_STATUS_CHANGE.select} FROM status_log"  # noqa: S608 - placeholders only
             " WHERE entity = 'device' AND gateway_id IS NOT NULL AND ts_ms < :until"
             " AND (ts_ms >= :since OR id IN (SELECT max(id) FROM status_log"
-            " WHERE entity = 'device' AND ts_ms < :since GROUP BY gateway_id, ident))"
+            f" WHERE entity = 'device' AND ts_ms < :since GROUP BY gateway_id, ident)){mine}"
             " ORDER BY ts_ms, id",
-            {"since": since_ms, "until": until_ms},
+            params,
         )
         return [_STATUS_CHANGE(r) for r in rows]
 

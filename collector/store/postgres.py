@@ -21,6 +21,7 @@ import psycopg_pool
 from psycopg_pool import ConnectionPool
 
 from lifeline.collector.models import Bucket, Incoming, Reading, WriteResult
+from lifeline.collector.store import scope_sql as scoped
 from lifeline.collector.store.base import StoreDataError, StoreError, StoreUnavailable
 from lifeline.collector.store.readings_sql import (
     V_FLOAT,
@@ -465,13 +466,22 @@ class PostgresStore(SqlStore):
         )
         return [Bucket(int(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
 
-    def latest(self, device: str | None = None, gateway: str | None = None) -> list[Reading]:
+    def latest(
+        self,
+        device: str | None = None,
+        gateway: str | None = None,
+        scope: Sequence[str] | None = None,
+    ) -> list[Reading]:
         """The newest reading of every (gateway, device, point), optionally for one device
-        and/or one gateway."""
+        and/or one gateway; with `scope`, of the devices in scope only (scope_sql)."""
+        params: dict[str, Any] = {"dev": device, "gw": gateway}
+        mine = ""
+        if scope is not None:
+            mine = f" AND {scoped.device_in('gateway_id', 'device', scope, params)}"
         sql = (
             f"SELECT DISTINCT ON (device, gateway_id, point) {_COLS} FROM readings"  # noqa: S608
             " WHERE (CAST(:dev AS TEXT) IS NULL OR device = :dev)"
-            " AND (CAST(:gw AS TEXT) IS NULL OR gateway_id = :gw)"
+            f" AND (CAST(:gw AS TEXT) IS NULL OR gateway_id = :gw){mine}"
             " ORDER BY device, gateway_id, point, ts DESC"
         )
         with self._tx() as cur:
@@ -480,7 +490,7 @@ class PostgresStore(SqlStore):
                 # SkipScan under a per-chunk Sort and silently return the OLDEST row of each
                 # uncompressed chunk (timescale/timescaledb#10447, fixed in 2.29.2 by #10430).
                 cur.execute("SET LOCAL timescaledb.enable_skipscan = off")
-            rows = self._run(cur, sql, {"dev": device, "gw": gateway})
+            rows = self._run(cur, sql, params)
         return [_reading(r) for r in rows]
 
     def count_readings(self) -> int:

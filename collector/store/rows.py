@@ -226,6 +226,11 @@ class Rows(ABC):
 
     @abstractmethod
     def events(
-        self, after_id: int, limit: int = 500, types: Sequence[str] = ()
+        self,
+        after_id: int,
+        limit: int = 500,
+        types: Sequence[str] = (),
+        scope: Sequence[str] | None = None,
+        until_id: int | None = None,
     ) -> list[EventRecord]:
         """Event log entries with id > after_id, oldest first (EventLogRows)."""

@@ -6,11 +6,12 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from lifeline.collector.models import Bucket, Reading
+from lifeline.collector.store import scope_sql as scoped
 from lifeline.collector.store.base import StoreDataError, StoreError, StoreUnavailable
 from lifeline.collector.store.readings_sql import FlaggedRow, ReadingRow, decode_value
 from lifeline.collector.store.rows import Cursor
@@ -215,16 +216,25 @@ class SqliteStore(SqlStore):
         )
         return [Bucket(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
-    def latest(self, device: str | None = None, gateway: str | None = None) -> list[Reading]:
+    def latest(
+        self,
+        device: str | None = None,
+        gateway: str | None = None,
+        scope: Sequence[str] | None = None,
+    ) -> list[Reading]:
         """The newest reading of every (gateway, device, point), optionally for one device
-        and/or one gateway."""
+        and/or one gateway; with `scope`, of the devices in scope only (scope_sql)."""
+        params: dict[str, Any] = {"dev": device, "gw": gateway}
+        mine = ""
+        if scope is not None:
+            mine = f" AND {scoped.device_in('gateway_id', 'device', scope, params)}"
         # SQLite fills bare columns from the row holding max(): exactly the newest reading.
         rows = self._query(
-            "SELECT gateway_id, device, point, max(ts_ms), vtype, value_num, value_text,"
+            "SELECT gateway_id, device, point, max(ts_ms), vtype, value_num, value_text,"  # noqa: S608 - placeholders only
             " quality, historical, received_ms FROM readings WHERE (:dev IS NULL OR device = :dev)"
-            " AND (:gw IS NULL OR gateway_id = :gw)"
+            f" AND (:gw IS NULL OR gateway_id = :gw){mine}"
             " GROUP BY gateway_id, device, point ORDER BY device, gateway_id, point",
-            {"dev": device, "gw": gateway},
+            params,
         )
         return [_reading(r) for r in rows]
 

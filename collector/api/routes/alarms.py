@@ -7,7 +7,7 @@ from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from lifeline.collector.api.auth import Operator, Viewer
+from lifeline.collector.api.auth import Operator, ScopedReader
 from lifeline.collector.api.deps import RuntimeDep, StoreDep
 from lifeline.collector.api.paging import (
     Cursor,
@@ -47,7 +47,7 @@ def alarm_doc(a: AlarmView) -> dict[str, Any]:
 @router.get("", response_model=AlarmPage)
 def list_alarms(
     store: StoreDep,
-    key: Viewer,
+    reader: ScopedReader,
     state: Annotated[list[StateFilter], Query(description="any of these; `active` = both")] = [],  # noqa: B006 - FastAPI copies defaults
     severity: Annotated[
         list[Annotated[int, Field(ge=1, le=4)]], Query(description="1 一级 ... 4 四级")
@@ -66,7 +66,8 @@ def list_alarms(
 ) -> dict[str, Any]:
     """Alarm occurrences, newest first, raised in [since, until); stable under new alarms.
     Each says where it ended (`outcome`: its case or work order in `outcome_ref`, or why
-    neither in `outcome_reason`; null while the case engine has not handled it yet)."""
+    neither in `outcome_reason`; null while the case engine has not handled it yet). A 专业部门
+    key sees the alarms of its own departments' cases and work orders only."""
     states: set[str] = set()
     for s in state:
         states.update(ACTIVE if s == "active" else (s,))
@@ -82,6 +83,7 @@ def list_alarms(
         before_id=before,
         limit=limit + 1,
         outcomes=sorted(set(outcome)),
+        scope=reader.scope,
     )
     more = len(rows) > limit
     rows = rows[:limit]
@@ -92,9 +94,10 @@ def list_alarms(
 
 
 @router.get("/{alarm_id}", response_model=AlarmOut)
-def get_alarm(store: StoreDep, key: Viewer, alarm_id: AlarmId) -> dict[str, Any]:
-    """One alarm occurrence in its latest state; 404 if there is none of that id."""
-    alarm = store.alarm(alarm_id)
+def get_alarm(store: StoreDep, reader: ScopedReader, alarm_id: AlarmId) -> dict[str, Any]:
+    """One alarm occurrence in its latest state; 404 if there is none of that id (or, for a
+    专业部门 key, none of its own departments')."""
+    alarm = store.alarm(alarm_id, reader.scope)
     if alarm is None:
         raise HTTPException(404, f"no alarm {alarm_id}")
     return alarm_doc(alarm)

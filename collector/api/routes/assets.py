@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path
 from pydantic import BaseModel, Field
 
-from lifeline.collector.api.auth import Admin, Viewer
+from lifeline.collector.api.auth import Admin, ScopedReader
 from lifeline.collector.api.deps import StoreDep
 from lifeline.collector.api.names import find_device
 from lifeline.collector.api.paging import GridCode
@@ -33,20 +33,22 @@ def _placed(asset: Asset, grid: str) -> dict[str, Any]:
 
 
 @router.get("/assets", response_model=list[AssetOut])
-def assets(store: StoreDep, key: Viewer, grid: GridCode = None) -> list[dict[str, Any]]:
+def assets(store: StoreDep, reader: ScopedReader, grid: GridCode = None) -> list[dict[str, Any]]:
     """All registered assets, or those placed in one 单元网格 (`grid`, its code), each with the
-    grid it is placed in and the grid its record declares."""
-    return [_placed(a, g) for a, g in store.located_assets(grid)]
+    grid it is placed in and the grid its record declares. A 专业部门 key gets those of its own
+    cases and devices."""
+    return [_placed(a, g) for a, g in store.located_assets(grid, scope=reader.scope)]
 
 
 @router.get("/assets/{code}", response_model=AssetDetail)
-def asset(store: StoreDep, key: Viewer, code: Code) -> dict[str, Any]:
-    """One asset with its devices' status and latest values; 404 if it is not registered."""
-    found = store.located_assets(code=code)
+def asset(store: StoreDep, reader: ScopedReader, code: Code) -> dict[str, Any]:
+    """One asset with its devices' status and latest values; 404 if it is not registered (or
+    out of a 专业部门 key's scope, which sees the asset's devices in its scope only)."""
+    found = store.located_assets(code=code, scope=reader.scope)
     if not found:
         raise HTTPException(404, f"no asset {code}")
     doc = _placed(*found[0])
-    bound = [d for d in store.devices() if d.asset == code]
+    bound = [d for d in store.devices(scope=reader.scope) if d.asset == code]
     doc["devices"] = [
         {**asdict(d), "latest": [asdict(r) for r in store.latest(d.device, d.gateway)]}
         for d in bound

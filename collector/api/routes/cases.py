@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel, Field, model_validator
 
-from lifeline.collector.api.auth import Viewer
+from lifeline.collector.api.auth import ScopedReader
 from lifeline.collector.api.deps import NowMs, RuntimeDep, StoreDep
 from lifeline.collector.api.paging import (
     Cursor,
@@ -21,7 +21,7 @@ from lifeline.collector.api.paging import (
 from lifeline.collector.api.routes.departments import registry, resolve
 from lifeline.collector.api.schemas import CaseDetail, CaseOut, CasePage
 from lifeline.collector.cases.codes import subcategory_name
-from lifeline.collector.cases.duties import SCOPED, in_scope, may_act, refusal, scope_names
+from lifeline.collector.cases.duties import SCOPED, in_scope, may_act, refusal
 from lifeline.collector.cases.engine import CaseNotFound
 from lifeline.collector.cases.phases import Phase
 from lifeline.collector.cases.workflow import (
@@ -34,7 +34,7 @@ from lifeline.collector.cases.workflow import (
     IllegalTransition,
     colour,
 )
-from lifeline.collector.models import AlarmLink, ApiKey
+from lifeline.collector.models import AlarmLink
 from lifeline.collector.store import Conflict, Store
 
 router = APIRouter(prefix="/api/v1/cases", tags=["cases"])
@@ -200,11 +200,6 @@ def allowed_actions(case: Case) -> list[str]:
     return sorted(a.value for (a, s) in TRANSITIONS if s is case.state and a.value in posted)
 
 
-def _scope(store: Store, key: ApiKey) -> frozenset[str] | None:
-    """The departments a key is limited to (None: every case)."""
-    return scope_names(key, registry(store) if key.departments else {})
-
-
 def _with_alarms(store: Store, cases: list[Case], now: int) -> list[dict[str, Any]]:
     links = store.links_for([c.case_no for c in cases])
     return [case_doc(c, now, links.get(c.case_no, [])) for c in cases]
@@ -213,7 +208,7 @@ def _with_alarms(store: Store, cases: list[Case], now: int) -> list[dict[str, An
 @router.get("", response_model=CasePage)
 def list_cases(
     store: StoreDep,
-    key: Viewer,
+    reader: ScopedReader,
     now: NowMs,
     state: Annotated[list[CaseState], Query(description="any of these states")] = [],  # noqa: B006 - FastAPI copies defaults
     open_only: bool = False,
@@ -236,7 +231,6 @@ def list_cases(
     if cursor:
         created, case_no = decode_cursor(cursor, 2)
         before = (cursor_int(created), case_no)
-    scope = _scope(store, key)
     rows = store.find_cases(
         states=sorted(states),
         department=department,
@@ -246,7 +240,7 @@ def list_cases(
         overdue=bool(overdue),
         before=before,
         limit=limit + 1,
-        scope=None if scope is None else sorted(scope),
+        scope=reader.scope,
     )
     more = len(rows) > limit
     rows = rows[:limit]
@@ -257,11 +251,11 @@ def list_cases(
 
 
 @router.get("/{case_no}", response_model=CaseDetail)
-def get_case(store: StoreDep, key: Viewer, now: NowMs, case_no: CaseNo) -> dict[str, Any]:
+def get_case(store: StoreDep, reader: ScopedReader, now: NowMs, case_no: CaseNo) -> dict[str, Any]:
     """One case with its alarms and audit trail (who — the key's name, id and role, and whom
     it acted for —, when, from, to, note). 404 also for a case outside a 专业部门 key's scope."""
     case = store.case(case_no)
-    if case is None or not in_scope(case, _scope(store, key)):
+    if case is None or not in_scope(case, reader.scope):
         raise HTTPException(404, f"no case {case_no}")
     body = case_doc(case, now, store.links(case_no))
     body["audit"] = [asdict(a) for a in store.audit(case_no)]
@@ -270,16 +264,18 @@ def get_case(store: StoreDep, key: Viewer, now: NowMs, case_no: CaseNo) -> dict[
 
 
 @router.post("/{case_no}/actions", response_model=CaseOut)
-def act(runtime: RuntimeDep, key: Viewer, case_no: CaseNo, body: ActionIn) -> dict[str, Any]:
+def act(
+    runtime: RuntimeDep, reader: ScopedReader, case_no: CaseNo, body: ActionIn
+) -> dict[str, Any]:
     """Apply a workflow action as the permission matrix allows the key's role (403 otherwise;
     docs/integration.md); a 专业部门 key acts only on cases its departments are 主办 of (404
     for others). 409 with the reason if the workflow does not allow it now, 422 if its
     arguments do not fit the case (a department outside the registry, for one)."""
+    key, scope = reader.key, reader.scope
     action = Action(body.action.value)
     if not may_act(key.role, action):
         raise HTTPException(403, refusal(key, action))
     store = runtime.store
-    scope = _scope(store, key)
     if scope is not None:
         found = store.case(case_no)
         if found is None or not in_scope(found, scope, as_lead=action in SCOPED):

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 from shapely.geometry import mapping
 
-from lifeline.collector.api.auth import Viewer
+from lifeline.collector.api.auth import ScopedReader
 from lifeline.collector.api.deps import RuntimeDep
 from lifeline.collector.api.schemas import MeOut, ProfileOut
 from lifeline.collector.cases.duties import may_act
@@ -18,11 +18,14 @@ router = APIRouter(prefix="/api/v1", tags=["catalog"])
 
 
 @router.get("/me", response_model=MeOut)
-def me(key: Viewer) -> dict[str, Any]:
-    """The calling key: its `name`, `role`, whether it may `acknowledge` alarms and the
-    `case_actions` its role may post (the permission matrix of collector.cases.duties, before
-    a 专业部门 key's department scope), so a client offers only what the role allows."""
+def me(reader: ScopedReader) -> dict[str, Any]:
+    """The calling key: its `name`, `role`, the `departments` (codes) a 专业部门 key is scoped
+    to, whether it may `acknowledge` alarms and the `case_actions` its role may post (the
+    permission matrix of collector.cases.duties, before that scope), so a client offers only
+    what the role allows."""
+    key = reader.key
     return {
+        "departments": list(key.departments),
         "name": key.name,
         "role": key.role.value,
         "acknowledge": key.role.allows(Role.OPERATOR),
@@ -31,11 +34,11 @@ def me(key: Viewer) -> dict[str, Any]:
 
 
 @router.get("/profiles", response_model=list[ProfileOut])
-def profiles(runtime: RuntimeDep, key: Viewer) -> list[dict[str, Any]]:
+def profiles(runtime: RuntimeDep, reader: ScopedReader) -> list[dict[str, Any]]:
     """Every device profile the collector knows: name, family and points, each point with its
     unit ('' if none) and default alarm rules (`alarm_type`, `severity` 1..4, `message`,
     `limit` in the point's unit or null). A gateway may set other limits per site: an alarm's
-    own `limit` is the one in force."""
+    own `limit` is the one in force. Reference data: the same for every key."""
     return [
         {
             "name": p.name,
@@ -50,10 +53,11 @@ def profiles(runtime: RuntimeDep, key: Viewer) -> list[dict[str, Any]]:
 
 
 @router.get("/grids")
-def grids(runtime: RuntimeDep, key: Viewer) -> dict[str, Any]:
+def grids(runtime: RuntimeDep, reader: ScopedReader) -> dict[str, Any]:
     """The 单元网格 registry as a GeoJSON FeatureCollection (RFC 7946; lon/lat degrees, CGCS2000
     or WGS 84): each feature's properties are `code`, `street` (街道), `community` (社区) and
-    `departments` (the first leads). Empty when the routing table names no grid file."""
+    `departments` (the first leads). Empty when the routing table names no grid file.
+    Reference data: the same for every key."""
     registry = runtime.cases.grids
     return {
         "type": "FeatureCollection",

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Response
 from pydantic import BaseModel, Field
 
-from lifeline.collector.api.auth import Admin, Viewer
+from lifeline.collector.api.auth import Admin, ScopedReader
 from lifeline.collector.api.deps import StoreDep
 from lifeline.collector.api.schemas import DepartmentOut
 from lifeline.collector.models import Department
@@ -52,8 +52,9 @@ def department_doc(d: Department) -> dict[str, str]:
 
 
 @router.get("", response_model=list[DepartmentOut])
-def list_departments(store: StoreDep, key: Viewer) -> list[dict[str, Any]]:
-    """Every registered department as {code, name}, by code."""
+def list_departments(store: StoreDep, reader: ScopedReader) -> list[dict[str, Any]]:
+    """Every registered department as {code, name}, by code (reference data: the same for
+    every key)."""
     return [department_doc(d) for d in store.departments()]
 
 

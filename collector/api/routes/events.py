@@ -11,7 +11,7 @@ from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from lifeline.collector.api.auth import StreamViewer, Viewer
+from lifeline.collector.api.auth import ScopedReader, StreamReader
 from lifeline.collector.api.deps import RuntimeDep, StoreDep
 from lifeline.collector.api.paging import MAX_MS, PageSize
 from lifeline.collector.api.problems import dumps
@@ -45,11 +45,37 @@ def _patterns(types: str) -> list[str]:
 
 @router.get("", response_model=EventPage)
 def list_events(
-    store: StoreDep, key: Viewer, after: AfterQ = None, types: TypesQ = "", limit: PageSize = 100
+    store: StoreDep,
+    reader: ScopedReader,
+    after: AfterQ = None,
+    types: TypesQ = "",
+    limit: PageSize = 100,
 ) -> dict[str, Any]:
-    """Events with id > after, oldest first; poll again with after = the last id you got."""
-    items = store.events(after or 0, limit, _patterns(types))
-    return {"items": [asdict(e) for e in items], "last_id": items[-1].id if items else after}
+    """Events with id > after, oldest first; poll again with after = `last_id`. A 专业部门 key
+    gets only the events of its own departments' cases, work orders, alarms and devices; its
+    `last_id` may then be past its last item (the events it skipped were not its own)."""
+    patterns = _patterns(types)
+    if reader.scope is None:
+        items = store.events(after or 0, limit, patterns)
+        return {"items": [asdict(e) for e in items], "last_id": items[-1].id if items else after}
+    # Read up to the newest event now, so a short page can move `last_id` past events of
+    # other departments instead of making the next poll read them again.
+    upto = store.last_event_id()
+    items = store.events(after or 0, limit, patterns, scope=reader.scope, until_id=upto)
+    last = items[-1].id if len(items) == limit else max(upto, after or 0)
+    return {"items": [asdict(e) for e in items], "last_id": last if last else after}
+
+
+def _next_batch(
+    store: Store, after: int, patterns: list[str], scope: tuple[str, ...] | None
+) -> tuple[list[EventRecord], int]:
+    """The next events of a stream after `after`, and the id it has read up to (for a scope,
+    past the events of other departments it skipped)."""
+    if scope is None:
+        batch = store.events(after, BATCH, patterns)
+        return batch, batch[-1].id if batch else after
+    upto = store.last_event_id()
+    return store.events(after, BATCH, patterns, scope=scope, until_id=upto), upto
 
 
 def sse_frame(e: EventRecord) -> str:
@@ -66,7 +92,7 @@ def sse_frame(e: EventRecord) -> str:
 async def stream(
     request: Request,
     runtime: RuntimeDep,
-    key: StreamViewer,
+    reader: StreamReader,
     types: TypesQ = "",
     after: AfterQ = None,
     last_event_id: Annotated[str | None, Header(max_length=30)] = None,
@@ -74,7 +100,10 @@ async def stream(
     """Server-Sent Events from the log, live. Resume with the Last-Event-ID header (browsers do
     it by themselves) or `after`; with neither, the stream starts at the newest event. The key
     is checked again every keepalive (15 s): a revoked key's stream ends with a `revoked`
-    event. 400 if Last-Event-ID is not a whole number, 422 for an unknown event type."""
+    event. A 专业部门 key gets only the events of its own departments' cases, work orders,
+    alarms and devices. 400 if Last-Event-ID is not a whole number, 422 for an unknown event
+    type."""
+    key, scope = reader.key, reader.scope
     patterns = _patterns(types)
     if last_event_id is not None:
         if not last_event_id.strip().isdigit() or int(last_event_id) > MAX_MS:
@@ -97,12 +126,15 @@ async def stream(
                         yield "event: revoked\ndata: this API key was revoked\n\n"
                         return
                 wake.clear()  # before reading: a publish after the read wakes the wait below
-                batch = await run_in_threadpool(runtime.store.events, last, BATCH, patterns)
+                batch, upto = await run_in_threadpool(
+                    _next_batch, runtime.store, last, patterns, scope
+                )
                 for e in batch:
                     yield sse_frame(e)
                     last = e.id
                 if len(batch) == BATCH:
                     continue
+                last = max(last, upto)  # what a scope skipped is not read again
                 if batch:
                     sent = time.monotonic()
                 elif time.monotonic() - sent >= KEEPALIVE_S:

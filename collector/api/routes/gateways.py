@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Path
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from lifeline.collector.api.auth import Operator, Viewer
+from lifeline.collector.api.auth import Operator, ScopedReader, Viewer
 from lifeline.collector.api.deps import RuntimeDep, StoreDep
 from lifeline.collector.api.names import find_device
 from lifeline.collector.api.paging import (
@@ -43,16 +43,18 @@ class CommandIn(BaseModel):
 
 
 @router.get("/gateways", response_model=list[GatewayState])
-def gateways(store: StoreDep, key: Viewer) -> list[dict[str, Any]]:
-    """Every known gateway with its status and the time of its last change."""
-    return [asdict(g) for g in store.gateways()]
+def gateways(store: StoreDep, reader: ScopedReader) -> list[dict[str, Any]]:
+    """Every known gateway with its status and the time of its last change (for a 专业部门
+    key, the gateways of its own cases' and work orders' devices)."""
+    return [asdict(g) for g in store.gateways(reader.scope)]
 
 
 @router.get("/gateways/{gateway}", response_model=GatewayDetail)
-def gateway(store: StoreDep, key: Viewer, gateway: Ident) -> dict[str, Any]:
+def gateway(store: StoreDep, reader: ScopedReader, gateway: Ident) -> dict[str, Any]:
     """One gateway with its devices and its buffer epochs (newest first: the current one); 404
-    if the gateway is unknown."""
-    found = next((g for g in store.gateways() if g.gateway == gateway), None)
+    if the gateway is unknown (or out of a 专业部门 key's scope, whose list of devices is its
+    own)."""
+    found = next((g for g in store.gateways(reader.scope) if g.gateway == gateway), None)
     if found is None:
         raise HTTPException(404, f"no gateway {gateway}")
     epochs = store.gateway_epochs(gateway)
@@ -60,7 +62,7 @@ def gateway(store: StoreDep, key: Viewer, gateway: Ident) -> dict[str, Any]:
         **asdict(found),
         "epoch": epochs[0].epoch if epochs else None,
         "epochs": [asdict(e) for e in epochs],
-        "devices": [asdict(d) for d in store.devices(gateway)],
+        "devices": [asdict(d) for d in store.devices(gateway, scope=reader.scope)],
     }
 
 
@@ -103,29 +105,31 @@ def command_reply(
 
 @router.get("/devices", response_model=list[DeviceState])
 def devices(
-    store: StoreDep, key: Viewer, gateway: Name = None, grid: GridCode = None
+    store: StoreDep, reader: ScopedReader, gateway: Name = None, grid: GridCode = None
 ) -> list[dict[str, Any]]:
     """Every known device with its status (since when), family, asset, install location and
     the 单元网格 that location stands in; of one gateway and/or placed in one grid (its code)
-    if asked."""
-    return [asdict(d) for d in store.devices(gateway, grid=grid)]
+    if asked. A 专业部门 key gets the devices of its own cases and work orders."""
+    return [asdict(d) for d in store.devices(gateway, grid=grid, scope=reader.scope)]
 
 
 @router.get("/devices/{device}", response_model=DeviceDetail)
-def device(store: StoreDep, key: Viewer, device: Ident) -> dict[str, Any]:
+def device(store: StoreDep, reader: ScopedReader, device: Ident) -> dict[str, Any]:
     """One device by id alone, while one gateway has it (409 with the candidates if several
-    do): its asset and its latest value of every point."""
-    found = find_device(store, device)
+    do): its asset and its latest value of every point; 404 if none (in scope)."""
+    found = find_device(store, device, scope=reader.scope)
     if found is None:
         raise HTTPException(404, f"no device {device}")
     return _device_doc(store, found)
 
 
 @router.get("/gateways/{gateway}/devices/{device}", response_model=DeviceDetail)
-def gateway_device(store: StoreDep, key: Viewer, gateway: Ident, device: Ident) -> dict[str, Any]:
+def gateway_device(
+    store: StoreDep, reader: ScopedReader, gateway: Ident, device: Ident
+) -> dict[str, Any]:
     """One device of one gateway: its asset and its latest value of every point; 404 if that
-    gateway has no such device."""
-    found = find_device(store, device, gateway)
+    gateway has no such device (in scope)."""
+    found = find_device(store, device, gateway, reader.scope)
     if found is None:
         raise HTTPException(404, f"no device {device} on gateway {gateway}")
     return _device_doc(store, found)

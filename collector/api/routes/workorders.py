@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel, Field, model_validator
 
-from lifeline.collector.api.auth import Dispatcher, Viewer
+from lifeline.collector.api.auth import Dispatcher, ScopedReader
 from lifeline.collector.api.deps import NowMs, RuntimeDep, StoreDep
 from lifeline.collector.api.paging import (
     Cursor,
@@ -81,7 +81,7 @@ def work_order_doc(
 @router.get("/work-orders", response_model=WorkOrderPage)
 def list_work_orders(
     store: StoreDep,
-    key: Viewer,
+    reader: ScopedReader,
     now: NowMs,
     state: Annotated[list[WorkOrderState], Query(description="any of these states")] = [],  # noqa: B006 - FastAPI copies defaults
     open_only: bool = False,
@@ -92,7 +92,7 @@ def list_work_orders(
     cursor: Cursor = None,
 ) -> dict[str, Any]:
     """Work orders, newest first, with their deadline colour and alarms; `next_cursor` pages
-    on (null: done)."""
+    on (null: done). A 专业部门 key sees only those its departments maintain."""
     states = {s.value for s in state}
     if open_only:
         states = (states or {s.value for s in WorkOrderState}) - {WorkOrderState.DONE.value}
@@ -109,6 +109,7 @@ def list_work_orders(
         device=device,
         before=before,
         limit=limit + 1,
+        scope=reader.scope,
     )
     more = len(rows) > limit
     rows = rows[:limit]
@@ -120,9 +121,12 @@ def list_work_orders(
 
 
 @router.get("/work-orders/{order_no}", response_model=WorkOrderDetail)
-def get_work_order(store: StoreDep, key: Viewer, now: NowMs, order_no: OrderNo) -> dict[str, Any]:
-    """One work order with its alarms and audit trail; 404 if there is none of that number."""
-    order = store.work_order(order_no)
+def get_work_order(
+    store: StoreDep, reader: ScopedReader, now: NowMs, order_no: OrderNo
+) -> dict[str, Any]:
+    """One work order with its alarms and audit trail; 404 if there is none of that number (or,
+    for a 专业部门 key, none its departments maintain)."""
+    order = store.work_order(order_no, reader.scope)
     if order is None:
         raise HTTPException(404, f"no work order {order_no}")
     body = work_order_doc(order, now, store.links(order_no))
@@ -173,7 +177,7 @@ def act_on_work_order(
 @router.get("/stats/online-rate", response_model=OnlineRate)
 def device_online_rate(
     store: StoreDep,
-    key: Viewer,
+    reader: ScopedReader,
     now: NowMs,
     window_h: Annotated[
         float, Query(gt=0, le=24 * 366, description="hours back from now for the time share")
@@ -181,7 +185,9 @@ def device_online_rate(
     gateway: Name = None,
 ) -> dict[str, Any]:
     """Device online rate: the share online now, and the share of observed time online over
-    the last `window_h` hours (docs/integration.md defines both)."""
+    the last `window_h` hours (docs/integration.md defines both); for a 专业部门 key, of the
+    devices of its own cases and work orders."""
     since = now - int(window_h * HOUR_MS)
-    devices = store.devices(gateway)
-    return asdict(online_rate(devices, store.device_history(since, now), since, now))
+    devices = store.devices(gateway, scope=reader.scope)
+    history = store.device_history(since, now, reader.scope)
+    return asdict(online_rate(devices, history, since, now))
