@@ -221,6 +221,35 @@ def test_department_keys_and_the_registry_refuse_what_does_not_fit(api: Api) -> 
     assert {"code": "WATER", "name": "水务集团有限公司"} in listed
 
 
+def test_a_renamed_department_keeps_its_open_cases_and_one_in_use_is_not_removed(
+    api: Api,
+) -> None:
+    c, admin = api.client, api.h(Role.ADMIN)
+    no = case_in(api, S.HANDLING, department=LAMPS[1])
+    own = scoped_key(api, "路灯抢修班", (LAMPS[0],))
+    # Cases name departments by name: before, a rename hid the open case from the
+    # department's own key (its scope is the code and the current name).
+    rename = c.put(f"/api/v1/departments/{LAMPS[0]}", json={"name": "路灯养护中心"}, headers=admin)
+    assert rename.status_code == 200, rename.text
+    seen = c.get(f"/api/v1/cases/{no}", headers=own)
+    assert seen.status_code == 200, seen.text
+    assert seen.json()["department"] == "路灯养护中心"
+    detail = problem_of(c.delete(f"/api/v1/departments/{LAMPS[0]}", headers=admin), 409)["detail"]
+    assert detail.startswith(
+        f"department LAMPS (路灯养护中心) is still in use: 1 open cases ({no})"
+    )
+    assert "active keys" in detail
+    problem_of(c.delete(f"/api/v1/departments/{LAMPS[0]}", headers=api.h(Role.DISPATCHER)), 403)
+    problem_of(c.delete("/api/v1/departments/NOPE", headers=admin), 404)
+    problem_of(c.delete("/api/v1/departments/a%20b", headers=admin), 422)
+    for name in (" 水务集团", "水务\n集团", "水务\u202e集团", ""):
+        problem_of(c.put("/api/v1/departments/WATER", json={"name": name}, headers=admin), 422)
+    assert c.put("/api/v1/departments/WATER", json={"name": "水务集团"}, headers=admin).is_success
+    assert c.delete("/api/v1/departments/WATER", headers=admin).status_code == 204
+    listed = c.get("/api/v1/departments", headers=admin).json()
+    assert [d["code"] for d in listed] == [GAS[0], LAMPS[0]]
+
+
 def test_a_department_applies_for_an_extension_and_the_dispatcher_grants_it(api: Api) -> None:
     # Reproduced on main: a 1 000 h 延时 was accepted in one step from any dispatcher key.
     own = scoped_key(api, "燃气集团 抢修班", (GAS[0],))
