@@ -40,6 +40,8 @@ from lifeline.collector.store import Conflict, Store
 router = APIRouter(prefix="/api/v1/cases", tags=["cases"])
 
 CaseNo = Annotated[str, Path(min_length=1, max_length=64)]
+# Free text a person types: line breaks and tabs, but no other control characters.
+_PLAIN = r"^[^\x00-\x08\x0b-\x1f\x7f]*$"
 Department = Annotated[str, Field(min_length=1, max_length=100)]
 
 
@@ -52,11 +54,12 @@ class CaseAction(StrEnum):
     CONFIRM = "confirm"  # 核实: a 监督员 finds a 公众 report true (needed before its 受理)
     DISPATCH = "dispatch"  # 派遣 / 改派: `department` (主办), `assist` (协办)
     START = "start"  # 处置
-    FEEDBACK = "feedback"  # 反馈
+    FEEDBACK = "feedback"  # 反馈, with the 处置意见 in `note`
     VERIFY = "verify"  # 核查
-    CLOSE = "close"  # 结案 after 核查: `closure` 处置完成 (default) or 误报
+    CHECK = "check"  # 核查通过 (the 监督员): `note`, `media_url`; needed before 结案 处置完成
+    CLOSE = "close"  # 结案 after 核查: `closure` 处置完成 (default) or 误报; `condition`
     RETURN = "return"  # 回退 to the 派遣员
-    REJECT = "reject"  # 核查不通过: back to 处置
+    REJECT = "reject"  # 核查不通过: back to 处置, with its reason in `note`; `media_url`
     PARK = "park"  # 挂账
     UNPARK = "unpark"
     EXTEND = "extend"  # 延时: `extend_hours`
@@ -78,7 +81,27 @@ class ActionIn(BaseModel):
         description="who acts for the key (a person at the desk), kept in the audit as"
         " `on_behalf_of`; the audit's actor is always the authenticated key",
     )
-    note: str = Field(default="", max_length=2000)
+    note: str = Field(
+        default="",
+        max_length=2000,
+        pattern=_PLAIN,
+        description="kept in the audit; for feedback the 处置意见 (required), for reject the"
+        " reason (required), for check the finding, for reply the reply",
+    )
+    condition: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=500,
+        pattern=_PLAIN,
+        description="for accept: the 立案条件 met, for close: the 结案条件 met, in the"
+        " 值班长's words (default: the 小类's 立案标准 / 结案标准)",
+    )
+    media_url: str | None = Field(
+        default=None,
+        max_length=2000,
+        pattern=r"^https?://[^\s/?#]+\S*$",
+        description="for check or reject: a photo taken at 核查 (http or https URL)",
+    )
     extend_hours: float = Field(
         default=0,
         ge=0,
@@ -125,6 +148,16 @@ class ActionIn(BaseModel):
         for name, (present, action) in given.items():
             if present and self.action is not action:
                 raise ValueError(f"`{name}` goes with {action.value}, not {self.action.value}")
+        pairs = {
+            "condition": (self.condition, (CaseAction.ACCEPT, CaseAction.CLOSE)),
+            "media_url": (self.media_url, (CaseAction.CHECK, CaseAction.REJECT)),
+        }
+        for name, (value, actions) in pairs.items():
+            if value is not None and self.action not in actions:
+                raise ValueError(
+                    f"`{name}` goes with {' or '.join(a.value for a in actions)},"
+                    f" not {self.action.value}"
+                )
         if self.extend_hours > 0 and self.action not in (CaseAction.EXTEND, CaseAction.APPLY):
             raise ValueError(f"`extend_hours` goes with extend or apply, not {self.action.value}")
         if self.action is CaseAction.APPLY and self.request is None:
@@ -294,6 +327,8 @@ def act(
             extend_hours=body.extend_hours,
             request=body.request,
             reason=body.reason,
+            condition=body.condition,
+            media_url=body.media_url or "",
             department=department,
             assist=assist,
             closure=Closure(body.closure) if body.closure else None,
