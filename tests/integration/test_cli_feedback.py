@@ -150,7 +150,7 @@ def test_edge_validate_warns_about_a_non_standard_baud_rate(tmp_path: Path) -> N
     assert r.exit_code == 0, r.output
     assert r.stdout.startswith(f"{config}: ok")
     assert r.stderr.startswith(
-        f"warning: {config}: buses.0.baudrate: 96000 is not a standard baud rate "
+        f"warning: {config}: buses[0].baudrate: 96000 is not a standard baud rate "
         "(did you mean 9600?); standard: 300, 600, 1200, 2400, 4800, 9600, 14400, 19200"
     )
     bus["baudrate"] = 1_000_000
@@ -202,7 +202,7 @@ def test_edge_check_and_run_warn_about_a_non_standard_baud_rate(tmp_path: Path) 
     data = {"gateway": "gw", "site": "s", "mqtt": {"url": "mqtt://127.0.0.1:1"}, "buses": [bus]}
     data["buffer"] = {"path": str(tmp_path / "edge.sqlite")}
     config.write_text(yaml.safe_dump(data))
-    warning = f"{config}: buses.0.baudrate: 9601 is not a standard baud rate (did you mean 9600?)"
+    warning = f"{config}: buses[0].baudrate: 9601 is not a standard baud rate (did you mean 9600?)"
     check = CliRunner().invoke(edge_cli, ["check", "-c", str(config), "--broker-timeout", "0.1"])
     assert check.exit_code == 1  # no such port, no broker
     assert f"warning: {warning}" in check.stderr
