@@ -19,6 +19,16 @@ log = logging.getLogger(__name__)
 NOT_PROBED, PROBING, HONOURED, NOT_HONOURED = "not probed", "probing", "honoured", "not honoured"
 
 
+def connect_error(exc: BaseException | None) -> str:
+    """What a failed connection attempt says: 'cannot connect', with the OS's reason when
+    the attempt raised one (`exc`, e.g. ConnectionRefusedError -> 'cannot connect: [Errno 111]
+    Connection refused'; a name lookup or TLS failure likewise). Any other `exc` adds nothing.
+    """
+    if not isinstance(exc, OSError):
+        return "cannot connect"
+    return f"cannot connect: {str(exc) or type(exc).__name__}"
+
+
 def _utc(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 

@@ -1,4 +1,5 @@
-"""`lifeline collector ...`: run the collector, migrate its database, import assets."""
+"""`lifeline collector ...`: run the collector, migrate its database, import assets, keep API keys
+and the department registry."""
 
 import contextlib
 import ipaddress
@@ -31,6 +32,14 @@ keys_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(keys_app, name="keys")
+departments_app = typer.Typer(
+    help=(
+        "Manage the department registry (专业部门 and the other departments cases are"
+        " dispatched to): codes with names. Department keys are scoped to these codes."
+    ),
+    no_args_is_help=True,
+)
+app.add_typer(departments_app, name="departments")
 
 DEFAULTS: dict[str, Any] = {
     "mqtt": "mqtt://127.0.0.1:1883",
@@ -617,6 +626,125 @@ def revoke_key(
         _print_json({"id": key_id, "revoked": True})
     else:
         typer.echo(f"revoked key {key_id}")
+
+
+CodeArg = Annotated[
+    str, typer.Argument(help="Department code: 1-32 of A-Z a-z 0-9 _ . -, e.g. gas.")
+]
+NameArg = Annotated[str, typer.Argument(help="The department's name, e.g. 燃气集团.")]
+
+
+def _department_args(code: str, name: str | None = None) -> None:
+    """Refuse a code or name the registry cannot hold, as a usage error naming the argument."""
+    from lifeline.collector.departments import check_code, check_name
+
+    try:
+        check_code(code)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="CODE") from None
+    if name is not None:
+        try:
+            check_name(name)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="NAME") from None
+
+
+def _name_taken(store: "Store", code: str, name: str) -> None:
+    """Fail if another department already has this name (names are unique)."""
+    taken = [d.code for d in store.departments() if d.name == name and d.code != code]
+    if taken:
+        _fail(f"department {taken[0]} is already named {name!r}")
+
+
+@departments_app.command("list")
+def list_departments(db: DbOpt = None, as_json: JsonOpt = False) -> None:
+    """List the registered departments (code, name), by code."""
+    store = _open(db)
+    try:
+        found = store.departments()
+    finally:
+        store.close()
+    if as_json:
+        _print_json({"departments": [{"code": d.code, "name": d.name} for d in found]})
+        return
+    for d in found:
+        typer.echo(f"{d.code}\t{d.name}")
+
+
+@departments_app.command("add")
+def add_department(
+    code: CodeArg, name: NameArg, db: DbOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Register a department. A code already registered is refused (rename it instead)."""
+    import time
+
+    _department_args(code, name)
+    store = _open(db)
+    try:
+        known = {d.code: d.name for d in store.departments()}
+        if code in known:
+            _fail(
+                f"department {code} is already registered as {known[code]!r}; rename it with"
+                f" `lifeline collector departments rename {code} NAME`"
+            )
+        _name_taken(store, code, name)
+        store.put_department(code, name, int(time.time() * 1000))
+    finally:
+        store.close()
+    if as_json:
+        _print_json({"code": code, "name": name, "added": True})
+    else:
+        typer.echo(f"added department {code} {name}")
+
+
+@departments_app.command("rename")
+def rename_department(
+    code: CodeArg, name: NameArg, db: DbOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Give a registered department a new name. Its open cases (主办 and 协办) follow it to the
+    new name; closed cases keep the name they were closed under."""
+    import time
+
+    _department_args(code, name)
+    store = _open(db)
+    try:
+        known = {d.code: d.name for d in store.departments()}
+        if code not in known:
+            _fail(
+                f"no department {code}; register it with"
+                f" `lifeline collector departments add {code} NAME`"
+            )
+        _name_taken(store, code, name)
+        store.put_department(code, name, int(time.time() * 1000))
+    finally:
+        store.close()
+    if as_json:
+        _print_json({"code": code, "name": name, "was": known[code]})
+    else:
+        typer.echo(f"renamed department {code}: {known[code]} -> {name}")
+
+
+@departments_app.command("remove")
+def remove_department(code: CodeArg, db: DbOpt = None, as_json: JsonOpt = False) -> None:
+    """Remove a department from the registry. Refused while an open case has it as 主办 or 协办
+    or an active key is scoped to it: re-dispatch or close those cases and revoke those keys
+    first. Closed cases keep its name."""
+    from lifeline.collector.store import InUse
+
+    _department_args(code)
+    store = _open(db)
+    try:
+        found = store.remove_department(code)
+    except InUse as exc:
+        _fail(str(exc))
+    finally:
+        store.close()
+    if found is None:
+        _fail(f"no department {code}")
+    if as_json:
+        _print_json({"code": code, "name": found.name, "removed": True})
+    else:
+        typer.echo(f"removed department {code} ({found.name})")
 
 
 @assets_app.command("import")

@@ -22,3 +22,8 @@ class StoreDataError(StoreError):
 
 class Conflict(StoreError):
     """A write lost a race (the case changed underneath); reload and retry."""
+
+
+class InUse(StoreError):
+    """A record that others still refer to cannot be removed; the message says which, and what
+    to do first."""

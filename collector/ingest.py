@@ -12,6 +12,7 @@ import itertools
 import logging
 import queue
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -25,7 +26,13 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from lifeline.collector.broker_health import NOT_HONOURED, NOT_PROBED, PROBING, BrokerHealth
+from lifeline.collector.broker_health import (
+    NOT_HONOURED,
+    NOT_PROBED,
+    PROBING,
+    BrokerHealth,
+    connect_error,
+)
 from lifeline.collector.models import Accepted, Incoming, Rejected, WriteResult
 from lifeline.collector.store import Store, StoreDataError, StoreError, StoreUnavailable
 from lifeline.wire import (
@@ -449,7 +456,8 @@ class Ingest:
         )
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
-        self.health.connection_failed("cannot connect", self._clock())
+        # paho passes no error, but calls this while it handles the OSError of the attempt.
+        self.health.connection_failed(connect_error(sys.exception()), self._clock())
         self._next_broker(client)
 
     def _on_subscribe(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -42,6 +43,7 @@ def run(
     Exits 2 on a bad config, 1 when the buffer cannot be opened or written (an alarm cannot
     be stored) or a part of the gateway died: systemd then restarts it.
     """
+    stop_asked = _catch_stop_signals()  # before the slow imports and the config: see there
     import asyncio
     import sqlite3
 
@@ -56,7 +58,7 @@ def run(
         for field, reason in config_warnings(load_config(config)):
             logging.getLogger("lifeline.edge").warning("%s: %s: %s", config, field, reason)
     try:
-        asyncio.run(serve(config))
+        asyncio.run(serve(config, stop_asked.is_set))
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -68,6 +70,23 @@ def run(
         where = load_config(config).buffer.path
         typer.echo(f"error: gateway stopped: its buffer {where} cannot be used: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+def _catch_stop_signals() -> threading.Event:
+    """From now on SIGTERM and SIGINT set the returned event instead of killing the process.
+
+    Called first thing by `run`: its imports and config take about a second, and systemd may
+    stop the unit in that time; such a stop is then a clean one (serve() takes it over with
+    the event loop's own handlers). Both signals are unblocked too, so one sent before, while
+    a launcher held it blocked, is delivered now rather than never.
+    """
+    import signal
+
+    asked = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda _sig, _frame: asked.set())
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+    return asked
 
 
 @app.command()

@@ -6,6 +6,7 @@ import difflib
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
@@ -337,8 +338,8 @@ class GatewayConfig(_Strict):
             if not isinstance(bus, TcpBus):
                 if where in lines:
                     raise ValueError(
-                        f"buses {lines[where]} and {index} are both on {where}: a serial line "
-                        "has one master, so list all its devices under one bus"
+                        f"buses[{lines[where]}] and buses[{index}] are both on {where}: a serial"
+                        " line has one master, so list all its devices under one bus"
                     )
                 lines[where] = index
             for dev in bus.devices:
@@ -405,11 +406,29 @@ def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
     return model
 
 
+def yaml_path(loc: Sequence[int | str]) -> str:
+    """A place in the config as the YAML path a person edits, e.g. `buses[1].devices[0].unit`.
+
+    `loc` is a pydantic error location (keys and list indexes; the bus type tag pydantic adds
+    after a bus's index is left out: it is the value of `type`, not a key) or one built by
+    hand. Returns "(top level)" for the config itself.
+    """
+    out = ""
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif i >= 2 and loc[i - 2] == "buses" and part in _BUS_MODELS:
+            continue
+        else:
+            out += f".{part}" if out else part
+    return out or "(top level)"
+
+
 def _explain(exc: ValidationError) -> list[tuple[str, str]]:
     problems = []
     for err in exc.errors():
         loc = tuple(err["loc"])
-        field = ".".join(str(p) for p in loc) or "(top level)"
+        field = yaml_path(loc)
         if err["type"] == "extra_forbidden":
             model = _model_at(loc)
             valid = list(model.model_fields) if model else []
@@ -427,7 +446,7 @@ def config_warnings(cfg: GatewayConfig) -> list[tuple[str, str]]:
     out = []
     for i, bus in enumerate(cfg.buses):
         if isinstance(bus, RtuBus) and (problem := baudrate_problem(bus.baudrate)):
-            out.append((f"buses.{i}.baudrate", problem))
+            out.append((yaml_path(("buses", i, "baudrate")), problem))
     return out
 
 
@@ -471,7 +490,7 @@ def resolve_profiles(
     problems: list[tuple[str, str]] = []
     for b, bus in enumerate(cfg.buses):
         for d, dev in enumerate(bus.devices):
-            where = f"buses.{b}.devices.{d}"
+            where = yaml_path(("buses", b, "devices", d))
             profile = builtin.get(dev.profile)
             if profile is None and dev.profile.endswith((".yaml", ".yml")):
                 try:

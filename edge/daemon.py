@@ -462,18 +462,22 @@ def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
 
 
-async def serve(path: Path) -> None:
+async def serve(path: Path, stop_asked: Callable[[], bool] = lambda: False) -> None:
     """Load the config, run the gateway until SIGTERM/SIGINT, shut down cleanly.
 
+    `stop_asked` says whether a stop signal came before serve() installed its own handlers
+    (the caller caught it while starting): the gateway then starts and stops at once, cleanly.
     Raises ConfigError (bad config), BufferFull or sqlite3.Error (the buffer cannot be opened)
     and GatewayFailed (a part of the running gateway died).
     """
-    cfg = load_config(path)
-    profiles = resolve_profiles(cfg, path.parent, str(path))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if stop_asked():  # asked before the handlers above replaced the caller's
+        stop.set()
+    cfg = load_config(path)
+    profiles = resolve_profiles(cfg, path.parent, str(path))
     with build(cfg, profiles, path) as gateway:
         await gateway.run(stop)
     log.info("gateway %s stopped cleanly", cfg.gateway)

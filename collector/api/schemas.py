@@ -283,6 +283,19 @@ class CaseOut(Out):
         " (null: waits for 受理)"
     )
     received_ms: int | None = Field(description="when it was received (受理)")
+    register_condition: str = Field(
+        description="立案条件 met at 立案: the 小类's (立案标准) or the 值班长's words ('' before)"
+    )
+    close_condition: str = Field(description="结案条件 met at 结案 ('' before, or none given)")
+    disposal_note: str = Field(description="处置意见: what the department did, from its 反馈")
+    check_result: str | None = Field(
+        description="核查结果 of the current round: 通过, 不通过 or 误报 (null: not checked"
+        " since the last 反馈)"
+    )
+    check_note: str = Field(description="the 监督员's finding; the reason when 不通过")
+    check_media_url: str = Field(description="a photo taken at 核查 ('' if none)")
+    checked_by: str | None = Field(description="who recorded the 核查结果")
+    checked_ms: int | None = Field(description="when")
     colour: Colour = Field(description="the deadline light now")
     subcategory_name: str | None
     alarms: list[AlarmSnapshot]

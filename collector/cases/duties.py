@@ -29,6 +29,7 @@ CASE_ACTIONS: Mapping[Action, frozenset[Role]] = {
     Action.DENY: frozenset({R.DISPATCHER}),  # 驳回
     Action.RETURN: frozenset({R.DISPATCHER}),  # 回退 (a department applies for it)
     Action.VERIFY: frozenset({R.INTAKE}),  # 受理员 sends a 监督员 to 核查
+    Action.CHECK: frozenset({R.INSPECTOR}),  # 核查通过, needed before 结案 (处置完成)
     Action.REJECT: frozenset({R.INSPECTOR}),  # 核查不通过: back to 处置
     Action.CLOSE: frozenset({R.SHIFT_LEAD}),  # 结案 after 核查
     Action.PARK: frozenset({R.DISPATCHER}),  # 挂账

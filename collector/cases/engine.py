@@ -578,13 +578,17 @@ class CaseEngine:
         subcategory: str | None = None,
         request: str | None = None,
         reason: str | None = None,
+        condition: str | None = None,
+        media_url: str = "",
         key_id: int | None = None,
         role: str = "",
         on_behalf_of: str = "",
     ) -> Case:
         """Apply an operator action: 派遣 with `department` (主办) and `assist` (协办), 结案 with
         its `closure`, 受理 of an unclassified case with its `kind` and `subcategory` (小类),
-        申请 with its `request` (and `extend_hours` for 延时), 作废 with its `reason`; 批准
+        申请 with its `request` (and `extend_hours` for 延时), 作废 with its `reason`, 立案 and
+        结案 with the `condition` in the 值班长's words (else the 小类 table's), 核查 (check,
+        reject) with a photo's `media_url`; 批准
         carries out the pending
         application (a second audit row: the extend, park or return it grants).
         The audit row names `actor` (the authenticated key's name), its `key_id` and `role`,
@@ -614,6 +618,8 @@ class CaseEngine:
             classify=classify,
             request=request,
             reason=reason,
+            condition=condition,
+            media_url=media_url,
         )
         now = self.now_ms()
 

@@ -15,6 +15,8 @@ its 小类 and urgency give.
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
+from lifeline.collector.cases.codes import conditions
+
 COMPONENT, EVENT, UNCLASSIFIED = "部件", "事件", "未分类"
 KINDS = (COMPONENT, EVENT)
 
@@ -44,9 +46,10 @@ class Action(StrEnum):
     START = "start"  # 处置
     FEEDBACK = "feedback"  # 反馈
     VERIFY = "verify"  # to 核查 after the department's 反馈
-    CLOSE = "close"  # 结案 after 核查, closure 处置完成 or 误报
+    CHECK = "check"  # 核查通过: the 监督员 finds the work done on site
+    CLOSE = "close"  # 结案 after 核查, closure 处置完成 (after 核查通过) or 误报
     RETURN = "return"  # 回退: the department returns a mis-dispatched case to the 派遣员
-    REJECT = "reject"  # 核查不通过: back to the department
+    REJECT = "reject"  # 核查不通过 (with its reason): back to the department
     PARK = "park"  # 挂账
     UNPARK = "unpark"
     EXTEND = "extend"  # 延时
@@ -61,6 +64,14 @@ class Action(StrEnum):
 
 
 SYSTEM_ACTIONS = frozenset({Action.UPGRADE, Action.REWORK, Action.AUTO_CLOSE})
+
+
+class CheckResult(StrEnum):
+    """The 监督员's 核查结果."""
+
+    PASSED = "通过"  # the work is done: the 值班长 may 结案 (处置完成)
+    FAILED = "不通过"  # back to the department, with the reason
+    FALSE_ALARM = "误报"  # nothing was wrong: 结案 as 误报
 
 
 class Closure(StrEnum):
@@ -85,6 +96,7 @@ TRANSITIONS: dict[tuple[Action, CaseState], CaseState] = {
     (Action.START, S.DISPATCHED): S.HANDLING,
     (Action.FEEDBACK, S.HANDLING): S.FEEDBACK,
     (Action.VERIFY, S.FEEDBACK): S.VERIFYING,
+    (Action.CHECK, S.VERIFYING): S.VERIFYING,
     (Action.CLOSE, S.VERIFYING): S.CLOSED,
     (Action.RETURN, S.DISPATCHED): S.REGISTERED,
     (Action.RETURN, S.HANDLING): S.REGISTERED,
@@ -188,6 +200,14 @@ class Case:
     confirmed_by: str | None = None  # the 监督员 whose 核实 a 公众 report needs before 受理
     received_by: str | None = None  # who received it (受理): a 受理员's key, or the system
     received_ms: int | None = None
+    register_condition: str = ""  # 立案条件 met, from the 小类 table or the 值班长's words
+    close_condition: str = ""  # 结案条件 met at 结案
+    disposal_note: str = ""  # 处置意见: the department's account of what it did, at 反馈
+    check_result: str | None = None  # 核查结果 of the current round: a CheckResult value
+    check_note: str = ""  # the 监督员's finding (the reason, when 不通过)
+    check_media_url: str = ""  # a photo taken at 核查 (http or https)
+    checked_by: str | None = None
+    checked_ms: int | None = None
     token: str | None = None  # the Open311 token the reporting app was given
 
     @property
@@ -247,7 +267,9 @@ class Args:
     """Arguments of the actions that take any: 延时 `extend_ms`; 派遣 `department` (主办) and
     `assist` (协办); 结案 `closure`; 受理 `classify`; 升级 `severity`, `urgent` and the
     `allowed_ms` of the new urgency; 申请 `request` (extend, park or return; with `extend_ms`
-    for extend); 作废 its `reason` (one of VOID_REASONS)."""
+    for extend); 作废 its `reason` (one of VOID_REASONS); 立案 and 结案 `condition` (the
+    立案条件 / 结案条件 in the 值班长's words, instead of the 小类 table's); 核查 (check,
+    reject) `media_url`, a photo."""
 
     extend_ms: int = 0
     department: str | None = None
@@ -259,6 +281,8 @@ class Args:
     allowed_ms: int | None = None
     request: str | None = None
     reason: str | None = None
+    condition: str | None = None
+    media_url: str = ""
 
 
 def _join(detail: str, note: str) -> str:
@@ -275,7 +299,37 @@ def _accept(case: Case, args: Args) -> Case:
         if c.kind not in KINDS:
             raise ValueError(f"kind {c.kind!r} is not 部件 or 事件")
         case = replace(case, kind=c.kind, subcategory=c.subcategory, allowed_ms=c.allowed_ms)
-    return case
+    condition = args.condition or conditions(case.kind, case.subcategory)[0]
+    return replace(case, register_condition=condition)
+
+
+def _check(case: Case, result: CheckResult, actor: str, now_ms: int, note: str, args: Args) -> Case:
+    return replace(
+        case,
+        check_result=result.value,
+        check_note=note,
+        check_media_url=args.media_url,
+        checked_by=actor,
+        checked_ms=now_ms,
+    )
+
+
+def _close(case: Case, actor: str, now_ms: int, note: str, args: Args) -> tuple[Case, str]:
+    closure = args.closure or Closure.DONE
+    if closure is Closure.AUTO:
+        raise ValueError("自动恢复 is recorded by the system only, before 派遣")
+    if closure is Closure.DONE:
+        if case.check_result != CheckResult.PASSED.value:
+            raise ValueError(
+                f"case {case.case_no}: 结案 (处置完成) needs 核查通过 — a 监督员 posts check"
+                " (or close it as 误报)"
+            )
+        condition = args.condition or conditions(case.kind, case.subcategory)[1]
+    else:  # 误报 is itself the 核查's finding, recorded as the 核查结果
+        condition = args.condition or ""
+        case = _check(case, CheckResult.FALSE_ALARM, actor, now_ms, note, args)
+    detail = f"结案: {closure.value}" + (f", 结案条件: {condition}" if condition else "")
+    return replace(case, closure=closure.value, close_condition=condition), detail
 
 
 def _dispatch(case: Case, args: Args) -> tuple[Case, str]:
@@ -338,7 +392,13 @@ def apply(
     ValueError if its arguments do not fit or the case is not ready for it (a 延时 of nothing,
     立案 before 受理, 受理 of a 公众 report before its 核实, an unclassified case accepted
     without its 小类, a returned case re-dispatched without naming the department, a closure
-    type a person may not give).
+    type a person may not give, 反馈 without its 处置意见 or 核查不通过 without its reason in
+    the note, 结案 as 处置完成 before 核查通过).
+
+    The case record follows GB/T 30428.1: 立案 stores the 立案条件 met (`args.condition`, else
+    the 小类 table's, collector.cases.codes.CONDITIONS), 结案 the 结案条件, 反馈 the 处置意见
+    (its note), and check / reject the 核查结果 with the 监督员's note and photo; 结案 as 误报
+    records 误报 as the 核查结果.
     """
     args = args or Args()
     if not actor:
@@ -365,6 +425,8 @@ def apply(
                 f"case {case.case_no}: 立案 needs the report 受理 first (receive, by a 受理员)"
             )
         updated = _accept(updated, args)
+        if updated.register_condition:
+            note = _join(f"立案条件: {updated.register_condition}", note)
     elif action is Action.CONFIRM:
         if case.source != PUBLIC:
             raise ValueError(f"case {case.case_no}: only a 公众 report needs 核实")
@@ -377,12 +439,34 @@ def apply(
         note = _join(detail, note)
     elif action is Action.RETURN:
         updated = replace(updated, returns=case.returns + 1)
+    elif action is Action.FEEDBACK:
+        if not note.strip():
+            raise ValueError(
+                f"case {case.case_no}: 反馈 gives the 处置意见 (what was done) in its note"
+            )
+        # A new 反馈 asks for a new 核查: the last round's result no longer holds.
+        updated = replace(
+            updated,
+            disposal_note=note,
+            check_result=None,
+            check_note="",
+            check_media_url="",
+            checked_by=None,
+            checked_ms=None,
+        )
+        note = f"处置意见: {note}"
+    elif action in (Action.CHECK, Action.REJECT):
+        passed = action is Action.CHECK
+        if passed and case.check_result == CheckResult.PASSED.value:
+            raise ValueError(f"case {case.case_no}: already 核查通过 by {case.checked_by}")
+        if not passed and not note.strip():
+            raise ValueError(f"case {case.case_no}: 核查不通过 gives its reason in the note")
+        result = CheckResult.PASSED if passed else CheckResult.FAILED
+        updated = _check(updated, result, actor, now_ms, note, args)
+        note = _join(f"核查{result.value}", note)
     elif action is Action.CLOSE:
-        closure = args.closure or Closure.DONE
-        if closure is Closure.AUTO:
-            raise ValueError("自动恢复 is recorded by the system only, before 派遣")
-        updated = replace(updated, closure=closure.value)
-        note = _join(f"结案: {closure.value}", note)
+        updated, detail = _close(updated, actor, now_ms, note, args)
+        note = _join(detail, note)
     elif action is Action.AUTO_CLOSE:
         updated = replace(updated, closure=Closure.AUTO.value)
     elif action is Action.VOID:

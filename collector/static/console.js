@@ -26,6 +26,7 @@ const LABELS = {
     owner: "权属单位", grid: "网格", snapshot: "告警快照", audit: "处理记录",
     who: "操作人", from_to: "状态变化", raised: "发生", limit: "阈值", gateway: "网关",
     online_devices: "台在线", urgency: "紧急程度", created: "立案时间", deadline_at: "处置时限",
+    received_by: "受理人", disposal_note: "处置意见", check_result: "核查结果",
     pending: "待批申请", phases: "阶段时限", stage: "阶段", start: "开始",
     due: "时限", end: "结束", phase_state: "情况", on_time: "按期", running: "进行中",
     units: { 工作时: "工作时", 工作日: "工作日", 自然时: "自然时" },
@@ -40,7 +41,7 @@ const LABELS = {
     case_state: { 受理: "受理", 立案: "立案", 派遣: "派遣", 处置: "处置", 反馈: "反馈", 核查: "核查",
                   结案: "结案", 挂账: "挂账", 作废: "作废" },
     actions: { receive: "受理", confirm: "核实", accept: "立案", void: "作废", dispatch: "派遣", start: "开始处置", feedback: "反馈",
-               verify: "核查", close: "结案", return: "回退", reject: "核查不通过", park: "挂账",
+               verify: "核查", check: "核查通过", close: "结案", return: "回退", reject: "核查不通过", park: "挂账",
                unpark: "取消挂账", extend: "延时", escalate: "督办", report: "上报", attach: "关联告警",
                upgrade: "升级", rework: "返工", auto_close: "自动恢复结案", apply: "申请",
                apply_extend: "申请延时", apply_park: "申请挂账", apply_return: "申请回退",
@@ -75,6 +76,7 @@ const LABELS = {
     snapshot: "Alarm snapshot", audit: "Audit trail", who: "Who", from_to: "Change",
     raised: "Raised", limit: "Limit", gateway: "Gateway", online_devices: "online",
     urgency: "Urgency", created: "Opened", deadline_at: "Deadline",
+    received_by: "Received by", disposal_note: "Disposal note", check_result: "Check result",
     pending: "Pending application", phases: "Phases", stage: "Stage",
     start: "Start", due: "Due", end: "End", phase_state: "Status", on_time: "on time",
     running: "running", units: { 工作时: "working hours", 工作日: "working days", 自然时: "calendar hours" },
@@ -89,7 +91,7 @@ const LABELS = {
     case_state: { 受理: "reported", 立案: "registered", 派遣: "dispatched", 处置: "handling",
                   反馈: "feedback", 核查: "verifying", 结案: "closed", 挂账: "parked", 作废: "voided" },
     actions: { receive: "Receive", confirm: "Confirm", accept: "Register", void: "Void", dispatch: "Dispatch", start: "Start",
-               feedback: "Feedback", verify: "Verify", close: "Close case", return: "Return",
+               feedback: "Feedback", verify: "Verify", check: "Check passed", close: "Close case", return: "Return",
                reject: "Reject", park: "Park", unpark: "Unpark", extend: "Extend",
                escalate: "Escalate", report: "reported", attach: "alarm attached",
                upgrade: "upgraded", rework: "rework", auto_close: "closed, recovered",
@@ -509,6 +511,11 @@ async function renderCaseDetail() {
     ["address", c.location?.address || ""], ["grid", c.grid || ""],
   ]) {
     facts.append(el("dt", t(k)), el("dd", v));
+  }
+  // The case record (GB/T 30428.1): shown once it has been made.
+  const checked = c.check_result ? `${c.check_result}${c.check_note ? `: ${c.check_note}` : ""}` : "";
+  for (const [k, v] of [["received_by", c.received_by], ["disposal_note", c.disposal_note], ["check_result", checked]]) {
+    if (v) facts.append(el("dt", t(k)), el("dd", v));
   }
   if (c.pending) {
     const hours = c.pending === "extend" ? ` ${c.pending_hours} h` : "";

@@ -11,6 +11,7 @@
   each turns its driver's errors into StoreError (collector.errors)
 """
 
+from lifeline.collector.errors import InUse
 from lifeline.collector.store.base import (
     Conflict,
     Store,
@@ -40,6 +41,7 @@ def open_store(url: str) -> Store:
 
 __all__ = [
     "Conflict",
+    "InUse",
     "Store",
     "StoreDataError",
     "StoreError",

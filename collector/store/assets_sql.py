@@ -189,9 +189,10 @@ class AssetRows(Rows):
         return [(Asset.model_validate_json(r[0]), r[1]) for r in rows]
 
     def _place_assets(self, cur: Cursor) -> int:
-        """Place every asset in `self.grids` again; return how many changed grid."""
+        """Place every asset in `self.grids` again, in code order (collectors starting together
+        update the same rows in the same order); return how many changed grid."""
         changed = 0
-        for code, doc, before in self._run(cur, "SELECT code, doc, grid FROM assets"):
+        for code, doc, before in self._run(cur, "SELECT code, doc, grid FROM assets ORDER BY code"):
             # Only the three fields placement reads: a district has tens of thousands of 部件.
             record = json.loads(doc)
             grid = place(self.grids, record.get("lon"), record.get("lat"), record.get("grid", ""))

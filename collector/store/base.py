@@ -470,11 +470,18 @@ class KeyStore(Protocol):
 
     def put_department(self, code: str, name: str, now_ms: int) -> bool:
         """Register a department or rename it; True if it is new. Raises StoreDataError if
-        another code already has this name."""
+        another code already has this name. A rename carries the open cases (主办, 协办) and
+        their running phases over to the new name; closed cases keep the old one."""
         ...
 
     def departments(self) -> list[Department]:
         """The department registry, by code."""
+        ...
+
+    def remove_department(self, code: str) -> Department | None:
+        """Remove a department from the registry and return it; None if no department has this
+        code. Raises InUse (nothing removed) while an open case has it as 主办 or 协办 (by name
+        or code) or an active key is scoped to it."""
         ...
 
 

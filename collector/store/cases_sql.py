@@ -232,7 +232,8 @@ class CaseRows(Rows):
         " gateway_id, allowed_ms, severity, assist, reworks, returns, closure, recurrence_of,"
         " remaining_ms, lon, lat, datum, address, location_source, pending, pending_hours,"
         " source, void_reason, media_url, contact, confirmed_by, token, received_by,"
-        " received_ms"
+        " received_ms, register_condition, close_condition, disposal_note, check_result,"
+        " check_note, check_media_url, checked_by, checked_ms"
     )
 
     @staticmethod
@@ -275,6 +276,14 @@ class CaseRows(Rows):
             token=r[38],
             received_by=r[39],
             received_ms=r[40],
+            register_condition=r[41],
+            close_condition=r[42],
+            disposal_note=r[43],
+            check_result=r[44],
+            check_note=r[45],
+            check_media_url=r[46],
+            checked_by=r[47],
+            checked_ms=r[48],
         )
 
     def case_by_token(self, token: str) -> Case | None:
@@ -361,6 +370,14 @@ class CaseRows(Rows):
             "token": case.token,
             "recv_by": case.received_by,
             "recv_ms": case.received_ms,
+            "reg_cond": case.register_condition,
+            "close_cond": case.close_condition,
+            "disposal": case.disposal_note,
+            "check": case.check_result,
+            "check_note": case.check_note,
+            "check_media": case.check_media_url,
+            "checked_by": case.checked_by,
+            "checked_ms": case.checked_ms,
             "expect": expect_state,
         }
         with self._tx() as cur:
@@ -372,7 +389,9 @@ class CaseRows(Rows):
                     " :grid, :created, :updated, :deadline, :timed, :rep, :esc, :title, :gw,"
                     " :allowed, :sev, :assist, :rew, :ret, :closure, :recur, :remaining, :lon,"
                     " :lat, :datum, :addr, :src, :pending, :phours, :source, :vreason, :media,"
-                    " :contact, :confirmed, :token, :recv_by, :recv_ms, :subject)",
+                    " :contact, :confirmed, :token, :recv_by, :recv_ms, :reg_cond, :close_cond,"
+                    " :disposal, :check, :check_note, :check_media, :checked_by, :checked_ms,"
+                    " :subject)",
                     p,
                 )
             else:
@@ -385,7 +404,11 @@ class CaseRows(Rows):
                     " assist = :assist, reworks = :rew, returns = :ret, closure = :closure,"
                     " remaining_ms = :remaining, pending = :pending, pending_hours = :phours,"
                     " void_reason = :vreason, confirmed_by = :confirmed,"
-                    " received_by = :recv_by, received_ms = :recv_ms"
+                    " received_by = :recv_by, received_ms = :recv_ms,"
+                    " register_condition = :reg_cond, close_condition = :close_cond,"
+                    " disposal_note = :disposal, check_result = :check, check_note = :check_note,"
+                    " check_media_url = :check_media, checked_by = :checked_by,"
+                    " checked_ms = :checked_ms"
                     " WHERE case_no = :no AND state = :expect",
                     p,
                 )

@@ -421,7 +421,11 @@ class GatewayRows(Rows):
         """Place every device with an install location in `self.grids` again; return how many
         changed grid."""
         changed = 0
-        rows = self._run(cur, "SELECT gateway_id, device, lon, lat, grid FROM devices")
+        # In key order: collectors starting together update the same rows in the same order.
+        rows = self._run(
+            cur,
+            "SELECT gateway_id, device, lon, lat, grid FROM devices ORDER BY gateway_id, device",
+        )
         for gw, device, lon, lat, before in rows:
             grid = place(self.grids, lon, lat) or None
             if grid != before:

@@ -5,8 +5,9 @@ import json
 import logging
 from collections.abc import Sequence
 
+from lifeline.collector.errors import InUse
 from lifeline.collector.models import ApiKey, Department, Role
-from lifeline.collector.store.rows import Col, RowMap, Rows, json_tuple
+from lifeline.collector.store.rows import Col, Cursor, RowMap, Rows, json_tuple
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +72,24 @@ class KeyRows(Rows):
 
     def put_department(self, code: str, name: str, now_ms: int) -> bool:
         """Register a department or rename it; True if it is new. Raises StoreDataError if
-        another code already has this name."""
+        another code already has this name.
+
+        Cases name their 主办 and 协办 departments by name: a rename carries the open cases
+        (and their running phases) over to the new name, so the department's keys keep seeing
+        them; closed and voided cases keep the name they were closed under.
+        """
         with self._tx() as cur:
-            self._run(
-                cur,
-                "UPDATE departments SET name = :name, updated_ms = :now WHERE code = :code",
-                {"code": code, "name": name, "now": now_ms},
+            before = self._run(
+                cur, "SELECT name FROM departments WHERE code = :code", {"code": code}
             )
-            if cur.rowcount == 1:
+            if before:
+                self._run(
+                    cur,
+                    "UPDATE departments SET name = :name, updated_ms = :now WHERE code = :code",
+                    {"code": code, "name": name, "now": now_ms},
+                )
+                if before[0][0] != name:
+                    self._relabel(cur, before[0][0], name)
                 return False
             self._run(
                 cur,
@@ -86,6 +97,82 @@ class KeyRows(Rows):
                 {"code": code, "name": name, "now": now_ms},
             )
             return True
+
+    def _relabel(self, cur: Cursor, old: str, new: str) -> None:
+        """Name the department `new` instead of `old` on every open case (the states outside
+        workflow.OPEN_STATES are 结案 and 作废) and running phase."""
+        p = {"old": old, "new": new}
+        self._run(
+            cur,
+            "UPDATE cases SET department = :new WHERE department = :old"
+            " AND state NOT IN ('结案', '作废')",
+            p,
+        )
+        for case_no, assist in self._run(
+            cur,
+            "SELECT case_no, assist FROM cases WHERE assist <> '[]'"
+            " AND state NOT IN ('结案', '作废')",
+        ):
+            names = json.loads(assist)
+            if old in names:
+                self._run(
+                    cur,
+                    "UPDATE cases SET assist = :assist WHERE case_no = :no",
+                    {"no": case_no, "assist": json.dumps(
+                        [new if n == old else n for n in names], ensure_ascii=False
+                    )},
+                )  # fmt: skip
+        self._run(
+            cur,
+            "UPDATE case_phases SET department = :new WHERE department = :old AND end_ms IS NULL",
+            p,
+        )
+
+    def remove_department(self, code: str) -> Department | None:
+        """Remove a department from the registry and return it; None if no department has this
+        code. Raises InUse (nothing removed) while an open case has it as 主办 or 协办 (by name
+        or code) or an active key is scoped to it: those would be left pointing at nothing."""
+        with self._tx() as cur:
+            rows = self._run(
+                cur,
+                f"SELECT {_DEPARTMENT.select} FROM departments WHERE code = :code",  # noqa: S608
+                {"code": code},
+            )
+            if not rows:
+                return None
+            found = _DEPARTMENT(rows[0])
+            labels = {found.code, found.name}
+            cases = [
+                no
+                for no, lead, assist in self._run(
+                    cur,
+                    "SELECT case_no, department, assist FROM cases"
+                    " WHERE state NOT IN ('结案', '作废') ORDER BY case_no",
+                )
+                if lead in labels or labels & set(json.loads(assist))
+            ]
+            keys = [
+                f"{key_id} ({name})"
+                for key_id, name, scope in self._run(
+                    cur,
+                    "SELECT id, name, departments FROM api_keys WHERE revoked_ms IS NULL"
+                    " AND departments <> '[]' ORDER BY id",
+                )
+                if code in json.loads(scope)
+            ]
+            if cases or keys:
+                ties = []
+                if cases:
+                    shown = ", ".join(cases[:5]) + (" ..." if len(cases) > 5 else "")
+                    ties.append(f"{len(cases)} open cases ({shown})")
+                if keys:
+                    ties.append(f"active keys {', '.join(keys)} scoped to it")
+                raise InUse(
+                    f"department {code} ({found.name}) is still in use: {' and '.join(ties)};"
+                    " re-dispatch (改派) or close the cases and revoke the keys first"
+                )
+            self._run(cur, "DELETE FROM departments WHERE code = :code", {"code": code})
+            return found
 
     def departments(self) -> list[Department]:
         """The department registry, by code."""

@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from lifeline.broker import free_port
+from lifeline.collector.cases.codes import conditions
 from lifeline.demo import Child, http_json, spawn, start_simulator, wait_until
 from lifeline.firmware_sim.control import SimControl
 
@@ -180,18 +181,25 @@ def test_gas_leak_case_is_dispatched_verified_and_closed_with_its_audit(
     )
     assert cleared["state"] == "派遣"  # evidence, not a step past 处置
 
-    # Each step by the duty that owns it: the gas company's own key handles it (处置, 反馈), the
-    # 受理员 sends it to 核查, the 值班长 (a key made by the CLI) closes it.
+    # Each step by the duty that owns it: the gas company's own key handles it (处置, 反馈 with
+    # its 处置意见), the 受理员 sends it to 核查, the 监督员 finds it done (核查通过), the 值班长
+    # (a key made by the CLI) closes it.
     with httpx.Client(base_url=api, headers={"X-API-Key": admin}, timeout=10) as client:
         put = client.put("/api/v1/departments/GAS", json={"name": GAS_COMPANY})
         assert put.status_code == 201, put.text
         body = {"name": "燃气公司 抢修班", "role": "department", "departments": ["GAS"]}
         crew = client.post("/api/v1/keys", json=body).json()["key"]
         intake = client.post("/api/v1/keys", json={"name": "受理员 李四", "role": "intake"})
-    for action, key in (("start", crew), ("feedback", crew), ("verify", intake.json()["key"])):
+        inspector = client.post("/api/v1/keys", json={"name": "监督员 王五", "role": "inspector"})
+    for action, key, note in (
+        ("start", crew, ""),
+        ("feedback", crew, "已关阀，更换密封圈"),
+        ("verify", intake.json()["key"], ""),
+        ("check", inspector.json()["key"], "复测无泄漏"),
+    ):
         moved = httpx.post(
             f"{api}/api/v1/cases/{no}/actions",
-            json={"action": action},
+            json={"action": action, "note": note},
             headers={"X-API-Key": key},
             timeout=10,
         )
@@ -216,10 +224,16 @@ def test_gas_leak_case_is_dispatched_verified_and_closed_with_its_audit(
         ("燃气公司 抢修班", "start", "派遣", "处置"),
         ("燃气公司 抢修班", "feedback", "处置", "反馈"),
         ("受理员 李四", "verify", "反馈", "核查"),
+        ("监督员 王五", "check", "核查", "核查"),
         ("值班长 张三", "close", "核查", "结案"),
     ]
-    assert [a["role"] for a in audit[4:]] == ["department", "department", "intake", "shift_lead"]
-    assert audit[-1]["note"] == "结案: 处置完成: 现场核查无泄漏"
+    assert [a["role"] for a in audit[4:]] == [
+        "department", "department", "intake", "inspector", "shift_lead",
+    ]  # fmt: skip
+    met = conditions("事件", "0403")[1]
+    assert audit[-1]["note"] == f"结案: 处置完成, 结案条件: {met}: 现场核查无泄漏"
+    record = final.json()
+    assert (record["disposal_note"], record["check_result"]) == ("已关阀，更换密封圈", "通过")
     stamps = [a["ts_ms"] for a in audit]
     assert stamps == sorted(stamps)
     assert stamps[0] >= before_ms

@@ -13,6 +13,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from lifeline.collector.cases.codes import conditions
 from lifeline.collector.ingest import parse_mqtt_url
 from lifeline.wire import (
     AlarmBatch,
@@ -144,8 +145,13 @@ def test_gas_leak_becomes_a_case_that_is_dispatched_verified_and_closed(
     )
     assert case["state"] == "处置"
     assert len(collector.get("/api/v1/cases").json()["items"]) == 1
-    for action, actor in (("feedback", "燃气抢修班"), ("verify", "监督员 张三")):
-        r = collector.post(f"/api/v1/cases/{no}/actions", json={"action": action, "actor": actor})
+    for action, actor, note in (
+        ("feedback", "燃气抢修班", "已关阀，更换密封圈"),  # the 处置意见
+        ("verify", "受理员 李四", ""),
+        ("check", "监督员 张三", "复测无泄漏"),  # 核查通过, which 结案 needs
+    ):
+        body = {"action": action, "actor": actor, "note": note}
+        r = collector.post(f"/api/v1/cases/{no}/actions", json=body)
         assert r.status_code == 200, r.text
 
     refused = collector.post(
@@ -156,7 +162,7 @@ def test_gas_leak_becomes_a_case_that_is_dispatched_verified_and_closed(
 
     r = collector.post(
         f"/api/v1/cases/{no}/actions",
-        json={"action": "close", "actor": "监督员 张三", "note": "现场核查无泄漏"},
+        json={"action": "close", "actor": "值班长 王五", "note": "现场核查无泄漏"},
     )
     assert r.status_code == 200
     assert (r.json()["state"], r.json()["closure"]) == ("结案", "处置完成")
@@ -178,10 +184,12 @@ def test_gas_leak_becomes_a_case_that_is_dispatched_verified_and_closed(
         ("system", "", "alarm_cleared", "处置", "处置"),
         ("system", "", "alarm_cleared", "处置", "处置"),
         (admin, "燃气抢修班", "feedback", "处置", "反馈"),
-        (admin, "监督员 张三", "verify", "反馈", "核查"),
-        (admin, "监督员 张三", "close", "核查", "结案"),
+        (admin, "受理员 李四", "verify", "反馈", "核查"),
+        (admin, "监督员 张三", "check", "核查", "核查"),
+        (admin, "值班长 王五", "close", "核查", "结案"),
     ]
-    assert audit[-1]["note"] == "结案: 处置完成: 现场核查无泄漏"
+    met = conditions("事件", "0403")[1]
+    assert audit[-1]["note"] == f"结案: 处置完成, 结案条件: {met}: 现场核查无泄漏"
     assert all(a["ts_ms"] >= now for a in audit)
     gw.disconnect()
     gw.loop_stop()

@@ -218,7 +218,7 @@ def test_the_leak_back_after_it_cleared_reopens_the_work(district: District) -> 
     )
     assert cleared["state"] == "派遣"  # evidence only: the department's 反馈 is still due
     for action in ("start", "feedback", "verify"):
-        district.act(no, action)
+        district.act(no, action, note="已关阀")  # a 反馈 gives its 处置意见
     district.sim(("set", "gas-e01", {"point": "gas_concentration", "value": 30.0}))
     back = district.find("the case back in 处置", "cases", case_no=no, state="处置", reworks=1)
     assert back["deadline_ms"] > int(time.time() * 1000)  # a new 处置 round, on the clock

@@ -4,6 +4,7 @@ bad input is a 4xx problem+json, never a 500."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -98,8 +99,19 @@ def test_closing_while_the_alarm_is_active_then_acknowledging_opens_no_duplicate
 ) -> None:
     send(api, f"{GW}:2", "mh-1", "cover_open", "state", AlarmState.ACTIVE_UNACKED, 2)
     no = only_case(api)["case_no"]
-    for action in ("dispatch", "start", "feedback", "verify", "close"):
-        assert act(api, no, {"action": action}).status_code == 200, action
+    for action in ("dispatch", "start", "feedback", "verify"):
+        body = (
+            {"action": action, "note": "井盖已复位"} if action == "feedback" else {"action": action}
+        )
+        assert act(api, no, body).status_code == 200, action
+    # 结案 waits for 核查通过; a note with control characters is refused in words.
+    assert "核查通过" in problem_of(act(api, no, {"action": "close"}), 422)["detail"]
+    dirty = problem_of(act(api, no, {"action": "check", "note": "ok\x1b[2J"}), 422)
+    assert "control characters" in json.dumps(dirty, ensure_ascii=False)
+    checked = act(api, no, {"action": "check", "note": "井盖平稳"}).json()
+    assert "check" not in checked["actions"]  # once per round
+    assert "close" in checked["actions"]
+    assert act(api, no, {"action": "close"}).status_code == 200
     send(api, f"{GW}:2", "mh-1", "cover_open", "state", AlarmState.ACTIVE_ACKED, 2)
     cases = api.client.get("/api/v1/cases", headers=api.h()).json()["items"]
     assert [c["case_no"] for c in cases] == [no]
@@ -138,6 +150,21 @@ def test_dispatch_names_the_departments_and_a_return_needs_a_named_redispatch(ap
         {"action": "dispatch", "department": "x" * 101},
         {"action": "nothing"},
         {},
+        # The texts of the case record: too long, control characters, wrong types, misplaced.
+        {"action": "feedback", "note": "修" * 2001},
+        {"action": "feedback", "note": "已修复\x01"},  # (a NUL is 400 in any body)
+        {"action": "reject", "note": "\x1b[31m不通过"},
+        {"action": "feedback", "note": ["已修复"]},
+        {"action": "accept", "condition": "井" * 501},
+        {"action": "accept", "condition": ""},
+        {"action": "accept", "condition": "井盖\x07缺失"},
+        {"action": "accept", "condition": {"text": "井盖缺失"}},
+        {"action": "close", "condition": 5},
+        {"action": "dispatch", "condition": "井盖缺失"},
+        {"action": "check", "media_url": "javascript:alert(1)"},
+        {"action": "check", "media_url": "https://photos.example.org/" + "a" * 2000},
+        {"action": "reject", "media_url": 42},
+        {"action": "close", "media_url": "https://photos.example.org/a.jpg"},
     ],
 )
 def test_every_bad_action_body_is_a_4xx_problem(api: Api, body: dict[str, Any]) -> None:

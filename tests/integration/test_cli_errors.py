@@ -224,6 +224,26 @@ CASES: dict[str, tuple[Case | None, Case | None, Case | None]] = {
         lambda r: ["collector", "keys", "revoke", "1", *_db(r, r.blocker)],
         lambda r: ["collector", "keys", "revoke", "1", *_pg(r)],
     ),
+    "collector departments list": (
+        lambda r: ["collector", "departments", "list", *_db(r, r.missing / "c.db")],
+        lambda r: ["collector", "departments", "list", *_db(r, r.blocker)],
+        lambda r: ["collector", "departments", "list", *_pg(r)],
+    ),
+    "collector departments add": (
+        lambda r: ["collector", "departments", "add", "gas", "燃气", *_db(r, r.missing / "c.db")],
+        lambda r: ["collector", "departments", "add", "gas", "燃气", *_db(r, r.blocker)],
+        lambda r: ["collector", "departments", "add", "gas", "燃气", *_pg(r)],
+    ),
+    "collector departments rename": (
+        lambda r: ["collector", "departments", "rename", "gas", "燃", *_db(r, r.missing / "c.db")],
+        lambda r: ["collector", "departments", "rename", "gas", "燃", *_db(r, r.blocker)],
+        lambda r: ["collector", "departments", "rename", "gas", "燃", *_pg(r)],
+    ),
+    "collector departments remove": (
+        lambda r: ["collector", "departments", "remove", "gas", *_db(r, r.missing / "c.db")],
+        lambda r: ["collector", "departments", "remove", "gas", *_db(r, r.blocker)],
+        lambda r: ["collector", "departments", "remove", "gas", *_pg(r)],
+    ),
     "sim run": (
         lambda r: ["sim", "run", "-s", str(r.missing / "sc.yaml")],
         lambda r: [

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -149,7 +150,7 @@ def test_edge_validate_warns_about_a_non_standard_baud_rate(tmp_path: Path) -> N
     assert r.exit_code == 0, r.output
     assert r.stdout.startswith(f"{config}: ok")
     assert r.stderr.startswith(
-        f"warning: {config}: buses.0.baudrate: 96000 is not a standard baud rate "
+        f"warning: {config}: buses[0].baudrate: 96000 is not a standard baud rate "
         "(did you mean 9600?); standard: 300, 600, 1200, 2400, 4800, 9600, 14400, 19200"
     )
     bus["baudrate"] = 1_000_000
@@ -201,7 +202,7 @@ def test_edge_check_and_run_warn_about_a_non_standard_baud_rate(tmp_path: Path) 
     data = {"gateway": "gw", "site": "s", "mqtt": {"url": "mqtt://127.0.0.1:1"}, "buses": [bus]}
     data["buffer"] = {"path": str(tmp_path / "edge.sqlite")}
     config.write_text(yaml.safe_dump(data))
-    warning = f"{config}: buses.0.baudrate: 9601 is not a standard baud rate (did you mean 9600?)"
+    warning = f"{config}: buses[0].baudrate: 9601 is not a standard baud rate (did you mean 9600?)"
     check = CliRunner().invoke(edge_cli, ["check", "-c", str(config), "--broker-timeout", "0.1"])
     assert check.exit_code == 1  # no such port, no broker
     assert f"warning: {warning}" in check.stderr
@@ -224,3 +225,37 @@ def test_edge_check_and_run_warn_about_a_non_standard_baud_rate(tmp_path: Path) 
         daemon.wait(30)
         if daemon.stderr:
             daemon.stderr.close()
+
+
+def test_edge_run_stops_cleanly_on_a_sigterm_sent_the_moment_it_starts(tmp_path: Path) -> None:
+    # systemd may stop the unit while it is still starting. The handler used to be installed
+    # after the imports and the config (~1 s): a SIGTERM then killed the gateway (exit -15)
+    # before it could mark its buffer stopped. The signal is sent at once, held blocked in the
+    # child until the gateway unblocks it, so it lands at the first moment the gateway can
+    # take it, whatever the speed of this machine.
+    device = {"id": "sl-1", "unit": 1, "profile": "streetlight"}
+    bus = {"type": "tcp", "host": "127.0.0.1", "port": 1, "devices": [device]}
+    config = tmp_path / "gw.yaml"
+    data = {"gateway": "gw", "site": "s", "mqtt": {"url": "mqtt://127.0.0.1:1"}, "buses": [bus]}
+    data["buffer"] = {"path": str(tmp_path / "edge.sqlite")}
+    config.write_text(yaml.safe_dump(data))
+
+    for _ in range(3):
+        # The child inherits this thread's signal mask across exec.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        try:
+            daemon = subprocess.Popen(
+                [sys.executable, "-m", "lifeline", "edge", "run", "-c", str(config)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            _, err = daemon.communicate(timeout=30)
+        finally:
+            daemon.kill()
+        assert daemon.returncode == 0, err
+        assert "gateway gw stopped cleanly" in err

@@ -112,6 +112,8 @@ def test_a_broker_down_at_start_is_one_log_line_and_a_reason(
         f"broker {broker.url} unreachable",
         f"broker {broker.url} reachable again",
     ]
+    # The OS's reason, from the attempt paho made in its own thread (it passes no error).
+    assert "unreachable: cannot connect: [Errno 111] Connection refused;" in lines[0]
 
 
 def test_a_shared_subscription_is_probed(store: Store, broker: PrivateBroker) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from lifeline.collector.assets import Asset
+from lifeline.collector.cases.codes import conditions
 from lifeline.collector.cases.engine import CaseEngine
 from lifeline.collector.cases.phases import Phase
 from lifeline.collector.cases.routing import Routing, default_routing_path, load_routing
@@ -311,12 +312,13 @@ def test_closing_while_active_then_acknowledging_opens_no_duplicate(
     engine.process_pending()
     (case,) = store.cases()
     for action in (Action.DISPATCH, Action.START, Action.FEEDBACK, Action.VERIFY):
-        engine.act(case.case_no, action, "op")
+        engine.act(case.case_no, action, "op", "井盖已复位")
     engine.act(case.case_no, Action.CLOSE, "监督员", closure=Closure.FALSE_ALARM)
     raise_alarm(store, "mh-1", "cover_open", "state", AlarmState.ACTIVE_ACKED)  # acknowledged
     engine.process_pending()
     (only,) = store.cases()
     assert (only.case_no, only.state, only.closure) == (case.case_no, CaseState.CLOSED, "误报")
+    assert (only.check_result, only.disposal_note) == ("误报", "井盖已复位")
 
 
 def test_rework_and_recurrence_over_the_store(store: Store, routing: Routing) -> None:
@@ -328,7 +330,7 @@ def test_rework_and_recurrence_over_the_store(store: Store, routing: Routing) ->
     raise_alarm(store, "gas-1", "gas_concentration", "hi", AlarmState.CLEARED_UNACKED, "gw:1")
     engine.process_pending()
     for action in (Action.START, Action.FEEDBACK, Action.VERIFY):
-        engine.act(case.case_no, action, "燃气抢修班")
+        engine.act(case.case_no, action, "燃气抢修班", "已关阀")
     clock.now += H
     raise_alarm(
         store, "gas-1", "gas_concentration", "hi", AlarmState.ACTIVE_UNACKED, "gw:2", at=clock.now
@@ -341,8 +343,20 @@ def test_rework_and_recurrence_over_the_store(store: Store, routing: Routing) ->
         store, "gas-1", "gas_concentration", "hi", AlarmState.CLEARED_UNACKED, "gw:2", at=clock.now
     )
     engine.process_pending()
-    for action in (Action.FEEDBACK, Action.VERIFY, Action.CLOSE):
-        engine.act(case.case_no, action, "op")
+    engine.act(case.case_no, Action.FEEDBACK, "燃气抢修班", "更换管段")
+    engine.act(case.case_no, Action.VERIFY, "受理员")
+    photo = "https://photos.example.org/gas.jpg"
+    engine.act(case.case_no, Action.CHECK, "监督员", "复测无泄漏", media_url=photo)
+    engine.act(case.case_no, Action.CLOSE, "值班长", condition="泄漏点已修复，复测合格")
+    done = store.case(case.case_no)  # the case record, as the store keeps it
+    assert done is not None
+    assert (done.register_condition, done.close_condition, done.disposal_note) == (
+        conditions("事件", "0403")[0], "泄漏点已修复，复测合格", "更换管段",
+    )  # fmt: skip
+    assert (done.check_result, done.check_note, done.check_media_url, done.checked_by) == (
+        "通过", "复测无泄漏", photo, "监督员",
+    )  # fmt: skip
+    assert done.checked_ms == int(clock.now * 1000)
     clock.now += 24 * H
     raise_alarm(
         store, "gas-1", "gas_concentration", "hi", AlarmState.ACTIVE_UNACKED, "gw:3", at=clock.now
@@ -396,8 +410,10 @@ def test_a_birth_restating_the_alarm_of_a_closed_case_opens_no_duplicate(
     raise_alarm(store, "mh-1", "cover_open", "state", AlarmState.ACTIVE_UNACKED, "gw:e1:5")
     engine.process_pending()
     (case,) = store.cases()
-    for action in (Action.DISPATCH, Action.START, Action.FEEDBACK, Action.VERIFY, Action.CLOSE):
-        engine.act(case.case_no, action, "op")
+    for action in (Action.DISPATCH, Action.START, Action.FEEDBACK, Action.VERIFY):
+        engine.act(case.case_no, action, "op", "井盖已复位")
+    engine.act(case.case_no, Action.CHECK, "监督员")
+    engine.act(case.case_no, Action.CLOSE, "值班长")
     t = int(T0 * 1000)
     acked = AlarmEvent(
         "gw:e1:5", "mh-1", "cover_open", "state", Severity.HIGH, AlarmState.ACTIVE_ACKED, t, True

@@ -43,6 +43,7 @@ WHERE = {
     A.EXTEND: S.DISPATCHED,
     A.FEEDBACK: S.HANDLING,
     A.VERIFY: S.FEEDBACK,
+    A.CHECK: S.VERIFYING,
     A.REJECT: S.VERIFYING,
     A.CLOSE: S.VERIFYING,
     A.UNPARK: S.PARKED,
@@ -57,6 +58,8 @@ BODY: dict[Action, dict[str, Any]] = {
     A.APPLY: {"request": "park"},
     A.VOID: {"reason": "重复"},
     A.REPLY: {"note": "已到场"},
+    A.FEEDBACK: {"note": "已处置"},  # the 处置意见
+    A.REJECT: {"note": "仍有隐患"},  # the reason
 }
 STAYS = (
     A.EXTEND,
@@ -66,6 +69,7 @@ STAYS = (
     A.REPLY,
     A.CONFIRM,
     A.RECEIVE,
+    A.CHECK,
 )  # the actions that keep the case's state
 SERIAL = iter(range(1, 100_000))
 
@@ -99,6 +103,7 @@ def case_in(
     assist: str = "",
     pending: str = "",
     source: str = "物联网感知",
+    checked: bool = False,
 ) -> str:
     """A fresh 部件 case of `department` (reported from `source`) brought to `state`."""
     no = f"330106{next(SERIAL):010d}"
@@ -109,8 +114,10 @@ def case_in(
         allowed_ms=3_600_000, auto_register=False, actor="seed", now_ms=t, source=source,
     )  # fmt: skip
     for action in PATH[state]:
-        case, audit = apply(case, action, actor="seed", now_ms=t)
+        case, audit = apply(case, action, actor="seed", now_ms=t, note="seed")
         audits.append(audit)
+    if checked:
+        case = replace(case, check_result="通过")  # 核查通过, which 结案 needs
     if assist:
         case = replace(case, assist=(assist,))
     if pending:
@@ -134,7 +141,7 @@ def test_every_action_is_allowed_to_exactly_the_roles_of_the_matrix(api: Api) ->
             pending = "park" if action in (A.APPROVE, A.DENY) else ""
             # Only a citizen's report needs 核实, and a sensor's case was received as it opened.
             source = {A.CONFIRM: "公众", A.RECEIVE: "12345"}.get(action, "物联网感知")
-            no = case_in(api, state, pending=pending, source=source)
+            no = case_in(api, state, pending=pending, source=source, checked=action is A.CLOSE)
             r = post(api, no, action, headers)
             if may_act(role, action):
                 assert r.status_code == 200, (action, role, r.text)
@@ -152,7 +159,7 @@ def test_every_action_is_allowed_to_exactly_the_roles_of_the_matrix(api: Api) ->
 def test_the_matrix_gives_each_duty_what_the_standard_says(api: Api) -> None:
     # Spelled out, so a change to CASE_ACTIONS has to change this test (and the docs) too.
     expected = {
-        Role.INSPECTOR: {A.CONFIRM, A.REJECT},
+        Role.INSPECTOR: {A.CONFIRM, A.CHECK, A.REJECT},
         Role.INTAKE: {A.RECEIVE, A.VERIFY},
         Role.SHIFT_LEAD: {A.ACCEPT, A.VOID, A.CLOSE, A.ESCALATE},
         Role.DISPATCHER: {A.DISPATCH, A.RETURN, A.PARK, A.UNPARK, A.EXTEND, A.APPROVE, A.DENY},
@@ -219,6 +226,35 @@ def test_department_keys_and_the_registry_refuse_what_does_not_fit(api: Api) -> 
     problem_of(c.put("/api/v1/departments/a%20b", json={"name": "x"}, headers=admin), 422)
     listed = c.get("/api/v1/departments", headers=api.h(Role.LEADER)).json()
     assert {"code": "WATER", "name": "水务集团有限公司"} in listed
+
+
+def test_a_renamed_department_keeps_its_open_cases_and_one_in_use_is_not_removed(
+    api: Api,
+) -> None:
+    c, admin = api.client, api.h(Role.ADMIN)
+    no = case_in(api, S.HANDLING, department=LAMPS[1])
+    own = scoped_key(api, "路灯抢修班", (LAMPS[0],))
+    # Cases name departments by name: before, a rename hid the open case from the
+    # department's own key (its scope is the code and the current name).
+    rename = c.put(f"/api/v1/departments/{LAMPS[0]}", json={"name": "路灯养护中心"}, headers=admin)
+    assert rename.status_code == 200, rename.text
+    seen = c.get(f"/api/v1/cases/{no}", headers=own)
+    assert seen.status_code == 200, seen.text
+    assert seen.json()["department"] == "路灯养护中心"
+    detail = problem_of(c.delete(f"/api/v1/departments/{LAMPS[0]}", headers=admin), 409)["detail"]
+    assert detail.startswith(
+        f"department LAMPS (路灯养护中心) is still in use: 1 open cases ({no})"
+    )
+    assert "active keys" in detail
+    problem_of(c.delete(f"/api/v1/departments/{LAMPS[0]}", headers=api.h(Role.DISPATCHER)), 403)
+    problem_of(c.delete("/api/v1/departments/NOPE", headers=admin), 404)
+    problem_of(c.delete("/api/v1/departments/a%20b", headers=admin), 422)
+    for name in (" 水务集团", "水务\n集团", "水务\u202e集团", ""):
+        problem_of(c.put("/api/v1/departments/WATER", json={"name": name}, headers=admin), 422)
+    assert c.put("/api/v1/departments/WATER", json={"name": "水务集团"}, headers=admin).is_success
+    assert c.delete("/api/v1/departments/WATER", headers=admin).status_code == 204
+    listed = c.get("/api/v1/departments", headers=admin).json()
+    assert [d["code"] for d in listed] == [GAS[0], LAMPS[0]]
 
 
 def test_a_department_applies_for_an_extension_and_the_dispatcher_grants_it(api: Api) -> None:

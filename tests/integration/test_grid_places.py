@@ -186,3 +186,25 @@ def test_assets_import_warns_of_an_asset_that_stands_in_another_grid(tmp_path: P
     assert r.exit_code == 1
     assert r.stderr.startswith("error: ")
     assert r.stderr.count("\n") == 1
+
+
+def test_collector_run_assets_warns_of_an_asset_that_stands_in_another_grid(
+    db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    csv = tmp_path / "assets.csv"
+    csv.write_text(
+        f"code,owner,grid,lon,lat\n{SAYS_B_STANDS_IN_A.code},燃气集团,{B},{IN_A[0]},{IN_A[1]}\n",
+        encoding="utf-8",
+    )
+    runtime = Runtime(CollectorConfig(db_url=db_url, ingest=None, assets_file=csv))
+    try:
+        assert [g for _, g in runtime.store.located_assets()] == [A]
+    finally:
+        runtime.close()
+    (warned,) = [
+        r for r in caplog.records if r.levelname == "WARNING" and "names grid" in r.message
+    ]
+    assert warned.getMessage() == (
+        f"{csv}: asset {SAYS_B_STANDS_IN_A.code} names grid {B}, but its point (120.14, 30.277)"
+        f" stands in grid {A}: placed in {A}"
+    )

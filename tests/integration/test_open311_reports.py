@@ -17,6 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from lifeline.collector.api import create_app
+from lifeline.collector.cases.codes import conditions
 from lifeline.collector.cases.workflow import Action, CaseState, apply, open_case
 from lifeline.collector.keys import digest, display_prefix, new_token
 from lifeline.collector.models import Accepted, Role
@@ -142,18 +143,29 @@ def test_a_citizen_report_goes_from_post_through_to_closure(city: City) -> None:
     assert received["received_by"] == "intake-1"
     assert steps & set(received["actions"]) == {"accept"}
     assert received["received_ms"] == city.clock[0] * 1000
-    for action, role in [
-        ("accept", Role.SHIFT_LEAD),
-        ("dispatch", Role.DISPATCHER),
-        ("start", Role.ADMIN),  # for the 专业部门; the matrix is tests/integration/test_duties.py
-        ("feedback", Role.ADMIN),
-        ("verify", Role.INTAKE),
-        ("close", Role.SHIFT_LEAD),
+    photo = "https://photos.example.org/checked.jpg"
+    for action, role, body in [
+        ("accept", Role.SHIFT_LEAD, {}),
+        ("dispatch", Role.DISPATCHER, {}),
+        ("start", Role.ADMIN, {}),  # for the 专业部门; the matrix: tests/integration/test_duties.py
+        ("feedback", Role.ADMIN, {"note": "已关阀并修复泄漏点"}),  # the 处置意见
+        ("verify", Role.INTAKE, {}),
+        ("check", Role.INSPECTOR, {"note": "现场复测无泄漏", "media_url": photo}),
+        ("close", Role.SHIFT_LEAD, {}),
     ]:
         city.clock[0] += 600
-        assert city.act(no, action, role).status_code == 200, (action, role)
+        r = city.act(no, action, role, **body)
+        assert r.status_code == 200, (action, role, r.text)
     (done,) = city.client.get(f"/open311/v2/requests/{no}.json").json()
     assert (done["status"], done["service_notice"]) == ("closed", "已结案")
+    assert done["status_notes"] == "结案：已关阀并修复泄漏点"  # the 处置意见 for the citizen
+    record = city.client.get(f"/api/v1/cases/{no}", headers=city.h(Role.VIEWER)).json()
+    leak = conditions("事件", "0403")
+    assert (record["register_condition"], record["close_condition"]) == leak
+    assert (record["check_result"], record["check_note"], record["check_media_url"]) == (
+        "通过", "现场复测无泄漏", photo,
+    )  # fmt: skip
+    assert (record["checked_by"], record["disposal_note"]) == ("inspector-1", "已关阀并修复泄漏点")
     detail = city.client.get(f"/api/v1/cases/{no}", headers=city.h(Role.VIEWER)).json()
     stages = [(p["stage"], p["due_ms"] - p["start_ms"]) for p in detail["phases"]]
     assert stages[0] == ("受理", 15 * 60_000)  # the shipped 15 natural minutes (stages.受理)

@@ -71,7 +71,7 @@ def test_every_figure_of_a_seeded_history_matches_the_hand_count(
 
     def at(hours: float, no: str, action: Action, **kw: object) -> None:
         clock.now = T0 + hours * 3600
-        engine.act(no, action, "op", **kw)  # type: ignore[arg-type]
+        engine.act(no, action, "op", "现场记录", **kw)  # type: ignore[arg-type]
 
     at(1, c, A.VOID, reason="误报")
     at(2, a, A.DISPATCH)  # 派遣 stage 0..2 h, due 1 h: late
@@ -88,6 +88,7 @@ def test_every_figure_of_a_seeded_history_matches_the_hand_count(
     at(13, a, A.REJECT)  # A 核查 12..13; a new 处置 round 13..17
     at(18, a, A.FEEDBACK)  # late: 5 h
     at(18, a, A.VERIFY)
+    at(18.5, a, A.CHECK)  # 核查通过: no stage of its own
     at(19, a, A.CLOSE)  # A 核查 18..19
 
     window = (int(T0 * 1000), int(T0 * 1000) + 24 * HMS)

@@ -4,6 +4,7 @@ import re
 
 import pytest
 import typer
+import yaml
 
 from lifeline.collector.grids import GridError, check_grid_code
 from lifeline.drivers.baudrates import baudrate_problem
@@ -149,7 +150,7 @@ def test_gateway_config_warns_about_a_non_standard_rate_and_refuses_the_absurd()
 
     assert config_warnings(parse_config(rtu(9600))) == []
     ((field, reason),) = config_warnings(parse_config(rtu(96000)))
-    assert field == "buses.0.baudrate"
+    assert field == "buses[0].baudrate"
     assert reason.startswith("96000 is not a standard baud rate (did you mean 9600?)")
     with pytest.raises(ConfigError, match=r"5000000 is no serial line rate .*standard: 300"):
         parse_config(rtu(5_000_000))
@@ -194,3 +195,29 @@ def test_a_name_of_no_device_or_of_several_lists_them(name: str, message: str) -
         resolve_device(name, known, "on gateway gw-xh")
     assert str(err.value).startswith(message)
     assert "\n" not in str(err.value)
+
+
+def _follow(data: object, path: str) -> object:
+    """The value a YAML path such as `buses[1].devices[0].unit` leads to in parsed YAML."""
+    for key, index in re.findall(r"\.?([^.\[\]]+)|\[(\d+)\]", path):
+        data = data[int(index)] if index else data[key]  # type: ignore[index]
+    return data
+
+
+def test_config_warnings_and_errors_name_the_yaml_path_a_person_edits() -> None:
+    # The warning said `buses.1.baudrate` and a schema error `buses.1.rtu.devices.0.unit`
+    # (pydantic's bus type tag): neither is a path in the file.
+    tcp = {"type": "tcp", "host": "10.0.0.5", "devices": [{"id": "a", "unit": 1, "profile": "x"}]}
+    device = {"id": "b", "unit": 1, "profile": "streetlight"}
+    rtu = {"type": "rtu", "port": "/dev/ttyUSB0", "baudrate": 96000, "devices": [device]}
+    data = yaml.safe_load(yaml.safe_dump({"gateway": "gw", "site": "s", "buses": [tcp, rtu]}))
+    ((field, _),) = config_warnings(parse_config(data))
+    assert field == "buses[1].baudrate"
+    assert _follow(data, field) == 96000
+    data["buses"][1]["devices"][0]["unit"] = 999
+    data["buses"][1]["parity"] = "X"
+    with pytest.raises(ConfigError) as err:
+        parse_config(data)
+    fields = [f for f, _ in err.value.problems]
+    assert fields == ["buses[1].devices[0].unit", "buses[1].parity"]
+    assert [_follow(data, f) for f in fields] == [999, "X"]

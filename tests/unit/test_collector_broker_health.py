@@ -1,10 +1,11 @@
 """BrokerHealth: what the broker gives ingest, judged with an injected clock."""
 
 import logging
+import socket
 
 import pytest
 
-from lifeline.collector.broker_health import BrokerHealth
+from lifeline.collector.broker_health import BrokerHealth, connect_error
 
 URL = "mqtt://broker:1883"
 
@@ -69,3 +70,27 @@ def test_a_broker_that_keeps_no_session_for_an_absent_client_is_a_reason_logged_
     assert sum("does not keep a persistent session" in r.getMessage() for r in caplog.records) == 1
     h.session_result("")
     assert h.problems(2) == []
+
+
+def test_an_unreachable_broker_is_logged_once_with_the_reason_the_os_gave(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # It said only "cannot connect": refused, no such host and a bad certificate alike.
+    refused = ConnectionRefusedError(111, "Connection refused")
+    assert connect_error(refused) == "cannot connect: [Errno 111] Connection refused"
+    assert connect_error(socket.gaierror(-2, "Name or service not known")) == (
+        "cannot connect: [Errno -2] Name or service not known"
+    )
+    assert connect_error(TimeoutError()) == "cannot connect: TimeoutError"
+    assert connect_error(None) == "cannot connect"
+    assert connect_error(ValueError("not an OS error")) == "cannot connect"
+    h = BrokerHealth(URL)
+    h.connection_failed(connect_error(refused), now=0)
+    h.connection_failed(connect_error(refused), now=1)  # the same outage: no second line
+    assert [r.getMessage() for r in caplog.records] == [
+        f"broker {URL} unreachable: cannot connect: [Errno 111] Connection refused; reconnecting"
+    ]
+    assert h.problems(2) == [
+        f"broker {URL} unreachable since 1970-01-01 00:00:00 UTC: cannot connect: [Errno 111]"
+        " Connection refused"
+    ]

@@ -181,7 +181,7 @@ def test_the_leak_back_while_in_verification_sends_the_case_back_to_handling() -
     d.alarm("1", "gas-e01", "gas_concentration", "hi", 2, state=CLEARED)
     assert d.case().state is CaseState.DISPATCHED  # a cleared alarm is evidence, not 核查
     for action in (Action.START, Action.FEEDBACK, Action.VERIFY):
-        d.engine.act(no, action, "燃气抢修班")
+        d.engine.act(no, action, "燃气抢修班", "已处置")
     assert d.case().state is CaseState.VERIFYING
     d.later(1)
     d.alarm("7", "gas-e01", "gas_concentration", "hi", 2)  # the leak is back
@@ -196,16 +196,16 @@ def test_the_leak_back_within_the_window_after_closure_opens_a_linked_case() -> 
     d.alarm("1", "gas-e01", "gas_concentration", "hi", 2)
     first = d.case().case_no
     d.alarm("1", "gas-e01", "gas_concentration", "hi", 2, state=CLEARED)
-    for action in (Action.START, Action.FEEDBACK, Action.VERIFY, Action.CLOSE):
-        d.engine.act(first, action, "op")
+    for action in (Action.START, Action.FEEDBACK, Action.VERIFY, Action.CHECK, Action.CLOSE):
+        d.engine.act(first, action, "op", "已处置")
     d.later(71)
     d.alarm("2", "gas-e01", "gas_concentration", "hi", 2)
     (new,) = [c for c in d.store.cases_.values() if c.case_no != first]
     assert (new.recurrence_of, new.state) == (first, CaseState.DISPATCHED)
     assert "反复发生" in d.store.audits[new.case_no][0].note
     d.engine.act(new.case_no, Action.START, "op")
-    for action in (Action.FEEDBACK, Action.VERIFY, Action.CLOSE):
-        d.engine.act(new.case_no, action, "op")
+    for action in (Action.FEEDBACK, Action.VERIFY, Action.CHECK, Action.CLOSE):
+        d.engine.act(new.case_no, action, "op", "已处置")
     d.later(73)  # beyond the 72 h window: a case of its own
     d.alarm("3", "gas-e01", "gas_concentration", "hi", 2)
     (third,) = [c for c in d.store.cases_.values() if c.case_no not in (first, new.case_no)]
@@ -216,8 +216,8 @@ def test_the_recurrence_window_is_configured() -> None:
     d = District(recurrence_window_h=1)
     d.alarm("1", "gas-e01", "gas_concentration", "hi", 2)
     first = d.case().case_no
-    for action in (Action.START, Action.FEEDBACK, Action.VERIFY, Action.CLOSE):
-        d.engine.act(first, action, "op")
+    for action in (Action.START, Action.FEEDBACK, Action.VERIFY, Action.CHECK, Action.CLOSE):
+        d.engine.act(first, action, "op", "已处置")
     d.later(2)
     d.alarm("2", "gas-e01", "gas_concentration", "hi", 2)
     assert all(c.recurrence_of is None for c in d.store.cases_.values())
@@ -263,9 +263,9 @@ def test_closing_while_the_alarm_is_active_then_acknowledging_opens_no_duplicate
     d.alarm("1", "mh-e01", "cover_open", "state", 2)
     no = d.case().case_no
     d.engine.act(no, Action.DISPATCH, "派遣员")
-    for action in (Action.START, Action.FEEDBACK, Action.VERIFY):
-        d.engine.act(no, action, "op")
-    d.engine.act(no, Action.CLOSE, "监督员", "井盖已复位，传感器待校准", closure=Closure.DONE)
+    for action in (Action.START, Action.FEEDBACK, Action.VERIFY, Action.CHECK):
+        d.engine.act(no, action, "op", "已处置")
+    d.engine.act(no, Action.CLOSE, "值班长", "井盖已复位，传感器待校准", closure=Closure.DONE)
     d.alarm("1", "mh-e01", "cover_open", "state", 2, state=ACKED)  # the same occurrence
     assert [c.case_no for c in d.store.cases_.values()] == [no]
     assert d.case().closure == "处置完成"
@@ -358,7 +358,7 @@ def test_an_alarm_back_under_the_same_id_is_a_new_occurrence() -> None:
     no = d.case().case_no
     d.alarm("1", "gas-e01", "gas_concentration", "hi", 2, state=CLEARED)
     for action in (Action.START, Action.FEEDBACK, Action.VERIFY):
-        d.engine.act(no, action, "op")
+        d.engine.act(no, action, "op", "已处置")
     d.later(0.5)
     d.alarm("1", "gas-e01", "gas_concentration", "hi", 2)  # back, same id
     case = d.case()

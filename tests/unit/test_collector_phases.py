@@ -142,7 +142,7 @@ class Case_:
 
     def do(self, action: Action, now: int, extend: float = 0, args: Args | None = None) -> Case:
         given = replace(args or Args(), extend_ms=int(extend * H))
-        after, _ = apply(self.case, action, actor="op", now_ms=now, args=given)
+        after, _ = apply(self.case, action, actor="op", now_ms=now, note="现场", args=given)
         changed, self.case = step(
             self.phases, self.case, after, action, now, Table(), CAL, extend=extend
         )
@@ -166,6 +166,7 @@ def test_each_stage_has_its_own_clock_and_dispose_starts_at_dispatch() -> None:
     c.do(A.START, at(5, 6, 9))
     c.do(A.FEEDBACK, at(5, 7, 15))
     c.do(A.VERIFY, at(5, 7, 16))
+    c.do(A.CHECK, at(5, 8, 8))  # 核查通过: the 核查 stage runs on to 结案
     c.do(A.CLOSE, at(5, 8, 9))
     rows = [(p.stage, p.start_ms, p.due_ms, p.end_ms, p.overdue(at(6, 1, 12))) for p in c.phases]
     assert rows == [

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 
+from lifeline.collector.cases.codes import COMPONENT_NAMES, CONDITIONS, EVENT_NAMES, conditions
 from lifeline.collector.cases.workflow import (
     SYSTEM_ACTIONS,
     TRANSITIONS,
@@ -42,6 +43,7 @@ LEGAL: dict[tuple[Action, CaseState], CaseState] = {
     (A.START, S.DISPATCHED): S.HANDLING,
     (A.FEEDBACK, S.HANDLING): S.FEEDBACK,
     (A.VERIFY, S.FEEDBACK): S.VERIFYING,
+    (A.CHECK, S.VERIFYING): S.VERIFYING,  # 核查通过, before 结案
     (A.CLOSE, S.VERIFYING): S.CLOSED,
     (A.RETURN, S.DISPATCHED): S.REGISTERED,
     (A.RETURN, S.HANDLING): S.REGISTERED,
@@ -96,7 +98,11 @@ def test_legal_transition(action: Action, state: CaseState) -> None:
     source = "公众" if action is A.CONFIRM else "监督员"  # only a citizen's needs 核实
     received = None if action is A.RECEIVE else "intake-1"  # 立案 only after 受理
     # something to decide or to answer
-    given = make(state, pending=pending, escalations=1, source=source, received_by=received)
+    checked = "通过" if action is A.CLOSE else None  # 结案 only after 核查通过
+    given = make(
+        state, pending=pending, escalations=1, source=source, received_by=received,
+        check_result=checked,
+    )  # fmt: skip
     case, audit = apply(given, action, actor="op-7", now_ms=T0 + H, note="n", args=ARGS)
     assert case.state is LEGAL[(action, state)]
     assert (audit.actor, audit.ts_ms, audit.from_state, audit.to_state) == (
@@ -126,10 +132,12 @@ def test_full_happy_path_with_auto_register() -> None:
         auto_register=True, actor="system", now_ms=T0,
     )  # fmt: skip
     assert (case.state, case.allowed_ms) == (S.REGISTERED, 2 * H)
-    for action in (A.DISPATCH, A.START, A.FEEDBACK, A.VERIFY, A.CLOSE):
-        case, audit = apply(case, action, actor="op", now_ms=T0)
+    for action in (A.DISPATCH, A.START, A.FEEDBACK, A.VERIFY, A.CHECK, A.CLOSE):
+        case, audit = apply(case, action, actor="op", now_ms=T0, note="已复位")
         audits.append(audit)
-    assert [a.to_state for a in audits] == ["受理", "立案", "派遣", "处置", "反馈", "核查", "结案"]
+    assert [a.to_state for a in audits] == [
+        "受理", "立案", "派遣", "处置", "反馈", "核查", "核查", "结案",
+    ]  # fmt: skip
     assert case.closure == "处置完成"
 
 
@@ -212,9 +220,8 @@ def test_rework_starts_a_new_handling_round(state: CaseState) -> None:
     [(None, "处置完成"), (Closure.DONE, "处置完成"), (Closure.FALSE_ALARM, "误报")],
 )
 def test_closure_types_a_person_may_give(closure: Closure | None, expected: str) -> None:
-    closed, audit = apply(
-        make(S.VERIFYING), A.CLOSE, actor="op", now_ms=T0, args=Args(closure=closure)
-    )
+    checked = make(S.VERIFYING, check_result="通过")
+    closed, audit = apply(checked, A.CLOSE, actor="op", now_ms=T0, args=Args(closure=closure))
     assert (closed.state, closed.closure) == (S.CLOSED, expected)
     assert expected in audit.note
 
@@ -284,7 +291,7 @@ def test_a_department_applies_and_the_dispatcher_decides() -> None:
     for bad in (Args(request="extend"), Args(request="park", extend_ms=H), Args(request="x")):
         with pytest.raises(ValueError, match="application"):
             apply(case, A.APPLY, actor="燃气集团", now_ms=T0, args=bad)
-    parked, _ = apply(applied, A.FEEDBACK, actor="燃气集团", now_ms=T0)
+    parked, _ = apply(applied, A.FEEDBACK, actor="燃气集团", now_ms=T0, note="已修复")
     assert parked.pending is None  # moot once the case moved on
 
 
@@ -349,3 +356,65 @@ def test_a_sensors_case_is_received_as_it_opens_any_other_waits(
     )  # fmt: skip
     assert (case.received_by, case.received_ms) == (received_by, T0 if received_by else None)
     assert [a.action for a in audits] == ["report"]
+
+
+def test_every_named_subcategory_has_its_register_and_close_conditions() -> None:
+    named = {("部件", c) for c in COMPONENT_NAMES} | {("事件", c) for c in EVENT_NAMES}
+    assert set(CONDITIONS) == named
+    assert all(register and close for register, close in CONDITIONS.values())
+    assert conditions("部件", "9999") == ("", "")
+
+
+def test_the_case_record_keeps_conditions_disposal_note_and_check_results() -> None:
+    # Fails on the old code: none of these were recorded, and 结案 needed no 核查结果.
+    cover = conditions("部件", "0111")
+    case, _ = open_case(
+        case_no="R", kind="部件", subcategory="0111", problem="cover", asset="A", device="g1",
+        urgency="normal", department="燃气公司", grid=None, allowed_ms=2 * H,
+        auto_register=True, actor="system", now_ms=T0,
+    )  # fmt: skip
+    assert case.register_condition == cover[0]  # auto-立案 meets the 小类's 立案标准
+    for action in (A.DISPATCH, A.START):
+        case, _ = apply(case, action, actor="op", now_ms=T0)
+    with pytest.raises(ValueError, match="处置意见"):
+        apply(case, A.FEEDBACK, actor="燃气公司", now_ms=T0, note="  ")
+    case, audit = apply(case, A.FEEDBACK, actor="燃气公司", now_ms=T0, note="井盖已复位")
+    assert (case.disposal_note, audit.note) == ("井盖已复位", "处置意见: 井盖已复位")
+    case, _ = apply(case, A.VERIFY, actor="受理员", now_ms=T0)
+    with pytest.raises(ValueError, match="needs 核查通过"):
+        apply(case, A.CLOSE, actor="值班长", now_ms=T0)
+    with pytest.raises(ValueError, match="reason"):
+        apply(case, A.REJECT, actor="监督员", now_ms=T0)
+    photo = Args(media_url="https://photos.example.org/1.jpg")
+    case, audit = apply(case, A.REJECT, actor="监督员", now_ms=T0 + H, note="仍松动", args=photo)
+    assert (case.state, case.check_result, case.check_note, audit.note) == (
+        S.HANDLING, "不通过", "仍松动", "核查不通过: 仍松动",
+    )  # fmt: skip
+    assert (case.check_media_url, case.checked_by, case.checked_ms) == (
+        "https://photos.example.org/1.jpg", "监督员", T0 + H,
+    )  # fmt: skip
+    case, _ = apply(case, A.FEEDBACK, actor="燃气公司", now_ms=T0 + 2 * H, note="更换井盖")
+    assert (case.check_result, case.check_note, case.disposal_note) == (None, "", "更换井盖")
+    case, _ = apply(case, A.VERIFY, actor="受理员", now_ms=T0 + 2 * H)
+    case, audit = apply(case, A.CHECK, actor="监督员", now_ms=T0 + 3 * H, note="已稳固")
+    assert (case.state, case.check_result, audit.note) == (S.VERIFYING, "通过", "核查通过: 已稳固")
+    with pytest.raises(ValueError, match="already 核查通过"):
+        apply(case, A.CHECK, actor="监督员", now_ms=T0 + 3 * H)
+    closed, audit = apply(case, A.CLOSE, actor="值班长", now_ms=T0 + 4 * H)
+    assert (closed.closure, closed.close_condition) == ("处置完成", cover[1])
+    assert audit.note == f"结案: 处置完成, 结案条件: {cover[1]}"
+    own, _ = apply(case, A.CLOSE, actor="值班长", now_ms=T0, args=Args(condition="已更换新井盖"))
+    assert own.close_condition == "已更换新井盖"
+
+
+def test_a_false_alarm_is_the_checks_own_finding_and_a_register_condition_may_be_given() -> None:
+    false, _ = apply(make(S.VERIFYING), A.CLOSE, actor="值班长", now_ms=T0, note="现场无泄漏",
+                     args=Args(closure=Closure.FALSE_ALARM))  # fmt: skip
+    assert (false.closure, false.check_result, false.check_note, false.close_condition) == (
+        "误报", "误报", "现场无泄漏", "",
+    )  # fmt: skip
+    given = Args(condition="井盖缺失，行人踏空风险")
+    accepted, audit = apply(make(S.REPORTED, received_by="受理员"), A.ACCEPT, actor="值班长",
+                            now_ms=T0, args=given)  # fmt: skip
+    assert accepted.register_condition == "井盖缺失，行人踏空风险"
+    assert audit.note == "立案条件: 井盖缺失，行人踏空风险"

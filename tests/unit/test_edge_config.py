@@ -86,7 +86,7 @@ def test_device_key_typo_suggests(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, data))
     ((field, reason),) = err.value.problems
-    assert field == "buses.0.tcp.devices.0.intervl_s"
+    assert field == "buses[0].devices[0].intervl_s"
     assert "did you mean 'interval_s'?" in reason
 
 
@@ -123,7 +123,7 @@ def _bus(kind: str, unit: int, dev: str, **where: object) -> dict[str, object]:
         # One RS-485 port written as two buses (commission given the same scan twice).
         (
             [_bus("rtu", 1, "a", port="/dev/ttyS1"), _bus("rtu", 2, "b", port="/dev/ttyS1")],
-            "buses 0 and 1 are both on serial port /dev/ttyS1: a serial line has one master",
+            "buses[0] and buses[1] are both on serial port /dev/ttyS1: a serial line has one",
         ),
         # One DTU (one serial line behind it) as two buses.
         (
@@ -131,7 +131,7 @@ def _bus(kind: str, unit: int, dev: str, **where: object) -> dict[str, object]:
                 _bus("rtu_over_tcp", 1, "a", host="10.0.0.5", port=8899),
                 _bus("rtu_over_tcp", 2, "b", host="10.0.0.5", port=8899),
             ],
-            "buses 0 and 1 are both on rtu_over_tcp 10.0.0.5:8899",
+            "buses[0] and buses[1] are both on rtu_over_tcp 10.0.0.5:8899",
         ),
         # One device under two ids: on one bus, and on two buses to one Modbus TCP endpoint.
         (
@@ -188,7 +188,7 @@ def test_an_override_with_a_non_monotonic_ladder_is_rejected(tmp_path: Path) -> 
         load_config(path)
     assert str(path) in str(err.value)
     ((field, reason),) = err.value.problems
-    assert field == "buses.0.tcp.devices.0.alarms.ch4"
+    assert field == "buses[0].devices[0].alarms.ch4"
     assert "hihi at 50 is severity 2 (二级/橙), less severe than hi at 15 (severity 1" in reason
 
 
@@ -208,5 +208,5 @@ def test_an_override_rule_must_fit_its_point(
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, data))
     ((field, problem),) = err.value.problems
-    assert field == f"buses.0.devices.0.alarms.{point}"
+    assert field == f"buses[0].devices[0].alarms.{point}"
     assert reason in problem

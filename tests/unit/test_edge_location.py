@@ -106,8 +106,8 @@ def test_a_bad_location_is_rejected_with_field_and_reason(
     on_bus["buses"][0]["location"] = location
     for data, prefix in (
         (config(tmp_path, location=location), ""),
-        (on_bus, "buses.0.tcp."),
-        (_on_device(config(tmp_path), location), "buses.0.tcp.devices.1."),
+        (on_bus, "buses[0]."),
+        (_on_device(config(tmp_path), location), "buses[0].devices[1]."),
     ):
         with pytest.raises(ConfigError) as err:
             load(tmp_path, data)

@@ -1,12 +1,13 @@
 """City cases: filtered, cursor-paged list; detail with audit trail and alarms; workflow actions."""
 
 import json
+import re
 from dataclasses import asdict
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query
-from pydantic import BaseModel, Field, model_validator
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from lifeline.collector.api.auth import ScopedReader
 from lifeline.collector.api.deps import NowMs, RuntimeDep, StoreDep
@@ -30,6 +31,7 @@ from lifeline.collector.cases.workflow import (
     Action,
     Case,
     CaseState,
+    CheckResult,
     Closure,
     IllegalTransition,
     colour,
@@ -40,6 +42,17 @@ from lifeline.collector.store import Conflict, Store
 router = APIRouter(prefix="/api/v1/cases", tags=["cases"])
 
 CaseNo = Annotated[str, Path(min_length=1, max_length=64)]
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def _plain(text: str) -> str:
+    """Free text a person types: line breaks and tabs, but no other control characters."""
+    if _CONTROL.search(text):
+        raise ValueError("holds control characters (only line breaks and tabs are allowed)")
+    return text
+
+
+Plain = Annotated[str, AfterValidator(_plain)]
 Department = Annotated[str, Field(min_length=1, max_length=100)]
 
 
@@ -52,11 +65,12 @@ class CaseAction(StrEnum):
     CONFIRM = "confirm"  # 核实: a 监督员 finds a 公众 report true (needed before its 受理)
     DISPATCH = "dispatch"  # 派遣 / 改派: `department` (主办), `assist` (协办)
     START = "start"  # 处置
-    FEEDBACK = "feedback"  # 反馈
+    FEEDBACK = "feedback"  # 反馈, with the 处置意见 in `note`
     VERIFY = "verify"  # 核查
-    CLOSE = "close"  # 结案 after 核查: `closure` 处置完成 (default) or 误报
+    CHECK = "check"  # 核查通过 (the 监督员): `note`, `media_url`; needed before 结案 处置完成
+    CLOSE = "close"  # 结案 after 核查: `closure` 处置完成 (default) or 误报; `condition`
     RETURN = "return"  # 回退 to the 派遣员
-    REJECT = "reject"  # 核查不通过: back to 处置
+    REJECT = "reject"  # 核查不通过: back to 处置, with its reason in `note`; `media_url`
     PARK = "park"  # 挂账
     UNPARK = "unpark"
     EXTEND = "extend"  # 延时: `extend_hours`
@@ -78,7 +92,25 @@ class ActionIn(BaseModel):
         description="who acts for the key (a person at the desk), kept in the audit as"
         " `on_behalf_of`; the audit's actor is always the authenticated key",
     )
-    note: str = Field(default="", max_length=2000)
+    note: Plain = Field(
+        default="",
+        max_length=2000,
+        description="kept in the audit; for feedback the 处置意见 (required), for reject the"
+        " reason (required), for check the finding, for reply the reply",
+    )
+    condition: Plain | None = Field(
+        default=None,
+        min_length=1,
+        max_length=500,
+        description="for accept: the 立案条件 met, for close: the 结案条件 met, in the"
+        " 值班长's words (default: the 小类's 立案标准 / 结案标准)",
+    )
+    media_url: str | None = Field(
+        default=None,
+        max_length=2000,
+        pattern=r"^https?://[^\s/?#]+\S*$",
+        description="for check or reject: a photo taken at 核查 (http or https URL)",
+    )
     extend_hours: float = Field(
         default=0,
         ge=0,
@@ -125,6 +157,16 @@ class ActionIn(BaseModel):
         for name, (present, action) in given.items():
             if present and self.action is not action:
                 raise ValueError(f"`{name}` goes with {action.value}, not {self.action.value}")
+        pairs = {
+            "condition": (self.condition, (CaseAction.ACCEPT, CaseAction.CLOSE)),
+            "media_url": (self.media_url, (CaseAction.CHECK, CaseAction.REJECT)),
+        }
+        for name, (value, actions) in pairs.items():
+            if value is not None and self.action not in actions:
+                raise ValueError(
+                    f"`{name}` goes with {' or '.join(a.value for a in actions)},"
+                    f" not {self.action.value}"
+                )
         if self.extend_hours > 0 and self.action not in (CaseAction.EXTEND, CaseAction.APPLY):
             raise ValueError(f"`extend_hours` goes with extend or apply, not {self.action.value}")
         if self.action is CaseAction.APPLY and self.request is None:
@@ -189,7 +231,7 @@ def phase_doc(p: Phase, now_ms: int) -> dict[str, Any]:
 def allowed_actions(case: Case) -> list[str]:
     """The actions a key may post to `case` now (the workflow's table, without the system's
     own; in 受理 only the next step: confirm while a 公众 report waits for its 核实, then
-    receive, then accept), so a client offers only those."""
+    receive, then accept; check until 核查通过), so a client offers only those."""
     posted = {a.value for a in CaseAction}
     if case.state is CaseState.REPORTED:
         if case.source == PUBLIC and case.confirmed_by is None:
@@ -197,6 +239,8 @@ def allowed_actions(case: Case) -> list[str]:
         else:
             step = Action.RECEIVE if case.received_by is None else Action.ACCEPT
         posted -= {a.value for a in (Action.CONFIRM, Action.RECEIVE, Action.ACCEPT)} - {step.value}
+    if case.check_result == CheckResult.PASSED.value:
+        posted.discard(Action.CHECK.value)  # once per round of 核查
     return sorted(a.value for (a, s) in TRANSITIONS if s is case.state and a.value in posted)
 
 
@@ -294,6 +338,8 @@ def act(
             extend_hours=body.extend_hours,
             request=body.request,
             reason=body.reason,
+            condition=body.condition,
+            media_url=body.media_url or "",
             department=department,
             assist=assist,
             closure=Closure(body.closure) if body.closure else None,

@@ -5,24 +5,29 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from lifeline.collector.api.auth import Admin, ScopedReader
 from lifeline.collector.api.deps import StoreDep
 from lifeline.collector.api.schemas import DepartmentOut
+from lifeline.collector.departments import CODE_PATTERN, MAX_NAME, check_name
 from lifeline.collector.models import Department
-from lifeline.collector.store import Store
+from lifeline.collector.store import InUse, Store
 
 router = APIRouter(prefix="/api/v1/departments", tags=["departments"])
 
-CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$"
 Code = Annotated[str, Path(pattern=CODE_PATTERN, description="department code")]
 
 
 class DepartmentIn(BaseModel):
     """A department's name (unique in the registry)."""
 
-    name: str = Field(min_length=1, max_length=100)
+    name: str = Field(min_length=1, max_length=MAX_NAME)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name(v)
 
 
 def registry(store: Store) -> dict[str, str]:
@@ -69,3 +74,16 @@ def put_department(
     created = store.put_department(code, body.name, int(time.time() * 1000))
     response.status_code = 201 if created else 200
     return {"code": code, "name": body.name}
+
+
+@router.delete("/{code}", status_code=204)
+def remove_department(store: StoreDep, admin: Admin, code: Code) -> Response:
+    """Remove a department (admin): 404 if there is none; 409 while an open case has it as 主办
+    or 协办 or an active key is scoped to it (the answer says which)."""
+    try:
+        found = store.remove_department(code)
+    except InUse as exc:
+        raise HTTPException(409, str(exc)) from None
+    if found is None:
+        raise HTTPException(404, f"no department {code}")
+    return Response(status_code=204)

@@ -9,8 +9,8 @@ from pydantic import BaseModel, Field
 
 from lifeline.collector.api.auth import Admin
 from lifeline.collector.api.deps import StoreDep
-from lifeline.collector.api.routes.departments import CODE_PATTERN
 from lifeline.collector.api.schemas import KeyOut, NewKeyOut
+from lifeline.collector.departments import CODE_PATTERN
 from lifeline.collector.keys import digest, display_prefix, new_token
 from lifeline.collector.models import ApiKey, Role
 from lifeline.collector.store import Store
@@ -44,7 +44,8 @@ def check_scope(store: Store, role: Role, departments: Sequence[str]) -> tuple[s
     if unknown:
         raise ValueError(
             f"not in the department registry: {', '.join(unknown)}"
-            " (register them with PUT /api/v1/departments/{code})"
+            " (register them with `lifeline collector departments add CODE NAME` or"
+            " PUT /api/v1/departments/{code})"
         )
     return tuple(dict.fromkeys(departments))
 

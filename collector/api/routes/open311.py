@@ -174,6 +174,15 @@ def service_notice(case: Case, dept: str) -> str:
     }[state]
 
 
+def status_notes(case: Case) -> str:
+    """The case's state, with the department's 处置意见 once it reported the work done (反馈,
+    核查, 结案 处置完成): what a citizen wants to read about their report."""
+    shown = (CaseState.FEEDBACK, CaseState.VERIFYING, CaseState.CLOSED)
+    if case.disposal_note and case.state in shown and case.closure != "误报":
+        return f"{case.state.value}：{case.disposal_note}"
+    return case.state.value
+
+
 def service_request(
     case: Case, tz: timezone, names: dict[str, str], grids: GridMap | None
 ) -> dict[str, Any]:
@@ -192,7 +201,7 @@ def service_request(
     return {
         "service_request_id": case.case_no,
         "status": "closed" if closed else "open",
-        "status_notes": case.state.value,
+        "status_notes": status_notes(case),
         "service_name": subcategory_name(case.kind, case.subcategory),
         "service_code": case.subcategory,
         "description": case.title,

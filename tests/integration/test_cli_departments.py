@@ -1,0 +1,175 @@
+"""`lifeline collector departments list|add|rename|remove` (issue 19 §1's registry) on SQLite and
+PostgreSQL, and the API's DELETE beside it: a rename carries the open cases with it; a
+department that open cases or active keys still name is not removed."""
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from lifeline.collector.cases.phases import Phase
+from lifeline.collector.cases.workflow import Case, CaseState
+from lifeline.collector.cli import app as collector_cli
+from lifeline.collector.store import Store, open_store
+from tests.integration.test_open311 import BASE, NOW
+
+pytestmark = pytest.mark.integration
+
+OPEN = replace(BASE, case_no="C-OPEN", department="燃气集团", assist=("水务集团",))
+CLOSED = replace(BASE, case_no="C-CLOSED", department="燃气集团", state=CaseState.CLOSED)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Store]]:
+    url: str = (
+        request.getfixturevalue("pg_url")
+        if request.param == "postgres"
+        else f"sqlite:///{tmp_path}/d.db"
+    )
+    store = open_store(url)
+    store.migrate()
+    yield url, store
+    store.close()
+
+
+def cli(url: str, *args: str) -> Result:
+    return CliRunner().invoke(collector_cli, ["departments", *args, "--db", url])
+
+
+def ok(url: str, *args: str) -> str:
+    r = cli(url, *args)
+    assert r.exit_code == 0, r.output
+    return r.stdout
+
+
+def refused(url: str, *args: str, code: int = 1) -> str:
+    r = cli(url, *args)
+    assert r.exit_code == code, r.output
+    assert "Traceback" not in r.output
+    assert r.stdout == ""
+    return r.stderr
+
+
+def error_line(url: str, *args: str) -> str:
+    err = refused(url, *args)
+    assert err.startswith("error: ")
+    assert err.count("\n") == 1
+    return err.removeprefix("error: ").strip()
+
+
+def case(store: Store, no: str) -> Case:
+    found = store.case(no)
+    assert found is not None
+    return found
+
+
+def test_departments_are_added_listed_renamed_and_removed(db: tuple[str, Store]) -> None:
+    url, store = db
+    assert ok(url, "add", "gas", "燃气集团", "--json") == (
+        '{"code": "gas", "name": "燃气集团", "added": true}\n'
+    )
+    assert ok(url, "add", "water", "水务集团") == "added department water 水务集团\n"
+    assert ok(url, "list") == "gas\t燃气集团\nwater\t水务集团\n"
+    store.save_case(
+        OPEN, [], expect_state=None, phases=[Phase("C-OPEN", 1, "处置", "燃气集团", NOW, None)]
+    )
+    store.save_case(
+        CLOSED,
+        [],
+        expect_state=None,
+        phases=[Phase("C-CLOSED", 1, "处置", "燃气集团", NOW, None, end_ms=NOW + 1)],
+    )
+
+    # The open case follows the department to its new name; the closed one keeps the old.
+    assert (
+        ok(url, "rename", "gas", "燃气有限公司")
+        == "renamed department gas: 燃气集团 -> 燃气有限公司\n"
+    )
+    assert ok(url, "rename", "water", "水务有限公司", "--json") == (
+        '{"code": "water", "name": "水务有限公司", "was": "水务集团"}\n'
+    )
+    assert (case(store, "C-OPEN").department, case(store, "C-OPEN").assist) == (
+        "燃气有限公司",
+        ("水务有限公司",),
+    )
+    assert case(store, "C-CLOSED").department == "燃气集团"
+    assert [p.department for p in store.phases("C-OPEN")] == ["燃气有限公司"]
+    assert [p.department for p in store.phases("C-CLOSED")] == ["燃气集团"]
+
+    # In use: refused with what holds it; nothing removed.
+    assert error_line(url, "remove", "gas") == (
+        "department gas (燃气有限公司) is still in use: 1 open cases (C-OPEN); re-dispatch (改派)"
+        " or close the cases and revoke the keys first"
+    )
+    key = store.create_api_key("水务值班", "department", "h" * 64, "llk_x", NOW, ("water",))
+    assert error_line(url, "remove", "water") == (
+        "department water (水务有限公司) is still in use: 1 open cases (C-OPEN) and active keys"
+        f" {key} (水务值班) scoped to it; re-dispatch (改派) or close the cases and revoke the"
+        " keys first"
+    )
+    store.save_case(replace(case(store, "C-OPEN"), state=CaseState.CLOSED), [], expect_state="派遣")
+    assert "active keys" in error_line(url, "remove", "water")
+    store.revoke_api_key(key, NOW)
+    assert ok(url, "remove", "water", "--json") == (
+        '{"code": "water", "name": "水务有限公司", "removed": true}\n'
+    )
+    assert ok(url, "remove", "gas") == "removed department gas (燃气有限公司)\n"
+    listed: dict[str, Any] = {"departments": []}
+    assert ok(url, "list", "--json") == '{"departments": []}\n' == f"{listed}\n".replace("'", '"')
+    assert case(store, "C-CLOSED").department == "燃气集团"  # history keeps its names
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["add", "gas", "燃气"], "department gas is already registered as '燃气集团'; rename it"),
+        (["add", "gas2", "燃气集团"], "department gas is already named '燃气集团'"),
+        (["rename", "nope", "某部门"], "no department nope; register it with"),
+        (["rename", "water", "燃气集团"], "department gas is already named '燃气集团'"),
+        (["remove", "nope"], "no department nope"),
+    ],
+)
+def test_a_department_command_that_cannot_be_done_says_why_in_one_line(
+    db: tuple[str, Store], args: list[str], says: str
+) -> None:
+    url, store = db
+    store.put_department("gas", "燃气集团", NOW)
+    store.put_department("water", "水务集团", NOW)
+    assert error_line(url, *args).startswith(says)
+    assert {d.code: d.name for d in store.departments()} == {"gas": "燃气集团", "water": "水务集团"}
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["add", "燃气", "燃气集团"], "must be 1-32 of A-Z"),
+        (["add", "-gas", "燃气集团"], "No such option"),  # an option, to the command line
+        (["add", "g" * 33, "燃气集团"], "must be 1-32 of A-Z"),
+        (["add", "gas", ""], "must not be empty"),
+        (["add", "gas", "  "], "must not be empty"),
+        (["add", "gas", " 燃气集团"], "must not start or end with a space"),
+        (["add", "gas", "燃气\n集团"], "control character U+000A"),
+        (["add", "gas", "燃气\u202e集团"], "control character U+202E"),
+        (["add", "gas", "燃" * 101], "at most 100 characters"),
+        (["rename", "gas"], "Missing argument 'name'"),
+        (["remove", "gas/../x"], "must be 1-32 of A-Z"),
+    ],
+)
+def test_hostile_department_arguments_are_usage_errors(
+    tmp_path: Path, args: list[str], says: str
+) -> None:
+    url = f"sqlite:///{tmp_path}/h.db"
+    assert CliRunner().invoke(collector_cli, ["migrate", "--db", url]).exit_code == 0
+    err = refused(url, *args, code=2)
+    assert says in " ".join(line.strip("│ ") for line in err.splitlines())
+
+
+def test_a_department_command_on_a_database_without_the_schema_creates_nothing(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path}/typo.db"
+    assert "no collector database at" in error_line(url, "add", "gas", "燃气集团")
+    assert not (tmp_path / "typo.db").exists()
