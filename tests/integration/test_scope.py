@@ -367,10 +367,12 @@ GET_ROUTES: dict[str, Callable[[World], None]] = {
     )(w),
     "/open311/v2/tokens/{token}.{fmt}": public("/open311/v2/tokens/nope.json", 404),
 }
+# The one write a reporter key makes: its key travels in the form (api_key), not a header.
+REPORT = ("POST", "/open311/v2/requests.{fmt}")
 # The writes a department key may make; every other one answers it 403.
 DEPARTMENT_WRITES = {
     ("POST", "/api/v1/cases/{case_no}/actions"),  # its own cases: tests/integration/test_duties.py
-    ("POST", "/open311/v2/requests.{fmt}"),  # a citizen report, with any valid key as api_key
+    REPORT,  # refused too, but by the form's api_key: test_a_reporter_key_gets_what_no_key_gets
 }
 
 
@@ -399,6 +401,31 @@ def test_a_department_key_sees_its_own_and_none_of_the_others_on_every_route(
         url = world.base + path.format_map(_AnyValue(values))
         r = world.http.request(method, url, json={}, headers=world.own)
         assert r.status_code == 403, (method, path, r.text)
+
+
+def test_a_reporter_key_gets_what_no_key_gets_and_posts_reports_only(world: World) -> None:
+    reporter = world.keys[Role.REPORTER]
+    values = {
+        "case_no": world.a.case, "alarm_id": world.a.alarm, "order_no": world.a.order,
+        "gateway": world.a.gateway, "device": world.a.device, "code": world.a.asset,
+        "request_id": world.a.case, "fmt": "json", "name": "console.js",
+    }  # fmt: skip
+    for method, path in sorted(app_routes(world.app) - {REPORT}):
+        url = world.base + path.format_map(_AnyValue(values))
+        body: dict[str, Any] | None = {} if method != "GET" else None
+        mine = world.http.request(method, url, json=body, headers={"X-API-Key": reporter})
+        anyone = world.http.request(method, url, json=body)
+        if mine.status_code == 403:  # where no key gets a 401
+            assert anyone.status_code == 401, (method, path, anyone.text)
+            assert "reporter key" in problem_of(mine, 403)["detail"], (method, path)
+        else:  # a public answer: the same as without a key
+            assert (mine.status_code, mine.content) == (anyone.status_code, anyone.content), path
+    form = {"service_code": "0403", "lat": "30.27", "long": "120.14"}
+    report = f"{world.base}/open311/v2/requests.json"
+    posted = world.http.post(report, data={**form, "api_key": reporter})
+    assert posted.status_code == 201, posted.text
+    refused = world.http.post(report, data={**form, "api_key": world.token})  # a department's
+    assert refused.status_code == 403, refused.text
 
 
 class _AnyValue(dict[str, str]):
