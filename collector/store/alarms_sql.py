@@ -254,7 +254,7 @@ class AlarmRows(Rows):
             where += " AND (COALESCE(k.outcome, 'pending') IN ("
             where += ", ".join(f":o{i}" for i in range(len(outcomes))) + "))"
         if scope is not None:
-            where += f" AND a.alarm_id IN ({scoped.alarm_ids(scope, params)})"
+            where += f" AND {scoped.alarm_is('a.alarm_id', scope, params)}"
         rows = self._query(
             f"SELECT {_ALARM_VIEW.select}{self._ALARM_FROM}"
             " WHERE (CAST(:gw AS TEXT) IS NULL OR a.gateway_id = :gw)"
@@ -272,7 +272,7 @@ class AlarmRows(Rows):
         """One alarm occurrence by its edge id (`gateway:epoch:n`, n counts alarms); with
         `scope`, only if it is attached to a case or work order of one of these departments."""
         params: dict[str, Any] = {"aid": alarm_id}
-        mine = "" if scope is None else f" AND a.alarm_id IN ({scoped.alarm_ids(scope, params)})"
+        mine = "" if scope is None else f" AND {scoped.alarm_is('a.alarm_id', scope, params)}"
         rows = self._query(
             f"SELECT {_ALARM_VIEW.select}{self._ALARM_FROM} WHERE a.alarm_id = :aid{mine}",
             params,

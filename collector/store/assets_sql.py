@@ -180,7 +180,7 @@ class AssetRows(Rows):
         params: dict[str, Any] = {"grid": grid, "code": code}
         mine = ""
         if scope is not None:
-            mine = f" AND code IN ({scoped.asset_codes(scope, params)})"
+            mine = f" AND {scoped.asset_is('assets.code', scope, params)}"
         rows = self._query(
             "SELECT doc, grid FROM assets WHERE (CAST(:grid AS TEXT) IS NULL OR grid = :grid)"  # noqa: S608
             f" AND (CAST(:code AS TEXT) IS NULL OR code = :code){mine} ORDER BY code",

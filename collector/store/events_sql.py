@@ -62,7 +62,7 @@ class EventLogRows(Rows):
             params["until"] = until_id
             where += " AND id <= :until"
         if scope is not None:
-            where += f" AND {scoped.event_in(scope, params)}"
+            where += f" AND {scoped.event_in('e', scope, params)}"
         rows = self._query(
             f"SELECT {EVENT.select} FROM events e"  # noqa: S608 - constant columns, placeholders
             f" WHERE id > :after{where} ORDER BY id LIMIT :n",

@@ -376,7 +376,7 @@ class GatewayRows(Rows):
         params: dict[str, Any] = {}
         mine = ""
         if scope is not None:
-            mine = f" WHERE gateway_id IN ({scoped.gateway_ids(scope, params)})"
+            mine = f" WHERE {scoped.gateway_is('gateways.gateway_id', scope, params)}"
         rows = self._query(
             f"SELECT {_GATEWAY.select} FROM gateways{mine} ORDER BY gateway_id",  # noqa: S608
             params,
@@ -405,7 +405,7 @@ class GatewayRows(Rows):
         params: dict[str, Any] = {"gw": gateway, "dev": device, "grid": grid}
         mine = ""
         if scope is not None:
-            mine = f" AND {scoped.device_in('d.gateway_id', 'd.device', scope, params)}"
+            mine = f" AND {scoped.device_is('d.gateway_id', 'd.device', scope, params)}"
         rows = self._query(
             f"SELECT {_DEVICE.select} FROM devices d LEFT JOIN device_assets b"  # noqa: S608
             " ON b.gateway_id = d.gateway_id AND b.device = d.device"

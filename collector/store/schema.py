@@ -547,6 +547,15 @@ CREATE INDEX IF NOT EXISTS devices_grid ON devices (grid);
 CREATE INDEX IF NOT EXISTS assets_grid ON assets (grid)
 """
 
+# Version 19: what a 专业部门 key sees, by key (store/scope_sql.py): a device's cases, alarms and
+# work orders, and an asset's cases, each found by an index instead of a scan of all history.
+_SCOPE_LOOKUPS = """
+CREATE INDEX IF NOT EXISTS cases_device ON cases (gateway_id, device);
+CREATE INDEX IF NOT EXISTS cases_asset ON cases (asset);
+CREATE INDEX IF NOT EXISTS alarm_links_device ON alarm_links (gateway_id, device);
+CREATE INDEX IF NOT EXISTS work_orders_device ON work_orders (gateway_id, device)
+"""
+
 # Version 16: citizen reports through Open311 (案件来源 公众): the photo's URL, the reporter's
 # contact fields (JSON, never published), the 监督员 who found the report true (核实), and the
 # token the reporting app may poll.
@@ -713,6 +722,11 @@ def grid_place_statements(dialect: str) -> tuple[str, ...]:
     return _split(_GRID_PLACES, dialect)
 
 
+def scope_lookup_statements(dialect: str) -> tuple[str, ...]:
+    """Migration 19 (indexes for what a 专业部门 key sees) for `dialect`."""
+    return _split(_SCOPE_LOOKUPS, dialect)
+
+
 def migrations(dialect: str, readings: Migration) -> tuple[Migration, ...]:
     """Every version of the collector's schema, in order, for `dialect` (sqlite or postgres).
 
@@ -739,6 +753,7 @@ def migrations(dialect: str, readings: Migration) -> tuple[Migration, ...]:
         Migration(16, "citizen reports", public_report_statements(dialect)),
         Migration(17, "受理 and the case record", case_record_statements(dialect)),
         Migration(18, "devices and assets placed in grids", grid_place_statements(dialect)),
+        Migration(19, "what a department key sees, by index", scope_lookup_statements(dialect)),
     )
 
 

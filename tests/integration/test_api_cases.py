@@ -4,6 +4,7 @@ bad input is a 4xx problem+json, never a 500."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -98,11 +99,19 @@ def test_closing_while_the_alarm_is_active_then_acknowledging_opens_no_duplicate
 ) -> None:
     send(api, f"{GW}:2", "mh-1", "cover_open", "state", AlarmState.ACTIVE_UNACKED, 2)
     no = only_case(api)["case_no"]
-    for action in ("dispatch", "start", "feedback", "verify", "check", "close"):
+    for action in ("dispatch", "start", "feedback", "verify"):
         body = (
             {"action": action, "note": "井盖已复位"} if action == "feedback" else {"action": action}
         )
         assert act(api, no, body).status_code == 200, action
+    # 结案 waits for 核查通过; a note with control characters is refused in words.
+    assert "核查通过" in problem_of(act(api, no, {"action": "close"}), 422)["detail"]
+    dirty = problem_of(act(api, no, {"action": "check", "note": "ok\x1b[2J"}), 422)
+    assert "control characters" in json.dumps(dirty, ensure_ascii=False)
+    checked = act(api, no, {"action": "check", "note": "井盖平稳"}).json()
+    assert "check" not in checked["actions"]  # once per round
+    assert "close" in checked["actions"]
+    assert act(api, no, {"action": "close"}).status_code == 200
     send(api, f"{GW}:2", "mh-1", "cover_open", "state", AlarmState.ACTIVE_ACKED, 2)
     cases = api.client.get("/api/v1/cases", headers=api.h()).json()["items"]
     assert [c["case_no"] for c in cases] == [no]

@@ -886,3 +886,33 @@ def test_a_sqlite_file_that_cannot_be_opened_is_store_unavailable(
     (tmp_path / "a-file").write_text("not a folder")
     with pytest.raises(StoreUnavailable, match="cannot open SQLite database"):
         open_store(f"sqlite:///{tmp_path}/{where}")
+
+
+def test_a_department_scope_matches_department_names_exactly_whatever_they_hold(
+    store: Store,
+) -> None:
+    # Department names are the registry's free text: a LIKE wildcard, a quote or a backslash
+    # in one must not widen a 专业部门 key's scope to another department's case or work order
+    # (store/scope_sql.py matches a 协办 inside a JSON list with LIKE).
+    sly, near = '燃气_集团%"\\', "燃气X集团abc"
+    for n, (lead, assist) in enumerate(
+        [(sly, ()), (near, ()), ("路灯所", (sly,)), ("路灯所", (near,))], start=1
+    ):
+        case, audits = a_case(f"33010620261118000{n}", asset=f"330106011100010{n}",
+                              department=lead, assist=assist)  # fmt: skip
+        store.save_case(case, audits, expect_state=None)
+    assert {c.case_no for c in store.find_cases(scope=[sly])} == {
+        "330106202611180001",  # 主办
+        "330106202611180003",  # 协办
+    }
+    assert store.find_cases(scope=[]) == []  # a key scoped to nothing sees nothing
+    for n, department in enumerate((sly, near), start=1):
+        order, audit = open_work_order(
+            order_no=f"YW{n}", problem="comm_loss", title="通信中断", gateway=GW,
+            device=f"d{n}", asset=None, severity=3, urgent=False, department=department,
+            allowed_ms=H, now_ms=T0,
+        )  # fmt: skip
+        store.save_work_order(order, [audit], expect_state=None)
+    assert [o.order_no for o in store.find_work_orders(scope=[sly])] == ["YW1"]
+    assert store.work_order("YW2", scope=[sly]) is None
+    assert store.work_order("YW1", scope=[sly]) is not None

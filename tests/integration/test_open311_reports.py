@@ -104,7 +104,7 @@ def test_a_citizen_report_goes_from_post_through_to_closure(city: City) -> None:
     assert r.status_code == 201, r.text
     ((answer),) = r.json()
     no, token = answer["service_request_id"], answer["token"]
-    assert answer["service_notice"] == "已受理，待核实立案"
+    assert answer["service_notice"] == "已上报，待核实"  # not received (受理) yet
     assert answer["account_id"] == "app-42"
     assert no.startswith(grid.code[:6])  # numbered in the grid's area
     assert city.client.get(f"/open311/v2/tokens/{token}.json").json() == [
@@ -142,6 +142,8 @@ def test_a_citizen_report_goes_from_post_through_to_closure(city: City) -> None:
     received = city.act(no, "receive", Role.INTAKE).json()
     assert received["received_by"] == "intake-1"
     assert steps & set(received["actions"]) == {"accept"}
+    (public,) = city.client.get(f"/open311/v2/requests/{no}.json").json()
+    assert public["service_notice"] == "已受理，待立案"
     assert received["received_ms"] == city.clock[0] * 1000
     photo = "https://photos.example.org/checked.jpg"
     for action, role, body in [

@@ -55,11 +55,13 @@ SEQ = itertools.count(1)
 
 @dataclass(frozen=True)
 class Side:
-    """What one department has: its gateway, the device of its case, the device of its work
-    order, a device of its gateway that is neither's, its asset, alarm, case and work order."""
+    """What one department has: its gateway, the device of its case, another device on the
+    case's asset, the device of its work order, a device of its gateway that is none of
+    these, its asset, alarm, case and work order."""
 
     gateway: str
     device: str
+    cover: str
     pump: str
     spare: str
     asset: str
@@ -69,7 +71,7 @@ class Side:
 
     def subjects(self) -> set[str]:
         """The event subjects that are this side's."""
-        devices = {f"{self.gateway}/{d}" for d in (self.device, self.pump)}
+        devices = {f"{self.gateway}/{d}" for d in (self.device, self.cover, self.pump)}
         return {self.gateway, self.alarm, self.case, self.order} | devices
 
 
@@ -78,17 +80,18 @@ def _write(runtime: Runtime, gateway: str, kind: Kind, message: Any) -> None:
 
 
 def seed_side(runtime: Runtime, tag: str, serial: int, owner: str) -> Side:
-    """A gateway `gw-{tag}` with three devices, readings of the first, an alarm on it that
-    becomes a case of `owner` (the asset's owner: the routing table's 部件先属主), and a
-    work order of `owner` on the second."""
+    """A gateway `gw-{tag}` with four devices, two on an asset: readings of the first, an alarm
+    on it that becomes a case of `owner` (the asset's owner: the routing table's 部件先属主),
+    and a work order of `owner` on the third."""
     store = runtime.store
-    gw, dev, pump, spare = f"gw-{tag}", f"gas-{tag}", f"pump-{tag}", f"spare-{tag}"
+    gw, dev, cover = f"gw-{tag}", f"gas-{tag}", f"cover-{tag}"
+    pump, spare = f"pump-{tag}", f"spare-{tag}"
     asset = f"310104011100{serial:04d}"
     store.upsert_assets([
         Asset(code=asset, name="燃气阀门井", owner=owner, grid=GRID, address=f"{tag} 路 1 号",
-              lon=121.437, lat=31.187, devices=(dev,))
+              lon=121.437, lat=31.187, devices=(dev, cover))
     ])  # fmt: skip
-    devices = tuple(DeviceInfo(d, "gas_detector", "gas", True) for d in (dev, pump, spare))
+    devices = tuple(DeviceInfo(d, "gas_detector", "gas", True) for d in (dev, cover, pump, spare))
     _write(runtime, gw, Kind.BIRTH, Birth(gw, "s1", 0, now_ms(), "1.0", "h", devices))
     t0 = now_ms() - 60_000
     records = tuple(
@@ -109,7 +112,7 @@ def seed_side(runtime: Runtime, tag: str, serial: int, owner: str) -> Side:
         now_ms=now_ms(),
     )  # fmt: skip
     store.save_work_order(order, [audit], expect_state=None)
-    return Side(gw, dev, pump, spare, asset, alarm, link.ref, order_no)
+    return Side(gw, dev, cover, pump, spare, asset, alarm, link.ref, order_no)
 
 
 @dataclass
@@ -245,7 +248,7 @@ def check_stats(w: World) -> None:
 def check_gateway(w: World) -> None:
     own_and_not_theirs("/api/v1/gateways/{gateway}", lambda s: {"gateway": s.gateway})(w)
     devices = ok(w.get(f"/api/v1/gateways/{w.a.gateway}"))["devices"]
-    assert {d["device"] for d in devices} == {w.a.device, w.a.pump}  # not its spare
+    assert {d["device"] for d in devices} == {w.a.device, w.a.cover, w.a.pump}  # not its spare
 
 
 def check_gateway_device(w: World) -> None:
@@ -272,7 +275,7 @@ def check_latest(w: World) -> None:
 
 
 def check_online_rate(w: World) -> None:
-    assert ok(w.get("/api/v1/stats/online-rate"))["devices"] == 2  # its case's and its order's
+    assert ok(w.get("/api/v1/stats/online-rate"))["devices"] == 3  # its case's, asset's, order's
 
 
 def check_me(w: World) -> None:
@@ -316,7 +319,9 @@ GET_ROUTES: dict[str, Callable[[World], None]] = {
     "/api/v1/stats/online-rate": check_online_rate,
     "/api/v1/gateways": lambda w: only(w, "/api/v1/gateways", "gateway", {w.a.gateway}),
     "/api/v1/gateways/{gateway}": check_gateway,
-    "/api/v1/devices": lambda w: only(w, "/api/v1/devices", "device", {w.a.device, w.a.pump}),
+    "/api/v1/devices": lambda w: only(
+        w, "/api/v1/devices", "device", {w.a.device, w.a.cover, w.a.pump}
+    ),
     "/api/v1/devices/{device}": own_and_not_theirs(
         "/api/v1/devices/{device}", lambda s: {"device": s.device}
     ),

@@ -1,12 +1,13 @@
 """City cases: filtered, cursor-paged list; detail with audit trail and alarms; workflow actions."""
 
 import json
+import re
 from dataclasses import asdict
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query
-from pydantic import BaseModel, Field, model_validator
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from lifeline.collector.api.auth import ScopedReader
 from lifeline.collector.api.deps import NowMs, RuntimeDep, StoreDep
@@ -31,6 +32,7 @@ from lifeline.collector.cases.workflow import (
     Action,
     Case,
     CaseState,
+    CheckResult,
     Closure,
     IllegalTransition,
     colour,
@@ -42,8 +44,17 @@ from lifeline.wire.codes import SUBCATEGORY_PATTERN
 router = APIRouter(prefix="/api/v1/cases", tags=["cases"])
 
 CaseNo = Annotated[str, Path(pattern=CASE_NO_PATTERN, description="case number (案件编号)")]
-# Free text a person types: line breaks and tabs, but no other control characters.
-_PLAIN = r"^[^\x00-\x08\x0b-\x1f\x7f]*$"
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def _plain(text: str) -> str:
+    """Free text a person types: line breaks and tabs, but no other control characters."""
+    if _CONTROL.search(text):
+        raise ValueError("holds control characters (only line breaks and tabs are allowed)")
+    return text
+
+
+Plain = Annotated[str, AfterValidator(_plain)]
 Department = Annotated[str, Field(min_length=1, max_length=100)]
 
 
@@ -83,18 +94,16 @@ class ActionIn(BaseModel):
         description="who acts for the key (a person at the desk), kept in the audit as"
         " `on_behalf_of`; the audit's actor is always the authenticated key",
     )
-    note: str = Field(
+    note: Plain = Field(
         default="",
         max_length=2000,
-        pattern=_PLAIN,
         description="kept in the audit; for feedback the 处置意见 (required), for reject the"
         " reason (required), for check the finding, for reply the reply",
     )
-    condition: str | None = Field(
+    condition: Plain | None = Field(
         default=None,
         min_length=1,
         max_length=500,
-        pattern=_PLAIN,
         description="for accept: the 立案条件 met, for close: the 结案条件 met, in the"
         " 值班长's words (default: the 小类's 立案标准 / 结案标准)",
     )
@@ -226,7 +235,7 @@ def phase_doc(p: Phase, now_ms: int) -> dict[str, Any]:
 def allowed_actions(case: Case) -> list[str]:
     """The actions a key may post to `case` now (the workflow's table, without the system's
     own; in 受理 only the next step: confirm while a 公众 report waits for its 核实, then
-    receive, then accept), so a client offers only those."""
+    receive, then accept; check until 核查通过), so a client offers only those."""
     posted = {a.value for a in CaseAction}
     if case.state is CaseState.REPORTED:
         if case.source == PUBLIC and case.confirmed_by is None:
@@ -234,6 +243,8 @@ def allowed_actions(case: Case) -> list[str]:
         else:
             step = Action.RECEIVE if case.received_by is None else Action.ACCEPT
         posted -= {a.value for a in (Action.CONFIRM, Action.RECEIVE, Action.ACCEPT)} - {step.value}
+    if case.check_result == CheckResult.PASSED.value:
+        posted.discard(Action.CHECK.value)  # once per round of 核查
     return sorted(a.value for (a, s) in TRANSITIONS if s is case.state and a.value in posted)
 
 

@@ -33,7 +33,7 @@ from lifeline.collector.api.paging import CASE_NO_PATTERN
 from lifeline.collector.api.schemas import ServiceOut, ServiceRequestOut
 from lifeline.collector.cases.codes import EVENT_NAMES, subcategory_name
 from lifeline.collector.cases.routing import RouteKind, Routing
-from lifeline.collector.cases.workflow import COMPONENT, EVENT, Case, CaseState, Place
+from lifeline.collector.cases.workflow import COMPONENT, EVENT, PUBLIC, Case, CaseState, Place
 from lifeline.collector.grids import GridMap
 from lifeline.collector.keys import digest
 from lifeline.collector.models import ApiKey
@@ -166,8 +166,13 @@ def service_notice(case: Case, dept: str) -> str:
         return f"{verb}{dept}{limit}"
     if state is CaseState.VOIDED:
         return f"已作废（{case.void_reason}）" if case.void_reason else "已作废"
+    if state is CaseState.REPORTED:  # 核实, then 受理, then 立案
+        if case.received_by is not None:
+            return "已受理，待立案"
+        if case.source == PUBLIC and case.confirmed_by is None:
+            return "已上报，待核实"
+        return "已上报，待受理"
     return {
-        CaseState.REPORTED: "已受理，待核实立案",
         CaseState.REGISTERED: "已立案，待派遣",
         CaseState.FEEDBACK: f"{dept}已反馈处置完毕，待核查",
         CaseState.VERIFYING: "核查中",
