@@ -12,6 +12,7 @@ from pydantic import AfterValidator, BaseModel, Field, field_validator, model_va
 from lifeline.collector.api.auth import ScopedReader
 from lifeline.collector.api.deps import NowMs, RuntimeDep, StoreDep
 from lifeline.collector.api.paging import (
+    CASE_NO_PATTERN,
     Cursor,
     Name,
     PageSize,
@@ -39,10 +40,11 @@ from lifeline.collector.cases.workflow import (
 from lifeline.collector.departments import check_actor
 from lifeline.collector.models import AlarmLink
 from lifeline.collector.store import Conflict, Store
+from lifeline.wire.codes import SUBCATEGORY_PATTERN
 
 router = APIRouter(prefix="/api/v1/cases", tags=["cases"])
 
-CaseNo = Annotated[str, Path(min_length=1, max_length=64)]
+CaseNo = Annotated[str, Path(pattern=CASE_NO_PATTERN, description="case number (案件编号)")]
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
@@ -141,7 +143,9 @@ class ActionIn(BaseModel):
         default=None, description="for accept of a 未分类 case: its kind"
     )
     subcategory: str | None = Field(
-        default=None, pattern=r"^\d{4}$", description="for accept of a 未分类 case: its 小类"
+        default=None,
+        pattern=SUBCATEGORY_PATTERN,
+        description="for accept of a 未分类 case: its 小类",
     )
 
     @field_validator("actor")
@@ -263,7 +267,9 @@ def list_cases(
     state: Annotated[list[CaseState], Query(description="any of these states")] = [],  # noqa: B006 - FastAPI copies defaults
     open_only: bool = False,
     department: Name = None,
-    subcategory: Annotated[str | None, Query(pattern=r"^\d{4}$", description="小类")] = None,
+    subcategory: Annotated[
+        str | None, Query(pattern=SUBCATEGORY_PATTERN, description="小类")
+    ] = None,
     grid: Name = None,
     overdue: Annotated[bool | None, Query(description="deadline passed (red) or not")] = None,
     limit: PageSize = 100,
