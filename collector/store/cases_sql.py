@@ -16,7 +16,7 @@ from lifeline.collector.cases.workflow import TIMED_STATES, Audit, Case, CaseSta
 from lifeline.collector.cases.workorders import WorkOrder, WorkOrderState
 from lifeline.collector.errors import Conflict
 from lifeline.collector.models import AlarmLink, AlarmTransition
-from lifeline.collector.stats import NO_CASE, Counts
+from lifeline.collector.stats import NO_CASE, NO_GRID, Counts
 from lifeline.collector.store import scope_sql as scoped
 from lifeline.collector.store.rows import Col, Cursor, RowMap, Rows, json_tuple, sql_values
 
@@ -25,7 +25,7 @@ CASE_EVENT_TYPES = {"report": "case.opened", "upgrade": "case.upgraded", "rework
 # The group expression of a statistic, by name: constant SQL, never input.
 _GROUP_SQL = {
     "department": "c.department",
-    "grid": "COALESCE(c.grid, '')",
+    "grid": f"COALESCE(c.grid, '{NO_GRID}')",
     "subcategory": "c.subcategory",
     "source": "c.source",
 }
@@ -512,15 +512,28 @@ class CaseRows(Rows):
         self, from_ms: int, to_ms: int, group_by: str, scope: Sequence[str] | None = None
     ) -> dict[str, Counts]:
         """The 综合评价 counts of the window [from_ms, to_ms) per group (`department`, `grid`,
-        `subcategory` or `source` of the case): cases reported in it, workflow actions taken in it,
-        stages of the phase table that ended in it, alarm occurrences decided in it (those that
-        became no case under the key NO_CASE; docs/integration.md defines each). With `scope`
-        (department values), only the cases one of them is 主办 of, and no NO_CASE.
+        `subcategory` or `source`): cases reported in it, workflow actions taken in it, stages
+        of the phase table that ended in it, alarm occurrences decided in it (those that became
+        no case under the key NO_CASE; cases placed in no grid under NO_GRID;
+        docs/integration.md defines each).
+
+        By department, a department is held to the stages it held: the stage figures (应派遣,
+        按时派遣, 应处置, 按期/超期处置, 应结案, the mean durations) count for the department of
+        the stage, and 返工, 回退, 延时 and 挂账 for that of the 处置 stage they were taken in
+        (the case's latest 处置 stage begun by then); the case figures (上报, 立案, 作废, 准确派遣,
+        结案, 按期结案, 误报, 自动恢复, alarms) count for the case's 主办. With `scope`
+        (department values), only what counts for one of them, and no NO_CASE.
 
         Raises KeyError for another `group_by`."""
         g = _GROUP_SQL[group_by]
         w: dict[str, Any] = {"f": from_ms, "t": to_ms}
         mine = "TRUE" if scope is None else scoped.department_in("c.department", scope, w)
+        # The stage figures: by the stage's department, or by the case's grid, 小类 or source.
+        if group_by == "department":
+            pg, cases = "p.department", ""
+        else:
+            pg, cases = g, " JOIN cases c ON c.case_no = p.case_no"
+        held = "TRUE" if scope is None else scoped.department_in("p.department", scope, w)
         out: dict[str, Counts] = {}
 
         def at(key: str) -> Counts:
@@ -532,15 +545,7 @@ class CaseRows(Rows):
             w,
         ):
             at(r[0]).reported += int(r[1])
-        actions = {
-            "accept": "registered",
-            "void": "voided",
-            "rework": "reworks",
-            "return": "returns",
-            "extend": "extensions",
-            "park": "parks",
-            "auto_close": "auto_closed",
-        }
+        actions = {"accept": "registered", "void": "voided", "auto_close": "auto_closed"}
         counted = sql_values(*actions, "dispatch", "close")
         for r in self._query(
             f"SELECT {g}, a.action, count(*),"  # noqa: S608 - constant expressions
@@ -574,11 +579,11 @@ class CaseRows(Rows):
         ):
             at(r[0]).closed_on_time -= int(r[1])
         for r in self._query(
-            f"SELECT {g}, p.stage, count(*),"  # noqa: S608 - constant group expression
+            f"SELECT {pg}, p.stage, count(*),"  # noqa: S608 - constant group expression
             " sum(CASE WHEN p.due_ms IS NULL OR p.end_ms <= p.due_ms THEN 1 ELSE 0 END),"
             " sum(p.end_ms - p.start_ms - p.parked_ms)"
-            " FROM case_phases p JOIN cases c ON c.case_no = p.case_no"
-            f" WHERE p.end_ms >= :f AND p.end_ms < :t AND {mine} GROUP BY 1, 2",
+            f" FROM case_phases p{cases}"
+            f" WHERE p.end_ms >= :f AND p.end_ms < :t AND {held} GROUP BY 1, 2",
             w,
         ):
             c, n, on_time, spent = at(r[0]), int(r[2]), int(r[3]), int(r[4])
@@ -593,6 +598,24 @@ class CaseRows(Rows):
                 c.disposal_ms += spent
             elif r[1] == "核查":
                 c.to_close += n
+        # 回退, 延时, 挂账 and 返工 concern a 处置 stage (返工 opens the new round of the same
+        # department): the case's latest one begun by the time of the action.
+        in_stage = {
+            "rework": "reworks",
+            "return": "returns",
+            "extend": "extensions",
+            "park": "parks",
+        }
+        for r in self._query(
+            f"SELECT {pg}, a.action, count(*) FROM case_audit a"  # noqa: S608 - constant
+            " JOIN case_phases p ON p.case_no = a.case_no AND p.seq = (SELECT max(s.seq)"
+            " FROM case_phases s WHERE s.case_no = a.case_no AND s.stage = '处置'"
+            f" AND s.start_ms <= a.ts_ms){cases} WHERE a.ts_ms >= :f AND a.ts_ms < :t"
+            f" AND a.action IN {sql_values(*in_stage)} AND {held} GROUP BY 1, 2",
+            w,
+        ):
+            c = at(r[0])
+            setattr(c, in_stage[r[1]], getattr(c, in_stage[r[1]]) + int(r[2]))
         # Alarm occurrences decided in the window: those that became a case count in the
         # case's group; the rest (work orders, ignored, recorded) in a group of their own.
         for r in self._query(
