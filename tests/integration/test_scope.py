@@ -372,6 +372,8 @@ REPORT = ("POST", "/open311/v2/requests.{fmt}")
 # The writes a department key may make; every other one answers it 403.
 DEPARTMENT_WRITES = {
     ("POST", "/api/v1/cases/{case_no}/actions"),  # its own cases: tests/integration/test_duties.py
+    # 接单 and 完工 of the work orders it maintains: tests/integration/test_duties.py
+    ("POST", "/api/v1/work-orders/{order_no}/actions"),
     REPORT,  # refused too, but by the form's api_key: test_a_reporter_key_gets_what_no_key_gets
 }
 
