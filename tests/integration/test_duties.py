@@ -266,7 +266,8 @@ def test_every_work_order_action_is_allowed_to_exactly_the_roles_that_work_them(
             else:
                 detail = problem_of(r, 403)["detail"]
                 assert role.value in detail, detail
-                assert action.value in detail, detail
+                # A reporter key is refused before any action: it reads nothing either.
+                assert (action.value if role is not Role.REPORTER else "公众上报应用") in detail
                 assert state_of(api, no) == "待接单"
     assert not any(may_work(role, WorkOrderAction.AUTO_CLOSE) for role in Role)
 
