@@ -35,6 +35,7 @@ from lifeline.wire import (
     Quality,
     Record,
     Severity,
+    Status,
     TopicParts,
 )
 from tests.integration.test_api_http import (
@@ -93,6 +94,8 @@ def seed_side(runtime: Runtime, tag: str, serial: int, owner: str) -> Side:
     ])  # fmt: skip
     devices = tuple(DeviceInfo(d, "gas_detector", "gas", True) for d in (dev, cover, pump, spare))
     _write(runtime, gw, Kind.BIRTH, Birth(gw, "s1", 0, now_ms(), "1.0", "h", devices))
+    counters: dict[str, int | float] = {"polls": 40, **{f"errors.{d.device}": 1 for d in devices}}
+    _write(runtime, gw, Kind.STATUS, Status(gw, "s1", 0, now_ms(), counters=counters))
     t0 = now_ms() - 60_000
     records = tuple(
         Record(dev, "gas_concentration", t0 + i * 1000, float(i), Quality.GOOD) for i in range(5)
@@ -247,8 +250,20 @@ def check_stats(w: World) -> None:
 
 def check_gateway(w: World) -> None:
     own_and_not_theirs("/api/v1/gateways/{gateway}", lambda s: {"gateway": s.gateway})(w)
-    devices = ok(w.get(f"/api/v1/gateways/{w.a.gateway}"))["devices"]
-    assert {d["device"] for d in devices} == {w.a.device, w.a.cover, w.a.pump}  # not its spare
+    detail = ok(w.get(f"/api/v1/gateways/{w.a.gateway}"))
+    mine = {w.a.device, w.a.cover, w.a.pump}  # not its spare
+    assert {d["device"] for d in detail["devices"]} == mine
+    assert set(detail["counters"]) == {"polls"} | {f"errors.{d}" for d in mine}
+
+
+def check_gateways(w: World) -> None:
+    only(w, "/api/v1/gateways", "gateway", {w.a.gateway})
+    (listed,) = ok(w.get("/api/v1/gateways"))
+    mine = {w.a.device, w.a.cover, w.a.pump}
+    assert set(listed["counters"]) == {"polls"} | {f"errors.{d}" for d in mine}
+    leader = {"Authorization": f"Bearer {w.keys[Role.LEADER]}"}
+    every = w.http.get(f"{w.base}/api/v1/gateways/{w.a.gateway}", headers=leader).json()
+    assert f"errors.{w.a.spare}" in every["counters"]  # an unscoped key sees the whole gateway
 
 
 def check_gateway_device(w: World) -> None:
@@ -317,7 +332,7 @@ GET_ROUTES: dict[str, Callable[[World], None]] = {
     "/api/v1/events/stream": the_stream,
     "/api/v1/stats": check_stats,
     "/api/v1/stats/online-rate": check_online_rate,
-    "/api/v1/gateways": lambda w: only(w, "/api/v1/gateways", "gateway", {w.a.gateway}),
+    "/api/v1/gateways": check_gateways,
     "/api/v1/gateways/{gateway}": check_gateway,
     "/api/v1/devices": lambda w: only(
         w, "/api/v1/devices", "device", {w.a.device, w.a.cover, w.a.pump}
