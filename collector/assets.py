@@ -11,9 +11,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lifeline.collector.grids import GridMap, check_grid_code, place
+from lifeline.wire.codes import ASSET_CODE_RULE, is_asset_code
 from lifeline.wire.topics import IDENT_RE
 
-CODE_RE = re.compile(r"^\d{16}$")
 _ID = IDENT_RE.pattern.removeprefix("^").removesuffix("$")  # a gateway or device id
 DEVICE_REF_RE = re.compile(rf"^(?:{_ID}/)?{_ID}$")
 DATUMS = ("CGCS2000", "WGS84", "GCJ-02", "BD-09")
@@ -51,8 +51,8 @@ class Asset(BaseModel):
     @field_validator("code")
     @classmethod
     def _code(cls, v: str) -> str:
-        if not CODE_RE.match(v):
-            raise ValueError(f"部件标识码 {v!r} must be exactly 16 digits")
+        if not is_asset_code(v):
+            raise ValueError(f"部件标识码 {v!r} must be {ASSET_CODE_RULE}")
         return v
 
     @field_validator("grid")
@@ -103,7 +103,7 @@ class Asset(BaseModel):
         if isinstance(data, dict):
             data = dict(data)
             code = data.get("code")
-            if not data.get("subcategory") and isinstance(code, str) and CODE_RE.match(code):
+            if not data.get("subcategory") and isinstance(code, str) and is_asset_code(code):
                 data["subcategory"] = code[6:10]
             if not data.get("maintainer") and data.get("owner"):
                 data["maintainer"] = data["owner"]

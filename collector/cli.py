@@ -111,8 +111,10 @@ def _load_yaml(path: Path | None) -> dict[str, Any]:
 
 
 def _split_http(http: str) -> tuple[str, int]:
+    from lifeline.wire.codes import is_ascii_number
+
     host, _, port = http.rpartition(":")
-    if not host or not port.isdigit():
+    if not host or not is_ascii_number(port):
         raise typer.BadParameter(f"{http!r} is not HOST:PORT", param_hint="--http")
     return host, int(port)
 
@@ -355,6 +357,7 @@ def run(
     from lifeline.collector.ingest import IngestConfig
     from lifeline.collector.runtime import CollectorConfig, Runtime
     from lifeline.collector.webhooks import WebhookConfig
+    from lifeline.wire.codes import AREA_CODE_RULE, is_area_code
 
     _setup_logging(verbose)
     given = {
@@ -422,11 +425,9 @@ def run(
     except (TypeError, ValueError) as exc:
         raise typer.BadParameter(str(exc), param_hint="--webhook-allow") from None
     chosen_district = None if opts["district"] is None else str(opts["district"])
-    if chosen_district is not None and not (
-        len(chosen_district) == 6 and chosen_district.isdigit()
-    ):
+    if chosen_district is not None and not is_area_code(chosen_district):
         raise typer.BadParameter(
-            f"{chosen_district!r} is not a 6-digit area code", param_hint="--district"
+            f"{chosen_district!r} is not an area code: {AREA_CODE_RULE}", param_hint="--district"
         )
     from lifeline.collector.ingest import PROTOCOLS, parse_mqtt_urls
     from lifeline.collector.runtime import ConsoleConfig

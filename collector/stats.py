@@ -87,6 +87,9 @@ GROUPINGS = {
 }
 # The group of the alarm occurrences that became no case (work orders, ignored, recorded).
 NO_CASE = "未成案报警"
+# The 单元网格 group of the cases placed in no grid (no location, or outside every grid): a
+# name no grid code can be, since codes are digits.
+NO_GRID = "无网格"
 
 
 @dataclass(slots=True)

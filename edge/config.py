@@ -32,6 +32,7 @@ from lifeline.drivers.profile import (
     yaml_problem,
 )
 from lifeline.wire import Location
+from lifeline.wire.codes import ASSET_CODE_PATTERN
 from lifeline.wire.messages import DATUMS
 from lifeline.wire.topics import IDENT_RE
 
@@ -240,7 +241,7 @@ class DeviceConfig(_Strict):
     # most unused registers a merged read may span (0 = never merge: one read per point).
     max_registers: int | None = Field(default=None, ge=1, le=125)
     max_gap: int | None = Field(default=None, ge=0, le=124)
-    asset: str | None = Field(default=None, pattern=r"^\d{16}$")  # 部件标识码
+    asset: str | None = Field(default=None, pattern=ASSET_CODE_PATTERN)  # 部件标识码
     alarms: dict[str, AlarmLadder] = {}  # per point: replaces the profile's rules
     # The installed zero of a point whose rules judge the deviation from it (`deviation: true`),
     # in the point's unit: a cover seated at 1.5 degrees alarms at 11.5 and at -8.5, not at 10.

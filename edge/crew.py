@@ -99,7 +99,7 @@ def _named_device(name: str, config: Path | None, path: Path) -> str:
 
 def _parse_since(text: str) -> int:
     """'2h' -> milliseconds; units s, m, h, d."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text)
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smhd])\s*", text, flags=re.ASCII)
     if not m:
         usage_error(f"{text!r} is not a duration like 90s, 30m, 2h or 7d", "--since")
     factor = {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]

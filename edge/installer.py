@@ -98,10 +98,11 @@ def _line_settings(baud: str, parity: str) -> list[LineSettings]:
         baudrate_problem,
     )
     from lifeline.drivers.scan import LineSettings
+    from lifeline.wire.codes import is_ascii_number
 
     lines = []
     for b in _split(baud, "baud rate", "--baud"):
-        if not b.isdigit() or not MIN_BAUDRATE <= int(b) <= MAX_BAUDRATE:
+        if not is_ascii_number(b) or not MIN_BAUDRATE <= int(b) <= MAX_BAUDRATE:
             usage_error(
                 f"{b!r} is not a baud rate ({MIN_BAUDRATE}-{MAX_BAUDRATE}); standard: "
                 + ", ".join(map(str, STANDARD_BAUDRATES)),
@@ -301,9 +302,11 @@ def _name_devices(gateway: str, buses: list[dict[str, Any]]) -> None:
 
 def _parse_asset(item: str, buses: list[dict[str, Any]]) -> tuple[str, str]:
     """One KEY=CODE: (device id, 16-digit 部件标识码); BadParameter says what is wrong."""
+    from lifeline.wire.codes import is_asset_code
+
     devices = [d for bus in buses for d in bus["devices"]]
     key, sep, code = item.partition("=")
-    if not sep or not re.fullmatch(r"\d{16}", code.strip()):
+    if not sep or not is_asset_code(code.strip()):
         usage_error(
             f"{item!r}: expected DEVICE=CODE with a 16-digit 部件标识码, "
             "e.g. b1-mh-001=3301060111000001",
@@ -414,7 +417,10 @@ def _check_location(text: str) -> str:
 
 
 def _check_asset_code(code: str) -> str:
-    if not re.fullmatch(r"\d{16}", code):
+    # The collector's rule (wire.codes), as for --grid.
+    from lifeline.wire.codes import is_asset_code
+
+    if not is_asset_code(code):
         usage_error(f"{code!r} is not a 16-digit 部件标识码 (e.g. 3301060111000001)", "--asset")
     return code
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import HTTPException, Query
 
-from lifeline.wire.codes import GRID_CODE_PATTERN
+from lifeline.wire.codes import GRID_CODE_PATTERN, is_ascii_number
 
 MAX_MS = 2**53  # beyond any real time, inside every integer column
 MAX_PAGE = 500
@@ -22,6 +22,9 @@ GridCode = Annotated[
     str | None,
     Query(pattern=GRID_CODE_PATTERN, description="单元网格 code: 14 digits, or 15"),
 ]
+# A case or work-order number (tag + area code + date + serial, e.g. 330106202611300001) is
+# ASCII: ٣٣٠١٠٦... is refused as malformed rather than looked up and not found.
+CASE_NO_PATTERN = "^[A-Za-z0-9-]{1,64}$"
 
 
 def encode_cursor(*parts: object) -> str:
@@ -44,6 +47,6 @@ def decode_cursor(cursor: str, count: int) -> list[str]:
 
 def cursor_int(text: str) -> int:
     """An integer cursor part; 400 if it is not one."""
-    if not text.isdigit() or int(text) > MAX_MS:
+    if not is_ascii_number(text) or int(text) > MAX_MS:
         raise HTTPException(400, "malformed cursor: pass next_cursor back unchanged")
     return int(text)

@@ -43,6 +43,7 @@ from lifeline.collector.profiles import (
     shipped_catalog,
 )
 from lifeline.wire import AlarmType
+from lifeline.wire.codes import AREA_CODE_PATTERN, SUBCATEGORY_RULE, is_area_code, is_subcategory
 
 ANY = "*"  # a route's family that matches every family
 UNKNOWN_AREA = "000000"  # the area code of a case whose place gives none and no district is set
@@ -79,8 +80,8 @@ class Outcome(StrEnum):
 
 
 def _code(v: str, what: str) -> str:
-    if not (len(v) == 4 and v.isdigit()):
-        raise ValueError(f"{what} {v!r} must be 4 digits (大类 + 小类)")
+    if not is_subcategory(v):
+        raise ValueError(f"{what} {v!r} must be {SUBCATEGORY_RULE}")
     return v
 
 
@@ -269,7 +270,7 @@ class Routing(BaseModel):
 
     district: str | None = Field(
         default=None,
-        pattern=r"^\d{6}$",
+        pattern=AREA_CODE_PATTERN,
         validation_alias=AliasChoices("district", "area_code"),
         description="the collector's 6-digit area code, for cases whose place gives none",
     )
@@ -364,7 +365,7 @@ class Routing(BaseModel):
         else the collector's district, else 000000 (said at start-up, never another city's)."""
         if asset is not None:
             return asset.area
-        if grid and len(grid) >= 6 and grid[:6].isdigit():
+        if grid and is_area_code(grid[:6]):
             return grid[:6]
         return self.district or UNKNOWN_AREA
 

@@ -16,16 +16,16 @@ from lifeline.collector.cases.workflow import TIMED_STATES, Audit, Case, CaseSta
 from lifeline.collector.cases.workorders import WorkOrder, WorkOrderState
 from lifeline.collector.errors import Conflict
 from lifeline.collector.models import AlarmLink, AlarmTransition, ReportClaim
-from lifeline.collector.stats import NO_CASE, Counts
+from lifeline.collector.stats import NO_CASE, NO_GRID, Counts
 from lifeline.collector.store import scope_sql as scoped
-from lifeline.collector.store.rows import Cursor, Rows, sql_values
+from lifeline.collector.store.rows import Col, Cursor, RowMap, Rows, json_tuple, sql_values
 
 # An audit action of a case and the event it becomes (everything else: case.transition).
 CASE_EVENT_TYPES = {"report": "case.opened", "upgrade": "case.upgraded", "rework": "case.reworked"}
 # The group expression of a statistic, by name: constant SQL, never input.
 _GROUP_SQL = {
     "department": "c.department",
-    "grid": "COALESCE(c.grid, '')",
+    "grid": f"COALESCE(c.grid, '{NO_GRID}')",
     "subcategory": "c.subcategory",
     "source": "c.source",
 }
@@ -34,9 +34,35 @@ _TIMED = sql_values(*sorted(TIMED_STATES))
 _CLOSED = sql_values(CaseState.CLOSED)
 
 
-def _place(r: Sequence[Any]) -> Place:
-    """A Place from (lon, lat, datum, address, source) columns."""
-    return Place(r[0], r[1], r[2] or "", r[3] or "", r[4] or "none")
+def _or(default: str) -> Col:
+    """A text column read as `default` when NULL or empty."""
+    return Col(lambda text: text or default)
+
+
+# Where a case or work order is: columns of its own row.
+_PLACE = RowMap(
+    Place, datum=_or(""), address=_or(""), source=Col(lambda s: s or "none", "location_source")
+)
+_CASE = RowMap(
+    Case,
+    state=Col(CaseState),
+    gateway="gateway_id",
+    assist=Col(json_tuple),
+    location=_PLACE,
+)
+_WORK_ORDER = RowMap(WorkOrder, state=Col(WorkOrderState), gateway="gateway_id", location=_PLACE)
+_PHASE = RowMap(Phase)
+_TRANSITION = RowMap(
+    AlarmTransition,
+    gateway="gateway_id",
+    value=Col(json.loads),
+    limit=Col(json.loads, "limit_value"),
+)
+_LINK = RowMap(
+    AlarmLink, gateway="gateway_id", value=Col(json.loads), limit=Col(json.loads, "limit_value")
+)
+_CASE_AUDIT = RowMap(Audit, role="key_role")
+_WORK_ORDER_AUDIT = RowMap(Audit, case_no="order_no", role="key_role")
 
 
 def _place_params(place: Place) -> dict[str, Any]:
@@ -57,29 +83,11 @@ class CaseRows(Rows):
     def pending_alarm_transitions(self, limit: int = 500) -> list[AlarmTransition]:
         """Stored alarm events the case engine has not handled yet, oldest first."""
         rows = self._query(
-            "SELECT id, gateway_id, device, point, alarm_type, alarm_id, severity, state, ts_ms,"
-            " value, message, origin, limit_value FROM alarm_events WHERE handled = FALSE"
-            " ORDER BY id LIMIT :n",
+            f"SELECT {_TRANSITION.select} FROM alarm_events"  # noqa: S608 - constant columns
+            " WHERE handled = FALSE ORDER BY id LIMIT :n",
             {"n": limit},
         )
-        return [
-            AlarmTransition(
-                r[0],
-                r[1],
-                r[2],
-                r[3],
-                r[4],
-                r[5],
-                r[6],
-                r[7],
-                r[8],
-                json.loads(r[9]),
-                r[10],
-                r[11],
-                json.loads(r[12]),
-            )
-            for r in rows
-        ]
+        return [_TRANSITION(r) for r in rows]
 
     def mark_transitions_handled(
         self, ids: Sequence[int], cleared: Sequence[tuple[str, int]] = ()
@@ -138,51 +146,24 @@ class CaseRows(Rows):
             if cur.rowcount != 1:
                 raise Conflict(f"alarm {k.alarm_id} was handled meanwhile")
 
-    _LINK_COLS = (
-        "alarm_id, gateway_id, device, point, alarm_type, severity, value, limit_value, unit,"
-        " raised_ms, message, outcome, ref, reason, decided_ms, cleared_ms, activation"
-    )
-
-    @staticmethod
-    def _alarm_link(r: Sequence[Any]) -> AlarmLink:
-        return AlarmLink(
-            r[0],
-            r[1],
-            r[2],
-            r[3],
-            r[4],
-            r[5],
-            json.loads(r[6]),
-            json.loads(r[7]),
-            r[8],
-            r[9],
-            r[10],
-            r[11],
-            r[12],
-            r[13],
-            r[14],
-            r[15],
-            r[16],
-        )
-
     def link(self, alarm_id: str) -> AlarmLink | None:
         """Where the latest occurrence (activation) of an alarm id ended, if the engine has
         handled it."""
         rows = self._query(
-            f"SELECT {self._LINK_COLS} FROM alarm_links WHERE alarm_id = :aid"  # noqa: S608
+            f"SELECT {_LINK.select} FROM alarm_links WHERE alarm_id = :aid"  # noqa: S608
             " ORDER BY activation DESC LIMIT 1",
             {"aid": alarm_id},
         )
-        return self._alarm_link(rows[0]) if rows else None
+        return _LINK(rows[0]) if rows else None
 
     def links(self, ref: str) -> list[AlarmLink]:
         """The alarm occurrences of one case or work order, in the order they were attached."""
         rows = self._query(
-            f"SELECT {self._LINK_COLS} FROM alarm_links WHERE ref = :ref"  # noqa: S608
+            f"SELECT {_LINK.select} FROM alarm_links WHERE ref = :ref"  # noqa: S608
             " ORDER BY decided_ms, raised_ms, alarm_id, activation",
             {"ref": ref},
         )
-        return [self._alarm_link(r) for r in rows]
+        return [_LINK(r) for r in rows]
 
     def links_for(self, refs: Sequence[str]) -> dict[str, list[AlarmLink]]:
         """The alarm occurrences of several cases or work orders, by number."""
@@ -191,13 +172,13 @@ class CaseRows(Rows):
             return out
         params = {f"r{i}": r for i, r in enumerate(refs)}
         rows = self._query(
-            f"SELECT {self._LINK_COLS} FROM alarm_links WHERE ref IN"  # noqa: S608 - placeholders
+            f"SELECT {_LINK.select} FROM alarm_links WHERE ref IN"  # noqa: S608 - placeholders
             f" ({', '.join(':' + k for k in params)})"
             " ORDER BY decided_ms, raised_ms, alarm_id, activation",
             params,
         )
         for r in rows:
-            link = self._alarm_link(r)
+            link = _LINK(r)
             out.setdefault(link.ref or "", []).append(link)
         return out
 
@@ -226,92 +207,32 @@ class CaseRows(Rows):
             )
         return int(rows[0][0])
 
-    _CASE_COLS = (
-        "case_no, kind, subcategory, problem, asset, device, state, urgency, department, grid,"
-        " created_ms, updated_ms, deadline_ms, timed_from_ms, repeats, escalations, title,"
-        " gateway_id, allowed_ms, severity, assist, reworks, returns, closure, recurrence_of,"
-        " remaining_ms, lon, lat, datum, address, location_source, pending, pending_hours,"
-        " source, void_reason, media_url, contact, confirmed_by, token, received_by,"
-        " received_ms, register_condition, close_condition, disposal_note, check_result,"
-        " check_note, check_media_url, checked_by, checked_ms"
-    )
-
-    @staticmethod
-    def _case(r: Sequence[Any]) -> Case:
-        return Case(
-            case_no=r[0],
-            kind=r[1],
-            subcategory=r[2],
-            problem=r[3],
-            asset=r[4],
-            device=r[5],
-            state=CaseState(r[6]),
-            urgency=r[7],
-            department=r[8],
-            grid=r[9],
-            created_ms=r[10],
-            updated_ms=r[11],
-            deadline_ms=r[12],
-            timed_from_ms=r[13],
-            repeats=r[14],
-            escalations=r[15],
-            title=r[16],
-            gateway=r[17],
-            allowed_ms=r[18],
-            severity=r[19],
-            assist=tuple(json.loads(r[20])),
-            reworks=r[21],
-            returns=r[22],
-            closure=r[23],
-            recurrence_of=r[24],
-            remaining_ms=r[25],
-            location=_place(r[26:31]),
-            pending=r[31],
-            pending_hours=r[32],
-            source=r[33],
-            void_reason=r[34],
-            media_url=r[35],
-            contact=r[36],
-            confirmed_by=r[37],
-            token=r[38],
-            received_by=r[39],
-            received_ms=r[40],
-            register_condition=r[41],
-            close_condition=r[42],
-            disposal_note=r[43],
-            check_result=r[44],
-            check_note=r[45],
-            check_media_url=r[46],
-            checked_by=r[47],
-            checked_ms=r[48],
-        )
-
     def case_by_token(self, token: str) -> Case | None:
         """The case an Open311 POST created and answered with this token, if any."""
         rows = self._query(
-            f"SELECT {self._CASE_COLS} FROM cases WHERE token = :t",  # noqa: S608 - constant
+            f"SELECT {_CASE.select} FROM cases WHERE token = :t",  # noqa: S608 - constant
             {"t": token},
         )
-        return self._case(rows[0]) if rows else None
+        return _CASE(rows[0]) if rows else None
 
     def open_case_for(self, subject: str, problem: str) -> Case | None:
         """The open case for (asset or device, problem), if there is one."""
         rows = self._query(
-            f"SELECT {self._CASE_COLS} FROM cases"  # noqa: S608 - constant column list
+            f"SELECT {_CASE.select} FROM cases"  # noqa: S608 - constant column list
             f" WHERE subject = :s AND problem = :p AND state NOT IN {_FINISHED}",
             {"s": subject, "p": problem},
         )
-        return self._case(rows[0]) if rows else None
+        return _CASE(rows[0]) if rows else None
 
     def last_closed_case_for(self, subject: str, problem: str) -> Case | None:
         """The most recently closed (结案) case for (asset or device, problem), if any."""
         rows = self._query(
-            f"SELECT {self._CASE_COLS} FROM cases"  # noqa: S608 - constant column list
+            f"SELECT {_CASE.select} FROM cases"  # noqa: S608 - constant column list
             f" WHERE subject = :s AND problem = :p AND state IN {_CLOSED}"
             " ORDER BY updated_ms DESC, case_no DESC LIMIT 1",
             {"s": subject, "p": problem},
         )
-        return self._case(rows[0]) if rows else None
+        return _CASE(rows[0]) if rows else None
 
     def save_case(
         self,
@@ -385,14 +306,14 @@ class CaseRows(Rows):
             if expect_state is None:
                 self._run(
                     cur,
-                    f"INSERT INTO cases ({self._CASE_COLS}, subject)"  # noqa: S608 - constant
+                    f"INSERT INTO cases ({_CASE.select}, subject)"  # noqa: S608 - constant
                     " VALUES (:no, :kind, :sub, :problem, :asset, :device, :state, :urg, :dept,"
                     " :grid, :created, :updated, :deadline, :timed, :rep, :esc, :title, :gw,"
                     " :allowed, :sev, :assist, :rew, :ret, :closure, :recur, :remaining, :lon,"
                     " :lat, :datum, :addr, :src, :pending, :phours, :source, :vreason, :media,"
-                    " :contact, :confirmed, :token, :recv_by, :recv_ms, :reg_cond, :close_cond,"
+                    " :contact, :confirmed, :recv_by, :recv_ms, :reg_cond, :close_cond,"
                     " :disposal, :check, :check_note, :check_media, :checked_by, :checked_ms,"
-                    " :subject)",
+                    " :token, :subject)",
                     p,
                 )
             else:
@@ -498,57 +419,52 @@ class CaseRows(Rows):
             },
         )
 
-    _PHASE_COLS = (
-        "case_no, seq, stage, department, start_ms, due_ms, unit, end_ms, parked_ms,"
-        " parked_since_ms, left_ms, extended, escalated_due_ms"
-    )
-
     def phases(self, case_no: str) -> list[Phase]:
         """The phase table of a case, in order."""
         rows = self._query(
-            f"SELECT {self._PHASE_COLS} FROM case_phases"  # noqa: S608 - constant column list
+            f"SELECT {_PHASE.select} FROM case_phases"  # noqa: S608 - constant column list
             " WHERE case_no = :no ORDER BY seq",
             {"no": case_no},
         )
-        return [Phase(*r) for r in rows]
+        return [_PHASE(r) for r in rows]
 
     def overdue_phases(self, now_ms: int) -> list[Phase]:
         """Running, unparked phases past their due time and not escalated (督办) for it."""
         rows = self._query(
-            f"SELECT {self._PHASE_COLS} FROM case_phases"  # noqa: S608 - constant column list
+            f"SELECT {_PHASE.select} FROM case_phases"  # noqa: S608 - constant column list
             " WHERE end_ms IS NULL AND parked_since_ms IS NULL AND due_ms < :now"
             " AND (escalated_due_ms IS NULL OR escalated_due_ms <> due_ms)"
             " ORDER BY due_ms, case_no",
             {"now": now_ms},
         )
-        return [Phase(*r) for r in rows]
+        return [_PHASE(r) for r in rows]
 
     def case(self, case_no: str) -> Case | None:
         """One case by number."""
         rows = self._query(
-            f"SELECT {self._CASE_COLS} FROM cases WHERE case_no = :no",  # noqa: S608 - constant
+            f"SELECT {_CASE.select} FROM cases WHERE case_no = :no",  # noqa: S608 - constant
             {"no": case_no},
         )
-        return self._case(rows[0]) if rows else None
+        return _CASE(rows[0]) if rows else None
 
     def cases(self, open_only: bool = False) -> list[Case]:
         """Cases, newest first."""
         rows = self._query(
-            f"SELECT {self._CASE_COLS} FROM cases"  # noqa: S608 - constant column list
+            f"SELECT {_CASE.select} FROM cases"  # noqa: S608 - constant column list
             f" WHERE (:all_ OR state NOT IN {_FINISHED})"
             " ORDER BY created_ms DESC, case_no DESC",
             {"all_": not open_only},
         )
-        return [self._case(r) for r in rows]
+        return [_CASE(r) for r in rows]
 
     def audit(self, case_no: str) -> list[Audit]:
         """The audit trail of a case, oldest first."""
         rows = self._query(
-            "SELECT case_no, ts_ms, actor, action, from_state, to_state, note, key_id, key_role,"
-            " on_behalf_of FROM case_audit WHERE case_no = :no ORDER BY id",
+            f"SELECT {_CASE_AUDIT.select} FROM case_audit"  # noqa: S608 - constant columns
+            " WHERE case_no = :no ORDER BY id",
             {"no": case_no},
         )
-        return [Audit(*r) for r in rows]
+        return [_CASE_AUDIT(r) for r in rows]
 
     def find_cases(
         self,
@@ -601,7 +517,7 @@ class CaseRows(Rows):
         if scope is not None:
             where += f" AND {scoped.case_in(scope, params)}"
         rows = self._query(
-            f"SELECT {self._CASE_COLS} FROM cases"  # noqa: S608 - placeholders only
+            f"SELECT {_CASE.select} FROM cases"  # noqa: S608 - placeholders only
             " WHERE (CAST(:dept AS TEXT) IS NULL OR department = :dept)"
             " AND (CAST(:sub AS TEXT) IS NULL OR subcategory = :sub)"
             " AND (CAST(:grid AS TEXT) IS NULL OR grid = :grid)"
@@ -614,21 +530,34 @@ class CaseRows(Rows):
             f"{where} ORDER BY created_ms DESC, case_no DESC LIMIT :n",
             params,
         )
-        return [self._case(r) for r in rows]
+        return [_CASE(r) for r in rows]
 
     def case_counts(
         self, from_ms: int, to_ms: int, group_by: str, scope: Sequence[str] | None = None
     ) -> dict[str, Counts]:
         """The 综合评价 counts of the window [from_ms, to_ms) per group (`department`, `grid`,
-        `subcategory` or `source` of the case): cases reported in it, workflow actions taken in it,
-        stages of the phase table that ended in it, alarm occurrences decided in it (those that
-        became no case under the key NO_CASE; docs/integration.md defines each). With `scope`
-        (department values), only the cases one of them is 主办 of, and no NO_CASE.
+        `subcategory` or `source`): cases reported in it, workflow actions taken in it, stages
+        of the phase table that ended in it, alarm occurrences decided in it (those that became
+        no case under the key NO_CASE; cases placed in no grid under NO_GRID;
+        docs/integration.md defines each).
+
+        By department, a department is held to the stages it held: the stage figures (应派遣,
+        按时派遣, 应处置, 按期/超期处置, 应结案, the mean durations) count for the department of
+        the stage, and 返工, 回退, 延时 and 挂账 for that of the 处置 stage they were taken in
+        (the case's latest 处置 stage begun by then); the case figures (上报, 立案, 作废, 准确派遣,
+        结案, 按期结案, 误报, 自动恢复, alarms) count for the case's 主办. With `scope`
+        (department values), only what counts for one of them, and no NO_CASE.
 
         Raises KeyError for another `group_by`."""
         g = _GROUP_SQL[group_by]
         w: dict[str, Any] = {"f": from_ms, "t": to_ms}
         mine = "TRUE" if scope is None else scoped.department_in("c.department", scope, w)
+        # The stage figures: by the stage's department, or by the case's grid, 小类 or source.
+        if group_by == "department":
+            pg, cases = "p.department", ""
+        else:
+            pg, cases = g, " JOIN cases c ON c.case_no = p.case_no"
+        held = "TRUE" if scope is None else scoped.department_in("p.department", scope, w)
         out: dict[str, Counts] = {}
 
         def at(key: str) -> Counts:
@@ -640,15 +569,7 @@ class CaseRows(Rows):
             w,
         ):
             at(r[0]).reported += int(r[1])
-        actions = {
-            "accept": "registered",
-            "void": "voided",
-            "rework": "reworks",
-            "return": "returns",
-            "extend": "extensions",
-            "park": "parks",
-            "auto_close": "auto_closed",
-        }
+        actions = {"accept": "registered", "void": "voided", "auto_close": "auto_closed"}
         counted = sql_values(*actions, "dispatch", "close")
         for r in self._query(
             f"SELECT {g}, a.action, count(*),"  # noqa: S608 - constant expressions
@@ -682,11 +603,11 @@ class CaseRows(Rows):
         ):
             at(r[0]).closed_on_time -= int(r[1])
         for r in self._query(
-            f"SELECT {g}, p.stage, count(*),"  # noqa: S608 - constant group expression
+            f"SELECT {pg}, p.stage, count(*),"  # noqa: S608 - constant group expression
             " sum(CASE WHEN p.due_ms IS NULL OR p.end_ms <= p.due_ms THEN 1 ELSE 0 END),"
             " sum(p.end_ms - p.start_ms - p.parked_ms)"
-            " FROM case_phases p JOIN cases c ON c.case_no = p.case_no"
-            f" WHERE p.end_ms >= :f AND p.end_ms < :t AND {mine} GROUP BY 1, 2",
+            f" FROM case_phases p{cases}"
+            f" WHERE p.end_ms >= :f AND p.end_ms < :t AND {held} GROUP BY 1, 2",
             w,
         ):
             c, n, on_time, spent = at(r[0]), int(r[2]), int(r[3]), int(r[4])
@@ -701,6 +622,24 @@ class CaseRows(Rows):
                 c.disposal_ms += spent
             elif r[1] == "核查":
                 c.to_close += n
+        # 回退, 延时, 挂账 and 返工 concern a 处置 stage (返工 opens the new round of the same
+        # department): the case's latest one begun by the time of the action.
+        in_stage = {
+            "rework": "reworks",
+            "return": "returns",
+            "extend": "extensions",
+            "park": "parks",
+        }
+        for r in self._query(
+            f"SELECT {pg}, a.action, count(*) FROM case_audit a"  # noqa: S608 - constant
+            " JOIN case_phases p ON p.case_no = a.case_no AND p.seq = (SELECT max(s.seq)"
+            " FROM case_phases s WHERE s.case_no = a.case_no AND s.stage = '处置'"
+            f" AND s.start_ms <= a.ts_ms){cases} WHERE a.ts_ms >= :f AND a.ts_ms < :t"
+            f" AND a.action IN {sql_values(*in_stage)} AND {held} GROUP BY 1, 2",
+            w,
+        ):
+            c = at(r[0])
+            setattr(c, in_stage[r[1]], getattr(c, in_stage[r[1]]) + int(r[2]))
         # Alarm occurrences decided in the window: those that became a case count in the
         # case's group; the rest (work orders, ignored, recorded) in a group of their own.
         for r in self._query(
@@ -730,53 +669,24 @@ class CaseRows(Rows):
 
     # --- work orders --------------------------------------------------------------------------
 
-    _WO_COLS = (
-        "order_no, problem, title, gateway_id, device, asset, state, severity, urgency,"
-        " department, created_ms, updated_ms, deadline_ms, allowed_ms, repeats, closure,"
-        " recurrence_of, lon, lat, datum, address, location_source"
-    )
-
-    @staticmethod
-    def _work_order(r: Sequence[Any]) -> WorkOrder:
-        return WorkOrder(
-            order_no=r[0],
-            problem=r[1],
-            title=r[2],
-            gateway=r[3],
-            device=r[4],
-            asset=r[5],
-            state=WorkOrderState(r[6]),
-            severity=r[7],
-            urgency=r[8],
-            department=r[9],
-            created_ms=r[10],
-            updated_ms=r[11],
-            deadline_ms=r[12],
-            allowed_ms=r[13],
-            repeats=r[14],
-            closure=r[15],
-            recurrence_of=r[16],
-            location=_place(r[17:22]),
-        )
-
     def open_work_order_for(self, subject: str, problem: str) -> WorkOrder | None:
         """The unfinished work order for (gateway/device, problem), if there is one."""
         rows = self._query(
-            f"SELECT {self._WO_COLS} FROM work_orders"  # noqa: S608 - constant column list
+            f"SELECT {_WORK_ORDER.select} FROM work_orders"  # noqa: S608 - constant column list
             " WHERE subject = :s AND problem = :p AND state <> '已完成'",
             {"s": subject, "p": problem},
         )
-        return self._work_order(rows[0]) if rows else None
+        return _WORK_ORDER(rows[0]) if rows else None
 
     def last_closed_work_order_for(self, subject: str, problem: str) -> WorkOrder | None:
         """The most recently finished work order for (gateway/device, problem), if any."""
         rows = self._query(
-            f"SELECT {self._WO_COLS} FROM work_orders"  # noqa: S608 - constant column list
+            f"SELECT {_WORK_ORDER.select} FROM work_orders"  # noqa: S608 - constant column list
             " WHERE subject = :s AND problem = :p AND state = '已完成'"
             " ORDER BY updated_ms DESC, order_no DESC LIMIT 1",
             {"s": subject, "p": problem},
         )
-        return self._work_order(rows[0]) if rows else None
+        return _WORK_ORDER(rows[0]) if rows else None
 
     def save_work_order(
         self,
@@ -816,7 +726,7 @@ class CaseRows(Rows):
             if expect_state is None:
                 self._run(
                     cur,
-                    f"INSERT INTO work_orders ({self._WO_COLS}, subject)"  # noqa: S608 - constant
+                    f"INSERT INTO work_orders ({_WORK_ORDER.select}, subject)"  # noqa: S608 - constant
                     " VALUES (:no, :problem, :title, :gw, :dev, :asset, :state, :sev, :urg,"
                     " :dept, :created, :updated, :deadline, :allowed, :rep, :closure, :recur,"
                     " :lon, :lat, :datum, :addr, :src, :subject)",
@@ -846,10 +756,10 @@ class CaseRows(Rows):
         params: dict[str, Any] = {"no": order_no}
         mine = "" if scope is None else f" AND {scoped.department_in('department', scope, params)}"
         rows = self._query(
-            f"SELECT {self._WO_COLS} FROM work_orders WHERE order_no = :no{mine}",  # noqa: S608
+            f"SELECT {_WORK_ORDER.select} FROM work_orders WHERE order_no = :no{mine}",  # noqa: S608
             params,
         )
-        return self._work_order(rows[0]) if rows else None
+        return _WORK_ORDER(rows[0]) if rows else None
 
     def find_work_orders(
         self,
@@ -879,7 +789,7 @@ class CaseRows(Rows):
         if scope is not None:
             where += f" AND {scoped.department_in('department', scope, params)}"
         rows = self._query(
-            f"SELECT {self._WO_COLS} FROM work_orders"  # noqa: S608 - placeholders only
+            f"SELECT {_WORK_ORDER.select} FROM work_orders"  # noqa: S608 - placeholders only
             " WHERE (CAST(:dept AS TEXT) IS NULL OR department = :dept)"
             " AND (CAST(:gw AS TEXT) IS NULL OR gateway_id = :gw)"
             " AND (CAST(:dev AS TEXT) IS NULL OR device = :dev)"
@@ -888,16 +798,16 @@ class CaseRows(Rows):
             f"{where} ORDER BY created_ms DESC, order_no DESC LIMIT :n",
             params,
         )
-        return [self._work_order(r) for r in rows]
+        return [_WORK_ORDER(r) for r in rows]
 
     def work_order_audit(self, order_no: str) -> list[Audit]:
         """The audit trail of a work order, oldest first (`case_no` holds the order number)."""
         rows = self._query(
-            "SELECT order_no, ts_ms, actor, action, from_state, to_state, note, key_id,"
-            " key_role, on_behalf_of FROM work_order_audit WHERE order_no = :no ORDER BY id",
+            f"SELECT {_WORK_ORDER_AUDIT.select} FROM work_order_audit"  # noqa: S608 - constant
+            " WHERE order_no = :no ORDER BY id",
             {"no": order_no},
         )
-        return [Audit(*r) for r in rows]
+        return [_WORK_ORDER_AUDIT(r) for r in rows]
 
     def count_work_orders_by_state(self) -> dict[str, int]:
         """How many work orders are in each state."""

@@ -47,9 +47,11 @@ def _parse_args(items: list[str] | None) -> dict[str, Any]:
 
 
 def _control_address(control: str | None, endpoints_file: Path | None) -> tuple[str, int]:
+    from lifeline.wire.codes import is_ascii_number
+
     if control:
         host, _, port = control.rpartition(":")
-        if not host or not port.isdigit():
+        if not host or not is_ascii_number(port):
             raise typer.BadParameter("expected HOST:PORT", param_hint="--control")
         return host, int(port)
     if endpoints_file:

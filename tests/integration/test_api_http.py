@@ -3,6 +3,7 @@ SSE resume, webhooks, hostile input."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import http.server
 import itertools
@@ -665,6 +666,47 @@ def test_hostile_requests_get_4xx_problem_json_never_500(api: Api) -> None:
     assert problem_of(
         api.client.post("/api/v1/keys", content=b"{" * 70_000, headers=api.h(Role.ADMIN)), 413
     )
+
+
+ARABIC_AREA, FULLWIDTH_AREA = "٣٣٠١٠٦", "３３０１０６"  # 330106: Arabic-Indic, fullwidth digits
+# Every code in a path or query is ASCII digits: in another script's digits it is malformed
+# (422), not looked up and not found (404), nor a list that happens to be empty (200).
+FOREIGN_DIGITS = [f"/api/v1/assets/{area}0111000001" for area in (ARABIC_AREA, FULLWIDTH_AREA)] + [
+    f"/api/v1/assets?grid={ARABIC_AREA}00100101",
+    "/api/v1/cases?subcategory=٠١١١",
+    "/api/v1/cases?subcategory=０１１１",
+    f"/api/v1/cases/{ARABIC_AREA}202611300001",
+    f"/api/v1/cases/{FULLWIDTH_AREA}202611300001",
+    f"/api/v1/work-orders/YW{ARABIC_AREA}202611300001",
+]
+
+
+def test_codes_in_other_scripts_digits_are_malformed_not_unknown(api: Api) -> None:
+    for path in FOREIGN_DIGITS:
+        problem_of(api.client.get(path, headers=api.h(Role.ADMIN)), 422)
+    put = api.client.put(
+        f"/api/v1/assets/{FULLWIDTH_AREA}0111000001",
+        json={"code": f"{FULLWIDTH_AREA}0111000001", "owner": "燃气集团"},
+        headers=api.h(Role.ADMIN),
+    )
+    problem_of(put, 422)
+    # ² passed str.isdigit(), then int() raised: a 500 where the client sent a bad number.
+    cursor = base64.urlsafe_b64encode("²".encode()).decode().rstrip("=")
+    problem_of(api.client.get(f"/api/v1/alarms?cursor={cursor}", headers=api.h()), 400)
+    stream = api.client.get(
+        "/api/v1/events/stream",
+        headers={**api.h(), "Last-Event-ID": b"\xb2"},  # ² in Latin-1
+    )
+    problem_of(stream, 400)
+    # GeoReport v2 answers in its own error format, 400 for a malformed request.
+    for path in (
+        f"/open311/v2/requests/{ARABIC_AREA}202611300001.json",
+        f"/open311/v2/requests.json?service_request_id={FULLWIDTH_AREA}202611300001",
+        "/open311/v2/requests.json?service_code=٠٤٠٣",
+    ):
+        r = api.client.get(path)
+        assert r.status_code == 400, (path, r.status_code, r.text)
+        assert r.json()[0]["code"] == 400, path
 
 
 # --- acknowledge through MQTT -------------------------------------------------------------------

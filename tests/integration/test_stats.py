@@ -13,7 +13,7 @@ from lifeline.collector.cases.engine import CaseEngine
 from lifeline.collector.cases.phases import Stage
 from lifeline.collector.cases.routing import Deadline, Routing
 from lifeline.collector.cases.workflow import Action, Closure
-from lifeline.collector.stats import COUNTS, NO_CASE, RATES, csv_header, csv_row, report
+from lifeline.collector.stats import COUNTS, NO_CASE, NO_GRID, RATES, csv_header, csv_row, report
 from lifeline.collector.store import Store
 from lifeline.wire import AlarmState, Severity
 from tests.integration import test_collector_cases as suite
@@ -35,8 +35,9 @@ A = Action
 def seed(store: Store, routing: Routing) -> tuple[CaseEngine, suite.Clock]:
     """A: a cover case of 燃气运维站 (its maintainer), dispatched late, 延时, 挂账 7 h, 反馈 on
     time, 核查不通过, a second 处置 round late, 结案. B: a gas leak of the center, dispatched at
-    once, handled on time, closed as 误报. C: an unclassified report of the center, voided as 误报.
-    Natural hours: 派遣 1 h, 处置 4 h, 核查 1 h."""
+    once; the center takes 延时 and returns it (回退), 改派 to 燃气运维站, whose 反馈 is followed by
+    the alarm coming back (返工); closed as 误报. C: an unclassified report of the center, voided
+    as 误报. Natural hours: 派遣 1 h, 处置 4 h, 核查 1 h."""
     one, four = Deadline(urgent=1, normal=1), Deadline(urgent=4, normal=4)
     table = routing.model_copy(
         update={
@@ -74,14 +75,28 @@ def test_every_figure_of_a_seeded_history_matches_the_hand_count(
         engine.act(no, action, "op", "现场记录", **kw)  # type: ignore[arg-type]
 
     at(1, c, A.VOID, reason="误报")
+    at(1, b, A.START)  # B: the center's 处置 stage from 0 (dispatched at once), due 4
+    at(1.5, b, A.EXTEND, extend_hours=1)  # the center's 延时: due 5
+    at(2, b, A.RETURN)  # the center's 回退: its 处置 stage 0..2 on time; a new 派遣 stage
     at(2, a, A.DISPATCH)  # 派遣 stage 0..2 h, due 1 h: late
+    # 改派: the 派遣 stage 2..2.5 (the center's, opened by its 回退) on time
+    at(2.5, b, A.DISPATCH, department="燃气运维站")
     at(2.5, a, A.START)
     at(2.6, a, A.EXTEND, extend_hours=1)  # 处置 due 6 -> 7
     at(3, a, A.PARK)  # 4 h left
     at(3, b, A.START)
-    at(3, b, A.FEEDBACK)  # B 处置 0..3 h of 4: on time
-    at(3, b, A.VERIFY)
-    at(3.5, b, A.CLOSE, closure=Closure.FALSE_ALARM)  # B 核查 3..3.5 h
+    at(3, b, A.FEEDBACK)  # B 处置 2.5..3 h of 4: on time
+    # The leak is back after 反馈 (gw:5): 返工, B 核查 3..3.2, a new 处置 round 3.2..4
+    raise_alarm(store, "gas-1", "gas_concentration", "hi", AlarmState.CLEARED_UNACKED, "gw:2")
+    clock.now = T0 + 3.2 * 3600
+    raise_alarm(
+        store, "gas-1", "gas_concentration", "hi", AlarmState.ACTIVE_UNACKED, "gw:5", at=clock.now
+    )
+    engine.process_pending()
+    assert store.case(b).reworks == 1  # type: ignore[union-attr]
+    at(4, b, A.FEEDBACK)  # on time
+    at(4, b, A.VERIFY)
+    at(4.5, b, A.CLOSE, closure=Closure.FALSE_ALARM)  # B 核查 4..4.5 h
     at(10, a, A.UNPARK)  # due 10 + 4 = 14
     at(12, a, A.FEEDBACK)  # A 处置 2..12 h less 7 h 挂账 = 3 h: on time
     at(12, a, A.VERIFY)
@@ -97,43 +112,61 @@ def test_every_figure_of_a_seeded_history_matches_the_hand_count(
     # the cover's maintainer, the center, and the alarm that became no case
     assert set(keyed) == {"燃气运维站", routing.default_department, NO_CASE}
     gas, center = keyed["燃气运维站"], keyed[routing.default_department]
+    # A department is held to the stages it held: B's first 处置 stage, its 延时 and its 回退, and
+    # the 派遣 stage its 回退 opened, are the center's; B's case figures (上报, 立案, 结案, alarms)
+    # are its 主办's, 燃气运维站 since the 改派.
     expected_gas = {
-        "reported": 1, "registered": 1, "voided": 0, "to_dispatch": 1, "dispatched_on_time": 0,
-        "dispatched_accurately": 1, "to_dispose": 2, "disposed_on_time": 1, "disposed_late": 1,
-        "reworks": 0, "returns": 0, "extensions": 1, "parks": 1, "to_close": 2, "closed": 1,
-        "closed_on_time": 0, "false_alarms": 0, "auto_closed": 0,
-        "closure_rate": 0.5, "on_time_closure_rate": 0.0, "on_time_disposal_rate": 0.5,
-        "rework_rate": 0.0, "false_alarm_rate": 0.0,
-        "mean_dispatch_ms": 2 * HMS, "mean_disposal_ms": 4 * HMS,  # (3 h + 5 h) / 2
-        "alarms": 1, "alarms_to_cases": 1, "alarm_to_case_rate": 1.0,  # gw:1
+        "reported": 2, "registered": 2, "voided": 0,
+        "to_dispatch": 1, "dispatched_on_time": 0,  # A's 0..2 h of 1 h
+        "dispatched_accurately": 1,  # A's; B was returned
+        "to_dispose": 4, "disposed_on_time": 3, "disposed_late": 1,  # A 3 h, 5 h; B 0.5 h, 0.8 h
+        "reworks": 1, "returns": 0, "extensions": 1, "parks": 1,  # B's 返工; A's 延时 and 挂账
+        "to_close": 4, "closed": 2, "closed_on_time": 1,  # A: 12..13, 18..19; B: 3..3.2, 4..4.5
+        "false_alarms": 1, "auto_closed": 0,  # B closed as 误报
+        "closure_rate": 0.5, "on_time_closure_rate": 0.25, "on_time_disposal_rate": 0.75,
+        "rework_rate": 0.25, "false_alarm_rate": 0.5,
+        "mean_dispatch_ms": 2 * HMS,
+        "mean_disposal_ms": 93 * HMS // 40,  # (3 + 5 + 0.5 + 0.8 h) / 4
+        "alarms": 3, "alarms_to_cases": 3, "alarm_to_case_rate": 1.0,  # gw:1, gw:2, gw:5
     }  # fmt: skip
     expected_center = {
-        "reported": 2, "registered": 1, "voided": 1, "to_dispatch": 1, "dispatched_on_time": 1,
-        "dispatched_accurately": 1, "to_dispose": 1, "disposed_on_time": 1, "disposed_late": 0,
-        "reworks": 0, "returns": 0, "extensions": 0, "parks": 0, "to_close": 1, "closed": 1,
-        "closed_on_time": 1, "false_alarms": 2, "auto_closed": 0,  # B closed, C voided as 误报
-        "closure_rate": 1.0, "on_time_closure_rate": 1.0, "on_time_disposal_rate": 1.0,
-        "rework_rate": 0.0, "false_alarm_rate": 1.0,  # 2 of 1 结案 + 1 作废
-        "mean_dispatch_ms": 0, "mean_disposal_ms": 3 * HMS,
-        "alarms": 2, "alarms_to_cases": 2, "alarm_to_case_rate": 1.0,  # gw:2 and gw:3
+        "reported": 1, "registered": 0, "voided": 1,  # C
+        "to_dispatch": 2, "dispatched_on_time": 2,  # B's 0..0 h and, after its 回退, 2..2.5 h
+        "dispatched_accurately": 0,
+        "to_dispose": 1, "disposed_on_time": 1, "disposed_late": 0,  # B's 0..2 h, due 5 h
+        "reworks": 0, "returns": 1, "extensions": 1, "parks": 0,
+        "to_close": 0, "closed": 0, "closed_on_time": 0,
+        "false_alarms": 1, "auto_closed": 0,  # C voided as 误报
+        "closure_rate": None, "on_time_closure_rate": None, "on_time_disposal_rate": 1.0,
+        "rework_rate": 0.0, "false_alarm_rate": 1.0,  # 1 of 0 结案 + 1 作废
+        "mean_dispatch_ms": HMS // 4, "mean_disposal_ms": 2 * HMS,
+        "alarms": 1, "alarms_to_cases": 1, "alarm_to_case_rate": 1.0,  # gw:3
     }  # fmt: skip
     assert {k: gas[k] for k in expected_gas} == expected_gas
     assert {k: center[k] for k in expected_center} == expected_center
-    assert (total["reported"], total["closed"], total["to_close"]) == (3, 2, 3)
-    assert (total["closure_rate"], total["on_time_closure_rate"]) == (0.6667, 0.3333)
+    assert (total["reported"], total["closed"], total["to_close"]) == (3, 2, 4)
+    assert (total["closure_rate"], total["on_time_closure_rate"]) == (0.5, 0.25)
     # 误报率: B (结案 as 误报) and C (作废 as 误报) of 2 结案 + 1 作废
-    assert (total["on_time_disposal_rate"], total["false_alarm_rate"]) == (0.6667, 0.6667)
-    assert (total["mean_dispatch_ms"], total["mean_disposal_ms"]) == (HMS, 11 * HMS // 3)
+    assert (total["on_time_disposal_rate"], total["false_alarm_rate"]) == (0.8, 0.6667)
+    # 派遣 2 + 0 + 0.5 h of 3 stages; 处置 9.3 + 2 h of 5
+    assert (total["mean_dispatch_ms"], total["mean_disposal_ms"]) == (HMS * 5 // 6, 113 * HMS // 50)
+    assert (total["returns"], total["extensions"], total["reworks"]) == (1, 2, 1)
     no_case = keyed[NO_CASE]  # gw:4 alone
     assert (no_case["alarms"], no_case["alarms_to_cases"], no_case["reported"]) == (1, 0, 0)
     assert no_case["alarm_to_case_rate"] == 0.0
-    assert (total["alarms"], total["alarms_to_cases"], total["alarm_to_case_rate"]) == (4, 3, 0.75)
+    assert (total["alarms"], total["alarms_to_cases"], total["alarm_to_case_rate"]) == (5, 4, 0.8)
+    # A department key sees what counts for its department: the center's 回退 and 延时 too.
+    (only,) = report(store.case_counts(*window, "department", [routing.default_department]))[0]
+    assert {k: only[k] for k in expected_center} == expected_center
     # Outside the window nothing counts; a window of the first hour sees only the reports.
     assert store.case_counts(window[1], window[1] + HMS, "department") == {}
     first, _ = report(store.case_counts(window[0], window[0] + HMS, "subcategory"))
     assert sum(int(r["reported"]) for r in first) == 3  # type: ignore[call-overload]
     assert sum(int(r["closed"]) for r in first) == 0  # type: ignore[call-overload]
     assert len(csv_row(total)) == len(csv_header())
+    # B's gas detector lies in no 单元网格 (no grid polygons here): a named group, never ""
+    by_grid = {k: v.reported for k, v in store.case_counts(*window, "grid").items()}
+    assert by_grid == {WELL.grid: 2, NO_GRID: 1, NO_CASE: 0}
     by_source = store.case_counts(*window, "source")  # every case reported by sensors
     assert set(by_source) == {"物联网感知", NO_CASE}
     assert by_source["物联网感知"].reported == 3

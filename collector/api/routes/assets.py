@@ -13,18 +13,19 @@ from lifeline.collector.api.names import find_device
 from lifeline.collector.api.paging import GridCode
 from lifeline.collector.api.schemas import AssetDetail, AssetOut, BindingOut
 from lifeline.collector.assets import Asset, AssetError
+from lifeline.wire.codes import ASSET_CODE_PATTERN
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["assets"])
 
-Code = Annotated[str, Path(pattern=r"^\d{16}$", description="16-digit 部件标识码")]
+Code = Annotated[str, Path(pattern=ASSET_CODE_PATTERN, description="16-digit 部件标识码")]
 DeviceId = Annotated[str, Path(min_length=1, max_length=200)]
 
 
 class BindIn(BaseModel):
     """Which asset a device watches."""
 
-    asset: str = Field(pattern=r"^\d{16}$", description="16-digit 部件标识码")
+    asset: str = Field(pattern=ASSET_CODE_PATTERN, description="16-digit 部件标识码")
 
 
 def _placed(asset: Asset, grid: str) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from pydantic import AfterValidator, BaseModel, Field, model_validator
 from lifeline.collector.api.auth import ScopedReader
 from lifeline.collector.api.deps import NowMs, RuntimeDep, StoreDep
 from lifeline.collector.api.paging import (
+    CASE_NO_PATTERN,
     Cursor,
     Name,
     PageSize,
@@ -38,10 +39,11 @@ from lifeline.collector.cases.workflow import (
 )
 from lifeline.collector.models import AlarmLink
 from lifeline.collector.store import Conflict, Store
+from lifeline.wire.codes import SUBCATEGORY_PATTERN
 
 router = APIRouter(prefix="/api/v1/cases", tags=["cases"])
 
-CaseNo = Annotated[str, Path(min_length=1, max_length=64)]
+CaseNo = Annotated[str, Path(pattern=CASE_NO_PATTERN, description="case number (案件编号)")]
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
@@ -140,7 +142,9 @@ class ActionIn(BaseModel):
         default=None, description="for accept of a 未分类 case: its kind"
     )
     subcategory: str | None = Field(
-        default=None, pattern=r"^\d{4}$", description="for accept of a 未分类 case: its 小类"
+        default=None,
+        pattern=SUBCATEGORY_PATTERN,
+        description="for accept of a 未分类 case: its 小类",
     )
 
     @model_validator(mode="after")
@@ -257,7 +261,9 @@ def list_cases(
     state: Annotated[list[CaseState], Query(description="any of these states")] = [],  # noqa: B006 - FastAPI copies defaults
     open_only: bool = False,
     department: Name = None,
-    subcategory: Annotated[str | None, Query(pattern=r"^\d{4}$", description="小类")] = None,
+    subcategory: Annotated[
+        str | None, Query(pattern=SUBCATEGORY_PATTERN, description="小类")
+    ] = None,
     grid: Name = None,
     overdue: Annotated[bool | None, Query(description="deadline passed (red) or not")] = None,
     limit: PageSize = 100,

@@ -19,6 +19,7 @@ from lifeline.collector.api.schemas import EventPage
 from lifeline.collector.event_types import type_patterns
 from lifeline.collector.models import EventRecord
 from lifeline.collector.store import Store
+from lifeline.wire.codes import is_ascii_number
 
 router = APIRouter(prefix="/api/v1/events", tags=["events"])
 
@@ -106,7 +107,7 @@ async def stream(
     key, scope = reader.key, reader.scope
     patterns = _patterns(types)
     if last_event_id is not None:
-        if not last_event_id.strip().isdigit() or int(last_event_id) > MAX_MS:
+        if not is_ascii_number(last_event_id.strip()) or int(last_event_id) > MAX_MS:
             raise HTTPException(400, "Last-Event-ID must be an event id (a whole number)")
         start = int(last_event_id)
     elif after is not None:

@@ -29,6 +29,7 @@ from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
 from lifeline.collector.api.deps import RuntimeDep, StoreDep
+from lifeline.collector.api.paging import CASE_NO_PATTERN
 from lifeline.collector.api.schemas import ServiceOut, ServiceRequestOut
 from lifeline.collector.cases.codes import EVENT_NAMES, subcategory_name
 from lifeline.collector.cases.routing import RouteKind, Routing
@@ -43,6 +44,7 @@ from lifeline.collector.cases.workflow import (
 from lifeline.collector.grids import GridMap
 from lifeline.collector.keys import digest
 from lifeline.collector.models import ApiKey
+from lifeline.wire.codes import is_subcategory
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,7 @@ MAX_REQUESTS = 1000  # the spec's cap on one answer
 CLOSED = {CaseState.CLOSED.value, CaseState.VOIDED.value}
 OPEN_STATES = sorted(s.value for s in CaseState if s.value not in CLOSED)
 FORMATS = {"json": "application/json", "xml": "text/xml"}
-_CODE = re.compile(r"^\d{4}$")
+_CASE_NO = re.compile(CASE_NO_PATTERN)
 # Characters XML 1.0 cannot carry: dropped rather than written into an unparseable document.
 _NOT_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
@@ -354,10 +356,10 @@ def requests(
     fmt, tz = _format(fmt), _tz(runtime)
     found: Sequence[Case]
     if service_request_id is not None:
-        ids = _list(service_request_id, "service_request_id", lambda s: len(s) <= 64)
+        ids = _list(service_request_id, "service_request_id", lambda s: bool(_CASE_NO.fullmatch(s)))
         found = [c for c in (store.case(n) for n in ids[:MAX_REQUESTS]) if c is not None]
     else:
-        codes = _list(service_code, "service_code", lambda s: bool(_CODE.match(s)))
+        codes = _list(service_code, "service_code", is_subcategory)
         wanted = set(_list(status, "status", lambda s: s in ("open", "closed")))
         states = [] if wanted in (set(), {"open", "closed"}) else sorted(CLOSED)
         if wanted == {"open"}:
@@ -383,7 +385,7 @@ def requests(
 def request(
     store: StoreDep,
     runtime: RuntimeDep,
-    request_id: Annotated[str, Path(min_length=1, max_length=64)],
+    request_id: Annotated[str, Path(pattern=CASE_NO_PATTERN)],
     fmt: str,
 ) -> Response:
     """One service request (a list of one, as GeoReport v2 answers); 404 if there is none."""

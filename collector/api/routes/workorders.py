@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, model_validator
 from lifeline.collector.api.auth import Dispatcher, ScopedReader
 from lifeline.collector.api.deps import NowMs, RuntimeDep, StoreDep
 from lifeline.collector.api.paging import (
+    CASE_NO_PATTERN,
     Cursor,
     Name,
     PageSize,
@@ -34,7 +35,7 @@ from lifeline.collector.store import Conflict
 
 router = APIRouter(prefix="/api/v1", tags=["work orders"])
 
-OrderNo = Annotated[str, Path(min_length=1, max_length=64)]
+OrderNo = Annotated[str, Path(pattern=CASE_NO_PATTERN, description="work-order number")]
 HOUR_MS = 3_600_000
 
 
