@@ -64,7 +64,7 @@ class Asset(BaseModel):
     @classmethod
     def _devices(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         for ref in v:
-            if not DEVICE_REF_RE.match(ref):
+            if not DEVICE_REF_RE.fullmatch(ref):
                 raise ValueError(
                     f"device {ref!r} must be `gateway/device` or `device` (ids of 1-64 of"
                     " A-Z a-z 0-9 _ . -, starting alphanumeric)"

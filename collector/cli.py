@@ -573,8 +573,12 @@ def create_key(
     except ValueError:
         roles = ", ".join(r.value for r in Role)
         raise typer.BadParameter(f"{role!r} is not one of {roles}", param_hint="--role") from None
-    if not name.strip():
-        raise typer.BadParameter("must not be empty", param_hint="--name")
+    from lifeline.collector.departments import check_actor
+
+    try:
+        check_actor(name)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--name") from None
     store = _open(db)
     try:
         try:
@@ -650,11 +654,17 @@ def _department_args(code: str, name: str | None = None) -> None:
             raise typer.BadParameter(str(exc), param_hint="NAME") from None
 
 
-def _name_taken(store: "Store", code: str, name: str) -> None:
-    """Fail if another department already has this name (names are unique)."""
-    taken = [d.code for d in store.departments() if d.name == name and d.code != code]
-    if taken:
-        _fail(f"department {taken[0]} is already named {name!r}")
+def _put_department(store: "Store", code: str, name: str) -> None:
+    """Register or rename a department; fail with one line if the registry refuses the name
+    (another department's, now or before, or a code)."""
+    import time
+
+    from lifeline.collector.store import NameTaken
+
+    try:
+        store.put_department(code, name, int(time.time() * 1000))
+    except NameTaken as exc:
+        _fail(str(exc))
 
 
 @departments_app.command("list")
@@ -677,8 +687,6 @@ def add_department(
     code: CodeArg, name: NameArg, db: DbOpt = None, as_json: JsonOpt = False
 ) -> None:
     """Register a department. A code already registered is refused (rename it instead)."""
-    import time
-
     _department_args(code, name)
     store = _open(db)
     try:
@@ -688,8 +696,7 @@ def add_department(
                 f"department {code} is already registered as {known[code]!r}; rename it with"
                 f" `lifeline collector departments rename {code} NAME`"
             )
-        _name_taken(store, code, name)
-        store.put_department(code, name, int(time.time() * 1000))
+        _put_department(store, code, name)
     finally:
         store.close()
     if as_json:
@@ -704,8 +711,6 @@ def rename_department(
 ) -> None:
     """Give a registered department a new name. Its open cases (主办 and 协办) follow it to the
     new name; closed cases keep the name they were closed under."""
-    import time
-
     _department_args(code, name)
     store = _open(db)
     try:
@@ -715,8 +720,7 @@ def rename_department(
                 f"no department {code}; register it with"
                 f" `lifeline collector departments add {code} NAME`"
             )
-        _name_taken(store, code, name)
-        store.put_department(code, name, int(time.time() * 1000))
+        _put_department(store, code, name)
     finally:
         store.close()
     if as_json:
@@ -729,13 +733,16 @@ def rename_department(
 def remove_department(code: CodeArg, db: DbOpt = None, as_json: JsonOpt = False) -> None:
     """Remove a department from the registry. Refused while an open case has it as 主办 or 协办
     or an active key is scoped to it: re-dispatch or close those cases and revoke those keys
-    first. Closed cases keep its name."""
+    first (and complete its open work orders). Closed cases keep its name, which is never
+    given to another department."""
+    import time
+
     from lifeline.collector.store import InUse
 
     _department_args(code)
     store = _open(db)
     try:
-        found = store.remove_department(code)
+        found = store.remove_department(code, int(time.time() * 1000))
     except InUse as exc:
         _fail(str(exc))
     finally:

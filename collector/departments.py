@@ -1,11 +1,13 @@
 """The department registry's rules: what a department code and name may be, checked alike by
-the HTTP API and `lifeline collector departments`."""
+the HTTP API and `lifeline collector departments`; and what may name a key's holder or the
+person a key acts for."""
 
 import re
 import unicodedata
 
 CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$"
 MAX_NAME = 100
+SYSTEM_ACTOR = "system"  # the actor of the collector's own audit rows
 
 
 def check_code(code: str) -> str:
@@ -19,16 +21,33 @@ def check_code(code: str) -> str:
     return code
 
 
-def check_name(name: str) -> str:
-    """`name` if it can name a department: 1-100 characters, no control character, no space at
+def check_label(value: str, what: str) -> str:
+    """`value` if it can name someone in the registry or the audit (`what` says which, e.g. "a
+    department name"): 1-100 characters, no control, format (bidi) or line-separator character
+    (ESC, newline, U+202E would rewrite a terminal or reorder what a reader sees), no space at
     either end (two names that differ only there would pass for one); ValueError otherwise."""
-    if not name.strip():
-        raise ValueError("a department name must not be empty")
-    if len(name) > MAX_NAME:
-        raise ValueError(f"a department name is at most {MAX_NAME} characters")
-    if name != name.strip():
-        raise ValueError(f"department name {name!r} must not start or end with a space")
-    bad = next((c for c in name if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")), None)
+    if not value.strip():
+        raise ValueError(f"{what} must not be empty")
+    if len(value) > MAX_NAME:
+        raise ValueError(f"{what} is at most {MAX_NAME} characters")
+    if value != value.strip():
+        raise ValueError(f"{what} {value!r} must not start or end with a space")
+    bad = next((c for c in value if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")), None)
     if bad is not None:
-        raise ValueError(f"department name {name!r} holds a control character U+{ord(bad):04X}")
+        raise ValueError(f"{what} {value!r} holds a control character U+{ord(bad):04X}")
+    return value
+
+
+def check_name(name: str) -> str:
+    """`name` if it can name a department (see check_label); ValueError otherwise."""
+    return check_label(name, "a department name")
+
+
+def check_actor(name: str) -> str:
+    """`name` if it can name a key holder or the person a key acts for (`on_behalf_of`): a
+    label (see check_label) other than the reserved actor `system`, which marks the collector's
+    own audit rows. ValueError otherwise."""
+    check_label(name, "a name")
+    if name.strip().casefold() == SYSTEM_ACTOR:
+        raise ValueError(f"{name!r} is reserved for the collector's own actions")
     return name

@@ -27,3 +27,8 @@ class Conflict(StoreError):
 class InUse(StoreError):
     """A record that others still refer to cannot be removed; the message says which, and what
     to do first."""
+
+
+class NameTaken(StoreDataError):
+    """A department name or code the registry refuses: another department's name (now or
+    before: names are never reused), or a name equal to a code; the message says which."""

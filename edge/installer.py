@@ -385,7 +385,7 @@ def _check_ident(param: str, what: str, longest_suffix: int = 0) -> Callable[[st
     from lifeline.wire.topics import IDENT_RE
 
     def check(text: str) -> str:
-        if not IDENT_RE.match(text) or len(text) + longest_suffix > 64:
+        if not IDENT_RE.fullmatch(text) or len(text) + longest_suffix > 64:
             usage_error(
                 f"{text!r}: a {what} is letters, digits and - _ . (starting with a letter or "
                 f"digit), at most {64 - longest_suffix} characters",

@@ -243,7 +243,7 @@ def _coordinate(x: Any, what: str, limit: float) -> float:
 
 def _epoch(x: Any) -> str:
     epoch = _str(x, "epoch", MAX_EPOCH)
-    if not _EPOCH_RE.match(epoch):
+    if not _EPOCH_RE.fullmatch(epoch):
         raise WireError(f"epoch {epoch!r} may only hold A-Z a-z 0-9 _ -")
     return epoch
 
@@ -386,7 +386,7 @@ def _dec_columns(rows: list[Any]) -> tuple[Record, ...] | None:
         or max(stamps) > MAX_TS_MS
         or max(map(len, point_names)) > 64
         or _BAD_CHARS.search("".join(point_names))
-        or not all(map(IDENT_RE.match, set(devices)))
+        or not all(map(IDENT_RE.fullmatch, set(devices)))
     ):
         return None
     if set(map(type, values)) == {float}:
@@ -426,7 +426,7 @@ def _dec_rows(rows: list[Any]) -> list[Record]:
                 and _plain_value(value)
                 and (value is None or quality is not Quality.STALE)
                 and type(device) is str
-                and (device in devices or IDENT_RE.match(device) is not None)
+                and (device in devices or IDENT_RE.fullmatch(device) is not None)
             ):
                 devices.add(device)
                 append(Record(device, point, ts, value, quality, hist))

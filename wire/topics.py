@@ -41,7 +41,7 @@ class TopicParts:
 
 def check_ident(value: str, what: str) -> str:
     """Return `value` if it is a valid site/gateway/device id, else raise WireError."""
-    if not isinstance(value, str) or not IDENT_RE.match(value):
+    if not isinstance(value, str) or not IDENT_RE.fullmatch(value):
         raise WireError(
             f"{what} {value!r} is not a valid id (1-64 of A-Z a-z 0-9 _ . -, starting alphanumeric)"
         )

@@ -110,7 +110,7 @@ def _need(role: Role) -> object:
 @dataclass(frozen=True, slots=True)
 class Reader:
     """A key on an endpoint that serves every role, with what it may see: `scope` is the
-    department values (codes and their registered names) a 专业部门 key is limited to, None
+    department names (every name its codes have had) a 专业部门 key is limited to, None
     for every other key. Pass `scope` to each store query (`scope=reader.scope`)."""
 
     key: ApiKey
@@ -121,8 +121,7 @@ def reader_of(store: Store, key: ApiKey) -> Reader:
     """The Reader of `key`: its department scope looked up in the department registry."""
     if key.role is not Role.DEPARTMENT:
         return Reader(key, None)
-    names = {d.code: d.name for d in store.departments()}
-    scope = scope_names(key, names)
+    scope = scope_names(key, store.department_names())
     return Reader(key, tuple(sorted(scope or ())))
 
 

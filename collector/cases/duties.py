@@ -7,7 +7,7 @@ into a 403 (or a 404 for a case outside a department's scope, so its existence d
 The matrix is written out in docs/integration.md and walked by tests/integration/test_duties.py.
 """
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from lifeline.collector.cases.workflow import HOTLINE, INSPECTOR, Action, Case
 from lifeline.collector.models import ApiKey, Role
@@ -91,12 +91,14 @@ def report_refusal(key: ApiKey) -> str:
     return _refuse("report (上报)", {*REPORTERS, R.ADMIN}, key)
 
 
-def scope_names(key: ApiKey, names: Mapping[str, str]) -> frozenset[str] | None:
-    """The department values a key is limited to — its codes and their registered names
-    (`names`: code -> name) — or None for a key that sees every case."""
+def scope_names(key: ApiKey, names: Mapping[str, Sequence[str]]) -> frozenset[str] | None:
+    """The department names a key is limited to — every name its codes have had (`names`:
+    code -> names, as KeyStore.department_names gives them) — or None for a key that sees every
+    case. Cases carry department names, never codes, and no name equals a code, so a code is
+    not in the scope: a department named like another's code cannot pass for it."""
     if key.role is not R.DEPARTMENT:
         return None
-    return frozenset(key.departments) | {names[c] for c in key.departments if c in names}
+    return frozenset(n for c in key.departments for n in names.get(c, ()))
 
 
 def in_scope(case: Case, scope: Iterable[str] | None, *, as_lead: bool = False) -> bool:

@@ -11,7 +11,7 @@
   each turns its driver's errors into StoreError (collector.errors)
 """
 
-from lifeline.collector.errors import InUse
+from lifeline.collector.errors import InUse, NameTaken
 from lifeline.collector.store.base import (
     Conflict,
     Store,
@@ -42,6 +42,7 @@ def open_store(url: str) -> Store:
 __all__ = [
     "Conflict",
     "InUse",
+    "NameTaken",
     "Store",
     "StoreDataError",
     "StoreError",

@@ -7,8 +7,8 @@ DeviceStore, DeviceAssetStore). SQLite and PostgreSQL implement Store and pass o
 suite. Every method raises StoreError (StoreUnavailable, StoreDataError, Conflict) for a
 database failure, never a driver's own error.
 
-A `scope` argument, where a method takes one, is the department values a 专业部门 key is
-limited to (its codes and their registered names; None: no limit). What a scope sees is
+A `scope` argument, where a method takes one, is the department names a 专业部门 key is
+limited to (every name its codes have had; None: no limit). What a scope sees is
 written once, as SQL, in store/scope_sql.py.
 """
 
@@ -476,19 +476,26 @@ class KeyStore(Protocol):
         ...
 
     def put_department(self, code: str, name: str, now_ms: int) -> bool:
-        """Register a department or rename it; True if it is new. Raises StoreDataError if
-        another code already has this name. A rename carries the open cases (主办, 协办) and
-        their running phases over to the new name; closed cases keep the old one."""
+        """Register a department or rename it; True if it is new. Raises NameTaken if `name` is
+        another code's name (now or before: names are never reused) or any code, or `code` is
+        any name. A rename carries the open cases (主办, 协办), their running phases and open
+        work orders over to the new name; closed cases keep the old one, still the department's."""
         ...
 
     def departments(self) -> list[Department]:
         """The department registry, by code."""
         ...
 
-    def remove_department(self, code: str) -> Department | None:
+    def department_names(self) -> dict[str, tuple[str, ...]]:
+        """Every name each department code has had, the registered one first (codes since
+        removed included): the names its keys' scope covers."""
+        ...
+
+    def remove_department(self, code: str, now_ms: int) -> Department | None:
         """Remove a department from the registry and return it; None if no department has this
         code. Raises InUse (nothing removed) while an open case has it as 主办 or 协办 (by name
-        or code) or an active key is scoped to it."""
+        or code), an open work order names it or an active key is scoped to it. Its name is
+        kept as a former name (never reused)."""
         ...
 
 

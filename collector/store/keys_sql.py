@@ -5,7 +5,7 @@ import json
 import logging
 from collections.abc import Sequence
 
-from lifeline.collector.errors import InUse
+from lifeline.collector.errors import InUse, NameTaken
 from lifeline.collector.models import ApiKey, Department, Role
 from lifeline.collector.store.rows import Col, Cursor, RowMap, Rows, json_tuple
 
@@ -71,14 +71,20 @@ class KeyRows(Rows):
     # --- department registry ------------------------------------------------------------------
 
     def put_department(self, code: str, name: str, now_ms: int) -> bool:
-        """Register a department or rename it; True if it is new. Raises StoreDataError if
-        another code already has this name.
+        """Register a department or rename it; True if it is new.
 
-        Cases name their 主办 and 协办 departments by name: a rename carries the open cases
-        (and their running phases) over to the new name, so the department's keys keep seeing
-        them; closed and voided cases keep the name they were closed under.
+        Raises NameTaken (nothing changed) if `name` is another department's name, now or
+        before (names are never reused), or any department's code, or if `code` is any
+        department's name: a value that is both would let one department pass for another
+        where cases, scopes and dispatch take a code or a name.
+
+        Cases and work orders name their department by name: a rename carries the open cases
+        (主办 and 协办, and their running phases) and open work orders over to the new name, so
+        the department's keys keep seeing them; closed and voided cases keep the name they were
+        closed under, which stays the department's (department_names) and in its keys' scope.
         """
         with self._tx() as cur:
+            self._refuse_clash(cur, code, name)
             before = self._run(
                 cur, "SELECT name FROM departments WHERE code = :code", {"code": code}
             )
@@ -89,6 +95,7 @@ class KeyRows(Rows):
                     {"code": code, "name": name, "now": now_ms},
                 )
                 if before[0][0] != name:
+                    self._retire(cur, code, before[0][0], now_ms)
                     self._relabel(cur, before[0][0], name)
                 return False
             self._run(
@@ -98,9 +105,58 @@ class KeyRows(Rows):
             )
             return True
 
+    def _refuse_clash(self, cur: Cursor, code: str, name: str) -> None:
+        """Raise NameTaken if `name` is another code's name (now or before) or any code, or
+        `code` is any name."""
+        owners = self._run(
+            cur,
+            "SELECT code, 1 FROM departments WHERE name = :name"
+            " UNION ALL SELECT code, 0 FROM department_names WHERE name = :name",
+            {"name": name},
+        )
+        other = next(((c, now) for c, now in owners if c != code), None)
+        if other is not None:
+            if other[1]:
+                raise NameTaken(f"department {other[0]} is already named {name!r}")
+            raise NameTaken(
+                f"{name!r} was the name of department {other[0]}: names are never reused, so"
+                " its closed cases stay its own; choose another name"
+            )
+        codes = self._run(
+            cur,
+            "SELECT code FROM departments WHERE code = :name"
+            " UNION SELECT code FROM department_names WHERE code = :name",
+            {"name": name},
+        )
+        if codes:
+            raise NameTaken(
+                f"{name!r} is a department code: a name may not equal a code (one department"
+                " would pass for the other)"
+            )
+        names = self._run(
+            cur,
+            "SELECT code FROM departments WHERE name = :code"
+            " UNION SELECT code FROM department_names WHERE name = :code",
+            {"code": code},
+        )
+        if names:
+            raise NameTaken(
+                f"{code!r} is the name of department {names[0][0]}: a code may not equal a name"
+                " (one department would pass for the other)"
+            )
+
+    def _retire(self, cur: Cursor, code: str, name: str, now_ms: int) -> None:
+        """Keep `name` as a former name of `code`, never to be given to another department."""
+        self._run(
+            cur,
+            "INSERT INTO department_names (name, code, retired_ms) VALUES (:name, :code, :now)"
+            " ON CONFLICT (name) DO NOTHING",
+            {"name": name, "code": code, "now": now_ms},
+        )
+
     def _relabel(self, cur: Cursor, old: str, new: str) -> None:
         """Name the department `new` instead of `old` on every open case (the states outside
-        workflow.OPEN_STATES are 结案 and 作废) and running phase."""
+        workflow.OPEN_STATES are 结案 and 作废), running phase and open work order (not 已完成)."""
         p = {"old": old, "new": new}
         self._run(
             cur,
@@ -127,11 +183,33 @@ class KeyRows(Rows):
             "UPDATE case_phases SET department = :new WHERE department = :old AND end_ms IS NULL",
             p,
         )
+        self._run(
+            cur,
+            "UPDATE work_orders SET department = :new WHERE department = :old"
+            " AND state <> '已完成'",
+            p,
+        )
 
-    def remove_department(self, code: str) -> Department | None:
+    def department_names(self) -> dict[str, tuple[str, ...]]:
+        """Every name each department code has had (the registered one first, then former ones
+        by when they were given up), including codes since removed: what its keys' scope is."""
+        found: dict[str, list[str]] = {}
+        for code, name in self._query(
+            "SELECT code, name FROM (SELECT code, name, 0 AS ord, 0 AS at FROM departments"
+            " UNION ALL SELECT code, name, 1, retired_ms FROM department_names) n"
+            " ORDER BY code, ord, at"
+        ):
+            found.setdefault(code, [])
+            if name not in found[code]:
+                found[code].append(name)
+        return {c: tuple(n) for c, n in found.items()}
+
+    def remove_department(self, code: str, now_ms: int) -> Department | None:
         """Remove a department from the registry and return it; None if no department has this
         code. Raises InUse (nothing removed) while an open case has it as 主办 or 协办 (by name
-        or code) or an active key is scoped to it: those would be left pointing at nothing."""
+        or code), an open work order names it or an active key is scoped to it: those would be
+        left pointing at nothing. Its name stays its own (department_names): the closed cases
+        under it keep their department."""
         with self._tx() as cur:
             rows = self._run(
                 cur,
@@ -151,6 +229,15 @@ class KeyRows(Rows):
                 )
                 if lead in labels or labels & set(json.loads(assist))
             ]
+            orders = [
+                no
+                for (no,) in self._run(
+                    cur,
+                    "SELECT order_no FROM work_orders WHERE state <> '已完成'"
+                    " AND department IN (:code, :name) ORDER BY order_no",
+                    {"code": found.code, "name": found.name},
+                )
+            ]
             keys = [
                 f"{key_id} ({name})"
                 for key_id, name, scope in self._run(
@@ -160,17 +247,22 @@ class KeyRows(Rows):
                 )
                 if code in json.loads(scope)
             ]
-            if cases or keys:
+            if cases or orders or keys:
                 ties = []
                 if cases:
                     shown = ", ".join(cases[:5]) + (" ..." if len(cases) > 5 else "")
                     ties.append(f"{len(cases)} open cases ({shown})")
+                if orders:
+                    shown = ", ".join(orders[:5]) + (" ..." if len(orders) > 5 else "")
+                    ties.append(f"{len(orders)} open work orders ({shown})")
                 if keys:
                     ties.append(f"active keys {', '.join(keys)} scoped to it")
                 raise InUse(
                     f"department {code} ({found.name}) is still in use: {' and '.join(ties)};"
-                    " re-dispatch (改派) or close the cases and revoke the keys first"
+                    " re-dispatch (改派) or close the cases, complete the work orders and revoke"
+                    " the keys first"
                 )
+            self._retire(cur, found.code, found.name, now_ms)
             self._run(cur, "DELETE FROM departments WHERE code = :code", {"code": code})
             return found
 

@@ -547,6 +547,19 @@ CREATE INDEX IF NOT EXISTS devices_grid ON devices (grid);
 CREATE INDEX IF NOT EXISTS assets_grid ON assets (grid)
 """
 
+# Version 21: department names are never reused (review of issue 19, item 4). Cases keep the
+# name of the department they were closed under, so a name a department gave up (by a rename or
+# its removal) stays its own: another department taking it would inherit those cases' history
+# and scope. Each name a code ever had is kept here; the department's keys still see them.
+_DEPARTMENT_NAMES = """
+CREATE TABLE IF NOT EXISTS department_names (
+    name TEXT PRIMARY KEY,
+    code TEXT NOT NULL,
+    retired_ms BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS department_names_code ON department_names (code)
+"""
+
 # Version 19: what a 专业部门 key sees, by key (store/scope_sql.py): a device's cases, alarms and
 # work orders, and an asset's cases, each found by an index instead of a scan of all history.
 _SCOPE_LOOKUPS = """
@@ -775,7 +788,13 @@ def migrations(dialect: str, readings: Migration) -> tuple[Migration, ...]:
         Migration(18, "devices and assets placed in grids", grid_place_statements(dialect)),
         Migration(19, "what a department key sees, by index", scope_lookup_statements(dialect)),
         Migration(20, "a reporting client's ids for its reports", report_claim_statements(dialect)),
+        Migration(21, "department names never reused", department_name_statements(dialect)),
     )
+
+
+def department_name_statements(dialect: str) -> tuple[str, ...]:
+    """Migration 21 (the names each department code ever had) for `dialect`."""
+    return _split(_DEPARTMENT_NAMES, dialect)
 
 
 def _split(template: str, dialect: str) -> tuple[str, ...]:

@@ -1,7 +1,7 @@
 """What a 专业部门 key may see, as SQL: the one place every department-scoped query asks.
 
-A scope is the department values a key is limited to — its department codes and their
-registered names (collector.cases.duties.scope_names); None elsewhere means no limit. What a
+A scope is the department names a key is limited to — every name its department codes have
+had (collector.cases.duties.scope_names); None elsewhere means no limit. What a
 scope sees follows from its cases, as a 数字城管 platform shows a 专业部门 its own work:
 
 - cases whose 主办 or a 协办 is one of its departments;

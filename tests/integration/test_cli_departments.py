@@ -12,6 +12,7 @@ from typer.testing import CliRunner, Result
 
 from lifeline.collector.cases.phases import Phase
 from lifeline.collector.cases.workflow import Case, CaseState
+from lifeline.collector.cases.workorders import WorkOrderState, open_work_order
 from lifeline.collector.cli import app as collector_cli
 from lifeline.collector.store import Store, open_store
 from tests.integration.test_open311 import BASE, NOW
@@ -102,13 +103,13 @@ def test_departments_are_added_listed_renamed_and_removed(db: tuple[str, Store])
     # In use: refused with what holds it; nothing removed.
     assert error_line(url, "remove", "gas") == (
         "department gas (燃气有限公司) is still in use: 1 open cases (C-OPEN); re-dispatch (改派)"
-        " or close the cases and revoke the keys first"
+        " or close the cases, complete the work orders and revoke the keys first"
     )
     key = store.create_api_key("水务值班", "department", "h" * 64, "llk_x", NOW, ("water",))
     assert error_line(url, "remove", "water") == (
         "department water (水务有限公司) is still in use: 1 open cases (C-OPEN) and active keys"
-        f" {key} (水务值班) scoped to it; re-dispatch (改派) or close the cases and revoke the"
-        " keys first"
+        f" {key} (水务值班) scoped to it; re-dispatch (改派) or close the cases, complete the"
+        " work orders and revoke the keys first"
     )
     store.save_case(replace(case(store, "C-OPEN"), state=CaseState.CLOSED), [], expect_state="派遣")
     assert "active keys" in error_line(url, "remove", "water")
@@ -129,6 +130,8 @@ def test_departments_are_added_listed_renamed_and_removed(db: tuple[str, Store])
         (["add", "gas2", "燃气集团"], "department gas is already named '燃气集团'"),
         (["rename", "nope", "某部门"], "no department nope; register it with"),
         (["rename", "water", "燃气集团"], "department gas is already named '燃气集团'"),
+        (["add", "evil", "gas"], "'gas' is a department code: a name may not equal a code"),
+        (["rename", "water", "gas"], "'gas' is a department code: a name may not equal a code"),
         (["remove", "nope"], "no department nope"),
     ],
 )
@@ -173,3 +176,66 @@ def test_a_department_command_on_a_database_without_the_schema_creates_nothing(
     url = f"sqlite:///{tmp_path}/typo.db"
     assert "no collector database at" in error_line(url, "add", "gas", "燃气集团")
     assert not (tmp_path / "typo.db").exists()
+
+
+def test_work_orders_follow_a_rename_and_hold_their_department_and_names_are_not_reused(
+    db: tuple[str, Store],
+) -> None:
+    # Reproduced on main (review of issue 19, item 4): a rename left open work orders under the
+    # old name (out of the maintainer's scope), a department with an open work order was
+    # removed, and a name a department gave up could be taken by another.
+    url, store = db
+    ok(url, "add", "ops", "设备运维站")
+    for no, done in (("YW-OPEN", False), ("YW-DONE", True)):
+        order, audit = open_work_order(
+            order_no=no, problem="comm_loss", title="设备通信中断", gateway="gw", device=no,
+            asset=None, severity=2, urgent=True, department="设备运维站", allowed_ms=3_600_000,
+            now_ms=NOW,
+        )  # fmt: skip
+        if done:
+            order = replace(order, state=WorkOrderState.DONE)
+        store.save_work_order(order, [audit], expect_state=None)
+    assert error_line(url, "remove", "ops").startswith(
+        "department ops (设备运维站) is still in use: 1 open work orders (YW-OPEN);"
+    )
+    ok(url, "rename", "ops", "物联设备运维站")
+    departments = {no: o.department for no in ("YW-OPEN", "YW-DONE") if (o := store.work_order(no))}
+    assert departments == {"YW-OPEN": "物联设备运维站", "YW-DONE": "设备运维站"}
+    assert error_line(url, "add", "ops2", "设备运维站").startswith(
+        "'设备运维站' was the name of department ops: names are never reused"
+    )
+    assert error_line(url, "add", "ops3", "物联设备运维站").startswith(
+        "department ops is already named"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        ("system", "reserved for the collector's own actions"),
+        ("SYSTEM", "reserved for the collector's own actions"),
+        ("值班\x1b[2J", "control character U+001B"),
+        ("值班\n员", "control character U+000A"),
+        ("值班\u202e员", "control character U+202E"),
+        ("   ", "must not be empty"),
+        ("值" * 101, "at most 100 characters"),
+    ],
+)
+def test_a_key_name_that_would_mislead_the_audit_is_a_usage_error(
+    tmp_path: Path, name: str, says: str
+) -> None:
+    # Reproduced on main (item 13): the CLI took `system`, control characters and 5000-char names.
+    url = f"sqlite:///{tmp_path}/k.db"
+    assert CliRunner().invoke(collector_cli, ["migrate", "--db", url]).exit_code == 0
+    r = CliRunner().invoke(
+        collector_cli, ["keys", "create", "--role", "viewer", "--name", name, "--db", url]
+    )
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.output
+    assert r.stdout == ""
+    assert says in " ".join(line.strip("│ ") for line in r.stderr.splitlines())
+    store = open_store(url)
+    try:
+        assert store.api_keys() == []
+    finally:
+        store.close()

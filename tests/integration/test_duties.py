@@ -306,3 +306,62 @@ def test_a_department_applies_for_an_extension_and_the_dispatcher_grants_it(api:
     ]
     assert detail["audit"][-2]["note"] == "批准 延时 1000 h"
     problem_of(post(api, no, A.APPROVE, api.h(Role.DISPATCHER)), 422)  # nothing pending
+
+
+def test_a_department_name_never_passes_for_another_department(api: Api) -> None:
+    # Reproduced on main (review of issue 19, item 4): a department could be named like another's
+    # code (EVIL named GAS: GAS's key then saw and handled EVIL's cases), a name given up by a
+    # rename could be taken by a new department (which inherited the old one's closed cases,
+    # while the old one's key lost them), and a key's raw code matched a case's department.
+    c, admin = api.client, api.h(Role.ADMIN)
+    gas_key = scoped_key(api, "燃气值班", (GAS[0],))
+    lamps_key = scoped_key(api, "路灯值班", (LAMPS[0],))
+
+    def put(code: str, name: str) -> Any:
+        return c.put(f"/api/v1/departments/{code}", json={"name": name}, headers=admin)
+
+    said = problem_of(put("EVIL", GAS[0]), 409)["detail"]
+    assert said.startswith("'GAS' is a department code: a name may not equal a code")
+    assert put("SEWER1", "SEWER").status_code == 201
+    assert problem_of(put("SEWER", "排水公司"), 409)["detail"].startswith(
+        "'SEWER' is the name of department SEWER1: a code may not equal a name"
+    )
+    # A case that names a department by a raw code (free text of old) is no department's.
+    raw = case_in(api, S.DISPATCHED, department=GAS[0])
+    problem_of(c.get(f"/api/v1/cases/{raw}", headers=gas_key), 404)
+    problem_of(post(api, raw, A.START, gas_key), 404)
+
+    closed = case_in(api, S.VERIFYING, department=LAMPS[1], checked=True)
+    assert post(api, closed, A.CLOSE, api.h(Role.SHIFT_LEAD)).status_code == 200
+    assert put(LAMPS[0], "路灯养护中心").status_code == 200
+    # The old name stays LAMPS's: its key still sees the case closed under it, nobody else.
+    assert c.get(f"/api/v1/cases/{closed}", headers=lamps_key).status_code == 200
+    assert problem_of(put("NEWCO", LAMPS[1]), 409)["detail"].startswith(
+        "'路灯管理所' was the name of department LAMPS: names are never reused"
+    )
+    assert put(LAMPS[0], LAMPS[1]).status_code == 200  # its own former name: its again
+    # Removed, its name is still its own: another code may not take it, it may come back.
+    assert put("WATER", "水务集团").status_code == 201
+    assert c.delete("/api/v1/departments/WATER", headers=admin).status_code == 204
+    problem_of(put("W2", "水务集团"), 409)
+    assert put("WATER", "水务集团").status_code == 201
+    listed = {d["code"]: d["name"] for d in c.get("/api/v1/departments", headers=admin).json()}
+    assert listed == {
+        "GAS": "燃气集团", "LAMPS": "路灯管理所", "SEWER1": "SEWER", "WATER": "水务集团"
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "name", ["system", "System", "a\x1b[2Jb", "a\nb", "a\u202eb", "   ", " x", "x" * 101, ""]
+)
+def test_key_and_actor_names_that_would_mislead_the_audit_are_refused(api: Api, name: str) -> None:
+    # Reproduced on main (item 13): a key named `system` passed for the engine in the audit,
+    # and ESC, newline or U+202E in a key or actor name were kept and printed raw.
+    c, admin = api.client, api.h(Role.ADMIN)
+    problem_of(c.post("/api/v1/keys", json={"name": name, "role": "viewer"}, headers=admin), 422)
+    no = case_in(api, S.HANDLING)
+    body = {"action": "escalate", "actor": name}
+    problem_of(c.post(f"/api/v1/cases/{no}/actions", json=body, headers=admin), 422)
+    body = {"action": "accept", "actor": name}
+    problem_of(c.post("/api/v1/work-orders/YW-NONE/actions", json=body, headers=admin), 422)
+    assert all(k["name"] != name for k in c.get("/api/v1/keys", headers=admin).json())

@@ -225,6 +225,14 @@ MALFORMED: list[tuple[str, Any, str]] = [
     ("data without epoch", {k: v for k, v in _data_envelope().items() if k != "e"}, "'e'"),
     ("data with empty epoch", _data_envelope(e=""), "need an epoch"),
     ("epoch with slash", _data_envelope(e="a/b"), "epoch 'a/b' may only hold"),
+    # Python's `$` matches before a trailing newline: `^...$` with re.match took these.
+    ("gateway ending in a newline", _data_envelope(g="gw-1\n"), "not a valid id"),
+    ("epoch ending in a newline", _data_envelope(e="ep1\n"), "may only hold"),
+    (
+        "device ending in a newline",
+        _data_envelope(b=[["mh-001\n", "tilt_x", T0, 1.5, "good", False]]),
+        "not a valid id",
+    ),
     ("epoch too long", _data_envelope(e="e" * 33), "over 32"),
     ("NUL in a point name", _data_envelope(b=[["m", "C\0H4", T0, 1, "good", False]]), r"U\+0000"),
     (

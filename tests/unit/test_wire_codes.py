@@ -18,8 +18,9 @@ from lifeline.collector.cli import _split_http
 from lifeline.collector.cli import app as collector_cli
 from lifeline.edge.config import ConfigError, parse_config
 from lifeline.edge.crew import _parse_since
-from lifeline.edge.installer import _check_asset_code, _line_settings, _parse_asset
+from lifeline.edge.installer import _check_asset_code, _check_ident, _line_settings, _parse_asset
 from lifeline.firmware_sim.cli import _control_address
+from lifeline.wire import WireError
 from lifeline.wire.codes import (
     AREA_CODE_PATTERN,
     ASSET_CODE_PATTERN,
@@ -31,6 +32,7 @@ from lifeline.wire.codes import (
     is_grid_code,
     is_subcategory,
 )
+from lifeline.wire.topics import check_ident
 
 pytestmark = pytest.mark.unit
 
@@ -163,3 +165,13 @@ def test_a_duration_in_other_digits_is_refused(text: str) -> None:
     assert _parse_since("2h") == 2 * 3600 * 1000
     with pytest.raises(typer.BadParameter, match="is not a duration"):
         _parse_since(text)
+
+
+def test_an_id_ending_in_a_newline_is_refused() -> None:
+    # Python's `$` matches before a trailing newline: `^...$` with re.match took "gw-1\n".
+    with pytest.raises(WireError, match="not a valid id"):
+        check_ident("gw-1\n", "gateway")
+    with pytest.raises(typer.BadParameter, match="a gateway id is letters"):
+        _check_ident("--gateway", "gateway id")("gw-1\n")
+    with pytest.raises(ValidationError, match="gateway/device"):
+        Asset(code=ASSET, owner="燃气集团", devices=("gw-1/mh-1\n",))

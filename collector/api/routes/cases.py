@@ -7,7 +7,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query
-from pydantic import AfterValidator, BaseModel, Field, model_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator, model_validator
 
 from lifeline.collector.api.auth import ScopedReader
 from lifeline.collector.api.deps import NowMs, RuntimeDep, StoreDep
@@ -37,6 +37,7 @@ from lifeline.collector.cases.workflow import (
     IllegalTransition,
     colour,
 )
+from lifeline.collector.departments import check_actor
 from lifeline.collector.models import AlarmLink
 from lifeline.collector.store import Conflict, Store
 from lifeline.wire.codes import SUBCATEGORY_PATTERN
@@ -146,6 +147,11 @@ class ActionIn(BaseModel):
         pattern=SUBCATEGORY_PATTERN,
         description="for accept of a 未分类 case: its 小类",
     )
+
+    @field_validator("actor")
+    @classmethod
+    def _actor(cls, v: str | None) -> str | None:
+        return None if v is None else check_actor(v)
 
     @model_validator(mode="after")
     def _arguments_fit(self) -> "ActionIn":

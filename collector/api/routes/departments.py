@@ -12,7 +12,7 @@ from lifeline.collector.api.deps import StoreDep
 from lifeline.collector.api.schemas import DepartmentOut
 from lifeline.collector.departments import CODE_PATTERN, MAX_NAME, check_name
 from lifeline.collector.models import Department
-from lifeline.collector.store import InUse, Store
+from lifeline.collector.store import InUse, NameTaken, Store
 
 router = APIRouter(prefix="/api/v1/departments", tags=["departments"])
 
@@ -67,11 +67,12 @@ def list_departments(store: StoreDep, reader: ScopedReader) -> list[dict[str, An
 def put_department(
     store: StoreDep, admin: Admin, code: Code, body: DepartmentIn, response: Response
 ) -> dict[str, Any]:
-    """Register a department (201) or rename it (200); 409 if another code has the name."""
-    taken = [d for d in store.departments() if d.name == body.name and d.code != code]
-    if taken:
-        raise HTTPException(409, f"department {taken[0].code} is already named {body.name!r}")
-    created = store.put_department(code, body.name, int(time.time() * 1000))
+    """Register a department (201) or rename it (200); 409 if the name is another code's (now
+    or before: names are never reused) or any code, or the code is any department's name."""
+    try:
+        created = store.put_department(code, body.name, int(time.time() * 1000))
+    except NameTaken as exc:
+        raise HTTPException(409, str(exc)) from None
     response.status_code = 201 if created else 200
     return {"code": code, "name": body.name}
 
@@ -81,7 +82,7 @@ def remove_department(store: StoreDep, admin: Admin, code: Code) -> Response:
     """Remove a department (admin): 404 if there is none; 409 while an open case has it as 主办
     or 协办 or an active key is scoped to it (the answer says which)."""
     try:
-        found = store.remove_department(code)
+        found = store.remove_department(code, int(time.time() * 1000))
     except InUse as exc:
         raise HTTPException(409, str(exc)) from None
     if found is None:

@@ -5,12 +5,12 @@ from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from lifeline.collector.api.auth import Admin
 from lifeline.collector.api.deps import StoreDep
 from lifeline.collector.api.schemas import KeyOut, NewKeyOut
-from lifeline.collector.departments import CODE_PATTERN
+from lifeline.collector.departments import CODE_PATTERN, MAX_NAME, check_actor
 from lifeline.collector.keys import digest, display_prefix, new_token
 from lifeline.collector.models import ApiKey, Role
 from lifeline.collector.store import Store
@@ -21,13 +21,20 @@ router = APIRouter(prefix="/api/v1/keys", tags=["keys"])
 class KeyIn(BaseModel):
     """A key to create: who holds it, its role, and for a 专业部门 key its department codes."""
 
-    name: str = Field(min_length=1, max_length=100, description="recorded as the actor")
+    name: str = Field(
+        min_length=1, max_length=MAX_NAME, description="recorded as the actor (not `system`)"
+    )
     role: Role
     departments: list[Annotated[str, Field(pattern=CODE_PATTERN)]] = Field(
         default_factory=list,
         max_length=20,
         description="for role `department` (required): registered department codes it acts for",
     )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_actor(v)
 
 
 def check_scope(store: Store, role: Role, departments: Sequence[str]) -> tuple[str, ...]:

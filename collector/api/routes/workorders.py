@@ -5,7 +5,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from lifeline.collector.api.auth import Dispatcher, ScopedReader
 from lifeline.collector.api.deps import NowMs, RuntimeDep, StoreDep
@@ -29,6 +29,7 @@ from lifeline.collector.cases.workorders import (
     WorkOrderState,
     work_order_colour,
 )
+from lifeline.collector.departments import check_actor
 from lifeline.collector.models import AlarmLink
 from lifeline.collector.online import OnlineRate, online_rate
 from lifeline.collector.store import Conflict
@@ -60,6 +61,11 @@ class OrderActionIn(BaseModel):
     closure: Literal["处置完成", "误报"] | None = Field(
         default=None, description="for complete: 处置完成 (default) or 误报"
     )
+
+    @field_validator("actor")
+    @classmethod
+    def _actor(cls, v: str | None) -> str | None:
+        return None if v is None else check_actor(v)
 
     @model_validator(mode="after")
     def _closure_with_complete(self) -> "OrderActionIn":
