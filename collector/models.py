@@ -259,7 +259,7 @@ class Role(StrEnum):
     INSPECTOR = "inspector"  # 监督员: reports and 核查 on site
     INTAKE = "intake"  # 受理员: takes reports in, sends a 监督员 to 核查
     SHIFT_LEAD = "shift_lead"  # 值班长: 立案, 作废, 结案, 督办
-    DEPARTMENT = "department"  # 专业部门: 处置 and 反馈 of its own departments' cases only
+    DEPARTMENT = "department"  # 专业部门: 处置, 反馈 of its cases; 接单, 完工 of its work orders
     LEADER = "leader"  # 领导: reads everything, acts on nothing
 
     @property

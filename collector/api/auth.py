@@ -141,7 +141,6 @@ def _optional_not_scoped(key: Annotated[ApiKey | None, Depends(_optional)]) -> A
 
 
 Viewer = Annotated[ApiKey, _need(Role.VIEWER)]
-Dispatcher = Annotated[ApiKey, _need(Role.DISPATCHER)]
 Operator = Annotated[ApiKey, _need(Role.OPERATOR)]
 Admin = Annotated[ApiKey, _need(Role.ADMIN)]
 # Every role, a department key limited to its scope: the endpoint must apply `scope`.

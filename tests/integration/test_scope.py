@@ -370,6 +370,8 @@ GET_ROUTES: dict[str, Callable[[World], None]] = {
 # The writes a department key may make; every other one answers it 403.
 DEPARTMENT_WRITES = {
     ("POST", "/api/v1/cases/{case_no}/actions"),  # its own cases: tests/integration/test_duties.py
+    # 接单 and 完工 of the work orders it maintains: tests/integration/test_duties.py
+    ("POST", "/api/v1/work-orders/{order_no}/actions"),
     ("POST", "/open311/v2/requests.{fmt}"),  # a citizen report, with any valid key as api_key
 }
 
