@@ -26,7 +26,8 @@ keys_app = typer.Typer(
     help=(
         "Manage API keys for the HTTP API. Roles: the technical ladder viewer < dispatcher <"
         " operator < admin, and the duty roles inspector (监督员), intake (受理员), shift_lead"
-        " (值班长), department (专业部门, with --department) and leader (领导);"
+        " (值班长), department (专业部门, with --department) and leader (领导); reporter"
+        " (公众上报应用) for a citizen app, which only posts Open311 reports;"
         " docs/integration.md has the permission matrix."
     ),
     no_args_is_help=True,
@@ -550,7 +551,8 @@ def create_key(
         typer.Option(
             help="viewer, operator (ack, commands), admin, or a duty role: inspector (监督员),"
             " intake (受理员), shift_lead (值班长), dispatcher (派遣员), department (专业部门,"
-            " with --department), leader (领导)."
+            " with --department), leader (领导); reporter (公众上报应用: a citizen app's key,"
+            " posts Open311 reports only)."
         ),
     ],
     name: Annotated[str, typer.Option(help="Who holds the key; recorded as the actor.")],

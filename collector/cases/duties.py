@@ -63,7 +63,18 @@ ROLE_NAMES: Mapping[Role, str] = {
     R.SHIFT_LEAD: "值班长",
     R.DEPARTMENT: "专业部门",
     R.LEADER: "领导",
+    R.REPORTER: "公众上报应用",
 }
+
+# Who may post a citizen's report through Open311 (a 公众 case): the citizen app's own key, and
+# admin for trials. A 受理员 enters a hotline call as a 12345 case, not as a 公众 one.
+OPEN311_REPORTERS = frozenset({R.REPORTER, R.ADMIN})
+
+# Who sees a 公众 reporter's contact (name, phone, email, account): the duties that talk to the
+# citizen or act on the report — 受理员 (受理, 回访), 监督员 (核实 and 核查 on site), 值班长,
+# 派遣员 — and admin. Not a wall screen (viewer), 领导, 运维 or a 专业部门: personal information
+# goes no further than the duty needs (个人信息保护法 §6, minimum necessary).
+CONTACT_ROLES = frozenset({R.INTAKE, R.INSPECTOR, R.SHIFT_LEAD, R.DISPATCHER, R.ADMIN})
 
 
 def roles_for(action: Action) -> frozenset[Role]:
@@ -96,6 +107,11 @@ def may_report(role: Role) -> bool:
 def report_refusal(key: ApiKey) -> str:
     """The one-line reason a key may not 上报 a case."""
     return _refuse("report (上报)", {*REPORTERS, R.ADMIN}, key)
+
+
+def sees_contact(role: Role) -> bool:
+    """True if a key of `role` is shown a 公众 reporter's contact fields (CONTACT_ROLES)."""
+    return role in CONTACT_ROLES
 
 
 def may_work(role: Role, action: WorkOrderAction) -> bool:

@@ -220,4 +220,4 @@ def report(
     response.headers["Location"] = f"/api/v1/cases/{case.case_no}"
     if new:
         runtime.event_pump.kick()
-    return case_doc(case, runtime.cases.now_ms())
+    return case_doc(case, runtime.cases.now_ms(), key.role)
