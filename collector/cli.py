@@ -145,7 +145,15 @@ def _sqlite_path(url: str) -> Path | None:
 
 
 def _check_folder(url: str) -> None:
-    """Refuse a SQLite database whose folder does not exist (sqlite3 says only 'unable to open')."""
+    """Refuse an in-memory SQLite database (sqlite://, sqlite:///, sqlite:///:memory:: gone
+    when the command ends, so what a command did there is lost while it reports success; a
+    throwaway database is never what an operator means) and one whose folder does not exist
+    (sqlite3 says only 'unable to open'). One `error:` line, exit 1."""
+    if url.startswith("sqlite://") and _sqlite_path(url) is None:
+        _fail(
+            f"--db {url} is an in-memory database, gone when this command ends: name a file,"
+            " e.g. sqlite:///lifeline-collector.db"
+        )
     path = _sqlite_path(url)
     if path is not None and not path.absolute().parent.is_dir():
         _fail(f"no folder {path.absolute().parent} for the database {url}; create it or fix --db")

@@ -637,9 +637,12 @@ class CaseRows(Rows):
             elif r[1] == "核查":
                 c.to_close += n
         # 回退, 延时, 挂账 and 返工 concern a 处置 stage (返工 opens the new round of the same
-        # department): the case's latest one begun by the time of the action.
+        # department): the case's latest one begun by the time of the action. 返工 is 核查不通过
+        # (the 监督员 finds the work not done) as 数字城管 考核 counts it, and its sensor twin, the
+        # alarm back after 反馈.
         in_stage = {
             "rework": "reworks",
+            "reject": "reworks",
             "return": "returns",
             "extend": "extensions",
             "park": "parks",
