@@ -168,7 +168,12 @@ def _claims(key: ApiKey, body: ReportIn, header: str | None, source: str) -> lis
     return claims
 
 
-@router.post("", response_model=CaseOut, status_code=201)
+@router.post(
+    "",
+    response_model=CaseOut,
+    status_code=201,
+    responses={200: {"model": CaseOut, "description": "a retry: the case the first try made"}},
+)
 def report(
     runtime: RuntimeDep,
     key: Reporter,
@@ -191,7 +196,8 @@ def report(
     source = _source(key, body)
     claims = _claims(key, body, idempotency_key, source)
     caller = body.hotline.caller.model_dump(exclude_none=True) if body.hotline else {}
-    note = f"{source}上报" if source == INSPECTOR else f"12345 热线工单 {claims[-1].report_id}"
+    hotline = body.hotline
+    note = f"12345 热线工单 {hotline.order_no}" if hotline is not None else f"{source}上报"
     place = Place(
         lon=body.lon,
         lat=body.lat,
