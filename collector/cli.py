@@ -581,7 +581,7 @@ def create_key(
     """Create an API key and print it. It is shown only now: the database keeps its digest."""
     import time
 
-    from lifeline.collector.api.routes.keys import check_scope
+    from lifeline.collector.api.routes.keys import check_scope, check_scope_shape
     from lifeline.collector.keys import digest, display_prefix, new_token
     from lifeline.collector.models import Role
 
@@ -596,12 +596,16 @@ def create_key(
         check_actor(name)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--name") from None
+    try:
+        check_scope_shape(chosen, department or [])
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--department") from None
     store = _open(db)
     try:
         try:
             scope = check_scope(store, chosen, department or [])
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--department") from None
+        except ValueError as exc:  # what the database holds, not how the command is written
+            _fail(str(exc))
         token = new_token()
         now = int(time.time() * 1000)
         prefix = display_prefix(token)

@@ -24,7 +24,8 @@ def check_code(code: str) -> str:
 def check_label(value: str, what: str) -> str:
     """`value` if it can name someone in the registry or the audit (`what` says which, e.g. "a
     department name"): 1-100 characters, no control, format (bidi) or line-separator character
-    (ESC, newline, U+202E would rewrite a terminal or reorder what a reader sees), no space at
+    (ESC, newline, U+202E would rewrite a terminal or reorder what a reader sees), no lone
+    surrogate (undecodable bytes, or a JSON escape like \\udcff), no space at
     either end (two names that differ only there would pass for one); ValueError otherwise."""
     if not value.strip():
         raise ValueError(f"{what} must not be empty")
@@ -35,6 +36,8 @@ def check_label(value: str, what: str) -> str:
     bad = next((c for c in value if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")), None)
     if bad is not None:
         raise ValueError(f"{what} {value!r} holds a control character U+{ord(bad):04X}")
+    if any(unicodedata.category(c) == "Cs" for c in value):  # no database or terminal takes it
+        raise ValueError(f"{what} {value!r} holds a lone surrogate: it is not text")
     return value
 
 

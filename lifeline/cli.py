@@ -69,15 +69,36 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
+def undecodable(args: Sequence[str]) -> str | None:
+    """A one-line reason if an argument holds bytes that are not text in the locale's encoding
+    (Python keeps them as lone surrogates, PEP 383, which no file, database or terminal takes),
+    else None."""
+    for i, arg in enumerate(args, 1):
+        bad = next((c for c in arg if 0xDC80 <= ord(c) <= 0xDCFF), None)
+        if bad is not None:
+            return (
+                f"argument {i} ({arg.encode('utf-8', 'backslashreplace').decode()}) holds the"
+                f" byte 0x{ord(bad) - 0xDC00:02X}, which is not UTF-8 text: set the terminal"
+                " (or script) to UTF-8, e.g. LANG=zh_CN.UTF-8"
+            )
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `lifeline` console script; `argv` defaults to the command line.
 
     The one place where every command's unexpected OS or library error (a missing folder, an
     unwritable file, a port in use, a database refusing) becomes `error: ...` on one line of
-    stderr and exit status 1, never a traceback. Usage errors stay click's (exit 2).
+    stderr and exit status 1, never a traceback; so does an argument that is not text. Usage
+    errors stay click's (exit 2).
     """
+    args = list(argv) if argv is not None else sys.argv[1:]
+    reason = undecodable(args)
+    if reason is not None:
+        typer.echo(f"error: {reason}", err=True)
+        sys.exit(1)
     try:
-        app(args=list(argv) if argv is not None else None, prog_name="lifeline")
+        app(args=args, prog_name="lifeline")
     except Exception as exc:  # the last line of defence, whatever the library
         typer.echo(f"error: {describe_error(exc)}", err=True)
         sys.exit(1)

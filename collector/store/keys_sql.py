@@ -5,6 +5,7 @@ import json
 import logging
 from collections.abc import Sequence
 
+from lifeline.collector.cases.workflow import CaseState
 from lifeline.collector.errors import InUse, NameTaken
 from lifeline.collector.models import ApiKey, Department, Role
 from lifeline.collector.store.rows import Col, Cursor, RowMap, Rows, json_tuple
@@ -13,6 +14,11 @@ log = logging.getLogger(__name__)
 
 _KEY = RowMap(ApiKey, role=Col(Role), departments=Col(json_tuple))
 _DEPARTMENT = RowMap(Department)
+
+
+def _some(numbers: Sequence[str]) -> str:
+    """The first five of `numbers`, and "..." if there are more."""
+    return ", ".join(numbers[:5]) + (" ..." if len(numbers) > 5 else "")
 
 
 class KeyRows(Rows):
@@ -220,15 +226,18 @@ class KeyRows(Rows):
                 return None
             found = _DEPARTMENT(rows[0])
             labels = {found.code, found.name}
-            cases = [
-                no
-                for no, lead, assist in self._run(
+            held = [
+                (no, state)
+                for no, state, lead, assist in self._run(
                     cur,
-                    "SELECT case_no, department, assist FROM cases"
+                    "SELECT case_no, state, department, assist FROM cases"
                     " WHERE state NOT IN ('结案', '作废') ORDER BY case_no",
                 )
                 if lead in labels or labels & set(json.loads(assist))
             ]
+            # A case still in 受理 cannot be re-dispatched or closed, only voided (作废).
+            unaccepted = [no for no, state in held if state == CaseState.REPORTED.value]
+            cases = [no for no, state in held if state != CaseState.REPORTED.value]
             orders = [
                 no
                 for (no,) in self._run(
@@ -247,20 +256,23 @@ class KeyRows(Rows):
                 )
                 if code in json.loads(scope)
             ]
-            if cases or orders or keys:
-                ties = []
+            if unaccepted or cases or orders or keys:
+                ties, todo = [], []
+                if unaccepted:
+                    ties.append(f"{len(unaccepted)} cases in 受理 ({_some(unaccepted)})")
+                    todo.append("void (作废) the cases in 受理")
                 if cases:
-                    shown = ", ".join(cases[:5]) + (" ..." if len(cases) > 5 else "")
-                    ties.append(f"{len(cases)} open cases ({shown})")
+                    ties.append(f"{len(cases)} open cases ({_some(cases)})")
+                    todo.append("re-dispatch (改派) or close the open cases")
                 if orders:
-                    shown = ", ".join(orders[:5]) + (" ..." if len(orders) > 5 else "")
-                    ties.append(f"{len(orders)} open work orders ({shown})")
+                    ties.append(f"{len(orders)} open work orders ({_some(orders)})")
+                    todo.append("complete the work orders")
                 if keys:
                     ties.append(f"active keys {', '.join(keys)} scoped to it")
+                    todo.append("revoke the keys")
                 raise InUse(
                     f"department {code} ({found.name}) is still in use: {' and '.join(ties)};"
-                    " re-dispatch (改派) or close the cases, complete the work orders and revoke"
-                    " the keys first"
+                    f" {', '.join(todo)} first"
                 )
             self._retire(cur, found.code, found.name, now_ms)
             self._run(cur, "DELETE FROM departments WHERE code = :code", {"code": code})

@@ -10,10 +10,12 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
+from lifeline.cli import main as lifeline_main
 from lifeline.collector.cases.phases import Phase
 from lifeline.collector.cases.workflow import Case, CaseState
 from lifeline.collector.cases.workorders import WorkOrderState, open_work_order
 from lifeline.collector.cli import app as collector_cli
+from lifeline.collector.departments import check_name
 from lifeline.collector.store import Store, open_store
 from tests.integration.test_open311 import BASE, NOW
 
@@ -103,13 +105,13 @@ def test_departments_are_added_listed_renamed_and_removed(db: tuple[str, Store])
     # In use: refused with what holds it; nothing removed.
     assert error_line(url, "remove", "gas") == (
         "department gas (燃气有限公司) is still in use: 1 open cases (C-OPEN); re-dispatch (改派)"
-        " or close the cases, complete the work orders and revoke the keys first"
+        " or close the open cases first"
     )
     key = store.create_api_key("水务值班", "department", "h" * 64, "llk_x", NOW, ("water",))
     assert error_line(url, "remove", "water") == (
         "department water (水务有限公司) is still in use: 1 open cases (C-OPEN) and active keys"
-        f" {key} (水务值班) scoped to it; re-dispatch (改派) or close the cases, complete the"
-        " work orders and revoke the keys first"
+        f" {key} (水务值班) scoped to it; re-dispatch (改派) or close the open cases, revoke"
+        " the keys first"
     )
     store.save_case(replace(case(store, "C-OPEN"), state=CaseState.CLOSED), [], expect_state="派遣")
     assert "active keys" in error_line(url, "remove", "water")
@@ -196,6 +198,51 @@ def test_an_in_memory_database_is_refused_in_one_line_not_written_and_forgotten(
     assert (r.exit_code, r.stdout) == (1, ""), r.output
     assert r.stderr.startswith(f"error: --db {url} is an in-memory database"), r.stderr
     assert r.stderr.count("\n") == 1
+
+
+def test_a_department_whose_case_waits_for_its_acceptance_is_told_to_void_it(
+    db: tuple[str, Store],
+) -> None:
+    url, store = db
+    ok(url, "add", "gas", "燃气集团")
+    waiting = replace(OPEN, case_no="C-NEW", state=CaseState.REPORTED, assist=())
+    store.save_case(waiting, [], expect_state=None)
+    store.save_case(OPEN, [], expect_state=None)
+    assert error_line(url, "remove", "gas") == (
+        "department gas (燃气集团) is still in use: 1 cases in 受理 (C-NEW) and 1 open cases"
+        " (C-OPEN); void (作废) the cases in 受理, re-dispatch (改派) or close the open cases"
+        " first"
+    )
+
+
+def test_a_key_for_an_unregistered_department_is_refused_in_one_line(
+    db: tuple[str, Store],
+) -> None:
+    url, _ = db
+    args = ["keys", "create", "--role", "department", "--department", "NOPE", "--name", "x"]
+    r = CliRunner().invoke(collector_cli, [*args, "--db", url])
+    assert (r.exit_code, r.stdout) == (1, ""), r.output
+    assert r.stderr.startswith("error: not in the department registry: NOPE")
+    assert r.stderr.count("\n") == 1
+    # how the command is written is still a usage error, before any database is opened
+    usage = ["keys", "create", "--role", "viewer", "--department", "GAS", "--name", "x"]
+    assert CliRunner().invoke(collector_cli, [*usage, "--db", url]).exit_code == 2
+
+
+def test_bytes_that_are_not_utf8_in_an_argument_are_one_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path}/b.db"
+    name = b"\xff".decode("utf-8", "surrogateescape")  # as Python hands over such argv bytes
+    with pytest.raises(SystemExit) as ended:
+        lifeline_main(["collector", "departments", "add", "B1", name, "--db", url])
+    assert ended.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: argument 5 (\\udcff) holds the byte 0xFF, which is not UTF-8")
+    assert err.count("\n") == 1
+    assert not (tmp_path / "b.db").exists()
+    with pytest.raises(ValueError, match="lone surrogate"):
+        check_name(name)  # the API's JSON can carry one too (\\udcff)
 
 
 def test_work_orders_follow_a_rename_and_hold_their_department_and_names_are_not_reused(

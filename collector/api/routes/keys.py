@@ -37,15 +37,21 @@ class KeyIn(BaseModel):
         return check_actor(v)
 
 
+def check_scope_shape(role: Role, departments: Sequence[str]) -> None:
+    """Refuse a scope that cannot fit `role`, whatever the registry holds: a `department` key
+    needs at least one code, and no other role takes any. Raises ValueError with the reason."""
+    if role is not Role.DEPARTMENT and departments:
+        raise ValueError(f"only a department key is scoped to departments, not {role.value}")
+    if role is Role.DEPARTMENT and not departments:
+        raise ValueError("a department key needs the department codes it acts for")
+
+
 def check_scope(store: Store, role: Role, departments: Sequence[str]) -> tuple[str, ...]:
     """The department codes a new key is scoped to, checked: a `department` key needs at least
     one registered code, and no other role takes any. Raises ValueError with the reason."""
+    check_scope_shape(role, departments)
     if role is not Role.DEPARTMENT:
-        if departments:
-            raise ValueError(f"only a department key is scoped to departments, not {role.value}")
         return ()
-    if not departments:
-        raise ValueError("a department key needs the department codes it acts for")
     known = {d.code for d in store.departments()}
     unknown = [c for c in departments if c not in known]
     if unknown:
