@@ -2,9 +2,11 @@
 
 Fills the collector's own tables in a fresh database (cases spread evenly over 365 days, 20
 departments, 100 grids, 8 小类, each closed with five audit rows and three phases: 派遣, 处置 and
-核查, one in ten 处置 late), then times the store's `case_counts` + the rates, as the endpoint
-runs them, for a month window by department, grid and 小类, and for the whole year by
-department. The target is an answer in under 2 s for a month. The last line printed is one JSON
+核查, one in ten 处置 late; the case record as the store keeps it), then times the store's
+`case_counts` + the rates, as the endpoint runs them, for a month window by department, grid and
+小类, and for the whole year by department. The target (issue 19) is an answer in under 2 s for
+any window the API allows (up to 400 days), so for the year too. The tables are vacuumed after
+the fill, as autovacuum would have done to a year of history. The last line printed is one JSON
 object.
 
     python bench/stats.py [--cases 1000000] [--rounds 5]
@@ -34,11 +36,12 @@ T0 = 1_767_196_800_000  # 2026-01-01 00:00 +08:00
 FILL = """
 INSERT INTO cases (case_no, kind, subcategory, problem, asset, device, subject, state, urgency,
     department, grid, created_ms, updated_ms, deadline_ms, timed_from_ms, repeats, escalations,
-    title, closure)
+    title, closure, registered_ms, dispatched_ms, closed_ms, late_disposal)
 SELECT 'C' || i, '部件', lpad((111 + mod(i, 8))::text, 4, '0'), 'p', NULL, 'd' || i, 's' || i,
     '结案', 'normal', '部门' || mod(i, 20), '330106001' || lpad(mod(i, 100)::text, 5, '0'),
     b.at, b.at + 30 * 3600000, NULL, NULL, 0, 0, 't',
-    CASE WHEN mod(i, 25) = 0 THEN '误报' ELSE '处置完成' END
+    CASE WHEN mod(i, 25) = 0 THEN '误报' ELSE '处置完成' END,
+    b.at, b.at + 3600000, b.at + 30 * 3600000, mod(i, 10) = 0
 FROM generate_series(1, %(n)s) AS i,
     LATERAL (SELECT %(t0)s::bigint + i::bigint * %(step)s AS at) AS b;
 INSERT INTO case_audit (case_no, ts_ms, actor, action, from_state, to_state, note, evented)
@@ -56,7 +59,7 @@ FROM generate_series(1, %(n)s) AS i,
     LATERAL (SELECT %(t0)s::bigint + i::bigint * %(step)s AS at) AS b,
     (VALUES (1, '派遣', 0, 1, 1), (2, '处置', 1, 24, 20), (3, '核查', 20, 44, 30))
         AS p(seq, stage, s, due, e);
-ANALYZE cases; ANALYZE case_audit; ANALYZE case_phases
+VACUUM ANALYZE cases; VACUUM ANALYZE case_audit; VACUUM ANALYZE case_phases
 """
 
 

@@ -26,7 +26,8 @@ keys_app = typer.Typer(
     help=(
         "Manage API keys for the HTTP API. Roles: the technical ladder viewer < dispatcher <"
         " operator < admin, and the duty roles inspector (监督员), intake (受理员), shift_lead"
-        " (值班长), department (专业部门, with --department) and leader (领导);"
+        " (值班长), department (专业部门, with --department) and leader (领导); reporter"
+        " (公众上报应用) for a citizen app, which only posts Open311 reports;"
         " docs/integration.md has the permission matrix."
     ),
     no_args_is_help=True,
@@ -144,7 +145,15 @@ def _sqlite_path(url: str) -> Path | None:
 
 
 def _check_folder(url: str) -> None:
-    """Refuse a SQLite database whose folder does not exist (sqlite3 says only 'unable to open')."""
+    """Refuse an in-memory SQLite database (sqlite://, sqlite:///, sqlite:///:memory:: gone
+    when the command ends, so what a command did there is lost while it reports success; a
+    throwaway database is never what an operator means) and one whose folder does not exist
+    (sqlite3 says only 'unable to open'). One `error:` line, exit 1."""
+    if url.startswith("sqlite://") and _sqlite_path(url) is None:
+        _fail(
+            f"--db {url} is an in-memory database, gone when this command ends: name a file,"
+            " e.g. sqlite:///lifeline-collector.db"
+        )
     path = _sqlite_path(url)
     if path is not None and not path.absolute().parent.is_dir():
         _fail(f"no folder {path.absolute().parent} for the database {url}; create it or fix --db")
@@ -550,7 +559,8 @@ def create_key(
         typer.Option(
             help="viewer, operator (ack, commands), admin, or a duty role: inspector (监督员),"
             " intake (受理员), shift_lead (值班长), dispatcher (派遣员), department (专业部门,"
-            " with --department), leader (领导)."
+            " with --department), leader (领导); reporter (公众上报应用: a citizen app's key,"
+            " posts Open311 reports only)."
         ),
     ],
     name: Annotated[str, typer.Option(help="Who holds the key; recorded as the actor.")],

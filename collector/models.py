@@ -249,7 +249,8 @@ class Role(StrEnum):
     gateway commands, keys and webhooks). The duty roles of a 数字城管 command center — 监督员,
     受理员, 值班长, 专业部门, 领导 — read like a viewer; what each may do to a case is the
     permission matrix of collector.cases.duties (docs/integration.md), where `dispatcher` is the
-    派遣员.
+    派遣员. A `reporter` key (公众上报应用) is below the ladder: it posts Open311 reports and reads
+    nothing an anonymous client cannot, because a citizen app's key ships inside the app.
     """
 
     VIEWER = "viewer"  # read-only (a wall screen)
@@ -259,12 +260,14 @@ class Role(StrEnum):
     INSPECTOR = "inspector"  # 监督员: reports and 核查 on site
     INTAKE = "intake"  # 受理员: takes reports in, sends a 监督员 to 核查
     SHIFT_LEAD = "shift_lead"  # 值班长: 立案, 作废, 结案, 督办
-    DEPARTMENT = "department"  # 专业部门: 处置 and 反馈 of its own departments' cases only
+    DEPARTMENT = "department"  # 专业部门: 处置, 反馈 of its cases; 接单, 完工 of its work orders
     LEADER = "leader"  # 领导: reads everything, acts on nothing
+    REPORTER = "reporter"  # 公众上报应用: posts Open311 reports, reads nothing
 
     @property
     def rank(self) -> int:
-        """Position on the technical ladder, viewer = 0; every duty role reads like a viewer."""
+        """Position on the technical ladder, viewer = 0; every duty role reads like a viewer;
+        a reporter is -1, below every rung."""
         return _LADDER.get(self, 0)
 
     def allows(self, needed: "Role") -> bool:
@@ -273,7 +276,7 @@ class Role(StrEnum):
         return self.rank >= needed.rank
 
 
-_LADDER = {Role.VIEWER: 0, Role.DISPATCHER: 1, Role.OPERATOR: 2, Role.ADMIN: 3}
+_LADDER = {Role.REPORTER: -1, Role.VIEWER: 0, Role.DISPATCHER: 1, Role.OPERATOR: 2, Role.ADMIN: 3}
 
 
 @dataclass(frozen=True, slots=True)

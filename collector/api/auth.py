@@ -8,6 +8,8 @@ A 专业部门 (department) key sees only its own departments' work. The rule is
 plain `Viewer` (and every higher rung) refuses such a key with a 403, so a new endpoint serves
 it nothing until it takes a `ScopedReader` instead — and the Reader's `scope` goes to every
 store query the endpoint makes (what a scope sees is written once, in store/scope_sql.py).
+A `reporter` key (公众上报应用) is refused by every one of these dependencies, and a public
+endpoint treats it as no key: it only posts Open311 reports (routes/open311.py checks it there).
 """
 
 import time
@@ -85,7 +87,18 @@ def _optional(
     return key
 
 
+def _not_reporter(key: ApiKey) -> None:
+    # An app's key ships inside the app, so whoever unpacks it must learn nothing with it.
+    if key.role is Role.REPORTER:
+        raise HTTPException(
+            403,
+            f"key {key.name!r} is a reporter key (公众上报应用): it only posts citizens' reports"
+            " (POST /open311/v2/requests.json) and reads nothing",
+        )
+
+
 def _check(key: ApiKey, needed: Role) -> ApiKey:
+    _not_reporter(key)
     if not key.role.allows(needed):
         raise HTTPException(
             403, f"this needs the {needed.value} role; key {key.name!r} is {key.role.value}"
@@ -118,7 +131,9 @@ class Reader:
 
 
 def reader_of(store: Store, key: ApiKey) -> Reader:
-    """The Reader of `key`: its department scope looked up in the department registry."""
+    """The Reader of `key`: its department scope looked up in the department registry.
+    Raises HTTPException 403 for a reporter key, which reads nothing."""
+    _not_reporter(key)
     if key.role is not Role.DEPARTMENT:
         return Reader(key, None)
     scope = scope_names(key, store.department_names())
@@ -136,17 +151,18 @@ def _stream_reader(
 
 
 def _optional_not_scoped(key: Annotated[ApiKey | None, Depends(_optional)]) -> ApiKey | None:
-    # A department key learns no more than the public here: the details are the whole city's.
-    return None if key is not None and key.role is Role.DEPARTMENT else key
+    # A department key learns no more than the public here: the details are the whole city's;
+    # nor does a reporter key, which is as good as public.
+    public = (Role.DEPARTMENT, Role.REPORTER)
+    return None if key is not None and key.role in public else key
 
 
 Viewer = Annotated[ApiKey, _need(Role.VIEWER)]
-Dispatcher = Annotated[ApiKey, _need(Role.DISPATCHER)]
 Operator = Annotated[ApiKey, _need(Role.OPERATOR)]
 Admin = Annotated[ApiKey, _need(Role.ADMIN)]
 # Every role, a department key limited to its scope: the endpoint must apply `scope`.
 ScopedReader = Annotated[Reader, Depends(_reader)]
 StreamReader = Annotated[Reader, Depends(_stream_reader)]
 # No key: None (a public endpoint that says more to a key holder); a key that fails: 401;
-# a department key: None too.
+# a department or reporter key: None too.
 MaybeViewer = Annotated[ApiKey | None, Depends(_optional_not_scoped)]

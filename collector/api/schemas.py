@@ -274,8 +274,9 @@ class CaseOut(Out):
     source: str = Field(description="案件来源: 物联网感知, 监督员, 12345 or 公众")
     void_reason: str | None = Field(description="once 作废: 误报, 重复, 非管理范围 or 设备故障")
     media_url: str = Field(description="a photo of the problem, from a 公众 report ('' if none)")
-    contact: dict[str, str] = Field(
-        description="a 公众 reporter's contact fields (email, phone, first_name, last_name, ...)"
+    contact: dict[str, str] | None = Field(
+        description="a 公众 reporter's contact fields (email, phone, first_name, last_name, ...);"
+        " null for a role that may not see them (viewer, leader, operator, department)"
     )
     confirmed_by: str | None = Field(description="the 监督员 whose 核实 a 公众 report had")
     received_by: str | None = Field(

@@ -1,6 +1,6 @@
 """Separation of duties in the 数字城管 workflow: which role may take which case action, and
 which cases a 专业部门 key sees (GB/T 30428.1 assigns 立案/结案 to the 值班长, 派遣 to the 派遣员,
-处置 to the 专业部门 and 核查 to the 监督员).
+处置 to the 专业部门 and 核查 to the 监督员); and who works a 设备运维工单 (its maintainer).
 
 Pure code over plain values: the HTTP layer asks `may_act` and `in_scope` and turns a refusal
 into a 403 (or a 404 for a case outside a department's scope, so its existence does not leak).
@@ -10,6 +10,7 @@ The matrix is written out in docs/integration.md and walked by tests/integration
 from collections.abc import Iterable, Mapping, Sequence
 
 from lifeline.collector.cases.workflow import Action, Case
+from lifeline.collector.cases.workorders import WorkOrderAction
 from lifeline.collector.models import ApiKey, Role
 
 R = Role
@@ -42,6 +43,12 @@ CASE_ACTIONS: Mapping[Action, frozenset[Role]] = {
 # Actions a 专业部门 key may take only on a case whose 主办 is one of its departments.
 SCOPED = frozenset({Action.START, Action.FEEDBACK, Action.APPLY, Action.REPLY})
 
+# What the maintainer of a 设备运维工单 posts: 接单 and 完工 are the maintaining department's own
+# work, as 处置 and 反馈 are on a case. A 专业部门 key posts them on the work orders its
+# departments maintain; dispatcher and up (the technical ladder) on every work order. Nobody
+# posts auto_close (自动恢复): the system records it.
+MAINTAINER_ACTIONS = frozenset({WorkOrderAction.ACCEPT, WorkOrderAction.COMPLETE})
+
 ROLE_NAMES: Mapping[Role, str] = {
     R.VIEWER: "只读",
     R.DISPATCHER: "派遣员",
@@ -52,7 +59,18 @@ ROLE_NAMES: Mapping[Role, str] = {
     R.SHIFT_LEAD: "值班长",
     R.DEPARTMENT: "专业部门",
     R.LEADER: "领导",
+    R.REPORTER: "公众上报应用",
 }
+
+# Who may post a citizen's report through Open311 (a 公众 case): the citizen app's own key, and
+# admin for trials. A 受理员 enters a hotline call as a 12345 case, not as a 公众 one.
+OPEN311_REPORTERS = frozenset({R.REPORTER, R.ADMIN})
+
+# Who sees a 公众 reporter's contact (name, phone, email, account): the duties that talk to the
+# citizen or act on the report — 受理员 (受理, 回访), 监督员 (核实 and 核查 on site), 值班长,
+# 派遣员 — and admin. Not a wall screen (viewer), 领导, 运维 or a 专业部门: personal information
+# goes no further than the duty needs (个人信息保护法 §6, minimum necessary).
+CONTACT_ROLES = frozenset({R.INTAKE, R.INSPECTOR, R.SHIFT_LEAD, R.DISPATCHER, R.ADMIN})
 
 
 def roles_for(action: Action) -> frozenset[Role]:
@@ -71,6 +89,26 @@ def refusal(key: ApiKey, action: Action) -> str:
     who = ", ".join(f"{r.value} ({ROLE_NAMES[r]})" for r in sorted(roles_for(action)))
     return (
         f"{action.value} needs one of: {who}; key {key.name!r} is"
+        f" {key.role.value} ({ROLE_NAMES[key.role]})"
+    )
+
+
+def sees_contact(role: Role) -> bool:
+    """True if a key of `role` is shown a 公众 reporter's contact fields (CONTACT_ROLES)."""
+    return role in CONTACT_ROLES
+
+
+def may_work(role: Role, action: WorkOrderAction) -> bool:
+    """True if a key of `role` may post `action` on a work order (a 专业部门 key: before the
+    scope, which limits it to the work orders its departments maintain)."""
+    return action in MAINTAINER_ACTIONS and (role is R.DEPARTMENT or role.allows(R.DISPATCHER))
+
+
+def work_refusal(key: ApiKey, action: WorkOrderAction) -> str:
+    """The one-line reason a key may not post `action` on a work order."""
+    return (
+        f"{action.value} on a work order needs dispatcher, operator or admin, or a department"
+        f" key on the work orders its departments maintain; key {key.name!r} is"
         f" {key.role.value} ({ROLE_NAMES[key.role]})"
     )
 

@@ -98,7 +98,9 @@ def test_readings_newest_first_give_a_chart_the_latest_window(api: Api) -> None:
 
 
 def test_a_client_learns_its_role_units_limits_and_allowed_case_actions(api: Api) -> None:
-    me = {r: api.client.get("/api/v1/me", headers=api.h(r)).json() for r in Role}
+    reads = set(Role) - {Role.REPORTER}  # a citizen app's key: not even /me
+    me = {r: api.client.get("/api/v1/me", headers=api.h(r)).json() for r in reads}
+    assert api.client.get("/api/v1/me", headers=api.h(Role.REPORTER)).status_code == 403
     for role, doc in me.items():
         assert (doc["name"], doc["role"]) == (f"{role.value}-1", role.value)
     assert me[Role.VIEWER]["case_actions"] == []

@@ -178,6 +178,26 @@ def test_a_department_command_on_a_database_without_the_schema_creates_nothing(
     assert not (tmp_path / "typo.db").exists()
 
 
+@pytest.mark.parametrize("url", ["sqlite:///", "sqlite://", "sqlite:///:memory:"])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["departments", "add", "ZZ", "测试"],
+        ["keys", "create", "--role", "viewer", "--name", "大屏"],
+        ["keys", "list"],
+        ["migrate"],
+    ],
+    ids=["departments-add", "keys-create", "keys-list", "migrate"],
+)
+def test_an_in_memory_database_is_refused_in_one_line_not_written_and_forgotten(
+    url: str, args: list[str]
+) -> None:
+    r = CliRunner().invoke(collector_cli, [*args, "--db", url])
+    assert (r.exit_code, r.stdout) == (1, ""), r.output
+    assert r.stderr.startswith(f"error: --db {url} is an in-memory database"), r.stderr
+    assert r.stderr.count("\n") == 1
+
+
 def test_work_orders_follow_a_rename_and_hold_their_department_and_names_are_not_reused(
     db: tuple[str, Store],
 ) -> None:

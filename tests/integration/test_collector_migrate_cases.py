@@ -60,11 +60,16 @@ def old_rows(run: Exec) -> None:
     ]  # fmt: skip
     for r in rows:
         run(f"INSERT INTO cases ({cols}) VALUES ({marks})", r)  # noqa: S608 - constant
-    run(
-        "INSERT INTO case_audit (case_no, ts_ms, actor, action, from_state, to_state, note)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+    for audit in (
         ("C", T0 + 2 * H, "system", "close", "核查", "结案", "auto-close"),
-    )
+        ("D", T0, "值班长", "accept", "受理", "立案", ""),
+        ("D", T0 + H, "派遣员", "dispatch", "立案", "派遣", ""),
+    ):
+        run(
+            "INSERT INTO case_audit (case_no, ts_ms, actor, action, from_state, to_state, note)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            audit,
+        )
     run(
         "INSERT INTO assets (code, subcategory, owner, maintainer, grid, doc)"
         " VALUES (?, ?, ?, ?, ?, ?)",
@@ -167,6 +172,19 @@ def test_an_upgraded_collector_keeps_its_cases_with_honest_times(upgraded: Store
     # Rows from before keys were recorded say so: no key, role unknown, nobody "on behalf of".
     old = upgraded.audit("C")[-1]
     assert (old.actor, old.key_id, old.role, old.on_behalf_of) == ("system", None, "", "")
+    # The statistics count old cases by the times their audit trail gives (migration 22): C's
+    # 结案 (the old auto-close was a close), D's 立案 and its 派遣, never returned.
+    counts = upgraded.case_counts(T0, T0 + 3 * H, "department")
+    figures = {
+        k: (v.reported, v.registered, v.dispatched_accurately, v.closed, v.closed_on_time)
+        for k, v in counts.items()
+    }
+    assert figures == {
+        "中心": (1, 0, 0, 0, 0),
+        "路灯所": (1, 0, 0, 0, 0),
+        "市政": (1, 0, 0, 1, 1),
+        "燃气公司": (1, 1, 1, 0, 0),
+    }
 
 
 def test_an_old_cases_alarm_acknowledged_after_the_upgrade_is_no_new_occurrence(

@@ -1,6 +1,6 @@
 """Separation of duties over HTTP on SQLite and PostgreSQL: every (case action, role) pair of the
 permission matrix in docs/integration.md is posted and must be allowed or refused as written,
-and a 专业部门 key sees and acts on its own departments' cases only."""
+and a 专业部门 key sees and acts on its own departments' cases and work orders only."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from lifeline.collector.cases.duties import CASE_ACTIONS, may_act
+from lifeline.collector.cases.duties import CASE_ACTIONS, MAINTAINER_ACTIONS, may_act, may_work
 from lifeline.collector.cases.routing import default_routing_path, load_routing
 from lifeline.collector.cases.workflow import Action, CaseState, apply, open_case
+from lifeline.collector.cases.workorders import WorkOrderAction, open_work_order
 from lifeline.collector.keys import digest, display_prefix, new_token
 from lifeline.collector.models import Role
 from tests.integration.test_api_http import Api, now_ms, problem_of, running_api
@@ -153,7 +154,8 @@ def test_every_action_is_allowed_to_exactly_the_roles_of_the_matrix(api: Api) ->
             else:
                 detail = problem_of(r, 403)["detail"]
                 assert role.value in detail, detail
-                assert action.value in detail, detail
+                # A reporter key is refused before any action: it reads nothing either.
+                assert (action.value if role is not Role.REPORTER else "公众上报应用") in detail
                 assert api.runtime.store.case(no).state is state  # type: ignore[union-attr]
 
 
@@ -168,8 +170,10 @@ def test_the_matrix_gives_each_duty_what_the_standard_says(api: Api) -> None:
         Role.LEADER: set(),
         Role.VIEWER: set(),
         Role.OPERATOR: set(),
+        Role.REPORTER: set(),
         Role.ADMIN: set(CASE_ACTIONS),
     }
+    assert set(expected) == set(Role)
     for role, actions in expected.items():
         assert {a for a in CASE_ACTIONS if may_act(role, a)} == actions, role
     for system in (A.UPGRADE, A.REWORK, A.AUTO_CLOSE):
@@ -192,6 +196,81 @@ def test_a_department_key_sees_and_acts_on_its_own_cases_only(api: Api) -> None:
     assert post(api, mine, A.START, own).json()["state"] == "处置"
     audit = api.client.get(f"/api/v1/cases/{mine}", headers=own).json()["audit"]
     assert (audit[-1]["actor"], audit[-1]["role"]) == ("燃气集团 抢修班", "department")
+
+
+def order_of(api: Api, department: str) -> str:
+    """A fresh 设备运维工单 (待接单) that `department` maintains."""
+    no = f"YW330106{next(SERIAL):010d}"
+    order, audit = open_work_order(
+        order_no=no, problem="comm_loss", title="设备通信中断", gateway="gw-1",
+        device=f"sl-{no}", asset=None, severity=3, urgent=False, department=department,
+        allowed_ms=86_400_000, now_ms=now_ms(),
+    )  # fmt: skip
+    api.runtime.store.save_work_order(order, [audit], expect_state=None)
+    return no
+
+
+def state_of(api: Api, order_no: str) -> str:
+    order = api.runtime.store.work_order(order_no)
+    assert order is not None
+    return order.state.value
+
+
+def work(api: Api, no: str, headers: dict[str, str], action: str, **body: Any) -> Any:
+    return api.client.post(
+        f"/api/v1/work-orders/{no}/actions", json={"action": action, **body}, headers=headers
+    )
+
+
+def test_a_department_key_takes_and_completes_its_own_work_orders_only(api: Api) -> None:
+    # Before, 接单 and 完工 needed the dispatcher role: the department that maintains the
+    # device saw its work order and could not work it.
+    own = scoped_key(api, "燃气集团 抢修班", (GAS[0],))
+    mine, theirs = order_of(api, GAS[1]), order_of(api, LAMPS[1])
+    taken = work(api, mine, own, "accept", actor="张工")
+    assert taken.status_code == 200, taken.text
+    assert taken.json()["state"] == "处理中"
+    done = work(api, mine, own, "complete", closure="误报", note="传感器正常").json()
+    assert (done["state"], done["closure"]) == ("已完成", "误报")
+    audit = api.client.get(f"/api/v1/work-orders/{mine}", headers=own).json()["audit"]
+    assert [(a["action"], a["actor"], a["role"], a["on_behalf_of"]) for a in audit[1:]] == [
+        ("accept", "燃气集团 抢修班", "department", "张工"),
+        ("complete", "燃气集团 抢修班", "department", ""),
+    ]
+    assert audit[1]["key_id"] == audit[2]["key_id"] is not None
+    # Another department's work order, or none at all, is the same 404: existence does not leak.
+    for no in (theirs, "YW0"):
+        for action in ("accept", "complete"):
+            problem_of(work(api, no, own, action), 404)
+    problem_of(work(api, "YW' OR '1'='1", own, "accept"), 422)  # not a work-order number
+    assert state_of(api, theirs) == "待接单"
+    problem_of(work(api, mine, own, "accept"), 409)  # finished
+    problem_of(work(api, theirs, own, "auto_close"), 422)  # the system's, whoever asks
+    problem_of(work(api, theirs, own, "accept", closure="误报"), 422)
+
+
+def test_every_work_order_action_is_allowed_to_exactly_the_roles_that_work_them(
+    api: Api,
+) -> None:
+    # The maintainer's actions (接单, 完工) belong to dispatcher and up and to the maintaining
+    # department; every duty role of the case workflow is refused them.
+    assert {WorkOrderAction.ACCEPT, WorkOrderAction.COMPLETE} == MAINTAINER_ACTIONS
+    allowed = {Role.DISPATCHER, Role.OPERATOR, Role.ADMIN, Role.DEPARTMENT}
+    own = scoped_key(api, "燃气集团 抢修班", (GAS[0],))
+    for action in MAINTAINER_ACTIONS:
+        for role in Role:
+            assert may_work(role, action) is (role in allowed), (action, role)
+            no = order_of(api, GAS[1])
+            r = work(api, no, own if role is Role.DEPARTMENT else api.h(role), action.value)
+            if role in allowed:
+                assert r.status_code == 200, (action, role, r.text)
+            else:
+                detail = problem_of(r, 403)["detail"]
+                assert role.value in detail, detail
+                # A reporter key is refused before any action: it reads nothing either.
+                assert (action.value if role is not Role.REPORTER else "公众上报应用") in detail
+                assert state_of(api, no) == "待接单"
+    assert not any(may_work(role, WorkOrderAction.AUTO_CLOSE) for role in Role)
 
 
 def test_department_keys_and_the_registry_refuse_what_does_not_fit(api: Api) -> None:

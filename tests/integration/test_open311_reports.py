@@ -41,7 +41,7 @@ class City:
     def h(self, role: Role) -> dict[str, str]:
         return {"X-API-Key": self.keys[role]}
 
-    def post(self, form: dict[str, Any] | list[tuple[str, str]], role: Role = Role.VIEWER) -> Any:
+    def post(self, form: dict[str, Any] | list[tuple[str, str]], role: Role = Role.REPORTER) -> Any:
         fields = list(form.items()) if isinstance(form, dict) else form
         body = urlencode([("api_key", self.keys[role]), *fields])  # repeated fields stay so
         return self.client.post(URL, content=body, headers=FORM)
@@ -117,7 +117,7 @@ def test_a_citizen_report_goes_from_post_through_to_closure(city: City) -> None:
     assert public["description"] == "路边闻到很浓的燃气味"
     assert "citizen@example.org" not in json.dumps(public)  # contact is never published
 
-    case = city.client.get(f"/api/v1/cases/{no}", headers=city.h(Role.VIEWER)).json()
+    case = city.client.get(f"/api/v1/cases/{no}", headers=city.h(Role.INTAKE)).json()
     assert (case["source"], case["state"], case["grid"]) == ("公众", "受理", grid.code)
     routed = city.runtime.cases.routing.department_for(
         "事件", "0403", grid, city.runtime.cases.directory()
@@ -131,7 +131,7 @@ def test_a_citizen_report_goes_from_post_through_to_closure(city: City) -> None:
         "phone": "+86 138 0000 0000",
         "account_id": "app-42",
     }
-    assert case["audit"][0]["actor"] == "viewer-1"  # the app's key posted it
+    assert case["audit"][0]["actor"] == "reporter-1"  # the app's key posted it
 
     # 受理 waits for a 监督员's 核实, 立案 for the 受理; then the case runs the whole workflow.
     steps = {"confirm", "receive", "accept"}
@@ -283,8 +283,8 @@ def test_a_report_needs_a_valid_key_and_a_form(city: City) -> None:
     c = city.client
     spec_error(c.post(URL, data=GOOD), 403)
     spec_error(c.post(URL, data={**GOOD, "api_key": "llk_not-a-key"}), 403)
-    spec_error(c.post(URL, json={**GOOD, "api_key": city.keys[Role.VIEWER]}), 400)
-    nul = f"api_key={city.keys[Role.VIEWER]}&service_code=%00&lat=1&long=1"
+    spec_error(c.post(URL, json={**GOOD, "api_key": city.keys[Role.REPORTER]}), 400)
+    nul = f"api_key={city.keys[Role.REPORTER]}&service_code=%00&lat=1&long=1"
     assert "control" in spec_error(c.post(URL, content=nul, headers=FORM), 400)
     raw = b"service_code=\x00"
     spec_error(c.post(URL, content=raw, headers=FORM), 400)  # refused before the route
@@ -294,11 +294,46 @@ def test_a_report_needs_a_valid_key_and_a_form(city: City) -> None:
     assert city.runtime.store.cases() == []
 
 
+def test_a_report_takes_a_reporter_or_admin_key_and_no_other(city: City) -> None:
+    for role in Role:
+        r = city.post(GOOD, role=role)
+        if role in (Role.REPORTER, Role.ADMIN):
+            assert r.status_code == 201, (role, r.text)
+        else:
+            assert "reporter key" in spec_error(r, 403), role
+    assert len(city.runtime.store.cases()) == 2
+
+
+def test_a_reporters_contact_is_shown_to_the_duties_that_need_it_only(city: City) -> None:
+    no = city.post({**GOOD, "phone": "13800000000", "first_name": "张"}).json()[0][
+        "service_request_id"
+    ]
+    contact = {"phone": "13800000000", "first_name": "张"}
+    duty = {Role.INTAKE, Role.INSPECTOR, Role.SHIFT_LEAD, Role.DISPATCHER, Role.ADMIN}
+    for role in set(Role) - {Role.REPORTER, Role.DEPARTMENT}:  # department: scoped, below
+        one = city.client.get(f"/api/v1/cases/{no}", headers=city.h(role)).json()
+        (listed,) = city.client.get("/api/v1/cases", headers=city.h(role)).json()["items"]
+        want = contact if role in duty else None
+        assert one["contact"] == listed["contact"] == want, role
+    case = city.runtime.store.case(no)
+    assert case is not None
+    city.runtime.store.put_department("D1", case.department, 0)
+    token = new_token()
+    city.runtime.store.create_api_key(
+        "部门", Role.DEPARTMENT.value, digest(token), display_prefix(token), 0, ("D1",)
+    )
+    seen = city.client.get(f"/api/v1/cases/{no}", headers={"X-API-Key": token}).json()
+    assert (seen["case_no"], seen["contact"]) == (no, None)
+    acted = city.act(no, "confirm", Role.INSPECTOR).json()  # an action's answer too
+    assert acted["contact"] == contact
+    assert city.act(no, "void", Role.SHIFT_LEAD, reason="重复").json()["contact"] == contact
+
+
 def test_reports_are_rate_limited_per_key(city: City) -> None:
     for _ in range(30):
         assert city.post(GOOD).status_code == 201
     assert "30 reports a minute" in spec_error(city.post(GOOD), 429)
-    assert city.post(GOOD, role=Role.INTAKE).status_code == 201  # another app's key
+    assert city.post(GOOD, role=Role.ADMIN).status_code == 201  # another key
     city.clock[0] += 60
     assert city.post(GOOD).status_code == 201  # a minute later: allowed again
     assert len(city.runtime.store.cases()) == 32

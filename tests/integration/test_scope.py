@@ -35,6 +35,7 @@ from lifeline.wire import (
     Quality,
     Record,
     Severity,
+    Status,
     TopicParts,
 )
 from tests.integration.test_api_http import (
@@ -93,6 +94,8 @@ def seed_side(runtime: Runtime, tag: str, serial: int, owner: str) -> Side:
     ])  # fmt: skip
     devices = tuple(DeviceInfo(d, "gas_detector", "gas", True) for d in (dev, cover, pump, spare))
     _write(runtime, gw, Kind.BIRTH, Birth(gw, "s1", 0, now_ms(), "1.0", "h", devices))
+    counters: dict[str, int | float] = {"polls": 40, **{f"errors.{d.device}": 1 for d in devices}}
+    _write(runtime, gw, Kind.STATUS, Status(gw, "s1", 0, now_ms(), counters=counters))
     t0 = now_ms() - 60_000
     records = tuple(
         Record(dev, "gas_concentration", t0 + i * 1000, float(i), Quality.GOOD) for i in range(5)
@@ -247,8 +250,20 @@ def check_stats(w: World) -> None:
 
 def check_gateway(w: World) -> None:
     own_and_not_theirs("/api/v1/gateways/{gateway}", lambda s: {"gateway": s.gateway})(w)
-    devices = ok(w.get(f"/api/v1/gateways/{w.a.gateway}"))["devices"]
-    assert {d["device"] for d in devices} == {w.a.device, w.a.cover, w.a.pump}  # not its spare
+    detail = ok(w.get(f"/api/v1/gateways/{w.a.gateway}"))
+    mine = {w.a.device, w.a.cover, w.a.pump}  # not its spare
+    assert {d["device"] for d in detail["devices"]} == mine
+    assert set(detail["counters"]) == {"polls"} | {f"errors.{d}" for d in mine}
+
+
+def check_gateways(w: World) -> None:
+    only(w, "/api/v1/gateways", "gateway", {w.a.gateway})
+    (listed,) = ok(w.get("/api/v1/gateways"))
+    mine = {w.a.device, w.a.cover, w.a.pump}
+    assert set(listed["counters"]) == {"polls"} | {f"errors.{d}" for d in mine}
+    leader = {"Authorization": f"Bearer {w.keys[Role.LEADER]}"}
+    every = w.http.get(f"{w.base}/api/v1/gateways/{w.a.gateway}", headers=leader).json()
+    assert f"errors.{w.a.spare}" in every["counters"]  # an unscoped key sees the whole gateway
 
 
 def check_gateway_device(w: World) -> None:
@@ -317,7 +332,7 @@ GET_ROUTES: dict[str, Callable[[World], None]] = {
     "/api/v1/events/stream": the_stream,
     "/api/v1/stats": check_stats,
     "/api/v1/stats/online-rate": check_online_rate,
-    "/api/v1/gateways": lambda w: only(w, "/api/v1/gateways", "gateway", {w.a.gateway}),
+    "/api/v1/gateways": check_gateways,
     "/api/v1/gateways/{gateway}": check_gateway,
     "/api/v1/devices": lambda w: only(
         w, "/api/v1/devices", "device", {w.a.device, w.a.cover, w.a.pump}
@@ -367,10 +382,14 @@ GET_ROUTES: dict[str, Callable[[World], None]] = {
     )(w),
     "/open311/v2/tokens/{token}.{fmt}": public("/open311/v2/tokens/nope.json", 404),
 }
+# The one write a reporter key makes: its key travels in the form (api_key), not a header.
+REPORT = ("POST", "/open311/v2/requests.{fmt}")
 # The writes a department key may make; every other one answers it 403.
 DEPARTMENT_WRITES = {
     ("POST", "/api/v1/cases/{case_no}/actions"),  # its own cases: tests/integration/test_duties.py
-    ("POST", "/open311/v2/requests.{fmt}"),  # a citizen report, with any valid key as api_key
+    # 接单 and 完工 of the work orders it maintains: tests/integration/test_duties.py
+    ("POST", "/api/v1/work-orders/{order_no}/actions"),
+    REPORT,  # refused too, but by the form's api_key: test_a_reporter_key_gets_what_no_key_gets
 }
 
 
@@ -399,6 +418,31 @@ def test_a_department_key_sees_its_own_and_none_of_the_others_on_every_route(
         url = world.base + path.format_map(_AnyValue(values))
         r = world.http.request(method, url, json={}, headers=world.own)
         assert r.status_code == 403, (method, path, r.text)
+
+
+def test_a_reporter_key_gets_what_no_key_gets_and_posts_reports_only(world: World) -> None:
+    reporter = world.keys[Role.REPORTER]
+    values = {
+        "case_no": world.a.case, "alarm_id": world.a.alarm, "order_no": world.a.order,
+        "gateway": world.a.gateway, "device": world.a.device, "code": world.a.asset,
+        "request_id": world.a.case, "fmt": "json", "name": "console.js",
+    }  # fmt: skip
+    for method, path in sorted(app_routes(world.app) - {REPORT}):
+        url = world.base + path.format_map(_AnyValue(values))
+        body: dict[str, Any] | None = {} if method != "GET" else None
+        mine = world.http.request(method, url, json=body, headers={"X-API-Key": reporter})
+        anyone = world.http.request(method, url, json=body)
+        if mine.status_code == 403:  # where no key gets a 401
+            assert anyone.status_code == 401, (method, path, anyone.text)
+            assert "reporter key" in problem_of(mine, 403)["detail"], (method, path)
+        else:  # a public answer: the same as without a key
+            assert (mine.status_code, mine.content) == (anyone.status_code, anyone.content), path
+    form = {"service_code": "0403", "lat": "30.27", "long": "120.14"}
+    report = f"{world.base}/open311/v2/requests.json"
+    posted = world.http.post(report, data={**form, "api_key": reporter})
+    assert posted.status_code == 201, posted.text
+    refused = world.http.post(report, data={**form, "api_key": world.token})  # a department's
+    assert refused.status_code == 403, refused.text
 
 
 class _AnyValue(dict[str, str]):

@@ -23,7 +23,7 @@ from lifeline.collector.api.paging import (
 from lifeline.collector.api.routes.departments import registry, resolve
 from lifeline.collector.api.schemas import CaseDetail, CaseOut, CasePage
 from lifeline.collector.cases.codes import subcategory_name
-from lifeline.collector.cases.duties import SCOPED, in_scope, may_act, refusal
+from lifeline.collector.cases.duties import SCOPED, in_scope, may_act, refusal, sees_contact
 from lifeline.collector.cases.engine import CaseNotFound
 from lifeline.collector.cases.phases import Phase
 from lifeline.collector.cases.workflow import (
@@ -38,7 +38,7 @@ from lifeline.collector.cases.workflow import (
     colour,
 )
 from lifeline.collector.departments import check_actor
-from lifeline.collector.models import AlarmLink
+from lifeline.collector.models import AlarmLink, Role
 from lifeline.collector.store import Conflict, Store
 from lifeline.wire.codes import SUBCATEGORY_PATTERN
 
@@ -205,13 +205,18 @@ def alarm_snapshot(k: AlarmLink) -> dict[str, Any]:
     }
 
 
-def case_doc(case: Case, now_ms: int, alarms: list[AlarmLink] | None = None) -> dict[str, Any]:
-    """The JSON form of a case: its fields, its deadline colour now, the name of its 小类, its
-    alarms (each by id, with a snapshot) and the `actions` a key may post to it now."""
+def case_doc(
+    case: Case, now_ms: int, role: Role, alarms: list[AlarmLink] | None = None
+) -> dict[str, Any]:
+    """The JSON form of a case as a key of `role` sees it: its fields, its deadline colour now,
+    the name of its 小类, its alarms (each by id, with a snapshot) and the `actions` a key may
+    post to it now. A 公众 reporter's `contact` is null for a role that may not see it
+    (duties.CONTACT_ROLES), else its fields ({} when the case has none)."""
     body = asdict(case)
     body["state"] = case.state.value
     body["assist"] = list(case.assist)
-    body["contact"] = json.loads(case.contact) if case.contact else {}
+    shown = sees_contact(role)
+    body["contact"] = (json.loads(case.contact) if case.contact else {}) if shown else None
     del body["token"]  # the reporting app's handle, not the staff's business
     body["colour"] = colour(case, now_ms).value
     body["subcategory_name"] = subcategory_name(case.kind, case.subcategory) or None
@@ -254,9 +259,9 @@ def allowed_actions(case: Case) -> list[str]:
     return sorted(a.value for (a, s) in TRANSITIONS if s is case.state and a.value in posted)
 
 
-def _with_alarms(store: Store, cases: list[Case], now: int) -> list[dict[str, Any]]:
+def _with_alarms(store: Store, cases: list[Case], now: int, role: Role) -> list[dict[str, Any]]:
     links = store.links_for([c.case_no for c in cases])
-    return [case_doc(c, now, links.get(c.case_no, [])) for c in cases]
+    return [case_doc(c, now, role, links.get(c.case_no, [])) for c in cases]
 
 
 @router.get("", response_model=CasePage)
@@ -301,7 +306,7 @@ def list_cases(
     more = len(rows) > limit
     rows = rows[:limit]
     return {
-        "items": _with_alarms(store, rows, now),
+        "items": _with_alarms(store, rows, now, reader.key.role),
         "next_cursor": encode_cursor(rows[-1].created_ms, rows[-1].case_no) if more else None,
     }
 
@@ -313,7 +318,7 @@ def get_case(store: StoreDep, reader: ScopedReader, now: NowMs, case_no: CaseNo)
     case = store.case(case_no)
     if case is None or not in_scope(case, reader.scope):
         raise HTTPException(404, f"no case {case_no}")
-    body = case_doc(case, now, store.links(case_no))
+    body = case_doc(case, now, reader.key.role, store.links(case_no))
     body["audit"] = [asdict(a) for a in store.audit(case_no)]
     body["phases"] = [phase_doc(p, now) for p in store.phases(case_no)]
     return body
@@ -368,4 +373,4 @@ def act(
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
     runtime.event_pump.kick()
-    return case_doc(case, runtime.cases.now_ms(), runtime.store.links(case_no))
+    return case_doc(case, runtime.cases.now_ms(), key.role, runtime.store.links(case_no))

@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Path
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from lifeline.collector.api.auth import Operator, ScopedReader, Viewer
+from lifeline.collector.api.auth import Operator, Reader, ScopedReader, Viewer
 from lifeline.collector.api.deps import RuntimeDep, StoreDep
 from lifeline.collector.api.names import find_device
 from lifeline.collector.api.paging import (
@@ -28,6 +28,7 @@ from lifeline.collector.api.schemas import (
     GatewayDetail,
 )
 from lifeline.collector.models import DeviceState, GatewayState
+from lifeline.collector.store import Store
 from lifeline.wire.messages import Value
 
 router = APIRouter(prefix="/api/v1", tags=["gateways"])
@@ -42,24 +43,49 @@ class CommandIn(BaseModel):
     args: dict[str, Value] = Field(default_factory=dict, max_length=20)
 
 
+def own_counters(counters: dict[str, int | float], devices: set[str]) -> dict[str, int | float]:
+    """A gateway's status counters as a key limited to `devices` (device ids) sees them: the
+    gateway-wide figures (a name without a dot: uptime_s, polls, buffer_rows, ...) and the
+    per-device ones (`errors.<device>`) of those devices only. A dotted name is per device, so
+    one of a device not in `devices` is left out, whatever its first part."""
+    return {
+        name: value
+        for name, value in counters.items()
+        if "." not in name or name.partition(".")[2] in devices
+    }
+
+
+def _shown(store: Store, gateways: list[GatewayState], reader: Reader) -> list[dict[str, Any]]:
+    if reader.scope is None:
+        return [asdict(g) for g in gateways]
+    mine: dict[str, set[str]] = {}
+    for d in store.devices(None, scope=reader.scope):
+        mine.setdefault(d.gateway, set()).add(d.device)
+    return [
+        {**asdict(g), "counters": own_counters(g.counters, mine.get(g.gateway, set()))}
+        for g in gateways
+    ]
+
+
 @router.get("/gateways", response_model=list[GatewayState])
 def gateways(store: StoreDep, reader: ScopedReader) -> list[dict[str, Any]]:
     """Every known gateway with its status and the time of its last change (for a 专业部门
-    key, the gateways of its own cases' and work orders' devices)."""
-    return [asdict(g) for g in store.gateways(reader.scope)]
+    key, the gateways of its own cases' and work orders' devices, with the per-device
+    counters of those devices only)."""
+    return _shown(store, store.gateways(reader.scope), reader)
 
 
 @router.get("/gateways/{gateway}", response_model=GatewayDetail)
 def gateway(store: StoreDep, reader: ScopedReader, gateway: Ident) -> dict[str, Any]:
     """One gateway with its devices and its buffer epochs (newest first: the current one); 404
-    if the gateway is unknown (or out of a 专业部门 key's scope, whose list of devices is its
-    own)."""
+    if the gateway is unknown (or out of a 专业部门 key's scope, whose list of devices and
+    per-device counters are of its own devices only)."""
     found = next((g for g in store.gateways(reader.scope) if g.gateway == gateway), None)
     if found is None:
         raise HTTPException(404, f"no gateway {gateway}")
     epochs = store.gateway_epochs(gateway)
     return {
-        **asdict(found),
+        **_shown(store, [found], reader)[0],
         "epoch": epochs[0].epoch if epochs else None,
         "epochs": [asdict(e) for e in epochs],
         "devices": [asdict(d) for d in store.devices(gateway, scope=reader.scope)],

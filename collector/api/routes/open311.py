@@ -1,7 +1,8 @@
 """Open311 GeoReport v2 (http://wiki.open311.org/GeoReport_v2): cases as service requests, so
 standard city tools read them, and citizens' reports (POST requests) as 公众 cases.
 
-Reads are anonymous, as the spec has it; a report needs an `api_key`. Every resource answers
+Reads are anonymous, as the spec has it; a report needs an `api_key` of the reporting app
+(role `reporter`, 公众上报应用). Every resource answers
 as `.json` or `.xml` (the format suffix); errors are the spec's `[{code, description}]` (XML
 `<errors><error>`), not problem+json. service_code is the case's 小类; status is open or
 closed (结案 and 作废 are closed); lat/long and address come from the case's place (its
@@ -32,6 +33,7 @@ from lifeline.collector.api.deps import RuntimeDep, StoreDep
 from lifeline.collector.api.paging import CASE_NO_PATTERN
 from lifeline.collector.api.schemas import ServiceOut, ServiceRequestOut
 from lifeline.collector.cases.codes import EVENT_NAMES, subcategory_name
+from lifeline.collector.cases.duties import OPEN311_REPORTERS
 from lifeline.collector.cases.routing import RouteKind, Routing
 from lifeline.collector.cases.workflow import COMPONENT, EVENT, PUBLIC, Case, CaseState, Place
 from lifeline.collector.grids import GridMap
@@ -523,13 +525,13 @@ def parse_report(form: dict[str, list[str]], services: dict[str, str]) -> dict[s
 
 @router.post("/requests.{fmt}", status_code=201)
 async def report(request: Request, runtime: RuntimeDep, fmt: str) -> Response:
-    """A citizen's report (form-encoded, as the spec's POST Service Request): `api_key` (any
-    valid collector key: the reporting app's), `service_code`, `lat` and `long` or
+    """A citizen's report (form-encoded, as the spec's POST Service Request): `api_key` (the
+    reporting app's `reporter` key, or an admin's), `service_code`, `lat` and `long` or
     `address_string`, `description`, `media_url`, and the contact fields `email`, `phone`,
     `first_name`, `last_name`, `device_id`, `account_id`. Opens a 受理 case of source 公众
     that a 监督员 must 核实 before its 立案; answers 201 with its service_request_id and a
-    token. 403 for a missing or invalid key, 429 over 30 reports a minute per key, 400 for a
-    field that does not fit."""
+    token. 403 for a missing or invalid key or one of another role, 429 over 30 reports a
+    minute per key, 400 for a field that does not fit."""
     fmt = _format(fmt)
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media != "application/x-www-form-urlencoded":
@@ -549,6 +551,12 @@ async def report(request: Request, runtime: RuntimeDep, fmt: str) -> Response:
         key = await run_in_threadpool(store.api_key_by_hash, digest(token))
     if key is None:
         raise Open311Error(403, "a valid api_key is required to post a report")
+    if key.role not in OPEN311_REPORTERS:
+        raise Open311Error(
+            403,
+            f"api_key {key.name!r} is a {key.role.value} key: reports take a reporter key"
+            " (公众上报应用), made with `lifeline collector keys create --role reporter`",
+        )
     fields = parse_report(form, service_kinds(runtime.cases.routing))
     if not limiter(request).allow(key, runtime.cases.now_ms()):
         raise Open311Error(429, f"over {REPORTS_PER_KEY} reports a minute for this api_key")

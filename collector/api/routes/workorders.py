@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from lifeline.collector.api.auth import Dispatcher, ScopedReader
+from lifeline.collector.api.auth import ScopedReader
 from lifeline.collector.api.deps import NowMs, RuntimeDep, StoreDep
 from lifeline.collector.api.paging import (
     CASE_NO_PATTERN,
@@ -20,6 +20,7 @@ from lifeline.collector.api.paging import (
 )
 from lifeline.collector.api.routes.cases import alarm_snapshot
 from lifeline.collector.api.schemas import WorkOrderDetail, WorkOrderOut, WorkOrderPage
+from lifeline.collector.cases.duties import may_work, work_refusal
 from lifeline.collector.cases.engine import CaseNotFound
 from lifeline.collector.cases.workflow import Closure
 from lifeline.collector.cases.workorders import (
@@ -157,13 +158,21 @@ def get_work_order(
 
 @router.post("/work-orders/{order_no}/actions", response_model=WorkOrderOut)
 def act_on_work_order(
-    runtime: RuntimeDep, key: Dispatcher, order_no: OrderNo, body: OrderActionIn
+    runtime: RuntimeDep, reader: ScopedReader, order_no: OrderNo, body: OrderActionIn
 ) -> dict[str, Any]:
-    """接单 (accept) or 完工 (complete, with its closure); 409 if not allowed now."""
+    """接单 (accept) or 完工 (complete, with its closure), by a dispatcher, operator or admin
+    key, or a 专业部门 key on a work order its departments maintain (404 for another, as if
+    there were none); 403 for any other key, 409 if the work order's state does not allow it
+    now. Audited under the key (`actor`, `key_id`, `role`)."""
+    key, action = reader.key, WorkOrderAction(body.action.value)
+    if not may_work(key.role, action):
+        raise HTTPException(403, work_refusal(key, action))
+    if reader.scope is not None and runtime.store.work_order(order_no, reader.scope) is None:
+        raise HTTPException(404, f"no work order {order_no}")
     try:
         order = runtime.cases.act_on_work_order(
             order_no,
-            WorkOrderAction(body.action.value),
+            action,
             key.name,
             body.note,
             Closure(body.closure) if body.closure else None,
