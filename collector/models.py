@@ -295,6 +295,18 @@ class ApiKey:
 
 
 @dataclass(frozen=True, slots=True)
+class ReportClaim:
+    """A reporting client's own id for one report, so a retry answers the case the first try
+    made (idempotency): `scope` is whose ids these are (`key:<id>` for a key's Idempotency-Key,
+    `12345` for the hotline's 工单号, which is unique across the hotline), `report_id` the id,
+    `fingerprint` a digest of what was reported (a reused id with other fields is refused)."""
+
+    scope: str
+    report_id: str
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
 class Department:
     """One entry of the department registry: a short code and the department's name."""
 

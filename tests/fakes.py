@@ -18,7 +18,13 @@ from lifeline.collector.cases.phases import Phase
 from lifeline.collector.cases.workflow import Audit, Case, CaseState
 from lifeline.collector.cases.workorders import WorkOrder, WorkOrderState
 from lifeline.collector.errors import Conflict
-from lifeline.collector.models import AlarmLink, AlarmTransition, Department, DeviceState
+from lifeline.collector.models import (
+    AlarmLink,
+    AlarmTransition,
+    Department,
+    DeviceState,
+    ReportClaim,
+)
 from lifeline.edge.buffer import BufferFull, GatewayHealth, Sample
 from lifeline.edge.clock import mono_ms, wall_ms
 from lifeline.edge.config import GatewayConfig, resolve_profiles
@@ -201,6 +207,7 @@ class FakeCaseStore:
     audits: dict[str, list[Audit]] = field(default_factory=dict)
     links_: dict[tuple[str, int], AlarmLink] = field(default_factory=dict)
     serials: dict[str, int] = field(default_factory=dict)
+    claims: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
     registry: dict[str, str] = field(default_factory=dict)  # department code -> name
 
     def departments(self) -> list[Department]:
@@ -285,8 +292,11 @@ class FakeCaseStore:
         links: Sequence[AlarmLink] = (),
         cleared: Sequence[tuple[str, int]] = (),
         phases: Sequence[Phase] = (),
+        claims: Sequence[ReportClaim] = (),
     ) -> None:
         stored = self.cases_.get(case.case_no)
+        if any((c.scope, c.report_id) in self.claims for c in claims):
+            raise Conflict("a report id names a case already")
         if expect_state is None and self.open_case_for(case.subject, case.problem):
             raise Conflict("one open case per (subject, problem)")
         if expect_state is not None and (stored is None or stored.state.value != expect_state):
@@ -299,6 +309,11 @@ class FakeCaseStore:
         for ph in phases:
             table = self.phases_.setdefault(case.case_no, {})
             table[ph.seq] = ph
+        for c in claims:
+            self.claims[(c.scope, c.report_id)] = (case.case_no, c.fingerprint)
+
+    def reported_case(self, scope: str, report_id: str) -> tuple[str, str] | None:
+        return self.claims.get((scope, report_id))
 
     def case(self, case_no: str) -> Case | None:
         return self.cases_.get(case_no)

@@ -9,7 +9,7 @@ The matrix is written out in docs/integration.md and walked by tests/integration
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from lifeline.collector.cases.workflow import Action, Case
+from lifeline.collector.cases.workflow import HOTLINE, INSPECTOR, Action, Case
 from lifeline.collector.cases.workorders import WorkOrderAction
 from lifeline.collector.models import ApiKey, Role
 
@@ -39,6 +39,10 @@ CASE_ACTIONS: Mapping[Action, frozenset[Role]] = {
     Action.ESCALATE: frozenset({R.SHIFT_LEAD}),  # 督办
     Action.REPLY: frozenset({R.DEPARTMENT}),  # 督办回复
 }
+
+# Who may 上报 a case (POST /api/v1/cases), with the 案件来源 it gets: a 监督员 reports what
+# they found in the field, a 受理员 enters a 12345 hotline call. `admin` may post either.
+REPORTERS: Mapping[Role, str] = {R.INSPECTOR: INSPECTOR, R.INTAKE: HOTLINE}
 
 # Actions a 专业部门 key may take only on a case whose 主办 is one of its departments.
 SCOPED = frozenset({Action.START, Action.FEEDBACK, Action.APPLY, Action.REPLY})
@@ -84,13 +88,25 @@ def may_act(role: Role, action: Action) -> bool:
     return role in roles_for(action)
 
 
+def _refuse(what: str, roles: Iterable[Role], key: ApiKey) -> str:
+    who = ", ".join(f"{r.value} ({ROLE_NAMES[r]})" for r in sorted(roles))
+    role = f"{key.role.value} ({ROLE_NAMES[key.role]})"
+    return f"{what} needs one of: {who}; key {key.name!r} is {role}"
+
+
 def refusal(key: ApiKey, action: Action) -> str:
     """The one-line reason a key may not post `action`."""
-    who = ", ".join(f"{r.value} ({ROLE_NAMES[r]})" for r in sorted(roles_for(action)))
-    return (
-        f"{action.value} needs one of: {who}; key {key.name!r} is"
-        f" {key.role.value} ({ROLE_NAMES[key.role]})"
-    )
+    return _refuse(action.value, roles_for(action), key)
+
+
+def may_report(role: Role) -> bool:
+    """True if a key of `role` may 上报 a case (a 监督员, a 受理员 for 12345, or admin)."""
+    return role in REPORTERS or role is R.ADMIN
+
+
+def report_refusal(key: ApiKey) -> str:
+    """The one-line reason a key may not 上报 a case."""
+    return _refuse("report (上报)", {*REPORTERS, R.ADMIN}, key)
 
 
 def sees_contact(role: Role) -> bool:

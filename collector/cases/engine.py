@@ -54,6 +54,7 @@ from lifeline.collector.models import (
     AlarmTransition,
     ApiKey,
     DeviceState,
+    ReportClaim,
 )
 from lifeline.collector.profiles import Catalog, shipped_catalog
 from lifeline.collector.store.base import (
@@ -89,6 +90,10 @@ def _describe(t: AlarmTransition) -> str:
 
 class CaseNotFound(KeyError):
     """No case (or work order) with that number."""
+
+
+class ReportReused(ValueError):
+    """A client's report id given again with other fields than the report it names."""
 
 
 class EngineStore(
@@ -363,14 +368,27 @@ class CaseEngine:
         place: Place,
         media_url: str,
         contact: str,
-        token: str,
         key: ApiKey,
-    ) -> Case:
-        """Open a citizen's report (案件来源 公众) in 受理: its 单元网格 from `place`, its 主办 by
-        事件先属地后属主 (a 部件 with no asset: the grid's department), its time limit from the
-        routing table. It waits there for a 监督员's 核实 (confirm) before anyone may 立案 it.
-        `contact` is the reporter's fields as a JSON object; `key` the app's key that posted it
-        (the audit's actor). Returns the stored case."""
+        source: str = PUBLIC,
+        note: str = "公众上报 (Open311)",
+        token: str | None = None,
+        claims: Sequence[ReportClaim] = (),
+    ) -> tuple[Case, bool]:
+        """Open a reported case in 受理, whoever reported it (案件来源 `source`): a citizen
+        (公众, through Open311), a 监督员 (上报 from the field) or a 受理员 entering a 12345
+        call. Its 单元网格 comes from `place` (lon/lat degrees), its 主办 from 事件先属地后属主 (a
+        部件 with no asset: the grid's department), its time limit from the routing table. A
+        公众 or 12345 report waits for a 监督员's 核实 (confirm) before its 受理; a 监督员's waits
+        for the 受理员's receive. `contact` is the reporter's fields as a JSON object ('' if
+        none); `key` the key that posted it (the audit's actor); `note` the report row's note.
+
+        `claims` are the client's own ids for the report (an Idempotency-Key, a 12345 工单号):
+        when one already names a case, that case is answered and nothing is stored, so a retry
+        never opens a second case. Returns the case and whether it is new. Raises ReportReused
+        if an id names a case reported with other fields (the same id for another report)."""
+        known = self._claimed(claims)
+        if known is not None:
+            return known, False
         now = self.now_ms()
         grid = self.grids.locate(place.lon, place.lat) if self.grids else None
         case_no = self._number("", self.routing.area_code(None, grid.code if grid else None), now)
@@ -380,7 +398,7 @@ class CaseEngine:
             case_no=case_no,
             kind=kind,
             subcategory=subcategory,
-            problem="public_report",
+            problem="public_report" if source == PUBLIC else "report",
             asset=None,
             device=None,
             urgency="normal",
@@ -391,18 +409,42 @@ class CaseEngine:
             actor=key.name,
             now_ms=now,
             title=description,
-            note="公众上报 (Open311)",
+            note=note,
             location=place,
-            source=PUBLIC,
+            source=source,
             media_url=media_url,
             contact=contact,
             token=token,
         )
         audits = [replace(a, key_id=key.id, role=key.role.value) for a in audits]
         phases, case = clock.start(case, now, self.routing, self.calendar)
-        self.store.save_case(case, audits, expect_state=None, phases=phases)
-        log.info("case %s reported by the public through %s", case.case_no, key.name)
-        return case
+        try:
+            self.store.save_case(case, audits, expect_state=None, phases=phases, claims=claims)
+        except Conflict:
+            known = self._claimed(claims)  # a retry raced this try and stored its case first
+            if known is None:
+                raise
+            return known, False
+        log.info("case %s reported (%s) through %s", case.case_no, source, key.name)
+        return case, True
+
+    def _claimed(self, claims: Sequence[ReportClaim]) -> Case | None:
+        """The case one of `claims` already names, if any; ReportReused if it was reported
+        with other fields."""
+        for c in claims:
+            found = self.store.reported_case(c.scope, c.report_id)
+            if found is None:
+                continue
+            case_no, fingerprint = found
+            if fingerprint != c.fingerprint:
+                raise ReportReused(
+                    f"report id {c.report_id!r} names case {case_no}, reported with other"
+                    " fields: a new report needs a new id"
+                )
+            case = self.store.case(case_no)
+            if case is not None:
+                return case
+        return None
 
     def _attach(
         self, case: Case, t: AlarmTransition, d: Decision, link: AlarmLink, now: int

@@ -40,7 +40,7 @@ class Action(StrEnum):
 
     RECEIVE = "receive"  # 受理: the 受理员 takes the report in (the system, for a sensor's)
     ACCEPT = "accept"  # 受理 -> 立案 (an unclassified case is classified here)
-    CONFIRM = "confirm"  # 核实: a 监督员 finds a citizen's (公众) report true on site
+    CONFIRM = "confirm"  # 核实: a 监督员 finds a 公众 or 12345 report true on site
     VOID = "void"  # 作废
     DISPATCH = "dispatch"  # 派遣 (and 改派 after a 回退): names the 主办 and 协办 departments
     START = "start"  # 处置
@@ -197,7 +197,7 @@ class Case:
     void_reason: str | None = None  # once 作废: one of VOID_REASONS
     media_url: str = ""  # a photo of the problem, from the report (http or https)
     contact: str = ""  # the reporter's contact fields as a JSON object (never published)
-    confirmed_by: str | None = None  # the 监督员 whose 核实 a 公众 report needs before 受理
+    confirmed_by: str | None = None  # the 监督员 whose 核实 a 公众 or 12345 report needs
     received_by: str | None = None  # who received it (受理): a 受理员's key, or the system
     received_ms: int | None = None
     register_condition: str = ""  # 立案条件 met, from the 小类 table or the 值班长's words
@@ -255,6 +255,11 @@ class Classification:
 SOURCES = ("物联网感知", "监督员", "12345", "公众")
 SENSED = "物联网感知"  # a sensor's alarm: the system receives (受理) it as it opens the case
 PUBLIC = "公众"  # a citizen's report (Open311 POST): 受理 only after a 监督员's 核实
+INSPECTOR = "监督员"  # a 监督员's 上报 from the field: the reporter saw it, no 核实
+HOTLINE = "12345"  # a 12345 hotline call a 受理员 entered: 受理 only after a 监督员's 核实
+# The sources whose report nobody on the city's staff has seen: a 监督员 核实s it on site
+# before the 受理员 takes it in (the 数字城管 rule for 公众举报 and 热线 cases).
+UNSEEN = frozenset({PUBLIC, HOTLINE})
 VOID_REASONS = ("误报", "重复", "非管理范围", "设备故障")
 
 # What a department may apply for, and the action an approval takes.
@@ -390,7 +395,7 @@ def apply(
 
     Raises IllegalTransition if the workflow does not allow it from the case's state, and
     ValueError if its arguments do not fit or the case is not ready for it (a 延时 of nothing,
-    立案 before 受理, 受理 of a 公众 report before its 核实, an unclassified case accepted
+    立案 before 受理, 受理 of a 公众 or 12345 report before its 核实, an unclassified case accepted
     without its 小类, a returned case re-dispatched without naming the department, a closure
     type a person may not give, 反馈 without its 处置意见 or 核查不通过 without its reason in
     the note, 结案 as 处置完成 before 核查通过).
@@ -413,9 +418,10 @@ def apply(
     elif action is Action.RECEIVE:
         if case.received_by is not None:
             raise ValueError(f"case {case.case_no}: already 受理 by {case.received_by}")
-        if case.source == PUBLIC and case.confirmed_by is None:
+        if case.source in UNSEEN and case.confirmed_by is None:
             raise ValueError(
-                f"case {case.case_no}: a 公众 report needs 核实 by a 监督员 (confirm) before 受理"
+                f"case {case.case_no}: a {case.source} report needs 核实 by a 监督员 (confirm)"
+                " before 受理"
             )
         updated = replace(updated, received_by=actor, received_ms=now_ms)
         note = _join("受理", note)
@@ -428,8 +434,8 @@ def apply(
         if updated.register_condition:
             note = _join(f"立案条件: {updated.register_condition}", note)
     elif action is Action.CONFIRM:
-        if case.source != PUBLIC:
-            raise ValueError(f"case {case.case_no}: only a 公众 report needs 核实")
+        if case.source not in UNSEEN:
+            raise ValueError(f"case {case.case_no}: only a 公众 or 12345 report needs 核实")
         if case.confirmed_by is not None:
             raise ValueError(f"case {case.case_no}: already 核实 by {case.confirmed_by}")
         updated = replace(updated, confirmed_by=actor)

@@ -38,6 +38,7 @@ from lifeline.collector.models import (
     GatewayState,
     Incoming,
     Reading,
+    ReportClaim,
     StatusChange,
     Webhook,
     WriteResult,
@@ -280,14 +281,20 @@ class CaseHandlingStore(Protocol):
         links: Sequence[AlarmLink] = (),
         cleared: Sequence[tuple[str, int]] = (),
         phases: Sequence[Phase] = (),
+        claims: Sequence[ReportClaim] = (),
     ) -> None:
         """Insert (expect_state None) or update a case with its audits, its new or changed
-        `phases`, the alarm occurrences
-        it takes (`links`), the ones that cleared, and the handled events, atomically.
+        `phases`, the alarm occurrences it takes (`links`), the ones that cleared, the handled
+        events, and the reporting client's ids for it (`claims`), atomically.
 
-        Raises Conflict if the stored case is no longer in `expect_state`, or an alarm of
-        `links` already belongs elsewhere.
+        Raises Conflict if the stored case is no longer in `expect_state`, an alarm of
+        `links` already belongs elsewhere, or a claim's id already names a case.
         """
+        ...
+
+    def reported_case(self, scope: str, report_id: str) -> tuple[str, str] | None:
+        """The case number and fingerprint a client's report id (of `scope`) was stored with,
+        or None if no case has that id."""
         ...
 
     def case(self, case_no: str) -> Case | None:

@@ -15,7 +15,7 @@ from lifeline.collector.cases.phases import Phase, Stage
 from lifeline.collector.cases.workflow import TIMED_STATES, Audit, Case, CaseState, Place
 from lifeline.collector.cases.workorders import WorkOrder, WorkOrderState
 from lifeline.collector.errors import Conflict
-from lifeline.collector.models import AlarmLink, AlarmTransition
+from lifeline.collector.models import AlarmLink, AlarmTransition, ReportClaim
 from lifeline.collector.stats import NO_CASE, NO_GRID, Counts
 from lifeline.collector.store import scope_sql as scoped
 from lifeline.collector.store.rows import Col, Cursor, RowMap, Rows, json_tuple, sql_values
@@ -254,13 +254,14 @@ class CaseRows(Rows):
         links: Sequence[AlarmLink] = (),
         cleared: Sequence[tuple[str, int]] = (),
         phases: Sequence[Phase] = (),
+        claims: Sequence[ReportClaim] = (),
     ) -> None:
         """Insert (expect_state None) or update a case with its audits, the alarm occurrences
-        it takes (`links`), the ones that cleared, the handled events and its new or changed
-        `phases`, atomically.
+        it takes (`links`), the ones that cleared, the handled events, its new or changed
+        `phases` and the reporting client's ids for it (`claims`), atomically.
 
-        Raises Conflict if the stored case is no longer in `expect_state`, or an alarm of
-        `links` already belongs elsewhere.
+        Raises Conflict if the stored case is no longer in `expect_state`, an alarm of
+        `links` already belongs elsewhere, or a claim's id already names a case.
         """
         p: dict[str, Any] = {
             "no": case.case_no,
@@ -354,6 +355,7 @@ class CaseRows(Rows):
                         " WHERE case_no = :no",
                         {"no": case.case_no, "ts": a.ts_ms},
                     )
+            self._claim(cur, case, claims)
             for ph in phases:
                 self._phase_row(cur, ph)
             if any(
@@ -374,6 +376,28 @@ class CaseRows(Rows):
                     {"no": case.case_no, "id": i},
                 )
             self._mark(cur, transition_ids)
+
+    def _claim(self, cur: Cursor, case: Case, claims: Sequence[ReportClaim]) -> None:
+        """Record the client's ids for `case`; Conflict if one names a case already (a retry
+        that raced the first try: the whole transaction is undone and the caller looks again)."""
+        for c in claims:
+            self._run(
+                cur,
+                "INSERT INTO case_reports (scope, report_id, case_no, fingerprint, created_ms)"
+                " VALUES (:scope, :id, :no, :fp, :ts) ON CONFLICT (scope, report_id) DO NOTHING",
+                {"scope": c.scope, "id": c.report_id, "no": case.case_no,
+                 "fp": c.fingerprint, "ts": case.created_ms},
+            )  # fmt: skip
+            if cur.rowcount != 1:
+                raise Conflict(f"report {c.report_id} of {c.scope} is a case already")
+
+    def reported_case(self, scope: str, report_id: str) -> tuple[str, str] | None:
+        """The case number and fingerprint a client's report id (of `scope`) was stored with."""
+        rows = self._query(
+            "SELECT case_no, fingerprint FROM case_reports WHERE scope = :s AND report_id = :r",
+            {"s": scope, "r": report_id},
+        )
+        return (str(rows[0][0]), str(rows[0][1])) if rows else None
 
     def _audit_row(self, cur: Cursor, table: str, key: str, a: Audit) -> None:
         self._run(
@@ -613,9 +637,12 @@ class CaseRows(Rows):
             elif r[1] == "核查":
                 c.to_close += n
         # 回退, 延时, 挂账 and 返工 concern a 处置 stage (返工 opens the new round of the same
-        # department): the case's latest one begun by the time of the action.
+        # department): the case's latest one begun by the time of the action. 返工 is 核查不通过
+        # (the 监督员 finds the work not done) as 数字城管 考核 counts it, and its sensor twin, the
+        # alarm back after 反馈.
         in_stage = {
             "rework": "reworks",
+            "reject": "reworks",
             "return": "returns",
             "extend": "extensions",
             "park": "parks",

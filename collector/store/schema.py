@@ -610,6 +610,21 @@ CREATE INDEX IF NOT EXISTS alarm_links_device ON alarm_links (gateway_id, device
 CREATE INDEX IF NOT EXISTS work_orders_device ON work_orders (gateway_id, device)
 """
 
+# Version 20: a reporting client's own id for a report (城管通's Idempotency-Key, the 12345
+# 工单号), so a retry over a bad mobile link answers the case the first try made. The row is
+# written in the transaction that stores the case; the primary key makes a racing second try
+# fail and look again.
+_REPORT_CLAIMS = """
+CREATE TABLE IF NOT EXISTS case_reports (
+    scope TEXT NOT NULL,
+    report_id TEXT NOT NULL,
+    case_no TEXT NOT NULL REFERENCES cases (case_no),
+    fingerprint TEXT NOT NULL,
+    created_ms BIGINT NOT NULL,
+    PRIMARY KEY (scope, report_id)
+)
+"""
+
 # Version 16: citizen reports through Open311 (案件来源 公众): the photo's URL, the reporter's
 # contact fields (JSON, never published), the 监督员 who found the report true (核实), and the
 # token the reporting app may poll.
@@ -781,6 +796,11 @@ def scope_lookup_statements(dialect: str) -> tuple[str, ...]:
     return _split(_SCOPE_LOOKUPS, dialect)
 
 
+def report_claim_statements(dialect: str) -> tuple[str, ...]:
+    """Migration 20 (a reporting client's ids for its reports: idempotency) for `dialect`."""
+    return _split(_REPORT_CLAIMS, dialect)
+
+
 def migrations(dialect: str, readings: Migration) -> tuple[Migration, ...]:
     """Every version of the collector's schema, in order, for `dialect` (sqlite or postgres).
 
@@ -808,6 +828,7 @@ def migrations(dialect: str, readings: Migration) -> tuple[Migration, ...]:
         Migration(17, "受理 and the case record", case_record_statements(dialect)),
         Migration(18, "devices and assets placed in grids", grid_place_statements(dialect)),
         Migration(19, "what a department key sees, by index", scope_lookup_statements(dialect)),
+        Migration(20, "a reporting client's ids for its reports", report_claim_statements(dialect)),
         Migration(21, "department names never reused", department_name_statements(dialect)),
         Migration(22, "statistics of a year by the case record", stats_record_statements(dialect)),
     )

@@ -11,7 +11,14 @@ from typing import Any
 
 import pytest
 
-from lifeline.collector.cases.duties import CASE_ACTIONS, MAINTAINER_ACTIONS, may_act, may_work
+from lifeline.collector.cases.duties import (
+    CASE_ACTIONS,
+    MAINTAINER_ACTIONS,
+    REPORTERS,
+    may_act,
+    may_report,
+    may_work,
+)
 from lifeline.collector.cases.routing import default_routing_path, load_routing
 from lifeline.collector.cases.workflow import Action, CaseState, apply, open_case
 from lifeline.collector.cases.workorders import WorkOrderAction, open_work_order
@@ -141,8 +148,9 @@ def test_every_action_is_allowed_to_exactly_the_roles_of_the_matrix(api: Api) ->
         for role in Role:
             headers = own if role is Role.DEPARTMENT else api.h(role)
             pending = "park" if action in (A.APPROVE, A.DENY) else ""
-            # Only a citizen's report needs 核实, and a sensor's case was received as it opened.
-            source = {A.CONFIRM: "公众", A.RECEIVE: "12345"}.get(action, "物联网感知")
+            # Only a 公众 or 12345 report needs 核实, and a sensor's case was received as it
+            # opened: a 监督员's report waits for its 受理 with nothing to 核实.
+            source = {A.CONFIRM: "公众", A.RECEIVE: "监督员"}.get(action, "物联网感知")
             no = case_in(api, state, pending=pending, source=source, checked=action is A.CLOSE)
             r = post(api, no, action, headers)
             if may_act(role, action):
@@ -178,6 +186,31 @@ def test_the_matrix_gives_each_duty_what_the_standard_says(api: Api) -> None:
         assert {a for a in CASE_ACTIONS if may_act(role, a)} == actions, role
     for system in (A.UPGRADE, A.REWORK, A.AUTO_CLOSE):
         assert not any(may_act(role, system) for role in Role)
+    # 上报 (POST /api/v1/cases): a 监督员 from the field, a 受理员 a 12345 call, and admin.
+    assert REPORTERS == {Role.INSPECTOR: "监督员", Role.INTAKE: "12345"}
+    assert {r for r in Role if may_report(r)} == {Role.INSPECTOR, Role.INTAKE, Role.ADMIN}
+
+
+def test_a_report_is_allowed_to_exactly_the_roles_of_the_matrix(api: Api) -> None:
+    own = scoped_key(api, "燃气集团 抢修班", (GAS[0],))
+    body = {
+        "kind": "事件",
+        "subcategory": "0403",
+        "address": "文三路 1 号",
+        "description": "燃气味",
+    }
+    for role in Role:
+        headers = own if role is Role.DEPARTMENT else api.h(role)
+        call = {"hotline": {"order_no": f"H-{role.value}"}} if role is Role.INTAKE else {}
+        r = api.client.post("/api/v1/cases", json={**body, **call}, headers=headers)
+        if may_report(role):
+            assert r.status_code == 201, (role, r.text)
+            assert r.json()["source"] == REPORTERS.get(role, "监督员")
+        else:
+            detail = problem_of(r, 403)["detail"]
+            why = "reporter key" if role is Role.REPORTER else "report (上报) needs one of"
+            assert why in detail, detail
+            assert role.value in detail, detail
 
 
 def test_a_department_key_sees_and_acts_on_its_own_cases_only(api: Api) -> None:

@@ -198,7 +198,7 @@ def test_only_a_citizen_report_takes_a_confirmation() -> None:
         device="gas-1", urgency="normal", department="x", grid=None, allowed_ms=None,
         auto_register=False, actor="system", now_ms=0,
     )  # fmt: skip
-    with pytest.raises(ValueError, match="only a 公众 report"):
+    with pytest.raises(ValueError, match="only a 公众 or 12345 report"):
         apply(iot, Action.CONFIRM, actor="监督员", now_ms=1)
     accepted, _ = apply(iot, Action.ACCEPT, actor="值班长", now_ms=1)  # no 核实 needed
     assert accepted.state is CaseState.REGISTERED

@@ -100,7 +100,7 @@ def test_every_figure_of_a_seeded_history_matches_the_hand_count(
     at(10, a, A.UNPARK)  # due 10 + 4 = 14
     at(12, a, A.FEEDBACK)  # A 处置 2..12 h less 7 h 挂账 = 3 h: on time
     at(12, a, A.VERIFY)
-    at(13, a, A.REJECT)  # A 核查 12..13; a new 处置 round 13..17
+    at(13, a, A.REJECT)  # 返工: A 核查 12..13; a new 处置 round 13..17
     at(18, a, A.FEEDBACK)  # late: 5 h
     at(18, a, A.VERIFY)
     at(18.5, a, A.CHECK)  # 核查通过: no stage of its own
@@ -120,11 +120,11 @@ def test_every_figure_of_a_seeded_history_matches_the_hand_count(
         "to_dispatch": 1, "dispatched_on_time": 0,  # A's 0..2 h of 1 h
         "dispatched_accurately": 1,  # A's; B was returned
         "to_dispose": 4, "disposed_on_time": 3, "disposed_late": 1,  # A 3 h, 5 h; B 0.5 h, 0.8 h
-        "reworks": 1, "returns": 0, "extensions": 1, "parks": 1,  # B's 返工; A's 延时 and 挂账
+        "reworks": 2, "returns": 0, "extensions": 1, "parks": 1,  # 返工: B's, A's 核查不通过
         "to_close": 4, "closed": 2, "closed_on_time": 1,  # A: 12..13, 18..19; B: 3..3.2, 4..4.5
         "false_alarms": 1, "auto_closed": 0,  # B closed as 误报
         "closure_rate": 0.5, "on_time_closure_rate": 0.25, "on_time_disposal_rate": 0.75,
-        "rework_rate": 0.25, "false_alarm_rate": 0.5,
+        "rework_rate": 0.5, "false_alarm_rate": 0.5,
         "mean_dispatch_ms": 2 * HMS,
         "mean_disposal_ms": 93 * HMS // 40,  # (3 + 5 + 0.5 + 0.8 h) / 4
         "alarms": 3, "alarms_to_cases": 3, "alarm_to_case_rate": 1.0,  # gw:1, gw:2, gw:5
@@ -150,7 +150,7 @@ def test_every_figure_of_a_seeded_history_matches_the_hand_count(
     assert (total["on_time_disposal_rate"], total["false_alarm_rate"]) == (0.8, 0.6667)
     # 派遣 2 + 0 + 0.5 h of 3 stages; 处置 9.3 + 2 h of 5
     assert (total["mean_dispatch_ms"], total["mean_disposal_ms"]) == (HMS * 5 // 6, 113 * HMS // 50)
-    assert (total["returns"], total["extensions"], total["reworks"]) == (1, 2, 1)
+    assert (total["returns"], total["extensions"], total["reworks"]) == (1, 2, 2)
     no_case = keyed[NO_CASE]  # gw:4 alone
     assert (no_case["alarms"], no_case["alarms_to_cases"], no_case["reported"]) == (1, 0, 0)
     assert no_case["alarm_to_case_rate"] == 0.0

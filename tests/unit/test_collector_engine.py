@@ -7,11 +7,13 @@ device work orders, and an alarm occurrence belonging to one case.
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
 
 import pytest
 
 from lifeline.collector.assets import Asset
-from lifeline.collector.cases.engine import CaseEngine
+from lifeline.collector.cases.engine import CaseEngine, ReportReused
 from lifeline.collector.cases.phases import Phase
 from lifeline.collector.cases.routing import Routing, default_routing_path, load_routing
 from lifeline.collector.cases.workflow import (
@@ -21,10 +23,19 @@ from lifeline.collector.cases.workflow import (
     CaseState,
     Closure,
     IllegalTransition,
+    Place,
 )
 from lifeline.collector.cases.workorders import WorkOrderAction, WorkOrderState
 from lifeline.collector.errors import Conflict
-from lifeline.collector.models import AlarmLink, AlarmTransition, DeviceState, Status
+from lifeline.collector.models import (
+    AlarmLink,
+    AlarmTransition,
+    ApiKey,
+    DeviceState,
+    ReportClaim,
+    Role,
+    Status,
+)
 from lifeline.wire import Location
 from lifeline.wire.messages import Value
 from tests.fakes import FakeCaseStore
@@ -430,6 +441,7 @@ class RacingStore(FakeCaseStore):
         links: Sequence[AlarmLink] = (),
         cleared: Sequence[tuple[str, int]] = (),
         phases: Sequence[Phase] = (),
+        claims: Sequence[ReportClaim] = (),
     ) -> None:
         if not self.raced:
             self.raced = True
@@ -442,6 +454,7 @@ class RacingStore(FakeCaseStore):
             links=links,
             cleared=cleared,
             phases=phases,
+            claims=claims,
         )
 
 
@@ -482,3 +495,35 @@ def test_a_department_renamed_in_the_registry_gets_its_cases_under_its_new_name(
     case = d.case()
     assert (case.state, case.department) == (CaseState.DISPATCHED, "杭州燃气集团有限公司")
     assert d.engine.unregistered_total == 0
+
+
+class RetriedStore(FakeCaseStore):
+    """A store where a retry of the same report (another request, same id) saves first, once."""
+
+    def save_case(self, case: Case, audits: Sequence[Audit], **kw: Any) -> None:
+        if kw.get("claims") and not self.cases_:
+            super().save_case(replace(case, case_no="FIRST"), audits, **kw)
+        super().save_case(case, audits, **kw)
+
+
+def test_a_report_racing_its_own_retry_answers_the_case_the_retry_stored() -> None:
+    d = District()
+    d.store = RetriedStore()
+    d.engine = CaseEngine(d.store, d.routing, d.clock)
+    key = ApiKey(7, "城管通-7", Role.INSPECTOR, "llk_x", 0, None)
+    report: dict[str, Any] = {
+        "kind": "事件", "subcategory": "0403", "description": "燃气味", "key": key,
+        "place": Place(address="文三路 1 号"), "media_url": "", "contact": "", "source": "监督员",
+    }  # fmt: skip
+    claim = ReportClaim("key:7", "r-1", "fp")
+    case, new = d.engine.report(**report, claims=[claim])
+    assert (case.case_no, new) == ("FIRST", False)
+    assert list(d.store.cases_) == ["FIRST"]
+    again, new = d.engine.report(**report, claims=[claim])  # a later retry: looked up first
+    assert (again.case_no, new) == ("FIRST", False)
+    with pytest.raises(ReportReused, match="FIRST"):
+        d.engine.report(**report, claims=[replace(claim, fingerprint="other")])
+    fresh, new = d.engine.report(**report)  # no id: every post is a report
+    assert new
+    assert fresh.source == "监督员"
+    assert fresh.received_by is None  # waits for the 受理员

@@ -27,8 +27,8 @@ from lifeline.collector.cases.duties import SCOPED, in_scope, may_act, refusal, 
 from lifeline.collector.cases.engine import CaseNotFound
 from lifeline.collector.cases.phases import Phase
 from lifeline.collector.cases.workflow import (
-    PUBLIC,
     TRANSITIONS,
+    UNSEEN,
     Action,
     Case,
     CaseState,
@@ -245,11 +245,11 @@ def phase_doc(p: Phase, now_ms: int) -> dict[str, Any]:
 
 def allowed_actions(case: Case) -> list[str]:
     """The actions a key may post to `case` now (the workflow's table, without the system's
-    own; in 受理 only the next step: confirm while a 公众 report waits for its 核实, then
+    own; in 受理 only the next step: confirm while a 公众 or 12345 report waits for its 核实, then
     receive, then accept; check until 核查通过), so a client offers only those."""
     posted = {a.value for a in CaseAction}
     if case.state is CaseState.REPORTED:
-        if case.source == PUBLIC and case.confirmed_by is None:
+        if case.source in UNSEEN and case.confirmed_by is None:
             step = Action.CONFIRM
         else:
             step = Action.RECEIVE if case.received_by is None else Action.ACCEPT

@@ -35,7 +35,14 @@ from lifeline.collector.api.schemas import ServiceOut, ServiceRequestOut
 from lifeline.collector.cases.codes import EVENT_NAMES, subcategory_name
 from lifeline.collector.cases.duties import OPEN311_REPORTERS
 from lifeline.collector.cases.routing import RouteKind, Routing
-from lifeline.collector.cases.workflow import COMPONENT, EVENT, PUBLIC, Case, CaseState, Place
+from lifeline.collector.cases.workflow import (
+    COMPONENT,
+    EVENT,
+    UNSEEN,
+    Case,
+    CaseState,
+    Place,
+)
 from lifeline.collector.grids import GridMap
 from lifeline.collector.keys import digest
 from lifeline.collector.models import ApiKey
@@ -171,7 +178,7 @@ def service_notice(case: Case, dept: str) -> str:
     if state is CaseState.REPORTED:  # 核实, then 受理, then 立案
         if case.received_by is not None:
             return "已受理，待立案"
-        if case.source == PUBLIC and case.confirmed_by is None:
+        if case.source in UNSEEN and case.confirmed_by is None:
             return "已上报，待核实"
         return "已上报，待受理"
     return {
@@ -561,7 +568,7 @@ async def report(request: Request, runtime: RuntimeDep, fmt: str) -> Response:
     if not limiter(request).allow(key, runtime.cases.now_ms()):
         raise Open311Error(429, f"over {REPORTS_PER_KEY} reports a minute for this api_key")
     handle = secrets.token_urlsafe(16)
-    case = await run_in_threadpool(lambda: runtime.cases.report(**fields, token=handle, key=key))
+    case, _ = await run_in_threadpool(lambda: runtime.cases.report(**fields, token=handle, key=key))
     names = {d.code: d.name for d in await run_in_threadpool(store.departments)}
     body = {
         "service_request_id": case.case_no,
