@@ -66,6 +66,7 @@ DEFAULTS: dict[str, Any] = {
     "dead_letter_retention_days": 30.0,  # config file only
     "tiles_url": None,
     "tiles_datum": "CGCS2000",
+    "public_url": None,  # config file only
 }
 
 DbOpt = Annotated[
@@ -439,7 +440,7 @@ def run(
             f"{chosen_district!r} is not an area code: {AREA_CODE_RULE}", param_hint="--district"
         )
     from lifeline.collector.ingest import PROTOCOLS, parse_mqtt_urls
-    from lifeline.collector.runtime import ConsoleConfig
+    from lifeline.collector.runtime import ConsoleConfig, check_public_url
 
     try:
         parse_mqtt_urls(str(opts["mqtt"]))
@@ -448,6 +449,11 @@ def run(
     tiles = opts["tiles_url"]
     try:
         console = ConsoleConfig(None if tiles is None else str(tiles), str(opts["tiles_datum"]))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--config") from None
+    public_url = opts["public_url"]
+    try:
+        public_url = None if public_url is None else check_public_url(str(public_url))
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--config") from None
     # YAML reads `mqtt_protocol: 5` as a number: it means the same as "5".
@@ -491,6 +497,7 @@ def run(
         district=chosen_district,
         max_clock_skew_s=skew_s,
         console=console,
+        public_url=public_url,
     )
     from lifeline.collector.assets import AssetError
     from lifeline.collector.cases.routing import RoutingError

@@ -18,6 +18,7 @@ from shapely.errors import ShapelyError
 from shapely.geometry import Point, shape
 from shapely.geometry.base import BaseGeometry
 
+from lifeline.collector.departments import check_name
 from lifeline.wire.codes import GRID_CODE_RULE, is_grid_code
 
 
@@ -118,28 +119,77 @@ def place(grids: GridMap | None, lon: float | None, lat: float | None, declared:
     return found.code if found is not None else declared
 
 
+# Two grids may share a border, and independently drawn borders leave slivers; an overlap
+# beyond this share of the smaller grid's area places one point in two grids, which a tiling
+# (GB/T 30428.2: grids cover the district without gaps or overlaps) never does.
+OVERLAP_TOLERANCE = 0.01
+
+
+def _text(props: dict[str, Any], name: str, where: str) -> str:
+    value = props.get(name)
+    if value is None:  # absent or JSON null: not known
+        return ""
+    if not isinstance(value, str):
+        raise GridError(f"{where}: {name} is text or null, not {json.dumps(value)[:40]}")
+    return value
+
+
 def _grid(feature: Any, i: int) -> tuple[Grid, BaseGeometry]:
     where = f"features.{i}"
     if not isinstance(feature, dict) or not isinstance(feature.get("properties"), dict):
         raise GridError(f"{where}: a Feature with properties")
     props = feature["properties"]
     code = check_grid_code(str(props.get("code", "")))
+    where = f"{where} ({code})"
     depts = props.get("departments", [])
     if not isinstance(depts, list) or not all(isinstance(d, str) and d for d in depts):
-        raise GridError(f"{where} ({code}): departments is a list of names")
+        raise GridError(f"{where}: departments is a list of names")
+    for name in depts:
+        try:
+            check_name(name)
+        except ValueError as exc:
+            raise GridError(f"{where}: departments: {exc}") from None
     try:
         geom = shape(feature.get("geometry") or {})
     except (ShapelyError, ValueError, TypeError, AttributeError, KeyError) as exc:
-        raise GridError(f"{where} ({code}): geometry: {exc}") from None
+        raise GridError(f"{where}: geometry: {exc}") from None
     if geom.geom_type not in ("Polygon", "MultiPolygon") or geom.is_empty or not geom.is_valid:
-        raise GridError(f"{where} ({code}): geometry must be a valid Polygon or MultiPolygon")
-    grid = Grid(code, str(props.get("street", "")), str(props.get("community", "")), tuple(depts))
-    return grid, geom
+        raise GridError(f"{where}: geometry must be a valid Polygon or MultiPolygon")
+    west, south, east, north = geom.bounds
+    if not (-180 <= west <= east <= 180 and -90 <= south <= north <= 90):
+        raise GridError(
+            f"{where}: coordinates outside lon -180..180, lat -90..90 degrees"
+            f" ({west:g}, {south:g} .. {east:g}, {north:g}): axes swapped (lat, lon), or a"
+            " projected CRS? GeoJSON is lon, lat degrees"
+        )
+    street, community = _text(props, "street", where), _text(props, "community", where)
+    return Grid(code, street, community, tuple(depts)), geom
+
+
+def _overlaps(grids: Sequence[tuple[Grid, BaseGeometry]]) -> None:
+    """GridError naming the first two grids that overlap beyond OVERLAP_TOLERANCE."""
+    shapes = [g for _, g in grids]
+    tree = STRtree(shapes)
+    for i, a in enumerate(shapes):
+        for j in sorted(int(k) for k in tree.query(a, predicate="intersects")):
+            if j <= i:
+                continue
+            b = shapes[j]
+            share = a.intersection(b).area / min(a.area, b.area)
+            if share > OVERLAP_TOLERANCE:
+                raise GridError(
+                    f"grids {grids[i][0].code} (features.{i}) and {grids[j][0].code}"
+                    f" (features.{j}) overlap by {share:.0%} of the smaller one: grids tile a"
+                    " district without overlaps (GB/T 30428.2)"
+                )
 
 
 def load_grids(path: Path) -> GridMap:
     """Load a GeoJSON FeatureCollection of grids; GridError naming the file, feature and
-    reason (a bad code, a duplicate, a geometry that is no valid polygon)."""
+    reason (a bad code, a duplicate, a geometry that is no valid polygon, coordinates that are
+    no lon/lat degrees, two grids that overlap beyond OVERLAP_TOLERANCE, a department name
+    that breaks the department name rule, a street or community that is not text). A null
+    street or community is ""."""
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -155,6 +205,7 @@ def load_grids(path: Path) -> GridMap:
                 raise GridError(f"features.{i}: grid {grid.code} is listed twice")
             seen.add(grid.code)
             grids.append((grid, geom))
+        _overlaps(grids)
     except GridError as exc:
         raise GridError(f"{path}: {exc}") from None
     if not grids:

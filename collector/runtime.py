@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from lifeline.collector import assets as asset_files
 from lifeline.collector.cases.engine import CaseEngine
@@ -95,6 +96,34 @@ class CollectorConfig:
     # finding a fault, not an archive.
     dead_letter_retention_days: float = 30.0
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    # The URL clients reach this collector at (e.g. https://lifeline.example.gov.cn, behind a
+    # proxy), for documents that must name it (Open311 discovery); None: they give relative URLs.
+    # Never taken from a request's Host header, which any client sets.
+    public_url: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.public_url is not None:
+            self.public_url = check_public_url(self.public_url)
+
+
+def check_public_url(url: str) -> str:
+    """`url` (an http or https base URL: scheme and host, optionally a path prefix) without its
+    trailing slash. Raises ValueError naming what does not fit: another scheme, no host, a user
+    or password, a query or a fragment."""
+    parts = urlsplit(url)
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.username is not None
+        or parts.query
+        or parts.fragment
+        or any(c.isspace() for c in url)
+    ):
+        raise ValueError(
+            f"public_url {url[:200]!r} must be an http(s) base URL such as"
+            " https://lifeline.example.gov.cn (no user, query or fragment)"
+        )
+    return url.rstrip("/")
 
 
 def adopt_departments(store: KeyStore, routing: Routing, path: Path, now_ms: int) -> None:

@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from shapely.geometry import Point
+from typer.testing import CliRunner
 
 from lifeline.collector.api import create_app
 from lifeline.collector.cases.workflow import Case, CaseState, Place
+from lifeline.collector.cli import app as collector_cli
 from lifeline.collector.runtime import CollectorConfig, Runtime
 
 pytestmark = pytest.mark.integration
@@ -146,14 +148,48 @@ def test_a_case_without_a_place_is_placed_inside_its_grid(client: TestClient) ->
 
 
 def test_discovery_names_this_endpoint_and_both_formats(client: TestClient) -> None:
-    doc = client.get("/open311/v2/discovery.json").json()
+    # Whatever Host a client sends, the URL is not built from it (a cached discovery
+    # document would send other apps there): relative without a configured public_url.
+    doc = client.get("/open311/v2/discovery.json", headers={"Host": "evil.example"}).json()
     (endpoint,) = doc["endpoints"]
     assert endpoint["specification"] == "http://wiki.open311.org/GeoReport_v2"
-    assert endpoint["url"] == "http://testserver/open311/v2"
+    assert endpoint["url"] == "/open311/v2"
     assert set(endpoint["formats"]) == {"text/xml", "application/json"}
     root = parse(client.get("/open311/v2/discovery.xml").content)
     formats = root.findall("endpoints/endpoint/formats/format")
     assert {f.text for f in formats} == {"text/xml", "application/json"}
+    assert root.findtext("endpoints/endpoint/url") == "/open311/v2"
+
+
+def test_discovery_names_the_configured_public_url(tmp_path: Path) -> None:
+    config = CollectorConfig(
+        db_url=f"sqlite:///{tmp_path}/p.db", public_url="https://lifeline.example.gov.cn/"
+    )
+    rt = Runtime(config, clock=lambda: NOW / 1000)
+    try:
+        rt.start()
+        with TestClient(create_app(config, rt)) as c:
+            doc = c.get("/open311/v2/discovery.json", headers={"Host": "evil.example"}).json()
+    finally:
+        rt.close()
+    assert doc["endpoints"][0]["url"] == "https://lifeline.example.gov.cn/open311/v2"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["ftp://x.cn", "https://", "https://u:p@x.cn", "https://x.cn/?a=1", "https://x.cn/#f", "x.cn"],
+)
+def test_a_public_url_that_is_no_base_url_is_refused(url: str) -> None:
+    with pytest.raises(ValueError, match="public_url"):
+        CollectorConfig(public_url=url)
+
+
+def test_collector_run_refuses_a_public_url_that_is_no_base_url(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("public_url: https://evil@lifeline.example.gov.cn\n", encoding="utf-8")
+    r = CliRunner().invoke(collector_cli, ["run", "--config", str(config)])
+    assert r.exit_code == 2, r.output
+    assert "public_url" in r.stderr
 
 
 def test_date_filters_run_in_the_query_so_no_match_is_missed(client: TestClient) -> None:
@@ -204,6 +240,14 @@ def test_service_code_and_status_take_comma_lists(client: TestClient) -> None:
     # service_request_id overrides every other filter, as the spec says
     picked = get("/open311/v2/requests.json?service_request_id=C-ANCIENT,C-NEW&status=closed")
     assert ids(picked.json()) == ["C-ANCIENT", "C-NEW"]
+    # a request named twice (or 1 000 times) is answered once
+    twice = get("/open311/v2/requests.json?service_request_id=C-NEW,C-OLD1,C-NEW,C-NEW")
+    assert ids(twice.json()) == ["C-NEW", "C-OLD1"]
+    many = ",".join(["C-OLD1", "C-NEW"] * 500)
+    assert ids(get(f"/open311/v2/requests.json?service_request_id={many}").json()) == [
+        "C-OLD1",
+        "C-NEW",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -215,8 +259,14 @@ def test_service_code_and_status_take_comma_lists(client: TestClient) -> None:
         ("/open311/v2/requests.json?start_date=yesterday", 400),
         ("/open311/v2/requests.json?end_date=" + "9" * 41, 400),
         ("/open311/v2/requests/nope.json", 404),
-        ("/open311/v2/requests/" + "x" * 65 + ".json", 400),
+        # an id or code no request or service can have is not found (the spec's 404), not
+        # a bad parameter: 400 is for a missing one
+        ("/open311/v2/requests/" + "x" * 65 + ".json", 404),
+        ("/open311/v2/requests/a%20b.json", 404),
+        ("/open311/v2/tokens/" + "t" * 65 + ".json", 404),
         ("/open311/v2/services/9999.json", 404),
+        ("/open311/v2/services/0403.xml.json", 404),  # a doubled suffix: no such code
+        ("/open311/v2/services/" + "1" * 300 + ".json", 404),
         ("/open311/v2/services.csv", 404),
         ("/open311/v2/requests.json?status=%00", 400),  # refused before any route
         ("/open311/v2/no-such-resource.json", 404),  # no route at all

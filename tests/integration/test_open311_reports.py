@@ -330,16 +330,54 @@ def test_a_reporters_contact_is_shown_to_the_duties_that_need_it_only(city: City
     assert city.act(no, "void", Role.SHIFT_LEAD, reason="重复").json()["contact"] == contact
 
 
+@pytest.mark.parametrize("charset", ["gbk", "GB2312", "gb18030", "utf-8"])
+def test_a_form_in_a_declared_chinese_charset_is_read_in_it(city: City, charset: str) -> None:
+    text = "路边闻到燃气味"
+    body = urlencode(
+        {"api_key": city.keys[Role.REPORTER], **GOOD, "description": text}, encoding=charset
+    )
+    headers = {"Content-Type": f"application/x-www-form-urlencoded; charset={charset}"}
+    r = city.client.post(URL, content=body, headers=headers)
+    assert r.status_code == 201, r.text
+    (case,) = city.runtime.store.cases()
+    assert case.title == text
+
+
+@pytest.mark.parametrize(
+    ("charset", "says"),
+    [
+        ("utf-16", "charset 'utf-16' is not supported"),
+        ("base64", "charset 'base64' is not supported"),  # a codec, but not a text encoding
+        (None, "not valid utf-8"),  # GBK bytes sent without saying so: not read as garbage
+    ],
+)
+def test_a_form_in_another_charset_is_refused_naming_it(
+    city: City, charset: str | None, says: str
+) -> None:
+    body = urlencode(
+        {"api_key": city.keys[Role.REPORTER], **GOOD, "description": "燃气味"}, encoding="gbk"
+    )
+    declared = f"; charset={charset}" if charset else ""
+    headers = {"Content-Type": f"application/x-www-form-urlencoded{declared}"}
+    assert says in spec_error(city.client.post(URL, content=body, headers=headers), 400)
+    assert city.runtime.store.cases() == []
+
+
 def test_reports_are_rate_limited_per_key(city: City) -> None:
     for _ in range(30):
         assert city.post(GOOD).status_code == 201
-    assert "30 reports a minute" in spec_error(city.post(GOOD), 429)
+    limited = city.post(GOOD)
+    assert "30 reports a minute" in spec_error(limited, 429)
+    assert limited.headers["Retry-After"] == "60"  # when the first of the 30 leaves the window
+    city.clock[0] += 45.5
+    assert city.post(GOOD).headers["Retry-After"] == "15"  # whole seconds, rounded up
+    city.clock[0] -= 45.5
     assert city.post(GOOD, role=Role.ADMIN).status_code == 201  # another key
     city.clock[0] += 60
     assert city.post(GOOD).status_code == 201  # a minute later: allowed again
     assert len(city.runtime.store.cases()) == 32
     metrics = city.client.get("/metrics", headers=city.h(Role.VIEWER)).text
-    assert "lifeline_open311_reports_refused_total 1" in metrics
+    assert "lifeline_open311_reports_refused_total 2" in metrics
 
 
 def test_a_report_in_a_grid_whose_department_is_not_registered_goes_to_the_default(

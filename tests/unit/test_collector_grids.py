@@ -91,6 +91,21 @@ BOWTIE = {"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0
         ([feature("33010600100101", {"type": "Point", "coordinates": [0, 0]}, [])], "Polygon"),
         ([feature("33010600100101", {"type": "Polygon"}, [])], "geometry"),
         ([feature("33010600100101", square(120, 30), [""])], "list of names"),
+        ([feature("33010600100101", square(120, 30), [" 城管办 "])], "end with a space"),
+        ([feature("33010600100101", square(120, 30), ["城管\x1b办"])], "control"),
+        ([feature("33010600100101", square(30, 120), [])], "axes swapped"),  # lat, lon
+        ([feature("33010600100101", square(500_000, 3_300_000), [])], "axes swapped"),  # metres
+        (
+            [feature("33010600100101", square(120, 30), []),
+             feature("33010600100201", square(120.5, 30), [])],
+            r"grids 33010600100101 \(features.0\) and 33010600100201 \(features.1\) overlap",
+        ),
+        (
+            [feature("33010600100101", square(120, 30), []),
+             {**feature("33010600100201", square(121, 30), []),
+              "properties": {"code": "33010600100201", "street": 7}}],
+            "street is text or null",
+        ),
         ([], "no grids"),
     ],
 )  # fmt: skip
@@ -99,6 +114,19 @@ def test_a_broken_grid_file_is_refused_with_the_reason(
 ) -> None:
     with pytest.raises(GridError, match=reason):
         load_grids(write(tmp_path, *features))
+
+
+def test_a_sliver_between_neighbours_loads_and_null_names_are_empty(tmp_path: Path) -> None:
+    # Borders drawn apart overlap a little (0.5 % of a grid here): tolerated, not an overlap.
+    nulls = {"code": "33010600100201", "street": None, "community": None}
+    grids = load_grids(
+        write(
+            tmp_path,
+            feature("33010600100101", square(120, 30), ["东区城管办"]),
+            {"type": "Feature", "properties": nulls, "geometry": square(120.995, 30)},
+        )
+    )
+    assert grids.get("33010600100201") == Grid("33010600100201", "", "", ())
 
 
 def test_the_demo_district_ships_grids_that_hold_its_assets() -> None:

@@ -20,10 +20,11 @@ import xml.etree.ElementTree as ET
 from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime, timedelta, timezone
+from email.message import Message
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
@@ -54,6 +55,7 @@ SPEC = "http://wiki.open311.org/GeoReport_v2"
 CHANGESET = "2026-11-30T00:00:00Z"  # when this façade's behaviour last changed (discovery)
 WINDOW = timedelta(days=90)  # the spec's default window and the widest one a query may span
 MAX_REQUESTS = 1000  # the spec's cap on one answer
+MAX_ID = 64  # the longest token looked up (a longer one is not found), and ids in messages
 CLOSED = {CaseState.CLOSED.value, CaseState.VOIDED.value}
 OPEN_STATES = sorted(s.value for s in CaseState if s.value not in CLOSED)
 FORMATS = {"json": "application/json", "xml": "text/xml"}
@@ -63,12 +65,14 @@ _NOT_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
 class Open311Error(Exception):
-    """A request the spec's error format answers: HTTP `code` and a one-line description."""
+    """A request the spec's error format answers: HTTP `code`, a one-line description and
+    any headers the answer needs (Retry-After on a 429)."""
 
-    def __init__(self, code: int, description: str) -> None:
+    def __init__(self, code: int, description: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(description)
         self.code = code
         self.description = description
+        self.headers = headers or {}
 
 
 def _xml(tag: str, value: Any) -> ET.Element:
@@ -102,9 +106,12 @@ def format_of(path: str) -> str:
     return "xml" if path.endswith(".xml") else "json"
 
 
-def error(fmt: str, code: int, description: str) -> Response:
-    """The spec's error answer: `[{code, description}]`, or `<errors><error>` in XML."""
-    return render(fmt, [{"code": code, "description": description}], "errors", "error", code)
+def error(fmt: str, code: int, description: str, headers: dict[str, str] | None = None) -> Response:
+    """The spec's error answer: `[{code, description}]`, or `<errors><error>` in XML, with
+    `headers` added."""
+    answer = render(fmt, [{"code": code, "description": description}], "errors", "error", code)
+    answer.headers.update(headers or {})
+    return answer
 
 
 class Open311Route(APIRoute):
@@ -118,7 +125,7 @@ class Open311Route(APIRoute):
             try:
                 return await handler(request)
             except Open311Error as e:
-                return error(fmt, e.code, e.description)
+                return error(fmt, e.code, e.description, e.headers)
             except HTTPException as e:
                 return error(fmt, e.status_code, str(e.detail))
             except RequestValidationError as e:
@@ -289,9 +296,12 @@ def _window(since: int | None, until: int | None, now: int) -> tuple[int, int | 
 
 
 @router.get("/discovery.{fmt}")
-def discovery(request: Request, fmt: str) -> Response:
-    """The spec's service discovery document: this endpoint, its formats and changeset."""
-    base = str(request.url_for("services", fmt="json")).removesuffix("/services.json")
+def discovery(runtime: RuntimeDep, fmt: str) -> Response:
+    """The spec's service discovery document: this endpoint, its formats and changeset. The
+    endpoint's `url` is the configured `public_url` followed by /open311/v2, or the relative
+    /open311/v2 without one — never built from the request's Host header, which any client
+    sets (a cached discovery document would send others' apps to that host)."""
+    base = f"{runtime.config.public_url or ''}{router.prefix}"
     endpoint = {
         "specification": SPEC,
         "url": base,
@@ -325,14 +335,12 @@ def services(runtime: RuntimeDep, fmt: str) -> Response:
 
 
 @router.get("/services/{code}.{fmt}")
-def service_definition(
-    runtime: RuntimeDep, code: Annotated[str, Path(max_length=8)], fmt: str
-) -> Response:
+def service_definition(runtime: RuntimeDep, code: str, fmt: str) -> Response:
     """One service's definition: it asks no attributes beyond the standard fields; 404 if
     the routing table names no such 小类."""
     fmt = _format(fmt)
     if code not in {s["service_code"] for s in _services(runtime)}:
-        raise Open311Error(404, f"no service {code}")
+        raise Open311Error(404, f"no service {code[:20]!r}")
     if fmt == "json":
         return JSONResponse({"service_code": code, "attributes": []})
     root = _xml("service_definition", {"service_code": code})
@@ -353,13 +361,15 @@ def requests(
     end_date: Annotated[str | None, Query(max_length=40)] = None,
 ) -> Response:
     """Service requests, newest first, at most 1 000. With `service_request_id` (a comma list)
-    those requests and no other filter; else by `service_code` and `status` (comma lists) and
-    requested time in [start_date, end_date), the past 90 days by default, 90 days at most."""
+    those requests, each once in the order first named, and no other filter; else by
+    `service_code` and `status` (comma lists) and requested time in [start_date, end_date),
+    the past 90 days by default, 90 days at most."""
     fmt, tz = _format(fmt), _tz(runtime)
     found: Sequence[Case]
     if service_request_id is not None:
         ids = _list(service_request_id, "service_request_id", lambda s: bool(_CASE_NO.fullmatch(s)))
-        found = [c for c in (store.case(n) for n in ids[:MAX_REQUESTS]) if c is not None]
+        unique = list(dict.fromkeys(ids))[:MAX_REQUESTS]  # each once, in the order first named
+        found = [c for c in (store.case(n) for n in unique) if c is not None]
     else:
         codes = _list(service_code, "service_code", is_subcategory)
         wanted = set(_list(status, "status", lambda s: s in ("open", "closed")))
@@ -384,17 +394,13 @@ def requests(
 
 
 @router.get("/requests/{request_id}.{fmt}", response_model=list[ServiceRequestOut])
-def request(
-    store: StoreDep,
-    runtime: RuntimeDep,
-    request_id: Annotated[str, Path(pattern=CASE_NO_PATTERN)],
-    fmt: str,
-) -> Response:
-    """One service request (a list of one, as GeoReport v2 answers); 404 if there is none."""
+def request(store: StoreDep, runtime: RuntimeDep, request_id: str, fmt: str) -> Response:
+    """One service request (a list of one, as GeoReport v2 answers); 404 if there is none (an
+    id no case can have is one of those: the spec's errors keep 400 for a missing parameter)."""
     fmt = _format(fmt)
-    case = store.case(request_id)
+    case = store.case(request_id) if _CASE_NO.fullmatch(request_id) else None
     if case is None:
-        raise Open311Error(404, f"no service request {request_id}")
+        raise Open311Error(404, f"no service request {request_id[:MAX_ID]!r}")
     names = {d.code: d.name for d in store.departments()}
     body = [service_request(case, _tz(runtime), names, runtime.cases.grids)]
     return render(fmt, body, "service_requests", "request")
@@ -431,8 +437,9 @@ class RateLimit:
         self._lock = threading.Lock()
         self.refused = 0  # reports refused since start
 
-    def allow(self, key: ApiKey, now_ms: int) -> bool:
-        """True, counting it, if `key` may post a report at `now_ms`; False if over its limit."""
+    def wait_ms(self, key: ApiKey, now_ms: int) -> int:
+        """0, counting it, if `key` may post a report at `now_ms`; else the ms until it may
+        (when the oldest report in its window leaves it), at least 1."""
         with self._lock:
             seen = self._seen.setdefault(key.id, deque())
             while seen and seen[0] <= now_ms - self.window_ms:
@@ -442,10 +449,10 @@ class RateLimit:
                 if key.id not in self._limited:
                     self._limited.add(key.id)
                     log.warning("Open311 key %r is over %d reports a minute", key.name, self.limit)
-                return False
+                return max(1, seen[0] + self.window_ms - now_ms)
             self._limited.discard(key.id)
             seen.append(now_ms)
-            return True
+            return 0
 
 
 def limiter(request: Request) -> RateLimit:
@@ -456,6 +463,39 @@ def limiter(request: Request) -> RateLimit:
             state.open311_limit = RateLimit()
     limiter: RateLimit = state.open311_limit
     return limiter
+
+
+# A form's declared charset (its label, as the WHATWG Encoding Standard lists them) -> the
+# codec that decodes it: UTF-8, and GBK / GB 2312 / GB 18030 that Chinese clients still send.
+# The GBK labels decode as GB 18030, their superset, as browsers do.
+CHARSETS = {
+    "utf-8": "utf-8",
+    "utf8": "utf-8",
+    "unicode-1-1-utf-8": "utf-8",
+    "gb18030": "gb18030",
+    "gbk": "gb18030",
+    "gb2312": "gb18030",
+    "x-gbk": "gb18030",
+    "chinese": "gb18030",
+    "csgb2312": "gb18030",
+}
+
+
+def form_charset(content_type: str) -> str:
+    """The codec of a report's form from its Content-Type header: UTF-8 unless the header
+    declares another charset of CHARSETS (GeoReport v2 assumes UTF-8). Raises Open311Error 400
+    for a body that is not application/x-www-form-urlencoded, or a charset outside CHARSETS,
+    naming it."""
+    header = Message()
+    header["content-type"] = content_type
+    if header.get_content_type() != "application/x-www-form-urlencoded":
+        raise Open311Error(400, "send the report as application/x-www-form-urlencoded")
+    label = str(header.get_param("charset", "utf-8")).strip().lower()
+    if label not in CHARSETS:
+        raise Open311Error(
+            400, f"charset {label[:40]!r} is not supported: send UTF-8 (or GBK, GB18030)"
+        )
+    return CHARSETS[label]
 
 
 def _one(form: dict[str, list[str]], name: str) -> str | None:
@@ -540,14 +580,22 @@ async def report(request: Request, runtime: RuntimeDep, fmt: str) -> Response:
     token. 403 for a missing or invalid key or one of another role, 429 over 30 reports a
     minute per key, 400 for a field that does not fit."""
     fmt = _format(fmt)
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media != "application/x-www-form-urlencoded":
-        raise Open311Error(400, "send the report as application/x-www-form-urlencoded")
+    charset = form_charset(request.headers.get("content-type", ""))
     try:
-        text = (await request.body()).decode("utf-8")
-        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=False, max_num_fields=64)
-    except (UnicodeDecodeError, ValueError):
-        raise Open311Error(400, "the form is not UTF-8 or has too many fields") from None
+        # The percent-escapes are bytes in the same charset: decoded strictly, never replaced.
+        text = (await request.body()).decode(charset)
+        pairs = parse_qsl(
+            text,
+            keep_blank_values=True,
+            strict_parsing=False,
+            max_num_fields=64,
+            encoding=charset,
+            errors="strict",
+        )
+    except UnicodeDecodeError:
+        raise Open311Error(400, f"the form is not valid {charset}") from None
+    except ValueError:
+        raise Open311Error(400, "the form has too many fields (64 at most)") from None
     form: dict[str, list[str]] = {}
     for name, value in pairs:
         form.setdefault(name, []).append(value)
@@ -565,8 +613,13 @@ async def report(request: Request, runtime: RuntimeDep, fmt: str) -> Response:
             " (公众上报应用), made with `lifeline collector keys create --role reporter`",
         )
     fields = parse_report(form, service_kinds(runtime.cases.routing))
-    if not limiter(request).allow(key, runtime.cases.now_ms()):
-        raise Open311Error(429, f"over {REPORTS_PER_KEY} reports a minute for this api_key")
+    wait_ms = limiter(request).wait_ms(key, runtime.cases.now_ms())
+    if wait_ms:
+        raise Open311Error(
+            429,
+            f"over {REPORTS_PER_KEY} reports a minute for this api_key",
+            {"Retry-After": str(math.ceil(wait_ms / 1000))},  # RFC 9110 §10.2.3: whole seconds
+        )
     handle = secrets.token_urlsafe(16)
     case, _ = await run_in_threadpool(lambda: runtime.cases.report(**fields, token=handle, key=key))
     names = {d.code: d.name for d in await run_in_threadpool(store.departments)}
@@ -580,14 +633,12 @@ async def report(request: Request, runtime: RuntimeDep, fmt: str) -> Response:
 
 
 @router.get("/tokens/{token}.{fmt}")
-def token_status(
-    store: StoreDep, token: Annotated[str, Path(min_length=1, max_length=64)], fmt: str
-) -> Response:
+def token_status(store: StoreDep, token: str, fmt: str) -> Response:
     """What became of a report by the token its POST answered: `[{token, service_request_id}]`
     (the case is numbered when it is made, so the id is there from the start); 404 if no
-    report had this token."""
+    report had this token (one longer than any token is none)."""
     fmt = _format(fmt)
-    case = store.case_by_token(token)
+    case = store.case_by_token(token) if len(token) <= MAX_ID else None
     if case is None:
         raise Open311Error(404, "no report has this token")
     body = [{"token": token, "service_request_id": case.case_no}]
