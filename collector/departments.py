@@ -4,6 +4,8 @@ person a key acts for."""
 
 import re
 import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$"
 MAX_NAME = 100
@@ -54,3 +56,41 @@ def check_actor(name: str) -> str:
     if name.strip().casefold() == SYSTEM_ACTOR:
         raise ValueError(f"{name!r} is reserved for the collector's own actions")
     return name
+
+
+@dataclass(frozen=True, slots=True)
+class Directory:
+    """The department registry as routing reads it: every value that names a registered
+    department — its code, its registered name, a name it had before (a rename or a table
+    written earlier follows it), the name a routing table declares for its code — mapped to the
+    registered name cases carry. Nothing else resolves: routing never hands a case to a name
+    the registry does not hold."""
+
+    names: Mapping[str, str]
+
+    @classmethod
+    def of(
+        cls,
+        registry: Mapping[str, str],
+        history: Mapping[str, Sequence[str]] | None = None,
+        declared: Mapping[str, str] | None = None,
+    ) -> "Directory":
+        """The directory of `registry` (code -> registered name), `history` (code -> every
+        name it has had, KeyStore.department_names) and `declared` (code -> name, a routing
+        table's `departments`); codes not in `registry` add nothing."""
+        names: dict[str, str] = {}
+        # Weakest first: a registered name or a code wins over an older or declared label.
+        for code, name in (declared or {}).items():
+            if code in registry:
+                names[name] = registry[code]
+        for code, old in (history or {}).items():
+            for name in old if code in registry else ():
+                names[name] = registry[code]
+        for code, name in registry.items():
+            names[name] = name
+            names[code] = name
+        return cls(names)
+
+    def name(self, value: str) -> str | None:
+        """The registered name of the department `value` names (code or name), else None."""
+        return self.names.get(value)

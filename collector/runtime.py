@@ -13,16 +13,21 @@ from lifeline.collector import assets as asset_files
 from lifeline.collector.cases.engine import CaseEngine
 from lifeline.collector.cases.routing import (
     UNKNOWN_AREA,
+    Routing,
+    RoutingError,
+    check_departments,
     default_routing_path,
     load_routing,
     routing_calendar,
     routing_catalog,
     routing_grids,
 )
+from lifeline.collector.departments import Directory
 from lifeline.collector.event_log import EventPump, Notifier
 from lifeline.collector.ingest import Ingest, IngestConfig
 from lifeline.collector.partitions import Partition, PartitionedIngest
 from lifeline.collector.store import Store, open_store
+from lifeline.collector.store.base import KeyStore
 from lifeline.collector.webhooks import Deliverer, WebhookConfig
 
 log = logging.getLogger(__name__)
@@ -121,6 +126,30 @@ def check_public_url(url: str) -> str:
     return url.rstrip("/")
 
 
+def adopt_departments(store: KeyStore, routing: Routing, path: Path, now_ms: int) -> None:
+    """Register the departments the routing table at `path` declares whose codes the registry
+    lacks (config as code: a fresh district starts with its registry), then check that every
+    department the table names is registered. A declared code already registered keeps its
+    registered name (an admin may have renamed it; the declared name still routes to it).
+    Raises RoutingError naming the file and key."""
+    from lifeline.collector.store import NameTaken
+
+    known = {d.code for d in store.departments()}
+    for code, name in routing.departments.items():
+        if code in known:
+            continue
+        try:
+            store.put_department(code, name, now_ms)
+        except NameTaken as exc:
+            raise RoutingError(f"{path}: departments.{code}: {exc}") from None
+        log.info("registered department %s %s from %s", code, name, path)
+    registry = {d.code: d.name for d in store.departments()}
+    directory = Directory.of(registry, store.department_names(), routing.departments)
+    problems = check_departments(routing, directory)
+    if problems:
+        raise RoutingError(f"{path}: {'; '.join(problems)}")
+
+
 class Runtime:
     """The running collector: owns the store, the case engine and (optionally) ingest."""
 
@@ -140,6 +169,7 @@ class Runtime:
                 " case whose asset or grid gives no area code is numbered with %s",
                 UNKNOWN_AREA,
             )
+        adopt_departments(self.store, routing, routing_path, int(clock() * 1000))
         grids = routing_grids(routing, routing_path)
         moved = self.store.use_grids(grids)
         if any(moved):

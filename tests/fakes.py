@@ -18,7 +18,13 @@ from lifeline.collector.cases.phases import Phase
 from lifeline.collector.cases.workflow import Audit, Case, CaseState
 from lifeline.collector.cases.workorders import WorkOrder, WorkOrderState
 from lifeline.collector.errors import Conflict
-from lifeline.collector.models import AlarmLink, AlarmTransition, DeviceState, ReportClaim
+from lifeline.collector.models import (
+    AlarmLink,
+    AlarmTransition,
+    Department,
+    DeviceState,
+    ReportClaim,
+)
 from lifeline.edge.buffer import BufferFull, GatewayHealth, Sample
 from lifeline.edge.clock import mono_ms, wall_ms
 from lifeline.edge.config import GatewayConfig, resolve_profiles
@@ -202,6 +208,13 @@ class FakeCaseStore:
     links_: dict[tuple[str, int], AlarmLink] = field(default_factory=dict)
     serials: dict[str, int] = field(default_factory=dict)
     claims: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
+    registry: dict[str, str] = field(default_factory=dict)  # department code -> name
+
+    def departments(self) -> list[Department]:
+        return [Department(c, n) for c, n in sorted(self.registry.items())]
+
+    def department_names(self) -> dict[str, tuple[str, ...]]:
+        return {c: (n,) for c, n in self.registry.items()}
 
     def pending_alarm_transitions(self, limit: int = 500) -> list[AlarmTransition]:
         return [t for t in self.pending if t.id not in self.handled][:limit]

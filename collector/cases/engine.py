@@ -44,6 +44,7 @@ from lifeline.collector.cases.workorders import (
     act_on,
     open_work_order,
 )
+from lifeline.collector.departments import Directory
 from lifeline.collector.errors import Conflict
 from lifeline.collector.grids import Grid, GridMap, place
 from lifeline.collector.models import (
@@ -58,6 +59,7 @@ from lifeline.collector.models import (
 from lifeline.collector.profiles import Catalog, shipped_catalog
 from lifeline.collector.store.base import (
     CaseHandlingStore,
+    DepartmentStore,
     DeviceAssetStore,
     DeviceStore,
     WorkOrderHandlingStore,
@@ -95,7 +97,12 @@ class ReportReused(ValueError):
 
 
 class EngineStore(
-    CaseHandlingStore, WorkOrderHandlingStore, DeviceStore, DeviceAssetStore, Protocol
+    CaseHandlingStore,
+    WorkOrderHandlingStore,
+    DeviceStore,
+    DeviceAssetStore,
+    DepartmentStore,
+    Protocol,
 ):
     """The parts of the store ports the engine takes (collector.store.Store provides them)."""
 
@@ -132,10 +139,36 @@ class CaseEngine:
         self.calendar = calendar
         self.grids = grids
         self._clock = clock
+        # Routings that passed over a department the registry does not hold (/metrics), and
+        # the names already logged (once each: an unregistered owner recurs with every alarm).
+        self.unregistered_total = 0
+        self._unregistered_logged: set[str] = set()
 
     def now_ms(self) -> int:
         """The engine clock's time, in ms since the Unix epoch."""
         return int(self._clock() * 1000)
+
+    def directory(self) -> Directory:
+        """The department registry as routing reads it now (a rename or an addition made
+        through the API or the CLI counts from the next decision)."""
+        registry = {d.code: d.name for d in self.store.departments()}
+        return Directory.of(registry, self.store.department_names(), self.routing.departments)
+
+    def _passed_over(self, unregistered: Sequence[str], department: str, what: str) -> None:
+        """Count a routing that passed over unregistered departments; log each name once."""
+        if not unregistered:
+            return
+        self.unregistered_total += 1
+        for name in unregistered:
+            if name not in self._unregistered_logged:
+                self._unregistered_logged.add(name)
+                log.warning(
+                    "%s: department %r is not in the department registry; routed to %s"
+                    " instead (register it, or fix the asset or grid file; said once per name)",
+                    what,
+                    name,
+                    department,
+                )
 
     # --- alarm transitions --------------------------------------------------------------------
 
@@ -180,7 +213,9 @@ class CaseEngine:
             gateway=t.gateway,
             device=t.device,
             grid=self.grid_of(asset, device),
+            directory=self.directory(),
         )
+        self._passed_over(decision.unregistered, decision.department, f"alarm {t.alarm_id}")
         link = self._snapshot(t, device, decision, now)
         if known is not None:
             link = replace(link, activation=known.activation + 1)
@@ -357,6 +392,8 @@ class CaseEngine:
         now = self.now_ms()
         grid = self.grids.locate(place.lon, place.lat) if self.grids else None
         case_no = self._number("", self.routing.area_code(None, grid.code if grid else None), now)
+        department, skipped = self.routing.department_for(kind, subcategory, grid, self.directory())
+        self._passed_over(skipped, department, f"case {case_no}")
         case, audits = open_case(
             case_no=case_no,
             kind=kind,
@@ -365,7 +402,7 @@ class CaseEngine:
             asset=None,
             device=None,
             urgency="normal",
-            department=self.routing.department_for(kind, subcategory, grid),
+            department=department,
             grid=grid.code if grid else None,
             allowed_ms=self.routing.allowed_ms(subcategory, urgent=False),
             auto_register=False,

@@ -32,8 +32,10 @@ from lifeline.collector.cases.calendar import (
     WorkCalendar,
     load_calendar,
 )
+from lifeline.collector.cases.codes import EVENT_NAMES
 from lifeline.collector.cases.phases import Limit, Stage
 from lifeline.collector.cases.workflow import COMPONENT, EVENT, UNCLASSIFIED
+from lifeline.collector.departments import Directory, check_code, check_name
 from lifeline.collector.grids import Grid, GridError, GridMap, load_grids
 from lifeline.collector.profiles import (
     DEVICE_POINT,
@@ -43,7 +45,14 @@ from lifeline.collector.profiles import (
     shipped_catalog,
 )
 from lifeline.wire import AlarmType
-from lifeline.wire.codes import AREA_CODE_PATTERN, SUBCATEGORY_RULE, is_area_code, is_subcategory
+from lifeline.wire.codes import (
+    AREA_CODE_PATTERN,
+    GRID_CODE_RULE,
+    SUBCATEGORY_RULE,
+    is_area_code,
+    is_grid_code,
+    is_subcategory,
+)
 
 ANY = "*"  # a route's family that matches every family
 UNKNOWN_AREA = "000000"  # the area code of a case whose place gives none and no district is set
@@ -261,6 +270,8 @@ class Decision:
     department: str = ""
     reason: str = ""
     urgent_severity: int = 2
+    # Departments the rule named but the registry does not hold, passed over for `department`.
+    unregistered: tuple[str, ...] = ()
 
 
 class Routing(BaseModel):
@@ -284,6 +295,11 @@ class Routing(BaseModel):
     recurrence_window_h: float = Field(
         default=72, ge=0, description="an alarm back within this after 结案 opens a linked case"
     )
+    departments: dict[str, str] = Field(
+        default_factory=dict,
+        description="department code -> name: the departments this table routes to, registered"
+        " when the collector starts if the registry lacks the code",
+    )
     default_department: str
     grid_departments: dict[str, str] = Field(
         default_factory=dict,
@@ -293,6 +309,48 @@ class Routing(BaseModel):
         default_factory=dict,
         description="事件 小类 -> its 主管部门, which takes the case before the grid (属地)",
     )
+
+    @field_validator("departments")
+    @classmethod
+    def _declared(cls, v: dict[str, str]) -> dict[str, str]:
+        for code, name in v.items():
+            check_code(code)
+            check_name(name)
+            if name in v:
+                raise ValueError(f"{code}: name {name!r} is a code: a name may not equal a code")
+        names = list(v.values())
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"names declared twice: {', '.join(twice)}")
+        return v
+
+    @field_validator("grid_departments")
+    @classmethod
+    def _grid_codes(cls, v: dict[str, str]) -> dict[str, str]:
+        for code in v:
+            if not is_grid_code(code):
+                raise ValueError(f"grid code {code!r} must be {GRID_CODE_RULE}")
+        return v
+
+    @field_validator("event_departments")
+    @classmethod
+    def _event_codes(cls, v: dict[str, str]) -> dict[str, str]:
+        for code in v:
+            if not is_subcategory(code):
+                raise ValueError(f"小类 {code!r} must be 4 digits (大类 + 小类)")
+        return v
+
+    def named_departments(self) -> list[tuple[str, str]]:
+        """Every department the table names, as (its key in the file, the value)."""
+        w = self.work_orders
+        return [
+            ("default_department", self.default_department),
+            *((f"grid_departments.{k}", d) for k, d in self.grid_departments.items()),
+            *((f"event_departments.{k}", d) for k, d in self.event_departments.items()),
+            ("work_orders.department", w.department),
+            *((f"work_orders.maintainers.{k}", d) for k, d in w.maintainers.items()),
+        ]
+
     grids: str | None = Field(
         default=None,
         description="the 单元网格 registry (GeoJSON) that places cases, relative to this file",
@@ -375,11 +433,17 @@ class Routing(BaseModel):
         return self.grid_departments.get(grid.code) or grid.department
 
     def _department(
-        self, rule: DepartmentRule, asset: Asset | None, grid: Grid | None, subcategory: str
-    ) -> str:
+        self,
+        rule: DepartmentRule,
+        asset: Asset | None,
+        grid: Grid | None,
+        subcategory: str,
+        directory: Directory,
+    ) -> tuple[str, tuple[str, ...]]:
         """部件先属主后属地: owner (or maintainer) first, then the grid's department;
         事件先属地后属主: the 小类's 主管部门 if the table names one, then the grid's, then the
-        asset's owner. The default department last."""
+        asset's owner. The default department last. Each is taken only if `directory` holds it
+        (as its registered name); returns (that name, the names passed over as unregistered)."""
         if rule is DepartmentRule.GRID:
             chain = [
                 self.event_departments.get(subcategory),
@@ -390,13 +454,32 @@ class Routing(BaseModel):
             first = [asset.maintainer, asset.owner] if asset is not None else []
             chain = [*(first if rule is DepartmentRule.MAINTAINER else first[1:])]
             chain.append(self._grid_department(grid))
-        return next((d for d in chain if d), self.default_department)
+        return self._registered([*chain, self.default_department], directory)
 
-    def department_for(self, kind: str, subcategory: str, grid: Grid | None) -> str:
+    def _registered(
+        self, chain: Sequence[str | None], directory: Directory
+    ) -> tuple[str, tuple[str, ...]]:
+        """The registered name of the first department of `chain` the directory holds, and
+        the ones before it it does not. The last of the chain (a default, checked at start)
+        is taken as it is if even it is gone since."""
+        skipped: list[str] = []
+        for value in chain:
+            if not value:
+                continue
+            name = directory.name(value)
+            if name is not None:
+                return name, tuple(skipped)
+            skipped.append(value)
+        return skipped.pop(), tuple(skipped)
+
+    def department_for(
+        self, kind: str, subcategory: str, grid: Grid | None, directory: Directory
+    ) -> tuple[str, tuple[str, ...]]:
         """The 主办 department of a report with no asset behind it (a citizen's, in 单元网格
-        `grid` or None): 事件先属地后属主 for an 事件, the grid's department for a 部件."""
+        `grid` or None): 事件先属地后属主 for an 事件, the grid's department for a 部件; as
+        _department, with the unregistered names passed over."""
         rule = DepartmentRule.GRID if kind == EVENT else DepartmentRule.OWNER
-        return self._department(rule, None, grid, subcategory)
+        return self._department(rule, None, grid, subcategory, directory)
 
     def decide(
         self,
@@ -406,28 +489,33 @@ class Routing(BaseModel):
         point: str,
         severity: int,
         asset: Asset | None,
+        directory: Directory,
         gateway: str = "",
         device: str = "",
         grid: Grid | None = None,
     ) -> Decision:
         """Where an alarm occurrence of `severity` (1 highest .. 4) ends: a pure function of the
-        table, the alarm, the asset its device is bound to (None if unbound) and the 单元网格
-        its place is in (None if unknown)."""
+        table, the alarm, the asset its device is bound to (None if unbound), the 单元网格 its
+        place is in (None if unknown) and the department registry (`directory`: a department
+        it does not hold is passed over, and listed in the decision's `unregistered`)."""
         route = self.match(family, alarm_type, point, asset.subcategory if asset else None)
         if route is None:
-            return self._unrouted(severity, "no route matches this alarm")
+            return self._unrouted(severity, "no route matches this alarm", directory)
         if route.ignore is not None:
             return Decision(Outcome.IGNORED, reason=route.ignore)
         urgent = severity <= route.urgent_severity
         if route.kind is RouteKind.WORK_ORDER:
+            maintainer = self.work_orders.maintainer(gateway, device)
+            dept, skipped = self._registered([maintainer, self.work_orders.department], directory)
             return Decision(
                 Outcome.WORK_ORDER,
                 problem=route.problem,
                 title=route.title or route.problem,
                 urgent=urgent,
                 allowed_ms=self.work_orders.allowed_ms(route.problem, urgent),
-                department=self.work_orders.maintainer(gateway, device),
+                department=dept,
                 urgent_severity=route.urgent_severity,
+                unregistered=skipped,
             )
         if route.kind is RouteKind.COMPONENT:
             if asset is None:
@@ -435,13 +523,15 @@ class Routing(BaseModel):
                     severity,
                     f"the route of {route.problem} makes a 部件 case, but the device"
                     " is bound to no 部件 (bind it to an asset)",
+                    directory,
                 )
             kind, sub = COMPONENT, asset.subcategory
-            dept = self._department(route.department or DepartmentRule.OWNER, asset, grid, sub)
+            rule = route.department or DepartmentRule.OWNER
         else:
             assert route.subcategory is not None  # checked at load
             kind, sub = EVENT, route.subcategory
-            dept = self._department(route.department or DepartmentRule.GRID, asset, grid, sub)
+            rule = route.department or DepartmentRule.GRID
+        dept, skipped = self._department(rule, asset, grid, sub, directory)
         return Decision(
             Outcome.CASE,
             problem=route.problem,
@@ -454,9 +544,10 @@ class Routing(BaseModel):
             auto_dispatch=route.auto_dispatch,
             department=dept,
             urgent_severity=route.urgent_severity,
+            unregistered=skipped,
         )
 
-    def _unrouted(self, severity: int, reason: str) -> Decision:
+    def _unrouted(self, severity: int, reason: str, directory: Directory) -> Decision:
         """A 受理 case for an operator to classify at severity 1-2 (up to `max_severity`), else
         a record on the alarm."""
         u = self.unclassified
@@ -471,7 +562,7 @@ class Routing(BaseModel):
             title=u.title,
             urgent=severity <= u.urgent_severity,
             auto_register=False,
-            department=self.default_department,
+            department=self._registered([self.default_department], directory)[0],
             reason=reason,
             urgent_severity=u.urgent_severity,
         )
@@ -483,8 +574,18 @@ def _hint(word: str, known: Sequence[str]) -> str:
 
 
 def check_routes(routing: Routing, catalog: Catalog) -> list[str]:
-    """Problems of the routes against the catalog and wire.AlarmType, as `field: reason`."""
+    """Problems of the routes against the catalog and wire.AlarmType, and of the 小类 keys of
+    `event_departments` against the 事件 catalogue (collector.cases.codes) and the table's event
+    routes, as `field: reason`."""
     problems: list[str] = []
+    events = sorted(EVENT_NAMES.keys() | {r.subcategory for r in routing.routes if r.subcategory})
+    for code in routing.event_departments:
+        if code not in events:
+            close = difflib.get_close_matches(code, events, n=1)
+            problems.append(
+                f"event_departments.{code}: no 事件 小类 {code} in the catalogue or an event route"
+                + (f" (did you mean {close[0]!r}?)" if close else "")
+            )
     types = [t.value for t in AlarmType]
     families = sorted(catalog.families)
     for i, r in enumerate(routing.routes):
@@ -507,6 +608,30 @@ def check_routes(routing: Routing, catalog: Catalog) -> list[str]:
                     f"{where}.points.{j}: {whose} have no point {p!r}" + _hint(p, known)
                 )
     return problems
+
+
+def check_departments(routing: Routing, directory: Directory) -> list[str]:
+    """Problems of the departments the table names against the registry (`directory`), as
+    `key: reason`: each must be a registered department's code or name, or declared in the
+    table's `departments` (and so registered at start)."""
+    problems = []
+    for key, value in routing.named_departments():
+        if directory.name(value) is None:
+            close = difflib.get_close_matches(value, sorted(directory.names), n=1)
+            problems.append(
+                f"{key}: department {value!r} is neither declared in `departments` nor in the"
+                " department registry" + (f" (did you mean {close[0]!r}?)" if close else "")
+            )
+    return problems
+
+
+def check_grid_departments(routing: Routing, grids: GridMap) -> list[str]:
+    """Problems of `grid_departments` against the grid file: each key must be one of its grids."""
+    return [
+        f"grid_departments.{code}: no 单元网格 {code} in the grid file"
+        for code in routing.grid_departments
+        if grids.get(code) is None
+    ]
 
 
 def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel]:
@@ -549,7 +674,10 @@ def load_routing(path: Path, catalog: Catalog | None = None) -> Routing:
     if problems:
         raise RoutingError(f"{path}: {'; '.join(problems)}")
     routing_calendar(routing, path)  # a calendar or grid file that cannot be read is refused
-    routing_grids(routing, path)
+    grids = routing_grids(routing, path)
+    problems = check_grid_departments(routing, grids) if grids is not None else []
+    if problems:
+        raise RoutingError(f"{path}: {'; '.join(problems)}")
     return routing
 
 

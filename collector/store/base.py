@@ -448,7 +448,20 @@ class DeadLetterStore(Protocol):
         ...
 
 
-class KeyStore(Protocol):
+class DepartmentStore(Protocol):
+    """The department registry as routing and scopes read it."""
+
+    def departments(self) -> list[Department]:
+        """The department registry, by code."""
+        ...
+
+    def department_names(self) -> dict[str, tuple[str, ...]]:
+        """Every name each department code has had, the registered one first (codes since
+        removed included): the names its keys' scope covers."""
+        ...
+
+
+class KeyStore(DepartmentStore, Protocol):
     """API keys, stored by digest, and the department registry 专业部门 keys are scoped to."""
 
     def create_api_key(
@@ -480,15 +493,6 @@ class KeyStore(Protocol):
         another code's name (now or before: names are never reused) or any code, or `code` is
         any name. A rename carries the open cases (主办, 协办), their running phases and open
         work orders over to the new name; closed cases keep the old one, still the department's."""
-        ...
-
-    def departments(self) -> list[Department]:
-        """The department registry, by code."""
-        ...
-
-    def department_names(self) -> dict[str, tuple[str, ...]]:
-        """Every name each department code has had, the registered one first (codes since
-        removed included): the names its keys' scope covers."""
         ...
 
     def remove_department(self, code: str, now_ms: int) -> Department | None:

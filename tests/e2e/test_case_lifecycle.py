@@ -119,6 +119,12 @@ def test_gas_leak_case_is_dispatched_verified_and_closed_with_its_audit(
         timeout=60,
     )
     shift_lead = created.stdout.strip()
+    # The well's owner is a registered department: routing hands cases to no other.
+    put = httpx.put(
+        f"{api}/api/v1/departments/GAS", json={"name": GAS_COMPANY},
+        headers={"X-API-Key": admin}, timeout=10,
+    )  # fmt: skip
+    assert put.status_code == 201, put.text
 
     conf = yaml.safe_load(
         (files("lifeline.config") / "examples" / "gateway-single.yaml").read_text()
@@ -185,8 +191,6 @@ def test_gas_leak_case_is_dispatched_verified_and_closed_with_its_audit(
     # its 处置意见), the 受理员 sends it to 核查, the 监督员 finds it done (核查通过), the 值班长
     # (a key made by the CLI) closes it.
     with httpx.Client(base_url=api, headers={"X-API-Key": admin}, timeout=10) as client:
-        put = client.put("/api/v1/departments/GAS", json={"name": GAS_COMPANY})
-        assert put.status_code == 201, put.text
         body = {"name": "燃气公司 抢修班", "role": "department", "departments": ["GAS"]}
         crew = client.post("/api/v1/keys", json=body).json()["key"]
         intake = client.post("/api/v1/keys", json={"name": "受理员 李四", "role": "intake"})

@@ -91,6 +91,9 @@ def collector(tmp_path: Path, mqtt_url: str, topic_root: str) -> Iterator[httpx.
 def test_gas_leak_becomes_a_case_that_is_dispatched_verified_and_closed(
     collector: httpx.Client, mqtt_url: str, topic_root: str
 ) -> None:
+    # The well's owner is a registered department: routing hands cases to no other.
+    put = collector.put("/api/v1/departments/GAS", json={"name": "城市燃气公司"})
+    assert put.status_code == 201, put.text
     host, port = parse_mqtt_url(mqtt_url)
     gw = mqtt.Client(CallbackAPIVersion.VERSION2, f"gw-{uuid.uuid4().hex[:8]}")
     gw.connect(host, port)

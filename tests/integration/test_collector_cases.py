@@ -44,6 +44,9 @@ WELL = Asset(
 )  # fmt: skip
 
 
+HELD = {"gas-co": "燃气公司", "gas-ops": "燃气运维站", "chj": "漕河泾街道城管科"}
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = T0
@@ -72,6 +75,10 @@ def store(store_url: str) -> Iterator[Store]:
     )
     birth = Birth("gw", "s", 0, int(T0 * 1000), "1", "h", devices)
     s.write([Accepted(TopicParts("site", "gw", Kind.BIRTH), birth)], int(T0 * 1000))
+    # The registry: what the shipped table registers at start, and the departments here.
+    held = {**load_routing(default_routing_path()).departments, **HELD}
+    for code, name in held.items():
+        s.put_department(code, name, int(T0 * 1000))
     yield s
     s.close()
 

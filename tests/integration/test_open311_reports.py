@@ -119,7 +119,13 @@ def test_a_citizen_report_goes_from_post_through_to_closure(city: City) -> None:
 
     case = city.client.get(f"/api/v1/cases/{no}", headers=city.h(Role.INTAKE)).json()
     assert (case["source"], case["state"], case["grid"]) == ("公众", "受理", grid.code)
-    assert case["department"] == city.runtime.cases.routing.department_for("事件", "0403", grid)
+    routed = city.runtime.cases.routing.department_for(
+        "事件", "0403", grid, city.runtime.cases.directory()
+    )
+    assert (case["department"], routed) == (
+        "西溪街道城市管理办公室",
+        ("西溪街道城市管理办公室", ()),
+    )
     assert case["contact"] == {
         "email": "citizen@example.org",
         "phone": "+86 138 0000 0000",
@@ -311,10 +317,11 @@ def test_a_reporters_contact_is_shown_to_the_duties_that_need_it_only(city: City
         assert one["contact"] == listed["contact"] == want, role
     case = city.runtime.store.case(no)
     assert case is not None
-    city.runtime.store.put_department("D1", case.department, 0)
+    # The case's 主办 is registered (the routing table declares it): a key of that department.
+    (code,) = [d.code for d in city.runtime.store.departments() if d.name == case.department]
     token = new_token()
     city.runtime.store.create_api_key(
-        "部门", Role.DEPARTMENT.value, digest(token), display_prefix(token), 0, ("D1",)
+        "部门", Role.DEPARTMENT.value, digest(token), display_prefix(token), 0, (code,)
     )
     seen = city.client.get(f"/api/v1/cases/{no}", headers={"X-API-Key": token}).json()
     assert (seen["case_no"], seen["contact"]) == (no, None)
@@ -371,3 +378,27 @@ def test_reports_are_rate_limited_per_key(city: City) -> None:
     assert len(city.runtime.store.cases()) == 32
     metrics = city.client.get("/metrics", headers=city.h(Role.VIEWER)).text
     assert "lifeline_open311_reports_refused_total 2" in metrics
+
+
+def test_a_report_in_a_grid_whose_department_is_not_registered_goes_to_the_default(
+    city: City,
+) -> None:
+    # Reproduced on main (review of issue 19, item 2): the grid file's department took the case
+    # whether the registry held it or not; now it is passed over, counted and logged.
+    assert city.runtime.cases.grids is not None
+    grid, polygon = city.runtime.cases.grids.polygons[0]
+    assert grid.department == "西溪街道城市管理办公室"
+    assert city.runtime.store.remove_department("xixi-cgb", 0) is not None
+    inside = polygon.representative_point()
+    report = {"service_code": "0403", "lat": str(inside.y), "long": str(inside.x)}
+    r = city.post({**report, "description": "燃气味"})
+    assert r.status_code == 201, r.text
+    ((answer),) = r.json()
+    case = city.runtime.store.case(answer["service_request_id"])
+    assert case is not None
+    assert (case.grid, case.department) == (
+        grid.code,
+        city.runtime.cases.routing.default_department,
+    )
+    metrics = city.client.get("/metrics", headers=city.h(Role.VIEWER)).text
+    assert "lifeline_routing_unregistered_total 1" in metrics

@@ -5,6 +5,7 @@ linked case after 结案), a cleared alarm as evidence only, closure types, 改�
 device work orders, and an alarm occurrence belonging to one case.
 """
 
+import logging
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -64,6 +65,11 @@ DEVICES = {
     "tilt-w01": DeviceState("tilt-w01", GW, "tilt_sensor", "tilt", POLE.code, ON, 0, ""),
 }  # fmt: skip
 ACTIVE, ACKED, CLEARED = "active_unacked", "active_acked", "cleared_unacked"
+# The registry: the shipped table's departments (registered at start) and these assets' owners.
+REGISTRY = {
+    **load_routing(default_routing_path()).departments,
+    "gas-ops": "燃气运维站", "cgj": "城管局", "lamps": "路灯所", "upkeep": "市政养护中心",
+}  # fmt: skip
 
 
 class Clock:
@@ -80,7 +86,9 @@ class District:
     def __init__(self, **routing: object) -> None:
         base = load_routing(default_routing_path())
         self.routing: Routing = base.model_copy(update={"district": "330106", **routing})
-        self.store = FakeCaseStore(list(DEVICES.values()), [WELL, BRIDGE, LAMP, POLE])
+        self.store = FakeCaseStore(
+            list(DEVICES.values()), [WELL, BRIDGE, LAMP, POLE], registry=dict(REGISTRY)
+        )
         self.clock = Clock()
         self.engine = CaseEngine(self.store, self.routing, self.clock)
         self._ids = iter(range(1, 1_000_000))
@@ -460,6 +468,33 @@ def test_the_engine_stops_a_pass_at_a_conflict_and_takes_it_up_again() -> None:
     assert d.engine.process_pending() == 1
     assert d.case().problem == "gas_leak"
     assert d.store.pending_alarm_transitions() == []
+
+
+def test_an_owner_the_registry_does_not_hold_is_passed_over_counted_and_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Reproduced on main (review of issue 19, item 2): the case went to whatever name the asset
+    # file gave, registered or not, and nothing said so.
+    d = District()
+    del d.store.registry["hz-gas"]  # the well's owner, 杭州市燃气集团, is not registered
+    with caplog.at_level(logging.WARNING, logger="lifeline.collector.cases.engine"):
+        d.alarm("1", "mh-e01", "ch4", "hi", 2, value=22.5, limit=20)
+        d.alarm("2", "mh-e01", "ch4", "hihi", 1, value=40.0, limit=25)  # decided again
+    assert d.case().department == "区城市运行管理中心"  # 后属地: no grid here, so the default
+    assert d.engine.unregistered_total == 2
+    said = [r.getMessage() for r in caplog.records if "杭州市燃气集团" in r.getMessage()]
+    assert len(said) == 1
+    assert "is not in the department registry; routed to 区城市运行管理中心" in said[0]
+
+
+def test_a_department_renamed_in_the_registry_gets_its_cases_under_its_new_name() -> None:
+    # Reproduced on main: after `departments rename`, auto-派遣 still used the asset file's name.
+    d = District()
+    d.store.registry["hz-gas"] = "杭州燃气集团有限公司"
+    d.alarm("1", "mh-e01", "ch4", "hi", 2, value=22.5, limit=20)
+    case = d.case()
+    assert (case.state, case.department) == (CaseState.DISPATCHED, "杭州燃气集团有限公司")
+    assert d.engine.unregistered_total == 0
 
 
 class RetriedStore(FakeCaseStore):

@@ -6,6 +6,7 @@ issue 14 changes some severities, which moves rows between urgent and normal, ne
 case or work order.
 """
 
+import json
 from pathlib import Path
 
 import pytest
@@ -16,9 +17,11 @@ from lifeline.collector.cases.routing import (
     Outcome,
     Routing,
     RoutingError,
+    check_departments,
     default_routing_path,
     load_routing,
 )
+from lifeline.collector.departments import Directory
 from lifeline.collector.profiles import DEVICE_POINT, shipped_catalog
 from lifeline.wire import AlarmType
 
@@ -34,6 +37,17 @@ ASSETS = {
     "0117": Asset(code="3301060117000201", owner="城管局", maintainer="市政养护中心"),
     "0208": Asset(code="3301060208000101", owner="城管局", maintainer="市政养护中心"),
 }
+# The registry: the shipped table's departments (registered at start) and these assets' owners.
+SHIPPED = Directory.of(
+    {
+        **ROUTING.departments,
+        "gas": "燃气集团",
+        "gas-ops": "燃气运维站",
+        "cgj": "城管局",
+        "lamps": "路灯所",
+        "upkeep": "市政养护中心",
+    }
+)
 CONTEXTS = {
     "gas_detector": (None,),
     "manhole_cover": ("0111",),
@@ -102,7 +116,10 @@ def test_where_every_alarm_rule_ends(
     profile: str, family: str, point: str, kind: str, severity: int, sub: str | None
 ) -> None:
     asset = ASSETS[sub] if sub else None
-    d = ROUTING.decide(family=family, alarm_type=kind, point=point, severity=severity, asset=asset)
+    d = ROUTING.decide(
+        family=family, alarm_type=kind, point=point, severity=severity, asset=asset,
+        directory=SHIPPED,
+    )  # fmt: skip
     got = (d.outcome, d.kind, d.subcategory, d.problem, d.urgent, d.department)
     assert got == WHERE[(profile, point, kind, sub)]
     if d.outcome is Outcome.IGNORED:
@@ -124,7 +141,7 @@ def test_device_health_becomes_a_work_order_for_every_family(
     for severity in (1, 3):
         d = ROUTING.decide(
             family=family, alarm_type=kind, point=point, severity=severity, asset=None,
-            gateway="gw-demo", device="x",
+            gateway="gw-demo", device="x", directory=SHIPPED,
         )  # fmt: skip
         assert (d.outcome, d.problem, d.title) == (Outcome.WORK_ORDER, problem, title)
 
@@ -143,14 +160,22 @@ def test_no_alarm_of_severity_one_or_two_vanishes(
     # Whatever a site overrides the severity to, and whether or not the device is bound.
     for asset in (ASSETS[sub] if sub else None, None):
         d = ROUTING.decide(
-            family=family, alarm_type=kind, point=point, severity=severity_now, asset=asset
+            family=family,
+            alarm_type=kind,
+            point=point,
+            severity=severity_now,
+            asset=asset,
+            directory=SHIPPED,
         )
         assert d.outcome is not Outcome.RECORDED
         assert d.outcome is not Outcome.IGNORED or d.reason
 
 
 def test_an_unrouted_alarm_of_severity_two_opens_an_unclassified_case() -> None:
-    d = ROUTING.decide(family="gas", alarm_type="hi", point="temperature", severity=2, asset=None)
+    d = ROUTING.decide(
+        family="gas", alarm_type="hi", point="temperature", severity=2, asset=None,
+        directory=SHIPPED,
+    )  # fmt: skip
     assert (d.outcome, d.kind, d.subcategory, d.title, d.auto_register) == (
         Outcome.CASE,
         "未分类",
@@ -162,7 +187,10 @@ def test_an_unrouted_alarm_of_severity_two_opens_an_unclassified_case() -> None:
 
 
 def test_an_unrouted_alarm_of_severity_three_is_recorded_and_says_so() -> None:
-    d = ROUTING.decide(family="gas", alarm_type="hi", point="temperature", severity=3, asset=None)
+    d = ROUTING.decide(
+        family="gas", alarm_type="hi", point="temperature", severity=3, asset=None,
+        directory=SHIPPED,
+    )  # fmt: skip
     assert d.outcome is Outcome.RECORDED
     assert "no route" in d.reason
     assert "severity 3" in d.reason
@@ -170,12 +198,22 @@ def test_an_unrouted_alarm_of_severity_three_is_recorded_and_says_so() -> None:
 
 def test_a_component_alarm_of_an_unbound_device_is_classified_by_an_operator() -> None:
     d = ROUTING.decide(
-        family="manhole", alarm_type="state", point="cover_open", severity=2, asset=None
+        family="manhole",
+        alarm_type="state",
+        point="cover_open",
+        severity=2,
+        asset=None,
+        directory=SHIPPED,
     )
     assert (d.outcome, d.kind) == (Outcome.CASE, "未分类")
     assert "bound to no 部件" in d.reason
     low = ROUTING.decide(
-        family="streetlight", alarm_type="state", point="lamp_failure", severity=4, asset=None
+        family="streetlight",
+        alarm_type="state",
+        point="lamp_failure",
+        severity=4,
+        asset=None,
+        directory=SHIPPED,
     )
     assert low.outcome is Outcome.RECORDED
     assert "bound to no 部件" in low.reason
@@ -295,3 +333,81 @@ def test_the_unclassified_case_cannot_be_configured_away(tmp_path: Path) -> None
     with pytest.raises(RoutingError, match="every alarm of severity 1 or 2 must end somewhere"):
         load_routing(write(tmp_path, "unclassified: {max_severity: 1}\nroutes: []\n"))
     assert isinstance(ROUTING, Routing)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        # Reproduced on main (review of issue 19, item 9): these loaded and never matched.
+        ("grid_departments: {'3301060010010': x}\n",
+         "grid_departments: grid code '3301060010010' must be 14 digits"),
+        ("grid_departments: {'99999999999999': x}\ngrids: g.geojson\n",
+         "grid_departments.99999999999999: no 单元网格 99999999999999 in the grid file"),
+        ("event_departments: {'04O4': x}\n", "小类 '04O4' must be 4 digits"),
+        ("event_departments: {abc: x}\n", "小类 'abc' must be 4 digits"),
+        ("event_departments: {'0450': x}\n",
+         "event_departments.0450: no 事件 小类 0450 in the catalogue or an event route (did you"),
+        ("departments: {'燃气': 燃气集团}\n", "department code '燃气' must be 1-32"),
+        ("departments: {gas: ' 燃气集团'}\n", "must not start or end with a space"),
+        ("departments: {gas: water, water: 水务}\n", "name 'water' is a code"),
+        ("departments: {gas: 燃气集团, gas2: 燃气集团}\n", "names declared twice: 燃气集团"),
+    ],
+)  # fmt: skip
+def test_a_department_entry_that_could_never_match_is_refused(
+    tmp_path: Path, body: str, expected: str
+) -> None:
+    feature = {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [
+        [[120, 30], [121, 30], [121, 31], [120, 31], [120, 30]]
+    ]}, "properties": {"code": "33010600100101", "departments": []}}  # fmt: skip
+    (tmp_path / "g.geojson").write_text(
+        json.dumps({"type": "FeatureCollection", "features": [feature]}), encoding="utf-8"
+    )
+    with pytest.raises(RoutingError) as err:
+        load_routing(write(tmp_path, body + "routes: []\n"))
+    assert str(err.value).startswith(str(tmp_path / "routing.yaml"))
+    assert expected in str(err.value)
+
+
+def test_a_department_the_registry_does_not_hold_is_passed_over_for_the_next() -> None:
+    # Reproduced on main (item 2): routing handed cases to any name an asset or grid gave.
+    unknown = Asset(code="3301060111000109", owner="无名燃气公司", maintainer="无名运维")
+    bridge = Asset(code="3301060208000109", owner="无名城管")
+    d = ROUTING.decide(
+        family="gas", alarm_type="hihi", point="gas_concentration", severity=1, asset=unknown,
+        directory=SHIPPED,
+    )  # fmt: skip
+    assert (d.department, d.unregistered) == ("区城市运行管理中心", ("无名燃气公司",))
+    d = ROUTING.decide(
+        family="tilt", alarm_type="hi", point="angle_x", severity=1, asset=bridge,
+        directory=SHIPPED,
+    )  # fmt: skip
+    assert (d.department, d.unregistered) == ("区城市运行管理中心", ("无名城管",))
+    # A name the registry gave up follows its code; the table's declared name does too.
+    renamed = Directory.of(
+        {**ROUTING.departments, "gas": "燃气集团有限公司", "iot-ops": "感知运维中心"},
+        history={"gas": ("燃气集团有限公司", "燃气集团")},
+        declared=ROUTING.departments,
+    )
+    d = ROUTING.decide(
+        family="gas", alarm_type="hihi", point="gas_concentration", severity=1,
+        asset=ASSETS["0111"], directory=renamed,
+    )  # fmt: skip
+    assert (d.department, d.unregistered) == ("燃气集团有限公司", ())
+    d = ROUTING.decide(
+        family="gas", alarm_type="comm_loss", point=DEVICE_POINT, severity=2, asset=None,
+        directory=renamed, gateway="gw", device="x",
+    )  # fmt: skip
+    assert (d.outcome, d.department, d.unregistered) == (Outcome.WORK_ORDER, "感知运维中心", ())
+
+
+def test_a_table_naming_a_department_neither_declared_nor_registered_is_reported() -> None:
+    table = ROUTING.model_copy(
+        update={"event_departments": {"0404": "排水公司"}, "default_department": "区城市运行管理中"}
+    )
+    assert check_departments(table, SHIPPED) == [
+        "default_department: department '区城市运行管理中' is neither declared in `departments`"
+        " nor in the department registry (did you mean '区城市运行管理中心'?)",
+        "event_departments.0404: department '排水公司' is neither declared in `departments` nor"
+        " in the department registry",
+    ]
+    assert check_departments(ROUTING, Directory.of(ROUTING.departments)) == []

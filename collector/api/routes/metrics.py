@@ -138,6 +138,13 @@ def metrics(request: Request, runtime: RuntimeDep, key: Viewer) -> PlainTextResp
         "citizen reports refused over a key's rate limit since start",
         {"": open311.limiter(request).refused},
     )
+    _metric(
+        lines,
+        "lifeline_routing_unregistered_total",
+        "counter",
+        "cases and work orders routed past a department the registry does not hold since start",
+        {"": runtime.cases.unregistered_total},
+    )
     deliveries = {f'{{status="{k}"}}': v for k, v in store.count_deliveries_by_status().items()}
     _metric(lines, "lifeline_webhook_deliveries", "gauge", "deliveries by status", deliveries)
     return PlainTextResponse("\n".join(lines) + "\n", media_type=CONTENT_TYPE)
