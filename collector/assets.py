@@ -117,10 +117,11 @@ class Asset(BaseModel):
 
 def misplaced(assets: Iterable[Asset], grids: GridMap | None) -> list[str]:
     """One sentence for each asset whose point stands in another 单元网格 than the grid it
-    names (with `grids`, the registry; none without one). Such an asset is stored and placed
-    where its point is (grids.place): a warning, not a refusal, because a grid code typed into
-    a ledger goes stale when grids are redrawn while the surveyed point does not, and one
-    stale code must not stop an import of thousands."""
+    names, or that names a grid the registry does not hold and has no point to place it by
+    (with `grids`, the registry; none without one). Such an asset is stored and placed where
+    its point is (grids.place), else under the code it names: a warning, not a refusal, because
+    a grid code typed into a ledger goes stale when grids are redrawn while the surveyed point
+    does not, and one stale code must not stop an import of thousands."""
     found = []
     for a in assets:
         placed = place(grids, a.lon, a.lat, a.grid)
@@ -128,6 +129,11 @@ def misplaced(assets: Iterable[Asset], grids: GridMap | None) -> list[str]:
             found.append(
                 f"asset {a.code} names grid {a.grid}, but its point ({a.lon}, {a.lat}) stands"
                 f" in grid {placed}: placed in {placed}"
+            )
+        elif a.grid and grids is not None and grids.get(a.grid) is None:
+            found.append(
+                f"asset {a.code} names grid {a.grid}, which is not in the grid file, and its"
+                " point places it in none: no grid department (属地) can take its cases"
             )
     return found
 

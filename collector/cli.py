@@ -626,7 +626,10 @@ def list_keys(db: DbOpt = None) -> None:
     try:
         for k in store.api_keys():
             state = "revoked" if k.revoked_ms is not None else "active"
-            typer.echo(f"{k.id}\t{k.role.value}\t{state}\t{k.prefix}...\t{k.name}")
+            # A name stored before names were checked may hold ESC or U+202E: quoted, escaped,
+            # so it cannot rewrite the terminal or reorder the line.
+            name = k.name if k.name.isprintable() else repr(k.name)
+            typer.echo(f"{k.id}\t{k.role.value}\t{state}\t{k.prefix}...\t{name}")
     finally:
         store.close()
 

@@ -304,5 +304,9 @@ def test_a_key_name_that_would_mislead_the_audit_is_a_usage_error(
     store = open_store(url)
     try:
         assert store.api_keys() == []
+        # One stored before names were checked is listed escaped, never raw.
+        store.create_api_key("值班\x1b[2J\u202e员", "viewer", "h" * 64, "llk_x", NOW)
     finally:
         store.close()
+    listed = CliRunner().invoke(collector_cli, ["keys", "list", "--db", url]).stdout
+    assert listed.endswith("\tllk_x...\t'值班\\x1b[2J\\u202e员'\n")

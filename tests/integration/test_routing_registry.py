@@ -7,8 +7,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fastapi.testclient import TestClient
 
+from lifeline.collector.api.app import create_app
 from lifeline.collector.cases.routing import RoutingError, default_routing_path, load_routing
+from lifeline.collector.keys import digest, display_prefix, new_token
 from lifeline.collector.runtime import CollectorConfig, Runtime
 from lifeline.collector.store import open_store
 
@@ -101,3 +104,27 @@ def test_a_table_naming_a_department_the_registry_cannot_hold_does_not_start(
         store.close()
     runtime = start(db_url, table(tmp_path, event_departments={"0404": "xh-ps"}))
     runtime.close()
+
+
+def test_a_department_the_routing_table_names_is_not_removed_through_the_api(
+    tmp_path: Path,
+) -> None:
+    # Before, DELETE took the default department away while the table still routed to it.
+    runtime = start(f"sqlite:///{tmp_path}/d.db")
+    try:
+        token = new_token()
+        runtime.store.create_api_key(
+            "admin", "admin", digest(token), display_prefix(token), int(NOW_S * 1000)
+        )
+        with TestClient(create_app(runtime.config, runtime)) as client:
+            gone = client.delete("/api/v1/departments/xh-center", headers={"X-API-Key": token})
+            assert gone.status_code == 409, gone.text
+            assert gone.json()["detail"] == (
+                "department xh-center (区城市运行管理中心) is named by the routing table"
+                " (default_department); name another department there and restart the"
+                " collector first"
+            )
+            unused = client.delete("/api/v1/departments/xh-river", headers={"X-API-Key": token})
+            assert unused.status_code == 204, unused.text  # only in the grid file: passed over
+    finally:
+        runtime.close()

@@ -164,9 +164,17 @@ def test_an_asset_whose_point_is_in_another_grid_is_named_in_a_warning(tmp_path:
     stale = Asset(code="3301060111000002", owner="x", grid=b, lon=120.5, lat=30.5)
     pointless = Asset(code="3301060111000003", owner="x", grid=b)
     outside = Asset(code="3301060111000004", owner="x", grid=b, lon=119.0, lat=30.5)
-    assert misplaced([agrees, stale, pointless, outside], grids) == [
+    # Reproduced on main (review of issue 19, item 9): a grid the file lacks passed unsaid.
+    nowhere = Asset(code="3301060111000005", owner="x", grid="99999999999999")
+    lost = Asset(code="3301060111000006", owner="x", grid="99999999999999", lon=119.0, lat=30.5)
+    assert misplaced([agrees, stale, pointless, outside, nowhere, lost], grids) == [
         f"asset 3301060111000002 names grid {b}, but its point (120.5, 30.5) stands in grid"
-        f" {a}: placed in {a}"
+        f" {a}: placed in {a}",
+        *(
+            f"asset {n.code} names grid 99999999999999, which is not in the grid file, and its"
+            " point places it in none: no grid department (属地) can take its cases"
+            for n in (nowhere, lost)
+        ),
     ]
     assert misplaced([stale], None) == []
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Path, Response
 from pydantic import BaseModel, Field, field_validator
 
 from lifeline.collector.api.auth import Admin, ScopedReader
-from lifeline.collector.api.deps import StoreDep
+from lifeline.collector.api.deps import RuntimeDep, StoreDep
 from lifeline.collector.api.schemas import DepartmentOut
 from lifeline.collector.departments import CODE_PATTERN, MAX_NAME, check_name
 from lifeline.collector.models import Department
@@ -78,9 +78,22 @@ def put_department(
 
 
 @router.delete("/{code}", status_code=204)
-def remove_department(store: StoreDep, admin: Admin, code: Code) -> Response:
-    """Remove a department (admin): 404 if there is none; 409 while an open case has it as 主办
-    or 协办 or an active key is scoped to it (the answer says which)."""
+def remove_department(runtime: RuntimeDep, admin: Admin, code: Code) -> Response:
+    """Remove a department (admin): 404 if there is none; 409 while the routing table names it
+    (cases would go to a department the registry no longer holds), an open case has it as
+    主办 or 协办, an open work order names it or an active key is scoped to it (the answer says
+    which)."""
+    store = runtime.store
+    engine = runtime.cases
+    names = engine.directory()
+    held = names.name(code)
+    routed = [k for k, v in engine.routing.named_departments() if held and names.name(v) == held]
+    if routed:
+        raise HTTPException(
+            409,
+            f"department {code} ({held}) is named by the routing table ({', '.join(routed)});"
+            " name another department there and restart the collector first",
+        )
     try:
         found = store.remove_department(code, int(time.time() * 1000))
     except InUse as exc:
