@@ -275,7 +275,7 @@ class CaseOut(Out):
     void_reason: str | None = Field(description="once 作废: 误报, 重复, 非管理范围 or 设备故障")
     media_url: str = Field(description="a photo of the problem, from a 公众 report ('' if none)")
     contact: dict[str, str] | None = Field(
-        description="a 公众 reporter's contact fields (email, phone, first_name, last_name, ...);"
+        description="a 公众 reporter's or 12345 caller's contact fields (email, phone, ...);"
         " null for a role that may not see them (viewer, leader, operator, department)"
     )
     confirmed_by: str | None = Field(description="the 监督员 whose 核实 a 公众 report had")
