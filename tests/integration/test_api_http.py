@@ -701,15 +701,16 @@ def test_codes_in_other_scripts_digits_are_malformed_not_unknown(api: Api) -> No
         headers={**api.h(), "Last-Event-ID": b"\xb2"},  # ² in Latin-1
     )
     problem_of(stream, 400)
-    # GeoReport v2 answers in its own error format, 400 for a malformed request.
-    for path in (
-        f"/open311/v2/requests/{ARABIC_AREA}202611300001.json",
-        f"/open311/v2/requests.json?service_request_id={FULLWIDTH_AREA}202611300001",
-        "/open311/v2/requests.json?service_code=٠٤٠٣",
+    # GeoReport v2 answers in its own error format: 400 for a malformed query parameter, and
+    # 404 for a resource id no request can have (its errors keep 400 for a missing one).
+    for path, code in (
+        (f"/open311/v2/requests/{ARABIC_AREA}202611300001.json", 404),
+        (f"/open311/v2/requests.json?service_request_id={FULLWIDTH_AREA}202611300001", 400),
+        ("/open311/v2/requests.json?service_code=٠٤٠٣", 400),
     ):
         r = api.client.get(path)
-        assert r.status_code == 400, (path, r.status_code, r.text)
-        assert r.json()[0]["code"] == 400, path
+        assert r.status_code == code, (path, r.status_code, r.text)
+        assert r.json()[0]["code"] == code, path
 
 
 # --- acknowledge through MQTT -------------------------------------------------------------------
