@@ -12,11 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from lifeline.collector.grids import GridMap, check_grid_code, place
 from lifeline.wire.codes import ASSET_CODE_RULE, is_asset_code
+from lifeline.wire.messages import DATUMS  # the ones placement converts (grids.to_grid_datum)
 from lifeline.wire.topics import IDENT_RE
 
 _ID = IDENT_RE.pattern.removeprefix("^").removesuffix("$")  # a gateway or device id
 DEVICE_REF_RE = re.compile(rf"^(?:{_ID}/)?{_ID}$")
-DATUMS = ("CGCS2000", "WGS84", "GCJ-02", "BD-09")
 
 
 class AssetError(ValueError):
@@ -124,7 +124,7 @@ def misplaced(assets: Iterable[Asset], grids: GridMap | None) -> list[str]:
     does not, and one stale code must not stop an import of thousands."""
     found = []
     for a in assets:
-        placed = place(grids, a.lon, a.lat, a.grid)
+        placed = place(grids, a.lon, a.lat, a.grid, datum=a.datum)
         if a.grid and placed != a.grid:
             found.append(
                 f"asset {a.code} names grid {a.grid}, but its point ({a.lon}, {a.lat}) stands"

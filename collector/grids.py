@@ -5,6 +5,10 @@ A grid code is 14 digits — 6 area (行政区划代码) + 3 街道 + 3 社区 +
 variant some cities use (3 grid digits). Grids come from a GeoJSON FeatureCollection whose
 features carry `code`, `street` (街道), `community` (社区) and `departments` (names, the first
 one leads) as properties, and a Polygon or MultiPolygon in lon/lat (CGCS2000 / WGS 84 degrees).
+
+A point is placed in the grid file's datum: a point in GCJ-02 (国测局 "火星" coordinates, what
+高德/腾讯 maps give) or BD-09 (百度) is converted to WGS 84 first (to_grid_datum), since compared
+raw it is hundreds of metres off and a 部件 near a border lands in the neighbouring grid.
 """
 
 import json
@@ -13,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from coordTransform import bd09_to_wgs84, gcj02_to_wgs84
 from shapely import STRtree
 from shapely.errors import ShapelyError
 from shapely.geometry import Point, shape
@@ -20,6 +25,7 @@ from shapely.geometry.base import BaseGeometry
 
 from lifeline.collector.departments import check_name
 from lifeline.wire.codes import GRID_CODE_RULE, is_grid_code
+from lifeline.wire.messages import DATUMS
 
 
 class GridError(ValueError):
@@ -32,6 +38,31 @@ def check_grid_code(code: str) -> str:
     if not is_grid_code(code):
         raise GridError(f"grid code {code!r} must be {GRID_CODE_RULE}")
     return code
+
+
+# CGCS2000 and WGS 84 realise the same ITRF-aligned frame on nearly the same ellipsoid: a point
+# differs by centimetres, far below how exactly a grid border is drawn, so neither is converted.
+_SAME_AS_GRID_FILE = ("CGCS2000", "WGS84")
+
+
+def to_grid_datum(lon: float, lat: float, datum: str) -> tuple[float, float]:
+    """(lon, lat) degrees given in `datum` (one of wire.messages.DATUMS) as (lon, lat) degrees in
+    the grid file's datum (CGCS2000 / WGS 84, treated as one: they differ by centimetres).
+
+    GCJ-02 (GB 20263 obfuscation, the 国测局 offset) and BD-09 (百度, GCJ-02 offset again) are
+    converted to WGS 84 by coordTransform's published inverse, which is exact to about a metre
+    inside China; outside China both are WGS 84 unchanged, as the offset is only applied
+    there. Raises GridError for any other datum.
+    """
+    if datum in _SAME_AS_GRID_FILE:
+        return lon, lat
+    if datum == "GCJ-02":
+        wgs = gcj02_to_wgs84(lon, lat)
+    elif datum == "BD-09":
+        wgs = bd09_to_wgs84(lon, lat)
+    else:
+        raise GridError(f"datum {datum!r} is not one of {', '.join(DATUMS)}")
+    return float(wgs[0]), float(wgs[1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,23 +118,36 @@ class GridMap:
         p = self._shapes[i].representative_point()
         return (p.x, p.y)
 
-    def locate(self, lon: float | None, lat: float | None) -> Grid | None:
-        """The grid whose polygon holds (lon, lat) — on a shared border, the first in file
-        order — or None (no place, or outside every grid)."""
+    def locate(self, lon: float | None, lat: float | None, *, datum: str) -> Grid | None:
+        """The grid whose polygon holds (lon, lat) degrees in `datum` (to_grid_datum) — on a
+        shared border, the first in file order — or None (no place, or outside every grid).
+        Raises GridError for a datum not in wire.messages.DATUMS."""
         if lon is None or lat is None:
             return None
-        hits = self._tree.query(Point(lon, lat), predicate="intersects")
+        hits = self._tree.query(Point(to_grid_datum(lon, lat, datum)), predicate="intersects")
         return self._grids[int(min(hits))] if len(hits) else None
 
-    def holds(self, code: str, lon: float, lat: float) -> bool:
-        """True if the grid `code` is known and its polygon holds (lon, lat), border included."""
+    def holds(self, code: str, lon: float, lat: float, *, datum: str) -> bool:
+        """True if the grid `code` is known and its polygon holds (lon, lat) degrees in `datum`
+        (to_grid_datum), border included. Raises GridError for a datum not in DATUMS."""
         i = self._index.get(code)
-        return i is not None and bool(self._shapes[i].intersects(Point(lon, lat)))
+        point = Point(to_grid_datum(lon, lat, datum))
+        return i is not None and bool(self._shapes[i].intersects(point))
 
 
-def place(grids: GridMap | None, lon: float | None, lat: float | None, declared: str = "") -> str:
-    """The code of the 单元网格 a device, asset or case at (lon, lat) degrees is placed in, where
-    its record names the grid `declared` ("" if none); "" when nothing places it.
+def place(
+    grids: GridMap | None,
+    lon: float | None,
+    lat: float | None,
+    declared: str = "",
+    *,
+    datum: str,
+) -> str:
+    """The code of the 单元网格 a device, asset or case at (lon, lat) degrees in `datum` is
+    placed in, where its record names the grid `declared` ("" if none); "" when nothing places
+    it. The point is compared with the polygons in the grid file's datum (to_grid_datum), so a
+    GCJ-02 or BD-09 point lands where it truly stands. Raises GridError for a datum not in
+    wire.messages.DATUMS (only when there is a point to place).
 
     The polygon wins: a surveyed point is evidence, a typed grid code is a claim that goes
     stale when grids are redrawn, and the cases raised there are placed the same way. On a
@@ -113,9 +157,9 @@ def place(grids: GridMap | None, lon: float | None, lat: float | None, declared:
     """
     if grids is None or lon is None or lat is None:
         return declared
-    if declared and grids.holds(declared, lon, lat):
+    if declared and grids.holds(declared, lon, lat, datum=datum):
         return declared
-    found = grids.locate(lon, lat)
+    found = grids.locate(lon, lat, datum=datum)
     return found.code if found is not None else declared
 
 

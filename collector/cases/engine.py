@@ -254,7 +254,8 @@ class CaseEngine:
         else the device's install location), else the grid its asset record names (the rule
         of grids.place, which places assets and devices too)."""
         where = place_of(asset, device)
-        code = place(self.grids, where.lon, where.lat, asset.grid if asset is not None else "")
+        declared = asset.grid if asset is not None else ""
+        code = place(self.grids, where.lon, where.lat, declared, datum=where.datum)
         if not code:
             return None
         return (self.grids.get(code) if self.grids else None) or Grid(code)
@@ -390,7 +391,7 @@ class CaseEngine:
         if known is not None:
             return known, False
         now = self.now_ms()
-        grid = self.grids.locate(place.lon, place.lat) if self.grids else None
+        grid = self.grids.locate(place.lon, place.lat, datum=place.datum) if self.grids else None
         case_no = self._number("", self.routing.area_code(None, grid.code if grid else None), now)
         department, skipped = self.routing.department_for(kind, subcategory, grid, self.directory())
         self._passed_over(skipped, department, f"case {case_no}")

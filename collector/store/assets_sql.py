@@ -142,7 +142,7 @@ class AssetRows(Rows):
         with self._tx() as cur:
             for a in assets:
                 doc = a.model_dump_json()
-                grid = place(self.grids, a.lon, a.lat, a.grid)
+                grid = place(self.grids, a.lon, a.lat, a.grid, datum=a.datum)
                 self._run(
                     cur,
                     "INSERT INTO assets (code, subcategory, owner, maintainer, grid, doc)"
@@ -193,9 +193,12 @@ class AssetRows(Rows):
         update the same rows in the same order); return how many changed grid."""
         changed = 0
         for code, doc, before in self._run(cur, "SELECT code, doc, grid FROM assets ORDER BY code"):
-            # Only the three fields placement reads: a district has tens of thousands of 部件.
+            # Only the fields placement reads: a district has tens of thousands of 部件.
             record = json.loads(doc)
-            grid = place(self.grids, record.get("lon"), record.get("lat"), record.get("grid", ""))
+            lon, lat, declared = record.get("lon"), record.get("lat"), record.get("grid", "")
+            # No datum in the record: Asset's default, as Asset.model_validate_json reads it.
+            datum = record.get("datum") or "CGCS2000"
+            grid = place(self.grids, lon, lat, declared, datum=datum)
             if grid != before:
                 changed += 1
                 self._run(

@@ -182,7 +182,7 @@ class GatewayRows(Rows):
         for d in msg.devices:
             loc = d.location
             # A device that moved (a new location in this birth) is placed again.
-            grid = place(self.grids, loc.lon, loc.lat) if loc else ""
+            grid = place(self.grids, loc.lon, loc.lat, datum=loc.datum) if loc else ""
             self._run(
                 cur,
                 "INSERT INTO devices (gateway_id, device, profile, family, status, since_ms,"
@@ -424,10 +424,12 @@ class GatewayRows(Rows):
         # In key order: collectors starting together update the same rows in the same order.
         rows = self._run(
             cur,
-            "SELECT gateway_id, device, lon, lat, grid FROM devices ORDER BY gateway_id, device",
+            "SELECT gateway_id, device, lon, lat, datum, grid FROM devices"
+            " ORDER BY gateway_id, device",
         )
-        for gw, device, lon, lat, before in rows:
-            grid = place(self.grids, lon, lat) or None
+        for gw, device, lon, lat, datum, before in rows:
+            # No datum: stored before devices had one, read as Location's default (_DEVICE).
+            grid = place(self.grids, lon, lat, datum=datum or "CGCS2000") or None
             if grid != before:
                 changed += 1
                 self._run(

@@ -208,3 +208,49 @@ def test_collector_run_assets_warns_of_an_asset_that_stands_in_another_grid(
         f"{csv}: asset {SAYS_B_STANDS_IN_A.code} names grid {B}, but its point (120.14, 30.277)"
         f" stands in grid {A}: placed in {A}"
     )
+
+
+# One spot in grid B (WGS 84 / CGCS2000), 150 m west of A's border, as 高德 (GCJ-02) and 百度
+# (BD-09) give it: compared raw, the GCJ-02 point stands in A and the BD-09 one in no grid.
+TRUE_IN_B = (120.1365, 30.2775)
+GCJ02_RAW_IN_A = (120.141245, 30.275201)
+BD09_RAW_NOWHERE = (120.147723, 30.281366)
+
+
+def test_a_gcj02_or_bd09_point_is_placed_where_it_truly_stands(db_url: str, tmp_path: Path) -> None:
+    # Stored before the registry is loaded: an asset recorded off 高德, a device commissioned so.
+    gcj = Asset(
+        code="3301060111000006", owner="燃气集团", grid=A, lon=GCJ02_RAW_IN_A[0],
+        lat=GCJ02_RAW_IN_A[1], datum="GCJ-02",
+    )  # fmt: skip
+    store = open_store(db_url)
+    store.migrate()
+    store.upsert_assets([gcj])
+    at = Location(*GCJ02_RAW_IN_A, "GCJ-02", "")
+    msg = Birth(
+        "gw", "s", 0, T0, "1", "h", (DeviceInfo("dev-g", "gas_detector", "gas", True, location=at),)
+    )
+    store.write([Accepted(TopicParts("site", "gw", Kind.BIRTH), msg)], T0)
+    store.close()
+    # The collector loads the registry, places what is stored again and imports one off 百度.
+    csv = tmp_path / "assets.csv"
+    bd = "3301060111000007"
+    lon, lat = BD09_RAW_NOWHERE
+    csv.write_text(f"code,owner,lon,lat,datum\n{bd},燃气集团,{lon},{lat},BD-09\n", encoding="utf-8")
+    runtime = Runtime(CollectorConfig(db_url=db_url, ingest=None, assets_file=csv))
+    try:
+        assert {a.code: g for a, g in runtime.store.located_assets()} == {gcj.code: B, bd: B}
+        assert {d.device: d.grid for d in runtime.store.devices()} == {"dev-g": B}
+        # A case at the asset is in B, so B's department (属地) takes it.
+        grid = runtime.cases.grid_of(gcj, None)
+        assert grid is not None
+        assert grid.code == B
+        # A device moved (a new birth) is placed by its new point, in its datum, too.
+        moved = DeviceInfo(
+            "dev-g", "gas_detector", "gas", True, location=Location(*IN_A, "GCJ-02", "")
+        )
+        msg = Birth("gw", "s", 1, T0 + 1, "1", "h", (moved,))
+        runtime.store.write([Accepted(TopicParts("site", "gw", Kind.BIRTH), msg)], T0 + 1)
+        assert {d.device: d.grid for d in runtime.store.devices()} == {"dev-g": B}
+    finally:
+        runtime.close()

@@ -17,7 +17,14 @@ from lifeline.collector.cases.routing import (
     routing_grids,
 )
 from lifeline.collector.departments import Directory
-from lifeline.collector.grids import Grid, GridError, check_grid_code, load_grids, place
+from lifeline.collector.grids import (
+    Grid,
+    GridError,
+    check_grid_code,
+    load_grids,
+    place,
+    to_grid_datum,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -67,13 +74,14 @@ def test_a_point_is_placed_in_the_polygon_that_holds_it(tmp_path: Path) -> None:
             feature("33010600100201", square(121, 30), ["西区城管办"]),
         )
     )
-    assert grids.locate(120.5, 30.5) == Grid(
+    assert grids.locate(120.5, 30.5, datum="CGCS2000") == Grid(
         "33010600100101", "西溪街道", "文三社区", ("东区城管办",)
     )
-    codes = [getattr(grids.locate(x, y), "code", None) for x, y in ((121.5, 30.2), (121.0, 30.5))]
+    at = ((121.5, 30.2), (121.0, 30.5))
+    codes = [getattr(grids.locate(x, y, datum="WGS84"), "code", None) for x, y in at]
     assert codes == ["33010600100201", "33010600100101"]  # on a shared border: the first
-    assert grids.locate(119.0, 30.5) is None  # outside every grid
-    assert grids.locate(None, None) is None  # no place known
+    assert grids.locate(119.0, 30.5, datum="CGCS2000") is None  # outside every grid
+    assert grids.locate(None, None, datum="CGCS2000") is None  # no place known
 
 
 BOWTIE = {"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]}
@@ -135,7 +143,7 @@ def test_the_demo_district_ships_grids_that_hold_its_assets() -> None:
     assert grids is not None
     assert {g.code[:6] for g in grids.grids} == {"330106"}
     for a in load(path.parent.parent / "assets" / "demo.yaml"):
-        placed = grids.locate(a.lon, a.lat)
+        placed = grids.locate(a.lon, a.lat, datum=a.datum)
         assert placed is not None, a.code
         assert placed.code == a.grid, a.code  # the record and the polygon agree
 
@@ -145,14 +153,75 @@ def test_the_polygon_places_a_point_over_the_grid_its_record_declares(tmp_path: 
     grids = load_grids(
         write(tmp_path, feature(a, square(120, 30), []), feature(b, square(121, 30), []))
     )
-    assert place(grids, 120.5, 30.5) == a
-    assert place(grids, 120.5, 30.5, declared=b) == a  # the surveyed point wins
-    assert place(grids, 121.0, 30.5, declared=b) == b  # on the shared border: the declared one
-    assert place(grids, 121.0, 30.5) == a  # ...else the first in file order
-    assert place(grids, 119.0, 30.5, declared=b) == b  # outside every grid: the declared one
-    assert place(grids, 119.0, 30.5) == ""
-    assert place(grids, None, None, declared=b) == b  # no point: the declared one
-    assert place(None, 120.5, 30.5, declared=b) == b  # no registry: the declared one
+
+    def at(lon: float | None, lat: float | None, declared: str = "") -> str:
+        return place(grids, lon, lat, declared, datum="CGCS2000")
+
+    assert at(120.5, 30.5) == a
+    assert at(120.5, 30.5, declared=b) == a  # the surveyed point wins
+    assert at(121.0, 30.5, declared=b) == b  # on the shared border: the declared one
+    assert at(121.0, 30.5) == a  # ...else the first in file order
+    assert at(119.0, 30.5, declared=b) == b  # outside every grid: the declared one
+    assert at(119.0, 30.5) == ""
+    assert at(None, None, declared=b) == b  # no point: the declared one
+    assert place(None, 120.5, 30.5, declared=b, datum="CGCS2000") == b  # no registry: declared
+
+
+# The demo district's latitude; A west of B, the border at 120.139 (as 330106's grids are drawn).
+WEST, EAST = "33010600100101", "33010600100201"
+TRUE_IN_WEST = (120.1365, 30.2775)  # WGS 84 / CGCS2000, 250 m west of the border
+# The same spot as 高德 (GCJ-02) and 百度 (BD-09) give it: both raw points stand in EAST.
+AS_GCJ02 = (120.141245, 30.275201)
+AS_BD09 = (120.147723, 30.281366)
+
+
+def border_grids(tmp_path: Path) -> Any:
+    lat = TRUE_IN_WEST[1] - 0.01
+    west = square(120.139 - 0.05, lat, 0.05)
+    east = square(120.139, lat, 0.05)
+    return load_grids(write(tmp_path, feature(WEST, west, ["西"]), feature(EAST, east, ["东"])))
+
+
+@pytest.mark.parametrize(
+    ("at", "datum"),
+    [(TRUE_IN_WEST, "CGCS2000"), (TRUE_IN_WEST, "WGS84"), (AS_GCJ02, "GCJ-02"), (AS_BD09, "BD-09")],
+)
+def test_a_point_is_placed_where_it_truly_stands_whatever_its_datum(
+    tmp_path: Path, at: tuple[float, float], datum: str
+) -> None:
+    grids = border_grids(tmp_path)
+    assert place(grids, *at, datum="CGCS2000") == (WEST if at == TRUE_IN_WEST else EAST)
+    assert place(grids, *at, datum=datum) == WEST
+    assert place(grids, *at, declared=EAST, datum=datum) == WEST  # the declared grid too
+    placed = grids.locate(*at, datum=datum)
+    assert placed is not None
+    assert placed.department == "西"  # so its case goes to 西's 属地
+
+
+def test_a_point_is_converted_to_the_grid_files_datum_to_within_two_metres() -> None:
+    for at, datum in ((AS_GCJ02, "GCJ-02"), (AS_BD09, "BD-09")):
+        lon, lat = to_grid_datum(*at, datum)
+        # 1e-5 degrees is 1.1 m of latitude here, 0.96 m of longitude
+        assert abs(lon - TRUE_IN_WEST[0]) < 2e-5, datum
+        assert abs(lat - TRUE_IN_WEST[1]) < 2e-5, datum
+    assert to_grid_datum(*TRUE_IN_WEST, "WGS84") == TRUE_IN_WEST  # centimetres from CGCS2000
+    # Outside China neither offset is applied: GCJ-02 and BD-09 there are WGS 84 as it is.
+    assert to_grid_datum(2.2945, 48.8584, "GCJ-02") == (2.2945, 48.8584)
+
+
+@pytest.mark.parametrize(
+    "datum", ["", "gcj02", "GCJ02", "EPSG:4326", "CGCS 2000", "bd-09", "北京54", "WGS84 "]
+)
+def test_a_point_in_an_unknown_datum_is_refused_not_placed(tmp_path: Path, datum: str) -> None:
+    grids = border_grids(tmp_path)
+    for call in (
+        lambda: place(grids, *TRUE_IN_WEST, datum=datum),
+        lambda: grids.locate(*TRUE_IN_WEST, datum=datum),
+        lambda: grids.holds(WEST, *TRUE_IN_WEST, datum=datum),
+    ):
+        with pytest.raises(GridError, match=r"datum .* is not one of CGCS2000, WGS84, GCJ-02"):
+            call()
+    assert place(grids, None, None, declared=EAST, datum=datum) == EAST  # no point: no datum used
 
 
 def test_an_asset_whose_point_is_in_another_grid_is_named_in_a_warning(tmp_path: Path) -> None:

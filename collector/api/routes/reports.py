@@ -19,7 +19,6 @@ from lifeline.collector.api.deps import RuntimeDep
 from lifeline.collector.api.routes.cases import Plain, case_doc
 from lifeline.collector.api.routes.open311 import service_kinds
 from lifeline.collector.api.schemas import CaseOut
-from lifeline.collector.assets import DATUMS
 from lifeline.collector.cases.codes import COMPONENT_NAMES, EVENT_NAMES, subcategory_name
 from lifeline.collector.cases.duties import REPORTERS, may_report, report_refusal
 from lifeline.collector.cases.engine import ReportReused
@@ -27,6 +26,7 @@ from lifeline.collector.cases.routing import Routing
 from lifeline.collector.cases.workflow import COMPONENT, EVENT, HOTLINE, INSPECTOR, Place
 from lifeline.collector.errors import Conflict
 from lifeline.collector.models import ApiKey, ReportClaim
+from lifeline.wire.messages import DATUMS
 
 router = APIRouter(prefix="/api/v1/cases", tags=["cases"])
 
