@@ -40,9 +40,10 @@ CASE_ACTIONS: Mapping[Action, frozenset[Role]] = {
     Action.REPLY: frozenset({R.DEPARTMENT}),  # 督办回复
 }
 
-# Who may 上报 a case (POST /api/v1/cases), with the 案件来源 it gets: a 监督员 reports what
+# Who may 上报 a case (POST /api/v1/cases), with the 案件来源 it gets (not the `reporter` role,
+# a citizen app, which posts Open311 requests only: OPEN311_REPORTERS): a 监督员 reports what
 # they found in the field, a 受理员 enters a 12345 hotline call. `admin` may post either.
-REPORTERS: Mapping[Role, str] = {R.INSPECTOR: INSPECTOR, R.INTAKE: HOTLINE}
+CASE_REPORTERS: Mapping[Role, str] = {R.INSPECTOR: INSPECTOR, R.INTAKE: HOTLINE}
 
 # Actions a 专业部门 key may take only on a case whose 主办 is one of its departments.
 SCOPED = frozenset({Action.START, Action.FEEDBACK, Action.APPLY, Action.REPLY})
@@ -101,12 +102,12 @@ def refusal(key: ApiKey, action: Action) -> str:
 
 def may_report(role: Role) -> bool:
     """True if a key of `role` may 上报 a case (a 监督员, a 受理员 for 12345, or admin)."""
-    return role in REPORTERS or role is R.ADMIN
+    return role in CASE_REPORTERS or role is R.ADMIN
 
 
 def report_refusal(key: ApiKey) -> str:
     """The one-line reason a key may not 上报 a case."""
-    return _refuse("report (上报)", {*REPORTERS, R.ADMIN}, key)
+    return _refuse("report (上报)", {*CASE_REPORTERS, R.ADMIN}, key)
 
 
 def sees_contact(role: Role) -> bool:

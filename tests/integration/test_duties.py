@@ -13,8 +13,8 @@ import pytest
 
 from lifeline.collector.cases.duties import (
     CASE_ACTIONS,
+    CASE_REPORTERS,
     MAINTAINER_ACTIONS,
-    REPORTERS,
     may_act,
     may_report,
     may_work,
@@ -187,7 +187,7 @@ def test_the_matrix_gives_each_duty_what_the_standard_says(api: Api) -> None:
     for system in (A.UPGRADE, A.REWORK, A.AUTO_CLOSE):
         assert not any(may_act(role, system) for role in Role)
     # 上报 (POST /api/v1/cases): a 监督员 from the field, a 受理员 a 12345 call, and admin.
-    assert REPORTERS == {Role.INSPECTOR: "监督员", Role.INTAKE: "12345"}
+    assert CASE_REPORTERS == {Role.INSPECTOR: "监督员", Role.INTAKE: "12345"}
     assert {r for r in Role if may_report(r)} == {Role.INSPECTOR, Role.INTAKE, Role.ADMIN}
 
 
@@ -205,7 +205,7 @@ def test_a_report_is_allowed_to_exactly_the_roles_of_the_matrix(api: Api) -> Non
         r = api.client.post("/api/v1/cases", json={**body, **call}, headers=headers)
         if may_report(role):
             assert r.status_code == 201, (role, r.text)
-            assert r.json()["source"] == REPORTERS.get(role, "监督员")
+            assert r.json()["source"] == CASE_REPORTERS.get(role, "监督员")
         else:
             detail = problem_of(r, 403)["detail"]
             why = "reporter key" if role is Role.REPORTER else "report (上报) needs one of"

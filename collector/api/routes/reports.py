@@ -20,7 +20,7 @@ from lifeline.collector.api.routes.cases import Plain, case_doc
 from lifeline.collector.api.routes.open311 import service_kinds
 from lifeline.collector.api.schemas import CaseOut
 from lifeline.collector.cases.codes import COMPONENT_NAMES, EVENT_NAMES, subcategory_name
-from lifeline.collector.cases.duties import REPORTERS, may_report, report_refusal
+from lifeline.collector.cases.duties import CASE_REPORTERS, may_report, report_refusal
 from lifeline.collector.cases.engine import ReportReused
 from lifeline.collector.cases.routing import Routing
 from lifeline.collector.cases.workflow import COMPONENT, EVENT, HOTLINE, INSPECTOR, Place
@@ -141,7 +141,7 @@ def check_subcategory(routing: Routing, kind: str, code: str) -> None:
 def _source(key: ApiKey, body: ReportIn) -> str:
     """The 案件来源 of a report by `key`: its duty's, or for admin the body's (12345 with a
     hotline call, else 监督员). 422 if the body does not fit the duty."""
-    source = REPORTERS.get(key.role, HOTLINE if body.hotline is not None else INSPECTOR)
+    source = CASE_REPORTERS.get(key.role, HOTLINE if body.hotline is not None else INSPECTOR)
     if source == INSPECTOR and body.hotline is not None:
         raise HTTPException(
             422, "a 监督员's 上报 has no `hotline`: a 12345 call is entered by a 受理员"
