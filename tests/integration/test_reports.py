@@ -12,6 +12,7 @@ import pytest
 from lifeline.collector.models import Role
 from tests.integration import test_open311_reports as open311
 from tests.integration.test_api_http import problem_of
+from tests.integration.test_grid_places import GCJ02_RAW_IN_A, A, B
 from tests.integration.test_open311_reports import NOW, City
 
 pytestmark = pytest.mark.integration
@@ -99,6 +100,18 @@ def test_an_inspectors_report_goes_from_受理_through_to_结案(city: City) -> 
     assert stats_by_source(city) == {"监督员": 1}
     (public,) = city.client.get(f"/open311/v2/requests/{no}.json").json()
     assert public["service_notice"] == "已结案"
+
+
+def test_a_report_in_gcj02_is_in_the_grid_where_it_truly_stands(city: City) -> None:
+    # 高德's point for a spot in grid B: compared raw with the polygons it stands in grid A.
+    grids = city.runtime.cases.grids
+    assert grids is not None
+    assert grids.locate(*GCJ02_RAW_IN_A, datum="WGS84") == grids.get(A)
+    lon, lat = GCJ02_RAW_IN_A
+    r = report(city, good(city, lon=lon, lat=lat, datum="GCJ-02"), Role.INSPECTOR)
+    assert r.status_code == 201, r.text
+    assert r.json()["grid"] == B
+    assert r.json()["location"]["datum"] == "GCJ-02"  # kept as reported
 
 
 def test_a_12345_call_needs_核实_and_its_工单号_is_one_case(city: City) -> None:
