@@ -185,7 +185,7 @@ class Case:
     allowed_ms: int | None = None  # the time limit its 小类 and urgency give (None: unknown yet)
     severity: int | None = None  # the most severe alarm attached (1 = 一级 ... 4 = 四级)
     assist: tuple[str, ...] = ()  # 协办 departments
-    reworks: int = 0  # 返工
+    reworks: int = 0  # 返工: 核查不通过, or the system's rework (the alarm came back)
     returns: int = 0  # 回退
     closure: str | None = None  # a Closure value once 结案
     recurrence_of: str | None = None  # the case this one recurs (反复发生)
@@ -294,6 +294,11 @@ def _join(detail: str, note: str) -> str:
     return f"{detail}: {note}" if note else detail
 
 
+def _own(condition: str | None) -> str:
+    """The 值班长's own words for a 立案/结案条件, or '' if none were given (blank is none)."""
+    return (condition or "").strip()
+
+
 def _accept(case: Case, args: Args) -> Case:
     if case.kind == UNCLASSIFIED and args.classify is None:
         raise ValueError(
@@ -304,7 +309,7 @@ def _accept(case: Case, args: Args) -> Case:
         if c.kind not in KINDS:
             raise ValueError(f"kind {c.kind!r} is not 部件 or 事件")
         case = replace(case, kind=c.kind, subcategory=c.subcategory, allowed_ms=c.allowed_ms)
-    condition = args.condition or conditions(case.kind, case.subcategory)[0]
+    condition = _own(args.condition) or conditions(case.kind, case.subcategory)[0]
     return replace(case, register_condition=condition)
 
 
@@ -329,9 +334,14 @@ def _close(case: Case, actor: str, now_ms: int, note: str, args: Args) -> tuple[
                 f"case {case.case_no}: 结案 (处置完成) needs 核查通过 — a 监督员 posts check"
                 " (or close it as 误报)"
             )
-        condition = args.condition or conditions(case.kind, case.subcategory)[1]
+        condition = _own(args.condition) or conditions(case.kind, case.subcategory)[1]
     else:  # 误报 is itself the 核查's finding, recorded as the 核查结果
-        condition = args.condition or ""
+        if case.check_result == CheckResult.PASSED.value:
+            raise ValueError(
+                f"case {case.case_no}: 核查通过 by {case.checked_by} found the work done: it is"
+                " 结案 as 处置完成, not 误报"
+            )
+        condition = _own(args.condition)
         case = _check(case, CheckResult.FALSE_ALARM, actor, now_ms, note, args)
     detail = f"结案: {closure.value}" + (f", 结案条件: {condition}" if condition else "")
     return replace(case, closure=closure.value, close_condition=condition), detail
@@ -344,10 +354,9 @@ def _dispatch(case: Case, args: Args) -> tuple[Case, str]:
         )
     dept = args.department or case.department
     assist = tuple(a for a in dict.fromkeys(args.assist) if a != dept)
-    if case.returns or dept != case.department:
-        detail = f"改派 主办 {case.department} → {dept}"
-    else:
-        detail = f"派遣 主办 {dept}"
+    # Only a 回退 brings a dispatched case back to 立案: before it, the 主办 is the routing's
+    # suggestion, and naming another department is still the first 派遣.
+    detail = f"改派 主办 {case.department} → {dept}" if case.returns else f"派遣 主办 {dept}"
     if assist:
         detail += f", 协办 {'、'.join(assist)}"
     return replace(case, department=dept, assist=assist), detail
@@ -397,8 +406,8 @@ def apply(
     ValueError if its arguments do not fit or the case is not ready for it (a 延时 of nothing,
     立案 before 受理, 受理 of a 公众 or 12345 report before its 核实, an unclassified case accepted
     without its 小类, a returned case re-dispatched without naming the department, a closure
-    type a person may not give, 反馈 without its 处置意见 or 核查不通过 without its reason in
-    the note, 结案 as 处置完成 before 核查通过).
+    type a person may not give, 反馈 without its 处置意见 or 核查 (check, reject) without the
+    监督员's finding in the note, 结案 as 处置完成 before 核查通过 or as 误报 after it).
 
     The case record follows GB/T 30428.1: 立案 stores the 立案条件 met (`args.condition`, else
     the 小类 table's, collector.cases.codes.CONDITIONS), 结案 the 结案条件, 反馈 the 处置意见
@@ -465,10 +474,16 @@ def apply(
         passed = action is Action.CHECK
         if passed and case.check_result == CheckResult.PASSED.value:
             raise ValueError(f"case {case.case_no}: already 核查通过 by {case.checked_by}")
-        if not passed and not note.strip():
-            raise ValueError(f"case {case.case_no}: 核查不通过 gives its reason in the note")
+        if not note.strip():
+            raise ValueError(
+                f"case {case.case_no}: the 核查结果 gives the 监督员's finding in the note"
+                if passed
+                else f"case {case.case_no}: 核查不通过 gives its reason in the note"
+            )
         result = CheckResult.PASSED if passed else CheckResult.FAILED
         updated = _check(updated, result, actor, now_ms, note, args)
+        if not passed:  # 核查不通过 sends the work back: a new 处置 round, counted as 返工
+            updated = replace(updated, reworks=case.reworks + 1)
         note = _join(f"核查{result.value}", note)
     elif action is Action.CLOSE:
         updated, detail = _close(updated, actor, now_ms, note, args)

@@ -107,7 +107,7 @@ def test_closing_while_the_alarm_is_active_then_acknowledging_opens_no_duplicate
     # 结案 waits for 核查通过; a note with control characters is refused in words.
     assert "核查通过" in problem_of(act(api, no, {"action": "close"}), 422)["detail"]
     dirty = problem_of(act(api, no, {"action": "check", "note": "ok\x1b[2J"}), 422)
-    assert "control characters" in json.dumps(dirty, ensure_ascii=False)
+    assert "control or bidi character U+001B" in json.dumps(dirty, ensure_ascii=False)
     checked = act(api, no, {"action": "check", "note": "井盖平稳"}).json()
     assert "check" not in checked["actions"]  # once per round
     assert "close" in checked["actions"]

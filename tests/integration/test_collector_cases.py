@@ -419,7 +419,7 @@ def test_a_birth_restating_the_alarm_of_a_closed_case_opens_no_duplicate(
     (case,) = store.cases()
     for action in (Action.DISPATCH, Action.START, Action.FEEDBACK, Action.VERIFY):
         engine.act(case.case_no, action, "op", "井盖已复位")
-    engine.act(case.case_no, Action.CHECK, "监督员")
+    engine.act(case.case_no, Action.CHECK, "监督员", "井盖平稳")
     engine.act(case.case_no, Action.CLOSE, "值班长")
     t = int(T0 * 1000)
     acked = AlarmEvent(

@@ -69,6 +69,7 @@ BODY: dict[Action, dict[str, Any]] = {
     A.REPLY: {"note": "已到场"},
     A.FEEDBACK: {"note": "已处置"},  # the 处置意见
     A.REJECT: {"note": "仍有隐患"},  # the reason
+    A.CHECK: {"note": "已修复"},  # the finding
 }
 STAYS = (
     A.EXTEND,
@@ -225,7 +226,13 @@ def test_a_department_key_sees_and_acts_on_its_own_cases_only(api: Api) -> None:
     problem_of(api.client.get(f"/api/v1/cases/{theirs}", headers=own), 404)
     assert api.client.get(f"/api/v1/cases/{helping}", headers=own).status_code == 200
     problem_of(post(api, theirs, A.START, own), 404)
-    problem_of(post(api, helping, A.START, own), 404)  # 协办 sees it; the 主办 handles it
+    # 协办 sees it, so "no case" would be false: the 主办's actions are refused naming it.
+    for action in (A.START, A.FEEDBACK, A.APPLY, A.REPLY):
+        state = S.HANDLING if action is not A.START else S.DISPATCHED
+        assist = case_in(api, state, department=LAMPS[1], assist=GAS[1])
+        detail = problem_of(post(api, assist, action, own), 403)["detail"]
+        assert f"only its 主办 ({LAMPS[1]}) may {action.value}" in detail, detail
+        assert api.runtime.store.case(assist).state is state  # type: ignore[union-attr]
     assert post(api, mine, A.START, own).json()["state"] == "处置"
     audit = api.client.get(f"/api/v1/cases/{mine}", headers=own).json()["audit"]
     assert (audit[-1]["actor"], audit[-1]["role"]) == ("燃气集团 抢修班", "department")

@@ -267,6 +267,9 @@ HOSTILE: list[tuple[str, list[tuple[str, str]], int]] = [
     ("phone", [*GOOD.items(), ("phone", "call me; DROP TABLE cases")], 400),
     ("repeated field", [*GOOD.items(), ("service_code", "0111")], 400),
     ("control character", [*GOOD.items(), ("first_name", "a\x1bb")], 400),
+    ("bidi override", [*GOOD.items(), ("description", "闻到燃气\u202e味")], 400),
+    ("line separator", [*GOOD.items(), ("address_string", "文三路\u20291 号")], 400),
+    ("newline in a name", [*GOOD.items(), ("first_name", "a\nb")], 400),
     ("name too long", [*GOOD.items(), ("last_name", "x" * 65)], 400),
 ]
 

@@ -213,6 +213,10 @@ HOSTILE: list[tuple[str, dict[str, Any]]] = [
     ("description too long", {"description": "x" * 4001}),
     ("description blank", {"description": "  "}),
     ("control character", {"description": "井盖\x1b[31m破损"}),
+    ("bidi override", {"description": "井盖\u202e破损"}),  # reorders what a reader sees
+    ("bidi isolate", {"description": "井盖\u2066破损"}),
+    ("line separator in the address", {"address": "文三路\u20281 号"}),
+    ("newline in the caller's name", {"hotline": {"order_no": "X2", "caller": {"name": "张\n三"}}}),
     ("address too long", {"address": "路" * 201}),
     ("media_url script", {"media_url": "javascript:alert(1)"}),
     ("media_url too long", {"media_url": "https://x.org/" + "a" * 2000}),

@@ -101,6 +101,7 @@ def test_every_figure_of_a_seeded_history_matches_the_hand_count(
     at(12, a, A.FEEDBACK)  # A 处置 2..12 h less 7 h 挂账 = 3 h: on time
     at(12, a, A.VERIFY)
     at(13, a, A.REJECT)  # 返工: A 核查 12..13; a new 处置 round 13..17
+    assert store.case(a).reworks == 1  # type: ignore[union-attr]  # the record agrees
     at(18, a, A.FEEDBACK)  # late: 5 h
     at(18, a, A.VERIFY)
     at(18.5, a, A.CHECK)  # 核查通过: no stage of its own

@@ -220,7 +220,8 @@ def test_rework_starts_a_new_handling_round(state: CaseState) -> None:
     [(None, "处置完成"), (Closure.DONE, "处置完成"), (Closure.FALSE_ALARM, "误报")],
 )
 def test_closure_types_a_person_may_give(closure: Closure | None, expected: str) -> None:
-    checked = make(S.VERIFYING, check_result="通过")
+    # 误报 is the 核查's own finding: after a passing 核查 the case is closed as 处置完成.
+    checked = make(S.VERIFYING, check_result=None if closure is Closure.FALSE_ALARM else "通过")
     closed, audit = apply(checked, A.CLOSE, actor="op", now_ms=T0, args=Args(closure=closure))
     assert (closed.state, closed.closure) == (S.CLOSED, expected)
     assert expected in audit.note
@@ -252,6 +253,36 @@ def test_return_and_redispatch_name_the_department() -> None:
     )
     assert (case.state, case.department, case.assist) == (S.DISPATCHED, "水务集团", ())
     assert audit.note == "改派 主办 燃气公司 → 水务集团"
+
+
+def test_the_first_dispatch_is_派遣_even_to_another_department_than_routed() -> None:
+    # Reproduced on main: dispatching a case routed to 燃气公司 to 水务集团 was recorded as 改派.
+    case, audit = apply(
+        make(S.REGISTERED), A.DISPATCH, actor="派遣员", now_ms=T0, args=Args(department="水务集团")
+    )
+    assert (case.department, audit.note) == ("水务集团", "派遣 主办 水务集团")
+
+
+def test_a_failed_check_is_a_rework_and_a_check_needs_its_finding() -> None:
+    case = make(S.VERIFYING, reworks=1)
+    for blank in ("", " \n\t"):
+        with pytest.raises(ValueError, match="核查结果"):
+            apply(case, A.CHECK, actor="监督员", now_ms=T0, note=blank)
+    back, _ = apply(case, A.REJECT, actor="监督员", now_ms=T0, note="仍松动")
+    assert (back.state, back.reworks) == (S.HANDLING, 2)
+    passed, _ = apply(case, A.CHECK, actor="监督员", now_ms=T0, note="已稳固")
+    with pytest.raises(ValueError, match="not 误报"):
+        apply(passed, A.CLOSE, actor="值班长", now_ms=T0, args=Args(closure=Closure.FALSE_ALARM))
+
+
+def test_a_blank_condition_is_the_subcategorys_standard() -> None:
+    received = make(S.REPORTED, kind="部件", subcategory="0111", received_by="受理员")
+    cover = conditions("部件", "0111")
+    accepted, _ = apply(received, A.ACCEPT, actor="值班长", now_ms=T0, args=Args(condition=" "))
+    assert accepted.register_condition == cover[0]
+    checked = make(S.VERIFYING, kind="部件", subcategory="0111", check_result="通过")
+    closed, _ = apply(checked, A.CLOSE, actor="值班长", now_ms=T0, args=Args(condition="\t"))
+    assert closed.close_condition == cover[1]
 
 
 def test_an_unclassified_case_is_accepted_with_its_kind_and_subcategory() -> None:

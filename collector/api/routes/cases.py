@@ -1,7 +1,6 @@
 """City cases: filtered, cursor-paged list; detail with audit trail and alarms; workflow actions."""
 
 import json
-import re
 from dataclasses import asdict
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -40,22 +39,25 @@ from lifeline.collector.cases.workflow import (
 from lifeline.collector.departments import check_actor
 from lifeline.collector.models import AlarmLink, Role
 from lifeline.collector.store import Conflict, Store
+from lifeline.collector.text import check_text
 from lifeline.wire.codes import SUBCATEGORY_PATTERN
 
 router = APIRouter(prefix="/api/v1/cases", tags=["cases"])
 
 CaseNo = Annotated[str, Path(pattern=CASE_NO_PATTERN, description="case number (案件编号)")]
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
-def _plain(text: str) -> str:
-    """Free text a person types: line breaks and tabs, but no other control characters."""
-    if _CONTROL.search(text):
-        raise ValueError("holds control characters (only line breaks and tabs are allowed)")
-    return text
+def _text(value: str) -> str:
+    return check_text(value, "the text", multiline=True)
 
 
-Plain = Annotated[str, AfterValidator(_plain)]
+def _line(value: str) -> str:
+    return check_text(value, "the text", multiline=False)
+
+
+# Free text a person types (collector.text): `Text` may hold line breaks and tabs, `Line` not.
+Text = Annotated[str, AfterValidator(_text)]
+Line = Annotated[str, AfterValidator(_line)]
 Department = Annotated[str, Field(min_length=1, max_length=100)]
 
 
@@ -95,13 +97,13 @@ class ActionIn(BaseModel):
         description="who acts for the key (a person at the desk), kept in the audit as"
         " `on_behalf_of`; the audit's actor is always the authenticated key",
     )
-    note: Plain = Field(
+    note: Text = Field(
         default="",
         max_length=2000,
         description="kept in the audit; for feedback the 处置意见 (required), for reject the"
         " reason (required), for check the finding, for reply the reply",
     )
-    condition: Plain | None = Field(
+    condition: Line | None = Field(
         default=None,
         min_length=1,
         max_length=500,
@@ -329,9 +331,10 @@ def act(
     runtime: RuntimeDep, reader: ScopedReader, case_no: CaseNo, body: ActionIn
 ) -> dict[str, Any]:
     """Apply a workflow action as the permission matrix allows the key's role (403 otherwise;
-    docs/integration.md); a 专业部门 key acts only on cases its departments are 主办 of (404
-    for others). 409 with the reason if the workflow does not allow it now, 422 if its
-    arguments do not fit the case (a department outside the registry, for one)."""
+    docs/integration.md); a 专业部门 key acts only on cases its departments are 主办 of: 403
+    naming the 主办 on a case it is 协办 of, 404 for one it cannot see. 409 with the reason if
+    the workflow does not allow it now, 422 if its arguments do not fit the case (a department
+    outside the registry, for one)."""
     key, scope = reader.key, reader.scope
     action = Action(body.action.value)
     if not may_act(key.role, action):
@@ -339,8 +342,15 @@ def act(
     store = runtime.store
     if scope is not None:
         found = store.case(case_no)
-        if found is None or not in_scope(found, scope, as_lead=action in SCOPED):
+        if found is None or not in_scope(found, scope):
             raise HTTPException(404, f"no case {case_no}")
+        if action in SCOPED and not in_scope(found, scope, as_lead=True):
+            # It sees the case (协办), so "no case" would be a lie: say whose work this is.
+            raise HTTPException(
+                403,
+                f"case {case_no}: only its 主办 ({found.department}) may {action.value};"
+                " your departments are 协办",
+            )
     try:
         department, assist = body.department, body.assist
         if department is not None or assist:

@@ -47,6 +47,7 @@ from lifeline.collector.cases.workflow import (
 from lifeline.collector.grids import GridMap
 from lifeline.collector.keys import digest
 from lifeline.collector.models import ApiKey
+from lifeline.collector.text import check_text
 from lifeline.wire.codes import is_subcategory
 
 log = logging.getLogger(__name__)
@@ -420,7 +421,6 @@ _TEXT = {  # the contact and reference fields: (most characters, a pattern they 
     "account_id": (128, None),
     "address_string": (200, None),
 }
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 _MAKING = threading.Lock()
@@ -505,8 +505,10 @@ def _one(form: dict[str, list[str]], name: str) -> str | None:
     if len(values) > 1:
         raise Open311Error(400, f"{name} is given {len(values)} times")
     text = values[0].strip()
-    if _CONTROL.search(text):
-        raise Open311Error(400, f"{name} holds control characters")
+    try:
+        check_text(text, name, multiline=name in ("description", "address_string"))
+    except ValueError as exc:
+        raise Open311Error(400, str(exc)) from None
     return text or None
 
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lifeline.collector.api.auth import ScopedReader
 from lifeline.collector.api.deps import RuntimeDep
-from lifeline.collector.api.routes.cases import Plain, case_doc
+from lifeline.collector.api.routes.cases import Line, Text, case_doc
 from lifeline.collector.api.routes.open311 import service_kinds
 from lifeline.collector.api.schemas import CaseOut
 from lifeline.collector.cases.codes import COMPONENT_NAMES, EVENT_NAMES, subcategory_name
@@ -42,7 +42,7 @@ class Caller(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: Plain | None = Field(default=None, min_length=1, max_length=64)
+    name: Line | None = Field(default=None, min_length=1, max_length=64)
     phone: str | None = Field(default=None, max_length=32, pattern=r"^\+?[0-9][0-9 ()\-]*$")
 
 
@@ -71,8 +71,8 @@ class ReportIn(BaseModel):
     datum: str = Field(
         default="CGCS2000", max_length=16, description=f"of lon/lat: {', '.join(DATUMS)}"
     )
-    address: Plain = Field(default="", max_length=200)
-    description: Plain = Field(min_length=1, max_length=4000)
+    address: Text = Field(default="", max_length=200)
+    description: Text = Field(min_length=1, max_length=4000)
     media_url: str | None = Field(
         default=None, max_length=2000, pattern=PHOTO, description="a photo (http or https)"
     )
