@@ -18,9 +18,10 @@ command centre's too — the 监督中心 that sends the 监督员 is, here, the
 A stage's limit comes from the routing table per (小类, urgency) and counts in 工作时, 工作日 or
 自然时 on the city's working calendar. 挂账 time is never overdue: the clock keeps the time that
 was left and runs again from 解除挂账. 延时 moves the due time by its hours on the stage's clock
-(work hours for a 工作时/工作日 stage). A 督办 is due at every new overdue (a new stage, or a
-due time moved by 延时 that passed again), never twice for the same due time. Pure code over
-plain values with the time given.
+(work hours for a 工作时/工作日 stage). A 督办 is due once per overdue episode: a new stage, or
+a due time moved past now by 延时 that then passes again. A due time moved while the stage stays
+overdue (解除挂账 of a case parked overdue, a 延时 too short to reach now) keeps the 督办 it had.
+Pure code over plain values with the time given.
 """
 
 from collections.abc import Sequence
@@ -180,7 +181,8 @@ def step(
     the running phase. A change of stage ends the running phase and opens the next; within a
     stage, 挂账 stops the clock, 解除挂账 runs it again with the time that was left, 延时 moves
     the due time by `extend` hours of the stage's clock, 升级 to urgent shortens it (never
-    lengthens), and 督办 marks the due time it was raised for.
+    lengthens), and 督办 marks the due time it was raised for (carried to a due time moved but
+    still past, so one overdue episode has one 督办).
     """
     current = phases[-1] if phases and phases[-1].end_ms is None else None
     seq = phases[-1].seq if phases else 0
@@ -221,9 +223,26 @@ def step(
         updated = _shorten(current, after, now_ms, limits, calendar)
     elif action is Action.ESCALATE:
         updated = replace(current, escalated_due_ms=current.due_ms)
+    if _same_overdue(current, updated, now_ms):
+        # It never stopped being overdue (a 解除挂账 of a case parked overdue, a 延时 too short
+        # to reach now): the 督办 already raised covers the moved due time.
+        updated = replace(updated, escalated_due_ms=updated.due_ms)
     if updated == current:
         return [], _retime(after, current)
     return [updated], _retime(after, updated)
+
+
+def _same_overdue(before: Phase, after: Phase, now_ms: int) -> bool:
+    """True if `before` was escalated for its due time and `after` moved that due time to one
+    still past at `now_ms`, with the clock running."""
+    return (
+        before.due_ms is not None
+        and before.escalated_due_ms == before.due_ms
+        and after.due_ms is not None
+        and after.due_ms != before.due_ms
+        and after.parked_since_ms is None
+        and after.due_ms <= now_ms
+    )
 
 
 def _shorten(

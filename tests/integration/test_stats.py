@@ -76,14 +76,17 @@ def test_every_figure_of_a_seeded_history_matches_the_hand_count(
 
     at(1, c, A.VOID, reason="误报")
     at(1, b, A.START)  # B: the center's 处置 stage from 0 (dispatched at once), due 4
-    at(1.5, b, A.EXTEND, extend_hours=1)  # the center's 延时: due 5
+    at(1.5, b, A.APPLY, request="extend", extend_hours=1)
+    at(1.5, b, A.APPROVE)  # the center's 延时: due 5
     at(2, b, A.RETURN)  # the center's 回退: its 处置 stage 0..2 on time; a new 派遣 stage
     at(2, a, A.DISPATCH)  # 派遣 stage 0..2 h, due 1 h: late
     # 改派: the 派遣 stage 2..2.5 (the center's, opened by its 回退) on time
     at(2.5, b, A.DISPATCH, department="燃气运维站")
     at(2.5, a, A.START)
-    at(2.6, a, A.EXTEND, extend_hours=1)  # 处置 due 6 -> 7
-    at(3, a, A.PARK)  # 4 h left
+    at(2.6, a, A.APPLY, request="extend", extend_hours=1)
+    at(2.6, a, A.APPROVE)  # 处置 due 6 -> 7
+    at(3, a, A.APPLY, request="park")
+    at(3, a, A.APPROVE)  # 挂账: 4 h left
     at(3, b, A.START)
     at(3, b, A.FEEDBACK)  # B 处置 2.5..3 h of 4: on time
     # The leak is back after 反馈 (gw:5): 返工, B 核查 3..3.2, a new 处置 round 3.2..4

@@ -228,6 +228,30 @@ def test_escalation_is_due_once_per_overdue_and_again_at_the_next() -> None:
     assert c.case.escalations == 3  # the 督办 level
 
 
+def test_one_overdue_episode_has_one_escalation() -> None:
+    # Fails on the old code: unpark of a case parked overdue raised a new 督办, and so did a
+    # 延时 too short to reach now, though the stage never stopped being overdue.
+    c = Case_(at(4, 30, 9))
+    c.do(A.ACCEPT, at(4, 30, 9))
+    c.do(A.DISPATCH, at(4, 30, 9))  # 处置 due 05-07 09:00
+    c.do(A.START, at(4, 30, 9))
+    c.do(A.ESCALATE, at(5, 7, 10))  # 1 work hour overdue: 督办 第1次
+    c.do(A.PARK, at(5, 7, 11))  # parked while overdue: -2 h left
+    c.do(A.UNPARK, at(5, 11, 9))  # still 2 work hours overdue
+    due = c.phases[-1].due_ms
+    assert due is not None
+    assert due < at(5, 11, 9)  # moved, yet in the past
+    assert not c.phases[-1].needs_escalation(at(5, 11, 9, 1))  # the same episode
+    c.do(A.EXTEND, at(5, 11, 9, 30), extend=1)  # 1 work hour: due still past
+    assert not c.phases[-1].needs_escalation(at(5, 11, 9, 31))
+    c.do(A.EXTEND, at(5, 11, 10), extend=4)  # due 05-11 15:00, past now: a new episode
+    due = c.phases[-1].due_ms
+    assert due is not None
+    assert due > at(5, 11, 10)
+    assert not c.phases[-1].needs_escalation(at(5, 11, 10, 1))
+    assert c.phases[-1].needs_escalation(due + 1)  # passed again: 第2次
+
+
 def test_an_urgent_upgrade_shortens_the_running_stage_never_lengthens_it() -> None:
     c = Case_(at(4, 30, 9))
     c.do(A.ACCEPT, at(4, 30, 9))
