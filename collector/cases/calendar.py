@@ -197,10 +197,34 @@ class WorkCalendar:
         return self.work_between(now_ms, due_ms)
 
     def resume(self, now_ms: int, left_ms: int, unit: Unit) -> int:
-        """The new due time of a clock that had `left_ms` (as from `left`) and runs again now."""
-        if unit is Unit.NATURAL_HOURS or left_ms <= 0:
+        """The new due time of a clock that had `left_ms` (as from `left`) and runs again now:
+        a clock that was overdue is as much work time overdue again (so `left` gives it back).
+
+        Raises CalendarError if the calendar has no work time for years (all holidays)."""
+        if unit is Unit.NATURAL_HOURS:
             return now_ms + left_ms
+        if left_ms < 0:
+            return self.before_work(now_ms, -left_ms)
         return self.add_work(now_ms, left_ms)
+
+    def before_work(self, end_ms: int, work_ms: int) -> int:
+        """The instant `work_ms` of work time before `end_ms` (`add_work` run backwards).
+
+        Raises CalendarError if the calendar has no work time for years (all holidays)."""
+        if work_ms <= 0:
+            return end_ms
+        left = work_ms
+        day = self._local_day(end_ms)
+        for _ in range(_MAX_DAYS):
+            for s, e in reversed(self._intervals(day)):
+                if s >= end_ms:
+                    continue
+                finish = min(e, end_ms)
+                if finish - left >= s:
+                    return finish - left
+                left -= finish - s
+            day -= timedelta(days=1)
+        raise CalendarError(f"calendar {self.name!r}: no work time within {_MAX_DAYS} days")
 
 
 # Where a routing table names no calendar: Monday to Friday, 08:30-12:00 and 13:30-17:30 (UTC+8),

@@ -63,6 +63,13 @@ def test_time_left_and_resumed_count_work_time_only() -> None:
     assert CAL.left(at(4, 30, 16), due, Unit.WORK_HOURS) == 3 * H
     assert CAL.resume(at(5, 11, 9), 3 * H, Unit.WORK_HOURS) == at(5, 11, 12) + 0
     assert CAL.left(at(5, 6, 11), due, Unit.WORK_HOURS) == -H  # an hour of work overdue
+    # Fails on the old code: an overdue clock resumed as natural hours before now (07:00),
+    # not as the work time it was overdue: 2 work hours before Monday 05-11 09:00 (08:30 start)
+    # is 16:00 on Saturday 05-09, a make-up working day — 2 work hours overdue, as `left` says.
+    resumed = CAL.resume(at(5, 11, 9), -2 * H, Unit.WORK_HOURS)
+    assert resumed == at(5, 9, 16)
+    assert CAL.left(at(5, 11, 9), resumed, Unit.WORK_HOURS) == -2 * H
+    assert CAL.resume(at(5, 11, 9), -2 * H, Unit.NATURAL_HOURS) == at(5, 11, 9) - 2 * H
 
 
 def test_the_shipped_calendar_loads_and_a_broken_one_is_refused(tmp_path: Path) -> None:
