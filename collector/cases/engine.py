@@ -707,7 +707,9 @@ class CaseEngine:
             reason=reason,
             condition=condition,
             media_url=media_url,
-            extend_max_ms=self._extend_max_ms(case) if request == "extend" else None,
+            extend_max_ms=self._extend_max_ms(case)
+            if "extend" in (request, case.pending)
+            else None,
             parked_from=parked_from,
             replied=replied,
         )
