@@ -155,6 +155,10 @@ class CaseEngine:
         registry = {d.code: d.name for d in self.store.departments()}
         return Directory.of(registry, self.store.department_names(), self.routing.departments)
 
+    def _center(self) -> str:
+        """The command centre's registered name now: it holds 受理, 立案, 派遣 and 核查."""
+        return self.routing.command_center(self.directory())
+
     def _passed_over(self, unregistered: Sequence[str], department: str, what: str) -> None:
         """Count a routing that passed over unregistered departments; log each name once."""
         if not unregistered:
@@ -273,7 +277,15 @@ class CaseEngine:
         """Follow a transition on the phase table `phases` (updated in place: the rows to
         store replace their earlier versions) and return `after` timed by it."""
         changed, timed = clock.step(
-            phases, before, after, action, now, self.routing, self.calendar, extend=extend
+            phases,
+            before,
+            after,
+            action,
+            now,
+            self.routing,
+            self.calendar,
+            center=self._center(),
+            extend=extend,
         )
         for p in changed:
             if phases and phases[-1].seq == p.seq:
@@ -341,7 +353,7 @@ class CaseEngine:
             location=place_of(asset, device),
             recurrence_of=recur,
         )
-        phases, case = clock.start(case, now, self.routing, self.calendar)
+        phases, case = clock.start(case, now, self.routing, self.calendar, center=self._center())
         steps = []
         if d.auto_register and case.kind != UNCLASSIFIED:
             steps.append((Action.ACCEPT, Args(), "auto-立案"))
@@ -419,7 +431,7 @@ class CaseEngine:
             token=token,
         )
         audits = [replace(a, key_id=key.id, role=key.role.value) for a in audits]
-        phases, case = clock.start(case, now, self.routing, self.calendar)
+        phases, case = clock.start(case, now, self.routing, self.calendar, center=self._center())
         try:
             self.store.save_case(case, audits, expect_state=None, phases=phases, claims=claims)
         except Conflict:

@@ -136,6 +136,9 @@ class Table:
         }.get(stage)
 
 
+CENTER = "区城市运行管理中心"  # the command centre
+
+
 class Case_:
     """A case driven through the workflow with its phase table, as the engine drives it."""
 
@@ -145,13 +148,13 @@ class Case_:
             device="d", urgency=urgency, department="燃气集团", grid=None, allowed_ms=None,
             auto_register=False, actor="system", now_ms=now, source=source,
         )  # fmt: skip
-        self.phases, self.case = start(case, now, Table(), CAL)
+        self.phases, self.case = start(case, now, Table(), CAL, center=CENTER)
 
     def do(self, action: Action, now: int, extend: float = 0, args: Args | None = None) -> Case:
         given = replace(args or Args(), extend_ms=int(extend * H))
         after, _ = apply(self.case, action, actor="op", now_ms=now, note="现场", args=given)
         changed, self.case = step(
-            self.phases, self.case, after, action, now, Table(), CAL, extend=extend
+            self.phases, self.case, after, action, now, Table(), CAL, center=CENTER, extend=extend
         )
         for p in changed:
             if self.phases and self.phases[-1].seq == p.seq:
@@ -182,7 +185,10 @@ def test_each_stage_has_its_own_clock_and_dispose_starts_at_dispatch() -> None:
         ("处置", at(4, 30, 16), at(5, 7, 16), at(5, 7, 15), False),
         ("核查", at(5, 7, 15), None, at(5, 8, 9), False),
     ]
-    assert all(p.department == "燃气集团" for p in c.phases)
+    # Fails on the old code (every stage the 主办's): the centre holds 立案, 派遣 and 核查 —
+    # the late 派遣 above is its own, never 燃气集团's — and the 主办 holds 处置.
+    holders = [(p.stage, p.department) for p in c.phases]
+    assert holders == [("立案", CENTER), ("派遣", CENTER), ("处置", "燃气集团"), ("核查", CENTER)]
 
 
 def test_parked_time_is_never_overdue_and_the_clock_runs_again_with_what_was_left() -> None:
@@ -293,3 +299,4 @@ def test_a_report_waits_in_the_receive_stage_a_sensors_case_starts_in_register()
     ]
     sensed = Case_(at(5, 10, 22))
     assert [p.stage for p in sensed.phases] == ["立案"]  # received by the system as it opened
+    assert c.phases[0].department == CENTER  # the 受理员 is the centre's
