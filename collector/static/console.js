@@ -580,7 +580,6 @@ async function caseAction(caseNo, action, request = null) {
     const dept = $("#case-dept").value.trim();
     if (dept) body.department = dept;
   }
-  if (action === "extend") body.extend_hours = 24;
   try {
     await api(`/api/v1/cases/${encodeURIComponent(caseNo)}/actions`, {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),

@@ -495,7 +495,7 @@ def _at_once(n: int, work: Callable[[int], object]) -> list[object]:
 
 def test_actions_at_once_on_one_case_lose_no_update(store: Store, routing: Routing) -> None:
     # Review 2 item 1: each writer read the case, changed it and saved it over whatever another
-    # writer had saved meanwhile in the same state (10 extends of 1 h moved the due by 5 h).
+    # writer had saved meanwhile in the same state (10 escalates left escalations = 7).
     n = 10
     store.upsert_assets([WELL])
     engine = CaseEngine(store, routing, Clock())
@@ -506,27 +506,46 @@ def test_actions_at_once_on_one_case_lose_no_update(store: Store, routing: Routi
     due = store.phases(no)[-1].due_ms
     assert due is not None
 
-    results = _at_once(n, lambda i: engine.act(no, Action.EXTEND, f"派遣员{i}", extend_hours=1))
-    assert not [r for r in results if isinstance(r, Exception)]
-    dispose = store.phases(no)[-1]
-    assert (dispose.stage, dispose.extended, dispose.due_ms) == ("处置", n, due + int(n * H * 1000))
-
     results = _at_once(n, lambda i: engine.act(no, Action.ESCALATE, f"值班长{i}"))
     assert not [r for r in results if isinstance(r, Exception)]
-    stored = store.case(no)
-    assert stored is not None
-    assert stored.escalations == n
+    assert stored(store, no).escalations == n
     notes = sorted(a.note for a in store.audit(no) if a.action == "escalate")
     assert notes == sorted(f"督办 第{k}次" for k in range(1, n + 1))
 
     def application(i: int) -> object:
-        return engine.act(no, Action.APPLY, f"燃气公司{i}", request="extend", extend_hours=i + 1)
+        return engine.act(no, Action.APPLY, f"燃气公司{i}", request="extend", extend_hours=1)
 
     results = _at_once(n, application)
-    (granted,) = [r for r in results if not isinstance(r, Exception)]
-    assert all("already has an application" in str(r) for r in results if r is not granted)
+    (applied,) = [r for r in results if not isinstance(r, Exception)]
+    assert all("already has an application" in str(r) for r in results if r is not applied)
     assert [a.action for a in store.audit(no)].count("apply") == 1
-    stored = store.case(no)
-    assert isinstance(granted, Case)
-    assert stored == granted
-    assert (stored.pending, stored.pending_hours) == ("extend", granted.pending_hours)
+    assert stored(store, no) == applied
+    assert (stored(store, no).pending, stored(store, no).pending_hours) == ("extend", 1)
+
+    results = _at_once(n, lambda i: engine.act(no, Action.APPROVE, f"派遣员{i}"))
+    (approved,) = [r for r in results if not isinstance(r, Exception)]
+    assert all("no application" in str(r) for r in results if r is not approved)
+    dispose = store.phases(no)[-1]
+    assert (dispose.stage, dispose.extended, dispose.due_ms) == ("处置", 1, due + int(H * 1000))
+
+    # An approve racing escalates: its 延时 and every 督办 stay.
+    engine.act(no, Action.APPLY, "燃气公司", request="extend", extend_hours=1)
+
+    def mixed(i: int) -> object:
+        if i == 0:
+            return engine.act(no, Action.APPROVE, "派遣员")
+        return engine.act(no, Action.ESCALATE, f"值班长{i}")
+
+    results = _at_once(n, mixed)
+    assert not [r for r in results if isinstance(r, Exception)]
+    dispose = store.phases(no)[-1]
+    assert (dispose.extended, dispose.due_ms) == (2, due + int(2 * H * 1000))
+    assert stored(store, no).escalations == 2 * n - 1
+    assert stored(store, no).pending is None
+
+
+def stored(store: Store, case_no: str) -> Case:
+    """The case as the store has it now."""
+    case = store.case(case_no)
+    assert case is not None
+    return case
