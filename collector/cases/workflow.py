@@ -217,6 +217,9 @@ class Case:
     checked_by: str | None = None
     checked_ms: int | None = None
     token: str | None = None  # the Open311 token the reporting app was given
+    # The stored row's version it was read at (a save over another is a Conflict); no part of
+    # the record, so not of equality either.
+    version: int = field(default=0, compare=False)
 
     @property
     def subject(self) -> str:
@@ -435,8 +438,8 @@ def apply(
     without its 小类, a returned case re-dispatched without naming the department, a closure
     type a person may not give, 反馈 without its 处置意见 or 核查 (check, reject) without the
     监督员's finding in the note, 结案 as 处置完成 before 核查通过 or as 误报 after it, an
-    application for 延时 off the 0.5 h step or over `args.extend_max_ms`, a second reply to the
-    same 督办).
+    application for 延时 off the 0.5 h step or over `args.extend_max_ms` (at 申请, and again at
+    批准), a second reply to the same 督办).
 
     The case record follows GB/T 30428.1: 立案 stores the 立案条件 met (`args.condition`, else
     the 小类 table's, collector.cases.codes.CONDITIONS), 结案 the 结案条件, 反馈 the 处置意见
@@ -546,6 +549,8 @@ def apply(
         detail = f"{verdict} {REQUEST_NAMES[case.pending]}"
         if case.pending == "extend":
             detail += f" {case.pending_hours:g} h"
+            if action is Action.APPROVE:  # an 升级 since may have shortened the stage's limit
+                _bound_extension(case, replace(args, extend_ms=round(case.pending_hours * HOUR_MS)))
         updated = replace(updated, pending=None, pending_hours=0)
         note = _join(detail, note)
     elif action is Action.ESCALATE:

@@ -356,6 +356,17 @@ def test_an_application_for_an_extension_is_bounded(
         assert applied.pending_hours == hours
 
 
+def test_an_extension_over_the_limit_at_its_approval_is_not_granted() -> None:
+    # An 升级 to urgent after the application shortened the stage's limit (24 h -> 2 h).
+    case = make(S.HANDLING, pending="extend", pending_hours=12)
+    with pytest.raises(ValueError, match="at most the stage's own limit, 2 h"):
+        apply(case, A.APPROVE, actor="派遣员", now_ms=T0, args=Args(extend_max_ms=2 * H))
+    denied, _ = apply(case, A.DENY, actor="派遣员", now_ms=T0, args=Args(extend_max_ms=2 * H))
+    assert denied.pending is None  # a refusal needs no bound
+    granted, _ = apply(case, A.APPROVE, actor="派遣员", now_ms=T0, args=Args(extend_max_ms=12 * H))
+    assert granted.pending is None
+
+
 def test_a_grant_of_an_extension_says_its_hours() -> None:
     # Fails on the old code: the extend row of a grant said only 批准的申请.
     _, audit = apply(
