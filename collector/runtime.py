@@ -195,6 +195,7 @@ class Runtime:
         self._last_escalation = 0.0
         self._last_prune = -3600.0
         self._clock = clock
+        self._calendar_logged: set[int] = set()
         self.ingest: Ingest | PartitionedIngest | None = None
         if config.ingest is not None and config.partitions is not None:
             if not config.db_url.startswith(("postgresql:", "postgres:")):
@@ -246,6 +247,27 @@ class Runtime:
         """Why a background thread (event pump, webhook deliveries) stopped, one sentence each:
         only a bug stops one. Empty while they run; ingest reports its own (Ingest.problems)."""
         return [p for p in (self.event_pump.crashed, self.webhooks.crashed) if p is not None]
+
+    def calendar_warnings(self) -> list[str]:
+        """One sentence for each year that due times may reach within NOTICE_WARN_DAYS and
+        whose 调休 arrangement the working calendar does not list (WorkCalendar.unlisted_years):
+        there only the statutory holidays count. Logs each year once, as a warning, the first
+        time it is seen. Not a reason to be unready: due times still keep the law's holidays."""
+        calendar = self.cases.calendar
+        years = calendar.unlisted_years(int(self._clock() * 1000))
+        warnings = [
+            f"calendar {calendar.name!r} does not list {year}'s holidays and make-up working"
+            f" days (调休): due times in {year} keep only the statutory holidays; add the State"
+            " Council notice for the year"
+            for year in years
+        ]
+        with self._lock:
+            new = [(y, w) for y, w in zip(years, warnings, strict=True)
+                   if y not in self._calendar_logged]  # fmt: skip
+            self._calendar_logged.update(y for y, _ in new)
+        for _, warning in new:
+            log.warning("%s", warning)
+        return warnings
 
     def close(self) -> None:
         """Stop ingest, then close the store."""

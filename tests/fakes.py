@@ -321,6 +321,9 @@ class FakeCaseStore:
     def phases(self, case_no: str) -> list[Phase]:
         return [p for _, p in sorted(self.phases_.get(case_no, {}).items())]
 
+    def audit(self, case_no: str) -> list[Audit]:
+        return list(self.audits.get(case_no, []))
+
     def overdue_phases(self, now_ms: int) -> list[Phase]:
         running = (p for t in self.phases_.values() for p in t.values() if p.end_ms is None)
         return [p for p in running if p.needs_escalation(now_ms)]

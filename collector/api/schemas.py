@@ -539,12 +539,13 @@ class PartitionsOut(Out):
 
 class ReadyOut(Out):
     """Readiness: 200 `ready`, or 503 `not ready`. Without a key only `status`; with one also
-    the backend and every reason, `dead_letters` while the database answers, and the MQTT and
-    ingest fields while ingesting."""
+    the backend and every reason, `dead_letters` while the database answers, the MQTT and
+    ingest fields while ingesting, and `warnings` when something is degraded but works."""
 
     status: Literal["ready", "not ready"]
     backend: str | None = None
     reasons: list[str] | None = None
+    warnings: list[str] | None = None
     dead_letters: int | None = None
     mqtt_connected: bool | None = None
     mqtt_subscribed: bool | None = None

@@ -5,20 +5,31 @@ A city's calendar (config/calendars/*.yaml) names its work periods of a day, its
 weekdays, its public holidays and its make-up working days (调休上班), in local time. A 工作日 is
 one day's worth of work time (the sum of the work periods), so "2 工作日" from Friday 16:00 ends
 on Tuesday at 16:00 when Monday is a holiday. Pure code: times are UTC milliseconds, no clock.
+
+A year is *listed* when the file names any holiday in it: the file then carries that year's
+State Council notice (国务院办公厅关于部分节假日安排的通知), bridge days and 调休 included. For a
+year it does not list, a calendar loaded from a file still keeps the statutory holidays of
+《全国年节及纪念日放假办法》 (2024 revision), which are law whatever the notice says; only the
+bridge days and make-up working days are then unknown. `unlisted_years` says when that is so.
 """
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
+from functools import cache
 from pathlib import Path
 
 import yaml
+from lunar_python import Lunar, Solar  # type: ignore[import-untyped]
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 _MAX_DAYS = 3 * 366  # a limit that finds no work time within three years is a broken calendar
+# The notice for a year comes out around November of the year before: warn this long before the
+# last listed year ends, so a missing notice is seen before any due time falls after it.
+NOTICE_WARN_DAYS = 60
 
 
 class Unit(StrEnum):
@@ -89,6 +100,24 @@ class WorkCalendar:
     workdays: frozenset[date] = field(default_factory=frozenset)
     utc_offset_hours: int = 8
     name: str = ""
+    # True for a city's calendar: outside the years its holidays list, the statutory holidays
+    # apply. The built-in default lists no year and keeps no holidays at all.
+    statutory: bool = False
+
+    @property
+    def listed_years(self) -> frozenset[int]:
+        """The years whose holiday arrangement the calendar lists (any holiday in them)."""
+        return frozenset(d.year for d in self.holidays)
+
+    def unlisted_years(self, now_ms: int) -> list[int]:
+        """The years, ascending, that a due time counted at `now_ms` (UTC ms) may reach within
+        NOTICE_WARN_DAYS and whose arrangement the calendar does not list, so that only the
+        statutory holidays are known there. Empty for the built-in default (no holidays)."""
+        if not self.statutory:
+            return []
+        first = self._local_day(now_ms).year
+        last = self._local_day(now_ms + NOTICE_WARN_DAYS * DAY_MS).year
+        return [y for y in range(first, last + 1) if y not in self.listed_years]
 
     @property
     def day_ms(self) -> int:
@@ -99,6 +128,12 @@ class WorkCalendar:
         """True if `day` (local) is worked: a make-up day, or a working weekday no holiday."""
         if day in self.workdays:
             return True
+        if (
+            self.statutory
+            and day.year not in self.listed_years
+            and day in statutory_holidays(day.year)
+        ):
+            return False
         return day not in self.holidays and day.isoweekday() in self.weekdays
 
     def _local_day(self, ts_ms: int) -> date:
@@ -162,15 +197,71 @@ class WorkCalendar:
         return self.work_between(now_ms, due_ms)
 
     def resume(self, now_ms: int, left_ms: int, unit: Unit) -> int:
-        """The new due time of a clock that had `left_ms` (as from `left`) and runs again now."""
-        if unit is Unit.NATURAL_HOURS or left_ms <= 0:
+        """The new due time of a clock that had `left_ms` (as from `left`) and runs again now:
+        a clock that was overdue is as much work time overdue again (so `left` gives it back).
+
+        Raises CalendarError if the calendar has no work time for years (all holidays)."""
+        if unit is Unit.NATURAL_HOURS:
             return now_ms + left_ms
+        if left_ms < 0:
+            return self.before_work(now_ms, -left_ms)
         return self.add_work(now_ms, left_ms)
+
+    def before_work(self, end_ms: int, work_ms: int) -> int:
+        """The instant `work_ms` of work time before `end_ms` (`add_work` run backwards).
+
+        Raises CalendarError if the calendar has no work time for years (all holidays)."""
+        if work_ms <= 0:
+            return end_ms
+        left = work_ms
+        day = self._local_day(end_ms)
+        for _ in range(_MAX_DAYS):
+            for s, e in reversed(self._intervals(day)):
+                if s >= end_ms:
+                    continue
+                finish = min(e, end_ms)
+                if finish - left >= s:
+                    return finish - left
+                left -= finish - s
+            day -= timedelta(days=1)
+        raise CalendarError(f"calendar {self.name!r}: no work time within {_MAX_DAYS} days")
 
 
 # Where a routing table names no calendar: Monday to Friday, 08:30-12:00 and 13:30-17:30 (UTC+8),
 # no holidays. Natural-hour limits never look at it.
 DEFAULT_CALENDAR = WorkCalendar(name="default (Mon-Fri 08:30-12:00, 13:30-17:30)")
+
+
+@cache
+def statutory_holidays(year: int) -> frozenset[date]:
+    """The statutory holidays (全体公民放假的节日) of a Gregorian `year`, 13 days or fewer when
+    two fall together, under 《全国年节及纪念日放假办法》 as revised in 2024: 元旦 1 Jan;
+    春节 4 days, 除夕 to 正月初三; 清明节 (the day of the 清明 solar term); 劳动节 1-2 May;
+    端午节 (五月初五); 中秋节 (八月十五); 国庆节 1-3 Oct.
+    Lunar dates and the solar term come from lunar_python (6tail).
+
+    Raises ValueError for a year outside 1..9999 (the range of `date`)."""
+    if not 1 <= year <= 9999:
+        raise ValueError(f"no statutory holidays for year {year}")
+    spring: date = _gregorian(Lunar.fromYmd(year, 1, 1).getSolar())
+    qingming = _gregorian(Lunar.fromYmd(year, 3, 1).getJieQiTable()["清明"])
+    days = {
+        date(year, 1, 1),
+        *(spring + timedelta(days=n) for n in range(-1, 3)),
+        qingming,
+        date(year, 5, 1),
+        date(year, 5, 2),
+        _gregorian(Lunar.fromYmd(year, 5, 5).getSolar()),
+        _gregorian(Lunar.fromYmd(year, 8, 15).getSolar()),
+        date(year, 10, 1),
+        date(year, 10, 2),
+        date(year, 10, 3),
+    }
+    return frozenset(days)
+
+
+def _gregorian(solar: Solar) -> date:
+    return date(solar.getYear(), solar.getMonth(), solar.getDay())
 
 
 def _ms(t: time) -> int:
@@ -186,6 +277,7 @@ def calendar_from(doc: CalendarFile) -> WorkCalendar:
         workdays=frozenset(doc.workdays),
         utc_offset_hours=doc.utc_offset_hours,
         name=doc.name,
+        statutory=True,
     )
 
 

@@ -33,9 +33,9 @@ CASE_ACTIONS: Mapping[Action, frozenset[Role]] = {
     Action.CHECK: frozenset({R.INSPECTOR}),  # 核查通过, needed before 结案 (处置完成)
     Action.REJECT: frozenset({R.INSPECTOR}),  # 核查不通过: back to 处置
     Action.CLOSE: frozenset({R.SHIFT_LEAD}),  # 结案 after 核查
-    Action.PARK: frozenset({R.DISPATCHER}),  # 挂账
+    # 挂账 and 延时 take effect only by APPROVE of a department's APPLY (nobody posts them);
+    # 解除挂账 is the 派遣员's when the reason for 挂账 is gone.
     Action.UNPARK: frozenset({R.DISPATCHER}),
-    Action.EXTEND: frozenset({R.DISPATCHER}),  # 延时
     Action.ESCALATE: frozenset({R.SHIFT_LEAD}),  # 督办
     Action.REPLY: frozenset({R.DEPARTMENT}),  # 督办回复
 }

@@ -18,10 +18,11 @@ from typing import Protocol
 
 from lifeline.collector.assets import Asset
 from lifeline.collector.cases import phases as clock
-from lifeline.collector.cases.calendar import DEFAULT_CALENDAR, WorkCalendar
+from lifeline.collector.cases.calendar import DEFAULT_CALENDAR, Unit, WorkCalendar
 from lifeline.collector.cases.phases import Phase
 from lifeline.collector.cases.routing import Decision, Outcome, Routing
 from lifeline.collector.cases.workflow import (
+    GRANTED_ONLY,
     PUBLIC,
     REQUESTS,
     SYSTEM_ACTIONS,
@@ -154,6 +155,10 @@ class CaseEngine:
         registry = {d.code: d.name for d in self.store.departments()}
         return Directory.of(registry, self.store.department_names(), self.routing.departments)
 
+    def _center(self) -> str:
+        """The command centre's registered name now: it holds 受理, 立案, 派遣 and 核查."""
+        return self.routing.command_center(self.directory())
+
     def _passed_over(self, unregistered: Sequence[str], department: str, what: str) -> None:
         """Count a routing that passed over unregistered departments; log each name once."""
         if not unregistered:
@@ -272,7 +277,15 @@ class CaseEngine:
         """Follow a transition on the phase table `phases` (updated in place: the rows to
         store replace their earlier versions) and return `after` timed by it."""
         changed, timed = clock.step(
-            phases, before, after, action, now, self.routing, self.calendar, extend=extend
+            phases,
+            before,
+            after,
+            action,
+            now,
+            self.routing,
+            self.calendar,
+            center=self._center(),
+            extend=extend,
         )
         for p in changed:
             if phases and phases[-1].seq == p.seq:
@@ -340,7 +353,7 @@ class CaseEngine:
             location=place_of(asset, device),
             recurrence_of=recur,
         )
-        phases, case = clock.start(case, now, self.routing, self.calendar)
+        phases, case = clock.start(case, now, self.routing, self.calendar, center=self._center())
         steps = []
         if d.auto_register and case.kind != UNCLASSIFIED:
             steps.append((Action.ACCEPT, Args(), "auto-立案"))
@@ -418,7 +431,7 @@ class CaseEngine:
             token=token,
         )
         audits = [replace(a, key_id=key.id, role=key.role.value) for a in audits]
-        phases, case = clock.start(case, now, self.routing, self.calendar)
+        phases, case = clock.start(case, now, self.routing, self.calendar, center=self._center())
         try:
             self.store.save_case(case, audits, expect_state=None, phases=phases, claims=claims)
         except Conflict:
@@ -679,6 +692,11 @@ class CaseEngine:
         """
         if action in SYSTEM_ACTIONS:
             raise ValueError(f"{action.value} is taken by the system only")
+        if action in GRANTED_ONLY:
+            raise ValueError(
+                f"{action.value} takes effect only by approve of a department's application"
+                " (apply with its request)"
+            )
         case = self.store.case(case_no)
         if case is None:
             raise CaseNotFound(case_no)
@@ -690,6 +708,7 @@ class CaseEngine:
             classify = Classification(
                 kind, subcategory, self.routing.allowed_ms(subcategory, urgent)
             )
+        parked_from, replied = self._history(case_no, action)
         args = Args(
             extend_ms=int(extend_hours * HOUR_MS),
             department=department,
@@ -700,6 +719,11 @@ class CaseEngine:
             reason=reason,
             condition=condition,
             media_url=media_url,
+            extend_max_ms=self._extend_max_ms(case)
+            if "extend" in (request, case.pending)
+            else None,
+            parked_from=parked_from,
+            replied=replied,
         )
         now = self.now_ms()
 
@@ -725,6 +749,32 @@ class CaseEngine:
             updated = self._step(phases, before, updated, granted, now, case.pending_hours)
         self.store.save_case(updated, audits, expect_state=case.state.value, phases=phases)
         return updated
+
+    def _extend_max_ms(self, case: Case) -> int | None:
+        """The most one 延时 may give a case in its running stage: the stage's own limit, as ms
+        on its clock (a 工作日 is the calendar's day of work hours); None if it is untimed."""
+        stage = clock.stage_of(case)
+        limit = (
+            None
+            if stage is None
+            else self.routing.limit(stage, case.subcategory, case.urgency == "urgent")
+        )
+        if limit is None:
+            return None
+        per = self.calendar.day_ms if limit.unit is Unit.WORK_DAYS else HOUR_MS
+        return round(limit.amount * per)
+
+    def _history(self, case_no: str, action: Action) -> tuple[CaseState | None, bool]:
+        """What 解除挂账 and 督办回复 need from the audit trail: the state the case was parked
+        from (None: not asked, or no 挂账 found), and whether its last 督办 was answered."""
+        if action not in (Action.UNPARK, Action.REPLY):
+            return None, False
+        trail = self.store.audit(case_no)
+        if action is Action.UNPARK:
+            parks = [a.from_state for a in trail if a.action == Action.PARK.value]
+            return (CaseState(parks[-1]) if parks and parks[-1] else None), False
+        last = {a.action: i for i, a in enumerate(trail)}
+        return None, last.get(Action.REPLY.value, -1) > last.get(Action.ESCALATE.value, -1)
 
     def act_on_work_order(
         self,

@@ -10,12 +10,18 @@ Stages and the workflow states they cover:
 - 处置: 派遣, 处置 and 挂账, until 反馈 — the 处置 clock starts at 派遣, and stops while 挂账;
 - 核查: 反馈 and 核查, until 结案 or 核查不通过.
 
+Each phase carries who held it, the one 数字城管 考核 holds to its time limit: 受理, 立案 and
+派遣 are the 指挥中心's (受理员, 值班长, 派遣员), 处置 the 主办 专业部门's, and 核查 the
+command centre's too — the 监督中心 that sends the 监督员 is, here, the same 城市运行管理中心
+(the routing table's `center`). A slow 派遣员 is the centre's late 派遣, never a department's.
+
 A stage's limit comes from the routing table per (小类, urgency) and counts in 工作时, 工作日 or
 自然时 on the city's working calendar. 挂账 time is never overdue: the clock keeps the time that
 was left and runs again from 解除挂账. 延时 moves the due time by its hours on the stage's clock
-(work hours for a 工作时/工作日 stage). A 督办 is due at every new overdue (a new stage, or a
-due time moved by 延时 that passed again), never twice for the same due time. Pure code over
-plain values with the time given.
+(work hours for a 工作时/工作日 stage). A 督办 is due once per overdue episode: a new stage, or
+a due time moved past now by 延时 that then passes again. A due time moved while the stage stays
+overdue (解除挂账 of a case parked overdue, a 延时 too short to reach now) keeps the 督办 it had.
+Pure code over plain values with the time given.
 """
 
 from collections.abc import Sequence
@@ -37,6 +43,10 @@ class Stage(StrEnum):
     DISPATCH = "派遣"
     DISPOSE = "处置"
     VERIFY = "核查"
+
+
+# The stages the command centre holds (the rest, 处置, the case's 主办 department holds).
+CENTER_STAGES = frozenset({Stage.RECEIVE, Stage.REGISTER, Stage.DISPATCH, Stage.VERIFY})
 
 
 # The stage of each state but 受理, whose stage depends on the receipt (stage_of).
@@ -112,17 +122,24 @@ class Phase:
         return self.end_ms is None and self.overdue(now_ms) and self.escalated_due_ms != self.due_ms
 
 
+def holder(stage: Stage, case: Case, center: str) -> str:
+    """Who holds `stage` of `case`: the command centre `center` for 受理, 立案, 派遣 and
+    核查, the case's 主办 department for 处置."""
+    return center if stage in CENTER_STAGES else case.department
+
+
 def _open(
-    case: Case, seq: int, now_ms: int, limits: Limits, calendar: WorkCalendar
+    case: Case, seq: int, now_ms: int, limits: Limits, calendar: WorkCalendar, center: str
 ) -> Phase | None:
     stage = stage_of(case)
     if stage is None:
         return None
+    held = holder(stage, case, center)
     limit = limits.limit(stage, case.subcategory, case.urgency == "urgent")
     if limit is None:
-        return Phase(case.case_no, seq, stage.value, case.department, now_ms, None)
+        return Phase(case.case_no, seq, stage.value, held, now_ms, None)
     due = calendar.due(now_ms, limit.amount, limit.unit)
-    return Phase(case.case_no, seq, stage.value, case.department, now_ms, due, limit.unit.value)
+    return Phase(case.case_no, seq, stage.value, held, now_ms, due, limit.unit.value)
 
 
 def _retime(case: Case, phase: Phase | None) -> Case:
@@ -137,10 +154,11 @@ def _retime(case: Case, phase: Phase | None) -> Case:
 
 
 def start(
-    case: Case, now_ms: int, limits: Limits, calendar: WorkCalendar
+    case: Case, now_ms: int, limits: Limits, calendar: WorkCalendar, *, center: str
 ) -> tuple[list[Phase], Case]:
-    """The first phase of a new case (in the stage of its state), and the case timed by it."""
-    phase = _open(case, 1, now_ms, limits, calendar)
+    """The first phase of a new case (in the stage of its state, held as `holder` says with
+    `center` the command centre's department name), and the case timed by it."""
+    phase = _open(case, 1, now_ms, limits, calendar, center)
     return ([phase] if phase else []), _retime(case, phase)
 
 
@@ -153,15 +171,18 @@ def step(
     limits: Limits,
     calendar: WorkCalendar,
     *,
+    center: str,
     extend: float = 0,
 ) -> tuple[list[Phase], Case]:
-    """Follow a transition `before` -> `after` by `action` at `now_ms` on the phase table.
+    """Follow a transition `before` -> `after` by `action` at `now_ms` on the phase table;
+    a phase it opens is held as `holder` says (`center`: the command centre's name).
 
     Returns the phases changed or added (to store) and `after` with its clock fields set from
     the running phase. A change of stage ends the running phase and opens the next; within a
     stage, 挂账 stops the clock, 解除挂账 runs it again with the time that was left, 延时 moves
     the due time by `extend` hours of the stage's clock, 升级 to urgent shortens it (never
-    lengthens), and 督办 marks the due time it was raised for.
+    lengthens), and 督办 marks the due time it was raised for (carried to a due time moved but
+    still past, so one overdue episode has one 督办).
     """
     current = phases[-1] if phases and phases[-1].end_ms is None else None
     seq = phases[-1].seq if phases else 0
@@ -170,7 +191,7 @@ def step(
         changed = []
         if current is not None:
             changed.append(replace(current, end_ms=now_ms))
-        opened = _open(after, seq + 1, now_ms, limits, calendar) if stage else None
+        opened = _open(after, seq + 1, now_ms, limits, calendar, center) if stage else None
         if opened is not None:
             changed.append(opened)
         return changed, _retime(after, opened)
@@ -202,9 +223,26 @@ def step(
         updated = _shorten(current, after, now_ms, limits, calendar)
     elif action is Action.ESCALATE:
         updated = replace(current, escalated_due_ms=current.due_ms)
+    if _same_overdue(current, updated, now_ms):
+        # It never stopped being overdue (a 解除挂账 of a case parked overdue, a 延时 too short
+        # to reach now): the 督办 already raised covers the moved due time.
+        updated = replace(updated, escalated_due_ms=updated.due_ms)
     if updated == current:
         return [], _retime(after, current)
     return [updated], _retime(after, updated)
+
+
+def _same_overdue(before: Phase, after: Phase, now_ms: int) -> bool:
+    """True if `before` was escalated for its due time and `after` moved that due time to one
+    still past at `now_ms`, with the clock running."""
+    return (
+        before.due_ms is not None
+        and before.escalated_due_ms == before.due_ms
+        and after.due_ms is not None
+        and after.due_ms != before.due_ms
+        and after.parked_since_ms is None
+        and after.due_ms <= now_ms
+    )
 
 
 def _shorten(

@@ -301,6 +301,11 @@ class Routing(BaseModel):
         " when the collector starts if the registry lacks the code",
     )
     default_department: str
+    center: str | None = Field(
+        default=None,
+        description="the command centre (指挥中心) that holds the 受理, 立案, 派遣 and 核查 stages"
+        " (应派遣 and 按时派遣 count for it); default_department if not given",
+    )
     grid_departments: dict[str, str] = Field(
         default_factory=dict,
         description="单元网格 code -> department, before the grid registry's own departments",
@@ -345,6 +350,7 @@ class Routing(BaseModel):
         w = self.work_orders
         return [
             ("default_department", self.default_department),
+            *((("center", self.center),) if self.center else ()),
             *((f"grid_departments.{k}", d) for k, d in self.grid_departments.items()),
             *((f"event_departments.{k}", d) for k, d in self.event_departments.items()),
             ("work_orders.department", w.department),
@@ -426,6 +432,11 @@ class Routing(BaseModel):
         if grid and is_area_code(grid[:6]):
             return grid[:6]
         return self.district or UNKNOWN_AREA
+
+    def command_center(self, directory: Directory) -> str:
+        """The registered name of the command centre (`center`, else `default_department`)
+        in `directory`, the department the centre's stages are held by."""
+        return self._registered([self.center or self.default_department], directory)[0]
 
     def _grid_department(self, grid: Grid | None) -> str | None:
         if grid is None:

@@ -15,6 +15,7 @@ its 小类 and urgency give.
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
+from lifeline.collector.cases.calendar import HOUR_MS
 from lifeline.collector.cases.codes import conditions
 
 COMPONENT, EVENT, UNCLASSIFIED = "部件", "事件", "未分类"
@@ -64,6 +65,11 @@ class Action(StrEnum):
 
 
 SYSTEM_ACTIONS = frozenset({Action.UPGRADE, Action.REWORK, Action.AUTO_CLOSE})
+# 延时 and 挂账 take effect only as the 派遣员's approve of a department's application (申请 →
+# 审批, the 数字城管 rule): nobody posts them in one step, the command centre included.
+GRANTED_ONLY = frozenset({Action.EXTEND, Action.PARK})
+# A 延时 is granted in half hours; more than the stage's own limit in one grant is refused.
+EXTEND_STEP_MS = HOUR_MS // 2
 
 
 class CheckResult(StrEnum):
@@ -103,7 +109,7 @@ TRANSITIONS: dict[tuple[Action, CaseState], CaseState] = {
     (Action.REJECT, S.VERIFYING): S.HANDLING,
     (Action.PARK, S.DISPATCHED): S.PARKED,
     (Action.PARK, S.HANDLING): S.PARKED,
-    (Action.UNPARK, S.PARKED): S.HANDLING,
+    (Action.UNPARK, S.PARKED): S.HANDLING,  # or back to 派遣, if parked there (Args.parked_from)
     (Action.EXTEND, S.DISPATCHED): S.DISPATCHED,
     (Action.EXTEND, S.HANDLING): S.HANDLING,
     (Action.REWORK, S.FEEDBACK): S.HANDLING,
@@ -127,7 +133,9 @@ class IllegalTransition(ValueError):
 
     def __init__(self, case_no: str, action: Action, state: CaseState) -> None:
         allowed = sorted(
-            a.value for (a, s) in TRANSITIONS if s is state and a not in SYSTEM_ACTIONS
+            a.value
+            for (a, s) in TRANSITIONS
+            if s is state and a not in SYSTEM_ACTIONS | GRANTED_ONLY
         )
         super().__init__(
             f"case {case_no}: cannot {action.value} a case in state {state.value}"
@@ -274,7 +282,9 @@ class Args:
     `allowed_ms` of the new urgency; 申请 `request` (extend, park or return; with `extend_ms`
     for extend); 作废 its `reason` (one of VOID_REASONS); 立案 and 结案 `condition` (the
     立案条件 / 结案条件 in the 值班长's words, instead of the 小类 table's); 核查 (check,
-    reject) `media_url`, a photo."""
+    reject) `media_url`, a photo; 申请 延时 `extend_max_ms`, the most one grant may give (the
+    running stage's own limit, None: the stage is untimed); 解除挂账 `parked_from`, the state
+    the case was parked from; 督办回复 `replied`, True if the last 督办 was answered already."""
 
     extend_ms: int = 0
     department: str | None = None
@@ -288,6 +298,9 @@ class Args:
     reason: str | None = None
     condition: str | None = None
     media_url: str = ""
+    extend_max_ms: int | None = None
+    parked_from: CaseState | None = None
+    replied: bool = False
 
 
 def _join(detail: str, note: str) -> str:
@@ -375,11 +388,25 @@ def _apply_for(case: Case, args: Args) -> tuple[Case, str]:
         )
     if args.request not in REQUESTS:
         raise ValueError(f"an application is for one of: {', '.join(REQUESTS)}")
-    hours = args.extend_ms / 3_600_000
+    hours = args.extend_ms / HOUR_MS
     if (args.request == "extend") != (hours > 0):
         raise ValueError("an application for extend (延时) and only that gives its hours")
+    if args.request == "extend":
+        _bound_extension(case, args)
     detail = f"申请 {REQUEST_NAMES[args.request]}" + (f" {hours:g} h" if hours else "")
     return replace(case, pending=args.request, pending_hours=hours), detail
+
+
+def _bound_extension(case: Case, args: Args) -> None:
+    if args.extend_ms % EXTEND_STEP_MS:
+        raise ValueError(f"case {case.case_no}: 延时 is given in steps of 0.5 h (extend_hours)")
+    if args.extend_max_ms is None:
+        raise ValueError(f"case {case.case_no}: its stage has no time limit: no 延时 to give")
+    if args.extend_ms > args.extend_max_ms:
+        raise ValueError(
+            f"case {case.case_no}: one 延时 gives at most the stage's own limit,"
+            f" {args.extend_max_ms / HOUR_MS:g} h (extend_hours)"
+        )
 
 
 def apply(
@@ -398,7 +425,8 @@ def apply(
     立案 before 受理, 受理 of a 公众 or 12345 report before its 核实, an unclassified case accepted
     without its 小类, a returned case re-dispatched without naming the department, a closure
     type a person may not give, 反馈 without its 处置意见 or 核查不通过 without its reason in
-    the note, 结案 as 处置完成 before 核查通过).
+    the note, 结案 as 处置完成 before 核查通过, an application for 延时 off the 0.5 h step or over
+    `args.extend_max_ms` (at 申请, and again at 批准), a second reply to the same 督办).
 
     The case record follows GB/T 30428.1: 立案 stores the 立案条件 met (`args.condition`, else
     the 小类 table's, collector.cases.codes.CONDITIONS), 结案 the 结案条件, 反馈 the 处置意见
@@ -411,10 +439,13 @@ def apply(
     target = TRANSITIONS.get((action, case.state))
     if target is None:
         raise IllegalTransition(case.case_no, action, case.state)
+    if action is Action.UNPARK and args.parked_from is S.DISPATCHED:
+        target = S.DISPATCHED  # not started yet: 处置 begins with the department's start
     updated = replace(case, state=target, updated_ms=now_ms)
     if action is Action.EXTEND:
         if args.extend_ms <= 0:
             raise ValueError(f"case {case.case_no}: 延时 needs a positive extension")
+        note = _join(f"延时 {args.extend_ms / HOUR_MS:g} 小时", note)
     elif action is Action.RECEIVE:
         if case.received_by is not None:
             raise ValueError(f"case {case.case_no}: already 受理 by {case.received_by}")
@@ -483,6 +514,11 @@ def apply(
     elif action is Action.REPLY:
         if not case.escalations or not note.strip():
             raise ValueError(f"case {case.case_no}: a reply answers a 督办, in its note")
+        if args.replied:
+            raise ValueError(
+                f"case {case.case_no}: 督办 第{case.escalations}次 has its reply already;"
+                " a department replies once per 督办"
+            )
         note = f"督办回复 (第{case.escalations}次): {note}"
     elif action is Action.APPLY:
         updated, detail = _apply_for(updated, args)
@@ -494,6 +530,8 @@ def apply(
         detail = f"{verdict} {REQUEST_NAMES[case.pending]}"
         if case.pending == "extend":
             detail += f" {case.pending_hours:g} h"
+            if action is Action.APPROVE:  # an 升级 since may have shortened the stage's limit
+                _bound_extension(case, replace(args, extend_ms=round(case.pending_hours * HOUR_MS)))
         updated = replace(updated, pending=None, pending_hours=0)
         note = _join(detail, note)
     elif action is Action.ESCALATE:

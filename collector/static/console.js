@@ -12,7 +12,7 @@ const LABELS = {
     status: "网关与设备", trend: "趋势", time: "时间", severity: "级别", where: "部件 / 设备",
     value: "测点 / 值", state: "状态", action: "操作", case_no: "案件号", case_title: "问题",
     department: "处置部门", deadline: "剩余时限", ack: "确认", ack_title: "确认告警",
-    note: "备注", cancel: "取消", close: "关闭", detail: "详情", no_key: "请输入 API 密钥",
+    note: "备注", extend_hours: "延时小时", cancel: "取消", close: "关闭", detail: "详情", no_key: "请输入 API 密钥",
     replace_key: "链接中带有另一个 API 密钥。用它替换本机保存的密钥吗？",
     trend_hint: "点击告警、地图标记或设备查看最近一小时曲线。", no_data: "最近一小时无数据",
     sound_on: "声音：开", sound_off: "声音：关",
@@ -59,6 +59,7 @@ const LABELS = {
     severity: "Level", where: "Asset / device", value: "Point / value", state: "State",
     action: "Action", case_no: "Case", case_title: "Problem", department: "Department",
     deadline: "Time left", ack: "Ack", ack_title: "Acknowledge alarm", note: "Note",
+    extend_hours: "Extension (h)",
     cancel: "Cancel", close: "Close", detail: "Detail", no_key: "Enter an API key",
     replace_key: "The link carries a different API key. Replace the key stored here with it?",
     trend_hint: "Click an alarm, a map marker or a device to see its last hour.",
@@ -575,12 +576,12 @@ async function caseAction(caseNo, action, request = null) {
   const body = { action, note: $("#case-note").value.trim() };
   if (request && action === "void") body.reason = request;
   else if (request) body.request = request;
-  if (request === "extend") body.extend_hours = 24;
+  // The hours asked for: the API refuses more than the stage's own limit, in words.
+  if (request === "extend") body.extend_hours = Number($("#case-hours").value);
   if (action === "dispatch") {
     const dept = $("#case-dept").value.trim();
     if (dept) body.department = dept;
   }
-  if (action === "extend") body.extend_hours = 24;
   try {
     await api(`/api/v1/cases/${encodeURIComponent(caseNo)}/actions`, {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),

@@ -305,6 +305,10 @@ class CaseHandlingStore(Protocol):
         """The phase table of a case (stage, department, start, due, end), in order."""
         ...
 
+    def audit(self, case_no: str) -> list[Audit]:
+        """The audit trail of a case, oldest first."""
+        ...
+
     def overdue_phases(self, now_ms: int) -> list[Phase]:
         """Running, unparked phases past their due time and not escalated (督办) for it."""
         ...
@@ -324,10 +328,6 @@ class CaseStore(CaseHandlingStore, Protocol):
 
     def cases(self, open_only: bool = False) -> list[Case]:
         """Cases, newest first."""
-        ...
-
-    def audit(self, case_no: str) -> list[Audit]:
-        """The audit trail of a case, oldest first."""
         ...
 
     def case_counts(

@@ -568,22 +568,31 @@ class CaseRows(Rows):
         docs/integration.md defines each).
 
         By department, a department is held to the stages it held: the stage figures (应派遣,
-        按时派遣, 应处置, 按期/超期处置, 应结案, the mean durations) count for the department of
-        the stage, and 返工, 回退, 延时 and 挂账 for that of the 处置 stage they were taken in
-        (the case's latest 处置 stage begun by then); the case figures (上报, 立案, 作废, 准确派遣,
-        结案, 按期结案, 误报, 自动恢复, alarms) count for the case's 主办. With `scope`
+        按时派遣, 应处置, 按期/超期处置, the mean durations) count for the department of the
+        stage (派遣 the command centre's, collector.cases.phases.holder), 应结案 for that of the
+        处置 stage the 核查 stage verifies, and 返工, 回退, 延时 and 挂账 for that of the 处置
+        stage they were taken in (the case's latest 处置 stage begun by then); the case
+        figures (上报, 立案, 作废, 准确派遣, 结案, 按期结案, 误报, 自动恢复, alarms) count for the
+        case's 主办. With `scope`
         (department values), only what counts for one of them, and no NO_CASE.
 
         Raises KeyError for another `group_by`."""
         g = _GROUP_SQL[group_by]
         w: dict[str, Any] = {"f": from_ms, "t": to_ms}
         mine = "TRUE" if scope is None else scoped.department_in("c.department", scope, w)
-        # The stage figures: by the stage's department, or by the case's grid, 小类 or source.
+        # The stage figures: by the department credited with the stage, or by the case's grid,
+        # 小类 or source. A stage is its holder's, but 应结案 is the verified department's (结案率
+        # is its figure): a 核查 stage, the centre's, counts for the 处置 stage it verifies.
+        credited = (
+            "CASE WHEN p.stage = '核查' THEN COALESCE((SELECT d.department FROM case_phases d"
+            " WHERE d.case_no = p.case_no AND d.stage = '处置' AND d.seq < p.seq"
+            " ORDER BY d.seq DESC LIMIT 1), p.department) ELSE p.department END"
+        )
         if group_by == "department":
-            pg, cases = "p.department", ""
+            pg, cases = credited, ""
         else:
             pg, cases = g, " JOIN cases c ON c.case_no = p.case_no"
-        held = "TRUE" if scope is None else scoped.department_in("p.department", scope, w)
+        held = "TRUE" if scope is None else scoped.department_in(credited, scope, w)
         out: dict[str, Counts] = {}
 
         def at(key: str) -> Counts:

@@ -477,15 +477,15 @@ def test_the_event_stream_of_a_department_key_is_its_own(world: World) -> None:
         history = read_frames(lines, len(own))
         assert [int(f["id"]) for f in history] == [e["id"] for e in own]
         # Live: a case action of the other department, then one of its own; only its own comes.
-        dispatcher = {"Authorization": f"Bearer {world.keys[Role.DISPATCHER]}"}
+        shift_lead = {"Authorization": f"Bearer {world.keys[Role.SHIFT_LEAD]}"}
         for side in (world.b, world.a):
             r = world.http.post(
                 f"{world.base}/api/v1/cases/{side.case}/actions",
-                json={"action": "extend", "extend_hours": 1},
-                headers=dispatcher,
+                json={"action": "escalate"},
+                headers=shift_lead,
             )
             assert r.status_code == 200, r.text
         world.runtime.event_pump.kick()
         (live,) = read_frames(lines, 1)
     doc = json.loads(live["data"])
-    assert (doc["subject"], doc["data"]["action"]) == (world.a.case, "extend")
+    assert (doc["subject"], doc["data"]["action"]) == (world.a.case, "escalate")

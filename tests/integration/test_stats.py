@@ -76,14 +76,17 @@ def test_every_figure_of_a_seeded_history_matches_the_hand_count(
 
     at(1, c, A.VOID, reason="误报")
     at(1, b, A.START)  # B: the center's 处置 stage from 0 (dispatched at once), due 4
-    at(1.5, b, A.EXTEND, extend_hours=1)  # the center's 延时: due 5
+    at(1.5, b, A.APPLY, request="extend", extend_hours=1)
+    at(1.5, b, A.APPROVE)  # the center's 延时: due 5
     at(2, b, A.RETURN)  # the center's 回退: its 处置 stage 0..2 on time; a new 派遣 stage
     at(2, a, A.DISPATCH)  # 派遣 stage 0..2 h, due 1 h: late
     # 改派: the 派遣 stage 2..2.5 (the center's, opened by its 回退) on time
     at(2.5, b, A.DISPATCH, department="燃气运维站")
     at(2.5, a, A.START)
-    at(2.6, a, A.EXTEND, extend_hours=1)  # 处置 due 6 -> 7
-    at(3, a, A.PARK)  # 4 h left
+    at(2.6, a, A.APPLY, request="extend", extend_hours=1)
+    at(2.6, a, A.APPROVE)  # 处置 due 6 -> 7
+    at(3, a, A.APPLY, request="park")
+    at(3, a, A.APPROVE)  # 挂账: 4 h left
     at(3, b, A.START)
     at(3, b, A.FEEDBACK)  # B 处置 2.5..3 h of 4: on time
     # The leak is back after 反馈 (gw:5): 返工, B 核查 3..3.2, a new 处置 round 3.2..4
@@ -112,12 +115,14 @@ def test_every_figure_of_a_seeded_history_matches_the_hand_count(
     # the cover's maintainer, the center, and the alarm that became no case
     assert set(keyed) == {"燃气运维站", routing.default_department, NO_CASE}
     gas, center = keyed["燃气运维站"], keyed[routing.default_department]
-    # A department is held to the stages it held: B's first 处置 stage, its 延时 and its 回退, and
-    # the 派遣 stage its 回退 opened, are the center's; B's case figures (上报, 立案, 结案, alarms)
-    # are its 主办's, 燃气运维站 since the 改派.
+    # A department is held to the stages it held: B's first 处置 stage, its 延时 and its 回退 are
+    # the center's (its 主办 then); every 派遣 stage is the center's, as its 派遣员 holds it — A's
+    # late one too (fails on the old code, which charged it to 燃气运维站); a 核查 stage is the
+    # center's but its 应结案 counts for the department it verifies. B's case figures (上报, 立案,
+    # 结案, alarms) are its 主办's, 燃气运维站 since the 改派.
     expected_gas = {
         "reported": 2, "registered": 2, "voided": 0,
-        "to_dispatch": 1, "dispatched_on_time": 0,  # A's 0..2 h of 1 h
+        "to_dispatch": 0, "dispatched_on_time": 0,  # A's late 派遣 is the center's
         "dispatched_accurately": 1,  # A's; B was returned
         "to_dispose": 4, "disposed_on_time": 3, "disposed_late": 1,  # A 3 h, 5 h; B 0.5 h, 0.8 h
         "reworks": 2, "returns": 0, "extensions": 1, "parks": 1,  # 返工: B's, A's 核查不通过
@@ -125,13 +130,14 @@ def test_every_figure_of_a_seeded_history_matches_the_hand_count(
         "false_alarms": 1, "auto_closed": 0,  # B closed as 误报
         "closure_rate": 0.5, "on_time_closure_rate": 0.25, "on_time_disposal_rate": 0.75,
         "rework_rate": 0.5, "false_alarm_rate": 0.5,
-        "mean_dispatch_ms": 2 * HMS,
+        "mean_dispatch_ms": None,
         "mean_disposal_ms": 93 * HMS // 40,  # (3 + 5 + 0.5 + 0.8 h) / 4
         "alarms": 3, "alarms_to_cases": 3, "alarm_to_case_rate": 1.0,  # gw:1, gw:2, gw:5
     }  # fmt: skip
     expected_center = {
         "reported": 1, "registered": 0, "voided": 1,  # C
-        "to_dispatch": 2, "dispatched_on_time": 2,  # B's 0..0 h and, after its 回退, 2..2.5 h
+        # A's 0..2 h of 1 h (late); B's 0..0 h and, after its 回退, 2..2.5 h
+        "to_dispatch": 3, "dispatched_on_time": 2,
         "dispatched_accurately": 0,
         "to_dispose": 1, "disposed_on_time": 1, "disposed_late": 0,  # B's 0..2 h, due 5 h
         "reworks": 0, "returns": 1, "extensions": 1, "parks": 0,
@@ -139,7 +145,7 @@ def test_every_figure_of_a_seeded_history_matches_the_hand_count(
         "false_alarms": 1, "auto_closed": 0,  # C voided as 误报
         "closure_rate": None, "on_time_closure_rate": None, "on_time_disposal_rate": 1.0,
         "rework_rate": 0.0, "false_alarm_rate": 1.0,  # 1 of 0 结案 + 1 作废
-        "mean_dispatch_ms": HMS // 4, "mean_disposal_ms": 2 * HMS,
+        "mean_dispatch_ms": HMS * 5 // 6, "mean_disposal_ms": 2 * HMS,  # (2 + 0 + 0.5 h) / 3
         "alarms": 1, "alarms_to_cases": 1, "alarm_to_case_rate": 1.0,  # gw:3
     }  # fmt: skip
     assert {k: gas[k] for k in expected_gas} == expected_gas
@@ -155,9 +161,13 @@ def test_every_figure_of_a_seeded_history_matches_the_hand_count(
     assert (no_case["alarms"], no_case["alarms_to_cases"], no_case["reported"]) == (1, 0, 0)
     assert no_case["alarm_to_case_rate"] == 0.0
     assert (total["alarms"], total["alarms_to_cases"], total["alarm_to_case_rate"]) == (5, 4, 0.8)
-    # A department key sees what counts for its department: the center's 回退 and 延时 too.
+    # A department key sees what is credited to its department: the center's 回退 and 延时, and
+    # every 派遣 stage (A's too, a case of 燃气运维站's).
     (only,) = report(store.case_counts(*window, "department", [routing.default_department]))[0]
     assert {k: only[k] for k in expected_center} == expected_center
+    # 燃气运维站's key sees its 应结案 though the center held those 核查 stages.
+    (mine,) = report(store.case_counts(*window, "department", ["燃气运维站"]))[0]
+    assert {k: mine[k] for k in expected_gas} == expected_gas
     # Outside the window nothing counts; a window of the first hour sees only the reports.
     assert store.case_counts(window[1], window[1] + HMS, "department") == {}
     first, _ = report(store.case_counts(window[0], window[0] + HMS, "subcategory"))

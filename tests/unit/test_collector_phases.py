@@ -63,6 +63,13 @@ def test_time_left_and_resumed_count_work_time_only() -> None:
     assert CAL.left(at(4, 30, 16), due, Unit.WORK_HOURS) == 3 * H
     assert CAL.resume(at(5, 11, 9), 3 * H, Unit.WORK_HOURS) == at(5, 11, 12) + 0
     assert CAL.left(at(5, 6, 11), due, Unit.WORK_HOURS) == -H  # an hour of work overdue
+    # Fails on the old code: an overdue clock resumed as natural hours before now (07:00),
+    # not as the work time it was overdue: 2 work hours before Monday 05-11 09:00 (08:30 start)
+    # is 16:00 on Saturday 05-09, a make-up working day — 2 work hours overdue, as `left` says.
+    resumed = CAL.resume(at(5, 11, 9), -2 * H, Unit.WORK_HOURS)
+    assert resumed == at(5, 9, 16)
+    assert CAL.left(at(5, 11, 9), resumed, Unit.WORK_HOURS) == -2 * H
+    assert CAL.resume(at(5, 11, 9), -2 * H, Unit.NATURAL_HOURS) == at(5, 11, 9) - 2 * H
 
 
 def test_the_shipped_calendar_loads_and_a_broken_one_is_refused(tmp_path: Path) -> None:
@@ -129,6 +136,9 @@ class Table:
         }.get(stage)
 
 
+CENTER = "区城市运行管理中心"  # the command centre
+
+
 class Case_:
     """A case driven through the workflow with its phase table, as the engine drives it."""
 
@@ -138,13 +148,13 @@ class Case_:
             device="d", urgency=urgency, department="燃气集团", grid=None, allowed_ms=None,
             auto_register=False, actor="system", now_ms=now, source=source,
         )  # fmt: skip
-        self.phases, self.case = start(case, now, Table(), CAL)
+        self.phases, self.case = start(case, now, Table(), CAL, center=CENTER)
 
     def do(self, action: Action, now: int, extend: float = 0, args: Args | None = None) -> Case:
         given = replace(args or Args(), extend_ms=int(extend * H))
         after, _ = apply(self.case, action, actor="op", now_ms=now, note="现场", args=given)
         changed, self.case = step(
-            self.phases, self.case, after, action, now, Table(), CAL, extend=extend
+            self.phases, self.case, after, action, now, Table(), CAL, center=CENTER, extend=extend
         )
         for p in changed:
             if self.phases and self.phases[-1].seq == p.seq:
@@ -175,7 +185,10 @@ def test_each_stage_has_its_own_clock_and_dispose_starts_at_dispatch() -> None:
         ("处置", at(4, 30, 16), at(5, 7, 16), at(5, 7, 15), False),
         ("核查", at(5, 7, 15), None, at(5, 8, 9), False),
     ]
-    assert all(p.department == "燃气集团" for p in c.phases)
+    # Fails on the old code (every stage the 主办's): the centre holds 立案, 派遣 and 核查 —
+    # the late 派遣 above is its own, never 燃气集团's — and the 主办 holds 处置.
+    holders = [(p.stage, p.department) for p in c.phases]
+    assert holders == [("立案", CENTER), ("派遣", CENTER), ("处置", "燃气集团"), ("核查", CENTER)]
 
 
 def test_parked_time_is_never_overdue_and_the_clock_runs_again_with_what_was_left() -> None:
@@ -222,6 +235,30 @@ def test_escalation_is_due_once_per_overdue_and_again_at_the_next() -> None:
     assert c.case.escalations == 3  # the 督办 level
 
 
+def test_one_overdue_episode_has_one_escalation() -> None:
+    # Fails on the old code: unpark of a case parked overdue raised a new 督办, and so did a
+    # 延时 too short to reach now, though the stage never stopped being overdue.
+    c = Case_(at(4, 30, 9))
+    c.do(A.ACCEPT, at(4, 30, 9))
+    c.do(A.DISPATCH, at(4, 30, 9))  # 处置 due 05-07 09:00
+    c.do(A.START, at(4, 30, 9))
+    c.do(A.ESCALATE, at(5, 7, 10))  # 1 work hour overdue: 督办 第1次
+    c.do(A.PARK, at(5, 7, 11))  # parked while overdue: -2 h left
+    c.do(A.UNPARK, at(5, 11, 9))  # still 2 work hours overdue
+    due = c.phases[-1].due_ms
+    assert due is not None
+    assert due < at(5, 11, 9)  # moved, yet in the past
+    assert not c.phases[-1].needs_escalation(at(5, 11, 9, 1))  # the same episode
+    c.do(A.EXTEND, at(5, 11, 9, 30), extend=1)  # 1 work hour: due still past
+    assert not c.phases[-1].needs_escalation(at(5, 11, 9, 31))
+    c.do(A.EXTEND, at(5, 11, 10), extend=4)  # due 05-11 15:00, past now: a new episode
+    due = c.phases[-1].due_ms
+    assert due is not None
+    assert due > at(5, 11, 10)
+    assert not c.phases[-1].needs_escalation(at(5, 11, 10, 1))
+    assert c.phases[-1].needs_escalation(due + 1)  # passed again: 第2次
+
+
 def test_an_urgent_upgrade_shortens_the_running_stage_never_lengthens_it() -> None:
     c = Case_(at(4, 30, 9))
     c.do(A.ACCEPT, at(4, 30, 9))
@@ -262,3 +299,4 @@ def test_a_report_waits_in_the_receive_stage_a_sensors_case_starts_in_register()
     ]
     sensed = Case_(at(5, 10, 22))
     assert [p.stage for p in sensed.phases] == ["立案"]  # received by the system as it opened
+    assert c.phases[0].department == CENTER  # the 受理员 is the centre's

@@ -411,3 +411,17 @@ def test_a_table_naming_a_department_neither_declared_nor_registered_is_reported
         " in the department registry",
     ]
     assert check_departments(ROUTING, Directory.of(ROUTING.departments)) == []
+
+
+def test_the_command_centre_is_center_else_the_default_department_by_its_registered_name() -> None:
+    # The centre holds 受理, 立案, 派遣 and 核查 (collector.cases.phases.holder).
+    assert ROUTING.command_center(SHIPPED) == ROUTING.default_department
+    renamed = Directory.of({"xh-center": "西湖区城市运行管理中心"})
+    table = ROUTING.model_copy(update={"center": "xh-center"})
+    assert table.command_center(renamed) == "西湖区城市运行管理中心"
+    # A centre neither declared nor registered is refused like any department the table names.
+    wrong = ROUTING.model_copy(update={"center": "区指挥中心"})
+    assert check_departments(wrong, SHIPPED) == [
+        "center: department '区指挥中心' is neither declared in `departments` nor in the"
+        " department registry"
+    ]

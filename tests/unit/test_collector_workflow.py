@@ -66,7 +66,15 @@ LEGAL: dict[tuple[Action, CaseState], CaseState] = {
     **{(A.UPGRADE, s): s for s in OPEN},
 }
 ALL_PAIRS = list(itertools.product(Action, CaseState))
-ARGS = Args(extend_ms=H, severity=1, urgent=True, allowed_ms=H, request="extend", reason="重复")
+ARGS = Args(
+    extend_ms=H,
+    severity=1,
+    urgent=True,
+    allowed_ms=H,
+    request="extend",
+    reason="重复",
+    extend_max_ms=10 * H,
+)
 
 
 def make(
@@ -273,18 +281,17 @@ def test_an_unclassified_case_is_accepted_with_its_kind_and_subcategory() -> Non
 def test_a_department_applies_and_the_dispatcher_decides() -> None:
     # Reproduced on main: a 1 000 h 延时 took effect in one step, by whoever posted it.
     case = make(S.HANDLING)
-    applied, audit = apply(
-        case, A.APPLY, actor="燃气集团", now_ms=T0, args=Args(request="extend", extend_ms=1000 * H)
-    )
-    assert (applied.state, applied.pending, applied.pending_hours) == (S.HANDLING, "extend", 1000)
-    assert audit.note == "申请 延时 1000 h"
+    asked = Args(request="extend", extend_ms=10 * H, extend_max_ms=10 * H)
+    applied, audit = apply(case, A.APPLY, actor="燃气集团", now_ms=T0, args=asked)
+    assert (applied.state, applied.pending, applied.pending_hours) == (S.HANDLING, "extend", 10)
+    assert audit.note == "申请 延时 10 h"
     with pytest.raises(ValueError, match="already has an application"):
         apply(applied, A.APPLY, actor="燃气集团", now_ms=T0, args=Args(request="park"))
     denied, audit = apply(applied, A.DENY, actor="派遣员", now_ms=T0, note="理由不足")
     assert (denied.pending, denied.pending_hours, audit.note) == (
         None,
         0,
-        "驳回 延时 1000 h: 理由不足",
+        "驳回 延时 10 h: 理由不足",
     )
     with pytest.raises(ValueError, match="no application"):
         apply(denied, A.APPROVE, actor="派遣员", now_ms=T0)
@@ -293,6 +300,61 @@ def test_a_department_applies_and_the_dispatcher_decides() -> None:
             apply(case, A.APPLY, actor="燃气集团", now_ms=T0, args=bad)
     parked, _ = apply(applied, A.FEEDBACK, actor="燃气集团", now_ms=T0, note="已修复")
     assert parked.pending is None  # moot once the case moved on
+
+
+@pytest.mark.parametrize(
+    ("extend_ms", "max_ms", "said"),
+    [
+        (1000 * H, 24 * H, "at most the stage's own limit, 24 h"),
+        (24 * H + H // 2, 24 * H, "at most the stage's own limit, 24 h"),
+        (360, 24 * H, "steps of 0.5 h"),  # extend_hours 0.0001
+        (H + 1, 24 * H, "steps of 0.5 h"),
+        (H, None, "no time limit"),
+    ],
+)
+def test_an_application_for_an_extension_is_bounded(
+    extend_ms: int, max_ms: int | None, said: str
+) -> None:
+    # Fails on the old code: 1 000 h and 0.0001 h were both accepted.
+    bad = Args(request="extend", extend_ms=extend_ms, extend_max_ms=max_ms)
+    with pytest.raises(ValueError, match=said):
+        apply(make(S.HANDLING), A.APPLY, actor="燃气集团", now_ms=T0, args=bad)
+    for hours in (0.5, 24):  # the smallest step and the stage's whole limit
+        ok = Args(request="extend", extend_ms=int(hours * H), extend_max_ms=24 * H)
+        applied, _ = apply(make(S.HANDLING), A.APPLY, actor="燃气集团", now_ms=T0, args=ok)
+        assert applied.pending_hours == hours
+
+
+def test_an_extension_over_the_limit_at_its_approval_is_not_granted() -> None:
+    # An 升级 to urgent after the application shortened the stage's limit (24 h -> 2 h).
+    case = make(S.HANDLING, pending="extend", pending_hours=12)
+    with pytest.raises(ValueError, match="at most the stage's own limit, 2 h"):
+        apply(case, A.APPROVE, actor="派遣员", now_ms=T0, args=Args(extend_max_ms=2 * H))
+    denied, _ = apply(case, A.DENY, actor="派遣员", now_ms=T0, args=Args(extend_max_ms=2 * H))
+    assert denied.pending is None  # a refusal needs no bound
+    granted, _ = apply(case, A.APPROVE, actor="派遣员", now_ms=T0, args=Args(extend_max_ms=12 * H))
+    assert granted.pending is None
+
+
+def test_a_grant_of_an_extension_says_its_hours() -> None:
+    # Fails on the old code: the extend row of a grant said only 批准的申请.
+    _, audit = apply(
+        make(S.HANDLING), A.EXTEND, actor="派遣员", now_ms=T0, note="批准的申请",
+        args=Args(extend_ms=3 * H // 2),
+    )  # fmt: skip
+    assert audit.note == "延时 1.5 小时: 批准的申请"
+
+
+@pytest.mark.parametrize(
+    ("parked_from", "back_to"), [(S.DISPATCHED, S.DISPATCHED), (None, S.HANDLING)]
+)
+def test_unpark_returns_to_the_state_the_case_was_parked_from(
+    parked_from: CaseState | None, back_to: CaseState
+) -> None:
+    # Fails on the old code: a case parked in 派遣 landed in 处置 without its department's start.
+    args = Args(parked_from=parked_from)
+    case, audit = apply(make(S.PARKED), A.UNPARK, actor="派遣员", now_ms=T0, args=args)
+    assert (case.state, audit.to_state) == (back_to, back_to.value)
 
 
 def test_a_void_says_why_with_a_reason_code() -> None:
@@ -318,6 +380,9 @@ def test_a_reply_answers_a_supervision_with_its_level() -> None:
         apply(escalated, A.REPLY, actor="燃气集团", now_ms=T0)
     _, audit = apply(escalated, A.REPLY, actor="燃气集团", now_ms=T0, note="抢修队已到场")
     assert audit.note == "督办回复 (第1次): 抢修队已到场"
+    # Fails on the old code: the same 督办 could be answered any number of times.
+    with pytest.raises(ValueError, match="督办 第1次 has its reply already"):
+        apply(escalated, A.REPLY, actor="燃气集团", now_ms=T0, note="再报", args=Args(replied=True))
 
 
 def test_a_report_is_received_before_it_is_registered_and_a_citizens_is_confirmed_first() -> None:

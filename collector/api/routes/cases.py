@@ -74,9 +74,7 @@ class CaseAction(StrEnum):
     CLOSE = "close"  # 结案 after 核查: `closure` 处置完成 (default) or 误报; `condition`
     RETURN = "return"  # 回退 to the 派遣员
     REJECT = "reject"  # 核查不通过: back to 处置, with its reason in `note`; `media_url`
-    PARK = "park"  # 挂账
-    UNPARK = "unpark"
-    EXTEND = "extend"  # 延时: `extend_hours`
+    UNPARK = "unpark"  # 解除挂账 (挂账 and 延时 take effect by approve of an application)
     ESCALATE = "escalate"  # 督办
     REPLY = "reply"  # the department answers a 督办: its `note`
     APPLY = "apply"  # the department applies: `request` extend (with `extend_hours`), park, return
@@ -118,7 +116,8 @@ class ActionIn(BaseModel):
         default=0,
         ge=0,
         le=24 * 365,
-        description="for extend, or apply with request extend: hours on the stage's clock",
+        description="for apply with request extend: hours on the stage's clock, in steps of"
+        " 0.5 h, at most the stage's own limit",
     )
     request: Literal["extend", "park", "return"] | None = Field(
         default=None, description="for apply: 延时 (extend), 挂账 (park) or 回退 (return)"
@@ -177,8 +176,8 @@ class ActionIn(BaseModel):
                     f"`{name}` goes with {' or '.join(a.value for a in actions)},"
                     f" not {self.action.value}"
                 )
-        if self.extend_hours > 0 and self.action not in (CaseAction.EXTEND, CaseAction.APPLY):
-            raise ValueError(f"`extend_hours` goes with extend or apply, not {self.action.value}")
+        if self.extend_hours > 0 and self.action is not CaseAction.APPLY:
+            raise ValueError(f"`extend_hours` goes with apply, not {self.action.value}")
         if self.action is CaseAction.APPLY and self.request is None:
             raise ValueError("apply needs its `request`: extend, park or return")
         if (self.kind is None) != (self.subcategory is None):

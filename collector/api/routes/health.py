@@ -30,8 +30,9 @@ async def readyz(runtime: RuntimeDep, key: MaybeViewer) -> JSONResponse:
     """Ready when the database answers, commits succeed and (if ingesting) the broker gives
     what ingest relies on; otherwise 503. Answers within a few seconds even when the database
     is unreachable. Without a key only `{"status": "ready" | "not ready"}`; with any valid
-    key also every reason, the backend and the ingest counters (what the public must not
-    learn: the database's and the broker's errors, the traffic)."""
+    key also every reason, the backend, the ingest counters (what the public must not learn:
+    the database's and the broker's errors, the traffic) and `warnings`: degradations that
+    leave it ready, such as a working calendar that does not list a coming year's 调休."""
     body: dict[str, Any] = {"backend": runtime.store.backend}
     reasons: list[str] = []
     try:
@@ -56,6 +57,9 @@ async def readyz(runtime: RuntimeDep, key: MaybeViewer) -> JSONResponse:
             body["partitions"] = {"held": ingest.held, "handovers": ingest.handovers}
         reasons.extend(ingest.problems())
     reasons.extend(runtime.problems())
+    warnings = runtime.calendar_warnings()
+    if warnings:
+        body["warnings"] = warnings
     status = "not ready" if reasons else "ready"
     public = {"status": status}
     body = {**body, "status": status, "reasons": reasons} if key is not None else public

@@ -29,7 +29,8 @@ def _metric(
 @router.get("/metrics", response_class=PlainTextResponse)
 def metrics(request: Request, runtime: RuntimeDep, key: Viewer) -> PlainTextResponse:
     """Ingest counters, dead letters, event-log lag, open cases, work orders, alarm outcomes,
-    SSE clients, webhook failures, HTTP connections refused or timed out."""
+    SSE clients, webhook failures, HTTP connections refused or timed out, calendar years
+    without their 调休 arrangement."""
     store = runtime.store
     lines: list[str] = []
     guard = getattr(request.app.state, "http_guard", None)  # set when served by `collector run`
@@ -144,6 +145,13 @@ def metrics(request: Request, runtime: RuntimeDep, key: Viewer) -> PlainTextResp
         "counter",
         "cases and work orders routed past a department the registry does not hold since start",
         {"": runtime.cases.unregistered_total},
+    )
+    _metric(
+        lines,
+        "lifeline_calendar_unlisted_years",
+        "gauge",
+        "years due times may reach within 60 days whose 调休 the working calendar does not list",
+        {"": len(runtime.calendar_warnings())},
     )
     deliveries = {f'{{status="{k}"}}': v for k, v in store.count_deliveries_by_status().items()}
     _metric(lines, "lifeline_webhook_deliveries", "gauge", "deliveries by status", deliveries)
