@@ -75,6 +75,10 @@ _ACTIVE = (AlarmState.ACTIVE_UNACKED.value, AlarmState.ACTIVE_ACKED.value)
 _BEFORE_DISPATCH = (CaseState.REPORTED, CaseState.REGISTERED)
 _DONE_BY_DEPARTMENT = (CaseState.FEEDBACK, CaseState.VERIFYING)
 _FINISHED = (CaseState.CLOSED, CaseState.VOIDED)
+# How often an operator's action is read and applied again when another writer saved the case
+# (or work order) between its read and its save. Every round of a race lets one writer
+# through, so this many writers of one case at once all get through; more answer Conflict.
+_ATTEMPTS = 32
 
 
 def _origin_note(t: AlarmTransition) -> str:
@@ -697,58 +701,72 @@ class CaseEngine:
                 f"{action.value} takes effect only by approve of a department's application"
                 " (apply with its request)"
             )
-        case = self.store.case(case_no)
-        if case is None:
-            raise CaseNotFound(case_no)
-        classify = None
-        if kind is not None or subcategory is not None:
-            if action is not Action.ACCEPT or kind is None or subcategory is None:
-                raise ValueError("kind and subcategory go together, with accept (受理)")
-            urgent = case.urgency == "urgent"
-            classify = Classification(
-                kind, subcategory, self.routing.allowed_ms(subcategory, urgent)
-            )
-        parked_from, replied = self._history(case_no, action)
-        args = Args(
-            extend_ms=int(extend_hours * HOUR_MS),
-            department=department,
-            assist=tuple(assist),
-            closure=closure,
-            classify=classify,
-            request=request,
-            reason=reason,
-            condition=condition,
-            media_url=media_url,
-            extend_max_ms=self._extend_max_ms(case)
-            if "extend" in (request, case.pending)
-            else None,
-            parked_from=parked_from,
-            replied=replied,
-        )
-        now = self.now_ms()
 
-        def signed(a: Audit) -> Audit:
-            return replace(a, key_id=key_id, role=role, on_behalf_of=on_behalf_of)
-
-        updated, audit = apply(case, action, actor=actor, now_ms=now, note=note, args=args)
-        audits = [signed(audit)]
-        phases = self.store.phases(case_no)
-        updated = self._step(phases, case, updated, action, now, extend=extend_hours)
-        if action is Action.APPROVE and case.pending is not None:
-            granted = REQUESTS[case.pending]
-            before = updated
-            updated, audit = apply(
-                before,
-                granted,
-                actor=actor,
-                now_ms=now,
-                note="批准的申请",
-                args=Args(extend_ms=int(case.pending_hours * HOUR_MS)),
+        def once() -> Case:
+            """Read the case, apply the action, save over the version read (Conflict if
+            someone saved it meanwhile); the case as saved."""
+            case = self.store.case(case_no)
+            if case is None:
+                raise CaseNotFound(case_no)
+            classify = None
+            if kind is not None or subcategory is not None:
+                if action is not Action.ACCEPT or kind is None or subcategory is None:
+                    raise ValueError("kind and subcategory go together, with accept (受理)")
+                urgent = case.urgency == "urgent"
+                classify = Classification(
+                    kind, subcategory, self.routing.allowed_ms(subcategory, urgent)
+                )
+            parked_from, replied = self._history(case_no, action)
+            args = Args(
+                extend_ms=int(extend_hours * HOUR_MS),
+                department=department,
+                assist=tuple(assist),
+                closure=closure,
+                classify=classify,
+                request=request,
+                reason=reason,
+                condition=condition,
+                media_url=media_url,
+                extend_max_ms=self._extend_max_ms(case)
+                if "extend" in (request, case.pending)
+                else None,
+                parked_from=parked_from,
+                replied=replied,
             )
-            audits.append(signed(audit))
-            updated = self._step(phases, before, updated, granted, now, case.pending_hours)
-        self.store.save_case(updated, audits, expect_state=case.state.value, phases=phases)
-        return updated
+            now = self.now_ms()
+
+            def signed(a: Audit) -> Audit:
+                return replace(a, key_id=key_id, role=role, on_behalf_of=on_behalf_of)
+
+            updated, audit = apply(case, action, actor=actor, now_ms=now, note=note, args=args)
+            audits = [signed(audit)]
+            phases = self.store.phases(case_no)
+            updated = self._step(phases, case, updated, action, now, extend=extend_hours)
+            if action is Action.APPROVE and case.pending is not None:
+                granted = REQUESTS[case.pending]
+                before = updated
+                updated, audit = apply(
+                    before,
+                    granted,
+                    actor=actor,
+                    now_ms=now,
+                    note="批准的申请",
+                    args=Args(extend_ms=int(case.pending_hours * HOUR_MS)),
+                )
+                audits.append(signed(audit))
+                updated = self._step(phases, before, updated, granted, now, case.pending_hours)
+            self.store.save_case(updated, audits, expect_state=case.state.value, phases=phases)
+            return replace(updated, version=case.version + 1)
+
+        for _ in range(_ATTEMPTS):
+            try:
+                return once()
+            except Conflict:
+                # Saved by someone else since our read: apply the action again to what is
+                # stored now (a 督办 takes the next level; an action the new state no longer
+                # allows, or a second application, is refused as it would be in turn).
+                continue
+        raise Conflict(f"case {case_no} changed {_ATTEMPTS} times meanwhile; try again")
 
     def _extend_max_ms(self, case: Case) -> int | None:
         """The most one 延时 may give a case in its running stage: the stage's own limit, as ms
@@ -795,15 +813,20 @@ class CaseEngine:
         """
         if action is WorkOrderAction.AUTO_CLOSE:
             raise ValueError("auto_close is taken by the system only")
-        order = self.store.work_order(order_no)
-        if order is None:
-            raise CaseNotFound(order_no)
-        updated, audit = act_on(
-            order, action, actor=actor, now_ms=self.now_ms(), note=note, closure=closure
-        )
-        audit = replace(audit, key_id=key_id, role=role, on_behalf_of=on_behalf_of)
-        self.store.save_work_order(updated, [audit], expect_state=order.state.value)
-        return updated
+        for _ in range(_ATTEMPTS):
+            order = self.store.work_order(order_no)
+            if order is None:
+                raise CaseNotFound(order_no)
+            updated, audit = act_on(
+                order, action, actor=actor, now_ms=self.now_ms(), note=note, closure=closure
+            )
+            audit = replace(audit, key_id=key_id, role=role, on_behalf_of=on_behalf_of)
+            try:
+                self.store.save_work_order(updated, [audit], expect_state=order.state.value)
+            except Conflict:
+                continue  # saved by someone else since the read: apply to what is stored now
+            return replace(updated, version=order.version + 1)
+        raise Conflict(f"work order {order_no} changed {_ATTEMPTS} times meanwhile; try again")
 
     def escalate_overdue(self) -> list[str]:
         """Raise a 督办 on every case whose running stage is overdue and not yet escalated for

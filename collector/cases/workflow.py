@@ -217,6 +217,9 @@ class Case:
     checked_by: str | None = None
     checked_ms: int | None = None
     token: str | None = None  # the Open311 token the reporting app was given
+    # The stored row's version it was read at (a save over another is a Conflict); no part of
+    # the record, so not of equality either.
+    version: int = field(default=0, compare=False)
 
     @property
     def subject(self) -> str:

@@ -76,6 +76,9 @@ class WorkOrder:
     closure: str | None = None
     recurrence_of: str | None = None
     location: Place = field(default_factory=Place)
+    # The stored row's version it was read at (a save over another is a Conflict); no part of
+    # the record, so not of equality either.
+    version: int = field(default=0, compare=False)
 
     @property
     def subject(self) -> str:

@@ -287,8 +287,12 @@ class CaseHandlingStore(Protocol):
         `phases`, the alarm occurrences it takes (`links`), the ones that cleared, the handled
         events, and the reporting client's ids for it (`claims`), atomically.
 
-        Raises Conflict if the stored case is no longer in `expect_state`, an alarm of
-        `links` already belongs elsewhere, or a claim's id already names a case.
+        An update saves only over the row `case` was read from (optimistic locking: the
+        stored row must still be at `case.version`, and each save adds one to it).
+
+        Raises Conflict if the stored case is no longer in `expect_state` or at
+        `case.version`, an alarm of `links` already belongs elsewhere, or a claim's id already
+        names a case.
         """
         ...
 
@@ -392,7 +396,8 @@ class WorkOrderHandlingStore(Protocol):
         cleared: Sequence[tuple[str, int]] = (),
     ) -> None:
         """Insert (expect_state None) or update a work order with its audits, alarm links,
-        cleared alarms and handled events, atomically; Conflict as save_case."""
+        cleared alarms and handled events, atomically; Conflict as save_case (state and
+        `order.version`)."""
         ...
 
     def work_order(self, order_no: str) -> WorkOrder | None:

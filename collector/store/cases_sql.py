@@ -260,8 +260,15 @@ class CaseRows(Rows):
         it takes (`links`), the ones that cleared, the handled events, its new or changed
         `phases` and the reporting client's ids for it (`claims`), atomically.
 
-        Raises Conflict if the stored case is no longer in `expect_state`, an alarm of
-        `links` already belongs elsewhere, or a claim's id already names a case.
+        An update saves only over the row `case` was read from: the stored row must still be
+        in `expect_state` and at `case.version` (each save adds one to it), so two
+        read-modify-writes of one case never lose one of them (optimistic locking; the same
+        on SQLite and PostgreSQL, whose UPDATE waits for a concurrent writer's row lock and
+        then sees its new version).
+
+        Raises Conflict if the stored case is no longer in `expect_state` or at
+        `case.version`, an alarm of `links` already belongs elsewhere, or a claim's id already
+        names a case.
         """
         p: dict[str, Any] = {
             "no": case.case_no,
@@ -311,6 +318,7 @@ class CaseRows(Rows):
             "checked_by": case.checked_by,
             "checked_ms": case.checked_ms,
             "expect": expect_state,
+            "ver": case.version,
         }
         with self._tx() as cur:
             if expect_state is None:
@@ -323,7 +331,7 @@ class CaseRows(Rows):
                     " :lat, :datum, :addr, :src, :pending, :phours, :source, :vreason, :media,"
                     " :contact, :confirmed, :recv_by, :recv_ms, :reg_cond, :close_cond,"
                     " :disposal, :check, :check_note, :check_media, :checked_by, :checked_ms,"
-                    " :token, :subject)",
+                    " :token, :ver, :subject)",
                     p,
                 )
             else:
@@ -340,12 +348,15 @@ class CaseRows(Rows):
                     " register_condition = :reg_cond, close_condition = :close_cond,"
                     " disposal_note = :disposal, check_result = :check, check_note = :check_note,"
                     " check_media_url = :check_media, checked_by = :checked_by,"
-                    " checked_ms = :checked_ms"
-                    " WHERE case_no = :no AND state = :expect",
+                    " checked_ms = :checked_ms, version = version + 1"
+                    " WHERE case_no = :no AND state = :expect AND version = :ver",
                     p,
                 )
                 if cur.rowcount != 1:
-                    raise Conflict(f"case {case.case_no} is no longer in state {expect_state}")
+                    raise Conflict(
+                        f"case {case.case_no} changed meanwhile (it was in state"
+                        f" {expect_state}): the case changed, try again"
+                    )
             for a in audits:
                 self._audit_row(cur, "case_audit", "case_no", a)
                 if a.action in _RECORDED_AT:
@@ -725,7 +736,8 @@ class CaseRows(Rows):
         cleared: Sequence[tuple[str, int]] = (),
     ) -> None:
         """Insert (expect_state None) or update a work order with its audits, alarm links,
-        cleared alarms and handled events, atomically; Conflict as save_case."""
+        cleared alarms and handled events, atomically; Conflict as save_case (state and
+        `order.version`)."""
         p: dict[str, Any] = {
             "no": order.order_no,
             "problem": order.problem,
@@ -747,6 +759,7 @@ class CaseRows(Rows):
             "recur": order.recurrence_of,
             **_place_params(order.location),
             "expect": expect_state,
+            "ver": order.version,
         }
         with self._tx() as cur:
             if expect_state is None:
@@ -755,7 +768,7 @@ class CaseRows(Rows):
                     f"INSERT INTO work_orders ({_WORK_ORDER.select}, subject)"  # noqa: S608 - constant
                     " VALUES (:no, :problem, :title, :gw, :dev, :asset, :state, :sev, :urg,"
                     " :dept, :created, :updated, :deadline, :allowed, :rep, :closure, :recur,"
-                    " :lon, :lat, :datum, :addr, :src, :subject)",
+                    " :lon, :lat, :datum, :addr, :src, :ver, :subject)",
                     p,
                 )
             else:
@@ -763,12 +776,14 @@ class CaseRows(Rows):
                     cur,
                     "UPDATE work_orders SET state = :state, severity = :sev, urgency = :urg,"
                     " updated_ms = :updated, deadline_ms = :deadline, repeats = :rep,"
-                    " closure = :closure WHERE order_no = :no AND state = :expect",
+                    " closure = :closure, version = version + 1"
+                    " WHERE order_no = :no AND state = :expect AND version = :ver",
                     p,
                 )
                 if cur.rowcount != 1:
                     raise Conflict(
-                        f"work order {order.order_no} is no longer in state {expect_state}"
+                        f"work order {order.order_no} changed meanwhile (it was in state"
+                        f" {expect_state}): try again"
                     )
             for a in audits:
                 self._audit_row(cur, "work_order_audit", "order_no", a)

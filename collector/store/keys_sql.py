@@ -164,6 +164,15 @@ class KeyRows(Rows):
         """Name the department `new` instead of `old` on every open case (the states outside
         workflow.OPEN_STATES are 结案 and 作废), running phase and open work order (not 已完成)."""
         p = {"old": old, "new": new}
+        # A new row version for every case touched, so that an action that read the old name
+        # meanwhile is a Conflict rather than writing the old name back (see save_case).
+        self._run(
+            cur,
+            "UPDATE cases SET version = version + 1 WHERE state NOT IN ('结案', '作废')"
+            " AND (department = :old OR case_no IN (SELECT case_no FROM case_phases"
+            " WHERE department = :old AND end_ms IS NULL))",
+            p,
+        )
         self._run(
             cur,
             "UPDATE cases SET department = :new WHERE department = :old"
@@ -179,7 +188,8 @@ class KeyRows(Rows):
             if old in names:
                 self._run(
                     cur,
-                    "UPDATE cases SET assist = :assist WHERE case_no = :no",
+                    "UPDATE cases SET assist = :assist, version = version + 1"
+                    " WHERE case_no = :no",
                     {"no": case_no, "assist": json.dumps(
                         [new if n == old else n for n in names], ensure_ascii=False
                     )},
@@ -191,8 +201,8 @@ class KeyRows(Rows):
         )
         self._run(
             cur,
-            "UPDATE work_orders SET department = :new WHERE department = :old"
-            " AND state <> '已完成'",
+            "UPDATE work_orders SET department = :new, version = version + 1"
+            " WHERE department = :old AND state <> '已完成'",
             p,
         )
 

@@ -675,6 +675,15 @@ UPDATE case_phases SET stage = '受理' WHERE end_ms IS NULL AND stage = '立案
     AND case_no IN (SELECT case_no FROM cases WHERE state = '受理' AND received_by IS NULL)
 """
 
+# Version 23: a row version on cases and work orders, so that every read-modify-write
+# (an operator's action, the 督办 run, an alarm's 返工 or 升级) saves only over the row it
+# read: two writers of one case in the same state no longer overwrite each other
+# (review 2 item 1). Each save adds one; a save that finds another version is a Conflict.
+_ROW_VERSIONS = """
+ALTER TABLE cases ADD COLUMN version BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE work_orders ADD COLUMN version BIGINT NOT NULL DEFAULT 0
+"""
+
 _DIALECTS = {
     "sqlite": {
         "id": "INTEGER PRIMARY KEY",
@@ -831,6 +840,7 @@ def migrations(dialect: str, readings: Migration) -> tuple[Migration, ...]:
         Migration(20, "a reporting client's ids for its reports", report_claim_statements(dialect)),
         Migration(21, "department names never reused", department_name_statements(dialect)),
         Migration(22, "statistics of a year by the case record", stats_record_statements(dialect)),
+        Migration(23, "row versions of cases and work orders", row_version_statements(dialect)),
     )
 
 
@@ -843,6 +853,12 @@ def stats_record_statements(dialect: str) -> tuple[str, ...]:
     """Migration 22 (when each case was 立案, 派遣, 结案 and 作废, and covering indexes for the
     statistics) for `dialect`."""
     return _split(_STATS_RECORD, dialect)
+
+
+def row_version_statements(dialect: str) -> tuple[str, ...]:
+    """Migration 23 (a row version on cases and work orders, checked by every save) for
+    `dialect`."""
+    return _split(_ROW_VERSIONS, dialect)
 
 
 def _split(template: str, dialect: str) -> tuple[str, ...]:

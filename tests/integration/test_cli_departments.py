@@ -16,7 +16,7 @@ from lifeline.collector.cases.workflow import Case, CaseState
 from lifeline.collector.cases.workorders import WorkOrderState, open_work_order
 from lifeline.collector.cli import app as collector_cli
 from lifeline.collector.departments import check_name
-from lifeline.collector.store import Store, open_store
+from lifeline.collector.store import Conflict, Store, open_store
 from tests.integration.test_open311 import BASE, NOW
 
 pytestmark = pytest.mark.integration
@@ -87,6 +87,7 @@ def test_departments_are_added_listed_renamed_and_removed(db: tuple[str, Store])
     )
 
     # The open case follows the department to its new name; the closed one keeps the old.
+    read_before = case(store, "C-OPEN")
     assert (
         ok(url, "rename", "gas", "燃气有限公司")
         == "renamed department gas: 燃气集团 -> 燃气有限公司\n"
@@ -101,6 +102,10 @@ def test_departments_are_added_listed_renamed_and_removed(db: tuple[str, Store])
     assert case(store, "C-CLOSED").department == "燃气集团"
     assert [p.department for p in store.phases("C-OPEN")] == ["燃气有限公司"]
     assert [p.department for p in store.phases("C-CLOSED")] == ["燃气集团"]
+    # A save of the case as read before the rename would write the old name back: a Conflict.
+    with pytest.raises(Conflict):
+        store.save_case(replace(read_before, repeats=1), [], expect_state="派遣")
+    assert case(store, "C-OPEN").department == "燃气有限公司"
 
     # In use: refused with what holds it; nothing removed.
     assert error_line(url, "remove", "gas") == (

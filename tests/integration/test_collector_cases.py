@@ -2,7 +2,9 @@
 gateway sends them, cases and work orders as the store keeps them."""
 
 import json
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace as changed
 from pathlib import Path
 
@@ -13,11 +15,18 @@ from lifeline.collector.cases.codes import conditions
 from lifeline.collector.cases.engine import CaseEngine
 from lifeline.collector.cases.phases import Phase
 from lifeline.collector.cases.routing import Routing, default_routing_path, load_routing
-from lifeline.collector.cases.workflow import Action, Audit, CaseState, Closure, open_case
+from lifeline.collector.cases.workflow import (
+    Action,
+    Audit,
+    Case,
+    CaseState,
+    Closure,
+    open_case,
+)
 from lifeline.collector.cases.workorders import WorkOrderState
 from lifeline.collector.grids import load_grids
 from lifeline.collector.models import Accepted
-from lifeline.collector.store import Store, open_store
+from lifeline.collector.store import Conflict, Store, open_store
 from lifeline.collector.store.postgres import PostgresStore
 from lifeline.collector.store.schema import case_record_statements
 from lifeline.collector.store.sql import SqlStore
@@ -467,3 +476,119 @@ def test_migration_17_says_who_received_the_cases_of_older_versions(store: Store
     }
     assert [p.stage for p in store.phases("C-WAIT")] == ["受理"]
     assert [p.stage for p in store.phases("C-DONE")] == ["立案"]
+
+
+def _at_once(n: int, work: Callable[[int], object]) -> list[object]:
+    """Run work(0..n-1) on n threads released together; each result, or the exception raised."""
+    gate = threading.Barrier(n)
+
+    def run(i: int) -> object:
+        gate.wait()
+        try:
+            return work(i)
+        except (ValueError, Conflict) as exc:  # IllegalTransition is a ValueError
+            return exc
+
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(run, range(n)))
+
+
+def test_actions_at_once_on_one_case_lose_no_update(store: Store, routing: Routing) -> None:
+    # Review 2 item 1: each writer read the case, changed it and saved it over whatever another
+    # writer had saved meanwhile in the same state (10 escalates left escalations = 7).
+    n = 10
+    store.upsert_assets([WELL])
+    engine = CaseEngine(store, routing, Clock())
+    raise_alarm(store, "mh-1", "cover_open", "state", AlarmState.ACTIVE_UNACKED)
+    engine.process_pending()
+    (case,) = store.cases()
+    no = engine.act(case.case_no, Action.DISPATCH, "派遣员").case_no
+    due = store.phases(no)[-1].due_ms
+    assert due is not None
+
+    results = _at_once(n, lambda i: engine.act(no, Action.ESCALATE, f"值班长{i}"))
+    assert not [r for r in results if isinstance(r, Exception)]
+    assert stored(store, no).escalations == n
+    notes = sorted(a.note for a in store.audit(no) if a.action == "escalate")
+    assert notes == sorted(f"督办 第{k}次" for k in range(1, n + 1))
+
+    def application(i: int) -> object:
+        return engine.act(no, Action.APPLY, f"燃气公司{i}", request="extend", extend_hours=1)
+
+    results = _at_once(n, application)
+    (applied,) = [r for r in results if not isinstance(r, Exception)]
+    assert all("already has an application" in str(r) for r in results if r is not applied)
+    assert [a.action for a in store.audit(no)].count("apply") == 1
+    assert stored(store, no) == applied
+    assert (stored(store, no).pending, stored(store, no).pending_hours) == ("extend", 1)
+
+    results = _at_once(n, lambda i: engine.act(no, Action.APPROVE, f"派遣员{i}"))
+    (approved,) = [r for r in results if not isinstance(r, Exception)]
+    assert all("no application" in str(r) for r in results if r is not approved)
+    dispose = store.phases(no)[-1]
+    assert (dispose.stage, dispose.extended, dispose.due_ms) == ("处置", 1, due + int(H * 1000))
+
+    # An approve racing escalates: its 延时 and every 督办 stay.
+    engine.act(no, Action.APPLY, "燃气公司", request="extend", extend_hours=1)
+
+    def mixed(i: int) -> object:
+        if i == 0:
+            return engine.act(no, Action.APPROVE, "派遣员")
+        return engine.act(no, Action.ESCALATE, f"值班长{i}")
+
+    results = _at_once(n, mixed)
+    assert not [r for r in results if isinstance(r, Exception)]
+    dispose = store.phases(no)[-1]
+    assert (dispose.extended, dispose.due_ms) == (2, due + int(2 * H * 1000))
+    assert stored(store, no).escalations == 2 * n - 1
+    assert stored(store, no).pending is None
+
+
+def test_the_systems_writers_lose_no_update_to_an_operator_in_between(
+    store: Store, routing: Routing, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The 督办 run and an alarm's 升级 read the case, then saved over a person's 督办 made
+    # between their read and their save (same state): that 督办 was lost.
+    store.upsert_assets([WELL])
+    clock = Clock()
+    engine = CaseEngine(store, routing, clock)
+    raise_alarm(store, "mh-1", "cover_open", "state", AlarmState.ACTIVE_UNACKED)
+    engine.process_pending()  # 立案 at once: the 派遣 stage, urgent: 30 minutes
+    (case,) = store.cases()
+    no = case.case_no
+    real = store.phases
+    between: list[Callable[[], object]] = []
+
+    def phases(case_no: str) -> list[Phase]:
+        if between:  # the system has read the case; a 值班长 saves it before the system does
+            between.pop()()
+        return real(case_no)
+
+    monkeypatch.setattr(store, "phases", phases)
+
+    def escalations_kept() -> None:
+        notes = [a.note for a in store.audit(no) if a.action == "escalate"]
+        levels = [note.split(":")[0] for note in notes]
+        assert len(set(levels)) == len(levels) == stored(store, no).escalations
+
+    clock.now += 0.6 * H
+    between.append(lambda: engine.act(no, Action.ESCALATE, "值班长"))
+    assert engine.escalate_overdue() == []  # lost the race: the next run looks again
+    engine.escalate_overdue()
+    escalations_kept()
+
+    between.append(lambda: engine.act(no, Action.ESCALATE, "值班长"))
+    raise_alarm(
+        store, "mh-1", "cover_open", "state", AlarmState.ACTIVE_UNACKED, "gw:2", Severity.CRITICAL
+    )
+    assert engine.process_pending() == 0  # lost the race: the next pass takes it up
+    assert engine.process_pending() == 1
+    escalations_kept()
+    assert (stored(store, no).repeats, stored(store, no).severity) == (1, Severity.CRITICAL)
+
+
+def stored(store: Store, case_no: str) -> Case:
+    """The case as the store has it now."""
+    case = store.case(case_no)
+    assert case is not None
+    return case

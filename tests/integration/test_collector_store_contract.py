@@ -669,6 +669,13 @@ def a_case(no: str = "330106202611180001", **changes: object) -> tuple[Case, lis
     return replace(case, **changes), audits  # type: ignore[arg-type]
 
 
+def stored(store: Store, case_no: str) -> Case:
+    """The case as the store has it now (its row version included)."""
+    case = store.case(case_no)
+    assert case is not None
+    return case
+
+
 def test_a_case_keeps_its_phase_table_and_overdue_stages_are_found(store: Store) -> None:
     case, audits = a_case()
     first = Phase(case.case_no, 1, "派遣", "燃气集团", T0, T0 + H, "工作时")
@@ -684,10 +691,13 @@ def test_a_case_keeps_its_phase_table_and_overdue_stages_are_found(store: Store)
     assert store.phases(case.case_no) == [ended, second]
     assert store.overdue_phases(T0 + 9 * H) == []  # ended, or parked: never overdue
     resumed = replace(second, parked_since_ms=None, left_ms=None, escalated_due_ms=T0 + 3 * H)
-    store.save_case(moved, [], expect_state="派遣", phases=[resumed])
+    with pytest.raises(Conflict):  # `moved` is the case as read before its save: stale
+        store.save_case(moved, [], expect_state="派遣", phases=[resumed])
+    assert store.phases(case.case_no) == [ended, second]  # nothing of that save stayed
+    store.save_case(stored(store, case.case_no), [], expect_state="派遣", phases=[resumed])
     assert store.overdue_phases(T0 + 9 * H) == []  # escalated for this due time already
     again = replace(resumed, due_ms=T0 + 4 * H)  # 延时: a new due time, not escalated yet
-    store.save_case(moved, [], expect_state="派遣", phases=[again])
+    store.save_case(stored(store, case.case_no), [], expect_state="派遣", phases=[again])
     assert store.overdue_phases(T0 + 9 * H) == [again]
 
 
@@ -778,7 +788,13 @@ def test_work_orders_one_open_per_device_and_problem_with_audit_and_events(store
     store.save_work_order(taken, [a2], expect_state="待接单")
     with pytest.raises(Conflict):
         store.save_work_order(taken, [a2], expect_state="待接单")
-    done, a3 = act_on(taken, WorkOrderAction.COMPLETE, actor="张工", now_ms=T0 + 2)
+    # Still 处理中, but `taken` is the order as read before its save: stale, so a Conflict.
+    with pytest.raises(Conflict):
+        store.save_work_order(replace(taken, repeats=5), [], expect_state="处理中")
+    current = store.work_order(order.order_no)
+    assert current == taken
+    assert current is not None
+    done, a3 = act_on(current, WorkOrderAction.COMPLETE, actor="张工", now_ms=T0 + 2)
     store.save_work_order(done, [a3], expect_state="处理中")
     assert store.open_work_order_for(f"{GW}/sl-1", "comm_loss") is None
     assert store.last_closed_work_order_for(f"{GW}/sl-1", "comm_loss") == done

@@ -217,6 +217,7 @@ def case_doc(
     shown = sees_contact(role)
     body["contact"] = (json.loads(case.contact) if case.contact else {}) if shown else None
     del body["token"]  # the reporting app's handle, not the staff's business
+    del body["version"]  # the store's guard against lost updates, not part of the record
     body["colour"] = colour(case, now_ms).value
     body["subcategory_name"] = subcategory_name(case.kind, case.subcategory) or None
     body["alarms"] = [alarm_snapshot(k) for k in alarms or []]

@@ -80,6 +80,7 @@ def work_order_doc(
 ) -> dict[str, Any]:
     """The JSON form of a work order with its deadline colour now and its alarms."""
     body = asdict(order)
+    del body["version"]  # the store's guard against lost updates, not part of the record
     body["state"] = order.state.value
     body["colour"] = work_order_colour(order, now_ms).value
     body["alarms"] = [alarm_snapshot(k) for k in alarms or []]
