@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from coordTransform import bd09_to_wgs84, gcj02_to_wgs84
-from shapely import STRtree
+from shapely import STRtree, prepare, unary_union
 from shapely.errors import ShapelyError
 from shapely.geometry import Point, shape
 from shapely.geometry.base import BaseGeometry
@@ -85,6 +85,12 @@ class Grid:
         return self.departments[0] if self.departments else None
 
 
+# How far outside every grid a point is still served: about 500 m (0.005° of latitude is
+# 556 m; of longitude, 556 m × cos φ), more than phone GPS and datum errors, far less than
+# the distance to the next district's streets that another platform serves.
+SERVICE_MARGIN_DEG = 0.005
+
+
 class GridMap:
     """Grids with their polygons, found by code or by a point inside."""
 
@@ -94,6 +100,7 @@ class GridMap:
         self._by_code = {g.code: g for g in self._grids}
         self._index = {g.code: i for i, g in enumerate(self._grids)}
         self._tree = STRtree(self._shapes)
+        self._area: BaseGeometry | None = None  # the service area, made on first use
 
     @property
     def grids(self) -> list[Grid]:
@@ -126,6 +133,17 @@ class GridMap:
             return None
         hits = self._tree.query(Point(to_grid_datum(lon, lat, datum)), predicate="intersects")
         return self._grids[int(min(hits))] if len(hits) else None
+
+    def serves(self, lon: float, lat: float, *, datum: str) -> bool:
+        """True if (lon, lat) degrees in `datum` (to_grid_datum) lies in the service area: the
+        union of every grid's polygon widened by SERVICE_MARGIN_DEG, so a point a few metres off
+        a border (GPS error, a 部件 on the district's edge) is still served while one in another
+        city is not. Raises GridError for a datum not in DATUMS."""
+        if self._area is None:
+            area = unary_union(self._shapes).buffer(SERVICE_MARGIN_DEG)
+            prepare(area)  # many reports test one area: index it once
+            self._area = area
+        return bool(self._area.intersects(Point(to_grid_datum(lon, lat, datum))))
 
     def holds(self, code: str, lon: float, lat: float, *, datum: str) -> bool:
         """True if the grid `code` is known and its polygon holds (lon, lat) degrees in `datum`

@@ -544,6 +544,49 @@ def test_actions_at_once_on_one_case_lose_no_update(store: Store, routing: Routi
     assert stored(store, no).pending is None
 
 
+def test_the_systems_writers_lose_no_update_to_an_operator_in_between(
+    store: Store, routing: Routing, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The 督办 run and an alarm's 升级 read the case, then saved over a person's 督办 made
+    # between their read and their save (same state): that 督办 was lost.
+    store.upsert_assets([WELL])
+    clock = Clock()
+    engine = CaseEngine(store, routing, clock)
+    raise_alarm(store, "mh-1", "cover_open", "state", AlarmState.ACTIVE_UNACKED)
+    engine.process_pending()  # 立案 at once: the 派遣 stage, urgent: 30 minutes
+    (case,) = store.cases()
+    no = case.case_no
+    real = store.phases
+    between: list[Callable[[], object]] = []
+
+    def phases(case_no: str) -> list[Phase]:
+        if between:  # the system has read the case; a 值班长 saves it before the system does
+            between.pop()()
+        return real(case_no)
+
+    monkeypatch.setattr(store, "phases", phases)
+
+    def escalations_kept() -> None:
+        notes = [a.note for a in store.audit(no) if a.action == "escalate"]
+        levels = [note.split(":")[0] for note in notes]
+        assert len(set(levels)) == len(levels) == stored(store, no).escalations
+
+    clock.now += 0.6 * H
+    between.append(lambda: engine.act(no, Action.ESCALATE, "值班长"))
+    assert engine.escalate_overdue() == []  # lost the race: the next run looks again
+    engine.escalate_overdue()
+    escalations_kept()
+
+    between.append(lambda: engine.act(no, Action.ESCALATE, "值班长"))
+    raise_alarm(
+        store, "mh-1", "cover_open", "state", AlarmState.ACTIVE_UNACKED, "gw:2", Severity.CRITICAL
+    )
+    assert engine.process_pending() == 0  # lost the race: the next pass takes it up
+    assert engine.process_pending() == 1
+    escalations_kept()
+    assert (stored(store, no).repeats, stored(store, no).severity) == (1, Severity.CRITICAL)
+
+
 def stored(store: Store, case_no: str) -> Case:
     """The case as the store has it now."""
     case = store.case(case_no)

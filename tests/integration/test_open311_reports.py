@@ -405,3 +405,51 @@ def test_a_report_in_a_grid_whose_department_is_not_registered_goes_to_the_defau
     )
     metrics = city.client.get("/metrics", headers=city.h(Role.VIEWER)).text
     assert "lifeline_routing_unregistered_total 1" in metrics
+
+
+def test_a_report_outside_the_service_area_or_for_another_city_is_refused(city: City) -> None:
+    assert city.runtime.cases.grids is not None
+    _, polygon = city.runtime.cases.grids.polygons[0]
+    inside = polygon.representative_point()
+    form = {"service_code": "0403", "lat": str(inside.y), "long": str(inside.x)}
+    assert "service area" in spec_error(city.post({**form, "lat": "0", "long": "0"}), 400)
+    assert "jurisdiction_id" in spec_error(city.post({**form, "jurisdiction_id": "zz"}), 400)
+    gets = [
+        "/open311/v2/services.json",
+        "/open311/v2/requests.xml",
+        "/open311/v2/services/0403.json",
+    ]
+    for path in gets:
+        r = city.client.get(path, params={"jurisdiction_id": "zz"})
+        assert r.status_code == 400, (path, r.text)
+        assert "jurisdiction_id" in r.text
+    assert city.runtime.store.cases() == []
+    # The district's own area code is served, as is no jurisdiction_id at all.
+    routing = city.runtime.cases.routing
+    city.runtime.cases.routing = routing.model_copy(update={"district": "330106"})
+    assert city.post({**form, "jurisdiction_id": "330106"}).status_code == 201
+    assert city.post(form).status_code == 201
+    for path in gets:
+        assert city.client.get(path, params={"jurisdiction_id": "330106"}).status_code == 200
+    assert "330106" in spec_error(city.post({**form, "jurisdiction_id": "310104"}), 400)
+
+
+def test_answers_name_the_grids_street_and_expect_nothing_once_closed(city: City) -> None:
+    grids = city.runtime.cases.grids
+    assert grids is not None
+    grid, polygon = grids.polygons[0]
+    inside = polygon.representative_point()
+    r = city.post({"service_code": "0403", "lat": str(inside.y), "long": str(inside.x)})
+    no = r.json()[0]["service_request_id"]
+    (req,) = city.client.get(f"/open311/v2/requests/{no}.json").json()
+    assert req["address"] == f"{grid.street}{grid.community}" != ""
+    assert (req["lat"], req["long"]) == (inside.y, inside.x)  # the reported point, not the grid's
+    assert req["expected_datetime"] is not None  # 受理 has its time limit
+    assert city.act(no, "void", Role.SHIFT_LEAD, reason="重复").status_code == 200
+    (closed,) = city.client.get(f"/open311/v2/requests/{no}.json").json()
+    assert (closed["status"], closed["expected_datetime"]) == ("closed", None)
+    # An address alone places nothing: no grid, and no made-up point.
+    by_address = city.post({"service_code": "0403", "address_string": "文三路 1 号"})
+    other = by_address.json()[0]["service_request_id"]
+    (unplaced,) = city.client.get(f"/open311/v2/requests/{other}.json").json()
+    assert (unplaced["lat"], unplaced["long"], unplaced["address"]) == (None, None, "文三路 1 号")

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import shapely
 
 from lifeline.collector.models import Role
 from tests.integration import test_open311_reports as open311
@@ -248,3 +249,48 @@ def test_hostile_headers_and_bodies_are_refused(city: City) -> None:
     problem_of(r, 422)
     problem_of(city.client.post(URL, content=b"[", headers=h), 422)
     assert city.runtime.store.cases() == []
+
+
+def test_the_header_report_id_and_工单号_name_one_retry_id(city: City) -> None:
+    call = good(city, kind="事件", subcategory="0403", hotline={"order_no": "ADM-1"})
+    # A header that differs from the 工单号 was ignored: the old case answered a new id.
+    differs = report(city, call, Role.INTAKE, **{"Idempotency-Key": "zzz"})
+    detail = problem_of(differs, 422)["detail"]
+    assert all(word in detail for word in ("Idempotency-Key", "order_no", "'zzz'"))
+    assert (
+        "report_id"
+        in problem_of(report(city, {**call, "report_id": "x"}, Role.INTAKE), 422)["detail"]
+    )
+    assert city.runtime.store.cases() == []  # stores nothing
+    first = report(
+        city, {**call, "report_id": "ADM-1"}, Role.INTAKE, **{"Idempotency-Key": "ADM-1"}
+    )
+    assert first.status_code == 201, first.text
+    no = first.json()["case_no"]
+    # Any name of the id finds the case: the 工单号 alone, or with the header.
+    for headers in ({}, {"Idempotency-Key": '"ADM-1"'}):
+        again = report(city, call, Role.ADMIN, **headers)
+        assert (again.status_code, again.json()["case_no"]) == (200, no), again.text
+    # A 监督员's header and report_id differ: 422 naming both.
+    both = report(city, good(city, report_id="b"), Role.INSPECTOR, **{"Idempotency-Key": "a"})
+    detail = problem_of(both, 422)["detail"]
+    assert all(word in detail for word in ("Idempotency-Key", "report_id"))
+    assert len(city.runtime.store.cases()) == 1
+
+
+def test_a_place_outside_the_service_area_is_refused(city: City) -> None:
+    grids = city.runtime.cases.grids
+    assert grids is not None
+    # Where the district's grids reach furthest east, and a little beyond: GPS error at the
+    # edge of the district is still served; the sea off Africa, or the next city, is not.
+    edge = max(
+        (p for _, g in grids.polygons for p in shapely.get_coordinates(g)), key=lambda p: p[0]
+    )
+    for lon, lat in [(0.0, 0.0), (edge[0] + 0.05, edge[1]), (-edge[0], edge[1])]:
+        refused = report(city, good(city, lon=lon, lat=lat), Role.INSPECTOR)
+        assert "service area" in problem_of(refused, 422)["detail"]
+    assert city.runtime.store.cases() == []
+    near = report(city, good(city, lon=edge[0] + 0.001, lat=edge[1]), Role.INSPECTOR)
+    assert near.status_code == 201, near.text
+    by_address = report(city, good(city, lon=None, lat=None, address="文三路 1 号"), Role.INSPECTOR)
+    assert by_address.status_code == 201, by_address.text

@@ -7,7 +7,9 @@ as `.json` or `.xml` (the format suffix); errors are the spec's `[{code, descrip
 `<errors><error>`), not problem+json. service_code is the case's 小类; status is open or
 closed (结案 and 作废 are closed); lat/long and address come from the case's place (its
 asset, or its device's install location, else a point inside its 单元网格); times are ISO 8601
-with the working calendar's UTC offset (+08:00 by default).
+with the working calendar's UTC offset (+08:00 by default). The endpoint serves one
+jurisdiction, the collector's district: `jurisdiction_id`, optional as the spec has it for a
+single-jurisdiction endpoint, is refused (400) when it names another.
 """
 
 import json
@@ -24,7 +26,7 @@ from email.message import Message
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
@@ -44,7 +46,7 @@ from lifeline.collector.cases.workflow import (
     CaseState,
     Place,
 )
-from lifeline.collector.grids import GridMap
+from lifeline.collector.grids import GridError, GridMap
 from lifeline.collector.keys import digest
 from lifeline.collector.models import ApiKey
 from lifeline.collector.text import check_text
@@ -139,7 +141,36 @@ class Open311Route(APIRoute):
         return handle
 
 
-router = APIRouter(prefix="/open311/v2", tags=["open311"], route_class=Open311Route)
+def check_jurisdiction(runtime: RuntimeDep, given: str | None) -> None:
+    """Raise Open311Error 400 unless `given` (a request's jurisdiction_id, None if absent) is
+    the jurisdiction this endpoint serves: the collector's district, its 6-digit area code
+    (GB/T 2260). GeoReport v2's jurisdiction_id names the city a request is for; an endpoint
+    serving one may go without it, but a request naming another city is not for us."""
+    if given is None:
+        return
+    served = runtime.cases.routing.district
+    if given != served:
+        where = f"this endpoint serves {served} only" if served else "no jurisdiction is set here"
+        raise Open311Error(
+            400,
+            f"jurisdiction_id {given[:MAX_ID]!r} is not served: {where} (omit it, or give"
+            " the collector's district area code)",
+        )
+
+
+def _jurisdiction(
+    runtime: RuntimeDep,
+    jurisdiction_id: Annotated[str | None, Query(max_length=200)] = None,
+) -> None:
+    check_jurisdiction(runtime, jurisdiction_id)
+
+
+router = APIRouter(
+    prefix="/open311/v2",
+    tags=["open311"],
+    route_class=Open311Route,
+    dependencies=[Depends(_jurisdiction)],
+)
 
 
 def _format(fmt: str) -> str:
@@ -212,16 +243,19 @@ def service_request(
 ) -> dict[str, Any]:
     """One case as a GeoReport v2 service request; times with the offset of `tz`, its
     department by name from `names` (department code -> name; an unregistered one as is).
-    A case whose place is unknown is placed inside its 单元网格 (from `grids`), so clients
-    that map requests get lat/long whenever the case has a known grid."""
+    A case without an address answers its 单元网格's 街道 and 社区 (from `grids`); one without
+    a point, a point inside that grid, so clients that map requests get lat/long whenever the
+    case has a known grid. A report given by address alone has no grid (nothing geocodes it)
+    and answers null lat/long. A closed request expects nothing: expected_datetime is null."""
     closed = case.state.value in CLOSED
     dept = names.get(case.department, case.department)
     lon, lat, address = case.location.lon, case.location.lat, case.location.address
-    if (lon is None or lat is None) and case.grid and grids is not None:
-        inside = grids.point(case.grid)
-        grid = grids.get(case.grid)
-        if inside is not None and grid is not None:
-            (lon, lat), address = inside, address or f"{grid.street}{grid.community}"
+    grid = grids.get(case.grid) if case.grid and grids is not None else None
+    if grid is not None and grids is not None:
+        address = address or f"{grid.street}{grid.community}"
+        inside = grids.point(grid.code)
+        if (lon is None or lat is None) and inside is not None:
+            lon, lat = inside
     return {
         "service_request_id": case.case_no,
         "status": "closed" if closed else "open",
@@ -233,7 +267,9 @@ def service_request(
         "service_notice": service_notice(case, dept),
         "requested_datetime": _iso(case.created_ms, tz),
         "updated_datetime": _iso(case.updated_ms, tz),
-        "expected_datetime": _iso(case.deadline_ms, tz) if case.timed_from_ms else None,
+        "expected_datetime": (
+            _iso(case.deadline_ms, tz) if case.timed_from_ms and not closed else None
+        ),
         "address": address,
         "address_id": case.asset,
         "zipcode": None,
@@ -532,6 +568,26 @@ def _media_url(text: str | None) -> str:
     return text
 
 
+def outside_service_area(grids: GridMap | None, lon: float, lat: float, datum: str) -> str:
+    """Why (lon, lat) degrees in `datum` is no place this collector serves — a sentence for
+    the error answer — or "" if it is served: inside the grid registry's service area
+    (GridMap.serves: every 单元网格 with a margin of about 500 m). Without a grid registry
+    every point in range is served (the district draws no boundary then). A datum outside
+    wire.messages.DATUMS is explained the same way."""
+    if grids is None:
+        return ""
+    try:
+        if grids.serves(lon, lat, datum=datum):
+            return ""
+    except GridError as exc:
+        return str(exc)
+    return (
+        f"the place ({lon:g}, {lat:g}) is outside the service area: it lies in none of the"
+        " district's 单元网格 (nor within about 500 m of one); check lat/long (a report from"
+        " another city goes to that city's platform)"
+    )
+
+
 def parse_report(form: dict[str, list[str]], services: dict[str, str]) -> dict[str, Any]:
     """A citizen's POST (its form fields, each a list of values) checked field by field:
     returns kind, subcategory, description, place, media_url and contact (a JSON object as
@@ -614,7 +670,13 @@ async def report(request: Request, runtime: RuntimeDep, fmt: str) -> Response:
             f"api_key {key.name!r} is a {key.role.value} key: reports take a reporter key"
             " (公众上报应用), made with `lifeline collector keys create --role reporter`",
         )
+    check_jurisdiction(runtime, _one(form, "jurisdiction_id"))
     fields = parse_report(form, service_kinds(runtime.cases.routing))
+    place: Place = fields["place"]
+    if place.lon is not None and place.lat is not None:
+        outside = outside_service_area(runtime.cases.grids, place.lon, place.lat, place.datum)
+        if outside:
+            raise Open311Error(400, outside)
     wait_ms = limiter(request).wait_ms(key, runtime.cases.now_ms())
     if wait_ms:
         raise Open311Error(

@@ -3,11 +3,13 @@ as cases in 受理 (POST /api/v1/cases).
 
 Both open their case the way a citizen's Open311 report does (CaseEngine.report): placed in
 its 单元网格, numbered, routed 事件先属地后属主, its 受理 stage started, audited under the
-authenticated key. A retry with the same Idempotency-Key (or `report_id`), or a 12345 call
-entered twice under its 工单号, answers the case the first try made.
+authenticated key. One retry id names a report: the Idempotency-Key header, `report_id` or
+a 12345 call's 工单号 (`hotline.order_no`), which must agree when more than one is given; a
+retry under it answers the case the first try made. Without any id a retry is a second case.
 """
 
 import hashlib
+import itertools
 import json
 from typing import Annotated, Any, Literal
 
@@ -17,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from lifeline.collector.api.auth import ScopedReader
 from lifeline.collector.api.deps import RuntimeDep
 from lifeline.collector.api.routes.cases import Line, Text, case_doc
-from lifeline.collector.api.routes.open311 import service_kinds
+from lifeline.collector.api.routes.open311 import outside_service_area, service_kinds
 from lifeline.collector.api.schemas import CaseOut
 from lifeline.collector.cases.codes import COMPONENT_NAMES, EVENT_NAMES, subcategory_name
 from lifeline.collector.cases.duties import CASE_REPORTERS, may_report, report_refusal
@@ -154,18 +156,31 @@ def _source(key: ApiKey, body: ReportIn) -> str:
 
 
 def _claims(key: ApiKey, body: ReportIn, header: str | None, source: str) -> list[ReportClaim]:
-    """The client's ids for this report, each with the fingerprint of what was reported."""
-    own = header.strip('"') if header is not None else None
-    if own is not None and body.report_id is not None and own != body.report_id:
-        raise HTTPException(422, "the Idempotency-Key header and `report_id` differ: give one")
-    own = own or body.report_id
+    """The report's retry id as a claim with the fingerprint of what was reported: none if the
+    client gave no id. The Idempotency-Key header, `report_id` and `hotline.order_no` are
+    three names of one id, so each one given must agree (HTTPException 422 naming the two that
+    differ). A 12345 工单号 is unique across the hotline, so a hotline id is claimed for the
+    whole hotline (any 受理员 entering the same 工单 gets its case); another for the key only."""
+    given = {
+        "the Idempotency-Key header": header.strip('"') if header is not None else None,
+        "`report_id`": body.report_id,
+        "`hotline.order_no`": body.hotline.order_no if body.hotline is not None else None,
+    }
+    named = [(name, value) for name, value in given.items() if value is not None]
+    for (first, a), (second, b) in itertools.pairwise(named):
+        if a != b:
+            raise HTTPException(
+                422,
+                f"{first} ({a!r}) and {second} ({b!r}) differ: they name one retry id, so give"
+                " one of them or the same id in each",
+            )
+    if not named:
+        return []
     fields = body.model_dump(exclude={"report_id"}, mode="json")
     text = json.dumps([source, fields], ensure_ascii=False, sort_keys=True)
     fingerprint = hashlib.sha256(text.encode()).hexdigest()
-    claims = [ReportClaim(f"key:{key.id}", own, fingerprint)] if own else []
-    if body.hotline is not None:
-        claims.append(ReportClaim(HOTLINE, body.hotline.order_no, fingerprint))
-    return claims
+    scope = HOTLINE if body.hotline is not None else f"key:{key.id}"
+    return [ReportClaim(scope, named[0][1], fingerprint)]
 
 
 @router.post(
@@ -187,12 +202,18 @@ def report(
     admin either. The case opens in 受理 in the 单元网格 its point lies in, routed
     事件先属地后属主 and numbered as every reported case; 201 with the case and its `Location`.
 
-    A retry with the same Idempotency-Key header (or `report_id`; per key), or a 12345 call
-    whose 工单号 is a case already, answers 200 with that case and stores nothing. 403 for
+    A retry under the same id — the Idempotency-Key header, `report_id` (per key) or a 12345
+    call's 工单号 (across the hotline), which must agree when more than one is given — answers
+    200 with that case and stores nothing; with no id a retry opens a second case. 403 for
     other roles (the permission matrix), 422 for a field that does not fit: an unknown 小类 or
-    one of the other kind, coordinates out of range, text too long or with control
-    characters, or an id reused for a different report."""
+    one of the other kind, coordinates out of range or outside the service area (the grid
+    registry's 单元网格 with a ~500 m margin), text too long or with control characters, ids
+    that differ, or an id reused for a different report."""
     check_subcategory(runtime.cases.routing, body.kind, body.subcategory)
+    if body.lon is not None and body.lat is not None:
+        outside = outside_service_area(runtime.cases.grids, body.lon, body.lat, body.datum)
+        if outside:
+            raise HTTPException(422, outside)
     source = _source(key, body)
     claims = _claims(key, body, idempotency_key, source)
     caller = body.hotline.caller.model_dump(exclude_none=True) if body.hotline else {}
