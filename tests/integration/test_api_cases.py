@@ -233,6 +233,9 @@ def test_work_orders_over_http(api: Api) -> None:
         ),
         422,
     )
+    for hostile in ("接单\u202e", "接单\x1b[2J"):  # the free-text rule of a case's note
+        bad = {"action": "accept", "note": hostile}
+        problem_of(api.client.post(url, json=bad, headers=api.h(Role.DISPATCHER)), 422)
     taken = api.client.post(
         url, json={"action": "accept", "actor": "运维张工"}, headers=api.h(Role.DISPATCHER)
     )

@@ -18,7 +18,7 @@ from lifeline.collector.api.paging import (
     decode_cursor,
     encode_cursor,
 )
-from lifeline.collector.api.routes.cases import alarm_snapshot
+from lifeline.collector.api.routes.cases import Text, alarm_snapshot
 from lifeline.collector.api.schemas import WorkOrderDetail, WorkOrderOut, WorkOrderPage
 from lifeline.collector.cases.duties import may_work, work_refusal
 from lifeline.collector.cases.engine import CaseNotFound
@@ -58,7 +58,7 @@ class OrderActionIn(BaseModel):
         max_length=100,
         description="who acts for the key, kept as `on_behalf_of` (the actor is the key)",
     )
-    note: str = Field(default="", max_length=2000)
+    note: Text = Field(default="", max_length=2000)  # free text: collector.text
     closure: Literal["处置完成", "误报"] | None = Field(
         default=None, description="for complete: 处置完成 (default) or 误报"
     )
