@@ -150,6 +150,13 @@ def test_cluster_node_and_collector_killed_mid_stream_lose_nothing(tmp_path: Pat
             takeover_s = time.monotonic() - collector_killed_at
             time.sleep(5)
             a_after = readings_of(tmp_path, ports["a"])
+            # The birth reaches the listener through the cluster, which may still be electing
+            # after the node's death: wait for it (bounded) rather than look once.
+            wait_for(
+                "gw-1's birth after its node died",
+                lambda: births.after("gw-1", node_killed_ms) is not None,
+                30,
+            )
             reconnect_s = births.after("gw-1", node_killed_ms)
             books = finish_and_account(d)
         finally:
